@@ -13,6 +13,7 @@ single walk over the value checks types and numbers first.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -72,8 +73,8 @@ def _check(value: Any, depth: int = 0) -> bool:
             raise bad_json(f"number {value!r} is outside the canonical JSON range ±(2**53-1)")
         return True
     # Mappings and sequences of other types (e.g. immutable dicts) are accepted as their JSON form.
-    if isinstance(value, dict) or hasattr(value, "keys") and hasattr(value, "__getitem__"):
-        return _check({k: value[k] for k in value.keys()}, depth) or True
+    if isinstance(value, Mapping):
+        return _check(dict(value), depth) or True
     if isinstance(value, (list, tuple)):
         return _check(list(value), depth) or True
     raise bad_json(f"value of type {t.__name__} cannot be encoded as JSON")
@@ -88,7 +89,7 @@ def _plain(value: Any) -> Any:
         return value
     if t is list or t is tuple or isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    return {k: _plain(value[k]) for k in value.keys()}
+    return {k: _plain(v) for k, v in value.items()}
 
 
 def canonical_json(value: Any) -> bytes:
@@ -123,7 +124,6 @@ def parse_json(data: bytes | str, strict: bool = True) -> Any:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise MatrixError(M_NOT_JSON, f"not valid JSON: {e}") from None
-    if strict:
-        if _check(value):
-            value = _plain(value)
+    if strict and _check(value):
+        value = _plain(value)
     return value

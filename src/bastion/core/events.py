@@ -194,13 +194,19 @@ def sign_event(
     """
     rv = get_room_version(room_version)
     ev = _checked(event)
+    hashes = ev.get("hashes") or {}
+    sigs_in = ev.get("signatures") or {}
+    if not isinstance(hashes, dict) or not isinstance(sigs_in, dict):
+        raise bad_json("'hashes' and 'signatures' must be objects")
+    if not all(isinstance(v, dict) for v in sigs_in.values()):
+        raise bad_json("each server's signatures must be an object")
     out = dict(ev)
-    out["hashes"] = {**(ev.get("hashes") or {}), "sha256": encode_base64(_content_hash_bytes(ev))}
+    out["hashes"] = {**hashes, "sha256": encode_base64(_content_hash_bytes(ev))}
     redacted = _redact(out, rv)
     redacted.pop("signatures", None)
     redacted.pop("unsigned", None)
     signature = encode_base64(key.sign(_encode(redacted)).signature)
-    sigs = {name: dict(v) for name, v in (ev.get("signatures") or {}).items()}
+    sigs = {name: dict(v) for name, v in sigs_in.items()}
     sigs.setdefault(signing_name, {})[key_id] = signature
     out["signatures"] = sigs
     return out
@@ -291,3 +297,93 @@ def check_event_size(event: dict) -> None:
             raise MatrixError(M_TOO_LARGE, f"'{key}' is longer than {MAX_ID_BYTES} bytes", 413)
     if len(_encode(ev)) > MAX_PDU_SIZE:
         raise MatrixError(M_TOO_LARGE, f"event is larger than {MAX_PDU_SIZE} bytes", 413)
+
+
+# --- Format (S-S API "Checks performed on receipt of a PDU", step 1; data/.../pdu_v*.yaml) ------
+
+MAX_PREV_EVENTS = 20
+MAX_AUTH_EVENTS = 10
+MAX_DEPTH_V6 = 2**53 - 1
+MAX_DEPTH_V1 = 2**63 - 1
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise bad_json(message)
+
+
+def validate_pdu(event: object, room_version: str) -> None:
+    """Check that ``event`` is a well-formed PDU of ``room_version`` (PDU check 1).
+
+    Checks the required keys and their types per the version's PDU schema, the reference lists
+    (at most 20 ``prev_events`` and 10 ``auth_events``, ID format per version), ``depth`` bounds,
+    the v12 rule that only ``m.room.create`` lacks ``room_id``, identifier grammar (historical
+    user IDs allowed, as servers MUST accept them over federation) and the size limits.
+    Raises :class:`~bastion.errors.MatrixError` (``M_BAD_JSON`` or ``M_TOO_LARGE``) naming the
+    problem.
+    """
+    from bastion.core.identifiers import parse_event_id, parse_room_id, parse_user_id
+
+    rv = get_room_version(room_version)
+    _require(isinstance(event, dict), "an event must be a JSON object")
+    assert isinstance(event, dict)
+    ev = _checked(event) if rv.strict_canonical_json else event
+    etype = ev.get("type")
+    _require(isinstance(etype, str), "'type' must be a string")
+    _require(isinstance(ev.get("content"), dict), "'content' must be an object")
+    _require(isinstance(ev.get("sender"), str), "'sender' must be a string")
+    parse_user_id(ev["sender"], historical=True)
+    ts = ev.get("origin_server_ts")
+    _require(type(ts) is int, "'origin_server_ts' must be an integer")
+    depth = ev.get("depth")
+    max_depth = MAX_DEPTH_V6 if rv.strict_canonical_json else MAX_DEPTH_V1
+    _require(type(depth) is int and 0 <= depth <= max_depth, "'depth' must be an integer in range")
+    if "state_key" in ev:
+        _require(isinstance(ev["state_key"], str), "'state_key' must be a string")
+    hashes = ev.get("hashes")
+    _require(
+        isinstance(hashes, dict) and isinstance(hashes.get("sha256"), str),
+        "'hashes' must be an object with a 'sha256' string",
+    )
+    sigs = ev.get("signatures")
+    _require(isinstance(sigs, dict), "'signatures' must be an object")
+    for server, by_key in sigs.items():
+        _require(isinstance(by_key, dict), f"signatures of {server!r} must be an object")
+        for key_id, sig in by_key.items():
+            _require(isinstance(sig, str), f"signature {server}/{key_id} must be a string")
+    if "unsigned" in ev:
+        _require(isinstance(ev["unsigned"], dict), "'unsigned' must be an object")
+
+    # room_id: required, except that a v12 create event must not have one.
+    if rv.room_id_is_create_hash and etype == "m.room.create":
+        _require("room_id" not in ev, "a v12 m.room.create event has no 'room_id'")
+    else:
+        _require(isinstance(ev.get("room_id"), str), "'room_id' must be a string")
+        parse_room_id(ev["room_id"], room_version)
+
+    # prev_events / auth_events per event format.
+    for key, limit in (("prev_events", MAX_PREV_EVENTS), ("auth_events", MAX_AUTH_EVENTS)):
+        refs = ev.get(key)
+        _require(isinstance(refs, list), f"'{key}' must be an array")
+        _require(len(refs) <= limit, f"'{key}' has more than {limit} entries")
+        for ref in refs:
+            if rv.event_id_format is EventIdFormat.V1_OPAQUE:
+                _require(
+                    isinstance(ref, list) and len(ref) == 2 and isinstance(ref[1], dict),
+                    f"'{key}' entries must be [event_id, hashes] pairs in this room version",
+                )
+                parse_event_id(ref[0], room_version)
+            else:
+                parse_event_id(ref, room_version)
+    if rv.event_id_format is EventIdFormat.V1_OPAQUE:
+        parse_event_id(ev.get("event_id"), room_version)
+    if etype == "m.room.redaction":
+        redacts = ev["content"].get("redacts") if rv.redacts_in_content else ev.get("redacts")
+        if redacts is not None or not rv.redacts_in_content:
+            parse_event_id(redacts, None)
+    check_event_size(ev)
+
+
+def event_ref_ids(refs: list) -> list[str]:
+    """The event IDs of a ``prev_events``/``auth_events`` list in any event format."""
+    return [r[0] if isinstance(r, list) else r for r in refs]

@@ -44,7 +44,10 @@ def sign_json(obj: dict, signing_name: str, key_id: str, key: SigningKey) -> dic
     message = canonical_json(_signable(obj))
     signature = encode_base64(key.sign(message).signature)
     signed = dict(obj)
-    sigs = {name: dict(by_key) for name, by_key in (obj.get("signatures") or {}).items()}
+    existing = obj.get("signatures") or {}
+    if not isinstance(existing, dict) or not all(isinstance(v, dict) for v in existing.values()):
+        raise bad_json("'signatures' must be an object of objects")
+    sigs = {name: dict(by_key) for name, by_key in existing.items()}
     sigs.setdefault(signing_name, {})[key_id] = signature
     signed["signatures"] = sigs
     return signed
@@ -52,6 +55,8 @@ def sign_json(obj: dict, signing_name: str, key_id: str, key: SigningKey) -> dic
 
 def signature_of(obj: dict, signing_name: str, key_id: str) -> bytes:
     """The decoded signature ``obj`` carries for ``signing_name``/``key_id``; raises if absent."""
+    if not isinstance(obj, dict):
+        raise bad_json("only a JSON object carries signatures")
     sigs = obj.get("signatures")
     if not isinstance(sigs, dict):
         raise SignatureError("object has no signatures")
@@ -81,6 +86,8 @@ def verify_signed_json(obj: dict, signing_name: str, key_id: str, key: VerifyKey
     Raises :class:`SignatureError` (a :class:`~bastion.errors.MatrixError`) if the signature is
     missing, malformed or wrong, and ``M_BAD_JSON`` if ``obj`` cannot be canonicalised.
     """
+    if not isinstance(key_id, str):
+        raise bad_json("key ID must be a string")
     algorithm = key_id.partition(":")[0]
     if algorithm not in SUPPORTED_ALGORITHMS:
         raise SignatureError(f"unsupported signing algorithm {algorithm!r}")
@@ -102,7 +109,7 @@ def signing_key_ids(obj: dict, signing_name: str) -> list[str]:
 def signing_key_from_seed(seed: bytes | str) -> SigningKey:
     """An Ed25519 signing key from its 32-byte seed (raw or unpadded base64)."""
     raw = decode_base64(seed) if isinstance(seed, str) else seed
-    if len(raw) != 32:
+    if not isinstance(raw, bytes) or len(raw) != 32:
         raise bad_json("an Ed25519 seed is 32 bytes")
     return nacl.signing.SigningKey(raw)
 

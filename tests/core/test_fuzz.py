@@ -1,0 +1,68 @@
+"""Fuzz: arbitrary JSON into every public core function. The only exception allowed out is
+MatrixError (the core's one documented exception type); nothing else may escape."""
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import bastion.core as core
+from bastion.core.events import validate_pdu
+from tests.strategies import any_json, events
+
+KEY = core.signing_key_from_seed(b"\x03" * 32)
+VERSIONS = st.sampled_from(["1", "3", "4", "6", "10", "11", "12", "13", "", "x"]) | st.text(
+    max_size=3
+)
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Values shaped like events but broken in arbitrary places: start from a real event and
+# replace some of its fields by arbitrary JSON.
+broken_events = st.builds(
+    lambda ev, keys, vals: {**ev, **dict(zip(keys, vals, strict=False))},
+    events("10"),
+    st.lists(st.sampled_from(["type", "content", "sender", "room_id", "state_key", "prev_events",
+                              "auth_events", "hashes", "signatures", "depth", "unsigned",
+                              "origin_server_ts", "event_id"]), max_size=4),
+    st.lists(any_json, max_size=4),
+)  # fmt: skip
+event_like = any_json | broken_events
+
+
+def only_matrix_errors(fn, *args):
+    try:
+        fn(*args)
+    except core.MatrixError:
+        pass
+
+
+@FUZZ
+@given(event_like, VERSIONS)
+def test_event_functions(value, version):
+    only_matrix_errors(core.compute_content_hash, value)
+    only_matrix_errors(core.compute_event_id, value, version)
+    only_matrix_errors(core.compute_reference_hash, value, version)
+    only_matrix_errors(core.redact, value, version)
+    only_matrix_errors(core.check_content_hash, value)
+    only_matrix_errors(core.check_event_size, value)
+    only_matrix_errors(validate_pdu, value, version)
+    only_matrix_errors(core.sign_event, value, version, "example.org", "ed25519:1", KEY)
+    only_matrix_errors(
+        core.verify_event, value, version, {"example.org": {"ed25519:1": KEY.verify_key}}
+    )
+
+
+@FUZZ
+@given(any_json, st.text(max_size=10), st.text(max_size=10))
+def test_signing_functions(value, name, key_id):
+    only_matrix_errors(core.canonical_json, value)
+    only_matrix_errors(core.sign_json, value, name, "ed25519:" + key_id, KEY)
+    only_matrix_errors(core.verify_signed_json, value, name, key_id, KEY.verify_key)
+    only_matrix_errors(core.verify_signed_json, value, name, "ed25519:" + key_id, KEY.verify_key)
+
+
+@FUZZ
+@given(any_json)
+def test_decoders(value):
+    only_matrix_errors(core.decode_base64, value)
+    only_matrix_errors(core.verify_key_from_base64, value)
+    only_matrix_errors(core.signing_key_from_seed, value)
+    only_matrix_errors(core.get_room_version, value)
