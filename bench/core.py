@@ -121,11 +121,11 @@ def bench_json_and_signing(n: int) -> dict:
 
 
 def bench_auth(n: int) -> dict:
-    from bastion.core.auth_rules import check_auth_against_state
     from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
     from synapse.event_auth import check_state_dependent_auth_rules
     from synapse.events import make_event_from_dict
 
+    from bastion.core.auth_rules import check_auth_against_state
     from tests.core.room_builder import RoomBuilder
 
     results = {}
