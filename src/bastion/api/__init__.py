@@ -1,0 +1,1 @@
+"""HTTP APIs: thin handlers over the services and the store."""

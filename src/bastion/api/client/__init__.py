@@ -1,0 +1,1 @@
+"""The Client-Server API, one module per spec section."""

@@ -1,0 +1,247 @@
+"""The HTTP shell: routing on the raw path, JSON bodies, and Matrix errors.
+
+Routes are matched segment by segment on the *raw* (still percent-encoded) request path, each
+segment then decoded: event IDs of room versions 3+ may contain ``/``, which clients send as
+``%2F`` (matrix-nio encodes every segment). Every error leaves as ``{"errcode", "error"}`` with
+its status (C-S API "Standard error response"); an unknown endpoint is 404 ``M_UNRECOGNIZED``
+and a known path with an unknown method is 405 ``M_UNRECOGNIZED`` ("Unsupported endpoints").
+Nothing escapes as a 500 page: an unexpected exception is logged and answered with
+``M_UNKNOWN`` so the client sees a Matrix error.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+import orjson
+from aiohttp import web
+
+from bastion.core.canonical_json import parse_json
+from bastion.errors import MatrixError
+
+log = logging.getLogger("bastion.http")
+
+Handler = Callable[["Request"], Awaitable[web.StreamResponse | dict | tuple[int, dict]]]
+
+MAX_JSON_BODY = 1024 * 1024  # JSON request bodies (events are at most 64 KiB)
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "X-Requested-With, Content-Type, Authorization, Date",
+}
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def error(errcode: str, message: str, status: int = 400, **extra: object) -> MatrixError:
+    return MatrixError(errcode, message, status, **extra)
+
+
+class Request:
+    """What a handler sees: path parameters, query, body and the authenticated requester."""
+
+    __slots__ = ("raw", "params", "requester", "_json", "app")
+
+    def __init__(self, raw: web.Request, params: dict[str, str], app: Any) -> None:
+        self.raw = raw
+        self.params = params
+        self.requester: Any = None
+        self._json: Any = None
+        self.app = app
+
+    @property
+    def method(self) -> str:
+        return self.raw.method
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The query string; for repeated keys the last value (see ``query_all``)."""
+        return dict(parse_qsl(self.raw.query_string, keep_blank_values=True))
+
+    def query_all(self, key: str) -> list[str]:
+        return [v for k, v in parse_qsl(self.raw.query_string, keep_blank_values=True) if k == key]
+
+    def query_int(self, key: str, default: int | None = None, *, minimum: int | None = None,
+                  maximum: int | None = None) -> int | None:  # fmt: skip
+        value = self.query.get(key)
+        if value is None or value == "":
+            return default
+        try:
+            n = int(value)
+        except ValueError:
+            raise error("M_INVALID_PARAM", f"query parameter {key!r} must be an integer") from None
+        if minimum is not None and n < minimum:
+            n = minimum
+        if maximum is not None and n > maximum:
+            n = maximum
+        return n
+
+    async def body_bytes(self, limit: int = MAX_JSON_BODY) -> bytes:
+        length = self.raw.content_length
+        if length is not None and length > limit:
+            raise error("M_TOO_LARGE", f"request body is larger than {limit} bytes", 413)
+        data = bytearray()
+        async for chunk in self.raw.content.iter_chunked(65536):
+            data += chunk
+            if len(data) > limit:
+                raise error("M_TOO_LARGE", f"request body is larger than {limit} bytes", 413)
+        return bytes(data)
+
+    async def json(self, *, allow_empty: bool = False) -> dict:
+        """The body as a JSON object (``M_NOT_JSON`` / ``M_BAD_JSON`` otherwise)."""
+        if self._json is None:
+            data = await self.body_bytes()
+            if not data.strip():
+                if allow_empty:
+                    self._json = {}
+                    return self._json
+                raise error("M_NOT_JSON", "request body is empty; a JSON object is required")
+            value = parse_json(data)
+            if not isinstance(value, dict):
+                raise error("M_BAD_JSON", "request body must be a JSON object")
+            self._json = value
+        return self._json
+
+
+@dataclass
+class Route:
+    method: str
+    pattern: tuple[str, ...]
+    handler: Handler
+    auth: bool
+    name: str = ""
+
+
+@dataclass
+class Router:
+    """Routes by method and segment pattern. ``{name}`` matches one segment; a final ``{name*}``
+    matches the rest (possibly empty). Patterns may be registered under several prefixes."""
+
+    routes: list[Route] = field(default_factory=list)
+
+    def add(self, method: str, path: str, handler: Handler, *, auth: bool = True) -> None:
+        segs = tuple(s for s in path.split("/") if s != "")
+        self.routes.append(Route(method.upper(), segs, handler, auth, path))
+
+    def match(self, method: str, raw_path: str) -> tuple[Route | None, dict[str, str], bool]:
+        """(route, params, path_known). path_known is True when some method matches the path."""
+        raw_segs = raw_path.split("/")[1:]
+        if raw_segs and raw_segs[-1] == "":
+            trailing_empty = True
+            raw_segs = raw_segs[:-1]
+        else:
+            trailing_empty = False
+        path_known = False
+        for route in self.routes:
+            params = _match(route.pattern, raw_segs, trailing_empty)
+            if params is None:
+                continue
+            path_known = True
+            if route.method == method or (method == "HEAD" and route.method == "GET"):
+                return route, params, True
+        return None, {}, path_known
+
+
+def _match(
+    pattern: tuple[str, ...], segs: list[str], trailing_empty: bool
+) -> dict[str, str] | None:
+    params: dict[str, str] = {}
+    n = len(pattern)
+    for i, p in enumerate(pattern):
+        if p.startswith("{") and p.endswith("*}"):
+            rest = segs[i:]
+            params[p[1:-2]] = "/".join(unquote(s) for s in rest) + (
+                "/" if trailing_empty and rest else ""
+            )
+            return params
+        if i >= len(segs):
+            # An optional trailing segment may be empty: `/state/{type}/` has an empty state key.
+            if i == len(segs) and i == n - 1 and trailing_empty and p.startswith("{"):
+                params[p[1:-1]] = ""
+                return params
+            return None
+        seg = segs[i]
+        if p.startswith("{"):
+            params[p[1:-1]] = unquote(seg)
+        elif seg != p:
+            return None
+    if len(segs) != n:
+        return None
+    return params
+
+
+_ACCESS_TOKEN_RE = re.compile(r"Bearer\s+(\S+)\s*$", re.IGNORECASE)
+
+
+def bearer_token(raw: web.Request) -> str | None:
+    """The access token from ``Authorization: Bearer`` (C-S API "Using access tokens").
+
+    The query-string ``access_token`` is not accepted: the spec removes it (MSC4127) and it leaks
+    into logs and Referer headers.
+    """
+    header = raw.headers.get("Authorization")
+    if not header:
+        return None
+    m = _ACCESS_TOKEN_RE.match(header)
+    return m.group(1) if m else ""
+
+
+def json_response(body: Any, status: int = 200, headers: dict | None = None) -> web.Response:
+    h = {"Content-Type": "application/json", **CORS_HEADERS, **SECURITY_HEADERS}
+    if headers:
+        h.update(headers)
+    return web.Response(body=orjson.dumps(body), status=status, headers=h)
+
+
+def error_response(e: MatrixError) -> web.Response:
+    headers = {}
+    if e.errcode == "M_LIMIT_EXCEEDED" and "retry_after_ms" in e.extra:
+        headers["Retry-After"] = str(max(1, int(e.extra["retry_after_ms"]) // 1000))
+    return json_response(e.to_json(), e.status, headers)
+
+
+def make_dispatcher(
+    router: Router, app: Any, authenticate: Callable[[Request, str | None], Awaitable[Any]]
+):
+    """The single aiohttp handler: route, authenticate, run, and turn errors into Matrix errors."""
+
+    async def dispatch(raw: web.Request) -> web.StreamResponse:
+        if raw.method == "OPTIONS":
+            return web.Response(status=204, headers=CORS_HEADERS)
+        raw_path = raw.raw_path.split("?", 1)[0]
+        route, params, known = router.match(raw.method, raw_path)
+        if route is None:
+            if known:
+                return error_response(error("M_UNRECOGNIZED", "method not allowed here", 405))
+            return error_response(error("M_UNRECOGNIZED", "unrecognized request", 404))
+        req = Request(raw, params, app)
+        try:
+            if route.auth:
+                req.requester = await authenticate(req, bearer_token(raw))
+            result = await route.handler(req)
+        except MatrixError as e:
+            return error_response(e)
+        except web.HTTPException:
+            raise
+        except (ConnectionResetError, OSError) as e:
+            log.info("connection error on %s %s: %s", raw.method, route.name, e)
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("unexpected error handling %s %s", raw.method, route.name)
+            return error_response(error("M_UNKNOWN", "internal error", 500))
+        if isinstance(result, web.StreamResponse):
+            return result
+        if isinstance(result, tuple):
+            status, body = result
+            return json_response(body, status)
+        return json_response(result)
+
+    return dispatch

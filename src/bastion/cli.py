@@ -1,0 +1,259 @@
+"""Command line: ``bastion serve`` and ``bastion admin …``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import secrets
+import sys
+import time
+from pathlib import Path
+
+from bastion.config import Config, ConfigError, load_config, render_config
+
+log = logging.getLogger("bastion")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML config file (default: DATA_DIR/bastion.toml)")
+    p.add_argument("--data-dir", type=Path, help="data directory (default: ./bastion-data)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bastion", description="Bastion, a security-first Matrix homeserver."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the homeserver",
+        description="Run the homeserver on SQLite under the data directory. On first start it "
+        "creates the server's signing key and a commented config file there. Flags override the "
+        "config file.",
+    )
+    _add_common(serve)
+    serve.add_argument(
+        "--server-name", help="the server name: the domain of user IDs (default: localhost)"
+    )
+    serve.add_argument(
+        "--listen", metavar="HOST:PORT", help="Client-Server API address (default: 127.0.0.1:8008)"
+    )
+    serve.add_argument(
+        "--registration", choices=["open", "token", "closed"],
+        help="open: anyone may register (m.login.dummy); token: a registration token is needed; "
+        "closed: accounts only via `bastion admin create-user` (default: token)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--default-room-version", metavar="N", help="room version for new rooms (default: 12)"
+    )
+
+    admin = sub.add_parser(
+        "admin", help="administration commands (run beside or instead of the server)"
+    )
+    asub = admin.add_subparsers(dest="admin_command", required=True)
+    cu = asub.add_parser("create-user", help="create a user account")
+    _add_common(cu)
+    cu.add_argument("username", help="localpart or full user ID")
+    cu.add_argument("--password", help="password (default: read from standard input)")
+    cu.add_argument("--admin", action="store_true", help="make the user a server admin")
+
+    rt = asub.add_parser("registration-token", help="manage registration tokens")
+    rsub = rt.add_subparsers(dest="token_command", required=True)
+    rc = rsub.add_parser("create", help="create a token")
+    _add_common(rc)
+    rc.add_argument(
+        "--uses", type=int, help="how many registrations it allows (default: unlimited)"
+    )
+    rc.add_argument("--expires-in", type=int, metavar="SECONDS", help="lifetime (default: none)")
+    rc.add_argument("--token", help="the token itself (default: random)")
+    rl = rsub.add_parser("list", help="list tokens")
+    _add_common(rl)
+    rr = rsub.add_parser("revoke", help="revoke a token")
+    _add_common(rr)
+    rr.add_argument("token")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    data_dir = args.data_dir
+    config_path = args.config
+    if config_path is not None:
+        config = load_config(config_path)
+        if data_dir is not None:
+            config = config.with_overrides(data_dir=data_dir)
+    else:
+        data_dir = data_dir or Config().data_dir
+        default_path = data_dir / "bastion.toml"
+        config = load_config(default_path) if default_path.exists() else Config()
+        config = config.with_overrides(data_dir=data_dir)
+        config_path = default_path
+    overrides: dict = {}
+    if getattr(args, "server_name", None):
+        overrides["server_name"] = args.server_name
+    if getattr(args, "listen", None):
+        host, sep, port = args.listen.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ConfigError("--listen must be HOST:PORT")
+        overrides["listen_host"] = host.strip("[]")
+        overrides["listen_port"] = int(port)
+    if getattr(args, "registration", None):
+        overrides["registration"] = args.registration
+    if getattr(args, "default_room_version", None):
+        overrides["default_room_version"] = args.default_room_version
+    config = config.with_overrides(**overrides).validate()
+    if args.command == "serve" and not config_path.exists():
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(render_config(config), encoding="utf-8")
+    return config
+
+
+def _open_store(config: Config):
+    from bastion.storage.sqlite.store import SqliteStore
+
+    store = SqliteStore(config.database_path, config.sqlite_synchronous)
+    store.open()
+    return store
+
+
+def admin_create_user(config: Config, args: argparse.Namespace) -> int:
+    from bastion.core.identifiers import parse_user_id
+    from bastion.errors import MatrixError
+    from bastion.services.passwords import Passwords
+
+    user_id = (
+        args.username
+        if args.username.startswith("@")
+        else f"@{args.username.lower()}:{config.server_name}"
+    )
+    try:
+        parsed = parse_user_id(user_id)
+    except MatrixError as e:
+        print(f"bastion: {e.message}", file=sys.stderr)
+        return 2
+    if parsed.domain != config.server_name:
+        print(f"bastion: {user_id} is not on this server ({config.server_name})", file=sys.stderr)
+        return 2
+    password = args.password if args.password is not None else sys.stdin.readline().rstrip("\n")
+    if not password:
+        print("bastion: a password is required", file=sys.stderr)
+        return 2
+    pw_hash = Passwords(
+        config.argon2_time_cost, config.argon2_memory_cost, config.argon2_parallelism
+    ).hash(password)
+    store = _open_store(config)
+    try:
+        if store.user_exists(user_id):
+            print(f"bastion: {user_id} already exists", file=sys.stderr)
+            return 1
+        now = int(time.time() * 1000)
+        store.db.write_sync(
+            lambda conn: conn.execute(
+                "INSERT INTO users (user_id, password_hash, created_ts, is_admin) VALUES (?,?,?,?)",
+                (user_id, pw_hash, now, int(args.admin)),
+            )
+        )
+        store.record_admin_action_sync(
+            "cli", "create-user", user_id, {"admin": bool(args.admin)}, now
+        )
+    finally:
+        store.close()
+    print(user_id)
+    return 0
+
+
+def admin_registration_token(config: Config, args: argparse.Namespace) -> int:
+    store = _open_store(config)
+    now = int(time.time() * 1000)
+    try:
+        if args.token_command == "create":
+            token = args.token or secrets.token_urlsafe(18)
+            if not (0 < len(token) <= 64) or any(c not in _TOKEN_CHARS for c in token):
+                print("bastion: a token is 1-64 characters of A-Z a-z 0-9 . _ ~ -", file=sys.stderr)
+                return 2
+            if args.uses is not None and args.uses < 1:
+                print("bastion: --uses must be at least 1", file=sys.stderr)
+                return 2
+            expiry = now + args.expires_in * 1000 if args.expires_in else None
+            try:
+                store.db.write_sync(
+                    lambda conn: conn.execute(
+                        "INSERT INTO registration_tokens (token, uses_allowed, expiry_ts, created_ts)"
+                        " VALUES (?,?,?,?)",
+                        (token, args.uses, expiry, now),
+                    )
+                )
+            except Exception:  # noqa: BLE001 - duplicate token
+                print("bastion: that token already exists", file=sys.stderr)
+                return 1
+            store.record_admin_action_sync(
+                "cli", "registration-token-create", token[:4] + "…", {"uses": args.uses}, now
+            )
+            print(token)
+        elif args.token_command == "list":
+            rows = store.db.read("SELECT * FROM registration_tokens ORDER BY created_ts")
+            for r in rows:
+                print(json.dumps({
+                    "token": r["token"], "uses_allowed": r["uses_allowed"], "completed": r["completed"],
+                    "expiry_ts": r["expiry_ts"], "revoked": bool(r["revoked"]),
+                    "valid": _token_valid(r, now),
+                }))  # fmt: skip
+        elif args.token_command == "revoke":
+            n = store.db.write_sync(
+                lambda conn: (
+                    conn.execute(
+                        "UPDATE registration_tokens SET revoked = 1 WHERE token = ?", (args.token,)
+                    ).rowcount
+                )
+            )
+            if not n:
+                print("bastion: no such token", file=sys.stderr)
+                return 1
+            store.record_admin_action_sync(
+                "cli", "registration-token-revoke", args.token[:4] + "…", {}, now
+            )
+            print(f"revoked {args.token}")
+    finally:
+        store.close()
+    return 0
+
+
+_TOKEN_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-")
+
+
+def _token_valid(row, now: int) -> bool:
+    if row["revoked"]:
+        return False
+    if row["expiry_ts"] is not None and row["expiry_ts"] <= now:
+        return False
+    return row["uses_allowed"] is None or row["completed"] < row["uses_allowed"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = resolve_config(args)
+    except ConfigError as e:
+        print(f"bastion: configuration error: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "serve":
+        from bastion.server import serve
+
+        try:
+            asyncio.run(serve(config))
+        except KeyboardInterrupt:
+            pass
+        return 0
+    if args.admin_command == "create-user":
+        return admin_create_user(config, args)
+    return admin_registration_token(config, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

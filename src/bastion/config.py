@@ -1,0 +1,149 @@
+"""Bastion's one typed configuration: a TOML file under the data directory, defaults for the
+embedded single-machine mode (SQLite, no other service), and command-line overrides."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from bastion.core.identifiers import parse_server_name
+from bastion.core.room_versions import KNOWN_ROOM_VERSIONS
+
+REGISTRATION_MODES = ("open", "token", "closed")
+
+
+class ConfigError(Exception):
+    """A configuration value is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Config:
+    #: The server name: the domain of user IDs and room aliases (appendices, "Server Name").
+    server_name: str = "localhost"
+    #: Where the database, signing key, media and config file live.
+    data_dir: Path = Path("bastion-data")
+    #: Client-Server API listener.
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8008
+    #: open = anyone may register (m.login.dummy); token = a registration token is needed
+    #: (m.login.registration_token); closed = only `bastion admin create-user`.
+    registration: str = "token"
+    #: Room version of rooms created without one.
+    default_room_version: str = "12"
+    #: Public base URL advertised in /.well-known/matrix/client (default: from listen address).
+    public_baseurl: str = ""
+    #: Largest media upload, in bytes.
+    max_upload_size: int = 50 * 1024 * 1024
+    #: Argon2id parameters for password hashing (memory in KiB).
+    argon2_time_cost: int = 3
+    argon2_memory_cost: int = 65536
+    argon2_parallelism: int = 1
+    #: SQLite `synchronous` pragma: NORMAL survives a killed process (WAL); FULL also survives
+    #: power loss at some cost in write latency.
+    sqlite_synchronous: str = "NORMAL"
+    #: Logging level.
+    log_level: str = "INFO"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "homeserver.db"
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.data_dir / "signing.key"
+
+    @property
+    def media_path(self) -> Path:
+        return self.data_dir / "media"
+
+    @property
+    def base_url(self) -> str:
+        if self.public_baseurl:
+            return self.public_baseurl.rstrip("/")
+        host = self.listen_host if ":" not in self.listen_host else f"[{self.listen_host}]"
+        return f"http://{host}:{self.listen_port}"
+
+    def validate(self) -> Config:
+        try:
+            parse_server_name(self.server_name)
+        except Exception as e:
+            raise ConfigError(f"server_name: {e}") from None
+        if self.registration not in REGISTRATION_MODES:
+            raise ConfigError(f"registration must be one of {', '.join(REGISTRATION_MODES)}")
+        if self.default_room_version not in KNOWN_ROOM_VERSIONS:
+            raise ConfigError(f"default_room_version {self.default_room_version!r} is not known")
+        if not 0 < self.listen_port < 65536:
+            raise ConfigError("listen_port must be 1 to 65535")
+        if self.sqlite_synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+            raise ConfigError("sqlite_synchronous must be NORMAL, FULL or EXTRA")
+        if self.max_upload_size <= 0:
+            raise ConfigError("max_upload_size must be positive")
+        return self
+
+    def with_overrides(self, **overrides: object) -> Config:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+_KEYS = {f.name: f for f in fields(Config) if f.name != "extra"}
+
+
+def load_config(path: Path) -> Config:
+    """Read a TOML config file. Unknown keys are an error (a typo must not pass silently)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    values: dict = {}
+    for key, value in data.items():
+        if key not in _KEYS:
+            raise ConfigError(f"{path}: unknown key {key!r}")
+        if key == "data_dir":
+            value = Path(value)
+        expected = int if _KEYS[key].type in ("int", int) else None
+        if expected is int and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ConfigError(f"{path}: {key} must be an integer")
+        values[key] = value
+    return Config(**values)
+
+
+DEFAULT_CONFIG_TEXT = """\
+# Bastion configuration (TOML). Command-line flags override these values.
+
+# The server name: the domain part of user IDs (@alice:SERVER_NAME) and room aliases.
+# It cannot be changed once users exist.
+server_name = "{server_name}"
+
+# Client-Server API listener.
+listen_host = "{listen_host}"
+listen_port = {listen_port}
+
+# Registration: "open" (anyone, m.login.dummy), "token" (needs a token from
+# `bastion admin registration-token create`), or "closed" (`bastion admin create-user` only).
+registration = "{registration}"
+
+# Room version for new rooms that do not ask for one.
+default_room_version = "{default_room_version}"
+
+# Public base URL clients use (served at /.well-known/matrix/client). Empty: the listen address.
+public_baseurl = "{public_baseurl}"
+
+# Largest media upload, in bytes.
+max_upload_size = {max_upload_size}
+
+# Password hashing (argon2id): passes, memory in KiB, lanes.
+argon2_time_cost = {argon2_time_cost}
+argon2_memory_cost = {argon2_memory_cost}
+argon2_parallelism = {argon2_parallelism}
+
+# SQLite durability: NORMAL (WAL) keeps every acknowledged write across a killed process;
+# FULL also across power loss, at some cost in latency.
+sqlite_synchronous = "{sqlite_synchronous}"
+
+log_level = "{log_level}"
+"""
+
+
+def render_config(config: Config) -> str:
+    return DEFAULT_CONFIG_TEXT.format(**{k: getattr(config, k) for k in _KEYS if k != "data_dir"})

@@ -1,0 +1,117 @@
+"""The homeserver process: configuration, store, services and the HTTP listener."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+import time
+
+from aiohttp import web
+
+from bastion.api.http import Request, Router, error, make_dispatcher
+from bastion.config import Config
+from bastion.services.notifier import Notifier
+from bastion.signing_key import load_or_create_signing_key
+from bastion.storage.sqlite.accounts import Requester
+from bastion.storage.sqlite.store import SqliteStore
+
+log = logging.getLogger("bastion")
+
+#: Client-Server API modules, one per spec section; each has ``register(router, hs)``.
+CLIENT_API_MODULES = [
+    "bastion.api.client.discovery",
+]
+
+
+class HomeServer:
+    """Everything a handler needs: config, store, services. One per process."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.server_name = config.server_name
+        self.store = SqliteStore(config.database_path, config.sqlite_synchronous)
+        self.signing_key = load_or_create_signing_key(config.signing_key_path)
+        self.notifier = Notifier()
+        self.router = Router()
+        self.services: dict[str, object] = {}
+        self._runner: web.AppRunner | None = None
+        self.bound_port: int | None = None
+
+    # The shell's clock: the core never reads it.
+    @staticmethod
+    def now_ms() -> int:
+        return int(time.time() * 1000)
+
+    async def authenticate(self, req: Request, token: str | None) -> Requester:
+        """C-S API "Using access tokens": 401 M_MISSING_TOKEN / M_UNKNOWN_TOKEN; account
+        moderation: 401 M_USER_LOCKED (soft logout) and 403 M_USER_SUSPENDED for writes."""
+        if token is None:
+            raise error("M_MISSING_TOKEN", "missing access token", 401)
+        requester = self.store.get_requester(token) if token else None
+        if requester is None:
+            raise error(
+                "M_UNKNOWN_TOKEN", "unknown or expired access token", 401, soft_logout=False
+            )
+        locked, suspended = self.store.account_flags(requester.user_id)
+        if locked:
+            raise error("M_USER_LOCKED", "this account has been locked", 401, soft_logout=True)
+        if suspended and req.method in ("POST", "PUT", "DELETE") and not _suspension_allowed(req):
+            raise error("M_USER_SUSPENDED", "this account is suspended", 403)
+        return requester
+
+    def build_app(self) -> web.Application:
+        for name in CLIENT_API_MODULES:
+            importlib.import_module(name).register(self.router, self)
+        app = web.Application(client_max_size=self.config.max_upload_size + 1024)
+        app.router.add_route(
+            "*", "/{tail:.*}", make_dispatcher(self.router, self, self.authenticate)
+        )
+        return app
+
+    async def start(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store.open()
+        loop = asyncio.get_running_loop()
+        self.notifier.attach(loop)
+        self.store.add_listener(self.notifier.notify_threadsafe)
+        app = self.build_app()
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.listen_host, self.config.listen_port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001
+        self.bound_port = sockets[0].getsockname()[1] if sockets else self.config.listen_port
+        log.info(
+            "Bastion is ready: %s serving the Client-Server API on http://%s:%d",
+            self.server_name, self.config.listen_host, self.bound_port,
+        )  # fmt: skip
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self.store.close()
+
+
+def _suspension_allowed(req: Request) -> bool:
+    # A suspended account may still leave rooms, log out and delete its own data.
+    path = req.raw.path
+    return (
+        path.endswith(("/leave", "/logout", "/logout/all", "/forget")) or "/account_data/" in path
+    )
+
+
+async def serve(config: Config) -> None:
+    hs = HomeServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await hs.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("Bastion is stopping")
+        await hs.stop()

@@ -1,0 +1,1 @@
+"""Services: the homeserver's logic between the HTTP handlers and the store."""

@@ -1,0 +1,164 @@
+"""SQLite access: one writer thread with group commit, and reads on the caller's thread.
+
+Writes are functions ``fn(conn) -> result`` queued to the writer thread. The writer takes every
+queued function, runs each inside its own SAVEPOINT (so one failing write does not undo the
+others), commits the batch once, and only then resolves the callers' futures: a write whose
+future resolved is on disk (WAL; ``synchronous=NORMAL`` survives a killed process). Reads use a
+separate connection on the event-loop thread; WAL lets them run beside the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_STOP = object()
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+class Database:
+    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+        self.path = path
+        self._synchronous = synchronous.upper()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._thread: threading.Thread | None = None
+        self._on_commit: list[Callable[[list[Any]], None]] = []
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def open(self, schema: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = _connect(self.path, self._synchronous)
+        self._writer.executescript(schema)
+        self._reader = _connect(self.path, self._synchronous)
+        self._reader.execute("PRAGMA query_only=ON")
+        self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                conn.close()
+        self._writer = self._reader = None
+
+    # -- reads ------------------------------------------------------------------------------
+    @property
+    def reader(self) -> sqlite3.Connection:
+        assert self._reader is not None, "database is not open"
+        return self._reader
+
+    def read(self, sql: str, args: tuple | list = ()) -> list[sqlite3.Row]:
+        return self.reader.execute(sql, args).fetchall()
+
+    def read_one(self, sql: str, args: tuple | list = ()) -> sqlite3.Row | None:
+        return self.reader.execute(sql, args).fetchone()
+
+    # -- writes -----------------------------------------------------------------------------
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` in a transaction on the writer thread; return once committed."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        self._queue.put((fn, loop, fut))
+        return await fut
+
+    def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """For command-line tools without an event loop: run a write and wait for its commit."""
+        done = threading.Event()
+        box: dict = {}
+
+        def resolve(ok: bool, value: Any) -> None:
+            box["ok"], box["value"] = ok, value
+            done.set()
+
+        self._queue.put((fn, None, resolve))
+        done.wait()
+        if not box["ok"]:
+            raise box["value"]
+        return box["value"]
+
+    def add_commit_hook(self, hook: Callable[[list[Any]], None]) -> None:
+        """``hook(results)`` runs on the writer thread after each committed batch."""
+        self._on_commit.append(hook)
+
+    def _run(self) -> None:
+        conn = self._writer
+        assert conn is not None
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            while len(batch) < 256:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    self._queue.put(_STOP)
+                    break
+                batch.append(nxt)
+            outcomes: list[tuple[bool, Any]] = []
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for fn, _, _ in batch:
+                    conn.execute("SAVEPOINT w")
+                    try:
+                        result = fn(conn)
+                    except BaseException as e:  # noqa: BLE001 - handed back to the caller
+                        conn.execute("ROLLBACK TO w")
+                        conn.execute("RELEASE w")
+                        outcomes.append((False, e))
+                    else:
+                        conn.execute("RELEASE w")
+                        outcomes.append((True, result))
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                log.exception("write batch failed")
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                outcomes = [(False, e)] * len(batch)
+            committed = [value for ok, value in outcomes if ok]
+            for hook in self._on_commit:
+                try:
+                    hook(committed)
+                except Exception:  # noqa: BLE001
+                    log.exception("commit hook failed")
+            for (_, loop, fut), (ok, value) in zip(batch, outcomes, strict=True):
+                if loop is None:
+                    fut(ok, value)
+                else:
+                    loop.call_soon_threadsafe(_resolve, fut, ok, value)
+
+
+def _resolve(fut: asyncio.Future, ok: bool, value: Any) -> None:
+    if fut.cancelled():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)

@@ -1,0 +1,10 @@
+"""media storage."""
+
+from __future__ import annotations
+
+SCHEMA = ""
+STREAMS: list[tuple[str, str]] = []
+
+
+class MediaStore:
+    pass
