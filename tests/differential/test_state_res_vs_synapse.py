@@ -164,7 +164,7 @@ def _check(version: str, room: ForkedRoom, tip_sets: list[list[str]]) -> None:
 
 
 SETTINGS = settings(
-    max_examples=250,
+    max_examples=1000,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

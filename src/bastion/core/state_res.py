@@ -182,7 +182,7 @@ class _Events:
     Holds nothing beyond the call; every method is deterministic in its inputs.
     """
 
-    __slots__ = ("rv", "room_version", "event_map", "rejected", "_info")
+    __slots__ = ("rv", "room_version", "event_map", "rejected", "_info", "_chains")
 
     def __init__(self, rv: RoomVersion, event_map: Mapping[str, dict], rejected: frozenset[str]):
         self.rv = rv
@@ -190,6 +190,7 @@ class _Events:
         self.event_map = event_map
         self.rejected = rejected
         self._info: dict[str, tuple] = {}
+        self._chains: dict[str, frozenset[str]] = {}
 
     # --- per-event fields -----------------------------------------------------------------
 
@@ -262,6 +263,18 @@ class _Events:
                     push(a)
         return seen
 
+    def _chain_memo(self, lookup: Callable[[str], Iterable[str]]) -> Callable[[str], frozenset]:
+        """``lookup`` memoised for the call (one call per event at most)."""
+        memo = self._chains
+
+        def chain(e: str) -> frozenset[str]:
+            c = memo.get(e)
+            if c is None:
+                c = memo[e] = frozenset(lookup(e))
+            return c
+
+        return chain
+
     def auth_difference(
         self,
         state_sets: Sequence[StateMap],
@@ -273,14 +286,7 @@ class _Events:
         chains of the events of ``Sᵢ``."""
         per_set_conflicted = [[v for v in s.values() if v in conflicted] for s in state_sets]
         if lookup is not None:
-            memo: dict[str, frozenset[str]] = {}
-
-            def chain(e: str) -> frozenset[str]:
-                c = memo.get(e)
-                if c is None:
-                    c = memo[e] = frozenset(lookup(e))
-                return c
-
+            chain = self._chain_memo(lookup)
             common: set[str] = set()
             for e in unconflicted.values():
                 common |= chain(e)
@@ -349,8 +355,9 @@ class _Events:
         walked."""
         x = set(power)
         if lookup is not None and not convex:
+            chain = self._chain_memo(lookup)
             for p in power:
-                x.update(full.intersection(lookup(p)))
+                x.update(full.intersection(chain(p)))
             return x
         info = self.info
         stack = list(power)
