@@ -71,6 +71,8 @@ class Room:
     # --- building -----------------------------------------------------------------------------
 
     def event_id(self, event: dict) -> str:
+        if self.rv.event_id_format is EventIdFormat.V1_OPAQUE:
+            return event["event_id"]
         return compute_event_id(event, self.version)
 
     def _ref(self, event_id: str) -> Any:
@@ -78,7 +80,9 @@ class Room:
             return [event_id, {"sha256": "AAAA"}]
         return event_id
 
-    def _finish(self, event: dict, *, prev: list[dict], auth: list[dict]) -> dict:
+    def _finish(
+        self, event: dict, *, prev: list[dict], auth: list[dict], sign: bool = True
+    ) -> dict:
         self.counter += 1
         event.setdefault("origin_server_ts", self.ts + self.counter)
         event.setdefault("depth", self.counter)
@@ -87,7 +91,10 @@ class Room:
         if self.rv.event_id_format is EventIdFormat.V1_OPAQUE:
             event.setdefault("event_id", f"${self.counter}:{domain(event['sender'])}")
         server = domain(event["sender"])
-        signed = sign_event(event, self.version, server, KEY_ID, server_key(server))
+        if sign:
+            signed = sign_event(event, self.version, server, KEY_ID, server_key(server))
+        else:  # e.g. v1–v5 floats, which canonical JSON (and so signing) refuses
+            signed = dict(event, hashes={"sha256": "AAAA"}, signatures={server: {KEY_ID: "AAAA"}})
         self.events[self.event_id(signed)] = signed
         return signed
 
@@ -105,9 +112,11 @@ class Room:
         prev: Iterable[dict] | None = None,
         auth: Iterable[dict] | None = None,
         extra_signers: Iterable[str] = (),
+        sign: bool = True,
         **fields: Any,
     ) -> dict:
-        """A signed event on top of the room (not applied). ``fields`` are extra top-level keys."""
+        """A signed event on top of the room (not applied). ``fields`` are extra top-level keys;
+        ``sign=False`` leaves placeholder hashes and signatures (for non-canonical content)."""
         event: dict[str, Any] = {
             "type": etype,
             "sender": sender or self.creator,
@@ -119,7 +128,7 @@ class Room:
             event["state_key"] = state_key
         prev_list = list(prev) if prev is not None else ([self.last] if self.last else [])
         auth_list = list(auth) if auth is not None else self.auth_events_for(event)
-        signed = self._finish(event, prev=prev_list, auth=auth_list)
+        signed = self._finish(event, prev=prev_list, auth=auth_list, sign=sign)
         for server in extra_signers:
             signed = sign_event(signed, self.version, server, KEY_ID, server_key(server))
         return signed
@@ -170,10 +179,11 @@ def standard_room(
     power_levels: Mapping[str, Any] | None = None,
     members: Mapping[str, str] | None = None,
     create_content: Mapping[str, Any] | None = None,
+    room_id: str | None = None,
 ) -> Room:
     """create → creator joins → power levels → join rules → each of ``members`` (user →
     membership, set as state without auth checks)."""
-    room = Room(version, creator, create_content=create_content)
+    room = Room(version, creator, create_content=create_content, room_id=room_id)
     room.set_member(creator)
     if power_levels is not None:
         room.set_power_levels(power_levels)
