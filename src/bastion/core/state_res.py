@@ -182,7 +182,7 @@ class _Events:
     Holds nothing beyond the call; every method is deterministic in its inputs.
     """
 
-    __slots__ = ("rv", "room_version", "event_map", "rejected", "_info", "_chains")
+    __slots__ = ("rv", "room_version", "event_map", "rejected", "_info", "_chains", "_auth")
 
     def __init__(self, rv: RoomVersion, event_map: Mapping[str, dict], rejected: frozenset[str]):
         self.rv = rv
@@ -191,6 +191,7 @@ class _Events:
         self.rejected = rejected
         self._info: dict[str, tuple] = {}
         self._chains: dict[str, frozenset[str]] = {}
+        self._auth: dict[str, tuple[str, ...]] = {}
 
     # --- per-event fields -----------------------------------------------------------------
 
@@ -229,7 +230,13 @@ class _Events:
             auth.append(a)
         i = (etype, skey, sender, ts, tuple(auth), event)
         self._info[eid] = i
+        self._auth[eid] = i[_AUTH]
         return i
+
+    def auth_ids(self, eid: str) -> tuple[str, ...]:
+        """The IDs ``eid``'s ``auth_events`` lists (parsed once)."""
+        a = self._auth.get(eid)
+        return a if a is not None else self.info(eid)[_AUTH]
 
     def _implied_create(self, i: tuple) -> str | None:
         """v12: the create event is never listed in ``auth_events``; its ID is the room ID with
@@ -246,11 +253,11 @@ class _Events:
     def _ancestors(self, starts: Iterable[str], stop: Collection[str] = ()) -> set[str]:
         """The union of the auth chains of ``starts`` (not ``starts`` themselves unless reached
         through auth events), not walking into ``stop`` (which must be closed under auth events)."""
-        info = self.info
+        auth_map, auth_ids = self._auth, self.auth_ids
         seen: set[str] = set()
         stack: list[str] = []
         for s in starts:
-            stack.extend(info(s)[_AUTH])
+            stack.extend(auth_map.get(s) or auth_ids(s))
         add = seen.add
         push = stack.append
         while stack:
@@ -258,7 +265,7 @@ class _Events:
             if e in seen or e in stop:
                 continue
             add(e)
-            for a in info(e)[_AUTH]:
+            for a in auth_map.get(e) or auth_ids(e):
                 if a not in seen:
                     push(a)
         return seen
@@ -308,7 +315,7 @@ class _Events:
 
         An event is on such a path when it is an auth ancestor of a conflicted event and has a
         conflicted event among its own auth ancestors (or is conflicted itself)."""
-        info = self.info
+        auth_map, auth_ids = self._auth, self.auth_ids
         below = self._ancestors(conflicted)  # strict ancestors of the conflicted events
         # reaches[e]: a conflicted event is among e's strict ancestors. Iterative post-order DFS
         # over `below`, which is closed under auth events.
@@ -321,7 +328,7 @@ class _Events:
                 e, expanded = stack.pop()
                 if expanded:
                     r = False
-                    for a in info(e)[_AUTH]:
+                    for a in auth_map.get(e) or auth_ids(e):
                         if a in conflicted or reaches[a]:
                             r = True
                             break
@@ -330,7 +337,7 @@ class _Events:
                 if e in reaches:
                     continue
                 stack.append((e, True))
-                for a in info(e)[_AUTH]:
+                for a in auth_map.get(e) or auth_ids(e):
                     if a not in reaches:
                         stack.append((a, False))
         out = {e for e, r in reaches.items() if r}
@@ -359,12 +366,12 @@ class _Events:
             for p in power:
                 x.update(full.intersection(chain(p)))
             return x
-        info = self.info
+        auth_map, auth_ids = self._auth, self.auth_ids
         stack = list(power)
         seen = set(power)
         while stack:
             e = stack.pop()
-            for a in info(e)[_AUTH]:
+            for a in auth_map.get(e) or auth_ids(e):
                 if a in seen:
                     continue
                 if a in full:
@@ -403,12 +410,13 @@ class _Events:
         restricted to ``x``, taking at each step the smallest ready event by (greater sender power
         level, smaller ``origin_server_ts``, smaller event ID)."""
         info = self.info
+        auth_map, auth_ids = self._auth, self.auth_ids
         parents: dict[str, set[str]] = {}
         children: dict[str, list[str]] = {e: [] for e in x}
         near_memo: dict[str, frozenset[str]] = {}
         for e in x:
             ps: set[str] = set()
-            for a in info(e)[_AUTH]:
+            for a in auth_map.get(e) or auth_ids(e):
                 if a in x:
                     ps.add(a)
                 elif not convex and a not in full:
@@ -451,14 +459,14 @@ class _Events:
         (memoised), so that the ordering respects ancestry through events outside ``x``."""
         if start in memo:
             return memo[start]
-        info = self.info
+        auth_map, auth_ids = self._auth, self.auth_ids
         empty: frozenset[str] = frozenset()
         stack: list[tuple[str, bool]] = [(start, False)]
         while stack:
             e, expanded = stack.pop()
             if expanded:
                 acc: set[str] = set()
-                for a in info(e)[_AUTH]:
+                for a in auth_map.get(e) or auth_ids(e):
                     if a in x:
                         acc.add(a)
                     else:
@@ -468,7 +476,7 @@ class _Events:
             if e in memo:
                 continue
             stack.append((e, True))
-            for a in info(e)[_AUTH]:
+            for a in auth_map.get(e) or auth_ids(e):
                 if a not in x and a not in memo:
                     stack.append((a, False))
         return memo[start]
@@ -522,7 +530,8 @@ class _Events:
     def _pl_of(self, e: str) -> str | None:
         """The ``m.room.power_levels`` event among ``e``'s auth events, if any."""
         info = self.info
-        for a in info(e)[_AUTH]:
+        auth_map, auth_ids = self._auth, self.auth_ids
+        for a in auth_map.get(e) or auth_ids(e):
             ai = info(a)
             if ai[_TYPE] == _PL and ai[_SKEY] == "":
                 return a
