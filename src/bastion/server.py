@@ -12,6 +12,7 @@ from aiohttp import web
 
 from bastion.api.http import Request, Router, error, make_dispatcher
 from bastion.config import Config
+from bastion.services.filtering import Filters
 from bastion.services.notifier import Notifier
 from bastion.signing_key import load_or_create_signing_key
 from bastion.storage.sqlite.accounts import Requester
@@ -22,6 +23,7 @@ log = logging.getLogger("bastion")
 #: Client-Server API modules, one per spec section; each has ``register(router, hs)``.
 CLIENT_API_MODULES = [
     "bastion.api.client.discovery",
+    "bastion.api.client.filter",
 ]
 
 
@@ -36,6 +38,8 @@ class HomeServer:
         self.notifier = Notifier()
         self.router = Router()
         self.services: dict[str, object] = {}
+        self.sync_contributors: list = []  # SyncContributor objects (services/sync_api.py)
+        self.filters = Filters(self)
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
 

@@ -15,13 +15,19 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from bastion.storage.sqlite import accounts, e2ee, media, rooms
+from bastion.storage.sqlite import account_data, accounts, e2ee, media, rooms
 from bastion.storage.sqlite.database import Database
 
-MIXINS = (accounts, rooms, e2ee, media)
+MIXINS = (accounts, rooms, e2ee, media, account_data)
 
 
-class SqliteStore(accounts.AccountsStore, rooms.RoomsStore, e2ee.E2EEStore, media.MediaStore):
+class SqliteStore(
+    accounts.AccountsStore,
+    rooms.RoomsStore,
+    e2ee.E2EEStore,
+    media.MediaStore,
+    account_data.AccountDataStore,
+):
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.db = Database(path, synchronous)
         self._stream_pos = 0

@@ -1,0 +1,32 @@
+"""Filters (C-S API "Filtering": POST /user/{userId}/filter, GET /user/{userId}/filter/{filterId})."""
+
+from __future__ import annotations
+
+from bastion.api.http import Request, Router, error
+
+
+def own_user(req: Request) -> str:
+    """The path's ``userId``, which must be the requester (403 ``M_FORBIDDEN`` otherwise)."""
+    user_id = req.params["userId"]
+    if user_id != req.requester.user_id:
+        raise error("M_FORBIDDEN", "you can only access your own data", 403)
+    return user_id
+
+
+def register(router: Router, hs) -> None:
+    async def post_filter(req: Request) -> dict:
+        """POST /_matrix/client/v3/user/{userId}/filter — C-S API "Filtering" (filter.yaml)."""
+        user_id = own_user(req)
+        body = await req.json()
+        return {"filter_id": await hs.filters.create(user_id, body)}
+
+    async def get_filter(req: Request) -> dict:
+        """GET /_matrix/client/v3/user/{userId}/filter/{filterId} — C-S API "Filtering"."""
+        user_id = own_user(req)
+        obj = hs.filters.get(user_id, req.params["filterId"])
+        if obj is None:
+            raise error("M_NOT_FOUND", "no such filter", 404)
+        return obj
+
+    router.add("POST", "/_matrix/client/v3/user/{userId}/filter", post_filter)
+    router.add("GET", "/_matrix/client/v3/user/{userId}/filter/{filterId}", get_filter)

@@ -1,0 +1,270 @@
+"""Per-user data outside the room DAG: filters (C-S API "Filtering"), account data ("Client
+Config"), receipts ("Receipts"), push rules ("Push Rules"), presence ("Presence") and content
+reports ("Reporting content").
+
+Account data, receipts, push-rule changes and presence changes carry global stream positions, so
+/sync finds "what changed since" with one indexed range query each.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS user_filters (
+    user_id TEXT NOT NULL,
+    filter_id INTEGER NOT NULL,
+    filter_json TEXT NOT NULL,
+    PRIMARY KEY (user_id, filter_id)
+);
+CREATE INDEX IF NOT EXISTS user_filters_json ON user_filters (user_id, filter_json);
+-- room_id is '' for global account data.
+CREATE TABLE IF NOT EXISTS account_data (
+    user_id TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    content TEXT NOT NULL,
+    stream_pos INTEGER NOT NULL,
+    PRIMARY KEY (user_id, room_id, type)
+);
+CREATE INDEX IF NOT EXISTS account_data_stream ON account_data (user_id, stream_pos);
+-- The latest receipt of each (room, type, user, thread); thread_id '' is unthreaded.
+CREATE TABLE IF NOT EXISTS receipts (
+    room_id TEXT NOT NULL,
+    receipt_type TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    stream_pos INTEGER NOT NULL,
+    PRIMARY KEY (room_id, receipt_type, user_id, thread_id)
+);
+CREATE INDEX IF NOT EXISTS receipts_stream ON receipts (room_id, stream_pos);
+-- A user's push rules as one JSON document (their own rules and their changes to the
+-- predefined ones); see bastion.services.push_rules.
+CREATE TABLE IF NOT EXISTS push_rules (
+    user_id TEXT PRIMARY KEY,
+    rules_json TEXT NOT NULL,
+    stream_pos INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS push_rules_stream ON push_rules (stream_pos);
+CREATE TABLE IF NOT EXISTS presence (
+    user_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    status_msg TEXT,
+    last_active_ts INTEGER NOT NULL,
+    stream_pos INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS presence_stream ON presence (stream_pos);
+CREATE TABLE IF NOT EXISTS content_reports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts INTEGER NOT NULL,
+    reporter TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    room_id TEXT,
+    event_id TEXT,
+    target_user_id TEXT,
+    reason TEXT,
+    target_exists INTEGER NOT NULL
+);
+"""
+STREAMS: list[tuple[str, str]] = [
+    ("account_data", "stream_pos"),
+    ("receipts", "stream_pos"),
+    ("push_rules", "stream_pos"),
+    ("presence", "stream_pos"),
+]
+
+
+class AccountDataStore:
+    db: object  # Database, set by SqliteStore
+
+    # -- filters ----------------------------------------------------------------------------
+    async def add_filter(self, user_id: str, filter_json: str) -> str:
+        """Store a filter (canonical JSON text) and return its ID; an identical filter of the
+        same user keeps its ID."""
+
+        def fn(conn: sqlite3.Connection) -> str:
+            row = conn.execute(
+                "SELECT filter_id FROM user_filters WHERE user_id = ? AND filter_json = ?",
+                (user_id, filter_json),
+            ).fetchone()
+            if row is not None:
+                return str(row[0])
+            row = conn.execute(
+                "SELECT COALESCE(MAX(filter_id), -1) + 1 FROM user_filters WHERE user_id = ?",
+                (user_id,),
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO user_filters (user_id, filter_id, filter_json) VALUES (?,?,?)",
+                (user_id, row[0], filter_json),
+            )
+            return str(row[0])
+
+        return await self.db.write(fn)
+
+    def get_filter(self, user_id: str, filter_id: str) -> str | None:
+        if not filter_id.isdigit() or len(filter_id) > 18:
+            return None
+        row = self.db.read_one(
+            "SELECT filter_json FROM user_filters WHERE user_id = ? AND filter_id = ?",
+            (user_id, int(filter_id)),
+        )
+        return row[0] if row else None
+
+    # -- account data -----------------------------------------------------------------------
+    def set_account_data_in(
+        self, conn: sqlite3.Connection, user_id: str, room_id: str, data_type: str, content: str
+    ) -> int:
+        """Write one account-data entry (room_id '' for global) inside a write function; wakes
+        the user's sync. Returns its stream position."""
+        pos = self.next_stream_pos(conn)
+        conn.execute(
+            "INSERT INTO account_data (user_id, room_id, type, content, stream_pos)"
+            " VALUES (?,?,?,?,?) ON CONFLICT (user_id, room_id, type)"
+            " DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos",
+            (user_id, room_id, data_type, content, pos),
+        )
+        self.wake(user_id)
+        return pos
+
+    async def set_account_data(
+        self, user_id: str, room_id: str, data_type: str, content: str
+    ) -> int:
+        return await self.db.write(
+            lambda conn: self.set_account_data_in(conn, user_id, room_id, data_type, content)
+        )
+
+    def get_account_data(self, user_id: str, room_id: str, data_type: str) -> str | None:
+        row = self.db.read_one(
+            "SELECT content FROM account_data WHERE user_id = ? AND room_id = ? AND type = ?",
+            (user_id, room_id, data_type),
+        )
+        return row[0] if row else None
+
+    def account_data_changes(self, user_id: str, since: int | None, upto: int) -> list[sqlite3.Row]:
+        """Rows (room_id, type, content) changed in ``(since, upto]`` (all if since is None),
+        in stream order."""
+        return self.db.read(
+            "SELECT room_id, type, content FROM account_data WHERE user_id = ?"
+            " AND stream_pos > ? AND stream_pos <= ? ORDER BY stream_pos",
+            (user_id, -1 if since is None else since, upto),
+        )
+
+    # -- receipts ---------------------------------------------------------------------------
+    def set_receipt_in(
+        self, conn: sqlite3.Connection, room_id: str, receipt_type: str, user_id: str,
+        thread_id: str, event_id: str, ts: int,
+    ) -> int:  # fmt: skip
+        pos = self.next_stream_pos(conn)
+        conn.execute(
+            "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, ts,"
+            " stream_pos) VALUES (?,?,?,?,?,?,?)"
+            " ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET"
+            " event_id = excluded.event_id, ts = excluded.ts, stream_pos = excluded.stream_pos",
+            (room_id, receipt_type, user_id, thread_id, event_id, ts, pos),
+        )
+        # Private receipts concern only their owner.
+        if receipt_type == "m.read.private":
+            self.wake(user_id)
+        else:
+            self.wake(room_id)
+        return pos
+
+    def receipts_for_room(self, room_id: str, since: int | None, upto: int) -> list[sqlite3.Row]:
+        return self.db.read(
+            "SELECT receipt_type, user_id, thread_id, event_id, ts FROM receipts"
+            " WHERE room_id = ? AND stream_pos > ? AND stream_pos <= ? ORDER BY stream_pos",
+            (room_id, -1 if since is None else since, upto),
+        )
+
+    # -- push rules -------------------------------------------------------------------------
+    def get_push_rules_doc(self, user_id: str) -> str | None:
+        row = self.db.read_one("SELECT rules_json FROM push_rules WHERE user_id = ?", (user_id,))
+        return row[0] if row else None
+
+    @staticmethod
+    def get_push_rules_doc_in(conn: sqlite3.Connection, user_id: str) -> str | None:
+        row = conn.execute(
+            "SELECT rules_json FROM push_rules WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def put_push_rules_doc_in(self, conn: sqlite3.Connection, user_id: str, doc: str) -> int:
+        pos = self.next_stream_pos(conn)
+        conn.execute(
+            "INSERT INTO push_rules (user_id, rules_json, stream_pos) VALUES (?,?,?)"
+            " ON CONFLICT (user_id) DO UPDATE SET rules_json = excluded.rules_json,"
+            " stream_pos = excluded.stream_pos",
+            (user_id, doc, pos),
+        )
+        self.wake(user_id)
+        return pos
+
+    def push_rules_changed(self, user_id: str, since: int, upto: int) -> bool:
+        row = self.db.read_one(
+            "SELECT 1 FROM push_rules WHERE user_id = ? AND stream_pos > ? AND stream_pos <= ?",
+            (user_id, since, upto),
+        )
+        return row is not None
+
+    # -- presence ---------------------------------------------------------------------------
+    def load_presence(self) -> list[sqlite3.Row]:
+        return self.db.read(
+            "SELECT user_id, state, status_msg, last_active_ts, stream_pos FROM presence"
+        )
+
+    def set_presence_in(
+        self, conn: sqlite3.Connection, user_id: str, state: str, status_msg: str | None,
+        last_active_ts: int, wake: Iterable[str],
+    ) -> int:  # fmt: skip
+        pos = self.next_stream_pos(conn)
+        conn.execute(
+            "INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_pos)"
+            " VALUES (?,?,?,?,?) ON CONFLICT (user_id) DO UPDATE SET state = excluded.state,"
+            " status_msg = excluded.status_msg, last_active_ts = excluded.last_active_ts,"
+            " stream_pos = excluded.stream_pos",
+            (user_id, state, status_msg, last_active_ts, pos),
+        )
+        self.wake(user_id, *wake)
+        return pos
+
+    def presence_changes(
+        self, user_ids: Iterable[str], since: int | None, upto: int
+    ) -> list[sqlite3.Row]:
+        ids = list(user_ids)
+        out: list[sqlite3.Row] = []
+        lo = -1 if since is None else since
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            out.extend(
+                self.db.read(
+                    "SELECT user_id, state, status_msg, last_active_ts FROM presence"  # noqa: S608
+                    f" WHERE user_id IN ({marks}) AND stream_pos > ? AND stream_pos <= ?",
+                    (*chunk, lo, upto),
+                )
+            )
+        return out
+
+    # -- content reports --------------------------------------------------------------------
+    async def add_content_report(
+        self, reporter: str, kind: str, room_id: str | None, event_id: str | None,
+        target_user_id: str | None, reason: str | None, target_exists: bool, now_ms: int,
+    ) -> int:  # fmt: skip
+        def fn(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO content_reports (ts, reporter, kind, room_id, event_id,"
+                " target_user_id, reason, target_exists) VALUES (?,?,?,?,?,?,?,?)",
+                (now_ms, reporter, kind, room_id, event_id, target_user_id, reason,
+                 int(target_exists)),
+            )  # fmt: skip
+            return int(cur.lastrowid)
+
+        return await self.db.write(fn)
+
+    def content_reports(self, limit: int = 100, offset: int = 0) -> list[sqlite3.Row]:
+        return self.db.read(
+            "SELECT * FROM content_reports ORDER BY id DESC LIMIT ? OFFSET ?", (limit, offset)
+        )
