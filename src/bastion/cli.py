@@ -121,7 +121,8 @@ def _open_store(config: Config):
 def admin_create_user(config: Config, args: argparse.Namespace) -> int:
     from bastion.core.identifiers import parse_user_id
     from bastion.errors import MatrixError
-    from bastion.services.passwords import Passwords
+    from bastion.services.accounts import MIN_PASSWORD_LENGTH
+    from bastion.services.passwords import MAX_PASSWORD_LENGTH, Passwords
 
     user_id = (
         args.username
@@ -138,26 +139,35 @@ def admin_create_user(config: Config, args: argparse.Namespace) -> int:
         return 2
     password = args.password if args.password is not None else sys.stdin.readline().rstrip("\n")
     if not password:
-        print("bastion: a password is required", file=sys.stderr)
+        print("bastion: a password is required (--password or one line on stdin)", file=sys.stderr)
+        return 2
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        print(
+            f"bastion: a password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters",
+            file=sys.stderr,
+        )
         return 2
     pw_hash = Passwords(
         config.argon2_time_cost, config.argon2_memory_cost, config.argon2_parallelism
     ).hash(password)
     store = _open_store(config)
     try:
-        if store.user_exists(user_id):
+        now = int(time.time() * 1000)
+
+        def fn(conn) -> bool:
+            # The user, its initial display name and the audit record commit together.
+            if not store.create_user_in(
+                conn, user_id, pw_hash, now, is_admin=args.admin, displayname=parsed.localpart
+            ):
+                return False
+            store.record_admin_action_in(
+                conn, "cli", "create-user", user_id, {"admin": bool(args.admin)}, now
+            )
+            return True
+
+        if not store.db.write_sync(fn):
             print(f"bastion: {user_id} already exists", file=sys.stderr)
             return 1
-        now = int(time.time() * 1000)
-        store.db.write_sync(
-            lambda conn: conn.execute(
-                "INSERT INTO users (user_id, password_hash, created_ts, is_admin) VALUES (?,?,?,?)",
-                (user_id, pw_hash, now, int(args.admin)),
-            )
-        )
-        store.record_admin_action_sync(
-            "cli", "create-user", user_id, {"admin": bool(args.admin)}, now
-        )
     finally:
         store.close()
     print(user_id)
@@ -165,70 +175,69 @@ def admin_create_user(config: Config, args: argparse.Namespace) -> int:
 
 
 def admin_registration_token(config: Config, args: argparse.Namespace) -> int:
+    from bastion.storage.sqlite.accounts import registration_token_valid
+
+    if args.token_command == "create":
+        # Check the arguments before touching the database.
+        if args.token is not None and (
+            not (0 < len(args.token) <= 64) or any(c not in _TOKEN_CHARS for c in args.token)
+        ):
+            print("bastion: a token is 1-64 characters of A-Z a-z 0-9 . _ ~ -", file=sys.stderr)
+            return 2
+        if args.uses is not None and args.uses < 1:
+            print("bastion: --uses must be at least 1", file=sys.stderr)
+            return 2
+        if args.expires_in is not None and args.expires_in < 1:
+            print("bastion: --expires-in must be at least 1 second", file=sys.stderr)
+            return 2
     store = _open_store(config)
     now = int(time.time() * 1000)
     try:
         if args.token_command == "create":
             token = args.token or secrets.token_urlsafe(18)
-            if not (0 < len(token) <= 64) or any(c not in _TOKEN_CHARS for c in token):
-                print("bastion: a token is 1-64 characters of A-Z a-z 0-9 . _ ~ -", file=sys.stderr)
-                return 2
-            if args.uses is not None and args.uses < 1:
-                print("bastion: --uses must be at least 1", file=sys.stderr)
-                return 2
-            expiry = now + args.expires_in * 1000 if args.expires_in else None
-            try:
-                store.db.write_sync(
-                    lambda conn: conn.execute(
-                        "INSERT INTO registration_tokens (token, uses_allowed, expiry_ts, created_ts)"
-                        " VALUES (?,?,?,?)",
-                        (token, args.uses, expiry, now),
-                    )
-                )
-            except Exception:  # noqa: BLE001 - duplicate token
+            expiry = now + args.expires_in * 1000 if args.expires_in is not None else None
+
+            def create(conn) -> bool:
+                if not store.create_registration_token_in(conn, token, args.uses, expiry, now):
+                    return False
+                store.record_admin_action_in(
+                    conn, "cli", "registration-token-create", token[:4] + "…",
+                    {"uses": args.uses, "expiry_ts": expiry}, now,
+                )  # fmt: skip
+                return True
+
+            if not store.db.write_sync(create):
                 print("bastion: that token already exists", file=sys.stderr)
                 return 1
-            store.record_admin_action_sync(
-                "cli", "registration-token-create", token[:4] + "…", {"uses": args.uses}, now
-            )
+            # Shown once: only a hash of the token is stored.
             print(token)
         elif args.token_command == "list":
-            rows = store.db.read("SELECT * FROM registration_tokens ORDER BY created_ts")
-            for r in rows:
+            for r in store.list_registration_tokens():
                 print(json.dumps({
-                    "token": r["token"], "uses_allowed": r["uses_allowed"], "completed": r["completed"],
-                    "expiry_ts": r["expiry_ts"], "revoked": bool(r["revoked"]),
-                    "valid": _token_valid(r, now),
+                    "prefix": r["prefix"], "uses_allowed": r["uses_allowed"],
+                    "completed": r["completed"], "expiry_ts": r["expiry_ts"],
+                    "revoked": bool(r["revoked"]), "valid": registration_token_valid(r, now),
                 }))  # fmt: skip
         elif args.token_command == "revoke":
-            n = store.db.write_sync(
-                lambda conn: (
-                    conn.execute(
-                        "UPDATE registration_tokens SET revoked = 1 WHERE token = ?", (args.token,)
-                    ).rowcount
+
+            def revoke(conn) -> bool:
+                if not store.revoke_registration_token_in(conn, args.token):
+                    return False
+                store.record_admin_action_in(
+                    conn, "cli", "registration-token-revoke", args.token[:4] + "…", {}, now
                 )
-            )
-            if not n:
+                return True
+
+            if not store.db.write_sync(revoke):
                 print("bastion: no such token", file=sys.stderr)
                 return 1
-            store.record_admin_action_sync(
-                "cli", "registration-token-revoke", args.token[:4] + "…", {}, now
-            )
-            print(f"revoked {args.token}")
+            print(f"revoked {args.token[:4]}…")
     finally:
         store.close()
     return 0
 
 
 _TOKEN_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-")
-
-
-def _token_valid(row, now: int) -> bool:
-    if row["revoked"]:
-        return False
-    if row["expiry_ts"] is not None and row["expiry_ts"] <= now:
-        return False
-    return row["uses_allowed"] is None or row["completed"] < row["uses_allowed"]
 
 
 def main(argv: list[str] | None = None) -> int:

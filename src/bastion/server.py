@@ -12,8 +12,10 @@ from aiohttp import web
 
 from bastion.api.http import Request, Router, error, make_dispatcher
 from bastion.config import Config
+from bastion.services.accounts import AccountService
 from bastion.services.filtering import Filters
 from bastion.services.notifier import Notifier
+from bastion.services.passwords import Passwords
 from bastion.signing_key import load_or_create_signing_key
 from bastion.storage.sqlite.accounts import Requester
 from bastion.storage.sqlite.store import SqliteStore
@@ -23,6 +25,13 @@ log = logging.getLogger("bastion")
 #: Client-Server API modules, one per spec section; each has ``register(router, hs)``.
 CLIENT_API_MODULES = [
     "bastion.api.client.discovery",
+    "bastion.api.client.registration",
+    "bastion.api.client.login",
+    "bastion.api.client.account",
+    "bastion.api.client.devices",
+    "bastion.api.client.profile",
+    "bastion.api.client.capabilities",
+    "bastion.api.client.admin",
     "bastion.api.client.filter",
 ]
 
@@ -36,6 +45,10 @@ class HomeServer:
         self.store = SqliteStore(config.database_path, config.sqlite_synchronous)
         self.signing_key = load_or_create_signing_key(config.signing_key_path)
         self.notifier = Notifier()
+        self.passwords = Passwords(
+            config.argon2_time_cost, config.argon2_memory_cost, config.argon2_parallelism
+        )
+        self.accounts = AccountService(self)
         self.router = Router()
         self.services: dict[str, object] = {}
         self.sync_contributors: list = []  # SyncContributor objects (services/sync_api.py)
@@ -59,7 +72,7 @@ class HomeServer:
                 "M_UNKNOWN_TOKEN", "unknown or expired access token", 401, soft_logout=False
             )
         locked, suspended = self.store.account_flags(requester.user_id)
-        if locked:
+        if locked and not req.raw.path.endswith(("/logout", "/logout/all")):
             raise error("M_USER_LOCKED", "this account has been locked", 401, soft_logout=True)
         if suspended and req.method in ("POST", "PUT", "DELETE") and not _suspension_allowed(req):
             raise error("M_USER_SUSPENDED", "this account is suspended", 403)
@@ -100,10 +113,17 @@ class HomeServer:
 
 
 def _suspension_allowed(req: Request) -> bool:
-    # A suspended account may still leave rooms, log out and delete its own data.
+    # A suspended account may still leave rooms, log out, delete its devices or its account,
+    # manage its keys and delete its own data (C-S API "Account suspension").
     path = req.raw.path
     return (
-        path.endswith(("/leave", "/logout", "/logout/all", "/forget")) or "/account_data/" in path
+        path.endswith(("/leave", "/logout", "/logout/all", "/forget", "/delete_devices"))
+        or path.endswith("/account/deactivate")
+        or (req.method == "DELETE" and "/devices/" in path)
+        or "/account_data/" in path
+        or "/keys/" in path
+        or "/room_keys/" in path
+        or "/sendToDevice/" in path
     )
 
 

@@ -1,5 +1,11 @@
-"""Accounts: users, devices, access tokens, registration tokens (C-S API "Client Authentication",
-"Account registration and management", "Device Management")."""
+"""Accounts: users, devices, access tokens, registration tokens, profiles and the admin audit
+trail (C-S API "Client Authentication", "Account registration and management", "Device
+Management", "Profiles", "Server administration").
+
+Secrets are never stored in the clear: access tokens and registration tokens are kept as
+SHA-256 hashes (they are long random strings, so a fast hash is enough), passwords as argon2id
+hashes made by :class:`bastion.services.passwords.Passwords`.
+"""
 
 from __future__ import annotations
 
@@ -34,13 +40,22 @@ CREATE TABLE IF NOT EXISTS access_tokens (
     created_ts INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS access_tokens_device ON access_tokens (user_id, device_id);
+-- Registration tokens, also hashed; `prefix` (first 4 characters) lets an admin tell them apart.
 CREATE TABLE IF NOT EXISTS registration_tokens (
-    token TEXT PRIMARY KEY,
+    token_hash BLOB PRIMARY KEY,
+    prefix TEXT NOT NULL,
     uses_allowed INTEGER,
     completed INTEGER NOT NULL DEFAULT 0,
     expiry_ts INTEGER,
     created_ts INTEGER NOT NULL,
     revoked INTEGER NOT NULL DEFAULT 0
+);
+-- Profile fields (C-S API "Profiles"): one row per key, the value as JSON.
+CREATE TABLE IF NOT EXISTS profiles (
+    user_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (user_id, key)
 );
 -- Every admin action, with who, what, on what, when and details (never secrets).
 CREATE TABLE IF NOT EXISTS admin_audit (
@@ -69,6 +84,16 @@ class Requester:
     is_guest: bool = False
 
 
+def registration_token_valid(row: sqlite3.Row | None, now_ms: int) -> bool:
+    """A registration token is valid if it exists, is not revoked, has not expired and has uses
+    left (C-S API "Token-authenticated registration")."""
+    if row is None or row["revoked"]:
+        return False
+    if row["expiry_ts"] is not None and row["expiry_ts"] <= now_ms:
+        return False
+    return row["uses_allowed"] is None or row["completed"] < row["uses_allowed"]
+
+
 class AccountsStore:
     db: object  # Database, set by SqliteStore
 
@@ -77,18 +102,58 @@ class AccountsStore:
         return self.db.read_one("SELECT * FROM users WHERE user_id = ?", (user_id,))
 
     def user_exists(self, user_id: str) -> bool:
+        """True if the user ID is taken (deactivated accounts keep their ID forever)."""
         return self.get_user(user_id) is not None
+
+    @staticmethod
+    def create_user_in(
+        conn: sqlite3.Connection, user_id: str, password_hash: str | None, now_ms: int,
+        is_admin: bool = False, displayname: str | None = None,
+    ) -> bool:  # fmt: skip
+        """Insert a user (and its initial display name). False if the ID is taken."""
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO users (user_id, password_hash, created_ts, is_admin)"
+            " VALUES (?,?,?,?)",
+            (user_id, password_hash, now_ms, int(is_admin)),
+        )
+        if cur.rowcount != 1:
+            return False
+        if displayname is not None:
+            conn.execute(
+                "INSERT OR REPLACE INTO profiles (user_id, key, value) VALUES (?,?,?)",
+                (user_id, "displayname", json.dumps(displayname)),
+            )
+        return True
 
     async def create_user(
         self, user_id: str, password_hash: str | None, now_ms: int, is_admin: bool = False
-    ) -> None:
-        def fn(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO users (user_id, password_hash, created_ts, is_admin) VALUES (?,?,?,?)",
-                (user_id, password_hash, now_ms, int(is_admin)),
-            )
+    ) -> bool:
+        return await self.db.write(
+            lambda conn: self.create_user_in(conn, user_id, password_hash, now_ms, is_admin)
+        )
 
-        await self.db.write(fn)
+    @staticmethod
+    def set_password_hash_in(conn: sqlite3.Connection, user_id: str, password_hash: str) -> None:
+        conn.execute(
+            "UPDATE users SET password_hash = ? WHERE user_id = ?", (password_hash, user_id)
+        )
+
+    @staticmethod
+    def set_user_flag_in(conn: sqlite3.Connection, user_id: str, flag: str, value: bool) -> None:
+        """Set ``locked``, ``suspended``, ``deactivated`` or ``is_admin``."""
+        if flag not in ("locked", "suspended", "deactivated", "is_admin"):
+            raise ValueError(flag)
+        conn.execute(f"UPDATE users SET {flag} = ? WHERE user_id = ?", (int(value), user_id))  # noqa: S608
+
+    @staticmethod
+    def deactivate_user_in(conn: sqlite3.Connection, user_id: str) -> None:
+        """Mark deactivated, forget the password and clear the profile. Devices and tokens are
+        removed by the caller (device by device, so that the E2EE hook runs for each)."""
+        conn.execute(
+            "UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = ?", (user_id,)
+        )
+        conn.execute("DELETE FROM profiles WHERE user_id = ?", (user_id,))
+        conn.execute("DELETE FROM access_tokens WHERE user_id = ?", (user_id,))
 
     # -- devices and access tokens --------------------------------------------------------
     def get_requester(self, token: str) -> Requester | None:
@@ -108,15 +173,21 @@ class AccountsStore:
 
     def add_device_sync(
         self, conn: sqlite3.Connection, user_id: str, device_id: str, display_name: str | None,
-        token: str, now_ms: int,
+        token: str, now_ms: int, ip: str | None = None,
     ) -> bool:  # fmt: skip
         """Create (or reuse) a device and attach a new access token. Returns True if the device
         is new. Runs inside a write function."""
         cur = conn.execute(
-            "INSERT OR IGNORE INTO devices (user_id, device_id, display_name, last_seen_ts)"
-            " VALUES (?,?,?,?)",
-            (user_id, device_id, display_name, now_ms),
+            "INSERT OR IGNORE INTO devices (user_id, device_id, display_name, last_seen_ts,"
+            " last_seen_ip) VALUES (?,?,?,?,?)",
+            (user_id, device_id, display_name, now_ms, ip),
         )
+        if cur.rowcount != 1:
+            conn.execute(
+                "UPDATE devices SET last_seen_ts = ?, last_seen_ip = COALESCE(?, last_seen_ip)"
+                " WHERE user_id = ? AND device_id = ?",
+                (now_ms, ip, user_id, device_id),
+            )
         conn.execute(
             "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts) VALUES (?,?,?,?)",
             (token_hash(token), user_id, device_id, now_ms),
@@ -132,6 +203,130 @@ class AccountsStore:
         return self.db.read_one(
             "SELECT * FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id)
         )
+
+    @staticmethod
+    def device_exists_in(conn: sqlite3.Connection, user_id: str, device_id: str) -> bool:
+        return (
+            conn.execute(
+                "SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id)
+            ).fetchone()
+            is not None
+        )
+
+    @staticmethod
+    def device_ids_in(conn: sqlite3.Connection, user_id: str) -> list[str]:
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT device_id FROM devices WHERE user_id = ? ORDER BY device_id", (user_id,)
+            )
+        ]
+
+    @staticmethod
+    def set_device_display_name_in(
+        conn: sqlite3.Connection, user_id: str, device_id: str, display_name: str
+    ) -> bool:
+        cur = conn.execute(
+            "UPDATE devices SET display_name = ? WHERE user_id = ? AND device_id = ?",
+            (display_name, user_id, device_id),
+        )
+        return cur.rowcount == 1
+
+    @staticmethod
+    def revoke_device_tokens_in(conn: sqlite3.Connection, user_id: str, device_id: str) -> int:
+        """Invalidate every access token of one device."""
+        return conn.execute(
+            "DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id)
+        ).rowcount
+
+    @staticmethod
+    def delete_device_in(conn: sqlite3.Connection, user_id: str, device_id: str) -> bool:
+        """Delete a device and its access tokens. True if the device existed."""
+        conn.execute(
+            "DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id)
+        )
+        cur = conn.execute(
+            "DELETE FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id)
+        )
+        return cur.rowcount == 1
+
+    @staticmethod
+    def revoke_access_token_in(conn: sqlite3.Connection, token: str) -> None:
+        conn.execute("DELETE FROM access_tokens WHERE token_hash = ?", (token_hash(token),))
+
+    def access_token_count(self, user_id: str, device_id: str | None = None) -> int:
+        if device_id is None:
+            row = self.db.read_one(
+                "SELECT COUNT(*) FROM access_tokens WHERE user_id = ?", (user_id,)
+            )
+        else:
+            row = self.db.read_one(
+                "SELECT COUNT(*) FROM access_tokens WHERE user_id = ? AND device_id = ?",
+                (user_id, device_id),
+            )
+        return row[0]
+
+    # -- registration tokens --------------------------------------------------------------
+    def get_registration_token(self, token: str) -> sqlite3.Row | None:
+        return self.db.read_one(
+            "SELECT * FROM registration_tokens WHERE token_hash = ?", (token_hash(token),)
+        )
+
+    def list_registration_tokens(self) -> list[sqlite3.Row]:
+        return self.db.read("SELECT * FROM registration_tokens ORDER BY created_ts")
+
+    @staticmethod
+    def create_registration_token_in(
+        conn: sqlite3.Connection, token: str, uses_allowed: int | None, expiry_ts: int | None,
+        now_ms: int,
+    ) -> bool:  # fmt: skip
+        """False if the token already exists."""
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO registration_tokens"
+            " (token_hash, prefix, uses_allowed, expiry_ts, created_ts) VALUES (?,?,?,?,?)",
+            (token_hash(token), token[:4], uses_allowed, expiry_ts, now_ms),
+        )
+        return cur.rowcount == 1
+
+    @staticmethod
+    def revoke_registration_token_in(conn: sqlite3.Connection, token: str) -> bool:
+        cur = conn.execute(
+            "UPDATE registration_tokens SET revoked = 1 WHERE token_hash = ?", (token_hash(token),)
+        )
+        return cur.rowcount == 1
+
+    @staticmethod
+    def use_registration_token_in(conn: sqlite3.Connection, token: str, now_ms: int) -> bool:
+        """Count one completed registration against a token, if it is still valid. Atomic: run it
+        in the same write function that creates the user."""
+        cur = conn.execute(
+            "UPDATE registration_tokens SET completed = completed + 1 WHERE token_hash = ?"
+            " AND revoked = 0 AND (expiry_ts IS NULL OR expiry_ts > ?)"
+            " AND (uses_allowed IS NULL OR completed < uses_allowed)",
+            (token_hash(token), now_ms),
+        )
+        return cur.rowcount == 1
+
+    # -- profiles -------------------------------------------------------------------------
+    def get_profile(self, user_id: str) -> dict:
+        rows = self.db.read("SELECT key, value FROM profiles WHERE user_id = ?", (user_id,))
+        return {r["key"]: json.loads(r["value"]) for r in rows}
+
+    @staticmethod
+    def profile_in(conn: sqlite3.Connection, user_id: str) -> dict:
+        rows = conn.execute("SELECT key, value FROM profiles WHERE user_id = ?", (user_id,))
+        return {k: json.loads(v) for k, v in rows}
+
+    @staticmethod
+    def set_profile_field_in(conn: sqlite3.Connection, user_id: str, key: str, value) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO profiles (user_id, key, value) VALUES (?,?,?)",
+            (user_id, key, json.dumps(value, ensure_ascii=False)),
+        )
+
+    @staticmethod
+    def delete_profile_field_in(conn: sqlite3.Connection, user_id: str, key: str) -> None:
+        conn.execute("DELETE FROM profiles WHERE user_id = ? AND key = ?", (user_id, key))
 
     # -- admin audit ----------------------------------------------------------------------
     @staticmethod

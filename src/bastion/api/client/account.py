@@ -1,0 +1,75 @@
+"""Account management (C-S API "Current account information", "Password management",
+"Account deactivation", "Adding Account Administrative Contact Information")."""
+
+from __future__ import annotations
+
+from bastion.api.http import Request, Router, error
+from bastion.services.accounts import bad_json, check_password_strength
+
+
+def register(router: Router, hs) -> None:
+    accounts = hs.accounts
+
+    async def whoami(req: Request) -> dict:
+        """GET /_matrix/client/v3/account/whoami — C-S API "Current account information"."""
+        r = req.requester
+        return {"user_id": r.user_id, "device_id": r.device_id, "is_guest": False}
+
+    async def change_password(req: Request) -> dict:
+        """POST /_matrix/client/v3/account/password — C-S API "Password management" (UIA with
+        ``m.login.password``; ``logout_devices`` defaults to true and deletes the user's other
+        devices, keeping the one making the request)."""
+        body = await req.json()
+        if body.get("new_password") is None:
+            raise error("M_MISSING_PARAM", "'new_password' is required")
+        new_password = check_password_strength(body["new_password"], "new_password")
+        logout_devices = body.get("logout_devices", True)
+        if not isinstance(logout_devices, bool):
+            raise bad_json("'logout_devices' must be a boolean")
+        session = await accounts.require_password_uia(
+            body, req.requester, "account/password", req.raw.remote
+        )
+        accounts.end_uia(session)
+        await accounts.change_password(req.requester, new_password, logout_devices)
+        return {}
+
+    async def deactivate(req: Request) -> dict:
+        """POST /_matrix/client/v3/account/deactivate — C-S API "Account deactivation" (UIA
+        with ``m.login.password``): every token and device goes, the password and profile are
+        wiped, the user leaves their rooms, and the user ID is never reused. No identity server
+        is used, so ``id_server_unbind_result`` is ``no-support``."""
+        body = await req.json(allow_empty=True)
+        if body.get("erase") is not None and not isinstance(body["erase"], bool):
+            raise bad_json("'erase' must be a boolean")
+        if body.get("id_server") is not None and not isinstance(body["id_server"], str):
+            raise bad_json("'id_server' must be a string")
+        session = await accounts.require_password_uia(
+            body, req.requester, "account/deactivate", req.raw.remote
+        )
+        accounts.end_uia(session)
+        await accounts.deactivate(req.requester)
+        return {"id_server_unbind_result": "no-support"}
+
+    async def get_3pids(req: Request) -> dict:
+        """GET /_matrix/client/v3/account/3pid — no third-party identifiers are kept here."""
+        return {"threepids": []}
+
+    async def threepid_request_token(req: Request) -> dict:
+        """POST /_matrix/client/v3/account/3pid/{email,msisdn}/requestToken — this server does
+        not associate third-party identifiers with accounts (capability ``m.3pid_changes`` is
+        false), so adding one is refused with ``M_THREEPID_MEDIUM_NOT_SUPPORTED``."""
+        await req.json()
+        raise error(
+            "M_THREEPID_MEDIUM_NOT_SUPPORTED",
+            "this server does not associate third-party identifiers with accounts",
+        )
+
+    router.add("GET", "/_matrix/client/v3/account/whoami", whoami)
+    router.add("POST", "/_matrix/client/v3/account/password", change_password)
+    router.add("POST", "/_matrix/client/v3/account/deactivate", deactivate)
+    router.add("GET", "/_matrix/client/v3/account/3pid", get_3pids)
+    for medium in ("email", "msisdn"):
+        router.add(
+            "POST", f"/_matrix/client/v3/account/3pid/{medium}/requestToken",
+            threepid_request_token,
+        )  # fmt: skip

@@ -1,0 +1,34 @@
+"""Login and logout (C-S API "Login", "POST /logout", "POST /logout/all")."""
+
+from __future__ import annotations
+
+from bastion.api.http import Request, Router
+
+
+def register(router: Router, hs) -> None:
+    accounts = hs.accounts
+
+    async def get_login(req: Request) -> dict:
+        """GET /_matrix/client/v3/login — C-S API "Login": the supported login types."""
+        return {"flows": [{"type": "m.login.password"}]}
+
+    async def post_login(req: Request) -> dict:
+        """POST /_matrix/client/v3/login — C-S API "Login" (``m.login.password`` with an
+        ``m.id.user`` identifier or the deprecated top-level ``user``)."""
+        return await accounts.login(await req.json(), req.raw.remote)
+
+    async def logout(req: Request) -> dict:
+        """POST /_matrix/client/v3/logout — invalidates the token and deletes its device."""
+        await accounts.logout(req.requester)
+        return {}
+
+    async def logout_all(req: Request) -> dict:
+        """POST /_matrix/client/v3/logout/all — invalidates every token of the user and
+        deletes all their devices."""
+        await accounts.logout_all(req.requester)
+        return {}
+
+    router.add("GET", "/_matrix/client/v3/login", get_login, auth=False)
+    router.add("POST", "/_matrix/client/v3/login", post_login, auth=False)
+    router.add("POST", "/_matrix/client/v3/logout", logout)
+    router.add("POST", "/_matrix/client/v3/logout/all", logout_all)

@@ -1,0 +1,67 @@
+"""Profiles (C-S API "Profiles", profile.yaml; extended fields of v1.16)."""
+
+from __future__ import annotations
+
+from bastion.api.http import Request, Router, error
+from bastion.core.identifiers import parse_user_id
+from bastion.errors import MatrixError
+from bastion.services.accounts import check_profile_key
+
+
+def register(router: Router, hs) -> None:
+    accounts = hs.accounts
+
+    def local_user(user_id: str) -> str:
+        try:
+            parsed = parse_user_id(user_id, historical=True)
+        except MatrixError:
+            raise error("M_INVALID_PARAM", "invalid user ID") from None
+        if parsed.domain != hs.server_name:
+            # Remote profiles need federation queries, which this server does not make yet.
+            raise error("M_NOT_FOUND", "profile not found", 404)
+        return user_id
+
+    def own(req: Request) -> str:
+        user_id = req.params["userId"]
+        if user_id != req.requester.user_id:
+            raise error("M_FORBIDDEN", "you can only change your own profile", 403)
+        check_profile_key(req.params["keyName"])
+        return user_id
+
+    async def get_profile(req: Request) -> dict:
+        """GET /_matrix/client/v3/profile/{userId} — every field of a local user's profile;
+        404 ``M_NOT_FOUND`` for unknown or deactivated users."""
+        return accounts.get_profile(local_user(req.params["userId"]))
+
+    async def get_field(req: Request) -> dict:
+        """GET /_matrix/client/v3/profile/{userId}/{keyName} — one field, 404 if not set."""
+        key = req.params["keyName"]
+        check_profile_key(key)
+        profile = accounts.get_profile(local_user(req.params["userId"]))
+        if key not in profile:
+            raise error("M_NOT_FOUND", "no such profile field", 404)
+        return {key: profile[key]}
+
+    async def put_field(req: Request) -> dict:
+        """PUT /_matrix/client/v3/profile/{userId}/{keyName} — own profile only (403); the body
+        holds exactly the one property ``keyName``; the whole profile stays under 64 KiB."""
+        user_id = own(req)
+        key = req.params["keyName"]
+        body = await req.json()
+        if key not in body:
+            raise error("M_MISSING_PARAM", f"the body must contain the property {key!r}")
+        if len(body) != 1:
+            raise error("M_BAD_JSON", f"the body must contain only the property {key!r}")
+        await accounts.set_profile_field(user_id, key, body[key])
+        return {}
+
+    async def delete_field(req: Request) -> dict:
+        """DELETE /_matrix/client/v3/profile/{userId}/{keyName} — own profile only; 200 whether
+        or not the field existed."""
+        await accounts.delete_profile_field(own(req), req.params["keyName"])
+        return {}
+
+    router.add("GET", "/_matrix/client/v3/profile/{userId}", get_profile, auth=False)
+    router.add("GET", "/_matrix/client/v3/profile/{userId}/{keyName}", get_field, auth=False)
+    router.add("PUT", "/_matrix/client/v3/profile/{userId}/{keyName}", put_field)
+    router.add("DELETE", "/_matrix/client/v3/profile/{userId}/{keyName}", delete_field)

@@ -1,0 +1,765 @@
+"""Accounts: registration, login, User-Interactive Authentication, devices, password changes,
+deactivation, profiles and account moderation (C-S API "Client Authentication", "Account
+registration and management", "Device Management", "Profiles", "Server administration").
+
+Policy decisions made here, documented for operators:
+
+- **Usernames** follow the current user ID grammar (``a-z 0-9 . _ = - / +``). A requested
+  username is mapped to lower case (the spec lets servers map usernames "in a logical manner");
+  anything else outside the grammar is ``M_INVALID_USERNAME``. Login lower-cases the localpart
+  the same way.
+- **Passwords** must be at least :data:`MIN_PASSWORD_LENGTH` characters (``M_WEAK_PASSWORD``)
+  and at most :data:`~bastion.services.passwords.MAX_PASSWORD_LENGTH` (``M_INVALID_PARAM``).
+- **Access tokens** are ``bst_`` + 256 random bits (``secrets.token_urlsafe(32)``), stored only as
+  SHA-256 hashes. Logging in with an existing ``device_id`` revokes that device's older tokens.
+- **Failed logins**: after :data:`LOGIN_MAX_FAILURES` wrong passwords for one user from one IP
+  address within :data:`LOGIN_FAILURE_WINDOW_MS`, further attempts for that pair get 429
+  ``M_LIMIT_EXCEEDED`` until the oldest failure leaves the window. UIA password stages count too.
+  This is a small first defence; the guard's login defence replaces it later.
+- **Registration-token validity** (``GET /register/m.login.registration_token/validity``) is a
+  token oracle, so it is rate-limited per client IP by a token bucket
+  (:data:`VALIDITY_BUCKET_CAPACITY` requests, refilled one per :data:`VALIDITY_REFILL_MS`).
+- **UIA sessions** live in memory for :data:`UIA_SESSION_TTL_MS`; each is bound to one operation
+  and (except registration) one user, and is consumed when the operation succeeds.
+- Client IP addresses are the TCP peer; ``X-Forwarded-For`` is not trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import sqlite3
+import string
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from bastion.core.canonical_json import canonical_json
+from bastion.core.identifiers import parse_server_name
+from bastion.errors import MatrixError
+from bastion.services.passwords import MAX_PASSWORD_LENGTH, Passwords
+from bastion.storage.sqlite.accounts import Requester, registration_token_valid
+
+log = logging.getLogger("bastion.accounts")
+
+MIN_PASSWORD_LENGTH = 8
+LOGIN_MAX_FAILURES = 5
+LOGIN_FAILURE_WINDOW_MS = 5 * 60 * 1000
+VALIDITY_BUCKET_CAPACITY = 10
+VALIDITY_REFILL_MS = 6000
+UIA_SESSION_TTL_MS = 15 * 60 * 1000
+UIA_MAX_SESSIONS = 10000
+MAX_DEVICE_ID_BYTES = 255
+MAX_DISPLAYNAME_LENGTH = 256
+MAX_PROFILE_BYTES = 64 * 1024
+MAX_PROFILE_KEY_BYTES = 255
+ACCESS_TOKEN_PREFIX = "bst_"
+
+DUMMY = "m.login.dummy"
+PASSWORD = "m.login.password"
+REG_TOKEN = "m.login.registration_token"
+
+_LOCALPART = re.compile(r"[a-z0-9._=/+\-]+")
+_PROFILE_KEY = re.compile(r"avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
+_MXC = re.compile(r"mxc://([^/]+)/([A-Za-z0-9_\-]+)")
+_DEVICE_ALPHABET = string.ascii_uppercase
+
+
+def bad_json(message: str) -> MatrixError:
+    return MatrixError("M_BAD_JSON", message, 400)
+
+
+def _opt(body: dict, key: str, kind: type | tuple, what: str) -> Any:
+    """An optional body field of the given JSON type (``M_BAD_JSON`` otherwise)."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise bad_json(f"'{key}' must be {what}")
+    return value
+
+
+def generate_access_token() -> str:
+    return ACCESS_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def generate_device_id() -> str:
+    return "".join(secrets.choice(_DEVICE_ALPHABET) for _ in range(10))
+
+
+def check_device_id(value: object) -> str:
+    if not isinstance(value, str):
+        raise bad_json("'device_id' must be a string")
+    if not value or len(value.encode("utf-8", "surrogatepass")) > MAX_DEVICE_ID_BYTES:
+        raise MatrixError("M_INVALID_PARAM", "device_id must be 1 to 255 bytes")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise MatrixError("M_INVALID_PARAM", "device_id must not contain spaces or controls")
+    return value
+
+
+def check_password_strength(password: object, key: str = "password") -> str:
+    if not isinstance(password, str):
+        raise bad_json(f"'{key}' must be a string")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise MatrixError(
+            "M_WEAK_PASSWORD", f"password must be at least {MIN_PASSWORD_LENGTH} characters"
+        )
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise MatrixError(
+            "M_INVALID_PARAM", f"password must be at most {MAX_PASSWORD_LENGTH} characters"
+        )
+    return password
+
+
+def check_profile_key(key: str) -> None:
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_PROFILE_KEY_BYTES:
+        raise MatrixError("M_KEY_TOO_LARGE", "profile keys are at most 255 bytes")
+    if not _PROFILE_KEY.fullmatch(key):
+        raise MatrixError(
+            "M_INVALID_PARAM",
+            "invalid profile key: use displayname, avatar_url, m.tz or a namespaced key"
+            " such as com.example.field",
+        )
+
+
+def is_mxc_uri(value: str) -> bool:
+    m = _MXC.fullmatch(value)
+    if not m:
+        return False
+    try:
+        parse_server_name(m.group(1))
+    except MatrixError:
+        return False
+    return True
+
+
+def check_profile_value(key: str, value: Any) -> None:
+    """Value rules of ``PUT /profile/{userId}/{keyName}``."""
+    if key == "displayname":
+        if not isinstance(value, str):
+            raise bad_json("displayname must be a string")
+        if len(value) > MAX_DISPLAYNAME_LENGTH:
+            raise MatrixError(
+                "M_INVALID_PARAM", f"displayname is longer than {MAX_DISPLAYNAME_LENGTH}"
+            )
+    elif key == "avatar_url":
+        if not isinstance(value, str):
+            raise bad_json("avatar_url must be a string")
+        if value != "" and not is_mxc_uri(value):
+            raise MatrixError("M_INVALID_PARAM", "avatar_url must be an mxc:// URI")
+    elif key == "m.tz" and not isinstance(value, str):
+        raise bad_json("m.tz must be a string (an IANA time zone identifier)")
+
+
+# -- rate limiting ------------------------------------------------------------------------------
+class TokenBucket:
+    """Per-key token buckets (in memory)."""
+
+    def __init__(self, capacity: int, refill_ms: int, max_keys: int = 100_000) -> None:
+        self.capacity = capacity
+        self.refill_ms = refill_ms
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def take(self, key: str, now_ms: int) -> int:
+        """Take one token; returns 0 if allowed, else how many ms until one is available."""
+        tokens, last = self._buckets.pop(key, (float(self.capacity), now_ms))
+        tokens = min(self.capacity, tokens + (now_ms - last) / self.refill_ms)
+        if tokens >= 1:
+            self._buckets[key] = (tokens - 1, now_ms)
+            wait = 0
+        else:
+            self._buckets[key] = (tokens, now_ms)
+            wait = int((1 - tokens) * self.refill_ms) + 1
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+class FailureLimiter:
+    """Counts failures per key in a sliding window; blocks once ``max_failures`` are reached."""
+
+    def __init__(self, max_failures: int, window_ms: int, max_keys: int = 100_000) -> None:
+        self.max_failures = max_failures
+        self.window_ms = window_ms
+        self.max_keys = max_keys
+        self._failures: OrderedDict[str, deque[int]] = OrderedDict()
+
+    def _recent(self, key: str, now_ms: int) -> deque[int]:
+        q = self._failures.get(key)
+        if q is None:
+            return deque()
+        while q and q[0] <= now_ms - self.window_ms:
+            q.popleft()
+        return q
+
+    def retry_after(self, key: str, now_ms: int) -> int:
+        """0 if attempts are allowed, else ms until the next one is."""
+        q = self._recent(key, now_ms)
+        if len(q) < self.max_failures:
+            return 0
+        return q[0] + self.window_ms - now_ms
+
+    def failed(self, key: str, now_ms: int) -> None:
+        q = self._recent(key, now_ms)
+        q.append(now_ms)
+        self._failures[key] = q
+        self._failures.move_to_end(key)
+        while len(self._failures) > self.max_keys:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+
+def rate_limited(retry_after_ms: int) -> MatrixError:
+    return MatrixError(
+        "M_LIMIT_EXCEEDED", "too many requests", 429, retry_after_ms=max(1, retry_after_ms)
+    )
+
+
+# -- User-Interactive Authentication ------------------------------------------------------------
+class UiaRequired(MatrixError):
+    """The 401 of the User-Interactive Authentication API: ``flows``, ``params``, ``session``,
+    ``completed``, and ``errcode``/``error`` only when a stage attempt failed."""
+
+    def __init__(self, body: dict, errcode: str | None = None, message: str | None = None):
+        super().__init__(errcode or "M_UNAUTHORIZED", message or "authentication required", 401)
+        self.body = body
+        self.failed = errcode is not None
+
+    def to_json(self) -> dict:
+        body = dict(self.body)
+        if self.failed:
+            body["errcode"] = self.errcode
+            body["error"] = self.message
+        return body
+
+
+@dataclass
+class UiaSession:
+    session_id: str
+    operation: str
+    user_id: str | None
+    flows: list[list[str]]
+    created_ms: int
+    completed: list[str] = field(default_factory=list)
+    #: Stage results needed later (e.g. the registration token to count).
+    data: dict = field(default_factory=dict)
+
+    def body(self) -> dict:
+        body: dict = {
+            "flows": [{"stages": list(f)} for f in self.flows],
+            "params": {},
+            "session": self.session_id,
+        }
+        if self.completed:
+            body["completed"] = list(self.completed)
+        return body
+
+    def done(self) -> bool:
+        return any(self.completed == f for f in self.flows)
+
+
+# -- the service --------------------------------------------------------------------------------
+class AccountService:
+    def __init__(self, hs) -> None:
+        self.hs = hs
+        self.passwords: Passwords = hs.passwords
+        self._uia: OrderedDict[str, UiaSession] = OrderedDict()
+        self.login_failures = FailureLimiter(LOGIN_MAX_FAILURES, LOGIN_FAILURE_WINDOW_MS)
+        self.validity_bucket = TokenBucket(VALIDITY_BUCKET_CAPACITY, VALIDITY_REFILL_MS)
+
+    @property
+    def store(self):
+        return self.hs.store
+
+    # -- hooks into other services ------------------------------------------------------------
+    def _device_added_in(self, conn: sqlite3.Connection, user_id: str, device_id: str) -> None:
+        e2ee = getattr(self.hs, "e2ee", None)
+        if e2ee is not None and hasattr(e2ee, "on_device_added"):
+            e2ee.on_device_added(conn, user_id, device_id)
+
+    def _delete_devices_in(
+        self, conn: sqlite3.Connection, user_id: str, device_ids: list[str]
+    ) -> list[str]:
+        """Delete devices with their tokens and (through the E2EE hook) their keys."""
+        deleted = []
+        e2ee = getattr(self.hs, "e2ee", None)
+        for device_id in device_ids:
+            if self.store.delete_device_in(conn, user_id, device_id):
+                deleted.append(device_id)
+                if e2ee is not None and hasattr(e2ee, "on_device_deleted"):
+                    e2ee.on_device_deleted(conn, user_id, device_id)
+        return deleted
+
+    # -- User-Interactive Authentication --------------------------------------------------------
+    def _new_session(self, operation: str, user_id: str | None, flows: list[list[str]]):
+        now = self.hs.now_ms()
+        self._expire_sessions(now)
+        s = UiaSession(secrets.token_urlsafe(24), operation, user_id, flows, now)
+        self._uia[s.session_id] = s
+        while len(self._uia) > UIA_MAX_SESSIONS:
+            self._uia.popitem(last=False)
+        return s
+
+    def _expire_sessions(self, now: int) -> None:
+        while self._uia:
+            first = next(iter(self._uia.values()))
+            if first.created_ms > now - UIA_SESSION_TTL_MS:
+                break
+            self._uia.popitem(last=False)
+
+    def end_uia(self, session: UiaSession) -> None:
+        self._uia.pop(session.session_id, None)
+
+    async def check_uia(
+        self, body: dict, *, operation: str, flows: list[list[str]],
+        user_id: str | None = None, ip: str | None = None,
+    ) -> UiaSession:  # fmt: skip
+        """C-S API "User-Interactive Authentication API": return the session once a flow is
+        complete, otherwise raise the 401 (with ``errcode`` when a stage attempt failed)."""
+        auth = body.get("auth")
+        if auth is None:
+            raise UiaRequired(self._new_session(operation, user_id, flows).body())
+        if not isinstance(auth, dict):
+            raise bad_json("'auth' must be an object")
+        sid = auth.get("session")
+        stage = auth.get("type")
+        if sid is not None and not isinstance(sid, str):
+            raise bad_json("'auth.session' must be a string")
+        if stage is not None and not isinstance(stage, str):
+            raise bad_json("'auth.type' must be a string")
+        self._expire_sessions(self.hs.now_ms())
+        if sid is None:
+            session = self._new_session(operation, user_id, flows)
+        else:
+            session = self._uia.get(sid)
+            if session is None or session.operation != operation or session.user_id != user_id:
+                raise MatrixError("M_UNKNOWN", "unknown or expired authentication session", 400)
+        if stage is None:
+            # Checking on a session (or nio's first register_with_token request).
+            if session.done():
+                return session
+            raise UiaRequired(session.body())
+        if stage in session.completed:
+            if session.done():
+                return session
+            raise UiaRequired(session.body())
+        attempt = [*session.completed, stage]
+        if not any(f[: len(attempt)] == attempt for f in session.flows):
+            known = any(stage in f for f in session.flows)
+            raise UiaRequired(
+                session.body(),
+                "M_FORBIDDEN" if known else "M_UNRECOGNIZED",
+                f"stage {stage} is not the next stage of any flow"
+                if known
+                else f"unsupported authentication type {stage}",
+            )
+        await self._run_stage(session, stage, auth, ip)
+        session.completed.append(stage)
+        if session.done():
+            return session
+        raise UiaRequired(session.body())
+
+    async def _run_stage(self, session: UiaSession, stage: str, auth: dict, ip: str | None):
+        if stage == DUMMY:
+            return
+        if stage == REG_TOKEN:
+            token = auth.get("token")
+            if not isinstance(token, str) or not token or len(token) > 64:
+                raise UiaRequired(session.body(), "M_FORBIDDEN", "invalid registration token")
+            row = self.store.get_registration_token(token)
+            if not registration_token_valid(row, self.hs.now_ms()):
+                raise UiaRequired(session.body(), "M_FORBIDDEN", "invalid registration token")
+            session.data["registration_token"] = token
+            return
+        if stage == PASSWORD:
+            user_id = session.user_id
+            identifier = auth.get("identifier")
+            claimed = None
+            if isinstance(identifier, dict) and identifier.get("type") == "m.id.user":
+                claimed = identifier.get("user")
+            elif identifier is None:
+                claimed = auth.get("user")  # legacy form
+            password = auth.get("password")
+            if not isinstance(claimed, str) or not isinstance(password, str):
+                raise UiaRequired(
+                    session.body(), "M_BAD_JSON", "m.login.password needs identifier and password"
+                )
+            if self.normalise_login_user(claimed) != user_id:
+                raise UiaRequired(session.body(), "M_FORBIDDEN", "identifier is not this account")
+            key = f"{user_id}|{ip}"
+            wait = self.login_failures.retry_after(key, self.hs.now_ms())
+            if wait:
+                raise rate_limited(wait)
+            row = self.store.get_user(user_id)
+            ok = await asyncio.to_thread(
+                self.passwords.verify, row["password_hash"] if row else None, password
+            )
+            if not ok:
+                self.login_failures.failed(key, self.hs.now_ms())
+                raise UiaRequired(session.body(), "M_FORBIDDEN", "invalid password")
+            self.login_failures.succeeded(key)
+            return
+        raise UiaRequired(session.body(), "M_UNRECOGNIZED", f"unsupported stage {stage}")
+
+    async def require_password_uia(self, body: dict, requester: Requester, operation: str,
+                                   ip: str | None) -> UiaSession:  # fmt: skip
+        return await self.check_uia(
+            body, operation=operation, flows=[[PASSWORD]], user_id=requester.user_id, ip=ip
+        )
+
+    # -- identifiers ----------------------------------------------------------------------------
+    def user_id_for_username(self, username: str) -> str:
+        """Map a requested username onto a user ID (``M_INVALID_USERNAME`` if impossible)."""
+        localpart = username.lower()
+        if not _LOCALPART.fullmatch(localpart):
+            raise MatrixError(
+                "M_INVALID_USERNAME",
+                "usernames may contain only a-z, 0-9 and . _ = - / +",
+            )
+        user_id = f"@{localpart}:{self.hs.server_name}"
+        if len(user_id.encode()) > 255:
+            raise MatrixError("M_INVALID_USERNAME", "username is too long")
+        return user_id
+
+    def normalise_login_user(self, user: str) -> str | None:
+        """A login identifier (localpart or full user ID) as one of our user IDs, or None."""
+        if user.startswith("@"):
+            localpart, sep, domain = user[1:].partition(":")
+            if not sep or domain != self.hs.server_name:
+                return None
+        else:
+            localpart = user
+        localpart = localpart.lower()
+        if not _LOCALPART.fullmatch(localpart):
+            return None
+        return f"@{localpart}:{self.hs.server_name}"
+
+    def check_username_available(self, username: object) -> str:
+        if not isinstance(username, str):
+            raise bad_json("'username' must be a string")
+        user_id = self.user_id_for_username(username)
+        if self.store.user_exists(user_id):
+            raise MatrixError("M_USER_IN_USE", "that user ID is already taken")
+        return user_id
+
+    # -- registration ---------------------------------------------------------------------------
+    def registration_flows(self) -> list[list[str]]:
+        if self.hs.config.registration == "token":
+            return [[REG_TOKEN, DUMMY]]
+        return [[DUMMY]]
+
+    async def register(self, body: dict, kind: str, ip: str | None) -> dict:
+        """POST /register — see bastion.api.client.registration."""
+        if kind not in ("user", "guest"):
+            raise MatrixError("M_INVALID_PARAM", "kind must be 'user' or 'guest'")
+        if kind == "guest":
+            raise MatrixError("M_GUEST_ACCESS_FORBIDDEN", "guest accounts are not supported", 403)
+        if self.hs.config.registration == "closed":
+            raise MatrixError("M_FORBIDDEN", "registration is disabled on this server", 403)
+        # Checks that MUST come before UIA (registration.yaml, 400 responses).
+        username = body.get("username")
+        user_id = None if username is None else self.check_username_available(username)
+        if "password" not in body or body.get("password") is None:
+            raise MatrixError("M_MISSING_PARAM", "a password is required")
+        password = check_password_strength(body["password"])
+        device_id = body.get("device_id")
+        if device_id is not None:
+            check_device_id(device_id)
+        display = _opt(body, "initial_device_display_name", str, "a string")
+        inhibit = _opt(body, "inhibit_login", bool, "a boolean") or False
+        _opt(body, "refresh_token", bool, "a boolean")
+
+        session = await self.check_uia(
+            body, operation="register", flows=self.registration_flows(), ip=ip
+        )
+        self.end_uia(session)
+        reg_token = session.data.get("registration_token")
+
+        pw_hash = await asyncio.to_thread(self.passwords.hash, password)
+        now = self.hs.now_ms()
+        if user_id is None:
+            user_id = f"@u{secrets.token_hex(6)}:{self.hs.server_name}"
+        device_id = device_id or generate_device_id()
+        access_token = None if inhibit else generate_access_token()
+        localpart = user_id[1 : user_id.index(":")]
+
+        def fn(conn: sqlite3.Connection) -> str | None:
+            if not self.store.create_user_in(conn, user_id, pw_hash, now, displayname=localpart):
+                return "M_USER_IN_USE"
+            if reg_token is not None and not self.store.use_registration_token_in(
+                conn, reg_token, now
+            ):
+                raise _TokenExhausted
+            if access_token is not None and self.store.add_device_sync(
+                conn, user_id, device_id, display, access_token, now, ip
+            ):
+                self._device_added_in(conn, user_id, device_id)
+            return None
+
+        try:
+            problem = await self.store.db.write(fn)
+        except _TokenExhausted:
+            raise MatrixError(
+                "M_FORBIDDEN", "the registration token is no longer valid", 403
+            ) from None
+        if problem:
+            raise MatrixError("M_USER_IN_USE", "that user ID is already taken")
+        log.info("registered %s", user_id)
+        if inhibit:
+            return {"user_id": user_id}
+        return {"user_id": user_id, "access_token": access_token, "device_id": device_id}
+
+    def check_registration_token_validity(self, token: object, ip: str | None) -> bool:
+        wait = self.validity_bucket.take(ip or "", self.hs.now_ms())
+        if wait:
+            raise rate_limited(wait)
+        if self.hs.config.registration != "token":
+            raise MatrixError("M_FORBIDDEN", "registration tokens are not used on this server", 403)
+        if not isinstance(token, str) or not token:
+            raise MatrixError("M_MISSING_PARAM", "query parameter 'token' is required")
+        if len(token) > 64:
+            return False
+        return registration_token_valid(self.store.get_registration_token(token), self.hs.now_ms())
+
+    # -- login and logout -----------------------------------------------------------------------
+    async def login(self, body: dict, ip: str | None) -> dict:
+        """POST /login with ``m.login.password`` — see bastion.api.client.login."""
+        login_type = body.get("type")
+        if not isinstance(login_type, str):
+            raise MatrixError("M_MISSING_PARAM" if login_type is None else "M_BAD_JSON",
+                              "'type' must be a login type string")  # fmt: skip
+        if login_type != PASSWORD:
+            raise MatrixError("M_UNKNOWN", f"unsupported login type {login_type}")
+        identifier = body.get("identifier")
+        if identifier is not None:
+            if not isinstance(identifier, dict):
+                raise bad_json("'identifier' must be an object")
+            id_type = identifier.get("type")
+            if id_type == "m.id.user":
+                user = identifier.get("user")
+            elif id_type in ("m.id.thirdparty", "m.id.phone"):
+                raise MatrixError(
+                    "M_FORBIDDEN", "no third-party identifiers are known on this server", 403
+                )
+            else:
+                raise MatrixError("M_UNKNOWN", "unsupported identifier type")
+        elif "medium" in body or "address" in body:
+            raise MatrixError(
+                "M_FORBIDDEN", "no third-party identifiers are known on this server", 403
+            )
+        else:
+            user = body.get("user")
+        if user is None:
+            raise MatrixError("M_MISSING_PARAM", "identifier.user is required")
+        if not isinstance(user, str):
+            raise bad_json("the user must be a string")
+        password = body.get("password")
+        if password is None:
+            raise MatrixError("M_MISSING_PARAM", "'password' is required")
+        if not isinstance(password, str):
+            raise bad_json("'password' must be a string")
+        device_id = body.get("device_id")
+        if device_id is not None:
+            check_device_id(device_id)
+        display = _opt(body, "initial_device_display_name", str, "a string")
+        _opt(body, "refresh_token", bool, "a boolean")
+
+        user_id = self.normalise_login_user(user)
+        key = f"{user_id or user.lower()}|{ip}"
+        wait = self.login_failures.retry_after(key, self.hs.now_ms())
+        if wait:
+            raise rate_limited(wait)
+        row = self.store.get_user(user_id) if user_id else None
+        pw_hash = row["password_hash"] if row is not None and not row["deactivated"] else None
+        if len(password) > MAX_PASSWORD_LENGTH:
+            pw_hash = None  # no stored password is that long; still pay for one verification
+        ok = await asyncio.to_thread(self.passwords.verify, pw_hash, password[:MAX_PASSWORD_LENGTH])
+        if not ok:
+            self.login_failures.failed(key, self.hs.now_ms())
+            raise MatrixError("M_FORBIDDEN", "invalid username or password", 403)
+        self.login_failures.succeeded(key)
+        if row["locked"]:
+            raise MatrixError(
+                "M_USER_LOCKED", "this account has been locked", 401, soft_logout=True
+            )
+        if self.passwords.needs_rehash(pw_hash):
+            new_hash = await asyncio.to_thread(self.passwords.hash, password)
+        else:
+            new_hash = None
+        device_id = device_id or generate_device_id()
+        access_token = generate_access_token()
+        now = self.hs.now_ms()
+
+        def fn(conn: sqlite3.Connection) -> None:
+            # Reusing a device ID invalidates the device's earlier tokens.
+            self.store.revoke_device_tokens_in(conn, user_id, device_id)
+            if self.store.add_device_sync(conn, user_id, device_id, display, access_token, now, ip):
+                self._device_added_in(conn, user_id, device_id)
+            if new_hash:
+                self.store.set_password_hash_in(conn, user_id, new_hash)
+
+        await self.store.db.write(fn)
+        return {"user_id": user_id, "access_token": access_token, "device_id": device_id}
+
+    async def logout(self, requester: Requester) -> None:
+        """POST /logout: the token is invalidated and its device deleted (with its keys)."""
+        await self.store.db.write(
+            lambda conn: self._delete_devices_in(conn, requester.user_id, [requester.device_id])
+        )
+
+    async def logout_all(self, requester: Requester) -> None:
+        """POST /logout/all: every token and every device of the user."""
+
+        def fn(conn: sqlite3.Connection) -> None:
+            uid = requester.user_id
+            self._delete_devices_in(conn, uid, self.store.device_ids_in(conn, uid))
+            conn.execute("DELETE FROM access_tokens WHERE user_id = ?", (uid,))
+
+        await self.store.db.write(fn)
+
+    # -- devices --------------------------------------------------------------------------------
+    async def update_device(self, requester: Requester, device_id: str, body: dict) -> None:
+        display = _opt(body, "display_name", str, "a string")
+        if display is not None and len(display) > 100 * 1024:
+            raise MatrixError("M_TOO_LARGE", "display_name is too long")
+        if self.store.get_device(requester.user_id, device_id) is None:
+            raise MatrixError("M_NOT_FOUND", "no such device", 404)
+        if display is None:
+            return
+        await self.store.db.write(
+            lambda conn: self.store.set_device_display_name_in(
+                conn, requester.user_id, device_id, display
+            )
+        )
+
+    async def delete_devices(self, requester: Requester, device_ids: list[str]) -> list[str]:
+        return await self.store.db.write(
+            lambda conn: self._delete_devices_in(conn, requester.user_id, device_ids)
+        )
+
+    # -- password and deactivation --------------------------------------------------------------
+    async def change_password(
+        self, requester: Requester, new_password: str, logout_devices: bool
+    ) -> None:
+        pw_hash = await asyncio.to_thread(self.passwords.hash, new_password)
+        uid = requester.user_id
+
+        def fn(conn: sqlite3.Connection) -> None:
+            self.store.set_password_hash_in(conn, uid, pw_hash)
+            if logout_devices:
+                others = [
+                    d for d in self.store.device_ids_in(conn, uid) if d != requester.device_id
+                ]
+                self._delete_devices_in(conn, uid, others)
+
+        await self.store.db.write(fn)
+
+    async def deactivate(self, requester: Requester) -> None:
+        uid = requester.user_id
+
+        def fn(conn: sqlite3.Connection) -> None:
+            self._delete_devices_in(conn, uid, self.store.device_ids_in(conn, uid))
+            self.store.deactivate_user_in(conn, uid)
+
+        await self.store.db.write(fn)
+        log.info("deactivated %s", uid)
+        await self._leave_all_rooms(uid)
+
+    async def _leave_all_rooms(self, user_id: str) -> None:
+        rooms = getattr(self.hs, "rooms", None)
+        if rooms is None or not hasattr(rooms, "update_membership"):
+            return
+        for room_id in self._joined_room_ids(user_id):
+            try:
+                await rooms.update_membership(user_id, room_id, user_id, "leave")
+            except MatrixError as e:
+                log.warning("deactivation: could not leave %s: %s", room_id, e.message)
+
+    def _joined_room_ids(self, user_id: str) -> list[str]:
+        rooms = getattr(self.hs, "rooms", None)
+        for name in ("joined_room_ids", "get_joined_room_ids"):
+            for obj in (rooms, self.store):
+                fn = getattr(obj, name, None)
+                if fn is not None:
+                    return sorted(fn(user_id))
+        return []
+
+    # -- profiles -------------------------------------------------------------------------------
+    def get_profile(self, user_id: str) -> dict:
+        """The profile of a local user, ``M_NOT_FOUND`` for unknown or deactivated users."""
+        row = self.store.get_user(user_id)
+        if row is None or row["deactivated"]:
+            raise MatrixError("M_NOT_FOUND", "profile not found", 404)
+        return self.store.get_profile(user_id)
+
+    async def set_profile_field(self, user_id: str, key: str, value: Any) -> None:
+        check_profile_key(key)
+        check_profile_value(key, value)
+
+        def fn(conn: sqlite3.Connection) -> None:
+            profile = self.store.profile_in(conn, user_id)
+            profile[key] = value
+            if len(canonical_json(profile)) > MAX_PROFILE_BYTES:
+                raise MatrixError(
+                    "M_PROFILE_TOO_LARGE", "the profile would exceed its 64 KiB limit"
+                )
+            self.store.set_profile_field_in(conn, user_id, key, value)
+
+        await self.store.db.write(fn)
+
+    async def delete_profile_field(self, user_id: str, key: str) -> None:
+        check_profile_key(key)
+        await self.store.db.write(
+            lambda conn: self.store.delete_profile_field_in(conn, user_id, key)
+        )
+
+    # -- administration -------------------------------------------------------------------------
+    def whois(self, user_id: str) -> dict:
+        devices = {}
+        for d in self.store.get_devices(user_id):
+            conn = {}
+            if d["last_seen_ip"] is not None:
+                conn["ip"] = d["last_seen_ip"]
+            if d["last_seen_ts"] is not None:
+                conn["last_seen"] = d["last_seen_ts"]
+            devices[d["device_id"]] = {"sessions": [{"connections": [conn] if conn else []}]}
+        return {"user_id": user_id, "devices": devices}
+
+    def moderation_target(self, user_id: str) -> sqlite3.Row:
+        """admin.yaml: 400 M_INVALID_PARAM for remote users, 404 for unknown/deactivated."""
+        if not isinstance(user_id, str) or not user_id.startswith("@") or ":" not in user_id:
+            raise MatrixError("M_INVALID_PARAM", "not a user ID")
+        if user_id.split(":", 1)[1] != self.hs.server_name:
+            raise MatrixError("M_INVALID_PARAM", "the user is not on this server")
+        row = self.store.get_user(user_id)
+        if row is None or row["deactivated"]:
+            raise MatrixError("M_NOT_FOUND", "no such user", 404)
+        return row
+
+    async def set_moderation_flag(
+        self, admin: Requester, user_id: str, flag: str, value: bool
+    ) -> None:
+        """Lock/unlock or suspend/unsuspend an account, audited in the same transaction."""
+        row = self.moderation_target(user_id)
+        if row["is_admin"] and user_id != admin.user_id:
+            raise MatrixError("M_FORBIDDEN", "server admins cannot be moderated this way", 403)
+        now = self.hs.now_ms()
+        action = {"locked": "lock", "suspended": "suspend"}[flag]
+
+        def fn(conn: sqlite3.Connection) -> None:
+            self.store.set_user_flag_in(conn, user_id, flag, value)
+            self.store.record_admin_action_in(
+                conn, admin.user_id, action if value else "un" + action, user_id,
+                {flag: value}, now,
+            )  # fmt: skip
+
+        await self.store.db.write(fn)
+
+
+class _TokenExhausted(Exception):
+    """The registration token was used up between the UIA stage and the final write."""
