@@ -13,7 +13,12 @@ from aiohttp import web
 from bastion.api.http import Request, Router, error, make_dispatcher
 from bastion.config import Config
 from bastion.services.accounts import AccountService
+from bastion.services.account_data import AccountData
+from bastion.services.ephemeral import Presence, Receipts, Typing
 from bastion.services.filtering import Filters
+from bastion.services.push_rules import PushRules
+from bastion.services.reporting import Reporting
+from bastion.services.media import MediaService
 from bastion.services.notifier import Notifier
 from bastion.services.passwords import Passwords
 from bastion.signing_key import load_or_create_signing_key
@@ -33,6 +38,13 @@ CLIENT_API_MODULES = [
     "bastion.api.client.capabilities",
     "bastion.api.client.admin",
     "bastion.api.client.filter",
+    "bastion.api.client.account_data",
+    "bastion.api.client.typing",
+    "bastion.api.client.receipts",
+    "bastion.api.client.presence",
+    "bastion.api.client.push_rules",
+    "bastion.api.client.report_content",
+    "bastion.api.client.media",
 ]
 
 
@@ -53,6 +65,14 @@ class HomeServer:
         self.services: dict[str, object] = {}
         self.sync_contributors: list = []  # SyncContributor objects (services/sync_api.py)
         self.filters = Filters(self)
+        self.account_data = AccountData(self)
+        self.push_rules = PushRules(self)
+        self.typing = Typing(self)
+        self.receipts = Receipts(self)
+        self.presence = Presence(self)
+        self.reporting = Reporting(self)
+        self.sync_contributors += [self.account_data, self.typing, self.receipts, self.presence]
+        self.media = MediaService(self)
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
 
@@ -83,7 +103,7 @@ class HomeServer:
             importlib.import_module(name).register(self.router, self)
         app = web.Application(client_max_size=self.config.max_upload_size + 1024)
         app.router.add_route(
-            "*", "/{tail:.*}", make_dispatcher(self.router, self, self.authenticate)
+            "*", "/{tail:[\\s\\S]*}", make_dispatcher(self.router, self, self.authenticate)
         )
         return app
 

@@ -1,10 +1,109 @@
-"""media storage."""
+"""Media metadata (C-S API "Content repository"): local uploads, pending asynchronous uploads
+(``POST /_matrix/media/v1/create``) and cached thumbnails. The bytes live in files under the
+media directory; a row names them."""
 
 from __future__ import annotations
 
-SCHEMA = ""
+import sqlite3
+
+SCHEMA = """
+-- One row per local media ID. upload_ts IS NULL while an asynchronous upload is pending.
+CREATE TABLE IF NOT EXISTS local_media (
+    media_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    created_ts INTEGER NOT NULL,
+    unused_expires_at INTEGER,
+    upload_ts INTEGER,
+    content_type TEXT,
+    upload_name TEXT,
+    size INTEGER,
+    sha256 TEXT
+);
+CREATE INDEX IF NOT EXISTS local_media_pending ON local_media (user_id, unused_expires_at)
+    WHERE upload_ts IS NULL;
+CREATE TABLE IF NOT EXISTS media_thumbnails (
+    media_id TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    animated INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    file_name TEXT NOT NULL,
+    PRIMARY KEY (media_id, width, height, method, animated)
+);
+"""
 STREAMS: list[tuple[str, str]] = []
 
 
 class MediaStore:
-    pass
+    db: object  # Database, set by SqliteStore
+
+    def get_local_media(self, media_id: str) -> sqlite3.Row | None:
+        return self.db.read_one("SELECT * FROM local_media WHERE media_id = ?", (media_id,))
+
+    def count_pending_uploads(self, user_id: str, now_ms: int) -> int:
+        row = self.db.read_one(
+            "SELECT COUNT(*) FROM local_media WHERE user_id = ? AND upload_ts IS NULL"
+            " AND unused_expires_at > ?",
+            (user_id, now_ms),
+        )
+        return row[0] if row else 0
+
+    @staticmethod
+    def insert_local_media_in(
+        conn: sqlite3.Connection, media_id: str, user_id: str, now_ms: int, *,
+        unused_expires_at: int | None = None, content_type: str | None = None,
+        upload_name: str | None = None, size: int | None = None, sha256: str | None = None,
+        uploaded: bool = True,
+    ) -> None:  # fmt: skip
+        """Record a media ID (inside a write function): uploaded now, or pending."""
+        conn.execute(
+            "INSERT INTO local_media (media_id, user_id, created_ts, unused_expires_at,"
+            " upload_ts, content_type, upload_name, size, sha256) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                media_id, user_id, now_ms, unused_expires_at, now_ms if uploaded else None,
+                content_type, upload_name, size, sha256,
+            ),
+        )  # fmt: skip
+
+    @staticmethod
+    def complete_pending_upload_in(
+        conn: sqlite3.Connection, media_id: str, now_ms: int, content_type: str,
+        upload_name: str | None, size: int, sha256: str,
+    ) -> bool:  # fmt: skip
+        """Fill a pending media ID (inside a write function). False if it was already filled
+        or has expired meanwhile: the caller must not have touched its file."""
+        cur = conn.execute(
+            "UPDATE local_media SET upload_ts = ?, content_type = ?, upload_name = ?, size = ?,"
+            " sha256 = ? WHERE media_id = ? AND upload_ts IS NULL AND unused_expires_at > ?",
+            (now_ms, content_type, upload_name, size, sha256, media_id, now_ms),
+        )
+        return cur.rowcount == 1
+
+    # -- thumbnails -------------------------------------------------------------------------
+    def get_thumbnail(
+        self, media_id: str, width: int, height: int, method: str, animated: bool
+    ) -> sqlite3.Row | None:
+        return self.db.read_one(
+            "SELECT * FROM media_thumbnails WHERE media_id = ? AND width = ? AND height = ?"
+            " AND method = ? AND animated = ?",
+            (media_id, width, height, method, int(animated)),
+        )
+
+    def count_thumbnails(self, media_id: str) -> int:
+        row = self.db.read_one(
+            "SELECT COUNT(*) FROM media_thumbnails WHERE media_id = ?", (media_id,)
+        )
+        return row[0] if row else 0
+
+    @staticmethod
+    def insert_thumbnail_in(
+        conn: sqlite3.Connection, media_id: str, width: int, height: int, method: str,
+        animated: bool, content_type: str, size: int, file_name: str,
+    ) -> None:  # fmt: skip
+        conn.execute(
+            "INSERT OR REPLACE INTO media_thumbnails (media_id, width, height, method, animated,"
+            " content_type, size, file_name) VALUES (?,?,?,?,?,?,?,?)",
+            (media_id, width, height, method, int(animated), content_type, size, file_name),
+        )

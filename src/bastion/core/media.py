@@ -1,0 +1,185 @@
+"""Content repository decisions, as pure functions (C-S API "Content repository").
+
+- Media IDs: "Matrix Content (mxc://) URIs" and "Security considerations" — only ``A-Za-z0-9``,
+  ``_`` and ``-``; that allow-list is what keeps a media ID from ever naming a path.
+- Serving: "Serving inline content" — which ``Content-Type`` may be served ``inline``; the
+  ``Content-Disposition`` header with an RFC 6266 / RFC 5987 ``filename*``.
+- Thumbnails: "Thumbnails" — the sizes for ``crop`` and ``scale``; never upscale.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import quote
+
+#: C-S API "Matrix Content (mxc://) URIs": the media-id alphabet. 255 bounds the length.
+MEDIA_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,255}")
+
+#: C-S API "Serving inline content": the only types a server should serve ``inline``.
+INLINE_CONTENT_TYPES = frozenset(
+    {
+        "text/css", "text/plain", "text/csv", "application/json", "application/ld+json",
+        "image/jpeg", "image/gif", "image/png", "image/apng", "image/webp", "image/avif",
+        "video/mp4", "video/webm", "video/ogg", "video/quicktime",
+        "audio/mp4", "audio/webm", "audio/aac", "audio/mpeg", "audio/ogg", "audio/wave",
+        "audio/wav", "audio/x-wav", "audio/x-pn-wav", "audio/flac", "audio/x-flac",
+    }
+)  # fmt: skip
+
+#: Types a browser executes or renders as a document (scripts, markup, SVG, XML with XSLT).
+#: Even as an attachment they are served as ``application/octet-stream``: a security-first
+#: reading of the ``Content-Type`` rules (the spec would allow the original type as an
+#: attachment), so a misconfigured client or proxy that ignores ``Content-Disposition`` never
+#: renders them on the media origin.
+ACTIVE_CONTENT_TYPES = frozenset(
+    {
+        "text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml",
+        "text/javascript", "application/javascript", "application/ecmascript",
+        "text/ecmascript", "application/x-javascript", "text/x-javascript", "text/jscript",
+        "application/x-shockwave-flash", "text/xsl", "application/xslt+xml", "text/vtt",
+        "application/wasm", "text/cache-manifest", "application/x-httpd-php", "multipart/x-mixed-replace",
+        "application/mathml+xml", "application/rdf+xml", "application/vnd.wap.xhtml+xml",
+    }
+)  # fmt: skip
+
+#: C-S API "Content repository": the recommended Content-Security-Policy, plus
+#: ``media-src 'self'`` so inline audio and video still play in a sandboxed frame.
+CONTENT_SECURITY_POLICY = (
+    "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; "
+    "style-src 'unsafe-inline'; media-src 'self'; object-src 'self';"
+)
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_TYPE_RE = re.compile(rf"({_TOKEN})/({_TOKEN})")
+_CHARSET_RE = re.compile(r"charset\s*=\s*\"?([A-Za-z0-9._:+-]{1,40})\"?", re.IGNORECASE)
+MAX_CONTENT_TYPE_LENGTH = 255
+MAX_FILENAME_LENGTH = 255
+
+
+def is_valid_media_id(media_id: str) -> bool:
+    return MEDIA_ID_RE.fullmatch(media_id) is not None
+
+
+def normalise_upload_content_type(value: str | None) -> str:
+    """The content type to record for an upload: the client's ``Content-Type`` if it is a
+    well-formed ``type/subtype[; params]`` of sane length, else ``application/octet-stream``
+    (content-repo.yaml: "Defaults to application/octet-stream if it is not set")."""
+    if not value:
+        return DEFAULT_CONTENT_TYPE
+    value = value.strip()
+    if len(value) > MAX_CONTENT_TYPE_LENGTH or any(ord(c) < 0x20 or ord(c) > 0x7E for c in value):
+        return DEFAULT_CONTENT_TYPE
+    main = value.split(";", 1)[0].strip()
+    if not _MEDIA_TYPE_RE.fullmatch(main):
+        return DEFAULT_CONTENT_TYPE
+    return value
+
+
+def base_type(content_type: str) -> str:
+    """``type/subtype`` lower-cased, without parameters."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def served_content_type(content_type: str | None) -> tuple[str, bool]:
+    """(Content-Type to send, inline?) for a stored upload type ("Serving inline content").
+
+    Allow-listed types are served inline with their own type (``text/*`` keeps a well-formed
+    ``charset``); active content (HTML, SVG, scripts, XML …) and malformed types are served as
+    ``application/octet-stream`` attachments; every other type is an attachment of its type.
+    """
+    if not content_type:
+        return DEFAULT_CONTENT_TYPE, False
+    main = base_type(content_type)
+    if not _MEDIA_TYPE_RE.fullmatch(main):
+        return DEFAULT_CONTENT_TYPE, False
+    if main in INLINE_CONTENT_TYPES:
+        if main.startswith("text/"):
+            m = _CHARSET_RE.search(content_type.split(";", 1)[1] if ";" in content_type else "")
+            if m:
+                return f"{main}; charset={m.group(1).lower()}", True
+        return main, True
+    if (
+        main in ACTIVE_CONTENT_TYPES
+        or main.endswith(("+xml", "script"))
+        or main.startswith("multipart/")
+    ):
+        return DEFAULT_CONTENT_TYPE, False
+    return main, False
+
+
+def sanitise_filename(name: str | None) -> str | None:
+    """A file name fit for a header: no control characters, bounded length; None when nothing
+    printable is left. Other characters are kept (the header encodes them)."""
+    if not name:
+        return None
+    name = "".join(c for c in name if c.isprintable()).strip()
+    if len(name) > MAX_FILENAME_LENGTH:
+        name = name[:MAX_FILENAME_LENGTH]
+    return name or None
+
+
+_ASCII_SAFE = set(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$&+-.^_`|~ ()[]{}@,=:'"
+)
+
+
+def content_disposition(inline: bool, filename: str | None) -> str:
+    """``inline`` or ``attachment``, with the file name: a plain quoted ``filename`` when it is
+    safe ASCII, otherwise ``filename*=utf-8''<percent-encoded>`` (RFC 6266 §4.3, RFC 5987)."""
+    disposition = "inline" if inline else "attachment"
+    filename = sanitise_filename(filename)
+    if filename is None:
+        return disposition
+    if all(c in _ASCII_SAFE for c in filename):
+        return f'{disposition}; filename="{filename}"'
+    return f"{disposition}; filename*=utf-8''{quote(filename, safe='')}"
+
+
+# -- thumbnails ---------------------------------------------------------------------------------
+
+THUMBNAIL_METHODS = ("crop", "scale")
+
+
+@dataclass(frozen=True, slots=True)
+class ThumbnailPlan:
+    """How to make a thumbnail: optionally crop the source to ``crop_box`` (left, top, right,
+    bottom), then resize to ``width`` x ``height``. ``original`` means the source is no larger
+    than asked and should be served as it is (C-S API "Thumbnails")."""
+
+    width: int
+    height: int
+    crop_box: tuple[int, int, int, int] | None
+    original: bool
+
+
+def plan_thumbnail(src_w: int, src_h: int, want_w: int, want_h: int, method: str) -> ThumbnailPlan:
+    """C-S API "Thumbnails": ``scale`` keeps the aspect ratio and fits the requested box (one
+    side equal to the request); ``crop`` returns the requested aspect ratio, covering the box.
+    Never upscale; when the source is no larger than the request, serve the source."""
+    if src_w <= 0 or src_h <= 0 or want_w <= 0 or want_h <= 0:
+        raise ValueError("dimensions must be positive")
+    if src_w <= want_w and src_h <= want_h:
+        return ThumbnailPlan(src_w, src_h, None, True)
+    if method == "scale":
+        # Fit inside the box: the side that limits reaches the requested size.
+        if want_w * src_h <= want_h * src_w:
+            w, h = want_w, max(1, (want_w * src_h + src_w // 2) // src_w)
+        else:
+            w, h = max(1, (want_h * src_w + src_h // 2) // src_h), want_h
+        return ThumbnailPlan(min(w, src_w), min(h, src_h), None, False)
+    if method != "crop":
+        raise ValueError(f"unknown thumbnail method {method!r}")
+    # Crop: the largest centred box of the requested aspect ratio, then shrink it to the
+    # request (or keep it when the source is smaller than the request in one dimension).
+    if want_w * src_h >= want_h * src_w:
+        cw, ch = src_w, max(1, (src_w * want_h) // want_w)
+    else:
+        cw, ch = max(1, (src_h * want_w) // want_h), src_h
+    left, top = (src_w - cw) // 2, (src_h - ch) // 2
+    box = (left, top, left + cw, top + ch)
+    if cw <= want_w or ch <= want_h:
+        return ThumbnailPlan(cw, ch, box, False)
+    return ThumbnailPlan(want_w, want_h, box, False)

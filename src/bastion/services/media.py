@@ -1,0 +1,470 @@
+"""The media service (C-S API "Content repository"): local uploads (direct and asynchronous),
+downloads, and thumbnails.
+
+Files live under ``config.media_path``::
+
+    local/<id[0:2]>/<id[2:4]>/<id>                      the uploaded bytes
+    thumbnails/<id[0:2]>/<id[2:4]>/<id>/<w>x<h>-<method>[-animated]
+    tmp/                                                uploads being received
+
+An upload is streamed to a temporary file (never held in memory whole), counted against
+``max_upload_size`` as it arrives, hashed (SHA-256), flushed to disk, and renamed into place
+inside the write function that records it, so a 200 means both the bytes and the row are durable.
+Paths are only ever built from media IDs that passed the spec's ``[A-Za-z0-9_-]`` allow-list and
+exist in the database (C-S API "Security considerations": directory traversal).
+
+Remote media is not served: there is no federation yet, so another server's media is 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+import os
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bastion.api.http import error
+from bastion.core.identifiers import parse_server_name
+from bastion.core.media import (
+    base_type,
+    is_valid_media_id,
+    normalise_upload_content_type,
+    plan_thumbnail,
+)
+from bastion.errors import MatrixError
+
+log = logging.getLogger(__name__)
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+MEDIA_ID_LENGTH = 24  # 62^24 ≈ 2^143: unguessable
+
+#: POST /_matrix/media/v1/create: recommended expiry of an unused media ID (24 hours) and how
+#: many pending uploads one user may hold ("limit the number of concurrent pending uploads").
+UNUSED_EXPIRY_MS = 24 * 60 * 60 * 1000
+MAX_PENDING_UPLOADS = 10
+
+#: timeout_ms: "The default value is 20000 … The content repository SHOULD impose a maximum".
+DEFAULT_DOWNLOAD_TIMEOUT_MS = 20_000
+MAX_DOWNLOAD_TIMEOUT_MS = 60_000
+
+#: Thumbnailing: only these decoders are ever run on uploaded bytes (the rest of Pillow's
+#: format zoo stays unreachable), within these bounds (decompression-bomb guard).
+THUMBNAIL_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/gif": "GIF",
+                     "image/webp": "WEBP", "image/apng": "PNG"}  # fmt: skip
+MAX_THUMBNAIL_SOURCE_PIXELS = 40_000_000
+MAX_ANIMATED_FRAMES = 100
+MAX_ANIMATED_TOTAL_PIXELS = 100_000_000
+MAX_THUMBNAIL_DIMENSION = 10_000
+MAX_CACHED_THUMBNAILS_PER_MEDIA = 16
+THUMBNAIL_CONCURRENCY = 2
+
+_WRITE_BUFFER = 1024 * 1024
+
+
+class CannotThumbnail(Exception):
+    """The content is not an image we thumbnail, or it does not decode."""
+
+
+class ThumbnailTooLarge(Exception):
+    """The image is larger than the thumbnailer will decode."""
+
+
+@dataclass(frozen=True, slots=True)
+class Thumbnail:
+    """A thumbnail to serve: a file (cached, or the original) or fresh bytes."""
+
+    content_type: str
+    path: Path | None = None
+    data: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedFile:
+    tmp_path: Path
+    size: int
+    sha256: str
+
+
+class MediaService:
+    def __init__(self, hs) -> None:
+        self.hs = hs
+        self.root: Path = hs.config.media_path
+        self._waiters: dict[str, tuple[asyncio.Event, int]] = {}  # media ID -> (event, waiters)
+        self._thumb_sem: asyncio.Semaphore | None = None
+
+    # -- paths --------------------------------------------------------------------------------
+    def local_path(self, media_id: str) -> Path:
+        if not is_valid_media_id(media_id):  # never reached with a bad ID; belt and braces
+            raise ValueError("invalid media ID")
+        return self.root / "local" / media_id[0:2] / media_id[2:4] / media_id
+
+    def _thumb_dir(self, media_id: str) -> Path:
+        if not is_valid_media_id(media_id):
+            raise ValueError("invalid media ID")
+        return self.root / "thumbnails" / media_id[0:2] / media_id[2:4] / media_id
+
+    def mxc(self, media_id: str) -> str:
+        return f"mxc://{self.hs.server_name}/{media_id}"
+
+    @staticmethod
+    def new_media_id() -> str:
+        return "".join(secrets.choice(_ALPHABET) for _ in range(MEDIA_ID_LENGTH))
+
+    # -- receiving bytes ----------------------------------------------------------------------
+    async def receive(
+        self, chunks: AsyncIterator[bytes], content_length: int | None
+    ) -> ReceivedFile:
+        """Stream a request body to a temporary file, enforcing the upload size limit
+        (413 ``M_TOO_LARGE``). The file is fsynced before this returns."""
+        limit = self.hs.config.max_upload_size
+        if content_length is not None and content_length > limit:
+            raise _too_large(limit)
+        tmp_dir = self.root / "tmp"
+        await asyncio.to_thread(tmp_dir.mkdir, parents=True, exist_ok=True)
+        tmp_path = tmp_dir / (secrets.token_hex(16) + ".part")
+        f = await asyncio.to_thread(open, tmp_path, "xb")
+        digest = hashlib.sha256()
+        size = 0
+        buf = bytearray()
+        try:
+            try:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(limit)
+                    digest.update(chunk)
+                    buf += chunk
+                    if len(buf) >= _WRITE_BUFFER:
+                        await asyncio.to_thread(f.write, bytes(buf))
+                        buf.clear()
+                if buf:
+                    await asyncio.to_thread(f.write, bytes(buf))
+                await asyncio.to_thread(_flush_and_sync, f)
+            finally:
+                await asyncio.to_thread(f.close)
+        except BaseException:
+            await asyncio.to_thread(_unlink_quietly, tmp_path)
+            raise
+        return ReceivedFile(tmp_path, size, digest.hexdigest())
+
+    # -- uploads ------------------------------------------------------------------------------
+    async def upload(self, user_id: str, chunks: AsyncIterator[bytes],
+                     content_length: int | None, content_type: str | None,
+                     filename: str | None) -> str:  # fmt: skip
+        """POST /_matrix/media/v3/upload: store the content under a new media ID."""
+        ctype = normalise_upload_content_type(content_type)
+        received = await self.receive(chunks, content_length)
+        media_id = self.new_media_id()
+        final = self.local_path(media_id)
+        now = self.hs.now_ms()
+        store = self.hs.store
+
+        def fn(conn: sqlite3.Connection) -> None:
+            store.insert_local_media_in(
+                conn, media_id, user_id, now, content_type=ctype, upload_name=filename,
+                size=received.size, sha256=received.sha256,
+            )  # fmt: skip
+            os.replace(received.tmp_path, final)
+
+        await self._commit_file(fn, received, final)
+        return self.mxc(media_id)
+
+    async def create_pending(self, user_id: str) -> tuple[str, int]:
+        """POST /_matrix/media/v1/create: a media ID to upload to later, and its expiry.
+        429 ``M_LIMIT_EXCEEDED`` past ``MAX_PENDING_UPLOADS`` unexpired pending IDs."""
+        now = self.hs.now_ms()
+        if self.hs.store.count_pending_uploads(user_id, now) >= MAX_PENDING_UPLOADS:
+            raise error(
+                "M_LIMIT_EXCEEDED",
+                f"at most {MAX_PENDING_UPLOADS} pending uploads; upload to those first",
+                429, retry_after_ms=60_000,
+            )  # fmt: skip
+        media_id = self.new_media_id()
+        expires = now + UNUSED_EXPIRY_MS
+        store = self.hs.store
+
+        def fn(conn: sqlite3.Connection) -> None:
+            store.insert_local_media_in(
+                conn, media_id, user_id, now, unused_expires_at=expires, uploaded=False
+            )
+
+        await self.hs.store.db.write(fn)
+        return self.mxc(media_id), expires
+
+    def check_pending_upload(self, user_id: str, server_name: str, media_id: str) -> None:
+        """PUT /_matrix/media/v3/upload/{serverName}/{mediaId}, before reading the body:
+        404 ``M_NOT_FOUND`` (not created here, or expired), 403 ``M_FORBIDDEN`` (another user
+        created it), 409 ``M_CANNOT_OVERWRITE_MEDIA`` (already uploaded)."""
+        row = self._local_row(server_name, media_id)
+        if row is None:
+            raise error("M_NOT_FOUND", "unknown media ID", 404)
+        if row["user_id"] != user_id:
+            raise error("M_FORBIDDEN", "this media ID was created by another user", 403)
+        if row["upload_ts"] is not None:
+            raise error("M_CANNOT_OVERWRITE_MEDIA", "media already uploaded", 409)
+        if row["unused_expires_at"] is not None and row["unused_expires_at"] <= self.hs.now_ms():
+            raise error("M_NOT_FOUND", "this media ID has expired", 404)
+
+    async def upload_pending(self, user_id: str, server_name: str, media_id: str,
+                             chunks: AsyncIterator[bytes], content_length: int | None,
+                             content_type: str | None, filename: str | None) -> None:  # fmt: skip
+        """PUT /_matrix/media/v3/upload/{serverName}/{mediaId}: fill a created media ID, once."""
+        self.check_pending_upload(user_id, server_name, media_id)
+        ctype = normalise_upload_content_type(content_type)
+        received = await self.receive(chunks, content_length)
+        final = self.local_path(media_id)
+        now = self.hs.now_ms()
+        store = self.hs.store
+
+        def fn(conn: sqlite3.Connection) -> bool:
+            if not store.complete_pending_upload_in(
+                conn, media_id, now, ctype, filename, received.size, received.sha256
+            ):
+                return False
+            os.replace(received.tmp_path, final)  # only the one upload that won gets the file
+            return True
+
+        if not await self._commit_file(fn, received, final):
+            # A concurrent PUT won, or the ID expired while the body arrived.
+            self.check_pending_upload(user_id, server_name, media_id)
+            raise error("M_CANNOT_OVERWRITE_MEDIA", "media already uploaded", 409)
+        waiter = self._waiters.pop(media_id, None)
+        if waiter is not None:
+            waiter[0].set()
+
+    async def _commit_file(self, fn, received: ReceivedFile, final: Path):
+        await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
+        try:
+            result = await self.hs.store.db.write(fn)
+        finally:
+            await asyncio.to_thread(_unlink_quietly, received.tmp_path)  # gone if renamed
+        if result is not False:
+            await asyncio.to_thread(_fsync_dir, final.parent)
+        return result
+
+    # -- lookups ------------------------------------------------------------------------------
+    def _local_row(self, server_name: str, media_id: str) -> sqlite3.Row | None:
+        """The row of a local media ID, or None. A malformed server name is 400
+        ``M_INVALID_PARAM``; another server's media is 404 (no federation yet)."""
+        try:
+            parse_server_name(server_name)
+        except MatrixError:
+            raise error("M_INVALID_PARAM", "invalid server name in the media URI") from None
+        if server_name != self.hs.server_name:
+            raise error("M_NOT_FOUND", "remote media is not available from this server", 404)
+        if not is_valid_media_id(media_id):
+            return None
+        return self.hs.store.get_local_media(media_id)
+
+    async def get_uploaded(self, server_name: str, media_id: str, timeout_ms: int | None):
+        """The row of uploaded local media, waiting up to ``timeout_ms`` for a pending
+        asynchronous upload (then 504 ``M_NOT_YET_UPLOADED``); 404 ``M_NOT_FOUND`` otherwise."""
+        row = self._local_row(server_name, media_id)
+        if row is None:
+            raise error("M_NOT_FOUND", "no such media", 404)
+        if row["upload_ts"] is not None:
+            return row
+        if row["unused_expires_at"] is not None and row["unused_expires_at"] <= self.hs.now_ms():
+            raise error("M_NOT_FOUND", "no such media", 404)
+        timeout = DEFAULT_DOWNLOAD_TIMEOUT_MS if timeout_ms is None else timeout_ms
+        timeout = max(0, min(timeout, MAX_DOWNLOAD_TIMEOUT_MS))
+        if timeout > 0:
+            event, waiting = self._waiters.get(media_id, (asyncio.Event(), 0))
+            self._waiters[media_id] = (event, waiting + 1)
+            try:
+                await asyncio.wait_for(event.wait(), timeout / 1000)
+            except TimeoutError:
+                pass
+            finally:
+                entry = self._waiters.get(media_id)
+                if entry is not None and entry[0] is event:
+                    if entry[1] <= 1:
+                        del self._waiters[media_id]
+                    else:
+                        self._waiters[media_id] = (event, entry[1] - 1)
+            row = self.hs.store.get_local_media(media_id)
+        if row is None or row["upload_ts"] is None:
+            raise error("M_NOT_YET_UPLOADED", "content has not yet been uploaded", 504)
+        return row
+
+    # -- thumbnails ---------------------------------------------------------------------------
+    async def thumbnail(self, row: sqlite3.Row, width: int, height: int, method: str,
+                        animated: bool) -> Thumbnail:  # fmt: skip
+        """C-S API "Thumbnails" for uploaded local media ``row``: a cached thumbnail, the
+        original when it is no larger than asked, or a new one (cached when there is room).
+        400 ``M_UNKNOWN`` for content that is not a thumbnailable image, 413 ``M_TOO_LARGE``
+        for images too large to decode."""
+        media_id = row["media_id"]
+        ctype = base_type(row["content_type"] or "")
+        if ctype not in THUMBNAIL_FORMATS:
+            raise error("M_UNKNOWN", "cannot generate thumbnails for this content type", 400)
+        store = self.hs.store
+        cached = store.get_thumbnail(media_id, width, height, method, animated)
+        if cached is not None:
+            path = self._thumb_dir(media_id) / cached["file_name"]
+            if await asyncio.to_thread(path.is_file):
+                return Thumbnail(cached["content_type"], path=path)
+        if self._thumb_sem is None:
+            self._thumb_sem = asyncio.Semaphore(THUMBNAIL_CONCURRENCY)
+        src = self.local_path(media_id)
+        async with self._thumb_sem:
+            try:
+                result = await asyncio.to_thread(
+                    make_thumbnail, src, width, height, method, animated
+                )
+            except ThumbnailTooLarge:
+                raise error("M_TOO_LARGE", "content is too large to thumbnail", 413) from None
+            except CannotThumbnail:
+                raise error(
+                    "M_UNKNOWN", "cannot generate thumbnails for the requested content", 400
+                ) from None
+        if result is None:
+            # The original is no larger than asked: serve it (it is an inline image type).
+            return Thumbnail(ctype, path=src)
+        data, out_type = result
+        if store.count_thumbnails(media_id) < MAX_CACHED_THUMBNAILS_PER_MEDIA:
+            await self._cache_thumbnail(media_id, width, height, method, animated, data, out_type)
+        return Thumbnail(out_type, data=data)
+
+    async def _cache_thumbnail(self, media_id: str, width: int, height: int, method: str,
+                               animated: bool, data: bytes, out_type: str) -> None:  # fmt: skip
+        name = f"{width}x{height}-{method}" + ("-animated" if animated else "")
+        directory = self._thumb_dir(media_id)
+        path = directory / name
+        tmp = directory / (name + "." + secrets.token_hex(8) + ".part")
+
+        def write_file() -> None:
+            directory.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "xb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+
+        try:
+            await asyncio.to_thread(write_file)
+            store = self.hs.store
+            await store.db.write(
+                lambda conn: store.insert_thumbnail_in(
+                    conn, media_id, width, height, method, animated, out_type, len(data), name
+                )
+            )
+        except OSError:
+            log.warning("could not cache a thumbnail of %s", media_id, exc_info=True)
+            await asyncio.to_thread(_unlink_quietly, tmp)
+
+
+# -- helpers (run in worker threads) -----------------------------------------------------------
+
+
+def _too_large(limit: int) -> MatrixError:
+    return error("M_TOO_LARGE", f"cannot upload files larger than {limit} bytes", 413)
+
+
+def _flush_and_sync(f) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def make_thumbnail(src: Path, want_w: int, want_h: int, method: str,
+                   animated: bool) -> tuple[bytes, str] | None:  # fmt: skip
+    """Decode ``src`` (PNG, JPEG, GIF or WebP only) and make a thumbnail per
+    :func:`bastion.core.media.plan_thumbnail`. Returns (bytes, content type), or None when the
+    original should be served as it is. Animated output (WebP) only when asked and the source
+    is animated; otherwise the first frame, as PNG (JPEG for JPEG sources)."""
+    from PIL import Image, ImageOps, ImageSequence
+
+    try:
+        with Image.open(src, formats=sorted(set(THUMBNAIL_FORMATS.values()))) as im:
+            src_w, src_h = im.size
+            if src_w <= 0 or src_h <= 0:
+                raise CannotThumbnail("empty image")
+            if src_w * src_h > MAX_THUMBNAIL_SOURCE_PIXELS:
+                raise ThumbnailTooLarge()
+            frames = getattr(im, "n_frames", 1)
+            is_animated = frames > 1
+            want_animated = (
+                animated
+                and is_animated
+                and frames <= MAX_ANIMATED_FRAMES
+                and frames * src_w * src_h <= MAX_ANIMATED_TOTAL_PIXELS
+            )
+            if not want_animated:
+                im.seek(0)
+                frame = im
+                orientation = im.getexif().get(0x0112, 1) if im.format == "JPEG" else 1
+                if orientation not in (None, 1):
+                    frame = ImageOps.exif_transpose(im)
+                    src_w, src_h = frame.size
+                plan = plan_thumbnail(src_w, src_h, want_w, want_h, method)
+                if plan.original and not is_animated and frame is im:
+                    return None
+                return _encode_static(frame, plan, jpeg=im.format == "JPEG")
+            plan = plan_thumbnail(src_w, src_h, want_w, want_h, method)
+            if plan.original:
+                return None
+            out_frames = []
+            durations = []
+            for fr in ImageSequence.Iterator(im):
+                durations.append(int(fr.info.get("duration", 100)) or 100)
+                out_frames.append(
+                    fr.convert("RGBA").resize(
+                        (plan.width, plan.height), Image.Resampling.LANCZOS, box=plan.crop_box
+                    )
+                )
+            buf = io.BytesIO()
+            out_frames[0].save(
+                buf, format="WEBP", save_all=True, append_images=out_frames[1:],
+                duration=durations, loop=0, quality=80,
+            )  # fmt: skip
+            return buf.getvalue(), "image/webp"
+    except (CannotThumbnail, ThumbnailTooLarge):
+        raise
+    except Image.DecompressionBombError:
+        raise ThumbnailTooLarge() from None
+    except (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError,
+            Image.UnidentifiedImageError) as e:  # fmt: skip
+        raise CannotThumbnail(str(e)) from None
+
+
+def _encode_static(frame, plan, *, jpeg: bool) -> tuple[bytes, str]:
+    from PIL import Image
+
+    if jpeg:
+        img = frame.convert("RGB")
+    elif frame.mode not in ("RGB", "RGBA", "L", "LA"):
+        img = frame.convert("RGBA")
+    else:
+        img = frame
+    if (plan.width, plan.height) != img.size or plan.crop_box is not None:
+        img = img.resize((plan.width, plan.height), Image.Resampling.LANCZOS, box=plan.crop_box)
+    buf = io.BytesIO()
+    if jpeg:
+        img.save(buf, format="JPEG", quality=85)
+        return buf.getvalue(), "image/jpeg"
+    img.save(buf, format="PNG")
+    return buf.getvalue(), "image/png"
