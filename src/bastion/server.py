@@ -18,6 +18,8 @@ from bastion.services.ephemeral import Presence, Receipts, Typing
 from bastion.services.filtering import Filters
 from bastion.services.push_rules import PushRules
 from bastion.services.reporting import Reporting
+from bastion.services.rooms import RoomService
+from bastion.services.sync import SyncService
 from bastion.services.media import MediaService
 from bastion.services.notifier import Notifier
 from bastion.services.passwords import Passwords
@@ -29,6 +31,10 @@ log = logging.getLogger("bastion")
 
 #: Client-Server API modules, one per spec section; each has ``register(router, hs)``.
 CLIENT_API_MODULES = [
+    "bastion.api.client.rooms",
+    "bastion.api.client.room_membership",
+    "bastion.api.client.room_directory",
+    "bastion.api.client.sync",
     "bastion.api.client.discovery",
     "bastion.api.client.registration",
     "bastion.api.client.login",
@@ -65,6 +71,8 @@ class HomeServer:
         self.services: dict[str, object] = {}
         self.sync_contributors: list = []  # SyncContributor objects (services/sync_api.py)
         self.filters = Filters(self)
+        self.rooms = RoomService(self)
+        self.sync = SyncService(self)
         self.account_data = AccountData(self)
         self.push_rules = PushRules(self)
         self.typing = Typing(self)

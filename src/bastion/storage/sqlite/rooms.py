@@ -1,10 +1,649 @@
-"""rooms storage."""
+"""Rooms: the event graph, state, memberships, transaction IDs, aliases and the room directory
+(C-S API "Rooms", "Room Events", "Room aliases", "Room directory"; S-S API "Room State
+Resolution" for the shape of the data).
+
+The storage holds a DAG: every event keeps its ``prev_events`` (``event_edges``) and
+``auth_events`` (``event_auth``), rooms keep their forward extremities, and every event points to
+the *state group* before and after it. A state group is a delta over a previous group (a chain
+compacted into a full snapshot every ``SNAPSHOT_EVERY`` groups), so the state at any event can be
+found later — what federation and history visibility need. ``current_state`` and
+``current_membership`` are the materialised current views.
+
+Every event has a global stream position (``events.stream_pos``) shared with the other streams;
+/sync and /messages order room events by it.
+"""
 
 from __future__ import annotations
 
-SCHEMA = ""
-STREAMS: list[tuple[str, str]] = []
+import sqlite3
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import orjson
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rooms (
+    room_id TEXT PRIMARY KEY,
+    room_version TEXT NOT NULL,
+    creator TEXT NOT NULL,
+    created_ts INTEGER NOT NULL,
+    is_public INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    stream_pos INTEGER NOT NULL UNIQUE,
+    depth INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    state_key TEXT,
+    sender TEXT NOT NULL,
+    origin_server_ts INTEGER NOT NULL,
+    json BLOB NOT NULL,
+    sg_before INTEGER,
+    sg_after INTEGER,
+    replaces_state TEXT,
+    redacted_because TEXT,
+    txn_user TEXT,
+    txn_device TEXT,
+    txn_id TEXT,
+    rejected INTEGER NOT NULL DEFAULT 0,
+    soft_failed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_room_pos ON events (room_id, stream_pos);
+CREATE TABLE IF NOT EXISTS event_edges (
+    event_id TEXT NOT NULL,
+    prev_event_id TEXT NOT NULL,
+    PRIMARY KEY (event_id, prev_event_id)
+);
+CREATE INDEX IF NOT EXISTS event_edges_prev ON event_edges (prev_event_id);
+CREATE TABLE IF NOT EXISTS event_auth (
+    event_id TEXT NOT NULL,
+    auth_event_id TEXT NOT NULL,
+    PRIMARY KEY (event_id, auth_event_id)
+);
+CREATE TABLE IF NOT EXISTS forward_extremities (
+    room_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (room_id, event_id)
+);
+CREATE TABLE IF NOT EXISTS state_groups (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    room_id TEXT NOT NULL,
+    prev_group INTEGER,
+    chain_len INTEGER NOT NULL
+);
+-- A group's entries: the whole state when prev_group is NULL, else the delta over prev_group.
+CREATE TABLE IF NOT EXISTS state_group_entries (
+    group_id INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    state_key TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (group_id, type, state_key)
+);
+CREATE TABLE IF NOT EXISTS current_state (
+    room_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    state_key TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (room_id, type, state_key)
+);
+CREATE TABLE IF NOT EXISTS membership_events (
+    room_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    membership TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    stream_pos INTEGER NOT NULL,
+    sender TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS membership_events_user ON membership_events (user_id, stream_pos);
+CREATE INDEX IF NOT EXISTS membership_events_room ON membership_events (room_id, stream_pos);
+CREATE TABLE IF NOT EXISTS current_membership (
+    room_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    membership TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    stream_pos INTEGER NOT NULL,
+    forgotten INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (room_id, user_id)
+);
+CREATE INDEX IF NOT EXISTS current_membership_user ON current_membership (user_id, membership);
+CREATE TABLE IF NOT EXISTS event_txns (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    txn_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id, scope, txn_id)
+);
+CREATE TABLE IF NOT EXISTS room_aliases (
+    alias TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    creator TEXT NOT NULL,
+    created_ts INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS room_aliases_room ON room_aliases (room_id);
+"""
+STREAMS: list[tuple[str, str]] = [("events", "stream_pos")]
+
+#: A delta chain longer than this is compacted into a full snapshot.
+SNAPSHOT_EVERY = 32
+
+StateMap = dict[tuple[str, str], str]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """An event as stored, with the metadata the client format needs."""
+
+    event: dict  # the PDU (redacted if it was redacted)
+    event_id: str
+    room_id: str
+    stream_pos: int
+    depth: int
+    sg_before: int | None
+    sg_after: int | None
+    replaces_state: str | None
+    redacted_because: str | None
+    txn_user: str | None
+    txn_device: str | None
+    txn_id: str | None
+
+    @property
+    def type(self) -> str:
+        return self.event["type"]
+
+    @property
+    def state_key(self) -> str | None:
+        return self.event.get("state_key")
+
+    @property
+    def sender(self) -> str:
+        return self.event["sender"]
+
+
+@dataclass
+class NewEvent:
+    """One event to persist, built and authorised by the room service."""
+
+    event: dict
+    event_id: str
+    room_id: str
+    depth: int
+    #: The full state after this event when it is a state event (for snapshots), else None.
+    state_after: StateMap | None = None
+    replaces_state: str | None = None
+    txn: tuple[str, str, str, str] | None = None  # (user_id, device_id, scope, txn_id)
+    #: The event this redaction applies to, and its redacted PDU (C-S "Redactions").
+    redaction_target: tuple[str, dict] | None = None
+    wake: tuple[str, ...] = ()
+    # Filled in by the write: the stream position and state groups.
+    stream_pos: int = 0
+    sg_before: int | None = None
+    sg_after: int | None = None
+
+
+@dataclass
+class RoomHeadRow:
+    room_version: str
+    state: StateMap
+    group: int | None
+    chain_len: int
+    extremities: list[str] = field(default_factory=list)
+    depth: int = 0
+
+
+_COLS = (
+    "event_id, room_id, stream_pos, depth, json, sg_before, sg_after, replaces_state,"
+    " redacted_because, txn_user, txn_device, txn_id"
+)
+
+
+def _row(r: sqlite3.Row) -> EventRow:
+    return EventRow(
+        orjson.loads(r["json"]), r["event_id"], r["room_id"], r["stream_pos"], r["depth"],
+        r["sg_before"], r["sg_after"], r["replaces_state"], r["redacted_because"],
+        r["txn_user"], r["txn_device"], r["txn_id"],
+    )  # fmt: skip
 
 
 class RoomsStore:
-    pass
+    db: object  # Database, set by SqliteStore
+
+    _group_cache: OrderedDict
+
+    # -- rooms --------------------------------------------------------------------------------
+    def get_room_version(self, room_id: str) -> str | None:
+        row = self.db.read_one("SELECT room_version FROM rooms WHERE room_id = ?", (room_id,))
+        return row[0] if row else None
+
+    def room_exists(self, room_id: str) -> bool:
+        return self.get_room_version(room_id) is not None
+
+    def get_room_row(self, room_id: str) -> sqlite3.Row | None:
+        return self.db.read_one("SELECT * FROM rooms WHERE room_id = ?", (room_id,))
+
+    def load_room_head(self, room_id: str) -> RoomHeadRow | None:
+        """The current state, state group, forward extremities and depth of a room."""
+        room = self.get_room_row(room_id)
+        if room is None:
+            return None
+        state = {
+            (r[0], r[1]): r[2]
+            for r in self.db.read(
+                "SELECT type, state_key, event_id FROM current_state WHERE room_id = ?", (room_id,)
+            )
+        }
+        last = self.db.read_one(
+            "SELECT e.sg_after, g.chain_len FROM events e LEFT JOIN state_groups g"
+            " ON g.id = e.sg_after WHERE e.room_id = ? ORDER BY e.stream_pos DESC LIMIT 1",
+            (room_id,),
+        )
+        extremities = [
+            r[0]
+            for r in self.db.read(
+                "SELECT f.event_id FROM forward_extremities f JOIN events e USING (event_id)"
+                " WHERE f.room_id = ? ORDER BY e.stream_pos",
+                (room_id,),
+            )
+        ]
+        depth = self.db.read_one("SELECT MAX(depth) FROM events WHERE room_id = ?", (room_id,))
+        return RoomHeadRow(
+            room["room_version"], state,
+            last[0] if last else None, (last[1] or 0) if last else 0,
+            extremities, (depth[0] or 0) if depth else 0,
+        )  # fmt: skip
+
+    def set_room_public_sync(self, conn: sqlite3.Connection, room_id: str, public: bool) -> None:
+        conn.execute("UPDATE rooms SET is_public = ? WHERE room_id = ?", (int(public), room_id))
+
+    async def set_room_public(self, room_id: str, public: bool) -> None:
+        await self.db.write(lambda conn: self.set_room_public_sync(conn, room_id, public))
+
+    def is_room_public(self, room_id: str) -> bool:
+        row = self.db.read_one("SELECT is_public FROM rooms WHERE room_id = ?", (room_id,))
+        return bool(row and row[0])
+
+    def get_public_room_ids(self) -> list[str]:
+        return [
+            r[0]
+            for r in self.db.read("SELECT room_id FROM rooms WHERE is_public = 1 ORDER BY room_id")
+        ]
+
+    # -- events -------------------------------------------------------------------------------
+    def get_event(self, event_id: str) -> dict | None:
+        """The PDU of a stored event (its redacted form once redacted), or None."""
+        row = self.db.read_one(
+            "SELECT json FROM events WHERE event_id = ? AND rejected = 0", (event_id,)
+        )
+        return orjson.loads(row[0]) if row else None
+
+    def get_event_row(self, event_id: str) -> EventRow | None:
+        row = self.db.read_one(
+            f"SELECT {_COLS} FROM events WHERE event_id = ? AND rejected = 0",  # noqa: S608
+            (event_id,),
+        )
+        return _row(row) if row else None
+
+    def get_event_rows(self, event_ids: list[str]) -> dict[str, EventRow]:
+        out: dict[str, EventRow] = {}
+        ids = list(dict.fromkeys(event_ids))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.db.read(
+                f"SELECT {_COLS} FROM events WHERE event_id IN ({marks}) AND rejected = 0",  # noqa: S608
+                chunk,
+            ):
+                out[r["event_id"]] = _row(r)
+        return out
+
+    def get_room_events(
+        self, room_id: str, *, after: int | None = None, upto: int | None = None,
+        limit: int = 10, backwards: bool = True,
+    ) -> list[EventRow]:  # fmt: skip
+        """Events of a room with ``after < stream_pos <= upto``, newest first when ``backwards``
+        (else oldest first), at most ``limit``; rejected and soft-failed events never."""
+        sql = f"SELECT {_COLS} FROM events WHERE room_id = ? AND rejected = 0 AND soft_failed = 0"  # noqa: S608
+        args: list = [room_id]
+        if after is not None:
+            sql += " AND stream_pos > ?"
+            args.append(after)
+        if upto is not None:
+            sql += " AND stream_pos <= ?"
+            args.append(upto)
+        sql += " ORDER BY stream_pos " + ("DESC" if backwards else "ASC") + " LIMIT ?"
+        args.append(limit)
+        return [_row(r) for r in self.db.read(sql, args)]
+
+    def last_room_pos(self, room_id: str, upto: int | None = None) -> int | None:
+        if upto is None:
+            row = self.db.read_one(
+                "SELECT MAX(stream_pos) FROM events WHERE room_id = ?", (room_id,)
+            )
+        else:
+            row = self.db.read_one(
+                "SELECT MAX(stream_pos) FROM events WHERE room_id = ? AND stream_pos <= ?",
+                (room_id, upto),
+            )
+        return row[0] if row and row[0] is not None else None
+
+    def room_group_at(self, room_id: str, pos: int) -> int | None:
+        """The state group after the room's last event at or before stream position ``pos``."""
+        row = self.db.read_one(
+            "SELECT sg_after FROM events WHERE room_id = ? AND stream_pos <= ?"
+            " AND rejected = 0 AND soft_failed = 0 ORDER BY stream_pos DESC LIMIT 1",
+            (room_id, pos),
+        )
+        return row[0] if row else None
+
+    def get_txn_event(self, user_id: str, device_id: str, scope: str, txn_id: str) -> str | None:
+        """The event a (user, device, scope, txnId) already created (C-S "Transaction
+        identifiers"); the scope names the endpoint and room."""
+        row = self.db.read_one(
+            "SELECT event_id FROM event_txns WHERE user_id = ? AND device_id = ? AND scope = ?"
+            " AND txn_id = ?",
+            (user_id, device_id, scope, txn_id),
+        )
+        return row[0] if row else None
+
+    # -- state --------------------------------------------------------------------------------
+    def get_state_group(self, group: int | None) -> StateMap:
+        """The full state of a state group (cached: groups never change)."""
+        if group is None:
+            return {}
+        cache = self.__dict__.setdefault("_group_cache", OrderedDict())
+        hit = cache.get(group)
+        if hit is not None:
+            cache.move_to_end(group)
+            return hit
+        chain: list[int] = []
+        base: StateMap | None = None
+        g: int | None = group
+        while g is not None:
+            cached = cache.get(g)
+            if cached is not None:
+                base = cached
+                break
+            chain.append(g)
+            row = self.db.read_one("SELECT prev_group FROM state_groups WHERE id = ?", (g,))
+            g = row[0] if row else None
+        state: StateMap = dict(base) if base else {}
+        for gid in reversed(chain):
+            for r in self.db.read(
+                "SELECT type, state_key, event_id FROM state_group_entries WHERE group_id = ?",
+                (gid,),
+            ):
+                state[(r[0], r[1])] = r[2]
+        cache[group] = state
+        while len(cache) > 2048:
+            cache.popitem(last=False)
+        return state
+
+    def get_current_state_ids(self, room_id: str) -> StateMap:
+        return {
+            (r[0], r[1]): r[2]
+            for r in self.db.read(
+                "SELECT type, state_key, event_id FROM current_state WHERE room_id = ?", (room_id,)
+            )
+        }
+
+    def get_current_state_event(self, room_id: str, type: str, state_key: str) -> dict | None:  # noqa: A002
+        row = self.db.read_one(
+            "SELECT e.json FROM current_state c JOIN events e USING (event_id)"
+            " WHERE c.room_id = ? AND c.type = ? AND c.state_key = ?",
+            (room_id, type, state_key),
+        )
+        return orjson.loads(row[0]) if row else None
+
+    # -- memberships --------------------------------------------------------------------------
+    def get_joined_users(self, room_id: str) -> set[str]:
+        return {
+            r[0]
+            for r in self.db.read(
+                "SELECT user_id FROM current_membership WHERE room_id = ? AND membership = 'join'",
+                (room_id,),
+            )
+        }
+
+    def get_room_members(self, room_id: str) -> dict[str, str]:
+        """user_id → current membership, for every user with a membership in the room."""
+        return {
+            r[0]: r[1]
+            for r in self.db.read(
+                "SELECT user_id, membership FROM current_membership WHERE room_id = ?", (room_id,)
+            )
+        }
+
+    def get_rooms_for_user(self, user_id: str, membership: str = "join") -> set[str]:
+        return {
+            r[0]
+            for r in self.db.read(
+                "SELECT room_id FROM current_membership WHERE user_id = ? AND membership = ?",
+                (user_id, membership),
+            )
+        }
+
+    def get_users_sharing_room_with(self, user_id: str) -> set[str]:
+        rows = self.db.read(
+            "SELECT DISTINCT b.user_id FROM current_membership a JOIN current_membership b"
+            " ON a.room_id = b.room_id WHERE a.user_id = ? AND a.membership = 'join'"
+            " AND b.membership = 'join'",
+            (user_id,),
+        )
+        return {r[0] for r in rows}
+
+    def get_local_memberships(self, user_id: str) -> dict[str, str]:
+        return {
+            r[0]: r[1]
+            for r in self.db.read(
+                "SELECT room_id, membership FROM current_membership WHERE user_id = ?", (user_id,)
+            )
+        }
+
+    def get_membership(self, room_id: str, user_id: str) -> sqlite3.Row | None:
+        return self.db.read_one(
+            "SELECT * FROM current_membership WHERE room_id = ? AND user_id = ?",
+            (room_id, user_id),
+        )
+
+    def get_memberships_at(self, user_id: str, pos: int) -> dict[str, tuple[str, str, int]]:
+        """room_id → (membership, event_id, stream_pos) of the user's last membership event at
+        or before stream position ``pos``."""
+        rows = self.db.read(
+            "SELECT room_id, membership, event_id, MAX(stream_pos) AS p FROM membership_events"
+            " WHERE user_id = ? AND stream_pos <= ? GROUP BY room_id",
+            (user_id, pos),
+        )
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def get_user_membership_history(self, user_id: str, room_id: str) -> list[tuple[str, int]]:
+        """The user's memberships in a room as (membership, stream_pos), oldest first."""
+        return [
+            (r[0], r[1])
+            for r in self.db.read(
+                "SELECT membership, stream_pos FROM membership_events WHERE user_id = ?"
+                " AND room_id = ? ORDER BY stream_pos",
+                (user_id, room_id),
+            )
+        ]
+
+    def get_membership_changes_in_rooms(
+        self, room_ids, since_pos: int, upto_pos: int
+    ) -> list[tuple[str, str, str, int]]:
+        ids = list(room_ids)
+        out: list[tuple[str, str, str, int]] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            out.extend(
+                (r[0], r[1], r[2], r[3])
+                for r in self.db.read(
+                    "SELECT room_id, user_id, membership, stream_pos FROM membership_events"
+                    f" WHERE room_id IN ({marks}) AND stream_pos > ? AND stream_pos <= ?"  # noqa: S608
+                    " ORDER BY stream_pos",
+                    [*chunk, since_pos, upto_pos],
+                )
+            )
+        return out
+
+    def is_forgotten(self, room_id: str, user_id: str) -> bool:
+        row = self.get_membership(room_id, user_id)
+        return bool(row and row["forgotten"])
+
+    async def forget_room(self, room_id: str, user_id: str) -> None:
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE current_membership SET forgotten = 1 WHERE room_id = ? AND user_id = ?",
+                (room_id, user_id),
+            )
+
+        await self.db.write(fn)
+
+    # -- aliases ------------------------------------------------------------------------------
+    def get_alias(self, alias: str) -> sqlite3.Row | None:
+        return self.db.read_one("SELECT * FROM room_aliases WHERE alias = ?", (alias,))
+
+    def get_aliases_for_room(self, room_id: str) -> list[str]:
+        return [
+            r[0]
+            for r in self.db.read(
+                "SELECT alias FROM room_aliases WHERE room_id = ? ORDER BY alias", (room_id,)
+            )
+        ]
+
+    def add_alias_sync(
+        self, conn: sqlite3.Connection, alias: str, room_id: str, creator: str, now_ms: int
+    ) -> bool:
+        """Insert an alias; False if it is taken."""
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO room_aliases (alias, room_id, creator, created_ts)"
+            " VALUES (?,?,?,?)",
+            (alias, room_id, creator, now_ms),
+        )
+        return cur.rowcount == 1
+
+    async def add_alias(self, alias: str, room_id: str, creator: str, now_ms: int) -> bool:
+        return await self.db.write(
+            lambda conn: self.add_alias_sync(conn, alias, room_id, creator, now_ms)
+        )
+
+    async def delete_alias(self, alias: str) -> bool:
+        def fn(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM room_aliases WHERE alias = ?", (alias,)).rowcount > 0
+
+        return await self.db.write(fn)
+
+    # -- writes -------------------------------------------------------------------------------
+    def create_room_sync(
+        self, conn: sqlite3.Connection, room_id: str, room_version: str, creator: str,
+        now_ms: int, public: bool,
+    ) -> None:  # fmt: skip
+        conn.execute(
+            "INSERT INTO rooms (room_id, room_version, creator, created_ts, is_public)"
+            " VALUES (?,?,?,?,?)",
+            (room_id, room_version, creator, now_ms, int(public)),
+        )
+
+    def persist_events_sync(
+        self, conn: sqlite3.Connection, events: list[NewEvent], group: int | None, chain_len: int
+    ) -> tuple[int | None, int]:
+        """Persist events of one room in order (inside a write function): each gets a stream
+        position, its state groups, DAG edges, forward extremities, current state, membership
+        rows and transaction mapping; a redaction rewrites its target. Returns the room's state
+        group and chain length after the last event."""
+        for ne in events:
+            ev = ne.event
+            pos = self.next_stream_pos(conn)  # type: ignore[attr-defined]
+            ne.stream_pos = pos
+            ne.sg_before = group
+            state_key = ev.get("state_key")
+            is_state = isinstance(state_key, str)
+            if is_state:
+                if group is None or chain_len + 1 >= SNAPSHOT_EVERY:
+                    cur = conn.execute(
+                        "INSERT INTO state_groups (room_id, prev_group, chain_len) VALUES (?,?,0)",
+                        (ne.room_id, None),
+                    )
+                    new_group = cur.lastrowid
+                    assert ne.state_after is not None
+                    conn.executemany(
+                        "INSERT INTO state_group_entries (group_id, type, state_key, event_id)"
+                        " VALUES (?,?,?,?)",
+                        [(new_group, t, k, e) for (t, k), e in ne.state_after.items()],
+                    )
+                    chain_len = 0
+                else:
+                    chain_len += 1
+                    cur = conn.execute(
+                        "INSERT INTO state_groups (room_id, prev_group, chain_len) VALUES (?,?,?)",
+                        (ne.room_id, group, chain_len),
+                    )
+                    new_group = cur.lastrowid
+                    conn.execute(
+                        "INSERT INTO state_group_entries (group_id, type, state_key, event_id)"
+                        " VALUES (?,?,?,?)",
+                        (new_group, ev["type"], state_key, ne.event_id),
+                    )
+                group = new_group
+                conn.execute(
+                    "INSERT OR REPLACE INTO current_state (room_id, type, state_key, event_id)"
+                    " VALUES (?,?,?,?)",
+                    (ne.room_id, ev["type"], state_key, ne.event_id),
+                )
+            ne.sg_after = group
+            txn_user, txn_device, _, txn_id = ne.txn if ne.txn else (None, None, None, None)
+            conn.execute(
+                "INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,"
+                " origin_server_ts, json, sg_before, sg_after, replaces_state, txn_user,"
+                " txn_device, txn_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    ne.event_id, ne.room_id, pos, ne.depth, ev["type"], state_key, ev["sender"],
+                    ev["origin_server_ts"], orjson.dumps(ev), ne.sg_before, ne.sg_after,
+                    ne.replaces_state, txn_user, txn_device, txn_id,
+                ),
+            )  # fmt: skip
+            prevs = [p[0] if isinstance(p, list) else p for p in ev.get("prev_events", [])]
+            auths = [a[0] if isinstance(a, list) else a for a in ev.get("auth_events", [])]
+            conn.executemany(
+                "INSERT OR IGNORE INTO event_edges (event_id, prev_event_id) VALUES (?,?)",
+                [(ne.event_id, p) for p in prevs],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO event_auth (event_id, auth_event_id) VALUES (?,?)",
+                [(ne.event_id, a) for a in auths],
+            )
+            conn.executemany(
+                "DELETE FROM forward_extremities WHERE room_id = ? AND event_id = ?",
+                [(ne.room_id, p) for p in prevs],
+            )
+            conn.execute(
+                "INSERT OR IGNORE INTO forward_extremities (room_id, event_id) VALUES (?,?)",
+                (ne.room_id, ne.event_id),
+            )
+            if ev["type"] == "m.room.member" and is_state:
+                membership = ev["content"].get("membership")
+                conn.execute(
+                    "INSERT INTO membership_events (room_id, user_id, membership, event_id,"
+                    " stream_pos, sender) VALUES (?,?,?,?,?,?)",
+                    (ne.room_id, state_key, membership, ne.event_id, pos, ev["sender"]),
+                )
+                conn.execute(
+                    "INSERT OR REPLACE INTO current_membership (room_id, user_id, membership,"
+                    " event_id, stream_pos, forgotten) VALUES (?,?,?,?,?,0)",
+                    (ne.room_id, state_key, membership, ne.event_id, pos),
+                )
+            if ne.txn:
+                conn.execute(
+                    "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id)"
+                    " VALUES (?,?,?,?,?)",
+                    (*ne.txn, ne.event_id),
+                )
+            if ne.redaction_target is not None:
+                target_id, redacted = ne.redaction_target
+                conn.execute(
+                    "UPDATE events SET json = ?, redacted_because = ? WHERE event_id = ?"
+                    " AND redacted_because IS NULL",
+                    (orjson.dumps(redacted), ne.event_id, target_id),
+                )
+            self.wake(ne.room_id, *ne.wake)  # type: ignore[attr-defined]
+        return group, chain_len

@@ -1,0 +1,163 @@
+"""Room aliases and the room directory (C-S API "Room aliases", "Listing rooms", "Room
+directory")."""
+
+from __future__ import annotations
+
+from bastion.api.client.rooms import V3, check_room_id
+from bastion.api.http import Request, Router, error
+from bastion.core.identifiers import parse_room_alias
+from bastion.errors import MatrixError
+
+
+def register(router: Router, hs) -> None:
+    rooms = hs.rooms
+    store = hs.store
+
+    def _alias(req: Request) -> str:
+        alias = req.params["roomAlias"]
+        try:
+            parsed = parse_room_alias(alias)
+        except MatrixError:
+            raise error("M_INVALID_PARAM", "invalid room alias") from None
+        if parsed.domain != hs.server_name:
+            raise error("M_INVALID_PARAM", "room alias is not on this server")
+        return alias
+
+    async def put_alias(req: Request) -> dict:
+        """PUT /_matrix/client/v3/directory/room/{roomAlias} — 409 when the alias exists; the
+        requester must be joined to the room."""
+        alias = _alias(req)
+        body = await req.json()
+        room_id = body.get("room_id")
+        if not isinstance(room_id, str):
+            raise error("M_BAD_JSON", "'room_id' must be a string")
+        check_room_id(room_id)
+        if not store.room_exists(room_id):
+            raise error("M_NOT_FOUND", "unknown room", 404)
+        if rooms.membership_of(room_id, req.requester.user_id) != "join":
+            raise error("M_FORBIDDEN", "you are not joined to this room", 403)
+        if not await store.add_alias(alias, room_id, req.requester.user_id, hs.now_ms()):
+            raise error("M_UNKNOWN", "room alias already exists", 409)
+        return {}
+
+    async def get_alias(req: Request) -> dict:
+        """GET /_matrix/client/v3/directory/room/{roomAlias} — no authentication required."""
+        alias = _alias(req)
+        row = store.get_alias(alias)
+        if row is None:
+            raise error("M_NOT_FOUND", "room alias not found", 404)
+        return {"room_id": row["room_id"], "servers": [hs.server_name]}
+
+    async def delete_alias(req: Request) -> dict:
+        """DELETE /_matrix/client/v3/directory/room/{roomAlias} — by its creator, a server
+        admin, or a user who may change the room's canonical alias."""
+        alias = _alias(req)
+        row = store.get_alias(alias)
+        if row is None:
+            raise error("M_NOT_FOUND", "room alias not found", 404)
+        user_id = req.requester.user_id
+        allowed = row["creator"] == user_id or req.requester.is_admin
+        if not allowed and rooms.membership_of(row["room_id"], user_id) == "join":
+            allowed = rooms.can_send_state(row["room_id"], user_id, "m.room.canonical_alias")
+        if not allowed:
+            raise error("M_FORBIDDEN", "you may not delete this alias", 403)
+        await store.delete_alias(alias)
+        return {}
+
+    async def room_aliases(req: Request) -> dict:
+        """GET /_matrix/client/v3/rooms/{roomId}/aliases — members (or anyone, for
+        world_readable rooms)."""
+        room_id = check_room_id(req.params["roomId"])
+        rooms.read_access(req.requester.user_id, room_id)
+        return {"aliases": store.get_aliases_for_room(room_id)}
+
+    async def get_visibility(req: Request) -> dict:
+        """GET /_matrix/client/v3/directory/list/room/{roomId}."""
+        room_id = check_room_id(req.params["roomId"])
+        if not store.room_exists(room_id):
+            raise error("M_NOT_FOUND", "unknown room", 404)
+        return {"visibility": "public" if store.is_room_public(room_id) else "private"}
+
+    async def put_visibility(req: Request) -> dict:
+        """PUT /_matrix/client/v3/directory/list/room/{roomId} — by users who may change the
+        room's canonical alias."""
+        room_id = check_room_id(req.params["roomId"])
+        body = await req.json()
+        vis = body.get("visibility", "public")
+        if not isinstance(vis, str):
+            raise error("M_BAD_JSON", "'visibility' must be a string")
+        if vis not in ("public", "private"):
+            raise error("M_INVALID_PARAM", "'visibility' must be 'public' or 'private'")
+        if not store.room_exists(room_id):
+            raise error("M_NOT_FOUND", "unknown room", 404)
+        user_id = req.requester.user_id
+        if not req.requester.is_admin and (
+            rooms.membership_of(room_id, user_id) != "join"
+            or not rooms.can_send_state(room_id, user_id, "m.room.canonical_alias")
+        ):
+            raise error("M_FORBIDDEN", "you may not change this room's visibility", 403)
+        await store.set_room_public(room_id, vis == "public")
+        return {}
+
+    def _public_rooms(limit: int | None, since: str | None, term: str | None) -> dict:
+        chunk = [rooms.room_summary_fields(r) for r in store.get_public_room_ids()]
+        if term:
+            t = term.casefold()
+            chunk = [
+                c for c in chunk
+                if any(t in str(c.get(k, "")).casefold()
+                       for k in ("name", "topic", "canonical_alias", "room_id"))
+            ]  # fmt: skip
+        chunk.sort(key=lambda c: (-c["num_joined_members"], c["room_id"]))
+        total = len(chunk)
+        offset = 0
+        if since:
+            if not since.startswith("o") or not since[1:].isdigit() or len(since) > 12:
+                raise error("M_INVALID_PARAM", "invalid 'since' token")
+            offset = int(since[1:])
+        end = total if limit is None else offset + limit
+        out: dict = {"chunk": chunk[offset:end], "total_room_count_estimate": total}
+        if end < total:
+            out["next_batch"] = f"o{end}"
+        if offset > 0:
+            out["prev_batch"] = f"o{max(0, offset - (limit or offset))}"
+        return out
+
+    def _check_server(server) -> None:
+        if server is not None and server != hs.server_name:
+            raise error("M_INVALID_PARAM", "this server only lists its own rooms")
+
+    async def public_rooms_get(req: Request) -> dict:
+        """GET /_matrix/client/v3/publicRooms — no authentication required."""
+        _check_server(req.query.get("server"))
+        limit = req.query_int("limit", None, minimum=1, maximum=500)
+        return _public_rooms(limit, req.query.get("since"), None)
+
+    async def public_rooms_post(req: Request) -> dict:
+        """POST /_matrix/client/v3/publicRooms — with ``filter.generic_search_term``."""
+        _check_server(req.query.get("server"))
+        body = await req.json(allow_empty=True)
+        limit = body.get("limit")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
+            raise error("M_BAD_JSON", "'limit' must be an integer")
+        if limit is not None:
+            limit = max(1, min(limit, 500))
+        since = body.get("since")
+        if since is not None and not isinstance(since, str):
+            raise error("M_BAD_JSON", "'since' must be a string")
+        flt = body.get("filter") or {}
+        if not isinstance(flt, dict):
+            raise error("M_BAD_JSON", "'filter' must be an object")
+        term = flt.get("generic_search_term")
+        if term is not None and not isinstance(term, str):
+            raise error("M_BAD_JSON", "'generic_search_term' must be a string")
+        return _public_rooms(limit, since, term)
+
+    router.add("PUT", V3 + "/directory/room/{roomAlias}", put_alias)
+    router.add("GET", V3 + "/directory/room/{roomAlias}", get_alias, auth=False)
+    router.add("DELETE", V3 + "/directory/room/{roomAlias}", delete_alias)
+    router.add("GET", V3 + "/rooms/{roomId}/aliases", room_aliases)
+    router.add("GET", V3 + "/directory/list/room/{roomId}", get_visibility, auth=False)
+    router.add("PUT", V3 + "/directory/list/room/{roomId}", put_visibility)
+    router.add("GET", V3 + "/publicRooms", public_rooms_get, auth=False)
+    router.add("POST", V3 + "/publicRooms", public_rooms_post)

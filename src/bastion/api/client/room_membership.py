@@ -1,0 +1,111 @@
+"""Room membership (C-S API "Room membership": "Joining rooms", "Knocking on rooms", "Leaving
+rooms", "Inviting users", "Banning users", "Kicking users")."""
+
+from __future__ import annotations
+
+from bastion.api.client.rooms import V3, check_room_id
+from bastion.api.http import Request, Router, error
+
+
+def _reason(body: dict):
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise error("M_BAD_JSON", "'reason' must be a string")
+    return reason
+
+
+def _user_id(body: dict) -> str:
+    user_id = body.get("user_id")
+    if not isinstance(user_id, str):
+        raise error("M_BAD_JSON", "'user_id' must be a string")
+    return user_id
+
+
+def register(router: Router, hs) -> None:
+    rooms = hs.rooms
+
+    async def join_room_id(req: Request) -> dict:
+        """POST /_matrix/client/v3/rooms/{roomId}/join — C-S API "Joining rooms"."""
+        room_id = check_room_id(req.params["roomId"])
+        body = await req.json(allow_empty=True)
+        await rooms.update_membership(
+            req.requester.user_id, room_id, req.requester.user_id, "join", _reason(body)
+        )
+        return {"room_id": room_id}
+
+    async def join_any(req: Request) -> dict:
+        """POST /_matrix/client/v3/join/{roomIdOrAlias} — a room ID or an alias of this
+        server (this server does not federate, so ``via`` is not used)."""
+        room_id = rooms.resolve_room(req.params["roomIdOrAlias"])
+        check_room_id(room_id)
+        body = await req.json(allow_empty=True)
+        await rooms.update_membership(
+            req.requester.user_id, room_id, req.requester.user_id, "join", _reason(body)
+        )
+        return {"room_id": room_id}
+
+    async def knock(req: Request) -> dict:
+        """POST /_matrix/client/v3/knock/{roomIdOrAlias} — C-S API "Knocking on rooms"."""
+        room_id = rooms.resolve_room(req.params["roomIdOrAlias"])
+        check_room_id(room_id)
+        body = await req.json(allow_empty=True)
+        await rooms.update_membership(
+            req.requester.user_id, room_id, req.requester.user_id, "knock", _reason(body)
+        )
+        return {"room_id": room_id}
+
+    async def leave(req: Request) -> dict:
+        """POST /_matrix/client/v3/rooms/{roomId}/leave — also rejects an invite or
+        withdraws a knock."""
+        room_id = check_room_id(req.params["roomId"])
+        body = await req.json(allow_empty=True)
+        await rooms.update_membership(
+            req.requester.user_id, room_id, req.requester.user_id, "leave", _reason(body)
+        )
+        return {}
+
+    async def forget(req: Request) -> dict:
+        """POST /_matrix/client/v3/rooms/{roomId}/forget — 400 ``M_UNKNOWN`` while still a
+        member; afterwards the room no longer appears in sync with include_leave."""
+        room_id = check_room_id(req.params["roomId"])
+        membership = rooms.membership_of(room_id, req.requester.user_id)
+        if membership is None:
+            if not hs.store.room_exists(room_id):
+                raise error("M_NOT_FOUND", "unknown room", 404)
+            return {}
+        if membership in ("join", "invite", "knock"):
+            raise error("M_UNKNOWN", "the user has not left the room", 400)
+        await hs.store.forget_room(room_id, req.requester.user_id)
+        return {}
+
+    def _target(action: str, membership: str):
+        async def handler(req: Request) -> dict:
+            room_id = check_room_id(req.params["roomId"])
+            body = await req.json()
+            target = _user_id(body)
+            reason = _reason(body)
+            if action == "unban" and rooms.membership_of(room_id, target) != "ban":
+                rooms.require_room(room_id)
+                raise error("M_FORBIDDEN", "the user is not banned", 403)
+            if action == "invite" and ("medium" in body or "address" in body):
+                raise error("M_UNRECOGNIZED", "third-party invites are not supported")
+            await rooms.update_membership(
+                req.requester.user_id, room_id, target, membership, reason
+            )
+            return {}
+
+        handler.__doc__ = (
+            f'POST /_matrix/client/v3/rooms/{{roomId}}/{action} — C-S API "Room membership".'
+        )
+        return handler
+
+    base = V3 + "/rooms/{roomId}"
+    router.add("POST", base + "/join", join_room_id)
+    router.add("POST", V3 + "/join/{roomIdOrAlias}", join_any)
+    router.add("POST", V3 + "/knock/{roomIdOrAlias}", knock)
+    router.add("POST", base + "/leave", leave)
+    router.add("POST", base + "/forget", forget)
+    router.add("POST", base + "/invite", _target("invite", "invite"))
+    router.add("POST", base + "/kick", _target("kick", "leave"))
+    router.add("POST", base + "/ban", _target("ban", "ban"))
+    router.add("POST", base + "/unban", _target("unban", "leave"))

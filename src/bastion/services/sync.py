@@ -1,0 +1,242 @@
+"""/sync (C-S API "Syncing"; sync.yaml): initial and incremental syncs, long-polling on the
+notifier, and the per-room sections of joined, invited, knocked and left rooms.
+
+A sync fixes ``upto`` (the committed stream position and the typing serial) before reading
+anything, and everything it returns lies in ``(since, upto]``; so ``next_batch`` = ``upto``
+moves whenever a response carries something, and nothing is skipped between two syncs. Other
+services add their parts through ``hs.sync_contributors`` (services/sync_api.py).
+
+The long poll registers its listener on ``{user_id} ∪ joined rooms`` *before* computing, then
+waits on it — no sleep loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from bastion.services.filtering import (
+    apply_event_fields,
+    event_filter_allows,
+    room_allowed,
+)
+from bastion.services.sync_api import SyncContext, SyncToken
+from bastion.storage.sqlite.rooms import EventRow
+
+#: Timeline events per room when the filter gives no limit.
+DEFAULT_TIMELINE_LIMIT = 10
+#: Longest long-poll honoured.
+MAX_TIMEOUT_MS = 5 * 60 * 1000
+
+#: Keys of a response that never make it "non-empty" on their own.
+_NOT_CONTENT = frozenset(
+    {"next_batch", "device_one_time_keys_count", "device_unused_fallback_key_types", "summary",
+     "unread_notifications", "unread_thread_notifications", "limited", "prev_batch"}
+)  # fmt: skip
+
+
+def has_content(obj) -> bool:
+    """Whether a (part of a) sync response carries anything: some non-empty list of events or
+    users, or a room entry."""
+    if isinstance(obj, list):
+        return len(obj) > 0
+    if isinstance(obj, dict):
+        return any(has_content(v) for k, v in obj.items() if k not in _NOT_CONTENT)
+    return False
+
+
+class SyncService:
+    def __init__(self, hs) -> None:
+        self.hs = hs
+        self.store = hs.store
+
+    def _typing_serial(self) -> int:
+        typing = getattr(self.hs, "typing", None)
+        serial = getattr(typing, "serial", 0) if typing is not None else 0
+        return serial if isinstance(serial, int) else 0
+
+    async def sync(
+        self, requester, since: SyncToken | None, timeout_ms: int, full_state: bool,
+        flt: dict, use_state_after: bool = False,
+    ) -> dict:  # fmt: skip
+        """GET /sync. Waits up to ``timeout_ms`` for something new (incremental syncs only)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
+        user_id = requester.user_id
+        while True:
+            keys = {user_id, *self.store.get_rooms_for_user(user_id)}
+            with self.hs.notifier.listen(keys) as listener:
+                upto = SyncToken(self.store.current_pos, self._typing_serial())
+                response = self.compute(requester, since, upto, full_state, flt, use_state_after)
+                if since is None or full_state or has_content(response):
+                    return response
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return response
+                woken = await listener.wait(remaining)
+            if not woken:
+                # Timed out: one last look (cheap), so a commit racing the timeout is not lost.
+                upto = SyncToken(self.store.current_pos, self._typing_serial())
+                return self.compute(requester, since, upto, full_state, flt, use_state_after)
+
+    # ------------------------------------------------------------------------------------------
+    def compute(
+        self, requester, since: SyncToken | None, upto: SyncToken, full_state: bool, flt: dict,
+        use_state_after: bool = False,
+    ) -> dict:  # fmt: skip
+        user_id = requester.user_id
+        if since is not None and since.pos > upto.pos:
+            since = SyncToken(upto.pos, since.typing)
+        at_upto = self.store.get_memberships_at(user_id, upto.pos)
+        at_since = self.store.get_memberships_at(user_id, since.pos) if since else {}
+        joined = {r for r, (m, _, _) in at_upto.items() if m == "join"}
+        ctx = SyncContext(requester, since, upto, flt, full_state, set(joined))
+        rooms_out: dict = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
+        response: dict = {"next_batch": str(upto), "rooms": rooms_out}
+        room_flt = flt["room"]
+        include_leave = room_flt.get("include_leave", False)
+        now = self.hs.now_ms()
+        for room_id, (membership, event_id, pos) in sorted(at_upto.items()):
+            if not room_allowed(flt, room_id):
+                continue
+            changed = since is None or pos > since.pos
+            before = at_since.get(room_id, (None, None, 0))[0]
+            if membership == "join":
+                newly = since is None or before != "join" or full_state
+                rooms_out["join"][room_id] = self._room(
+                    ctx, room_id, None if newly else since, upto.pos, now, use_state_after
+                )
+            elif membership in ("invite", "knock"):
+                if not changed:
+                    continue
+                row = self.store.get_event_row(event_id)
+                if row is None:
+                    continue
+                state = self.hs.rooms.state_at_group(row.sg_before)
+                stripped = self.hs.rooms.stripped_state(room_id, state, row)
+                key = "invite_state" if membership == "invite" else "knock_state"
+                rooms_out[membership][room_id] = {key: {"events": stripped}}
+            elif membership in ("leave", "ban"):
+                if self.store.is_forgotten(room_id, user_id):
+                    continue
+                if since is None:
+                    if not include_leave:
+                        continue
+                elif not changed:
+                    continue
+                elif before is None:
+                    continue  # never in the room as of since, and not now either
+                newly = since is None or before != "join" or full_state
+                rooms_out["leave"][room_id] = self._room(
+                    ctx, room_id, None if newly else since, pos, now, use_state_after,
+                    leave=True,
+                )  # fmt: skip
+        for c in self.hs.sync_contributors:
+            c.contribute_global(ctx, response)
+        for room_id, room in list(rooms_out["join"].items()):
+            for c in self.hs.sync_contributors:
+                c.contribute_room(ctx, room_id, room)
+            if since is not None and not full_state and not has_content(room):
+                del rooms_out["join"][room_id]
+                continue
+            room["summary"] = self._summary(room_id, user_id)
+            room.setdefault("unread_notifications", {"highlight_count": 0,
+                                                     "notification_count": 0})  # fmt: skip
+        return response
+
+    # ------------------------------------------------------------------------------------------
+    def _room(
+        self, ctx: SyncContext, room_id: str, since: SyncToken | None, upto_pos: int, now: int,
+        use_state_after: bool, leave: bool = False,
+    ) -> dict:  # fmt: skip
+        """The timeline and state of one joined (or left) room. ``since`` None: the room is new
+        to the client (initial sync, newly joined, full_state): the state is all of it."""
+        rooms = self.hs.rooms
+        user_id = ctx.requester.user_id
+        flt = ctx.filter
+        tl_flt = flt["room"]["timeline"]
+        st_flt = flt["room"]["state"]
+        limit = tl_flt.get("limit") or DEFAULT_TIMELINE_LIMIT
+        after = since.pos if since is not None else None
+        rows = self.store.get_room_events(room_id, after=after, upto=upto_pos, limit=limit + 1)
+        limited = len(rows) > limit
+        rows = rows[:limit]
+        rows.reverse()
+        if since is None and not limited and rows:
+            # New to the client: "limited" tells it there is history to paginate.
+            limited = (
+                self.store.get_room_events(room_id, upto=rows[0].stream_pos - 1, limit=1) != []
+            )
+        start_group = rows[0].sg_before if rows else self.store.room_group_at(room_id, upto_pos)
+        visible = rooms.filter_visible(user_id, rows)
+        timeline = [r for r in visible if event_filter_allows(tl_flt, r.event, room_id)]
+        prev_batch = rows[0].stream_pos - 1 if rows else (since.pos if since else upto_pos)
+
+        start_state = rooms.state_at_group(start_group)
+        if use_state_after:
+            end_group = rows[-1].sg_after if rows else start_group
+            end_state = rooms.state_at_group(end_group)
+            if since is None:
+                delta = end_state
+            else:
+                since_state = rooms.state_at_group(self.store.room_group_at(room_id, since.pos))
+                delta = {k: v for k, v in end_state.items() if since_state.get(k) != v}
+            state_ids = delta
+        elif since is None:
+            state_ids = start_state
+        elif limited:
+            since_state = rooms.state_at_group(self.store.room_group_at(room_id, since.pos))
+            state_ids = {k: v for k, v in start_state.items() if since_state.get(k) != v}
+        else:
+            state_ids = {}
+        if st_flt.get("lazy_load_members"):
+            senders = {r.sender for r in timeline} | {user_id}
+            state_ids = {
+                k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders
+            }
+            if since is None or limited:
+                for s in senders:
+                    key = ("m.room.member", s)
+                    if key in start_state and key not in state_ids:
+                        state_ids[key] = start_state[key]
+        timeline_ids = {r.event_id for r in timeline}
+        state_rows = [
+            r
+            for r in rooms.state_events(
+                {k: v for k, v in state_ids.items() if v not in timeline_ids or use_state_after}
+            )
+            if event_filter_allows(st_flt, r.event, room_id)
+        ]
+        room: dict = {
+            "timeline": {
+                "events": [self._format(ctx, r, now) for r in timeline],
+                "limited": limited,
+                "prev_batch": str(SyncToken(max(prev_batch, 0), 0)),
+            },
+        }
+        key = "state_after" if use_state_after else "state"
+        room[key] = {"events": [self._format(ctx, r, now) for r in state_rows]}
+        if use_state_after:
+            room.setdefault("state", {"events": []})
+        return room
+
+    def _format(self, ctx: SyncContext, row: EventRow, now: int) -> dict:
+        flt = ctx.filter
+        if flt.get("event_format") == "federation":
+            ev = dict(row.event)
+        else:
+            ev = self.hs.rooms.client_event(row, ctx.requester, now, with_room_id=False)
+        return apply_event_fields(ev, flt.get("event_fields"))
+
+    def _summary(self, room_id: str, user_id: str) -> dict:
+        """C-S "Room summary": heroes (up to 5 other members), joined and invited counts."""
+        members = self.store.get_room_members(room_id)
+        joined = sorted(u for u, m in members.items() if m == "join")
+        invited = sorted(u for u, m in members.items() if m == "invite")
+        heroes = [u for u in joined + invited if u != user_id][:5]
+        if not heroes:
+            heroes = sorted(u for u, m in members.items() if u != user_id)[:5]
+        return {
+            "m.heroes": heroes,
+            "m.joined_member_count": len(joined),
+            "m.invited_member_count": len(invited),
+        }
