@@ -143,13 +143,15 @@ class AccountDataStore:
         )
         return row[0] if row else None
 
-    def account_data_changes(self, user_id: str, since: int | None, upto: int) -> list[sqlite3.Row]:
-        """Rows (room_id, type, content) changed in ``(since, upto]`` (all if since is None),
-        in stream order."""
+    def account_data_changes(
+        self, user_id: str, room_id: str, since: int | None, upto: int
+    ) -> list[sqlite3.Row]:
+        """(type, content) of one user's account data for one room ('' for global) changed in
+        ``(since, upto]`` (all if since is None), in stream order."""
         return self.db.read(
-            "SELECT room_id, type, content FROM account_data WHERE user_id = ?"
+            "SELECT type, content FROM account_data WHERE user_id = ? AND room_id = ?"
             " AND stream_pos > ? AND stream_pos <= ? ORDER BY stream_pos",
-            (user_id, -1 if since is None else since, upto),
+            (user_id, room_id, -1 if since is None else since, upto),
         )
 
     # -- receipts ---------------------------------------------------------------------------

@@ -1,0 +1,44 @@
+"""Receipts and read markers (C-S API "Receipts": receipts.yaml; "Read and unread markers":
+read_markers.yaml)."""
+
+from __future__ import annotations
+
+from bastion.api.http import Request, Router, error
+from bastion.services.ephemeral import RECEIPT_TYPES
+
+
+def register(router: Router, hs) -> None:
+    async def post_receipt(req: Request) -> dict:
+        """POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId} — C-S API
+        "Receipts". ``m.fully_read`` sets the fully-read marker, as /read_markers does."""
+        rtype = req.params["receiptType"]
+        if rtype not in RECEIPT_TYPES:
+            raise error("M_INVALID_PARAM", f"unknown receipt type {rtype!r}")
+        body = await req.json(allow_empty=True)
+        thread_id = body.get("thread_id")
+        if thread_id is not None and (not isinstance(thread_id, str) or not thread_id):
+            raise error("M_INVALID_PARAM", "thread_id field must be a non-empty string")
+        await hs.receipts.set_markers(
+            req.requester.user_id, req.params["roomId"], {rtype: req.params["eventId"]}, thread_id
+        )
+        return {}
+
+    async def post_read_markers(req: Request) -> dict:
+        """POST /_matrix/client/v3/rooms/{roomId}/read_markers — C-S API "Fully read markers"."""
+        body = await req.json()
+        markers = {}
+        for key in RECEIPT_TYPES:
+            value = body.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise error("M_BAD_JSON", f"{key!r} must be an event ID string")
+            markers[key] = value
+        if markers:
+            await hs.receipts.set_markers(req.requester.user_id, req.params["roomId"], markers)
+        return {}
+
+    router.add(
+        "POST", "/_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}", post_receipt
+    )
+    router.add("POST", "/_matrix/client/v3/rooms/{roomId}/read_markers", post_read_markers)

@@ -1,0 +1,34 @@
+"""Reporting content (C-S API "Reporting Content": report_content.yaml)."""
+
+from __future__ import annotations
+
+from bastion.api.http import Request, Router
+
+
+def register(router: Router, hs) -> None:
+    async def report_event(req: Request) -> dict:
+        """POST /_matrix/client/v3/rooms/{roomId}/report/{eventId} — C-S API "Reporting
+        Content". The reporter must be joined (v1.8)."""
+        body = await req.json(allow_empty=True)
+        await hs.reporting.report_event(
+            req.requester.user_id, req.params["roomId"], req.params["eventId"], body
+        )
+        return {}
+
+    async def report_room(req: Request) -> dict:
+        """POST /_matrix/client/v3/rooms/{roomId}/report — C-S API "Reporting Content" (v1.13;
+        no membership required)."""
+        body = await req.json()
+        await hs.reporting.report_room(req.requester.user_id, req.params["roomId"], body)
+        return {}
+
+    async def report_user(req: Request) -> dict:
+        """POST /_matrix/client/v3/users/{userId}/report — C-S API "Reporting Content" (v1.14;
+        no shared room required)."""
+        body = await req.json()
+        await hs.reporting.report_user(req.requester.user_id, req.params["userId"], body)
+        return {}
+
+    router.add("POST", "/_matrix/client/v3/rooms/{roomId}/report/{eventId}", report_event)
+    router.add("POST", "/_matrix/client/v3/rooms/{roomId}/report", report_room)
+    router.add("POST", "/_matrix/client/v3/users/{userId}/report", report_user)

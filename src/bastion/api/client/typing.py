@@ -1,0 +1,29 @@
+"""Typing notifications (C-S API "Typing Notifications": typing.yaml)."""
+
+from __future__ import annotations
+
+from bastion.api.client.filter import own_user
+from bastion.api.http import Request, Router, error
+from bastion.services.ephemeral import DEFAULT_TYPING_TIMEOUT_MS, require_joined
+
+
+def register(router: Router, hs) -> None:
+    async def put_typing(req: Request) -> dict:
+        """PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId} — C-S API "Typing
+        Notifications". Only for yourself, in a room you are joined to; ``timeout`` is capped."""
+        user_id = own_user(req)
+        room_id = req.params["roomId"]
+        body = await req.json()
+        typing = body.get("typing")
+        if not isinstance(typing, bool):
+            raise error("M_BAD_JSON", "'typing' is required and must be a boolean")
+        timeout = body.get("timeout", DEFAULT_TYPING_TIMEOUT_MS)
+        if typing and (isinstance(timeout, bool) or not isinstance(timeout, int)):
+            raise error("M_BAD_JSON", "'timeout' must be an integer (milliseconds)")
+        if typing and timeout < 0:
+            raise error("M_INVALID_PARAM", "'timeout' must not be negative")
+        require_joined(hs, room_id, user_id)
+        hs.typing.set_typing(room_id, user_id, typing, timeout if typing else 0)
+        return {}
+
+    router.add("PUT", "/_matrix/client/v3/rooms/{roomId}/typing/{userId}", put_typing)

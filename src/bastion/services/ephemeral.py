@@ -1,0 +1,393 @@
+"""Ephemeral data: typing notifications, receipts and read markers, presence (C-S API "Typing
+Notifications", "Receipts", "Read and unread markers", "Presence") and their parts of /sync.
+
+- **Typing** lives in memory. ``Typing.serial`` is the typing stream (the second number of a sync
+  token): it moves on every change, including expiry. Expiry uses one ``loop.call_later`` timer
+  per typing user — no polling.
+- **Receipts** are persisted with global stream positions (``receipts`` table); ``m.read.private``
+  is only ever shown to its owner. ``m.fully_read`` is the room account data ``m.fully_read``.
+- **Presence** is kept in memory and persisted (with a stream position) when the state or status
+  message changes, so /sync sends the presence of users sharing a room that changed since the
+  token. ``last_active_ts`` moves in memory; a user idle for :data:`IDLE_MS` becomes
+  ``unavailable`` (a ``call_later`` timer, no polling).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from typing import Any
+
+from bastion.core.canonical_json import canonical_json
+from bastion.errors import MatrixError
+from bastion.services.filtering import event_filter_allows, room_allowed
+from bastion.services.sync_api import SyncContext
+
+log = logging.getLogger(__name__)
+
+#: Typing timeouts are capped at this many milliseconds (clients refresh every 20-30 s).
+MAX_TYPING_TIMEOUT_MS = 30_000
+DEFAULT_TYPING_TIMEOUT_MS = 30_000
+RECEIPT_TYPES = ("m.read", "m.read.private", "m.fully_read")
+PRESENCE_STATES = ("online", "offline", "unavailable")
+MAX_STATUS_MSG = 1024
+#: After this long without activity an ``online`` user is shown as ``unavailable``
+#: (Presence → "Idle timeout").
+IDLE_MS = 5 * 60 * 1000
+#: ``currently_active`` is true when the user was active this recently.
+CURRENTLY_ACTIVE_MS = 60 * 1000
+
+
+def require_joined(hs, room_id: str, user_id: str) -> None:
+    """403 ``M_FORBIDDEN`` unless ``user_id`` is currently joined to ``room_id``."""
+    if hs.store.get_local_memberships(user_id).get(room_id) != "join":
+        raise MatrixError("M_FORBIDDEN", "you are not joined to this room", 403)
+
+
+def _add_ephemeral(room: dict, event: dict) -> None:
+    room.setdefault("ephemeral", {}).setdefault("events", []).append(event)
+
+
+# -- typing ---------------------------------------------------------------------------------
+
+
+class Typing:
+    """``hs.typing``: who is typing where, in memory."""
+
+    def __init__(self, hs) -> None:
+        self.hs = hs
+        self.serial = 0
+        self._typing: dict[str, dict[str, asyncio.TimerHandle]] = {}
+        self._changed: dict[str, int] = {}  # room_id → serial of its last change
+
+    def typing_users(self, room_id: str) -> list[str]:
+        return sorted(self._typing.get(room_id, ()))
+
+    def _bump(self, room_id: str) -> None:
+        self.serial += 1
+        self._changed[room_id] = self.serial
+        self.hs.notifier.notify([room_id])
+
+    def set_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
+        """Start (for ``timeout_ms``, capped) or stop ``user_id`` typing. Call on the loop."""
+        users = self._typing.setdefault(room_id, {})
+        old = users.pop(user_id, None)
+        if old is not None:
+            old.cancel()
+        if typing:
+            delay = min(max(timeout_ms, 0), MAX_TYPING_TIMEOUT_MS) / 1000
+            loop = asyncio.get_running_loop()
+            users[user_id] = loop.call_later(delay, self._expire, room_id, user_id)
+            if old is None:
+                self._bump(room_id)
+        else:
+            if not users:
+                self._typing.pop(room_id, None)
+            if old is not None:
+                self._bump(room_id)
+
+    def remove_user(self, room_id: str, user_id: str) -> None:
+        """Stop a user typing (e.g. when they leave the room)."""
+        users = self._typing.get(room_id)
+        if users and user_id in users:
+            users.pop(user_id).cancel()
+            if not users:
+                del self._typing[room_id]
+            self._bump(room_id)
+
+    def _expire(self, room_id: str, user_id: str) -> None:
+        users = self._typing.get(room_id)
+        if users is None or users.pop(user_id, None) is None:
+            return
+        if not users:
+            del self._typing[room_id]
+        self._bump(room_id)
+
+    def close(self) -> None:
+        for users in self._typing.values():
+            for handle in users.values():
+                handle.cancel()
+        self._typing.clear()
+
+    # -- SyncContributor ------------------------------------------------------------------
+    def contribute_global(self, ctx: SyncContext, response: dict) -> None:
+        return None
+
+    def contribute_room(self, ctx: SyncContext, room_id: str, room: dict) -> None:
+        if not room_allowed(ctx.filter, room_id):
+            return
+        users = self.typing_users(room_id)
+        if ctx.since is None:
+            if not users:
+                return
+        else:
+            since = ctx.since.typing
+            if since > self.serial:  # a token from before a restart: the serial began again
+                since = 0
+            if self._changed.get(room_id, 0) <= since:
+                return
+        event = {"type": "m.typing", "content": {"user_ids": users}}
+        if event_filter_allows(ctx.filter["room"]["ephemeral"], event, room_id):
+            _add_ephemeral(room, event)
+
+
+# -- receipts and read markers --------------------------------------------------------------
+
+
+class Receipts:
+    """``hs.receipts``: read receipts and the fully-read marker."""
+
+    def __init__(self, hs) -> None:
+        self.hs = hs
+
+    def _check_event(self, room_id: str, event_id: str) -> dict:
+        if not isinstance(event_id, str) or not event_id.startswith("$"):
+            raise MatrixError("M_INVALID_PARAM", f"{event_id!r} is not an event ID", 400)
+        event = self.hs.store.get_event(event_id)
+        if event is None or event.get("room_id") != room_id:
+            raise MatrixError("M_NOT_FOUND", "unknown event in this room", 404)
+        return event
+
+    @staticmethod
+    def _check_thread(event: dict, event_id: str, thread_id: str) -> None:
+        if thread_id == "main" or thread_id == event_id:
+            return
+        content = event.get("content")
+        rel = content.get("m.relates_to") if isinstance(content, dict) else None
+        if (
+            isinstance(rel, dict)
+            and rel.get("rel_type") == "m.thread"
+            and rel.get("event_id") == thread_id
+        ):
+            return
+        raise MatrixError("M_INVALID_PARAM", "the event is not in the thread given by thread_id")
+
+    async def set_markers(
+        self, user_id: str, room_id: str, markers: dict[str, str], thread_id: str | None = None
+    ) -> None:
+        """Set receipts and/or the fully-read marker (``markers``: receipt type → event ID) in
+        one write. The user must be joined and every event must be in the room."""
+        require_joined(self.hs, room_id, user_id)
+        for rtype, event_id in markers.items():
+            if rtype not in RECEIPT_TYPES:
+                raise MatrixError("M_INVALID_PARAM", f"unknown receipt type {rtype!r}", 400)
+            event = self._check_event(room_id, event_id)
+            if thread_id is not None:
+                if rtype == "m.fully_read":
+                    raise MatrixError(
+                        "M_INVALID_PARAM", "thread_id cannot be used with m.fully_read", 400
+                    )
+                self._check_thread(event, event_id, thread_id)
+        store = self.hs.store
+        now = self.hs.now_ms()
+
+        def fn(conn: sqlite3.Connection) -> None:
+            for rtype, event_id in markers.items():
+                if rtype == "m.fully_read":
+                    content = canonical_json({"event_id": event_id}).decode("utf-8")
+                    store.set_account_data_in(conn, user_id, room_id, "m.fully_read", content)
+                else:
+                    store.set_receipt_in(
+                        conn, room_id, rtype, user_id, thread_id or "", event_id, now
+                    )
+
+        await store.db.write(fn)
+
+    def receipt_event(
+        self, user_id: str, room_id: str, since: int | None, upto: int
+    ) -> dict | None:
+        """The ``m.receipt`` event for ``room_id`` with receipts in ``(since, upto]`` as
+        ``user_id`` may see them (other users' private receipts left out)."""
+        content: dict[str, dict[str, dict[str, dict]]] = {}
+        for row in self.hs.store.receipts_for_room(room_id, since, upto):
+            rtype = row["receipt_type"]
+            if rtype == "m.read.private" and row["user_id"] != user_id:
+                continue
+            data: dict[str, Any] = {"ts": row["ts"]}
+            if row["thread_id"]:
+                data["thread_id"] = row["thread_id"]
+            content.setdefault(row["event_id"], {}).setdefault(rtype, {})[row["user_id"]] = data
+        if not content:
+            return None
+        return {"type": "m.receipt", "content": content}
+
+    # -- SyncContributor ------------------------------------------------------------------
+    def contribute_global(self, ctx: SyncContext, response: dict) -> None:
+        return None
+
+    def contribute_room(self, ctx: SyncContext, room_id: str, room: dict) -> None:
+        if not room_allowed(ctx.filter, room_id):
+            return
+        since = ctx.since.pos if ctx.since is not None else None
+        event = self.receipt_event(ctx.requester.user_id, room_id, since, ctx.upto.pos)
+        if event is not None and event_filter_allows(
+            ctx.filter["room"]["ephemeral"], event, room_id
+        ):
+            _add_ephemeral(room, event)
+
+
+# -- presence -------------------------------------------------------------------------------
+
+
+class Presence:
+    """``hs.presence``."""
+
+    def __init__(self, hs) -> None:
+        self.hs = hs
+        self._state: dict[str, dict] = {}
+        self._loaded = False
+        self._idle_timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    def _load(self) -> None:
+        if not self._loaded:
+            for row in self.hs.store.load_presence():
+                self._state[row["user_id"]] = {
+                    "presence": row["state"],
+                    "status_msg": row["status_msg"],
+                    "last_active_ts": row["last_active_ts"],
+                }
+            self._loaded = True
+
+    def _current(self, user_id: str) -> dict:
+        self._load()
+        return self._state.get(
+            user_id, {"presence": "offline", "status_msg": None, "last_active_ts": 0}
+        )
+
+    def content(self, user_id: str, state: dict | None = None) -> dict:
+        """The ``m.presence`` content (and GET /presence/{userId}/status body) for a user."""
+        st = state or self._current(user_id)
+        now = self.hs.now_ms()
+        out: dict[str, Any] = {"presence": st["presence"]}
+        if st["last_active_ts"]:
+            ago = max(0, now - st["last_active_ts"])
+            out["last_active_ago"] = ago
+            if st["presence"] == "online":
+                out["currently_active"] = ago < CURRENTLY_ACTIVE_MS
+        if st.get("status_msg") is not None:
+            out["status_msg"] = st["status_msg"]
+        return out
+
+    def can_see(self, viewer: str, user_id: str) -> bool:
+        """Presence is visible to the user and to users sharing a room with them."""
+        return viewer == user_id or user_id in self.hs.store.get_users_sharing_room_with(viewer)
+
+    async def _persist(self, user_id: str, state: dict) -> None:
+        store = self.hs.store
+        rooms = store.get_rooms_for_user(user_id)
+
+        def fn(conn: sqlite3.Connection) -> None:
+            store.set_presence_in(
+                conn, user_id, state["presence"], state["status_msg"], state["last_active_ts"],
+                rooms,
+            )  # fmt: skip
+
+        await store.db.write(fn)
+        self._state[user_id] = state
+
+    def _arm_idle(self, user_id: str) -> None:
+        old = self._idle_timers.pop(user_id, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._idle_timers[user_id] = loop.call_later(IDLE_MS / 1000, self._on_idle, user_id)
+
+    def _on_idle(self, user_id: str) -> None:
+        self._idle_timers.pop(user_id, None)
+        st = self._current(user_id)
+        if st["presence"] == "online" and self.hs.now_ms() - st["last_active_ts"] >= IDLE_MS:
+            new = {**st, "presence": "unavailable"}
+            task = asyncio.get_running_loop().create_task(self._persist(user_id, new))
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("presence idle update failed", exc_info=task.exception())
+
+    async def set_status(self, user_id: str, presence: str, status_msg: Any = None,
+                         *, has_status_msg: bool = True) -> None:  # fmt: skip
+        """PUT /presence/{userId}/status."""
+        if not isinstance(presence, str) or presence not in PRESENCE_STATES:
+            raise MatrixError(
+                "M_INVALID_PARAM", "presence must be one of online, offline, unavailable", 400
+            )
+        if status_msg is not None and not isinstance(status_msg, str):
+            raise MatrixError("M_BAD_JSON", "status_msg must be a string", 400)
+        if status_msg is not None and len(status_msg) > MAX_STATUS_MSG:
+            raise MatrixError("M_INVALID_PARAM", f"status_msg is longer than {MAX_STATUS_MSG}")
+        cur = self._current(user_id)
+        now = self.hs.now_ms()
+        new = {
+            "presence": presence,
+            "status_msg": status_msg if has_status_msg else cur["status_msg"],
+            "last_active_ts": now if presence == "online" else cur["last_active_ts"],
+        }
+        await self._persist(user_id, new)
+        if presence == "online":
+            self._arm_idle(user_id)
+
+    async def set_from_sync(self, user_id: str, state: str | None) -> None:
+        """/sync's ``set_presence``: ``online`` (the default, ``None``) marks the user active and
+        online; ``unavailable`` sets that state; ``offline`` leaves presence unchanged. Writes
+        only when the state changes."""
+        state = state or "online"
+        if state not in PRESENCE_STATES:
+            raise MatrixError(
+                "M_INVALID_PARAM", "set_presence must be one of online, offline, unavailable", 400
+            )
+        if state == "offline":
+            return
+        cur = self._current(user_id)
+        now = self.hs.now_ms()
+        if state == "online":
+            if cur["presence"] != "online":
+                await self._persist(
+                    user_id, {"presence": "online", "status_msg": cur["status_msg"],
+                              "last_active_ts": now}
+                )  # fmt: skip
+            else:
+                cur["last_active_ts"] = now
+                self._state[user_id] = cur
+            self._arm_idle(user_id)
+        elif cur["presence"] != "unavailable":
+            await self._persist(user_id, {**cur, "presence": "unavailable"})
+
+    def bump_active(self, user_id: str) -> None:
+        """Note activity (e.g. sending an event) for ``last_active_ago``."""
+        cur = self._current(user_id)
+        if cur["presence"] == "online":
+            cur["last_active_ts"] = self.hs.now_ms()
+            self._state[user_id] = cur
+
+    def close(self) -> None:
+        for handle in self._idle_timers.values():
+            handle.cancel()
+        self._idle_timers.clear()
+
+    # -- SyncContributor ------------------------------------------------------------------
+    def contribute_global(self, ctx: SyncContext, response: dict) -> None:
+        user_id = ctx.requester.user_id
+        users = self.hs.store.get_users_sharing_room_with(user_id)
+        users.add(user_id)
+        since = ctx.since.pos if ctx.since is not None else None
+        pfilter = ctx.filter["presence"]
+        events = []
+        for row in self.hs.store.presence_changes(users, since, ctx.upto.pos):
+            uid = row["user_id"]
+            self._load()
+            st = self._state.get(uid) or {
+                "presence": row["state"], "status_msg": row["status_msg"],
+                "last_active_ts": row["last_active_ts"],
+            }  # fmt: skip
+            ev = {"type": "m.presence", "sender": uid, "content": self.content(uid, st)}
+            if event_filter_allows(pfilter, ev):
+                events.append(ev)
+        if events:
+            response.setdefault("presence", {}).setdefault("events", []).extend(events)
+
+    def contribute_room(self, ctx: SyncContext, room_id: str, room: dict) -> None:
+        return None
