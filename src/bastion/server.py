@@ -15,6 +15,7 @@ from bastion.config import Config
 from bastion.services.accounts import AccountService
 from bastion.services.account_data import AccountData
 from bastion.services.ephemeral import Presence, Receipts, Typing
+from bastion.services.e2ee import E2EEService
 from bastion.services.filtering import Filters
 from bastion.services.push_rules import PushRules
 from bastion.services.reporting import Reporting
@@ -51,6 +52,9 @@ CLIENT_API_MODULES = [
     "bastion.api.client.push_rules",
     "bastion.api.client.report_content",
     "bastion.api.client.media",
+    "bastion.api.client.keys",
+    "bastion.api.client.to_device",
+    "bastion.api.client.room_keys",
 ]
 
 
@@ -81,6 +85,8 @@ class HomeServer:
         self.reporting = Reporting(self)
         self.sync_contributors += [self.account_data, self.typing, self.receipts, self.presence]
         self.media = MediaService(self)
+        self.e2ee = E2EEService(self)
+        self.sync_contributors.append(self.e2ee)
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
 

@@ -1,0 +1,19 @@
+"""Send-to-Device messaging (C-S API "Send-to-Device messaging", to_device.yaml)."""
+
+from __future__ import annotations
+
+from bastion.api.http import Request, Router
+
+
+def register(router: Router, hs) -> None:
+    e2ee = hs.e2ee
+
+    async def send(req: Request) -> dict:
+        """PUT /_matrix/client/v3/sendToDevice/{eventType}/{txnId} — idempotent per device and
+        transaction ID; ``*`` addresses every device of a user."""
+        p = req.params
+        return await e2ee.send_to_device(
+            req.requester, p["eventType"], p["txnId"], await req.json()
+        )
+
+    router.add("PUT", "/_matrix/client/v3/sendToDevice/{eventType}/{txnId}", send)
