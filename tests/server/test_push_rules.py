@@ -8,6 +8,7 @@ from bastion.errors import MatrixError
 from bastion.services import push_rules as pr
 from bastion.services.filtering import parse_filter
 from bastion.services.sync_api import SyncContext, SyncToken
+from bastion.storage.sqlite.accounts import Requester
 from tests.server.userutil import call_on_server, make_user
 
 BASE = "/_matrix/client/v3/pushrules"
@@ -224,7 +225,7 @@ def test_rules_are_per_user(server):
 def _ctx(server, user, since=None):
     hs = server.hs
     return SyncContext(
-        requester=type("R", (), {"user_id": user.user_id, "device_id": user.device_id})(),
+        requester=Requester(user.user_id, user.device_id),
         since=since,
         upto=SyncToken(hs.store.current_pos, hs.typing.serial),
         filter=parse_filter({}),
