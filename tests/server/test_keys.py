@@ -47,9 +47,7 @@ def test_upload_and_query_returns_keys_exactly(client):
 
 def test_query_display_name_specific_devices_and_unknowns(client):
     alice = new_device(client)
-    r = alice.request(
-        "PUT", f"{V3}/devices/{alice.device_id}", {"display_name": "Alice's phone"}
-    )
+    r = alice.request("PUT", f"{V3}/devices/{alice.device_id}", {"display_name": "Alice's phone"})
     assert r.status == 200, r.body
     r = query(alice, {alice.user_id: [alice.device_id, "NOPE"], "@nobody:localhost": []})
     assert r.status == 200
