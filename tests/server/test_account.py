@@ -115,3 +115,20 @@ def test_capabilities(client):
     assert "m.account_moderation" not in caps
     assert_error(client.request("GET", "/_matrix/client/v3/capabilities", token=None), 401,
                  "M_MISSING_TOKEN")  # fmt: skip
+
+
+def test_deactivate_leaves_rooms(client):
+    a = client.register("henry")
+    b = client.register("iris")
+    room_id = b.request("POST", "/_matrix/client/v3/createRoom", {"invite": [a.user_id]}).body[
+        "room_id"
+    ]
+    other = b.request("POST", "/_matrix/client/v3/createRoom", {"invite": [a.user_id]}).body[
+        "room_id"
+    ]
+    assert a.request("POST", f"/_matrix/client/v3/join/{room_id}", {}).status == 200
+    assert uia(a, DEACTIVATE, {}).status == 200
+    joined = b.request("GET", f"/_matrix/client/v3/rooms/{room_id}/joined_members").body["joined"]
+    assert list(joined) == [b.user_id]
+    r = b.request("GET", f"/_matrix/client/v3/rooms/{other}/state/m.room.member/{a.user_id}")
+    assert r.body["membership"] == "leave"  # the pending invite was rejected

@@ -106,3 +106,34 @@ def test_suspended_user_cannot_change_profile(client, server):
     r = a.request("PUT", f"{P}/{a.user_id}/displayname", {"displayname": "new"})
     assert_error(r, 403, "M_USER_SUSPENDED")
     assert a.request("GET", f"{P}/{a.user_id}").status == 200
+
+
+def member_event(c, room_id, user_id):
+    r = c.request("GET", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.member/{user_id}")
+    assert r.status == 200, r.body
+    return r.body
+
+
+def test_profile_change_updates_member_events(client):
+    a = client.register("henry")
+    b = client.register("iris")
+    room_id = a.request("POST", "/_matrix/client/v3/createRoom", {"invite": [b.user_id]}).body[
+        "room_id"
+    ]
+    assert b.request("POST", f"/_matrix/client/v3/join/{room_id}", {}).status == 200
+    assert member_event(b, room_id, a.user_id)["displayname"] == "henry"
+    url = "mxc://localhost/avatar1"
+    assert (
+        a.request("PUT", f"{P}/{a.user_id}/displayname", {"displayname": "Henry H"}).status == 200
+    )
+    assert a.request("PUT", f"{P}/{a.user_id}/avatar_url", {"avatar_url": url}).status == 200
+    content = member_event(b, room_id, a.user_id)
+    assert content == {"membership": "join", "displayname": "Henry H", "avatar_url": url}
+    assert a.request("DELETE", f"{P}/{a.user_id}/avatar_url").status == 200
+    assert member_event(b, room_id, a.user_id) == {"membership": "join", "displayname": "Henry H"}
+    # Custom fields do not touch member events.
+    r = a.request("GET", f"/_matrix/client/v3/rooms/{room_id}/messages", query={"dir": "b"})
+    before = len(r.body["chunk"])
+    assert a.request("PUT", f"{P}/{a.user_id}/org.example.x", {"org.example.x": 1}).status == 200
+    r = a.request("GET", f"/_matrix/client/v3/rooms/{room_id}/messages", query={"dir": "b"})
+    assert len(r.body["chunk"]) == before

@@ -56,6 +56,8 @@ MAX_DISPLAYNAME_LENGTH = 256
 MAX_PROFILE_BYTES = 64 * 1024
 MAX_PROFILE_KEY_BYTES = 255
 ACCESS_TOKEN_PREFIX = "bst_"
+#: Profile fields copied into m.room.member events.
+MEMBER_PROFILE_KEYS = ("displayname", "avatar_url")
 
 DUMMY = "m.login.dummy"
 PASSWORD = "m.login.password"
@@ -671,23 +673,31 @@ class AccountService:
         await self._leave_all_rooms(uid)
 
     async def _leave_all_rooms(self, user_id: str) -> None:
+        """After deactivation: leave every joined room and reject pending invites and knocks."""
         rooms = getattr(self.hs, "rooms", None)
-        if rooms is None or not hasattr(rooms, "update_membership"):
+        if rooms is None:
             return
-        for room_id in self._joined_room_ids(user_id):
+        room_ids: set[str] = set()
+        for membership in ("join", "invite", "knock"):
+            room_ids |= self.store.get_rooms_for_user(user_id, membership)
+        for room_id in sorted(room_ids):
             try:
                 await rooms.update_membership(user_id, room_id, user_id, "leave")
             except MatrixError as e:
-                log.warning("deactivation: could not leave %s: %s", room_id, e.message)
+                log.warning("deactivation of %s: could not leave %s: %s", user_id, room_id, e)
 
-    def _joined_room_ids(self, user_id: str) -> list[str]:
+    async def _propagate_profile(self, user_id: str) -> None:
+        """C-S API "Events on Change of Profile Information": a new ``m.room.member`` join event
+        in every joined room, carrying the current display name and avatar."""
         rooms = getattr(self.hs, "rooms", None)
-        for name in ("joined_room_ids", "get_joined_room_ids"):
-            for obj in (rooms, self.store):
-                fn = getattr(obj, name, None)
-                if fn is not None:
-                    return sorted(fn(user_id))
-        return []
+        if rooms is None:
+            return
+        for room_id in sorted(self.store.get_rooms_for_user(user_id)):
+            try:
+                # A self-join takes displayname/avatar_url from the stored profile.
+                await rooms.update_membership(user_id, room_id, user_id, "join")
+            except MatrixError as e:
+                log.warning("profile change of %s not sent to %s: %s", user_id, room_id, e)
 
     # -- profiles -------------------------------------------------------------------------------
     def get_profile(self, user_id: str) -> dict:
@@ -701,22 +711,30 @@ class AccountService:
         check_profile_key(key)
         check_profile_value(key, value)
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: sqlite3.Connection) -> bool:
             profile = self.store.profile_in(conn, user_id)
+            changed = key not in profile or profile[key] != value
             profile[key] = value
             if len(canonical_json(profile)) > MAX_PROFILE_BYTES:
                 raise MatrixError(
                     "M_PROFILE_TOO_LARGE", "the profile would exceed its 64 KiB limit"
                 )
             self.store.set_profile_field_in(conn, user_id, key, value)
+            return changed
 
-        await self.store.db.write(fn)
+        if await self.store.db.write(fn) and key in MEMBER_PROFILE_KEYS:
+            await self._propagate_profile(user_id)
 
     async def delete_profile_field(self, user_id: str, key: str) -> None:
         check_profile_key(key)
-        await self.store.db.write(
-            lambda conn: self.store.delete_profile_field_in(conn, user_id, key)
-        )
+
+        def fn(conn: sqlite3.Connection) -> bool:
+            existed = key in self.store.profile_in(conn, user_id)
+            self.store.delete_profile_field_in(conn, user_id, key)
+            return existed
+
+        if await self.store.db.write(fn) and key in MEMBER_PROFILE_KEYS:
+            await self._propagate_profile(user_id)
 
     # -- administration -------------------------------------------------------------------------
     def whois(self, user_id: str) -> dict:
