@@ -208,3 +208,23 @@ def test_sync_always_carries_key_counts(client):
     second = sync(dev, first["next_batch"])
     assert second["device_one_time_keys_count"] == {"signed_curve25519": 4}
     assert second["device_unused_fallback_key_types"] == []
+
+
+def test_long_poll_woken_by_device_list_change(client):
+    alice = new_device(client)
+    bob = Device(client.register())
+    _room_with(alice, bob)
+    since = sync(alice)["next_batch"]
+    out: dict = {}
+
+    def poll():
+        out["body"] = sync(alice, since, timeout=10000)
+
+    t = threading.Thread(target=poll)
+    start = time.monotonic()
+    t.start()
+    time.sleep(0.3)
+    assert bob.upload(device_keys=bob.device_keys()).status == 200
+    t.join(15)
+    assert time.monotonic() - start < 5
+    assert bob.user_id in out["body"]["device_lists"]["changed"]

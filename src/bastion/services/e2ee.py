@@ -441,7 +441,12 @@ class E2EEService:
         after = 0
         if ctx.since is not None:
             after = self._acknowledge(user_id, device_id, ctx.since.pos)
-        rows = self.store.get_to_device(user_id, device_id, after, upto, TO_DEVICE_LIMIT + 1)
+        if ctx.since is not None and upto <= ctx.since.pos:
+            # Pending messages here were held back by a full response; wait for the stream
+            # position that response took, so this response's next_batch moves forward.
+            rows = []
+        else:
+            rows = self.store.get_to_device(user_id, device_id, after, upto, TO_DEVICE_LIMIT + 1)
         if len(rows) > TO_DEVICE_LIMIT:
             rows = rows[:TO_DEVICE_LIMIT]
             self._record_truncation(user_id, device_id, upto, rows[-1][0])
