@@ -22,6 +22,7 @@ skipped.
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 from hypothesis import HealthCheck, assume, given, note, settings
@@ -57,10 +58,12 @@ OTHER_PUBLIC = encode_base64(bytes(OTHER_KEY.verify_key))
 
 # Versions 10–12 are the focus; the others are cheap, so they run too.
 VERSIONS = st.sampled_from(["10", "11", "12"] * 3 + [str(n) for n in range(1, 10)])
+# BASTION_AUTH_EXAMPLES=50000 runs a long, randomised hunt instead of the quick CI run.
+_EXAMPLES = int(os.environ.get("BASTION_AUTH_EXAMPLES", "1500"))
 SETTINGS = settings(
-    max_examples=1500,
+    max_examples=_EXAMPLES,
     deadline=None,
-    derandomize=True,
+    derandomize=_EXAMPLES <= 1500,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 

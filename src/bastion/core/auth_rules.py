@@ -857,13 +857,19 @@ def _check_power_levels(
     # integer ("v1-stringy-power-levels"); anything else is rejected (rule 10 of those versions).
     for name in _NAMED_LEVELS:
         if name in new and parse_power_level(new[name], rv) is None:
-            return _deny("10.1" if rv.enforce_int_power_levels else "10", rv,
-                         f"power level {name!r} is not an integer")  # fmt: skip
+            return _deny(
+                "10.1" if rv.enforce_int_power_levels else "10",
+                rv,
+                f"power level {name!r} is not an integer",
+            )
     # 10.2 (v10+): events and notifications are objects of integers (same caveat for v1–v9).
     for name in ("events", "notifications"):
         if name in new and not _is_level_map(new[name], rv):
-            return _deny("10.2" if rv.enforce_int_power_levels else "10", rv,
-                         f"{name!r} is not an object of integer power levels")  # fmt: skip
+            return _deny(
+                "10.2" if rv.enforce_int_power_levels else "10",
+                rv,
+                f"{name!r} is not an object of integer power levels",
+            )
     # 10.3: users is an object of user IDs to integers (v1–v9: or stringy integers).
     users = new.get("users", {})
     if not _is_level_map(users, rv) or not all(is_valid_user_id(u) for u in users):
@@ -887,31 +893,37 @@ def _check_power_levels(
             return _deny("10.6.1", rv, f"the current {name!r} is above the sender's level")
         if after is not None and after > sender_level:
             return _deny("10.6.2", rv, f"the new {name!r} is above the sender's level")
-    # 10.7/10.8: events (v6+: and notifications) entries changed, removed or added.
+    # 10.7/10.8: events (v6+: and notifications) entries changed or removed, then added or
+    # changed.
     maps = ("events", "notifications") if rv.limit_notifications_power_levels else ("events",)
+    changes = []
     for name in maps:
         before_map, after_map = _level_map(old.get(name)), _level_map(new.get(name))
-        for key in before_map.keys() | after_map.keys():
+        for key in sorted(before_map.keys() | after_map.keys()):
             before, after = level(before_map, key), level(after_map, key)
-            if before == after:
-                continue
-            if before is not None and before > sender_level:  # 10.7.1
-                return _deny("10.7.1", rv, f"the current {name}[{key[:60]!r}] is above the "
-                             "sender's level")  # fmt: skip
-            if after is not None and after > sender_level:  # 10.8.1
-                return _deny("10.8.1", rv, f"the new {name}[{key[:60]!r}] is above the "
-                             "sender's level")  # fmt: skip
-    # 10.9/10.10: users entries changed, removed or added.
+            if before != after:
+                changes.append((f"{name}[{key[:60]!r}]", before, after))
+    for what, before, _ in changes:  # 10.7.1
+        if before is not None and before > sender_level:
+            return _deny("10.7.1", rv, f"the current {what} is above the sender's level")
+    for what, _, after in changes:  # 10.8.1
+        if after is not None and after > sender_level:
+            return _deny("10.8.1", rv, f"the new {what} is above the sender's level")
+    # 10.9/10.10: users entries changed or removed (but the sender's own), then added or changed.
     before_users = _level_map(old.get("users"))
     sender = event["sender"]
-    for user in before_users.keys() | users.keys():
+    changes = []
+    for user in sorted(before_users.keys() | users.keys()):
         before, after = level(before_users, user), level(users, user)
-        if before == after:
-            continue
-        if user != sender and before is not None and before >= sender_level:  # 10.9.1
-            return _deny("10.9.1", rv, "the sender cannot change the level of a user at or "
-                         "above their own")  # fmt: skip
-        if after is not None and after > sender_level:  # 10.10.1
+        if before != after:
+            changes.append((user, before, after))
+    for user, before, _ in changes:  # 10.9.1
+        if user != sender and before is not None and before >= sender_level:
+            return _deny(
+                "10.9.1", rv, "the sender cannot change the level of a user at or above their own"
+            )
+    for _, _, after in changes:  # 10.10.1
+        if after is not None and after > sender_level:
             return _deny("10.10.1", rv, "the sender cannot give a level above their own")
     return _allow("10.11", rv, "the power levels change is within the sender's level")
 
