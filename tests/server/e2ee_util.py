@@ -134,23 +134,25 @@ def cross_signing_body(msk, ssk, usk) -> dict:
     }
 
 
-def sync_direct(server, user_id: str, device_id: str, since: str | None = None) -> tuple[dict, str]:
+def sync_direct(
+    server, user_id: str, device_id: str, since: str | None = None, upto: str | None = None
+) -> tuple[dict, str]:
     """Run the E2EE sync contributor on the server's loop as /sync would: returns (response
     part, next_batch)."""
     hs = server.hs
 
     async def run() -> tuple[dict, str]:
-        upto = SyncToken(hs.store.current_pos, 0)
+        end = SyncToken.parse(upto) if upto else SyncToken(hs.store.current_pos, 0)
         ctx = SyncContext(
             requester=Requester(user_id, device_id),
             since=SyncToken.parse(since) if since else None,
-            upto=upto,
+            upto=end,
             filter={},
         )
         response: dict = {}
         hs.e2ee.contribute_global(ctx, response)
         await asyncio.sleep(0)
-        return json.loads(json.dumps(response)), str(upto)
+        return json.loads(json.dumps(response)), str(end)
 
     return asyncio.run_coroutine_threadsafe(run(), server.loop).result(10)
 

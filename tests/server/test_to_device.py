@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 
-from tests.server.e2ee_util import V3, Device, new_device, wait_writes
+from tests.server.e2ee_util import V3, Device, new_device, sync_direct, wait_writes
 
 
 def send(dev, messages: dict, event_type: str = "m.room.encrypted", txn: str | None = None):
@@ -228,3 +228,20 @@ def test_long_poll_woken_by_device_list_change(client):
     t.join(15)
     assert time.monotonic() - start < 5
     assert bob.user_id in out["body"]["device_lists"]["changed"]
+
+
+def test_held_back_messages_wait_for_a_new_position(client, server):
+    alice = new_device(client)
+    bob = new_device(client)
+    for i in range(105):
+        send(alice, {bob.user_id: {bob.device_id: {"n": i}}})
+    part, token = sync_direct(server, bob.user_id, bob.device_id)
+    assert len(part["to_device"]["events"]) == 100
+    wait_writes(server)
+    # A response whose next_batch would equal `since` carries none of the rest...
+    part, _ = sync_direct(server, bob.user_id, bob.device_id, token, upto=token)
+    assert part["to_device"]["events"] == []
+    # ...the position the full response took lets the next one carry them.
+    part, token2 = sync_direct(server, bob.user_id, bob.device_id, token)
+    assert token2 != token
+    assert [e["content"]["n"] for e in part["to_device"]["events"]] == list(range(100, 105))

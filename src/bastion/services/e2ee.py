@@ -297,6 +297,8 @@ class E2EEService:
                     "message": "keys of remote users are not available from this server yet",
                 }
                 continue
+            if not self.store.user_exists(user_id):
+                continue  # unknown users are left out, without a failure (keys.yaml)
             visible = {user_id, requester.user_id}
             devices = self.store.get_device_keys(user_id, device_ids or None)
             sigs = self.store.get_signatures(user_id, devices.keys())
