@@ -101,9 +101,15 @@ class SyncService:
             changed = since is None or pos > since.pos
             before = at_since.get(room_id, (None, None, 0))[0]
             if membership == "join":
-                newly = since is None or before != "join" or full_state
+                newly = since is None or before != "join"
                 rooms_out["join"][room_id] = self._room(
-                    ctx, room_id, None if newly else since, upto.pos, now, use_state_after
+                    ctx,
+                    room_id,
+                    None if newly else since,
+                    upto.pos,
+                    now,
+                    use_state_after,
+                    full=full_state,
                 )
             elif membership in ("invite", "knock"):
                 if not changed:
@@ -125,10 +131,10 @@ class SyncService:
                     continue
                 elif before is None:
                     continue  # never in the room as of since, and not now either
-                newly = since is None or before != "join" or full_state
+                newly = since is None or before != "join"
                 rooms_out["leave"][room_id] = self._room(
                     ctx, room_id, None if newly else since, pos, now, use_state_after,
-                    leave=True,
+                    full=full_state,
                 )  # fmt: skip
         for c in self.hs.sync_contributors:
             c.contribute_global(ctx, response)
@@ -146,10 +152,11 @@ class SyncService:
     # ------------------------------------------------------------------------------------------
     def _room(
         self, ctx: SyncContext, room_id: str, since: SyncToken | None, upto_pos: int, now: int,
-        use_state_after: bool, leave: bool = False,
+        use_state_after: bool, full: bool = False,
     ) -> dict:  # fmt: skip
-        """The timeline and state of one joined (or left) room. ``since`` None: the room is new
-        to the client (initial sync, newly joined, full_state): the state is all of it."""
+        """The timeline and state of one joined (or left) room, up to ``upto_pos``. ``since``
+        None: the room is new to the client (initial sync, newly joined): the timeline is the
+        latest events and the state all of it; ``full`` (full_state): all of the state too."""
         rooms = self.hs.rooms
         user_id = ctx.requester.user_id
         flt = ctx.filter
@@ -175,13 +182,13 @@ class SyncService:
         if use_state_after:
             end_group = rows[-1].sg_after if rows else start_group
             end_state = rooms.state_at_group(end_group)
-            if since is None:
+            if since is None or full:
                 delta = end_state
             else:
                 since_state = rooms.state_at_group(self.store.room_group_at(room_id, since.pos))
                 delta = {k: v for k, v in end_state.items() if since_state.get(k) != v}
             state_ids = delta
-        elif since is None:
+        elif since is None or full:
             state_ids = start_state
         elif limited:
             since_state = rooms.state_at_group(self.store.room_group_at(room_id, since.pos))
@@ -193,7 +200,7 @@ class SyncService:
             state_ids = {
                 k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders
             }
-            if since is None or limited:
+            if since is None or full or limited:
                 for s in senders:
                     key = ("m.room.member", s)
                     if key in start_state and key not in state_ids:
