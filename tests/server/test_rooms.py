@@ -492,3 +492,21 @@ def test_restart_keeps_rooms(tmp_path):
         assert pdu["prev_events"] == [eid]
     finally:
         srv.stop()
+
+
+def test_restricted_join(alice, bob, client):
+    carol = client.register()
+    space = create(alice, preset="public_chat")
+    assert bob.request("POST", f"{V3}/join/{space}", {}).status == 200
+    room_id = create(alice, room_version="10", initial_state=[{
+        "type": "m.room.join_rules",
+        "content": {"join_rule": "restricted",
+                    "allow": [{"type": "m.room_membership", "room_id": space}]},
+    }])  # fmt: skip
+    r = bob.request("POST", f"{V3}/join/{room_id}", {})
+    assert r.status == 200, r.body
+    st = state(alice, room_id)
+    member = st[("m.room.member", bob.user_id)]["content"]
+    assert member["join_authorised_via_users_server"] == alice.user_id
+    r = carol.request("POST", f"{V3}/join/{room_id}", {})
+    assert r.status == 403 and r.body["errcode"] == "M_FORBIDDEN"

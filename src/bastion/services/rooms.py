@@ -197,7 +197,12 @@ class RoomService:
                 if e is not None:
                     auth_state[k] = e
         check_event_size(ev)
-        result = check_auth_against_state(ev, auth_state, version)
+        # Rule 5.2 (v8+): a join authorised via one of our users carries our signature, which
+        # sign_event adds below; the event is built and signed here, so that holds.
+        result = check_auth_against_state(
+            ev, auth_state, version,
+            verify_signature=lambda _ev, server: server == self.hs.server_name,
+        )  # fmt: skip
         if not result:
             raise err("M_FORBIDDEN", result.reason or "not allowed by the auth rules", bad_status)
         signed = sign_event(
@@ -409,7 +414,48 @@ class RoomService:
             raise err("M_FORBIDDEN", "the target user is not in the room", 403)
         if membership == "join" and current == "ban":
             raise err("M_FORBIDDEN", "you are banned from this room", 403)
+        if membership == "join" and target_user_id == actor_user_id and current not in (
+            "invite", "join",
+        ):  # fmt: skip
+            authoriser = self._restricted_join_authoriser(room_id, target_user_id)
+            if authoriser is not None:
+                content["join_authorised_via_users_server"] = authoriser
         return await self._send(room_id, actor_user_id, "m.room.member", content, target_user_id)
+
+    def _restricted_join_authoriser(self, room_id: str, user_id: str) -> str | None:
+        """C-S "Restricted rooms" (v8+ ``restricted``, v10+ ``knock_restricted``): when the
+        user meets a condition of the join rule's ``allow`` list (membership of another room),
+        the local member with the highest power level who may invite authorises the join."""
+        head = self.require_room(room_id)
+        rv = get_room_version(head.room_version)
+        jr = self.current_state_event(room_id, *JR_KEY)
+        content = jr.get("content", {}) if jr else {}
+        rule = content.get("join_rule")
+        if not (
+            (rule == "restricted" and rv.restricted_join_rule)
+            or (rule == "knock_restricted" and rv.knock_restricted_join_rule)
+        ):
+            return None
+        allow = content.get("allow")
+        if not isinstance(allow, list):
+            return None
+        if not any(
+            isinstance(a, dict)
+            and a.get("type") == "m.room_membership"
+            and isinstance(a.get("room_id"), str)
+            and self.membership_of(a["room_id"], user_id) == "join"
+            for a in allow
+        ):
+            return None
+        pl = self.current_state_event(room_id, *PL_KEY)
+        invite_level = named_level(pl["content"] if pl else None, "invite", rv)
+        candidates = [
+            (self.power_level(room_id, u), u)
+            for u in self.store.get_joined_users(room_id)
+            if self._is_local(u)
+        ]
+        candidates = [c for c in candidates if c[0] >= invite_level]
+        return max(candidates)[1] if candidates else None
 
     # ------------------------------------------------------------------------------------------
     # createRoom
