@@ -335,3 +335,16 @@ def test_contributors_directly(server):
     types = [e["type"] for e in room_out["ephemeral"]["events"]]
     assert "m.typing" in types and "m.receipt" in types
     assert any(e["type"] == "m.push_rules" for e in resp["account_data"]["events"])
+
+
+def test_typing_user_who_left_is_not_shown(server):
+    alice, bob, room = _room_with_two(server)
+    bob.request("PUT", f"{V3}/rooms/{room}/typing/{bob.user_id}", {"typing": True})
+    assert ephemeral(sync(alice), room, "m.typing")[0]["content"]["user_ids"] == [bob.user_id]
+    assert bob.request("POST", f"{V3}/rooms/{room}/leave", {}).status == 200
+    assert ephemeral(sync(alice), room, "m.typing") == []
+    # remove_user (for the room engine on leave) clears it and moves the serial
+    serial = server.hs.typing.serial
+    call_on_server(server, server.hs.typing.remove_user, room, bob.user_id)
+    assert server.hs.typing.serial == serial + 1
+    assert server.hs.typing.typing_users(room) == []

@@ -118,6 +118,9 @@ class Typing:
         if not room_allowed(ctx.filter, room_id):
             return
         users = self.typing_users(room_id)
+        if users:  # a typer who has left since is not shown (their timer expires on its own)
+            joined = self.hs.store.get_joined_users(room_id)
+            users = [u for u in users if u in joined]
         if ctx.since is None:
             if not users:
                 return
