@@ -36,7 +36,8 @@ def test_content_hash_agrees(case):
 @given(versioned_events())
 def test_event_id_and_reference_hash_agree(case):
     version, event = case
-    assert compute_event_id(event, version) == oracle.event_id(event, version)
+    ours, theirs = compute_event_id(event, version), oracle.event_id(event, version)
+    assert ours == theirs, f"room v{version}: {event!r}"
     assert compute_reference_hash(event, version) == oracle.reference_hash(event, version)
 
 

@@ -85,9 +85,14 @@ def _redact(event: Mapping[str, Any], rv: RoomVersion) -> dict[str, Any]:
     else:
         new_content = {k: content[k] for k in keep if k in content}
         if rules is RedactionRules.V11 and etype == "m.room.member":
+            # "allows the `signed` key of the `third_party_invite` key": an object without
+            # `signed` is kept as an empty object, as Synapse does, so that hashes and event IDs
+            # agree across servers (the spec text leaves this case open; DIVERGENCES.md E2).
             tpi = content.get("third_party_invite")
-            if isinstance(tpi, Mapping) and "signed" in tpi:
-                new_content["third_party_invite"] = {"signed": tpi["signed"]}
+            if isinstance(tpi, Mapping):
+                new_content["third_party_invite"] = (
+                    {"signed": tpi["signed"]} if "signed" in tpi else {}
+                )
     out["content"] = new_content
     return out
 
@@ -172,8 +177,14 @@ def _event_id(event: dict, rv: RoomVersion) -> str:
 def compute_event_id(event: dict, room_version: str) -> str:
     """The event ID: ``event_id`` itself in v1–v2, else ``$`` + the reference hash in unpadded
     base64 (standard alphabet in v3, URL-safe from v4; rooms/fragments/v1-event-ids,
-    v4-event-ids)."""
-    return _event_id(_checked(event), get_room_version(room_version))
+    v4-event-ids).
+
+    Non-integral floats, which room versions 1–5 tolerate in content, cannot be hashed: such
+    events raise ``M_BAD_JSON`` here (v1–v2 events still return the ID they carry)."""
+    rv = get_room_version(room_version)
+    if rv.event_id_format is EventIdFormat.V1_OPAQUE and isinstance(event, Mapping):
+        return _event_id(event if type(event) is dict else dict(event), rv)
+    return _event_id(_checked(event), rv)
 
 
 def compute_room_id_v12(create_event: dict) -> str:
