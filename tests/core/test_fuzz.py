@@ -66,3 +66,27 @@ def test_decoders(value):
     only_matrix_errors(core.verify_key_from_base64, value)
     only_matrix_errors(core.signing_key_from_seed, value)
     only_matrix_errors(core.get_room_version, value)
+
+
+@FUZZ
+@given(event_like, st.lists(event_like, max_size=4), VERSIONS)
+def test_auth_functions(event, auth_events, version):
+    only_matrix_errors(core.check_auth, event, auth_events, version)
+    state = {(str(i), ""): ev for i, ev in enumerate(auth_events)}
+    only_matrix_errors(core.check_auth_against_state, event, state, version)
+    only_matrix_errors(core.auth_types_for_event, event, version)
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.dictionaries(
+            st.tuples(st.text(max_size=3), st.text(max_size=3)), st.text(max_size=5), max_size=3
+        ),
+        max_size=3,
+    ),
+    st.dictionaries(st.text(max_size=5), event_like, max_size=4),
+    VERSIONS,
+)
+def test_resolve_state(state_sets, event_map, version):
+    only_matrix_errors(core.resolve_state, version, state_sets, event_map)

@@ -4,6 +4,12 @@ Public API (room versions are strings ``"1"`` … ``"12"``; keys are PyNaCl ``Si
 ``VerifyKey``). Every bad input raises :class:`bastion.errors.MatrixError`.
 """
 
+from bastion.core.auth_rules import (
+    AuthResult,
+    auth_types_for_event,
+    check_auth,
+    check_auth_against_state,
+)
 from bastion.core.base64 import decode_base64, encode_base64
 from bastion.core.canonical_json import canonical_json, parse_json
 from bastion.core.events import (
@@ -15,6 +21,7 @@ from bastion.core.events import (
     compute_room_id_v12,
     redact,
     sign_event,
+    validate_pdu,
     verify_event,
 )
 from bastion.core.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
@@ -25,9 +32,16 @@ from bastion.core.signing import (
     verify_key_from_base64,
     verify_signed_json,
 )
+from bastion.core.state_res import resolve_state
 from bastion.errors import MatrixError
 
 __all__ = [
+    "AuthResult",
+    "auth_types_for_event",
+    "check_auth",
+    "check_auth_against_state",
+    "resolve_state",
+    "validate_pdu",
     "KNOWN_ROOM_VERSIONS",
     "MatrixError",
     "RoomVersion",
