@@ -212,27 +212,19 @@ def _membership(state: Mapping[tuple[str, str], Any], user_id: str) -> str | Non
 
 
 # Event IDs of events checked against, remembered per object (events are immutable).
-_ID_CACHE: dict[int, tuple[object, str]] = {}
-_ID_CACHE_MAX = 4096
-
-
 def _event_id_of(event: Mapping[str, Any], rv: RoomVersion) -> str | None:
-    """The event ID of an event (computed for v3+), or None if it cannot be computed."""
+    """The event ID of an event (computed for v3+), or None if it cannot be computed.
+
+    Hot callers (state resolution, the room engine) pass ``create_event_id`` so that the v12
+    create event is not hashed on every check; the core keeps no cache of its own.
+    """
     if rv.event_id_format is EventIdFormat.V1_OPAQUE:
         eid = event.get("event_id")
         return eid if isinstance(eid, str) else None
-    key = id(event)
-    hit = _ID_CACHE.get(key)
-    if hit is not None and hit[0] is event:
-        return hit[1]
     try:
-        eid = compute_event_id(event, rv.identifier)  # type: ignore[arg-type]
+        return compute_event_id(event, rv.identifier)  # type: ignore[arg-type]
     except MatrixError:
         return None
-    if len(_ID_CACHE) >= _ID_CACHE_MAX:
-        _ID_CACHE.clear()
-    _ID_CACHE[key] = (event, eid)
-    return eid
 
 
 def _referenced_ids(refs: Any, rv: RoomVersion) -> list[str] | None:
