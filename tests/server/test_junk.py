@@ -23,6 +23,7 @@ Runs are deterministic (``derandomize``); set ``BASTION_JUNK_RANDOM=1`` for a ra
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import re
@@ -34,12 +35,13 @@ from urllib.parse import quote, urlencode
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from tests.server.harness import Client, ServerThread
 
 BUDGET_S = float(os.environ.get("BASTION_JUNK_SECONDS", "70"))
 RANDOM = os.environ.get("BASTION_JUNK_RANDOM") == "1"
-MAX_EXAMPLES_PER_ROUTE = 60
+MAX_EXAMPLES_PER_ROUTE = 120
 MIN_EXAMPLES_PER_ROUTE = 6
 REQUEST_TIMEOUT_S = 20
 
@@ -85,6 +87,175 @@ NASTY_VALUES = [
     '{"limit":"x"}', '{"room":{"timeline":{"limit":-5}}}', "s", "s-1_x", "s99999999999_0",
     "t1-2_3", "%00", "\x00", "\udcff", "\u202e", "a" * 5000, "!x:y", "@x:y", "$x", "b", "f",
 ]  # fmt: skip
+
+
+#: Values that are right for some field somewhere, so generated bodies get past the first check.
+PLAUSIBLE_VALUES = [
+    "@u:localhost", "!r:localhost", "m.login.dummy", "m.login.password", "m.id.user", "m.text",
+    "hi", "join", "leave", "invite", "ban", "public", "private", "private_chat",
+    "public_chat", "trusted_private_chat", "m.read", "online", "offline", "unavailable",
+    "m.megolm.v1.aes-sha2", "m.olm.v1.curve25519-aes-sha2", "m.megolm_backup.v1.curve25519-aes-sha2",
+    "curve25519", "signed_curve25519", "ed25519:DEV", "m.room.message", "m.reaction", "b", "f",
+    "global", "override", "content", "room", "sender", "underride", "notify", "dont_notify",
+    "event_match", "10", "12", "m.room.member", "m.room.power_levels", "main",
+]  # fmt: skip
+
+#: Query strings a route needs to get past its first check (matched on the pattern's end);
+#: the catalogue uses them, and generated requests mutate them.
+BASELINE_QUERIES = {
+    "/messages": "dir=b&limit=5",
+    "/register/available": "username=junkname",
+    "/registration_token/validity": "token=abc",
+    "/keys/changes": "from=s0_0&to=s1_0",
+    "/room_keys/keys": "version={version}",
+    "/room_keys/keys/{roomId}": "version={version}",
+    "/room_keys/keys/{roomId}/{sessionId}": "version={version}",
+    "/thumbnail/{serverName}/{mediaId}": "width=32&height=32&method=crop",
+    "/sync": "timeout=0",
+    "/context/{eventId}": "limit=3",
+    "/publicRooms": "limit=5",
+    "/hierarchy": "limit=5",
+}
+
+
+def baseline_query(pattern: str, values: dict[str, str]) -> str:
+    for suffix, query in BASELINE_QUERIES.items():
+        if pattern.endswith(suffix):
+            return query.replace("{version}", quote(values.get("version", "1"), safe=""))
+    return ""
+
+
+def baseline_bodies(v: dict[str, str]) -> dict[tuple[str, str], object]:
+    """Well-formed bodies for the main routes (matched on method and the pattern's end):
+    generated requests mutate one part of them, which reaches deeper than pure junk."""
+    me, bob, room, event, dev = (
+        v["userId"],
+        v["otherUserId"],
+        v["roomId"],
+        v["eventId"],
+        v["deviceId"],
+    )
+    localpart = me[1:].split(":", 1)[0]
+    session = {"first_message_index": 0, "forwarded_count": 0, "is_verified": False,
+               "session_data": {"ephemeral": "a", "ciphertext": "b", "mac": "c"}}  # fmt: skip
+    password_auth = {"type": "m.login.password", "password": "correct horse battery",
+                     "identifier": {"type": "m.id.user", "user": localpart}}  # fmt: skip
+    member = {"user_id": bob, "reason": "r"}
+    return {
+        ("PUT", "/send/{eventType}/{txnId}"): {"msgtype": "m.text", "body": "hi"},
+        ("PUT", "/state/{eventType}"): {"topic": "t"},
+        ("PUT", "/state/{eventType}/{stateKey}"): {"topic": "t"},
+        ("PUT", "/redact/{eventId}/{txnId}"): {"reason": "r"},
+        ("POST", "/createRoom"): {
+            "preset": "private_chat", "name": "n", "topic": "t", "invite": [bob],
+            "initial_state": [{"type": "m.room.topic", "state_key": "", "content": {"topic": "x"}}],
+            "power_level_content_override": {"users": {me: 100}, "events": {"m.room.name": 50}},
+            "creation_content": {"m.federate": False}, "room_version": "12", "is_direct": False,
+            "visibility": "private", "room_alias_name": "a" + secrets.token_hex(3),
+        },
+        ("POST", "/invite"): member, ("POST", "/kick"): member, ("POST", "/ban"): member,
+        ("POST", "/unban"): member, ("POST", "/join"): {"reason": "r"},
+        ("POST", "/join/{roomIdOrAlias}"): {"reason": "r"}, ("POST", "/leave"): {"reason": "r"},
+        ("POST", "/knock/{roomIdOrAlias}"): {"reason": "r"},
+        ("PUT", "/typing/{userId}"): {"typing": True, "timeout": 1000},
+        ("POST", "/receipt/{receiptType}/{eventId}"): {"thread_id": "main"},
+        ("POST", "/read_markers"): {"m.fully_read": event, "m.read": event},
+        ("PUT", "/presence/{userId}/status"): {"presence": "online", "status_msg": "hi"},
+        ("PUT", "/profile/{userId}/{keyName}"): {"displayname": "A"},
+        ("PUT", "/pushrules/{scope}/{kind}/{ruleId}"): {
+            "actions": ["notify"],
+            "conditions": [{"kind": "event_match", "key": "content.body", "pattern": "x"}],
+        },
+        ("PUT", "/enabled"): {"enabled": True},
+        ("PUT", "/actions"): {"actions": ["notify", {"set_tweak": "sound", "value": "d"}]},
+        ("POST", "/login"): {**password_auth, "initial_device_display_name": "d"},
+        ("POST", "/register"): {"username": "j" + secrets.token_hex(4), "password": "pw",
+                                "auth": {"type": "m.login.dummy"}},  # fmt: skip
+        ("POST", "/account/password"): {"new_password": "correct horse battery",
+                                        "logout_devices": False, "auth": password_auth},  # fmt: skip
+        ("POST", "/delete_devices"): {"devices": ["NOPE"], "auth": password_auth},
+        ("PUT", "/devices/{deviceId}"): {"display_name": "d"},
+        ("POST", "/keys/upload"): {
+            "one_time_keys": {"signed_curve25519:AAAA": {"key": "abc", "signatures": {}}},
+            "fallback_keys": {"signed_curve25519:BBBB": {"key": "abc", "fallback": True}},
+        },
+        ("POST", "/keys/query"): {"device_keys": {me: [], bob: [dev]}, "timeout": 10},
+        ("POST", "/keys/claim"): {"one_time_keys": {me: {dev: "signed_curve25519"}}},
+        ("POST", "/keys/signatures/upload"): {me: {dev: {"user_id": me, "device_id": dev}}},
+        ("POST", "/keys/device_signing/upload"): {
+            "master_key": {"user_id": me, "usage": ["master"], "keys": {"ed25519:a": "a"}},
+            "auth": password_auth,
+        },
+        ("PUT", "/sendToDevice/{eventType}/{txnId}"): {"messages": {me: {dev: {"a": 1}, "*": {}}}},
+        ("POST", "/room_keys/version"): {"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
+                                         "auth_data": {"public_key": "abc"}},  # fmt: skip
+        ("PUT", "/room_keys/version/{version}"): {
+            "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
+            "auth_data": {"public_key": "abc"}, "version": v["version"],
+        },
+        ("PUT", "/room_keys/keys/{roomId}/{sessionId}"): session,
+        ("PUT", "/room_keys/keys/{roomId}"): {"sessions": {"s1": session}},
+        ("PUT", "/room_keys/keys"): {"rooms": {room: {"sessions": {"s1": session}}}},
+        ("POST", "/filter"): {"room": {"timeline": {"limit": 10, "types": ["m.room.*"]}},
+                              "event_fields": ["content.body"]},  # fmt: skip
+        ("PUT", "/account_data/{type}"): {"a": 1},
+        ("POST", "/report/{eventId}"): {"reason": "spam"},
+        ("POST", "/report"): {"reason": "spam"},
+        ("PUT", "/directory/room/{roomAlias}"): {"room_id": room},
+        ("PUT", "/directory/list/room/{roomId}"): {"visibility": "public"},
+        ("PUT", "/admin/lock/{userId}"): {"locked": False},
+        ("PUT", "/admin/suspend/{userId}"): {"suspended": False},
+        ("POST", "/publicRooms"): {"limit": 5, "filter": {"generic_search_term": "x"}},
+        ("POST", "/upgrade"): {"new_version": "12"},
+    }  # fmt: skip
+
+
+def baseline_body(method: str, pattern: str, v: dict[str, str]):
+    for (m, suffix), body in baseline_bodies(v).items():
+        if m == method and pattern.endswith(suffix):
+            return body
+    return None
+
+
+def _paths(value, prefix=()):
+    """Every path (tuple of keys and indices) into a JSON value."""
+    out = []
+    if isinstance(value, dict):
+        for k, x in value.items():
+            out.append((*prefix, k))
+            out.extend(_paths(x, (*prefix, k)))
+    elif isinstance(value, list):
+        for i, x in enumerate(value):
+            out.append((*prefix, i))
+            out.extend(_paths(x, (*prefix, i)))
+    return out
+
+
+def _mutate(template, path, new, delete=False):
+    value = json.loads(json.dumps(template))
+    target = value
+    for key in path[:-1]:
+        target = target[key]
+    if delete:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = new
+    return value
+
+
+def mutations(template) -> st.SearchStrategy[bytes]:
+    """A well-formed body, or that body with one part replaced by junk or removed."""
+    paths = _paths(template)
+    if not paths:
+        return st.just(_dumps(template))
+    return st.one_of(
+        st.just(template),
+        st.tuples(st.sampled_from(paths), json_value).map(lambda pv: _mutate(template, *pv)),
+        st.tuples(st.sampled_from(paths), st.sampled_from(NASTY_VALUES + PLAUSIBLE_VALUES)).map(
+            lambda pv: _mutate(template, *pv)
+        ),
+        st.sampled_from(paths).map(lambda p: _mutate(template, p, None, delete=True)),
+    ).map(_dumps)
 
 
 def _nested(depth: int, leaf: str = "1") -> bytes:
@@ -142,7 +313,7 @@ json_leaf = st.one_of(
     st.integers(min_value=-(2**64), max_value=2**64),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=40),
-    st.sampled_from(NASTY_VALUES + ["@u:localhost", "!r:localhost", "m.login.dummy"]),
+    st.sampled_from(NASTY_VALUES + PLAUSIBLE_VALUES),
 )
 json_value = st.recursive(
     json_leaf,
@@ -251,8 +422,10 @@ def build_world(server: ServerThread) -> World:
     r = alice.request("POST", f"/_matrix/client/v3/user/{_enc(alice.user_id)}/filter", {"room": {}})
     if r.status == 200:
         v["filterId"] = r.body["filter_id"]
-    r = alice.request("POST", "/_matrix/media/v3/upload", raw=b"junk media",
-                      headers={"Content-Type": "text/plain"})  # fmt: skip
+    png = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(png, format="PNG")
+    r = alice.request("POST", "/_matrix/media/v3/upload", raw=png.getvalue(),
+                      headers={"Content-Type": "image/png"})  # fmt: skip
     if r.status == 200:
         v["mediaId"] = r.body["content_uri"].rsplit("/", 1)[1]
     r = alice.request("POST", "/_matrix/client/v3/room_keys/version",
@@ -362,7 +535,7 @@ def junk_server(tmp_path_factory):
     srv.stop()
 
 
-def make_run(route, param_strategies: dict, examples: int, fire):
+def make_run(route, param_strategies: dict, queries, bodies, examples: int, fire):
     """A Hypothesis test that sends generated junk to one route."""
 
     @settings(
@@ -371,8 +544,8 @@ def make_run(route, param_strategies: dict, examples: int, fire):
     )  # fmt: skip
     @given(
         params=st.fixed_dictionaries(param_strategies),
-        body=body_strategy,
-        query=query_strategy,
+        body=bodies,
+        query=queries,
         token_kind=st.sampled_from(TOKENS),
         content_type=st.sampled_from(CONTENT_TYPES),
     )
@@ -400,6 +573,8 @@ def test_every_route_survives_junk(junk_server):
     started = time.monotonic()
     sent = 0
     route_time: dict[str, float] = {}
+    statuses: dict[int, int] = {}
+    ok_routes: set[str] = set()
 
     def record(route, problem, method, target, body, token_kind, status_body):
         key = (route.method, route.name, problem)
@@ -452,6 +627,9 @@ def test_every_route_survives_junk(junk_server):
             route_time[route.method + " " + route.name] = (
                 route_time.get(route.method + " " + route.name, 0.0) + time.monotonic() - t0
             )
+        statuses[status] = statuses.get(status, 0) + 1
+        if status < 300:
+            ok_routes.add(route.method + " " + route.name)
         problem = check_response(status, data)
         if problem:
             record(route, problem, route.method, target, body, token_kind, data)
@@ -461,8 +639,12 @@ def test_every_route_survives_junk(junk_server):
 
     # 1. The catalogue, with real IDs and a valid token, on every route.
     for route in routes:
+        base = baseline_query(route.name, world.values)
+        template = baseline_body(route.method, route.name, world.values)
+        if template is not None:
+            fire(route, real_params(route), _dumps(template), base, "valid", "application/json")
         for _, body in BODY_CATALOGUE:
-            fire(route, real_params(route), body, "", "valid", "application/json")
+            fire(route, real_params(route), body, base, "valid", "application/json")
         if not world_is_usable(srv, world):
             world = build_world(srv)
     catalogue_time = time.monotonic() - started
@@ -488,8 +670,18 @@ def test_every_route_survives_junk(junk_server):
             )
             for name in names
         }
+        base = baseline_query(route.name, world.values)
+        queries = st.one_of(
+            query_strategy,
+            st.just(base),
+            query_strategy.map(lambda q, base=base: "&".join(x for x in (base, q) if x)),
+        )
         t0 = time.monotonic()
-        make_run(route, param_strategies, examples, fire)()
+        template = baseline_body(route.method, route.name, world.values)
+        bodies = (
+            body_strategy if template is None else st.one_of(mutations(template), body_strategy)
+        )
+        make_run(route, param_strategies, queries, bodies, examples, fire)()
         generated_time += time.monotonic() - t0
         generated += examples
         per_example = generated_time / generated
@@ -515,7 +707,9 @@ def test_every_route_survives_junk(junk_server):
     print(f"\njunk: {len(routes)} routes, {sent} requests ({generated} generated), "
           f"{elapsed:.1f} s")  # fmt: skip
     if os.environ.get("BASTION_JUNK_PROFILE"):
-        print(f"catalogue {catalogue_time:.1f} s")
+        print(f"catalogue {catalogue_time:.1f} s; statuses {sorted(statuses.items())}")
+        never_ok = sorted({r.method + " " + r.name for r in routes} - ok_routes)
+        print(f"routes never answered 2xx: {never_ok}")
         for name, t in sorted(route_time.items(), key=lambda kv: -kv[1])[:25]:
             print(f"{t:7.2f} s  {name}")
     if failures:
