@@ -512,3 +512,45 @@ def test_download_is_not_limited_to_the_uploader(server, alice, client):
     bob = make_user(server, client)
     r = bob.request("GET", f"{DOWNLOAD}/localhost/{mid}")
     assert r.status == 200 and r.body["_raw"] == b"shared"
+
+
+def test_concurrent_creates_and_puts(server, alice):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bastion.services.media import MAX_PENDING_UPLOADS
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: alice.request("POST", CREATE), range(25)))
+    ok = [r for r in results if r.status == 200]
+    assert len(ok) == MAX_PENDING_UPLOADS
+    assert all(r.body["errcode"] == "M_LIMIT_EXCEEDED" for r in results if r.status != 200)
+
+    # Many PUTs to one media ID: exactly one is accepted, and its bytes are what is served.
+    put = "/_matrix/media/v3/upload/" + ok[0].body["content_uri"][len("mxc://") :]
+    with ThreadPoolExecutor(8) as pool:
+        puts = list(pool.map(lambda i: (i, alice.request("PUT", put, raw=b"v%d" % i)), range(8)))
+    winners = [i for i, r in puts if r.status == 200]
+    assert len(winners) == 1
+    assert all(r.body["errcode"] == "M_CANNOT_OVERWRITE_MEDIA" for _, r in puts if r.status != 200)
+    media_id = put.rsplit("/", 1)[1]
+    r = alice.request("GET", f"{DOWNLOAD}/localhost/{media_id}")
+    assert r.body["_raw"] == b"v%d" % winners[0]
+
+
+def test_head_download(alice):
+    media_id = split_mxc(upload(alice, b"head me", "text/plain").body["content_uri"])[1]
+    r = alice.request("HEAD", f"{DOWNLOAD}/localhost/{media_id}")
+    assert r.status == 200 and r.headers["Content-Length"] == "7"
+    assert r.headers["Content-Disposition"] == "inline"
+
+
+def test_partial_uploads_removed_at_start(tmp_path):
+    data_dir = tmp_path / "data"
+    (data_dir / "media" / "tmp").mkdir(parents=True)
+    part = data_dir / "media" / "tmp" / "deadbeef.part"
+    part.write_bytes(b"cut off by a crash")
+    srv = ServerThread(data_dir).start()
+    try:
+        assert not part.exists()
+    finally:
+        srv.stop()

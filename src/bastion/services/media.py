@@ -97,6 +97,14 @@ class MediaService:
         self.root: Path = hs.config.media_path
         self._waiters: dict[str, tuple[asyncio.Event, int]] = {}  # media ID -> (event, waiters)
         self._thumb_sem: asyncio.Semaphore | None = None
+        self._remove_partial_uploads()
+
+    def _remove_partial_uploads(self) -> None:
+        """Uploads cut off by a crash leave ``tmp/*.part`` files; nothing refers to them."""
+        tmp_dir = self.root / "tmp"
+        if tmp_dir.is_dir():
+            for part in tmp_dir.glob("*.part"):
+                _unlink_quietly(part)
 
     # -- paths --------------------------------------------------------------------------------
     def local_path(self, media_id: str) -> Path:
@@ -179,17 +187,18 @@ class MediaService:
         """POST /_matrix/media/v1/create: a media ID to upload to later, and its expiry.
         429 ``M_LIMIT_EXCEEDED`` past ``MAX_PENDING_UPLOADS`` unexpired pending IDs."""
         now = self.hs.now_ms()
-        if self.hs.store.count_pending_uploads(user_id, now) >= MAX_PENDING_UPLOADS:
-            raise error(
-                "M_LIMIT_EXCEEDED",
-                f"at most {MAX_PENDING_UPLOADS} pending uploads; upload to those first",
-                429, retry_after_ms=60_000,
-            )  # fmt: skip
         media_id = self.new_media_id()
         expires = now + UNUSED_EXPIRY_MS
         store = self.hs.store
 
         def fn(conn: sqlite3.Connection) -> None:
+            # Counted in the same transaction as the insert: concurrent creates cannot overrun.
+            if store.count_pending_uploads_in(conn, user_id, now) >= MAX_PENDING_UPLOADS:
+                raise error(
+                    "M_LIMIT_EXCEEDED",
+                    f"at most {MAX_PENDING_UPLOADS} pending uploads; upload to those first",
+                    429, retry_after_ms=60_000,
+                )  # fmt: skip
             store.insert_local_media_in(
                 conn, media_id, user_id, now, unused_expires_at=expires, uploaded=False
             )

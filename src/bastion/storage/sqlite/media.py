@@ -42,12 +42,14 @@ class MediaStore:
     def get_local_media(self, media_id: str) -> sqlite3.Row | None:
         return self.db.read_one("SELECT * FROM local_media WHERE media_id = ?", (media_id,))
 
-    def count_pending_uploads(self, user_id: str, now_ms: int) -> int:
-        row = self.db.read_one(
+    @staticmethod
+    def count_pending_uploads_in(conn: sqlite3.Connection, user_id: str, now_ms: int) -> int:
+        """Unexpired pending uploads of a user (inside a write function)."""
+        row = conn.execute(
             "SELECT COUNT(*) FROM local_media WHERE user_id = ? AND upload_ts IS NULL"
             " AND unused_expires_at > ?",
             (user_id, now_ms),
-        )
+        ).fetchone()
         return row[0] if row else 0
 
     @staticmethod
