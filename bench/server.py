@@ -1,0 +1,691 @@
+"""Benchmark of the running homeserver against Synapse, with the same client load, in one run.
+
+Starts Bastion (``python -m bastion.cli serve``) and Synapse (``python -m synapse.app.homeserver``)
+as subprocesses on 127.0.0.1, each in its own session (setsid) with a fresh SQLite database, and
+drives both with the same aiohttp client load, one server at a time (alternating):
+
+1. messages/s: one sender (sequential ``PUT /rooms/{id}/send/m.room.message/{txn}``), and ten
+   senders in one room concurrently;
+2. /sync wake-up latency: B long-polls ``/sync?since=…``, A sends; time from the start of A's send
+   to B's sync returning with the event (p50, p95);
+3. initial /sync of a fresh member of a room holding 1,000 messages, with a timeline limit of 10
+   and with the default filter;
+4. registration (UIA with ``m.login.dummy``: the 401 round trip and the dummy stage, as clients
+   do it) and password login;
+5. resident memory (VmRSS of the server process from /proc): idle after startup, peak (VmHWM) and
+   after the load.
+
+Bastion runs with its production password hashing (argon2id, time 3, memory 64 MiB, lanes 1 —
+the Config defaults); Synapse with its defaults (bcrypt, 12 rounds) and its generated log
+config, with the rate limits rc_message, rc_registration, rc_login, rc_joins, rc_joins_per_room,
+rc_invites and rc_room_creation raised to per_second 1000 / burst_count 1000 so that they do not
+throttle the load. Every loop is bounded in count and in time. Both servers are stopped by PID
+at the end, on error too.
+
+Prints a table, then the figures of both servers and the ratios as one JSON object on the last
+line. Times are medians (or percentiles) over rounds; throughputs are medians of repeated runs.
+
+Run: python bench/server.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse battery staple"
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=90)
+RATE_LIMITED = (
+    "rc_message", "rc_registration", "rc_login", "rc_joins", "rc_joins_per_room",
+    "rc_invites", "rc_room_creation",
+)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# Processes
+# ----------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    name: str
+    base_url: str
+    proc: subprocess.Popen
+    log_path: Path
+    spawned_at: float = field(default_factory=time.monotonic)
+    figures: dict = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def status_kib(self, key: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        raise RuntimeError(f"{key} not in /proc/{self.pid}/status")
+
+    def rss_mib(self) -> float:
+        return self.status_kib("VmRSS") / 1024
+
+    def hwm_mib(self) -> float:
+        return self.status_kib("VmHWM") / 1024
+
+    def reset_peak(self) -> bool:
+        """Reset VmHWM to the current RSS (Linux clear_refs ``5``), so that the peak of one
+        phase can be read alone."""
+        try:
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
+
+
+_STARTED: list[subprocess.Popen] = []
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM the process by its PID, SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def _stop_all() -> None:
+    for proc in list(_STARTED):
+        stop_process(proc)
+        _STARTED.remove(proc)
+
+
+atexit.register(_stop_all)
+
+
+def spawn(args: list[str], log_path: Path, cwd: Path) -> subprocess.Popen:
+    log = open(log_path, "wb")  # noqa: SIM115 - owned by the child
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen(
+        args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, env=env,
+        start_new_session=True,  # setsid: its own session and process group
+    )  # fmt: skip
+    log.close()
+    _STARTED.append(proc)
+    return proc
+
+
+def start_bastion(work: Path) -> Server:
+    data = work / "bastion"
+    data.mkdir()
+    port = free_port()
+    # The production argon2 costs, written out so the measurement states them.
+    (data / "bastion.toml").write_text(
+        'server_name = "localhost"\n'
+        "argon2_time_cost = 3\nargon2_memory_cost = 65536\nargon2_parallelism = 1\n"
+        'sqlite_synchronous = "NORMAL"\nlog_level = "INFO"\n'
+    )
+    proc = spawn(
+        [sys.executable, "-m", "bastion.cli", "serve", "--data-dir", str(data),
+         "--listen", f"127.0.0.1:{port}", "--registration", "open"],
+        data / "server.log", data,
+    )  # fmt: skip
+    return Server("bastion", f"http://127.0.0.1:{port}", proc, data / "server.log")
+
+
+def prepare_synapse(work: Path) -> tuple[Path, int]:
+    """Generate Synapse's config and signing key; return the config path and the port."""
+    import yaml
+
+    data = work / "synapse"
+    data.mkdir()
+    port = free_port()
+    name = f"127.0.0.1:{port}"
+    cfg_path = data / "homeserver.yaml"
+    subprocess.run(
+        [sys.executable, "-m", "synapse.app.homeserver", "--generate-config", "-H", name,
+         "-c", str(cfg_path), "--report-stats=no", "--data-directory", str(data)],
+        check=True, cwd=data, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
+    )  # fmt: skip
+    cfg = yaml.safe_load(cfg_path.read_text())
+    limit = {"per_second": 1000, "burst_count": 1000}
+    cfg.update(
+        {
+            "listeners": [
+                {
+                    "port": port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "tls": False,
+                    "x_forwarded": False,
+                    "resources": [{"names": ["client"], "compress": False}],
+                }
+            ],  # fmt: skip
+            "report_stats": False,
+            "trusted_key_servers": [],
+            "suppress_key_server_warning": True,
+            "enable_registration": True,
+            "enable_registration_without_verification": True,
+            "rc_message": limit,
+            "rc_registration": limit,
+            "rc_login": {"address": limit, "account": limit, "failed_attempts": limit},
+            "rc_joins": {"local": limit, "remote": limit},
+            "rc_joins_per_room": limit,
+            "rc_invites": {"per_room": limit, "per_user": limit, "per_issuer": limit},
+            "rc_room_creation": limit,
+        }
+    )
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    # The signing key was generated with the config; --generate-keys fills any that is missing.
+    subprocess.run(
+        [sys.executable, "-m", "synapse.app.homeserver", "-c", str(cfg_path), "--generate-keys"],
+        check=True, cwd=data, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
+    )  # fmt: skip
+    return cfg_path, port
+
+
+def start_synapse(cfg_path: Path, port: int) -> Server:
+    data = cfg_path.parent
+    proc = spawn(
+        [sys.executable, "-m", "synapse.app.homeserver", "-c", str(cfg_path)],
+        data / "stdout.log", data,
+    )  # fmt: skip
+    return Server("synapse", f"http://127.0.0.1:{port}", proc, data / "homeserver.log")
+
+
+async def wait_ready(
+    session: aiohttp.ClientSession, server: Server, timeout_s: float = 90
+) -> float:
+    """Poll /versions until it answers; return the seconds since the process was spawned."""
+    t0 = server.spawned_at
+    while time.monotonic() - t0 < timeout_s:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.proc.returncode}")
+        try:
+            async with session.get(server.base_url + "/_matrix/client/versions") as r:
+                if r.status == 200:
+                    return time.monotonic() - t0
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{server.name} did not start within {timeout_s} s")
+
+
+# ----------------------------------------------------------------------------------------------
+# A tiny client
+# ----------------------------------------------------------------------------------------------
+class Api:
+    def __init__(self, session: aiohttp.ClientSession, server: Server) -> None:
+        self.s = session
+        self.base = server.base_url
+
+    async def call(self, method: str, path: str, body=None, token: str | None = None,
+                   params: dict | None = None, ok=(200,)) -> tuple[int, dict]:  # fmt: skip
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.s.request(
+            method, self.base + path, json=body, headers=headers, params=params,
+            timeout=REQUEST_TIMEOUT,
+        ) as r:  # fmt: skip
+            data = await r.read()
+            status = r.status
+        parsed = json.loads(data) if data else {}
+        if ok and status not in ok:
+            raise RuntimeError(f"{method} {path} -> {status} {str(parsed)[:300]}")
+        return status, parsed
+
+
+@dataclass
+class User:
+    user_id: str
+    token: str
+
+
+async def register(api: Api, username: str | None = None) -> User:
+    """UIA registration as clients do it: the 401 with a session, then the dummy stage."""
+    username = username or "u" + uuid.uuid4().hex[:12]
+    body = {"username": username, "password": PASSWORD, "initial_device_display_name": "bench"}
+    status, first = await api.call("POST", "/_matrix/client/v3/register", body, ok=(401,))
+    body["auth"] = {"type": "m.login.dummy", "session": first["session"]}
+    _, done = await api.call("POST", "/_matrix/client/v3/register", body)
+    return User(done["user_id"], done["access_token"])
+
+
+async def login(api: Api, user_id: str) -> str:
+    _, r = await api.call(
+        "POST", "/_matrix/client/v3/login",
+        {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id},
+         "password": PASSWORD},
+    )  # fmt: skip
+    return r["access_token"]
+
+
+async def create_room(api: Api, user: User, public: bool = True) -> str:
+    _, r = await api.call(
+        "POST", "/_matrix/client/v3/createRoom",
+        {"preset": "public_chat" if public else "private_chat", "name": "bench"}, user.token,
+    )  # fmt: skip
+    return r["room_id"]
+
+
+async def join(api: Api, user: User, room_id: str) -> None:
+    await api.call("POST", f"/_matrix/client/v3/join/{room_id}", {}, user.token)
+
+
+async def send(api: Api, user: User, room_id: str, body: str) -> str:
+    txn = uuid.uuid4().hex
+    _, r = await api.call(
+        "PUT", f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}",
+        {"msgtype": "m.text", "body": body}, user.token,
+    )  # fmt: skip
+    return r["event_id"]
+
+
+async def sync(api: Api, user: User, since: str | None = None, timeout_ms: int = 0,
+               flt: str | None = None) -> dict:  # fmt: skip
+    params: dict = {"timeout": str(timeout_ms)}
+    if since:
+        params["since"] = since
+    if flt:
+        params["filter"] = flt
+    _, r = await api.call("GET", "/_matrix/client/v3/sync", None, user.token, params)
+    return r
+
+
+def timeline_ids(resp: dict, room_id: str) -> list[str]:
+    room = resp.get("rooms", {}).get("join", {}).get(room_id, {})
+    return [e.get("event_id") for e in room.get("timeline", {}).get("events", [])]
+
+
+def percentile(values: list[float], p: float) -> float:
+    s = sorted(values)
+    k = (len(s) - 1) * p
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+# ----------------------------------------------------------------------------------------------
+# One helper per figure
+# ----------------------------------------------------------------------------------------------
+async def bench_send_one(api: Api, user: User, room_id: str, n: int, budget_s: float) -> float:
+    """Messages/s of one sender sending ``n`` messages one after the other."""
+    for i in range(5):  # warm-up
+        await send(api, user, room_id, f"warm-up {i}")
+    deadline = time.monotonic() + budget_s
+    t0 = time.perf_counter()
+    done = 0
+    for i in range(n):
+        await send(api, user, room_id, f"message {i} from one sender")
+        done += 1
+        if time.monotonic() > deadline:
+            break
+    return done / (time.perf_counter() - t0)
+
+
+async def bench_send_many(
+    api: Api, users: list[User], room_id: str, per_user: int, budget_s: float
+) -> float:
+    """Messages/s of ``len(users)`` concurrent senders in one room, ``per_user`` each."""
+    deadline = time.monotonic() + budget_s
+    counts = [0] * len(users)
+
+    async def sender(k: int, user: User) -> None:
+        for i in range(per_user):
+            await send(api, user, room_id, f"message {i} from sender {k}")
+            counts[k] += 1
+            if time.monotonic() > deadline:
+                return
+
+    await asyncio.gather(*(send(api, u, room_id, "warm-up") for u in users))
+    t0 = time.perf_counter()
+    await asyncio.gather(*(sender(k, u) for k, u in enumerate(users)))
+    return sum(counts) / (time.perf_counter() - t0)
+
+
+async def bench_sync_wake(
+    api: Api, a: User, b: User, room_id: str, rounds: int, budget_s: float
+) -> list[float]:
+    """Seconds from the start of A's send to B's long-poll returning with the event."""
+    since = (await sync(api, b))["next_batch"]
+    out: list[float] = []
+    deadline = time.monotonic() + budget_s
+    for i in range(rounds):
+        if time.monotonic() > deadline:
+            break
+        # Drain anything pending (presence, receipts) so the poll below is parked.
+        since = (await sync(api, b, since, 0))["next_batch"]
+        poll = asyncio.create_task(sync(api, b, since, 30_000))
+        await asyncio.sleep(0.15)  # let the long poll park on the server
+        if poll.done():  # woken by something else; start over
+            since = poll.result()["next_batch"]
+            continue
+        t0 = time.perf_counter()
+        event_id = await send(api, a, room_id, f"wake {i}")
+        resp = await poll
+        polls = 0
+        while event_id not in timeline_ids(resp, room_id) and polls < 20:
+            resp = await sync(api, b, resp["next_batch"], 30_000)
+            polls += 1
+        if event_id not in timeline_ids(resp, room_id):
+            raise RuntimeError("the message never reached the other user's /sync")
+        out.append(time.perf_counter() - t0)
+        since = resp["next_batch"]
+    return out
+
+
+async def fill_room(api: Api, users: list[User], room_id: str, n: int, budget_s: float) -> int:
+    """Send ``n`` messages into a room, spread over ``users`` sending concurrently."""
+    deadline = time.monotonic() + budget_s
+    sent = [0]
+
+    async def sender(k: int, user: User) -> None:
+        for i in range(k, n, len(users)):
+            if time.monotonic() > deadline:
+                return
+            await send(api, user, room_id, f"history message {i} " + "lorem ipsum " * 4)
+            sent[0] += 1
+
+    await asyncio.gather(*(sender(k, u) for k, u in enumerate(users)))
+    return sent[0]
+
+
+async def bench_initial_sync(
+    api: Api, room_id: str, fresh: list[User], flt: str | None, budget_s: float
+) -> list[float]:
+    """Seconds for a fresh member of the room (registered beforehand, one per round) to join
+    and then do its initial /sync; only the /sync is timed."""
+    out: list[float] = []
+    deadline = time.monotonic() + budget_s
+    for user in fresh:
+        if time.monotonic() > deadline:
+            break
+        await join(api, user, room_id)
+        t0 = time.perf_counter()
+        resp = await sync(api, user, None, 0, flt)
+        out.append(time.perf_counter() - t0)
+        if not timeline_ids(resp, room_id):
+            raise RuntimeError("the initial sync did not return the room's timeline")
+    return out
+
+
+async def bench_register(api: Api, rounds: int, budget_s: float) -> tuple[list[float], list[str]]:
+    out: list[float] = []
+    users: list[str] = []
+    deadline = time.monotonic() + budget_s
+    for _ in range(rounds):
+        if time.monotonic() > deadline:
+            break
+        t0 = time.perf_counter()
+        user = await register(api)
+        out.append(time.perf_counter() - t0)
+        users.append(user.user_id)
+    return out, users
+
+
+async def bench_login(api: Api, user_ids: list[str], rounds: int, budget_s: float) -> list[float]:
+    out: list[float] = []
+    deadline = time.monotonic() + budget_s
+    for i in range(rounds):
+        if time.monotonic() > deadline:
+            break
+        t0 = time.perf_counter()
+        await login(api, user_ids[i % len(user_ids)])
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    one_sender_msgs: int
+    senders: int
+    per_sender_msgs: int
+    throughput_repeats: int
+    wake_rounds: int
+    history_msgs: int
+    initial_sync_rounds: int
+    auth_rounds: int
+
+    @classmethod
+    def make(cls, quick: bool) -> Plan:
+        if quick:
+            return cls(100, 10, 20, 1, 20, 300, 3, 5)
+        return cls(500, 10, 200, 3, 100, 1000, 5, 20)
+
+
+async def run(plan: Plan, work: Path) -> tuple[dict, dict]:
+    syn_cfg, syn_port = prepare_synapse(work)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        # One after the other, so that neither start competes with the other for the CPU.
+        bastion = start_bastion(work)
+        bastion.figures["startup_s"] = await wait_ready(session, bastion)
+        synapse = start_synapse(syn_cfg, syn_port)
+        synapse.figures["startup_s"] = await wait_ready(session, synapse)
+        servers = [bastion, synapse]
+        await asyncio.sleep(3)  # settle after startup
+        for srv in servers:
+            srv.figures["rss_idle_mib"] = srv.rss_mib()
+            srv.figures["rss_peak_startup_mib"] = srv.hwm_mib()
+        apis = {srv.name: Api(session, srv) for srv in servers}
+
+        # Set-up (not timed): the users and rooms each figure needs. Registering hashes a
+        # password, so the fresh users of figure 3 are registered here too.
+        setup: dict[str, dict] = {}
+        for srv in servers:
+            api = apis[srv.name]
+            users = [await register(api) for _ in range(plan.senders)]
+            fresh = [await register(api) for _ in range(2 * plan.initial_sync_rounds)]
+            owner = users[0]
+            one_room = await create_room(api, owner)
+            many_room = await create_room(api, owner)
+            wake_room = await create_room(api, owner)
+            history_room = await create_room(api, owner)
+            for u in users[1:]:
+                await join(api, u, many_room)
+                await join(api, u, history_room)
+            await join(api, users[1], wake_room)
+            setup[srv.name] = {"users": users, "fresh": fresh, "one": one_room,
+                               "many": many_room, "wake": wake_room,
+                               "history": history_room}  # fmt: skip
+        peak_reset = all(srv.reset_peak() for srv in servers)
+
+        # 1. throughput, alternating servers, median of repeats.
+        rates: dict[str, dict[str, list[float]]] = {
+            s.name: {"one": [], "many": []} for s in servers
+        }
+        for _ in range(plan.throughput_repeats):
+            for srv in servers:
+                api, st = apis[srv.name], setup[srv.name]
+                rates[srv.name]["one"].append(
+                    await bench_send_one(api, st["users"][0], st["one"], plan.one_sender_msgs, 180)
+                )
+            for srv in servers:
+                api, st = apis[srv.name], setup[srv.name]
+                rates[srv.name]["many"].append(
+                    await bench_send_many(api, st["users"], st["many"], plan.per_sender_msgs, 240)
+                )
+        for srv in servers:
+            srv.figures["send_1_sender_msgs_per_s"] = statistics.median(rates[srv.name]["one"])
+            srv.figures["send_10_senders_msgs_per_s"] = statistics.median(rates[srv.name]["many"])
+
+        # 2. /sync wake-up latency.
+        for srv in servers:
+            st = setup[srv.name]
+            lat = await bench_sync_wake(
+                apis[srv.name], st["users"][0], st["users"][1], st["wake"], plan.wake_rounds, 180
+            )
+            srv.figures["sync_wake_rounds"] = len(lat)
+            srv.figures["sync_wake_p50_ms"] = percentile(lat, 0.5) * 1000
+            srv.figures["sync_wake_p95_ms"] = percentile(lat, 0.95) * 1000
+
+        # 3. initial sync of a fresh member of a room with history.
+        limit10 = json.dumps({"room": {"timeline": {"limit": 10}}}, separators=(",", ":"))
+        for srv in servers:
+            st = setup[srv.name]
+            srv.figures["history_msgs"] = await fill_room(
+                apis[srv.name], st["users"], st["history"], plan.history_msgs, 300
+            )
+        for srv in servers:
+            st = setup[srv.name]
+            n = plan.initial_sync_rounds
+            for key, flt, fresh in (("limit10", limit10, st["fresh"][:n]),
+                                    ("default", None, st["fresh"][n:])):  # fmt: skip
+                times = await bench_initial_sync(apis[srv.name], st["history"], fresh, flt, 120)
+                srv.figures[f"initial_sync_{key}_ms"] = statistics.median(times) * 1000
+
+        # Memory after the message and sync load (figures 1-3: no password hashing).
+        await asyncio.sleep(1)
+        for srv in servers:
+            srv.figures["rss_after_msg_sync_load_mib"] = srv.rss_mib()
+            srv.figures["rss_peak_msg_sync_load_mib"] = srv.hwm_mib()
+            srv.reset_peak()
+
+        # 4. registration and login.
+        for srv in servers:
+            times, user_ids = await bench_register(apis[srv.name], plan.auth_rounds, 120)
+            srv.figures["register_ms"] = statistics.median(times) * 1000
+            times = await bench_login(apis[srv.name], user_ids, plan.auth_rounds, 120)
+            srv.figures["login_ms"] = statistics.median(times) * 1000
+
+        # 5. memory after all the load.
+        await asyncio.sleep(1)
+        for srv in servers:
+            srv.figures["rss_peak_auth_mib"] = srv.hwm_mib()
+            srv.figures["rss_after_load_mib"] = srv.rss_mib()
+            srv.figures["peak_reset_worked"] = peak_reset
+    for srv in servers:
+        stop_process(srv.proc)
+    return bastion.figures, synapse.figures
+
+
+ROWS = [
+    ("send_1_sender_msgs_per_s", "send, 1 sender (msg/s)", "up"),
+    ("send_10_senders_msgs_per_s", "send, 10 senders in 1 room (msg/s)", "up"),
+    ("sync_wake_p50_ms", "/sync wake-up p50 (ms)", "down"),
+    ("sync_wake_p95_ms", "/sync wake-up p95 (ms)", "down"),
+    ("initial_sync_limit10_ms", "initial /sync, 1k-msg room, limit 10 (ms)", "down"),
+    ("initial_sync_default_ms", "initial /sync, 1k-msg room, default (ms)", "down"),
+    ("register_ms", "register, m.login.dummy UIA (ms)", "down"),
+    ("login_ms", "login, m.login.password (ms)", "down"),
+    ("rss_idle_mib", "RSS idle after startup (MiB)", "down"),
+    ("rss_peak_startup_mib", "RSS peak by idle, VmHWM (MiB)", "down"),
+    ("rss_peak_msg_sync_load_mib", "RSS peak, figures 1-3 (MiB)", "down"),
+    ("rss_after_msg_sync_load_mib", "RSS after figures 1-3 (MiB)", "down"),
+    ("rss_peak_auth_mib", "RSS peak, figure 4 register/login (MiB)", "down"),
+    ("rss_after_load_mib", "RSS after all load (MiB)", "down"),
+    ("startup_s", "startup to first /versions (s)", "down"),
+]
+
+
+def ratio_key(key: str, direction: str) -> str:
+    base = key.rsplit("_", 1)[0] if key.endswith(("_ms", "_s", "_mib")) else key
+    if direction == "up":
+        return f"{base.removesuffix('_msgs_per')}_bastion_over_synapse"
+    return f"{base}_synapse_over_bastion"
+
+
+def report(b: dict, s: dict, plan: Plan, quick: bool) -> dict:
+    ratios = {}
+    for key, _, direction in ROWS:
+        num, den = (b[key], s[key]) if direction == "up" else (s[key], b[key])
+        ratios[ratio_key(key, direction)] = num / den if den else None
+    goals = {
+        "send_3x_synapse": min(
+            ratios["send_1_sender_bastion_over_synapse"],
+            ratios["send_10_senders_bastion_over_synapse"],
+        ) >= 3,
+        "sync_wake_at_most_half_of_synapse": min(
+            ratios["sync_wake_p50_synapse_over_bastion"],
+            ratios["sync_wake_p95_synapse_over_bastion"],
+        ) >= 2,
+        "memory_at_most_a_third_of_synapse": min(
+            ratios["rss_idle_synapse_over_bastion"],
+            ratios["rss_peak_msg_sync_load_synapse_over_bastion"],
+            ratios["rss_after_load_synapse_over_bastion"],
+        ) >= 3,
+    }  # fmt: skip
+    width = max(len(label) for _, label, _ in ROWS)
+    print(f"{'':<{width}}  {'Bastion':>10}  {'Synapse':>10}  ratio")
+    for key, label, direction in ROWS:
+        r = ratios[ratio_key(key, direction)]
+        what = "B/S" if direction == "up" else "S/B"
+        print(f"{label:<{width}}  {b[key]:>10.1f}  {s[key]:>10.1f}  {r:6.2f}x ({what})")
+    print(
+        f"(sync wake rounds: {b['sync_wake_rounds']} / {s['sync_wake_rounds']}; history: "
+        f"{b['history_msgs']} / {s['history_msgs']} messages; throughput: median of "
+        f"{plan.throughput_repeats} runs)"
+    )
+    print(
+        "Bastion: argon2id t=3 m=64MiB p=1 (production defaults). Synapse 1.163 defaults (bcrypt "
+        "12 rounds, generated log config) with rate limits raised to 1000/s, burst 1000: "
+        + ", ".join(RATE_LIMITED)
+        + ". Both on SQLite, 127.0.0.1, one client process (aiohttp)."
+    )
+    for goal, met in goals.items():
+        print(f"goal {goal}: {'met' if met else 'MISSED'}")
+
+    def rounded(d: dict) -> dict:
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in d.items()}
+
+    return {
+        "quick": quick,
+        "bastion": rounded(b),
+        "synapse": rounded(s),
+        "ratios": rounded(ratios),
+        "goals": goals,
+        "synapse_rate_limits_raised_to_1000_per_s": list(RATE_LIMITED),
+        "bastion_argon2": "argon2id time_cost=3 memory_cost=65536KiB parallelism=1 (defaults)",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short run (smaller counts)")
+    parser.add_argument("--keep", action="store_true", help="keep the data directories")
+    args = parser.parse_args()
+    plan = Plan.make(args.quick)
+    work = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
+    try:
+        b, s = asyncio.run(run(plan, work))
+    finally:
+        _stop_all()
+        if args.keep:
+            print(f"data kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    out = report(b, s, plan, args.quick)
+    print(json.dumps(out, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
