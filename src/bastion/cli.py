@@ -49,6 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--default-room-version", metavar="N", help="room version for new rooms (default: 12)"
     )
+    fed = serve.add_argument_group("federation (off unless --federation-listen is given)")
+    fed.add_argument(
+        "--federation-listen", metavar="HOST:PORT", help="Server-Server API address (HTTPS)"
+    )
+    fed.add_argument("--tls-cert", metavar="FILE", help="federation TLS certificate chain (PEM)")
+    fed.add_argument("--tls-key", metavar="FILE", help="federation TLS private key (PEM)")
+    fed.add_argument(
+        "--tls-self-signed", action="store_true", default=None,
+        help="create a self-signed certificate for the server name if the file is absent (tests)",
+    )  # fmt: skip
+    fed.add_argument(
+        "--federation-ca", metavar="FILE",
+        help="trust this CA bundle for outbound federation instead of the system store",
+    )  # fmt: skip
+    fed.add_argument(
+        "--federation-allow-ip", metavar="CIDR", action="append",
+        help="let outbound federation reach this range despite the egress filter (repeatable; "
+        "loopback must be allowed explicitly)",
+    )  # fmt: skip
 
     admin = sub.add_parser(
         "admin", help="administration commands (run beside or instead of the server)"
@@ -59,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("username", help="localpart or full user ID")
     cu.add_argument("--password", help="password (default: read from standard input)")
     cu.add_argument("--admin", action="store_true", help="make the user a server admin")
+
+    rk = asub.add_parser(
+        "rotate-signing-key",
+        help="replace the server's signing key; the old one is published as an old_verify_key "
+        "(restart the server to start using the new key)",
+    )
+    _add_common(rk)
 
     rt = asub.add_parser("registration-token", help="manage registration tokens")
     rsub = rt.add_subparsers(dest="token_command", required=True)
@@ -103,6 +129,20 @@ def resolve_config(args: argparse.Namespace) -> Config:
         overrides["registration"] = args.registration
     if getattr(args, "default_room_version", None):
         overrides["default_room_version"] = args.default_room_version
+    if getattr(args, "federation_listen", None):
+        overrides["federation_listen"] = args.federation_listen
+    if getattr(args, "tls_cert", None):
+        overrides["tls_certificate_path"] = args.tls_cert
+    if getattr(args, "tls_key", None):
+        overrides["tls_private_key_path"] = args.tls_key
+    if getattr(args, "tls_self_signed", None):
+        overrides["tls_self_signed"] = True
+    if getattr(args, "federation_ca", None):
+        overrides["federation_ca_file"] = args.federation_ca
+    if getattr(args, "federation_allow_ip", None):
+        overrides["federation_allow_ips"] = (
+            *config.federation_allow_ips, *args.federation_allow_ip
+        )
     config = config.with_overrides(**overrides).validate()
     if args.command == "serve" and not config_path.exists():
         config_path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,6 +277,40 @@ def admin_registration_token(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def admin_rotate_signing_key(config: Config, args: argparse.Namespace) -> int:
+    """Replace the signing key; the old key goes to ``old_verify_keys`` with ``expired_ts`` now
+    (S-S API "Publishing Keys": old keys stay valid for checking events they signed)."""
+    from bastion.core.signing import encode_verify_key
+    from bastion.signing_key import load_or_create_signing_key, rotate_signing_key
+
+    path = config.signing_key_path
+    if not path.exists():
+        print(f"bastion: no signing key at {path}", file=sys.stderr)
+        return 1
+    old = load_or_create_signing_key(path)
+    store = _open_store(config)
+    try:
+        now = int(time.time() * 1000)
+
+        def retire(conn) -> None:
+            # The old key is recorded before the file changes: a crash in between leaves the
+            # old key both current and listed, never lost.
+            store.add_local_old_signing_key_in(
+                conn, old.key_id, encode_verify_key(old.key), now
+            )
+            store.record_admin_action_in(
+                conn, "cli", "rotate-signing-key", old.key_id, {"expired_ts": now}, now
+            )
+
+        store.db.write_sync(retire)
+        new = rotate_signing_key(path)
+    finally:
+        store.close()
+    print(json.dumps({"old_key_id": old.key_id, "new_key_id": new.key_id, "expired_ts": now}))
+    print("restart the server to sign with the new key", file=sys.stderr)
+    return 0
+
+
 _TOKEN_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-")
 
 
@@ -261,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.admin_command == "create-user":
         return admin_create_user(config, args)
+    if args.admin_command == "rotate-signing-key":
+        return admin_rotate_signing_key(config, args)
     return admin_registration_token(config, args)
 
 

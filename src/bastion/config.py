@@ -44,6 +44,25 @@ class Config:
     sqlite_synchronous: str = "NORMAL"
     #: Logging level.
     log_level: str = "INFO"
+    #: Federation listener "HOST:PORT" (HTTPS). Empty: federation is off.
+    federation_listen: str = ""
+    #: TLS certificate chain and private key (PEM) of the federation listener
+    #: (default: federation.crt / federation.key in the data directory).
+    tls_certificate_path: str = ""
+    tls_private_key_path: str = ""
+    #: Create a self-signed certificate for the server name when the certificate file is absent
+    #: (test deployments only: other servers will not trust it unless told to).
+    tls_self_signed: bool = False
+    #: Trust this CA bundle (PEM) for outbound federation instead of the system store.
+    federation_ca_file: str = ""
+    #: CIDR ranges outbound federation may reach although the egress filter denies them.
+    federation_allow_ips: tuple[str, ...] = ()
+    #: Served at /.well-known/matrix/server as {"m.server": ...} when set.
+    federation_well_known_server: str = ""
+    #: Notary servers asked for keys a server does not give us itself.
+    federation_trusted_key_servers: tuple[str, ...] = ()
+    #: Ed25519 public keys (unpadded base64) never accepted from any server.
+    federation_banned_signing_keys: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
 
     @property
@@ -57,6 +76,28 @@ class Config:
     @property
     def media_path(self) -> Path:
         return self.data_dir / "media"
+
+    @property
+    def federation_address(self) -> tuple[str, int] | None:
+        """(host, port) of the federation listener, or None when federation is off."""
+        if not self.federation_listen:
+            return None
+        host, sep, port = self.federation_listen.rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            raise ConfigError("federation_listen must be HOST:PORT")
+        return host.strip("[]"), int(port)
+
+    @property
+    def tls_certificate_file(self) -> Path:
+        return Path(self.tls_certificate_path) if self.tls_certificate_path else (
+            self.data_dir / "federation.crt"
+        )
+
+    @property
+    def tls_private_key_file(self) -> Path:
+        return Path(self.tls_private_key_path) if self.tls_private_key_path else (
+            self.data_dir / "federation.key"
+        )
 
     @property
     def base_url(self) -> str:
@@ -80,7 +121,46 @@ class Config:
             raise ConfigError("sqlite_synchronous must be NORMAL, FULL or EXTRA")
         if self.max_upload_size <= 0:
             raise ConfigError("max_upload_size must be positive")
+        self._validate_federation()
         return self
+
+    def _validate_federation(self) -> None:
+        import ipaddress
+
+        from bastion.core.base64 import decode_base64
+        from bastion.core.identifiers import is_valid_server_name
+
+        for key in ("federation_listen", "tls_certificate_path", "tls_private_key_path",
+                    "federation_ca_file", "federation_well_known_server"):  # fmt: skip
+            if not isinstance(getattr(self, key), str):
+                raise ConfigError(f"{key} must be a string")
+        if not isinstance(self.tls_self_signed, bool):
+            raise ConfigError("tls_self_signed must be true or false")
+        addr = self.federation_address
+        if addr is not None and not 0 <= addr[1] < 65536:
+            raise ConfigError("federation_listen port must be 0 to 65535")
+        for key in ("federation_allow_ips", "federation_trusted_key_servers",
+                    "federation_banned_signing_keys"):  # fmt: skip
+            value = getattr(self, key)
+            if not isinstance(value, tuple | list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{key} must be a list of strings")
+        for cidr in self.federation_allow_ips:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"federation_allow_ips: {cidr!r} is not a CIDR range") from None
+        for name in (*self.federation_trusted_key_servers,
+                     *([self.federation_well_known_server]
+                       if self.federation_well_known_server else [])):  # fmt: skip
+            if not is_valid_server_name(name):
+                raise ConfigError(f"{name!r} is not a valid server name")
+        for key in self.federation_banned_signing_keys:
+            try:
+                ok = len(decode_base64(key)) == 32
+            except Exception:  # noqa: BLE001
+                ok = False
+            if not ok:
+                raise ConfigError(f"federation_banned_signing_keys: {key!r} is not an Ed25519 key")
 
     def with_overrides(self, **overrides: object) -> Config:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -101,6 +181,8 @@ def load_config(path: Path) -> Config:
             raise ConfigError(f"{path}: unknown key {key!r}")
         if key == "data_dir":
             value = Path(value)
+        if isinstance(value, list):
+            value = tuple(value)
         expected = int if _KEYS[key].type in ("int", int) else None
         if expected is int and (not isinstance(value, int) or isinstance(value, bool)):
             raise ConfigError(f"{path}: {key} must be an integer")
@@ -142,6 +224,17 @@ argon2_parallelism = {argon2_parallelism}
 sqlite_synchronous = "{sqlite_synchronous}"
 
 log_level = "{log_level}"
+
+# Federation (Server-Server API) is off unless federation_listen is set. Keys:
+# federation_listen = "0.0.0.0:8448"            # HTTPS listener for /_matrix/federation, /_matrix/key
+# tls_certificate_path = "/path/fullchain.pem"  # default: DATA_DIR/federation.crt
+# tls_private_key_path = "/path/privkey.pem"    # default: DATA_DIR/federation.key
+# tls_self_signed = false                       # create a self-signed certificate if absent (tests)
+# federation_ca_file = ""                       # trust this CA bundle instead of the system store
+# federation_allow_ips = []                     # CIDRs the egress filter lets through
+# federation_well_known_server = ""             # serve /.well-known/matrix/server with m.server
+# federation_trusted_key_servers = []           # notaries to ask for keys
+# federation_banned_signing_keys = []           # Ed25519 public keys never accepted
 """
 
 

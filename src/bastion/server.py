@@ -12,6 +12,9 @@ from aiohttp import web
 
 from bastion.api.http import Request, Router, error, make_dispatcher
 from bastion.config import Config
+from bastion.federation.client import FederationClient
+from bastion.federation.keyring import Keyring
+from bastion.federation.tls import generate_self_signed, server_ssl_context
 from bastion.services.accounts import AccountService
 from bastion.services.account_data import AccountData
 from bastion.services.ephemeral import Presence, Receipts, Typing
@@ -57,6 +60,13 @@ CLIENT_API_MODULES = [
     "bastion.api.client.room_keys",
 ]
 
+#: Server-Server API modules (bastion/api/federation), served on the federation listener only.
+FEDERATION_API_MODULES = [
+    "bastion.api.federation.server_implementation",
+    "bastion.api.federation.server_keys",
+    "bastion.api.federation.server_discovery",
+]
+
 
 class HomeServer:
     """Everything a handler needs: config, store, services. One per process."""
@@ -87,8 +97,13 @@ class HomeServer:
         self.media = MediaService(self)
         self.e2ee = E2EEService(self)
         self.sync_contributors.append(self.e2ee)
+        self.federation_router = Router()
+        self.federation_client = FederationClient(self)
+        self.keyring = Keyring(self)
         self._runner: web.AppRunner | None = None
+        self._federation_runner: web.AppRunner | None = None
         self.bound_port: int | None = None
+        self.federation_bound_port: int | None = None
 
     # The shell's clock: the core never reads it.
     @staticmethod
@@ -112,9 +127,54 @@ class HomeServer:
             raise error("M_USER_SUSPENDED", "this account is suspended", 403)
         return requester
 
+    async def federation_authenticate(self, req: Request, _token: str | None) -> str:
+        """S-S API "Request Authentication": verify the X-Matrix header over method, raw URI
+        (path and query as sent), origin, destination and, for PUT/POST, the JSON body. Returns
+        the origin server name (a handler finds it in ``req.requester``); 401 on any mismatch."""
+        content = await req.json() if req.method in ("PUT", "POST") else None
+        return await self.keyring.verify_request(
+            req.method, req.raw.raw_path, content, req.raw.headers.get("Authorization")
+        )
+
+    def build_federation_app(self) -> web.Application:
+        for name in FEDERATION_API_MODULES:
+            importlib.import_module(name).register(self.federation_router, self)
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_route(
+            "*",
+            "/{tail:[\\s\\S]*}",
+            make_dispatcher(self.federation_router, self, self.federation_authenticate),
+        )
+        return app
+
+    async def _start_federation(self) -> None:
+        address = self.config.federation_address
+        if address is None:
+            return
+        cert, key = self.config.tls_certificate_file, self.config.tls_private_key_file
+        if self.config.tls_self_signed and not cert.exists():
+            generate_self_signed(self.server_name, cert, key)
+            log.warning("created a self-signed federation certificate at %s", cert)
+        ssl_context = server_ssl_context(cert, key)
+        self._federation_runner = web.AppRunner(
+            self.build_federation_app(), access_log=None, handle_signals=False
+        )
+        await self._federation_runner.setup()
+        site = web.TCPSite(self._federation_runner, address[0], address[1], ssl_context=ssl_context)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001
+        self.federation_bound_port = sockets[0].getsockname()[1] if sockets else address[1]
+        log.info(
+            "serving the Server-Server API on https://%s:%d", address[0], self.federation_bound_port
+        )
+
     def build_app(self) -> web.Application:
         for name in CLIENT_API_MODULES:
             importlib.import_module(name).register(self.router, self)
+        # /.well-known/matrix/server (when configured) is also served where clients connect.
+        importlib.import_module("bastion.api.federation.server_discovery").register(
+            self.router, self
+        )
         app = web.Application(client_max_size=self.config.max_upload_size + 1024)
         app.router.add_route(
             "*", "/{tail:[\\s\\S]*}", make_dispatcher(self.router, self, self.authenticate)
@@ -138,8 +198,14 @@ class HomeServer:
             "Bastion is ready: %s serving the Client-Server API on http://%s:%d",
             self.server_name, self.config.listen_host, self.bound_port,
         )  # fmt: skip
+        await self._start_federation()
 
     async def stop(self) -> None:
+        self.notifier.close()  # end pending /sync long polls now rather than at their timeout
+        if self._federation_runner is not None:
+            await self._federation_runner.cleanup()
+            self._federation_runner = None
+        await self.federation_client.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

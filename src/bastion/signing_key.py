@@ -30,9 +30,31 @@ def load_or_create_signing_key(path: Path) -> ServerKey:
             raise ValueError(f"{path}: unsupported key algorithm {algorithm!r}")
         return ServerKey(version, SigningKey(decode_base64(seed)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    version = "a_" + secrets.token_urlsafe(4).replace("-", "x").replace("_", "y")
-    key = SigningKey.generate()
+    version, key = _new_version(), SigningKey.generate()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as f:
         f.write(f"ed25519 {version} {encode_base64(bytes(key))}\n")
+    return ServerKey(version, key)
+
+
+def _new_version() -> str:
+    return "a_" + secrets.token_urlsafe(4).replace("-", "x").replace("_", "y")
+
+
+def rotate_signing_key(path: Path) -> ServerKey:
+    """Replace the key file with a new key under a new version (written beside it and renamed,
+    so the file is never half-written)."""
+    old = load_or_create_signing_key(path)
+    version = _new_version()
+    while version == old.version:
+        version = _new_version()
+    key = SigningKey.generate()
+    tmp = path.with_name(path.name + ".new")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(f"ed25519 {version} {encode_base64(bytes(key))}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
     return ServerKey(version, key)

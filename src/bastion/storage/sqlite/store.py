@@ -15,10 +15,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from bastion.storage.sqlite import account_data, accounts, e2ee, media, rooms
+from bastion.storage.sqlite import account_data, accounts, e2ee, federation, media, rooms
 from bastion.storage.sqlite.database import Database
 
-MIXINS = (accounts, rooms, e2ee, media, account_data)
+MIXINS = (accounts, rooms, e2ee, media, account_data, federation)
 
 
 class SqliteStore(
@@ -27,6 +27,7 @@ class SqliteStore(
     e2ee.E2EEStore,
     media.MediaStore,
     account_data.AccountDataStore,
+    federation.FederationStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.db = Database(path, synchronous)
