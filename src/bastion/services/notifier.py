@@ -12,6 +12,9 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
+#: A listener's future resolves to this when the server shuts down: the long poll answers at once.
+_CLOSED = object()
+
 
 class Listener:
     __slots__ = ("future", "keys")
@@ -21,20 +24,21 @@ class Listener:
         self.keys = keys
 
     async def wait(self, timeout_s: float) -> bool:
-        """True if woken, False on timeout."""
+        """True if woken, False on timeout (or when the server is shutting down)."""
         if timeout_s <= 0:
-            return self.future.done()
+            return self.future.done() and self.future.result() is not _CLOSED
         try:
             await asyncio.wait_for(asyncio.shield(self.future), timeout_s)
         except TimeoutError:
             return False
-        return True
+        return self.future.result() is not _CLOSED
 
 
 class Notifier:
     def __init__(self) -> None:
         self._waiters: dict[str, set[Listener]] = defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -43,6 +47,8 @@ class Notifier:
     def listen(self, keys: Iterable[str]) -> Iterator[Listener]:
         loop = asyncio.get_running_loop()
         listener = Listener(loop.create_future(), frozenset(keys))
+        if self._closed:
+            listener.future.set_result(_CLOSED)
         for k in listener.keys:
             self._waiters[k].add(listener)
         try:
@@ -61,6 +67,15 @@ class Notifier:
             for listener in self._waiters.get(k, ()):
                 if not listener.future.done():
                     listener.future.set_result(None)
+
+    def close(self) -> None:
+        """Shutting down: every long poll, waiting or yet to wait, ends as if timed out, so
+        stopping the server does not wait out the clients' /sync timeouts."""
+        self._closed = True
+        for bucket in self._waiters.values():
+            for listener in bucket:
+                if not listener.future.done():
+                    listener.future.set_result(_CLOSED)
 
     def notify_threadsafe(self, _position: int, keys: set[str]) -> None:
         """Store commit listener: runs on the writer thread, hops to the loop."""
