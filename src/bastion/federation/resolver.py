@@ -19,9 +19,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import aiohttp
-import dns.asyncresolver
-import dns.exception
-import dns.resolver
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
@@ -116,8 +113,16 @@ class ServerNameResolver:
         self._session = session
         self._now_ms = now_ms
         self._well_known: dict[str, _Cached] = {}
-        self._dns = dns.asyncresolver.Resolver()
-        self._dns.lifetime = DNS_TIMEOUT
+        self._dns_resolver = None
+
+    def _dns(self):
+        """The dnspython resolver, made (and dnspython imported: 3 MiB) on first use."""
+        if self._dns_resolver is None:
+            import dns.asyncresolver
+
+            self._dns_resolver = dns.asyncresolver.Resolver()
+            self._dns_resolver.lifetime = DNS_TIMEOUT
+        return self._dns_resolver
 
     async def resolve(self, server_name: str) -> Resolution:
         """Raises :class:`FederationError` when the name cannot be resolved."""
@@ -155,11 +160,15 @@ class ServerNameResolver:
                 return []
             ips = [info[4][0] for info in infos]
         else:
+            import dns.exception
+            import dns.name
+
             ips = []
+            resolver = self._dns()
             qname = dns.name.from_text(hostname)
             for rdtype in ("AAAA", "A"):
                 try:
-                    answer = await self._dns.resolve(qname, rdtype)
+                    answer = await resolver.resolve(qname, rdtype)
                 except (dns.exception.DNSException, OSError):
                     continue
                 if answer.canonical_name != qname:
@@ -173,8 +182,11 @@ class ServerNameResolver:
         return allowed
 
     async def srv(self, name: str) -> list[SrvRecord]:
+        import dns.exception
+        import dns.resolver
+
         try:
-            answer = await self._dns.resolve(name, "SRV")
+            answer = await self._dns().resolve(name, "SRV")
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
         except (dns.exception.DNSException, OSError) as e:
