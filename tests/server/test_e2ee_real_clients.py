@@ -6,9 +6,10 @@ show:
 - two nio clients with encryption enabled register and upload keys; one creates a room with
   ``m.room.encryption`` in ``initial_state`` and invites the other, who joins;
 - each sends a message and each decrypts the other's (no undecryptable ``MegolmEvent`` left);
+  the second device below rightly cannot read the two messages sent before it existed;
 - a second device of one user (a third nio client logging in as that user) appears in the other
   user's sync ``device_lists.changed`` and ``/keys/query``, and decrypts the next message;
-- a custom to-device message arrives exactly once, and no to-device message (the Olm-wrapped
+- custom to-device messages arrive exactly once each, and no to-device message (the Olm-wrapped
   ``m.room_key`` shares included) is ever delivered twice to any device;
 - the server holds only ciphertext: every message event of the room in the database is an
   ``m.room.encrypted`` Megolm event, and no plaintext body appears in any column of any table nor
@@ -19,97 +20,42 @@ show:
 from __future__ import annotations
 
 import asyncio
-import copy
 import secrets
-import sqlite3
 import time
 import urllib.parse
 
 import pytest
 
-from tests.server.harness import Client
-
 nio = pytest.importorskip("nio")
 
-PASSWORD = "correct horse battery"
-ENCRYPTION = {
-    "type": "m.room.encryption",
-    "state_key": "",
-    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
-}
-
-
-class RecordingClient(nio.AsyncClient):
-    """A nio client that keeps, per sync, the to-device events as the server sent them (before
-    nio decrypts them) and the ``device_lists.changed`` users."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.raw_to_device: list[list[dict]] = []
-        self.changed: list[list[str]] = []
-        self.messages: list[tuple[str, str]] = []  # (sender, body) of decrypted messages
-        self.undecrypted: list = []
-        self.add_event_callback(self._on_message, (nio.RoomMessageText, nio.MegolmEvent))
-
-    def _on_message(self, _room, event) -> None:
-        if isinstance(event, nio.MegolmEvent):
-            self.undecrypted.append(event)
-        else:
-            self.messages.append((event.sender, event.body))
-
-    async def receive_response(self, response) -> None:
-        if isinstance(response, nio.SyncResponse):
-            self.raw_to_device.append([copy.deepcopy(e.source) for e in response.to_device_events])
-            self.changed.append(list(response.device_list.changed))
-        await super().receive_response(response)
-
-
-def _new_client(base_url: str, user: str, store) -> RecordingClient:
-    store.mkdir()
-    cfg = nio.AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True)
-    return RecordingClient(base_url, user, store_path=str(store), config=cfg)
-
-
-async def _sync(c: RecordingClient) -> nio.SyncResponse:
-    r = await c.sync(timeout=300)
-    assert isinstance(r, nio.SyncResponse), r
-    return r
-
-
-async def _sync_until(c: RecordingClient, pred, rounds: int = 12) -> bool:
-    for _ in range(rounds):
-        if pred():
-            return True
-        await _sync(c)
-    return pred()
-
-
-async def _upload_keys(c: RecordingClient) -> None:
-    await _sync(c)
-    assert c.should_upload_keys
-    r = await c.keys_upload()
-    assert isinstance(r, nio.KeysUploadResponse), r
-    assert r.signed_curve25519_count > 0
-
-
-async def _send(c: RecordingClient, room_id: str, body: str) -> None:
-    content = {"msgtype": "m.text", "body": body}
-    r = await c.room_send(room_id, "m.room.message", content, ignore_unverified_devices=True)
-    assert isinstance(r, nio.RoomSendResponse), r
+from tests.server.harness import Client  # noqa: E402
+from tests.server.nio_util import (  # noqa: E402
+    ENCRYPTION,
+    PASSWORD,
+    RecordingClient,
+    database_texts,
+    new_client,
+    raw_database_bytes,
+    room_events,
+    send,
+    sync,
+    sync_until,
+    upload_keys,
+)
 
 
 async def _scenario(base_url: str, tmp_path, room_version: str) -> dict:
     tag = secrets.token_hex(6)
     bodies = [f"plaintext-{i}-{tag}" for i in range(3)]
     canary = f"plain-room-name-{tag}"
-    alice = _new_client(base_url, "alice", tmp_path / "alice")
-    bob = _new_client(base_url, "bob", tmp_path / "bob")
+    alice = new_client(base_url, "alice", tmp_path / "alice")
+    bob = new_client(base_url, "bob", tmp_path / "bob")
     bob2: RecordingClient | None = None
     out: dict = {"bodies": bodies, "canary": canary}
     try:
         for c, name in ((alice, "alice"), (bob, "bob")):
             assert isinstance(await c.register(name, PASSWORD), nio.RegisterResponse)
-            await _upload_keys(c)
+            await upload_keys(c)
 
         r = await alice.room_create(
             invite=[bob.user_id],
@@ -123,18 +69,18 @@ async def _scenario(base_url: str, tmp_path, room_version: str) -> dict:
         create = raw.request("GET", f"/_matrix/client/v3/rooms/{quoted}/state/m.room.create/")
         assert create.status == 200 and create.body["room_version"] == room_version, create
 
-        await _sync(bob)
+        await sync(bob)
         assert room_id in bob.invited_rooms
         assert isinstance(await bob.join(room_id), nio.JoinResponse)
-        await _sync(bob)
-        await _sync(alice)
+        await sync(bob)
+        await sync(alice)
         assert alice.rooms[room_id].encrypted and bob.rooms[room_id].encrypted
 
         # Both directions, each decrypted by the other side.
-        await _send(alice, room_id, bodies[0])
-        assert await _sync_until(bob, lambda: (alice.user_id, bodies[0]) in bob.messages)
-        await _send(bob, room_id, bodies[1])
-        assert await _sync_until(alice, lambda: (bob.user_id, bodies[1]) in alice.messages)
+        await send(alice, room_id, bodies[0])
+        assert await sync_until(bob, lambda: (alice.user_id, bodies[0]) in bob.messages)
+        await send(bob, room_id, bodies[1])
+        assert await sync_until(alice, lambda: (bob.user_id, bodies[1]) in alice.messages)
 
         # Custom to-device messages reach bob's device once, and only once: the first is not
         # delivered again by the syncs that carry the second, nor by later ones.
@@ -153,17 +99,17 @@ async def _scenario(base_url: str, tmp_path, room_version: str) -> dict:
                 "org.bastion.test.ping", bob.user_id, bob.device_id, {"n": nonce}
             )
             assert isinstance(await alice.to_device(ping), nio.ToDeviceResponse)
-            assert await _sync_until(bob, lambda n=nonce: pings(n) >= 1)
+            assert await sync_until(bob, lambda n=nonce: pings(n) >= 1)
 
         # A second device of bob: alice learns of it through device_lists.changed and keys/query.
-        await _sync(alice)
+        await sync(alice)
         seen_before = len(alice.changed)
-        bob2 = _new_client(base_url, bob.user_id, tmp_path / "bob2")
+        bob2 = new_client(base_url, bob.user_id, tmp_path / "bob2")
         r = await bob2.login(PASSWORD, device_name="bob's second device")
         assert isinstance(r, nio.LoginResponse), r
         assert bob2.device_id != bob.device_id
-        await _upload_keys(bob2)
-        assert await _sync_until(
+        await upload_keys(bob2)
+        assert await sync_until(
             alice, lambda: any(bob.user_id in ch for ch in alice.changed[seen_before:])
         )
         q = raw.request("POST", "/_matrix/client/v3/keys/query", {"device_keys": {bob.user_id: []}})
@@ -179,13 +125,13 @@ async def _scenario(base_url: str, tmp_path, room_version: str) -> dict:
         assert bob2.device_id in alice.device_store[bob.user_id]
 
         # The next message reaches both of bob's devices, and both decrypt it.
-        await _sync(bob2)
+        await sync(bob2)
         assert room_id in bob2.rooms
-        await _send(alice, room_id, bodies[2])
-        assert await _sync_until(bob2, lambda: (alice.user_id, bodies[2]) in bob2.messages)
-        assert await _sync_until(bob, lambda: (alice.user_id, bodies[2]) in bob.messages)
+        await send(alice, room_id, bodies[2])
+        assert await sync_until(bob2, lambda: (alice.user_id, bodies[2]) in bob2.messages)
+        assert await sync_until(bob, lambda: (alice.user_id, bodies[2]) in bob.messages)
         for c in (alice, bob, bob2):
-            await _sync(c)
+            await sync(c)
         out["pings"] = [pings(n) for n in nonces]
 
         out["clients"] = {
@@ -202,36 +148,6 @@ async def _scenario(base_url: str, tmp_path, room_version: str) -> dict:
         for c in (alice, bob, bob2):
             if c is not None:
                 await c.close()
-
-
-def _database_texts(db_path) -> list[tuple[str, str, str]]:
-    """Every value of every column of every table, as text: (table, column, value)."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        found = []
-        for table in tables:
-            cur = conn.execute(f'SELECT * FROM "{table}"')
-            cols = [d[0] for d in cur.description]
-            for row in cur:
-                for col, value in zip(cols, row, strict=True):
-                    if isinstance(value, bytes):
-                        value = value.decode("utf-8", "replace")
-                    found.append((table, col, str(value)))
-        return found
-    finally:
-        conn.close()
-
-
-def _room_events(db_path, room_id: str) -> list[tuple[str, str | None, bytes]]:
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        return conn.execute(
-            "SELECT type, state_key, json FROM events WHERE room_id = ? ORDER BY stream_pos",
-            (room_id,),
-        ).fetchall()
-    finally:
-        conn.close()
 
 
 @pytest.mark.parametrize("room_version", ["12", "11", "10"])
@@ -267,7 +183,7 @@ def test_nio_e2ee_conversation_second_device_and_ciphertext_only(server, tmp_pat
 
     # The database holds only ciphertext for the room's messages.
     db_path = server.config.database_path
-    events = _room_events(db_path, out["room_id"])
+    events = room_events(db_path, out["room_id"])
     timeline = [(t, orjson.loads(j)) for t, sk, j in events if sk is None]
     assert len(timeline) >= 3
     for etype, ev in timeline:
@@ -276,14 +192,10 @@ def test_nio_e2ee_conversation_second_device_and_ciphertext_only(server, tmp_pat
         assert content["algorithm"] == "m.megolm.v1.aes-sha2"
         assert isinstance(content["ciphertext"], str) and len(content["ciphertext"]) > 40
         assert "body" not in content and "msgtype" not in content
-    for table, col, value in _database_texts(db_path):
+    for table, col, value in database_texts(db_path):
         for body in bodies:
             assert body not in value, f"plaintext in {table}.{col}"
-    raw = b""
-    for suffix in ("", "-wal"):
-        path = db_path.with_name(db_path.name + suffix)
-        if path.exists():
-            raw += path.read_bytes()
+    raw = raw_database_bytes(db_path)
     assert out["canary"].encode() in raw  # the scan sees what the server stores in plain
     for body in bodies:
         assert body.encode() not in raw
