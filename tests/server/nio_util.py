@@ -54,7 +54,7 @@ async def sync(c: RecordingClient) -> nio.SyncResponse:
     return r
 
 
-async def sync_until(c: RecordingClient, pred, rounds: int = 12) -> bool:
+async def sync_until(c: RecordingClient, pred, rounds: int = 40) -> bool:
     for _ in range(rounds):
         if pred():
             return True
