@@ -15,18 +15,18 @@ from bastion.config import Config
 from bastion.federation.client import FederationClient
 from bastion.federation.keyring import Keyring
 from bastion.federation.tls import generate_self_signed, server_ssl_context
-from bastion.services.accounts import AccountService
 from bastion.services.account_data import AccountData
-from bastion.services.ephemeral import Presence, Receipts, Typing
+from bastion.services.accounts import AccountService
 from bastion.services.e2ee import E2EEService
+from bastion.services.ephemeral import Presence, Receipts, Typing
 from bastion.services.filtering import Filters
+from bastion.services.media import MediaService
+from bastion.services.notifier import Notifier
+from bastion.services.passwords import Passwords
 from bastion.services.push_rules import PushRules
 from bastion.services.reporting import Reporting
 from bastion.services.rooms import RoomService
 from bastion.services.sync import SyncService
-from bastion.services.media import MediaService
-from bastion.services.notifier import Notifier
-from bastion.services.passwords import Passwords
 from bastion.signing_key import load_or_create_signing_key
 from bastion.storage.sqlite.accounts import Requester
 from bastion.storage.sqlite.store import SqliteStore
