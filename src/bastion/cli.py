@@ -141,7 +141,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
         overrides["federation_ca_file"] = args.federation_ca
     if getattr(args, "federation_allow_ip", None):
         overrides["federation_allow_ips"] = (
-            *config.federation_allow_ips, *args.federation_allow_ip
+            *config.federation_allow_ips,
+            *args.federation_allow_ip,
         )
     config = config.with_overrides(**overrides).validate()
     if args.command == "serve" and not config_path.exists():
@@ -295,9 +296,7 @@ def admin_rotate_signing_key(config: Config, args: argparse.Namespace) -> int:
         def retire(conn) -> None:
             # The old key is recorded before the file changes: a crash in between leaves the
             # old key both current and listed, never lost.
-            store.add_local_old_signing_key_in(
-                conn, old.key_id, encode_verify_key(old.key), now
-            )
+            store.add_local_old_signing_key_in(conn, old.key_id, encode_verify_key(old.key), now)
             store.record_admin_action_in(
                 conn, "cli", "rotate-signing-key", old.key_id, {"expired_ts": now}, now
             )

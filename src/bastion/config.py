@@ -89,14 +89,18 @@ class Config:
 
     @property
     def tls_certificate_file(self) -> Path:
-        return Path(self.tls_certificate_path) if self.tls_certificate_path else (
-            self.data_dir / "federation.crt"
+        return (
+            Path(self.tls_certificate_path)
+            if self.tls_certificate_path
+            else (self.data_dir / "federation.crt")
         )
 
     @property
     def tls_private_key_file(self) -> Path:
-        return Path(self.tls_private_key_path) if self.tls_private_key_path else (
-            self.data_dir / "federation.key"
+        return (
+            Path(self.tls_private_key_path)
+            if self.tls_private_key_path
+            else (self.data_dir / "federation.key")
         )
 
     @property
