@@ -49,7 +49,10 @@ def sample_events(n: int) -> list[dict]:
                 "type": "m.room.message",
                 "room_id": "!benchroom:example.org",
                 "sender": f"@user{i % 50}:example.org",
-                "content": {"msgtype": "m.text", "body": f"message number {i} " + "lorem ipsum " * 8},
+                "content": {
+                    "msgtype": "m.text",
+                    "body": f"message number {i} " + "lorem ipsum " * 8,
+                },
                 "origin_server_ts": 1_700_000_000_000 + i,
                 "depth": 10 + i,
                 "prev_events": ["$" + "p" * 42 + str(i % 10)],
@@ -116,7 +119,9 @@ def bench_json_and_signing(n: int) -> dict:
         pairs.append((_encode(red), decode_base64(e["signatures"]["example.org"]["ed25519:1"])))
     vk = key.verify_key
     r["raw_pynacl_verifies_per_s"] = rate(lambda p: vk.verify(p[0], p[1]), pairs)
-    r["verification_vs_raw_verify"] = r["event_verifications_per_s"] / r["raw_pynacl_verifies_per_s"]
+    r["verification_vs_raw_verify"] = (
+        r["event_verifications_per_s"] / r["raw_pynacl_verifies_per_s"]
+    )
     return r
 
 

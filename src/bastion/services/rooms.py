@@ -201,7 +201,9 @@ class RoomService:
         # sign_event adds below; the event is built and signed here, so that holds.
         # v12: the room ID is the create event's ID; our own room's create event is trusted, so
         # pass its ID instead of hashing it on every check.
-        create_id = "$" + ev["room_id"][1:] if rv.room_id_is_create_hash and "room_id" in ev else None
+        create_id = (
+            "$" + ev["room_id"][1:] if rv.room_id_is_create_hash and "room_id" in ev else None
+        )
         result = check_auth_against_state(
             ev, auth_state, version,
             verify_signature=lambda _ev, server: server == self.hs.server_name,
