@@ -63,6 +63,10 @@ class Config:
     federation_trusted_key_servers: tuple[str, ...] = ()
     #: Ed25519 public keys (unpadded base64) never accepted from any server.
     federation_banned_signing_keys: tuple[str, ...] = ()
+    #: Outbound transaction retries: the first back-off after a failure, doubling up to the
+    #: maximum (milliseconds; ±20 % jitter).
+    federation_retry_min_ms: int = 5000
+    federation_retry_max_ms: int = 3_600_000
     extra: dict = field(default_factory=dict)
 
     @property
@@ -158,6 +162,8 @@ class Config:
                        if self.federation_well_known_server else [])):  # fmt: skip
             if not is_valid_server_name(name):
                 raise ConfigError(f"{name!r} is not a valid server name")
+        if not (0 < self.federation_retry_min_ms <= self.federation_retry_max_ms):
+            raise ConfigError("federation_retry_min_ms must be positive and at most the maximum")
         for key in self.federation_banned_signing_keys:
             try:
                 ok = len(decode_base64(key)) == 32
@@ -239,6 +245,8 @@ log_level = "{log_level}"
 # federation_well_known_server = ""             # serve /.well-known/matrix/server with m.server
 # federation_trusted_key_servers = []           # notaries to ask for keys
 # federation_banned_signing_keys = []           # Ed25519 public keys never accepted
+# federation_retry_min_ms = 5000                # outbound back-off: first wait after a failure,
+# federation_retry_max_ms = 3600000             # doubling up to this
 """
 
 

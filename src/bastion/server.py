@@ -14,6 +14,7 @@ from bastion.api.http import Request, Router, error, make_dispatcher
 from bastion.config import Config
 from bastion.federation.client import FederationClient
 from bastion.federation.keyring import Keyring
+from bastion.federation.sender import FederationSender
 from bastion.federation.tls import generate_self_signed, server_ssl_context
 from bastion.services.account_data import AccountData
 from bastion.services.accounts import AccountService
@@ -100,6 +101,7 @@ class HomeServer:
         self.federation_router = Router()
         self.federation_client = FederationClient(self)
         self.keyring = Keyring(self)
+        self.federation_sender = FederationSender(self)
         self._runner: web.AppRunner | None = None
         self._federation_runner: web.AppRunner | None = None
         self.bound_port: int | None = None
@@ -132,9 +134,11 @@ class HomeServer:
         (path and query as sent), origin, destination and, for PUT/POST, the JSON body. Returns
         the origin server name (a handler finds it in ``req.requester``); 401 on any mismatch."""
         content = await req.json() if req.method in ("PUT", "POST") else None
-        return await self.keyring.verify_request(
+        origin = await self.keyring.verify_request(
             req.method, req.raw.raw_path, content, req.raw.headers.get("Authorization")
         )
+        await self.federation_sender.destination_is_up(origin)  # end its back-off
+        return origin
 
     def build_federation_app(self) -> web.Application:
         for name in FEDERATION_API_MODULES:
@@ -187,6 +191,7 @@ class HomeServer:
         loop = asyncio.get_running_loop()
         self.notifier.attach(loop)
         self.store.add_listener(self.notifier.notify_threadsafe)
+        self.federation_sender.start()
         app = self.build_app()
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -205,6 +210,7 @@ class HomeServer:
         if self._federation_runner is not None:
             await self._federation_runner.cleanup()
             self._federation_runner = None
+        await self.federation_sender.stop()
         await self.federation_client.close()
         if self._runner is not None:
             await self._runner.cleanup()

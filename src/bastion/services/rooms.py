@@ -242,10 +242,15 @@ class RoomService:
         group = base.group if base else None
         chain = base.chain_len if base else 0
 
+        sender = getattr(self.hs, "federation_sender", None)
+
         def fn(conn):
             if extra is not None:
                 extra(conn)
-            return self.store.persist_events_sync(conn, events, group, chain)
+            result = self.store.persist_events_sync(conn, events, group, chain)
+            if sender is not None:  # queued for the other servers in the same transaction
+                sender.enqueue_events_in(conn, events)
+            return result
 
         head.group, head.chain_len = await self.hs.store.db.write(fn)
         self._heads[head.room_id] = head

@@ -15,10 +15,18 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from bastion.storage.sqlite import account_data, accounts, e2ee, federation, media, rooms
+from bastion.storage.sqlite import (
+    account_data,
+    accounts,
+    e2ee,
+    federation,
+    federation_queue,
+    media,
+    rooms,
+)
 from bastion.storage.sqlite.database import Database
 
-MIXINS = (accounts, rooms, e2ee, media, account_data, federation)
+MIXINS = (accounts, rooms, e2ee, media, account_data, federation, federation_queue)
 
 
 class SqliteStore(
@@ -28,6 +36,7 @@ class SqliteStore(
     media.MediaStore,
     account_data.AccountDataStore,
     federation.FederationStore,
+    federation_queue.FederationQueueStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.db = Database(path, synchronous)
