@@ -25,7 +25,7 @@ at the end, on error too.
 Prints a table, then the figures of both servers and the ratios as one JSON object on the last
 line. Times are medians (or percentiles) over rounds; throughputs are medians of repeated runs.
 
-Run: python bench/server.py [--quick]
+Run: python bench/server.py [--quick] [--runs N]
 """
 
 from __future__ import annotations
@@ -613,7 +613,7 @@ def ratio_key(key: str, direction: str) -> str:
     return f"{base}_synapse_over_bastion"
 
 
-def report(b: dict, s: dict, plan: Plan, quick: bool) -> dict:
+def report(b: dict, s: dict, plan: Plan, quick: bool, runs: int) -> dict:
     ratios = {}
     for key, _, direction in ROWS:
         num, den = (b[key], s[key]) if direction == "up" else (s[key], b[key])
@@ -642,7 +642,7 @@ def report(b: dict, s: dict, plan: Plan, quick: bool) -> dict:
     print(
         f"(sync wake rounds: {b['sync_wake_rounds']} / {s['sync_wake_rounds']}; history: "
         f"{b['history_msgs']} / {s['history_msgs']} messages; throughput: median of "
-        f"{plan.throughput_repeats} runs)"
+        f"{plan.throughput_repeats} repeats; every figure: median over {runs} whole run(s))"
     )
     print(
         "Bastion: argon2id t=3 m=64MiB p=1 (production defaults). Synapse 1.163 defaults (bcrypt "
@@ -658,6 +658,7 @@ def report(b: dict, s: dict, plan: Plan, quick: bool) -> dict:
 
     return {
         "quick": quick,
+        "runs": runs,
         "bastion": rounded(b),
         "synapse": rounded(s),
         "ratios": rounded(ratios),
@@ -667,22 +668,51 @@ def report(b: dict, s: dict, plan: Plan, quick: bool) -> dict:
     }
 
 
+def median_figures(runs: list[dict]) -> dict:
+    """Per figure, the median over whole runs (booleans: all of them)."""
+    out: dict = {}
+    for key, first in runs[0].items():
+        values = [r[key] for r in runs]
+        if isinstance(first, bool):
+            out[key] = all(values)
+        elif isinstance(first, int | float):
+            out[key] = statistics.median(values)
+        else:
+            out[key] = first
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run (smaller counts)")
+    parser.add_argument(
+        "--runs", type=int, default=1, metavar="N",
+        help="repeat the whole measurement N times with fresh servers and report per-figure "
+        "medians (the machine may be shared; default 1)",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the data directories")
     args = parser.parse_args()
+    if not 1 <= args.runs <= 9:
+        parser.error("--runs must be 1 to 9")
     plan = Plan.make(args.quick)
-    work = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
-    try:
-        b, s = asyncio.run(run(plan, work))
-    finally:
-        _stop_all()
-        if args.keep:
-            print(f"data kept in {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    out = report(b, s, plan, args.quick)
+    results: list[tuple[dict, dict]] = []
+    for i in range(args.runs):
+        work = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
+        try:
+            results.append(asyncio.run(run(plan, work)))
+        finally:
+            _stop_all()
+            if args.keep:
+                print(f"data kept in {work}", file=sys.stderr)
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+        if args.runs > 1:
+            b, s = results[-1]
+            print(f"run {i + 1}/{args.runs}: " + json.dumps({"bastion": b, "synapse": s}),
+                  file=sys.stderr)  # fmt: skip
+    b = median_figures([r[0] for r in results])
+    s = median_figures([r[1] for r in results])
+    out = report(b, s, plan, args.quick, args.runs)
     print(json.dumps(out, separators=(",", ":")))
     return 0
 
