@@ -63,6 +63,21 @@ class Config:
     federation_trusted_key_servers: tuple[str, ...] = ()
     #: Ed25519 public keys (unpadded base64) never accepted from any server.
     federation_banned_signing_keys: tuple[str, ...] = ()
+    #: Origin servers accepted for inbound federation and reached by outbound federation (glob
+    #: patterns, port ignored, case-insensitive); empty allows every server. Deny wins.
+    federation_domain_allow: tuple[str, ...] = ()
+    federation_domain_deny: tuple[str, ...] = ()
+    #: Inbound /send transactions per origin: a token bucket (per second, burst).
+    federation_send_per_second: int = 10
+    federation_send_burst: int = 50
+    #: Largest /send request body, in bytes.
+    federation_max_transaction_bytes: int = 10 * 1024 * 1024
+    #: Events fetched from other servers (missing auth/prev events, state) for one PDU, and for
+    #: one transaction.
+    federation_max_fetch_per_pdu: int = 100
+    federation_max_fetch_per_txn: int = 500
+    #: Largest room state accepted from /state_ids or a join (entries).
+    federation_max_state_size: int = 100_000
     #: Outbound transaction retries: the first back-off after a failure, doubling up to the
     #: maximum (milliseconds; ±20 % jitter).
     federation_retry_min_ms: int = 5000
@@ -148,10 +163,17 @@ class Config:
         if addr is not None and not 0 <= addr[1] < 65536:
             raise ConfigError("federation_listen port must be 0 to 65535")
         for key in ("federation_allow_ips", "federation_trusted_key_servers",
-                    "federation_banned_signing_keys"):  # fmt: skip
+                    "federation_banned_signing_keys", "federation_domain_allow",
+                    "federation_domain_deny"):  # fmt: skip
             value = getattr(self, key)
             if not isinstance(value, tuple | list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{key} must be a list of strings")
+        for key in ("federation_send_per_second", "federation_send_burst",
+                    "federation_max_transaction_bytes", "federation_max_fetch_per_pdu",
+                    "federation_max_fetch_per_txn", "federation_max_state_size"):  # fmt: skip
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{key} must be a positive integer")
         for cidr in self.federation_allow_ips:
             try:
                 ipaddress.ip_network(cidr, strict=False)
@@ -247,6 +269,14 @@ log_level = "{log_level}"
 # federation_banned_signing_keys = []           # Ed25519 public keys never accepted
 # federation_retry_min_ms = 5000                # outbound back-off: first wait after a failure,
 # federation_retry_max_ms = 3600000             # doubling up to this
+# federation_domain_allow = []                  # origin globs allowed in and out (empty: all)
+# federation_domain_deny = []                   # origin globs refused (deny wins)
+# federation_send_per_second = 10               # inbound /send per origin (token bucket rate)
+# federation_send_burst = 50                    # ... and burst
+# federation_max_transaction_bytes = 10485760   # largest /send body
+# federation_max_fetch_per_pdu = 100            # events fetched to check one received event
+# federation_max_fetch_per_txn = 500            # ... and one received transaction
+# federation_max_state_size = 100000            # largest room state accepted from a server
 """
 
 

@@ -10,9 +10,10 @@ import time
 
 from aiohttp import web
 
-from bastion.api.http import Request, Router, error, make_dispatcher
+from bastion.api.http import MAX_JSON_BODY, Request, Router, error, make_dispatcher
 from bastion.config import Config
 from bastion.federation.client import FederationClient
+from bastion.federation.event_handler import FederationEventHandler
 from bastion.federation.keyring import Keyring
 from bastion.federation.sender import FederationSender
 from bastion.federation.tls import generate_self_signed, server_ssl_context
@@ -66,6 +67,8 @@ FEDERATION_API_MODULES = [
     "bastion.api.federation.server_implementation",
     "bastion.api.federation.server_keys",
     "bastion.api.federation.server_discovery",
+    "bastion.api.federation.transactions",
+    "bastion.api.federation.events",
 ]
 
 
@@ -101,6 +104,9 @@ class HomeServer:
         self.federation_router = Router()
         self.federation_client = FederationClient(self)
         self.keyring = Keyring(self)
+        self.federation_events = FederationEventHandler(self)
+        if not hasattr(self, "federation_edu_handlers"):
+            self.federation_edu_handlers: dict = {}  # edu_type -> async fn(origin, content)
         self.federation_sender = FederationSender(self)
         self._runner: web.AppRunner | None = None
         self._federation_runner: web.AppRunner | None = None
@@ -133,10 +139,16 @@ class HomeServer:
         """S-S API "Request Authentication": verify the X-Matrix header over method, raw URI
         (path and query as sent), origin, destination and, for PUT/POST, the JSON body. Returns
         the origin server name (a handler finds it in ``req.requester``); 401 on any mismatch."""
-        content = await req.json() if req.method in ("PUT", "POST") else None
+        limit = MAX_JSON_BODY
+        if req.raw.path.startswith("/_matrix/federation/v1/send/"):
+            limit = self.config.federation_max_transaction_bytes  # 50 PDUs and 100 EDUs
+        content = await req.json(limit=limit) if req.method in ("PUT", "POST") else None
         origin = await self.keyring.verify_request(
             req.method, req.raw.raw_path, content, req.raw.headers.get("Authorization")
         )
+        # The server-wide origin allow/deny list (federation_domain_allow / _deny).
+        if not self.federation_events.origin_allowed(origin):
+            raise error("M_FORBIDDEN", "this server does not federate with yours", 403)
         await self.federation_sender.destination_is_up(origin)  # end its back-off
         return origin
 

@@ -95,10 +95,11 @@ class Request:
                 raise error("M_TOO_LARGE", f"request body is larger than {limit} bytes", 413)
         return bytes(data)
 
-    async def json(self, *, allow_empty: bool = False) -> dict:
-        """The body as a JSON object (``M_NOT_JSON`` / ``M_BAD_JSON`` otherwise)."""
+    async def json(self, *, allow_empty: bool = False, limit: int = MAX_JSON_BODY) -> dict:
+        """The body as a JSON object (``M_NOT_JSON`` / ``M_BAD_JSON`` otherwise); bodies larger
+        than ``limit`` bytes are refused (413 ``M_TOO_LARGE``)."""
         if self._json is None:
-            data = await self.body_bytes()
+            data = await self.body_bytes(limit)
             if not data.strip():
                 if allow_empty:
                     self._json = {}

@@ -234,10 +234,18 @@ class RoomsStore:
             )
         }
         last = self.db.read_one(
-            "SELECT e.sg_after, g.chain_len FROM events e LEFT JOIN state_groups g"
+            "SELECT e.sg_after, g.chain_len, e.stream_pos FROM events e LEFT JOIN state_groups g"
             " ON g.id = e.sg_after WHERE e.room_id = ? ORDER BY e.stream_pos DESC LIMIT 1",
             (room_id,),
         )
+        # After an inbound federation write the current state may be a resolution of several
+        # forward extremities: storage/sqlite/federation_inbound.py records its group.
+        fed = self.db.read_one(
+            "SELECT group_id, chain_len, stream_pos FROM room_state_head WHERE room_id = ?",
+            (room_id,),
+        )
+        if fed is not None and (last is None or fed[2] >= last[2]):
+            last = fed
         extremities = [
             r[0]
             for r in self.db.read(

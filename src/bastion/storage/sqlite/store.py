@@ -20,13 +20,15 @@ from bastion.storage.sqlite import (
     accounts,
     e2ee,
     federation,
+    federation_inbound,
     federation_queue,
     media,
     rooms,
 )
 from bastion.storage.sqlite.database import Database
 
-MIXINS = (accounts, rooms, e2ee, media, account_data, federation, federation_queue)
+MIXINS = (accounts, rooms, e2ee, media, account_data, federation, federation_queue,
+          federation_inbound)  # fmt: skip
 
 
 class SqliteStore(
@@ -37,6 +39,7 @@ class SqliteStore(
     account_data.AccountDataStore,
     federation.FederationStore,
     federation_queue.FederationQueueStore,
+    federation_inbound.FederationInboundStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.db = Database(path, synchronous)

@@ -1,0 +1,24 @@
+"""PUT /_matrix/federation/v1/send/{txnId} — S-S API "Transactions" (transactions.yaml)."""
+
+from __future__ import annotations
+
+from bastion.api.http import Request, error
+
+
+def register(router, hs) -> None:
+    events = hs.federation_events
+
+    async def send_transaction(req: Request) -> dict:
+        """PUT /_matrix/federation/v1/send/{txnId} — S-S API "Transactions": at most 50 PDUs
+        and 100 EDUs; each PDU goes through "Checks performed on receipt of a PDU"; 200 with
+        ``{pdus: {event_id: {error?}}}`` even when PDUs are rejected; a retried txnId gets the
+        first answer. Per-origin rate limit: 429 ``M_LIMIT_EXCEEDED``."""
+        origin = req.requester
+        events.check_send_rate(origin)
+        txn_id = req.params["txnId"]
+        if not txn_id or len(txn_id) > 255:
+            raise error("M_INVALID_PARAM", "invalid transaction ID")
+        body = await req.json(limit=hs.config.federation_max_transaction_bytes)
+        return await events.on_send_transaction(origin, txn_id, body)
+
+    router.add("PUT", "/_matrix/federation/v1/send/{txnId}", send_transaction)

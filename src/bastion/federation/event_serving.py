@@ -1,0 +1,176 @@
+"""Serving events to other servers (S-S API "Retrieving events", "Backfilling and retrieving
+missing events", "Server Access Control Lists (ACLs)"; C-S module "History visibility", "Server
+behaviour").
+
+Rules for every read: the room's server ACL must allow the requesting server (403); the server
+must be in the room — a user of it joined in the state at the event asked about (or in the
+room's current state for room-wide reads) — otherwise 403 ``M_FORBIDDEN``; rejected events are
+never served (404, and left out of lists); an event the server may not see under the history
+visibility at that event is served redacted, so the DAG stays walkable without leaking content.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bastion.core.events import redact
+from bastion.core.pdu_checks import server_may_see
+from bastion.errors import MatrixError
+
+HV_KEY = ("m.room.history_visibility", "")
+MAX_BACKFILL = 100
+MAX_MISSING = 50
+
+
+def _not_found() -> MatrixError:
+    return MatrixError("M_NOT_FOUND", "event not found", 404)
+
+
+class EventServing:
+    def __init__(self, hs: Any) -> None:
+        self.hs = hs
+        self.store = hs.store
+
+    # -- access ---------------------------------------------------------------------------------
+    def _memberships_of_server(self, state: dict, server: str) -> list[str | None]:
+        ids = [eid for (t, k), eid in state.items()
+               if t == "m.room.member" and k.endswith(":" + server)]  # fmt: skip
+        evs = self.store.get_pdus(ids)
+        return [e.get("content", {}).get("membership") for e in evs.values()]
+
+    def require_room_access(self, room_id: str, origin: str) -> str:
+        """The room's version, after the ACL and "server is in the room" checks."""
+        version = self.store.get_room_version(room_id)
+        if version is None:
+            raise MatrixError("M_FORBIDDEN", "this server is not in that room", 403)
+        self.hs.federation_events.require_acl(room_id, origin)
+        state = self.store.get_current_state_ids(room_id)
+        if "join" not in self._memberships_of_server(state, origin):
+            raise MatrixError("M_FORBIDDEN", "your server is not in this room", 403)
+        return version
+
+    def _event_and_state(self, event_id: str, room_id: str | None = None):
+        meta = self.store.get_event_meta([event_id]).get(event_id)
+        if meta is None or meta.rejected or (room_id is not None and meta.room_id != room_id):
+            raise _not_found()
+        ev = self.store.get_pdus([event_id]).get(event_id)
+        if ev is None:
+            raise _not_found()
+        return meta, ev
+
+    def _visible(self, ev: dict, state_before: dict, origin: str, version: str) -> dict:
+        """The event as ``origin`` may see it: whole, or redacted."""
+        hv = self.store.get_pdus([state_before[HV_KEY]]).get(state_before[HV_KEY]) if (
+            HV_KEY in state_before
+        ) else None  # fmt: skip
+        vis = [(hv or {}).get("content", {}).get("history_visibility")]
+        if ev.get("type") == "m.room.history_visibility" and ev.get("state_key") == "":
+            vis.append(ev.get("content", {}).get("history_visibility"))
+        mems = self._memberships_of_server(state_before, origin)
+        if any(server_may_see(v, mems) for v in vis):
+            return ev
+        return redact(ev, version)
+
+    # -- endpoints -----------------------------------------------------------------------------
+    def get_event(self, origin: str, event_id: str) -> dict:
+        meta, ev = self._event_and_state(event_id)
+        version = self.require_room_access(meta.room_id, origin)
+        state = self.store.get_state_group(meta.sg_before)
+        if meta.outlier:
+            state = self.store.get_current_state_ids(meta.room_id)
+        return self._visible(ev, state, origin, version)
+
+    def state_ids(self, origin: str, room_id: str, event_id: str) -> tuple[list[str], list[str]]:
+        """The state before ``event_id`` and the auth chain of that state (IDs)."""
+        self.require_room_access(room_id, origin)
+        meta, _ = self._event_and_state(event_id, room_id)
+        if meta.outlier:
+            raise MatrixError("M_NOT_FOUND", "the state at that event is not known here", 404)
+        state = self.store.get_state_group(meta.sg_before)
+        ids = list(state.values())
+        chain = self.store.get_auth_chain_ids(ids)
+        rejected = {e for e, m in self.store.get_event_meta(chain).items() if m.rejected}
+        return ids, sorted(chain - rejected)
+
+    def state(self, origin: str, room_id: str, event_id: str) -> tuple[list[dict], list[dict]]:
+        ids, chain = self.state_ids(origin, room_id, event_id)
+        evs = self.store.get_pdus(ids)
+        chain_evs = self.store.get_pdus(chain)
+        return [evs[i] for i in ids if i in evs], [chain_evs[i] for i in chain if i in chain_evs]
+
+    def event_auth(self, origin: str, room_id: str, event_id: str) -> list[dict]:
+        self.require_room_access(room_id, origin)
+        self._event_and_state(event_id, room_id)
+        chain = self.store.get_auth_chain_ids([event_id])
+        evs = self.store.get_pdus(chain)
+        return sorted(evs.values(), key=lambda e: (e.get("depth", 0), e.get("origin_server_ts", 0)))
+
+    def _walk_back(
+        self, room_id: str, starts: list[str], stop: set[str], limit: int, min_depth: int,
+        include_starts: bool,
+    ) -> list[str]:  # fmt: skip
+        """Events reached backwards over prev_events from ``starts``, deepest first, at most
+        ``limit``; never through ``stop`` or below ``min_depth``; rejected ones never."""
+        import heapq
+
+        metas = self.store.get_event_meta(starts)
+        heap: list[tuple[int, str]] = []
+        seen: set[str] = set()
+        if include_starts:
+            for s in starts:
+                m = metas.get(s)
+                if m is not None and m.room_id == room_id and s not in seen:
+                    seen.add(s)
+                    heapq.heappush(heap, (-m.depth, s))
+        else:
+            for s, prevs in self.store.get_prev_ids(starts).items():
+                if s not in metas or metas[s].room_id != room_id:
+                    continue
+                pm = self.store.get_event_meta(prevs)
+                for p, m in pm.items():
+                    if p not in seen and p not in stop and m.room_id == room_id:
+                        seen.add(p)
+                        heapq.heappush(heap, (-m.depth, p))
+        out: list[str] = []
+        while heap and len(out) < limit:
+            negd, eid = heapq.heappop(heap)
+            if -negd < min_depth:
+                continue
+            m = self.store.get_event_meta([eid]).get(eid)
+            if m is None or m.rejected:
+                continue
+            out.append(eid)
+            prevs = self.store.get_prev_ids([eid]).get(eid, [])
+            for p, pm in self.store.get_event_meta(prevs).items():
+                if p not in seen and p not in stop and pm.room_id == room_id:
+                    seen.add(p)
+                    heapq.heappush(heap, (-pm.depth, p))
+        return out
+
+    def _serve(self, origin: str, ids: list[str], version: str) -> list[dict]:
+        evs = self.store.get_pdus(ids)
+        metas = self.store.get_event_meta(ids)
+        out = []
+        for eid in ids:
+            ev, m = evs.get(eid), metas.get(eid)
+            if ev is None or m is None:
+                continue
+            state = self.store.get_state_group(m.sg_before) if not m.outlier else {}
+            out.append(self._visible(ev, state, origin, version))
+        return out
+
+    def backfill(self, origin: str, room_id: str, from_ids: list[str], limit: int) -> list[dict]:
+        version = self.require_room_access(room_id, origin)
+        ids = self._walk_back(room_id, from_ids, set(), min(limit, MAX_BACKFILL), 0, True)
+        return self._serve(origin, ids, version)
+
+    def get_missing_events(
+        self, origin: str, room_id: str, earliest: list[str], latest: list[str], limit: int,
+        min_depth: int,
+    ) -> list[dict]:  # fmt: skip
+        version = self.require_room_access(room_id, origin)
+        ids = self._walk_back(
+            room_id, latest, set(earliest), min(limit, MAX_MISSING), min_depth, False
+        )
+        ids.reverse()  # oldest first
+        return self._serve(origin, ids, version)

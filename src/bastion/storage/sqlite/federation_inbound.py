@@ -1,0 +1,418 @@
+"""Inbound federation: received transactions, and events that arrive from other servers (S-S API
+"Transactions", "Checks performed on receipt of a PDU", "Room State Resolution").
+
+Remote events live in the rooms tables (``events``, ``event_edges``, ``event_auth``, state
+groups, ``current_state``, memberships). Their flags in ``events``:
+
+* ``rejected = 1``: failed PDU check 4 or 5. Kept in the DAG, never served (every read filters it
+  out), never an auth event, prev event or forward extremity.
+* ``soft_failed = 1``: failed check 6. Never served to clients, never a forward extremity.
+* ``soft_failed = 2``: an *outlier* — an event we hold without knowing the state before it
+  (fetched auth events, state received on join). Not in any timeline (the timeline reads ask for
+  ``soft_failed = 0``), usable as an auth event and in state.
+
+A received transaction's response is kept per (origin, txnId) so a retry gets the same answer.
+``room_state_head`` records the state group equal to a room's current state after an inbound
+write (current state may be a resolution of several forward extremities, not the state after the
+room's last event); the rooms store prefers it when it is newer than the room's last local event.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import orjson
+
+from bastion.storage.sqlite.rooms import SNAPSHOT_EVERY, StateMap
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS federation_inbound_txns (
+    origin TEXT NOT NULL,
+    txn_id TEXT NOT NULL,
+    response_json BLOB NOT NULL,
+    received_ts INTEGER NOT NULL,
+    PRIMARY KEY (origin, txn_id)
+);
+CREATE TABLE IF NOT EXISTS room_state_head (
+    room_id TEXT PRIMARY KEY,
+    group_id INTEGER,
+    chain_len INTEGER NOT NULL,
+    stream_pos INTEGER NOT NULL
+);
+"""
+STREAMS: list[tuple[str, str]] = []
+
+OUTLIER = 2
+
+
+@dataclass(frozen=True, slots=True)
+class EventMeta:
+    room_id: str
+    depth: int
+    rejected: bool
+    soft_failed: bool
+    outlier: bool
+    sg_before: int | None
+    sg_after: int | None
+    stream_pos: int
+
+
+@dataclass
+class RemoteEvent:
+    """One received event to persist (built by the federation event handler)."""
+
+    event: dict
+    event_id: str
+    room_id: str
+    rejected: bool = False
+    soft_failed: bool = False
+    outlier: bool = False
+    backfilled: bool = False
+    #: The state before the event (None for outliers) and, when known, a group holding it.
+    state_before: StateMap | None = None
+    sg_before: int | None = None
+    #: The room's current state before and after this event (None: current state unchanged).
+    old_current: StateMap | None = None
+    new_current: StateMap | None = None
+    #: The room's forward extremities after this event (None: unchanged).
+    extremities: list[str] | None = None
+    #: Events (id → PDU) the new current state names, for the membership rows.
+    state_events: dict = field(default_factory=dict)
+    # Filled in by the write.
+    stream_pos: int = 0
+    sg_after: int | None = None
+    head_group: int | None = None
+    head_chain: int = 0
+
+
+class FederationInboundStore:
+    db: object  # Database, set by SqliteStore
+
+    # -- transactions ---------------------------------------------------------------------------
+    def get_federation_txn(self, origin: str, txn_id: str) -> dict | None:
+        row = self.db.read_one(  # type: ignore[attr-defined]
+            "SELECT response_json FROM federation_inbound_txns WHERE origin = ? AND txn_id = ?",
+            (origin, txn_id),
+        )
+        return orjson.loads(row[0]) if row else None
+
+    def store_federation_txn_in(
+        self, conn: sqlite3.Connection, origin: str, txn_id: str, response: dict, now_ms: int
+    ) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO federation_inbound_txns (origin, txn_id, response_json,"
+            " received_ts) VALUES (?,?,?,?)",
+            (origin, txn_id, orjson.dumps(response), now_ms),
+        )
+
+    # -- events, whatever their flags -------------------------------------------------------
+    def get_event_meta(self, event_ids: Iterable[str]) -> dict[str, EventMeta]:
+        ids = list(dict.fromkeys(event_ids))
+        out: dict[str, EventMeta] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.db.read(  # type: ignore[attr-defined]
+                "SELECT event_id, room_id, depth, rejected, soft_failed, sg_before, sg_after,"
+                f" stream_pos FROM events WHERE event_id IN ({marks})",  # noqa: S608
+                chunk,
+            ):
+                out[r[0]] = EventMeta(
+                    r[1], r[2], bool(r[3]), r[4] == 1, r[4] == OUTLIER, r[5], r[6], r[7]
+                )
+        return out
+
+    def get_pdus(self, event_ids: Iterable[str], *, with_rejected: bool = False) -> dict[str, dict]:
+        """id → stored PDU (redacted if redacted); rejected events only when asked."""
+        ids = list(dict.fromkeys(event_ids))
+        out: dict[str, dict] = {}
+        extra = "" if with_rejected else " AND rejected = 0"
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.db.read(  # type: ignore[attr-defined]
+                f"SELECT event_id, json FROM events WHERE event_id IN ({marks}){extra}",  # noqa: S608
+                chunk,
+            ):
+                out[r[0]] = orjson.loads(r[1])
+        return out
+
+    def get_auth_ids(self, event_ids: Iterable[str]) -> dict[str, list[str]]:
+        ids = list(dict.fromkeys(event_ids))
+        out: dict[str, list[str]] = {e: [] for e in ids}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.db.read(  # type: ignore[attr-defined]
+                f"SELECT event_id, auth_event_id FROM event_auth WHERE event_id IN ({marks})",  # noqa: S608
+                chunk,
+            ):
+                out[r[0]].append(r[1])
+        return out
+
+    def get_auth_chain_ids(self, event_ids: Iterable[str], limit: int = 200_000) -> set[str]:
+        """The auth chain of the events (their auth events, recursively; not the events)."""
+        seen: set[str] = set()
+        frontier = list(dict.fromkeys(event_ids))
+        while frontier and len(seen) < limit:
+            nxt: list[str] = []
+            for auths in self.get_auth_ids(frontier).values():
+                for a in auths:
+                    if a not in seen:
+                        seen.add(a)
+                        nxt.append(a)
+            frontier = nxt
+        return seen
+
+    def get_prev_ids(self, event_ids: Iterable[str]) -> dict[str, list[str]]:
+        ids = list(dict.fromkeys(event_ids))
+        out: dict[str, list[str]] = {e: [] for e in ids}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.db.read(  # type: ignore[attr-defined]
+                f"SELECT event_id, prev_event_id FROM event_edges WHERE event_id IN ({marks})",  # noqa: S608
+                chunk,
+            ):
+                out[r[0]].append(r[1])
+        return out
+
+    def get_forward_extremities(self, room_id: str) -> list[str]:
+        return [
+            r[0]
+            for r in self.db.read(  # type: ignore[attr-defined]
+                "SELECT event_id FROM forward_extremities WHERE room_id = ?", (room_id,)
+            )
+        ]
+
+    def get_room_state_head(self, room_id: str) -> sqlite3.Row | None:
+        return self.db.read_one(  # type: ignore[attr-defined]
+            "SELECT group_id, chain_len, stream_pos FROM room_state_head WHERE room_id = ?",
+            (room_id,),
+        )
+
+    # -- writes ---------------------------------------------------------------------------------
+    @staticmethod
+    def _snapshot_group(conn: sqlite3.Connection, room_id: str, state: StateMap) -> int:
+        cur = conn.execute(
+            "INSERT INTO state_groups (room_id, prev_group, chain_len) VALUES (?,?,0)",
+            (room_id, None),
+        )
+        gid = cur.lastrowid
+        conn.executemany(
+            "INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES (?,?,?,?)",
+            [(gid, t, k, e) for (t, k), e in state.items()],
+        )
+        return gid  # type: ignore[return-value]
+
+    @staticmethod
+    def _chain_len(conn: sqlite3.Connection, group: int | None) -> int:
+        if group is None:
+            return 0
+        row = conn.execute("SELECT chain_len FROM state_groups WHERE id = ?", (group,)).fetchone()
+        return row[0] if row else 0
+
+    def _insert_event(
+        self, conn: sqlite3.Connection, eid: str, room_id: str, ev: dict, pos: int,
+        sg_before: int | None, sg_after: int | None, rejected: bool, soft: int,
+    ) -> None:  # fmt: skip
+        state_key = ev.get("state_key") if isinstance(ev.get("state_key"), str) else None
+        depth = ev.get("depth") if type(ev.get("depth")) is int else 0
+        conn.execute(
+            "INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,"
+            " origin_server_ts, json, sg_before, sg_after, rejected, soft_failed)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (eid, room_id, pos, depth, ev["type"], state_key, ev["sender"],
+             ev["origin_server_ts"], orjson.dumps(ev), sg_before, sg_after, int(rejected), soft),
+        )  # fmt: skip
+        prevs = [p[0] if isinstance(p, list) else p for p in ev.get("prev_events", [])]
+        auths = [a[0] if isinstance(a, list) else a for a in ev.get("auth_events", [])]
+        conn.executemany(
+            "INSERT OR IGNORE INTO event_edges (event_id, prev_event_id) VALUES (?,?)",
+            [(eid, p) for p in prevs],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO event_auth (event_id, auth_event_id) VALUES (?,?)",
+            [(eid, a) for a in auths],
+        )
+
+    def persist_outliers_sync(
+        self, conn: sqlite3.Connection, events: list[tuple[str, str, dict, bool]]
+    ) -> None:
+        """Store events as outliers: (event_id, room_id, pdu, rejected). Known events are left
+        as they are."""
+        known = set()
+        ids = [e[0] for e in events]
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            known.update(
+                r[0]
+                for r in conn.execute(
+                    f"SELECT event_id FROM events WHERE event_id IN ({marks})",  # noqa: S608
+                    chunk,
+                )
+            )
+        for eid, room_id, ev, rejected in events:
+            if eid in known:
+                continue
+            known.add(eid)
+            pos = self.next_stream_pos(conn)  # type: ignore[attr-defined]
+            self._insert_event(conn, eid, room_id, ev, pos, None, None, rejected, OUTLIER)
+
+    def _backfill_pos(self, conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT MIN(stream_pos) FROM events").fetchone()
+        low = row[0] if row and row[0] is not None else 0
+        return min(low, 0) - 1
+
+    def persist_remote_event_sync(self, conn: sqlite3.Connection, p: RemoteEvent) -> None:
+        """Persist one received (non-outlier) event with its state groups, forward extremities,
+        current state and membership changes (inside a write function)."""
+        ev = p.event
+        existing = conn.execute(
+            "SELECT soft_failed FROM events WHERE event_id = ?", (p.event_id,)
+        ).fetchone()
+        if existing is not None:
+            if existing[0] != OUTLIER:
+                return
+            # An outlier now arrives with its place in the DAG: store it again, de-outliered.
+            conn.execute("DELETE FROM events WHERE event_id = ?", (p.event_id,))
+        pos = self._backfill_pos(conn) if p.backfilled else self.next_stream_pos(conn)  # type: ignore[attr-defined]
+        p.stream_pos = pos
+        sg_before = p.sg_before
+        if sg_before is None and p.state_before is not None:
+            sg_before = self._snapshot_group(conn, p.room_id, p.state_before)
+        state_key = ev.get("state_key")
+        sg_after = sg_before
+        state_after = p.state_before
+        if isinstance(state_key, str) and not p.rejected and p.state_before is not None:
+            state_after = dict(p.state_before)
+            state_after[(ev["type"], state_key)] = p.event_id
+            chain = self._chain_len(conn, sg_before)
+            if sg_before is None or chain + 1 >= SNAPSHOT_EVERY:
+                sg_after = self._snapshot_group(conn, p.room_id, state_after)
+            else:
+                cur = conn.execute(
+                    "INSERT INTO state_groups (room_id, prev_group, chain_len) VALUES (?,?,?)",
+                    (p.room_id, sg_before, chain + 1),
+                )
+                sg_after = cur.lastrowid
+                conn.execute(
+                    "INSERT INTO state_group_entries (group_id, type, state_key, event_id)"
+                    " VALUES (?,?,?,?)",
+                    (sg_after, ev["type"], state_key, p.event_id),
+                )
+        p.sg_after = sg_after
+        soft = 1 if p.soft_failed else 0
+        self._insert_event(
+            conn, p.event_id, p.room_id, ev, pos, sg_before, sg_after, p.rejected, soft
+        )
+        if p.extremities is not None:
+            conn.execute("DELETE FROM forward_extremities WHERE room_id = ?", (p.room_id,))
+            conn.executemany(
+                "INSERT OR IGNORE INTO forward_extremities (room_id, event_id) VALUES (?,?)",
+                [(p.room_id, e) for e in p.extremities],
+            )
+        wake: set[str] = {p.room_id}
+        if p.new_current is not None:
+            old = p.old_current or {}
+            if p.new_current == state_after and sg_after is not None:
+                head_group = sg_after
+            else:
+                head_group = self._snapshot_group(conn, p.room_id, p.new_current)
+            wake |= self.apply_current_state_sync(
+                conn, p.room_id, old, p.new_current, pos, p.state_events
+            )
+            p.head_group, p.head_chain = head_group, self._chain_len(conn, head_group)
+            conn.execute(
+                "INSERT OR REPLACE INTO room_state_head (room_id, group_id, chain_len, stream_pos)"
+                " VALUES (?,?,?,?)",
+                (p.room_id, head_group, p.head_chain, pos),
+            )
+        else:
+            self.touch_room_state_head_sync(conn, p.room_id, pos)
+        self.wake(*wake)  # type: ignore[attr-defined]
+
+    def touch_room_state_head_sync(self, conn: sqlite3.Connection, room_id: str, pos: int) -> None:
+        """Keep ``room_state_head`` the newest record of the room's current group after an
+        inbound write that did not change current state."""
+        conn.execute(
+            "UPDATE room_state_head SET stream_pos = MAX(stream_pos, ?) WHERE room_id = ?",
+            (pos, room_id),
+        )
+
+    def apply_current_state_sync(
+        self, conn: sqlite3.Connection, room_id: str, old: StateMap, new: StateMap, pos: int,
+        events: dict,
+    ) -> set[str]:  # fmt: skip
+        """Replace a room's current state by ``new`` (``old`` is the current state now): the
+        changed rows of ``current_state``, and for changed memberships ``current_membership``
+        and a ``membership_events`` row at ``pos`` (what /sync reads). ``events`` maps the IDs
+        of changed member events to their PDUs. Returns the user IDs whose membership changed."""
+        changed: set[str] = set()
+        for key in old.keys() - new.keys():
+            conn.execute(
+                "DELETE FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
+                (room_id, *key),
+            )
+        rows = []
+        for key, eid in new.items():
+            if old.get(key) == eid:
+                continue
+            rows.append((room_id, key[0], key[1], eid))
+            if key[0] != "m.room.member":
+                continue
+            ev = events.get(eid)
+            if ev is None:
+                r = conn.execute("SELECT json FROM events WHERE event_id = ?", (eid,)).fetchone()
+                ev = orjson.loads(r[0]) if r else None
+            if ev is None:
+                continue
+            membership = ev.get("content", {}).get("membership")
+            if not isinstance(membership, str):
+                continue
+            user_id = key[1]
+            conn.execute(
+                "INSERT INTO membership_events (room_id, user_id, membership, event_id,"
+                " stream_pos, sender) VALUES (?,?,?,?,?,?)",
+                (room_id, user_id, membership, eid, pos, ev.get("sender", "")),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO current_membership (room_id, user_id, membership,"
+                " event_id, stream_pos, forgotten) VALUES (?,?,?,?,?,0)",
+                (room_id, user_id, membership, eid, pos),
+            )
+            changed.add(user_id)
+        conn.executemany(
+            "INSERT OR REPLACE INTO current_state (room_id, type, state_key, event_id)"
+            " VALUES (?,?,?,?)",
+            rows,
+        )
+        return changed
+
+    def persist_joined_room_sync(
+        self, conn: sqlite3.Connection, room_id: str, room_version: str, creator: str,
+        now_ms: int, outliers: list[tuple[str, str, dict, bool]], state: StateMap,
+        join: RemoteEvent,
+    ) -> None:  # fmt: skip
+        """A room joined over federation (send_join response): the room row, the state and auth
+        chain as outliers, the join event on top of the state, current state and memberships."""
+        conn.execute(
+            "INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ts, is_public)"
+            " VALUES (?,?,?,?,0)",
+            (room_id, room_version, creator, now_ms),
+        )
+        self.persist_outliers_sync(conn, outliers)
+        old = {
+            (r[0], r[1]): r[2]
+            for r in conn.execute(
+                "SELECT type, state_key, event_id FROM current_state WHERE room_id = ?", (room_id,)
+            )
+        }
+        join.state_before = state
+        join.old_current = old
+        join.new_current = {**state, ("m.room.member", join.event["state_key"]): join.event_id}
+        join.extremities = [join.event_id]
+        self.persist_remote_event_sync(conn, join)
