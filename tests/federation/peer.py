@@ -88,9 +88,7 @@ class FakePeer:
         self.requests.append((req.method, path))
         if path == "/_matrix/key/v2/server":
             now = int(__import__("time").time() * 1000)
-            body = server_key_response(
-                self.server_name, self.key_id, self.key, now + 24 * 3600_000
-            )
+            body = server_key_response(self.server_name, self.key_id, self.key, now + 24 * 3600_000)
             return web.json_response(body)
         if path.startswith(V1 + "/event/"):
             ev = self.events.get(segs[-1])

@@ -131,7 +131,8 @@ def test_event_failing_auth_is_rejected_and_never_served(world):
     s, b = peer.request(srv, "GET", f"{V1}/event/{eid}")
     assert (s, b["errcode"]) == (404, "M_NOT_FOUND")
     # Current state is unchanged, and the next event does not build on the rejected one.
-    assert on_server(srv, lambda: srv.hs.rooms._head(room_id).state[("m.room.power_levels", "")]) != eid  # noqa: SLF001, E501
+    head = on_server(srv, lambda: srv.hs.rooms._head(room_id).copy())  # noqa: SLF001
+    assert head.state[("m.room.power_levels", "")] != eid
     nxt = send(admin, room_id, "after")
     assert eid not in on_server(srv, lambda: srv.hs.store.get_event(nxt))["prev_events"]
     # An event citing the rejected event as an auth event is rejected as well.
@@ -208,11 +209,15 @@ def test_fork_cannot_undo_a_ban(world):
     assert membership(srv, room_id, p2) == "ban"
     ban_id = head.state[("m.room.member", p2)]
     assert on_server(srv, lambda: srv.hs.store.get_event(ban_id))["content"]["membership"] == "ban"
-    got = [e["event_id"] for e in sync(admin, since)["rooms"]["join"][room_id]["timeline"]["events"]]
+    got = [
+        e["event_id"] for e in sync(admin, since)["rooms"]["join"][room_id]["timeline"]["events"]
+    ]
     assert f_id in got and m_id not in got and j_id not in got
     # The next local event merges the fork, and the state stays resolved.
     nxt = send(admin, room_id, "merge")
-    assert set(on_server(srv, lambda: srv.hs.store.get_event(nxt))["prev_events"]) == set(head.extremities)
+    assert set(on_server(srv, lambda: srv.hs.store.get_event(nxt))["prev_events"]) == set(
+        head.extremities
+    )
     assert membership(srv, room_id, p2) == "ban"
 
 
@@ -280,7 +285,9 @@ def test_bad_x_matrix_headers_are_401(world):
 
     auth = authorization_header("PUT", path, peer.server_name, srv.hs.server_name, peer.key_id,
                                 peer.key, {"other": 1})  # fmt: skip
-    assert peer.request(srv, "PUT", path, body, sign=False, headers={"Authorization": auth})[0] == 401
+    assert (
+        peer.request(srv, "PUT", path, body, sign=False, headers={"Authorization": auth})[0] == 401
+    )
 
 
 def test_flood_is_rate_limited_and_server_stays_responsive(world):

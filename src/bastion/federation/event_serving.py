@@ -15,6 +15,7 @@ from typing import Any
 
 from bastion.core.events import redact
 from bastion.core.pdu_checks import server_may_see
+from bastion.core.room_versions import get_room_version
 from bastion.errors import MatrixError
 
 HV_KEY = ("m.room.history_visibility", "")
@@ -71,6 +72,15 @@ class EventServing:
             return ev
         return redact(ev, version)
 
+    def _auth_chain(self, event_ids: list[str], room_id: str, version: str) -> set[str]:
+        """The auth chain of the events; in v12 the create event, never listed in
+        ``auth_events``, is part of every chain."""
+        chain = self.store.get_auth_chain_ids(event_ids)
+        create_id = "$" + room_id[1:]
+        if get_room_version(version).room_id_is_create_hash and event_ids != [create_id]:
+            chain.add(create_id)
+        return chain
+
     # -- endpoints -----------------------------------------------------------------------------
     def get_event(self, origin: str, event_id: str) -> dict:
         meta, ev = self._event_and_state(event_id)
@@ -82,13 +92,13 @@ class EventServing:
 
     def state_ids(self, origin: str, room_id: str, event_id: str) -> tuple[list[str], list[str]]:
         """The state before ``event_id`` and the auth chain of that state (IDs)."""
-        self.require_room_access(room_id, origin)
+        version = self.require_room_access(room_id, origin)
         meta, _ = self._event_and_state(event_id, room_id)
         if meta.outlier:
             raise MatrixError("M_NOT_FOUND", "the state at that event is not known here", 404)
         state = self.store.get_state_group(meta.sg_before)
         ids = list(state.values())
-        chain = self.store.get_auth_chain_ids(ids)
+        chain = self._auth_chain(ids, room_id, version) if ids else set()
         rejected = {e for e, m in self.store.get_event_meta(chain).items() if m.rejected}
         return ids, sorted(chain - rejected)
 
@@ -99,9 +109,9 @@ class EventServing:
         return [evs[i] for i in ids if i in evs], [chain_evs[i] for i in chain if i in chain_evs]
 
     def event_auth(self, origin: str, room_id: str, event_id: str) -> list[dict]:
-        self.require_room_access(room_id, origin)
+        version = self.require_room_access(room_id, origin)
         self._event_and_state(event_id, room_id)
-        chain = self.store.get_auth_chain_ids([event_id])
+        chain = self._auth_chain([event_id], room_id, version)
         evs = self.store.get_pdus(chain)
         return sorted(evs.values(), key=lambda e: (e.get("depth", 0), e.get("origin_server_ts", 0)))
 
