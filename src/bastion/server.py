@@ -13,8 +13,11 @@ from aiohttp import web
 from bastion.api.http import MAX_JSON_BODY, Request, Router, error, make_dispatcher
 from bastion.config import Config
 from bastion.federation.client import FederationClient
+from bastion.federation.device_lists import DeviceLists
+from bastion.federation.edus import FederationEDUs
 from bastion.federation.event_handler import FederationEventHandler
 from bastion.federation.keyring import Keyring
+from bastion.federation.queries import FederationQueries
 from bastion.federation.sender import FederationSender
 from bastion.federation.tls import generate_self_signed, server_ssl_context
 from bastion.services.account_data import AccountData
@@ -67,6 +70,9 @@ FEDERATION_API_MODULES = [
     "bastion.api.federation.server_implementation",
     "bastion.api.federation.server_keys",
     "bastion.api.federation.server_discovery",
+    "bastion.api.federation.query",
+    "bastion.api.federation.user_keys",
+    "bastion.api.federation.public_rooms",
     "bastion.api.federation.transactions",
     "bastion.api.federation.events",
 ]
@@ -108,6 +114,10 @@ class HomeServer:
         if not hasattr(self, "federation_edu_handlers"):
             self.federation_edu_handlers: dict = {}  # edu_type -> async fn(origin, content)
         self.federation_sender = FederationSender(self)
+        # EDUs in and out, device lists and queries across servers.
+        self.device_lists = DeviceLists(self)
+        self.federation_edus = FederationEDUs(self)  # registers its EDU handlers
+        self.federation_queries = FederationQueries(self)
         self._runner: web.AppRunner | None = None
         self._federation_runner: web.AppRunner | None = None
         self.bound_port: int | None = None

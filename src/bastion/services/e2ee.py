@@ -178,8 +178,10 @@ class E2EEService:
 
     # -- hooks for the accounts service (inside its write functions) --------------------------
     def on_device_added(self, conn: sqlite3.Connection, user_id: str, device_id: str) -> None:
-        """A new device: a device-list change for everyone sharing a room with its owner."""
-        self.store.add_device_list_change_in(conn, user_id)
+        """A new device: a device-list change for everyone sharing a room with its owner (and
+        an ``m.device_list_update`` for the servers sharing a room)."""
+        pos = self.store.add_device_list_change_in(conn, user_id)
+        self.hs.device_lists.local_change_in(conn, user_id, device_id, pos)
         self._queue_device_list_wake(user_id)
 
     def on_device_deleted(self, conn: sqlite3.Connection, user_id: str, device_id: str) -> None:
@@ -187,7 +189,8 @@ class E2EEService:
         pending to-device messages; emit a device-list change."""
         self.store.delete_device_e2e_in(conn, user_id, device_id)
         self._cursors.pop((user_id, device_id), None)
-        self.store.add_device_list_change_in(conn, user_id)
+        pos = self.store.add_device_list_change_in(conn, user_id)
+        self.hs.device_lists.local_change_in(conn, user_id, device_id, pos)
         self._queue_device_list_wake(user_id)
 
     # -- POST /keys/upload ----------------------------------------------------------------------
@@ -229,7 +232,8 @@ class E2EEService:
                 existing = store.get_device_keys_in(conn, user_id, device_id)
                 if existing is None:
                     store.set_device_keys_in(conn, user_id, device_id, device_keys, now)
-                    store.add_device_list_change_in(conn, user_id)
+                    pos = store.add_device_list_change_in(conn, user_id)
+                    self.hs.device_lists.local_change_in(conn, user_id, device_id, pos)
                     self._queue_device_list_wake(user_id)
                 elif not same_signed_content(existing, device_keys):
                     raise invalid(
@@ -270,7 +274,49 @@ class E2EEService:
             out["signatures"] = sigs
         return out
 
-    def query_keys(self, requester, body: dict) -> dict:
+    def local_device_keys(
+        self, user_id: str, device_ids: list[str] | None, *, unsigned: bool = True
+    ) -> dict[str, dict]:
+        """{device_id: device keys} of a local user as /keys/query serves them: as uploaded,
+        with the signatures verified on upload by the owner merged in (and ``unsigned`` with
+        the display name when asked)."""
+        devices = self.store.get_device_keys(user_id, device_ids or None)
+        sigs = self.store.get_signatures(user_id, devices.keys())
+        served = {}
+        for device_id, (keys, display_name) in devices.items():
+            obj = self._with_signatures(keys, sigs.get(device_id, []), {user_id})
+            if unsigned:
+                extra = dict(obj.get("unsigned") or {})
+                if display_name is not None:
+                    extra["device_display_name"] = display_name
+                obj["unsigned"] = extra
+            served[device_id] = obj
+        return served
+
+    def master_key_view(self, user_id: str, master: dict, viewer: str | None) -> dict:
+        """A master key with the verified signatures ``viewer`` may see (the owner's always;
+        the viewer's own, e.g. by their user-signing key)."""
+        (pub,) = (k.partition(":")[2] for k in master["keys"])
+        extra = self.store.get_signatures(user_id, [pub]).get(pub, [])
+        visible = {user_id} if viewer is None else {user_id, viewer}
+        return self._with_signatures(master, extra, visible)
+
+    def _add_local_user_keys(
+        self, result: dict, user_id: str, device_ids: list[str], viewer: str | None
+    ) -> None:
+        if not self.store.user_exists(user_id):
+            return  # unknown users are left out, without a failure (keys.yaml)
+        result["device_keys"][user_id] = self.local_device_keys(user_id, device_ids)
+        cross = self.store.get_cross_signing_keys(user_id)
+        if "master" in cross:
+            result["master_keys"][user_id] = self.master_key_view(user_id, cross["master"], viewer)
+        if "self_signing" in cross:
+            result["self_signing_keys"][user_id] = cross["self_signing"]
+        if "user_signing" in cross and user_id == viewer:
+            result["user_signing_keys"][user_id] = cross["user_signing"]
+
+    @staticmethod
+    def _check_query(body: dict) -> dict[str, list[str]]:
         wanted = body.get("device_keys")
         if not isinstance(wanted, dict):
             raise bad_json("'device_keys' must be an object mapping user IDs to device lists")
@@ -279,6 +325,19 @@ class E2EEService:
         timeout = body.get("timeout")
         if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool)):
             raise bad_json("'timeout' must be an integer")
+        for user_id, device_ids in wanted.items():
+            if not isinstance(device_ids, list) or not all(isinstance(d, str) for d in device_ids):
+                raise bad_json(f"device_keys[{user_id!r}] must be a list of device IDs")
+            if not is_valid_user_id(user_id, historical=True):
+                raise invalid(f"{user_id!r} is not a valid user ID")
+        return wanted
+
+    async def query_keys(self, requester, body: dict) -> dict:
+        """POST /keys/query: local users from the store; remote users from the device-list
+        cache or their servers (``hs.device_lists``), within the request's ``timeout``."""
+        from bastion.federation.device_lists import timeout_seconds
+
+        wanted = self._check_query(body)
         result: dict[str, Any] = {
             "device_keys": {},
             "failures": {},
@@ -286,53 +345,39 @@ class E2EEService:
             "self_signing_keys": {},
             "user_signing_keys": {},
         }
+        remote: dict[str, list[str]] = {}
         for user_id, device_ids in wanted.items():
-            if not isinstance(device_ids, list) or not all(isinstance(d, str) for d in device_ids):
-                raise bad_json(f"device_keys[{user_id!r}] must be a list of device IDs")
-            if not is_valid_user_id(user_id, historical=True):
-                raise invalid(f"{user_id!r} is not a valid user ID")
             if _server_of(user_id) != self.hs.server_name:
-                result["failures"][_server_of(user_id)] = {
-                    "status": 503,
-                    "message": "keys of remote users are not available from this server yet",
-                }
-                continue
-            if not self.store.user_exists(user_id):
-                continue  # unknown users are left out, without a failure (keys.yaml)
-            visible = {user_id, requester.user_id}
-            devices = self.store.get_device_keys(user_id, device_ids or None)
-            sigs = self.store.get_signatures(user_id, devices.keys())
-            served = {}
-            for device_id, (keys, display_name) in devices.items():
-                obj = self._with_signatures(keys, sigs.get(device_id, []), {user_id})
-                unsigned = dict(obj.get("unsigned") or {})
-                if display_name is not None:
-                    unsigned["device_display_name"] = display_name
-                obj["unsigned"] = unsigned
-                served[device_id] = obj
-            result["device_keys"][user_id] = served
-            cross = self.store.get_cross_signing_keys(user_id)
-            if "master" in cross:
-                master = cross["master"]
-                (pub,) = (k.partition(":")[2] for k in master["keys"])
-                extra = self.store.get_signatures(user_id, [pub]).get(pub, [])
-                result["master_keys"][user_id] = self._with_signatures(master, extra, visible)
-            if "self_signing" in cross:
-                result["self_signing_keys"][user_id] = cross["self_signing"]
-            if "user_signing" in cross and user_id == requester.user_id:
-                result["user_signing_keys"][user_id] = cross["user_signing"]
+                remote[user_id] = device_ids
+            else:
+                self._add_local_user_keys(result, user_id, device_ids, requester.user_id)
+        if remote:
+            got = await self.hs.device_lists.query_remote(remote, timeout_seconds(body))
+            for field in ("device_keys", "master_keys", "self_signing_keys", "failures"):
+                result[field].update(got[field])
+        return result
+
+    def query_keys_for_server(self, body: dict) -> dict:
+        """POST /_matrix/federation/v1/user/keys/query: our users only (others are left out);
+        no user-signing keys; master keys with their owner's signatures."""
+        wanted = self._check_query(body)
+        result: dict[str, Any] = {"device_keys": {}, "master_keys": {}, "self_signing_keys": {},
+                                  "user_signing_keys": {}}  # fmt: skip
+        for user_id, device_ids in wanted.items():
+            if _server_of(user_id) == self.hs.server_name:
+                self._add_local_user_keys(result, user_id, device_ids, None)
+        del result["user_signing_keys"]
         return result
 
     # -- POST /keys/claim -----------------------------------------------------------------------
-    async def claim_keys(self, requester, body: dict) -> dict:
+    @staticmethod
+    def _check_claim(body: dict) -> dict[str, dict[str, str]]:
         wanted = body.get("one_time_keys")
         if not isinstance(wanted, dict):
             raise bad_json("'one_time_keys' must be an object")
         timeout = body.get("timeout")
         if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool)):
             raise bad_json("'timeout' must be an integer")
-        local: list[tuple[str, str, str]] = []
-        failures: dict[str, dict] = {}
         for user_id, devices in wanted.items():
             if not isinstance(devices, dict) or not all(
                 isinstance(a, str) and a for a in devices.values()
@@ -340,13 +385,9 @@ class E2EEService:
                 raise bad_json(f"one_time_keys[{user_id!r}] must map device IDs to algorithms")
             if not is_valid_user_id(user_id, historical=True):
                 raise invalid(f"{user_id!r} is not a valid user ID")
-            if _server_of(user_id) != self.hs.server_name:
-                failures[_server_of(user_id)] = {
-                    "status": 503,
-                    "message": "keys of remote users are not available from this server yet",
-                }
-                continue
-            local += [(user_id, d, a) for d, a in devices.items()]
+        return wanted
+
+    async def _claim_local(self, local: list[tuple[str, str, str]]) -> dict:
         if len(local) > MAX_CLAIMS:
             raise invalid(f"at most {MAX_CLAIMS} keys per claim")
         store = self.store
@@ -360,8 +401,42 @@ class E2EEService:
                     out.setdefault(user_id, {})[device_id] = {f"{algorithm}:{key_id}": key}
             return out
 
-        claimed = await store.db.write(fn) if local else {}
+        return await store.db.write(fn) if local else {}
+
+    async def claim_keys(self, requester, body: dict) -> dict:
+        """POST /keys/claim: local keys in one transaction; remote users' keys from their
+        servers (``/user/keys/claim``) within the request's ``timeout``."""
+        from bastion.federation.device_lists import timeout_seconds
+
+        wanted = self._check_claim(body)
+        local: list[tuple[str, str, str]] = []
+        remote: dict[str, dict[str, str]] = {}
+        for user_id, devices in wanted.items():
+            if _server_of(user_id) != self.hs.server_name:
+                remote[user_id] = devices
+            else:
+                local += [(user_id, d, a) for d, a in devices.items()]
+        if sum(len(d) for d in remote.values()) + len(local) > MAX_CLAIMS:
+            raise invalid(f"at most {MAX_CLAIMS} keys per claim")
+        claimed = await self._claim_local(local)
+        failures: dict[str, dict] = {}
+        if remote:
+            got = await self.hs.device_lists.claim_remote(remote, timeout_seconds(body))
+            claimed.update(got["one_time_keys"])
+            failures.update(got["failures"])
         return {"one_time_keys": claimed, "failures": failures}
+
+    async def claim_keys_for_server(self, body: dict) -> dict:
+        """POST /_matrix/federation/v1/user/keys/claim: our users only, same rules as the
+        client API (oldest one-time key first, then the fallback key)."""
+        wanted = self._check_claim(body)
+        local = [
+            (user_id, d, a)
+            for user_id, devices in wanted.items()
+            if _server_of(user_id) == self.hs.server_name
+            for d, a in devices.items()
+        ]
+        return {"one_time_keys": await self._claim_local(local)}
 
     # -- GET /keys/changes ----------------------------------------------------------------------
     def key_changes(self, requester, from_token: str | None, to_token: str | None) -> dict:
@@ -383,6 +458,7 @@ class E2EEService:
         if not isinstance(messages, dict):
             raise bad_json("'messages' must be an object mapping user IDs to devices")
         plan: list[tuple[str, dict[str, dict]]] = []
+        remote: dict[str, dict[str, dict]] = {}
         total = 0
         for user_id, by_device in messages.items():
             if not is_valid_user_id(user_id, historical=True):
@@ -402,36 +478,50 @@ class E2EEService:
                 raise MatrixError(
                     "M_TOO_LARGE", f"at most {MAX_TO_DEVICE_MESSAGES} messages per request"
                 )
-            # Remote recipients need federation (m.direct_to_device), which is not here yet.
-            if _server_of(user_id) == self.hs.server_name and by_device:
+            if not by_device:
+                continue
+            if _server_of(user_id) == self.hs.server_name:
                 plan.append((user_id, by_device))
+            else:
+                remote[user_id] = by_device  # m.direct_to_device to the user's server
         sender, sender_device = requester.user_id, requester.device_id
         now = self.hs.now_ms()
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: sqlite3.Connection) -> bool:
             if store.to_device_txn_seen_in(conn, sender, sender_device, txn_id, now):
-                return
-            woken = set()
-            for user_id, by_device in plan:
-                targets: dict[str, dict] = {}
-                for device_id, content in by_device.items():
-                    if device_id != "*" and store.device_exists_in(conn, user_id, device_id):
-                        targets[device_id] = content
-                if "*" in by_device:
-                    for device_id in store.device_ids_in(conn, user_id):
-                        targets.setdefault(device_id, by_device["*"])
-                for device_id in sorted(targets):
-                    store.add_to_device_in(
-                        conn, user_id, device_id, sender, event_type, targets[device_id]
-                    )
-                if targets:
-                    woken.add(user_id)
-            if woken:
-                store.wake(*woken)
+                return False
+            self.deliver_to_device_in(conn, sender, event_type, plan)
+            return True
 
-        await store.db.write(fn)
+        if await store.db.write(fn) and remote:
+            await self.hs.federation_edus.send_to_device(sender, event_type, remote)
         return {}
+
+    def deliver_to_device_in(
+        self, conn: sqlite3.Connection, sender: str, event_type: str,
+        plan: list[tuple[str, dict[str, dict]]],
+    ) -> None:  # fmt: skip
+        """Inside a write function: put messages ({device_id or "*": content} per local user)
+        in the devices' inboxes and wake their syncs."""
+        store = self.store
+        woken = set()
+        for user_id, by_device in plan:
+            targets: dict[str, dict] = {}
+            for device_id, content in by_device.items():
+                if device_id != "*" and store.device_exists_in(conn, user_id, device_id):
+                    targets[device_id] = content
+            if "*" in by_device:
+                for device_id in store.device_ids_in(conn, user_id):
+                    targets.setdefault(device_id, by_device["*"])
+            for device_id in sorted(targets):
+                store.add_to_device_in(
+                    conn, user_id, device_id, sender, event_type, targets[device_id]
+                )
+            if targets:
+                woken.add(user_id)
+        if woken:
+            store.wake(*woken)
 
     # -- /sync ----------------------------------------------------------------------------------
     def contribute_global(self, ctx: SyncContext, response: dict) -> None:
@@ -552,6 +642,7 @@ class E2EEService:
                     store.delete_signatures_by_signer_in(conn, user_id, f"ed25519:{old}")
                     if usage == "master":
                         store.delete_signatures_on_in(conn, user_id, old)
+            self.hs.device_lists.signing_keys_changed_in(conn, user_id)
             self._queue_device_list_wake(user_id)
 
         await store.db.write(fn)
@@ -576,13 +667,23 @@ class E2EEService:
                     }
         if accepted:
             store = self.store
+            my_master = my_keys.get("master")
+            master_pub = next(iter(my_master["keys"].values())) if my_master else None
+            signed_devices = sorted({k for u, k, _s, _g in accepted if u == me and k != master_pub})
+            signed_master = any(u == me and k == master_pub for u, k, _s, _g in accepted)
 
             def fn(conn: sqlite3.Connection) -> None:
                 for target_user, target_key, signer_key, sig in accepted:
                     store.add_signature_in(conn, target_user, target_key, me, signer_key, sig)
                 # New signatures on your own keys interest everyone sharing a room with you;
                 # a signature on someone else's master key interests only your own devices.
-                store.add_device_list_change_in(conn, me)
+                for device_id in signed_devices:
+                    pos = store.add_device_list_change_in(conn, me)
+                    self.hs.device_lists.local_change_in(conn, me, device_id, pos)
+                if not signed_devices:
+                    store.add_device_list_change_in(conn, me)
+                if signed_master:
+                    self.hs.device_lists.signing_keys_changed_in(conn, me)
                 self._queue_device_list_wake(me)
 
             await store.db.write(fn)

@@ -70,7 +70,9 @@ class Typing:
         self.hs.notifier.notify([room_id])
 
     def set_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
-        """Start (for ``timeout_ms``, capped) or stop ``user_id`` typing. Call on the loop."""
+        """Start (for ``timeout_ms``, capped) or stop ``user_id`` typing. Call on the loop. A
+        local user's typing also goes to the other servers in the room (``m.typing``)."""
+        self.hs.federation_edus.local_typing(room_id, user_id, typing)
         users = self._typing.setdefault(room_id, {})
         old = users.pop(user_id, None)
         if old is not None:
@@ -196,6 +198,10 @@ class Receipts:
                     )
 
         await store.db.write(fn)
+        if "m.read" in markers:  # public receipts go to the other servers (m.receipt)
+            await self.hs.federation_edus.local_receipt(
+                room_id, user_id, markers["m.read"], now, thread_id
+            )
 
     def receipt_event(
         self, user_id: str, room_id: str, since: int | None, upto: int
@@ -358,6 +364,18 @@ class Presence:
             self._arm_idle(user_id)
         elif cur["presence"] != "unavailable":
             await self._persist(user_id, {**cur, "presence": "unavailable"})
+
+    async def set_remote(
+        self, user_id: str, presence: str, status_msg: str | None, last_active_ts: int
+    ) -> None:
+        """A remote user's presence (an ``m.presence`` EDU): persisted when the state or status
+        message changes, else only ``last_active_ts`` moves (in memory)."""
+        cur = self._current(user_id)
+        new = {"presence": presence, "status_msg": status_msg, "last_active_ts": last_active_ts}
+        if cur["presence"] == presence and cur.get("status_msg") == status_msg:
+            self._state[user_id] = new
+            return
+        await self._persist(user_id, new)
 
     def bump_active(self, user_id: str) -> None:
         """Note activity (e.g. sending an event) for ``last_active_ago``."""

@@ -19,7 +19,7 @@ def register(router: Router, hs) -> None:
     async def query(req: Request) -> dict:
         """POST /_matrix/client/v3/keys/query — device keys as uploaded (plus ``unsigned``),
         cross-signing keys with the verified signatures the caller may see."""
-        return e2ee.query_keys(req.requester, await req.json())
+        return await e2ee.query_keys(req.requester, await req.json())
 
     async def claim(req: Request) -> dict:
         """POST /_matrix/client/v3/keys/claim — one key per device: the oldest unclaimed

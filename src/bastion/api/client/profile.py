@@ -11,15 +11,16 @@ from bastion.services.accounts import check_profile_key
 def register(router: Router, hs) -> None:
     accounts = hs.accounts
 
-    def local_user(user_id: str) -> str:
+    async def profile_of(user_id: str) -> dict:
+        """A local user's profile, or a remote user's from their server (S-S API "Querying
+        for information")."""
         try:
             parsed = parse_user_id(user_id, historical=True)
         except MatrixError:
             raise error("M_INVALID_PARAM", "invalid user ID") from None
         if parsed.domain != hs.server_name:
-            # Remote profiles need federation queries, which this server does not make yet.
-            raise error("M_NOT_FOUND", "profile not found", 404)
-        return user_id
+            return await hs.federation_queries.remote_profile(user_id)
+        return accounts.get_profile(user_id)
 
     def own(req: Request) -> str:
         user_id = req.params["userId"]
@@ -29,15 +30,15 @@ def register(router: Router, hs) -> None:
         return user_id
 
     async def get_profile(req: Request) -> dict:
-        """GET /_matrix/client/v3/profile/{userId} — every field of a local user's profile;
-        404 ``M_NOT_FOUND`` for unknown or deactivated users."""
-        return accounts.get_profile(local_user(req.params["userId"]))
+        """GET /_matrix/client/v3/profile/{userId} — every field of a user's profile (a remote
+        user's from their server); 404 ``M_NOT_FOUND`` for unknown or deactivated users."""
+        return await profile_of(req.params["userId"])
 
     async def get_field(req: Request) -> dict:
         """GET /_matrix/client/v3/profile/{userId}/{keyName} — one field, 404 if not set."""
         key = req.params["keyName"]
         check_profile_key(key)
-        profile = accounts.get_profile(local_user(req.params["userId"]))
+        profile = await profile_of(req.params["userId"])
         if key not in profile:
             raise error("M_NOT_FOUND", "no such profile field", 404)
         return {key: profile[key]}

@@ -41,7 +41,14 @@ def register(router: Router, hs) -> None:
         return {}
 
     async def get_alias(req: Request) -> dict:
-        """GET /_matrix/client/v3/directory/room/{roomAlias} — no authentication required."""
+        """GET /_matrix/client/v3/directory/room/{roomAlias} — no authentication required; a
+        remote alias is looked up on its server (S-S API "Querying for information")."""
+        try:
+            remote = parse_room_alias(req.params["roomAlias"]).domain != hs.server_name
+        except MatrixError:
+            remote = False  # _alias() answers M_INVALID_PARAM
+        if remote:
+            return await hs.federation_queries.remote_directory(req.params["roomAlias"])
         alias = _alias(req)
         row = store.get_alias(alias)
         if row is None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from bastion.storage.sqlite import (
     account_data,
     accounts,
+    device_lists,
     e2ee,
     federation,
     federation_inbound,
@@ -27,7 +28,7 @@ from bastion.storage.sqlite import (
 )
 from bastion.storage.sqlite.database import Database
 
-MIXINS = (accounts, rooms, e2ee, media, account_data, federation, federation_queue,
+MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
           federation_inbound)  # fmt: skip
 
 
@@ -38,6 +39,7 @@ class SqliteStore(
     media.MediaStore,
     account_data.AccountDataStore,
     federation.FederationStore,
+    device_lists.DeviceListsStore,
     federation_queue.FederationQueueStore,
     federation_inbound.FederationInboundStore,
 ):

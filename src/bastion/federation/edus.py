@@ -1,0 +1,310 @@
+"""Ephemeral data units across servers (S-S API "EDUs", "Typing Notifications", "Presence",
+"Receipts", "Device Management", "End-to-End Encryption", "Send-to-device messaging", "Server
+Access Control Lists (ACLs)").
+
+``hs.federation_edus`` registers one handler per EDU type in ``hs.federation_edu_handlers``
+(``async fn(origin, content)``, called by ``PUT /send/{txnId}`` for each EDU of a transaction)
+and sends local users' typing notifications, receipts and to-device messages to other servers
+through ``hs.federation_sender.send_edu``.
+
+Every handler first checks that the user (or sender) the EDU speaks for belongs to the origin
+server, and drops the EDU otherwise (logged with the reason); an EDU never fails its
+transaction. ``m.typing`` and ``m.receipt`` are dropped for rooms whose ``m.room.server_acl``
+denies the origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import secrets
+import sqlite3
+from typing import Any
+
+from bastion.core.canonical_json import canonical_json
+from bastion.core.identifiers import is_valid_user_id
+from bastion.core.server_acl import server_acl_allows
+from bastion.services.e2ee import MAX_TO_DEVICE_CONTENT, MAX_TO_DEVICE_MESSAGES
+
+log = logging.getLogger("bastion.federation.edus")
+
+#: Typing notifications from other servers last this long unless renewed (the EDU carries no
+#: timeout; the local cap applies).
+FEDERATION_TYPING_TIMEOUT_MS = 30_000
+#: Receipts applied from one ``m.receipt`` EDU.
+MAX_RECEIPTS_PER_EDU = 1000
+#: Presence updates applied from one ``m.presence`` EDU.
+MAX_PRESENCE_PER_EDU = 1000
+#: Received ``message_id`` values are remembered this long (retried transactions arrive sooner).
+TO_DEVICE_DEDUPE_MS = 7 * 24 * 3600 * 1000
+MAX_ID_LENGTH = 255
+PRESENCE_STATES = ("online", "offline", "unavailable")
+
+
+def server_of(user_id: str) -> str:
+    """The server name of a user ID (everything after the first colon)."""
+    return user_id.partition(":")[2]
+
+
+def federation_enabled(hs) -> bool:
+    """Federation is on when the server has a federation listener."""
+    return hs.config.federation_address is not None
+
+
+async def send_edu(
+    hs, destination: str, edu_type: str, content: dict, key: str | None = None
+) -> None:
+    """Queue an EDU for ``destination`` with the federation sender (which batches, retries and
+    persists it). ``key``: a later EDU with the same key may replace an unsent earlier one."""
+    if destination == hs.server_name or not federation_enabled(hs):
+        return
+    try:
+        result = hs.federation_sender.send_edu(destination, edu_type, content, key=key)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:  # a sender failure must not fail the local request
+        log.exception("queueing %s for %s failed", edu_type, destination)
+
+
+def _ok_id(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH
+
+
+def _ok_user(value: object) -> bool:
+    return isinstance(value, str) and is_valid_user_id(value, historical=True)
+
+
+class FederationEDUs:
+    """``hs.federation_edus``: inbound EDU handlers and outbound room EDUs."""
+
+    def __init__(self, hs) -> None:
+        self.hs = hs
+        self.store = hs.store
+        self._tasks: set[asyncio.Task] = set()
+        handlers = hs.federation_edu_handlers
+        handlers["m.typing"] = self.on_typing
+        handlers["m.receipt"] = self.on_receipt
+        handlers["m.presence"] = self.on_presence
+        handlers["m.direct_to_device"] = self.on_direct_to_device
+        handlers["m.device_list_update"] = hs.device_lists.on_device_list_update
+        handlers["m.signing_key_update"] = hs.device_lists.on_signing_key_update
+
+    # -- helpers ------------------------------------------------------------------------------
+    def is_mine(self, user_id: str) -> bool:
+        return server_of(user_id) == self.hs.server_name
+
+    def servers_in_room(self, room_id: str) -> list[str]:
+        """Servers with a joined member in the room, other than this one (and not refused by
+        the server-wide allow/deny list)."""
+        return self.hs.federation_sender.destinations_for_room(room_id)
+
+    def acl_allows(self, room_id: str, origin: str) -> bool:
+        acl = self.store.get_current_state_event(room_id, "m.room.server_acl", "")
+        content = acl.get("content") if isinstance(acl, dict) else None
+        return server_acl_allows(content if isinstance(content, dict) else None, origin)
+
+    def _joined(self, room_id: str, user_id: str) -> bool:
+        row = self.store.get_membership(room_id, user_id)
+        return row is not None and row["membership"] == "join"
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait_idle(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- inbound ------------------------------------------------------------------------------
+    async def on_typing(self, origin: str, content: dict) -> None:
+        """``m.typing`` (S-S API "Typing Notifications"): the user must belong to the origin and
+        be joined to the room, and the room's ACL must allow the origin."""
+        room_id, user_id, typing = (content.get(k) for k in ("room_id", "user_id", "typing"))
+        if not _ok_id(room_id) or not _ok_user(user_id) or not isinstance(typing, bool):
+            log.info("dropping a malformed m.typing from %s", origin)
+            return
+        if server_of(user_id) != origin:
+            log.info("dropping m.typing from %s for %s: not its user", origin, user_id)
+            return
+        if not self.acl_allows(room_id, origin):
+            log.info("dropping m.typing from %s in %s: denied by the server ACL", origin, room_id)
+            return
+        if not self._joined(room_id, user_id):
+            log.info("dropping m.typing from %s: %s is not joined to %s", origin, user_id, room_id)
+            return
+        self.hs.typing.set_typing(room_id, user_id, typing, FEDERATION_TYPING_TIMEOUT_MS)
+
+    async def on_receipt(self, origin: str, content: dict) -> None:
+        """``m.receipt`` (S-S API "Receipts"): ``m.read`` receipts of the origin's users who are
+        joined to the room, stored like local receipts; rooms whose ACL denies the origin are
+        skipped."""
+        now = self.hs.now_ms()
+        receipts: list[tuple[str, str, str, str, int]] = []
+        for room_id, by_type in content.items():
+            if not _ok_id(room_id) or not isinstance(by_type, dict):
+                continue
+            if not self.acl_allows(room_id, origin):
+                log.info("dropping receipts from %s in %s: denied by the ACL", origin, room_id)
+                continue
+            by_user = by_type.get("m.read")
+            if not isinstance(by_user, dict):
+                continue
+            for user_id, receipt in by_user.items():
+                if not _ok_user(user_id) or server_of(user_id) != origin:
+                    log.info("dropping a receipt from %s for %r: not its user", origin, user_id)
+                    continue
+                if not isinstance(receipt, dict):
+                    continue
+                event_ids, data = receipt.get("event_ids"), receipt.get("data")
+                if (
+                    not isinstance(event_ids, list)
+                    or not event_ids
+                    or not all(_ok_id(e) and e.startswith("$") for e in event_ids)
+                    or not isinstance(data, dict)
+                ):
+                    continue
+                ts = data.get("ts")
+                if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
+                    ts = now
+                thread_id = data.get("thread_id")
+                if thread_id is not None and not _ok_id(thread_id):
+                    continue
+                if not self._joined(room_id, user_id):
+                    log.info("dropping a receipt: %s is not joined to %s", user_id, room_id)
+                    continue
+                receipts.append((room_id, user_id, thread_id or "", event_ids[-1], ts))
+                if len(receipts) >= MAX_RECEIPTS_PER_EDU:
+                    break
+        if not receipts:
+            return
+        store = self.store
+
+        def fn(conn: sqlite3.Connection) -> None:
+            for room_id, user_id, thread_id, event_id, ts in receipts:
+                store.set_receipt_in(conn, room_id, "m.read", user_id, thread_id, event_id, ts)
+
+        await store.db.write(fn)
+
+    async def on_presence(self, origin: str, content: dict) -> None:
+        """``m.presence`` (S-S API "Presence"): updates for the origin's users who share a room
+        with a local user."""
+        push = content.get("push")
+        if not isinstance(push, list):
+            log.info("dropping a malformed m.presence from %s", origin)
+            return
+        now = self.hs.now_ms()
+        for update in push[:MAX_PRESENCE_PER_EDU]:
+            if not isinstance(update, dict):
+                continue
+            user_id, presence = update.get("user_id"), update.get("presence")
+            ago, status_msg = update.get("last_active_ago", 0), update.get("status_msg")
+            if (
+                not _ok_user(user_id)
+                or presence not in PRESENCE_STATES
+                or not isinstance(ago, int)
+                or isinstance(ago, bool)
+                or (status_msg is not None and not isinstance(status_msg, str))
+            ):
+                continue
+            if server_of(user_id) != origin:
+                log.info("dropping presence from %s for %s: not its user", origin, user_id)
+                continue
+            if not self.hs.device_lists.shares_room_with_local_user(user_id):
+                continue
+            await self.hs.presence.set_remote(
+                user_id, presence, status_msg[:1024] if status_msg else None, now - max(ago, 0)
+            )
+
+    async def on_direct_to_device(self, origin: str, content: dict) -> None:
+        """``m.direct_to_device`` (S-S API "Send-to-device messaging"): delivered to local
+        devices like local to-device messages (``*``: every device), once per ``message_id``."""
+        sender, event_type = content.get("sender"), content.get("type")
+        message_id, messages = content.get("message_id"), content.get("messages")
+        if (
+            not _ok_user(sender)
+            or not _ok_id(event_type)
+            or not _ok_id(message_id)
+            or not isinstance(messages, dict)
+        ):
+            log.info("dropping a malformed m.direct_to_device from %s", origin)
+            return
+        if server_of(sender) != origin:
+            log.info("dropping m.direct_to_device from %s for %s: not its user", origin, sender)
+            return
+        e2ee = self.hs.e2ee
+        plan: list[tuple[str, dict[str, dict]]] = []
+        total = 0
+        for user_id, by_device in messages.items():
+            if not _ok_user(user_id) or not self.is_mine(user_id):
+                log.info("m.direct_to_device from %s: %r is not a user here", origin, user_id)
+                continue
+            if not isinstance(by_device, dict):
+                continue
+            kept = {
+                d: c for d, c in by_device.items()
+                if _ok_id(d) and isinstance(c, dict)
+                and len(canonical_json(c)) <= MAX_TO_DEVICE_CONTENT
+            }  # fmt: skip
+            total += len(kept)
+            if total > MAX_TO_DEVICE_MESSAGES:
+                log.info("m.direct_to_device from %s: too many messages", origin)
+                break
+            if kept:
+                plan.append((user_id, kept))
+        store = self.store
+        now = self.hs.now_ms()
+
+        def fn(conn: sqlite3.Connection) -> bool:
+            if store.federation_to_device_seen_in(
+                conn, origin, message_id, now, TO_DEVICE_DEDUPE_MS
+            ):
+                return False
+            e2ee.deliver_to_device_in(conn, sender, event_type, plan)
+            return True
+
+        if not await store.db.write(fn):
+            log.info("m.direct_to_device %s from %s already delivered", message_id, origin)
+
+    # -- outbound -----------------------------------------------------------------------------
+    def local_typing(self, room_id: str, user_id: str, typing: bool) -> None:
+        """A local user started or stopped typing: tell the other servers in the room."""
+        if not self.is_mine(user_id) or not federation_enabled(self.hs):
+            return
+        content = {"room_id": room_id, "user_id": user_id, "typing": typing}
+        for destination in self.servers_in_room(room_id):
+            self._spawn(
+                send_edu(self.hs, destination, "m.typing", content, key=f"{room_id} {user_id}")
+            )
+
+    async def local_receipt(
+        self, room_id: str, user_id: str, event_id: str, ts: int, thread_id: str | None
+    ) -> None:
+        """A local user's public read receipt (``m.read``): tell the other servers."""
+        if not self.is_mine(user_id) or not federation_enabled(self.hs):
+            return
+        data: dict[str, Any] = {"ts": ts}
+        if thread_id is not None:
+            data["thread_id"] = thread_id
+        content = {room_id: {"m.read": {user_id: {"event_ids": [event_id], "data": data}}}}
+        key = f"{room_id} {user_id} {thread_id or ''}"
+        for destination in self.servers_in_room(room_id):
+            await send_edu(self.hs, destination, "m.receipt", content, key=key)
+
+    async def send_to_device(
+        self, sender: str, event_type: str, remote: dict[str, dict[str, dict]]
+    ) -> None:
+        """To-device messages for remote users ({user_id: {device_id or "*": content}}): one
+        ``m.direct_to_device`` EDU per server, each with a new ``message_id``."""
+        by_server: dict[str, dict[str, dict]] = {}
+        for user_id, by_device in remote.items():
+            by_server.setdefault(server_of(user_id), {})[user_id] = by_device
+        for destination, messages in sorted(by_server.items()):
+            content = {
+                "sender": sender,
+                "type": event_type,
+                "message_id": secrets.token_urlsafe(24),  # 32 characters
+                "messages": messages,
+            }
+            await send_edu(self.hs, destination, "m.direct_to_device", content)

@@ -1,0 +1,153 @@
+"""Queries across servers (S-S API "Querying for information", "Published Room Directory").
+
+``hs.federation_queries`` answers other servers' profile and directory queries and lists this
+server's published rooms for them; and, for the Client-Server API, asks a remote user's server
+for their profile (``GET /profile/{userId}``) and a remote alias's server for its room
+(``GET /directory/room/{roomAlias}``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bastion.core.canonical_json import canonical_json
+from bastion.core.identifiers import parse_room_alias, parse_user_id
+from bastion.errors import MatrixError
+from bastion.federation.edus import federation_enabled, server_of
+from bastion.federation.resolver import FederationError
+
+log = logging.getLogger("bastion.federation.queries")
+
+QUERY_TIMEOUT = 15.0
+MAX_PROFILE_BYTES = 65536
+MAX_SERVERS = 100
+MAX_PUBLIC_ROOMS_LIMIT = 500
+
+
+def _not_found(message: str) -> MatrixError:
+    return MatrixError("M_NOT_FOUND", message, 404)
+
+
+class FederationQueries:
+    def __init__(self, hs) -> None:
+        self.hs = hs
+        self.store = hs.store
+
+    # -- answering other servers --------------------------------------------------------------
+    def profile_for_server(self, user_id: str | None, field: str | None) -> dict:
+        """``GET /_matrix/federation/v1/query/profile``: a local user's profile (one field when
+        ``field`` is given); 404 ``M_NOT_FOUND`` for other users, unknown users and unset
+        fields."""
+        if not user_id:
+            raise MatrixError("M_MISSING_PARAM", "'user_id' is required", 400)
+        try:
+            parsed = parse_user_id(user_id, historical=True)
+        except MatrixError:
+            raise MatrixError("M_INVALID_PARAM", "invalid user ID", 400) from None
+        if parsed.domain != self.hs.server_name:
+            raise _not_found("the user is not on this server")
+        profile = self.hs.accounts.get_profile(user_id)  # 404 for unknown/deactivated users
+        if field is None:
+            return profile
+        if field not in profile:
+            raise _not_found("no such profile field")
+        return {field: profile[field]}
+
+    def servers_in_room(self, room_id: str) -> list[str]:
+        """This server first, then the other servers with joined members."""
+        others = sorted({server_of(u) for u in self.store.get_joined_users(room_id)})
+        return [self.hs.server_name] + [s for s in others if s and s != self.hs.server_name]
+
+    def directory_for_server(self, alias: str | None) -> dict:
+        """``GET /_matrix/federation/v1/query/directory``: a local alias's room and the servers
+        likely to hold it."""
+        if not alias:
+            raise MatrixError("M_MISSING_PARAM", "'room_alias' is required", 400)
+        try:
+            parsed = parse_room_alias(alias)
+        except MatrixError:
+            raise MatrixError("M_INVALID_PARAM", "invalid room alias", 400) from None
+        if parsed.domain != self.hs.server_name:
+            raise _not_found("the alias is not on this server")
+        row = self.store.get_alias(alias)
+        if row is None:
+            raise _not_found("room alias not found")
+        return {"room_id": row["room_id"], "servers": self.servers_in_room(row["room_id"])}
+
+    def public_rooms(self, limit: int | None, since: str | None, term: str | None) -> dict:
+        """``/_matrix/federation/v1/publicRooms``: this server's published rooms, largest first,
+        with ``since`` tokens ``o<offset>`` (as the client room directory)."""
+        chunk = [self.hs.rooms.room_summary_fields(r) for r in self.store.get_public_room_ids()]
+        if term:
+            t = term.casefold()
+            chunk = [
+                c for c in chunk
+                if any(t in str(c.get(k, "")).casefold()
+                       for k in ("name", "topic", "canonical_alias", "room_id"))
+            ]  # fmt: skip
+        chunk.sort(key=lambda c: (-c["num_joined_members"], c["room_id"]))
+        total = len(chunk)
+        offset = 0
+        if since:
+            if not since.startswith("o") or not since[1:].isdigit() or len(since) > 12:
+                raise MatrixError("M_INVALID_PARAM", "invalid 'since' token", 400)
+            offset = int(since[1:])
+        end = total if limit is None else offset + limit
+        out: dict[str, Any] = {"chunk": chunk[offset:end], "total_room_count_estimate": total}
+        if end < total:
+            out["next_batch"] = f"o{end}"
+        if offset > 0:
+            out["prev_batch"] = f"o{max(0, offset - (limit or offset))}"
+        return out
+
+    # -- asking other servers (for the Client-Server API) -------------------------------------
+    async def _ask(self, server: str, path: str, query: dict[str, str]) -> tuple[int, Any]:
+        if not federation_enabled(self.hs):
+            raise _not_found("federation is off on this server")
+        try:
+            return await self.hs.federation_client.request(
+                "GET", server, path, query=query, timeout=QUERY_TIMEOUT
+            )
+        except (FederationError, OSError, ValueError) as e:
+            log.info("query to %s failed: %s", server, e)
+            raise _not_found(f"could not reach {server}") from None
+
+    @staticmethod
+    def _remote_error(status: int, body: Any, what: str) -> MatrixError:
+        if status == 403:
+            return MatrixError("M_FORBIDDEN", f"the remote server refused to give the {what}", 403)
+        message = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(message, str):
+            message = f"{what} not found"
+        return _not_found(message[:200])
+
+    async def remote_profile(self, user_id: str) -> dict:
+        """A remote user's whole profile, from ``GET /query/profile`` on their server."""
+        server = server_of(user_id)
+        status, body = await self._ask(
+            server, "/_matrix/federation/v1/query/profile", {"user_id": user_id}
+        )
+        if status != 200 or not isinstance(body, dict):
+            raise self._remote_error(status, body, "profile")
+        if len(canonical_json(body)) > MAX_PROFILE_BYTES:
+            raise _not_found("the remote profile is too large")
+        return {k: v for k, v in body.items() if v is not None}
+
+    async def remote_directory(self, alias: str) -> dict:
+        """A remote alias's room, from ``GET /query/directory`` on the alias's server."""
+        server = parse_room_alias(alias).domain
+        status, body = await self._ask(
+            server, "/_matrix/federation/v1/query/directory", {"room_alias": alias}
+        )
+        if status != 200 or not isinstance(body, dict):
+            raise self._remote_error(status, body, "room alias")
+        room_id, servers = body.get("room_id"), body.get("servers")
+        if not isinstance(room_id, str) or not room_id.startswith("!") or len(room_id) > 255:
+            raise _not_found("the remote server gave no valid room ID")
+        if not isinstance(servers, list):
+            servers = []
+        kept = [s for s in servers if isinstance(s, str) and 0 < len(s) <= 255][:MAX_SERVERS]
+        if server not in kept:
+            kept.insert(0, server)
+        return {"room_id": room_id, "servers": kept}
