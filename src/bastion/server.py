@@ -17,6 +17,7 @@ from bastion.federation.device_lists import DeviceLists
 from bastion.federation.edus import FederationEDUs
 from bastion.federation.event_handler import FederationEventHandler
 from bastion.federation.keyring import Keyring
+from bastion.federation.membership import FederationMembership
 from bastion.federation.queries import FederationQueries
 from bastion.federation.sender import FederationSender
 from bastion.federation.tls import generate_self_signed, server_ssl_context
@@ -75,6 +76,7 @@ FEDERATION_API_MODULES = [
     "bastion.api.federation.public_rooms",
     "bastion.api.federation.transactions",
     "bastion.api.federation.events",
+    "bastion.api.federation.membership",
 ]
 
 
@@ -114,6 +116,7 @@ class HomeServer:
         if not hasattr(self, "federation_edu_handlers"):
             self.federation_edu_handlers: dict = {}  # edu_type -> async fn(origin, content)
         self.federation_sender = FederationSender(self)
+        self.federation_membership = FederationMembership(self)
         # EDUs in and out, device lists and queries across servers.
         self.device_lists = DeviceLists(self)
         self.federation_edus = FederationEDUs(self)  # registers its EDU handlers

@@ -14,6 +14,7 @@ extremities, membership rows and transaction ID in one write. Writes are seriali
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from bastion.core.room_versions import get_room_version
 from bastion.core.visibility import is_event_visible
 from bastion.errors import MatrixError
 from bastion.storage.sqlite.rooms import EventRow, NewEvent, StateMap
+
+log = logging.getLogger("bastion.rooms")
 
 CREATE_KEY = ("m.room.create", "")
 PL_KEY = ("m.room.power_levels", "")
@@ -111,6 +114,11 @@ class RoomService:
             )  # fmt: skip
             self._heads[room_id] = head
         return head
+
+    def forget_head(self, room_id: str) -> None:
+        """Drop the cached head of a room whose state another writer changed (a room joined
+        over federation): the next read loads it from the store."""
+        self._heads.pop(room_id, None)
 
     def require_room(self, room_id: str) -> RoomHead:
         head = self._head(room_id)
@@ -259,9 +267,11 @@ class RoomService:
     async def _send(
         self, room_id: str, sender: str, etype: str, content: dict,
         state_key: str | None = None, *, txn: tuple[str, str, str, str] | None = None,
-        redacts: str | None = None, check=None,
+        redacts: str | None = None, check=None, prepare=None,
     ) -> str:  # fmt: skip
-        """Build, authorise and persist one event in an existing room; return its ID."""
+        """Build, authorise and persist one event in an existing room; return its ID.
+        ``prepare(event, event_id, head)``, when given, may return a replacement PDU before
+        the write (a remote invite comes back countersigned by the invitee's server)."""
         async with self._locks[room_id]:
             if txn is not None:
                 existing = self.store.get_txn_event(*txn)
@@ -273,6 +283,8 @@ class RoomService:
             head = base.copy()
             ne = self._build(head, {}, sender, etype, content, state_key, redacts=redacts)
             ne.txn = txn
+            if prepare is not None:
+                ne.event = await prepare(ne.event, ne.event_id, base)
             if redacts is not None:
                 ne.redaction_target = self._redaction_target(base, sender, redacts)
             await self._persist(head, [ne], base)
@@ -388,9 +400,15 @@ class RoomService:
     async def update_membership(
         self, actor_user_id: str, room_id: str, target_user_id: str, membership: str,
         reason: str | None = None, extra_content: dict | None = None,
+        via: list[str] | None = None,
     ) -> str:  # fmt: skip
         """Change a membership: join, leave (also reject an invite, kick, unban), invite, ban,
-        knock. Errors: 404 unknown room or user, 403 when the auth rules refuse."""
+        knock. Errors: 404 unknown room or user, 403 when the auth rules refuse.
+
+        Over federation (``hs.federation_membership``): a join, knock or leave of a room this
+        server is not in goes through a server in the room (``via``, the inviter's server, the
+        servers we last saw in it); an invite of a remote user is countersigned by their server
+        first."""
         if membership not in ("join", "leave", "invite", "ban", "knock"):
             raise err("M_BAD_JSON", f"unknown membership {membership[:40]!r}")
         if reason is not None and not isinstance(reason, str):
@@ -399,13 +417,33 @@ class RoomService:
             parse_user_id(target_user_id, historical=True)
         except MatrixError:
             raise err("M_INVALID_PARAM", "invalid user ID") from None
+        fm = getattr(self.hs, "federation_membership", None)
+        remote = fm is not None and target_user_id == actor_user_id and membership in (
+            "join", "knock", "leave",
+        ) and not fm.is_in_room(room_id)  # fmt: skip
+        servers = fm.candidate_servers(room_id, actor_user_id, via) if remote else []
+        if servers and (
+            membership != "leave"
+            or self.membership_of(room_id, actor_user_id) in ("invite", "knock")
+        ):
+            content = {**(extra_content or {}), "membership": membership}
+            if reason is not None:
+                content["reason"] = reason
+            if membership == "join":
+                for k, v in self._profile_content(target_user_id).items():
+                    content.setdefault(k, v)
+            return await fm.remote_membership(actor_user_id, room_id, membership, content, servers)
         self.require_room(room_id)
+        prepare = None
         if membership == "invite":
             if not self._is_local(target_user_id):
-                raise err(
-                    "M_FORBIDDEN", "this server does not federate: only local users can be invited"
-                )
-            if not self.store.user_exists(target_user_id):
+                if fm is None:
+                    raise err("M_FORBIDDEN", "this server does not federate: cannot invite")
+
+                async def prepare(event: dict, event_id: str, head: RoomHead) -> dict:
+                    return await fm.remote_invite(event, event_id, room_id, head.room_version)
+
+            elif not self.store.user_exists(target_user_id):
                 raise err("M_NOT_FOUND", "unknown user", 404)
         content: dict = {}
         if extra_content:
@@ -431,7 +469,9 @@ class RoomService:
             authoriser = self._restricted_join_authoriser(room_id, target_user_id)
             if authoriser is not None:
                 content["join_authorised_via_users_server"] = authoriser
-        return await self._send(room_id, actor_user_id, "m.room.member", content, target_user_id)
+        return await self._send(
+            room_id, actor_user_id, "m.room.member", content, target_user_id, prepare=prepare
+        )
 
     def _restricted_join_authoriser(self, room_id: str, user_id: str) -> str | None:
         """C-S "Restricted rooms" (v8+ ``restricted``, v10+ ``knock_restricted``): when the
@@ -515,8 +555,9 @@ class RoomService:
             except MatrixError:
                 raise err("M_INVALID_PARAM", f"invalid user ID in 'invite': {u[:80]!r}") from None
             if not self._is_local(u):
-                raise err("M_FORBIDDEN", "this server does not federate: cannot invite " + u)
-            if not self.store.user_exists(u):
+                if getattr(self.hs, "federation_membership", None) is None:
+                    raise err("M_FORBIDDEN", "this server does not federate: cannot invite " + u)
+            elif not self.store.user_exists(u):
                 raise err("M_NOT_FOUND", f"unknown user {u}", 404)
         invites = [u for u in dict.fromkeys(invites) if u != user_id]
 
@@ -616,8 +657,11 @@ class RoomService:
             add(user_id, "m.room.topic", {
                 "topic": topic, "m.topic": {"m.text": [{"body": topic, "mimetype": "text/plain"}]},
             })  # fmt: skip
-        # 8. invites
+        # 8. invites (remote users: after the room exists, each countersigned by their server)
+        remote_invites = [u for u in invites if not self._is_local(u)]
         for u in invites:
+            if u in remote_invites:
+                continue
             content = {"membership": "invite"}
             if is_direct:
                 content["is_direct"] = True
@@ -639,6 +683,14 @@ class RoomService:
 
         async with self._locks[room_id]:
             await self._persist(head, events, None, extra)
+        for u in remote_invites:
+            try:
+                await self.update_membership(
+                    user_id, room_id, u, "invite",
+                    extra_content={"is_direct": True} if is_direct else None,
+                )  # fmt: skip
+            except MatrixError as e:
+                log.warning("createRoom %s: inviting %s failed: %s", room_id, u, e.message)
         return room_id, alias
 
     def _new_room_id(self) -> str:

@@ -115,10 +115,15 @@ class SyncService:
                 if not changed:
                     continue
                 row = self.store.get_event_row(event_id)
+                fm = getattr(self.hs, "federation_membership", None)
                 if row is None:
-                    continue
-                state = self.hs.rooms.state_at_group(row.sg_before)
-                stripped = self.hs.rooms.stripped_state(room_id, state, row)
+                    # An invite/knock of a room this server is not in (over federation).
+                    stripped = fm.out_of_room_stripped_state(event_id) if fm else None
+                    if stripped is None:
+                        continue
+                else:
+                    state = self.hs.rooms.state_at_group(row.sg_before)
+                    stripped = self.hs.rooms.stripped_state(room_id, state, row)
                 key = "invite_state" if membership == "invite" else "knock_state"
                 rooms_out[membership][room_id] = {key: {"events": stripped}}
             elif membership in ("leave", "ban"):

@@ -21,8 +21,27 @@ def _user_id(body: dict) -> str:
     return user_id
 
 
+def _via(req: Request) -> list[str]:
+    # ``via`` (and the deprecated ``server_name``) name servers to join through.
+    return [*req.query_all("via"), *req.query_all("server_name")]
+
+
 def register(router: Router, hs) -> None:
     rooms = hs.rooms
+
+    async def resolve(room_id_or_alias: str, via: list[str]) -> str:
+        """A room ID, an alias of ours, or an alias of another server (S-S API "Querying
+        for information": GET /v1/query/directory), whose servers are added to ``via``."""
+        fm = getattr(hs, "federation_membership", None)
+        if (
+            fm is not None
+            and room_id_or_alias.startswith("#")
+            and not room_id_or_alias.endswith(":" + hs.server_name)
+        ):
+            room_id, servers = await fm.query_directory(room_id_or_alias)
+            via.extend(servers)
+            return room_id
+        return rooms.resolve_room(room_id_or_alias)
 
     async def join_room_id(req: Request) -> dict:
         """POST /_matrix/client/v3/rooms/{roomId}/join — C-S API "Joining rooms"."""
@@ -34,23 +53,26 @@ def register(router: Router, hs) -> None:
         return {"room_id": room_id}
 
     async def join_any(req: Request) -> dict:
-        """POST /_matrix/client/v3/join/{roomIdOrAlias} — a room ID or an alias of this
-        server (this server does not federate, so ``via`` is not used)."""
-        room_id = rooms.resolve_room(req.params["roomIdOrAlias"])
+        """POST /_matrix/client/v3/join/{roomIdOrAlias} — a room ID (joined through the
+        ``via`` servers when this server is not in the room) or an alias (remote aliases are
+        resolved over federation)."""
+        via = _via(req)
+        room_id = await resolve(req.params["roomIdOrAlias"], via)
         check_room_id(room_id)
         body = await req.json(allow_empty=True)
         await rooms.update_membership(
-            req.requester.user_id, room_id, req.requester.user_id, "join", _reason(body)
+            req.requester.user_id, room_id, req.requester.user_id, "join", _reason(body), via=via
         )
         return {"room_id": room_id}
 
     async def knock(req: Request) -> dict:
         """POST /_matrix/client/v3/knock/{roomIdOrAlias} — C-S API "Knocking on rooms"."""
-        room_id = rooms.resolve_room(req.params["roomIdOrAlias"])
+        via = _via(req)
+        room_id = await resolve(req.params["roomIdOrAlias"], via)
         check_room_id(room_id)
         body = await req.json(allow_empty=True)
         await rooms.update_membership(
-            req.requester.user_id, room_id, req.requester.user_id, "knock", _reason(body)
+            req.requester.user_id, room_id, req.requester.user_id, "knock", _reason(body), via=via
         )
         return {"room_id": room_id}
 

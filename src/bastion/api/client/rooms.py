@@ -153,6 +153,10 @@ def register(router: Router, hs) -> None:
         event_filter = room_event_filter(hs, req.requester, q.get("filter"))
         if event_filter is not None and event_filter.get("limit"):
             limit = min(limit, event_filter["limit"])
+        fm = getattr(hs, "federation_membership", None)
+        if direction == "b" and fm is not None:
+            rooms.read_access(req.requester.user_id, room_id)  # no backfill for outsiders
+            await fm.maybe_backfill(room_id, from_pos, limit)  # S-S API "Backfilling"
         rows, end, start = rooms.paginate(
             req.requester, room_id, from_pos, to_pos, direction == "b", limit, event_filter
         )

@@ -191,23 +191,21 @@ class FederationQueueStore:
             )
         }
 
-    # -- the auth chain ------------------------------------------------------------------------
-    def get_auth_chain_ids(self, event_ids: list[str], limit: int = 100_000) -> set[str]:
-        """Every event reachable through ``auth_events`` from ``event_ids`` (not included
-        themselves unless reachable)."""
-        seen: set[str] = set()
-        frontier = list(dict.fromkeys(event_ids))
-        while frontier and len(seen) < limit:
-            chunk, frontier = frontier[:500], frontier[500:]
-            marks = ",".join("?" * len(chunk))
+    # -- gaps in a room's history ------------------------------------------------------------
+    def backward_extremities(self, room_id: str, limit: int = 20) -> list[str]:
+        """Prev events of the room's timeline events that we do not hold, or hold only as
+        outliers (S-S API "Backfilling": where to backfill from)."""
+        return [
+            r[0]
             for r in self.db.read(  # type: ignore[attr-defined]
-                f"SELECT auth_event_id FROM event_auth WHERE event_id IN ({marks})",  # noqa: S608
-                chunk,
-            ):
-                if r[0] not in seen:
-                    seen.add(r[0])
-                    frontier.append(r[0])
-        return seen
+                "SELECT DISTINCT ee.prev_event_id FROM events e"
+                " JOIN event_edges ee ON ee.event_id = e.event_id"
+                " LEFT JOIN events p ON p.event_id = ee.prev_event_id"
+                " WHERE e.room_id = ? AND e.rejected = 0 AND e.soft_failed = 0"
+                " AND (p.event_id IS NULL OR p.soft_failed = 2) LIMIT ?",
+                (room_id, limit),
+            )
+        ]
 
     # -- out-of-room memberships -----------------------------------------------------------------
     def store_out_of_room_membership_in(
