@@ -160,3 +160,19 @@ def test_cli_user_can_log_in(data_dir, capsys):
         assert r.status == 200 and r.body["user_id"] == "@dora:example.org"
     finally:
         srv.stop()
+
+
+def test_serve_reports_a_busy_port_without_a_traceback(tmp_path, capsys):
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    port = sock.getsockname()[1]
+    try:
+        rc = main(["serve", "--data-dir", str(tmp_path / "d"), "--listen", f"127.0.0.1:{port}"])
+    finally:
+        sock.close()
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "cannot start" in err and "Traceback" not in err

@@ -331,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(serve(config))
         except KeyboardInterrupt:
             pass
+        except OSError as e:  # e.g. the address is already in use
+            print(f"bastion: cannot start: {e.strerror or e}", file=sys.stderr)
+            return 1
         return 0
     if args.admin_command == "create-user":
         return admin_create_user(config, args)
