@@ -28,7 +28,8 @@ def register(router: Router, hs) -> None:
         since = body.get("since")
         if since is not None and not isinstance(since, str):
             raise error("M_BAD_JSON", "'since' must be a string")
-        flt = body.get("filter") or {}
+        flt = body.get("filter")
+        flt = {} if flt is None else flt
         if not isinstance(flt, dict):
             raise error("M_BAD_JSON", "'filter' must be an object")
         term = flt.get("generic_search_term")
