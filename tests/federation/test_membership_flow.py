@@ -326,3 +326,68 @@ def test_backfill_on_messages(pair):
     assert r.status == 200, r.body
     got = [e["content"].get("body") for e in r.body["chunk"] if e["type"] == "m.room.message"]
     assert got[:3] == ["old 29", "old 28", "old 27"], got
+
+
+def _signed_put(srv_from, srv_to, test_ca, path, body):
+    sk = srv_from.hs.signing_key
+    hdr = authorization_header(
+        "PUT", path, srv_from.hs.server_name, srv_to.hs.server_name, sk.key_id, sk.key, body
+    )
+    return https(test_ca, srv_to.hs.federation_bound_port, "PUT", path, body,
+                 headers={"Authorization": hdr})  # fmt: skip
+
+
+def test_send_join_and_invite_refuse_bad_events(pair, test_ca):
+    from bastion.core.events import compute_event_id, sign_event
+
+    a, b = pair
+    alice = user(a)
+    room_id = create_room(alice, preset="public_chat")
+    bob_id = f"@bob:{b.hs.server_name}"
+    s, tpl = _signed_get(b, a, test_ca,
+                         f"/_matrix/federation/v1/make_join/{q(room_id)}/{q(bob_id)}?ver=12")  # fmt: skip
+    assert s == 200, tpl
+    sk = b.hs.signing_key
+    ev = sign_event(tpl["event"], "12", b.hs.server_name, sk.key_id, sk.key)
+    eid = compute_event_id(ev, "12")
+    path = f"/_matrix/federation/v2/send_join/{q(room_id)}/"
+    # Wrong event ID in the path; not JSON; a membership other than join; signed by nobody.
+    s, body = _signed_put(b, a, test_ca, path + q("$" + "A" * 43), ev)
+    assert (s, body["errcode"]) == (400, "M_INVALID_PARAM"), body
+    leave = sign_event({**tpl["event"], "content": {"membership": "leave"}}, "12",
+                       b.hs.server_name, sk.key_id, sk.key)  # fmt: skip
+    s, body = _signed_put(b, a, test_ca, path + q(compute_event_id(leave, "12")), leave)
+    assert (s, body["errcode"]) == (400, "M_INVALID_PARAM"), body
+    forged = {**ev, "signatures": {b.hs.server_name: {sk.key_id: "A" * 86}}}
+    s, body = _signed_put(b, a, test_ca, path + q(eid), forged)
+    assert (s, body["errcode"]) == (400, "M_INVALID_PARAM"), body
+    s, body = _signed_put(b, a, test_ca, path + q(eid), [1, 2])
+    assert s == 400, body
+    assert a.hs.rooms.membership_of(room_id, bob_id) is None
+    # The real one is accepted and answered with the state and auth chain.
+    s, body = _signed_put(b, a, test_ca, path + q(eid), ev)
+    assert s == 200, body
+    assert body["members_omitted"] is False and body["origin"] == a.hs.server_name
+    types = {e["type"] for e in body["state"]}
+    assert {"m.room.create", "m.room.power_levels", "m.room.join_rules"} <= types
+    assert a.hs.rooms.membership_of(room_id, bob_id) == "join"
+
+    # /v2/invite as the invitee's server (B): version, invitee and invite_room_state checks.
+    bob = user(b)
+    ipath = f"/_matrix/federation/v2/invite/{q(room_id)}/"
+    sk_a = a.hs.signing_key
+    inv = sign_event({**tpl["event"], "sender": alice.user_id, "state_key": bob.user_id,
+                      "content": {"membership": "invite"}}, "12", a.hs.server_name,
+                     sk_a.key_id, sk_a.key)  # fmt: skip
+    iid = compute_event_id(inv, "12")
+    s, body = _signed_put(a, b, test_ca, ipath + q(iid),
+                          {"room_version": "2", "event": inv, "invite_room_state": []})  # fmt: skip
+    assert (s, body["errcode"]) == (400, "M_INCOMPATIBLE_ROOM_VERSION"), body
+    s, body = _signed_put(a, b, test_ca, ipath + q(iid),
+                          {"room_version": "12", "event": inv, "invite_room_state": []})  # fmt: skip
+    assert (s, body["errcode"]) == (400, "M_INVALID_PARAM"), body  # no m.room.create
+    create = a.hs.store.get_event("$" + room_id[1:])
+    s, body = _signed_put(a, b, test_ca, ipath + q(iid),
+                          {"room_version": "12", "event": inv, "invite_room_state": [create]})  # fmt: skip
+    assert s == 200, body
+    assert b.hs.server_name in body["event"]["signatures"]

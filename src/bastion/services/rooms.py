@@ -417,7 +417,7 @@ class RoomService:
             parse_user_id(target_user_id, historical=True)
         except MatrixError:
             raise err("M_INVALID_PARAM", "invalid user ID") from None
-        fm = getattr(self.hs, "federation_membership", None)
+        fm = self._federation()
         remote = fm is not None and target_user_id == actor_user_id and membership in (
             "join", "knock", "leave",
         ) and not fm.is_in_room(room_id)  # fmt: skip
@@ -472,6 +472,12 @@ class RoomService:
         return await self._send(
             room_id, actor_user_id, "m.room.member", content, target_user_id, prepare=prepare
         )
+
+    def _federation(self):
+        """``hs.federation_membership`` when this server federates (a federation listener is
+        configured), else None: remote users cannot be invited and remote rooms not joined."""
+        fm = getattr(self.hs, "federation_membership", None)
+        return fm if fm is not None and self.hs.config.federation_address is not None else None
 
     def _restricted_join_authoriser(self, room_id: str, user_id: str) -> str | None:
         """C-S "Restricted rooms" (v8+ ``restricted``, v10+ ``knock_restricted``): when the
@@ -555,7 +561,7 @@ class RoomService:
             except MatrixError:
                 raise err("M_INVALID_PARAM", f"invalid user ID in 'invite': {u[:80]!r}") from None
             if not self._is_local(u):
-                if getattr(self.hs, "federation_membership", None) is None:
+                if self._federation() is None:
                     raise err("M_FORBIDDEN", "this server does not federate: cannot invite " + u)
             elif not self.store.user_exists(u):
                 raise err("M_NOT_FOUND", f"unknown user {u}", 404)

@@ -35,6 +35,7 @@ def register(router: Router, hs) -> None:
         fm = getattr(hs, "federation_membership", None)
         if (
             fm is not None
+            and hs.config.federation_address is not None
             and room_id_or_alias.startswith("#")
             and not room_id_or_alias.endswith(":" + hs.server_name)
         ):
