@@ -26,6 +26,7 @@ from nacl.signing import SigningKey
 from bastion.core.server_keys import check_notary_signature, validate_key_response
 from bastion.core.signing import encode_verify_key, signing_key_ids
 from tests.federation.fedutil import free_port, run, start_fed_server
+from tests.server.harness import Client
 
 yaml = pytest.importorskip("yaml")
 pytest.importorskip("synapse")
@@ -162,11 +163,12 @@ def test_synapse_interop(tmp_path, test_ca, synapse):
             hs.signing_key = real_key
         assert status == 401, (status, body)
 
-        # 4. Synapse calls us with X-Matrix: a remote profile query from its client API.
-        async def profile(req):
-            return {"displayname": f"seen {req.requester}"}
-
-        hs.federation_router.add("GET", path, profile, auth=True)
+        # 4. Synapse calls us with X-Matrix: a remote profile query from its client API (our
+        # /query/profile answers only requests whose X-Matrix signature verifies).
+        bob = Client(ours.base_url).register("bob")
+        r = bob.request("PUT", f"/_matrix/client/v3/profile/{urllib.parse.quote(bob.user_id)}"
+                        "/displayname", {"displayname": "Bob on Bastion"})  # fmt: skip
+        assert r.status == 200, r.body
         status, reg = _client("POST", synapse["client"] + "/_matrix/client/v3/register",
                               {"username": "alice", "password": "pw-123456789", "auth": {"type": "m.login.dummy"}})  # fmt: skip
         assert status == 200, reg
@@ -174,7 +176,7 @@ def test_synapse_interop(tmp_path, test_ca, synapse):
         status, body = _client("GET", synapse["client"] + f"/_matrix/client/v3/profile/{user}",
                                token=reg["access_token"])  # fmt: skip
         assert status == 200, body
-        assert body.get("displayname") == f"seen {synapse['name']}"
+        assert body.get("displayname") == "Bob on Bastion"
         # Synapse also answered /version to us.
         status, body = run(
             ours,
