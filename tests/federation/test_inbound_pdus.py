@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from bastion.core.pdu_checks import TokenBucket
-from tests.federation.fedutil import start_fed_server
+from tests.federation.fedutil import run, start_fed_server
 from tests.federation.peer import V1, FakePeer, on_server
 from tests.server.harness import Client
 from tests.server.roomutil import create_room, send, sync
@@ -346,6 +346,11 @@ def test_room_acl_and_origin_deny_list(world, test_ca):
     try:
         s, b = peer.send(srv, txn(), [])
         assert (s, b["errcode"]) == (403, "M_FORBIDDEN")
+        # ... and outbound requests to it.
+        from bastion.federation.client import EgressDenied
+
+        with pytest.raises(EgressDenied):
+            run(srv, srv.hs.federation_client.request("GET", peer.server_name, f"{V1}/version"))
     finally:
         srv.hs.config = srv.hs.federation_events.config = cfg
     assert peer.send(srv, txn(), [])[0] == 200

@@ -89,6 +89,10 @@ class FederationClient:
             raise ValueError("federation paths start with /_matrix/")
         if destination == self.hs.server_name:
             raise FederationError("refusing to send a federation request to ourselves")
+        events = getattr(self.hs, "federation_events", None)
+        if events is not None and not events.origin_allowed(destination):
+            # The server-wide list (federation_domain_allow / _deny) applies both ways.
+            raise EgressDenied(f"{destination} is refused by federation_domain_allow/_deny")
         method = method.upper()
         uri = path
         if query:
