@@ -217,6 +217,14 @@ def test_device_list_updates_and_resync_on_unknown_prev_id(pair):
     resynced = a.hs.store.get_remote_device_list(bob.user_id)["synced_pos"]
     assert resynced == cached["synced_pos"]  # applied incrementally, no resync
 
+    # Renaming a device on B is an update too (S-S API "Device Management").
+    r = bob.request("PUT", f"{V3}/devices/{q(bob.device_id)}", {"display_name": "renamed"})
+    assert r.status == 200, r.body
+    wait_for(lambda: a.hs.store.get_remote_devices(bob.user_id)[bob.device_id][1] == "renamed")
+    r = alice.request("POST", f"{V3}/keys/query", {"device_keys": {bob.user_id: []}})
+    served = r.body["device_keys"][bob.user_id][bob.device_id]
+    assert served["unsigned"]["device_display_name"] == "renamed"
+
     # An update whose prev_id A never saw: A resynchronises from B's GET /user/devices, so
     # the device the update announced (which B does not have) does not stay.
     edu(a, "m.device_list_update", b.hs.server_name, {

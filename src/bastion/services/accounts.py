@@ -633,11 +633,13 @@ class AccountService:
             raise MatrixError("M_NOT_FOUND", "no such device", 404)
         if display is None:
             return
-        await self.store.db.write(
-            lambda conn: self.store.set_device_display_name_in(
-                conn, requester.user_id, device_id, display
-            )
-        )
+
+        def fn(conn: sqlite3.Connection) -> None:
+            self.store.set_device_display_name_in(conn, requester.user_id, device_id, display)
+            # A new name is a device-list change (S-S API "Device Management").
+            self.hs.e2ee.on_device_renamed(conn, requester.user_id, device_id)
+
+        await self.store.db.write(fn)
 
     async def delete_devices(self, requester: Requester, device_ids: list[str]) -> list[str]:
         return await self.store.db.write(

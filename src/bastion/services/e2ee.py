@@ -184,6 +184,13 @@ class E2EEService:
         self.hs.device_lists.local_change_in(conn, user_id, device_id, pos)
         self._queue_device_list_wake(user_id)
 
+    def on_device_renamed(self, conn: sqlite3.Connection, user_id: str, device_id: str) -> None:
+        """A device's display name changed: a device-list change (its name is served with its
+        keys, and other servers get an ``m.device_list_update``)."""
+        pos = self.store.add_device_list_change_in(conn, user_id)
+        self.hs.device_lists.local_change_in(conn, user_id, device_id, pos)
+        self._queue_device_list_wake(user_id)
+
     def on_device_deleted(self, conn: sqlite3.Connection, user_id: str, device_id: str) -> None:
         """A deleted device: drop its keys, one-time and fallback keys, signatures on it and
         pending to-device messages; emit a device-list change."""
