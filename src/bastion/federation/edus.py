@@ -292,11 +292,16 @@ class FederationEDUs:
         for destination in self.servers_in_room(room_id):
             await send_edu(self.hs, destination, "m.receipt", content, key=key)
 
-    async def send_to_device(
-        self, sender: str, event_type: str, remote: dict[str, dict[str, dict]]
-    ) -> None:
-        """To-device messages for remote users ({user_id: {device_id or "*": content}}): one
-        ``m.direct_to_device`` EDU per server, each with a new ``message_id``."""
+    def send_to_device_in(
+        self, conn: sqlite3.Connection, sender: str, event_type: str,
+        remote: dict[str, dict[str, dict]],
+    ) -> None:  # fmt: skip
+        """Inside the write that accepts a to-device request: queue the messages for remote
+        users ({user_id: {device_id or "*": content}}) as one ``m.direct_to_device`` EDU per
+        server, each with a new ``message_id`` (so an acknowledged request is never lost)."""
+        if not federation_enabled(self.hs):
+            log.info("to-device messages for other servers dropped: federation is off")
+            return
         by_server: dict[str, dict[str, dict]] = {}
         for user_id, by_device in remote.items():
             by_server.setdefault(server_of(user_id), {})[user_id] = by_device
@@ -307,4 +312,7 @@ class FederationEDUs:
                 "message_id": secrets.token_urlsafe(24),  # 32 characters
                 "messages": messages,
             }
-            await send_edu(self.hs, destination, "m.direct_to_device", content)
+            if not self.hs.federation_sender.send_edu_in(
+                conn, destination, "m.direct_to_device", content
+            ):
+                log.info("to-device messages for %s dropped: server refused", destination)

@@ -495,14 +495,14 @@ class E2EEService:
         now = self.hs.now_ms()
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> bool:
+        def fn(conn: sqlite3.Connection) -> None:
             if store.to_device_txn_seen_in(conn, sender, sender_device, txn_id, now):
-                return False
+                return
             self.deliver_to_device_in(conn, sender, event_type, plan)
-            return True
+            if remote:  # queued for the recipients' servers in the same transaction
+                self.hs.federation_edus.send_to_device_in(conn, sender, event_type, remote)
 
-        if await store.db.write(fn) and remote:
-            await self.hs.federation_edus.send_to_device(sender, event_type, remote)
+        await store.db.write(fn)
         return {}
 
     def deliver_to_device_in(
