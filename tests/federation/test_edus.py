@@ -270,3 +270,34 @@ def new_device_login(b, bob: Client, bob_dev):
     r = dev.upload(device_keys=dev.device_keys())
     assert r.status == 200, r.body
     return dev
+
+
+def test_signing_key_update_across_servers(pair):
+    from tests.server.e2ee_util import cross_signing_body, cross_signing_set
+
+    a, b = pair
+    alice = Client(a.base_url).register()
+    bob_dev = new_device(Client(b.base_url))
+    bob = bob_dev.client
+    shared_room(alice, bob)
+    r = alice.request("POST", f"{V3}/keys/query", {"device_keys": {bob.user_id: []}})
+    assert r.status == 200 and bob.user_id not in r.body["master_keys"], r.body
+    _, alice_since = sync_until(alice, lambda s: True)
+    # bob uploads cross-signing keys on B: m.signing_key_update reaches A, and alice's
+    # keys/query (served from A's cache) has bob's master and self-signing keys; the
+    # user-signing key stays private to bob.
+    msk, ssk, usk = cross_signing_set(bob.user_id)
+    body = cross_signing_body(msk, ssk, usk)
+    r = bob.request("POST", f"{V3}/keys/device_signing/upload", body)
+    assert r.status == 200, r.body
+    _, alice_since = sync_until(
+        alice,
+        lambda s: bob.user_id in [u for x in s for u in x.get("device_lists", {}).get("changed", [])],
+        alice_since,
+    )  # fmt: skip
+    wait_for(lambda: "master" in a.hs.store.get_remote_cross_signing_keys(bob.user_id))
+    r = alice.request("POST", f"{V3}/keys/query", {"device_keys": {bob.user_id: []}})
+    assert r.body["master_keys"][bob.user_id] == body["master_key"]
+    assert r.body["self_signing_keys"][bob.user_id] == body["self_signing_key"]
+    assert bob.user_id not in r.body["user_signing_keys"]
+    assert a.hs.device_lists.cache_is_current(bob.user_id)

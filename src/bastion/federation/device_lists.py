@@ -213,7 +213,7 @@ class DeviceLists:
         cross = self.store.get_cross_signing_keys(user_id)
         content: dict[str, Any] = {"user_id": user_id}
         if "master" in cross:
-            content["master_key"] = cross["master"]
+            content["master_key"] = self.hs.e2ee.master_key_view(user_id, cross["master"], None)
         if "self_signing" in cross:
             content["self_signing_key"] = cross["self_signing"]
         for destination in destinations:
