@@ -372,3 +372,51 @@ def test_edus_reach_registered_handlers(world):
         assert seen == [(peer.server_name, edu["content"])]
     finally:
         srv.hs.federation_edu_handlers.pop("m.typing", None)
+
+
+def test_create_events_for_a_known_room_are_duplicates_or_refused(world):
+    """A room's m.room.create arriving over /send (or to process_incoming_pdu, as backfill and
+    get_missing_events use it): the room's own create event is a duplicate; another create
+    event (a v12 one has no room_id) is refused with a logged reason and never stored."""
+    srv, peer, admin = world
+    room_id = joined_room(srv, peer, admin)  # room version 12, the default
+    version = on_server(srv, lambda: srv.hs.store.get_room_version(room_id))
+    assert version == "12"
+    create_id = on_server(srv, lambda: srv.hs.store.get_current_state_ids(room_id))[
+        ("m.room.create", "")
+    ]
+    create = on_server(srv, lambda: srv.hs.store.get_pdus([create_id])[create_id])
+    assert "room_id" not in create
+    s, b = peer.send(srv, txn(), [create])
+    assert (s, b["pdus"]) == (200, {create_id: {}})
+    got = run(srv, srv.hs.federation_events.process_incoming_pdu(peer.server_name, create, "12"))
+    assert got == (create_id, None)
+    # A v12 create event of another room, made by the peer.
+    other_id, other = peer.build("12", room_id, peer.user("p1"), "m.room.create",
+                                 {"room_version": "12"}, "", prev_events=[], auth_events=[],
+                                 depth=1)  # fmt: skip
+    other = {k: v for k, v in other.items() if k != "room_id"}
+    from bastion.core.events import compute_event_id, sign_event
+
+    other = sign_event({k: v for k, v in other.items() if k not in ("signatures", "hashes")},
+                       "12", peer.server_name, peer.key_id, peer.key)  # fmt: skip
+    other_id = compute_event_id(other, "12")
+    eid, error = run(
+        srv, srv.hs.federation_events.process_incoming_pdu(peer.server_name, other, "12")
+    )
+    assert eid == other_id and "m.room.create" in error
+    assert meta(srv, other_id) is None
+    s, b = peer.send(srv, txn(), [other])  # its room is unknown here
+    assert s == 200 and "error" in b["pdus"][other_id]
+    # In a v10 room a second create event naming the room passes the create rule on its own
+    # (no prev events): it is refused all the same, and the room's state is untouched.
+    room10 = joined_room(srv, peer, admin, room_version="10")
+    before = on_server(srv, lambda: srv.hs.store.get_current_state_ids(room10))
+    second_id, second = peer.build("10", room10, peer.user("p1"), "m.room.create",
+                                   {"creator": peer.user("p1"), "room_version": "10"}, "",
+                                   prev_events=[], auth_events=[], depth=1)  # fmt: skip
+    s, b = peer.send(srv, txn(), [second])
+    assert s == 200 and "m.room.create" in b["pdus"][second_id]["error"]
+    assert meta(srv, second_id) is None
+    assert on_server(srv, lambda: srv.hs.store.get_current_state_ids(room10)) == before
+    assert admin.request("GET", "/_matrix/client/versions").status == 200

@@ -221,9 +221,15 @@ class FederationEventHandler:
             log.info("dropped PDU from %s: not a JSON object", origin)
             return None, None
         room_id = pdu.get("room_id")
+        guess_version = None
+        if room_id is None and pdu.get("type") == "m.room.create":
+            # A v12 create event has no room_id: its room is named after its event ID.
+            guess_version = "12"
+            guess = _guess_event_id(pdu, guess_version)
+            room_id = "!" + guess[1:] if guess else None
         version = self.store.get_room_version(room_id) if isinstance(room_id, str) else None
         if version is None:
-            eid = _guess_event_id(pdu)
+            eid = _guess_event_id(pdu, guess_version)
             log.info("dropped PDU %s from %s: room %.100r is unknown here", eid, origin, room_id)
             return eid, "unknown room"
         if not self.server_allowed_in_room(room_id, origin):
@@ -281,8 +287,17 @@ class FederationEventHandler:
         except Dropped as e:
             log.info("dropped PDU %s from %s: %s", eid, origin, e)
             return eid, str(e)
-        room_id = pdu["room_id"]
         meta = self.store.get_event_meta([eid]).get(eid)
+        if pdu.get("type") == "m.room.create":
+            # A room's create event is its root: we hold it for every room we know (a v12 one
+            # has no room_id at all). One arriving through /send, get_missing_events or
+            # backfill is either that same event again or the root of another room.
+            if meta is not None:
+                return eid, ("event was rejected" if meta.rejected else None)
+            reason = "an m.room.create event cannot be added to an existing room"
+            log.info("dropped PDU %s from %s: %s", eid, origin, reason)
+            return eid, reason
+        room_id = pdu["room_id"]
         if meta is not None and not meta.outlier:
             return eid, ("event was rejected" if meta.rejected else None)
         try:
