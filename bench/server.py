@@ -220,6 +220,29 @@ def start_synapse(cfg_path: Path, port: int) -> Server:
     return Server("synapse", f"http://127.0.0.1:{port}", proc, data / "homeserver.log")
 
 
+BARE_AIOHTTP = """
+import asyncio, sys
+from aiohttp import web
+async def ok(_request):
+    return web.json_response({"versions": []})
+async def main():
+    app = web.Application()
+    app.router.add_get("/_matrix/client/versions", ok)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", int(sys.argv[1])).start()
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def start_bare_aiohttp(work: Path) -> Server:
+    """The floor for an aiohttp server on this Python: one JSON route, nothing else."""
+    port = free_port()
+    proc = spawn([sys.executable, "-c", BARE_AIOHTTP, str(port)], work / "bare.log", work)
+    return Server("bare-aiohttp", f"http://127.0.0.1:{port}", proc, work / "bare.log")
+
+
 async def wait_ready(
     session: aiohttp.ClientSession, server: Server, timeout_s: float = 90
 ) -> float:
@@ -485,6 +508,12 @@ async def run(plan: Plan, work: Path) -> tuple[dict, dict]:
     syn_cfg, syn_port = prepare_synapse(work)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
+        # Reference: the idle RSS of a bare aiohttp server (the floor of Bastion's stack).
+        bare = start_bare_aiohttp(work)
+        await wait_ready(session, bare)
+        await asyncio.sleep(3)
+        bare_rss = bare.rss_mib()
+        stop_process(bare.proc)
         # One after the other, so that neither start competes with the other for the CPU.
         bastion = start_bastion(work)
         bastion.figures["startup_s"] = await wait_ready(session, bastion)
@@ -495,6 +524,7 @@ async def run(plan: Plan, work: Path) -> tuple[dict, dict]:
         for srv in servers:
             srv.figures["rss_idle_mib"] = srv.rss_mib()
             srv.figures["rss_peak_startup_mib"] = srv.hwm_mib()
+        bastion.figures["reference_bare_aiohttp_server_rss_idle_mib"] = bare_rss
         apis = {srv.name: Api(session, srv) for srv in servers}
 
         # Set-up (not timed): the users and rooms each figure needs. Registering hashes a
@@ -649,6 +679,11 @@ def report(b: dict, s: dict, plan: Plan, quick: bool, runs: int) -> dict:
         "12 rounds, generated log config) with rate limits raised to 1000/s, burst 1000: "
         + ", ".join(RATE_LIMITED)
         + ". Both on SQLite, 127.0.0.1, one client process (aiohttp)."
+    )
+    print(
+        "Reference: a bare aiohttp server (one JSON route) idles at "
+        f"{b['reference_bare_aiohttp_server_rss_idle_mib']:.1f} MiB RSS on this Python; a third "
+        f"of Synapse's idle RSS is {s['rss_idle_mib'] / 3:.1f} MiB."
     )
     for goal, met in goals.items():
         print(f"goal {goal}: {'met' if met else 'MISSED'}")
