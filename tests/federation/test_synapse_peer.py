@@ -10,6 +10,7 @@ Skipped when Synapse is not installed. The Synapse process is always stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -39,10 +40,13 @@ DEFAULT_BLACKLIST = [
 ]  # fmt: skip
 
 
-@pytest.fixture
-def synapse(tmp_path, test_ca):
-    data = tmp_path / "synapse"
-    data.mkdir()
+@contextlib.contextmanager
+def synapse_process(data, test_ca, extra_config: dict | None = None, label: str = "synapse"):
+    """A Synapse on 127.0.0.1 (client API on plain HTTP, federation and keys on TLS with a
+    certificate of the test CA) in its own process group, stopped on exit; yields its name,
+    client base URL, federation port and data directory. ``extra_config`` is merged into
+    homeserver.yaml (e.g. raised rate limits, trusted key servers)."""
+    data.mkdir(parents=True)
     client_port, fed_port = free_port(), free_port()
     name = f"127.0.0.1:{fed_port}"
     cfg_path = data / "homeserver.yaml"
@@ -51,7 +55,7 @@ def synapse(tmp_path, test_ca):
          "-c", str(cfg_path), "--report-stats=no", "--data-directory", str(data)],
         check=True, cwd=data, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
     )  # fmt: skip
-    cert, key = test_ca.issue("synapse")
+    cert, key = test_ca.issue(label)
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg.update({
         "listeners": [
@@ -74,6 +78,7 @@ def synapse(tmp_path, test_ca):
         "federation": {"destination_min_retry_interval": "2s", "destination_max_retry_interval": "10s",
                        "max_short_retry_delay": "1s", "max_long_retry_delay": "5s"},
     })  # fmt: skip
+    cfg.update(extra_config or {})
     cfg_path.write_text(yaml.safe_dump(cfg))
     log = open(data / "stdout.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -96,7 +101,8 @@ def synapse(tmp_path, test_ca):
                 if time.monotonic() > deadline:
                     pytest.fail("synapse did not start within 60 s")
                 time.sleep(0.1)
-        yield {"name": name, "client": f"http://127.0.0.1:{client_port}", "fed_port": fed_port}
+        yield {"name": name, "client": f"http://127.0.0.1:{client_port}", "fed_port": fed_port,
+               "data": data}  # fmt: skip
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -105,6 +111,12 @@ def synapse(tmp_path, test_ca):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
+
+
+@pytest.fixture
+def synapse(tmp_path, test_ca):
+    with synapse_process(tmp_path / "synapse", test_ca) as syn:
+        yield syn
 
 
 def _client(method, url, body=None, token=None):
