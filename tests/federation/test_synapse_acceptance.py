@@ -27,13 +27,13 @@ import uuid
 
 import pytest
 
-from bastion.core.auth_rules import auth_types_for_event
-from bastion.core.events import compute_event_id, sign_event
+from bastion.core.events import compute_event_id
 from bastion.core.server_keys import check_notary_signature, validate_key_response
 from bastion.core.signing import encode_verify_key, signing_key_ids
 from bastion.core.x_matrix import authorization_header
 from tests.federation.fedutil import https, run, start_fed_server
-from tests.federation.peer import V1, FakePeer, on_server
+from tests.federation.forge_util import forge, push
+from tests.federation.peer import FakePeer, on_server
 from tests.federation.test_synapse_peer import _client, synapse_process
 from tests.server.harness import Client
 
@@ -116,29 +116,6 @@ def our_send(c: Client, room_id: str, body: str):
 
 def membership_on_ours(srv, room_id: str, user_id: str):
     return on_server(srv, lambda: srv.hs.rooms.membership_of(room_id, user_id))
-
-
-def forge(srv, room_id: str, sender: str, etype: str, content: dict, state_key=None) -> dict:
-    """An event of a local user, built on our current state and signed with our key, without
-    our own auth checks — what a misbehaving server would send."""
-    head = on_server(srv, lambda: srv.hs.rooms._head(room_id).copy())  # noqa: SLF001
-    version = head.room_version
-    probe = {"type": etype, "sender": sender, "content": content, "room_id": room_id}
-    if state_key is not None:
-        probe["state_key"] = state_key
-    auth = [head.state[k] for k in auth_types_for_event(probe, version) if k in head.state]
-    metas = on_server(srv, lambda: srv.hs.store.get_event_meta(list(head.extremities)))
-    ev = {**probe, "origin_server_ts": srv.hs.now_ms(), "prev_events": list(head.extremities),
-          "auth_events": auth, "depth": max(m.depth for m in metas.values()) + 1}  # fmt: skip
-    sk = srv.hs.signing_key
-    return sign_event(ev, version, srv.hs.server_name, sk.key_id, sk.key)
-
-
-def push(srv, destination: str, pdus: list[dict]):
-    """PUT /send to ``destination`` from our server (X-Matrix signed), outside the queue."""
-    body = {"origin": srv.hs.server_name, "origin_server_ts": srv.hs.now_ms(), "pdus": pdus}
-    return run(srv, srv.hs.federation_client.request(
-        "PUT", destination, f"{V1}/send/forged-{uuid.uuid4().hex}", body))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -249,17 +226,15 @@ def test_power_levels_enforced_on_both_sides(env, rooms):
     r = carol.request("PUT", f"{V3}/rooms/{q(syn_room)}/state/m.room.name/", {"name": "carol"})
     assert (r.status, r.body["errcode"]) == (403, "M_FORBIDDEN")
     # ... and Synapse refuses such a change when our server sends it past its own checks.
-    forged = forge(ours, syn_room, carol.user_id, "m.room.name", {"name": "forged"}, "")
-    forged_id = compute_event_id(forged, "12")
+    forged_id, forged = forge(ours, syn_room, carol.user_id, "m.room.name", {"name": "forged"}, "")
     status, body = push(ours, syn["name"], [forged])
     assert status == 200, body
     time.sleep(1.0)
     assert bob.event(syn_room, forged_id)[0] == 404
     assert bob.state(syn_room, "m.room.name") == (200, {"name": "on synapse"})
     # A well-signed, allowed event sent the same way is accepted (the refusal was the rule).
-    ok = forge(ours, syn_room, carol.user_id, "m.room.message", {"msgtype": "m.text",
+    ok_id, ok = forge(ours, syn_room, carol.user_id, "m.room.message", {"msgtype": "m.text",
                "body": "pushed by hand"})  # fmt: skip
-    ok_id = compute_event_id(ok, "12")
     assert push(ours, syn["name"], [ok])[0] == 200
     wait(lambda: bob.event(syn_room, ok_id)[0] == 200, "Synapse accepts the allowed event")
 
@@ -302,9 +277,8 @@ def test_signatures_verified_both_ways(env, rooms):
     bob, carol = rooms["bob"], rooms["carol"]
     syn_room = rooms["syn_room"]
     # Synapse drops our event when its signature does not verify.
-    ev = forge(ours, syn_room, carol.user_id, "m.room.message", {"msgtype": "m.text",
+    ev_id, ev = forge(ours, syn_room, carol.user_id, "m.room.message", {"msgtype": "m.text",
                "body": "badly signed"})  # fmt: skip
-    ev_id = compute_event_id(ev, "12")
     sig = ev["signatures"][ours.hs.server_name]
     key_id = next(iter(sig))
     bad = {**ev, "signatures": {ours.hs.server_name: {key_id: "A" * 86}}}
@@ -429,9 +403,8 @@ def test_ban_enforced_on_both_sides(env, rooms):
     r = carol.request("POST", f"{V3}/join/{q(syn_room)}", {}, query={"via": syn["name"]})
     assert r.status == 403, r.body
     # A message of the banned user forged by our server is refused by Synapse.
-    forged = forge(ours, syn_room, carol.user_id, "m.room.message",
+    forged_id, forged = forge(ours, syn_room, carol.user_id, "m.room.message",
                    {"msgtype": "m.text", "body": "forged after the ban"})  # fmt: skip
-    forged_id = compute_event_id(forged, "12")
     assert push(ours, syn["name"], [forged])[0] == 200
     time.sleep(1.0)
     assert bob.event(syn_room, forged_id)[0] == 404
