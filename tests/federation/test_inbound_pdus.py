@@ -420,3 +420,93 @@ def test_create_events_for_a_known_room_are_duplicates_or_refused(world):
     assert meta(srv, second_id) is None
     assert on_server(srv, lambda: srv.hs.store.get_current_state_ids(room10)) == before
     assert admin.request("GET", "/_matrix/client/versions").status == 200
+
+
+def test_missing_state_beyond_the_fetch_budget_is_not_fetched(world):
+    """A PDU whose unknown prev event comes with an enormous state (/state_ids naming thousands
+    of events we lack): the PDU fails within its fetch budget, no event is fetched one by one,
+    the rest of the transaction is processed and the room is unchanged."""
+    srv, peer, admin = world
+    room_id = joined_room(srv, peer, admin)
+    before = on_server(srv, lambda: srv.hs.store.get_current_state_ids(room_id))
+    ghost = "$" + "h" * 43
+    eid, ev = peer.build_on(srv, room_id, peer.user("p1"), "m.room.message",
+                            {"msgtype": "m.text", "body": "heavy"}, prev_events=[ghost], depth=60)  # fmt: skip
+    peer.missing_events = []
+    peer.state_ids[ghost] = ([f"$junk{i:05d}" + "x" * 38 for i in range(5000)], [])
+    ok_id, ok = peer.build_on(srv, room_id, peer.user("p1"), "m.room.message",
+                              {"msgtype": "m.text", "body": "light"})  # fmt: skip
+    n_before = len(peer.requests)
+    try:
+        status, body = peer.send(srv, txn(), [ev, ok])
+    finally:
+        peer.state_ids.pop(ghost, None)
+    assert status == 200 and "fetch budget" in body["pdus"][eid]["error"], body
+    assert body["pdus"][ok_id] == {}
+    asked = [p for _, p in peer.requests[n_before:]]
+    assert not any(p.startswith(f"{V1}/event/") for p in asked), asked
+    assert meta(srv, eid) is None
+    after = on_server(srv, lambda: srv.hs.store.get_current_state_ids(room_id))
+    assert after == before
+
+
+def test_flood_of_bad_events_keeps_state_and_clients_served(world):
+    """Several connections at once send transactions of 50 PDUs each — forged signatures and
+    events of a user who is not in the room (valid signatures, failing auth): every one is
+    refused, the room's state is unchanged, and local clients are answered promptly during the
+    flood (each client request within a few seconds on a loaded machine)."""
+    import threading
+    import time
+
+    from nacl.signing import SigningKey
+
+    srv, peer, admin = world
+    room_id = joined_room(srv, peer, admin)
+    state_before = on_server(srv, lambda: srv.hs.store.get_current_state_ids(room_id))
+    forged_key = SigningKey.generate()
+    batches = []
+    for t in range(12):
+        pdus = []
+        for i in range(50):
+            if i % 2:
+                _, ev = peer.build_on(srv, room_id, peer.user("p1"), "m.room.message",
+                                      {"body": f"forged {t}-{i}"}, key=forged_key)  # fmt: skip
+            else:
+                _, ev = peer.build_on(srv, room_id, peer.user("outsider"), "m.room.message",
+                                      {"body": f"outsider {t}-{i}"})  # fmt: skip
+            pdus.append(ev)
+        batches.append(pdus)
+    results: list[tuple[int, dict]] = []
+    lock = threading.Lock()
+
+    def flood(mine):
+        for pdus in mine:
+            r = peer.send(srv, txn(), pdus)
+            with lock:
+                results.append(r)
+
+    threads = [threading.Thread(target=flood, args=(batches[i::4],)) for i in range(4)]
+    for th in threads:
+        th.start()
+    latencies = []
+    sent = []
+    while any(th.is_alive() for th in threads) or not latencies:
+        t0 = time.monotonic()
+        assert admin.request("GET", "/_matrix/client/versions").status == 200
+        sent.append(send(admin, room_id, f"during the flood {len(sent)}"))
+        latencies.append(time.monotonic() - t0)
+    for th in threads:
+        th.join(120)
+    assert max(latencies) < 5.0, latencies
+    assert len(results) == 12
+    for status, body in results:
+        assert status in (200, 429), (status, body)
+        if status == 200:
+            assert len(body["pdus"]) == 50 and all("error" in v for v in body["pdus"].values())
+    assert any(status == 200 for status, _ in results)
+    # Nothing of the flood reached the room: same state, our messages all there.
+    assert on_server(srv, lambda: srv.hs.store.get_current_state_ids(room_id)) == state_before
+    ids = timeline_ids(admin, room_id)
+    assert all(eid in ids for eid in sent[-10:])
+    r = admin.request("GET", f"{V3}/rooms/{room_id}/messages", query={"dir": "b", "limit": "50"})
+    assert not any(e["sender"] == peer.user("outsider") for e in r.body["chunk"])
