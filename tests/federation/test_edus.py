@@ -18,6 +18,7 @@ from tests.federation.edu_util import (
     wait_for,
 )
 from tests.federation.fedutil import run
+from tests.federation.peer import on_server
 from tests.server.e2ee_util import new_device
 from tests.server.harness import Client
 
@@ -45,15 +46,15 @@ def test_edus_for_users_of_another_server_are_dropped(pair):
     b_name = b.hs.server_name
     # B speaks for alice, a user of A: every EDU is dropped.
     edu(a, "m.typing", b_name, {"room_id": room_id, "user_id": alice.user_id, "typing": True})
-    assert a.hs.typing.typing_users(room_id) == []
-    event_id = store.get_current_state_ids(room_id)[("m.room.create", "")]
+    assert on_server(a, lambda: a.hs.typing.typing_users(room_id)) == []
+    event_id = on_server(a, lambda: store.get_current_state_ids(room_id))[("m.room.create", "")]
     receipt = {"event_ids": [event_id], "data": {"ts": 1}}
     edu(a, "m.receipt", b_name, {room_id: {"m.read": {alice.user_id: receipt}}})
-    assert store.receipts_for_room(room_id, None, store.current_pos) == []
+    assert on_server(a, lambda: store.receipts_for_room(room_id, None, store.current_pos)) == []
     edu(a, "m.presence", b_name, {"push": [
         {"user_id": alice.user_id, "presence": "unavailable", "last_active_ago": 5}
     ]})  # fmt: skip
-    assert a.hs.presence.content(alice.user_id)["presence"] != "unavailable"
+    assert on_server(a, lambda: a.hs.presence.content(alice.user_id))["presence"] != "unavailable"
     before = store.current_pos
     edu(a, "m.device_list_update", b_name, {
         "user_id": alice.user_id, "device_id": "EVIL", "stream_id": 9, "prev_id": [],
@@ -138,7 +139,7 @@ def test_typing_receipts_and_to_device_across_servers(pair):
     # alice's typing reaches B too.
     alice.request("PUT", f"{V3}/rooms/{q(room_id)}/typing/{q(alice.user_id)}",
                   {"typing": True, "timeout": 20000})  # fmt: skip
-    wait_for(lambda: alice.user_id in b.hs.typing.typing_users(room_id))
+    wait_for(lambda: alice.user_id in on_server(b, lambda: b.hs.typing.typing_users(room_id)))
     # A to-device message from alice to all of bob's devices crosses as m.direct_to_device.
     _, bob_since = to_device(bob, None)
     r = alice.request("PUT", f"{V3}/sendToDevice/m.test/txn1",
@@ -169,17 +170,17 @@ def test_typing_and_receipts_denied_by_the_room_acl(pair):
     edus._joined = lambda room, user: True  # isolate the ACL check from membership
     evil = "@mallory:evil.example"
     edu(a, "m.typing", "evil.example", {"room_id": room_id, "user_id": evil, "typing": True})
-    assert a.hs.typing.typing_users(room_id) == []
+    assert on_server(a, lambda: a.hs.typing.typing_users(room_id)) == []
     receipt = {"event_ids": ["$x"], "data": {"ts": 1}}
     edu(a, "m.receipt", "evil.example", {room_id: {"m.read": {evil: receipt}}})
     store = a.hs.store
-    assert store.receipts_for_room(room_id, None, store.current_pos) == []
+    assert on_server(a, lambda: store.receipts_for_room(room_id, None, store.current_pos)) == []
     # An allowed server in the same room gets through (with the membership check bypassed).
     good = "@carol:good.example"
     edu(a, "m.typing", "good.example", {"room_id": room_id, "user_id": good, "typing": True})
-    assert a.hs.typing.typing_users(room_id) == [good]
+    assert on_server(a, lambda: a.hs.typing.typing_users(room_id)) == [good]
     edu(a, "m.receipt", "good.example", {room_id: {"m.read": {good: receipt}}})
-    rows = store.receipts_for_room(room_id, None, store.current_pos)
+    rows = on_server(a, lambda: store.receipts_for_room(room_id, None, store.current_pos))
     assert [(r["user_id"], r["event_id"]) for r in rows] == [(good, "$x")]
 
 
