@@ -191,23 +191,7 @@ class E2EEStore:
             (user_id, device_id, _dumps(keys), now_ms),
         )
 
-    @staticmethod
-    def device_exists_in(conn: sqlite3.Connection, user_id: str, device_id: str) -> bool:
-        return (
-            conn.execute(
-                "SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id)
-            ).fetchone()
-            is not None
-        )
-
-    @staticmethod
-    def device_ids_in(conn: sqlite3.Connection, user_id: str) -> list[str]:
-        return [
-            r[0]
-            for r in conn.execute(
-                "SELECT device_id FROM devices WHERE user_id = ? ORDER BY device_id", (user_id,)
-            )
-        ]
+    # device_exists_in / device_ids_in: see AccountsStore (devices belong to accounts).
 
     # -- one-time and fallback keys ---------------------------------------------------------
     @staticmethod
