@@ -76,30 +76,8 @@ class FederationQueries:
         return {"room_id": row["room_id"], "servers": self.servers_in_room(row["room_id"])}
 
     def public_rooms(self, limit: int | None, since: str | None, term: str | None) -> dict:
-        """``/_matrix/federation/v1/publicRooms``: this server's published rooms, largest first,
-        with ``since`` tokens ``o<offset>`` (as the client room directory)."""
-        chunk = [self.hs.rooms.room_summary_fields(r) for r in self.store.get_public_room_ids()]
-        if term:
-            t = term.casefold()
-            chunk = [
-                c for c in chunk
-                if any(t in str(c.get(k, "")).casefold()
-                       for k in ("name", "topic", "canonical_alias", "room_id"))
-            ]  # fmt: skip
-        chunk.sort(key=lambda c: (-c["num_joined_members"], c["room_id"]))
-        total = len(chunk)
-        offset = 0
-        if since:
-            if not since.startswith("o") or not since[1:].isdigit() or len(since) > 12:
-                raise MatrixError("M_INVALID_PARAM", "invalid 'since' token", 400)
-            offset = int(since[1:])
-        end = total if limit is None else offset + limit
-        out: dict[str, Any] = {"chunk": chunk[offset:end], "total_room_count_estimate": total}
-        if end < total:
-            out["next_batch"] = f"o{end}"
-        if offset > 0:
-            out["prev_batch"] = f"o{max(0, offset - (limit or offset))}"
-        return out
+        """``/_matrix/federation/v1/publicRooms``: the same listing as the client directory."""
+        return self.hs.rooms.public_rooms(limit, since, term)
 
     # -- asking other servers (for the Client-Server API) -------------------------------------
     async def _ask(self, server: str, path: str, query: dict[str, str]) -> tuple[int, Any]:

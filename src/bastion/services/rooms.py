@@ -886,6 +886,33 @@ class RoomService:
                         "sender": e["sender"], "content": e.get("content", {})})  # fmt: skip
         return out
 
+    def public_rooms(self, limit: int | None, since: str | None, term: str | None) -> dict:
+        """This server's published rooms, largest first, optionally filtered by a search term,
+        paged with ``since`` tokens ``o<offset>`` (C-S API "Listing rooms"; also served to other
+        servers, S-S API "Public Room Directory")."""
+        chunk = [self.room_summary_fields(r) for r in self.hs.store.get_public_room_ids()]
+        if term:
+            t = term.casefold()
+            chunk = [
+                c for c in chunk
+                if any(t in str(c.get(k, "")).casefold()
+                       for k in ("name", "topic", "canonical_alias", "room_id"))
+            ]  # fmt: skip
+        chunk.sort(key=lambda c: (-c["num_joined_members"], c["room_id"]))
+        total = len(chunk)
+        offset = 0
+        if since:
+            if not since.startswith("o") or not since[1:].isdigit() or len(since) > 12:
+                raise MatrixError("M_INVALID_PARAM", "invalid 'since' token", 400)
+            offset = int(since[1:])
+        end = total if limit is None else offset + limit
+        out: dict = {"chunk": chunk[offset:end], "total_room_count_estimate": total}
+        if end < total:
+            out["next_batch"] = f"o{end}"
+        if offset > 0:
+            out["prev_batch"] = f"o{max(0, offset - (limit or offset))}"
+        return out
+
     def room_summary_fields(self, room_id: str) -> dict:
         """For the public room directory: name, topic, alias, avatar, counts, join rule."""
         state = self.store.get_current_state_ids(room_id)

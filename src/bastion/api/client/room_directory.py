@@ -107,28 +107,7 @@ def register(router: Router, hs) -> None:
         return {}
 
     def _public_rooms(limit: int | None, since: str | None, term: str | None) -> dict:
-        chunk = [rooms.room_summary_fields(r) for r in store.get_public_room_ids()]
-        if term:
-            t = term.casefold()
-            chunk = [
-                c for c in chunk
-                if any(t in str(c.get(k, "")).casefold()
-                       for k in ("name", "topic", "canonical_alias", "room_id"))
-            ]  # fmt: skip
-        chunk.sort(key=lambda c: (-c["num_joined_members"], c["room_id"]))
-        total = len(chunk)
-        offset = 0
-        if since:
-            if not since.startswith("o") or not since[1:].isdigit() or len(since) > 12:
-                raise error("M_INVALID_PARAM", "invalid 'since' token")
-            offset = int(since[1:])
-        end = total if limit is None else offset + limit
-        out: dict = {"chunk": chunk[offset:end], "total_room_count_estimate": total}
-        if end < total:
-            out["next_batch"] = f"o{end}"
-        if offset > 0:
-            out["prev_batch"] = f"o{max(0, offset - (limit or offset))}"
-        return out
+        return rooms.public_rooms(limit, since, term)
 
     def _check_server(server) -> None:
         if server is not None and server != hs.server_name:
