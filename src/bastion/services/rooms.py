@@ -1024,7 +1024,7 @@ class RoomService:
         """GET /rooms/{roomId}/context/{eventId} pieces: the event, events before and after,
         and the state at the last returned event."""
         cap = self.read_access(requester.user_id, room_id)
-        row = self.store.get_event_row(event_id)
+        row = self.store.get_event_row(event_id, served=True)
         if row is None or row.room_id != room_id or (cap is not None and row.stream_pos > cap):
             raise err("M_NOT_FOUND", "event not found", 404)
         if not self.filter_visible(requester.user_id, [row]):

@@ -129,7 +129,7 @@ def register(router: Router, hs) -> None:
             cap = rooms.read_access(req.requester.user_id, room_id)
         except MatrixError:
             raise error("M_NOT_FOUND", "event not found", 404) from None
-        row = hs.store.get_event_row(req.params["eventId"])
+        row = hs.store.get_event_row(req.params["eventId"], served=True)
         if (
             row is None
             or row.room_id != room_id

@@ -12,9 +12,11 @@ groups, ``current_state``, memberships). Their flags in ``events``:
   ``soft_failed = 0``), usable as an auth event and in state.
 
 A received transaction's response is kept per (origin, txnId) so a retry gets the same answer.
-``room_state_head`` records the state group equal to a room's current state after an inbound
-write (current state may be a resolution of several forward extremities, not the state after the
-room's last event); the rooms store prefers it when it is newer than the room's last local event.
+``room_state_history`` records, at the stream position of each inbound write that sets a room's
+current state, the state group equal to it (current state may be a resolution of several forward
+extremities, not the state after the event written); the rooms store takes the room's state as
+of a stream position from it when it is newer than the room's last local event there
+(``RoomsStore.room_group_at``).
 """
 
 from __future__ import annotations
@@ -35,11 +37,11 @@ CREATE TABLE IF NOT EXISTS federation_inbound_txns (
     received_ts INTEGER NOT NULL,
     PRIMARY KEY (origin, txn_id)
 );
-CREATE TABLE IF NOT EXISTS room_state_head (
-    room_id TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS room_state_history (
+    room_id TEXT NOT NULL,
+    stream_pos INTEGER NOT NULL,
     group_id INTEGER,
-    chain_len INTEGER NOT NULL,
-    stream_pos INTEGER NOT NULL
+    PRIMARY KEY (room_id, stream_pos)
 );
 """
 STREAMS: list[tuple[str, str]] = []
@@ -187,12 +189,6 @@ class FederationInboundStore:
             )
         ]
 
-    def get_room_state_head(self, room_id: str) -> sqlite3.Row | None:
-        return self.db.read_one(  # type: ignore[attr-defined]
-            "SELECT group_id, chain_len, stream_pos FROM room_state_head WHERE room_id = ?",
-            (room_id,),
-        )
-
     # -- writes ---------------------------------------------------------------------------------
     @staticmethod
     def _snapshot_group(conn: sqlite3.Connection, room_id: str, state: StateMap) -> int:
@@ -327,21 +323,11 @@ class FederationInboundStore:
             )
             p.head_group, p.head_chain = head_group, self._chain_len(conn, head_group)
             conn.execute(
-                "INSERT OR REPLACE INTO room_state_head (room_id, group_id, chain_len, stream_pos)"
-                " VALUES (?,?,?,?)",
-                (p.room_id, head_group, p.head_chain, pos),
+                "INSERT OR REPLACE INTO room_state_history (room_id, stream_pos, group_id)"
+                " VALUES (?,?,?)",
+                (p.room_id, pos, head_group),
             )
-        else:
-            self.touch_room_state_head_sync(conn, p.room_id, pos)
         self.wake(*wake)  # type: ignore[attr-defined]
-
-    def touch_room_state_head_sync(self, conn: sqlite3.Connection, room_id: str, pos: int) -> None:
-        """Keep ``room_state_head`` the newest record of the room's current group after an
-        inbound write that did not change current state."""
-        conn.execute(
-            "UPDATE room_state_head SET stream_pos = MAX(stream_pos, ?) WHERE room_id = ?",
-            (pos, room_id),
-        )
 
     def apply_current_state_sync(
         self, conn: sqlite3.Connection, room_id: str, old: StateMap, new: StateMap, pos: int,

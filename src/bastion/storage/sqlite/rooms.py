@@ -233,19 +233,12 @@ class RoomsStore:
                 "SELECT type, state_key, event_id FROM current_state WHERE room_id = ?", (room_id,)
             )
         }
-        last = self.db.read_one(
-            "SELECT e.sg_after, g.chain_len, e.stream_pos FROM events e LEFT JOIN state_groups g"
-            " ON g.id = e.sg_after WHERE e.room_id = ? ORDER BY e.stream_pos DESC LIMIT 1",
-            (room_id,),
+        group = self.room_group_at(room_id)
+        chain = (
+            self.db.read_one("SELECT chain_len FROM state_groups WHERE id = ?", (group,))
+            if group is not None
+            else None
         )
-        # After an inbound federation write the current state may be a resolution of several
-        # forward extremities: storage/sqlite/federation_inbound.py records its group.
-        fed = self.db.read_one(
-            "SELECT group_id, chain_len, stream_pos FROM room_state_head WHERE room_id = ?",
-            (room_id,),
-        )
-        if fed is not None and (last is None or fed[2] >= last[2]):
-            last = fed
         extremities = [
             r[0]
             for r in self.db.read(
@@ -256,8 +249,7 @@ class RoomsStore:
         ]
         depth = self.db.read_one("SELECT MAX(depth) FROM events WHERE room_id = ?", (room_id,))
         return RoomHeadRow(
-            room["room_version"], state,
-            last[0] if last else None, (last[1] or 0) if last else 0,
+            room["room_version"], state, group, (chain[0] or 0) if chain else 0,
             extremities, (depth[0] or 0) if depth else 0,
         )  # fmt: skip
 
@@ -285,9 +277,13 @@ class RoomsStore:
         )
         return orjson.loads(row[0]) if row else None
 
-    def get_event_row(self, event_id: str) -> EventRow | None:
+    def get_event_row(self, event_id: str, *, served: bool = False) -> EventRow | None:
+        """A stored event (never a rejected one). ``served``: an event a client asked for by
+        ID, so not a soft-failed one either (S-S API "Soft failure": not relayed to clients; a
+        soft-failed event that made it into the room's state is still read as state)."""
+        extra = " AND soft_failed != 1" if served else ""
         row = self.db.read_one(
-            f"SELECT {_COLS} FROM events WHERE event_id = ? AND rejected = 0",  # noqa: S608
+            f"SELECT {_COLS} FROM events WHERE event_id = ? AND rejected = 0{extra}",  # noqa: S608
             (event_id,),
         )
         return _row(row) if row else None
@@ -335,14 +331,30 @@ class RoomsStore:
             )
         return row[0] if row and row[0] is not None else None
 
-    def room_group_at(self, room_id: str, pos: int) -> int | None:
-        """The state group after the room's last event at or before stream position ``pos``."""
-        row = self.db.read_one(
-            "SELECT sg_after FROM events WHERE room_id = ? AND stream_pos <= ?"
+    def room_group_at(self, room_id: str, pos: int | None = None) -> int | None:
+        """The state group holding the room's current state as it was at stream position
+        ``pos`` (None: now); None when the room has no event at or before ``pos``.
+
+        That is the state after the room's last event at or before ``pos`` that is neither
+        rejected, soft-failed nor an outlier (local events are built on the current state), or,
+        when an inbound federation write set the current state at or after that event, the
+        group it recorded (``room_state_history``, storage/sqlite/federation_inbound.py): after
+        a fork the current state is the resolution of the forward extremities, not the state
+        after the newest event."""
+        cond, args = ("", (room_id,)) if pos is None else (" AND stream_pos <= ?", (room_id, pos))
+        ev = self.db.read_one(
+            f"SELECT sg_after, stream_pos FROM events WHERE room_id = ?{cond}"  # noqa: S608
             " AND rejected = 0 AND soft_failed = 0 ORDER BY stream_pos DESC LIMIT 1",
-            (room_id, pos),
+            args,
         )
-        return row[0] if row else None
+        fed = self.db.read_one(
+            f"SELECT group_id, stream_pos FROM room_state_history WHERE room_id = ?{cond}"  # noqa: S608
+            " ORDER BY stream_pos DESC LIMIT 1",
+            args,
+        )
+        if fed is not None and (ev is None or fed[1] >= ev[1]):
+            return fed[0]
+        return ev[0] if ev else None
 
     def get_txn_event(self, user_id: str, device_id: str, scope: str, txn_id: str) -> str | None:
         """The event a (user, device, scope, txnId) already created (C-S "Transaction

@@ -1,0 +1,145 @@
+"""Forks in the room DAG against a scripted federation peer (tests/federation/peer.py).
+
+* Soft failure (S-S API "Soft failure"): a soft-failed event is never served to clients, never
+  a forward extremity or prev event of ours, but takes part in state resolution when a later
+  event references it — the spec's example, where the soft-failed state event ends up in the
+  room's state; the room head loaded from the store ignores soft-failed events.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.federation.fedutil import start_fed_server
+from tests.federation.peer import FakePeer, on_server
+from tests.server.harness import Client
+from tests.server.roomutil import create_room, send
+
+V3 = "/_matrix/client/v3"
+#: Remote events of the forks carry timestamps after the peer's default (1_700_000_000_000),
+#: which orders them in state resolution.
+BASE_TS = 1_700_000_100_000
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, test_ca):
+    tmp = tmp_path_factory.mktemp("forks")
+    srv = start_fed_server(tmp, test_ca, "bastion", registration="open")
+    peer = FakePeer(test_ca, "peer").start()
+    admin = Client(srv.base_url).register("admin" + uuid.uuid4().hex[:6])
+    yield srv, peer, admin
+    peer.stop()
+    srv.stop()
+
+
+def txn() -> str:
+    return uuid.uuid4().hex
+
+
+def join_peer_users(srv, peer, room_id: str, *users: str) -> None:
+    for u in users:
+        eid, ev = peer.build_on(srv, room_id, u, "m.room.member", {"membership": "join"}, u)
+        status, body = peer.send(srv, txn(), [ev])
+        assert status == 200 and body["pdus"] == {eid: {}}, body
+
+
+def head(srv, room_id):
+    return on_server(srv, lambda: srv.hs.rooms._head(room_id).copy())  # noqa: SLF001
+
+
+def meta(srv, eid):
+    return on_server(srv, lambda: srv.hs.store.get_event_meta([eid]).get(eid))
+
+
+def group_state(srv, group):
+    return on_server(srv, lambda: dict(srv.hs.store.get_state_group(group)))
+
+
+def state_map(events: list[dict]) -> dict:
+    return {(e["type"], e["state_key"]): e["event_id"] for e in events}
+
+
+def timeline_ids(room: dict) -> list[str]:
+    return [e["event_id"] for e in room["timeline"]["events"]]
+
+
+def test_soft_failed_event_takes_part_in_state_resolution(world):
+    """The spec's example: C, on a branch before its sender left, is soft-failed; D, from a
+    server that built on both branches, is accepted, and the state before D is the resolution
+    of the states after both branches — C's topic wins (it is ordered before the leave)."""
+    srv, peer, admin = world
+    p1, p2 = peer.user("p1"), peer.user("p2")
+    room_id = create_room(admin, power_level_content_override={
+        "events": {"m.room.topic": 0, "m.room.power_levels": 100}})  # fmt: skip
+    join_peer_users(srv, peer, room_id, p1, p2)
+    old = head(srv, room_id)
+    l_id, leave = peer.build_on(srv, room_id, p2, "m.room.member", {"membership": "leave"}, p2,
+                                ts=BASE_TS + 10)  # fmt: skip
+    assert peer.send(srv, txn(), [leave])[1]["pdus"] == {l_id: {}}
+    c_id, c = peer.build_on(srv, room_id, p2, "m.room.topic", {"topic": "other branch"}, "",
+                            state=old.state, prev_events=old.extremities, ts=BASE_TS + 5)  # fmt: skip
+    assert peer.send(srv, txn(), [c])[1]["pdus"] == {c_id: {}}
+    m = meta(srv, c_id)
+    assert m.soft_failed and not m.rejected
+    assert head(srv, room_id).extremities == [l_id]
+    assert ("m.room.topic", "") not in head(srv, room_id).state
+    # Never served to clients, never built on.
+    r = admin.request("GET", f"{V3}/rooms/{room_id}/event/{c_id}")
+    assert (r.status, r.body.get("errcode")) == (404, "M_NOT_FOUND"), r.body
+    r = admin.request("GET", f"{V3}/rooms/{room_id}/context/{c_id}")
+    assert r.status == 404, r.body
+    m0 = send(admin, room_id, "ours")
+    assert on_server(srv, lambda: srv.hs.store.get_event(m0))["prev_events"] == [l_id]
+    # D references our message and C.
+    d_id, d = peer.build_on(srv, room_id, p1, "m.room.message", {"msgtype": "m.text",
+                            "body": "both branches"}, prev_events=[m0, c_id])  # fmt: skip
+    assert peer.send(srv, txn(), [d])[1]["pdus"] == {d_id: {}}
+    md = meta(srv, d_id)
+    assert not md.soft_failed and not md.rejected
+    before_d = group_state(srv, md.sg_before)
+    assert before_d[("m.room.topic", "")] == c_id
+    assert before_d[("m.room.member", p2)] == l_id
+    now = head(srv, room_id)
+    assert now.extremities == [d_id]
+    assert now.state[("m.room.topic", "")] == c_id and now.state[("m.room.member", p2)] == l_id
+    assert group_state(srv, now.group) == now.state
+    cur = on_server(srv, lambda: srv.hs.store.get_current_state_ids(room_id))
+    assert cur == now.state
+    r = admin.request("GET", f"{V3}/rooms/{room_id}/state/m.room.topic")
+    assert (r.status, r.body) == (200, {"topic": "other branch"})
+    r = admin.request("GET", f"{V3}/rooms/{room_id}/messages", query={"dir": "b", "limit": "50"})
+    assert c_id not in [e["event_id"] for e in r.body["chunk"]]
+    # Our next event builds on D alone.
+    m1 = send(admin, room_id, "after")
+    assert on_server(srv, lambda: srv.hs.store.get_event(m1))["prev_events"] == [d_id]
+
+
+def test_reloaded_room_head_ignores_soft_failed_events(world):
+    """The room head loaded from the store (after a restart) takes the state group of the
+    room's current state, never the group after a soft-failed event."""
+    srv, peer, admin = world
+    p1, p2 = peer.user("p1"), peer.user("p2")
+    room_id = create_room(admin, name="original")
+    join_peer_users(srv, peer, room_id, p1, p2)
+    old = head(srv, room_id)
+    r = admin.request("POST", f"{V3}/rooms/{room_id}/ban", {"user_id": p2})
+    assert r.status == 200, r.body
+    r = admin.request("PUT", f"{V3}/rooms/{room_id}/state/m.room.name/", {"name": "kept"})
+    assert r.status == 200, r.body
+    name_id = r.body["event_id"]
+    c_id, c = peer.build_on(srv, room_id, p2, "m.room.message", {"msgtype": "m.text",
+                            "body": "evading"}, state=old.state, prev_events=old.extremities)  # fmt: skip
+    assert peer.send(srv, txn(), [c])[1]["pdus"] == {c_id: {}}
+    assert meta(srv, c_id).soft_failed
+    expected = head(srv, room_id).state
+    on_server(srv, lambda: srv.hs.rooms.forget_head(room_id))
+    reloaded = head(srv, room_id)
+    assert reloaded.state == expected and c_id not in reloaded.extremities
+    assert group_state(srv, reloaded.group) == expected
+    r = admin.request("PUT", f"{V3}/rooms/{room_id}/state/m.room.topic/", {"topic": "t"})
+    assert r.status == 200, r.body
+    after = group_state(srv, meta(srv, r.body["event_id"]).sg_after)
+    assert after[("m.room.name", "")] == name_id
+    assert after == on_server(srv, lambda: srv.hs.store.get_current_state_ids(room_id))
