@@ -3,11 +3,15 @@
 * Soft failure (S-S API "Soft failure"): a soft-failed event is never served to clients, never
   a forward extremity or prev event of ours, but takes part in state resolution when a later
   event references it — the spec's example, where the soft-failed state event ends up in the
-  room's state; the room head loaded from the store ignores soft-failed events.
+  room's state and clients are told through the ``state`` section of /sync; the room head
+  loaded from the store ignores soft-failed events.
+* /sync after a fork (C-S API "Syncing"): ``state`` and ``state_after`` are built from the
+  room's resolved state, not from the state on the branch of the room's newest event.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -15,7 +19,7 @@ import pytest
 from tests.federation.fedutil import start_fed_server
 from tests.federation.peer import FakePeer, on_server
 from tests.server.harness import Client
-from tests.server.roomutil import create_room, send
+from tests.server.roomutil import create_room, send, sync
 
 V3 = "/_matrix/client/v3"
 #: Remote events of the forks carry timestamps after the peer's default (1_700_000_000_000),
@@ -75,6 +79,7 @@ def test_soft_failed_event_takes_part_in_state_resolution(world):
         "events": {"m.room.topic": 0, "m.room.power_levels": 100}})  # fmt: skip
     join_peer_users(srv, peer, room_id, p1, p2)
     old = head(srv, room_id)
+    since = sync(admin)["next_batch"]
     l_id, leave = peer.build_on(srv, room_id, p2, "m.room.member", {"membership": "leave"}, p2,
                                 ts=BASE_TS + 10)  # fmt: skip
     assert peer.send(srv, txn(), [leave])[1]["pdus"] == {l_id: {}}
@@ -109,6 +114,12 @@ def test_soft_failed_event_takes_part_in_state_resolution(world):
     assert cur == now.state
     r = admin.request("GET", f"{V3}/rooms/{room_id}/state/m.room.topic")
     assert (r.status, r.body) == (200, {"topic": "other branch"})
+    # Clients learn C through the state section, never in a timeline.
+    room = sync(admin, since)["rooms"]["join"][room_id]
+    assert timeline_ids(room) == [l_id, m0, d_id]
+    assert state_map(room["state"]["events"]) == {("m.room.topic", ""): c_id}
+    room = sync(admin, since, use_state_after="true")["rooms"]["join"][room_id]
+    assert c_id in state_map(room["state_after"]["events"]).values()
     r = admin.request("GET", f"{V3}/rooms/{room_id}/messages", query={"dir": "b", "limit": "50"})
     assert c_id not in [e["event_id"] for e in r.body["chunk"]]
     # Our next event builds on D alone.
@@ -143,3 +154,59 @@ def test_reloaded_room_head_ignores_soft_failed_events(world):
     after = group_state(srv, meta(srv, r.body["event_id"]).sg_after)
     assert after[("m.room.name", "")] == name_id
     assert after == on_server(srv, lambda: srv.hs.store.get_current_state_ids(room_id))
+
+
+def test_sync_state_after_a_fork_is_the_resolved_state(world):
+    """The peer's branch, made before our ban and rename, renames the room too (and loses the
+    resolution) and sends a message on top: /sync's state and state_after carry the resolved
+    state (our name, the ban), not the state on the branch of the room's newest event."""
+    srv, peer, admin = world
+    p1, p2 = peer.user("p1"), peer.user("p2")
+    room_id = create_room(admin, name="original", power_level_content_override={
+        "events": {"m.room.name": 0, "m.room.power_levels": 100}})  # fmt: skip
+    join_peer_users(srv, peer, room_id, p1, p2)
+    old = head(srv, room_id)
+    r = admin.request("POST", f"{V3}/rooms/{room_id}/ban", {"user_id": p2})
+    assert r.status == 200, r.body
+    ban_id = head(srv, room_id).state[("m.room.member", p2)]
+    r = admin.request("PUT", f"{V3}/rooms/{room_id}/state/m.room.name/", {"name": "ours"})
+    assert r.status == 200, r.body
+    ours = r.body["event_id"]
+    since = sync(admin)["next_batch"]
+    theirs, f_name = peer.build_on(srv, room_id, p1, "m.room.name", {"name": "theirs"}, "",
+                                   state=old.state, prev_events=old.extremities)  # fmt: skip
+    f_state = {**old.state, ("m.room.name", ""): theirs}
+    msg_id, f_msg = peer.build_on(srv, room_id, p1, "m.room.message", {"msgtype": "m.text",
+                                  "body": "on our branch"}, state=f_state, prev_events=[theirs])  # fmt: skip
+    assert peer.send(srv, txn(), [f_name, f_msg])[1]["pdus"] == {theirs: {}, msg_id: {}}
+    assert not meta(srv, theirs).soft_failed and not meta(srv, msg_id).soft_failed
+    now = head(srv, room_id)
+    assert set(now.extremities) == {ours, msg_id}
+    assert now.state[("m.room.name", "")] == ours and now.state[("m.room.member", p2)] == ban_id
+    old_join = old.state[("m.room.member", p2)]
+    flt = json.dumps({"room": {"timeline": {"limit": 1}}})
+
+    # Initial syncs: the state is the resolved one, at the start and at the end of the timeline.
+    room = sync(admin, filter=flt)["rooms"]["join"][room_id]
+    assert timeline_ids(room) == [msg_id] and room["timeline"]["limited"]
+    st = state_map(room["state"]["events"])
+    assert st[("m.room.name", "")] == ours and st[("m.room.member", p2)] == ban_id
+    room = sync(admin, filter=flt, use_state_after="true")["rooms"]["join"][room_id]
+    st = state_map(room["state_after"]["events"])
+    assert st[("m.room.name", "")] == ours and st[("m.room.member", p2)] == ban_id
+    # Incremental, limited: the room's state did not change since the last sync.
+    room = sync(admin, since, filter=flt)["rooms"]["join"][room_id]
+    assert timeline_ids(room) == [msg_id] and room["timeline"]["limited"]
+    ids = set(state_map(room["state"]["events"]).values())
+    assert theirs not in ids and old_join not in ids, room["state"]
+    for flt_ in (flt, None):
+        q = {"use_state_after": "true"} | ({"filter": flt_} if flt_ else {})
+        room = sync(admin, since, **q)["rooms"]["join"][room_id]
+        ids = set(state_map(room["state_after"]["events"]).values())
+        assert theirs not in ids and old_join not in ids, room["state_after"]
+    # The members at the end of the fork are the resolved ones too.
+    token = sync(admin)["next_batch"]
+    r = admin.request("GET", f"{V3}/rooms/{room_id}/members", query={"at": token})
+    assert r.status == 200, r.body
+    got = {e["state_key"]: e["content"]["membership"] for e in r.body["chunk"]}
+    assert got[p2] == "ban" and got[p1] == "join"

@@ -178,28 +178,38 @@ class SyncService:
             limited = (
                 self.store.get_room_events(room_id, upto=rows[0].stream_pos - 1, limit=1) != []
             )
-        start_group = rows[0].sg_before if rows else self.store.room_group_at(room_id, upto_pos)
+        # The room's state (its resolved current state, S-S "Room State Resolution") as it was
+        # at the end of the timeline and just before its first event — after a fork that is
+        # not the state on the branch of the newest event. Backfilled history has no such
+        # record before its oldest event: there, the state before that event.
+        end_group = self.store.room_group_at(room_id, upto_pos)
+        if rows:
+            start_group = self.store.room_group_at(room_id, rows[0].stream_pos - 1)
+            if start_group is None:
+                start_group = rows[0].sg_before
+        else:
+            start_group = end_group
         visible = rooms.filter_visible(user_id, rows)
         timeline = [r for r in visible if event_filter_allows(tl_flt, r.event, room_id)]
         prev_batch = rows[0].stream_pos - 1 if rows else (since.pos if since else upto_pos)
 
         start_state = rooms.state_at_group(start_group)
+        end_state = rooms.state_at_group(end_group)
         if use_state_after:
-            end_group = rows[-1].sg_after if rows else start_group
-            end_state = rooms.state_at_group(end_group)
-            if since is None or full:
-                delta = end_state
-            else:
-                since_state = rooms.state_at_group(self.store.room_group_at(room_id, since.pos))
-                delta = {k: v for k, v in end_state.items() if since_state.get(k) != v}
-            state_ids = delta
-        elif since is None or full:
-            state_ids = start_state
-        elif limited:
-            since_state = rooms.state_at_group(self.store.room_group_at(room_id, since.pos))
-            state_ids = {k: v for k, v in start_state.items() if since_state.get(k) != v}
+            target = end_state
         else:
-            state_ids = {}
+            # The state at the start of the timeline; for the keys no event of the timeline
+            # sets, the state at its end — so that a change the timeline does not carry (the
+            # resolution of a fork, a soft-failed event that made it into the state) reaches
+            # the client, which applies ``state`` and then the timeline.
+            touched = {(r.type, r.state_key) for r in rows if r.state_key is not None}
+            target = {**start_state,
+                      **{k: v for k, v in end_state.items() if k not in touched}}  # fmt: skip
+        if since is None or full:
+            state_ids = target
+        else:
+            since_state = rooms.state_at_group(self.store.room_group_at(room_id, since.pos))
+            state_ids = {k: v for k, v in target.items() if since_state.get(k) != v}
         if st_flt.get("lazy_load_members"):
             senders = {r.sender for r in timeline} | {user_id}
             state_ids = {
