@@ -42,6 +42,8 @@ class FakePeer:
         #: Scripted answers: get_missing_events → list of events; state_ids → (pdu_ids, chain).
         self.missing_events: list[dict] = []
         self.state_ids: dict[str, tuple[list[str], list[str]]] = {}
+        #: Answer /state_ids for events of ``events`` not scripted above, from the peer's DAG.
+        self.serve_state_ids = False
         self.requests: list[tuple[str, str]] = []
         self._label = label
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -105,10 +107,19 @@ class FakePeer:
             return web.json_response({"events": self.missing_events})
         if path.startswith(V1 + "/state_ids/"):
             eid = req.query.get("event_id", "")
+            if eid not in self.state_ids and self.serve_state_ids and eid in self.events:
+                state = list(self.state_before(eid).values())
+                chain = {a for s in state for a in self._auth_chain_ids(s)}
+                return web.json_response({"pdu_ids": state, "auth_chain_ids": sorted(chain)})
             if eid not in self.state_ids:
                 return web.json_response({"errcode": "M_NOT_FOUND", "error": "no"}, status=404)
             ids, chain = self.state_ids[eid]
             return web.json_response({"pdu_ids": ids, "auth_chain_ids": chain})
+        if path.startswith(V1 + "/backfill/"):
+            limit = int(req.query.get("limit", "10"))
+            pdus = self._walk_back(req.query.getall("v", []), limit)
+            return web.json_response({"origin": self.server_name, "origin_server_ts": 1,
+                                      "pdus": pdus})  # fmt: skip
         return web.json_response({"errcode": "M_UNRECOGNIZED", "error": "no"}, status=404)
 
     def _auth_chain(self, ev: dict) -> list[dict]:
@@ -121,6 +132,52 @@ class FakePeer:
             out[a] = self.events[a]
             stack.extend(self.events[a].get("auth_events", []))
         return list(out.values())
+
+    def _auth_chain_ids(self, eid: str) -> set[str]:
+        out: set[str] = set()
+        stack = list(self.events.get(eid, {}).get("auth_events", []))
+        while stack:
+            a = stack.pop()
+            if a in out or a not in self.events:
+                continue
+            out.add(a)
+            stack.extend(self.events[a].get("auth_events", []))
+        return out
+
+    def state_before(self, eid: str) -> dict:
+        """The state before one of the peer's events: the union of the states after its prev
+        events (the test DAGs are linear or forks without conflicts on the keys asked about)."""
+        state: dict = {}
+        todo = [eid]
+        order: list[str] = []
+        seen: set[str] = set()
+        while todo:  # iterative: the DAG may be long
+            e = todo.pop()
+            if e in seen or e not in self.events:
+                continue
+            seen.add(e)
+            order.append(e)
+            todo.extend(self.events[e].get("prev_events", []))
+        for e in sorted(order, key=lambda i: self.events[i].get("depth", 0)):
+            ev = self.events[e]
+            if e != eid and isinstance(ev.get("state_key"), str):
+                state[(ev["type"], ev["state_key"])] = e
+        return state
+
+    def _walk_back(self, starts: list[str], limit: int) -> list[dict]:
+        """/backfill: the events from ``starts`` back over prev_events, deepest first."""
+        out: list[dict] = []
+        seen: set[str] = set()
+        frontier = [s for s in starts if s in self.events]
+        while frontier and len(out) < limit:
+            frontier.sort(key=lambda i: self.events[i].get("depth", 0), reverse=True)
+            e = frontier.pop(0)
+            if e in seen:
+                continue
+            seen.add(e)
+            out.append(self.events[e])
+            frontier.extend(p for p in self.events[e].get("prev_events", []) if p not in seen)
+        return out
 
     # -- events ---------------------------------------------------------------------------------
     def build(

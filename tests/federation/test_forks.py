@@ -7,6 +7,9 @@
   loaded from the store ignores soft-failed events.
 * /sync after a fork (C-S API "Syncing"): ``state`` and ``state_after`` are built from the
   room's resolved state, not from the state on the branch of the room's newest event.
+* Backfill (S-S API "Backfilling and retrieving missing events"): a response is checked oldest
+  first (the state at each event comes from its prev events, not from ``/state_ids``), and
+  /messages pages through it newest first, across several backfill rounds.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import uuid
 
 import pytest
 
-from tests.federation.fedutil import start_fed_server
-from tests.federation.peer import FakePeer, on_server
+from bastion.core.auth_rules import auth_types_for_event
+from bastion.core.events import compute_event_id, compute_room_id_v12, sign_event
+from tests.federation.fedutil import run, start_fed_server
+from tests.federation.peer import V1, FakePeer, on_server
 from tests.server.harness import Client
 from tests.server.roomutil import create_room, send, sync
 
@@ -210,3 +215,92 @@ def test_sync_state_after_a_fork_is_the_resolved_state(world):
     assert r.status == 200, r.body
     got = {e["state_key"]: e["content"]["membership"] for e in r.body["chunk"]}
     assert got[p2] == "ban" and got[p1] == "join"
+
+
+# ---------------------------------------------------------------------------------------------
+# Backfill
+# ---------------------------------------------------------------------------------------------
+def remote_room_with_history(peer, n_messages: int, version: str = "12"):
+    """A room made on the peer: create, creator join, power levels, public join rules, a name,
+    then ``n_messages`` messages. Returns (room_id, state, last event ID, depth)."""
+    creator = peer.user("creator")
+    ts = BASE_TS + uuid.uuid4().int % 1_000_000
+    create = sign_event({"type": "m.room.create", "state_key": "", "sender": creator,
+                         "content": {"room_version": version}, "origin_server_ts": ts,
+                         "depth": 1, "prev_events": [], "auth_events": []},
+                        version, peer.server_name, peer.key_id, peer.key)  # fmt: skip
+    room_id = compute_room_id_v12(create)
+    create_id = compute_event_id(create, version)
+    peer.events[create_id] = create
+    state = {("m.room.create", ""): create_id}
+    prev, depth = create_id, 1
+
+    def add(etype, content, state_key=None):
+        nonlocal prev, depth
+        probe = {"type": etype, "sender": creator, "content": content, "room_id": room_id}
+        if state_key is not None:
+            probe["state_key"] = state_key
+        auth = [state[k] for k in auth_types_for_event(probe, version) if k in state]
+        depth += 1
+        eid, _ = peer.build(version, room_id, creator, etype, content, state_key,
+                            prev_events=[prev], auth_events=auth, depth=depth, ts=ts + depth)  # fmt: skip
+        if state_key is not None:
+            state[(etype, state_key)] = eid
+        prev = eid
+
+    add("m.room.member", {"membership": "join"}, creator)
+    add("m.room.power_levels", {"users": {}, "users_default": 0}, "")
+    add("m.room.join_rules", {"join_rule": "public"}, "")
+    add("m.room.name", {"name": "long history"}, "")
+    for i in range(1, n_messages + 1):
+        add("m.room.message", {"msgtype": "m.text", "body": f"m{i}"})
+    return room_id, state, prev, depth
+
+
+def test_backfill_is_checked_oldest_first_and_pages_in_order(world):
+    srv, peer, _ = world
+    room_id, state, last, depth = remote_room_with_history(peer, 50)
+    bob = Client(srv.base_url).register("bob" + uuid.uuid4().hex[:6])
+    probe = {"type": "m.room.member", "sender": bob.user_id, "content": {"membership": "join"},
+             "room_id": room_id, "state_key": bob.user_id}  # fmt: skip
+    auth = [state[k] for k in auth_types_for_event(probe, "12") if k in state]
+    join_ev = sign_event({**probe, "origin_server_ts": BASE_TS + 2_000_000, "depth": depth + 1,
+                          "prev_events": [last], "auth_events": auth}, "12",
+                         srv.hs.server_name, srv.hs.signing_key.key_id, srv.hs.signing_key.key)  # fmt: skip
+    join_id = compute_event_id(join_ev, "12")
+    state_events = [peer.events[e] for e in state.values()]
+    chain = peer._auth_chain({"auth_events": list(state.values())})  # noqa: SLF001
+    run(srv, srv.hs.federation_events.process_room_state(
+        peer.server_name, room_id, "12", state_events, chain, join_ev))  # fmt: skip
+    peer.serve_state_ids = True
+    n0 = len(peer.requests)
+    try:
+        chunk: list[dict] = []
+        query = {"dir": "b", "limit": "10"}
+        for _ in range(20):
+            r = bob.request("GET", f"{V3}/rooms/{room_id}/messages", query=query)
+            assert r.status == 200, r.body
+            chunk.extend(r.body["chunk"])
+            if "end" not in r.body:
+                break
+            query = {**query, "from": r.body["end"]}
+    finally:
+        peer.serve_state_ids = False
+    asked = [p for _, p in peer.requests[n0:]]
+    assert sum(p.startswith(f"{V1}/backfill/") for p in asked) >= 3  # 20 events a round
+    state_ids = [p for p in asked if p.startswith(f"{V1}/state_ids/")]
+    assert len(state_ids) <= 3, asked  # one a round: the state at its oldest event's prev
+    ids = [e["event_id"] for e in chunk]
+    assert len(ids) == len(set(ids)), "a page repeated events"
+    bodies = [e["content"]["body"] for e in chunk if e["type"] == "m.room.message"]
+    assert bodies == [f"m{i}" for i in range(50, 0, -1)]
+    assert ids[0] == join_id
+    types = [e["type"] for e in chunk if e["type"] != "m.room.message"]
+    assert types == ["m.room.member", "m.room.name", "m.room.join_rules",
+                     "m.room.power_levels", "m.room.member"]  # fmt: skip
+    # Forwards from the oldest backfilled event: the same events, oldest first.
+    r = bob.request("GET", f"{V3}/rooms/{room_id}/messages",
+                    query={"dir": "f", "limit": "100", "from": query["from"]})  # fmt: skip
+    assert r.status == 200, r.body
+    fwd = [e["event_id"] for e in r.body["chunk"]]
+    assert fwd == ids[::-1][-len(fwd) :] and fwd[-1] == join_id, fwd

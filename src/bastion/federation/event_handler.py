@@ -33,6 +33,8 @@ Interfaces for the other federation parts:
 
 * ``await process_incoming_pdu(origin, pdu, room_version, backfilled=False)`` → ``(event_id,
   error)``; error ``None`` when accepted (also when soft-failed: the origin did nothing wrong);
+* ``await process_backfill(origin, room_version, events)`` → how many were accepted: a backfill
+  response (id → PDU) checked oldest first, with stream positions that keep /messages in order;
 * ``await process_room_state(origin, room_id, room_version, state, auth_chain, join_event)``
   ingests a send_join response (raises ``MatrixError`` when it does not check out);
 * ``server_allowed_in_room(room_id, server_name)``: the room's server ACL;
@@ -271,12 +273,40 @@ class FederationEventHandler:
     # ------------------------------------------------------------------------------------------
     # The checks
     # ------------------------------------------------------------------------------------------
+    async def process_backfill(
+        self, origin: str, room_version: str, events: dict[str, dict]
+    ) -> int:
+        """A backfill response (event ID → PDU, S-S "Backfilling and retrieving missing
+        events"), checked as one batch: oldest first, so each event's prev events are stored
+        when it is checked and the state before it comes from them (not from one ``/state_ids``
+        request per event); within one fetch budget. The events take stream positions reserved
+        below the room's earliest in the same order, the newest just below it, so /messages
+        pages back through them newest first. Returns how many were accepted."""
+        order = order_by_depth(events)
+        if not order:
+            return 0
+        lowest = self.store.reserve_backfill_positions(len(order))
+        budget = Budget(self.config.federation_max_fetch_per_txn)
+        accepted = 0
+        for i, eid in enumerate(order):
+            try:
+                _, error = await self.process_incoming_pdu(
+                    origin, events[eid], room_version, backfilled=True, budget=budget,
+                    backfill_pos=lowest + i,
+                )  # fmt: skip
+            except Exception:  # noqa: BLE001 - one bad event must not fail the batch
+                log.exception("backfilled event %s from %s failed", eid, origin)
+                continue
+            accepted += error is None
+        return accepted
+
     async def process_incoming_pdu(
         self, origin: str, pdu: dict, room_version: str, *, backfilled: bool = False,
-        budget: Budget | None = None, _nested: bool = False,
+        budget: Budget | None = None, backfill_pos: int | None = None, _nested: bool = False,
     ) -> tuple[str | None, str | None]:  # fmt: skip
         """Run one PDU through the checks and persist it. Returns (event_id or None when it has
-        none, error or None). Soft-failed events return no error."""
+        none, error or None). Soft-failed events return no error. ``backfill_pos``: the stream
+        position reserved for a backfilled event (``process_backfill``)."""
         if budget is None:
             budget = Budget(self.config.federation_max_fetch_per_txn)
         if not _nested:
@@ -302,8 +332,9 @@ class FederationEventHandler:
             return eid, ("event was rejected" if meta.rejected else None)
         try:
             return eid, await self._process_checked(
-                origin, pdu, eid, room_id, room_version, backfilled, budget, _nested
-            )
+                origin, pdu, eid, room_id, room_version, backfilled, budget, _nested,
+                backfill_pos,
+            )  # fmt: skip
         except (BudgetExceeded, FederationError) as e:
             log.info("dropped PDU %s from %s: %s", eid, origin, e)
             return eid, f"could not process the event: {e}"
@@ -367,7 +398,7 @@ class FederationEventHandler:
 
     async def _process_checked(
         self, origin: str, pdu: dict, eid: str, room_id: str, version: str, backfilled: bool,
-        budget: Budget, nested: bool,
+        budget: Budget, nested: bool, backfill_pos: int | None = None,
     ) -> str | None:  # fmt: skip
         verify = await self._verifier(pdu, version)
         # Check 4: auth against the event's auth events.
@@ -381,7 +412,7 @@ class FederationEventHandler:
         )
         if not result:
             reason = f"auth events: rule {result.rule}: {result.reason}"
-            await self._persist_rejected(pdu, eid, room_id, None, None, backfilled)
+            await self._persist_rejected(pdu, eid, room_id, None, None, backfilled, backfill_pos)
             log.info("rejected PDU %s from %s: %s", eid, origin, reason)
             return reason
 
@@ -400,7 +431,7 @@ class FederationEventHandler:
         async with self.hs.rooms._locks[room_id]:  # noqa: SLF001 — the room engine's write lock
             return await self._decide_and_persist(
                 origin, pdu, eid, room_id, version, prev_ids, missing, fetched_states,
-                backfilled, verify,
+                backfilled, verify, backfill_pos,
             )  # fmt: skip
 
     def _missing_prevs(self, prev_ids: list[str]) -> list[str]:
@@ -410,6 +441,7 @@ class FederationEventHandler:
     async def _decide_and_persist(
         self, origin: str, pdu: dict, eid: str, room_id: str, version: str, prev_ids: list[str],
         missing: list[str], fetched_states: list[dict], backfilled: bool, verify,
+        backfill_pos: int | None = None,
     ) -> str | None:  # fmt: skip
         known = [p for p in prev_ids if p not in missing]
         metas = self.store.get_event_meta(known)
@@ -423,7 +455,9 @@ class FederationEventHandler:
         result = self._auth_against(pdu, state_before, version, verify)
         if not result:
             reason = f"state before the event: rule {result.rule}: {result.reason}"
-            await self._persist_rejected(pdu, eid, room_id, state_before, sg_before, backfilled)
+            await self._persist_rejected(
+                pdu, eid, room_id, state_before, sg_before, backfilled, backfill_pos
+            )
             log.info("rejected PDU %s from %s: %s", eid, origin, reason)
             return reason
         head = self.hs.rooms._head(room_id)  # noqa: SLF001
@@ -439,7 +473,7 @@ class FederationEventHandler:
                 )  # fmt: skip
         rec = RemoteEvent(
             pdu, eid, room_id, soft_failed=soft_failed, backfilled=backfilled,
-            state_before=state_before, sg_before=sg_before,
+            state_before=state_before, sg_before=sg_before, backfill_pos=backfill_pos,
         )  # fmt: skip
         new_ext: list[str] | None = None
         if not soft_failed and not backfilled and head is not None:
@@ -489,11 +523,11 @@ class FederationEventHandler:
 
     async def _persist_rejected(
         self, pdu: dict, eid: str, room_id: str, state_before: dict | None, sg_before: int | None,
-        backfilled: bool,
+        backfilled: bool, backfill_pos: int | None = None,
     ) -> None:  # fmt: skip
         rec = RemoteEvent(
             pdu, eid, room_id, rejected=True, backfilled=backfilled,
-            state_before=state_before, sg_before=sg_before,
+            state_before=state_before, sg_before=sg_before, backfill_pos=backfill_pos,
         )  # fmt: skip
         if state_before is None:
             await self.store.db.write(

@@ -686,23 +686,9 @@ class FederationMembership:
                 except MatrixError:
                     continue
             known = self.store.get_event_meta(candidates)
-            todo = [p for e, p in candidates.items() if e not in known or known[e].outlier]
-            # Newest first: backfilled events take stream positions below the room's earliest,
-            # so /messages (which pages backwards by position) returns them in order.
-            todo.sort(
-                key=lambda p: p.get("depth") if type(p.get("depth")) is int else 0, reverse=True
-            )
-            accepted = 0
-            for pdu in todo:
-                try:
-                    _, error = await inbound.process_incoming_pdu(
-                        server, pdu, version, backfilled=True
-                    )
-                except Exception:  # noqa: BLE001 - a bad event must not fail /messages
-                    log.exception("backfilled event from %s failed", server)
-                    continue
-                accepted += error is None
-            return accepted
+            todo = {e: p for e, p in candidates.items() if e not in known or known[e].outlier}
+            # One batch, checked oldest first, positioned so /messages pages through it in order.
+            return await inbound.process_backfill(server, version, todo)
         return 0
 
 

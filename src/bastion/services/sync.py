@@ -232,7 +232,7 @@ class SyncService:
             "timeline": {
                 "events": [self._format(ctx, r, now) for r in timeline],
                 "limited": limited,
-                "prev_batch": str(SyncToken(max(prev_batch, 0), 0)),
+                "prev_batch": str(SyncToken(prev_batch, 0)),  # negative: backfilled history
             },
         }
         key = "state_after" if use_state_after else "state"

@@ -6,6 +6,8 @@ Handlers are thin: they validate the request's shape and call ``hs.rooms``.
 
 from __future__ import annotations
 
+import re
+
 from bastion.api.http import Request, Router, error
 from bastion.core.identifiers import parse_room_id
 from bastion.errors import MatrixError
@@ -22,18 +24,23 @@ def check_room_id(room_id: str) -> str:
     return room_id
 
 
+#: Pagination tokens: the sync token grammar, where the position may be negative (backfilled
+#: history lies below every other event's position).
+_POS_TOKEN = re.compile(r"s(-?\d{1,18})_(\d{1,18})")
+
+
 def parse_pos(token: str | None, name: str) -> int | None:
-    """A pagination token (same grammar as sync tokens) as a stream position."""
+    """A pagination token (a sync token, or one of ``token``) as a stream position."""
     if token is None or token == "":
         return None
-    try:
-        return SyncToken.parse(token).pos
-    except MatrixError:
-        raise error("M_INVALID_PARAM", f"invalid '{name}' token") from None
+    m = _POS_TOKEN.fullmatch(token)
+    if not m:
+        raise error("M_INVALID_PARAM", f"invalid '{name}' token")
+    return int(m.group(1))
 
 
 def token(pos: int) -> str:
-    return str(SyncToken(max(pos, 0), 0))
+    return str(SyncToken(pos, 0))
 
 
 def room_event_filter(hs, requester, param: str | None) -> dict | None:

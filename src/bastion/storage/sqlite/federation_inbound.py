@@ -22,7 +22,8 @@ of a stream position from it when it is newer than the room's last local event t
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import orjson
@@ -47,6 +48,9 @@ CREATE TABLE IF NOT EXISTS room_state_history (
 STREAMS: list[tuple[str, str]] = []
 
 OUTLIER = 2
+
+#: Guards the backfill position floor (taken on the event loop and on the writer thread).
+_BACKFILL_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,8 @@ class RemoteEvent:
     new_current: StateMap | None = None
     #: The room's forward extremities after this event (None: unchanged).
     extremities: list[str] | None = None
+    #: A backfilled event's stream position, reserved for its batch (None: the next one down).
+    backfill_pos: int | None = None
     #: Events (id → PDU) the new current state names, for the membership rows.
     state_events: dict = field(default_factory=dict)
     # Filled in by the write.
@@ -258,10 +264,33 @@ class FederationInboundStore:
             pos = self.next_stream_pos(conn)  # type: ignore[attr-defined]
             self._insert_event(conn, eid, room_id, ev, pos, None, None, rejected, OUTLIER)
 
+    def _take_backfill_positions(self, n: int, lowest: Callable[[], tuple | None]) -> int:
+        """Backfilled events take stream positions below every event's, so /messages (which
+        pages backwards by position) returns them after the history it already had. Takes
+        ``n`` positions below the lowest stored or handed out so far; returns the lowest of
+        them. ``lowest()`` reads the lowest stored position (on the caller's connection)."""
+        with _BACKFILL_LOCK:
+            floor = self.__dict__.get("_backfill_floor")
+            if floor is None:
+                row = lowest()
+                floor = min(row[0] if row and row[0] is not None else 0, 0)
+            floor -= n
+            self._backfill_floor = floor
+            return floor
+
+    def reserve_backfill_positions(self, n: int) -> int:
+        """``n`` positions for a backfilled batch (on the event loop thread): the batch's events,
+        checked oldest first, take them in that order, from the returned lowest one up, so the
+        newest lands just below the room's earliest event."""
+        return self._take_backfill_positions(
+            n,
+            lambda: self.db.read_one("SELECT MIN(stream_pos) FROM events"),  # type: ignore[attr-defined]
+        )
+
     def _backfill_pos(self, conn: sqlite3.Connection) -> int:
-        row = conn.execute("SELECT MIN(stream_pos) FROM events").fetchone()
-        low = row[0] if row and row[0] is not None else 0
-        return min(low, 0) - 1
+        return self._take_backfill_positions(
+            1, lambda: conn.execute("SELECT MIN(stream_pos) FROM events").fetchone()
+        )
 
     def persist_remote_event_sync(self, conn: sqlite3.Connection, p: RemoteEvent) -> None:
         """Persist one received (non-outlier) event with its state groups, forward extremities,
@@ -275,7 +304,10 @@ class FederationInboundStore:
                 return
             # An outlier now arrives with its place in the DAG: store it again, de-outliered.
             conn.execute("DELETE FROM events WHERE event_id = ?", (p.event_id,))
-        pos = self._backfill_pos(conn) if p.backfilled else self.next_stream_pos(conn)  # type: ignore[attr-defined]
+        if p.backfilled:
+            pos = p.backfill_pos if p.backfill_pos is not None else self._backfill_pos(conn)
+        else:
+            pos = self.next_stream_pos(conn)  # type: ignore[attr-defined]
         p.stream_pos = pos
         sg_before = p.sg_before
         if sg_before is None and p.state_before is not None:
