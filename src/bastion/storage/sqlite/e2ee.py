@@ -144,6 +144,22 @@ def _placeholders(n: int) -> str:
     return ",".join("?" * n)
 
 
+def _backup_keys_filter(
+    user_id: str, version: int, room_id: str | None, session_id: str | None
+) -> tuple[str, list]:
+    """The WHERE clause and its arguments picking one backup version's keys,
+    narrowed to one room and one session when they are given."""
+    sql = " WHERE user_id = ? AND version = ?"
+    args: list = [user_id, version]
+    if room_id is not None:
+        sql += " AND room_id = ?"
+        args.append(room_id)
+    if session_id is not None:
+        sql += " AND session_id = ?"
+        args.append(session_id)
+    return sql, args
+
+
 class E2EEStore:
     db: object  # Database, set by SqliteStore
 
@@ -626,16 +642,9 @@ class E2EEStore:
         session_id: str | None = None,
     ) -> dict:  # fmt: skip
         """{room_id: {session_id: KeyBackupData}}."""
-        sql = "SELECT * FROM e2e_backup_keys WHERE user_id = ? AND version = ?"
-        args: list = [user_id, version]
-        if room_id is not None:
-            sql += " AND room_id = ?"
-            args.append(room_id)
-        if session_id is not None:
-            sql += " AND session_id = ?"
-            args.append(session_id)
+        where, args = _backup_keys_filter(user_id, version, room_id, session_id)
         out: dict[str, dict] = {}
-        for r in self.db.read(sql, args):
+        for r in self.db.read("SELECT * FROM e2e_backup_keys" + where, args):
             out.setdefault(r["room_id"], {})[r["session_id"]] = {
                 "first_message_index": r["first_message_index"],
                 "forwarded_count": r["forwarded_count"],
@@ -649,12 +658,5 @@ class E2EEStore:
         conn: sqlite3.Connection, user_id: str, version: int, room_id: str | None = None,
         session_id: str | None = None,
     ) -> int:  # fmt: skip
-        sql = "DELETE FROM e2e_backup_keys WHERE user_id = ? AND version = ?"
-        args: list = [user_id, version]
-        if room_id is not None:
-            sql += " AND room_id = ?"
-            args.append(room_id)
-        if session_id is not None:
-            sql += " AND session_id = ?"
-            args.append(session_id)
-        return conn.execute(sql, args).rowcount
+        where, args = _backup_keys_filter(user_id, version, room_id, session_id)
+        return conn.execute("DELETE FROM e2e_backup_keys" + where, args).rowcount
