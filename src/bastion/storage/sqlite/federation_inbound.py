@@ -147,18 +147,24 @@ class FederationInboundStore:
                 out[r[0]] = orjson.loads(r[1])
         return out
 
-    def get_auth_ids(self, event_ids: Iterable[str]) -> dict[str, list[str]]:
+    def _linked_ids(
+        self, table: str, column: str, event_ids: Iterable[str]
+    ) -> dict[str, list[str]]:
+        """id → the ids in `column` of `table`'s rows for that event (every asked id is a key)."""
         ids = list(dict.fromkeys(event_ids))
         out: dict[str, list[str]] = {e: [] for e in ids}
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
             for r in self.db.read(  # type: ignore[attr-defined]
-                f"SELECT event_id, auth_event_id FROM event_auth WHERE event_id IN ({marks})",  # noqa: S608
+                f"SELECT event_id, {column} FROM {table} WHERE event_id IN ({marks})",  # noqa: S608
                 chunk,
             ):
                 out[r[0]].append(r[1])
         return out
+
+    def get_auth_ids(self, event_ids: Iterable[str]) -> dict[str, list[str]]:
+        return self._linked_ids("event_auth", "auth_event_id", event_ids)
 
     def get_auth_chain_ids(self, event_ids: Iterable[str], limit: int = 200_000) -> set[str]:
         """The auth chain of the events (their auth events, recursively; not the events)."""
@@ -175,17 +181,7 @@ class FederationInboundStore:
         return seen
 
     def get_prev_ids(self, event_ids: Iterable[str]) -> dict[str, list[str]]:
-        ids = list(dict.fromkeys(event_ids))
-        out: dict[str, list[str]] = {e: [] for e in ids}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self.db.read(  # type: ignore[attr-defined]
-                f"SELECT event_id, prev_event_id FROM event_edges WHERE event_id IN ({marks})",  # noqa: S608
-                chunk,
-            ):
-                out[r[0]].append(r[1])
-        return out
+        return self._linked_ids("event_edges", "prev_event_id", event_ids)
 
     def get_forward_extremities(self, room_id: str) -> list[str]:
         return [
