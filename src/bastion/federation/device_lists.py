@@ -455,12 +455,6 @@ class DeviceLists:
                 serve_cached(user_id)
             else:
                 by_server.setdefault(server_of(user_id), []).append(user_id)
-        if not by_server:
-            return result
-        if not federation_enabled(self.hs):
-            for server in by_server:
-                result["failures"][server] = {"status": 503, "message": "federation is off"}
-            return result
         semaphore = asyncio.Semaphore(RESYNC_CONCURRENCY)
 
         async def resync_one(user_id: str) -> None:
@@ -511,12 +505,6 @@ class DeviceLists:
         by_server: dict[str, list[str]] = {}
         for user_id in wanted:
             by_server.setdefault(server_of(user_id), []).append(user_id)
-        if not by_server:
-            return result
-        if not federation_enabled(self.hs):
-            for server in by_server:
-                result["failures"][server] = {"status": 503, "message": "federation is off"}
-            return result
 
         async def ask(server: str, users: list[str]) -> None:
             status, body = await self.hs.federation_client.request(
@@ -541,10 +529,16 @@ class DeviceLists:
         await self._per_server(by_server, ask, timeout, result["failures"])
         return result
 
-    @staticmethod
-    async def _per_server(by_server: dict, ask, timeout: float, failures: dict) -> None:
+    async def _per_server(self, by_server: dict, ask, timeout: float, failures: dict) -> None:
         """Run ``ask(server, users)`` for every server at once, within ``timeout``; a server
-        that fails or does not answer in time goes into ``failures``."""
+        that fails or does not answer in time goes into ``failures``. With federation off,
+        nothing is asked and every server goes into ``failures``."""
+        if not by_server:
+            return
+        if not federation_enabled(self.hs):
+            for server in by_server:
+                failures[server] = {"status": 503, "message": "federation is off"}
+            return
         tasks = {
             server: asyncio.get_running_loop().create_task(ask(server, users))
             for server, users in by_server.items()
