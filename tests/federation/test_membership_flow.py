@@ -6,28 +6,15 @@ restricted joins, server ACLs on every membership entry point, and backfill for 
 from __future__ import annotations
 
 import time
-import urllib.parse
 
 import pytest
 
-from bastion.core.x_matrix import authorization_header
-from tests.federation.fedutil import https, start_fed_server
+from tests.federation import edu_util
+from tests.federation.edu_util import fed, q
+from tests.federation.fedutil import https
 from tests.server.harness import Client
 
-FAST = {"federation_retry_min_ms": 200, "federation_retry_max_ms": 1000}
-
-
-@pytest.fixture
-def pair(tmp_path, test_ca):
-    a = start_fed_server(tmp_path, test_ca, "a", **FAST)
-    b = start_fed_server(tmp_path, test_ca, "b", **FAST)
-    yield a, b
-    a.stop()
-    b.stop()
-
-
-def q(s: str) -> str:
-    return urllib.parse.quote(s, safe="")
+pair = edu_util.pair  # the fixture
 
 
 def user(srv) -> Client:
@@ -185,12 +172,7 @@ def test_public_join_via_and_alias(pair):
 
 
 def _signed_get(srv_from, srv_to, test_ca, path):
-    sk = srv_from.hs.signing_key
-    hdr = authorization_header(
-        "GET", path, srv_from.hs.server_name, srv_to.hs.server_name, sk.key_id, sk.key, None
-    )
-    return https(test_ca, srv_to.hs.federation_bound_port, "GET", path,
-                 headers={"Authorization": hdr})  # fmt: skip
+    return fed(test_ca, srv_from, srv_to, "GET", path)
 
 
 def test_make_join_checks(pair, test_ca):
@@ -329,12 +311,7 @@ def test_backfill_on_messages(pair):
 
 
 def _signed_put(srv_from, srv_to, test_ca, path, body):
-    sk = srv_from.hs.signing_key
-    hdr = authorization_header(
-        "PUT", path, srv_from.hs.server_name, srv_to.hs.server_name, sk.key_id, sk.key, body
-    )
-    return https(test_ca, srv_to.hs.federation_bound_port, "PUT", path, body,
-                 headers={"Authorization": hdr})  # fmt: skip
+    return fed(test_ca, srv_from, srv_to, "PUT", path, body)
 
 
 def test_send_join_and_invite_refuse_bad_events(pair, test_ca):
