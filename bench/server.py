@@ -164,18 +164,15 @@ def prepare_synapse(work: Path) -> tuple[Path, int]:
     """Generate Synapse's config and signing key; return the config path and the port."""
     import yaml
 
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.federation.synapse_util import SYNAPSE_RATE_LIMITS, generate_synapse_config
+
     data = work / "synapse"
     data.mkdir()
     port = free_port()
-    name = f"127.0.0.1:{port}"
-    cfg_path = data / "homeserver.yaml"
-    subprocess.run(
-        [sys.executable, "-m", "synapse.app.homeserver", "--generate-config", "-H", name,
-         "-c", str(cfg_path), "--report-stats=no", "--data-directory", str(data)],
-        check=True, cwd=data, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
-    )  # fmt: skip
+    cfg_path = generate_synapse_config(data, f"127.0.0.1:{port}")
     cfg = yaml.safe_load(cfg_path.read_text())
-    limit = {"per_second": 1000, "burst_count": 1000}
     cfg.update(
         {
             "listeners": [
@@ -193,13 +190,7 @@ def prepare_synapse(work: Path) -> tuple[Path, int]:
             "suppress_key_server_warning": True,
             "enable_registration": True,
             "enable_registration_without_verification": True,
-            "rc_message": limit,
-            "rc_registration": limit,
-            "rc_login": {"address": limit, "account": limit, "failed_attempts": limit},
-            "rc_joins": {"local": limit, "remote": limit},
-            "rc_joins_per_room": limit,
-            "rc_invites": {"per_room": limit, "per_user": limit, "per_issuer": limit},
-            "rc_room_creation": limit,
+            **SYNAPSE_RATE_LIMITS,
         }
     )
     cfg_path.write_text(yaml.safe_dump(cfg))

@@ -34,22 +34,13 @@ from bastion.core.x_matrix import authorization_header
 from tests.federation.fedutil import https, run, start_fed_server
 from tests.federation.forge_util import forge, push
 from tests.federation.peer import FakePeer, on_server
+from tests.federation.synapse_util import SYNAPSE_RATE_LIMITS
 from tests.federation.test_synapse_peer import _client, synapse_process
 from tests.server.harness import Client
 
 pytest.importorskip("synapse")
 
 V3 = "/_matrix/client/v3"
-LIMIT = {"per_second": 1000, "burst_count": 1000}
-SYNAPSE_LIMITS = {
-    "rc_message": LIMIT,
-    "rc_registration": LIMIT,
-    "rc_login": {"address": LIMIT, "account": LIMIT, "failed_attempts": LIMIT},
-    "rc_joins": {"local": LIMIT, "remote": LIMIT},
-    "rc_joins_per_room": LIMIT,
-    "rc_invites": {"per_room": LIMIT, "per_user": LIMIT, "per_issuer": LIMIT},
-    "rc_room_creation": LIMIT,
-}
 
 
 def q(s: str) -> str:
@@ -128,7 +119,7 @@ def env(tmp_path_factory, test_ca):
         sk = ours.hs.signing_key
         trusted = [{"server_name": ours.hs.server_name,
                     "verify_keys": {sk.key_id: encode_verify_key(sk.key)}}]  # fmt: skip
-        with synapse_process(tmp / "synapse", test_ca, {**SYNAPSE_LIMITS,
+        with synapse_process(tmp / "synapse", test_ca, {**SYNAPSE_RATE_LIMITS,
                              "trusted_key_servers": trusted}, label="synapse-acc") as syn:  # fmt: skip
             peer = FakePeer(test_ca, "peer-acc").start()
             yield {"ours": ours, "syn": syn, "peer": peer}

@@ -27,6 +27,7 @@ from nacl.signing import SigningKey
 from bastion.core.server_keys import check_notary_signature, validate_key_response
 from bastion.core.signing import encode_verify_key, signing_key_ids
 from tests.federation.fedutil import free_port, run, start_fed_server
+from tests.federation.synapse_util import generate_synapse_config
 from tests.server.harness import Client
 
 yaml = pytest.importorskip("yaml")
@@ -49,12 +50,7 @@ def synapse_process(data, test_ca, extra_config: dict | None = None, label: str 
     data.mkdir(parents=True)
     client_port, fed_port = free_port(), free_port()
     name = f"127.0.0.1:{fed_port}"
-    cfg_path = data / "homeserver.yaml"
-    subprocess.run(
-        [sys.executable, "-m", "synapse.app.homeserver", "--generate-config", "-H", name,
-         "-c", str(cfg_path), "--report-stats=no", "--data-directory", str(data)],
-        check=True, cwd=data, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
-    )  # fmt: skip
+    cfg_path = generate_synapse_config(data, name)
     cert, key = test_ca.issue(label)
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg.update({
