@@ -68,6 +68,8 @@ from bastion.core.pdu_checks import (
 from bastion.core.room_versions import get_room_version
 from bastion.core.server_acl import domain_allowed, server_acl_allows
 from bastion.core.signing import signing_key_ids
+from bastion.core.state_keys import CREATE_KEY
+from bastion.core.state_keys import SERVER_ACL_KEY as ACL_KEY
 from bastion.core.state_res import resolve_state
 from bastion.errors import MatrixError
 from bastion.federation.resolver import FederationError
@@ -75,8 +77,6 @@ from bastion.storage.sqlite.federation_inbound import RemoteEvent
 
 log = logging.getLogger("bastion.federation.pdu")
 
-CREATE_KEY = ("m.room.create", "")
-ACL_KEY = ("m.room.server_acl", "")
 #: get_missing_events: how many events to ask for.
 MISSING_EVENTS_LIMIT = 10
 #: Signatures verified concurrently when ingesting a room's state.

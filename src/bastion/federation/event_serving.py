@@ -16,9 +16,9 @@ from typing import Any
 from bastion.core.events import redact
 from bastion.core.pdu_checks import server_may_see
 from bastion.core.room_versions import get_room_version
+from bastion.core.state_keys import HISTORY_VISIBILITY_KEY as HV_KEY
 from bastion.errors import MatrixError
 
-HV_KEY = ("m.room.history_visibility", "")
 MAX_BACKFILL = 100
 MAX_MISSING = 50
 

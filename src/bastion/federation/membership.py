@@ -39,15 +39,15 @@ from bastion.core.power_levels import named_level
 from bastion.core.room_versions import KNOWN_ROOM_VERSIONS, get_room_version
 from bastion.core.server_acl import domain_allowed, server_acl_allows
 from bastion.core.signing import SignatureError, signing_key_ids
+from bastion.core.state_keys import CREATE_KEY
+from bastion.core.state_keys import JOIN_RULES_KEY as JR_KEY
+from bastion.core.state_keys import POWER_LEVELS_KEY as PL_KEY
+from bastion.core.state_keys import SERVER_ACL_KEY as ACL_KEY
 from bastion.errors import MatrixError
 from bastion.federation.resolver import FederationError
 
 log = logging.getLogger("bastion.federation.membership")
 
-CREATE_KEY = ("m.room.create", "")
-JR_KEY = ("m.room.join_rules", "")
-PL_KEY = ("m.room.power_levels", "")
-ACL_KEY = ("m.room.server_acl", "")
 MAX_PREV_EVENTS = 20
 #: Event types of invite/knock stripped state (C-S "Stripped state").
 STRIPPED_TYPES = (

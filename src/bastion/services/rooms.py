@@ -34,16 +34,16 @@ from bastion.core.power_levels import (
     user_power_level,
 )
 from bastion.core.room_versions import get_room_version
+from bastion.core.state_keys import CREATE_KEY
+from bastion.core.state_keys import HISTORY_VISIBILITY_KEY as HV_KEY
+from bastion.core.state_keys import JOIN_RULES_KEY as JR_KEY
+from bastion.core.state_keys import POWER_LEVELS_KEY as PL_KEY
 from bastion.core.visibility import is_event_visible
 from bastion.errors import MatrixError
 from bastion.storage.sqlite.rooms import EventRow, NewEvent, StateMap
 
 log = logging.getLogger("bastion.rooms")
 
-CREATE_KEY = ("m.room.create", "")
-PL_KEY = ("m.room.power_levels", "")
-HV_KEY = ("m.room.history_visibility", "")
-JR_KEY = ("m.room.join_rules", "")
 MAX_PREV_EVENTS = 20
 
 #: Room versions this server creates rooms in (v1–v2 need opaque event IDs and hash pairs in
