@@ -356,6 +356,8 @@ def dump(data: Path, out: Path, manifest: dict) -> None:
         sql = "\n".join(conn.iterdump()) + "\n"
     finally:
         conn.close()
+    # Later code writes a versioned schema: this script only means something at cbbfc30.
+    assert "schema_version" not in sql, "run this from a checkout of commit cbbfc30"
     (out / "homeserver.sql").write_text(sql, encoding="utf-8")
     shutil.copyfile(data / "signing.key", out / "signing.key")
     media_root = data / "media"

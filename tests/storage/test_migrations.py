@@ -124,6 +124,46 @@ def test_migrations_run_in_order_exactly_once(tmp_path):
     assert versions(path) == [(v, f"make_t{v}") for v in range(1, 6)]
 
 
+def test_two_processes_opening_at_once_apply_each_migration_once(tmp_path):
+    """The server and an admin command may open a new database together: the version is read
+    inside the write transaction, so the second waits and finds the work done."""
+    import threading
+    import time
+
+    path = tmp_path / "h.db"
+    calls: list[int] = []
+    started = threading.Event()
+
+    def slow(conn: sqlite3.Connection) -> None:
+        calls.append(1)
+        started.set()
+        time.sleep(0.3)
+        conn.execute("CREATE TABLE t1 (x INTEGER)")
+
+    steps = [Migration(1, "slow", slow), *_recording(calls, 2)[1:]]
+    results: list[object] = []
+
+    def opener() -> None:
+        c = connect(path)
+        try:
+            results.append(migrate(c, str(path), steps))
+        except Exception as e:  # noqa: BLE001 - reported below
+            results.append(e)
+        finally:
+            c.close()
+
+    first = threading.Thread(target=opener)
+    first.start()
+    assert started.wait(5)
+    second = threading.Thread(target=opener)
+    second.start()
+    first.join(10)
+    second.join(10)
+    assert results == [2, 2]
+    assert calls == [1, 2]
+    assert versions(path) == [(1, "slow"), (2, "make_t2")]
+
+
 def test_a_failing_migration_leaves_the_previous_version(tmp_path):
     path = tmp_path / "h.db"
     calls: list[int] = []

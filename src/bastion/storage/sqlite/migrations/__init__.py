@@ -147,35 +147,53 @@ def migrate(
     conn: sqlite3.Connection, path: str, available: Sequence[Migration] | None = None
 ) -> int:
     """Bring the database on ``conn`` (autocommit mode, no open transaction) to the newest of
-    ``available`` (default: this package's); returns the version reached."""
+    ``available`` (default: this package's); returns the version reached.
+
+    Each step reads the version and acts on it inside one write transaction, so two processes
+    opening the same database at once (the server and an admin command) never apply a
+    migration twice."""
     available = list(migrations() if available is None else available)
     newest = available[-1].version if available else 0
-    version = current_version(conn)
-    if version is not None and version > newest:
-        raise SchemaTooNew(path, version, newest)
-    if version is None:
-        _stamp_unversioned(conn, path, available)
-        version = 1
-    for migration in available[version:]:
+    while True:
         conn.execute("BEGIN IMMEDIATE")
+        step: Migration | None = None
         try:
-            _ensure_version_table(conn)
-            migration.up(conn)
-            conn.execute(
-                f"INSERT INTO {VERSION_TABLE} (version, name, applied_ts) VALUES (?, ?, ?)",  # noqa: S608
-                (migration.version, migration.name, int(time.time() * 1000)),
-            )
-        except BaseException as e:
+            version = current_version(conn)
+            if version is not None and version > newest:
+                raise SchemaTooNew(path, version, newest)
+            if version is None:
+                _stamp_unversioned(conn, path, available)
+            elif version == newest:
+                conn.execute("COMMIT")
+                return version
+            else:
+                step = available[version]
+                _ensure_version_table(conn)
+                step.up(conn)
+                _record(conn, step)
+        except SchemaError:
             conn.execute("ROLLBACK")
-            raise MigrationFailed(path, migration, e) from e
+            raise
+        except BaseException as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if step is None:
+                raise
+            raise MigrationFailed(path, step, e) from e
         conn.execute("COMMIT")
-        version = migration.version
-    return version
+
+
+def _record(conn: sqlite3.Connection, migration: Migration) -> None:
+    conn.execute(
+        f"INSERT INTO {VERSION_TABLE} (version, name, applied_ts) VALUES (?, ?, ?)",  # noqa: S608
+        (migration.version, migration.name, int(time.time() * 1000)),
+    )
 
 
 def _stamp_unversioned(conn: sqlite3.Connection, path: str, available: Sequence[Migration]) -> None:
     """A database from before versioning must hold every table and column of migration 1
-    exactly as that code created them; then it is at version 1."""
+    exactly as that code created them; then it is at version 1. Runs inside the caller's
+    transaction."""
     if not available:
         raise UnknownSchema(f"the database {path} has tables but no schema version")
     expected = _tables_of(available[0])
@@ -192,17 +210,8 @@ def _stamp_unversioned(conn: sqlite3.Connection, path: str, available: Sequence[
             f"database from before versioning: it lacks {', '.join(missing[:10])}"
             + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         )
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        _ensure_version_table(conn)
-        conn.execute(
-            f"INSERT INTO {VERSION_TABLE} (version, name, applied_ts) VALUES (1, ?, ?)",  # noqa: S608
-            (available[0].name, int(time.time() * 1000)),
-        )
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    _ensure_version_table(conn)
+    _record(conn, available[0])
 
 
 def _tables_of(migration: Migration) -> dict[str, list[str]]:
