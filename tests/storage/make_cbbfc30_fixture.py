@@ -1,11 +1,12 @@
 """Generate ``tests/storage/fixtures/cbbfc30/``: a homeserver database as commit cbbfc30 (the last
 schema before numbered migrations) writes it, for ``test_migrations.py``.
 
-It runs only against the code of cbbfc30 (later code writes a versioned schema), from a checkout
-of that commit::
+It runs only against the code of cbbfc30 (later code writes a versioned schema, and the script
+refuses it), from a copy of that commit with this script added::
 
-    git worktree add /tmp/bastion-cbbfc30 cbbfc30
-    cd /tmp/bastion-cbbfc30 && PYTHONPATH=src python -m tests.storage.make_cbbfc30_fixture OUT
+    mkdir /tmp/c && git archive cbbfc30 | tar -x -C /tmp/c
+    mkdir /tmp/c/tests/storage && cp tests/storage/__init__.py THIS_FILE /tmp/c/tests/storage/
+    cd /tmp/c && PYTHONPATH=src:. python -m tests.storage.make_cbbfc30_fixture OUT
 
 It starts that server (``tests.server.harness``), creates through the Client-Server API (and,
 for what only the command line offers at cbbfc30, the admin account and a registration token,
