@@ -176,3 +176,79 @@ def test_serve_reports_a_busy_port_without_a_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1
     assert "cannot start" in err and "Traceback" not in err
+
+
+def _make_newer(data_dir) -> int:
+    """A database written by a future Bastion: one schema version beyond the newest migration."""
+    from bastion.storage.sqlite.migrations import migrations
+
+    assert run(data_dir, "create-user", "erin", "--password", "long enough pw") == 0
+    future = migrations()[-1].version + 1
+    conn = sqlite3.connect(str(data_dir / "homeserver.db"))
+    with conn:
+        conn.execute(
+            "INSERT INTO schema_version (version, name, applied_ts) VALUES (?, 'future', 0)",
+            (future,),
+        )
+    conn.close()
+    return future
+
+
+def _unchanged(data_dir, future: int) -> None:
+    assert [tuple(r) for r in rows(data_dir, "SELECT MAX(version) FROM schema_version")] == [
+        (future,)
+    ]
+    assert [r["user_id"] for r in rows(data_dir, "SELECT user_id FROM users")] == [
+        "@erin:example.org"
+    ]
+    assert len(rows(data_dir, "SELECT * FROM admin_audit")) == 1
+
+
+def test_serve_refuses_a_newer_database(data_dir, capsys):
+    import socket
+
+    future = _make_newer(data_dir)
+    capsys.readouterr()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rc = main(["serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"schema version {future}" in err and "newer Bastion" in err
+    assert "Traceback" not in err
+    _unchanged(data_dir, future)
+
+
+def test_admin_commands_refuse_a_newer_database(data_dir, capsys):
+    from bastion.signing_key import load_or_create_signing_key
+
+    future = _make_newer(data_dir)
+    load_or_create_signing_key(data_dir / "signing.key")
+    key_before = (data_dir / "signing.key").read_text()
+    capsys.readouterr()
+    for args in (
+        ["create-user", "frank", "--password", "long enough pw"],
+        ["registration-token", "create", "--token", "abc"],
+        ["registration-token", "list"],
+        ["registration-token", "revoke", "abc"],
+        ["rotate-signing-key"],
+    ):
+        assert run(data_dir, *args) == 1, args
+        out = capsys.readouterr()
+        assert f"schema version {future}" in out.err and "Traceback" not in out.err, args
+        assert out.out == "", args
+    _unchanged(data_dir, future)
+    assert rows(data_dir, "SELECT * FROM registration_tokens") == []
+    assert (data_dir / "signing.key").read_text() == key_before
+
+
+def test_admin_command_on_a_foreign_database_is_refused(data_dir, capsys):
+    conn = sqlite3.connect(str(data_dir / "homeserver.db"))
+    conn.execute("CREATE TABLE users (name TEXT)")
+    conn.close()
+    assert run(data_dir, "registration-token", "list") == 1
+    err = capsys.readouterr().err
+    assert "no schema version" in err and "Traceback" not in err
+    tables = [r["name"] for r in rows(data_dir, "SELECT name FROM sqlite_master")]
+    assert tables == ["users"]

@@ -324,6 +324,18 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, config.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from bastion.storage.sqlite.migrations import SchemaError
+
+    try:
+        return _run(config, args)
+    except SchemaError as e:
+        # A database newer than this code (or not written by Bastion, or a failed migration):
+        # refuse with the reason, never a traceback, and leave the database as it is.
+        print(f"bastion: cannot open the database: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(config: Config, args: argparse.Namespace) -> int:
     if args.command == "serve":
         from bastion.server import serve
 

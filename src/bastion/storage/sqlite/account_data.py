@@ -11,64 +11,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS user_filters (
-    user_id TEXT NOT NULL,
-    filter_id INTEGER NOT NULL,
-    filter_json TEXT NOT NULL,
-    PRIMARY KEY (user_id, filter_id)
-);
-CREATE INDEX IF NOT EXISTS user_filters_json ON user_filters (user_id, filter_json);
--- room_id is '' for global account data.
-CREATE TABLE IF NOT EXISTS account_data (
-    user_id TEXT NOT NULL,
-    room_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    content TEXT NOT NULL,
-    stream_pos INTEGER NOT NULL,
-    PRIMARY KEY (user_id, room_id, type)
-);
-CREATE INDEX IF NOT EXISTS account_data_stream ON account_data (user_id, stream_pos);
--- The latest receipt of each (room, type, user, thread); thread_id '' is unthreaded.
-CREATE TABLE IF NOT EXISTS receipts (
-    room_id TEXT NOT NULL,
-    receipt_type TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    thread_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    ts INTEGER NOT NULL,
-    stream_pos INTEGER NOT NULL,
-    PRIMARY KEY (room_id, receipt_type, user_id, thread_id)
-);
-CREATE INDEX IF NOT EXISTS receipts_stream ON receipts (room_id, stream_pos);
--- A user's push rules as one JSON document (their own rules and their changes to the
--- predefined ones); see bastion.services.push_rules.
-CREATE TABLE IF NOT EXISTS push_rules (
-    user_id TEXT PRIMARY KEY,
-    rules_json TEXT NOT NULL,
-    stream_pos INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS push_rules_stream ON push_rules (stream_pos);
-CREATE TABLE IF NOT EXISTS presence (
-    user_id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    status_msg TEXT,
-    last_active_ts INTEGER NOT NULL,
-    stream_pos INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS presence_stream ON presence (stream_pos);
-CREATE TABLE IF NOT EXISTS content_reports (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts INTEGER NOT NULL,
-    reporter TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    room_id TEXT,
-    event_id TEXT,
-    target_user_id TEXT,
-    reason TEXT,
-    target_exists INTEGER NOT NULL
-);
-"""
 STREAMS: list[tuple[str, str]] = [
     ("account_data", "stream_pos"),
     ("receipts", "stream_pos"),

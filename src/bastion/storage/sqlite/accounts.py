@@ -14,59 +14,6 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    user_id TEXT PRIMARY KEY,
-    password_hash TEXT,
-    created_ts INTEGER NOT NULL,
-    is_admin INTEGER NOT NULL DEFAULT 0,
-    deactivated INTEGER NOT NULL DEFAULT 0,
-    locked INTEGER NOT NULL DEFAULT 0,
-    suspended INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS devices (
-    user_id TEXT NOT NULL,
-    device_id TEXT NOT NULL,
-    display_name TEXT,
-    last_seen_ts INTEGER,
-    last_seen_ip TEXT,
-    PRIMARY KEY (user_id, device_id)
-);
--- Access tokens are stored as SHA-256 hashes: a copy of the database yields no usable token.
-CREATE TABLE IF NOT EXISTS access_tokens (
-    token_hash BLOB PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    device_id TEXT NOT NULL,
-    created_ts INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS access_tokens_device ON access_tokens (user_id, device_id);
--- Registration tokens, also hashed; `prefix` (first 4 characters) lets an admin tell them apart.
-CREATE TABLE IF NOT EXISTS registration_tokens (
-    token_hash BLOB PRIMARY KEY,
-    prefix TEXT NOT NULL,
-    uses_allowed INTEGER,
-    completed INTEGER NOT NULL DEFAULT 0,
-    expiry_ts INTEGER,
-    created_ts INTEGER NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0
-);
--- Profile fields (C-S API "Profiles"): one row per key, the value as JSON.
-CREATE TABLE IF NOT EXISTS profiles (
-    user_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (user_id, key)
-);
--- Every admin action, with who, what, on what, when and details (never secrets).
-CREATE TABLE IF NOT EXISTS admin_audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts INTEGER NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT,
-    details TEXT NOT NULL
-);
-"""
 STREAMS: list[tuple[str, str]] = []
 
 

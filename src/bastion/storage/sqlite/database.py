@@ -5,6 +5,9 @@ queued function, runs each inside its own SAVEPOINT (so one failing write does n
 others), commits the batch once, and only then resolves the callers' futures: a write whose
 future resolved is on disk (WAL; ``synchronous=NORMAL`` survives a killed process). Reads use a
 separate connection on the event-loop thread; WAL lets them run beside the writer.
+
+Opening brings the schema to the newest version (:mod:`bastion.storage.sqlite.migrations`) on
+the writer connection before anything else runs, and refuses a database newer than this code.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+from bastion.storage.sqlite import migrations
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -24,12 +29,27 @@ T = TypeVar("T")
 _STOP = object()
 
 
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def connection_pragmas(synchronous: str) -> list[str]:
+    """Every pragma set on each connection, in one place. Durability comes from the first two:
+    WAL, and ``synchronous`` as configured (``NORMAL`` by default: a committed write survives a
+    killed process; ``FULL`` also survives power loss)."""
+    if synchronous not in SYNCHRONOUS_MODES:
+        raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
+    return [
+        "PRAGMA journal_mode=WAL",
+        f"PRAGMA synchronous={synchronous}",
+        "PRAGMA foreign_keys=ON",
+        "PRAGMA busy_timeout=30000",
+    ]
+
+
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=30000")
+    for pragma in connection_pragmas(synchronous):
+        conn.execute(pragma)
     conn.row_factory = sqlite3.Row
     return conn
 
@@ -45,14 +65,25 @@ class Database:
         self._on_commit: list[Callable[[list[Any]], None]] = []
 
     # -- lifecycle --------------------------------------------------------------------------
-    def open(self, schema: str) -> None:
+    def open(self, available: Sequence[migrations.Migration] | None = None) -> int:
+        """Open the database and migrate it to the newest of ``available`` (default: every
+        migration in :mod:`bastion.storage.sqlite.migrations`); returns the schema version.
+        Raises :class:`~bastion.storage.sqlite.migrations.SchemaError` (the database is left
+        closed) for a database newer than this code, one it did not write, or a failed
+        migration."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = _connect(self.path, self._synchronous)
-        self._writer.executescript(schema)
+        writer = _connect(self.path, self._synchronous)
+        try:
+            version = migrations.migrate(writer, str(self.path), available)
+        except BaseException:
+            writer.close()
+            raise
+        self._writer = writer
         self._reader = _connect(self.path, self._synchronous)
         self._reader.execute("PRAGMA query_only=ON")
         self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
         self._thread.start()
+        return version
 
     def close(self) -> None:
         if self._thread is not None:

@@ -18,44 +18,6 @@ import sqlite3
 
 import orjson
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS device_list_outbound (
-    stream_id INTEGER PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    device_id TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS device_list_outbound_user ON device_list_outbound (user_id, stream_id);
-CREATE TABLE IF NOT EXISTS remote_device_lists (
-    user_id TEXT PRIMARY KEY,
-    stream_id INTEGER NOT NULL,
-    synced_pos INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS remote_device_list_seen (
-    user_id TEXT NOT NULL,
-    stream_id INTEGER NOT NULL,
-    PRIMARY KEY (user_id, stream_id)
-);
-CREATE TABLE IF NOT EXISTS remote_devices (
-    user_id TEXT NOT NULL,
-    device_id TEXT NOT NULL,
-    display_name TEXT,
-    keys_json TEXT,
-    PRIMARY KEY (user_id, device_id)
-);
-CREATE TABLE IF NOT EXISTS remote_cross_signing_keys (
-    user_id TEXT NOT NULL,
-    key_type TEXT NOT NULL,
-    key_json TEXT NOT NULL,
-    PRIMARY KEY (user_id, key_type)
-);
-CREATE TABLE IF NOT EXISTS federation_to_device_seen (
-    origin TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    ts INTEGER NOT NULL,
-    PRIMARY KEY (origin, message_id)
-);
-CREATE INDEX IF NOT EXISTS federation_to_device_seen_ts ON federation_to_device_seen (ts);
-"""
 STREAMS: list[tuple[str, str]] = [("device_list_outbound", "stream_id")]
 
 #: Stream IDs remembered per remote user (older ones can no longer be a ``prev_id``).

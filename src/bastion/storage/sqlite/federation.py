@@ -10,34 +10,6 @@ import sqlite3
 
 import orjson
 
-SCHEMA = """
--- One row per (server, key). valid_until_ts is the effective validity (capped at 7 days after
--- the fetch); for a key from old_verify_keys it is its expired_ts and is_old = 1.
-CREATE TABLE IF NOT EXISTS server_signing_keys (
-    server_name TEXT NOT NULL,
-    key_id TEXT NOT NULL,
-    verify_key TEXT NOT NULL,
-    valid_until_ts INTEGER NOT NULL,
-    is_old INTEGER NOT NULL,
-    fetched_ts INTEGER NOT NULL,
-    from_server TEXT NOT NULL,
-    PRIMARY KEY (server_name, key_id)
-);
--- The latest /_matrix/key/v2/server response fetched directly from each server, as received.
-CREATE TABLE IF NOT EXISTS server_key_responses (
-    server_name TEXT PRIMARY KEY,
-    valid_until_ts INTEGER NOT NULL,
-    fetched_ts INTEGER NOT NULL,
-    response_json TEXT NOT NULL
-);
--- Our own retired signing keys.
-CREATE TABLE IF NOT EXISTS local_old_signing_keys (
-    key_id TEXT PRIMARY KEY,
-    verify_key TEXT NOT NULL,
-    expired_ts INTEGER NOT NULL
-);
-"""
-
 STREAMS: list[tuple[str, str]] = []
 
 

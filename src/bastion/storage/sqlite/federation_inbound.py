@@ -30,21 +30,6 @@ import orjson
 
 from bastion.storage.sqlite.rooms import SNAPSHOT_EVERY, StateMap
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS federation_inbound_txns (
-    origin TEXT NOT NULL,
-    txn_id TEXT NOT NULL,
-    response_json BLOB NOT NULL,
-    received_ts INTEGER NOT NULL,
-    PRIMARY KEY (origin, txn_id)
-);
-CREATE TABLE IF NOT EXISTS room_state_history (
-    room_id TEXT NOT NULL,
-    stream_pos INTEGER NOT NULL,
-    group_id INTEGER,
-    PRIMARY KEY (room_id, stream_pos)
-);
-"""
 STREAMS: list[tuple[str, str]] = []
 
 OUTLIER = 2

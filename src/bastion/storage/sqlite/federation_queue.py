@@ -18,46 +18,6 @@ import sqlite3
 
 import orjson
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS federation_outbound_pdus (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    destination TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    pdu BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS federation_outbound_pdus_dest ON federation_outbound_pdus
-    (destination, id);
-CREATE TABLE IF NOT EXISTS federation_outbound_edus (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    destination TEXT NOT NULL,
-    edu_type TEXT NOT NULL,
-    edu_key TEXT,
-    content BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS federation_outbound_edus_dest ON federation_outbound_edus
-    (destination, id);
-CREATE UNIQUE INDEX IF NOT EXISTS federation_outbound_edus_key ON federation_outbound_edus
-    (destination, edu_type, edu_key) WHERE edu_key IS NOT NULL;
-CREATE TABLE IF NOT EXISTS federation_destinations (
-    destination TEXT PRIMARY KEY,
-    failures INTEGER NOT NULL DEFAULT 0,
-    retry_interval_ms INTEGER NOT NULL DEFAULT 0,
-    retry_at_ms INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS out_of_room_memberships (
-    event_id TEXT PRIMARY KEY,
-    room_id TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    membership TEXT NOT NULL,
-    room_version TEXT NOT NULL,
-    stream_pos INTEGER NOT NULL,
-    event BLOB NOT NULL,
-    stripped_state BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS out_of_room_memberships_user ON out_of_room_memberships
-    (user_id, room_id);
-"""
-
 STREAMS: list[tuple[str, str]] = [("out_of_room_memberships", "stream_pos")]
 
 #: At most this many PDUs and EDUs per transaction (S-S API "Transactions").

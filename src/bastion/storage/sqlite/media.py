@@ -6,33 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA = """
--- One row per local media ID. upload_ts IS NULL while an asynchronous upload is pending.
-CREATE TABLE IF NOT EXISTS local_media (
-    media_id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    created_ts INTEGER NOT NULL,
-    unused_expires_at INTEGER,
-    upload_ts INTEGER,
-    content_type TEXT,
-    upload_name TEXT,
-    size INTEGER,
-    sha256 TEXT
-);
-CREATE INDEX IF NOT EXISTS local_media_pending ON local_media (user_id, unused_expires_at)
-    WHERE upload_ts IS NULL;
-CREATE TABLE IF NOT EXISTS media_thumbnails (
-    media_id TEXT NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    method TEXT NOT NULL,
-    animated INTEGER NOT NULL,
-    content_type TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    file_name TEXT NOT NULL,
-    PRIMARY KEY (media_id, width, height, method, animated)
-);
-"""
 STREAMS: list[tuple[str, str]] = []
 
 

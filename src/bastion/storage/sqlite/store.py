@@ -1,7 +1,8 @@
 """The store: every persistent fact of the homeserver, behind methods.
 
-It is assembled from one mixin per spec area (accounts, rooms, e2ee, media, ...). Each mixin
-module declares its tables in ``SCHEMA`` and its stream-position columns in ``STREAMS``. All
+It is assembled from one mixin per spec area (accounts, rooms, e2ee, media, ...). The schema is
+defined in one place, the numbered migrations of :mod:`bastion.storage.sqlite.migrations`,
+applied on open; each mixin module declares its stream-position columns in ``STREAMS``. All
 persisted streams (room events, to-device messages, device-list changes, account data,
 receipts, ...) share one global, strictly increasing *stream position*, assigned on the writer
 thread; a sync token names a position, and "what changed since" is "rows with a greater
@@ -52,7 +53,9 @@ class SqliteStore(
         self._listeners: list[Callable[[int, set[str]], None]] = []
 
     def open(self) -> None:
-        self.db.open("\n".join(m.SCHEMA for m in MIXINS))
+        """Open and migrate the database (raises
+        :class:`~bastion.storage.sqlite.migrations.SchemaError` when it cannot be used)."""
+        self.db.open()
         top = 0
         for m in MIXINS:
             for table, column in m.STREAMS:
