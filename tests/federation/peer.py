@@ -204,7 +204,7 @@ class FakePeer:
     ) -> tuple[str, dict]:  # fmt: skip
         """An event on top of the Bastion room's current state and extremities (or the given
         state / prev events), as a server in the room would build it."""
-        head = on_server(srv, lambda: srv.hs.rooms._head(room_id).copy())  # noqa: SLF001
+        head = on_server(srv, lambda: srv.hs.rooms.engine.snapshot(room_id))
         version = head.room_version
         state = dict(head.state) if state is None else state
         probe = {"type": etype, "sender": sender, "content": content, "room_id": room_id}

@@ -1,32 +1,19 @@
-"""The room engine (``hs.rooms``): build, authorise and persist events of local rooms; read
-them back for clients with history visibility applied.
+"""The room service (``hs.rooms``): what local users do in rooms (send, state, redact,
+membership, createRoom, aliases) and reading rooms back for clients with history visibility
+applied.
 
-Building an event (S-S API "Auth events selection", "Signing Events"; C-S API "Room Events"):
-``prev_events`` are the room's forward extremities (at most 20), ``depth`` one more than the
-deepest, ``auth_events`` chosen by :func:`auth_types_for_event` from the current state; then
-the content hash and our signature, and the event ID from the reference hash. The event is
-authorised with the auth rules against the current state (403 ``M_FORBIDDEN`` with the rule's
-reason), checked for size (413 ``M_TOO_LARGE``), and persisted with its state change, forward
-extremities, membership rows and transaction ID in one write. Writes are serialised per room
-(an ``asyncio.Lock``) so that prev_events and state stay consistent.
+Every event is appended through the room engine (``hs.rooms.engine``,
+:mod:`bastion.services.room_engine`), which owns the per-room lock, the room heads and the
+append path: building an event (S-S API "Auth events selection", "Signing Events"; C-S API
+"Room Events"), authorising it against the current state (403 ``M_FORBIDDEN`` with the rule's
+reason), checking its size (413 ``M_TOO_LARGE``) and persisting it in one write.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
-from collections import defaultdict
-from dataclasses import dataclass, field
 
-from bastion.core.auth_rules import auth_types_for_event, check_auth_against_state
-from bastion.core.events import (
-    check_event_size,
-    compute_event_id,
-    compute_room_id_v12,
-    redact,
-    sign_event,
-)
 from bastion.core.identifiers import parse_room_alias, parse_user_id
 from bastion.core.power_levels import (
     named_level,
@@ -40,11 +27,12 @@ from bastion.core.state_keys import JOIN_RULES_KEY as JR_KEY
 from bastion.core.state_keys import POWER_LEVELS_KEY as PL_KEY
 from bastion.core.visibility import is_event_visible
 from bastion.errors import MatrixError
-from bastion.storage.sqlite.rooms import EventRow, NewEvent, StateMap
+from bastion.services.room_engine import MAX_PREV_EVENTS, RoomEngine, RoomHead
+from bastion.storage.sqlite.rooms import EventRow, StateMap
 
 log = logging.getLogger("bastion.rooms")
 
-MAX_PREV_EVENTS = 20
+__all__ = ["MAX_PREV_EVENTS", "RoomHead", "RoomService"]
 
 #: Room versions this server creates rooms in (v1–v2 need opaque event IDs and hash pairs in
 #: prev_events; creating them is not supported).
@@ -62,6 +50,9 @@ STRIPPED_TYPES = (
     "m.room.topic",
 )
 
+#: The restricted-join authoriser field of m.room.member content (chosen by the server only).
+JAUVS = "join_authorised_via_users_server"
+
 PRESETS = {
     "private_chat": ("invite", "shared", "can_join"),
     "trusted_private_chat": ("invite", "shared", "can_join"),
@@ -73,61 +64,26 @@ def err(errcode: str, message: str, status: int = 400) -> MatrixError:
     return MatrixError(errcode, message, status)
 
 
-@dataclass
-class RoomHead:
-    """The in-memory current state of a room, changed only under the room's lock."""
-
-    room_id: str
-    room_version: str
-    state: StateMap = field(default_factory=dict)
-    group: int | None = None
-    chain_len: int = 0
-    extremities: list[str] = field(default_factory=list)
-    depth: int = 0
-
-    def copy(self) -> RoomHead:
-        return RoomHead(
-            self.room_id, self.room_version, dict(self.state), self.group, self.chain_len,
-            list(self.extremities), self.depth,
-        )  # fmt: skip
-
-
 class RoomService:
     def __init__(self, hs) -> None:
         self.hs = hs
         self.store = hs.store
-        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._heads: dict[str, RoomHead] = {}
+        #: The one writer of rooms' histories (lock, heads, appends).
+        self.engine = RoomEngine(hs)
 
     # ------------------------------------------------------------------------------------------
     # Room state and helpers
     # ------------------------------------------------------------------------------------------
-    def _head(self, room_id: str) -> RoomHead | None:
-        head = self._heads.get(room_id)
-        if head is None:
-            row = self.store.load_room_head(room_id)
-            if row is None:
-                return None
-            head = RoomHead(
-                room_id, row.room_version, row.state, row.group, row.chain_len,
-                row.extremities, row.depth,
-            )  # fmt: skip
-            self._heads[room_id] = head
-        return head
-
     def forget_head(self, room_id: str) -> None:
-        """Drop the cached head of a room whose state another writer changed (a room joined
-        over federation): the next read loads it from the store."""
-        self._heads.pop(room_id, None)
+        """Drop the cached head of a room: the next read loads it from the store."""
+        self.engine.forget_head(room_id)
 
     def require_room(self, room_id: str) -> RoomHead:
-        head = self._head(room_id)
-        if head is None:
-            raise err("M_NOT_FOUND", "unknown room", 404)
-        return head
+        """The room's head (read only), 404 ``M_NOT_FOUND`` for a room we do not hold."""
+        return self.engine.require_room(room_id)
 
     def current_state_event(self, room_id: str, etype: str, state_key: str = "") -> dict | None:
-        head = self._head(room_id)
+        head = self.engine.head(room_id)
         if head is None:
             return None
         eid = head.state.get((etype, state_key))
@@ -167,139 +123,6 @@ class RoomService:
         return user_id.split(":", 1)[1] == self.hs.server_name
 
     # ------------------------------------------------------------------------------------------
-    # Building and persisting
-    # ------------------------------------------------------------------------------------------
-    def _build(
-        self, head: RoomHead, pending: dict[str, dict], sender: str, etype: str, content: dict,
-        state_key: str | None = None, *, redacts: str | None = None, bad_status: int = 403,
-    ) -> NewEvent:  # fmt: skip
-        """Build, authorise and sign one event on top of ``head`` (which it advances)."""
-        version = head.room_version
-        rv = get_room_version(version)
-        ev: dict = {
-            "type": etype,
-            "sender": sender,
-            "content": content,
-            "origin_server_ts": self.hs.now_ms(),
-            "depth": head.depth + 1,
-            "prev_events": head.extremities[-MAX_PREV_EVENTS:],
-            "auth_events": [],
-        }
-        if not (rv.room_id_is_create_hash and etype == "m.room.create"):
-            ev["room_id"] = head.room_id
-        if state_key is not None:
-            ev["state_key"] = state_key
-        if redacts is not None and not rv.redacts_in_content:
-            ev["redacts"] = redacts
-        keys = auth_types_for_event(ev, version)
-        ev["auth_events"] = [head.state[k] for k in keys if k in head.state]
-
-        def lookup(eid: str) -> dict | None:
-            return pending.get(eid) or self.store.get_event(eid)
-
-        auth_state: dict = {}
-        for k in [*keys, CREATE_KEY]:
-            eid = head.state.get(k)
-            if eid is not None:
-                e = lookup(eid)
-                if e is not None:
-                    auth_state[k] = e
-        check_event_size(ev)
-        # Rule 5.2 (v8+): a join authorised via one of our users carries our signature, which
-        # sign_event adds below; the event is built and signed here, so that holds.
-        # v12: the room ID is the create event's ID; our own room's create event is trusted, so
-        # pass its ID instead of hashing it on every check.
-        create_id = (
-            "$" + ev["room_id"][1:] if rv.room_id_is_create_hash and "room_id" in ev else None
-        )
-        result = check_auth_against_state(
-            ev, auth_state, version,
-            verify_signature=lambda _ev, server: server == self.hs.server_name,
-            create_event_id=create_id,
-        )  # fmt: skip
-        if not result:
-            raise err("M_FORBIDDEN", result.reason or "not allowed by the auth rules", bad_status)
-        signed = sign_event(
-            ev, version, self.hs.server_name, self.hs.signing_key.key_id, self.hs.signing_key.key
-        )
-        check_event_size(signed)
-        event_id = compute_event_id(signed, version)
-        if etype == "m.room.create" and rv.room_id_is_create_hash:
-            head.room_id = compute_room_id_v12(signed)
-        replaces = None
-        state_after = None
-        if state_key is not None:
-            replaces = head.state.get((etype, state_key))
-            head.state[(etype, state_key)] = event_id
-            state_after = dict(head.state)
-        head.extremities = [event_id]
-        head.depth += 1
-        pending[event_id] = signed
-        wake: tuple[str, ...] = ()
-        if etype == "m.room.member" and state_key is not None:
-            wake = (state_key,)
-        return NewEvent(
-            signed, event_id, head.room_id, head.depth,
-            state_after=state_after, replaces_state=replaces, wake=wake,
-        )  # fmt: skip
-
-    async def _persist(
-        self, head: RoomHead, events: list[NewEvent], base: RoomHead | None, extra=None
-    ) -> list[NewEvent]:
-        """Persist events built on ``head`` in one write; then ``head`` becomes the room's."""
-        group = base.group if base else None
-        chain = base.chain_len if base else 0
-
-        sender = getattr(self.hs, "federation_sender", None)
-
-        def fn(conn):
-            if extra is not None:
-                extra(conn)
-            result = self.store.persist_events_sync(conn, events, group, chain)
-            if sender is not None:  # queued for the other servers in the same transaction
-                sender.enqueue_events_in(conn, events)
-            return result
-
-        head.group, head.chain_len = await self.hs.store.db.write(fn)
-        self._heads[head.room_id] = head
-        return events
-
-    async def _send(
-        self, room_id: str, sender: str, etype: str, content: dict,
-        state_key: str | None = None, *, txn: tuple[str, str, str, str] | None = None,
-        redacts: str | None = None, check=None, prepare=None,
-    ) -> str:  # fmt: skip
-        """Build, authorise and persist one event in an existing room; return its ID.
-        ``prepare(event, event_id, head)``, when given, may return a replacement PDU before
-        the write (a remote invite comes back countersigned by the invitee's server)."""
-        async with self._locks[room_id]:
-            if txn is not None:
-                existing = self.store.get_txn_event(*txn)
-                if existing is not None:
-                    return existing
-            base = self.require_room(room_id)
-            if check is not None:
-                check(base)
-            head = base.copy()
-            ne = self._build(head, {}, sender, etype, content, state_key, redacts=redacts)
-            ne.txn = txn
-            if prepare is not None:
-                ne.event = await prepare(ne.event, ne.event_id, base)
-            if redacts is not None:
-                ne.redaction_target = self._redaction_target(base, sender, redacts)
-            await self._persist(head, [ne], base)
-            return ne.event_id
-
-    def _redaction_target(self, head: RoomHead, sender: str, target_id: str):
-        """C-S "Redactions" / rooms v3+ "Handling redactions": the target is redacted when the
-        redaction's sender may redact it (the target's sender, or the redact power level —
-        checked before building; for local users the domains always match)."""
-        row = self.store.get_event_row(target_id)
-        if row is None or row.room_id != head.room_id or row.redacted_because:
-            return None
-        return (target_id, redact(row.event, head.room_version))
-
-    # ------------------------------------------------------------------------------------------
     # Public write API (used by the HTTP layer and other services)
     # ------------------------------------------------------------------------------------------
     async def send_message_event(
@@ -316,7 +139,7 @@ class RoomService:
                 sender, device_id, room_id, redacts, reason, txn_id, extra=content
             )
         txn = (sender, device_id, "send:" + room_id, txn_id) if txn_id and device_id else None
-        return await self._send(room_id, sender, type, content, None, txn=txn)
+        return await self.engine.append_local_event(room_id, sender, type, content, None, txn=txn)
 
     async def send_state_event(
         self,
@@ -344,7 +167,7 @@ class RoomService:
             ev = self.store.get_event(cur)
             if ev is not None and ev.get("sender") == sender and ev.get("content") == content:
                 return cur
-        return await self._send(room_id, sender, type, content, state_key)
+        return await self.engine.append_local_event(room_id, sender, type, content, state_key)
 
     def _check_canonical_alias(self, room_id: str, content: dict) -> None:
         aliases = []
@@ -392,7 +215,7 @@ class RoomService:
                     raise err("M_FORBIDDEN", "you may not redact other users' events", 403)
 
         txn = (sender, device_id, "redact:" + room_id, txn_id) if txn_id and device_id else None
-        return await self._send(
+        return await self.engine.append_local_event(
             room_id, sender, "m.room.redaction", content, None, txn=txn, redacts=target_id,
             check=check,
         )  # fmt: skip
@@ -408,7 +231,11 @@ class RoomService:
         Over federation (``hs.federation_membership``): a join, knock or leave of a room this
         server is not in goes through a server in the room (``via``, the inviter's server, the
         servers we last saw in it); an invite of a remote user is countersigned by their server
-        first."""
+        first (outside the room's lock).
+
+        ``join_authorised_via_users_server`` is never taken from the client (C-S "Restricted
+        rooms": the resident server chooses the authoriser): it is removed from
+        ``extra_content`` and set only by :meth:`restricted_join_authoriser`."""
         if membership not in ("join", "leave", "invite", "ban", "knock"):
             raise err("M_BAD_JSON", f"unknown membership {membership[:40]!r}")
         if reason is not None and not isinstance(reason, str):
@@ -417,6 +244,7 @@ class RoomService:
             parse_user_id(target_user_id, historical=True)
         except MatrixError:
             raise err("M_INVALID_PARAM", "invalid user ID") from None
+        extra_content = {k: v for k, v in (extra_content or {}).items() if k != JAUVS}
         fm = self._federation()
         remote = fm is not None and target_user_id == actor_user_id and membership in (
             "join", "knock", "leave",
@@ -434,14 +262,14 @@ class RoomService:
                     content.setdefault(k, v)
             return await fm.remote_membership(actor_user_id, room_id, membership, content, servers)
         self.require_room(room_id)
-        prepare = None
+        countersign = None
         if membership == "invite":
             if not self._is_local(target_user_id):
                 if fm is None:
                     raise err("M_FORBIDDEN", "this server does not federate: cannot invite")
 
-                async def prepare(event: dict, event_id: str, head: RoomHead) -> dict:
-                    return await fm.remote_invite(event, event_id, room_id, head.room_version)
+                async def countersign(event: dict, event_id: str, version: str) -> dict:
+                    return await fm.remote_invite(event, event_id, room_id, version)
 
             elif not self.store.user_exists(target_user_id):
                 raise err("M_NOT_FOUND", "unknown user", 404)
@@ -466,12 +294,18 @@ class RoomService:
         if membership == "join" and target_user_id == actor_user_id and current not in (
             "invite", "join",
         ):  # fmt: skip
-            authoriser = self._restricted_join_authoriser(room_id, target_user_id)
+            try:
+                authoriser = self.restricted_join_authoriser(room_id, target_user_id)
+            except MatrixError:
+                authoriser = None  # the auth rules refuse the join (403)
             if authoriser is not None:
-                content["join_authorised_via_users_server"] = authoriser
-        return await self._send(
-            room_id, actor_user_id, "m.room.member", content, target_user_id, prepare=prepare
-        )
+                content[JAUVS] = authoriser
+        else:
+            authoriser = None
+        return await self.engine.append_local_event(
+            room_id, actor_user_id, "m.room.member", content, target_user_id,
+            authoriser=authoriser, countersign=countersign,
+        )  # fmt: skip
 
     def _federation(self):
         """``hs.federation_membership`` when this server federates (a federation listener is
@@ -479,12 +313,20 @@ class RoomService:
         fm = getattr(self.hs, "federation_membership", None)
         return fm if fm is not None and self.hs.config.federation_address is not None else None
 
-    def _restricted_join_authoriser(self, room_id: str, user_id: str) -> str | None:
-        """C-S "Restricted rooms" (v8+ ``restricted``, v10+ ``knock_restricted``): when the
-        user meets a condition of the join rule's ``allow`` list (membership of another room),
-        the local member with the highest power level who may invite authorises the join."""
+    def restricted_join_authoriser(self, room_id: str, user_id: str) -> str | None:
+        """The one restricted-join authoriser, for local joins and for make_join/send_join
+        (C-S and S-S API "Restricted rooms", v8+ ``restricted``, v10+ ``knock_restricted``).
+
+        None when no authoriser is needed (the user is invited or joined, or the join rule is
+        not restricted). Otherwise the user must be joined to one of the rooms of the rule's
+        ``allow`` list that this server is in, and the authoriser is the local joined member with
+        the highest power level who may invite. Errors: 400 ``M_UNABLE_TO_AUTHORISE_JOIN`` when
+        this server is in none of the allowed rooms, 403 ``M_FORBIDDEN`` when the user is in none
+        of them, 400 ``M_UNABLE_TO_GRANT_JOIN`` when no local user may invite."""
         head = self.require_room(room_id)
         rv = get_room_version(head.room_version)
+        if self.membership_of(room_id, user_id) in ("invite", "join"):
+            return None
         jr = self.current_state_event(room_id, *JR_KEY)
         content = jr.get("content", {}) if jr else {}
         rule = content.get("join_rule")
@@ -494,25 +336,35 @@ class RoomService:
         ):
             return None
         allow = content.get("allow")
-        if not isinstance(allow, list):
-            return None
-        if not any(
-            isinstance(a, dict)
+        allowed_rooms = [
+            a["room_id"]
+            for a in (allow if isinstance(allow, list) else [])
+            if isinstance(a, dict)
             and a.get("type") == "m.room_membership"
             and isinstance(a.get("room_id"), str)
-            and self.membership_of(a["room_id"], user_id) == "join"
-            for a in allow
-        ):
-            return None
+        ]
+        known = [r for r in allowed_rooms if self._server_in_room(r)]
+        if not known:
+            raise err("M_UNABLE_TO_AUTHORISE_JOIN", "this server is in none of the allowed rooms")
+        if not any(self.membership_of(r, user_id) == "join" for r in known):
+            raise err("M_FORBIDDEN", "you are not a member of any room this room allows", 403)
         pl = self.current_state_event(room_id, *PL_KEY)
         invite_level = named_level(pl["content"] if pl else None, "invite", rv)
-        candidates = [
+        candidates = sorted(
             (self.power_level(room_id, u), u)
             for u in self.store.get_joined_users(room_id)
             if self._is_local(u)
-        ]
+        )
         candidates = [c for c in candidates if c[0] >= invite_level]
-        return max(candidates)[1] if candidates else None
+        if not candidates:
+            raise err("M_UNABLE_TO_GRANT_JOIN", "no user of this server may invite you")
+        return candidates[-1][1]
+
+    def _server_in_room(self, room_id: str) -> bool:
+        """Whether a local user is joined to the room."""
+        return self.store.room_exists(room_id) and any(
+            self._is_local(u) for u in self.store.get_joined_users(room_id)
+        )
 
     # ------------------------------------------------------------------------------------------
     # createRoom
@@ -607,21 +459,28 @@ class RoomService:
             if not isinstance(extra, list):
                 raise err("M_BAD_JSON", "'additional_creators' must be an array")
             create_content["additional_creators"] = list(dict.fromkeys([*extra, *invites]))
-        room_id = "" if rv.room_id_is_create_hash else self._new_room_id()
-        head = RoomHead(room_id, version)
-        pending: dict[str, dict] = {}
-        events: list[NewEvent] = []
+        batch = None
 
         def add(sender: str, etype: str, content: dict, state_key: str | None = "") -> None:
             try:
-                ne = self._build(head, pending, sender, etype, content, state_key)
+                batch.add(sender, etype, content, state_key)
             except MatrixError as e:
                 if e.errcode == "M_FORBIDDEN":
                     raise err("M_INVALID_PARAM", f"{etype}: {e.message}") from None
                 raise
-            events.append(ne)
 
-        add(user_id, "m.room.create", create_content)
+        # The room ID is random, or (v12) the create event's hash: the engine gives every
+        # create event its own timestamp, and an ID already taken (a room created before a clock
+        # step back) is never reused.
+        for _ in range(5):
+            batch = self.engine.new_room(
+                "" if rv.room_id_is_create_hash else self._new_room_id(), version
+            )
+            add(user_id, "m.room.create", create_content)
+            if not self.store.room_exists(batch.room_id):
+                break
+        else:
+            raise err("M_UNKNOWN", "could not choose a unique room ID", 500)
         # 2. the creator's join
         add(user_id, "m.room.member", {"membership": "join", **self._profile_content(user_id)},
             user_id)  # fmt: skip
@@ -673,9 +532,7 @@ class RoomService:
                 content["is_direct"] = True
             add(user_id, "m.room.member", content, u)
 
-        room_id = head.room_id
-        for ne in events:
-            ne.room_id = room_id
+        room_id = batch.room_id
         now = self.hs.now_ms()
 
         def extra(conn) -> None:
@@ -687,8 +544,7 @@ class RoomService:
             ):
                 raise err("M_ROOM_IN_USE", "room alias already taken")
 
-        async with self._locks[room_id]:
-            await self._persist(head, events, None, extra)
+        await self.engine.append_new_room(batch, extra)
         for u in remote_invites:
             try:
                 await self.update_membership(
@@ -769,7 +625,7 @@ class RoomService:
         row = self.store.get_membership(room_id, user_id)
         if row is not None and row["membership"] == "join":
             return None
-        if self._head(room_id) is not None and self.history_visibility_now(room_id) == (
+        if self.engine.head(room_id) is not None and self.history_visibility_now(room_id) == (
             "world_readable"
         ):
             return None
