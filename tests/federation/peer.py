@@ -19,6 +19,7 @@ from bastion.core.x_matrix import authorization_header
 from tests.federation.fedutil import TestCA, free_port, https, run
 
 V1 = "/_matrix/federation/v1"
+V2 = "/_matrix/federation/v2"
 
 
 def on_server(srv, fn):
@@ -45,6 +46,8 @@ class FakePeer:
         #: Answer /state_ids for events of ``events`` not scripted above, from the peer's DAG.
         self.serve_state_ids = False
         self.requests: list[tuple[str, str]] = []
+        #: PUT /v2/invite: ``async fn(body) -> (status, json)`` scripted by a test (None: 404).
+        self.invite_handler = None
         self._label = label
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -115,6 +118,9 @@ class FakePeer:
                 return web.json_response({"errcode": "M_NOT_FOUND", "error": "no"}, status=404)
             ids, chain = self.state_ids[eid]
             return web.json_response({"pdu_ids": ids, "auth_chain_ids": chain})
+        if path.startswith(V2 + "/invite/") and self.invite_handler is not None:
+            status, out = await self.invite_handler(await req.json())
+            return web.json_response(out, status=status)
         if path.startswith(V1 + "/backfill/"):
             limit = int(req.query.get("limit", "10"))
             pdus = self._walk_back(req.query.getall("v", []), limit)
