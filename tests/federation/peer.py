@@ -236,6 +236,21 @@ class FakePeer:
             )
         return https(self.ca, srv.hs.federation_bound_port, method, path, body, h)
 
+    def join(self, srv, room_id: str, user: str, versions: str = "ver=10&ver=12") -> str:
+        """A remote join of ``user`` through make_join / send_join v2, as a joining server runs
+        it; returns the join's event ID."""
+        q_room, q_user = urllib.parse.quote(room_id, safe=""), urllib.parse.quote(user, safe="")
+        status, body = self.request(srv, "GET", f"{V1}/make_join/{q_room}/{q_user}?{versions}")
+        assert status == 200, body
+        version = body["room_version"]
+        signed = sign_event(body["event"], version, self.server_name, self.key_id, self.key)
+        eid = compute_event_id(signed, version)
+        path = f"{V2}/send_join/{q_room}/{urllib.parse.quote(eid, safe='')}"
+        status, resp = self.request(srv, "PUT", path, signed)
+        assert status == 200, resp
+        self.events[eid] = signed
+        return eid
+
     def send(self, srv, txn_id: str, pdus: list[dict], edus: list[dict] | None = None):
         body = {"origin": self.server_name, "origin_server_ts": 1, "pdus": pdus}
         if edus is not None:

@@ -10,9 +10,8 @@ from urllib.parse import quote
 
 import pytest
 
-from bastion.core.events import compute_event_id, sign_event
 from tests.federation.fedutil import start_fed_server
-from tests.federation.peer import V1, V2, FakePeer, on_server
+from tests.federation.peer import V1, FakePeer, on_server
 from tests.server.harness import Client
 from tests.server.roomutil import create_room, send
 
@@ -35,19 +34,6 @@ def world(tmp_path_factory, test_ca):
     srv.stop()
 
 
-def peer_join(srv, peer, room_id: str, user: str) -> str:
-    """A remote join through make_join / send_join, as a joining server runs it."""
-    status, body = peer.request(srv, "GET", f"{V1}/make_join/{q(room_id)}/{q(user)}?ver=10")
-    assert status == 200, body
-    template = body["event"]
-    signed = sign_event(template, body["room_version"], peer.server_name, peer.key_id, peer.key)
-    eid = compute_event_id(signed, body["room_version"])
-    status, resp = peer.request(srv, "PUT", f"{V2}/send_join/{q(room_id)}/{q(eid)}", signed)
-    assert status == 200, resp
-    peer.events[eid] = signed
-    return eid
-
-
 def meta(srv, eid):
     return on_server(srv, lambda: srv.hs.store.get_event_meta([eid]).get(eid))
 
@@ -59,7 +45,7 @@ def depth(srv, eid) -> int:
 def test_event_at_max_depth_does_not_stop_the_room(world):
     srv, peer, admin = world
     room_id = create_room(admin, room_version="10")
-    peer_join(srv, peer, room_id, peer.user("p1"))
+    peer.join(srv, room_id, peer.user("p1"))
     eid, ev = peer.build_on(srv, room_id, peer.user("p1"), "m.room.message",
                             {"msgtype": "m.text", "body": "deep"}, depth=HUGE)  # fmt: skip
     status, body = peer.send(srv, uuid.uuid4().hex, [ev])
@@ -73,7 +59,7 @@ def test_event_at_max_depth_does_not_stop_the_room(world):
         srv, "GET", f"{V1}/make_join/{q(room_id)}/{q(peer.user('p2'))}?ver=10"
     )
     assert status == 200 and body["event"]["depth"] == HUGE, body
-    joined = peer_join(srv, peer, room_id, peer.user("p2"))
+    joined = peer.join(srv, room_id, peer.user("p2"))
     assert depth(srv, joined) == HUGE
     member = on_server(srv, lambda: srv.hs.rooms.membership_of(room_id, peer.user("p2")))
     assert member == "join"
@@ -86,7 +72,7 @@ def test_event_at_max_depth_does_not_stop_the_room(world):
 def test_soft_failed_event_does_not_raise_the_depth(world):
     srv, peer, admin = world
     room_id = create_room(admin, room_version="10")
-    peer_join(srv, peer, room_id, peer.user("p1"))
+    peer.join(srv, room_id, peer.user("p1"))
     before = on_server(srv, lambda: srv.hs.rooms.engine.snapshot(room_id))
     r = admin.request("POST", f"{V3}/rooms/{room_id}/ban", {"user_id": peer.user("p1")})
     assert r.status == 200, r.body
@@ -110,7 +96,7 @@ def test_rejected_event_does_not_poison_the_head_after_a_restart(tmp_path, test_
     try:
         admin = Client(srv.base_url).register("admin")
         room_id = create_room(admin, room_version="10")
-        peer_join(srv, peer, room_id, peer.user("p1"))
+        peer.join(srv, room_id, peer.user("p1"))
         last = send(admin, room_id, "before")
         pl = on_server(
             srv, lambda: srv.hs.rooms.current_state_event(room_id, "m.room.power_levels")
