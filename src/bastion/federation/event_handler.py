@@ -53,7 +53,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from bastion.core.auth_rules import auth_types_for_event, check_auth, check_auth_against_state
+from bastion.core.auth_rules import (
+    JAUVS,
+    auth_types_for_event,
+    check_auth,
+    check_auth_against_state,
+)
 from bastion.core.events import (
     compute_event_id,
     redact,
@@ -342,7 +347,7 @@ class FederationEventHandler:
     async def _verifier(self, event: dict, version: str):
         """Rule 5.2 of v8+ (restricted joins): a synchronous check of the authorising server's
         signature, with its keys fetched beforehand."""
-        via = event.get("content", {}).get("join_authorised_via_users_server")
+        via = event.get("content", {}).get(JAUVS)
         server = _server_of(via)
         keys: dict = {}
         if server is not None and server != _server_of(event.get("sender")):

@@ -26,6 +26,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+from bastion.core.auth_rules import JAUVS
 from bastion.core.events import (
     compute_event_id,
     compute_room_id_v12,
@@ -181,7 +182,7 @@ class FederationMembership:
         if domain(sender) != origin or ev.get("state_key") != sender:
             raise err("M_INVALID_PARAM", "the sender must be the state key, on your server")
         await self._verify(ev, version)
-        authoriser = ev["content"].get("join_authorised_via_users_server")
+        authoriser = ev["content"].get(JAUVS)
         if membership == "join" and isinstance(authoriser, str) and self._local_user(authoriser):
             # S-S API "Restricted rooms": we sign for our user only after checking the room's
             # rule ourselves (403/400 when the joiner does not meet it).

@@ -42,7 +42,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from bastion.core.auth_rules import auth_types_for_event, check_auth_against_state
+from bastion.core.auth_rules import JAUVS, auth_types_for_event, check_auth_against_state
 from bastion.core.canonical_json import MAX_SAFE_INTEGER
 from bastion.core.events import (
     check_event_size,
@@ -288,7 +288,7 @@ class RoomEngine:
         def verify_signature(event: dict, server: str) -> bool:
             # Rule 5.2: our signature (added below) stands for the authoriser's server only
             # when this server chose that authoriser.
-            via = event.get("content", {}).get("join_authorised_via_users_server")
+            via = event.get("content", {}).get(JAUVS)
             return chosen is not None and via == chosen and server == own == _domain(chosen)
 
         # v12: the room ID is the create event's ID; our own room's create event is trusted, so
@@ -524,7 +524,7 @@ class RoomEngine:
         rv = get_room_version(version)
         content: dict = {"membership": membership}
         if authoriser is not None:
-            content["join_authorised_via_users_server"] = authoriser
+            content[JAUVS] = authoriser
         ev: dict = {
             "type": "m.room.member",
             "room_id": room_id,

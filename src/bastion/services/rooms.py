@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 
+from bastion.core.auth_rules import JAUVS
 from bastion.core.identifiers import parse_room_alias, parse_user_id
 from bastion.core.power_levels import (
     named_level,
@@ -49,9 +50,6 @@ STRIPPED_TYPES = (
     "m.room.encryption",
     "m.room.topic",
 )
-
-#: The restricted-join authoriser field of m.room.member content (chosen by the server only).
-JAUVS = "join_authorised_via_users_server"
 
 PRESETS = {
     "private_chat": ("invite", "shared", "can_join"),
