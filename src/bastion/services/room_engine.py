@@ -222,6 +222,14 @@ class RoomEngine:
             raise MatrixError("M_NOT_FOUND", "unknown room", 404)
         return head
 
+    def current_state_event(self, room_id: str, etype: str, state_key: str = "") -> dict | None:
+        """The event of the room's current state at (etype, state_key), or None."""
+        head = self.head(room_id)
+        if head is None:
+            return None
+        eid = head.state.get((etype, state_key))
+        return self.store.get_event(eid) if eid else None
+
     def snapshot(self, room_id: str) -> RoomHead | None:
         """A copy of the room's head."""
         head = self.head(room_id)
