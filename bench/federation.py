@@ -245,7 +245,7 @@ def timed_join(srv, peer_name: str, j: dict, *, trace: bool) -> dict:
 
 
 async def _state_len(srv, room_id):
-    return len(srv.hs.rooms._head(room_id).state)  # noqa: SLF001
+    return len(srv.hs.rooms.engine.head(room_id).state)
 
 
 # -- main -----------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from tests.federation.peer import V1, on_server
 
 def forge(srv, room_id: str, sender: str, etype: str, content: dict, state_key=None):
     """(event_id, event) of ``sender`` (a local user of ``srv``) on ``srv``'s current state."""
-    head = on_server(srv, lambda: srv.hs.rooms._head(room_id).copy())  # noqa: SLF001
+    head = on_server(srv, lambda: srv.hs.rooms.engine.snapshot(room_id))
     version = head.room_version
     probe = {"type": etype, "sender": sender, "content": content, "room_id": room_id}
     if state_key is not None:

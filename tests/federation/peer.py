@@ -19,6 +19,7 @@ from bastion.core.x_matrix import authorization_header
 from tests.federation.fedutil import TestCA, free_port, https, run
 
 V1 = "/_matrix/federation/v1"
+V2 = "/_matrix/federation/v2"
 
 
 def on_server(srv, fn):
@@ -45,6 +46,8 @@ class FakePeer:
         #: Answer /state_ids for events of ``events`` not scripted above, from the peer's DAG.
         self.serve_state_ids = False
         self.requests: list[tuple[str, str]] = []
+        #: PUT /v2/invite: ``async fn(body) -> (status, json)`` scripted by a test (None: 404).
+        self.invite_handler = None
         self._label = label
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -115,6 +118,9 @@ class FakePeer:
                 return web.json_response({"errcode": "M_NOT_FOUND", "error": "no"}, status=404)
             ids, chain = self.state_ids[eid]
             return web.json_response({"pdu_ids": ids, "auth_chain_ids": chain})
+        if path.startswith(V2 + "/invite/") and self.invite_handler is not None:
+            status, out = await self.invite_handler(await req.json())
+            return web.json_response(out, status=status)
         if path.startswith(V1 + "/backfill/"):
             limit = int(req.query.get("limit", "10"))
             pdus = self._walk_back(req.query.getall("v", []), limit)
@@ -204,7 +210,7 @@ class FakePeer:
     ) -> tuple[str, dict]:  # fmt: skip
         """An event on top of the Bastion room's current state and extremities (or the given
         state / prev events), as a server in the room would build it."""
-        head = on_server(srv, lambda: srv.hs.rooms._head(room_id).copy())  # noqa: SLF001
+        head = on_server(srv, lambda: srv.hs.rooms.engine.snapshot(room_id))
         version = head.room_version
         state = dict(head.state) if state is None else state
         probe = {"type": etype, "sender": sender, "content": content, "room_id": room_id}
@@ -229,6 +235,21 @@ class FakePeer:
                 method, path, self.server_name, srv.hs.server_name, self.key_id, self.key, body
             )
         return https(self.ca, srv.hs.federation_bound_port, method, path, body, h)
+
+    def join(self, srv, room_id: str, user: str, versions: str = "ver=10&ver=12") -> str:
+        """A remote join of ``user`` through make_join / send_join v2, as a joining server runs
+        it; returns the join's event ID."""
+        q_room, q_user = urllib.parse.quote(room_id, safe=""), urllib.parse.quote(user, safe="")
+        status, body = self.request(srv, "GET", f"{V1}/make_join/{q_room}/{q_user}?{versions}")
+        assert status == 200, body
+        version = body["room_version"]
+        signed = sign_event(body["event"], version, self.server_name, self.key_id, self.key)
+        eid = compute_event_id(signed, version)
+        path = f"{V2}/send_join/{q_room}/{urllib.parse.quote(eid, safe='')}"
+        status, resp = self.request(srv, "PUT", path, signed)
+        assert status == 200, resp
+        self.events[eid] = signed
+        return eid
 
     def send(self, srv, txn_id: str, pdus: list[dict], edus: list[dict] | None = None):
         body = {"origin": self.server_name, "origin_server_ts": 1, "pdus": pdus}

@@ -55,7 +55,7 @@ def join_peer_users(srv, peer, room_id: str, *users: str) -> None:
 
 
 def head(srv, room_id):
-    return on_server(srv, lambda: srv.hs.rooms._head(room_id).copy())  # noqa: SLF001
+    return on_server(srv, lambda: srv.hs.rooms.engine.snapshot(room_id))
 
 
 def meta(srv, eid):

@@ -131,13 +131,13 @@ def test_event_failing_auth_is_rejected_and_never_served(world):
     s, b = peer.request(srv, "GET", f"{V1}/event/{eid}")
     assert (s, b["errcode"]) == (404, "M_NOT_FOUND")
     # Current state is unchanged, and the next event does not build on the rejected one.
-    head = on_server(srv, lambda: srv.hs.rooms._head(room_id).copy())  # noqa: SLF001
+    head = on_server(srv, lambda: srv.hs.rooms.engine.snapshot(room_id))
     assert head.state[("m.room.power_levels", "")] != eid
     nxt = send(admin, room_id, "after")
     assert eid not in on_server(srv, lambda: srv.hs.store.get_event(nxt))["prev_events"]
     # An event citing the rejected event as an auth event is rejected as well.
     eid2, ev2 = peer.build_on(srv, room_id, peer.user("p1"), "m.room.name", {"name": "x"}, "",
-                              state={**on_server(srv, lambda: srv.hs.rooms._head(room_id).state),  # noqa: SLF001
+                              state={**on_server(srv, lambda: srv.hs.rooms.engine.snapshot(room_id).state),
                                      ("m.room.power_levels", ""): eid})  # fmt: skip
     status, body = peer.send(srv, txn(), [ev2])
     assert "error" in body["pdus"][eid2]
@@ -182,8 +182,8 @@ def test_fork_cannot_undo_a_ban(world):
     srv, peer, admin = world
     room_id = joined_room(srv, peer, admin, "p1", "p2")
     p1, p2 = peer.user("p1"), peer.user("p2")
-    old_state = on_server(srv, lambda: dict(srv.hs.rooms._head(room_id).state))  # noqa: SLF001
-    old_ext = on_server(srv, lambda: list(srv.hs.rooms._head(room_id).extremities))  # noqa: SLF001
+    old_state = on_server(srv, lambda: dict(srv.hs.rooms.engine.snapshot(room_id).state))
+    old_ext = on_server(srv, lambda: list(srv.hs.rooms.engine.snapshot(room_id).extremities))
     r = admin.request("POST", f"{V3}/rooms/{room_id}/ban", {"user_id": p2, "reason": "spam"})
     assert r.status == 200, r.body
     assert membership(srv, room_id, p2) == "ban"
@@ -204,7 +204,7 @@ def test_fork_cannot_undo_a_ban(world):
     assert body["pdus"] == {f_id: {}}
     m_f = meta(srv, f_id)
     assert not m_f.soft_failed and not m_f.rejected
-    head = on_server(srv, lambda: srv.hs.rooms._head(room_id).copy())  # noqa: SLF001
+    head = on_server(srv, lambda: srv.hs.rooms.engine.snapshot(room_id))
     assert f_id in head.extremities and len(head.extremities) == 2
     assert membership(srv, room_id, p2) == "ban"
     ban_id = head.state[("m.room.member", p2)]
@@ -307,7 +307,7 @@ def test_flood_is_rate_limited_and_server_stays_responsive(world):
 def test_room_acl_and_origin_deny_list(world, test_ca):
     srv, peer, admin = world
     room_id = joined_room(srv, peer, admin)
-    head_event = on_server(srv, lambda: srv.hs.rooms._head(room_id).extremities[-1])  # noqa: SLF001
+    head_event = on_server(srv, lambda: srv.hs.rooms.engine.snapshot(room_id).extremities[-1])
     r = admin.request("PUT", f"{V3}/rooms/{room_id}/state/m.room.server_acl/",
                       {"allow": ["*"], "deny": ["127.0.0.1"], "allow_ip_literals": True})  # fmt: skip
     assert r.status == 200, r.body

@@ -112,7 +112,7 @@ def test_rejected_events_are_never_served(world):
     assert s == 404
     s, b = peer.request(srv, "GET", f"{V1}/state_ids/{room_id}?event_id={eid}")
     assert s == 404
-    head = on_server(srv, lambda: srv.hs.rooms._head(room_id).extremities[-1])  # noqa: SLF001
+    head = on_server(srv, lambda: srv.hs.rooms.engine.snapshot(room_id).extremities[-1])
     s, b = peer.request(srv, "GET", f"{V1}/backfill/{room_id}?v={head}&limit=50")
     assert s == 200 and eid not in {compute_event_id(e, "12") for e in b["pdus"]}
 
@@ -184,7 +184,7 @@ def test_process_room_state_joins_a_remote_room(world):
     assert on_server(srv, lambda: srv.hs.store.get_event_meta([forged_id])) == {}
     join_id = compute_event_id(join_ev, "12")
     assert on_server(srv, lambda: srv.hs.rooms.membership_of(room_id, bob.user_id)) == "join"
-    head = on_server(srv, lambda: srv.hs.rooms._head(room_id).copy())  # noqa: SLF001
+    head = on_server(srv, lambda: srv.hs.rooms.engine.snapshot(room_id))
     assert head.extremities == [join_id] and len(head.state) == len(state) + 1
     body = sync(bob)
     assert room_id in body["rooms"]["join"]

@@ -22,9 +22,11 @@ For each PDU, in order:
 6. auth against the room's current state; failure: *soft-failed* (stored, not served to
    clients, not a forward extremity).
 
-Then one write stores the event, its state groups, the forward extremities and the room's new
-current state (resolved when there are several extremities), with membership rows so that local
-users' /sync sees remote membership changes. The work per PDU and per transaction is bounded
+Checks 5 and 6 run as one pure ``decide`` inside the room engine's append of a remote event
+(``hs.rooms.engine.accept_remote_event``), under the room's lock; one write then stores the
+event, its state groups, the forward extremities and the room's new current state (resolved
+when there are several extremities), with membership rows so that local users' /sync sees
+remote membership changes. Only accepted events move the room's head. The work per PDU and per transaction is bounded
 (config ``federation_max_fetch_per_pdu``, ``federation_max_fetch_per_txn``,
 ``federation_max_state_size``); every dropped or rejected PDU is logged on
 ``bastion.federation.pdu`` with its event ID, origin and reason.
@@ -46,12 +48,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from bastion.core.auth_rules import auth_types_for_event, check_auth, check_auth_against_state
+from bastion.core.auth_rules import (
+    JAUVS,
+    auth_types_for_event,
+    check_auth,
+    check_auth_against_state,
+)
 from bastion.core.events import (
     compute_event_id,
     redact,
@@ -70,9 +77,9 @@ from bastion.core.server_acl import domain_allowed, server_acl_allows
 from bastion.core.signing import signing_key_ids
 from bastion.core.state_keys import CREATE_KEY
 from bastion.core.state_keys import SERVER_ACL_KEY as ACL_KEY
-from bastion.core.state_res import resolve_state
 from bastion.errors import MatrixError
 from bastion.federation.resolver import FederationError
+from bastion.services.room_engine import Verdict
 from bastion.storage.sqlite.federation_inbound import RemoteEvent
 
 log = logging.getLogger("bastion.federation.pdu")
@@ -103,29 +110,6 @@ class Budget:
 
 class Dropped(Exception):
     """A PDU failed checks 1–2 (or cannot be processed): not stored."""
-
-
-class _LazyEvents(Mapping):
-    """Events for state resolution, read from the store on demand (rejected ones included)."""
-
-    def __init__(self, store, extra: dict[str, dict]) -> None:
-        self.store = store
-        self.cache: dict[str, dict] = dict(extra)
-
-    def __getitem__(self, eid: str) -> dict:
-        ev = self.cache.get(eid)
-        if ev is None:
-            ev = self.store.get_pdus([eid], with_rejected=True).get(eid)
-            if ev is None:
-                raise KeyError(eid)
-            self.cache[eid] = ev
-        return ev
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.cache)
-
-    def __len__(self) -> int:
-        return len(self.cache)
 
 
 def _server_of(user_id: object) -> str | None:
@@ -363,7 +347,7 @@ class FederationEventHandler:
     async def _verifier(self, event: dict, version: str):
         """Rule 5.2 of v8+ (restricted joins): a synchronous check of the authorising server's
         signature, with its keys fetched beforehand."""
-        via = event.get("content", {}).get("join_authorised_via_users_server")
+        via = event.get("content", {}).get(JAUVS)
         server = _server_of(via)
         keys: dict = {}
         if server is not None and server != _server_of(event.get("sender")):
@@ -375,7 +359,7 @@ class FederationEventHandler:
 
         def verify(ev: dict, srv: str) -> bool:
             if srv == self.hs.server_name:
-                found = {k: v.key for k, v in self.hs.keyring._own_keys().items()}  # noqa: SLF001
+                found = {k: v.key for k, v in self.hs.keyring.own_keys().items()}
             elif srv == _server_of(ev.get("sender")):
                 return True  # checked with the event's other signatures (check 2)
             else:
@@ -412,7 +396,8 @@ class FederationEventHandler:
         )
         if not result:
             reason = f"auth events: rule {result.rule}: {result.reason}"
-            await self._persist_rejected(pdu, eid, room_id, None, None, backfilled, backfill_pos)
+            # Rejected without a known state before it: held as a rejected outlier.
+            await self.engine.store_outliers([(eid, room_id, pdu, True)])
             log.info("rejected PDU %s from %s: %s", eid, origin, reason)
             return reason
 
@@ -428,79 +413,59 @@ class FederationEventHandler:
                 await self._state_after_missing_prev(origin, room_id, version, p, budget)
             )
 
-        async with self.hs.rooms._locks[room_id]:  # noqa: SLF001 — the room engine's write lock
-            return await self._decide_and_persist(
-                origin, pdu, eid, room_id, version, prev_ids, missing, fetched_states,
-                backfilled, verify, backfill_pos,
-            )  # fmt: skip
+        return await self._decide_and_persist(
+            origin, pdu, eid, room_id, version, prev_ids, missing, fetched_states,
+            backfilled, verify, backfill_pos,
+        )  # fmt: skip
 
     def _missing_prevs(self, prev_ids: list[str]) -> list[str]:
         metas = self.store.get_event_meta(prev_ids)
         return [p for p in prev_ids if p not in metas or metas[p].outlier]
+
+    @property
+    def engine(self):
+        """The room engine: the only writer of rooms' histories."""
+        return self.hs.rooms.engine
 
     async def _decide_and_persist(
         self, origin: str, pdu: dict, eid: str, room_id: str, version: str, prev_ids: list[str],
         missing: list[str], fetched_states: list[dict], backfilled: bool, verify,
         backfill_pos: int | None = None,
     ) -> str | None:  # fmt: skip
+        """The state before the event (from its prev events: immutable, so outside the room's
+        lock), then checks 5–6 and the write through the room engine."""
         known = [p for p in prev_ids if p not in missing]
         metas = self.store.get_event_meta(known)
         states = [self.store.get_state_group(metas[p].sg_after) for p in known] + fetched_states
         sg_before = metas[known[0]].sg_after if len(known) == 1 and not missing else None
         if len(states) > 1:
-            state_before = self._resolve(version, states, {eid: pdu})
+            state_before = self.engine.resolve_states(version, states, {eid: pdu})
         else:
             state_before = dict(states[0]) if states else {}
-        # Check 5: auth against the state before the event.
-        result = self._auth_against(pdu, state_before, version, verify)
-        if not result:
-            reason = f"state before the event: rule {result.rule}: {result.reason}"
-            await self._persist_rejected(
-                pdu, eid, room_id, state_before, sg_before, backfilled, backfill_pos
-            )
-            log.info("rejected PDU %s from %s: %s", eid, origin, reason)
-            return reason
-        head = self.hs.rooms._head(room_id)  # noqa: SLF001
-        soft_failed = False
-        if not backfilled and head is not None:
-            # Check 6: auth against the current state → soft fail.
-            now = self._auth_against(pdu, head.state, version, verify)
-            if not now:
-                soft_failed = True
-                log.info(
-                    "soft-failed PDU %s from %s: current state: rule %s: %s",
-                    eid, origin, now.rule, now.reason,
-                )  # fmt: skip
-        rec = RemoteEvent(
-            pdu, eid, room_id, soft_failed=soft_failed, backfilled=backfilled,
-            state_before=state_before, sg_before=sg_before, backfill_pos=backfill_pos,
+
+        def decide(before: Mapping, current: Mapping | None) -> Verdict:
+            # Check 5: auth against the state before the event.
+            result = self._auth_against(pdu, before, version, verify)
+            if not result:
+                return Verdict.reject(
+                    f"state before the event: rule {result.rule}: {result.reason}"
+                )
+            # Check 6: auth against the room's current state → soft fail.
+            if current is not None:
+                now = self._auth_against(pdu, current, version, verify)
+                if not now:
+                    return Verdict.soft_fail(f"current state: rule {now.rule}: {now.reason}")
+            return Verdict.accept()
+
+        verdict = await self.engine.accept_remote_event(
+            pdu, eid, room_id, version, state_before=state_before, sg_before=sg_before,
+            decide=decide, backfilled=backfilled, backfill_pos=backfill_pos,
         )  # fmt: skip
-        new_ext: list[str] | None = None
-        if not soft_failed and not backfilled and head is not None:
-            new_ext = [e for e in head.extremities if e not in prev_ids] + [eid]
-            state_after = dict(state_before)
-            if isinstance(pdu.get("state_key"), str):
-                state_after[(pdu["type"], pdu["state_key"])] = eid
-            if new_ext == [eid]:
-                new_current = state_after
-            else:
-                others = self.store.get_event_meta(new_ext[:-1])
-                ext_states = [self.store.get_state_group(others[e].sg_after)
-                              for e in new_ext[:-1] if e in others]  # fmt: skip
-                new_current = self._resolve(version, [*ext_states, state_after], {eid: pdu})
-            rec.old_current = dict(head.state)
-            rec.new_current = new_current
-            rec.extremities = new_ext
-            changed = [v for k, v in new_current.items() if rec.old_current.get(k) != v]
-            rec.state_events = {eid: pdu, **self.store.get_pdus(changed)}
-        await self.store.db.write(lambda conn: self.store.persist_remote_event_sync(conn, rec))
-        if rec.new_current is not None and head is not None and new_ext is not None:
-            head.state = dict(rec.new_current)
-            head.group, head.chain_len = rec.head_group, rec.head_chain
-            head.extremities = new_ext
-            head.depth = max(head.depth, pdu.get("depth", 0))
-        elif head is not None and not backfilled:
-            head.depth = max(head.depth, pdu.get("depth", 0))
+        if verdict.outcome == "reject":
+            log.info("rejected PDU %s from %s: %s", eid, origin, verdict.reason)
+            return verdict.reason
+        if verdict.outcome == "soft_fail":
+            log.info("soft-failed PDU %s from %s: %s", eid, origin, verdict.reason)
         return None
 
     def _auth_against(self, pdu: dict, state: Mapping, version: str, verify):
@@ -509,32 +474,6 @@ class FederationEventHandler:
         evs = self.store.get_pdus(list(ids.values()))
         auth_state = {k: evs[v] for k, v in ids.items() if v in evs}
         return check_auth_against_state(pdu, auth_state, version, verify_signature=verify)
-
-    def _resolve(self, version: str, states: list[Mapping], extra: dict[str, dict]) -> dict:
-        event_map = _LazyEvents(self.store, extra)
-        conflicted_ids = set()
-        keys = set().union(*(s.keys() for s in states))
-        for k in keys:
-            vals = {s.get(k) for s in states}
-            if len(vals) > 1:
-                conflicted_ids |= {v for v in vals if v is not None}
-        rejected = {e for e, m in self.store.get_event_meta(conflicted_ids).items() if m.rejected}
-        return resolve_state(version, states, event_map, rejected_events=rejected)
-
-    async def _persist_rejected(
-        self, pdu: dict, eid: str, room_id: str, state_before: dict | None, sg_before: int | None,
-        backfilled: bool, backfill_pos: int | None = None,
-    ) -> None:  # fmt: skip
-        rec = RemoteEvent(
-            pdu, eid, room_id, rejected=True, backfilled=backfilled,
-            state_before=state_before, sg_before=sg_before, backfill_pos=backfill_pos,
-        )  # fmt: skip
-        if state_before is None:
-            await self.store.db.write(
-                lambda conn: self.store.persist_outliers_sync(conn, [(eid, room_id, pdu, True)])
-            )
-            return
-        await self.store.db.write(lambda conn: self.store.persist_remote_event_sync(conn, rec))
 
     # ------------------------------------------------------------------------------------------
     # Fetching what we miss
@@ -634,8 +573,7 @@ class FederationEventHandler:
                 log.info("rejected outlier %s: %s", eid, ok.reason)
             accepted[eid] = ev
             rows.append((eid, room_id, ev, not ok))
-        if rows:
-            await self.store.db.write(lambda conn: self.store.persist_outliers_sync(conn, rows))
+        await self.engine.store_outliers(rows)
         return accepted
 
     async def _verify_batch(self, version: str, events: dict[str, dict]) -> dict[str, dict]:
@@ -676,7 +614,7 @@ class FederationEventHandler:
     ) -> None:
         """POST /get_missing_events: the events between our forward extremities and this one,
         processed oldest first."""
-        head = self.hs.rooms._head(room_id)  # noqa: SLF001
+        head = self.engine.head(room_id)
         earliest = list(head.extremities) if head else []
         metas = self.store.get_event_meta(earliest)
         min_depth = min((m.depth for m in metas.values()), default=0)
@@ -859,15 +797,7 @@ class FederationEventHandler:
         rec.state_events = {**{state[k]: all_events[state[k]] for k in state
                                if k[0] == "m.room.member"}, join_id: join}  # fmt: skip
         creator = create.get("sender", "")
-        now = self.hs.now_ms()
-        async with self.hs.rooms._locks[room_id]:  # noqa: SLF001
-            await self.store.db.write(
-                lambda conn: self.store.persist_joined_room_sync(
-                    conn, room_id, room_version, creator, now, outliers, state, rec
-                )
-            )
-            # The room engine reloads the room from the store on its next use.
-            self.hs.rooms._heads.pop(room_id, None)  # noqa: SLF001
+        await self.engine.install_joined_room(room_id, room_version, creator, outliers, state, rec)
 
 
 def _guess_event_id(pdu: dict, version: str | None = None) -> str | None:

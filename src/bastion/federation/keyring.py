@@ -73,7 +73,8 @@ class Keyring:
         self._failed_fetch: dict[str, int] = {}
 
     # -- our own keys ---------------------------------------------------------------------------
-    def _own_keys(self) -> dict[str, ServerVerifyKey]:
+    def own_keys(self) -> dict[str, ServerVerifyKey]:
+        """This server's verify keys: the current signing key and the old ones it published."""
         sk = self.hs.signing_key
         now = self.hs.now_ms()
         keys = {
@@ -111,7 +112,7 @@ class Keyring:
         return out
 
     def _known(self, server: str) -> dict[str, ServerVerifyKey]:
-        return self._own_keys() if server == self.hs.server_name else self._stored_keys(server)
+        return self.own_keys() if server == self.hs.server_name else self._stored_keys(server)
 
     async def get_verify_keys(
         self, server: str, key_ids: Iterable[str], minimum_valid_until_ts: int = 0

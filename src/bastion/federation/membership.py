@@ -26,7 +26,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from bastion.core.auth_rules import auth_types_for_event, check_auth_against_state
+from bastion.core.auth_rules import JAUVS
 from bastion.core.events import (
     compute_event_id,
     compute_room_id_v12,
@@ -35,20 +35,15 @@ from bastion.core.events import (
     verify_event_signature,
 )
 from bastion.core.identifiers import is_valid_server_name, parse_room_alias, parse_user_id
-from bastion.core.power_levels import named_level
 from bastion.core.room_versions import KNOWN_ROOM_VERSIONS, get_room_version
 from bastion.core.server_acl import domain_allowed, server_acl_allows
 from bastion.core.signing import SignatureError, signing_key_ids
-from bastion.core.state_keys import CREATE_KEY
-from bastion.core.state_keys import JOIN_RULES_KEY as JR_KEY
-from bastion.core.state_keys import POWER_LEVELS_KEY as PL_KEY
 from bastion.core.state_keys import SERVER_ACL_KEY as ACL_KEY
 from bastion.errors import MatrixError
 from bastion.federation.resolver import FederationError
 
 log = logging.getLogger("bastion.federation.membership")
 
-MAX_PREV_EVENTS = 20
 #: Event types of invite/knock stripped state (C-S "Stripped state").
 STRIPPED_TYPES = (
     "m.room.create",
@@ -141,7 +136,10 @@ class FederationMembership:
         self, origin: str, room_id: str, user_id: str, membership: str, versions: list[str] | None
     ) -> dict:
         """GET /v1/make_join, /v1/make_leave, /v1/make_knock: an unsigned template of the
-        user's membership event on top of the room's current state."""
+        user's membership event on top of the room's current state, built by the room engine
+        (its depth from the forward extremities, capped); a restricted join names the
+        authoriser chosen by the one restricted-join authoriser
+        (``hs.rooms.restricted_join_authoriser``)."""
         try:
             parse_user_id(user_id, historical=True)
         except MatrixError:
@@ -159,85 +157,13 @@ class FederationMembership:
                 400,
                 room_version=version,
             )
-        content: dict = {"membership": membership}
         if membership == "knock" and not rv.knock_join_rule:
             raise err("M_FORBIDDEN", "this room version does not allow knocking", 403)
+        authoriser = None
         if membership == "join":
-            authoriser = self._join_authoriser(room_id, user_id)
-            if authoriser is not None:
-                content["join_authorised_via_users_server"] = authoriser
-        ev: dict = {
-            "type": "m.room.member",
-            "room_id": room_id,
-            "sender": user_id,
-            "state_key": user_id,
-            "content": content,
-            "origin": self.hs.server_name,
-            "origin_server_ts": self.hs.now_ms(),
-            "depth": head.depth + 1,
-            "prev_events": head.extremities[-MAX_PREV_EVENTS:],
-            "auth_events": [],
-        }
-        keys = auth_types_for_event(ev, version)
-        ev["auth_events"] = [head.state[k] for k in keys if k in head.state]
-        auth_state = {}
-        for k in [*keys, CREATE_KEY]:
-            eid = head.state.get(k)
-            e = self.store.get_event(eid) if eid else None
-            if e is not None:
-                auth_state[k] = e
-        create_id = "$" + room_id[1:] if rv.room_id_is_create_hash else None
-        result = check_auth_against_state(
-            ev, auth_state, version,
-            verify_signature=lambda _ev, server: server == self.hs.server_name,
-            create_event_id=create_id,
-        )  # fmt: skip
-        if not result:
-            raise err("M_FORBIDDEN", result.reason or "not allowed by the auth rules", 403)
+            authoriser = self.hs.rooms.restricted_join_authoriser(room_id, user_id)
+        ev = self.hs.rooms.engine.membership_template(room_id, user_id, membership, authoriser)
         return {"room_version": version, "event": ev}
-
-    def _join_authoriser(self, room_id: str, user_id: str) -> str | None:
-        """S-S API "Restricted rooms": a local user who may invite, when the joining user is
-        not invited/joined and the room's join rule is restricted. 400
-        ``M_UNABLE_TO_AUTHORISE_JOIN`` when we know none of the allowed rooms, 403 when the user
-        is in none of them, 400 ``M_UNABLE_TO_GRANT_JOIN`` when no local user may invite."""
-        rooms = self.hs.rooms
-        head = rooms.require_room(room_id)
-        rv = get_room_version(head.room_version)
-        if rooms.membership_of(room_id, user_id) in ("invite", "join"):
-            return None
-        jr = rooms.current_state_event(room_id, *JR_KEY)
-        content = jr.get("content", {}) if jr else {}
-        rule = content.get("join_rule")
-        if not (
-            (rule == "restricted" and rv.restricted_join_rule)
-            or (rule == "knock_restricted" and rv.knock_restricted_join_rule)
-        ):
-            return None
-        allow = content.get("allow")
-        allowed_rooms = [
-            a["room_id"]
-            for a in (allow if isinstance(allow, list) else [])
-            if isinstance(a, dict)
-            and a.get("type") == "m.room_membership"
-            and isinstance(a.get("room_id"), str)
-        ]
-        known = [r for r in allowed_rooms if self.is_in_room(r)]
-        if not known:
-            raise err("M_UNABLE_TO_AUTHORISE_JOIN", "this server is in none of the allowed rooms")
-        if not any(rooms.membership_of(r, user_id) == "join" for r in known):
-            raise err("M_FORBIDDEN", "you are not a member of any room this room allows", 403)
-        pl = rooms.current_state_event(room_id, *PL_KEY)
-        invite_level = named_level(pl["content"] if pl else None, "invite", rv)
-        candidates = sorted(
-            (rooms.power_level(room_id, u), u)
-            for u in self.store.get_joined_users(room_id)
-            if self._local_user(u)
-        )
-        candidates = [c for c in candidates if c[0] >= invite_level]
-        if not candidates:
-            raise err("M_UNABLE_TO_GRANT_JOIN", "no user of this server may invite you")
-        return candidates[-1][1]
 
     # ------------------------------------------------------------------------------------------
     # Resident server: send_join / send_leave / send_knock
@@ -256,8 +182,11 @@ class FederationMembership:
         if domain(sender) != origin or ev.get("state_key") != sender:
             raise err("M_INVALID_PARAM", "the sender must be the state key, on your server")
         await self._verify(ev, version)
-        authoriser = ev["content"].get("join_authorised_via_users_server")
+        authoriser = ev["content"].get(JAUVS)
         if membership == "join" and isinstance(authoriser, str) and self._local_user(authoriser):
+            # S-S API "Restricted rooms": we sign for our user only after checking the room's
+            # rule ourselves (403/400 when the joiner does not meet it).
+            self.hs.rooms.restricted_join_authoriser(room_id, sender)
             sk = self.hs.signing_key
             ev = sign_event(ev, version, self.hs.server_name, sk.key_id, sk.key)
         eid, error = await self.events.process_incoming_pdu(origin, ev, version)
@@ -573,9 +502,6 @@ class FederationMembership:
             await self.events.process_room_state(
                 server, room_id, version, resp.get("state"), resp.get("auth_chain"), signed
             )
-            forget = getattr(self.hs.rooms, "forget_head", None)
-            if forget is not None:
-                forget(room_id)
             return event_id
         state: list[dict] = []
         if membership == "knock":

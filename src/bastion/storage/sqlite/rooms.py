@@ -87,7 +87,13 @@ class RoomHeadRow:
     group: int | None
     chain_len: int
     extremities: list[str] = field(default_factory=list)
-    depth: int = 0
+    #: event ID → depth of each forward extremity.
+    ext_depths: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def depth(self) -> int:
+        """The deepest forward extremity (never a rejected, soft-failed or outlier event)."""
+        return max(self.ext_depths.values(), default=0)
 
 
 _COLS = (
@@ -121,7 +127,9 @@ class RoomsStore:
         return self.db.read_one("SELECT * FROM rooms WHERE room_id = ?", (room_id,))
 
     def load_room_head(self, room_id: str) -> RoomHeadRow | None:
-        """The current state, state group, forward extremities and depth of a room."""
+        """The current state, state group, forward extremities and their depths of a room.
+        The depths are the extremities' own: a rejected, soft-failed or outlier event, whatever
+        its depth, is never an extremity and so never raises the depth of the next event."""
         room = self.get_room_row(room_id)
         if room is None:
             return None
@@ -137,18 +145,14 @@ class RoomsStore:
             if group is not None
             else None
         )
-        extremities = [
-            r[0]
-            for r in self.db.read(
-                "SELECT f.event_id FROM forward_extremities f JOIN events e USING (event_id)"
-                " WHERE f.room_id = ? ORDER BY e.stream_pos",
-                (room_id,),
-            )
-        ]
-        depth = self.db.read_one("SELECT MAX(depth) FROM events WHERE room_id = ?", (room_id,))
+        rows = self.db.read(
+            "SELECT f.event_id, e.depth FROM forward_extremities f JOIN events e USING (event_id)"
+            " WHERE f.room_id = ? ORDER BY e.stream_pos",
+            (room_id,),
+        )
         return RoomHeadRow(
             room["room_version"], state, group, (chain[0] or 0) if chain else 0,
-            extremities, (depth[0] or 0) if depth else 0,
+            [r[0] for r in rows], {r[0]: r[1] for r in rows},
         )  # fmt: skip
 
     def set_room_public_sync(self, conn: sqlite3.Connection, room_id: str, public: bool) -> None:
