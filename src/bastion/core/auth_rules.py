@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion.core.events import compute_event_id
+from bastion.core.json_types import JsonDict, JsonMapping, StateKey
 from bastion.core.power_levels import (
     NAMED_LEVEL_DEFAULTS,
     named_level,
@@ -85,7 +86,7 @@ JAUVS = "join_authorised_via_users_server"
 _NAMED_LEVELS = tuple(NAMED_LEVEL_DEFAULTS)  # users_default, events_default, state_default, ...
 
 #: Verifies ``event`` is validly signed by ``server_name`` (rule 5.2).
-SignatureVerifier = Callable[[dict, str], bool]
+SignatureVerifier = Callable[[JsonDict, str], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +223,7 @@ def _event_id_of(event: Mapping[str, Any], rv: RoomVersion) -> str | None:
         eid = event.get("event_id")
         return eid if isinstance(eid, str) else None
     try:
-        return compute_event_id(event, rv.identifier)  # type: ignore[arg-type]
+        return compute_event_id(event, rv.identifier)
     except MatrixError:
         return None
 
@@ -261,7 +262,7 @@ def _check_shape(event: Any) -> str | None:
 # --- Auth events selection (S-S API) ---------------------------------------------------------
 
 
-def auth_types_for_event(event: dict, room_version: str) -> list[tuple[str, str]]:
+def auth_types_for_event(event: JsonDict, room_version: str) -> list[tuple[str, str]]:
     """The ``(type, state_key)`` pairs an event's ``auth_events`` may name (S-S API "Auth events
     selection"): none for ``m.room.create``; else the create event (not in v12, where the room ID
     implies it), the power levels, the sender's membership, and for ``m.room.member`` the target's
@@ -311,8 +312,8 @@ def _auth_types(event: Mapping[str, Any], rv: RoomVersion) -> list[tuple[str, st
 
 
 def check_auth(
-    event: dict,
-    auth_events: list[dict],
+    event: JsonDict,
+    auth_events: list[JsonDict],
     room_version: str,
     *,
     rejected: Collection[str] = (),
@@ -338,10 +339,11 @@ def check_auth(
         return _check_create(event, rv)
     if not isinstance(auth_events, list | tuple):
         return _deny(None, rv, "auth_events must be a list of events")
-    supplied = [e for e in auth_events if isinstance(e, Mapping)]
+    supplied: list[Mapping[str, Any]] = [e for e in auth_events if isinstance(e, Mapping)]
 
     # Rule 2 (v12): the room ID is the ID of an accepted m.room.create event, "!" for "$".
     create_event_id = None
+    create: Mapping[str, Any] | None = None
     if rv.room_id_is_create_hash:
         result, create, create_event_id = _find_v12_create(event, supplied, rv, rejected)
         if result is not None:
@@ -356,10 +358,10 @@ def check_auth(
             by_id.setdefault(eid, e)
     entries = []
     for eid in listed:
-        e = by_id.get(eid)
-        if e is None:
+        found = by_id.get(eid)
+        if found is None:
             return _deny("3", rv, f"auth event {eid[:80]} was not supplied")
-        entries.append((eid, e))
+        entries.append((eid, found))
 
     # Rule 3.1: no duplicate (type, state_key) entries.
     state: dict[tuple[str, str], Mapping[str, Any]] = {}
@@ -390,14 +392,14 @@ def check_auth(
     for eid, e in entries:
         if e.get("room_id") != room_id:
             return _deny("3.5", rv, f"auth event {eid[:80]} belongs to another room")
-    if rv.room_id_is_create_hash:
+    if create is not None:  # v12: the create event found by rule 2
         state[CREATE_KEY] = create
     return _check_state_rules(event, state, rv, verify_signature, create_event_id)
 
 
 def check_auth_against_state(
-    event: dict,
-    state: Mapping[tuple[str, str], dict],
+    event: JsonDict,
+    state: Mapping[StateKey, JsonMapping],
     room_version: str,
     *,
     verify_signature: SignatureVerifier | None = None,
@@ -492,7 +494,7 @@ def _find_v12_create(
 
 
 def _check_state_rules(
-    event: Mapping[str, Any],
+    event: JsonDict,
     state: Mapping[tuple[str, str], Any],
     rv: RoomVersion,
     verify_signature: SignatureVerifier | None,
@@ -585,7 +587,7 @@ def _check_redaction_v1(
 
 
 def _check_member(
-    event: Mapping[str, Any],
+    event: JsonDict,
     state: Mapping[tuple[str, str], Any],
     create: Mapping[str, Any],
     pl: Mapping[str, Any] | None,
@@ -608,7 +610,7 @@ def _check_member(
         if authoriser_server is None:
             return _deny("5.2.1", rv, f"{JAUVS} is not a user ID")
         if verify_signature is not None:
-            signed = bool(verify_signature(event, authoriser_server))  # type: ignore[arg-type]
+            signed = bool(verify_signature(event, authoriser_server))
         else:
             sigs = event.get("signatures")
             by_key = sigs.get(authoriser_server) if isinstance(sigs, Mapping) else None

@@ -22,7 +22,7 @@ MAX_TXN_PDUS = 50
 MAX_TXN_EDUS = 100
 
 
-def parse_transaction(body: Mapping[str, Any], origin: str) -> tuple[list, list]:
+def parse_transaction(body: Mapping[str, Any], origin: str) -> tuple[list[Any], list[Any]]:
     """Check the body of ``PUT /send/{txnId}`` (transactions.yaml) sent by ``origin`` (the
     authenticated server) and return ``(pdus, edus)``. Raises 400 ``M_BAD_JSON`` for a malformed
     body, 400 ``M_TOO_LARGE`` for more than 50 PDUs or 100 EDUs (the spec names no error code;
@@ -75,7 +75,7 @@ def order_by_auth(events: Mapping[str, Mapping[str, Any]]) -> list[str]:
         for d in deps:
             users.setdefault(d, []).append(eid)
 
-    def key(eid: str) -> tuple:
+    def key(eid: str) -> tuple[int, str]:
         d = events[eid].get("depth")
         return (d if type(d) is int else 0, eid)
 
@@ -100,7 +100,7 @@ def order_by_auth(events: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def order_by_depth(events: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Oldest first: ``get_missing_events`` and backfill responses are processed in this order."""
 
-    def key(eid: str) -> tuple:
+    def key(eid: str) -> tuple[int, str]:
         d = events[eid].get("depth")
         return (d if type(d) is int else 0, eid)
 
