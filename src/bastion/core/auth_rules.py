@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion.core.events import compute_event_id
+from bastion.core.identifiers import server_name_of
 from bastion.core.json_types import JsonDict, JsonMapping, StateKey
 from bastion.core.power_levels import (
     NAMED_LEVEL_DEFAULTS,
@@ -178,9 +179,13 @@ _SERVER_NAME = re.compile(
 
 
 def is_valid_user_id(user_id: Any) -> bool:
-    """A user ID in the appendices' grammar: ``@localpart:server_name``, at most 255 bytes.
+    """The auth rules' test of a user ID (the ``users`` keys of power levels, v12's
+    ``additional_creators``): ``@localpart:server_name``, at most 255 bytes.
 
-    Historical localparts are accepted (any characters but ``:``), but not an empty one.
+    Historical localparts are accepted (any characters but ``:``), but not an empty one; the
+    server name is checked against its character grammar only. This is the rule the room's
+    history was authorised with, so it stays as it is; everything else uses
+    :func:`bastion.core.identifiers.is_valid_user_id`.
     """
     if not isinstance(user_id, str) or not user_id.startswith("@"):
         return False
@@ -188,13 +193,6 @@ def is_valid_user_id(user_id: Any) -> bool:
     if not sep or not localpart or len(user_id.encode("utf-8")) > 255:
         return False
     return _SERVER_NAME.fullmatch(server) is not None
-
-
-def _domain(identifier: Any) -> str | None:
-    if not isinstance(identifier, str):
-        return None
-    _, sep, domain = identifier.partition(":")
-    return domain if sep else None
 
 
 def _content(event: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -250,7 +248,7 @@ def _check_shape(event: Any) -> str | None:
     """The structural problem of ``event`` the rules cannot be applied to, if any."""
     if not isinstance(event.get("type"), str):
         return "event has no string 'type'"
-    if not isinstance(event.get("sender"), str) or _domain(event["sender"]) is None:
+    if not isinstance(event.get("sender"), str) or server_name_of(event["sender"]) is None:
         return "event has no valid 'sender'"
     if not isinstance(event.get("content"), Mapping):
         return "event 'content' is not an object"
@@ -453,7 +451,7 @@ def _check_create(event: Mapping[str, Any], rv: RoomVersion) -> AuthResult:
     if rv.room_id_is_create_hash:
         if "room_id" in event:
             return _deny("1.2", rv, "m.room.create must not have a room_id in this room version")
-    elif _domain(event.get("room_id")) != _domain(event["sender"]):
+    elif server_name_of(event.get("room_id")) != server_name_of(event["sender"]):
         return _deny("1.2", rv, "the room_id's domain does not match the sender's")
     # 1.3: content.room_version, if present, is a known version.
     if "room_version" in content and content["room_version"] not in KNOWN_ROOM_VERSIONS:
@@ -508,7 +506,7 @@ def _check_state_rules(
     etype = event["type"]
 
     # Rule 4: m.federate false → only the creating server's users.
-    if _content(create).get("m.federate") is False and _domain(sender) != _domain(
+    if _content(create).get("m.federate") is False and server_name_of(sender) != server_name_of(
         create.get("sender")
     ):
         return _deny("4", rv, "the room is not federated and the sender is from another server")
@@ -562,7 +560,7 @@ def _check_aliases(event: Mapping[str, Any], rv: RoomVersion) -> AuthResult:
     state_key = event.get("state_key")
     if state_key is None:  # 4.1
         return _deny("aliases.1", rv, "m.room.aliases must have a state_key")
-    if state_key != _domain(event["sender"]):  # 4.2
+    if state_key != server_name_of(event["sender"]):  # 4.2
         return _deny("aliases.2", rv, "m.room.aliases state_key must be the sender's server")
     return _allow("aliases.3", rv, "m.room.aliases for the sender's own server")
 
@@ -577,8 +575,8 @@ def _check_redaction_v1(
     if sender_level >= named_level(pl, "redact", rv):  # 11.1
         return _allow("redaction.1", rv, "the sender has the redact level")
     redacts = event.get("redacts")
-    own = _domain(event.get("event_id"))
-    if own is not None and _domain(redacts) == own:  # 11.2
+    own = server_name_of(event.get("event_id"))
+    if own is not None and server_name_of(redacts) == own:  # 11.2
         return _allow("redaction.2", rv, "the redacted event is from the redacting server")
     return _deny("redaction.3", rv, "the sender may not redact events of other servers")
 
@@ -606,7 +604,7 @@ def _check_member(
 
     # 5.2 (v8+): join_authorised_via_users_server → signed by that user's server.
     if rv.restricted_join_rule and JAUVS in content:
-        authoriser_server = _domain(content[JAUVS])
+        authoriser_server = server_name_of(content[JAUVS])
         if authoriser_server is None:
             return _deny("5.2.1", rv, f"{JAUVS} is not a user ID")
         if verify_signature is not None:

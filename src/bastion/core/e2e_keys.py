@@ -13,22 +13,20 @@ from nacl.signing import VerifyKey
 from bastion.core.canonical_json import canonical_json
 from bastion.core.json_types import JsonDict
 from bastion.core.signing import verify_key_from_base64, verify_signed_json
-from bastion.errors import MatrixError
+from bastion.errors import M_INVALID_SIGNATURE, MatrixError, invalid_param
+from bastion.errors import bad_json as bad_json  # re-exported: services/e2ee.py imports it here
 
 CROSS_SIGNING_USAGES = ("master", "self_signing", "user_signing")
 MAX_KEY_ID_LENGTH = 255
 
 
-def invalid(message: str) -> MatrixError:
-    return MatrixError("M_INVALID_PARAM", message, 400)
-
-
-def bad_json(message: str) -> MatrixError:
-    return MatrixError("M_BAD_JSON", message, 400)
+#: 400 ``M_INVALID_PARAM`` (the name the E2EE service imports).
+invalid = invalid_param
 
 
 def invalid_signature(message: str) -> MatrixError:
-    return MatrixError("M_INVALID_SIGNATURE", message, 400)
+    """400 ``M_INVALID_SIGNATURE``: a key's signature is missing or does not verify."""
+    return MatrixError(M_INVALID_SIGNATURE, message, 400)
 
 
 def signable(obj: JsonDict) -> bytes:

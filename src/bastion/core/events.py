@@ -16,6 +16,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from bastion.core.base64 import decode_base64, encode_base64
 from bastion.core.canonical_json import _OPTS, _check, _plain
+from bastion.core.identifiers import parse_event_id, parse_room_id, parse_user_id, server_name_of
 from bastion.core.json_types import JsonDict, JsonMapping
 from bastion.core.room_versions import (
     EventIdFormat,
@@ -24,7 +25,7 @@ from bastion.core.room_versions import (
     get_room_version,
 )
 from bastion.core.signing import SignatureError, signature_of, verify_signature_bytes
-from bastion.errors import M_TOO_LARGE, MatrixError, bad_json
+from bastion.errors import MatrixError, bad_json, too_large
 
 #: Size limits ("Size limits" in the Client-Server API; PDU checks step 1).
 MAX_PDU_SIZE = 65536
@@ -226,9 +227,10 @@ def sign_event(
 
 def domain_of(identifier: object) -> str:
     """The server name of a ``@user:server``-style identifier (everything after the first ``:``)."""
-    if not isinstance(identifier, str) or ":" not in identifier:
+    server_name = server_name_of(identifier)
+    if server_name is None:
         raise bad_json(f"identifier {str(identifier)[:80]!r} has no server name")
-    return identifier.split(":", 1)[1]
+    return server_name
 
 
 def required_signers(event: JsonDict, room_version: str) -> set[str]:
@@ -306,9 +308,9 @@ def check_event_size(event: JsonDict) -> None:
     for key in ("sender", "room_id", "state_key", "type", "event_id"):
         v = ev.get(key)
         if isinstance(v, str) and len(v.encode("utf-8")) > MAX_ID_BYTES:
-            raise MatrixError(M_TOO_LARGE, f"'{key}' is longer than {MAX_ID_BYTES} bytes", 413)
+            raise too_large(f"'{key}' is longer than {MAX_ID_BYTES} bytes")
     if len(_encode(ev)) > MAX_PDU_SIZE:
-        raise MatrixError(M_TOO_LARGE, f"event is larger than {MAX_PDU_SIZE} bytes", 413)
+        raise too_large(f"event is larger than {MAX_PDU_SIZE} bytes")
 
 
 # --- Format (S-S API "Checks performed on receipt of a PDU", step 1; data/.../pdu_v*.yaml) ------
@@ -334,8 +336,6 @@ def validate_pdu(event: object, room_version: str) -> None:
     Raises :class:`~bastion.errors.MatrixError` (``M_BAD_JSON`` or ``M_TOO_LARGE``) naming the
     problem.
     """
-    from bastion.core.identifiers import parse_event_id, parse_room_id, parse_user_id
-
     rv = get_room_version(room_version)
     _require(isinstance(event, dict), "an event must be a JSON object")
     assert isinstance(event, dict)

@@ -30,7 +30,7 @@ from typing import Any, Final, TypeAlias
 
 from bastion.core.json_types import JsonDict, JsonMapping, StateKey
 from bastion.core.room_versions import RoomVersion, StateResAlgorithm, get_room_version
-from bastion.errors import M_INVALID_PARAM, M_UNSUPPORTED_ROOM_VERSION, MatrixError, bad_json
+from bastion.errors import M_UNSUPPORTED_ROOM_VERSION, MatrixError, bad_json, invalid_param
 
 __all__ = ["resolve_state"]
 
@@ -211,9 +211,8 @@ class _Events:
             return i
         event = self.event_map.get(eid)
         if event is None:
-            raise MatrixError(
-                M_INVALID_PARAM,
-                f"state resolution needs event {eid[:100]!r}, which is not in the event map",
+            raise invalid_param(
+                f"state resolution needs event {eid[:100]!r}, which is not in the event map"
             )
         if not isinstance(event, Mapping):
             raise bad_json(f"event {eid[:100]!r} is not a JSON object")

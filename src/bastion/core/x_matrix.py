@@ -28,7 +28,7 @@ from bastion.core.canonical_json import canonical_json
 from bastion.core.identifiers import is_valid_server_name
 from bastion.core.json_types import JsonDict
 from bastion.core.signing import sign_json, verify_signature_bytes
-from bastion.errors import MatrixError
+from bastion.errors import M_UNAUTHORIZED, MatrixError
 
 #: RFC 9110 §5.6.2 ``tchar``.
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -42,7 +42,7 @@ class XMatrixError(MatrixError):
     """The request is not authenticated: 401 ``M_UNAUTHORIZED``."""
 
     def __init__(self, message: str) -> None:
-        super().__init__("M_UNAUTHORIZED", message, 401)
+        super().__init__(M_UNAUTHORIZED, message, 401)
 
 
 @dataclass(frozen=True, slots=True)
