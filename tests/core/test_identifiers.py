@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from bastion.core import MatrixError
 from bastion.core.identifiers import (
+    UserID,
+    UserId,
     is_valid_namespaced_identifier,
     is_valid_server_name,
     is_valid_user_id,
@@ -16,6 +18,7 @@ from bastion.core.identifiers import (
     parse_room_id,
     parse_server_name,
     parse_user_id,
+    server_name_of,
 )
 
 
@@ -145,3 +148,71 @@ def test_arbitrary_text_never_crashes_parsers(text):
         with contextlib.suppress(MatrixError):
             parse(text)
     assert is_valid_server_name(text) in (True, False)
+
+
+# --- UserId and server_name_of: the one user-ID vocabulary --------------------------------------
+
+
+def test_user_id_value_object():
+    uid = UserId.parse("@alice:example.org:8448")
+    assert isinstance(uid, UserId)
+    assert uid.localpart == "alice"
+    assert uid.domain == uid.server_name == "example.org:8448"
+    assert str(uid) == "@alice:example.org:8448"
+    assert uid.is_local_to("example.org:8448")
+    assert not uid.is_local_to("example.org")
+    assert uid == parse_user_id("@alice:example.org:8448")
+    assert hash(uid) == hash(UserId("alice", "example.org:8448"))
+    with pytest.raises(AttributeError):
+        uid.localpart = "mallory"  # type: ignore[misc]
+    # The former name still names the same type.
+    assert UserID is UserId
+
+
+def test_user_id_parse_refuses_like_parse_user_id():
+    for bad in ["alice:example.org", "@Alice:example.org", "@alice", "@a:bad host", 5, None]:
+        with pytest.raises(MatrixError) as e:
+            UserId.parse(bad)
+        assert e.value.errcode == "M_INVALID_PARAM"
+        assert e.value.status == 400
+    assert UserId.parse("@Alice:example.org", historical=True).localpart == "Alice"
+    with pytest.raises(MatrixError):
+        UserId.parse("@a\x00b:x.org", historical=True)
+
+
+@given(
+    st.from_regex(r"@[a-z0-9._=/+\-]{1,20}:[a-z0-9.\-]{1,30}(:[1-9][0-9]{0,3})?", fullmatch=True)
+)
+def test_user_id_round_trips(value):
+    uid = UserId.parse(value)
+    assert str(uid) == value
+    assert server_name_of(value) == uid.server_name
+
+
+@pytest.mark.parametrize(
+    ("identifier", "server_name"),
+    [
+        ("@alice:example.org", "example.org"),
+        ("@alice:example.org:8448", "example.org:8448"),
+        ("@a:[::1]:8448", "[::1]:8448"),
+        ("!room:example.org", "example.org"),
+        ("#alias:example.org", "example.org"),
+        ("$event:example.org", "example.org"),
+        ("@a:", ""),
+        ("@alice", None),
+        ("", None),
+        (None, None),
+        (42, None),
+        (["@a:b"], None),
+    ],
+)
+def test_server_name_of(identifier, server_name):
+    assert server_name_of(identifier) == server_name
+
+
+def test_server_name_is_after_the_first_colon():
+    # A localpart never holds ':', so the server part starts after the first one; a suffix
+    # match on ":" + server_name is not the same test.
+    assert server_name_of("@evil:x:example.org") == "x:example.org"
+    assert server_name_of("@a:example.org.attacker") != "example.org"
+    assert not UserId.parse("@evil:example.org.attacker").is_local_to("example.org")

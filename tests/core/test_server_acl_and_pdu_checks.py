@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bastion.core import rate_limit
 from bastion.core.pdu_checks import (
     TokenBucket,
     order_by_auth,
@@ -110,3 +111,34 @@ def test_token_bucket():
     wait = b.take(0.0)
     assert 0 < wait <= 1.0
     assert b.take(1.0) == 0
+
+
+def test_token_bucket_lives_in_rate_limit():
+    assert TokenBucket is rate_limit.TokenBucket
+
+
+def test_token_buckets_per_key():
+    buckets = rate_limit.TokenBuckets(rate=1.0, burst=2.0)
+    assert buckets.take("a", 0.0) == 0 and buckets.take("a", 0.0) == 0
+    assert 0 < buckets.take("a", 0.0) <= 1.0
+    assert buckets.take("b", 0.0) == 0  # another key has its own bucket
+    assert buckets.take("a", 1.0) == 0  # refilled at `rate`
+
+
+def test_token_buckets_forget_least_recently_used_keys():
+    buckets = rate_limit.TokenBuckets(rate=0.001, burst=1.0, max_keys=2)
+    assert buckets.take("a", 0.0) == 0
+    assert buckets.take("b", 0.0) == 0
+    assert buckets.take("a", 0.0) > 0  # "a" is now the most recently used
+    assert buckets.take("c", 0.0) == 0  # evicts "b", not "a"
+    assert len(buckets) == 2
+    assert buckets.take("a", 0.0) > 0  # "a" kept its empty bucket
+    assert buckets.take("b", 0.0) == 0  # "b" was forgotten: full again
+    with pytest.raises(ValueError):
+        rate_limit.TokenBuckets(1.0, 1.0, max_keys=0)
+
+
+def test_retry_after_ms():
+    assert rate_limit.retry_after_ms(0.0) == 1
+    assert rate_limit.retry_after_ms(0.0004) == 1
+    assert rate_limit.retry_after_ms(2.5) == 2500

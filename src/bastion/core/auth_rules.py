@@ -51,6 +51,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion.core.events import compute_event_id
+from bastion.core.identifiers import server_name_of
+from bastion.core.json_types import JsonDict, JsonMapping, StateKey
 from bastion.core.power_levels import (
     NAMED_LEVEL_DEFAULTS,
     named_level,
@@ -85,7 +87,7 @@ JAUVS = "join_authorised_via_users_server"
 _NAMED_LEVELS = tuple(NAMED_LEVEL_DEFAULTS)  # users_default, events_default, state_default, ...
 
 #: Verifies ``event`` is validly signed by ``server_name`` (rule 5.2).
-SignatureVerifier = Callable[[dict, str], bool]
+SignatureVerifier = Callable[[JsonDict, str], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,9 +179,13 @@ _SERVER_NAME = re.compile(
 
 
 def is_valid_user_id(user_id: Any) -> bool:
-    """A user ID in the appendices' grammar: ``@localpart:server_name``, at most 255 bytes.
+    """The auth rules' test of a user ID (the ``users`` keys of power levels, v12's
+    ``additional_creators``): ``@localpart:server_name``, at most 255 bytes.
 
-    Historical localparts are accepted (any characters but ``:``), but not an empty one.
+    Historical localparts are accepted (any characters but ``:``), but not an empty one; the
+    server name is checked against its character grammar only. This is the rule the room's
+    history was authorised with, so it stays as it is; everything else uses
+    :func:`bastion.core.identifiers.is_valid_user_id`.
     """
     if not isinstance(user_id, str) or not user_id.startswith("@"):
         return False
@@ -187,13 +193,6 @@ def is_valid_user_id(user_id: Any) -> bool:
     if not sep or not localpart or len(user_id.encode("utf-8")) > 255:
         return False
     return _SERVER_NAME.fullmatch(server) is not None
-
-
-def _domain(identifier: Any) -> str | None:
-    if not isinstance(identifier, str):
-        return None
-    _, sep, domain = identifier.partition(":")
-    return domain if sep else None
 
 
 def _content(event: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -222,7 +221,7 @@ def _event_id_of(event: Mapping[str, Any], rv: RoomVersion) -> str | None:
         eid = event.get("event_id")
         return eid if isinstance(eid, str) else None
     try:
-        return compute_event_id(event, rv.identifier)  # type: ignore[arg-type]
+        return compute_event_id(event, rv.identifier)
     except MatrixError:
         return None
 
@@ -249,7 +248,7 @@ def _check_shape(event: Any) -> str | None:
     """The structural problem of ``event`` the rules cannot be applied to, if any."""
     if not isinstance(event.get("type"), str):
         return "event has no string 'type'"
-    if not isinstance(event.get("sender"), str) or _domain(event["sender"]) is None:
+    if not isinstance(event.get("sender"), str) or server_name_of(event["sender"]) is None:
         return "event has no valid 'sender'"
     if not isinstance(event.get("content"), Mapping):
         return "event 'content' is not an object"
@@ -261,7 +260,7 @@ def _check_shape(event: Any) -> str | None:
 # --- Auth events selection (S-S API) ---------------------------------------------------------
 
 
-def auth_types_for_event(event: dict, room_version: str) -> list[tuple[str, str]]:
+def auth_types_for_event(event: JsonDict, room_version: str) -> list[tuple[str, str]]:
     """The ``(type, state_key)`` pairs an event's ``auth_events`` may name (S-S API "Auth events
     selection"): none for ``m.room.create``; else the create event (not in v12, where the room ID
     implies it), the power levels, the sender's membership, and for ``m.room.member`` the target's
@@ -311,8 +310,8 @@ def _auth_types(event: Mapping[str, Any], rv: RoomVersion) -> list[tuple[str, st
 
 
 def check_auth(
-    event: dict,
-    auth_events: list[dict],
+    event: JsonDict,
+    auth_events: list[JsonDict],
     room_version: str,
     *,
     rejected: Collection[str] = (),
@@ -338,10 +337,11 @@ def check_auth(
         return _check_create(event, rv)
     if not isinstance(auth_events, list | tuple):
         return _deny(None, rv, "auth_events must be a list of events")
-    supplied = [e for e in auth_events if isinstance(e, Mapping)]
+    supplied: list[Mapping[str, Any]] = [e for e in auth_events if isinstance(e, Mapping)]
 
     # Rule 2 (v12): the room ID is the ID of an accepted m.room.create event, "!" for "$".
     create_event_id = None
+    create: Mapping[str, Any] | None = None
     if rv.room_id_is_create_hash:
         result, create, create_event_id = _find_v12_create(event, supplied, rv, rejected)
         if result is not None:
@@ -356,10 +356,10 @@ def check_auth(
             by_id.setdefault(eid, e)
     entries = []
     for eid in listed:
-        e = by_id.get(eid)
-        if e is None:
+        found = by_id.get(eid)
+        if found is None:
             return _deny("3", rv, f"auth event {eid[:80]} was not supplied")
-        entries.append((eid, e))
+        entries.append((eid, found))
 
     # Rule 3.1: no duplicate (type, state_key) entries.
     state: dict[tuple[str, str], Mapping[str, Any]] = {}
@@ -390,14 +390,14 @@ def check_auth(
     for eid, e in entries:
         if e.get("room_id") != room_id:
             return _deny("3.5", rv, f"auth event {eid[:80]} belongs to another room")
-    if rv.room_id_is_create_hash:
+    if create is not None:  # v12: the create event found by rule 2
         state[CREATE_KEY] = create
     return _check_state_rules(event, state, rv, verify_signature, create_event_id)
 
 
 def check_auth_against_state(
-    event: dict,
-    state: Mapping[tuple[str, str], dict],
+    event: JsonDict,
+    state: Mapping[StateKey, JsonMapping],
     room_version: str,
     *,
     verify_signature: SignatureVerifier | None = None,
@@ -451,7 +451,7 @@ def _check_create(event: Mapping[str, Any], rv: RoomVersion) -> AuthResult:
     if rv.room_id_is_create_hash:
         if "room_id" in event:
             return _deny("1.2", rv, "m.room.create must not have a room_id in this room version")
-    elif _domain(event.get("room_id")) != _domain(event["sender"]):
+    elif server_name_of(event.get("room_id")) != server_name_of(event["sender"]):
         return _deny("1.2", rv, "the room_id's domain does not match the sender's")
     # 1.3: content.room_version, if present, is a known version.
     if "room_version" in content and content["room_version"] not in KNOWN_ROOM_VERSIONS:
@@ -492,7 +492,7 @@ def _find_v12_create(
 
 
 def _check_state_rules(
-    event: Mapping[str, Any],
+    event: JsonDict,
     state: Mapping[tuple[str, str], Any],
     rv: RoomVersion,
     verify_signature: SignatureVerifier | None,
@@ -506,7 +506,7 @@ def _check_state_rules(
     etype = event["type"]
 
     # Rule 4: m.federate false → only the creating server's users.
-    if _content(create).get("m.federate") is False and _domain(sender) != _domain(
+    if _content(create).get("m.federate") is False and server_name_of(sender) != server_name_of(
         create.get("sender")
     ):
         return _deny("4", rv, "the room is not federated and the sender is from another server")
@@ -560,7 +560,7 @@ def _check_aliases(event: Mapping[str, Any], rv: RoomVersion) -> AuthResult:
     state_key = event.get("state_key")
     if state_key is None:  # 4.1
         return _deny("aliases.1", rv, "m.room.aliases must have a state_key")
-    if state_key != _domain(event["sender"]):  # 4.2
+    if state_key != server_name_of(event["sender"]):  # 4.2
         return _deny("aliases.2", rv, "m.room.aliases state_key must be the sender's server")
     return _allow("aliases.3", rv, "m.room.aliases for the sender's own server")
 
@@ -575,8 +575,8 @@ def _check_redaction_v1(
     if sender_level >= named_level(pl, "redact", rv):  # 11.1
         return _allow("redaction.1", rv, "the sender has the redact level")
     redacts = event.get("redacts")
-    own = _domain(event.get("event_id"))
-    if own is not None and _domain(redacts) == own:  # 11.2
+    own = server_name_of(event.get("event_id"))
+    if own is not None and server_name_of(redacts) == own:  # 11.2
         return _allow("redaction.2", rv, "the redacted event is from the redacting server")
     return _deny("redaction.3", rv, "the sender may not redact events of other servers")
 
@@ -585,7 +585,7 @@ def _check_redaction_v1(
 
 
 def _check_member(
-    event: Mapping[str, Any],
+    event: JsonDict,
     state: Mapping[tuple[str, str], Any],
     create: Mapping[str, Any],
     pl: Mapping[str, Any] | None,
@@ -604,11 +604,11 @@ def _check_member(
 
     # 5.2 (v8+): join_authorised_via_users_server → signed by that user's server.
     if rv.restricted_join_rule and JAUVS in content:
-        authoriser_server = _domain(content[JAUVS])
+        authoriser_server = server_name_of(content[JAUVS])
         if authoriser_server is None:
             return _deny("5.2.1", rv, f"{JAUVS} is not a user ID")
         if verify_signature is not None:
-            signed = bool(verify_signature(event, authoriser_server))  # type: ignore[arg-type]
+            signed = bool(verify_signature(event, authoriser_server))
         else:
             sigs = event.get("signatures")
             by_key = sigs.get(authoriser_server) if isinstance(sigs, Mapping) else None

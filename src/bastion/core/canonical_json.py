@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from bastion.errors import bad_json
+from bastion.errors import bad_json, not_json
 
 MAX_SAFE_INTEGER = 2**53 - 1
 _OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
@@ -118,12 +118,10 @@ def parse_json(data: bytes | str, strict: bool = True) -> Any:
     ``canonical_json(parse_json(text))`` reproduces the spec's examples. Duplicate keys keep the
     last value, as every common parser does. Raises ``M_NOT_JSON`` for text that is not JSON.
     """
-    from bastion.errors import M_NOT_JSON, MatrixError
-
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as e:
-        raise MatrixError(M_NOT_JSON, f"not valid JSON: {e}") from None
+        raise not_json(f"not valid JSON: {e}") from None
     if strict and _check(value):
         value = _plain(value)
     return value

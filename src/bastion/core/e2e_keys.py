@@ -11,26 +11,25 @@ from __future__ import annotations
 from nacl.signing import VerifyKey
 
 from bastion.core.canonical_json import canonical_json
+from bastion.core.json_types import JsonDict
 from bastion.core.signing import verify_key_from_base64, verify_signed_json
-from bastion.errors import MatrixError
+from bastion.errors import M_INVALID_SIGNATURE, MatrixError, invalid_param
+from bastion.errors import bad_json as bad_json  # re-exported: services/e2ee.py imports it here
 
 CROSS_SIGNING_USAGES = ("master", "self_signing", "user_signing")
 MAX_KEY_ID_LENGTH = 255
 
 
-def invalid(message: str) -> MatrixError:
-    return MatrixError("M_INVALID_PARAM", message, 400)
-
-
-def bad_json(message: str) -> MatrixError:
-    return MatrixError("M_BAD_JSON", message, 400)
+#: 400 ``M_INVALID_PARAM`` (the name the E2EE service imports).
+invalid = invalid_param
 
 
 def invalid_signature(message: str) -> MatrixError:
-    return MatrixError("M_INVALID_SIGNATURE", message, 400)
+    """400 ``M_INVALID_SIGNATURE``: a key's signature is missing or does not verify."""
+    return MatrixError(M_INVALID_SIGNATURE, message, 400)
 
 
-def signable(obj: dict) -> bytes:
+def signable(obj: JsonDict) -> bytes:
     """The bytes a signature covers: the object without ``signatures`` and ``unsigned``."""
     return canonical_json({k: v for k, v in obj.items() if k not in ("signatures", "unsigned")})
 
@@ -44,7 +43,7 @@ def ed25519_key(public_key: object, what: str) -> VerifyKey:
         raise invalid(f"{what} is not an unpadded-base64 Ed25519 public key") from None
 
 
-def check_signature(obj: dict, user_id: str, key_id: str, key: VerifyKey, what: str) -> None:
+def check_signature(obj: JsonDict, user_id: str, key_id: str, key: VerifyKey, what: str) -> None:
     """Raise 400 ``M_INVALID_SIGNATURE`` unless ``obj`` carries a valid signature by the key."""
     try:
         verify_signed_json(obj, user_id, key_id, key)
@@ -52,7 +51,7 @@ def check_signature(obj: dict, user_id: str, key_id: str, key: VerifyKey, what: 
         raise invalid_signature(f"{what}: missing or invalid signature by {key_id}") from None
 
 
-def _check_signatures_shape(obj: dict, what: str) -> None:
+def _check_signatures_shape(obj: JsonDict, what: str) -> None:
     sigs = obj.get("signatures", {})
     if not isinstance(sigs, dict) or not all(
         isinstance(u, str) and isinstance(by_key, dict) and all(
@@ -101,7 +100,7 @@ def check_device_keys(keys: object, user_id: str, device_id: str) -> VerifyKey:
     return verify_key
 
 
-def same_signed_content(a: dict, b: dict) -> bool:
+def same_signed_content(a: JsonDict, b: JsonDict) -> bool:
     """True if the two objects are equal apart from ``signatures`` and ``unsigned``."""
     return signable(a) == signable(b)
 
@@ -172,17 +171,17 @@ def check_cross_signing_key(key: object, user_id: str, usage: str) -> tuple[str,
     return public_key, verify_key
 
 
-def backup_key_replaces(existing: dict, new: dict) -> bool:
+def backup_key_replaces(existing: JsonDict, new: JsonDict) -> bool:
     """The server-side backup rule: keep the key with ``is_verified``, then the lower
     ``first_message_index``, then the lower ``forwarded_count``. True if ``new`` wins."""
     if bool(existing["is_verified"]) != bool(new["is_verified"]):
         return bool(new["is_verified"])
     if existing["first_message_index"] != new["first_message_index"]:
-        return new["first_message_index"] < existing["first_message_index"]
-    return new["forwarded_count"] < existing["forwarded_count"]
+        return bool(new["first_message_index"] < existing["first_message_index"])
+    return bool(new["forwarded_count"] < existing["forwarded_count"])
 
 
-def check_backup_key(data: object, where: str) -> dict:
+def check_backup_key(data: object, where: str) -> JsonDict:
     """Validate a KeyBackupData object (definitions/key_backup_data.yaml)."""
     if not isinstance(data, dict):
         raise bad_json(f"{where} must be an object")

@@ -16,6 +16,8 @@ from nacl.signing import SigningKey, VerifyKey
 
 from bastion.core.base64 import decode_base64, encode_base64
 from bastion.core.canonical_json import _OPTS, _check, _plain
+from bastion.core.identifiers import parse_event_id, parse_room_id, parse_user_id, server_name_of
+from bastion.core.json_types import JsonDict, JsonMapping
 from bastion.core.room_versions import (
     EventIdFormat,
     RedactionRules,
@@ -23,7 +25,7 @@ from bastion.core.room_versions import (
     get_room_version,
 )
 from bastion.core.signing import SignatureError, signature_of, verify_signature_bytes
-from bastion.errors import M_TOO_LARGE, MatrixError, bad_json
+from bastion.errors import MatrixError, bad_json, too_large
 
 #: Size limits ("Size limits" in the Client-Server API; PDU checks step 1).
 MAX_PDU_SIZE = 65536
@@ -97,7 +99,7 @@ def _redact(event: Mapping[str, Any], rv: RoomVersion) -> dict[str, Any]:
     return out
 
 
-def redact(event: dict, room_version: str) -> dict:
+def redact(event: JsonDict, room_version: str) -> JsonDict:
     """The event as the redaction algorithm of ``room_version`` leaves it.
 
     Top-level keys outside the version's list and content keys outside the per-type list are
@@ -111,7 +113,7 @@ def redact(event: dict, room_version: str) -> dict:
 # --- Hashes and IDs -----------------------------------------------------------------------------
 
 
-def _checked(event: Any) -> dict:
+def _checked(event: Any) -> JsonDict:
     """Validate ``event`` for canonical JSON once; return a dict safe to encode without checks."""
     if not isinstance(event, Mapping):
         raise bad_json("an event must be a JSON object")
@@ -120,25 +122,25 @@ def _checked(event: Any) -> dict:
     return event if type(event) is dict else dict(event)
 
 
-def _encode(obj: dict) -> bytes:
+def _encode(obj: JsonDict) -> bytes:
     try:
         return orjson.dumps(obj, option=_OPTS)
     except orjson.JSONEncodeError as e:
         raise bad_json(f"cannot encode event: {e}") from None
 
 
-def _content_hash_bytes(event: dict) -> bytes:
+def _content_hash_bytes(event: JsonDict) -> bytes:
     body = {k: v for k, v in event.items() if k not in ("unsigned", "signatures", "hashes")}
     return hashlib.sha256(_encode(body)).digest()
 
 
-def compute_content_hash(event: dict) -> str:
+def compute_content_hash(event: JsonDict) -> str:
     """``hashes.sha256`` of an event: SHA-256 of its canonical JSON without ``unsigned``,
     ``signatures`` and ``hashes``, in unpadded base64 (S-S API "Calculating the content hash")."""
     return encode_base64(_content_hash_bytes(_checked(event)))
 
 
-def check_content_hash(event: dict) -> bool:
+def check_content_hash(event: JsonDict) -> bool:
     """True if ``event["hashes"]["sha256"]`` matches its content (PDU check 3)."""
     ev = _checked(event)
     hashes = ev.get("hashes")
@@ -151,19 +153,19 @@ def check_content_hash(event: dict) -> bool:
     return expected == _content_hash_bytes(ev)
 
 
-def _reference_hash_bytes(event: dict, rv: RoomVersion) -> bytes:
+def _reference_hash_bytes(event: JsonDict, rv: RoomVersion) -> bytes:
     redacted = _redact(event, rv)
     redacted.pop("signatures", None)
     redacted.pop("unsigned", None)
     return hashlib.sha256(_encode(redacted)).digest()
 
 
-def compute_reference_hash(event: dict, room_version: str) -> bytes:
+def compute_reference_hash(event: JsonDict, room_version: str) -> bytes:
     """The event's reference hash (S-S API "Calculating the reference hash for an event")."""
     return _reference_hash_bytes(_checked(event), get_room_version(room_version))
 
 
-def _event_id(event: dict, rv: RoomVersion) -> str:
+def _event_id(event: JsonDict, rv: RoomVersion) -> str:
     fmt = rv.event_id_format
     if fmt is EventIdFormat.V1_OPAQUE:
         eid = event.get("event_id")
@@ -174,7 +176,7 @@ def _event_id(event: dict, rv: RoomVersion) -> str:
     return "$" + encode_base64(digest, urlsafe=fmt is EventIdFormat.V4_URLSAFE)
 
 
-def compute_event_id(event: dict, room_version: str) -> str:
+def compute_event_id(event: JsonMapping, room_version: str) -> str:
     """The event ID: ``event_id`` itself in v1–v2, else ``$`` + the reference hash in unpadded
     base64 (standard alphabet in v3, URL-safe from v4; rooms/fragments/v1-event-ids,
     v4-event-ids).
@@ -187,7 +189,7 @@ def compute_event_id(event: dict, room_version: str) -> str:
     return _event_id(_checked(event), rv)
 
 
-def compute_room_id_v12(create_event: dict) -> str:
+def compute_room_id_v12(create_event: JsonDict) -> str:
     """A v12 room's ID: the create event's ID with ``!`` instead of ``$`` (v12 "Event format")."""
     return "!" + compute_event_id(create_event, "12")[1:]
 
@@ -196,8 +198,8 @@ def compute_room_id_v12(create_event: dict) -> str:
 
 
 def sign_event(
-    event: dict, room_version: str, signing_name: str, key_id: str, key: SigningKey
-) -> dict:
+    event: JsonDict, room_version: str, signing_name: str, key_id: str, key: SigningKey
+) -> JsonDict:
     """Return a copy of ``event`` with its content hash set and ``signing_name``'s signature added.
 
     The content hash is computed over the full event, then the redacted event is signed and the
@@ -223,14 +225,15 @@ def sign_event(
     return out
 
 
-def domain_of(identifier: str) -> str:
+def domain_of(identifier: object) -> str:
     """The server name of a ``@user:server``-style identifier (everything after the first ``:``)."""
-    if not isinstance(identifier, str) or ":" not in identifier:
+    server_name = server_name_of(identifier)
+    if server_name is None:
         raise bad_json(f"identifier {str(identifier)[:80]!r} has no server name")
-    return identifier.split(":", 1)[1]
+    return server_name
 
 
-def required_signers(event: dict, room_version: str) -> set[str]:
+def required_signers(event: JsonDict, room_version: str) -> set[str]:
     """The servers whose signatures an event must carry (S-S API "Validating hashes and
     signatures on received events"): the sender's server, and in v1–v2 the event ID's server.
 
@@ -238,14 +241,14 @@ def required_signers(event: dict, room_version: str) -> set[str]:
     rules (rule 4.2 of v8+), not here.
     """
     rv = get_room_version(room_version)
-    signers = {domain_of(event.get("sender"))}  # type: ignore[arg-type]
+    signers = {domain_of(event.get("sender"))}
     if rv.event_id_domain_signs:
-        signers.add(domain_of(event.get("event_id")))  # type: ignore[arg-type]
+        signers.add(domain_of(event.get("event_id")))
     return signers
 
 
 def verify_event_signature(
-    event: dict, room_version: str, server_name: str, key_id: str, key: VerifyKey
+    event: JsonDict, room_version: str, server_name: str, key_id: str, key: VerifyKey
 ) -> None:
     """Check one server's signature on an event (over its redacted form). Raises SignatureError."""
     rv = get_room_version(room_version)
@@ -258,7 +261,7 @@ def verify_event_signature(
 
 
 def verify_event(
-    event: dict,
+    event: JsonDict,
     room_version: str,
     verify_keys: Mapping[str, Mapping[str, VerifyKey]],
 ) -> bool:
@@ -298,16 +301,16 @@ def verify_event(
         return False
 
 
-def check_event_size(event: dict) -> None:
+def check_event_size(event: JsonDict) -> None:
     """PDU check 1 / C-S "Size limits": the whole event at most 65536 bytes of canonical JSON,
     and ``sender``, ``room_id``, ``state_key``, ``type`` and ``event_id`` at most 255 bytes."""
     ev = _checked(event)
     for key in ("sender", "room_id", "state_key", "type", "event_id"):
         v = ev.get(key)
         if isinstance(v, str) and len(v.encode("utf-8")) > MAX_ID_BYTES:
-            raise MatrixError(M_TOO_LARGE, f"'{key}' is longer than {MAX_ID_BYTES} bytes", 413)
+            raise too_large(f"'{key}' is longer than {MAX_ID_BYTES} bytes")
     if len(_encode(ev)) > MAX_PDU_SIZE:
-        raise MatrixError(M_TOO_LARGE, f"event is larger than {MAX_PDU_SIZE} bytes", 413)
+        raise too_large(f"event is larger than {MAX_PDU_SIZE} bytes")
 
 
 # --- Format (S-S API "Checks performed on receipt of a PDU", step 1; data/.../pdu_v*.yaml) ------
@@ -333,8 +336,6 @@ def validate_pdu(event: object, room_version: str) -> None:
     Raises :class:`~bastion.errors.MatrixError` (``M_BAD_JSON`` or ``M_TOO_LARGE``) naming the
     problem.
     """
-    from bastion.core.identifiers import parse_event_id, parse_room_id, parse_user_id
-
     rv = get_room_version(room_version)
     _require(isinstance(event, dict), "an event must be a JSON object")
     assert isinstance(event, dict)
@@ -357,7 +358,8 @@ def validate_pdu(event: object, room_version: str) -> None:
         "'hashes' must be an object with a 'sha256' string",
     )
     sigs = ev.get("signatures")
-    _require(isinstance(sigs, dict), "'signatures' must be an object")
+    if not isinstance(sigs, dict):
+        raise bad_json("'signatures' must be an object")
     for server, by_key in sigs.items():
         _require(isinstance(by_key, dict), f"signatures of {server!r} must be an object")
         for key_id, sig in by_key.items():
@@ -375,7 +377,8 @@ def validate_pdu(event: object, room_version: str) -> None:
     # prev_events / auth_events per event format.
     for key, limit in (("prev_events", MAX_PREV_EVENTS), ("auth_events", MAX_AUTH_EVENTS)):
         refs = ev.get(key)
-        _require(isinstance(refs, list), f"'{key}' must be an array")
+        if not isinstance(refs, list):
+            raise bad_json(f"'{key}' must be an array")
         _require(len(refs) <= limit, f"'{key}' has more than {limit} entries")
         for ref in refs:
             if rv.event_id_format is EventIdFormat.V1_OPAQUE:
@@ -395,6 +398,6 @@ def validate_pdu(event: object, room_version: str) -> None:
     check_event_size(ev)
 
 
-def event_ref_ids(refs: list) -> list[str]:
+def event_ref_ids(refs: list[Any]) -> list[str]:
     """The event IDs of a ``prev_events``/``auth_events`` list in any event format."""
     return [r[0] if isinstance(r, list) else r for r in refs]

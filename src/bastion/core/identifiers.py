@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from bastion.core.room_versions import EventIdFormat, get_room_version
-from bastion.errors import M_INVALID_PARAM, MatrixError
+from bastion.errors import MatrixError, invalid_param
 
 MAX_ID_BYTES = 255
 
@@ -27,7 +27,7 @@ _URLSAFE_HASH = re.compile(r"[A-Za-z0-9_\-]{43}")
 
 def _invalid(kind: str, value: object, rule: str) -> MatrixError:
     shown = repr(value)[:80]
-    return MatrixError(M_INVALID_PARAM, f"invalid {kind} {shown}: {rule}")
+    return invalid_param(f"invalid {kind} {shown}: {rule}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,15 +105,40 @@ def _check_historical_localpart(kind: str, value: str, localpart: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class UserID:
+class UserId:
+    """A user ID parsed once ("User Identifiers"): ``@localpart:domain``.
+
+    ``domain`` is the server name of the homeserver that allocated the account (also available
+    as ``server_name``). Build one with :meth:`parse` (or :func:`parse_user_id`); ``str()`` gives
+    the user ID back.
+    """
+
     localpart: str
     domain: str
+
+    @classmethod
+    def parse(cls, value: object, historical: bool = False) -> UserId:
+        """Parse ``value`` (see :func:`parse_user_id`); ``M_INVALID_PARAM`` if it is not one."""
+        return parse_user_id(value, historical)
+
+    @property
+    def server_name(self) -> str:
+        """The server name part (the same as ``domain``)."""
+        return self.domain
+
+    def is_local_to(self, server_name: str) -> bool:
+        """Whether the account belongs to the homeserver named ``server_name``."""
+        return self.domain == server_name
 
     def __str__(self) -> str:
         return f"@{self.localpart}:{self.domain}"
 
 
-def parse_user_id(value: object, historical: bool = False) -> UserID:
+#: The former name of :class:`UserId`.
+UserID = UserId
+
+
+def parse_user_id(value: object, historical: bool = False) -> UserId:
     """Parse ``@localpart:domain`` ("User Identifiers").
 
     By default the current grammar applies: a non-empty localpart of ``a-z 0-9 . _ = - / +``.
@@ -133,15 +158,32 @@ def parse_user_id(value: object, historical: bool = False) -> UserID:
     elif not _USER_LOCALPART.fullmatch(localpart):
         raise _invalid("user ID", value, "localpart must be non-empty and only a-z, 0-9, '._=-/+'")
     parse_server_name(domain)
-    return UserID(localpart, domain)
+    return UserId(localpart, domain)
 
 
 def is_valid_user_id(value: object, historical: bool = False) -> bool:
+    """Whether ``value`` is a user ID (:func:`parse_user_id`'s grammar; ``historical=True`` for
+    IDs received over federation, which servers MUST accept in the historical grammar)."""
     try:
         parse_user_id(value, historical)
     except MatrixError:
         return False
     return True
+
+
+def server_name_of(identifier: object) -> str | None:
+    """The server name of a ``@user:server`` ID (likewise ``!room:server``, ``#alias:server`` and
+    v1–v2 ``$event:server``): everything after the first ``:``, which no localpart may contain.
+
+    Nothing is validated: ``None`` for a non-string or a string without ``:``. Use it on IDs
+    already validated (an event that passed its format checks, a stored user ID); for untrusted
+    input, :func:`parse_user_id` first. Comparing the result with our own server name is how an ID
+    is known to be local.
+    """
+    if not isinstance(identifier, str):
+        return None
+    _, sep, server_name = identifier.partition(":")
+    return server_name if sep else None
 
 
 @dataclass(frozen=True, slots=True)

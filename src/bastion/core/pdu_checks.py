@@ -3,49 +3,47 @@ receipt of a PDU", "Retrieving events"; C-S module "History visibility", "Server
 
 The shell (``bastion.federation.event_handler``) fetches, verifies signatures and persists;
 what is decided from data alone lives here: the shape of a transaction, the order in which a
-batch of events must be checked, which server may see which event, and the token bucket used for
-per-origin rate limits.
+batch of events must be checked and which server may see which event. The token bucket used for
+per-origin rate limits lives in :mod:`bastion.core.rate_limit` (importable from here too).
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from bastion.core.rate_limit import TokenBucket as TokenBucket  # its former home
 from bastion.core.visibility import normalise_visibility
-from bastion.errors import MatrixError
+from bastion.errors import bad_json, forbidden, too_large
 
 #: S-S API "Transactions": at most 50 PDUs and 100 EDUs per transaction.
 MAX_TXN_PDUS = 50
 MAX_TXN_EDUS = 100
 
 
-def parse_transaction(body: Mapping[str, Any], origin: str) -> tuple[list, list]:
+def parse_transaction(body: Mapping[str, Any], origin: str) -> tuple[list[Any], list[Any]]:
     """Check the body of ``PUT /send/{txnId}`` (transactions.yaml) sent by ``origin`` (the
     authenticated server) and return ``(pdus, edus)``. Raises 400 ``M_BAD_JSON`` for a malformed
     body, 400 ``M_TOO_LARGE`` for more than 50 PDUs or 100 EDUs (the spec names no error code;
     the status follows the reference server) and 403 ``M_FORBIDDEN`` when the body's ``origin``
     is not the authenticated origin."""
     if body.get("origin") != origin:
-        raise MatrixError("M_FORBIDDEN", "the transaction's origin is not the signing server", 403)
+        raise forbidden("the transaction's origin is not the signing server")
     ts = body.get("origin_server_ts")
     if type(ts) is not int:
-        raise MatrixError("M_BAD_JSON", "'origin_server_ts' must be an integer")
+        raise bad_json("'origin_server_ts' must be an integer")
     pdus = body.get("pdus", [])
     edus = body.get("edus", [])
     if not isinstance(pdus, list):
-        raise MatrixError("M_BAD_JSON", "'pdus' must be an array")
+        raise bad_json("'pdus' must be an array")
     if edus is None:
         edus = []
     if not isinstance(edus, list):
-        raise MatrixError("M_BAD_JSON", "'edus' must be an array")
+        raise bad_json("'edus' must be an array")
     if len(pdus) > MAX_TXN_PDUS or len(edus) > MAX_TXN_EDUS:
-        raise MatrixError(
-            "M_TOO_LARGE",
-            f"a transaction carries at most {MAX_TXN_PDUS} PDUs and {MAX_TXN_EDUS} EDUs",
-            400,
+        raise too_large(
+            f"a transaction carries at most {MAX_TXN_PDUS} PDUs and {MAX_TXN_EDUS} EDUs", 400
         )
     return pdus, edus
 
@@ -75,7 +73,7 @@ def order_by_auth(events: Mapping[str, Mapping[str, Any]]) -> list[str]:
         for d in deps:
             users.setdefault(d, []).append(eid)
 
-    def key(eid: str) -> tuple:
+    def key(eid: str) -> tuple[int, str]:
         d = events[eid].get("depth")
         return (d if type(d) is int else 0, eid)
 
@@ -100,7 +98,7 @@ def order_by_auth(events: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def order_by_depth(events: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Oldest first: ``get_missing_events`` and backfill responses are processed in this order."""
 
-    def key(eid: str) -> tuple:
+    def key(eid: str) -> tuple[int, str]:
         d = events[eid].get("depth")
         return (d if type(d) is int else 0, eid)
 
@@ -128,24 +126,3 @@ def server_may_see(
     if v == "invited":
         return "invite" in memberships
     return False
-
-
-@dataclass
-class TokenBucket:
-    """A token bucket: ``rate`` tokens a second up to ``burst``. ``take(now_s)`` spends one token
-    and returns 0, or returns the seconds until one is available (nothing spent)."""
-
-    rate: float
-    burst: float
-    tokens: float = -1.0
-    stamp: float = 0.0
-
-    def take(self, now_s: float) -> float:
-        if self.tokens < 0:
-            self.tokens, self.stamp = self.burst, now_s
-        self.tokens = min(self.burst, self.tokens + (now_s - self.stamp) * self.rate)
-        self.stamp = now_s
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate if self.rate > 0 else 60.0

@@ -28,6 +28,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from bastion.core.json_types import JsonMapping, StateKey
 from bastion.core.room_versions import RoomVersion, get_room_version
 
 #: The power level of a v12 room creator: higher than any integer level.
@@ -60,16 +61,15 @@ def parse_power_level(value: Any, rv: RoomVersion) -> int | None:
     v10+ ("enforce_int_power_levels"): only a JSON integer. v1–v9: also a stringy integer
     ("v1-stringy-power-levels"); v1–v5 also a finite float, truncated ("v1-floaty-power-levels").
     """
-    t = type(value)
-    if t is int:
+    if type(value) is int:
         return value
     if rv.enforce_int_power_levels:
         return None
-    if t is str:
+    if type(value) is str:
         if _STRINGY_INT.fullmatch(value):
             return int(value.strip(" \t\n\r\f\v"))
         return None
-    if t is float and not rv.strict_canonical_json:
+    if type(value) is float and not rv.strict_canonical_json:
         if math.isfinite(value):
             return math.trunc(value)
         return None
@@ -165,7 +165,7 @@ def _content_of(event: Any) -> Mapping[str, Any] | None:
 
 
 def get_user_power_level(
-    user_id: str, state: Mapping[tuple[str, str], dict], room_version: str
+    user_id: str, state: Mapping[StateKey, JsonMapping], room_version: str
 ) -> int | float:
     """``user_id``'s power level in the room whose state is ``state``.
 

@@ -81,9 +81,9 @@ class RoomVersion:
         return self.event_id_format is not EventIdFormat.V1_OPAQUE
 
 
-def _v(identifier: str, **rules: object) -> RoomVersion:
+def _v(identifier: str) -> RoomVersion:
     n = int(identifier)
-    base = dict(
+    return RoomVersion(
         identifier=identifier,
         event_id_format=(
             EventIdFormat.V1_OPAQUE
@@ -125,8 +125,6 @@ def _v(identifier: str, **rules: object) -> RoomVersion:
         privileged_creators=n >= 12,
         room_id_is_create_hash=n >= 12,
     )
-    base.update(rules)
-    return RoomVersion(**base)  # type: ignore[arg-type]
 
 
 KNOWN_ROOM_VERSIONS: dict[str, RoomVersion] = {str(n): _v(str(n)) for n in range(1, 13)}

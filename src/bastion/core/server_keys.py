@@ -21,9 +21,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 from nacl.signing import SigningKey, VerifyKey
 
+from bastion.core.json_types import JsonDict
 from bastion.core.signing import (
     encode_verify_key,
     sign_json,
@@ -79,7 +81,7 @@ def effective_valid_until(valid_until_ts: int, fetched_at_ms: int) -> int:
     return min(valid_until_ts, fetched_at_ms + MAX_KEY_VALIDITY_MS)
 
 
-def _int(value: object) -> bool:
+def _int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -151,7 +153,7 @@ def validate_key_response(
 
 
 def check_notary_signature(
-    response: dict, notary: str, notary_keys: Mapping[str, VerifyKey]
+    response: JsonDict, notary: str, notary_keys: Mapping[str, VerifyKey]
 ) -> None:
     """A notary's answer carries the notary's own signature (keys_query.yaml: "The receiving
     (notary) server must sign the keys"). Raises KeyResponseError if none of ``notary_keys``
@@ -181,7 +183,7 @@ def key_valid_for_event(
     Versions 1–4 ignore ``valid_until_ts``, so any key we know counts."""
     if not enforce_validity:
         return True
-    return _int(origin_server_ts) and key.valid_until_ts >= origin_server_ts  # type: ignore[operator]
+    return _int(origin_server_ts) and key.valid_until_ts >= origin_server_ts
 
 
 def server_key_response(
@@ -190,7 +192,7 @@ def server_key_response(
     key: SigningKey,
     valid_until_ts: int,
     old_keys: Iterable[tuple[str, str, int]] = (),
-) -> dict:
+) -> JsonDict:
     """Our published keys (keys.yaml), self-signed. ``old_keys`` are (key_id, base64, expired_ts)."""
     body = {
         "server_name": server_name,

@@ -151,7 +151,9 @@ def _srv_then_default(server_name: str, host: str) -> Generator[Query, Any, Reso
     return _done(server_name, host, host, [(ip, DEFAULT_PORT) for ip in ips])
 
 
-def _done(server_name: str, host_header: str, tls_name: str, endpoints: list) -> Resolution:
+def _done(
+    server_name: str, host_header: str, tls_name: str, endpoints: list[tuple[str, int]]
+) -> Resolution:
     if not endpoints:
         raise ResolutionError(f"{server_name}: no address found for {tls_name}")
     seen: dict[tuple[str, int], None] = dict.fromkeys(endpoints)
@@ -171,7 +173,8 @@ def drive(gen: Generator[Query, Any, Resolution], answer: Callable[[Query], Any]
         while True:
             query = gen.send(answer(query))
     except StopIteration as stop:
-        return stop.value
+        result: Resolution = stop.value
+        return result
 
 
 def parse_well_known(status: int, body: bytes) -> str | None:

@@ -16,6 +16,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from bastion.core.base64 import decode_base64, encode_base64
 from bastion.core.canonical_json import canonical_json
+from bastion.core.json_types import JsonDict
 from bastion.errors import M_FORBIDDEN, MatrixError, bad_json
 
 SUPPORTED_ALGORITHMS = ("ed25519",)
@@ -28,13 +29,13 @@ class SignatureError(MatrixError):
         super().__init__(M_FORBIDDEN, message, 401)
 
 
-def _signable(obj: dict) -> dict:
+def _signable(obj: JsonDict) -> JsonDict:
     if not isinstance(obj, dict):
         raise bad_json("only a JSON object can be signed")
     return {k: v for k, v in obj.items() if k != "signatures" and k != "unsigned"}
 
 
-def sign_json(obj: dict, signing_name: str, key_id: str, key: SigningKey) -> dict:
+def sign_json(obj: JsonDict, signing_name: str, key_id: str, key: SigningKey) -> JsonDict:
     """Return a copy of ``obj`` signed by ``signing_name`` with ``key`` under ``key_id``.
 
     ``key_id`` is the full ``ed25519:<version>`` identifier. Existing signatures are kept.
@@ -53,7 +54,7 @@ def sign_json(obj: dict, signing_name: str, key_id: str, key: SigningKey) -> dic
     return signed
 
 
-def signature_of(obj: dict, signing_name: str, key_id: str) -> bytes:
+def signature_of(obj: JsonDict, signing_name: str, key_id: str) -> bytes:
     """The decoded signature ``obj`` carries for ``signing_name``/``key_id``; raises if absent."""
     if not isinstance(obj, dict):
         raise bad_json("only a JSON object carries signatures")
@@ -80,7 +81,7 @@ def verify_signature_bytes(message: bytes, signature: bytes, key: VerifyKey, wha
         raise SignatureError(f"invalid signature from {what}") from None
 
 
-def verify_signed_json(obj: dict, signing_name: str, key_id: str, key: VerifyKey) -> None:
+def verify_signed_json(obj: JsonDict, signing_name: str, key_id: str, key: VerifyKey) -> None:
     """Check that ``obj`` carries a valid signature by ``signing_name`` with ``key``.
 
     Raises :class:`SignatureError` (a :class:`~bastion.errors.MatrixError`) if the signature is
@@ -95,7 +96,7 @@ def verify_signed_json(obj: dict, signing_name: str, key_id: str, key: VerifyKey
     verify_signature_bytes(canonical_json(_signable(obj)), signature, key, signing_name)
 
 
-def signing_key_ids(obj: dict, signing_name: str) -> list[str]:
+def signing_key_ids(obj: JsonDict, signing_name: str) -> list[str]:
     """The key IDs of ``signing_name``'s signatures on ``obj`` in supported algorithms only."""
     sigs = obj.get("signatures")
     if not isinstance(sigs, dict):

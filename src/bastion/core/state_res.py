@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final, TypeAlias
 
+from bastion.core.json_types import JsonDict, JsonMapping, StateKey
 from bastion.core.room_versions import RoomVersion, StateResAlgorithm, get_room_version
-from bastion.errors import M_INVALID_PARAM, M_UNSUPPORTED_ROOM_VERSION, MatrixError, bad_json
+from bastion.errors import M_UNSUPPORTED_ROOM_VERSION, MatrixError, bad_json, invalid_param
 
 __all__ = ["resolve_state"]
 
-StateKey = tuple[str, str]
-StateMap = Mapping[StateKey, str]
+StateMap: TypeAlias = Mapping[StateKey, str]
 
 _CREATE = "m.room.create"
 _PL = "m.room.power_levels"
@@ -43,14 +43,21 @@ _MEMBER = "m.room.member"
 _PL_KEY: StateKey = (_PL, "")
 _CREATE_KEY: StateKey = (_CREATE, "")
 
-# Indices into the per-event info tuple built by _Events.info().
-_TYPE, _SKEY, _SENDER, _TS, _AUTH, _EVENT = range(6)
+# The per-event info tuple built by _Events.info(), and the indices into it:
+# (type, state_key, sender, origin_server_ts, auth_event_ids, event).
+_Info: TypeAlias = tuple[str, str | None, str, int, tuple[str, ...], JsonDict]
+_TYPE: Final = 0
+_SKEY: Final = 1
+_SENDER: Final = 2
+_TS: Final = 3
+_AUTH: Final = 4
+_EVENT: Final = 5
 
 
 def resolve_state(
     room_version: str,
     state_sets: Sequence[StateMap],
-    event_map: Mapping[str, dict],
+    event_map: Mapping[str, JsonDict],
     auth_chain_lookup: Callable[[str], Iterable[str]] | None = None,
     *,
     rejected_events: Collection[str] = (),
@@ -159,7 +166,7 @@ def _separate(state_sets: Sequence[StateMap]) -> tuple[dict[StateKey, str], set[
     return unconflicted, conflicted_keys
 
 
-def _is_power_event(i: tuple) -> bool:
+def _is_power_event(i: _Info) -> bool:
     """v2-state-res, "Power events": ``m.room.power_levels``, ``m.room.join_rules``, or an
     ``m.room.member`` leave/ban whose sender is not its target (state events only)."""
     t = i[_TYPE]
@@ -184,27 +191,28 @@ class _Events:
 
     __slots__ = ("rv", "room_version", "event_map", "rejected", "_info", "_chains", "_auth")
 
-    def __init__(self, rv: RoomVersion, event_map: Mapping[str, dict], rejected: frozenset[str]):
+    def __init__(
+        self, rv: RoomVersion, event_map: Mapping[str, JsonDict], rejected: frozenset[str]
+    ) -> None:
         self.rv = rv
         self.room_version = rv.identifier
         self.event_map = event_map
         self.rejected = rejected
-        self._info: dict[str, tuple] = {}
+        self._info: dict[str, _Info] = {}
         self._chains: dict[str, frozenset[str]] = {}
         self._auth: dict[str, tuple[str, ...]] = {}
 
     # --- per-event fields -----------------------------------------------------------------
 
-    def info(self, eid: str) -> tuple:
+    def info(self, eid: str) -> _Info:
         """``(type, state_key, sender, origin_server_ts, auth_event_ids, event)`` of ``eid``."""
         i = self._info.get(eid)
         if i is not None:
             return i
         event = self.event_map.get(eid)
         if event is None:
-            raise MatrixError(
-                M_INVALID_PARAM,
-                f"state resolution needs event {eid[:100]!r}, which is not in the event map",
+            raise invalid_param(
+                f"state resolution needs event {eid[:100]!r}, which is not in the event map"
             )
         if not isinstance(event, Mapping):
             raise bad_json(f"event {eid[:100]!r} is not a JSON object")
@@ -238,7 +246,7 @@ class _Events:
         a = self._auth.get(eid)
         return a if a is not None else self.info(eid)[_AUTH]
 
-    def _implied_create(self, i: tuple) -> str | None:
+    def _implied_create(self, i: _Info) -> str | None:
         """v12: the create event is never listed in ``auth_events``; its ID is the room ID with
         ``$`` for ``!`` (Room version 12, "Event format"). Returns it, or None before v12."""
         if not self.rv.room_id_is_create_hash or i[_TYPE] == _CREATE:
@@ -270,7 +278,9 @@ class _Events:
                     push(a)
         return seen
 
-    def _chain_memo(self, lookup: Callable[[str], Iterable[str]]) -> Callable[[str], frozenset]:
+    def _chain_memo(
+        self, lookup: Callable[[str], Iterable[str]]
+    ) -> Callable[[str], frozenset[str]]:
         """``lookup`` memoised for the call (one call per event at most)."""
         memo = self._chains
 
@@ -306,8 +316,8 @@ class _Events:
         else:
             common = self._ancestors(unconflicted.values())
             diffs = [self._ancestors(evs, common) for evs in per_set_conflicted]
-        union = set().union(*diffs)
-        return union - set.intersection(*diffs) if union else union
+        union: set[str] = set().union(*diffs)
+        return union - diffs[0].intersection(*diffs[1:]) if union else union
 
     def conflicted_subgraph(self, conflicted: set[str]) -> set[str]:
         """Room version 12, "Conflicted state subgraph": every event on an ``auth_events`` path
@@ -383,12 +393,12 @@ class _Events:
                     stack.append(a)
         return x
 
-    def _sender_power(self, i: tuple) -> int | float:
+    def _sender_power(self, i: _Info) -> int | float:
         """The sender's power level "when looking at [the event's] auth_events"
         (v2-state-res, "Reverse topological power ordering")."""
         from bastion.core.power_levels import get_user_power_level
 
-        state: dict[StateKey, dict] = {}
+        state: dict[StateKey, JsonMapping] = {}
         em = self.event_map
         auth = i[_AUTH]
         implied = self._implied_create(i)
@@ -425,7 +435,7 @@ class _Events:
             for p in ps:
                 children[p].append(e)
 
-        power_memo: dict[tuple, int | float] = {}
+        power_memo: dict[tuple[str, ...], int | float] = {}
         heap: list[tuple[Any, int, str]] = []
 
         def key(e: str) -> tuple[Any, int, str]:
@@ -454,7 +464,9 @@ class _Events:
             raise bad_json("the auth events of the conflicted events contain a cycle")
         return out
 
-    def _nearest_in(self, start: str, x: set[str], memo: dict[str, frozenset[str]]) -> frozenset:
+    def _nearest_in(
+        self, start: str, x: set[str], memo: dict[str, frozenset[str]]
+    ) -> frozenset[str]:
         """The events of ``x`` reachable from ``start`` through auth events outside ``x``
         (memoised), so that the ordering respects ancestry through events outside ``x``."""
         if start in memo:
@@ -504,7 +516,7 @@ class _Events:
             if implied is not None:
                 # v12: the create event is needed by the rules though never an auth event.
                 needed = [*needed, _CREATE_KEY]
-            auth_state: dict[StateKey, dict] = {}
+            auth_state: dict[StateKey, JsonDict] = {}
             for k in needed:
                 v = state.get(k)
                 if v is not None:
@@ -516,7 +528,10 @@ class _Events:
                     if a in rejected:
                         continue
                     ai = info(a)
-                    k = (ai[_TYPE], ai[_SKEY])
+                    a_skey = ai[_SKEY]
+                    if a_skey is None:
+                        continue  # not a state event: never one of the needed keys
+                    k = (ai[_TYPE], a_skey)
                     if k not in auth_state and k in needed:
                         auth_state[k] = ai[_EVENT]
             create_id = None

@@ -26,8 +26,9 @@ from nacl.signing import SigningKey, VerifyKey
 from bastion.core.base64 import decode_base64
 from bastion.core.canonical_json import canonical_json
 from bastion.core.identifiers import is_valid_server_name
+from bastion.core.json_types import JsonDict
 from bastion.core.signing import sign_json, verify_signature_bytes
-from bastion.errors import MatrixError
+from bastion.errors import M_UNAUTHORIZED, MatrixError
 
 #: RFC 9110 §5.6.2 ``tchar``.
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -41,7 +42,7 @@ class XMatrixError(MatrixError):
     """The request is not authenticated: 401 ``M_UNAUTHORIZED``."""
 
     def __init__(self, message: str) -> None:
-        super().__init__("M_UNAUTHORIZED", message, 401)
+        super().__init__(M_UNAUTHORIZED, message, 401)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +57,13 @@ class XMatrixAuth:
 
 def signable_request(
     method: str, uri: str, origin: str, destination: str, content: object | None = None
-) -> dict:
+) -> JsonDict:
     """The object whose signature authenticates a request (step 1 of "Request Authentication").
 
     ``uri`` is the request target from ``/_matrix/...`` with its ``?query``, no scheme or host;
     server names are those *before* delegation.
     """
-    obj: dict = {"method": method, "uri": uri, "origin": origin, "destination": destination}
+    obj: JsonDict = {"method": method, "uri": uri, "origin": origin, "destination": destination}
     if content is not None:
         obj["content"] = content
     return obj
