@@ -48,11 +48,16 @@ def error(errcode: str, message: str, status: int = 400, **extra: object) -> Mat
 class Request:
     """What a handler sees: path parameters, query, body and the authenticated requester."""
 
-    __slots__ = ("raw", "params", "requester", "_json", "app")
+    __slots__ = ("raw", "params", "requester", "_json", "app", "route")
 
-    def __init__(self, raw: web.Request, params: dict[str, str], app: Any) -> None:
+    def __init__(
+        self, raw: web.Request, params: dict[str, str], app: Any, route: Route | None = None
+    ) -> None:
         self.raw = raw
         self.params = params
+        #: The matched route table entry: what the request may do is read from it (its flags),
+        #: never from the path.
+        self.route = route
         self.requester: Any = None
         self._json: Any = None
         self.app = app
@@ -114,11 +119,19 @@ class Request:
 
 @dataclass
 class Route:
+    """One route table entry. Access decisions that depend on the endpoint are flags here, set
+    where the route is registered: ``allow_locked`` (C-S API "Account locking": a locked account
+    may still log out) and ``allow_suspended`` (C-S API "Account suspension": the writes a
+    suspended account may still make). They are never inferred from the request path, whose
+    parameters (transaction IDs, state keys) are chosen by the client."""
+
     method: str
     pattern: tuple[str, ...]
     handler: Handler
     auth: bool
     name: str = ""
+    allow_locked: bool = False
+    allow_suspended: bool = False
 
 
 @dataclass
@@ -128,9 +141,12 @@ class Router:
 
     routes: list[Route] = field(default_factory=list)
 
-    def add(self, method: str, path: str, handler: Handler, *, auth: bool = True) -> None:
+    def add(self, method: str, path: str, handler: Handler, *, auth: bool = True,
+            allow_locked: bool = False, allow_suspended: bool = False) -> None:  # fmt: skip
         segs = tuple(s for s in path.split("/") if s != "")
-        self.routes.append(Route(method.upper(), segs, handler, auth, path))
+        self.routes.append(
+            Route(method.upper(), segs, handler, auth, path, allow_locked, allow_suspended)
+        )
 
     def match(self, method: str, raw_path: str) -> tuple[Route | None, dict[str, str], bool]:
         """(route, params, path_known). path_known is True when some method matches the path."""
@@ -209,6 +225,15 @@ def error_response(e: MatrixError) -> web.Response:
     return json_response(e.to_json(), e.status, headers)
 
 
+def _client_gone(raw: web.Request, e: BaseException) -> bool:
+    """True when ``e`` is the client's connection failing (reset, closed): an error from
+    anything else (a file, a socket to another server) is answered as a Matrix error."""
+    if not isinstance(e, ConnectionError):
+        return False
+    transport = raw.transport
+    return transport is None or transport.is_closing()
+
+
 def make_dispatcher(
     router: Router, app: Any, authenticate: Callable[[Request, str | None], Awaitable[Any]]
 ):
@@ -223,7 +248,7 @@ def make_dispatcher(
             if known:
                 return error_response(error("M_UNRECOGNIZED", "method not allowed here", 405))
             return error_response(error("M_UNRECOGNIZED", "unrecognized request", 404))
-        req = Request(raw, params, app)
+        req = Request(raw, params, app, route)
         try:
             if route.auth:
                 req.requester = await authenticate(req, bearer_token(raw))
@@ -232,10 +257,11 @@ def make_dispatcher(
             return error_response(e)
         except web.HTTPException:
             raise
-        except (ConnectionResetError, OSError) as e:
-            log.info("connection error on %s %s: %s", raw.method, route.name, e)
-            raise
-        except Exception:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001
+            if _client_gone(raw, e):
+                # The client closed the connection: there is nobody left to answer.
+                log.info("client went away during %s %s: %s", raw.method, route.name, e)
+                raise
             log.exception("unexpected error handling %s %s", raw.method, route.name)
             return error_response(error("M_UNKNOWN", "internal error", 500))
         if isinstance(result, web.StreamResponse):
