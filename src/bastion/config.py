@@ -82,6 +82,13 @@ class Config:
     #: maximum (milliseconds; ±20 % jitter).
     federation_retry_min_ms: int = 5000
     federation_retry_max_ms: int = 3_600_000
+    #: Seconds an idle keep-alive connection stays open; also the longest a request's line and
+    #: headers may take to arrive (both listeners).
+    http_keepalive_timeout: int = 60
+    #: Seconds a request body may take to arrive in full, and may stall between reads; a slower
+    #: client's connection is closed (both listeners).
+    http_body_timeout: int = 300
+    http_body_idle_timeout: int = 30
     extra: dict = field(default_factory=dict)
 
     @property
@@ -144,6 +151,10 @@ class Config:
             raise ConfigError("sqlite_synchronous must be NORMAL, FULL or EXTRA")
         if self.max_upload_size <= 0:
             raise ConfigError("max_upload_size must be positive")
+        for key in ("http_keepalive_timeout", "http_body_timeout", "http_body_idle_timeout"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{key} must be a positive integer (seconds)")
         self._validate_federation()
         return self
 
@@ -256,6 +267,12 @@ argon2_parallelism = {argon2_parallelism}
 sqlite_synchronous = "{sqlite_synchronous}"
 
 log_level = "{log_level}"
+
+# Connections (both listeners), in seconds: idle keep-alive (also bounds slow request headers),
+# whole request body, and longest stall while a body is read.
+http_keepalive_timeout = {http_keepalive_timeout}
+http_body_timeout = {http_body_timeout}
+http_body_idle_timeout = {http_body_idle_timeout}
 
 # Federation (Server-Server API) is off unless federation_listen is set. Keys:
 # federation_listen = "0.0.0.0:8448"            # HTTPS listener for /_matrix/federation, /_matrix/key

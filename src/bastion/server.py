@@ -10,7 +10,15 @@ import time
 
 from aiohttp import web
 
-from bastion.api.http import MAX_JSON_BODY, Request, Router, error, make_dispatcher
+from bastion.api.http import (
+    MAX_JSON_BODY,
+    AppRunner,
+    ConnectionLimits,
+    Request,
+    Router,
+    error,
+    make_dispatcher,
+)
 from bastion.config import Config
 from bastion.federation.client import FederationClient
 from bastion.federation.device_lists import DeviceLists
@@ -123,6 +131,12 @@ class HomeServer:
         self.federation_queries = FederationQueries(self)
         self._runner: web.AppRunner | None = None
         self._federation_runner: web.AppRunner | None = None
+        #: Bounds on idle and slow connections, for both listeners.
+        self.connection_limits = ConnectionLimits(
+            keepalive_timeout=config.http_keepalive_timeout,
+            body_timeout=config.http_body_timeout,
+            body_idle_timeout=config.http_body_idle_timeout,
+        )
         self.bound_port: int | None = None
         self.federation_bound_port: int | None = None
 
@@ -179,7 +193,9 @@ class HomeServer:
         app.router.add_route(
             "*",
             "/{tail:[\\s\\S]*}",
-            make_dispatcher(self.federation_router, self, self.federation_authenticate),
+            make_dispatcher(
+                self.federation_router, self, self.federation_authenticate, self.connection_limits
+            ),
         )
         return app
 
@@ -192,9 +208,7 @@ class HomeServer:
             generate_self_signed(self.server_name, cert, key)
             log.warning("created a self-signed federation certificate at %s", cert)
         ssl_context = server_ssl_context(cert, key)
-        self._federation_runner = web.AppRunner(
-            self.build_federation_app(), access_log=None, handle_signals=False
-        )
+        self._federation_runner = AppRunner(self.build_federation_app(), self.connection_limits)
         await self._federation_runner.setup()
         site = web.TCPSite(self._federation_runner, address[0], address[1], ssl_context=ssl_context)
         await site.start()
@@ -213,7 +227,9 @@ class HomeServer:
         )
         app = web.Application(client_max_size=self.config.max_upload_size + 1024)
         app.router.add_route(
-            "*", "/{tail:[\\s\\S]*}", make_dispatcher(self.router, self, self.authenticate)
+            "*",
+            "/{tail:[\\s\\S]*}",
+            make_dispatcher(self.router, self, self.authenticate, self.connection_limits),
         )
         return app
 
@@ -225,7 +241,7 @@ class HomeServer:
         self.store.add_listener(self.notifier.notify_threadsafe)
         self.federation_sender.start()
         app = self.build_app()
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = AppRunner(app, self.connection_limits)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.listen_host, self.config.listen_port)
         await site.start()
