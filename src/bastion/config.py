@@ -89,6 +89,12 @@ class Config:
     #: client's connection is closed (both listeners).
     http_body_timeout: int = 300
     http_body_idle_timeout: int = 30
+    #: TURN server(s) for VoIP ("turn:host:3478?transport=udp", "turns:…"), the secret shared
+    #: with them (coturn ``static-auth-secret``) and how long the credentials given to a client
+    #: stay valid (seconds). Without URIs and a secret /voip/turnServer answers ``{}``.
+    turn_uris: tuple[str, ...] = ()
+    turn_shared_secret: str = ""
+    turn_user_lifetime: int = 3600
     extra: dict = field(default_factory=dict)
 
     @property
@@ -155,6 +161,19 @@ class Config:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{key} must be a positive integer (seconds)")
+        if not isinstance(self.turn_uris, tuple | list) or not all(
+            isinstance(u, str) and u.startswith(("turn:", "turns:", "stun:"))
+            for u in self.turn_uris
+        ):
+            raise ConfigError("turn_uris must be a list of turn:, turns: or stun: URIs")
+        if not isinstance(self.turn_shared_secret, str):
+            raise ConfigError("turn_shared_secret must be a string")
+        if (
+            not isinstance(self.turn_user_lifetime, int)
+            or isinstance(self.turn_user_lifetime, bool)
+            or self.turn_user_lifetime <= 0
+        ):
+            raise ConfigError("turn_user_lifetime must be a positive integer (seconds)")
         self._validate_federation()
         return self
 
@@ -273,6 +292,11 @@ log_level = "{log_level}"
 http_keepalive_timeout = {http_keepalive_timeout}
 http_body_timeout = {http_body_timeout}
 http_body_idle_timeout = {http_body_idle_timeout}
+
+# VoIP relay (TURN REST API credentials, e.g. coturn with use-auth-secret). Off when empty.
+# turn_uris = ["turn:turn.example.com:3478?transport=udp", "turns:turn.example.com:5349"]
+# turn_shared_secret = "…"
+# turn_user_lifetime = 3600
 
 # Federation (Server-Server API) is off unless federation_listen is set. Keys:
 # federation_listen = "0.0.0.0:8448"            # HTTPS listener for /_matrix/federation, /_matrix/key

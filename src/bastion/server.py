@@ -72,6 +72,7 @@ CLIENT_API_MODULES = [
     "bastion.api.client.keys",
     "bastion.api.client.to_device",
     "bastion.api.client.room_keys",
+    "bastion.api.client.voip",
 ]
 
 #: Server-Server API modules (bastion/api/federation), served on the federation listener only.
