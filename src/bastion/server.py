@@ -88,6 +88,10 @@ FEDERATION_API_MODULES = [
     "bastion.api.federation.membership",
 ]
 
+#: The route of inbound transactions, whose bodies may be larger (decided on the matched route,
+#: never on the path).
+FEDERATION_SEND_ROUTE = "/_matrix/federation/v1/send/{txnId}"
+
 
 class HomeServer:
     """Everything a handler needs: config, store, services. One per process."""
@@ -175,7 +179,7 @@ class HomeServer:
         (path and query as sent), origin, destination and, for PUT/POST, the JSON body. Returns
         the origin server name (a handler finds it in ``req.requester``); 401 on any mismatch."""
         limit = MAX_JSON_BODY
-        if req.raw.path.startswith("/_matrix/federation/v1/send/"):
+        if req.route is not None and req.route.name == FEDERATION_SEND_ROUTE:
             limit = self.config.federation_max_transaction_bytes  # 50 PDUs and 100 EDUs
         content = await req.json(limit=limit) if req.method in ("PUT", "POST") else None
         origin = await self.keyring.verify_request(
