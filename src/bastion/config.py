@@ -93,7 +93,7 @@ class Config:
     #: with them (coturn ``static-auth-secret``) and how long the credentials given to a client
     #: stay valid (seconds). Without URIs and a secret /voip/turnServer answers ``{}``.
     turn_uris: tuple[str, ...] = ()
-    turn_shared_secret: str = ""
+    turn_shared_secret: str = field(default="", repr=False)  # never in a logged repr
     turn_user_lifetime: int = 3600
     extra: dict = field(default_factory=dict)
 
