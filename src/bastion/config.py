@@ -82,6 +82,19 @@ class Config:
     #: maximum (milliseconds; ±20 % jitter).
     federation_retry_min_ms: int = 5000
     federation_retry_max_ms: int = 3_600_000
+    #: Seconds an idle keep-alive connection stays open; also the longest a request's line and
+    #: headers may take to arrive (both listeners).
+    http_keepalive_timeout: int = 60
+    #: Seconds a request body may take to arrive in full, and may stall between reads; a slower
+    #: client's connection is closed (both listeners).
+    http_body_timeout: int = 300
+    http_body_idle_timeout: int = 30
+    #: TURN server(s) for VoIP ("turn:host:3478?transport=udp", "turns:…"), the secret shared
+    #: with them (coturn ``static-auth-secret``) and how long the credentials given to a client
+    #: stay valid (seconds). Without URIs and a secret /voip/turnServer answers ``{}``.
+    turn_uris: tuple[str, ...] = ()
+    turn_shared_secret: str = field(default="", repr=False)  # never in a logged repr
+    turn_user_lifetime: int = 3600
     extra: dict = field(default_factory=dict)
 
     @property
@@ -144,6 +157,23 @@ class Config:
             raise ConfigError("sqlite_synchronous must be NORMAL, FULL or EXTRA")
         if self.max_upload_size <= 0:
             raise ConfigError("max_upload_size must be positive")
+        for key in ("http_keepalive_timeout", "http_body_timeout", "http_body_idle_timeout"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{key} must be a positive integer (seconds)")
+        if not isinstance(self.turn_uris, tuple | list) or not all(
+            isinstance(u, str) and u.startswith(("turn:", "turns:", "stun:"))
+            for u in self.turn_uris
+        ):
+            raise ConfigError("turn_uris must be a list of turn:, turns: or stun: URIs")
+        if not isinstance(self.turn_shared_secret, str):
+            raise ConfigError("turn_shared_secret must be a string")
+        if (
+            not isinstance(self.turn_user_lifetime, int)
+            or isinstance(self.turn_user_lifetime, bool)
+            or self.turn_user_lifetime <= 0
+        ):
+            raise ConfigError("turn_user_lifetime must be a positive integer (seconds)")
         self._validate_federation()
         return self
 
@@ -256,6 +286,17 @@ argon2_parallelism = {argon2_parallelism}
 sqlite_synchronous = "{sqlite_synchronous}"
 
 log_level = "{log_level}"
+
+# Connections (both listeners), in seconds: idle keep-alive (also bounds slow request headers),
+# whole request body, and longest stall while a body is read.
+http_keepalive_timeout = {http_keepalive_timeout}
+http_body_timeout = {http_body_timeout}
+http_body_idle_timeout = {http_body_idle_timeout}
+
+# VoIP relay (TURN REST API credentials, e.g. coturn with use-auth-secret). Off when empty.
+# turn_uris = ["turn:turn.example.com:3478?transport=udp", "turns:turn.example.com:5349"]
+# turn_shared_secret = "…"
+# turn_user_lifetime = 3600
 
 # Federation (Server-Server API) is off unless federation_listen is set. Keys:
 # federation_listen = "0.0.0.0:8448"            # HTTPS listener for /_matrix/federation, /_matrix/key

@@ -10,7 +10,15 @@ import time
 
 from aiohttp import web
 
-from bastion.api.http import MAX_JSON_BODY, Request, Router, error, make_dispatcher
+from bastion.api.http import (
+    MAX_JSON_BODY,
+    AppRunner,
+    ConnectionLimits,
+    Request,
+    Router,
+    error,
+    make_dispatcher,
+)
 from bastion.config import Config
 from bastion.federation.client import FederationClient
 from bastion.federation.device_lists import DeviceLists
@@ -64,6 +72,7 @@ CLIENT_API_MODULES = [
     "bastion.api.client.keys",
     "bastion.api.client.to_device",
     "bastion.api.client.room_keys",
+    "bastion.api.client.voip",
 ]
 
 #: Server-Server API modules (bastion/api/federation), served on the federation listener only.
@@ -78,6 +87,10 @@ FEDERATION_API_MODULES = [
     "bastion.api.federation.events",
     "bastion.api.federation.membership",
 ]
+
+#: The route of inbound transactions, whose bodies may be larger (decided on the matched route,
+#: never on the path).
+FEDERATION_SEND_ROUTE = "/_matrix/federation/v1/send/{txnId}"
 
 
 class HomeServer:
@@ -123,6 +136,12 @@ class HomeServer:
         self.federation_queries = FederationQueries(self)
         self._runner: web.AppRunner | None = None
         self._federation_runner: web.AppRunner | None = None
+        #: Bounds on idle and slow connections, for both listeners.
+        self.connection_limits = ConnectionLimits(
+            keepalive_timeout=config.http_keepalive_timeout,
+            body_timeout=config.http_body_timeout,
+            body_idle_timeout=config.http_body_idle_timeout,
+        )
         self.bound_port: int | None = None
         self.federation_bound_port: int | None = None
 
@@ -142,9 +161,16 @@ class HomeServer:
                 "M_UNKNOWN_TOKEN", "unknown or expired access token", 401, soft_logout=False
             )
         locked, suspended = self.store.account_flags(requester.user_id)
-        if locked and not req.raw.path.endswith(("/logout", "/logout/all")):
+        # What a restricted account may still do is a flag of the matched route (api/http.py
+        # Route), never a test on the request path.
+        route = req.route
+        if locked and not (route is not None and route.allow_locked):
             raise error("M_USER_LOCKED", "this account has been locked", 401, soft_logout=True)
-        if suspended and req.method in ("POST", "PUT", "DELETE") and not _suspension_allowed(req):
+        if (
+            suspended
+            and req.method in ("POST", "PUT", "DELETE")
+            and not (route is not None and route.allow_suspended)
+        ):
             raise error("M_USER_SUSPENDED", "this account is suspended", 403)
         return requester
 
@@ -153,7 +179,7 @@ class HomeServer:
         (path and query as sent), origin, destination and, for PUT/POST, the JSON body. Returns
         the origin server name (a handler finds it in ``req.requester``); 401 on any mismatch."""
         limit = MAX_JSON_BODY
-        if req.raw.path.startswith("/_matrix/federation/v1/send/"):
+        if req.route is not None and req.route.name == FEDERATION_SEND_ROUTE:
             limit = self.config.federation_max_transaction_bytes  # 50 PDUs and 100 EDUs
         content = await req.json(limit=limit) if req.method in ("PUT", "POST") else None
         origin = await self.keyring.verify_request(
@@ -172,7 +198,9 @@ class HomeServer:
         app.router.add_route(
             "*",
             "/{tail:[\\s\\S]*}",
-            make_dispatcher(self.federation_router, self, self.federation_authenticate),
+            make_dispatcher(
+                self.federation_router, self, self.federation_authenticate, self.connection_limits
+            ),
         )
         return app
 
@@ -185,9 +213,7 @@ class HomeServer:
             generate_self_signed(self.server_name, cert, key)
             log.warning("created a self-signed federation certificate at %s", cert)
         ssl_context = server_ssl_context(cert, key)
-        self._federation_runner = web.AppRunner(
-            self.build_federation_app(), access_log=None, handle_signals=False
-        )
+        self._federation_runner = AppRunner(self.build_federation_app(), self.connection_limits)
         await self._federation_runner.setup()
         site = web.TCPSite(self._federation_runner, address[0], address[1], ssl_context=ssl_context)
         await site.start()
@@ -206,7 +232,9 @@ class HomeServer:
         )
         app = web.Application(client_max_size=self.config.max_upload_size + 1024)
         app.router.add_route(
-            "*", "/{tail:[\\s\\S]*}", make_dispatcher(self.router, self, self.authenticate)
+            "*",
+            "/{tail:[\\s\\S]*}",
+            make_dispatcher(self.router, self, self.authenticate, self.connection_limits),
         )
         return app
 
@@ -218,7 +246,7 @@ class HomeServer:
         self.store.add_listener(self.notifier.notify_threadsafe)
         self.federation_sender.start()
         app = self.build_app()
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = AppRunner(app, self.connection_limits)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.listen_host, self.config.listen_port)
         await site.start()
@@ -241,21 +269,6 @@ class HomeServer:
             await self._runner.cleanup()
             self._runner = None
         self.store.close()
-
-
-def _suspension_allowed(req: Request) -> bool:
-    # A suspended account may still leave rooms, log out, delete its devices or its account,
-    # manage its keys and delete its own data (C-S API "Account suspension").
-    path = req.raw.path
-    return (
-        path.endswith(("/leave", "/logout", "/logout/all", "/forget", "/delete_devices"))
-        or path.endswith("/account/deactivate")
-        or (req.method == "DELETE" and "/devices/" in path)
-        or "/account_data/" in path
-        or "/keys/" in path
-        or "/room_keys/" in path
-        or "/sendToDevice/" in path
-    )
 
 
 async def serve(config: Config) -> None:

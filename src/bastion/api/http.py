@@ -11,6 +11,7 @@ Nothing escapes as a 500 page: an unexpected exception is logged and answered wi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from bastion.core.canonical_json import parse_json
 from bastion.errors import MatrixError
@@ -39,6 +41,10 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+#: The ``Server`` header: the product only, no library or interpreter versions to fingerprint.
+SERVER_HEADER = "Bastion"
+#: Responses to authenticated requests are private to the requester: no cache may store them.
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 def error(errcode: str, message: str, status: int = 400, **extra: object) -> MatrixError:
@@ -48,11 +54,16 @@ def error(errcode: str, message: str, status: int = 400, **extra: object) -> Mat
 class Request:
     """What a handler sees: path parameters, query, body and the authenticated requester."""
 
-    __slots__ = ("raw", "params", "requester", "_json", "app")
+    __slots__ = ("raw", "params", "requester", "_json", "app", "route")
 
-    def __init__(self, raw: web.Request, params: dict[str, str], app: Any) -> None:
+    def __init__(
+        self, raw: web.Request, params: dict[str, str], app: Any, route: Route | None = None
+    ) -> None:
         self.raw = raw
         self.params = params
+        #: The matched route table entry: what the request may do is read from it (its flags),
+        #: never from the path.
+        self.route = route
         self.requester: Any = None
         self._json: Any = None
         self.app = app
@@ -114,11 +125,19 @@ class Request:
 
 @dataclass
 class Route:
+    """One route table entry. Access decisions that depend on the endpoint are flags here, set
+    where the route is registered: ``allow_locked`` (C-S API "Account locking": a locked account
+    may still log out) and ``allow_suspended`` (C-S API "Account suspension": the writes a
+    suspended account may still make). They are never inferred from the request path, whose
+    parameters (transaction IDs, state keys) are chosen by the client."""
+
     method: str
     pattern: tuple[str, ...]
     handler: Handler
     auth: bool
     name: str = ""
+    allow_locked: bool = False
+    allow_suspended: bool = False
 
 
 @dataclass
@@ -128,9 +147,12 @@ class Router:
 
     routes: list[Route] = field(default_factory=list)
 
-    def add(self, method: str, path: str, handler: Handler, *, auth: bool = True) -> None:
+    def add(self, method: str, path: str, handler: Handler, *, auth: bool = True,
+            allow_locked: bool = False, allow_suspended: bool = False) -> None:  # fmt: skip
         segs = tuple(s for s in path.split("/") if s != "")
-        self.routes.append(Route(method.upper(), segs, handler, auth, path))
+        self.routes.append(
+            Route(method.upper(), segs, handler, auth, path, allow_locked, allow_suspended)
+        )
 
     def match(self, method: str, raw_path: str) -> tuple[Route | None, dict[str, str], bool]:
         """(route, params, path_known). path_known is True when some method matches the path."""
@@ -209,10 +231,26 @@ def error_response(e: MatrixError) -> web.Response:
     return json_response(e.to_json(), e.status, headers)
 
 
+def _client_gone(raw: web.Request, e: BaseException) -> bool:
+    """True when ``e`` is the client's connection failing (reset, closed): an error from
+    anything else (a file, a socket to another server) is answered as a Matrix error."""
+    if not isinstance(e, ConnectionError):
+        return False
+    transport = raw.transport
+    return transport is None or transport.is_closing()
+
+
 def make_dispatcher(
-    router: Router, app: Any, authenticate: Callable[[Request, str | None], Awaitable[Any]]
+    router: Router,
+    app: Any,
+    authenticate: Callable[[Request, str | None], Awaitable[Any]],
+    limits: ConnectionLimits | None = None,
 ):
-    """The single aiohttp handler: route, authenticate, run, and turn errors into Matrix errors."""
+    """The single aiohttp handler: route, authenticate, run, and turn errors into Matrix errors.
+
+    Every failure is answered as a Matrix error (C-S API "Standard error response"), an
+    ``OSError`` included; only a client that has closed its connection gets no answer. The
+    request body must arrive within ``limits`` (see ``ConnectionLimits``)."""
 
     async def dispatch(raw: web.Request) -> web.StreamResponse:
         if raw.method == "OPTIONS":
@@ -223,26 +261,164 @@ def make_dispatcher(
             if known:
                 return error_response(error("M_UNRECOGNIZED", "method not allowed here", 405))
             return error_response(error("M_UNRECOGNIZED", "unrecognized request", 404))
-        req = Request(raw, params, app)
+        req = Request(raw, params, app, route)
+        watchdog = _BodyWatchdog(raw, limits) if limits is not None else None
         try:
             if route.auth:
                 req.requester = await authenticate(req, bearer_token(raw))
             result = await route.handler(req)
         except MatrixError as e:
-            return error_response(e)
-        except web.HTTPException:
-            raise
-        except (ConnectionResetError, OSError) as e:
-            log.info("connection error on %s %s: %s", raw.method, route.name, e)
-            raise
-        except Exception:  # noqa: BLE001
+            return _private(error_response(e), route)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            # aiohttp's own errors (a body over client_max_size…) leave as Matrix errors too.
+            errcode = "M_TOO_LARGE" if e.status == 413 else "M_UNKNOWN"
+            return _private(error_response(error(errcode, e.reason, e.status)), route)
+        except Exception as e:  # noqa: BLE001
+            if _client_gone(raw, e):
+                # The client closed the connection: there is nobody left to answer.
+                log.info("client went away during %s %s: %s", raw.method, route.name, e)
+                raise
             log.exception("unexpected error handling %s %s", raw.method, route.name)
-            return error_response(error("M_UNKNOWN", "internal error", 500))
+            return _private(error_response(error("M_UNKNOWN", "internal error", 500)), route)
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
         if isinstance(result, web.StreamResponse):
             return result
         if isinstance(result, tuple):
             status, body = result
-            return json_response(body, status)
-        return json_response(result)
+            return _private(json_response(body, status), route)
+        return _private(json_response(result), route)
 
     return dispatch
+
+
+def _private(resp: web.Response, route: Route) -> web.Response:
+    """``Cache-Control: no-store`` on every JSON answer to an authenticated request: access
+    tokens, keys and messages must not stay in a browser or proxy cache."""
+    if route.auth:
+        resp.headers.update(NO_STORE)
+    return resp
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """Bounds on how long a connection may hold a socket without making progress.
+
+    ``keepalive_timeout``: an idle keep-alive connection is closed after it; it also bounds the
+    time a request's line and headers may take to arrive (aiohttp's keep-alive timer runs from
+    the connection's start or the last response until a whole request head is parsed).
+    ``body_timeout``: the whole request body must arrive within it once the head is in.
+    ``body_idle_timeout``: the body may not stall longer than this between reads."""
+
+    keepalive_timeout: float = 60.0
+    body_timeout: float = 300.0
+    body_idle_timeout: float = 30.0
+
+
+class _BodyWatchdog:
+    """Closes the connection of a request whose body does not arrive in time (slow-body
+    "slowloris" clients). It checks on a timer; a body that is complete (or absent) is done.
+    A handler still reading then sees its connection reset, like any client that goes away."""
+
+    __slots__ = ("_raw", "_limits", "_deadline", "_seen", "_last_progress", "_handle")
+
+    def __init__(self, raw: web.Request, limits: ConnectionLimits) -> None:
+        self._raw = raw
+        self._limits = limits
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._deadline = now + limits.body_timeout
+        self._seen = -1
+        self._last_progress = now
+        self._handle: asyncio.TimerHandle | None = None
+        if not raw.content.is_eof():
+            self._schedule(loop)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        step = min(self._limits.body_idle_timeout, self._limits.body_timeout) / 2
+        self._handle = loop.call_later(max(step, 0.05), self._check)
+
+    def _check(self) -> None:
+        self._handle = None
+        content = self._raw.content
+        if content.is_eof():
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        received = content.total_bytes
+        if received != self._seen:
+            self._seen, self._last_progress = received, now
+        stalled = now - self._last_progress >= self._limits.body_idle_timeout
+        if now >= self._deadline or stalled:
+            log.info("closing a connection whose request body is too slow (%d bytes)", received)
+            protocol = self._raw.protocol
+            if protocol is not None:
+                protocol.force_close()
+            return
+        self._schedule(loop)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+class _Protocol(RequestHandler):
+    """aiohttp's connection handler with Bastion's answer to a request it cannot parse: a
+    Matrix JSON error that never repeats the request (its text/plain page echoes the offending
+    line back, an ``Authorization`` header included)."""
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # The exception's text quotes the bad line: log its kind only.
+        if status >= 500:
+            log.error("error handling a request from %s: %s", request.remote, type(exc).__name__)
+        else:
+            log.info("malformed request from %s: %s", request.remote, type(exc).__name__)
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send an error")
+        if status >= 500:
+            errcode, text = "M_UNKNOWN", "internal error"
+        elif status in (413, 431):
+            errcode, text = "M_TOO_LARGE", "request line or headers too large"
+        else:
+            errcode, text = "M_UNKNOWN", "malformed HTTP request"
+        resp = json_response({"errcode": errcode, "error": text}, status)
+        resp.headers["Server"] = SERVER_HEADER
+        resp.force_close()
+        return resp
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _Protocol(self, loop=self._loop, **self._kwargs)
+
+
+class AppRunner(web.AppRunner):
+    """aiohttp's AppRunner with Bastion's connection handling: bounded keep-alive (which also
+    bounds slow request heads), JSON answers to unparsable requests, and a ``Server`` header
+    naming no versions. Used for both the client and the federation listener."""
+
+    def __init__(self, app: web.Application, limits: ConnectionLimits) -> None:
+        super().__init__(
+            app, access_log=None, handle_signals=False, keepalive_timeout=limits.keepalive_timeout
+        )
+        app.on_response_prepare.append(_set_server_header)
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # The same server, creating _Protocol connections instead of aiohttp's RequestHandler.
+        server.__class__ = _Server
+        return server
+
+
+async def _set_server_header(_request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER_HEADER

@@ -466,7 +466,14 @@ class AccountService:
         # Checks that MUST come before UIA (registration.yaml, 400 responses).
         username = body.get("username")
         user_id = None if username is None else self.check_username_available(username)
-        if "password" not in body or body.get("password") is None:
+        if body.get("password") is None:
+            if "auth" not in body:
+                # A client's first request (Element sends ``{}``) learns the flows: the
+                # User-Interactive Authentication API answers 401 with ``flows``, ``params``
+                # and a ``session`` before any credential is asked for.
+                await self.check_uia(
+                    body, operation="register", flows=self.registration_flows(), ip=ip
+                )
             raise MatrixError("M_MISSING_PARAM", "a password is required")
         password = check_password_strength(body["password"])
         device_id = body.get("device_id")

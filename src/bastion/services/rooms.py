@@ -361,18 +361,27 @@ class RoomService:
 
     def stripped_state(self, room_id: str, state: StateMap, extra: EventRow | None) -> list[dict]:
         """C-S "Stripped state" for invites and knocks: the room's create, join rules, name,
-        avatar, canonical alias, encryption and topic events, plus the member event."""
-        out = []
+        avatar, canonical alias, encryption and topic events (the list the spec recommends),
+        then the invite or knock itself, then the inviter's own ``m.room.member`` event.
+
+        The inviter's member event is one of the events "not described here" the spec lets a
+        server add (as Synapse does): without it a client has no name for a room without an
+        ``m.room.name`` and shows a direct-message invite as "Empty room"; with it the room is
+        named after the inviter's display name."""
         ids = [state[(t, "")] for t in STRIPPED_TYPES if (t, "") in state]
-        rows = self.store.get_event_rows(ids)
-        for eid in ids:
-            r = rows.get(eid)
-            if r is not None:
-                e = r.event
-                out.append({"type": e["type"], "state_key": e.get("state_key", ""),
-                            "sender": e["sender"], "content": e.get("content", {})})  # fmt: skip
+        inviter_member = None
         if extra is not None:
-            e = extra.event
-            out.append({"type": e["type"], "state_key": e.get("state_key", ""),
-                        "sender": e["sender"], "content": e.get("content", {})})  # fmt: skip
-        return out
+            sender = extra.event["sender"]
+            if sender != extra.event.get("state_key"):
+                inviter_member = state.get(("m.room.member", sender))
+        rows = self.store.get_event_rows(ids + ([inviter_member] if inviter_member else []))
+        events = [rows[eid].event for eid in ids if eid in rows]
+        if extra is not None:
+            events.append(extra.event)
+        if inviter_member is not None and inviter_member in rows:
+            events.append(rows[inviter_member].event)
+        return [
+            {"type": e["type"], "state_key": e.get("state_key", ""), "sender": e["sender"],
+             "content": e.get("content", {})}
+            for e in events
+        ]  # fmt: skip

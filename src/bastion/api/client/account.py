@@ -66,7 +66,7 @@ def register(router: Router, hs) -> None:
 
     router.add("GET", "/_matrix/client/v3/account/whoami", whoami)
     router.add("POST", "/_matrix/client/v3/account/password", change_password)
-    router.add("POST", "/_matrix/client/v3/account/deactivate", deactivate)
+    router.add("POST", "/_matrix/client/v3/account/deactivate", deactivate, allow_suspended=True)
     router.add("GET", "/_matrix/client/v3/account/3pid", get_3pids)
     for medium in ("email", "msisdn"):
         router.add(

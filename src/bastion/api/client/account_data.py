@@ -43,7 +43,7 @@ def register(router: Router, hs) -> None:
         return content
 
     base = "/_matrix/client/v3/user/{userId}"
-    router.add("PUT", base + "/account_data/{type}", put_global)
+    router.add("PUT", base + "/account_data/{type}", put_global, allow_suspended=True)
     router.add("GET", base + "/account_data/{type}", get_global)
-    router.add("PUT", base + "/rooms/{roomId}/account_data/{type}", put_room)
+    router.add("PUT", base + "/rooms/{roomId}/account_data/{type}", put_room, allow_suspended=True)
     router.add("GET", base + "/rooms/{roomId}/account_data/{type}", get_room)

@@ -65,5 +65,7 @@ def register(router: Router, hs) -> None:
     router.add("GET", "/_matrix/client/v3/devices", list_devices)
     router.add("GET", "/_matrix/client/v3/devices/{deviceId}", get_device)
     router.add("PUT", "/_matrix/client/v3/devices/{deviceId}", put_device)
-    router.add("DELETE", "/_matrix/client/v3/devices/{deviceId}", delete_device)
-    router.add("POST", "/_matrix/client/v3/delete_devices", delete_devices)
+    router.add(
+        "DELETE", "/_matrix/client/v3/devices/{deviceId}", delete_device, allow_suspended=True
+    )
+    router.add("POST", "/_matrix/client/v3/delete_devices", delete_devices, allow_suspended=True)

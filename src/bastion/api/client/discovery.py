@@ -5,8 +5,23 @@ from __future__ import annotations
 
 from bastion.api.http import Request, Router
 
-#: Spec versions whose Client-Server API we conform to, for the parts clients rely on.
-SUPPORTED_VERSIONS = ["v1.11", "v1.12"]
+#: Spec versions whose Client-Server API Bastion serves, oldest first.
+#:
+#: - v1.1 is the first version with the ``/v3`` paths Bastion serves; ``r0.x`` versions describe
+#:   the ``/r0`` prefix, which Bastion does not serve, so none is listed.
+#: - Each version from v1.1 to v1.12 is listed, not only the newest: versions are compared as
+#:   exact strings, and clients switch features on by the version that introduced them
+#:   (matrix-js-sdk, hence Element: "is any of v1.1…v1.13 listed" for "homeserver too old",
+#:   ``v1.4`` for threads and private receipts, ``v1.11`` for authenticated media). Later
+#:   versions only add to earlier ones, and Bastion implements what they add that clients
+#:   depend on: thread-aware receipts (v1.4), token-authenticated registration (v1.2),
+#:   authenticated media (v1.11), with the deprecated parts it deliberately refuses
+#:   (``access_token`` in the query string; unauthenticated media, frozen as v1.11 allows).
+#: - Known gaps within these versions (no client start-up depends on them): ``/relations``
+#:   (v1.3), ``/threads`` (v1.4), ``/hierarchy`` (v1.2) and ``/timestamp_to_event`` (v1.6); a
+#:   client asking gets 404 ``M_UNRECOGNIZED``.
+#: - v1.13 and later are not listed until each of their additions is checked.
+SUPPORTED_VERSIONS = [f"v1.{minor}" for minor in range(1, 13)]
 
 
 def register(router: Router, hs) -> None:
@@ -15,7 +30,8 @@ def register(router: Router, hs) -> None:
         return {"m.homeserver": {"base_url": hs.config.base_url}}
 
     async def versions(req: Request) -> dict:
-        """GET /_matrix/client/versions — authentication optional."""
+        """GET /_matrix/client/versions — C-S API "API Standards" (versions.yaml); authentication
+        optional. See ``SUPPORTED_VERSIONS`` for why these versions."""
         return {"versions": SUPPORTED_VERSIONS, "unstable_features": {}}
 
     router.add("GET", "/.well-known/matrix/client", well_known, auth=False)

@@ -28,5 +28,7 @@ def register(router: Router, hs) -> None:
             raise error("M_NOT_FOUND", "no such filter", 404)
         return obj
 
-    router.add("POST", "/_matrix/client/v3/user/{userId}/filter", post_filter)
+    # A suspended account still syncs (C-S API "Account suspension"); clients upload their sync
+    # filter first.
+    router.add("POST", "/_matrix/client/v3/user/{userId}/filter", post_filter, allow_suspended=True)
     router.add("GET", "/_matrix/client/v3/user/{userId}/filter/{filterId}", get_filter)

@@ -42,9 +42,11 @@ def register(router: Router, hs) -> None:
         it is stored; bad ones are reported in ``failures``."""
         return await e2ee.upload_signatures(req.requester, await req.json())
 
-    router.add("POST", f"{V3}/keys/upload", upload)
-    router.add("POST", f"{V3}/keys/query", query)
-    router.add("POST", f"{V3}/keys/claim", claim)
+    router.add("POST", f"{V3}/keys/upload", upload, allow_suspended=True)
+    router.add("POST", f"{V3}/keys/query", query, allow_suspended=True)
+    router.add("POST", f"{V3}/keys/claim", claim, allow_suspended=True)
     router.add("GET", f"{V3}/keys/changes", changes)
-    router.add("POST", f"{V3}/keys/device_signing/upload", device_signing_upload)
-    router.add("POST", f"{V3}/keys/signatures/upload", signatures_upload)
+    router.add(
+        "POST", f"{V3}/keys/device_signing/upload", device_signing_upload, allow_suspended=True
+    )
+    router.add("POST", f"{V3}/keys/signatures/upload", signatures_upload, allow_suspended=True)

@@ -30,5 +30,7 @@ def register(router: Router, hs) -> None:
 
     router.add("GET", "/_matrix/client/v3/login", get_login, auth=False)
     router.add("POST", "/_matrix/client/v3/login", post_login, auth=False)
-    router.add("POST", "/_matrix/client/v3/logout", logout)
-    router.add("POST", "/_matrix/client/v3/logout/all", logout_all)
+    router.add("POST", "/_matrix/client/v3/logout", logout, allow_locked=True, allow_suspended=True)
+    router.add(
+        "POST", "/_matrix/client/v3/logout/all", logout_all, allow_locked=True, allow_suspended=True
+    )

@@ -171,6 +171,8 @@ def register(router: Router, hs) -> None:
     router.add("POST", "/_matrix/media/v1/create", create)
     router.add("PUT", "/_matrix/media/v3/upload/{serverName}/{mediaId}", upload_to)
     router.add("GET", "/_matrix/client/v1/media/config", config)
+    # The deprecated path (content-repo.yaml getConfig) still needs an access token.
+    router.add("GET", "/_matrix/media/v3/config", config)
     router.add("GET", "/_matrix/client/v1/media/download/{serverName}/{mediaId}", download)
     router.add(
         "GET", "/_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}", download

@@ -58,12 +58,12 @@ def register(router: Router, hs) -> None:
             req.requester, req.query.get("version"), room_id, session_id
         )
 
-    router.add("POST", f"{V3}/version", create_version)
+    router.add("POST", f"{V3}/version", create_version, allow_suspended=True)
     router.add("GET", f"{V3}/version", get_current)
     router.add("GET", f"{V3}/version/{{version}}", get_version)
-    router.add("PUT", f"{V3}/version/{{version}}", put_version)
-    router.add("DELETE", f"{V3}/version/{{version}}", delete_version)
+    router.add("PUT", f"{V3}/version/{{version}}", put_version, allow_suspended=True)
+    router.add("DELETE", f"{V3}/version/{{version}}", delete_version, allow_suspended=True)
     for path in (f"{V3}/keys", f"{V3}/keys/{{roomId}}", f"{V3}/keys/{{roomId}}/{{sessionId}}"):
-        router.add("PUT", path, put_keys)
+        router.add("PUT", path, put_keys, allow_suspended=True)
         router.add("GET", path, get_keys)
-        router.add("DELETE", path, delete_keys)
+        router.add("DELETE", path, delete_keys, allow_suspended=True)

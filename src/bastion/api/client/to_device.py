@@ -16,4 +16,6 @@ def register(router: Router, hs) -> None:
             req.requester, p["eventType"], p["txnId"], await req.json()
         )
 
-    router.add("PUT", "/_matrix/client/v3/sendToDevice/{eventType}/{txnId}", send)
+    router.add(
+        "PUT", "/_matrix/client/v3/sendToDevice/{eventType}/{txnId}", send, allow_suspended=True
+    )
