@@ -82,6 +82,8 @@ class Config:
     #: maximum (milliseconds; ±20 % jitter).
     federation_retry_min_ms: int = 5000
     federation_retry_max_ms: int = 3_600_000
+    #: Shutdown: seconds background work may take to finish before it is cancelled.
+    shutdown_drain_seconds: int = 10
     extra: dict = field(default_factory=dict)
 
     @property
@@ -145,6 +147,10 @@ class Config:
         if self.max_upload_size <= 0:
             raise ConfigError("max_upload_size must be positive")
         self._validate_federation()
+        for key in ("shutdown_drain_seconds",):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{key} must be a non-negative integer")
         return self
 
     def _validate_federation(self) -> None:
@@ -277,6 +283,9 @@ log_level = "{log_level}"
 # federation_max_fetch_per_pdu = 100            # events fetched to check one received event
 # federation_max_fetch_per_txn = 500            # ... and one received transaction
 # federation_max_state_size = 100000            # largest room state accepted from a server
+
+# Seconds background work may take to finish at shutdown before it is cancelled.
+# shutdown_drain_seconds = 10
 """
 
 
