@@ -82,6 +82,10 @@ class Config:
     #: maximum (milliseconds; ±20 % jitter).
     federation_retry_min_ms: int = 5000
     federation_retry_max_ms: int = 3_600_000
+    #: Password hashing runs on threads of its own: how many (0: half the CPUs, at least one)
+    #: and how many more password checks may wait; past that a login is refused (429).
+    password_hash_threads: int = 0
+    password_hash_queue: int = 16
     #: Shutdown: seconds background work may take to finish before it is cancelled.
     shutdown_drain_seconds: int = 10
     extra: dict = field(default_factory=dict)
@@ -147,7 +151,7 @@ class Config:
         if self.max_upload_size <= 0:
             raise ConfigError("max_upload_size must be positive")
         self._validate_federation()
-        for key in ("shutdown_drain_seconds",):
+        for key in ("password_hash_threads", "password_hash_queue", "shutdown_drain_seconds"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{key} must be a non-negative integer")
@@ -283,6 +287,11 @@ log_level = "{log_level}"
 # federation_max_fetch_per_pdu = 100            # events fetched to check one received event
 # federation_max_fetch_per_txn = 500            # ... and one received transaction
 # federation_max_state_size = 100000            # largest room state accepted from a server
+
+# Password hashing threads (0: half the CPUs) and how many password checks may wait for one;
+# past that, logins are refused with 429 until the queue drains.
+# password_hash_threads = 0
+# password_hash_queue = 16
 
 # Seconds background work may take to finish at shutdown before it is cancelled.
 # shutdown_drain_seconds = 10

@@ -91,8 +91,9 @@ class HomeServer:
         self.signing_key = load_or_create_signing_key(config.signing_key_path)
         self.notifier = Notifier()
         self.passwords = Passwords(
-            config.argon2_time_cost, config.argon2_memory_cost, config.argon2_parallelism
-        )
+            config.argon2_time_cost, config.argon2_memory_cost, config.argon2_parallelism,
+            threads=config.password_hash_threads, queue=config.password_hash_queue,
+        )  # fmt: skip
         self.accounts = AccountService(self)
         self.router = Router()
         self.services: dict[str, object] = {}
@@ -250,6 +251,7 @@ class HomeServer:
         await drain(self.background_services(), self.config.shutdown_drain_seconds)
         await self.federation_sender.stop()
         await self.federation_client.close()
+        self.passwords.close()
         self.store.close()
 
 
