@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from bastion.core.identifiers import parse_server_name
+from bastion.core.media import DEFAULT_THUMBNAIL_SIZES, ThumbnailSize, parse_thumbnail_sizes
 from bastion.core.room_versions import KNOWN_ROOM_VERSIONS
 
 REGISTRATION_MODES = ("open", "token", "closed")
@@ -86,6 +87,11 @@ class Config:
     #: and how many more password checks may wait; past that a login is refused (429).
     password_hash_threads: int = 0
     password_hash_queue: int = 16
+    #: The only thumbnail sizes generated, each at most once per media (tables of width,
+    #: height and method "crop" or "scale"); a request gets the configured size that fits best.
+    thumbnail_sizes: tuple = tuple(
+        {"width": s.width, "height": s.height, "method": s.method} for s in DEFAULT_THUMBNAIL_SIZES
+    )
     #: Shutdown: seconds background work may take to finish before it is cancelled.
     shutdown_drain_seconds: int = 10
     extra: dict = field(default_factory=dict)
@@ -155,7 +161,16 @@ class Config:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{key} must be a non-negative integer")
+        try:
+            parse_thumbnail_sizes(self.thumbnail_sizes)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         return self
+
+    @property
+    def thumbnail_size_set(self) -> tuple[ThumbnailSize, ...]:
+        """``thumbnail_sizes`` parsed (validated by :meth:`validate`)."""
+        return parse_thumbnail_sizes(self.thumbnail_sizes)
 
     def _validate_federation(self) -> None:
         import ipaddress
@@ -292,6 +307,13 @@ log_level = "{log_level}"
 # past that, logins are refused with 429 until the queue drains.
 # password_hash_threads = 0
 # password_hash_queue = 16
+
+# The only thumbnail sizes generated (each once per media); requests get the best fit.
+# thumbnail_sizes = [{{width = 32, height = 32, method = "crop"}},
+#                    {{width = 96, height = 96, method = "crop"}},
+#                    {{width = 320, height = 240, method = "scale"}},
+#                    {{width = 640, height = 480, method = "scale"}},
+#                    {{width = 800, height = 600, method = "scale"}}]
 
 # Seconds background work may take to finish at shutdown before it is cancelled.
 # shutdown_drain_seconds = 10

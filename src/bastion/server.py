@@ -215,7 +215,7 @@ class HomeServer:
     def background_services(self) -> list[BackgroundService]:
         """Every service with work in the background, drained together at shutdown."""
         return [self.e2ee, self.device_lists, self.federation_edus, self.typing, self.presence,
-                self.federation_sender]  # fmt: skip
+                self.media, self.federation_sender]  # fmt: skip
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -252,6 +252,7 @@ class HomeServer:
         await self.federation_sender.stop()
         await self.federation_client.close()
         self.passwords.close()
+        self.media.close()
         self.store.close()
 
 
