@@ -102,3 +102,30 @@ def test_full_hashing_queue_refuses_with_429(tmp_path):
         assert srv.hs.passwords.in_flight == 0
     finally:
         srv.stop()
+
+
+def test_registration_refused_while_busy_keeps_its_session(tmp_path):
+    """A registration whose UIA is complete but finds the hashing queue full gets 429; retried
+    with the same session after ``retry_after_ms``, it succeeds (the flow does not restart)."""
+    srv = ServerThread(
+        tmp_path / "data", argon2_time_cost=8, argon2_memory_cost=65536,
+        password_hash_threads=1, password_hash_queue=0,
+    ).start()  # fmt: skip
+    try:
+        c = Client(srv.base_url)
+        body: dict = {"username": "carol", "password": "correct horse battery"}
+        r = c.request("POST", "/_matrix/client/v3/register", body, token=None)
+        assert r.status == 401, r.body
+        body["auth"] = {"type": "m.login.dummy", "session": r.body["session"]}
+        busy = threading.Thread(target=_login, args=(srv.base_url, "someone"))
+        busy.start()  # takes the one hashing thread for a while
+        deadline = time.monotonic() + 10
+        while srv.hs.passwords.in_flight == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        r = c.request("POST", "/_matrix/client/v3/register", body, token=None)
+        assert r.status == 429 and r.body["errcode"] == "M_LIMIT_EXCEEDED", r.body
+        busy.join(60)
+        r = c.request("POST", "/_matrix/client/v3/register", body, token=None)
+        assert r.status == 200 and r.body["user_id"] == "@carol:localhost", r.body
+    finally:
+        srv.stop()

@@ -38,7 +38,7 @@ from typing import Any
 from bastion.core.canonical_json import canonical_json
 from bastion.core.identifiers import parse_server_name
 from bastion.errors import MatrixError
-from bastion.services.passwords import MAX_PASSWORD_LENGTH, Passwords
+from bastion.services.passwords import MAX_PASSWORD_LENGTH, PasswordHashingBusy, Passwords
 from bastion.storage.sqlite.accounts import Requester, registration_token_valid
 
 log = logging.getLogger("bastion.accounts")
@@ -479,7 +479,13 @@ class AccountService:
         self.end_uia(session)
         reg_token = session.data.get("registration_token")
 
-        pw_hash = await self.passwords.hash_async(password)
+        try:
+            pw_hash = await self.passwords.hash_async(password)
+        except PasswordHashingBusy:
+            # Refused before any work (no await in between): the completed session stays
+            # usable, so the client's retry after retry_after_ms does not start over.
+            self._uia[session.session_id] = session
+            raise
         now = self.hs.now_ms()
         if user_id is None:
             user_id = f"@u{secrets.token_hex(6)}:{self.hs.server_name}"
