@@ -141,3 +141,21 @@ def test_large_valid_dimensions_get_the_largest_size(alice):
     mid = split_mxc(upload(alice, png_bytes((1600, 1200)), "image/png").body["content_uri"])[1]
     r = thumb(alice, mid, width=999999999, height=999999999, method="scale")
     assert as_image(r).size == (800, 600)
+
+
+def test_thumbnail_sizes_config(tmp_path):
+    from bastion.config import Config, ConfigError, load_config
+
+    path = tmp_path / "bastion.toml"
+    path.write_text(
+        'thumbnail_sizes = [{width = 64, height = 64, method = "crop"},\n'
+        '                   {width = 1024, height = 768, method = "scale"}]\n'
+    )
+    sizes = load_config(path).validate().thumbnail_size_set
+    assert [(s.width, s.height, s.method) for s in sizes] == [
+        (64, 64, "crop"),
+        (1024, 768, "scale"),
+    ]
+    for bad in ([], [{"width": 64, "height": 64, "method": "stretch"}], [{"width": 64}]):
+        with pytest.raises(ConfigError):
+            Config(thumbnail_sizes=bad).validate()
