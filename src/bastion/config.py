@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from bastion.core.identifiers import parse_server_name
+from bastion.core.media import DEFAULT_THUMBNAIL_SIZES, ThumbnailSize, parse_thumbnail_sizes
 from bastion.core.room_versions import KNOWN_ROOM_VERSIONS
 
 REGISTRATION_MODES = ("open", "token", "closed")
@@ -95,6 +96,17 @@ class Config:
     turn_uris: tuple[str, ...] = ()
     turn_shared_secret: str = field(default="", repr=False)  # never in a logged repr
     turn_user_lifetime: int = 3600
+    #: Password hashing runs on threads of its own: how many (0: half the CPUs, at least one)
+    #: and how many more password checks may wait; past that a login is refused (429).
+    password_hash_threads: int = 0
+    password_hash_queue: int = 16
+    #: The only thumbnail sizes generated, each at most once per media (tables of width,
+    #: height and method "crop" or "scale"); a request gets the configured size that fits best.
+    thumbnail_sizes: tuple = tuple(
+        {"width": s.width, "height": s.height, "method": s.method} for s in DEFAULT_THUMBNAIL_SIZES
+    )
+    #: Shutdown: seconds background work may take to finish before it is cancelled.
+    shutdown_drain_seconds: int = 10
     extra: dict = field(default_factory=dict)
 
     @property
@@ -175,7 +187,20 @@ class Config:
         ):
             raise ConfigError("turn_user_lifetime must be a positive integer (seconds)")
         self._validate_federation()
+        for key in ("password_hash_threads", "password_hash_queue", "shutdown_drain_seconds"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{key} must be a non-negative integer")
+        try:
+            parse_thumbnail_sizes(self.thumbnail_sizes)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         return self
+
+    @property
+    def thumbnail_size_set(self) -> tuple[ThumbnailSize, ...]:
+        """``thumbnail_sizes`` parsed (validated by :meth:`validate`)."""
+        return parse_thumbnail_sizes(self.thumbnail_sizes)
 
     def _validate_federation(self) -> None:
         import ipaddress
@@ -318,6 +343,21 @@ http_body_idle_timeout = {http_body_idle_timeout}
 # federation_max_fetch_per_pdu = 100            # events fetched to check one received event
 # federation_max_fetch_per_txn = 500            # ... and one received transaction
 # federation_max_state_size = 100000            # largest room state accepted from a server
+
+# Password hashing threads (0: half the CPUs) and how many password checks may wait for one;
+# past that, logins are refused with 429 until the queue drains.
+# password_hash_threads = 0
+# password_hash_queue = 16
+
+# The only thumbnail sizes generated (each once per media); requests get the best fit.
+# thumbnail_sizes = [{{width = 32, height = 32, method = "crop"}},
+#                    {{width = 96, height = 96, method = "crop"}},
+#                    {{width = 320, height = 240, method = "scale"}},
+#                    {{width = 640, height = 480, method = "scale"}},
+#                    {{width = 800, height = 600, method = "scale"}}]
+
+# Seconds background work may take to finish at shutdown before it is cancelled.
+# shutdown_drain_seconds = 10
 """
 
 

@@ -34,6 +34,7 @@ from bastion.services.accounts import AccountService
 from bastion.services.e2ee import E2EEService
 from bastion.services.ephemeral import Presence, Receipts, Typing
 from bastion.services.filtering import Filters
+from bastion.services.lifecycle import BackgroundService, drain
 from bastion.services.media import MediaService
 from bastion.services.notifier import Notifier
 from bastion.services.passwords import Passwords
@@ -103,8 +104,9 @@ class HomeServer:
         self.signing_key = load_or_create_signing_key(config.signing_key_path)
         self.notifier = Notifier()
         self.passwords = Passwords(
-            config.argon2_time_cost, config.argon2_memory_cost, config.argon2_parallelism
-        )
+            config.argon2_time_cost, config.argon2_memory_cost, config.argon2_parallelism,
+            threads=config.password_hash_threads, queue=config.password_hash_queue,
+        )  # fmt: skip
         self.accounts = AccountService(self)
         self.router = Router()
         self.services: dict[str, object] = {}
@@ -238,13 +240,20 @@ class HomeServer:
         )
         return app
 
+    def background_services(self) -> list[BackgroundService]:
+        """Every service with work in the background, drained together at shutdown."""
+        return [self.e2ee, self.device_lists, self.federation_edus, self.typing, self.presence,
+                self.media, self.federation_sender]  # fmt: skip
+
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store.open()
         loop = asyncio.get_running_loop()
         self.notifier.attach(loop)
+        self.store.attach_loop(loop)
         self.store.add_listener(self.notifier.notify_threadsafe)
-        self.federation_sender.start()
+        for service in self.background_services():
+            service.start()  # the federation sender also resumes its queued destinations
         app = self.build_app()
         self._runner = AppRunner(app, self.connection_limits)
         await self._runner.setup()
@@ -259,15 +268,19 @@ class HomeServer:
         await self._start_federation()
 
     async def stop(self) -> None:
+        """Stop accepting requests (pending long polls answer at once; requests in flight
+        finish), then drain every background service (their tasks finish, up to
+        ``shutdown_drain_seconds``), then stop federation, and only then close the store."""
         self.notifier.close()  # end pending /sync long polls now rather than at their timeout
-        if self._federation_runner is not None:
-            await self._federation_runner.cleanup()
-            self._federation_runner = None
+        for runner in (self._federation_runner, self._runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._federation_runner = self._runner = None
+        await drain(self.background_services(), self.config.shutdown_drain_seconds)
         await self.federation_sender.stop()
         await self.federation_client.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        self.passwords.close()
+        self.media.close()
         self.store.close()
 
 

@@ -161,7 +161,7 @@ def wait_writes(server) -> None:
     """Wait until the background writes the contributor started have committed."""
 
     async def run() -> None:
-        tasks = list(server.hs.e2ee._tasks)  # noqa: SLF001
+        tasks = list(server.hs.e2ee.background_tasks)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await server.hs.store.db.write(lambda conn: None)

@@ -183,3 +183,97 @@ def plan_thumbnail(src_w: int, src_h: int, want_w: int, want_h: int, method: str
     if cw <= want_w or ch <= want_h:
         return ThumbnailPlan(cw, ch, box, False)
     return ThumbnailPlan(want_w, want_h, box, False)
+
+
+# -- the fixed set of thumbnail sizes -----------------------------------------------------------
+
+#: Largest width or height a configured thumbnail size may have.
+MAX_CONFIGURED_THUMBNAIL_DIMENSION = 4096
+#: Most sizes a configuration may list (each is generated at most once per media).
+MAX_CONFIGURED_THUMBNAIL_SIZES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ThumbnailSize:
+    """One configured thumbnail size: the only sizes this server generates."""
+
+    width: int
+    height: int
+    method: str
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe name of the size, e.g. ``96x96-crop``."""
+        return f"{self.width}x{self.height}-{self.method}"
+
+
+#: The sizes generated when the configuration names none (the same set as Synapse's default
+#: ``thumbnail_sizes``).
+DEFAULT_THUMBNAIL_SIZES: tuple[ThumbnailSize, ...] = (
+    ThumbnailSize(32, 32, "crop"),
+    ThumbnailSize(96, 96, "crop"),
+    ThumbnailSize(320, 240, "scale"),
+    ThumbnailSize(640, 480, "scale"),
+    ThumbnailSize(800, 600, "scale"),
+)
+
+
+def parse_thumbnail_sizes(value: object) -> tuple[ThumbnailSize, ...]:
+    """The configured ``thumbnail_sizes``: a non-empty list of ``{width, height, method}``
+    tables. Raises ValueError naming the problem."""
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError("thumbnail_sizes must be a non-empty list of {width, height, method}")
+    if len(value) > MAX_CONFIGURED_THUMBNAIL_SIZES:
+        raise ValueError(f"thumbnail_sizes may list at most {MAX_CONFIGURED_THUMBNAIL_SIZES}")
+    sizes: list[ThumbnailSize] = []
+    for entry in value:
+        if isinstance(entry, ThumbnailSize):
+            entry = {"width": entry.width, "height": entry.height, "method": entry.method}
+        if not isinstance(entry, dict) or set(entry) - {"width", "height", "method"}:
+            raise ValueError("each thumbnail size is a table of width, height and method")
+        width, height, method = entry.get("width"), entry.get("height"), entry.get("method")
+        for name, n in (("width", width), ("height", height)):
+            if (
+                not isinstance(n, int)
+                or isinstance(n, bool)
+                or not 0 < n <= MAX_CONFIGURED_THUMBNAIL_DIMENSION
+            ):
+                raise ValueError(
+                    f"thumbnail {name} must be an integer from 1 to "
+                    f"{MAX_CONFIGURED_THUMBNAIL_DIMENSION}"
+                )
+        if method not in THUMBNAIL_METHODS:
+            raise ValueError("thumbnail method must be crop or scale")
+        size = ThumbnailSize(width, height, method)  # type: ignore[arg-type]
+        if size not in sizes:
+            sizes.append(size)
+    return tuple(sizes)
+
+
+def select_thumbnail_size(
+    sizes: tuple[ThumbnailSize, ...], want_w: int, want_h: int, method: str
+) -> ThumbnailSize:
+    """The configured size that best serves a request (C-S API "Thumbnails": the server "SHOULD
+    return a thumbnail at least as large as requested", may return a different size, and
+    "crop"/"scale" are hints). The rule follows Synapse's thumbnail selection: among the sizes
+    of the requested method (every size when none has it), prefer those at least as large as
+    the request in one dimension; for ``crop`` rank by closeness of aspect ratio, then by
+    covering the request in both dimensions, then by closeness of size; for ``scale`` by
+    closeness of size. Ties go to the size listed first."""
+    if not sizes:
+        raise ValueError("no thumbnail sizes configured")
+    if want_w <= 0 or want_h <= 0:
+        raise ValueError("dimensions must be positive")
+    candidates = [s for s in sizes if s.method == method] or list(sizes)
+
+    def rank(s: ThumbnailSize) -> tuple[int, ...]:
+        size_quality = abs((want_w - s.width) * (want_h - s.height))
+        if method == "crop":
+            aspect_quality = abs(want_w * s.height - want_h * s.width)
+            min_quality = 0 if want_w <= s.width and want_h <= s.height else 1
+            return (aspect_quality, min_quality, size_quality)
+        return (size_quality,)
+
+    larger = [s for s in candidates if s.width >= want_w or s.height >= want_h]
+    pool = larger or candidates
+    return min(pool, key=rank)  # min keeps the first of equals

@@ -32,6 +32,7 @@ from bastion.core.e2e_keys import check_cross_signing_key, check_device_keys
 from bastion.core.identifiers import is_valid_user_id
 from bastion.errors import MatrixError
 from bastion.federation.edus import federation_enabled, send_edu, server_of
+from bastion.services.lifecycle import BackgroundService
 
 log = logging.getLogger("bastion.federation.device_lists")
 
@@ -83,10 +84,14 @@ def timeout_seconds(body: dict) -> float:
     return max(0, min(timeout, MAX_TIMEOUT_MS)) / 1000
 
 
-class DeviceLists:
-    """Device lists of local users sent to other servers, and remote users' device lists."""
+class DeviceLists(BackgroundService):
+    """Device lists of local users sent to other servers, and remote users' device lists. Sends
+    and resynchronisations run in the background, through the service lifecycle."""
+
+    background_name = "device-list"
 
     def __init__(self, hs) -> None:
+        super().__init__()
         self.hs = hs
         self.store = hs.store
         self._lock = threading.Lock()
@@ -96,8 +101,6 @@ class DeviceLists:
         self._flush_task: asyncio.Task | None = None
         self._again = False
         self._resyncs: dict[str, asyncio.Task] = {}
-        self._tasks: set[asyncio.Task] = set()
-        self.store.add_listener(self._after_commit)
 
     # -- helpers ------------------------------------------------------------------------------
     def is_mine(self, user_id: str) -> bool:
@@ -108,22 +111,6 @@ class DeviceLists:
 
     def shares_room_with_local_user(self, user_id: str) -> bool:
         return any(self.is_mine(u) for u in self.store.get_users_sharing_room_with(user_id))
-
-    def _spawn(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("device-list task failed: %r", task.exception())
-
-    async def wait_idle(self) -> None:
-        """Wait for pending sends and resynchronisations (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # -- outbound -----------------------------------------------------------------------------
     def local_change_in(
@@ -137,26 +124,20 @@ class DeviceLists:
                 self._flushed = row[0] or 0
             self._dirty = True
         self.store.add_outbound_device_change_in(conn, stream_id, user_id, device_id)
+        self.store.run_after_commit(self._schedule_flush)
 
     def signing_keys_changed_in(self, conn: sqlite3.Connection, user_id: str) -> None:
         """Inside a write function: local ``user_id`` uploaded cross-signing keys."""
         with self._lock:
             self._signing_pending.add(user_id)
-
-    def _after_commit(self, _position: int, _keys: set[str]) -> None:
-        # Writer thread, after each commit.
-        with self._lock:
-            if not self._dirty and not self._signing_pending:
-                return
-        loop = getattr(self.hs.notifier, "_loop", None)
-        if loop is not None:
-            loop.call_soon_threadsafe(self._schedule_flush)
+        self.store.run_after_commit(self._schedule_flush)
 
     def _schedule_flush(self) -> None:
+        # On the event loop, after a commit that changed a local device list.
         if self._flush_task is not None and not self._flush_task.done():
             self._again = True
             return
-        self._flush_task = self._spawn(self._flush())
+        self._flush_task = self.spawn(self._flush())
 
     async def _flush(self) -> None:
         while True:
@@ -281,7 +262,7 @@ class DeviceLists:
             if cached is None:
                 # Not cached: the next /keys/query fetches the list; clients learn of the change.
                 pos = store.add_device_list_change_in(conn, user_id)
-                e2ee._queue_device_list_wake(user_id)  # noqa: SLF001
+                e2ee.queue_device_list_wake(user_id)
                 return f"noted at {pos}"
             if stream_id <= cached[0] or store.remote_stream_ids_seen_in(
                 conn, user_id, [stream_id]
@@ -300,7 +281,7 @@ class DeviceLists:
             else:
                 store.set_remote_device_in(conn, user_id, device_id, name, keys)
             store.add_device_list_change_in(conn, user_id)
-            e2ee._queue_device_list_wake(user_id)  # noqa: SLF001
+            e2ee.queue_device_list_wake(user_id)
             return "applied"
 
         outcome = await store.db.write(fn)
@@ -330,7 +311,7 @@ class DeviceLists:
                 for usage, key in keys.items():
                     store.set_remote_cross_signing_key_in(conn, user_id, usage, key)
             store.add_device_list_change_in(conn, user_id)
-            e2ee._queue_device_list_wake(user_id)  # noqa: SLF001
+            e2ee.queue_device_list_wake(user_id)
 
         await store.db.write(fn)
 
@@ -339,7 +320,7 @@ class DeviceLists:
         """Resynchronise ``user_id``'s list in the background (one at a time per user)."""
         task = self._resyncs.get(user_id)
         if task is None or task.done():
-            task = self._spawn(self.resync(user_id))
+            task = self.spawn(self.resync(user_id), cancel_on_stop=True)
             self._resyncs[user_id] = task
             task.add_done_callback(
                 lambda t: (
@@ -376,7 +357,7 @@ class DeviceLists:
                 conn, user_id, stream_id, synced_pos, devices, cross
             )
             store.add_device_list_change_in(conn, user_id)
-            e2ee._queue_device_list_wake(user_id)  # noqa: SLF001
+            e2ee.queue_device_list_wake(user_id)
 
         await store.db.write(fn)
         return True

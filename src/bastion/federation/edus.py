@@ -15,7 +15,6 @@ denies the origin.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import secrets
@@ -26,6 +25,7 @@ from bastion.core.canonical_json import canonical_json
 from bastion.core.identifiers import is_valid_user_id
 from bastion.core.server_acl import server_acl_allows
 from bastion.services.e2ee import MAX_TO_DEVICE_CONTENT, MAX_TO_DEVICE_MESSAGES
+from bastion.services.lifecycle import BackgroundService
 
 log = logging.getLogger("bastion.federation.edus")
 
@@ -75,13 +75,16 @@ def _ok_user(value: object) -> bool:
     return isinstance(value, str) and is_valid_user_id(value, historical=True)
 
 
-class FederationEDUs:
-    """``hs.federation_edus``: inbound EDU handlers and outbound room EDUs."""
+class FederationEDUs(BackgroundService):
+    """``hs.federation_edus``: inbound EDU handlers and outbound room EDUs (queued in the
+    background, through the service lifecycle)."""
+
+    background_name = "EDU"
 
     def __init__(self, hs) -> None:
+        super().__init__()
         self.hs = hs
         self.store = hs.store
-        self._tasks: set[asyncio.Task] = set()
         handlers = hs.federation_edu_handlers
         handlers["m.typing"] = self.on_typing
         handlers["m.receipt"] = self.on_receipt
@@ -107,15 +110,6 @@ class FederationEDUs:
     def _joined(self, room_id: str, user_id: str) -> bool:
         row = self.store.get_membership(room_id, user_id)
         return row is not None and row["membership"] == "join"
-
-    def _spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def wait_idle(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # -- inbound ------------------------------------------------------------------------------
     async def on_typing(self, origin: str, content: dict) -> None:
@@ -274,7 +268,7 @@ class FederationEDUs:
             return
         content = {"room_id": room_id, "user_id": user_id, "typing": typing}
         for destination in self.servers_in_room(room_id):
-            self._spawn(
+            self.spawn(
                 send_edu(self.hs, destination, "m.typing", content, key=f"{room_id} {user_id}")
             )
 

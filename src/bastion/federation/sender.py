@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 from bastion.federation.resolver import FederationError
+from bastion.services.lifecycle import BackgroundService, drain
 
 log = logging.getLogger("bastion.federation.sender")
 
@@ -39,8 +40,14 @@ PERMANENT_FAILURES = frozenset({400, 403, 404, 413})
 _MEMBERSHIP_TARGETS = frozenset({"invite", "knock", "leave", "ban"})
 
 
-class FederationSender:
+class FederationSender(BackgroundService):
+    """Per-destination sending loops, and EDUs being queued (spawned through the service
+    lifecycle, so shutdown lets them reach the queue before the store closes)."""
+
+    background_name = "federation sender"
+
     def __init__(self, hs: Any) -> None:
+        super().__init__()
         self.hs = hs
         self.store = hs.store
         self._tasks: dict[str, asyncio.Task] = {}
@@ -49,20 +56,23 @@ class FederationSender:
         self._pending_wakeups: list[str] = []  # written on the writer thread
         self._counter = 0
         self._stopping = False
-        self._edu_tasks: set[asyncio.Task] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         """Attach to the running loop and resume every destination with a non-empty queue."""
+        super().start()
         self._loop = asyncio.get_running_loop()
         self._stopping = False
         self.store.add_listener(self._after_commit)
         for destination in self.store.queued_destinations():
             self.wake(destination)
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Let EDUs being queued reach the queue, then end every sending loop (what is queued
+        is sent after the next start)."""
+        await drain([self], timeout)
         self._stopping = True
-        tasks = [*self._tasks.values(), *self._edu_tasks]
+        tasks = list(self._tasks.values())
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -167,10 +177,7 @@ class FederationSender:
                 lambda conn: self.send_edu_in(conn, destination, edu_type, content, key)
             )
 
-        task = asyncio.get_running_loop().create_task(go())
-        self._edu_tasks.add(task)
-        task.add_done_callback(self._edu_tasks.discard)
-        return task
+        return self.spawn(go())
 
     # -- waking senders --------------------------------------------------------------------------
     def _after_commit(self, _pos: int, _keys: set[str]) -> None:

@@ -26,7 +26,6 @@ Policy decisions made here, documented for operators:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import secrets
@@ -39,7 +38,7 @@ from typing import Any
 from bastion.core.canonical_json import canonical_json
 from bastion.core.identifiers import parse_server_name
 from bastion.errors import MatrixError
-from bastion.services.passwords import MAX_PASSWORD_LENGTH, Passwords
+from bastion.services.passwords import MAX_PASSWORD_LENGTH, PasswordHashingBusy, Passwords
 from bastion.storage.sqlite.accounts import Requester, registration_token_valid
 
 log = logging.getLogger("bastion.accounts")
@@ -398,9 +397,7 @@ class AccountService:
             if wait:
                 raise rate_limited(wait)
             row = self.store.get_user(user_id)
-            ok = await asyncio.to_thread(
-                self.passwords.verify, row["password_hash"] if row else None, password
-            )
+            ok = await self.passwords.verify_async(row["password_hash"] if row else None, password)
             if not ok:
                 self.login_failures.failed(key, self.hs.now_ms())
                 raise UiaRequired(session.body(), "M_FORBIDDEN", "invalid password")
@@ -489,7 +486,13 @@ class AccountService:
         self.end_uia(session)
         reg_token = session.data.get("registration_token")
 
-        pw_hash = await asyncio.to_thread(self.passwords.hash, password)
+        try:
+            pw_hash = await self.passwords.hash_async(password)
+        except PasswordHashingBusy:
+            # Refused before any work (no await in between): the completed session stays
+            # usable, so the client's retry after retry_after_ms does not start over.
+            self._uia[session.session_id] = session
+            raise
         now = self.hs.now_ms()
         if user_id is None:
             user_id = f"@u{secrets.token_hex(6)}:{self.hs.server_name}"
@@ -587,7 +590,7 @@ class AccountService:
         pw_hash = row["password_hash"] if row is not None and not row["deactivated"] else None
         if len(password) > MAX_PASSWORD_LENGTH:
             pw_hash = None  # no stored password is that long; still pay for one verification
-        ok = await asyncio.to_thread(self.passwords.verify, pw_hash, password[:MAX_PASSWORD_LENGTH])
+        ok = await self.passwords.verify_async(pw_hash, password[:MAX_PASSWORD_LENGTH])
         if not ok:
             self.login_failures.failed(key, self.hs.now_ms())
             raise MatrixError("M_FORBIDDEN", "invalid username or password", 403)
@@ -597,7 +600,7 @@ class AccountService:
                 "M_USER_LOCKED", "this account has been locked", 401, soft_logout=True
             )
         if self.passwords.needs_rehash(pw_hash):
-            new_hash = await asyncio.to_thread(self.passwords.hash, password)
+            new_hash = await self.passwords.hash_async(password)
         else:
             new_hash = None
         device_id = device_id or generate_device_id()
@@ -657,7 +660,7 @@ class AccountService:
     async def change_password(
         self, requester: Requester, new_password: str, logout_devices: bool
     ) -> None:
-        pw_hash = await asyncio.to_thread(self.passwords.hash, new_password)
+        pw_hash = await self.passwords.hash_async(new_password)
         uid = requester.user_id
 
         def fn(conn: sqlite3.Connection) -> None:

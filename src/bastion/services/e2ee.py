@@ -23,10 +23,8 @@ clients rely on (see the project's client notes) and how this service keeps it:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
-import threading
 from typing import Any
 
 import orjson
@@ -46,6 +44,7 @@ from bastion.core.e2e_keys import (
 )
 from bastion.core.identifiers import is_valid_user_id
 from bastion.errors import MatrixError
+from bastion.services.lifecycle import BackgroundService
 from bastion.services.sync_api import SyncContext, SyncToken
 
 log = logging.getLogger("bastion.e2ee")
@@ -80,56 +79,31 @@ def _check_id(value: object, what: str) -> str:
     return value
 
 
-class E2EEService:
+class E2EEService(BackgroundService):
     """Keys, to-device messages, device lists, cross-signing and key backup; a /sync
-    contributor (``contribute_global``)."""
+    contributor (``contribute_global``). Its background work (deleting delivered to-device
+    messages, recording truncated deliveries) is spawned through the service lifecycle."""
+
+    background_name = "E2EE"
 
     def __init__(self, hs) -> None:
+        super().__init__()
         self.hs = hs
         self.store = hs.store
-        # Users whose device list changed in writes not yet committed: after the commit, every
-        # user sharing a room with them is woken (computed on the event loop).
-        self._pending_wake: set[str] = set()
-        self._wake_lock = threading.Lock()
-        self.store.add_listener(self._after_commit)
         # (user, device) -> {token position: last delivered position} for truncated deliveries
         # (mirrors device_inbox_cursors, so a quick next sync does not wait for the commit).
         self._cursors: dict[tuple[str, str], dict[int, int]] = {}
-        self._tasks: set[asyncio.Task] = set()
 
     # -- wake-ups -----------------------------------------------------------------------------
-    def _queue_device_list_wake(self, user_id: str) -> None:
+    def queue_device_list_wake(self, user_id: str) -> None:
         """Inside a write function: wake the user now and, after commit, everyone sharing a
-        room with them."""
-        with self._wake_lock:
-            self._pending_wake.add(user_id)
+        room with them (computed on the event loop)."""
         self.store.wake(user_id)
+        self.store.run_after_commit(self._wake_sharing, user_id)
 
-    def _after_commit(self, _position: int, _keys: set[str]) -> None:
-        # Runs on the writer thread after each commit.
-        with self._wake_lock:
-            if not self._pending_wake:
-                return
-            users, self._pending_wake = self._pending_wake, set()
-        loop = getattr(self.hs.notifier, "_loop", None)
-        if loop is not None:
-            loop.call_soon_threadsafe(self._wake_sharing, users)
-
-    def _wake_sharing(self, users: set[str]) -> None:
-        keys: set[str] = set()
-        for u in users:
-            keys |= self.users_sharing_room_with(u)
-        self.hs.notifier.notify(keys)
-
-    def _spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("background E2EE write failed: %r", task.exception())
+    def _wake_sharing(self, user_id: str) -> None:
+        # On the event loop, after the commit.
+        self.hs.notifier.notify(self.users_sharing_room_with(user_id))
 
     # -- room membership (from the rooms store) -----------------------------------------------
     def users_sharing_room_with(self, user_id: str) -> set[str]:
@@ -182,14 +156,14 @@ class E2EEService:
         an ``m.device_list_update`` for the servers sharing a room)."""
         pos = self.store.add_device_list_change_in(conn, user_id)
         self.hs.device_lists.local_change_in(conn, user_id, device_id, pos)
-        self._queue_device_list_wake(user_id)
+        self.queue_device_list_wake(user_id)
 
     def on_device_renamed(self, conn: sqlite3.Connection, user_id: str, device_id: str) -> None:
         """A device's display name changed: a device-list change (its name is served with its
         keys, and other servers get an ``m.device_list_update``)."""
         pos = self.store.add_device_list_change_in(conn, user_id)
         self.hs.device_lists.local_change_in(conn, user_id, device_id, pos)
-        self._queue_device_list_wake(user_id)
+        self.queue_device_list_wake(user_id)
 
     def on_device_deleted(self, conn: sqlite3.Connection, user_id: str, device_id: str) -> None:
         """A deleted device: drop its keys, one-time and fallback keys, signatures on it and
@@ -198,7 +172,7 @@ class E2EEService:
         self._cursors.pop((user_id, device_id), None)
         pos = self.store.add_device_list_change_in(conn, user_id)
         self.hs.device_lists.local_change_in(conn, user_id, device_id, pos)
-        self._queue_device_list_wake(user_id)
+        self.queue_device_list_wake(user_id)
 
     # -- POST /keys/upload ----------------------------------------------------------------------
     def _otk_counts(self, counts: dict[str, int]) -> dict[str, int]:
@@ -241,7 +215,7 @@ class E2EEService:
                     store.set_device_keys_in(conn, user_id, device_id, device_keys, now)
                     pos = store.add_device_list_change_in(conn, user_id)
                     self.hs.device_lists.local_change_in(conn, user_id, device_id, pos)
-                    self._queue_device_list_wake(user_id)
+                    self.queue_device_list_wake(user_id)
                 elif not same_signed_content(existing, device_keys):
                     raise invalid(
                         "this device already has different device keys; log in as a new device"
@@ -581,7 +555,7 @@ class E2EEService:
                 self._cursors.pop(key, None)
         if self.store.has_to_device_upto(user_id, device_id, acked):
             store = self.store
-            self._spawn(
+            self.spawn(
                 store.db.write(
                     lambda conn: store.delete_to_device_upto_in(
                         conn, user_id, device_id, acked, since_pos
@@ -598,7 +572,7 @@ class E2EEService:
             store.set_inbox_cursor_in(conn, user_id, device_id, token_pos, last)
             store.wake(user_id)
 
-        self._spawn(store.db.write(fn))
+        self.spawn(store.db.write(fn))
 
     # -- cross-signing --------------------------------------------------------------------------
     async def upload_cross_signing_keys(self, requester, body: dict, ip: str | None) -> dict:
@@ -650,7 +624,7 @@ class E2EEService:
                     if usage == "master":
                         store.delete_signatures_on_in(conn, user_id, old)
             self.hs.device_lists.signing_keys_changed_in(conn, user_id)
-            self._queue_device_list_wake(user_id)
+            self.queue_device_list_wake(user_id)
 
         await store.db.write(fn)
         return {}
@@ -691,7 +665,7 @@ class E2EEService:
                     store.add_device_list_change_in(conn, me)
                 if signed_master:
                     self.hs.device_lists.signing_keys_changed_in(conn, me)
-                self._queue_device_list_wake(me)
+                self.queue_device_list_wake(me)
 
             await store.db.write(fn)
         return {"failures": failures}

@@ -22,6 +22,7 @@ from typing import Any
 from bastion.core.canonical_json import canonical_json
 from bastion.errors import MatrixError
 from bastion.services.filtering import event_filter_allows, room_allowed
+from bastion.services.lifecycle import BackgroundService
 from bastion.services.sync_api import SyncContext
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,14 @@ def _add_ephemeral(room: dict, event: dict) -> None:
 # -- typing ---------------------------------------------------------------------------------
 
 
-class Typing:
-    """``hs.typing``: who is typing where, in memory."""
+class Typing(BackgroundService):
+    """``hs.typing``: who is typing where, in memory (expiry timers through the service
+    lifecycle: cancelled at shutdown)."""
+
+    background_name = "typing"
 
     def __init__(self, hs) -> None:
+        super().__init__()
         self.hs = hs
         self.serial = 0
         self._typing: dict[str, dict[str, asyncio.TimerHandle]] = {}
@@ -75,12 +80,10 @@ class Typing:
         self.hs.federation_edus.local_typing(room_id, user_id, typing)
         users = self._typing.setdefault(room_id, {})
         old = users.pop(user_id, None)
-        if old is not None:
-            old.cancel()
+        self.cancel_timer(old)
         if typing:
             delay = min(max(timeout_ms, 0), MAX_TYPING_TIMEOUT_MS) / 1000
-            loop = asyncio.get_running_loop()
-            users[user_id] = loop.call_later(delay, self._expire, room_id, user_id)
+            users[user_id] = self.call_later(delay, self._expire, room_id, user_id)
             if old is None:
                 self._bump(room_id)
         else:
@@ -93,7 +96,7 @@ class Typing:
         """Stop a user typing (e.g. when they leave the room)."""
         users = self._typing.get(room_id)
         if users and user_id in users:
-            users.pop(user_id).cancel()
+            self.cancel_timer(users.pop(user_id))
             if not users:
                 del self._typing[room_id]
             self._bump(room_id)
@@ -109,7 +112,7 @@ class Typing:
     def close(self) -> None:
         for users in self._typing.values():
             for handle in users.values():
-                handle.cancel()
+                self.cancel_timer(handle)
         self._typing.clear()
 
     # -- SyncContributor ------------------------------------------------------------------
@@ -239,15 +242,18 @@ class Receipts:
 # -- presence -------------------------------------------------------------------------------
 
 
-class Presence:
-    """``hs.presence``."""
+class Presence(BackgroundService):
+    """``hs.presence``. Idle timers and the idle updates they persist go through the service
+    lifecycle."""
+
+    background_name = "presence"
 
     def __init__(self, hs) -> None:
+        super().__init__()
         self.hs = hs
         self._state: dict[str, dict] = {}
         self._loaded = False
         self._idle_timers: dict[str, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task] = set()
 
     def _load(self) -> None:
         if not self._loaded:
@@ -297,25 +303,15 @@ class Presence:
         self._state[user_id] = state
 
     def _arm_idle(self, user_id: str) -> None:
-        old = self._idle_timers.pop(user_id, None)
-        if old is not None:
-            old.cancel()
-        loop = asyncio.get_running_loop()
-        self._idle_timers[user_id] = loop.call_later(IDLE_MS / 1000, self._on_idle, user_id)
+        self.cancel_timer(self._idle_timers.pop(user_id, None))
+        self._idle_timers[user_id] = self.call_later(IDLE_MS / 1000, self._on_idle, user_id)
 
     def _on_idle(self, user_id: str) -> None:
         self._idle_timers.pop(user_id, None)
         st = self._current(user_id)
         if st["presence"] == "online" and self.hs.now_ms() - st["last_active_ts"] >= IDLE_MS:
             new = {**st, "presence": "unavailable"}
-            task = asyncio.get_running_loop().create_task(self._persist(user_id, new))
-            self._tasks.add(task)
-            task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("presence idle update failed", exc_info=task.exception())
+            self.spawn(self._persist(user_id, new))
 
     async def set_status(self, user_id: str, presence: str, status_msg: Any = None,
                          *, has_status_msg: bool = True) -> None:  # fmt: skip
@@ -386,7 +382,7 @@ class Presence:
 
     def close(self) -> None:
         for handle in self._idle_timers.values():
-            handle.cancel()
+            self.cancel_timer(handle)
         self._idle_timers.clear()
 
     # -- SyncContributor ------------------------------------------------------------------

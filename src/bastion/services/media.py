@@ -4,8 +4,17 @@ downloads, and thumbnails.
 Files live under ``config.media_path``::
 
     local/<id[0:2]>/<id[2:4]>/<id>                      the uploaded bytes
-    thumbnails/<id[0:2]>/<id[2:4]>/<id>/<w>x<h>-<method>[-animated]
+    thumbnails/<id[0:2]>/<id[2:4]>/<id>/<w>x<h>-<method>[-animated].<png|jpeg|webp>
     tmp/                                                uploads being received
+
+Thumbnails come in a fixed set of sizes (``thumbnail_sizes``; a request gets the configured size
+that fits best, :func:`bastion.core.media.select_thumbnail_size`). Each is generated at most once
+per media — concurrent requests share one generation — and stored as a file beside the media;
+later requests serve that file without decoding anything. The outcome "serve the original" (the
+image is no larger than the size) and "cannot thumbnail" are stored too, as empty marker files
+(``.original``, ``.unknown``, ``.too-large``), so a hostile image costs its decode only once per
+size. Generation runs on a small thread pool of its own, never on the default executor that file
+I/O uses.
 
 An upload is streamed to a temporary file (never held in memory whole), counted against
 ``max_upload_size`` as it arrives, hashed (SHA-256), flushed to disk, and renamed into place
@@ -26,18 +35,22 @@ import os
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from bastion.api.http import error
 from bastion.core.identifiers import parse_server_name
 from bastion.core.media import (
+    ThumbnailSize,
     base_type,
     is_valid_media_id,
     normalise_upload_content_type,
     plan_thumbnail,
+    select_thumbnail_size,
 )
 from bastion.errors import MatrixError
+from bastion.services.lifecycle import BackgroundService
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +74,12 @@ MAX_THUMBNAIL_SOURCE_PIXELS = 40_000_000
 MAX_ANIMATED_FRAMES = 100
 MAX_ANIMATED_TOTAL_PIXELS = 100_000_000
 MAX_THUMBNAIL_DIMENSION = 10_000
-MAX_CACHED_THUMBNAILS_PER_MEDIA = 16
 THUMBNAIL_CONCURRENCY = 2
+#: Source types whose thumbnails may be animated (a separate stored file when asked for).
+ANIMATABLE_TYPES = frozenset({"image/gif", "image/webp", "image/apng", "image/png"})
+#: Stored thumbnail files: extension -> content type. Marker files (empty) record outcomes.
+_STORED_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+_ORIGINAL, _UNKNOWN, _TOO_LARGE = "original", "unknown", "too-large"
 
 _WRITE_BUFFER = 1024 * 1024
 
@@ -91,13 +108,24 @@ class ReceivedFile:
     sha256: str
 
 
-class MediaService:
+class MediaService(BackgroundService):
+    background_name = "thumbnail"
+
     def __init__(self, hs) -> None:
+        super().__init__()
         self.hs = hs
         self.root: Path = hs.config.media_path
+        self.thumbnail_sizes: tuple[ThumbnailSize, ...] = hs.config.thumbnail_size_set
         self._waiters: dict[str, tuple[asyncio.Event, int]] = {}  # media ID -> (event, waiters)
-        self._thumb_sem: asyncio.Semaphore | None = None
+        self._generating: dict[tuple[str, str], asyncio.Task] = {}  # (media ID, name) -> task
+        self._thumb_executor: ThreadPoolExecutor | None = None
         self._remove_partial_uploads()
+
+    def close(self) -> None:
+        """Shutdown (after the drain): release the thumbnailing threads."""
+        executor, self._thumb_executor = self._thumb_executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
     def _remove_partial_uploads(self) -> None:
         """Uploads cut off by a crash leave ``tmp/*.part`` files; nothing refers to them."""
@@ -305,66 +333,79 @@ class MediaService:
     # -- thumbnails ---------------------------------------------------------------------------
     async def thumbnail(self, row: sqlite3.Row, width: int, height: int, method: str,
                         animated: bool) -> Thumbnail:  # fmt: skip
-        """C-S API "Thumbnails" for uploaded local media ``row``: a cached thumbnail, the
-        original when it is no larger than asked, or a new one (cached when there is room).
-        400 ``M_UNKNOWN`` for content that is not a thumbnailable image, 413 ``M_TOO_LARGE``
-        for images too large to decode."""
+        """C-S API "Thumbnails" for uploaded local media ``row``: the configured size that best
+        fits the request, from its stored file (generated once, on first request), or the
+        original when it is no larger than that size. 400 ``M_UNKNOWN`` for content that is not
+        a thumbnailable image, 413 ``M_TOO_LARGE`` for images too large to decode."""
         media_id = row["media_id"]
         ctype = base_type(row["content_type"] or "")
         if ctype not in THUMBNAIL_FORMATS:
             raise error("M_UNKNOWN", "cannot generate thumbnails for this content type", 400)
-        store = self.hs.store
-        cached = store.get_thumbnail(media_id, width, height, method, animated)
-        if cached is not None:
-            path = self._thumb_dir(media_id) / cached["file_name"]
-            if await asyncio.to_thread(path.is_file):
-                return Thumbnail(cached["content_type"], path=path)
-        if self._thumb_sem is None:
-            self._thumb_sem = asyncio.Semaphore(THUMBNAIL_CONCURRENCY)
-        src = self.local_path(media_id)
-        async with self._thumb_sem:
-            try:
-                result = await asyncio.to_thread(
-                    make_thumbnail, src, width, height, method, animated
-                )
-            except ThumbnailTooLarge:
-                raise error("M_TOO_LARGE", "content is too large to thumbnail", 413) from None
-            except CannotThumbnail:
-                raise error(
-                    "M_UNKNOWN", "cannot generate thumbnails for the requested content", 400
-                ) from None
-        if result is None:
-            # The original is no larger than asked: serve it (it is an inline image type).
-            return Thumbnail(ctype, path=src)
-        data, out_type = result
-        if store.count_thumbnails(media_id) < MAX_CACHED_THUMBNAILS_PER_MEDIA:
-            await self._cache_thumbnail(media_id, width, height, method, animated, data, out_type)
-        return Thumbnail(out_type, data=data)
+        size = select_thumbnail_size(self.thumbnail_sizes, width, height, method)
+        animated = animated and ctype in ANIMATABLE_TYPES
+        name = size.key + ("-animated" if animated else "")
+        stored = await asyncio.to_thread(self._stored_thumbnail, media_id, name)
+        if stored is None:
+            key = (media_id, name)
+            task = self._generating.get(key)
+            if task is None:
+                task = self.spawn(self._generate(media_id, name, size, animated))
+                self._generating[key] = task
+                task.add_done_callback(lambda _t: self._generating.pop(key, None))
+            stored = await asyncio.shield(task)
+        kind, path, data = stored
+        if kind == _ORIGINAL:
+            return Thumbnail(ctype, path=self.local_path(media_id))
+        if kind == _TOO_LARGE:
+            raise error("M_TOO_LARGE", "content is too large to thumbnail", 413)
+        if kind == _UNKNOWN:
+            raise error("M_UNKNOWN", "cannot generate thumbnails for the requested content", 400)
+        return Thumbnail(_STORED_TYPES[kind], path=path, data=data)
 
-    async def _cache_thumbnail(self, media_id: str, width: int, height: int, method: str,
-                               animated: bool, data: bytes, out_type: str) -> None:  # fmt: skip
-        name = f"{width}x{height}-{method}" + ("-animated" if animated else "")
+    def _stored_thumbnail(self, media_id: str, name: str) -> tuple[str, Path | None, None] | None:
+        """(kind, path) of the stored outcome for thumbnail ``name`` of ``media_id``: an image
+        extension of :data:`_STORED_TYPES` or a marker; None when not generated yet. Runs in a
+        worker thread."""
         directory = self._thumb_dir(media_id)
-        path = directory / name
-        tmp = directory / (name + "." + secrets.token_hex(8) + ".part")
+        for kind in (*_STORED_TYPES, _ORIGINAL, _UNKNOWN, _TOO_LARGE):
+            path = directory / f"{name}.{kind}"
+            if path.is_file():
+                return kind, path, None
+        return None
 
-        def write_file() -> None:
-            directory.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "xb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-
-        try:
-            await asyncio.to_thread(write_file)
-            store = self.hs.store
-            await store.db.write(
-                lambda conn: store.insert_thumbnail_in(
-                    conn, media_id, width, height, method, animated, out_type, len(data), name
-                )
+    async def _generate(self, media_id: str, name: str, size: ThumbnailSize,
+                        animated: bool) -> tuple[str, Path | None, bytes | None]:  # fmt: skip
+        """Make thumbnail ``name`` once and store its outcome (a background task, shared by
+        every request that waits for it)."""
+        if self._thumb_executor is None:
+            self._thumb_executor = ThreadPoolExecutor(
+                THUMBNAIL_CONCURRENCY, thread_name_prefix="thumbnail"
             )
+        src = self.local_path(media_id)
+        loop = asyncio.get_running_loop()
+        data = b""
+        try:
+            result = await loop.run_in_executor(
+                self._thumb_executor, make_thumbnail, src, size.width, size.height, size.method,
+                animated,
+            )  # fmt: skip
+        except ThumbnailTooLarge:
+            kind = _TOO_LARGE
+        except CannotThumbnail:
+            kind = _UNKNOWN
+        else:
+            if result is None:
+                kind = _ORIGINAL  # the original is no larger than this size: serve it
+            else:
+                data, out_type = result
+                kind = out_type.rsplit("/", 1)[-1]
+        path = self._thumb_dir(media_id) / f"{name}.{kind}"
+        try:
+            await asyncio.to_thread(_write_atomically, path, data)
         except OSError:
-            log.warning("could not cache a thumbnail of %s", media_id, exc_info=True)
-            await asyncio.to_thread(_unlink_quietly, tmp)
+            log.warning("could not store a thumbnail of %s", media_id, exc_info=True)
+            return kind, None, data  # served from memory this once
+        return kind, path, None
 
 
 # -- helpers (run in worker threads) -----------------------------------------------------------
@@ -390,6 +431,19 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all (a temporary file renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + "." + secrets.token_hex(8) + ".part")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -137,7 +137,10 @@ def register(router: Router, hs) -> None:
 
     async def thumbnail(req: Request) -> web.StreamResponse:
         """GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId} — C-S API "Content
-        repository" (getContentThumbnailAuthed) and "Thumbnails"."""
+        repository" (getContentThumbnailAuthed) and "Thumbnails": served at the configured
+        ``thumbnail_sizes`` entry that best fits ``width``/``height``/``method`` (the spec lets
+        the server return another size); width or height that is not a positive integer of at
+        most nine digits is 400 ``M_INVALID_PARAM``."""
         width = _dimension(req, "width")
         height = _dimension(req, "height")
         method = req.query.get("method") or "scale"

@@ -11,6 +11,8 @@ position".
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -28,6 +30,8 @@ from bastion.storage.sqlite import (
     rooms,
 )
 from bastion.storage.sqlite.database import Database
+
+log = logging.getLogger(__name__)
 
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
           federation_inbound)  # fmt: skip
@@ -51,6 +55,9 @@ class SqliteStore(
         self._wakeups: list[tuple[str, ...]] = []
         self._lock = threading.Lock()
         self._listeners: list[Callable[[int, set[str]], None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_calls: dict[tuple[Callable[..., None], tuple], None] = {}
+        self._closed = False
 
     def open(self) -> None:
         """Open and migrate the database (raises
@@ -66,6 +73,7 @@ class SqliteStore(
         self.db.add_commit_hook(self._after_commit)
 
     def close(self) -> None:
+        self._closed = True
         self.db.close()
 
     # -- stream positions and wake-ups --------------------------------------------------------
@@ -88,7 +96,35 @@ class SqliteStore(
         """``fn(position, keys)`` runs on the writer thread after each commit."""
         self._listeners.append(fn)
 
+    # -- running code on the event loop after a commit ------------------------------------------
+    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The event loop that :meth:`run_after_commit` calls run on (the server's)."""
+        self._loop = loop
+        self._closed = False
+
+    def run_after_commit(self, fn: Callable[..., None], *args: object) -> None:
+        """Inside a write function: call ``fn(*args)`` on the event loop once the current write
+        batch has committed (before the writers' awaits return); equal calls within one batch
+        run once, so ``args`` must be hashable. Never after the store closed; dropped when no
+        loop is attached (command-line tools)."""
+        self._loop_calls[(fn, args)] = None
+
+    def _run_loop_calls(self, calls: dict[tuple[Callable[..., None], tuple], None]) -> None:
+        if self._closed:
+            return
+        for fn, args in calls:
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - one failing callback must not stop the others
+                log.exception("after-commit callback failed")
+
     def _after_commit(self, _results: list) -> None:
+        calls, self._loop_calls = self._loop_calls, {}
+        if calls and self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._run_loop_calls, calls)
+            except RuntimeError:  # the loop is closed
+                pass
         self._committed_pos = self._stream_pos
         keys: set[str] = set()
         for group in self._wakeups:
