@@ -1,5 +1,5 @@
 """Media metadata (C-S API "Content repository"): local uploads, pending asynchronous uploads
-(``POST /_matrix/media/v1/create``) and cached thumbnails. The bytes live in files under the
+(``POST /_matrix/media/v1/create``). The bytes, and thumbnails, live in files under the
 media directory; a row names them."""
 
 from __future__ import annotations
@@ -55,30 +55,3 @@ class MediaStore:
             (now_ms, content_type, upload_name, size, sha256, media_id, now_ms),
         )
         return cur.rowcount == 1
-
-    # -- thumbnails -------------------------------------------------------------------------
-    def get_thumbnail(
-        self, media_id: str, width: int, height: int, method: str, animated: bool
-    ) -> sqlite3.Row | None:
-        return self.db.read_one(
-            "SELECT * FROM media_thumbnails WHERE media_id = ? AND width = ? AND height = ?"
-            " AND method = ? AND animated = ?",
-            (media_id, width, height, method, int(animated)),
-        )
-
-    def count_thumbnails(self, media_id: str) -> int:
-        row = self.db.read_one(
-            "SELECT COUNT(*) FROM media_thumbnails WHERE media_id = ?", (media_id,)
-        )
-        return row[0] if row else 0
-
-    @staticmethod
-    def insert_thumbnail_in(
-        conn: sqlite3.Connection, media_id: str, width: int, height: int, method: str,
-        animated: bool, content_type: str, size: int, file_name: str,
-    ) -> None:  # fmt: skip
-        conn.execute(
-            "INSERT OR REPLACE INTO media_thumbnails (media_id, width, height, method, animated,"
-            " content_type, size, file_name) VALUES (?,?,?,?,?,?,?,?)",
-            (media_id, width, height, method, int(animated), content_type, size, file_name),
-        )
