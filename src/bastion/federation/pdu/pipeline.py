@@ -82,6 +82,7 @@ if TYPE_CHECKING:
     from bastion.config import Config
     from bastion.federation.client import FederationClient
     from bastion.federation.keyring import Keyring
+    from bastion.server import HomeServer
     from bastion.services.room_engine import RoomEngine
     from bastion.storage.sqlite.store import SqliteStore
 
@@ -100,7 +101,7 @@ class FederationEventHandler:
     name and the clock; the EDU handlers (``hs.federation_edu_handlers``, registered by the
     services after this object is built) are looked up when an EDU arrives."""
 
-    def __init__(self, hs: Any) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         self._hs = hs  # for the EDU handlers only (see the class docstring)
         self.store: SqliteStore = hs.store
         self.config: Config = hs.config
