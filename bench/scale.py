@@ -40,6 +40,7 @@ import asyncio
 import json
 import random
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -430,6 +431,8 @@ def main() -> int:
                      "initial sync)")  # fmt: skip
     if not 1 <= plan.concurrency <= 256:
         parser.error("--concurrency must be 1 to 256")
+    # SIGTERM stops both servers too (the default would leave them running).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="bastion-scale-"))
     t0 = time.monotonic()
     try:
