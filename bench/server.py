@@ -142,14 +142,16 @@ def spawn(args: list[str], log_path: Path, cwd: Path) -> subprocess.Popen:
     return proc
 
 
-def start_bastion(work: Path) -> Server:
+def start_bastion(work: Path, argon2: tuple[int, int, int] = (3, 65536, 1)) -> Server:
+    """Start Bastion; ``argon2`` is (time cost, memory cost in KiB, lanes): by default the
+    production costs, written out so the measurement states them."""
     data = work / "bastion"
     data.mkdir()
     port = free_port()
-    # The production argon2 costs, written out so the measurement states them.
+    t, m, p = argon2
     (data / "bastion.toml").write_text(
         'server_name = "localhost"\n'
-        "argon2_time_cost = 3\nargon2_memory_cost = 65536\nargon2_parallelism = 1\n"
+        f"argon2_time_cost = {t}\nargon2_memory_cost = {m}\nargon2_parallelism = {p}\n"
         'sqlite_synchronous = "NORMAL"\nlog_level = "INFO"\n'
     )
     proc = spawn(
@@ -160,8 +162,9 @@ def start_bastion(work: Path) -> Server:
     return Server("bastion", f"http://127.0.0.1:{port}", proc, data / "server.log")
 
 
-def prepare_synapse(work: Path) -> tuple[Path, int]:
-    """Generate Synapse's config and signing key; return the config path and the port."""
+def prepare_synapse(work: Path, extra: dict | None = None) -> tuple[Path, int]:
+    """Generate Synapse's config and signing key; return the config path and the port.
+    ``extra`` is merged into the config last (e.g. ``bcrypt_rounds``)."""
     import yaml
 
     if str(ROOT) not in sys.path:
@@ -191,6 +194,7 @@ def prepare_synapse(work: Path) -> tuple[Path, int]:
             "enable_registration": True,
             "enable_registration_without_verification": True,
             **SYNAPSE_RATE_LIMITS,
+            **(extra or {}),
         }
     )
     cfg_path.write_text(yaml.safe_dump(cfg))

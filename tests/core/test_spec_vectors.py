@@ -150,6 +150,48 @@ def test_event_vector_1_reference_hash():
     assert compute_event_id(signed, "3") == "$8yif6p8EqgoSten2BLje9ntKm720NyFLWQv9tn8memc"
 
 
+# Derived vector (not in the spec): the spec's EVENT_1 with `depth` changed from 3 to 13, the
+# smallest change found whose reference hash, base64-encoded, contains both `+` and `/` in the
+# standard alphabet (hence `-` and `_` in the URL-safe one), so that it tells room version 3
+# (standard alphabet) from room version 4 and later (URL-safe). The expected IDs were computed by
+# Synapse 1.163.2 (`synapse.events.make_event_from_dict(...).event_id`, which uses
+# `synapse.crypto.event_signing.compute_event_reference_hash`); the test recomputes them with
+# Synapse's code as an independent implementation.
+EVENT_1_DEPTH_13 = {**EVENT_1, "depth": 13}
+EVENT_1_DEPTH_13_ID_V3 = "$cC2VJ+Cq83/LSlQ43CTEElw0+iNgpfXu99TpDngrAhs"
+EVENT_1_DEPTH_13_ID_V4 = "$cC2VJ-Cq83_LSlQ43CTEElw0-iNgpfXu99TpDngrAhs"
+
+
+def test_event_id_alphabet_v3_standard_v4_url_safe():
+    signed = sign_event(EVENT_1_DEPTH_13, "10", "domain", "ed25519:1", KEY)
+    assert compute_event_id(signed, "3") == EVENT_1_DEPTH_13_ID_V3
+    for version in ("4", "5", "10"):  # v11 redacts `origin`: another hash
+        assert compute_event_id(signed, version) == EVENT_1_DEPTH_13_ID_V4
+    # The vector does what it is for: both alphabets' distinguishing characters occur.
+    assert {"+", "/"} <= set(EVENT_1_DEPTH_13_ID_V3) and not {"-", "_"} & set(
+        EVENT_1_DEPTH_13_ID_V3
+    )
+    assert {"-", "_"} <= set(EVENT_1_DEPTH_13_ID_V4) and not {"+", "/"} & set(
+        EVENT_1_DEPTH_13_ID_V4
+    )
+
+
+def test_event_id_alphabet_matches_synapse():
+    from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
+    from synapse.crypto.event_signing import compute_event_reference_hash
+    from synapse.events import make_event_from_dict
+    from unpaddedbase64 import encode_base64 as synapse_b64
+
+    signed = sign_event(EVENT_1_DEPTH_13, "10", "domain", "ed25519:1", KEY)
+    v3 = make_event_from_dict(dict(signed), KNOWN_ROOM_VERSIONS["3"])
+    v4 = make_event_from_dict(dict(signed), KNOWN_ROOM_VERSIONS["4"])
+    _, digest = compute_event_reference_hash(v3)
+    assert "$" + synapse_b64(digest) == v3.event_id == EVENT_1_DEPTH_13_ID_V3
+    assert "$" + synapse_b64(digest, urlsafe=True) == v4.event_id == EVENT_1_DEPTH_13_ID_V4
+    assert compute_event_id(signed, "3") == v3.event_id
+    assert compute_event_id(signed, "4") == v4.event_id
+
+
 def test_event_vector_verifies_under_its_redaction_rules():
     signed = sign_event(EVENT_1, "10", "domain", "ed25519:1", KEY)
     keys = {"domain": {"ed25519:1": KEY.verify_key}}
