@@ -30,7 +30,9 @@ Prints a table (Bastion, Synapse, ratio) with the issue's goals (each time at le
 Synapse, memory at most a third of Synapse's), then one JSON object as the last line.
 
 Run: python bench/scale.py [--quick] [--rooms N] [--messages M] [--members K] [--syncers S]
-                           [--runs R] [--concurrency C]
+                           [--runs R] [--concurrency C] [--no-synapse]
+
+``--no-synapse`` measures Bastion alone (for iterating on Bastion; no ratios, no goals).
 """
 
 from __future__ import annotations
@@ -295,16 +297,20 @@ async def measure_big_room(srv: Server, api: Api, st: dict, plan: Plan) -> dict:
 # ----------------------------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------------------------
-async def run(plan: Plan, work: Path) -> tuple[dict, dict]:
-    syn_cfg, syn_port = prepare_synapse(work, SYNAPSE_EXTRA)
+async def run(plan: Plan, work: Path, with_synapse: bool = True) -> tuple[dict, dict | None]:
+    """Set up and measure Bastion, and Synapse too unless ``with_synapse`` is false (then the
+    Synapse figures are None)."""
+    syn_cfg, syn_port = prepare_synapse(work, SYNAPSE_EXTRA) if with_synapse else (None, 0)
     # Unbounded: the S long polls each hold a connection; set-up is bounded by ``bounded``.
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         bastion = start_bastion(work, CHEAP_ARGON2)
         await wait_ready(session, bastion)
-        synapse = start_synapse(syn_cfg, syn_port)
-        await wait_ready(session, synapse)
-        servers = [bastion, synapse]
+        servers = [bastion]
+        if syn_cfg is not None:
+            synapse = start_synapse(syn_cfg, syn_port)
+            await wait_ready(session, synapse)
+            servers.append(synapse)
         apis = {srv.name: Api(session, srv) for srv in servers}
         setup: dict[str, dict] = {}
         for srv in servers:
@@ -328,7 +334,7 @@ async def run(plan: Plan, work: Path) -> tuple[dict, dict]:
             )
     for srv in servers:
         stop_process(srv.proc)
-    return bastion.figures, synapse.figures
+    return bastion.figures, (servers[1].figures if len(servers) > 1 else None)
 
 
 ROWS = [
@@ -346,6 +352,28 @@ ROWS = [
     ("setup_registers_per_s", "set-up: registrations/s", "info-up"),
     ("setup_joins_per_s", "set-up: joins into the big room/s", "info-up"),
 ]
+
+
+def report_alone(b: dict, plan: Plan) -> dict:
+    """The Bastion figures alone (``--no-synapse``): no ratios, no goals."""
+    sizes = {
+        "rooms": plan.rooms, "messages": plan.messages, "members": plan.members,
+        "syncers": plan.syncers, "concurrency": plan.concurrency,
+    }  # fmt: skip
+    labels = [label.format(**sizes) for _, label, _ in ROWS]
+    width = max(len(label) for label in labels)
+    print(f"{'':<{width}}  {'Bastion':>10}")
+    for (key, _, _), label in zip(ROWS, labels, strict=True):
+        print(f"{label:<{width}}  {b[key]:>10.1f}")
+    print(
+        f"Sizes: {plan.rooms} rooms x {plan.messages} messages; big room of {plan.members} "
+        f"members, {plan.syncers} syncing; {plan.runs} initial syncs per figure, "
+        f"{4 * plan.runs} incremental syncs and fan-out sends. Bastion only (--no-synapse)."
+    )
+    return {
+        "sizes": {**sizes, "runs": plan.runs},
+        "bastion": {k: round(v, 3) if isinstance(v, float) else v for k, v in b.items()},
+    }
 
 
 def report(b: dict, s: dict, plan: Plan) -> dict:
@@ -417,6 +445,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16,
                         help="connections used by the set-up (default 16)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the data directories")
+    parser.add_argument("--no-synapse", action="store_true",
+                        help="measure Bastion alone (no comparison, no goals)")  # fmt: skip
     args = parser.parse_args()
     quick = (20, 5, 100, 20, 3) if args.quick else (1000, 50, 5000, 200, 5)
     plan = Plan(
@@ -436,14 +466,14 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bastion-scale-"))
     t0 = time.monotonic()
     try:
-        b, s = asyncio.run(run(plan, work))
+        b, s = asyncio.run(run(plan, work, with_synapse=not args.no_synapse))
     finally:
         _stop_all()
         if args.keep:
             print(f"data kept in {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
-    out = report(b, s, plan)
+    out = report(b, s, plan) if s is not None else report_alone(b, plan)
     out["wall_clock_s"] = round(time.monotonic() - t0, 1)
     print(f"Whole run: {out['wall_clock_s']:.0f} s.")
     print(json.dumps(out, separators=(",", ":")))
