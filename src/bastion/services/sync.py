@@ -13,6 +13,7 @@ waits on it — no sleep loops.
 from __future__ import annotations
 
 import asyncio
+from itertools import chain, islice
 
 from bastion.services.filtering import (
     apply_event_fields,
@@ -193,29 +194,27 @@ class SyncService:
         timeline = [r for r in visible if event_filter_allows(tl_flt, r.event, room_id)]
         prev_batch = rows[0].stream_pos - 1 if rows else (since.pos if since else upto_pos)
 
-        start_state = rooms.state_at_group(start_group)
-        end_state = rooms.state_at_group(end_group)
-        if use_state_after:
-            target = end_state
-        else:
-            # The state at the start of the timeline; for the keys no event of the timeline
-            # sets, the state at its end — so that a change the timeline does not carry (the
-            # resolution of a fork, a soft-failed event that made it into the state) reaches
-            # the client, which applies ``state`` and then the timeline.
-            touched = {(r.type, r.state_key) for r in rows if r.state_key is not None}
-            target = {**start_state,
-                      **{k: v for k, v in end_state.items() if k not in touched}}  # fmt: skip
         if since is None or full:
-            state_ids = target
+            state_ids = self._target_state(rows, start_group, end_group, use_state_after)
         else:
-            since_state = rooms.state_at_group(self.store.room_group_at(room_id, since.pos))
-            state_ids = {k: v for k, v in target.items() if since_state.get(k) != v}
+            since_group = self.store.room_group_at(room_id, since.pos)
+            if (end_group if use_state_after else start_group) == since_group and (
+                use_state_after or start_group == end_group
+            ):
+                # The state the client gets is the state it had (the same group): no change.
+                # (The common case, a message and no state event: no state map is built.)
+                state_ids = {}
+            else:
+                target = self._target_state(rows, start_group, end_group, use_state_after)
+                since_state = rooms.state_at_group(since_group)
+                state_ids = {k: v for k, v in target.items() if since_state.get(k) != v}
         if st_flt.get("lazy_load_members"):
             senders = {r.sender for r in timeline} | {user_id}
             state_ids = {
                 k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders
             }
             if since is None or full or limited:
+                start_state = rooms.state_at_group(start_group)
                 for s in senders:
                     key = ("m.room.member", s)
                     if key in start_state and key not in state_ids:
@@ -249,14 +248,34 @@ class SyncService:
             ev = self.hs.rooms.client_event(row, ctx.requester, now, with_room_id=False)
         return apply_event_fields(ev, flt.get("event_fields"))
 
+    def _target_state(
+        self, rows: list[EventRow], start_group: int | None, end_group: int | None,
+        use_state_after: bool,
+    ) -> dict:  # fmt: skip
+        """The state a room section is built on (a new map; the cached groups are never
+        changed). ``state_after``: the state at the end of the timeline. Otherwise the state at
+        its start and, for the keys no event of the timeline sets, the state at its end — so
+        that a change the timeline does not carry (the resolution of a fork, a soft-failed
+        event that made it into the state) reaches the client, which applies ``state`` and then
+        the timeline."""
+        rooms = self.hs.rooms
+        end_state = rooms.state_at_group(end_group)
+        if use_state_after:
+            return dict(end_state)
+        start_state = rooms.state_at_group(start_group)
+        if start_group == end_group:
+            return dict(start_state)
+        touched = {(r.type, r.state_key) for r in rows if r.state_key is not None}
+        return {**start_state, **{k: v for k, v in end_state.items() if k not in touched}}
+
     def _summary(self, room_id: str, user_id: str) -> dict:
-        """C-S "Room summary": heroes (up to 5 other members), joined and invited counts."""
-        members = self.store.get_room_members(room_id)
-        joined = sorted(u for u, m in members.items() if m == "join")
-        invited = sorted(u for u, m in members.items() if m == "invite")
-        heroes = [u for u in joined + invited if u != user_id][:5]
+        """C-S "Room summary": heroes (up to 5 other members), joined and invited counts (from
+        the store's cached member lists: no per-sync read of every member)."""
+        members = self.store.room_members_cached(room_id)
+        joined, invited = members.sorted_joined_invited()
+        heroes = list(islice((u for u in chain(joined, invited) if u != user_id), 5))
         if not heroes:
-            heroes = sorted(u for u, m in members.items() if u != user_id)[:5]
+            heroes = sorted(u for u in members.members if u != user_id)[:5]
         return {
             "m.heroes": heroes,
             "m.joined_member_count": len(joined),

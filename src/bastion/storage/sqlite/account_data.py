@@ -177,17 +177,29 @@ class AccountDataStore:
     def presence_changes(
         self, user_ids: Iterable[str], since: int | None, upto: int
     ) -> list[sqlite3.Row]:
+        """The presence rows of ``user_ids`` changed in ``(since, upto]`` (every row when
+        ``since`` is None)."""
+        cols = "SELECT user_id, state, status_msg, last_active_ts FROM presence"
+        if since is not None:
+            # An incremental sync: the few rows of the range (indexed), then the users asked.
+            wanted = user_ids if isinstance(user_ids, (set, frozenset, dict)) else set(user_ids)
+            return [
+                r
+                for r in self.db.read(
+                    f"{cols} WHERE stream_pos > ? AND stream_pos <= ?",  # noqa: S608
+                    (since, upto),
+                )
+                if r[0] in wanted
+            ]
         ids = list(user_ids)
         out: list[sqlite3.Row] = []
-        lo = -1 if since is None else since
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
             out.extend(
                 self.db.read(
-                    "SELECT user_id, state, status_msg, last_active_ts FROM presence"  # noqa: S608
-                    f" WHERE user_id IN ({marks}) AND stream_pos > ? AND stream_pos <= ?",
-                    (*chunk, lo, upto),
+                    f"{cols} WHERE user_id IN ({marks}) AND stream_pos > ? AND stream_pos <= ?",  # noqa: S608
+                    (*chunk, -1, upto),
                 )
             )
         return out

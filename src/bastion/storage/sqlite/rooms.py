@@ -110,6 +110,31 @@ def _row(r: sqlite3.Row) -> EventRow:
     )  # fmt: skip
 
 
+@dataclass(eq=False, slots=True)
+class RoomMembers:
+    """The current members of one room, as cached by the rooms store (never mutate)."""
+
+    gen: int  # the membership generation this is valid at
+    members: dict[str, str]  # user_id → membership
+    _joined: frozenset[str] | None = None
+    _sorted: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+
+    @property
+    def joined(self) -> frozenset[str]:
+        if self._joined is None:
+            self._joined = frozenset(u for u, m in self.members.items() if m == "join")
+        return self._joined
+
+    def sorted_joined_invited(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(joined, invited) user IDs, each sorted."""
+        if self._sorted is None:
+            self._sorted = (
+                tuple(sorted(self.joined)),
+                tuple(sorted(u for u, m in self.members.items() if m == "invite")),
+            )
+        return self._sorted
+
+
 class RoomsStore:
     db: object  # Database, set by SqliteStore
 
@@ -318,23 +343,67 @@ class RoomsStore:
         return orjson.loads(row[0]) if row else None
 
     # -- memberships --------------------------------------------------------------------------
-    def get_joined_users(self, room_id: str) -> set[str]:
-        return {
-            r[0]
-            for r in self.db.read(
-                "SELECT user_id FROM current_membership WHERE room_id = ? AND membership = 'join'",
-                (room_id,),
-            )
-        }
+    #: Rooms whose member lists are kept in memory, and the members they may hold in all.
+    MEMBERS_CACHE_ROOMS = 4096
+    MEMBERS_CACHE_ENTRIES = 200_000
 
-    def get_room_members(self, room_id: str) -> dict[str, str]:
-        """user_id → current membership, for every user with a membership in the room."""
-        return {
+    def _membership_generation(self) -> int:
+        """A number that grows with every membership change: the highest rowid of the
+        append-only ``membership_events`` (every write of ``current_membership`` adds a row
+        there in the same transaction; neither table has rows deleted)."""
+        row = self.db.read_one("SELECT MAX(rowid) FROM membership_events")
+        return row[0] if row and row[0] is not None else 0
+
+    def room_members_cached(self, room_id: str, gen: int | None = None) -> RoomMembers:
+        """The current members of a room (as ``current_membership`` has them), from a bounded
+        in-memory cache. An entry is valid at the membership generation it was read at (read
+        *before* the rows, so an entry is never older than its generation); when the generation
+        has moved, a look at the rows added since tells whether this room changed. ``gen``: the
+        generation, when the caller read it already (one read for many rooms)."""
+        if gen is None:
+            gen = self._membership_generation()
+        cache: OrderedDict = self.__dict__.setdefault("_members_cache", OrderedDict())
+        hit: RoomMembers | None = cache.get(room_id)
+        if hit is not None:
+            if hit.gen != gen:
+                changed = self.db.read_one(
+                    "SELECT 1 FROM membership_events NOT INDEXED WHERE rowid > ? AND room_id = ?"
+                    " LIMIT 1",
+                    (hit.gen, room_id),
+                )
+                if changed is None and hit.gen < gen:
+                    hit.gen = gen
+                else:
+                    hit = None
+            if hit is not None:
+                cache.move_to_end(room_id)
+                return hit
+        members = {
             r[0]: r[1]
             for r in self.db.read(
                 "SELECT user_id, membership FROM current_membership WHERE room_id = ?", (room_id,)
             )
         }
+        entry = RoomMembers(gen, members)
+        old = cache.pop(room_id, None)
+        size = self.__dict__.get("_members_cache_size", 0) - (len(old.members) if old else 0)
+        while cache and (
+            len(cache) >= self.MEMBERS_CACHE_ROOMS
+            or size + len(members) > self.MEMBERS_CACHE_ENTRIES
+        ):
+            _, evicted = cache.popitem(last=False)
+            size -= len(evicted.members)
+        cache[room_id] = entry
+        size += len(members)
+        self.__dict__["_members_cache_size"] = size
+        return entry
+
+    def get_joined_users(self, room_id: str) -> set[str]:
+        return set(self.room_members_cached(room_id).joined)
+
+    def get_room_members(self, room_id: str) -> dict[str, str]:
+        """user_id → current membership, for every user with a membership in the room."""
+        return dict(self.room_members_cached(room_id).members)
 
     def get_rooms_for_user(self, user_id: str, membership: str = "join") -> set[str]:
         return {
@@ -346,13 +415,13 @@ class RoomsStore:
         }
 
     def get_users_sharing_room_with(self, user_id: str) -> set[str]:
-        rows = self.db.read(
-            "SELECT DISTINCT b.user_id FROM current_membership a JOIN current_membership b"
-            " ON a.room_id = b.room_id WHERE a.user_id = ? AND a.membership = 'join'"
-            " AND b.membership = 'join'",
-            (user_id,),
-        )
-        return {r[0] for r in rows}
+        """Every user joined to a room the user is joined to (the user too, when joined to
+        any room); a new set."""
+        gen = self._membership_generation()
+        out: set[str] = set()
+        for room_id in self.get_rooms_for_user(user_id):
+            out |= self.room_members_cached(room_id, gen).joined
+        return out
 
     def get_local_memberships(self, user_id: str) -> dict[str, str]:
         return {
