@@ -96,6 +96,22 @@ class SyncService:
         room_flt = flt["room"]
         include_leave = room_flt.get("include_leave", False)
         now = self.hs.now_ms()
+        # An incremental sync computes only the joined rooms where something happened in
+        # (since, upto]: an event (timeline, state, membership), or something a contributor
+        # adds (ephemeral events, room account data). The others would be empty and left out.
+        visit: set[str] | None = None
+        if since is not None and not full_state:
+            visit = self.store.rooms_with_events_between(joined, since.pos, upto.pos)
+            quiet = joined - visit
+            for c in self.hs.sync_contributors:
+                if not quiet:
+                    break
+                named = c.rooms_changed(ctx)
+                if named is None:
+                    visit = None
+                    break
+                visit |= named
+                quiet -= named
         for room_id, (membership, event_id, pos) in sorted(at_upto.items()):
             if not room_allowed(flt, room_id):
                 continue
@@ -103,6 +119,8 @@ class SyncService:
             before = at_since.get(room_id, (None, None, 0))[0]
             if membership == "join":
                 newly = since is None or before != "join"
+                if visit is not None and room_id not in visit and not newly and not changed:
+                    continue
                 rooms_out["join"][room_id] = self._room(
                     ctx,
                     room_id,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
+from bastion.storage.sqlite.rooms import rooms_with_rows
+
 STREAMS: list[tuple[str, str]] = [
     ("account_data", "stream_pos"),
     ("receipts", "stream_pos"),
@@ -96,6 +98,17 @@ class AccountDataStore:
             (user_id, room_id, -1 if since is None else since, upto),
         )
 
+    def account_data_rooms_changed(self, user_id: str, since: int, upto: int) -> set[str]:
+        """The rooms whose account data of ``user_id`` changed in ``(since, upto]``."""
+        return {
+            r[0]
+            for r in self.db.read(
+                "SELECT DISTINCT room_id FROM account_data WHERE user_id = ? AND stream_pos > ?"
+                " AND stream_pos <= ? AND room_id != ''",
+                (user_id, since, upto),
+            )
+        }
+
     # -- receipts ---------------------------------------------------------------------------
     def set_receipt_in(
         self, conn: sqlite3.Connection, room_id: str, receipt_type: str, user_id: str,
@@ -122,6 +135,10 @@ class AccountDataStore:
             " WHERE room_id = ? AND stream_pos > ? AND stream_pos <= ? ORDER BY stream_pos",
             (room_id, -1 if since is None else since, upto),
         )
+
+    def receipt_rooms_changed(self, room_ids, since: int, upto: int) -> set[str]:
+        """Those of ``room_ids`` with a receipt changed in ``(since, upto]``."""
+        return rooms_with_rows(self.db, "receipts", room_ids, since, upto)
 
     # -- push rules -------------------------------------------------------------------------
     def get_push_rules_doc(self, user_id: str) -> str | None:

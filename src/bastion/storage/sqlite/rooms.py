@@ -102,6 +102,28 @@ _COLS = (
 )
 
 
+def rooms_with_rows(db, table: str, room_ids, after: int, upto: int) -> set[str]:
+    """Those of ``room_ids`` with a row of ``table`` (which has ``room_id`` and an indexed
+    ``(room_id, stream_pos)``) at a stream position in ``(after, upto]``. A short range is read
+    whole through an index on ``stream_pos`` when the table has one (``events``); otherwise,
+    or for a long range, one indexed probe per room."""
+    ids = room_ids if isinstance(room_ids, (set, frozenset)) else set(room_ids)
+    if not ids or upto <= after:
+        return set()
+    if table == "events" and upto - after <= 4 * len(ids):
+        rows = db.read(
+            "SELECT DISTINCT room_id FROM events WHERE stream_pos > ? AND stream_pos <= ?",
+            (after, upto),
+        )
+        return {r[0] for r in rows if r[0] in ids}
+    rows = db.read(
+        f"SELECT value FROM json_each(?) WHERE EXISTS (SELECT 1 FROM {table}"  # noqa: S608
+        " WHERE room_id = value AND stream_pos > ? AND stream_pos <= ?)",
+        (orjson.dumps(sorted(ids)).decode(), after, upto),
+    )
+    return {r[0] for r in rows}
+
+
 def _row(r: sqlite3.Row) -> EventRow:
     return EventRow(
         orjson.loads(r["json"]), r["event_id"], r["room_id"], r["stream_pos"], r["depth"],
@@ -245,6 +267,14 @@ class RoomsStore:
         sql += " ORDER BY stream_pos " + ("DESC" if backwards else "ASC") + " LIMIT ?"
         args.append(limit)
         return [_row(r) for r in self.db.read(sql, args)]
+
+    def rooms_with_events_between(self, room_ids, after: int, upto: int) -> set[str]:
+        """Those of ``room_ids`` with an event row (of any kind: rejected, soft-failed and
+        outliers too — a superset of what changes a room) at a stream position in
+        ``(after, upto]``. Every change of a room's timeline or state has one: an inbound
+        write that sets the current state (``room_state_history``) is at the position of the
+        event it persists."""
+        return rooms_with_rows(self.db, "events", room_ids, after, upto)
 
     def last_room_pos(self, room_id: str, upto: int | None = None) -> int | None:
         if upto is None:
