@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import signal
@@ -92,6 +93,12 @@ class Plan:
     syncers: int
     runs: int
     concurrency: int
+
+
+def cpu_ms(pid: int) -> float:
+    """The CPU time (user + system) a process has used so far, in ms (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 async def bounded(n: int, items, fn, label: str = "") -> list:
@@ -197,7 +204,7 @@ async def timed_initial_sync(
     return elapsed, device, resp
 
 
-async def measure_many_rooms(api: Api, st: dict, plan: Plan) -> dict:
+async def measure_many_rooms(srv: Server, api: Api, st: dict, plan: Plan) -> dict:
     user, rooms = st["user"], st["rooms"]
     initial: list[float] = []
     for _ in range(plan.runs):
@@ -208,18 +215,22 @@ async def measure_many_rooms(api: Api, st: dict, plan: Plan) -> dict:
     since = resp["next_batch"]
     incremental: list[float] = []
     rng = random.Random(7)
+    cpu = 0.0
     for i in range(4 * plan.runs):
         room_id = rng.choice(rooms)
         event_id = await send(api, user, room_id, f"incremental {i}")
+        c0 = cpu_ms(srv.pid)
         t0 = time.perf_counter()
         resp = await sync(api, device, since, 0)
         incremental.append(time.perf_counter() - t0)
+        cpu += cpu_ms(srv.pid) - c0
         if event_id not in timeline_ids(resp, room_id):
             raise RuntimeError("the incremental sync lacks the new message")
         since = resp["next_batch"]
     return {
         "a_initial_sync_ms": statistics.median(initial) * 1000,
         "a_incremental_sync_ms": statistics.median(incremental) * 1000,
+        "a_incremental_sync_cpu_ms": cpu / len(incremental),
     }
 
 
@@ -267,10 +278,12 @@ async def measure_big_room(srv: Server, api: Api, st: dict, plan: Plan) -> dict:
     try:
         await asyncio.sleep(5)  # every long poll parked; presence of the syncers settled
         latencies: list[float] = []
+        cpu = 0.0
         for i in range(4 * plan.runs):
             if any(t.done() for t in tasks):
                 next(t for t in tasks if t.done()).result()  # raises the syncer's error
                 raise RuntimeError("a syncer stopped")
+            c0 = cpu_ms(srv.pid)
             t0 = time.perf_counter()
             event_id = await send(api, owner, room_id, f"fan-out {i}")
             deadline = time.monotonic() + MEASURE_TIMEOUT_S
@@ -280,10 +293,12 @@ async def measure_big_room(srv: Server, api: Api, st: dict, plan: Plan) -> dict:
                     raise RuntimeError(f"{missing} syncers never got the event")
                 await asyncio.sleep(0.002)
             latencies.append(max(s.seen[event_id] for s in syncers) - t0)
+            cpu += cpu_ms(srv.pid) - c0
             await asyncio.sleep(0.5)  # let the syncers park again
         out["b_fanout_p50_ms"] = percentile(latencies, 0.5) * 1000
         out["b_fanout_p95_ms"] = percentile(latencies, 0.95) * 1000
         out["b_fanout_sends"] = len(latencies)
+        out["b_fanout_cpu_ms"] = cpu / len(latencies)
         out["rss_sync_load_mib"] = max(samples)
         out["rss_peak_sync_load_mib"] = srv.hwm_mib()
     finally:
@@ -327,7 +342,9 @@ async def run(plan: Plan, work: Path, with_synapse: bool = True) -> tuple[dict, 
         for srv in servers:
             srv.figures["rss_after_setup_mib"] = srv.rss_mib()
         for srv in servers:
-            srv.figures.update(await measure_many_rooms(apis[srv.name], setup[srv.name]["a"], plan))
+            srv.figures.update(
+                await measure_many_rooms(srv, apis[srv.name], setup[srv.name]["a"], plan)
+            )
         for srv in servers:
             srv.figures.update(
                 await measure_big_room(srv, apis[srv.name], setup[srv.name]["b"], plan)
@@ -347,6 +364,8 @@ ROWS = [
     ("rss_after_setup_mib", "(c) RSS after set-up (MiB)", "memory"),
     ("rss_sync_load_mib", "(c) RSS under the sync load, highest sample (MiB)", "memory"),
     ("rss_peak_sync_load_mib", "(c) RSS peak under the sync load, VmHWM (MiB)", "memory"),
+    ("a_incremental_sync_cpu_ms", "(a) incremental: server CPU per sync (ms; not a goal)", "info"),
+    ("b_fanout_cpu_ms", "(b) fan-out: server CPU per send (ms; not a goal)", "info"),
     ("setup_total_s", "set-up, total (s; not a goal)", "info"),
     ("setup_messages_per_s", "set-up: messages/s, {concurrency} connections", "info-up"),
     ("setup_registers_per_s", "set-up: registrations/s", "info-up"),
