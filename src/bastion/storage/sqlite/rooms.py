@@ -482,8 +482,10 @@ class RoomsStore:
         return [
             (r[0], r[1])
             for r in self.db.read(
+                # ``+room_id``: through the user's index (a few rows), never the room's (every
+                # member of a big room).
                 "SELECT membership, stream_pos FROM membership_events WHERE user_id = ?"
-                " AND room_id = ? ORDER BY stream_pos",
+                " AND +room_id = ? ORDER BY stream_pos",
                 (user_id, room_id),
             )
         ]
