@@ -87,8 +87,10 @@ class SyncService:
         user_id = requester.user_id
         if since is not None and since.pos > upto.pos:
             since = SyncToken(upto.pos, since.typing)
-        at_upto = self.store.get_memberships_at(user_id, upto.pos)
+        # ``since`` first: the store keeps the last position asked per user (the previous sync's
+        # ``upto``, normally this one's ``since``) and reads only the rows after it.
         at_since = self.store.get_memberships_at(user_id, since.pos) if since else {}
+        at_upto = self.store.get_memberships_at(user_id, upto.pos)
         joined = {r for r, (m, _, _) in at_upto.items() if m == "join"}
         ctx = SyncContext(requester, since, upto, flt, full_state, set(joined))
         rooms_out: dict = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
@@ -113,14 +115,20 @@ class SyncService:
                 visit |= named
                 quiet -= named
         for room_id, (membership, event_id, pos) in sorted(at_upto.items()):
+            changed = since is None or pos > since.pos
+            if (
+                visit is not None
+                and membership == "join"
+                and not changed
+                and room_id not in visit
+                and at_since.get(room_id, (None,))[0] == "join"
+            ):
+                continue  # joined before and after, nothing new (see ``visit``)
             if not room_allowed(flt, room_id):
                 continue
-            changed = since is None or pos > since.pos
             before = at_since.get(room_id, (None, None, 0))[0]
             if membership == "join":
                 newly = since is None or before != "join"
-                if visit is not None and room_id not in visit and not newly and not changed:
-                    continue
                 rooms_out["join"][room_id] = self._room(
                     ctx,
                     room_id,

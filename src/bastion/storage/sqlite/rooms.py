@@ -446,11 +446,31 @@ class RoomsStore:
 
     def get_users_sharing_room_with(self, user_id: str) -> set[str]:
         """Every user joined to a room the user is joined to (the user too, when joined to
-        any room); a new set."""
+        any room); a new set. The union over several rooms is cached per user at the
+        membership generation (bounded like the member lists)."""
         gen = self._membership_generation()
+        cache: OrderedDict = self.__dict__.setdefault("_sharing_cache", OrderedDict())
+        hit = cache.get(user_id)
+        if hit is not None and hit[0] == gen:
+            cache.move_to_end(user_id)
+            return set(hit[1])
+        rooms = self.get_rooms_for_user(user_id)
+        if len(rooms) == 1:
+            return set(self.room_members_cached(next(iter(rooms)), gen).joined)
         out: set[str] = set()
-        for room_id in self.get_rooms_for_user(user_id):
+        for room_id in rooms:
             out |= self.room_members_cached(room_id, gen).joined
+        frozen = frozenset(out)
+        old = cache.pop(user_id, None)
+        size = self.__dict__.get("_sharing_cache_size", 0) - (len(old[1]) if old else 0)
+        while cache and (
+            len(cache) >= self.MEMBERS_CACHE_ROOMS
+            or size + len(frozen) > self.MEMBERS_CACHE_ENTRIES
+        ):
+            _, evicted = cache.popitem(last=False)
+            size -= len(evicted[1])
+        cache[user_id] = (gen, frozen)
+        self.__dict__["_sharing_cache_size"] = size + len(frozen)
         return out
 
     def get_local_memberships(self, user_id: str) -> dict[str, str]:
@@ -469,13 +489,55 @@ class RoomsStore:
 
     def get_memberships_at(self, user_id: str, pos: int) -> dict[str, tuple[str, str, int]]:
         """room_id → (membership, event_id, stream_pos) of the user's last membership event at
-        or before stream position ``pos``."""
-        rows = self.db.read(
-            "SELECT room_id, membership, event_id, MAX(stream_pos) AS p FROM membership_events"
-            " WHERE user_id = ? AND stream_pos <= ? GROUP BY room_id",
-            (user_id, pos),
-        )
-        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+        or before stream position ``pos`` (a committed position); a new dict.
+
+        The answer for the user's last position asked is kept (bounded): the next sync asks
+        for the position the previous one ended at, and then for a later one, which is that
+        answer and the user's membership rows in between. It is used only when no row has
+        been added at or before its position since (membership rows are appended, and
+        normally at new positions; see :meth:`_membership_generation`)."""
+        gen = self._membership_generation()
+        cache: OrderedDict = self.__dict__.setdefault("_memberships_at_cache", OrderedDict())
+        hit = cache.get(user_id)
+        base: dict[str, tuple[str, str, int]] | None = None
+        if hit is not None and hit[1] <= pos:
+            hit_gen, hit_pos, hit_map = hit
+            if hit_gen == gen or (
+                hit_gen < gen
+                and self.db.read_one(
+                    "SELECT 1 FROM membership_events NOT INDEXED WHERE rowid > ?"
+                    " AND user_id = ? AND stream_pos <= ? LIMIT 1",
+                    (hit_gen, user_id, hit_pos),
+                )
+                is None
+            ):
+                base = dict(hit_map)
+                for r in self.db.read(
+                    "SELECT room_id, membership, event_id, stream_pos FROM membership_events"
+                    " WHERE user_id = ? AND stream_pos > ? AND stream_pos <= ?"
+                    " ORDER BY stream_pos",
+                    (user_id, hit_pos, pos),
+                ):
+                    base[r[0]] = (r[1], r[2], r[3])
+        if base is None:
+            rows = self.db.read(
+                "SELECT room_id, membership, event_id, MAX(stream_pos) AS p FROM membership_events"
+                " WHERE user_id = ? AND stream_pos <= ? GROUP BY room_id",
+                (user_id, pos),
+            )
+            base = {r[0]: (r[1], r[2], r[3]) for r in rows}
+        if hit is None or pos >= hit[1]:
+            old = cache.pop(user_id, None)
+            size = self.__dict__.get("_memberships_at_size", 0) - (len(old[2]) if old else 0)
+            while cache and (
+                len(cache) >= self.MEMBERS_CACHE_ROOMS
+                or size + len(base) > self.MEMBERS_CACHE_ENTRIES
+            ):
+                _, evicted = cache.popitem(last=False)
+                size -= len(evicted[2])
+            cache[user_id] = (gen, pos, dict(base))
+            self.__dict__["_memberships_at_size"] = size + len(base)
+        return base
 
     def get_user_membership_history(self, user_id: str, room_id: str) -> list[tuple[str, int]]:
         """The user's memberships in a room as (membership, stream_pos), oldest first."""
