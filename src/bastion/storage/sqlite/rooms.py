@@ -102,17 +102,24 @@ _COLS = (
 )
 
 
+def short_range(after: int, upto: int, rooms: int) -> bool:
+    """Whether reading every row of a stream in ``(after, upto]`` is cheaper than one probe
+    for each of ``rooms`` rooms."""
+    return upto - after <= 4 * rooms + 64
+
+
 def rooms_with_rows(db, table: str, room_ids, after: int, upto: int) -> set[str]:
-    """Those of ``room_ids`` with a row of ``table`` (which has ``room_id`` and an indexed
-    ``(room_id, stream_pos)``) at a stream position in ``(after, upto]``. A short range is read
-    whole through an index on ``stream_pos`` when the table has one (``events``); otherwise,
-    or for a long range, one indexed probe per room."""
+    """Those of ``room_ids`` with a row of ``table`` (``events``, ``receipts``: each has an
+    index on ``(room_id, stream_pos)`` and one on ``stream_pos``) at a stream position in
+    ``(after, upto]``. A short range (positions are shared by every stream, so a range holds at
+    most that many rows) is read whole through the ``stream_pos`` index; a long one with one
+    indexed probe per room."""
     ids = room_ids if isinstance(room_ids, (set, frozenset)) else set(room_ids)
     if not ids or upto <= after:
         return set()
-    if table == "events" and upto - after <= 4 * len(ids):
+    if short_range(after, upto, len(ids)):
         rows = db.read(
-            "SELECT DISTINCT room_id FROM events WHERE stream_pos > ? AND stream_pos <= ?",
+            f"SELECT DISTINCT room_id FROM {table} WHERE stream_pos > ? AND stream_pos <= ?",  # noqa: S608
             (after, upto),
         )
         return {r[0] for r in rows if r[0] in ids}
@@ -487,21 +494,25 @@ class RoomsStore:
             (room_id, user_id),
         )
 
+    #: Positions kept per user by :meth:`get_memberships_at` (a few devices syncing).
+    MEMBERSHIPS_AT_KEPT = 3
+
     def get_memberships_at(self, user_id: str, pos: int) -> dict[str, tuple[str, str, int]]:
         """room_id → (membership, event_id, stream_pos) of the user's last membership event at
         or before stream position ``pos`` (a committed position); a new dict.
 
-        The answer for the user's last position asked is kept (bounded): the next sync asks
-        for the position the previous one ended at, and then for a later one, which is that
-        answer and the user's membership rows in between. It is used only when no row has
-        been added at or before its position since (membership rows are appended, and
-        normally at new positions; see :meth:`_membership_generation`)."""
+        The answers for the user's last few positions are kept (bounded): a sync asks for the
+        position the previous one ended at, and then for a later one, which is a kept answer
+        and the user's membership rows in between. A kept answer is used only when no row has
+        been added at or before its position since (membership rows are appended, normally at
+        new positions; see :meth:`_membership_generation`)."""
         gen = self._membership_generation()
         cache: OrderedDict = self.__dict__.setdefault("_memberships_at_cache", OrderedDict())
-        hit = cache.get(user_id)
+        kept: list = cache.get(user_id) or []
         base: dict[str, tuple[str, str, int]] | None = None
-        if hit is not None and hit[1] <= pos:
-            hit_gen, hit_pos, hit_map = hit
+        usable = [k for k in kept if k[1] <= pos]
+        if usable:
+            hit_gen, hit_pos, hit_map = max(usable, key=lambda k: k[1])
             if hit_gen == gen or (
                 hit_gen < gen
                 and self.db.read_one(
@@ -512,13 +523,14 @@ class RoomsStore:
                 is None
             ):
                 base = dict(hit_map)
-                for r in self.db.read(
-                    "SELECT room_id, membership, event_id, stream_pos FROM membership_events"
-                    " WHERE user_id = ? AND stream_pos > ? AND stream_pos <= ?"
-                    " ORDER BY stream_pos",
-                    (user_id, hit_pos, pos),
-                ):
-                    base[r[0]] = (r[1], r[2], r[3])
+                if hit_pos < pos:
+                    for r in self.db.read(
+                        "SELECT room_id, membership, event_id, stream_pos FROM membership_events"
+                        " WHERE user_id = ? AND stream_pos > ? AND stream_pos <= ?"
+                        " ORDER BY stream_pos",
+                        (user_id, hit_pos, pos),
+                    ):
+                        base[r[0]] = (r[1], r[2], r[3])
         if base is None:
             rows = self.db.read(
                 "SELECT room_id, membership, event_id, MAX(stream_pos) AS p FROM membership_events"
@@ -526,17 +538,22 @@ class RoomsStore:
                 (user_id, pos),
             )
             base = {r[0]: (r[1], r[2], r[3]) for r in rows}
-        if hit is None or pos >= hit[1]:
+        if not any(k[1] == pos and k[0] == gen for k in kept):
+            new_kept = [k for k in kept if k[1] != pos][-(self.MEMBERSHIPS_AT_KEPT - 1) :]
+            new_kept.append((gen, pos, dict(base)))
             old = cache.pop(user_id, None)
-            size = self.__dict__.get("_memberships_at_size", 0) - (len(old[2]) if old else 0)
+            size = self.__dict__.get("_memberships_at_size", 0)
+            size -= sum(len(k[2]) for k in old) if old else 0
+            added = sum(len(k[2]) for k in new_kept)
             while cache and (
-                len(cache) >= self.MEMBERS_CACHE_ROOMS
-                or size + len(base) > self.MEMBERS_CACHE_ENTRIES
+                len(cache) >= self.MEMBERS_CACHE_ROOMS or size + added > self.MEMBERS_CACHE_ENTRIES
             ):
                 _, evicted = cache.popitem(last=False)
-                size -= len(evicted[2])
-            cache[user_id] = (gen, pos, dict(base))
-            self.__dict__["_memberships_at_size"] = size + len(base)
+                size -= sum(len(k[2]) for k in evicted)
+            cache[user_id] = new_kept
+            self.__dict__["_memberships_at_size"] = size + added
+        else:
+            cache.move_to_end(user_id)
         return base
 
     def get_user_membership_history(self, user_id: str, room_id: str) -> list[tuple[str, int]]:
@@ -555,8 +572,23 @@ class RoomsStore:
     def get_membership_changes_in_rooms(
         self, room_ids, since_pos: int, upto_pos: int
     ) -> list[tuple[str, str, str, int]]:
+        """(room_id, user_id, membership, stream_pos) of every membership change in
+        ``room_ids`` in ``(since_pos, upto_pos]``."""
         ids = list(room_ids)
         out: list[tuple[str, str, str, int]] = []
+        if not ids or upto_pos <= since_pos:
+            return out
+        if short_range(since_pos, upto_pos, len(ids)):
+            wanted = set(ids)
+            return [
+                (r[0], r[1], r[2], r[3])
+                for r in self.db.read(
+                    "SELECT room_id, user_id, membership, stream_pos FROM membership_events"
+                    " WHERE stream_pos > ? AND stream_pos <= ? ORDER BY stream_pos",
+                    (since_pos, upto_pos),
+                )
+                if r[0] in wanted
+            ]
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
