@@ -13,6 +13,7 @@ waits on it — no sleep loops.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from itertools import chain, islice
 
 from bastion.services.filtering import (
@@ -25,6 +26,8 @@ from bastion.storage.sqlite.rooms import EventRow
 
 #: Timeline events per room when the filter gives no limit.
 DEFAULT_TIMELINE_LIMIT = 10
+#: State groups whose non-member entries are kept (lazy-loading members reads only those).
+NON_MEMBER_CACHE_GROUPS = 1024
 #: Longest long-poll honoured.
 MAX_TIMEOUT_MS = 5 * 60 * 1000
 
@@ -49,6 +52,7 @@ class SyncService:
     def __init__(self, hs) -> None:
         self.hs = hs
         self.store = hs.store
+        self._non_member_cache: OrderedDict[int | None, dict] = OrderedDict()
 
     def _typing_serial(self) -> int:
         typing = getattr(self.hs, "typing", None)
@@ -220,8 +224,13 @@ class SyncService:
         timeline = [r for r in visible if event_filter_allows(tl_flt, r.event, room_id)]
         prev_batch = rows[0].stream_pos - 1 if rows else (since.pos if since else upto_pos)
 
+        lazy = bool(st_flt.get("lazy_load_members"))
+        senders = {r.sender for r in timeline} | {user_id}
+        # Lazy-loading members: only the members of the timeline's senders (and the user's own)
+        # are wanted of the state, so only those are looked up (no pass over every member).
+        wanted = senders if lazy else None
         if since is None or full:
-            state_ids = self._target_state(rows, start_group, end_group, use_state_after)
+            state_ids = self._target_state(rows, start_group, end_group, use_state_after, wanted)
         else:
             since_group = self.store.room_group_at(room_id, since.pos)
             if (end_group if use_state_after else start_group) == since_group and (
@@ -231,20 +240,15 @@ class SyncService:
                 # (The common case, a message and no state event: no state map is built.)
                 state_ids = {}
             else:
-                target = self._target_state(rows, start_group, end_group, use_state_after)
+                target = self._target_state(rows, start_group, end_group, use_state_after, wanted)
                 since_state = rooms.state_at_group(since_group)
                 state_ids = {k: v for k, v in target.items() if since_state.get(k) != v}
-        if st_flt.get("lazy_load_members"):
-            senders = {r.sender for r in timeline} | {user_id}
-            state_ids = {
-                k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders
-            }
-            if since is None or full or limited:
-                start_state = rooms.state_at_group(start_group)
-                for s in senders:
-                    key = ("m.room.member", s)
-                    if key in start_state and key not in state_ids:
-                        state_ids[key] = start_state[key]
+        if lazy and (since is None or full or limited):
+            start_state = rooms.state_at_group(start_group)
+            for s in senders:
+                key = ("m.room.member", s)
+                if key in start_state and key not in state_ids:
+                    state_ids[key] = start_state[key]
         timeline_ids = {r.event_id for r in timeline}
         state_rows = [
             r
@@ -276,23 +280,57 @@ class SyncService:
 
     def _target_state(
         self, rows: list[EventRow], start_group: int | None, end_group: int | None,
-        use_state_after: bool,
+        use_state_after: bool, members: set[str] | None = None,
     ) -> dict:  # fmt: skip
         """The state a room section is built on (a new map; the cached groups are never
         changed). ``state_after``: the state at the end of the timeline. Otherwise the state at
         its start and, for the keys no event of the timeline sets, the state at its end — so
         that a change the timeline does not carry (the resolution of a fork, a soft-failed
         event that made it into the state) reaches the client, which applies ``state`` and then
-        the timeline."""
-        rooms = self.hs.rooms
-        end_state = rooms.state_at_group(end_group)
-        if use_state_after:
-            return dict(end_state)
-        start_state = rooms.state_at_group(start_group)
-        if start_group == end_group:
-            return dict(start_state)
+        the timeline. ``members``: of the member events, only those of these users (lazy
+        loading); None: all."""
+        state_at = self.hs.rooms.state_at_group
+        if use_state_after or start_group == end_group:
+            group = end_group if use_state_after else start_group
+            if members is None:
+                return dict(state_at(group))
+            state = state_at(group)
+            out = dict(self._non_member_state(group))
+            for u in members:
+                key = ("m.room.member", u)
+                if key in state:
+                    out[key] = state[key]
+            return out
+        start_state, end_state = state_at(start_group), state_at(end_group)
         touched = {(r.type, r.state_key) for r in rows if r.state_key is not None}
-        return {**start_state, **{k: v for k, v in end_state.items() if k not in touched}}
+        if members is None:
+            return {**start_state, **{k: v for k, v in end_state.items() if k not in touched}}
+        out = {
+            **self._non_member_state(start_group),
+            **{k: v for k, v in self._non_member_state(end_group).items() if k not in touched},
+        }
+        for u in members:
+            key = ("m.room.member", u)
+            if key not in touched and key in end_state:
+                out[key] = end_state[key]
+            elif key in start_state:
+                out[key] = start_state[key]
+        return out
+
+    def _non_member_state(self, group: int | None) -> dict:
+        """The entries of a state group other than member events (never mutate). Cached,
+        bounded: a state group never changes."""
+        hit = self._non_member_cache.get(group)
+        if hit is not None:
+            self._non_member_cache.move_to_end(group)
+            return hit
+        out = {
+            k: v for k, v in self.hs.rooms.state_at_group(group).items() if k[0] != "m.room.member"
+        }
+        self._non_member_cache[group] = out
+        while len(self._non_member_cache) > NON_MEMBER_CACHE_GROUPS:
+            self._non_member_cache.popitem(last=False)
+        return out
 
     def _summary(self, room_id: str, user_id: str) -> dict:
         """C-S "Room summary": heroes (up to 5 other members), joined and invited counts (from
