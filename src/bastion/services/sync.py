@@ -19,6 +19,7 @@ from itertools import chain, islice
 from bastion.services.filtering import (
     apply_event_fields,
     event_filter_allows,
+    event_filter_is_open,
     room_allowed,
 )
 from bastion.services.sync_api import SyncContext, SyncToken
@@ -221,7 +222,11 @@ class SyncService:
         else:
             start_group = end_group
         visible = rooms.filter_visible(user_id, rows)
-        timeline = [r for r in visible if event_filter_allows(tl_flt, r.event, room_id)]
+        timeline = (
+            visible
+            if event_filter_is_open(tl_flt)
+            else [r for r in visible if event_filter_allows(tl_flt, r.event, room_id)]
+        )
         prev_batch = rows[0].stream_pos - 1 if rows else (since.pos if since else upto_pos)
 
         lazy = bool(st_flt.get("lazy_load_members"))
@@ -250,13 +255,14 @@ class SyncService:
                 if key in start_state and key not in state_ids:
                     state_ids[key] = start_state[key]
         timeline_ids = {r.event_id for r in timeline}
-        state_rows = [
-            r
-            for r in rooms.state_events(
-                {k: v for k, v in state_ids.items() if v not in timeline_ids or use_state_after}
-            )
-            if event_filter_allows(st_flt, r.event, room_id)
-        ]
+        # The state events (as ``RoomReader.state_events``: in stream order), parsed rows
+        # shared through the store's cache: read here, never changed.
+        wanted_ids = [v for v in state_ids.values() if v not in timeline_ids or use_state_after]
+        state_rows = sorted(
+            self.store.get_event_rows_cached(wanted_ids).values(), key=lambda r: r.stream_pos
+        )
+        if not event_filter_is_open(st_flt):
+            state_rows = [r for r in state_rows if event_filter_allows(st_flt, r.event, room_id)]
         room: dict = {
             "timeline": {
                 "events": [self._format(ctx, r, now) for r in timeline],

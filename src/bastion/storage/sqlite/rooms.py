@@ -257,6 +257,44 @@ class RoomsStore:
                 out[r["event_id"]] = _row(r)
         return out
 
+    #: Parsed event rows kept by :meth:`get_event_rows_cached`.
+    EVENT_ROWS_CACHED = 10_000
+
+    def events_rewritten_in(self, conn: sqlite3.Connection) -> None:
+        """Inside a write function that changes or deletes a stored event row (a redaction
+        rewrites its target; an outlier is stored again): once the batch commits, the parsed
+        rows kept by :meth:`get_event_rows_cached` are dropped. Every such write must call it.
+        """
+        self.__dict__["_events_rewritten"] = True
+
+    def get_event_rows_cached(self, event_ids) -> dict[str, EventRow]:
+        """:meth:`get_event_rows`, from a bounded cache of parsed rows: the rows are shared,
+        so a caller must never change them (nor their ``event``). The cache is emptied after
+        every committed batch that rewrote an event row (:meth:`events_rewritten_in`; the
+        count moves on the writer thread right after the commit, before the new position is
+        published); rows are read on the event loop's thread only."""
+        d = self.__dict__
+        gen = d.get("_event_rewrites", 0)
+        cache: OrderedDict | None = d.get("_event_row_cache")
+        if cache is None or d.get("_event_row_cache_gen") != gen:
+            cache = d["_event_row_cache"] = OrderedDict()
+            d["_event_row_cache_gen"] = gen
+        out: dict[str, EventRow] = {}
+        missing: list[str] = []
+        for eid in event_ids:
+            row = cache.get(eid)
+            if row is None:
+                missing.append(eid)
+            else:
+                out[eid] = row
+        if missing:
+            fetched = self.get_event_rows(missing)
+            out.update(fetched)
+            cache.update(fetched)
+            while len(cache) > self.EVENT_ROWS_CACHED:
+                cache.popitem(last=False)
+        return out
+
     def get_room_events(
         self, room_id: str, *, after: int | None = None, upto: int | None = None,
         limit: int = 10, backwards: bool = True,
@@ -762,5 +800,6 @@ class RoomsStore:
                     " AND redacted_because IS NULL",
                     (orjson.dumps(redacted), ne.event_id, target_id),
                 )
+                self.events_rewritten_in(conn)
             self.wake(ne.room_id, *ne.wake)  # type: ignore[attr-defined]
         return group, chain_len

@@ -119,6 +119,9 @@ class SqliteStore(
                 log.exception("after-commit callback failed")
 
     def _after_commit(self, _results: list) -> None:
+        if self.__dict__.pop("_events_rewritten", False):
+            # First: no read after this commit may see a parsed row kept from before it.
+            self.__dict__["_event_rewrites"] = self.__dict__.get("_event_rewrites", 0) + 1
         calls, self._loop_calls = self._loop_calls, {}
         if calls and self._loop is not None:
             try:
