@@ -122,13 +122,15 @@ class SqliteStore(
         if self.__dict__.pop("_events_rewritten", False):
             # First: no read after this commit may see a parsed row kept from before it.
             self.__dict__["_event_rewrites"] = self.__dict__.get("_event_rewrites", 0) + 1
+        # The new position is published before any after-commit call is queued: a call that
+        # wakes /sync (``run_after_commit``) must find the position of what it wakes for.
+        self._committed_pos = self._stream_pos
         calls, self._loop_calls = self._loop_calls, {}
         if calls and self._loop is not None:
             try:
                 self._loop.call_soon_threadsafe(self._run_loop_calls, calls)
             except RuntimeError:  # the loop is closed
                 pass
-        self._committed_pos = self._stream_pos
         keys: set[str] = set()
         for group in self._wakeups:
             keys.update(group)
