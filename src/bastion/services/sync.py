@@ -6,8 +6,10 @@ anything, and everything it returns lies in ``(since, upto]``; so ``next_batch``
 moves whenever a response carries something, and nothing is skipped between two syncs. Other
 services add their parts through ``hs.sync_contributors`` (services/sync_api.py).
 
-The long poll registers its listener on ``{user_id} ∪ joined rooms`` *before* computing, then
-waits on it — no sleep loops.
+The long poll registers its listener on ``{user_id} ∪ joined rooms`` right after a computation
+that found nothing, with no await in between — the notifier wakes listeners on the event loop,
+so the wake-up of a commit after ``upto`` is still queued and reaches it — then waits on it: no
+sleep loops, and a sync that answers at once never registers.
 """
 
 from __future__ import annotations
@@ -69,15 +71,17 @@ class SyncService:
         deadline = loop.time() + min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
         user_id = requester.user_id
         while True:
+            upto = SyncToken(self.store.current_pos, self._typing_serial())
+            response = self.compute(requester, since, upto, full_state, flt, use_state_after)
+            if since is None or full_state or has_content(response):
+                return response
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return response
+            # No await since ``upto`` was read: the wake-up of anything committed after it is
+            # still queued on this loop (the notifier runs there), so it reaches this listener.
             keys = {user_id, *self.store.get_rooms_for_user(user_id)}
             with self.hs.notifier.listen(keys) as listener:
-                upto = SyncToken(self.store.current_pos, self._typing_serial())
-                response = self.compute(requester, since, upto, full_state, flt, use_state_after)
-                if since is None or full_state or has_content(response):
-                    return response
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return response
                 woken = await listener.wait(remaining)
             if not woken:
                 # Timed out: one last look (cheap), so a commit racing the timeout is not lost.
