@@ -32,14 +32,22 @@ import secrets
 import sqlite3
 import string
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.core.canonical_json import canonical_json
-from bastion.core.identifiers import parse_server_name
-from bastion.errors import MatrixError
+from bastion.core.identifiers import UserId, parse_server_name, server_name_of
+from bastion.core.rate_limit import TokenBuckets, retry_after_ms
+from bastion.errors import MatrixError, limit_exceeded
 from bastion.services.passwords import MAX_PASSWORD_LENGTH, PasswordHashingBusy, Passwords
 from bastion.storage.sqlite.accounts import Requester, registration_token_valid
+
+if TYPE_CHECKING:
+    from bastion.config import Config
+    from bastion.services.e2ee import E2EEService
+    from bastion.services.rooms import RoomService
+    from bastion.storage.sqlite.store import SqliteStore
 
 log = logging.getLogger("bastion.accounts")
 
@@ -155,30 +163,6 @@ def check_profile_value(key: str, value: Any) -> None:
 
 
 # -- rate limiting ------------------------------------------------------------------------------
-class TokenBucket:
-    """Per-key token buckets (in memory)."""
-
-    def __init__(self, capacity: int, refill_ms: int, max_keys: int = 100_000) -> None:
-        self.capacity = capacity
-        self.refill_ms = refill_ms
-        self.max_keys = max_keys
-        self._buckets: OrderedDict[str, tuple[float, int]] = OrderedDict()
-
-    def take(self, key: str, now_ms: int) -> int:
-        """Take one token; returns 0 if allowed, else how many ms until one is available."""
-        tokens, last = self._buckets.pop(key, (float(self.capacity), now_ms))
-        tokens = min(self.capacity, tokens + (now_ms - last) / self.refill_ms)
-        if tokens >= 1:
-            self._buckets[key] = (tokens - 1, now_ms)
-            wait = 0
-        else:
-            self._buckets[key] = (tokens, now_ms)
-            wait = int((1 - tokens) * self.refill_ms) + 1
-        while len(self._buckets) > self.max_keys:
-            self._buckets.popitem(last=False)
-        return wait
-
-
 class FailureLimiter:
     """Counts failures per key in a sliding window; blocks once ``max_failures`` are reached."""
 
@@ -213,12 +197,6 @@ class FailureLimiter:
 
     def succeeded(self, key: str) -> None:
         self._failures.pop(key, None)
-
-
-def rate_limited(retry_after_ms: int) -> MatrixError:
-    return MatrixError(
-        "M_LIMIT_EXCEEDED", "too many requests", 429, retry_after_ms=max(1, retry_after_ms)
-    )
 
 
 # -- User-Interactive Authentication ------------------------------------------------------------
@@ -266,39 +244,39 @@ class UiaSession:
 
 # -- the service --------------------------------------------------------------------------------
 class AccountService:
-    def __init__(self, hs) -> None:
-        self.hs = hs
-        self.passwords: Passwords = hs.passwords
+    def __init__(
+        self, store: SqliteStore, config: Config, passwords: Passwords, now_ms: Callable[[], int],
+        e2ee: E2EEService, rooms: RoomService,
+    ) -> None:  # fmt: skip
+        self.store = store
+        self.config = config
+        self.server_name = config.server_name
+        self.passwords = passwords
+        self.now_ms = now_ms
+        self.e2ee = e2ee  # device keys follow the devices
+        self.rooms = rooms  # deactivation leaves rooms; profile changes update memberships
         self._uia: OrderedDict[str, UiaSession] = OrderedDict()
         self.login_failures = FailureLimiter(LOGIN_MAX_FAILURES, LOGIN_FAILURE_WINDOW_MS)
-        self.validity_bucket = TokenBucket(VALIDITY_BUCKET_CAPACITY, VALIDITY_REFILL_MS)
-
-    @property
-    def store(self):
-        return self.hs.store
+        self.validity_bucket = TokenBuckets(1000 / VALIDITY_REFILL_MS, VALIDITY_BUCKET_CAPACITY)
 
     # -- hooks into other services ------------------------------------------------------------
     def _device_added_in(self, conn: sqlite3.Connection, user_id: str, device_id: str) -> None:
-        e2ee = getattr(self.hs, "e2ee", None)
-        if e2ee is not None and hasattr(e2ee, "on_device_added"):
-            e2ee.on_device_added(conn, user_id, device_id)
+        self.e2ee.on_device_added(conn, user_id, device_id)
 
     def _delete_devices_in(
         self, conn: sqlite3.Connection, user_id: str, device_ids: list[str]
     ) -> list[str]:
         """Delete devices with their tokens and (through the E2EE hook) their keys."""
         deleted = []
-        e2ee = getattr(self.hs, "e2ee", None)
         for device_id in device_ids:
             if self.store.delete_device_in(conn, user_id, device_id):
                 deleted.append(device_id)
-                if e2ee is not None and hasattr(e2ee, "on_device_deleted"):
-                    e2ee.on_device_deleted(conn, user_id, device_id)
+                self.e2ee.on_device_deleted(conn, user_id, device_id)
         return deleted
 
     # -- User-Interactive Authentication --------------------------------------------------------
     def _new_session(self, operation: str, user_id: str | None, flows: list[list[str]]):
-        now = self.hs.now_ms()
+        now = self.now_ms()
         self._expire_sessions(now)
         s = UiaSession(secrets.token_urlsafe(24), operation, user_id, flows, now)
         self._uia[s.session_id] = s
@@ -333,7 +311,7 @@ class AccountService:
             raise bad_json("'auth.session' must be a string")
         if stage is not None and not isinstance(stage, str):
             raise bad_json("'auth.type' must be a string")
-        self._expire_sessions(self.hs.now_ms())
+        self._expire_sessions(self.now_ms())
         if sid is None:
             session = self._new_session(operation, user_id, flows)
         else:
@@ -373,7 +351,7 @@ class AccountService:
             if not isinstance(token, str) or not token or len(token) > 64:
                 raise UiaRequired(session.body(), "M_FORBIDDEN", "invalid registration token")
             row = self.store.get_registration_token(token)
-            if not registration_token_valid(row, self.hs.now_ms()):
+            if not registration_token_valid(row, self.now_ms()):
                 raise UiaRequired(session.body(), "M_FORBIDDEN", "invalid registration token")
             session.data["registration_token"] = token
             return
@@ -393,13 +371,13 @@ class AccountService:
             if self.normalise_login_user(claimed) != user_id:
                 raise UiaRequired(session.body(), "M_FORBIDDEN", "identifier is not this account")
             key = f"{user_id}|{ip}"
-            wait = self.login_failures.retry_after(key, self.hs.now_ms())
+            wait = self.login_failures.retry_after(key, self.now_ms())
             if wait:
-                raise rate_limited(wait)
+                raise limit_exceeded(wait)
             row = self.store.get_user(user_id)
             ok = await self.passwords.verify_async(row["password_hash"] if row else None, password)
             if not ok:
-                self.login_failures.failed(key, self.hs.now_ms())
+                self.login_failures.failed(key, self.now_ms())
                 raise UiaRequired(session.body(), "M_FORBIDDEN", "invalid password")
             self.login_failures.succeeded(key)
             return
@@ -420,7 +398,7 @@ class AccountService:
                 "M_INVALID_USERNAME",
                 "usernames may contain only a-z, 0-9 and . _ = - / +",
             )
-        user_id = f"@{localpart}:{self.hs.server_name}"
+        user_id = str(UserId(localpart, self.server_name))
         if len(user_id.encode()) > 255:
             raise MatrixError("M_INVALID_USERNAME", "username is too long")
         return user_id
@@ -429,14 +407,14 @@ class AccountService:
         """A login identifier (localpart or full user ID) as one of our user IDs, or None."""
         if user.startswith("@"):
             localpart, sep, domain = user[1:].partition(":")
-            if not sep or domain != self.hs.server_name:
+            if not sep or domain != self.server_name:
                 return None
         else:
             localpart = user
         localpart = localpart.lower()
         if not _LOCALPART.fullmatch(localpart):
             return None
-        return f"@{localpart}:{self.hs.server_name}"
+        return str(UserId(localpart, self.server_name))
 
     def check_username_available(self, username: object) -> str:
         if not isinstance(username, str):
@@ -448,7 +426,7 @@ class AccountService:
 
     # -- registration ---------------------------------------------------------------------------
     def registration_flows(self) -> list[list[str]]:
-        if self.hs.config.registration == "token":
+        if self.config.registration == "token":
             return [[REG_TOKEN, DUMMY]]
         return [[DUMMY]]
 
@@ -458,7 +436,7 @@ class AccountService:
             raise MatrixError("M_INVALID_PARAM", "kind must be 'user' or 'guest'")
         if kind == "guest":
             raise MatrixError("M_GUEST_ACCESS_FORBIDDEN", "guest accounts are not supported", 403)
-        if self.hs.config.registration == "closed":
+        if self.config.registration == "closed":
             raise MatrixError("M_FORBIDDEN", "registration is disabled on this server", 403)
         # Checks that MUST come before UIA (registration.yaml, 400 responses).
         username = body.get("username")
@@ -493,9 +471,9 @@ class AccountService:
             # usable, so the client's retry after retry_after_ms does not start over.
             self._uia[session.session_id] = session
             raise
-        now = self.hs.now_ms()
+        now = self.now_ms()
         if user_id is None:
-            user_id = f"@u{secrets.token_hex(6)}:{self.hs.server_name}"
+            user_id = f"@u{secrets.token_hex(6)}:{self.server_name}"
         device_id = device_id or generate_device_id()
         access_token = None if inhibit else generate_access_token()
         localpart = user_id[1 : user_id.index(":")]
@@ -527,16 +505,16 @@ class AccountService:
         return {"user_id": user_id, "access_token": access_token, "device_id": device_id}
 
     def check_registration_token_validity(self, token: object, ip: str | None) -> bool:
-        wait = self.validity_bucket.take(ip or "", self.hs.now_ms())
+        wait = self.validity_bucket.take(ip or "", self.now_ms() / 1000)
         if wait:
-            raise rate_limited(wait)
-        if self.hs.config.registration != "token":
+            raise limit_exceeded(retry_after_ms(wait))
+        if self.config.registration != "token":
             raise MatrixError("M_FORBIDDEN", "registration tokens are not used on this server", 403)
         if not isinstance(token, str) or not token:
             raise MatrixError("M_MISSING_PARAM", "query parameter 'token' is required")
         if len(token) > 64:
             return False
-        return registration_token_valid(self.store.get_registration_token(token), self.hs.now_ms())
+        return registration_token_valid(self.store.get_registration_token(token), self.now_ms())
 
     # -- login and logout -----------------------------------------------------------------------
     async def login(self, body: dict, ip: str | None) -> dict:
@@ -583,16 +561,16 @@ class AccountService:
 
         user_id = self.normalise_login_user(user)
         key = f"{user_id or user.lower()}|{ip}"
-        wait = self.login_failures.retry_after(key, self.hs.now_ms())
+        wait = self.login_failures.retry_after(key, self.now_ms())
         if wait:
-            raise rate_limited(wait)
+            raise limit_exceeded(wait)
         row = self.store.get_user(user_id) if user_id else None
         pw_hash = row["password_hash"] if row is not None and not row["deactivated"] else None
         if len(password) > MAX_PASSWORD_LENGTH:
             pw_hash = None  # no stored password is that long; still pay for one verification
         ok = await self.passwords.verify_async(pw_hash, password[:MAX_PASSWORD_LENGTH])
         if not ok:
-            self.login_failures.failed(key, self.hs.now_ms())
+            self.login_failures.failed(key, self.now_ms())
             raise MatrixError("M_FORBIDDEN", "invalid username or password", 403)
         self.login_failures.succeeded(key)
         if row["locked"]:
@@ -605,7 +583,7 @@ class AccountService:
             new_hash = None
         device_id = device_id or generate_device_id()
         access_token = generate_access_token()
-        now = self.hs.now_ms()
+        now = self.now_ms()
 
         def fn(conn: sqlite3.Connection) -> None:
             # Reusing a device ID invalidates the device's earlier tokens.
@@ -647,7 +625,7 @@ class AccountService:
         def fn(conn: sqlite3.Connection) -> None:
             self.store.set_device_display_name_in(conn, requester.user_id, device_id, display)
             # A new name is a device-list change (S-S API "Device Management").
-            self.hs.e2ee.on_device_renamed(conn, requester.user_id, device_id)
+            self.e2ee.on_device_renamed(conn, requester.user_id, device_id)
 
         await self.store.db.write(fn)
 
@@ -686,9 +664,7 @@ class AccountService:
 
     async def _leave_all_rooms(self, user_id: str) -> None:
         """After deactivation: leave every joined room and reject pending invites and knocks."""
-        rooms = getattr(self.hs, "rooms", None)
-        if rooms is None:
-            return
+        rooms = self.rooms
         room_ids: set[str] = set()
         for membership in ("join", "invite", "knock"):
             room_ids |= self.store.get_rooms_for_user(user_id, membership)
@@ -701,9 +677,7 @@ class AccountService:
     async def _propagate_profile(self, user_id: str) -> None:
         """C-S API "Events on Change of Profile Information": a new ``m.room.member`` join event
         in every joined room, carrying the current display name and avatar."""
-        rooms = getattr(self.hs, "rooms", None)
-        if rooms is None:
-            return
+        rooms = self.rooms
         for room_id in sorted(self.store.get_rooms_for_user(user_id)):
             try:
                 # A self-join takes displayname/avatar_url from the stored profile.
@@ -764,7 +738,7 @@ class AccountService:
         """admin.yaml: 400 M_INVALID_PARAM for remote users, 404 for unknown/deactivated."""
         if not isinstance(user_id, str) or not user_id.startswith("@") or ":" not in user_id:
             raise MatrixError("M_INVALID_PARAM", "not a user ID")
-        if user_id.split(":", 1)[1] != self.hs.server_name:
+        if server_name_of(user_id) != self.server_name:
             raise MatrixError("M_INVALID_PARAM", "the user is not on this server")
         row = self.store.get_user(user_id)
         if row is None or row["deactivated"]:
@@ -778,7 +752,7 @@ class AccountService:
         row = self.moderation_target(user_id)
         if row["is_admin"] and user_id != admin.user_id:
             raise MatrixError("M_FORBIDDEN", "server admins cannot be moderated this way", 403)
-        now = self.hs.now_ms()
+        now = self.now_ms()
         action = {"locked": "lock", "suspended": "suspend"}[flag]
 
         def fn(conn: sqlite3.Connection) -> None:

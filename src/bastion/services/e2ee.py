@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -42,9 +43,10 @@ from bastion.core.e2e_keys import (
     invalid,
     same_signed_content,
 )
-from bastion.core.identifiers import is_valid_user_id
-from bastion.errors import MatrixError
+from bastion.core.identifiers import is_valid_user_id, server_name_of
+from bastion.errors import MatrixError, not_found
 from bastion.services.lifecycle import BackgroundService
+from bastion.services.remote import RemoteDevices, ToDeviceOutbox
 from bastion.services.sync_api import SyncContext, SyncToken
 
 log = logging.getLogger("bastion.e2ee")
@@ -58,6 +60,9 @@ MAX_QUERY_USERS = 10000
 MAX_BACKUP_KEYS_PER_REQUEST = 100000
 MAX_ID_LENGTH = 255
 DEFAULT_OTK_ALGORITHM = "signed_curve25519"
+#: The ``timeout`` of a /keys/query or /keys/claim body (ms): its default and its cap.
+KEYS_DEFAULT_TIMEOUT_MS = 10_000
+KEYS_MAX_TIMEOUT_MS = 60_000
 CROSS_SIGNING_FIELDS = (
     ("master_key", "master"),
     ("self_signing_key", "self_signing"),
@@ -65,12 +70,12 @@ CROSS_SIGNING_FIELDS = (
 )
 
 
-def not_found(message: str) -> MatrixError:
-    return MatrixError("M_NOT_FOUND", message, 404)
-
-
-def _server_of(user_id: str) -> str:
-    return user_id.partition(":")[2]
+def timeout_seconds(body: dict) -> float:
+    """The ``timeout`` (ms) of a /keys/query or /keys/claim body, defaulted and capped."""
+    timeout = body.get("timeout")
+    if not isinstance(timeout, int) or isinstance(timeout, bool):
+        timeout = KEYS_DEFAULT_TIMEOUT_MS
+    return max(0, min(timeout, KEYS_MAX_TIMEOUT_MS)) / 1000
 
 
 def _check_id(value: object, what: str) -> str:
@@ -93,6 +98,42 @@ class E2EEService(BackgroundService):
         # (user, device) -> {token position: last delivered position} for truncated deliveries
         # (mirrors device_inbox_cursors, so a quick next sync does not wait for the commit).
         self._cursors: dict[tuple[str, str], dict[int, int]] = {}
+        #: Device lists and to-device messages across servers (handed in by the homeserver;
+        #: None when federation is off).
+        self.remote_devices: RemoteDevices | None = None
+        self.to_device_outbox: ToDeviceOutbox | None = None
+
+    # -- other servers --------------------------------------------------------------------------
+    def _local_change_in(
+        self, conn: sqlite3.Connection, user_id: str, device_id: str, pos: int
+    ) -> None:
+        """A local device-list change at ``pos``: recorded for the other servers (sent when
+        federation is on)."""
+        if self.remote_devices is not None:
+            self.remote_devices.local_change_in(conn, user_id, device_id, pos)
+        else:
+            self.store.add_outbound_device_change_in(conn, pos, user_id, device_id)
+
+    def _signing_keys_changed_in(self, conn: sqlite3.Connection, user_id: str) -> None:
+        if self.remote_devices is not None:
+            self.remote_devices.signing_keys_changed_in(conn, user_id)
+
+    @staticmethod
+    def _federation_off(users: Iterable[str], result: dict) -> dict:
+        for server in {server_name_of(u) for u in users}:
+            result["failures"][server] = {"status": 503, "message": "federation is off"}
+        return result
+
+    async def _query_remote(self, wanted: dict[str, list[str]], timeout: float) -> dict:
+        if self.remote_devices is not None:
+            return await self.remote_devices.query_remote(wanted, timeout)
+        empty: dict[str, dict] = {"device_keys": {}, "master_keys": {}, "self_signing_keys": {}}
+        return self._federation_off(wanted, {**empty, "failures": {}})
+
+    async def _claim_remote(self, wanted: dict[str, dict[str, str]], timeout: float) -> dict:
+        if self.remote_devices is not None:
+            return await self.remote_devices.claim_remote(wanted, timeout)
+        return self._federation_off(wanted, {"one_time_keys": {}, "failures": {}})
 
     # -- wake-ups -----------------------------------------------------------------------------
     def queue_device_list_wake(self, user_id: str) -> None:
@@ -107,14 +148,12 @@ class E2EEService(BackgroundService):
 
     # -- room membership (from the rooms store) -----------------------------------------------
     def users_sharing_room_with(self, user_id: str) -> set[str]:
-        fn = getattr(self.store, "get_users_sharing_room_with", None)
-        users = set(fn(user_id)) if fn is not None else set()
+        users = set(self.store.get_users_sharing_room_with(user_id))
         users.add(user_id)
         return users
 
     def _rooms_for_user(self, user_id: str, membership: str) -> set[str]:
-        fn = getattr(self.store, "get_rooms_for_user", None)
-        return set(fn(user_id, membership=membership)) if fn is not None else set()
+        return set(self.store.get_rooms_for_user(user_id, membership=membership))
 
     def device_list_delta(
         self, user_id: str, since_pos: int, upto_pos: int, joined_room_ids: set[str] | None = None
@@ -124,27 +163,27 @@ class E2EEService(BackgroundService):
         sharing = self.users_sharing_room_with(user_id)
         changed = self.store.device_list_changes(since_pos, upto_pos) & sharing
         left: set[str] = set()
-        changes_fn = getattr(self.store, "get_membership_changes_in_rooms", None)
-        if changes_fn is not None:
-            joined = (
-                set(joined_room_ids)
-                if joined_room_ids is not None
-                else self._rooms_for_user(user_id, "join")
-            )
-            rooms = joined | self._rooms_for_user(user_id, "leave")
-            rooms |= self._rooms_for_user(user_id, "ban")
-            if rooms:
-                for room_id, member, membership, _pos in changes_fn(rooms, since_pos, upto_pos):
-                    if membership == "join":
-                        if member == user_id:
-                            changed |= set(self.store.get_joined_users(room_id))
-                        else:
-                            changed.add(member)
-                    elif membership in ("leave", "ban"):
-                        if member == user_id:
-                            left |= set(self.store.get_joined_users(room_id))
-                        else:
-                            left.add(member)
+        joined = (
+            set(joined_room_ids)
+            if joined_room_ids is not None
+            else self._rooms_for_user(user_id, "join")
+        )
+        rooms = joined | self._rooms_for_user(user_id, "leave")
+        rooms |= self._rooms_for_user(user_id, "ban")
+        if rooms:
+            for room_id, member, membership, _pos in self.store.get_membership_changes_in_rooms(
+                rooms, since_pos, upto_pos
+            ):
+                if membership == "join":
+                    if member == user_id:
+                        changed |= set(self.store.get_joined_users(room_id))
+                    else:
+                        changed.add(member)
+                elif membership in ("leave", "ban"):
+                    if member == user_id:
+                        left |= set(self.store.get_joined_users(room_id))
+                    else:
+                        left.add(member)
         changed &= sharing
         left -= sharing
         left.discard(user_id)
@@ -155,14 +194,14 @@ class E2EEService(BackgroundService):
         """A new device: a device-list change for everyone sharing a room with its owner (and
         an ``m.device_list_update`` for the servers sharing a room)."""
         pos = self.store.add_device_list_change_in(conn, user_id)
-        self.hs.device_lists.local_change_in(conn, user_id, device_id, pos)
+        self._local_change_in(conn, user_id, device_id, pos)
         self.queue_device_list_wake(user_id)
 
     def on_device_renamed(self, conn: sqlite3.Connection, user_id: str, device_id: str) -> None:
         """A device's display name changed: a device-list change (its name is served with its
         keys, and other servers get an ``m.device_list_update``)."""
         pos = self.store.add_device_list_change_in(conn, user_id)
-        self.hs.device_lists.local_change_in(conn, user_id, device_id, pos)
+        self._local_change_in(conn, user_id, device_id, pos)
         self.queue_device_list_wake(user_id)
 
     def on_device_deleted(self, conn: sqlite3.Connection, user_id: str, device_id: str) -> None:
@@ -171,7 +210,7 @@ class E2EEService(BackgroundService):
         self.store.delete_device_e2e_in(conn, user_id, device_id)
         self._cursors.pop((user_id, device_id), None)
         pos = self.store.add_device_list_change_in(conn, user_id)
-        self.hs.device_lists.local_change_in(conn, user_id, device_id, pos)
+        self._local_change_in(conn, user_id, device_id, pos)
         self.queue_device_list_wake(user_id)
 
     # -- POST /keys/upload ----------------------------------------------------------------------
@@ -214,7 +253,7 @@ class E2EEService(BackgroundService):
                 if existing is None:
                     store.set_device_keys_in(conn, user_id, device_id, device_keys, now)
                     pos = store.add_device_list_change_in(conn, user_id)
-                    self.hs.device_lists.local_change_in(conn, user_id, device_id, pos)
+                    self._local_change_in(conn, user_id, device_id, pos)
                     self.queue_device_list_wake(user_id)
                 elif not same_signed_content(existing, device_keys):
                     raise invalid(
@@ -315,9 +354,7 @@ class E2EEService(BackgroundService):
 
     async def query_keys(self, requester, body: dict) -> dict:
         """POST /keys/query: local users from the store; remote users from the device-list
-        cache or their servers (``hs.device_lists``), within the request's ``timeout``."""
-        from bastion.federation.device_lists import timeout_seconds
-
+        cache or their servers (``self.remote_devices``), within the request's ``timeout``."""
         wanted = self._check_query(body)
         result: dict[str, Any] = {
             "device_keys": {},
@@ -328,12 +365,12 @@ class E2EEService(BackgroundService):
         }
         remote: dict[str, list[str]] = {}
         for user_id, device_ids in wanted.items():
-            if _server_of(user_id) != self.hs.server_name:
+            if server_name_of(user_id) != self.hs.server_name:
                 remote[user_id] = device_ids
             else:
                 self._add_local_user_keys(result, user_id, device_ids, requester.user_id)
         if remote:
-            got = await self.hs.device_lists.query_remote(remote, timeout_seconds(body))
+            got = await self._query_remote(remote, timeout_seconds(body))
             for field in ("device_keys", "master_keys", "self_signing_keys", "failures"):
                 result[field].update(got[field])
         return result
@@ -345,7 +382,7 @@ class E2EEService(BackgroundService):
         result: dict[str, Any] = {"device_keys": {}, "master_keys": {}, "self_signing_keys": {},
                                   "user_signing_keys": {}}  # fmt: skip
         for user_id, device_ids in wanted.items():
-            if _server_of(user_id) == self.hs.server_name:
+            if server_name_of(user_id) == self.hs.server_name:
                 self._add_local_user_keys(result, user_id, device_ids, None)
         del result["user_signing_keys"]
         return result
@@ -387,13 +424,11 @@ class E2EEService(BackgroundService):
     async def claim_keys(self, requester, body: dict) -> dict:
         """POST /keys/claim: local keys in one transaction; remote users' keys from their
         servers (``/user/keys/claim``) within the request's ``timeout``."""
-        from bastion.federation.device_lists import timeout_seconds
-
         wanted = self._check_claim(body)
         local: list[tuple[str, str, str]] = []
         remote: dict[str, dict[str, str]] = {}
         for user_id, devices in wanted.items():
-            if _server_of(user_id) != self.hs.server_name:
+            if server_name_of(user_id) != self.hs.server_name:
                 remote[user_id] = devices
             else:
                 local += [(user_id, d, a) for d, a in devices.items()]
@@ -402,7 +437,7 @@ class E2EEService(BackgroundService):
         claimed = await self._claim_local(local)
         failures: dict[str, dict] = {}
         if remote:
-            got = await self.hs.device_lists.claim_remote(remote, timeout_seconds(body))
+            got = await self._claim_remote(remote, timeout_seconds(body))
             claimed.update(got["one_time_keys"])
             failures.update(got["failures"])
         return {"one_time_keys": claimed, "failures": failures}
@@ -414,7 +449,7 @@ class E2EEService(BackgroundService):
         local = [
             (user_id, d, a)
             for user_id, devices in wanted.items()
-            if _server_of(user_id) == self.hs.server_name
+            if server_name_of(user_id) == self.hs.server_name
             for d, a in devices.items()
         ]
         return {"one_time_keys": await self._claim_local(local)}
@@ -461,7 +496,7 @@ class E2EEService(BackgroundService):
                 )
             if not by_device:
                 continue
-            if _server_of(user_id) == self.hs.server_name:
+            if server_name_of(user_id) == self.hs.server_name:
                 plan.append((user_id, by_device))
             else:
                 remote[user_id] = by_device  # m.direct_to_device to the user's server
@@ -474,7 +509,10 @@ class E2EEService(BackgroundService):
                 return
             self.deliver_to_device_in(conn, sender, event_type, plan)
             if remote:  # queued for the recipients' servers in the same transaction
-                self.hs.federation_edus.send_to_device_in(conn, sender, event_type, remote)
+                if self.to_device_outbox is not None:
+                    self.to_device_outbox.send_to_device_in(conn, sender, event_type, remote)
+                else:
+                    log.info("to-device messages for other servers dropped: federation is off")
 
         await store.db.write(fn)
         return {}
@@ -623,7 +661,7 @@ class E2EEService(BackgroundService):
                     store.delete_signatures_by_signer_in(conn, user_id, f"ed25519:{old}")
                     if usage == "master":
                         store.delete_signatures_on_in(conn, user_id, old)
-            self.hs.device_lists.signing_keys_changed_in(conn, user_id)
+            self._signing_keys_changed_in(conn, user_id)
             self.queue_device_list_wake(user_id)
 
         await store.db.write(fn)
@@ -660,11 +698,11 @@ class E2EEService(BackgroundService):
                 # a signature on someone else's master key interests only your own devices.
                 for device_id in signed_devices:
                     pos = store.add_device_list_change_in(conn, me)
-                    self.hs.device_lists.local_change_in(conn, me, device_id, pos)
+                    self._local_change_in(conn, me, device_id, pos)
                 if not signed_devices:
                     store.add_device_list_change_in(conn, me)
                 if signed_master:
-                    self.hs.device_lists.signing_keys_changed_in(conn, me)
+                    self._signing_keys_changed_in(conn, me)
                 self.queue_device_list_wake(me)
 
             await store.db.write(fn)

@@ -17,13 +17,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.core.canonical_json import canonical_json
 from bastion.errors import MatrixError
 from bastion.services.filtering import event_filter_allows, room_allowed
 from bastion.services.lifecycle import BackgroundService
+from bastion.services.remote import RoomEDUs
 from bastion.services.sync_api import SyncContext
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +63,11 @@ class Typing(BackgroundService):
 
     background_name = "typing"
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         super().__init__()
         self.hs = hs
+        #: The other servers in the room (handed in by the homeserver; None: federation off).
+        self.room_edus: RoomEDUs | None = None
         self.serial = 0
         self._typing: dict[str, dict[str, asyncio.TimerHandle]] = {}
         self._changed: dict[str, int] = {}  # room_id → serial of its last change
@@ -77,7 +83,8 @@ class Typing(BackgroundService):
     def set_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
         """Start (for ``timeout_ms``, capped) or stop ``user_id`` typing. Call on the loop. A
         local user's typing also goes to the other servers in the room (``m.typing``)."""
-        self.hs.federation_edus.local_typing(room_id, user_id, typing)
+        if self.room_edus is not None:
+            self.room_edus.local_typing(room_id, user_id, typing)
         users = self._typing.setdefault(room_id, {})
         old = users.pop(user_id, None)
         self.cancel_timer(old)
@@ -146,8 +153,10 @@ class Typing(BackgroundService):
 class Receipts:
     """``hs.receipts``: read receipts and the fully-read marker."""
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
+        #: The other servers in the room (handed in by the homeserver; None: federation off).
+        self.room_edus: RoomEDUs | None = None
 
     def _check_event(self, room_id: str, event_id: str) -> dict:
         if not isinstance(event_id, str) or not event_id.startswith("$"):
@@ -201,10 +210,8 @@ class Receipts:
                     )
 
         await store.db.write(fn)
-        if "m.read" in markers:  # public receipts go to the other servers (m.receipt)
-            await self.hs.federation_edus.local_receipt(
-                room_id, user_id, markers["m.read"], now, thread_id
-            )
+        if "m.read" in markers and self.room_edus is not None:  # public, to the other servers
+            await self.room_edus.local_receipt(room_id, user_id, markers["m.read"], now, thread_id)
 
     def receipt_event(
         self, user_id: str, room_id: str, since: int | None, upto: int
@@ -248,7 +255,7 @@ class Presence(BackgroundService):
 
     background_name = "presence"
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         super().__init__()
         self.hs = hs
         self._state: dict[str, dict] = {}

@@ -26,7 +26,7 @@ import sqlite3
 from typing import Any
 
 from bastion.core.canonical_json import canonical_json, parse_json
-from bastion.errors import MatrixError
+from bastion.errors import MatrixError, invalid_param, not_found
 
 KINDS = ("override", "content", "room", "sender", "underride")
 #: At most this many user-defined rules per user (all kinds).
@@ -162,13 +162,9 @@ def effective_ruleset(user_id: str, doc: dict) -> dict[str, list[dict]]:
 # -- validation -----------------------------------------------------------------------------
 
 
-def _bad(message: str) -> MatrixError:
-    return MatrixError("M_INVALID_PARAM", message, 400)
-
-
 def check_kind(kind: str) -> None:
     if kind not in KINDS:
-        raise _bad(f"unknown push rule kind {kind!r}; expected one of {', '.join(KINDS)}")
+        raise invalid_param(f"unknown push rule kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
 def validate_actions(actions: Any) -> list:
@@ -177,23 +173,25 @@ def validate_actions(actions: Any) -> list:
     if not isinstance(actions, list):
         raise MatrixError("M_BAD_JSON", "'actions' must be an array", 400)
     if len(actions) > MAX_ACTIONS:
-        raise _bad(f"at most {MAX_ACTIONS} actions are allowed")
+        raise invalid_param(f"at most {MAX_ACTIONS} actions are allowed")
     out = []
     for a in actions:
         if isinstance(a, str):
             if a in HISTORICAL_ACTIONS:
                 continue
             if a != "notify":
-                raise _bad(f"unknown push rule action {a!r}")
+                raise invalid_param(f"unknown push rule action {a!r}")
             out.append(a)
         elif isinstance(a, dict):
             tweak = a.get("set_tweak")
             if not isinstance(tweak, str) or not tweak:
-                raise _bad("an object action must be a 'set_tweak' with a string tweak name")
+                raise invalid_param(
+                    "an object action must be a 'set_tweak' with a string tweak name"
+                )
             if tweak == "highlight" and "value" in a and not isinstance(a["value"], bool):
-                raise _bad("the 'highlight' tweak value must be a boolean")
+                raise invalid_param("the 'highlight' tweak value must be a boolean")
             if tweak == "sound" and not isinstance(a.get("value"), str):
-                raise _bad("the 'sound' tweak value must be a string")
+                raise invalid_param("the 'sound' tweak value must be a string")
             out.append(a)
         else:
             raise MatrixError("M_BAD_JSON", "each action must be a string or an object", 400)
@@ -219,33 +217,33 @@ def validate_condition(cond: Any) -> dict:
         "sender_notification_permission",
     )  # fmt: skip
     if needs_key and not isinstance(cond.get("key"), str):
-        raise _bad(f"a {kind} condition needs a string 'key'")
+        raise invalid_param(f"a {kind} condition needs a string 'key'")
     if kind == "event_match" and not isinstance(cond.get("pattern"), str):
-        raise _bad("an event_match condition needs a string 'pattern'")
+        raise invalid_param("an event_match condition needs a string 'pattern'")
     if kind in ("event_property_is", "event_property_contains") and (
         "value" not in cond or not _scalar(cond["value"])
     ):
-        raise _bad(f"a {kind} condition needs a 'value': string, integer, boolean or null")
+        raise invalid_param(f"a {kind} condition needs a 'value': string, integer, boolean or null")
     if kind == "room_member_count":
         is_ = cond.get("is")
         if not isinstance(is_, str) or not _MEMBER_COUNT.fullmatch(is_):
-            raise _bad("a room_member_count condition needs 'is' like '2', '>=10'")
+            raise invalid_param("a room_member_count condition needs 'is' like '2', '>=10'")
     return cond
 
 
 def validate_rule_id(kind: str, rule_id: str) -> None:
     if not rule_id:
-        raise _bad("the rule ID must not be empty")
+        raise invalid_param("the rule ID must not be empty")
     if len(rule_id) > MAX_RULE_ID_LENGTH:
-        raise _bad(f"the rule ID is longer than {MAX_RULE_ID_LENGTH}")
+        raise invalid_param(f"the rule ID is longer than {MAX_RULE_ID_LENGTH}")
     if rule_id.startswith("."):
-        raise _bad("rule IDs starting with '.' are reserved for server-default rules")
+        raise invalid_param("rule IDs starting with '.' are reserved for server-default rules")
     if "/" in rule_id or "\\" in rule_id:
-        raise _bad("rule IDs may not contain '/' or '\\'")
+        raise invalid_param("rule IDs may not contain '/' or '\\'")
     if kind == "room" and not rule_id.startswith("!"):
-        raise _bad("the rule ID of a room rule is the room ID")
+        raise invalid_param("the rule ID of a room rule is the room ID")
     if kind == "sender" and not rule_id.startswith("@"):
-        raise _bad("the rule ID of a sender rule is the user ID")
+        raise invalid_param("the rule ID of a sender rule is the user ID")
 
 
 def make_rule(kind: str, rule_id: str, body: Any) -> dict:
@@ -260,7 +258,7 @@ def make_rule(kind: str, rule_id: str, body: Any) -> dict:
         if not isinstance(conditions, list):
             raise MatrixError("M_BAD_JSON", "'conditions' must be an array", 400)
         if len(conditions) > MAX_CONDITIONS:
-            raise _bad(f"at most {MAX_CONDITIONS} conditions are allowed")
+            raise invalid_param(f"at most {MAX_CONDITIONS} conditions are allowed")
         rule["conditions"] = [validate_condition(c) for c in conditions]
     elif kind == "content":
         pattern = body.get("pattern")
@@ -278,10 +276,6 @@ def _find_default(user_id: str, kind: str, rule_id: str) -> dict | None:
         if rule["rule_id"] == rule_id:
             return rule
     return None
-
-
-def _not_found() -> MatrixError:
-    return MatrixError("M_NOT_FOUND", "the push rule was not found", 404)
 
 
 def put_rule(
@@ -332,7 +326,7 @@ def delete_rule(doc: dict, user_id: str, kind: str, rule_id: str) -> dict:
     rules = doc.setdefault("user", {}).setdefault(kind, [])
     index = next((i for i, r in enumerate(rules) if r["rule_id"] == rule_id), None)
     if index is None:
-        raise _not_found()
+        raise not_found("the push rule was not found")
     del rules[index]
     return doc
 
@@ -353,7 +347,7 @@ def set_attribute(doc: dict, user_id: str, kind: str, rule_id: str, attr: str, v
         if rule["rule_id"] == rule_id:
             rule[attr] = value
             return doc
-    raise _not_found()
+    raise not_found("the push rule was not found")
 
 
 def find_rule(ruleset: dict[str, list[dict]], kind: str, rule_id: str) -> dict:
@@ -361,7 +355,7 @@ def find_rule(ruleset: dict[str, list[dict]], kind: str, rule_id: str) -> dict:
     for rule in ruleset[kind]:
         if rule["rule_id"] == rule_id:
             return rule
-    raise _not_found()
+    raise not_found("the push rule was not found")
 
 
 # -- the service ----------------------------------------------------------------------------

@@ -88,7 +88,7 @@ class RoomCreator:
                     "M_INVALID_PARAM", f"invalid user ID in 'invite': {u[:80]!r}"
                 ) from None
             if not self.rooms.is_local(u):
-                if self.rooms.federation_membership() is None:
+                if self.rooms.remote is None:
                     raise MatrixError(
                         "M_FORBIDDEN", "this server does not federate: cannot invite " + u
                     )

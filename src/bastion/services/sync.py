@@ -50,9 +50,7 @@ class SyncService:
         self.store = hs.store
 
     def _typing_serial(self) -> int:
-        typing = getattr(self.hs, "typing", None)
-        serial = getattr(typing, "serial", 0) if typing is not None else 0
-        return serial if isinstance(serial, int) else 0
+        return self.hs.typing.serial
 
     async def sync(
         self, requester, since: SyncToken | None, timeout_ms: int, full_state: bool,
@@ -115,7 +113,7 @@ class SyncService:
                 if not changed:
                     continue
                 row = self.store.get_event_row(event_id)
-                fm = getattr(self.hs, "federation_membership", None)
+                fm = self.hs.rooms.remote
                 if row is None:
                     # An invite/knock of a room this server is not in (over federation).
                     stripped = fm.out_of_room_stripped_state(event_id) if fm else None

@@ -5,7 +5,8 @@ matrix-js-sdk will not start syncing until ``GET /pushrules/`` (with the trailin
 
 from __future__ import annotations
 
-from bastion.api.http import Request, Router, error
+from bastion.api.http import Request, Router
+from bastion.errors import bad_json, invalid_param
 from bastion.services.push_rules import check_kind, find_rule
 
 BASE = "/_matrix/client/v3/pushrules"
@@ -14,7 +15,7 @@ BASE = "/_matrix/client/v3/pushrules"
 def _scope(req: Request) -> None:
     # "global" is the only ruleset ("Retrieve all push rulesets").
     if req.params.get("scope", "global") != "global":
-        raise error("M_INVALID_PARAM", "the only push rule scope is 'global'")
+        raise invalid_param("the only push rule scope is 'global'")
 
 
 def register(router: Router, hs) -> None:
@@ -73,7 +74,7 @@ def register(router: Router, hs) -> None:
             _scope(req)
             body = await req.json()
             if attr not in body:
-                raise error("M_BAD_JSON", f"{attr!r} is required")
+                raise bad_json(f"{attr!r} is required")
             await hs.push_rules.set_attribute(
                 req.requester.user_id, req.params["kind"], req.params["ruleId"], attr, body[attr]
             )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bastion.api.http import Request, Router, error
+from bastion.api.http import Request, Router
+from bastion.errors import invalid_param
 from bastion.services.sync_api import SyncToken
 
 
@@ -13,7 +14,7 @@ def _bool(value: str | None, name: str) -> bool:
         return True
     if value.lower() in ("false", "0"):
         return False
-    raise error("M_INVALID_PARAM", f"'{name}' must be true or false")
+    raise invalid_param(f"'{name}' must be true or false")
 
 
 def register(router: Router, hs) -> None:
@@ -31,7 +32,7 @@ def register(router: Router, hs) -> None:
         )
         presence = q.get("set_presence")
         if presence is not None and presence not in ("offline", "online", "unavailable"):
-            raise error("M_INVALID_PARAM", "'set_presence' must be offline, online or unavailable")
+            raise invalid_param("'set_presence' must be offline, online or unavailable")
         flt = hs.filters.resolve(req.requester, q.get("filter"))
         return await hs.sync.sync(
             req.requester, since, timeout or 0, full_state, flt, use_state_after

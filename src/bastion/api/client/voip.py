@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from bastion.api.http import Request, Router, error
+from bastion.api.http import Request, Router
 from bastion.core.turn import turn_credentials
+from bastion.errors import not_found
 
 
 def register(router: Router, hs) -> None:
@@ -32,7 +33,7 @@ def register(router: Router, hs) -> None:
     async def protocol(req: Request) -> dict:
         """GET /_matrix/client/v3/thirdparty/protocol/{protocol} — 404 for a protocol no
         application service provides (here: every protocol)."""
-        raise error("M_NOT_FOUND", "no application service provides this protocol", 404)
+        raise not_found("no application service provides this protocol")
 
     router.add("GET", "/_matrix/client/v3/voip/turnServer", turn_server)
     router.add("GET", "/_matrix/client/v3/thirdparty/protocols", protocols)

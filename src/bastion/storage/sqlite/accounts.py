@@ -14,6 +14,8 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
+from bastion.storage.sqlite.base import StoreBase
+
 STREAMS: list[tuple[str, str]] = []
 
 
@@ -41,9 +43,7 @@ def registration_token_valid(row: sqlite3.Row | None, now_ms: int) -> bool:
     return row["uses_allowed"] is None or row["completed"] < row["uses_allowed"]
 
 
-class AccountsStore:
-    db: object  # Database, set by SqliteStore
-
+class AccountsStore(StoreBase):
     # -- users ----------------------------------------------------------------------------
     def get_user(self, user_id: str) -> sqlite3.Row | None:
         return self.db.read_one("SELECT * FROM users WHERE user_id = ?", (user_id,))

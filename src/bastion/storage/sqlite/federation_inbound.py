@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from bastion.storage.sqlite.base import StoreBase
 from bastion.storage.sqlite.rooms import SNAPSHOT_EVERY, StateMap
 
 STREAMS: list[tuple[str, str]] = []
@@ -80,12 +81,10 @@ class RemoteEvent:
     head_chain: int = 0
 
 
-class FederationInboundStore:
-    db: object  # Database, set by SqliteStore
-
+class FederationInboundStore(StoreBase):
     # -- transactions ---------------------------------------------------------------------------
     def get_federation_txn(self, origin: str, txn_id: str) -> dict | None:
-        row = self.db.read_one(  # type: ignore[attr-defined]
+        row = self.db.read_one(
             "SELECT response_json FROM federation_inbound_txns WHERE origin = ? AND txn_id = ?",
             (origin, txn_id),
         )
@@ -107,7 +106,7 @@ class FederationInboundStore:
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            for r in self.db.read(  # type: ignore[attr-defined]
+            for r in self.db.read(
                 "SELECT event_id, room_id, depth, rejected, soft_failed, sg_before, sg_after,"
                 f" stream_pos FROM events WHERE event_id IN ({marks})",  # noqa: S608
                 chunk,
@@ -125,7 +124,7 @@ class FederationInboundStore:
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            for r in self.db.read(  # type: ignore[attr-defined]
+            for r in self.db.read(
                 f"SELECT event_id, json FROM events WHERE event_id IN ({marks}){extra}",  # noqa: S608
                 chunk,
             ):
@@ -141,7 +140,7 @@ class FederationInboundStore:
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            for r in self.db.read(  # type: ignore[attr-defined]
+            for r in self.db.read(
                 f"SELECT event_id, {column} FROM {table} WHERE event_id IN ({marks})",  # noqa: S608
                 chunk,
             ):
@@ -171,7 +170,7 @@ class FederationInboundStore:
     def get_forward_extremities(self, room_id: str) -> list[str]:
         return [
             r[0]
-            for r in self.db.read(  # type: ignore[attr-defined]
+            for r in self.db.read(
                 "SELECT event_id FROM forward_extremities WHERE room_id = ?", (room_id,)
             )
         ]
@@ -242,7 +241,7 @@ class FederationInboundStore:
             if eid in known:
                 continue
             known.add(eid)
-            pos = self.next_stream_pos(conn)  # type: ignore[attr-defined]
+            pos = self.next_stream_pos(conn)
             self._insert_event(conn, eid, room_id, ev, pos, None, None, rejected, OUTLIER)
 
     def _take_backfill_positions(self, n: int, lowest: Callable[[], tuple | None]) -> int:
@@ -265,7 +264,7 @@ class FederationInboundStore:
         newest lands just below the room's earliest event."""
         return self._take_backfill_positions(
             n,
-            lambda: self.db.read_one("SELECT MIN(stream_pos) FROM events"),  # type: ignore[attr-defined]
+            lambda: self.db.read_one("SELECT MIN(stream_pos) FROM events"),
         )
 
     def _backfill_pos(self, conn: sqlite3.Connection) -> int:
@@ -288,7 +287,7 @@ class FederationInboundStore:
         if p.backfilled:
             pos = p.backfill_pos if p.backfill_pos is not None else self._backfill_pos(conn)
         else:
-            pos = self.next_stream_pos(conn)  # type: ignore[attr-defined]
+            pos = self.next_stream_pos(conn)
         p.stream_pos = pos
         sg_before = p.sg_before
         if sg_before is None and p.state_before is not None:
@@ -340,7 +339,7 @@ class FederationInboundStore:
                 " VALUES (?,?,?)",
                 (p.room_id, pos, head_group),
             )
-        self.wake(*wake)  # type: ignore[attr-defined]
+        self.wake(*wake)
 
     def apply_current_state_sync(
         self, conn: sqlite3.Connection, room_id: str, old: StateMap, new: StateMap, pos: int,
