@@ -16,7 +16,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 from urllib.parse import parse_qsl, unquote
 
 import orjson
@@ -25,6 +25,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from bastion.core.canonical_json import parse_json
 from bastion.errors import (
+    M_LIMIT_EXCEEDED,
     M_TOO_LARGE,
     M_UNKNOWN,
     M_UNRECOGNIZED,
@@ -38,7 +39,7 @@ from bastion.errors import (
 
 log = logging.getLogger("bastion.http")
 
-Handler = Callable[["Request"], Awaitable[web.StreamResponse | dict | tuple[int, dict]]]
+Handler = Callable[["Request"], Awaitable[web.StreamResponse | dict | list | tuple[int, dict]]]
 
 MAX_JSON_BODY = 1024 * 1024  # JSON request bodies (events are at most 64 KiB)
 
@@ -85,6 +86,17 @@ class Request:
 
     def query_all(self, key: str) -> list[str]:
         return [v for k, v in parse_qsl(self.raw.query_string, keep_blank_values=True) if k == key]
+
+    @overload
+    def query_int(
+        self, key: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int: ...
+
+    @overload
+    def query_int(
+        self, key: str, default: None = None, *, minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> int | None: ...  # fmt: skip
 
     def query_int(self, key: str, default: int | None = None, *, minimum: int | None = None,
                   maximum: int | None = None) -> int | None:  # fmt: skip
@@ -232,8 +244,9 @@ def json_response(body: Any, status: int = 200, headers: dict | None = None) -> 
 
 def error_response(e: MatrixError) -> web.Response:
     headers = {}
-    if e.errcode == "M_LIMIT_EXCEEDED" and "retry_after_ms" in e.extra:
-        headers["Retry-After"] = str(max(1, int(e.extra["retry_after_ms"]) // 1000))
+    retry_after_ms = e.extra.get("retry_after_ms")
+    if e.errcode == M_LIMIT_EXCEEDED and isinstance(retry_after_ms, int):
+        headers["Retry-After"] = str(max(1, retry_after_ms // 1000))
     return json_response(e.to_json(), e.status, headers)
 
 

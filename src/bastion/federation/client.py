@@ -26,6 +26,7 @@ from yarl import URL
 
 from bastion.core.egress_filter import ip_allowed, parse_networks
 from bastion.core.x_matrix import authorization_header
+from bastion.errors import M_UNKNOWN
 from bastion.federation.resolver import (
     EgressDenied,
     FederationError,
@@ -174,4 +175,4 @@ def _decode(status: int, raw: bytes) -> Any:
     except orjson.JSONDecodeError:
         if 200 <= status < 300:
             raise FederationError("response is not JSON") from None
-        return {"errcode": "M_UNKNOWN", "error": f"non-JSON response with status {status}"}
+        return {"errcode": M_UNKNOWN, "error": f"non-JSON response with status {status}"}

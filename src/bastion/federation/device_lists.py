@@ -56,7 +56,7 @@ def _valid_device_keys(keys: object, user_id: str, device_id: str) -> dict | Non
     except MatrixError as e:
         log.info("ignoring device keys of %s %s: %s", user_id, device_id, e.message)
         return None
-    return keys  # type: ignore[return-value]
+    return keys if isinstance(keys, dict) else None  # (checked: always a dict here)
 
 
 def _valid_cross_signing(body: dict, user_id: str) -> dict[str, dict]:
@@ -323,7 +323,7 @@ class DeviceLists(BackgroundService):
     async def resync(self, user_id: str, timeout: float = 30) -> bool:
         """Fetch the whole device list with ``GET /user/devices`` and replace the cache. On
         failure the cache is dropped (it may be out of date). True on success."""
-        server = server_name_of(user_id)
+        server = server_name_of(user_id) or ""
         synced_pos = self.store.current_pos
         store = self.store
         e2ee = self.hs.e2ee
@@ -426,7 +426,7 @@ class DeviceLists(BackgroundService):
             if self.cache_is_current(user_id):
                 serve_cached(user_id)
             else:
-                by_server.setdefault(server_name_of(user_id), []).append(user_id)
+                by_server.setdefault(server_name_of(user_id) or "", []).append(user_id)
         semaphore = asyncio.Semaphore(RESYNC_CONCURRENCY)
 
         async def resync_one(user_id: str) -> None:
@@ -476,7 +476,7 @@ class DeviceLists(BackgroundService):
         result: dict[str, dict] = {"one_time_keys": {}, "failures": {}}
         by_server: dict[str, list[str]] = {}
         for user_id in wanted:
-            by_server.setdefault(server_name_of(user_id), []).append(user_id)
+            by_server.setdefault(server_name_of(user_id) or "", []).append(user_id)
 
         async def ask(server: str, users: list[str]) -> None:
             status, body = await self.fed.client.request(

@@ -287,7 +287,7 @@ class FederationEDUs(BackgroundService):
         server, each with a new ``message_id`` (so an acknowledged request is never lost)."""
         by_server: dict[str, dict[str, dict]] = {}
         for user_id, by_device in remote.items():
-            by_server.setdefault(server_name_of(user_id), {})[user_id] = by_device
+            by_server.setdefault(server_name_of(user_id) or "", {})[user_id] = by_device
         for destination, messages in sorted(by_server.items()):
             content = {
                 "sender": sender,

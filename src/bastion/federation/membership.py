@@ -45,6 +45,7 @@ from bastion.core.signing import SignatureError, signing_key_ids
 from bastion.errors import (
     M_FORBIDDEN,
     M_INCOMPATIBLE_ROOM_VERSION,
+    M_NOT_FOUND,
     M_UNKNOWN,
     MatrixError,
     bad_json,
@@ -336,14 +337,14 @@ class FederationMembership:
         if row is not None:
             import orjson
 
-            out.append(server_name_of(orjson.loads(row["event"]).get("sender", "")))
+            out.append(server_name_of(orjson.loads(row["event"]).get("sender")) or "")
         mem = self.store.get_membership(room_id, user_id)
         if mem is not None:
             ev = self.store.get_event(mem["event_id"])
             if ev is not None:
-                out.append(server_name_of(ev.get("sender", "")))
+                out.append(server_name_of(ev.get("sender")) or "")
         if ":" in room_id:
-            out.append(server_name_of(room_id))
+            out.append(server_name_of(room_id) or "")
         if self.store.room_exists(room_id):
             out.extend(sorted(self.store.joined_servers(room_id)))
         seen = []
@@ -390,7 +391,7 @@ class FederationMembership:
             except _TryNext as e:
                 last = e.error
                 log.info("%s of %s via %s failed: %s", membership, room_id, server, e.error.message)
-        if last is not None and last.errcode not in ("M_UNKNOWN", "M_NOT_FOUND"):
+        if last is not None and last.errcode not in (M_UNKNOWN, M_NOT_FOUND):
             raise last
         raise (
             MatrixError(M_UNKNOWN, f"no server could {membership} the room", 502)
@@ -411,7 +412,7 @@ class FederationMembership:
             extra = {}
             if isinstance(resp, dict) and isinstance(resp.get("room_version"), str):
                 extra["room_version"] = resp["room_version"]
-            code = errcode if isinstance(errcode, str) else "M_UNKNOWN"
+            code = errcode if isinstance(errcode, str) else M_UNKNOWN
             st = status if 400 <= status < 500 else 502
             raise _TryNext(
                 MatrixError(code, str(message or f"{server} answered {status}")[:300], st, **extra)
@@ -463,8 +464,8 @@ class FederationMembership:
             membership
         ]
         path = f"/_matrix/federation/{send}/{q_room}/{quote(event_id, safe='')}"
-        query = {"omit_members": "false"} if membership == "join" else None
-        resp = await self._request("PUT", server, path, signed, query)
+        send_query = {"omit_members": "false"} if membership == "join" else None
+        resp = await self._request("PUT", server, path, signed, send_query)
         if membership == "join":
             event = resp.get("event")
             if isinstance(event, dict):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from bastion.core.canonical_json import canonical_json
 from bastion.core.identifiers import parse_room_alias, parse_user_id, server_name_of
-from bastion.errors import MatrixError, not_found
+from bastion.errors import MatrixError, forbidden, invalid_param, missing_param, not_found
 from bastion.federation.resolver import FederationError
 from bastion.services.accounts import MAX_PROFILE_BYTES
 
@@ -40,11 +40,11 @@ class FederationQueries:
         ``field`` is given); 404 ``M_NOT_FOUND`` for other users, unknown users and unset
         fields."""
         if not user_id:
-            raise MatrixError("M_MISSING_PARAM", "'user_id' is required", 400)
+            raise missing_param("'user_id' is required")
         try:
             parsed = parse_user_id(user_id, historical=True)
         except MatrixError:
-            raise MatrixError("M_INVALID_PARAM", "invalid user ID", 400) from None
+            raise invalid_param("invalid user ID") from None
         if parsed.domain != self.hs.server_name:
             raise not_found("the user is not on this server")
         profile = self.hs.accounts.get_profile(user_id)  # 404 for unknown/deactivated users
@@ -56,18 +56,18 @@ class FederationQueries:
 
     def servers_in_room(self, room_id: str) -> list[str]:
         """This server first, then the other servers with joined members."""
-        others = sorted({server_name_of(u) for u in self.store.get_joined_users(room_id)})
+        others = sorted({server_name_of(u) or "" for u in self.store.get_joined_users(room_id)})
         return [self.hs.server_name] + [s for s in others if s and s != self.hs.server_name]
 
     def directory_for_server(self, alias: str | None) -> dict:
         """``GET /_matrix/federation/v1/query/directory``: a local alias's room and the servers
         likely to hold it."""
         if not alias:
-            raise MatrixError("M_MISSING_PARAM", "'room_alias' is required", 400)
+            raise missing_param("'room_alias' is required")
         try:
             parsed = parse_room_alias(alias)
         except MatrixError:
-            raise MatrixError("M_INVALID_PARAM", "invalid room alias", 400) from None
+            raise invalid_param("invalid room alias") from None
         if parsed.domain != self.hs.server_name:
             raise not_found("the alias is not on this server")
         row = self.store.get_alias(alias)
@@ -92,7 +92,7 @@ class FederationQueries:
     @staticmethod
     def _remote_error(status: int, body: Any, what: str) -> MatrixError:
         if status == 403:
-            return MatrixError("M_FORBIDDEN", f"the remote server refused to give the {what}", 403)
+            return forbidden(f"the remote server refused to give the {what}")
         message = body.get("error") if isinstance(body, dict) else None
         if not isinstance(message, str):
             message = f"{what} not found"
@@ -100,7 +100,7 @@ class FederationQueries:
 
     async def remote_profile(self, user_id: str) -> dict:
         """A remote user's whole profile, from ``GET /query/profile`` on their server."""
-        server = server_name_of(user_id)
+        server = parse_user_id(user_id, historical=True).server_name
         status, body = await self._ask(
             server, "/_matrix/federation/v1/query/profile", {"user_id": user_id}
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bastion.core.canonical_json import canonical_json, parse_json
 from bastion.core.identifiers import parse_room_id
-from bastion.errors import MatrixError
+from bastion.errors import M_BAD_JSON, MatrixError, invalid_param, too_large
 from bastion.services.filtering import event_filter_allows, room_allowed
 from bastion.services.sync_api import SyncContext
 
@@ -24,11 +24,9 @@ MAX_CONTENT_BYTES = 65536
 
 def check_type(data_type: str) -> None:
     if not data_type:
-        raise MatrixError("M_INVALID_PARAM", "account data type must not be empty", 400)
+        raise invalid_param("account data type must not be empty")
     if len(data_type) > MAX_TYPE_LENGTH:
-        raise MatrixError(
-            "M_INVALID_PARAM", f"account data type is longer than {MAX_TYPE_LENGTH}", 400
-        )
+        raise invalid_param(f"account data type is longer than {MAX_TYPE_LENGTH}")
 
 
 def check_room_id(room_id: str) -> None:
@@ -36,7 +34,7 @@ def check_room_id(room_id: str) -> None:
     try:
         parse_room_id(room_id)
     except MatrixError:
-        raise MatrixError("M_INVALID_PARAM", f"{room_id!r} is not a valid room ID", 400) from None
+        raise invalid_param(f"{room_id!r} is not a valid room ID") from None
 
 
 class AccountData:
@@ -50,13 +48,11 @@ class AccountData:
         check_type(data_type)
         if data_type in SERVER_MANAGED_TYPES:
             raise MatrixError(
-                "M_BAD_JSON", f"{data_type} is managed by the server and cannot be set here", 405
+                M_BAD_JSON, f"{data_type} is managed by the server and cannot be set here", 405
             )
         text = canonical_json(content)
         if len(text) > MAX_CONTENT_BYTES:
-            raise MatrixError(
-                "M_TOO_LARGE", f"account data is larger than {MAX_CONTENT_BYTES} bytes", 413
-            )
+            raise too_large(f"account data is larger than {MAX_CONTENT_BYTES} bytes")
         await self.hs.store.set_account_data(user_id, room_id, data_type, text.decode("utf-8"))
 
     def get(self, user_id: str, room_id: str, data_type: str) -> dict | None:

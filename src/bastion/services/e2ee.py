@@ -44,7 +44,15 @@ from bastion.core.e2e_keys import (
     same_signed_content,
 )
 from bastion.core.identifiers import is_valid_user_id, server_name_of
-from bastion.errors import MatrixError, not_found
+from bastion.errors import (
+    M_INVALID_SIGNATURE,
+    M_WRONG_ROOM_KEYS_VERSION,
+    MatrixError,
+    forbidden,
+    missing_param,
+    not_found,
+    too_large,
+)
 from bastion.services.lifecycle import BackgroundService
 from bastion.services.remote import RemoteDevices, ToDeviceOutbox
 from bastion.services.sync_api import SyncContext, SyncToken
@@ -457,7 +465,7 @@ class E2EEService(BackgroundService):
     # -- GET /keys/changes ----------------------------------------------------------------------
     def key_changes(self, requester, from_token: str | None, to_token: str | None) -> dict:
         if not from_token or not to_token:
-            raise MatrixError("M_MISSING_PARAM", "'from' and 'to' are required", 400)
+            raise missing_param("'from' and 'to' are required")
         since = SyncToken.parse(from_token)
         upto = SyncToken.parse(to_token)
         upto_pos = min(upto.pos, self.store.current_pos)
@@ -486,14 +494,10 @@ class E2EEService(BackgroundService):
                 if not isinstance(content, dict):
                     raise bad_json(f"messages[{user_id!r}][{device_id!r}] must be an object")
                 if len(canonical_json(content)) > MAX_TO_DEVICE_CONTENT:
-                    raise MatrixError(
-                        "M_TOO_LARGE", f"a message is larger than {MAX_TO_DEVICE_CONTENT} bytes"
-                    )
+                    raise too_large(f"a message is larger than {MAX_TO_DEVICE_CONTENT} bytes", 400)
             total += len(by_device)
             if total > MAX_TO_DEVICE_MESSAGES:
-                raise MatrixError(
-                    "M_TOO_LARGE", f"at most {MAX_TO_DEVICE_MESSAGES} messages per request"
-                )
+                raise too_large(f"at most {MAX_TO_DEVICE_MESSAGES} messages per request", 400)
             if not by_device:
                 continue
             if server_name_of(user_id) == self.hs.server_name:
@@ -622,7 +626,7 @@ class E2EEService(BackgroundService):
                 pub, vk = check_cross_signing_key(body[field], user_id, usage)
                 given[usage] = (body[field], pub, vk)
         if not given:
-            raise MatrixError("M_MISSING_PARAM", "no cross-signing keys were given", 400)
+            raise missing_param("no cross-signing keys were given")
         existing = self.store.get_cross_signing_keys(user_id)
         if "master" in given:
             _, master_pub, master_vk = given["master"]
@@ -630,7 +634,7 @@ class E2EEService(BackgroundService):
             master_pub = next(iter(existing["master"]["keys"].values()))
             master_vk = ed25519_key(master_pub, "master key")
         else:
-            raise MatrixError("M_MISSING_PARAM", "no master key is available", 400)
+            raise missing_param("no master key is available")
         for usage in ("self_signing", "user_signing"):
             if usage in given:
                 check_signature(
@@ -639,7 +643,7 @@ class E2EEService(BackgroundService):
         device_ids = {d["device_id"] for d in self.store.get_devices(user_id)}
         for _key, pub, _vk in given.values():
             if pub in device_ids:
-                raise MatrixError("M_FORBIDDEN", "a cross-signing key equals a device ID", 403)
+                raise forbidden("a cross-signing key equals a device ID")
         if "master" in existing:
             if all(
                 usage in existing and canonical_json(existing[usage]) == canonical_json(key)
@@ -714,10 +718,11 @@ class E2EEService(BackgroundService):
         if not isinstance(obj, dict):
             raise bad_json("the signed object must be an object")
         signers: dict[str, Any] = {}  # acceptable signer key IDs -> verify key
+        stored: dict[str, Any] | None
         if target_user == me:
             master = my_keys.get("master")
             master_pub = next(iter(master["keys"].values())) if master else None
-            if master_pub is not None and key_id == master_pub:
+            if master is not None and master_pub is not None and key_id == master_pub:
                 stored = master
                 # Your own master key, signed by one of your devices.
                 for device_id, (keys, _name) in self.store.get_device_keys(me).items():
@@ -730,7 +735,7 @@ class E2EEService(BackgroundService):
                     raise not_found("no such device or key")
                 ssk = my_keys.get("self_signing")
                 if ssk is None:
-                    raise MatrixError("M_MISSING_PARAM", "no self-signing key uploaded", 400)
+                    raise missing_param("no self-signing key uploaded")
                 ssk_pub = next(iter(ssk["keys"].values()))
                 signers[f"ed25519:{ssk_pub}"] = ssk_pub
         else:
@@ -742,7 +747,7 @@ class E2EEService(BackgroundService):
             stored = theirs
             usk = my_keys.get("user_signing")
             if usk is None:
-                raise MatrixError("M_MISSING_PARAM", "no user-signing key uploaded", 400)
+                raise missing_param("no user-signing key uploaded")
             usk_pub = next(iter(usk["keys"].values()))
             signers[f"ed25519:{usk_pub}"] = usk_pub
         if not same_signed_content(obj, stored):
@@ -750,7 +755,7 @@ class E2EEService(BackgroundService):
         sigs = obj.get("signatures")
         mine = sigs.get(me) if isinstance(sigs, dict) else None
         if not isinstance(mine, dict):
-            raise MatrixError("M_INVALID_SIGNATURE", "no signature by you", 400)
+            raise MatrixError(M_INVALID_SIGNATURE, "no signature by you", 400)
         already = (stored.get("signatures") or {}).get(me, {})
         out = []
         for signer_key, sig in mine.items():
@@ -758,7 +763,7 @@ class E2EEService(BackgroundService):
                 continue
             if signer_key not in signers or not isinstance(sig, str):
                 raise MatrixError(
-                    "M_INVALID_SIGNATURE", f"signature by {signer_key} is not acceptable here", 400
+                    M_INVALID_SIGNATURE, f"signature by {signer_key} is not acceptable here", 400
                 )
             single = {**stored, "signatures": {me: {signer_key: sig}}}
             check_signature(
@@ -849,7 +854,7 @@ class E2EEService(BackgroundService):
 
     def _required_version(self, version: str | None) -> int | None:
         if version is None or version == "":
-            raise MatrixError("M_MISSING_PARAM", "the 'version' query parameter is required", 400)
+            raise missing_param("the 'version' query parameter is required")
         return self._parse_version(version)
 
     async def put_backup_keys(
@@ -858,7 +863,7 @@ class E2EEService(BackgroundService):
         """Store keys [(room_id, session_id, KeyBackupData)] in the current backup."""
         v = self._required_version(version)
         if len(keys) > MAX_BACKUP_KEYS_PER_REQUEST:
-            raise MatrixError("M_TOO_LARGE", "too many keys in one request", 413)
+            raise too_large("too many keys in one request")
         user_id = requester.user_id
         store = self.store
 
@@ -868,7 +873,7 @@ class E2EEService(BackgroundService):
                 raise not_found("unknown backup version")
             if v != current["version"]:
                 raise MatrixError(
-                    "M_WRONG_ROOM_KEYS_VERSION",
+                    M_WRONG_ROOM_KEYS_VERSION,
                     "wrong backup version",
                     403,
                     current_version=str(current["version"]),

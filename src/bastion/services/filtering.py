@@ -43,7 +43,7 @@ import re
 from typing import Any
 
 from bastion.core.canonical_json import canonical_json, parse_json
-from bastion.errors import MatrixError, bad_json, invalid_param
+from bastion.errors import MatrixError, bad_json, invalid_param, too_large
 
 #: The largest ``limit`` honoured; larger values are capped (event_filter.yaml: "impose a maximum
 #: value to avoid resource exhaustion").
@@ -129,7 +129,7 @@ def parse_filter(obj: Any) -> dict:
     of range; the message names the field. Unknown keys are ignored (the schema allows them).
     """
     if not isinstance(obj, dict):
-        raise MatrixError("M_BAD_JSON", "a filter must be a JSON object", 400)
+        raise bad_json("a filter must be a JSON object")
     out: dict[str, Any] = {}
     fields = obj.get("event_fields")
     out["event_fields"] = None if fields is None else _str_list(fields, "event_fields")
@@ -294,7 +294,7 @@ class Filters:
         parse_filter(body)
         text = canonical_json(body)
         if len(text) > MAX_FILTER_BYTES:
-            raise MatrixError("M_TOO_LARGE", f"filter is larger than {MAX_FILTER_BYTES} bytes", 413)
+            raise too_large(f"filter is larger than {MAX_FILTER_BYTES} bytes")
         return await self.hs.store.add_filter(user_id, text.decode("utf-8"))
 
     def get(self, user_id: str, filter_id: str) -> dict | None:
@@ -310,14 +310,14 @@ class Filters:
             return default_filter()
         if param.lstrip().startswith("{"):
             if len(param) > MAX_FILTER_BYTES:
-                raise MatrixError("M_TOO_LARGE", "inline filter is too large", 413)
+                raise too_large("inline filter is too large")
             try:
                 obj = parse_json(param)
             except MatrixError:
-                raise MatrixError("M_INVALID_PARAM", "filter is not valid JSON", 400) from None
+                raise invalid_param("filter is not valid JSON") from None
             return parse_filter(obj)
         user_id = requester.user_id if hasattr(requester, "user_id") else str(requester)
         obj = self.get(user_id, param)
         if obj is None:
-            raise MatrixError("M_INVALID_PARAM", f"unknown filter ID {param!r}", 400)
+            raise invalid_param(f"unknown filter ID {param!r}")
         return parse_filter(obj)

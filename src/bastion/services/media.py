@@ -350,6 +350,7 @@ class MediaService(BackgroundService):
         animated = animated and ctype in ANIMATABLE_TYPES
         name = size.key + ("-animated" if animated else "")
         stored = await asyncio.to_thread(self._stored_thumbnail, media_id, name)
+        outcome: tuple[str, Path | None, bytes | None]
         if stored is None:
             key = (media_id, name)
             task = self._generating.get(key)
@@ -357,8 +358,10 @@ class MediaService(BackgroundService):
                 task = self.spawn(self._generate(media_id, name, size, animated))
                 self._generating[key] = task
                 task.add_done_callback(lambda _t: self._generating.pop(key, None))
-            stored = await asyncio.shield(task)
-        kind, path, data = stored
+            outcome = await asyncio.shield(task)
+        else:
+            outcome = stored
+        kind, path, data = outcome
         if kind == _ORIGINAL:
             return Thumbnail(ctype, path=self.local_path(media_id))
         if kind == _TOO_LARGE:
@@ -485,7 +488,7 @@ def make_thumbnail(src: Path, want_w: int, want_h: int, method: str,
             )
             if not want_animated:
                 im.seek(0)
-                frame = im
+                frame: Image.Image = im
                 orientation = im.getexif().get(0x0112, 1) if im.format == "JPEG" else 1
                 if orientation not in (None, 1):
                     frame = ImageOps.exif_transpose(im)

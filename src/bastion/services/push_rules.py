@@ -26,7 +26,14 @@ import sqlite3
 from typing import Any
 
 from bastion.core.canonical_json import canonical_json, parse_json
-from bastion.errors import MatrixError, invalid_param, not_found
+from bastion.errors import (
+    M_RESOURCE_LIMIT_EXCEEDED,
+    M_UNKNOWN,
+    MatrixError,
+    bad_json,
+    invalid_param,
+    not_found,
+)
 
 KINDS = ("override", "content", "room", "sender", "underride")
 #: At most this many user-defined rules per user (all kinds).
@@ -171,10 +178,10 @@ def validate_actions(actions: Any) -> list:
     """Validate an ``actions`` array; historical actions (``dont_notify``, ``coalesce``) are
     stripped ("Historical Actions")."""
     if not isinstance(actions, list):
-        raise MatrixError("M_BAD_JSON", "'actions' must be an array", 400)
+        raise bad_json("'actions' must be an array")
     if len(actions) > MAX_ACTIONS:
         raise invalid_param(f"at most {MAX_ACTIONS} actions are allowed")
-    out = []
+    out: list[str | dict[str, Any]] = []
     for a in actions:
         if isinstance(a, str):
             if a in HISTORICAL_ACTIONS:
@@ -194,7 +201,7 @@ def validate_actions(actions: Any) -> list:
                 raise invalid_param("the 'sound' tweak value must be a string")
             out.append(a)
         else:
-            raise MatrixError("M_BAD_JSON", "each action must be a string or an object", 400)
+            raise bad_json("each action must be a string or an object")
     return out
 
 
@@ -208,10 +215,10 @@ def validate_condition(cond: Any) -> dict:
     """Validate one push condition (``push_condition.yaml``). Unknown kinds are kept: they never
     match ("Unrecognised conditions MUST NOT match any events")."""
     if not isinstance(cond, dict):
-        raise MatrixError("M_BAD_JSON", "each condition must be an object", 400)
+        raise bad_json("each condition must be an object")
     kind = cond.get("kind")
     if not isinstance(kind, str) or not kind:
-        raise MatrixError("M_BAD_JSON", "a condition needs a string 'kind'", 400)
+        raise bad_json("a condition needs a string 'kind'")
     needs_key = kind in (
         "event_match", "event_property_is", "event_property_contains",
         "sender_notification_permission",
@@ -249,21 +256,21 @@ def validate_rule_id(kind: str, rule_id: str) -> None:
 def make_rule(kind: str, rule_id: str, body: Any) -> dict:
     """A user rule from a PUT body (validated)."""
     if not isinstance(body, dict):
-        raise MatrixError("M_BAD_JSON", "the push rule must be a JSON object", 400)
+        raise bad_json("the push rule must be a JSON object")
     if "actions" not in body:
-        raise MatrixError("M_BAD_JSON", "'actions' is required", 400)
+        raise bad_json("'actions' is required")
     rule: dict[str, Any] = {"rule_id": rule_id, "actions": validate_actions(body["actions"])}
     if kind in ("override", "underride"):
         conditions = body.get("conditions", [])
         if not isinstance(conditions, list):
-            raise MatrixError("M_BAD_JSON", "'conditions' must be an array", 400)
+            raise bad_json("'conditions' must be an array")
         if len(conditions) > MAX_CONDITIONS:
             raise invalid_param(f"at most {MAX_CONDITIONS} conditions are allowed")
         rule["conditions"] = [validate_condition(c) for c in conditions]
     elif kind == "content":
         pattern = body.get("pattern")
         if not isinstance(pattern, str) or not pattern:
-            raise MatrixError("M_BAD_JSON", "content rules need a string 'pattern'", 400)
+            raise bad_json("content rules need a string 'pattern'")
         rule["pattern"] = pattern
     return rule
 
@@ -296,20 +303,20 @@ def put_rule(
     else:
         rule["enabled"] = True
         if sum(len(v) for v in doc["user"].values()) >= MAX_USER_RULES:
-            raise MatrixError("M_RESOURCE_LIMIT_EXCEEDED", "too many push rules", 400)
+            raise MatrixError(M_RESOURCE_LIMIT_EXCEEDED, "too many push rules", 400)
     anchor = before if before is not None else after
     if anchor is not None:
         if anchor.startswith("."):
             raise MatrixError(
-                "M_UNKNOWN", "rules cannot be placed relative to a server-default rule", 400
+                M_UNKNOWN, "rules cannot be placed relative to a server-default rule", 400
             )
         if anchor == rule_id:
-            raise MatrixError("M_UNKNOWN", "a rule cannot be placed relative to itself", 400)
+            raise MatrixError(M_UNKNOWN, "a rule cannot be placed relative to itself", 400)
         if index is not None:
             del rules[index]
         pos = next((i for i, r in enumerate(rules) if r["rule_id"] == anchor), None)
         if pos is None:
-            raise MatrixError("M_UNKNOWN", f"before/after rule not found: {anchor}", 400)
+            raise MatrixError(M_UNKNOWN, f"before/after rule not found: {anchor}", 400)
         rules.insert(pos if before is not None else pos + 1, rule)
     elif index is not None:
         rules[index] = rule
@@ -321,7 +328,7 @@ def put_rule(
 def delete_rule(doc: dict, user_id: str, kind: str, rule_id: str) -> dict:
     check_kind(kind)
     if _find_default(user_id, kind, rule_id) is not None:
-        raise MatrixError("M_INVALID_PARAM", "server-default rules cannot be deleted", 400)
+        raise invalid_param("server-default rules cannot be deleted")
     doc = copy.deepcopy(doc)
     rules = doc.setdefault("user", {}).setdefault(kind, [])
     index = next((i for i, r in enumerate(rules) if r["rule_id"] == rule_id), None)
@@ -336,7 +343,7 @@ def set_attribute(doc: dict, user_id: str, kind: str, rule_id: str, attr: str, v
     check_kind(kind)
     if attr == "enabled":
         if not isinstance(value, bool):
-            raise MatrixError("M_BAD_JSON", "'enabled' must be a boolean", 400)
+            raise bad_json("'enabled' must be a boolean")
     else:
         value = validate_actions(value)
     doc = copy.deepcopy(doc)

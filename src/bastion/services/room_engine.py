@@ -57,7 +57,7 @@ from bastion.core.identifiers import server_name_of
 from bastion.core.room_versions import get_room_version
 from bastion.core.state_keys import CREATE_KEY
 from bastion.core.state_res import resolve_state
-from bastion.errors import MatrixError
+from bastion.errors import M_UNKNOWN, MatrixError, forbidden, not_found
 from bastion.services.remote import EventOutbox
 from bastion.storage.sqlite.federation_inbound import RemoteEvent
 from bastion.storage.sqlite.rooms import NewEvent, StateMap
@@ -231,7 +231,7 @@ class RoomEngine:
     def require_room(self, room_id: str) -> RoomHead:
         head = self.head(room_id)
         if head is None:
-            raise MatrixError("M_NOT_FOUND", "unknown room", 404)
+            raise not_found("unknown room")
         return head
 
     def current_state_event(self, room_id: str, etype: str, state_key: str = "") -> dict | None:
@@ -320,7 +320,7 @@ class RoomEngine:
             ev, auth_state, version, verify_signature=verify_signature, create_event_id=create_id
         )
         if not result:
-            raise MatrixError("M_FORBIDDEN", result.reason or "not allowed by the auth rules", 403)
+            raise forbidden(result.reason or "not allowed by the auth rules")
         signed = sign_event(ev, version, own, self.signing_key.key_id, self.signing_key.key)
         check_event_size(signed)
         event_id = compute_event_id(signed, version)
@@ -415,7 +415,7 @@ class RoomEngine:
             log.info("%s: the room moved while %s was countersigned; rebuilding",
                      room_id, ne.event_id)  # fmt: skip
         raise MatrixError(
-            "M_UNKNOWN", "the room changed while the event was countersigned; try again", 503
+            M_UNKNOWN, "the room changed while the event was countersigned; try again", 503
         )
 
     # ------------------------------------------------------------------------------------------
@@ -574,5 +574,5 @@ class RoomEngine:
             create_event_id=create_id,
         )  # fmt: skip
         if not result:
-            raise MatrixError("M_FORBIDDEN", result.reason or "not allowed by the auth rules", 403)
+            raise forbidden(result.reason or "not allowed by the auth rules")
         return ev

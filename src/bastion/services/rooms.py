@@ -255,18 +255,24 @@ class RoomService:
         remote = fm is not None and target_user_id == actor_user_id and membership in (
             "join", "knock", "leave",
         ) and not fm.is_in_room(room_id)  # fmt: skip
-        servers = fm.candidate_servers(room_id, actor_user_id, via) if remote else []
-        if servers and (
-            membership != "leave"
-            or self.membership_of(room_id, actor_user_id) in ("invite", "knock")
+        servers = fm.candidate_servers(room_id, actor_user_id, via) if fm and remote else []
+        if (
+            fm is not None
+            and servers
+            and (
+                membership != "leave"
+                or self.membership_of(room_id, actor_user_id) in ("invite", "knock")
+            )
         ):
-            content = {**(extra_content or {}), "membership": membership}
+            remote_content = {**(extra_content or {}), "membership": membership}
             if reason is not None:
-                content["reason"] = reason
+                remote_content["reason"] = reason
             if membership == "join":
                 for k, v in self.profile_content(target_user_id).items():
-                    content.setdefault(k, v)
-            return await fm.remote_membership(actor_user_id, room_id, membership, content, servers)
+                    remote_content.setdefault(k, v)
+            return await fm.remote_membership(
+                actor_user_id, room_id, membership, remote_content, servers
+            )
         self.require_room(room_id)
         countersign = None
         if membership == "invite":

@@ -233,8 +233,8 @@ class SyncService:
                 "prev_batch": str(SyncToken(prev_batch, 0)),  # negative: backfilled history
             },
         }
-        key = "state_after" if use_state_after else "state"
-        room[key] = {"events": [self._format(ctx, r, now) for r in state_rows]}
+        state_field = "state_after" if use_state_after else "state"
+        room[state_field] = {"events": [self._format(ctx, r, now) for r in state_rows]}
         if use_state_after:
             room.setdefault("state", {"events": []})
         return room

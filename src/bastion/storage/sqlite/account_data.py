@@ -204,7 +204,9 @@ class AccountDataStore(StoreBase):
                 (now_ms, reporter, kind, room_id, event_id, target_user_id, reason,
                  int(target_exists)),
             )  # fmt: skip
-            return int(cur.lastrowid)
+            if cur.lastrowid is None:  # never after an INSERT
+                raise RuntimeError("the report was not stored")
+            return cur.lastrowid
 
         return await self.db.write(fn)
 

@@ -211,7 +211,7 @@ class AccountsStore(StoreBase):
                 "SELECT COUNT(*) FROM access_tokens WHERE user_id = ? AND device_id = ?",
                 (user_id, device_id),
             )
-        return row[0]
+        return row[0] if row is not None else 0
 
     # -- registration tokens --------------------------------------------------------------
     def get_registration_token(self, token: str) -> sqlite3.Row | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from typing import Any
 
 import orjson
 
@@ -30,7 +31,7 @@ def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def _loads(text: str) -> object:
+def _loads(text: str) -> Any:
     return orjson.loads(text)
 
 

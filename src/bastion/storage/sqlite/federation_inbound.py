@@ -183,11 +183,13 @@ class FederationInboundStore(StoreBase):
             (room_id, None),
         )
         gid = cur.lastrowid
+        if gid is None:  # never after an INSERT
+            raise RuntimeError("the state group was not stored")
         conn.executemany(
             "INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES (?,?,?,?)",
             [(gid, t, k, e) for (t, k), e in state.items()],
         )
-        return gid  # type: ignore[return-value]
+        return gid
 
     @staticmethod
     def _chain_len(conn: sqlite3.Connection, group: int | None) -> int:
@@ -225,7 +227,7 @@ class FederationInboundStore(StoreBase):
     ) -> None:
         """Store events as outliers: (event_id, room_id, pdu, rejected). Known events are left
         as they are."""
-        known = set()
+        known: set[str] = set()
         ids = [e[0] for e in events]
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
@@ -244,7 +246,7 @@ class FederationInboundStore(StoreBase):
             pos = self.next_stream_pos(conn)
             self._insert_event(conn, eid, room_id, ev, pos, None, None, rejected, OUTLIER)
 
-    def _take_backfill_positions(self, n: int, lowest: Callable[[], tuple | None]) -> int:
+    def _take_backfill_positions(self, n: int, lowest: Callable[[], sqlite3.Row | None]) -> int:
         """Backfilled events take stream positions below every event's, so /messages (which
         pages backwards by position) returns them after the history it already had. Takes
         ``n`` positions below the lowest stored or handed out so far; returns the lowest of

@@ -136,7 +136,7 @@ class FederationQueueStore(StoreBase):
     def joined_servers_in(self, conn: sqlite3.Connection, room_id: str) -> set[str]:
         """The servers with a joined member in the room (on the writer's connection)."""
         return {
-            server_name_of(r[0])
+            server_name_of(r[0]) or ""
             for r in conn.execute(
                 "SELECT user_id FROM current_membership WHERE room_id = ? AND membership = 'join'",
                 (room_id,),
@@ -145,7 +145,7 @@ class FederationQueueStore(StoreBase):
 
     def joined_servers(self, room_id: str) -> set[str]:
         return {
-            server_name_of(r[0])
+            server_name_of(r[0]) or ""
             for r in self.db.read(
                 "SELECT user_id FROM current_membership WHERE room_id = ? AND membership = 'join'",
                 (room_id,),
