@@ -8,11 +8,16 @@ always on an initial sync, and on an incremental sync when the rules changed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.core.canonical_json import canonical_json, parse_json
 from bastion.core.identifiers import parse_room_id
 from bastion.errors import M_BAD_JSON, MatrixError, invalid_param, too_large
 from bastion.services.filtering import event_filter_allows, room_allowed
 from bastion.services.sync_api import SyncContext
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 #: Types the server manages; clients may read them but not set them ("Server Behaviour": 405).
 SERVER_MANAGED_TYPES = frozenset({"m.fully_read", "m.push_rules"})
@@ -40,7 +45,7 @@ def check_room_id(room_id: str) -> None:
 class AccountData:
     """``hs.account_data``."""
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
 
     async def put(self, user_id: str, room_id: str, data_type: str, content: dict) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -56,6 +56,9 @@ from bastion.errors import (
 from bastion.services.lifecycle import BackgroundService
 from bastion.services.remote import RemoteDevices, ToDeviceOutbox
 from bastion.services.sync_api import SyncContext, SyncToken
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 log = logging.getLogger("bastion.e2ee")
 
@@ -99,7 +102,7 @@ class E2EEService(BackgroundService):
 
     background_name = "E2EE"
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         super().__init__()
         self.hs = hs
         self.store = hs.store
@@ -828,7 +831,7 @@ class E2EEService(BackgroundService):
 
         def fn(conn: sqlite3.Connection) -> None:
             row = store.backup_version_in(conn, user_id, v) if v is not None else None
-            if row is None or row["deleted"]:
+            if v is None or row is None or row["deleted"]:
                 raise not_found("unknown backup version")
             if row["algorithm"] != algorithm:
                 raise invalid("'algorithm' does not match the backup's algorithm")
@@ -844,7 +847,7 @@ class E2EEService(BackgroundService):
 
         def fn(conn: sqlite3.Connection) -> None:
             row = store.backup_version_in(conn, user_id, v) if v is not None else None
-            if row is None:
+            if v is None or row is None:
                 raise not_found("unknown backup version")
             if not row["deleted"]:
                 store.delete_backup_version_in(conn, user_id, v)
@@ -871,7 +874,7 @@ class E2EEService(BackgroundService):
             current = store.current_backup_version_in(conn, user_id)
             if current is None:
                 raise not_found("unknown backup version")
-            if v != current["version"]:
+            if v is None or v != current["version"]:
                 raise MatrixError(
                     M_WRONG_ROOM_KEYS_VERSION,
                     "wrong backup version",
@@ -920,7 +923,7 @@ class E2EEService(BackgroundService):
 
         def fn(conn: sqlite3.Connection) -> dict:
             row = store.backup_version_in(conn, user_id, v) if v is not None else None
-            if row is None or row["deleted"]:
+            if v is None or row is None or row["deleted"]:
                 raise not_found("unknown backup version")
             etag = row["etag"]
             if store.delete_backup_keys_in(conn, user_id, v, room_id, session_id):

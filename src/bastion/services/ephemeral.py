@@ -44,7 +44,7 @@ IDLE_MS = 5 * 60 * 1000
 CURRENTLY_ACTIVE_MS = 60 * 1000
 
 
-def require_joined(hs, room_id: str, user_id: str) -> None:
+def require_joined(hs: HomeServer, room_id: str, user_id: str) -> None:
     """403 ``M_FORBIDDEN`` unless ``user_id`` is currently joined to ``room_id``."""
     if hs.store.get_local_memberships(user_id).get(room_id) != "join":
         raise forbidden("you are not joined to this room")

@@ -40,10 +40,13 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.core.canonical_json import canonical_json, parse_json
 from bastion.errors import MatrixError, bad_json, invalid_param, too_large
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 #: The largest ``limit`` honoured; larger values are capped (event_filter.yaml: "impose a maximum
 #: value to avoid resource exhaustion").
@@ -285,7 +288,7 @@ def apply_event_fields(event: dict, fields: list[str] | None) -> dict:
 class Filters:
     """``hs.filters``: uploaded filters and resolution of the ``filter`` query parameter."""
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
 
     async def create(self, user_id: str, body: dict) -> str:

@@ -38,6 +38,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bastion.core.identifiers import parse_server_name
 from bastion.core.media import (
@@ -60,6 +61,9 @@ from bastion.errors import (
     too_large,
 )
 from bastion.services.lifecycle import BackgroundService
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +124,7 @@ class ReceivedFile:
 class MediaService(BackgroundService):
     background_name = "thumbnail"
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         super().__init__()
         self.hs = hs
         self.root: Path = hs.config.media_path

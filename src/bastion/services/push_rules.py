@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import re
 import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.core.canonical_json import canonical_json, parse_json
 from bastion.errors import (
@@ -34,6 +34,9 @@ from bastion.errors import (
     invalid_param,
     not_found,
 )
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 KINDS = ("override", "content", "room", "sender", "underride")
 #: At most this many user-defined rules per user (all kinds).
@@ -371,7 +374,7 @@ def find_rule(ruleset: dict[str, list[dict]], kind: str, rule_id: str) -> dict:
 class PushRules:
     """``hs.push_rules``."""
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
 
     def _doc(self, user_id: str) -> dict:

@@ -8,8 +8,13 @@ does not exist is answered like any other (200) but not stored.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.core.identifiers import parse_room_id, parse_user_id
 from bastion.errors import MatrixError, bad_json, invalid_param, not_found
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 #: The longest reason accepted, in characters.
 MAX_REASON = 2000
@@ -31,7 +36,7 @@ def check_reason(body: dict, required: bool) -> str | None:
 class Reporting:
     """``hs.reporting``."""
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
 
     async def report_event(self, reporter: str, room_id: str, event_id: str, body: dict) -> None:

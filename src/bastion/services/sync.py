@@ -13,6 +13,7 @@ waits on it — no sleep loops.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from bastion.services.filtering import (
     apply_event_fields,
@@ -21,6 +22,9 @@ from bastion.services.filtering import (
 )
 from bastion.services.sync_api import SyncContext, SyncToken
 from bastion.storage.sqlite.rooms import EventRow
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 #: Timeline events per room when the filter gives no limit.
 DEFAULT_TIMELINE_LIMIT = 10
@@ -45,7 +49,7 @@ def has_content(obj) -> bool:
 
 
 class SyncService:
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
         self.store = hs.store
 

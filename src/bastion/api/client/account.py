@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.http import Request, Router
 from bastion.errors import M_THREEPID_MEDIUM_NOT_SUPPORTED, MatrixError, missing_param
 from bastion.services.accounts import bad_json, check_password_strength
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     accounts = hs.accounts
 
     async def whoami(req: Request) -> dict:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.client.filter import own_user
 from bastion.api.http import Request, Router
 from bastion.errors import not_found
 from bastion.services.account_data import check_room_id
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     async def put_global(req: Request) -> dict:
         """PUT /_matrix/client/v3/user/{userId}/account_data/{type} — C-S API "Client Config"."""
         user_id = own_user(req)

@@ -3,12 +3,17 @@ suspension and locking. Every moderation change is audited in the same transacti
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.http import Request, Router
 from bastion.errors import forbidden, missing_param, not_found
 from bastion.services.accounts import bad_json
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     accounts = hs.accounts
 
     def require_admin(req: Request) -> None:

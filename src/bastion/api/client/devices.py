@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.http import Request, Router
 from bastion.errors import invalid_param, missing_param, not_found
 from bastion.services.accounts import bad_json
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 
 def _device_json(row) -> dict:
@@ -15,7 +20,7 @@ def _device_json(row) -> dict:
     return out
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     accounts = hs.accounts
     store = hs.store
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.http import Request, Router
 from bastion.errors import forbidden, not_found
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 
 def own_user(req: Request) -> str:
@@ -14,7 +19,7 @@ def own_user(req: Request) -> str:
     return user_id
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     async def post_filter(req: Request) -> dict:
         """POST /_matrix/client/v3/user/{userId}/filter — C-S API "Filtering" (filter.yaml)."""
         user_id = own_user(req)

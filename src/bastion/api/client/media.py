@@ -17,6 +17,7 @@ Remote media (another server name) is 404: there is no federation yet.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -30,6 +31,9 @@ from bastion.core.media import (
 )
 from bastion.errors import invalid_param, missing_param, not_found
 from bastion.services.media import MAX_DOWNLOAD_TIMEOUT_MS, MAX_THUMBNAIL_DIMENSION
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
@@ -81,7 +85,7 @@ def _body_chunks(req: Request):
     return req.raw.content.iter_chunked(65536)
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     media = hs.media
 
     async def upload(req: Request) -> dict:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.client.filter import own_user
 from bastion.api.http import Request, Router
 from bastion.core.identifiers import is_valid_user_id
 from bastion.errors import bad_json, forbidden, invalid_param
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     async def put_status(req: Request) -> dict:
         """PUT /_matrix/client/v3/presence/{userId}/status — C-S API "Presence" (own user)."""
         user_id = own_user(req)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.http import Request, Router
 from bastion.core.identifiers import parse_user_id
 from bastion.errors import MatrixError, bad_json, forbidden, invalid_param, missing_param, not_found
 from bastion.services.accounts import check_profile_key
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     accounts = hs.accounts
 
     async def profile_of(user_id: str) -> dict:

@@ -5,9 +5,14 @@ matrix-js-sdk will not start syncing until ``GET /pushrules/`` (with the trailin
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.http import Request, Router
 from bastion.errors import bad_json, invalid_param
 from bastion.services.push_rules import check_kind, find_rule
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 BASE = "/_matrix/client/v3/pushrules"
 
@@ -18,7 +23,7 @@ def _scope(req: Request) -> None:
         raise invalid_param("the only push rule scope is 'global'")
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     async def get_all(req: Request) -> dict:
         """GET /_matrix/client/v3/pushrules/ — C-S API "Push Rules: API"."""
         return {"global": hs.push_rules.ruleset(req.requester.user_id)}

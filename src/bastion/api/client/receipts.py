@@ -3,12 +3,17 @@ read_markers.yaml)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.http import Request, Router
 from bastion.errors import bad_json, invalid_param
 from bastion.services.ephemeral import RECEIPT_TYPES
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     async def post_receipt(req: Request) -> dict:
         """POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId} — C-S API
         "Receipts". ``m.fully_read`` sets the fully-read marker, as /read_markers does."""

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.http import Request, Router
 from bastion.core.rate_limit import TokenBuckets, retry_after_ms
 from bastion.errors import limit_exceeded, missing_param
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     accounts = hs.accounts
     available_bucket = TokenBuckets(rate=1 / 3, burst=20)  # a token every 3 s, 20 at once
 

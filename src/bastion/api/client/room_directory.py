@@ -3,13 +3,18 @@ directory")."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.client.rooms import V3, check_room_id
 from bastion.api.http import Request, Router
 from bastion.core.identifiers import parse_room_alias
 from bastion.errors import M_UNKNOWN, MatrixError, bad_json, forbidden, invalid_param, not_found
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     rooms = hs.rooms
     store = hs.store
 

@@ -3,10 +3,15 @@ rooms", "Inviting users", "Banning users", "Kicking users")."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.client.rooms import V3, check_room_id
 from bastion.api.http import Request, Router
 from bastion.core.identifiers import server_name_of
 from bastion.errors import M_UNKNOWN, M_UNRECOGNIZED, MatrixError, bad_json, forbidden, not_found
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 
 def _reason(body: dict):
@@ -28,7 +33,7 @@ def _via(req: Request) -> list[str]:
     return [*req.query_all("via"), *req.query_all("server_name")]
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     rooms = hs.rooms
 
     async def resolve(room_id_or_alias: str, via: list[str]) -> str:

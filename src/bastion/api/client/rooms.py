@@ -7,11 +7,16 @@ Handlers are thin: they validate the request's shape and call ``hs.rooms``.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from bastion.api.http import Request, Router
 from bastion.core.identifiers import parse_room_id
 from bastion.errors import MatrixError, invalid_param, not_found
 from bastion.services.sync_api import SyncToken
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
+    from bastion.storage.sqlite.accounts import Requester
 
 V3 = "/_matrix/client/v3"
 
@@ -43,7 +48,7 @@ def token(pos: int) -> str:
     return str(SyncToken(pos, 0))
 
 
-def room_event_filter(hs, requester, param: str | None) -> dict | None:
+def room_event_filter(hs: HomeServer, requester: Requester, param: str | None) -> dict | None:
     """The ``filter`` query parameter of /messages and /context: a RoomEventFilter as JSON."""
     if param is None or param == "":
         return None
@@ -62,7 +67,7 @@ def room_event_filter(hs, requester, param: str | None) -> dict | None:
     return hs.filters.resolve(requester, param)["room"]["timeline"]
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     rooms = hs.rooms
 
     async def create_room(req: Request) -> dict:

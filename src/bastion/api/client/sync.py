@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.http import Request, Router
 from bastion.errors import invalid_param
 from bastion.services.sync_api import SyncToken
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 
 def _bool(value: str | None, name: str) -> bool:
@@ -17,7 +22,7 @@ def _bool(value: str | None, name: str) -> bool:
     raise invalid_param(f"'{name}' must be true or false")
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     async def sync(req: Request) -> dict:
         """GET /_matrix/client/v3/sync — C-S API "Syncing": ``since``, ``timeout`` (long
         poll), ``filter`` (an ID or inline JSON), ``full_state``, ``set_presence``,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.client.filter import own_user
 from bastion.api.http import Request, Router
 from bastion.errors import bad_json, invalid_param
 from bastion.services.ephemeral import DEFAULT_TYPING_TIMEOUT_MS, require_joined
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     async def put_typing(req: Request) -> dict:
         """PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId} — C-S API "Typing
         Notifications". Only for yourself, in a room you are joined to; ``timeout`` is capped."""

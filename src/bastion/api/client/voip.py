@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.http import Request, Router
 from bastion.core.turn import turn_credentials
 from bastion.errors import not_found
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     async def turn_server(req: Request) -> dict:
         """GET /_matrix/client/v3/voip/turnServer — credentials for the configured TURN server
         (``turn_uris``, ``turn_shared_secret``, ``turn_user_lifetime``; see core/turn.py). With
