@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from bastion.core.pdu_checks import TokenBucket
+from bastion.core.rate_limit import TokenBuckets
 from tests.federation.fedutil import run, start_fed_server
 from tests.federation.peer import V1, FakePeer, on_server
 from tests.server.harness import Client
@@ -293,7 +293,8 @@ def test_bad_x_matrix_headers_are_401(world):
 def test_flood_is_rate_limited_and_server_stays_responsive(world):
     srv, peer, admin = world
     events = srv.hs.federation.events
-    events._buckets[peer.server_name] = TokenBucket(0.5, 3)  # noqa: SLF001
+    buckets = events._send_buckets  # noqa: SLF001
+    events._send_buckets = TokenBuckets(0.5, 3)  # noqa: SLF001
     try:
         statuses = [peer.send(srv, txn(), [])[0] for _ in range(8)]
         assert statuses[:3] == [200, 200, 200] and 429 in statuses
@@ -301,7 +302,7 @@ def test_flood_is_rate_limited_and_server_stays_responsive(world):
         assert (s, b["errcode"]) == (429, "M_LIMIT_EXCEEDED") and b["retry_after_ms"] > 0
         assert admin.request("GET", "/_matrix/client/versions").status == 200
     finally:
-        events._buckets.pop(peer.server_name, None)  # noqa: SLF001
+        events._send_buckets = buckets  # noqa: SLF001
 
 
 def test_room_acl_and_origin_deny_list(world, test_ca):

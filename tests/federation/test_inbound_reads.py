@@ -227,3 +227,38 @@ def test_process_room_state_refuses_a_join_the_state_does_not_allow(world):
             peer.server_name, room_id, "12", state_events, chain, join_ev))  # fmt: skip
     assert e.value.errcode == "M_FORBIDDEN"
     assert on_server(srv, lambda: srv.hs.store.get_room_version(room_id)) is None
+
+
+def _local_join(srv, room_id, state, prev, depth, user_id):
+    """A local user's join event on top of a remote room, signed by the server."""
+    from bastion.core.auth_rules import auth_types_for_event
+
+    probe = {"type": "m.room.member", "sender": user_id, "content": {"membership": "join"},
+             "room_id": room_id, "state_key": user_id}  # fmt: skip
+    auth = [state[k] for k in auth_types_for_event(probe, "12") if k in state]
+    return sign_event({**probe, "origin_server_ts": 1_700_000_003_000, "depth": depth + 1,
+                       "prev_events": [prev], "auth_events": auth}, "12",
+                      srv.hs.server_name, srv.hs.signing_key.key_id, srv.hs.signing_key.key)  # fmt: skip
+
+
+def test_process_room_state_ignores_events_of_another_room(world):
+    """A send_join response naming, among the room's state, an event of another room that this
+    server already holds: that event is not the joined room's state (S-S "Joining Rooms": the
+    state is the room's; "Checks performed on receipt of a PDU" hold per room)."""
+    srv, peer, outsider, admin = world
+    bob = "@bob" + uuid.uuid4().hex[:6] + ":" + srv.hs.server_name
+    ids = {}
+    for name in ("a", "b"):
+        room_id, state, prev, depth = _remote_room(peer)
+        ids[name] = (room_id, state)
+        state_events = [peer.events[e] for e in state.values()]
+        if name == "b":  # room A's name event slipped into room B's state
+            state_events.append(peer.events[ids["a"][1][("m.room.name", "")]])
+        chain = peer._auth_chain({"auth_events": list(state.values())})  # noqa: SLF001
+        join_ev = _local_join(srv, room_id, state, prev, depth, bob)
+        run(srv, srv.hs.federation.events.process_room_state(
+            peer.server_name, room_id, "12", state_events, chain, join_ev))  # fmt: skip
+    room_b, state_b = ids["b"]
+    head = on_server(srv, lambda: srv.hs.rooms.engine.snapshot(room_b))
+    assert head.state[("m.room.name", "")] == state_b[("m.room.name", "")]
+    assert ids["a"][1][("m.room.name", "")] not in head.state.values()

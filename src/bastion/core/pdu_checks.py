@@ -1,7 +1,7 @@
 """Pure decisions of the inbound PDU pipeline (S-S API "Transactions", "Checks performed on
 receipt of a PDU", "Retrieving events"; C-S module "History visibility", "Server behaviour").
 
-The shell (``bastion.federation.event_handler``) fetches, verifies signatures and persists;
+The shell (``bastion.federation.pdu``) fetches, verifies signatures and persists;
 what is decided from data alone lives here: the shape of a transaction, the order in which a
 batch of events must be checked and which server may see which event. The token bucket used for
 per-origin rate limits lives in :mod:`bastion.core.rate_limit` (importable from here too).

@@ -18,9 +18,9 @@ from bastion.federation.acl import FederationACL
 from bastion.federation.client import FederationClient
 from bastion.federation.device_lists import DeviceLists
 from bastion.federation.edus import FederationEDUs
-from bastion.federation.event_handler import FederationEventHandler
 from bastion.federation.keyring import Keyring
 from bastion.federation.membership import FederationMembership
+from bastion.federation.pdu import FederationEventHandler
 from bastion.federation.queries import FederationQueries
 from bastion.federation.sender import FederationSender
 from bastion.services.rooms import RoomService
