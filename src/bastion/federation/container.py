@@ -36,7 +36,8 @@ EduHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 @dataclass
 class InboundContext:
     """What the inbound PDU pipeline reads: the store, the configuration, the room service (its
-    engine appends the events), the keyring and client (fetching), and the EDU handlers."""
+    engine appends the events), the keyring and client (fetching), the one server access check
+    and the EDU handlers."""
 
     store: SqliteStore
     config: Config
@@ -45,6 +46,7 @@ class InboundContext:
     rooms: RoomService
     keyring: Keyring
     federation_client: FederationClient
+    acl: FederationACL
     federation_edu_handlers: dict[str, EduHandler] = field(default_factory=dict)
 
 
@@ -61,7 +63,7 @@ class Federation:
         self.keyring = Keyring(hs, self.client)
         self.inbound = InboundContext(
             store=hs.store, config=hs.config, server_name=hs.server_name, now_ms=hs.now_ms,
-            rooms=hs.rooms, keyring=self.keyring, federation_client=self.client,
+            rooms=hs.rooms, keyring=self.keyring, federation_client=self.client, acl=self.acl,
             federation_edu_handlers=self.edu_handlers,
         )  # fmt: skip
         self.events = FederationEventHandler(self.inbound)
