@@ -219,7 +219,7 @@ def join_big_room(srv, room) -> dict:
 
 
 def timed_join(srv, peer_name: str, j: dict, *, trace: bool) -> dict:
-    ingest = srv.hs.federation_events.process_room_state(
+    ingest = srv.hs.federation.events.process_room_state(
         peer_name, j["room_id"], "12", j["state"], j["chain"], j["join"]
     )
     rss_before = vm("VmRSS")

@@ -160,7 +160,7 @@ def _open_store(config: Config):
 
 
 def admin_create_user(config: Config, args: argparse.Namespace) -> int:
-    from bastion.core.identifiers import parse_user_id
+    from bastion.core.identifiers import UserId, parse_user_id
     from bastion.errors import MatrixError
     from bastion.services.accounts import MIN_PASSWORD_LENGTH
     from bastion.services.passwords import MAX_PASSWORD_LENGTH, Passwords
@@ -168,7 +168,7 @@ def admin_create_user(config: Config, args: argparse.Namespace) -> int:
     user_id = (
         args.username
         if args.username.startswith("@")
-        else f"@{args.username.lower()}:{config.server_name}"
+        else str(UserId(args.username.lower(), config.server_name))
     )
     try:
         parsed = parse_user_id(user_id)

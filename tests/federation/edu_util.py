@@ -91,8 +91,8 @@ def idle(srv) -> None:
     """Wait for the server's background EDU work (device-list sends and resyncs)."""
 
     async def go() -> None:
-        await srv.hs.device_lists.wait_idle()
-        await srv.hs.federation_edus.wait_idle()
+        await srv.hs.federation.device_lists.wait_idle()
+        await srv.hs.federation.edus.wait_idle()
         await asyncio.sleep(0)
 
     run(srv, go())

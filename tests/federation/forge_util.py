@@ -31,5 +31,5 @@ def forge(srv, room_id: str, sender: str, etype: str, content: dict, state_key=N
 def push(srv, destination: str, pdus: list[dict]):
     """(status, body) of PUT /send from ``srv`` to ``destination`` (X-Matrix signed)."""
     body = {"origin": srv.hs.server_name, "origin_server_ts": srv.hs.now_ms(), "pdus": pdus}
-    return run(srv, srv.hs.federation_client.request(
+    return run(srv, srv.hs.federation.client.request(
         "PUT", destination, f"{V1}/send/forged-{uuid.uuid4().hex}", body))  # fmt: skip

@@ -270,7 +270,7 @@ def test_backfill_is_checked_oldest_first_and_pages_in_order(world):
     join_id = compute_event_id(join_ev, "12")
     state_events = [peer.events[e] for e in state.values()]
     chain = peer._auth_chain({"auth_events": list(state.values())})  # noqa: SLF001
-    run(srv, srv.hs.federation_events.process_room_state(
+    run(srv, srv.hs.federation.events.process_room_state(
         peer.server_name, room_id, "12", state_events, chain, join_ev))  # fmt: skip
     peer.serve_state_ids = True
     n0 = len(peer.requests)

@@ -292,7 +292,7 @@ def test_bad_x_matrix_headers_are_401(world):
 
 def test_flood_is_rate_limited_and_server_stays_responsive(world):
     srv, peer, admin = world
-    events = srv.hs.federation_events
+    events = srv.hs.federation.events
     buckets = events._send_buckets  # noqa: SLF001
     events._send_buckets = TokenBuckets(0.5, 3)  # noqa: SLF001
     try:
@@ -332,18 +332,18 @@ def test_room_acl_and_origin_deny_list(world, test_ca):
     async def on_typing(origin, content):
         seen.append(content)
 
-    srv.hs.federation_edu_handlers["m.typing"] = on_typing
+    srv.hs.federation.edu_handlers["m.typing"] = on_typing
     try:
         edu = {"edu_type": "m.typing",
                "content": {"room_id": room_id, "user_id": peer.user("p1"), "typing": True}}  # fmt: skip
         assert peer.send(srv, txn(), [], edus=[edu])[0] == 200
         assert seen == []
     finally:
-        srv.hs.federation_edu_handlers.pop("m.typing", None)
+        srv.hs.federation.edu_handlers.pop("m.typing", None)
     # The server-wide deny list refuses every request of the origin.
     cfg = srv.hs.config
     denied = dataclasses.replace(cfg, federation_domain_deny=("127.0.0.*",))
-    srv.hs.config = srv.hs.federation_events.config = denied
+    srv.hs.config = srv.hs.federation.events.config = srv.hs.federation.acl.config = denied
     try:
         s, b = peer.send(srv, txn(), [])
         assert (s, b["errcode"]) == (403, "M_FORBIDDEN")
@@ -351,9 +351,9 @@ def test_room_acl_and_origin_deny_list(world, test_ca):
         from bastion.federation.client import EgressDenied
 
         with pytest.raises(EgressDenied):
-            run(srv, srv.hs.federation_client.request("GET", peer.server_name, f"{V1}/version"))
+            run(srv, srv.hs.federation.client.request("GET", peer.server_name, f"{V1}/version"))
     finally:
-        srv.hs.config = srv.hs.federation_events.config = cfg
+        srv.hs.config = srv.hs.federation.events.config = srv.hs.federation.acl.config = cfg
     assert peer.send(srv, txn(), [])[0] == 200
 
 
@@ -365,14 +365,14 @@ def test_edus_reach_registered_handlers(world):
     async def handler(origin, content):
         seen.append((origin, content))
 
-    srv.hs.federation_edu_handlers["m.typing"] = handler
+    srv.hs.federation.edu_handlers["m.typing"] = handler
     try:
         edu = {"edu_type": "m.typing",
                "content": {"room_id": room_id, "user_id": peer.user("p1"), "typing": True}}  # fmt: skip
         assert peer.send(srv, txn(), [], edus=[edu])[0] == 200
         assert seen == [(peer.server_name, edu["content"])]
     finally:
-        srv.hs.federation_edu_handlers.pop("m.typing", None)
+        srv.hs.federation.edu_handlers.pop("m.typing", None)
 
 
 def test_create_events_for_a_known_room_are_duplicates_or_refused(world):
@@ -390,7 +390,7 @@ def test_create_events_for_a_known_room_are_duplicates_or_refused(world):
     assert "room_id" not in create
     s, b = peer.send(srv, txn(), [create])
     assert (s, b["pdus"]) == (200, {create_id: {}})
-    got = run(srv, srv.hs.federation_events.process_incoming_pdu(peer.server_name, create, "12"))
+    got = run(srv, srv.hs.federation.events.process_incoming_pdu(peer.server_name, create, "12"))
     assert got == (create_id, None)
     # A v12 create event of another room, made by the peer.
     other_id, other = peer.build("12", room_id, peer.user("p1"), "m.room.create",
@@ -403,7 +403,7 @@ def test_create_events_for_a_known_room_are_duplicates_or_refused(world):
                        "12", peer.server_name, peer.key_id, peer.key)  # fmt: skip
     other_id = compute_event_id(other, "12")
     eid, error = run(
-        srv, srv.hs.federation_events.process_incoming_pdu(peer.server_name, other, "12")
+        srv, srv.hs.federation.events.process_incoming_pdu(peer.server_name, other, "12")
     )
     assert eid == other_id and "m.room.create" in error
     assert meta(srv, other_id) is None

@@ -179,7 +179,7 @@ def test_process_room_state_joins_a_remote_room(world):
                                    auth_events=[state[("m.room.power_levels", "")],
                                                 state[("m.room.member", peer.user("creator"))]],
                                    depth=depth + 1, key=SigningKey.generate())  # fmt: skip
-    run(srv, srv.hs.federation_events.process_room_state(
+    run(srv, srv.hs.federation.events.process_room_state(
         peer.server_name, room_id, "12", [*state_events, forged], chain, join_ev))  # fmt: skip
     assert on_server(srv, lambda: srv.hs.store.get_event_meta([forged_id])) == {}
     join_id = compute_event_id(join_ev, "12")
@@ -223,7 +223,7 @@ def test_process_room_state_refuses_a_join_the_state_does_not_allow(world):
     state_events = [peer.events[e] for e in state.values()]
     chain = peer._auth_chain({"auth_events": list(state.values())})  # noqa: SLF001
     with pytest.raises(MatrixError) as e:
-        run(srv, srv.hs.federation_events.process_room_state(
+        run(srv, srv.hs.federation.events.process_room_state(
             peer.server_name, room_id, "12", state_events, chain, join_ev))  # fmt: skip
     assert e.value.errcode == "M_FORBIDDEN"
     assert on_server(srv, lambda: srv.hs.store.get_room_version(room_id)) is None
@@ -256,7 +256,7 @@ def test_process_room_state_ignores_events_of_another_room(world):
             state_events.append(peer.events[ids["a"][1][("m.room.name", "")]])
         chain = peer._auth_chain({"auth_events": list(state.values())})  # noqa: SLF001
         join_ev = _local_join(srv, room_id, state, prev, depth, bob)
-        run(srv, srv.hs.federation_events.process_room_state(
+        run(srv, srv.hs.federation.events.process_room_state(
             peer.server_name, room_id, "12", state_events, chain, join_ev))  # fmt: skip
     room_b, state_b = ids["b"]
     head = on_server(srv, lambda: srv.hs.rooms.engine.snapshot(room_b))

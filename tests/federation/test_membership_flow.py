@@ -114,7 +114,7 @@ def test_invite_join_messages_leave(pair):
     r = bob.request("POST", f"/_matrix/client/v3/rooms/{q(room_id)}/leave", {})
     assert r.status == 200, r.body
     sync_until(alice, lambda s: bob.user_id not in members(alice, room_id), since=alice_since)
-    assert b.hs.server_name not in a.hs.federation_sender.destinations_for_room(room_id)
+    assert b.hs.server_name not in a.hs.federation.sender.destinations_for_room(room_id)
 
 
 def test_reject_remote_invite(pair):

@@ -287,7 +287,7 @@ def test_signatures_verified_both_ways(env, rooms):
         mine = {e: p for e, p in pdus.items() if p["sender"].endswith(":" + syn["name"])}
         for p in mine.values():
             assert syn["name"] in p["signatures"]
-            assert await ours.hs.keyring.verify_event_signatures(p, "12") is True
+            assert await ours.hs.federation.keyring.verify_event_signatures(p, "12") is True
         return mine
 
     syn_events = run(ours, stored_synapse_events())
@@ -306,12 +306,12 @@ def test_keys_and_notary_queries_both_ways(env, rooms):
     hs = ours.hs
     now = hs.now_ms()
     # Synapse as notary about us, POST and GET.
-    status, body = run(ours, hs.federation_client.request(
+    status, body = run(ours, hs.federation.client.request(
         "POST", syn["name"], "/_matrix/key/v2/query",
         {"server_keys": {hs.server_name: {hs.signing_key.key_id: {"minimum_valid_until_ts": 0}}}},
     ))  # fmt: skip
     assert status == 200, body
-    status, got = run(ours, hs.federation_client.request(
+    status, got = run(ours, hs.federation.client.request(
         "GET", syn["name"], f"/_matrix/key/v2/query/{hs.server_name}"))  # fmt: skip
     assert status == 200, got
     syn_ids = None
@@ -322,10 +322,10 @@ def test_keys_and_notary_queries_both_ways(env, rooms):
             hs.signing_key.key
         )
         syn_ids = signing_key_ids(entry, syn["name"])
-        syn_keys = run(ours, hs.keyring.get_verify_keys(syn["name"], syn_ids, now))
+        syn_keys = run(ours, hs.federation.keyring.get_verify_keys(syn["name"], syn_ids, now))
         check_notary_signature(entry, syn["name"], {k: v.key for k, v in syn_keys.items()})
     # Synapse's own keys fetched directly (GET /_matrix/key/v2/server).
-    status, own = run(ours, hs.federation_client.request("GET", syn["name"], "/_matrix/key/v2/server"))  # fmt: skip
+    status, own = run(ours, hs.federation.client.request("GET", syn["name"], "/_matrix/key/v2/server"))  # fmt: skip
     assert status == 200, own
     validate_key_response(own, syn["name"], now)
     assert set(syn_ids) <= set(own["verify_keys"])

@@ -135,7 +135,7 @@ def test_synapse_interop(tmp_path, test_ca, synapse):
         hs = ours.hs
         # 1. Synapse as notary fetches and checks our published keys (it fetches on demand only
         #    for named key IDs).
-        status, body = run(ours, hs.federation_client.request(
+        status, body = run(ours, hs.federation.client.request(
             "POST", synapse["name"], "/_matrix/key/v2/query",
             {"server_keys": {hs.server_name: {hs.signing_key.key_id: {"minimum_valid_until_ts": 0}}}},
         ))  # fmt: skip
@@ -147,7 +147,9 @@ def test_synapse_interop(tmp_path, test_ca, synapse):
         )
         # 2. We fetch and validate Synapse's keys (directly) and check its notary signature.
         syn_key_ids = signing_key_ids(entry, synapse["name"])
-        syn_keys = run(ours, hs.keyring.get_verify_keys(synapse["name"], syn_key_ids, hs.now_ms()))
+        syn_keys = run(
+            ours, hs.federation.keyring.get_verify_keys(synapse["name"], syn_key_ids, hs.now_ms())
+        )
         assert syn_keys and set(syn_keys) == set(syn_key_ids)
         check_notary_signature(entry, synapse["name"], {k: v.key for k, v in syn_keys.items()})
         assert hs.store.get_server_key_response(synapse["name"]) is not None
@@ -156,7 +158,7 @@ def test_synapse_interop(tmp_path, test_ca, synapse):
         path = "/_matrix/federation/v1/query/profile"
         q = {"user_id": f"@nobody:{synapse['name']}"}
         status, body = run(
-            ours, hs.federation_client.request("GET", synapse["name"], path, query=q)
+            ours, hs.federation.client.request("GET", synapse["name"], path, query=q)
         )
         assert status == 404 and body.get("errcode") == "M_NOT_FOUND", (status, body)
         real_key = hs.signing_key
@@ -165,7 +167,7 @@ def test_synapse_interop(tmp_path, test_ca, synapse):
         )
         try:
             status, body = run(
-                ours, hs.federation_client.request("GET", synapse["name"], path, query=q)
+                ours, hs.federation.client.request("GET", synapse["name"], path, query=q)
             )
         finally:
             hs.signing_key = real_key
@@ -188,7 +190,7 @@ def test_synapse_interop(tmp_path, test_ca, synapse):
         # Synapse also answered /version to us.
         status, body = run(
             ours,
-            hs.federation_client.request("GET", synapse["name"], "/_matrix/federation/v1/version"),
+            hs.federation.client.request("GET", synapse["name"], "/_matrix/federation/v1/version"),
         )
         assert status == 200 and body["server"]["name"] == "Synapse"
     finally:

@@ -124,8 +124,9 @@ class HookRecorder:
 
 def test_e2ee_hooks_are_called(client, server):
     rec = HookRecorder()
-    saved = getattr(server.hs, "e2ee", None)
-    server.hs.e2ee = rec
+    accounts = server.hs.accounts
+    saved = accounts.e2ee  # the device hooks of the accounts service
+    accounts.e2ee = rec
     try:
         a = client.register("ivy")
         b = login(client, "ivy", device_id="SECOND")
@@ -140,10 +141,7 @@ def test_e2ee_hooks_are_called(client, server):
         a.request("POST", "/_matrix/client/v3/logout", {})
         assert rec.deleted[-1] == (a.user_id, a.device_id)
     finally:
-        if saved is None:
-            del server.hs.e2ee
-        else:
-            server.hs.e2ee = saved
+        accounts.e2ee = saved
 
 
 def test_password_uia_counts_toward_login_limiter(client):

@@ -61,6 +61,10 @@ def _config(tmp_path, **overrides) -> Config:
     )  # fmt: skip
 
 
+#: With a federation listener, so that the federation's background services run too.
+FEDERATION = {"federation_listen": "127.0.0.1:0", "tls_self_signed": True}
+
+
 def _pending_tasks() -> list[asyncio.Task]:
     me = asyncio.current_task()
     return [t for t in asyncio.all_tasks() if t is not me and not t.done()]
@@ -81,7 +85,7 @@ def test_stop_drains_background_work_before_closing_the_store(tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
 
     async def main() -> tuple[list, list, float]:
-        hs = HomeServer(_config(tmp_path))
+        hs = HomeServer(_config(tmp_path, **FEDERATION))
         await hs.start()
         await asyncio.to_thread(Client(f"http://127.0.0.1:{hs.bound_port}").register)
         finished: list = []
@@ -96,7 +100,7 @@ def test_stop_drains_background_work_before_closing_the_store(tmp_path, caplog):
 
         services = hs.background_services()
         for i, service in enumerate(services):
-            delay = 0.1 if service is hs.federation_sender else 1.0 + 0.1 * i
+            delay = 0.1 if service is hs.federation.sender else 1.0 + 0.1 * i
             service.spawn(work(type(service).__name__, delay))
         t0 = asyncio.get_running_loop().time()
         await hs.stop()
@@ -114,7 +118,7 @@ def test_stop_cancels_work_past_the_deadline_and_refuses_new_work(tmp_path, capl
     caplog.set_level(logging.DEBUG)
 
     async def main():
-        hs = HomeServer(_config(tmp_path, shutdown_drain_seconds=1))
+        hs = HomeServer(_config(tmp_path, shutdown_drain_seconds=1, **FEDERATION))
         await hs.start()
         outcome: list = []
 
@@ -128,7 +132,7 @@ def test_stop_cancels_work_past_the_deadline_and_refuses_new_work(tmp_path, capl
         async def chained() -> None:
             # Work that starts more work while the server drains: the follow-up runs too.
             await asyncio.sleep(0.1)
-            hs.device_lists.spawn(follow_up())
+            hs.federation.device_lists.spawn(follow_up())
 
         async def follow_up() -> None:
             await asyncio.sleep(0.1)
@@ -138,7 +142,7 @@ def test_stop_cancels_work_past_the_deadline_and_refuses_new_work(tmp_path, capl
         hs.presence.spawn(forever())
         hs.e2ee.spawn(chained())
         # Open-ended network work (a device-list resync) is cancelled as draining begins.
-        resync = hs.device_lists.spawn(asyncio.sleep(3600), cancel_on_stop=True)
+        resync = hs.federation.device_lists.spawn(asyncio.sleep(3600), cancel_on_stop=True)
         t0 = asyncio.get_running_loop().time()
         await hs.stop()
         took = asyncio.get_running_loop().time() - t0

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from bastion.errors import MatrixError
+from bastion.errors import invalid_param
 
 
 class RoomDirectory:
@@ -29,7 +29,7 @@ class RoomDirectory:
         offset = 0
         if since:
             if not since.startswith("o") or not since[1:].isdigit() or len(since) > 12:
-                raise MatrixError("M_INVALID_PARAM", "invalid 'since' token", 400)
+                raise invalid_param("invalid 'since' token")
             offset = int(since[1:])
         end = total if limit is None else offset + limit
         out: dict = {"chunk": chunk[offset:end], "total_room_count_estimate": total}

@@ -14,6 +14,8 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
+from bastion.storage.sqlite.base import StoreBase
+
 STREAMS: list[tuple[str, str]] = []
 
 
@@ -41,9 +43,7 @@ def registration_token_valid(row: sqlite3.Row | None, now_ms: int) -> bool:
     return row["uses_allowed"] is None or row["completed"] < row["uses_allowed"]
 
 
-class AccountsStore:
-    db: object  # Database, set by SqliteStore
-
+class AccountsStore(StoreBase):
     # -- users ----------------------------------------------------------------------------
     def get_user(self, user_id: str) -> sqlite3.Row | None:
         return self.db.read_one("SELECT * FROM users WHERE user_id = ?", (user_id,))
@@ -211,7 +211,7 @@ class AccountsStore:
                 "SELECT COUNT(*) FROM access_tokens WHERE user_id = ? AND device_id = ?",
                 (user_id, device_id),
             )
-        return row[0]
+        return row[0] if row is not None else 0
 
     # -- registration tokens --------------------------------------------------------------
     def get_registration_token(self, token: str) -> sqlite3.Row | None:

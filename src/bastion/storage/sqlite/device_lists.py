@@ -18,6 +18,8 @@ import sqlite3
 
 import orjson
 
+from bastion.storage.sqlite.base import StoreBase
+
 STREAMS: list[tuple[str, str]] = [("device_list_outbound", "stream_id")]
 
 #: Stream IDs remembered per remote user (older ones can no longer be a ``prev_id``).
@@ -28,9 +30,7 @@ def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-class DeviceListsStore:
-    db: object  # Database, set by SqliteStore
-
+class DeviceListsStore(StoreBase):
     # -- local users' changes, for m.device_list_update ---------------------------------------
     @staticmethod
     def add_outbound_device_change_in(

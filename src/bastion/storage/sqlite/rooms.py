@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from bastion.storage.sqlite.base import StoreBase
+
 STREAMS: list[tuple[str, str]] = [("events", "stream_pos")]
 
 #: A delta chain longer than this is compacted into a full snapshot.
@@ -110,9 +112,7 @@ def _row(r: sqlite3.Row) -> EventRow:
     )  # fmt: skip
 
 
-class RoomsStore:
-    db: object  # Database, set by SqliteStore
-
+class RoomsStore(StoreBase):
     _group_cache: OrderedDict
 
     # -- rooms --------------------------------------------------------------------------------
@@ -475,7 +475,7 @@ class RoomsStore:
         group and chain length after the last event."""
         for ne in events:
             ev = ne.event
-            pos = self.next_stream_pos(conn)  # type: ignore[attr-defined]
+            pos = self.next_stream_pos(conn)
             ne.stream_pos = pos
             ne.sg_before = group
             state_key = ev.get("state_key")
@@ -567,5 +567,5 @@ class RoomsStore:
                     " AND redacted_because IS NULL",
                     (orjson.dumps(redacted), ne.event_id, target_id),
                 )
-            self.wake(ne.room_id, *ne.wake)  # type: ignore[attr-defined]
+            self.wake(ne.room_id, *ne.wake)
         return group, chain_len

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -77,16 +76,6 @@ class SqliteStore(
         self.db.close()
 
     # -- stream positions and wake-ups --------------------------------------------------------
-    def next_stream_pos(self, conn: sqlite3.Connection) -> int:
-        """A new stream position. Call only inside a write function (the writer thread)."""
-        self._stream_pos += 1
-        return self._stream_pos
-
-    def wake(self, *keys: str) -> None:
-        """Ask the notifier to wake sync waiters on these keys (user IDs, room IDs) once the
-        current write batch commits. Call only inside a write function."""
-        self._wakeups.append(keys)
-
     @property
     def current_pos(self) -> int:
         """The highest stream position whose write has committed."""
