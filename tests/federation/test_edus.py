@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import time
 
-from tests.federation import edu_util
-from tests.federation.edu_util import (
+from tests.support import server_pair
+from tests.support.e2ee import new_device
+from tests.support.federation import run
+from tests.support.harness import Client
+from tests.support.peer import on_server
+from tests.support.server_pair import (
     V3,
     idle,
     q,
@@ -17,12 +21,8 @@ from tests.federation.edu_util import (
     sync_until,
     wait_for,
 )
-from tests.federation.fedutil import run
-from tests.federation.peer import on_server
-from tests.server.e2ee_util import new_device
-from tests.server.harness import Client
 
-pair = edu_util.pair  # the fixture
+pair = server_pair.pair  # the fixture
 
 
 def edu(srv, edu_type: str, origin: str, content: dict) -> None:
@@ -258,7 +258,7 @@ def test_device_list_updates_and_resync_on_unknown_prev_id(pair):
 
 def new_device_login(b, bob: Client, bob_dev):
     """A second device of bob with keys uploaded (a new login, as a client would)."""
-    from tests.server.e2ee_util import Device
+    from tests.support.e2ee import Device
 
     r = bob.request("POST", f"{V3}/login", {
         "type": "m.login.password", "password": "correct horse battery",
@@ -274,7 +274,7 @@ def new_device_login(b, bob: Client, bob_dev):
 
 
 def test_signing_key_update_across_servers(pair):
-    from tests.server.e2ee_util import cross_signing_body, cross_signing_set
+    from tests.support.e2ee import cross_signing_body, cross_signing_set
 
     a, b = pair
     alice = Client(a.base_url).register()

@@ -16,7 +16,7 @@ from bastion.core.server_keys import check_notary_signature, validate_key_respon
 from bastion.core.signing import encode_verify_key
 from bastion.core.x_matrix import authorization_header
 from bastion.federation.client import EgressDenied, FederationError
-from tests.federation.fedutil import https, run, start_fed_server
+from tests.support.federation import https, run, start_fed_server
 
 ECHO = "/_matrix/federation/v1/test_echo/{thing}"
 
@@ -301,8 +301,8 @@ def test_banned_signing_key(tmp_path, test_ca, fed_pair):
 
 def test_rotate_signing_key_cli(tmp_path, test_ca, fed_pair):
     a, _ = fed_pair
-    from tests.federation.fedutil import free_port
-    from tests.federation.fedutil import start_fed_server as start
+    from tests.support.federation import free_port
+    from tests.support.federation import start_fed_server as start
 
     port = free_port()
     b = start(tmp_path, test_ca, "rot", port=port)
@@ -391,8 +391,8 @@ def test_well_known_server_served_when_configured(tmp_path, test_ca):
 
 
 def test_self_signed_certificate(tmp_path, test_ca):
-    from tests.federation.fedutil import free_port
-    from tests.server.harness import ServerThread
+    from tests.support.federation import free_port
+    from tests.support.harness import ServerThread
 
     port = free_port()
     srv = ServerThread(

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.federation.fedutil import free_port, run, start_fed_server
+from tests.support.federation import free_port, run, start_fed_server
 
 FAST_RETRY = {"federation_retry_min_ms": 200, "federation_retry_max_ms": 800}
 
