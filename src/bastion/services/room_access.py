@@ -7,7 +7,7 @@ from bastion.core.state_keys import HISTORY_VISIBILITY_KEY as HV_KEY
 from bastion.core.visibility import is_event_visible, normalise_visibility
 from bastion.errors import forbidden
 from bastion.services.room_engine import RoomEngine
-from bastion.storage.sqlite.rooms import EventRow, StateMap
+from bastion.storage.interface import EventRow, StateMap
 
 
 class RoomAccess:

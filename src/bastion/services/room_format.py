@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bastion.storage.sqlite.rooms import EventRow
+from bastion.storage.interface import EventRow
 
 
 class ClientEventFormat:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from bastion.errors import forbidden, not_found
 from bastion.services.room_access import RoomAccess
-from bastion.storage.sqlite.rooms import EventRow, StateMap
+from bastion.storage.interface import EventRow, StateMap
 
 
 class RoomReader:
