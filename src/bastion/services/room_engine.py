@@ -146,7 +146,7 @@ Decide = Callable[[StateMap, "StateMap | None"], Verdict]
 class _LazyEvents(Mapping):
     """Events for state resolution, read from the store on demand (rejected ones included)."""
 
-    def __init__(self, store, extra: dict[str, dict]) -> None:
+    def __init__(self, store: Store, extra: dict[str, dict]) -> None:
         self.store = store
         self.cache: dict[str, dict] = dict(extra)
 
