@@ -12,7 +12,7 @@ Rows handed out are the plain types below, or a :class:`Row` (read-only, columns
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, TypeVar
 
@@ -29,12 +29,13 @@ StateMap = dict[tuple[str, str], str]
 
 
 class Row(Protocol):
-    """A stored record read by column name (``row["user_id"]``, ``dict(row)``); a backend may
-    hand out a ``dict`` or its own row type."""
+    """A stored record, read by column name only (``row["user_id"]``, ``row.keys()``,
+    ``dict(row)``): the read-only part of ``Mapping[str, Any]`` that a ``dict`` and the SQLite
+    backend's row both have. Not by position and not by iteration (a ``dict`` iterates its
+    keys, an SQLite row its values), so a backend may hand out either."""
 
     def keys(self) -> Iterable[str]: ...
     def __getitem__(self, key: str, /) -> Any: ...
-    def __iter__(self) -> Iterator[Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
