@@ -43,7 +43,7 @@ from bastion.services.rooms import RoomService
 from bastion.services.sync import SyncService
 from bastion.services.sync_api import SyncContributor
 from bastion.signing_key import load_or_create_signing_key
-from bastion.storage.sqlite.accounts import Requester
+from bastion.storage.interface import Requester, Store
 from bastion.storage.sqlite.store import SqliteStore
 
 log = logging.getLogger("bastion")
@@ -100,7 +100,7 @@ class HomeServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.server_name: str = config.server_name
-        self.store = SqliteStore(config.database_path, config.sqlite_synchronous)
+        self.store: Store = SqliteStore(config.database_path, config.sqlite_synchronous)
         self.signing_key = load_or_create_signing_key(config.signing_key_path)
         self.notifier = Notifier()
         self.passwords = Passwords(

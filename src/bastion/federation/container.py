@@ -24,7 +24,7 @@ from bastion.federation.pdu import FederationEventHandler
 from bastion.federation.queries import FederationQueries
 from bastion.federation.sender import FederationSender
 from bastion.services.rooms import RoomService
-from bastion.storage.sqlite.store import SqliteStore
+from bastion.storage.interface import Store
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
@@ -39,7 +39,7 @@ class InboundContext:
     engine appends the events), the keyring and client (fetching), the one server access check
     and the EDU handlers."""
 
-    store: SqliteStore
+    store: Store
     config: Config
     server_name: str
     now_ms: Callable[[], int]

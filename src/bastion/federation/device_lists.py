@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -34,6 +33,7 @@ from bastion.errors import MatrixError
 from bastion.federation.edus import ok_id, send_edu
 from bastion.services.e2ee import MAX_ID_LENGTH
 from bastion.services.lifecycle import BackgroundService
+from bastion.storage.interface import Txn
 
 if TYPE_CHECKING:
     from bastion.federation.container import Federation
@@ -104,20 +104,17 @@ class DeviceLists(BackgroundService):
         )
 
     # -- outbound -----------------------------------------------------------------------------
-    def local_change_in(
-        self, conn: sqlite3.Connection, user_id: str, device_id: str, stream_id: int
-    ) -> None:
+    def local_change_in(self, conn: Txn, user_id: str, device_id: str, stream_id: int) -> None:
         """Inside a write function: ``device_id`` of local ``user_id`` changed at stream
         position ``stream_id`` (from ``add_device_list_change_in``)."""
         with self._lock:
             if self._flushed is None:
-                row = conn.execute("SELECT MAX(stream_id) FROM device_list_outbound").fetchone()
-                self._flushed = row[0] or 0
+                self._flushed = self.store.last_outbound_device_change_in(conn)
             self._dirty = True
         self.store.add_outbound_device_change_in(conn, stream_id, user_id, device_id)
         self.store.run_after_commit(self._schedule_flush)
 
-    def signing_keys_changed_in(self, conn: sqlite3.Connection, user_id: str) -> None:
+    def signing_keys_changed_in(self, conn: Txn, user_id: str) -> None:
         """Inside a write function: local ``user_id`` uploaded cross-signing keys."""
         with self._lock:
             self._signing_pending.add(user_id)
@@ -248,7 +245,7 @@ class DeviceLists(BackgroundService):
         store = self.store
         e2ee = self.hs.e2ee
 
-        def fn(conn: sqlite3.Connection) -> str:
+        def fn(conn: Txn) -> str:
             cached = store.remote_device_list_in(conn, user_id)
             if cached is None:
                 # Not cached: the next /keys/query fetches the list; clients learn of the change.
@@ -275,7 +272,7 @@ class DeviceLists(BackgroundService):
             e2ee.queue_device_list_wake(user_id)
             return "applied"
 
-        outcome = await store.db.write(fn)
+        outcome = await store.transaction(fn)
         log.debug("m.device_list_update %s %s %s: %s", user_id, device_id, stream_id, outcome)
         if outcome == "resync":
             self.schedule_resync(user_id)
@@ -297,14 +294,14 @@ class DeviceLists(BackgroundService):
         store = self.store
         e2ee = self.hs.e2ee
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             if store.remote_device_list_in(conn, user_id) is not None:
                 for usage, key in keys.items():
                     store.set_remote_cross_signing_key_in(conn, user_id, usage, key)
             store.add_device_list_change_in(conn, user_id)
             e2ee.queue_device_list_wake(user_id)
 
-        await store.db.write(fn)
+        await store.transaction(fn)
 
     # -- resynchronisation --------------------------------------------------------------------
     def schedule_resync(self, user_id: str) -> asyncio.Task:
@@ -336,21 +333,21 @@ class DeviceLists(BackgroundService):
         except Exception as e:  # noqa: BLE001 - any failure leaves the list uncached
             log.info("device list resync of %s failed: %s", user_id, e)
 
-            def drop(conn: sqlite3.Connection) -> None:
+            def drop(conn: Txn) -> None:
                 store.delete_remote_device_list_in(conn, user_id)
 
-            await store.db.write(drop)
+            await store.transaction(drop)
             return False
         stream_id, devices, cross = parsed
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             store.replace_remote_device_list_in(
                 conn, user_id, stream_id, synced_pos, devices, cross
             )
             store.add_device_list_change_in(conn, user_id)
             e2ee.queue_device_list_wake(user_id)
 
-        await store.db.write(fn)
+        await store.transaction(fn)
         return True
 
     @staticmethod

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import sqlite3
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from bastion.core.canonical_json import canonical_json
@@ -25,6 +24,7 @@ from bastion.core.identifiers import is_valid_user_id, server_name_of
 from bastion.services.e2ee import MAX_ID_LENGTH, MAX_TO_DEVICE_CONTENT, MAX_TO_DEVICE_MESSAGES
 from bastion.services.ephemeral import PRESENCE_STATES
 from bastion.services.lifecycle import BackgroundService
+from bastion.storage.interface import Txn
 
 if TYPE_CHECKING:
     from bastion.federation.container import Federation
@@ -162,11 +162,11 @@ class FederationEDUs(BackgroundService):
             return
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             for room_id, user_id, thread_id, event_id, ts in receipts:
                 store.set_receipt_in(conn, room_id, "m.read", user_id, thread_id, event_id, ts)
 
-        await store.db.write(fn)
+        await store.transaction(fn)
 
     async def on_presence(self, origin: str, content: dict) -> None:
         """``m.presence`` (S-S API "Presence"): updates for the origin's users who share a room
@@ -240,7 +240,7 @@ class FederationEDUs(BackgroundService):
         store = self.store
         now = self.hs.now_ms()
 
-        def fn(conn: sqlite3.Connection) -> bool:
+        def fn(conn: Txn) -> bool:
             if store.federation_to_device_seen_in(
                 conn, origin, message_id, now, TO_DEVICE_DEDUPE_MS
             ):
@@ -248,7 +248,7 @@ class FederationEDUs(BackgroundService):
             e2ee.deliver_to_device_in(conn, sender, event_type, plan)
             return True
 
-        if not await store.db.write(fn):
+        if not await store.transaction(fn):
             log.info("m.direct_to_device %s from %s already delivered", message_id, origin)
 
     # -- outbound -----------------------------------------------------------------------------
@@ -279,7 +279,7 @@ class FederationEDUs(BackgroundService):
             await send_edu(self.fed.sender, destination, "m.receipt", content, key=key)
 
     def send_to_device_in(
-        self, conn: sqlite3.Connection, sender: str, event_type: str,
+        self, conn: Txn, sender: str, event_type: str,
         remote: dict[str, dict[str, dict]],
     ) -> None:  # fmt: skip
         """Inside the write that accepts a to-device request: queue the messages for remote

@@ -18,14 +18,14 @@ from bastion.core.room_versions import get_room_version
 from bastion.core.state_keys import HISTORY_VISIBILITY_KEY as HV_KEY
 from bastion.errors import forbidden, not_found
 from bastion.federation.acl import FederationACL
-from bastion.storage.sqlite.store import SqliteStore
+from bastion.storage.interface import Store
 
 MAX_BACKFILL = 100
 MAX_MISSING = 50
 
 
 class EventServing:
-    def __init__(self, store: SqliteStore, acl: FederationACL) -> None:
+    def __init__(self, store: Store, acl: FederationACL) -> None:
         self.store = store
         self.acl = acl
 

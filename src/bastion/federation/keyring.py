@@ -209,7 +209,7 @@ class Keyring:
             if raw is not None:
                 store.store_server_key_response_in(conn, keys.server_name, raw, now)
 
-        await store.db.write(fn)
+        await store.transaction(fn)
 
     async def _fetch_via_notaries(self, server: str, key_ids: list[str], minimum: int) -> None:
         query = {"server_keys": {server: {k: {"minimum_valid_until_ts": minimum} for k in key_ids}}}

@@ -266,7 +266,7 @@ class FederationMembership:
         sk = self.hs.signing_key
         signed = sign_event(ev, version, self.hs.server_name, sk.key_id, sk.key)
         if not in_room:
-            await self.store.db.write(
+            await self.store.transaction(
                 lambda conn: self.store.store_out_of_room_membership_in(
                     conn, signed, event_id, room_id, version, state
                 )
@@ -485,7 +485,7 @@ class FederationMembership:
             state = [stripped(e) for e in raw[:MAX_INVITE_STATE] if isinstance(e, dict)] if (
                 isinstance(raw, list)
             ) else []  # fmt: skip
-        await self.store.db.write(
+        await self.store.transaction(
             lambda conn: self.store.store_out_of_room_membership_in(
                 conn, signed, event_id, room_id, version, state
             )

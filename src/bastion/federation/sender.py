@@ -150,7 +150,7 @@ class FederationSender(BackgroundService):
     ) -> list[str]:  # fmt: skip
         """Queue a PDU in a write of its own (e.g. a remote join we accepted, for the other
         servers in the room)."""
-        return await self.store.db.write(
+        return await self.store.transaction(
             lambda conn: self.enqueue_pdu_in(conn, event, event_id, room_id, destinations, exclude)
         )
 
@@ -173,7 +173,7 @@ class FederationSender(BackgroundService):
         unsent EDU with the same type and key for this destination is replaced."""
 
         async def go() -> bool:
-            return await self.store.db.write(
+            return await self.store.transaction(
                 lambda conn: self.send_edu_in(conn, destination, edu_type, content, key)
             )
 
@@ -206,7 +206,7 @@ class FederationSender(BackgroundService):
         """A request came from ``destination``: end its back-off and send what is queued."""
         if self.store.get_destination_retry(destination)[0] == 0:
             return
-        await self.store.db.write(
+        await self.store.transaction(
             lambda conn: self.store.set_destination_retry_in(conn, destination, 0, 0, 0)
         )
         event = self._reset.get(destination)
@@ -246,7 +246,7 @@ class FederationSender(BackgroundService):
                     if failures:
                         self.store.set_destination_retry_in(conn, destination, 0, 0, 0)
 
-                await self.store.db.write(done)
+                await self.store.transaction(done)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - keep the queue; the next wake retries
@@ -266,7 +266,7 @@ class FederationSender(BackgroundService):
             "federation: %s unreachable (%d failures); retrying in %d ms",
             destination, failures + 1, int(interval * jitter),
         )  # fmt: skip
-        await self.store.db.write(
+        await self.store.transaction(
             lambda conn: self.store.set_destination_retry_in(
                 conn, destination, failures + 1, interval, retry_at
             )

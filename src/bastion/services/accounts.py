@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import sqlite3
 import string
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -63,13 +62,13 @@ from bastion.errors import (
     too_large,
 )
 from bastion.services.passwords import MAX_PASSWORD_LENGTH, PasswordHashingBusy, Passwords
-from bastion.storage.sqlite.accounts import Requester, registration_token_valid
+from bastion.storage.interface import Requester, Row, Txn, registration_token_valid
 
 if TYPE_CHECKING:
     from bastion.config import Config
     from bastion.services.e2ee import E2EEService
     from bastion.services.rooms import RoomService
-    from bastion.storage.sqlite.store import SqliteStore
+    from bastion.storage.interface import Store
 
 log = logging.getLogger("bastion.accounts")
 
@@ -258,7 +257,7 @@ class UiaSession:
 # -- the service --------------------------------------------------------------------------------
 class AccountService:
     def __init__(
-        self, store: SqliteStore, config: Config, passwords: Passwords, now_ms: Callable[[], int],
+        self, store: Store, config: Config, passwords: Passwords, now_ms: Callable[[], int],
         e2ee: E2EEService, rooms: RoomService,
     ) -> None:  # fmt: skip
         self.store = store
@@ -273,12 +272,10 @@ class AccountService:
         self.validity_bucket = TokenBuckets(1000 / VALIDITY_REFILL_MS, VALIDITY_BUCKET_CAPACITY)
 
     # -- hooks into other services ------------------------------------------------------------
-    def _device_added_in(self, conn: sqlite3.Connection, user_id: str, device_id: str) -> None:
+    def _device_added_in(self, conn: Txn, user_id: str, device_id: str) -> None:
         self.e2ee.on_device_added(conn, user_id, device_id)
 
-    def _delete_devices_in(
-        self, conn: sqlite3.Connection, user_id: str, device_ids: list[str]
-    ) -> list[str]:
+    def _delete_devices_in(self, conn: Txn, user_id: str, device_ids: list[str]) -> list[str]:
         """Delete devices with their tokens and (through the E2EE hook) their keys."""
         deleted = []
         for device_id in device_ids:
@@ -490,7 +487,7 @@ class AccountService:
         access_token = None if inhibit else generate_access_token()
         localpart = user_id[1 : user_id.index(":")]
 
-        def fn(conn: sqlite3.Connection) -> str | None:
+        def fn(conn: Txn) -> str | None:
             if not self.store.create_user_in(conn, user_id, pw_hash, now, displayname=localpart):
                 return M_USER_IN_USE
             if reg_token is not None and not self.store.use_registration_token_in(
@@ -504,7 +501,7 @@ class AccountService:
             return None
 
         try:
-            problem = await self.store.db.write(fn)
+            problem = await self.store.transaction(fn)
         except _TokenExhausted:
             raise forbidden("the registration token is no longer valid") from None
         if problem:
@@ -592,7 +589,7 @@ class AccountService:
 
         account = user_id
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             # Reusing a device ID invalidates the device's earlier tokens.
             self.store.revoke_device_tokens_in(conn, account, device_id)
             if self.store.add_device_sync(conn, account, device_id, display, access_token, now, ip):
@@ -600,24 +597,24 @@ class AccountService:
             if new_hash:
                 self.store.set_password_hash_in(conn, account, new_hash)
 
-        await self.store.db.write(fn)
+        await self.store.transaction(fn)
         return {"user_id": user_id, "access_token": access_token, "device_id": device_id}
 
     async def logout(self, requester: Requester) -> None:
         """POST /logout: the token is invalidated and its device deleted (with its keys)."""
-        await self.store.db.write(
+        await self.store.transaction(
             lambda conn: self._delete_devices_in(conn, requester.user_id, [requester.device_id])
         )
 
     async def logout_all(self, requester: Requester) -> None:
         """POST /logout/all: every token and every device of the user."""
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             uid = requester.user_id
             self._delete_devices_in(conn, uid, self.store.device_ids_in(conn, uid))
-            conn.execute("DELETE FROM access_tokens WHERE user_id = ?", (uid,))
+            self.store.revoke_user_tokens_in(conn, uid)
 
-        await self.store.db.write(fn)
+        await self.store.transaction(fn)
 
     # -- devices --------------------------------------------------------------------------------
     async def update_device(self, requester: Requester, device_id: str, body: dict) -> None:
@@ -629,15 +626,15 @@ class AccountService:
         if display is None:
             return
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             self.store.set_device_display_name_in(conn, requester.user_id, device_id, display)
             # A new name is a device-list change (S-S API "Device Management").
             self.e2ee.on_device_renamed(conn, requester.user_id, device_id)
 
-        await self.store.db.write(fn)
+        await self.store.transaction(fn)
 
     async def delete_devices(self, requester: Requester, device_ids: list[str]) -> list[str]:
-        return await self.store.db.write(
+        return await self.store.transaction(
             lambda conn: self._delete_devices_in(conn, requester.user_id, device_ids)
         )
 
@@ -648,7 +645,7 @@ class AccountService:
         pw_hash = await self.passwords.hash_async(new_password)
         uid = requester.user_id
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             self.store.set_password_hash_in(conn, uid, pw_hash)
             if logout_devices:
                 others = [
@@ -656,16 +653,16 @@ class AccountService:
                 ]
                 self._delete_devices_in(conn, uid, others)
 
-        await self.store.db.write(fn)
+        await self.store.transaction(fn)
 
     async def deactivate(self, requester: Requester) -> None:
         uid = requester.user_id
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             self._delete_devices_in(conn, uid, self.store.device_ids_in(conn, uid))
             self.store.deactivate_user_in(conn, uid)
 
-        await self.store.db.write(fn)
+        await self.store.transaction(fn)
         log.info("deactivated %s", uid)
         await self._leave_all_rooms(uid)
 
@@ -704,7 +701,7 @@ class AccountService:
         check_profile_key(key)
         check_profile_value(key, value)
 
-        def fn(conn: sqlite3.Connection) -> bool:
+        def fn(conn: Txn) -> bool:
             profile = self.store.profile_in(conn, user_id)
             changed = key not in profile or profile[key] != value
             profile[key] = value
@@ -713,18 +710,18 @@ class AccountService:
             self.store.set_profile_field_in(conn, user_id, key, value)
             return changed
 
-        if await self.store.db.write(fn) and key in MEMBER_PROFILE_KEYS:
+        if await self.store.transaction(fn) and key in MEMBER_PROFILE_KEYS:
             await self._propagate_profile(user_id)
 
     async def delete_profile_field(self, user_id: str, key: str) -> None:
         check_profile_key(key)
 
-        def fn(conn: sqlite3.Connection) -> bool:
+        def fn(conn: Txn) -> bool:
             existed = key in self.store.profile_in(conn, user_id)
             self.store.delete_profile_field_in(conn, user_id, key)
             return existed
 
-        if await self.store.db.write(fn) and key in MEMBER_PROFILE_KEYS:
+        if await self.store.transaction(fn) and key in MEMBER_PROFILE_KEYS:
             await self._propagate_profile(user_id)
 
     # -- administration -------------------------------------------------------------------------
@@ -739,7 +736,7 @@ class AccountService:
             devices[d["device_id"]] = {"sessions": [{"connections": [conn] if conn else []}]}
         return {"user_id": user_id, "devices": devices}
 
-    def moderation_target(self, user_id: str) -> sqlite3.Row:
+    def moderation_target(self, user_id: str) -> Row:
         """admin.yaml: 400 M_INVALID_PARAM for remote users, 404 for unknown/deactivated."""
         if not isinstance(user_id, str) or not user_id.startswith("@") or ":" not in user_id:
             raise invalid_param("not a user ID")
@@ -760,14 +757,14 @@ class AccountService:
         now = self.now_ms()
         action = {"locked": "lock", "suspended": "suspend"}[flag]
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             self.store.set_user_flag_in(conn, user_id, flag, value)
             self.store.record_admin_action_in(
                 conn, admin.user_id, action if value else "un" + action, user_id,
                 {flag: value}, now,
             )  # fmt: skip
 
-        await self.store.db.write(fn)
+        await self.store.transaction(fn)
 
 
 class _TokenExhausted(Exception):

@@ -24,7 +24,6 @@ clients rely on (see the project's client notes) and how this service keeps it:
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +55,7 @@ from bastion.errors import (
 from bastion.services.lifecycle import BackgroundService
 from bastion.services.remote import RemoteDevices, ToDeviceOutbox
 from bastion.services.sync_api import SyncContext, SyncToken
+from bastion.storage.interface import Txn
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
@@ -115,9 +115,7 @@ class E2EEService(BackgroundService):
         self.to_device_outbox: ToDeviceOutbox | None = None
 
     # -- other servers --------------------------------------------------------------------------
-    def _local_change_in(
-        self, conn: sqlite3.Connection, user_id: str, device_id: str, pos: int
-    ) -> None:
+    def _local_change_in(self, conn: Txn, user_id: str, device_id: str, pos: int) -> None:
         """A local device-list change at ``pos``: recorded for the other servers (sent when
         federation is on)."""
         if self.remote_devices is not None:
@@ -125,7 +123,7 @@ class E2EEService(BackgroundService):
         else:
             self.store.add_outbound_device_change_in(conn, pos, user_id, device_id)
 
-    def _signing_keys_changed_in(self, conn: sqlite3.Connection, user_id: str) -> None:
+    def _signing_keys_changed_in(self, conn: Txn, user_id: str) -> None:
         if self.remote_devices is not None:
             self.remote_devices.signing_keys_changed_in(conn, user_id)
 
@@ -201,21 +199,21 @@ class E2EEService(BackgroundService):
         return sorted(changed), sorted(left)
 
     # -- hooks for the accounts service (inside its write functions) --------------------------
-    def on_device_added(self, conn: sqlite3.Connection, user_id: str, device_id: str) -> None:
+    def on_device_added(self, conn: Txn, user_id: str, device_id: str) -> None:
         """A new device: a device-list change for everyone sharing a room with its owner (and
         an ``m.device_list_update`` for the servers sharing a room)."""
         pos = self.store.add_device_list_change_in(conn, user_id)
         self._local_change_in(conn, user_id, device_id, pos)
         self.queue_device_list_wake(user_id)
 
-    def on_device_renamed(self, conn: sqlite3.Connection, user_id: str, device_id: str) -> None:
+    def on_device_renamed(self, conn: Txn, user_id: str, device_id: str) -> None:
         """A device's display name changed: a device-list change (its name is served with its
         keys, and other servers get an ``m.device_list_update``)."""
         pos = self.store.add_device_list_change_in(conn, user_id)
         self._local_change_in(conn, user_id, device_id, pos)
         self.queue_device_list_wake(user_id)
 
-    def on_device_deleted(self, conn: sqlite3.Connection, user_id: str, device_id: str) -> None:
+    def on_device_deleted(self, conn: Txn, user_id: str, device_id: str) -> None:
         """A deleted device: drop its keys, one-time and fallback keys, signatures on it and
         pending to-device messages; emit a device-list change."""
         self.store.delete_device_e2e_in(conn, user_id, device_id)
@@ -256,7 +254,7 @@ class E2EEService(BackgroundService):
         now = self.hs.now_ms()
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> dict[str, int]:
+        def fn(conn: Txn) -> dict[str, int]:
             if not store.device_exists_in(conn, user_id, device_id):
                 raise not_found("this device no longer exists")
             if device_keys is not None:
@@ -291,7 +289,7 @@ class E2EEService(BackgroundService):
                 store.set_fallback_key_in(conn, user_id, device_id, algorithm, key_id, key)
             return counts
 
-        counts = await store.db.write(fn)
+        counts = await store.transaction(fn)
         return {"one_time_key_counts": self._otk_counts(counts)}
 
     # -- POST /keys/query -----------------------------------------------------------------------
@@ -421,7 +419,7 @@ class E2EEService(BackgroundService):
             raise invalid(f"at most {MAX_CLAIMS} keys per claim")
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> dict:
+        def fn(conn: Txn) -> dict:
             out: dict[str, dict] = {}
             for user_id, device_id, algorithm in local:
                 got = store.claim_one_time_key_in(conn, user_id, device_id, algorithm)
@@ -430,7 +428,7 @@ class E2EEService(BackgroundService):
                     out.setdefault(user_id, {})[device_id] = {f"{algorithm}:{key_id}": key}
             return out
 
-        return await store.db.write(fn) if local else {}
+        return await store.transaction(fn) if local else {}
 
     async def claim_keys(self, requester, body: dict) -> dict:
         """POST /keys/claim: local keys in one transaction; remote users' keys from their
@@ -511,7 +509,7 @@ class E2EEService(BackgroundService):
         now = self.hs.now_ms()
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             if store.to_device_txn_seen_in(conn, sender, sender_device, txn_id, now):
                 return
             self.deliver_to_device_in(conn, sender, event_type, plan)
@@ -521,11 +519,11 @@ class E2EEService(BackgroundService):
                 else:
                     log.info("to-device messages for other servers dropped: federation is off")
 
-        await store.db.write(fn)
+        await store.transaction(fn)
         return {}
 
     def deliver_to_device_in(
-        self, conn: sqlite3.Connection, sender: str, event_type: str,
+        self, conn: Txn, sender: str, event_type: str,
         plan: list[tuple[str, dict[str, dict]]],
     ) -> None:  # fmt: skip
         """Inside a write function: put messages ({device_id or "*": content} per local user)
@@ -601,7 +599,7 @@ class E2EEService(BackgroundService):
         if self.store.has_to_device_upto(user_id, device_id, acked):
             store = self.store
             self.spawn(
-                store.db.write(
+                store.transaction(
                     lambda conn: store.delete_to_device_upto_in(
                         conn, user_id, device_id, acked, since_pos
                     )
@@ -613,11 +611,11 @@ class E2EEService(BackgroundService):
         self._cursors.setdefault((user_id, device_id), {})[token_pos] = last
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             store.set_inbox_cursor_in(conn, user_id, device_id, token_pos, last)
             store.wake(user_id)
 
-        self.spawn(store.db.write(fn))
+        self.spawn(store.transaction(fn))
 
     # -- cross-signing --------------------------------------------------------------------------
     async def upload_cross_signing_keys(self, requester, body: dict, ip: str | None) -> dict:
@@ -660,7 +658,7 @@ class E2EEService(BackgroundService):
             accounts.end_uia(session)
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             pos = store.add_device_list_change_in(conn, user_id)
             for usage, (key, pub, _vk) in given.items():
                 old = store.set_cross_signing_key_in(conn, user_id, usage, pub, key, pos)
@@ -671,7 +669,7 @@ class E2EEService(BackgroundService):
             self._signing_keys_changed_in(conn, user_id)
             self.queue_device_list_wake(user_id)
 
-        await store.db.write(fn)
+        await store.transaction(fn)
         return {}
 
     async def upload_signatures(self, requester, body: dict) -> dict:
@@ -698,7 +696,7 @@ class E2EEService(BackgroundService):
             signed_devices = sorted({k for u, k, _s, _g in accepted if u == me and k != master_pub})
             signed_master = any(u == me and k == master_pub for u, k, _s, _g in accepted)
 
-            def fn(conn: sqlite3.Connection) -> None:
+            def fn(conn: Txn) -> None:
                 for target_user, target_key, signer_key, sig in accepted:
                     store.add_signature_in(conn, target_user, target_key, me, signer_key, sig)
                 # New signatures on your own keys interest everyone sharing a room with you;
@@ -712,7 +710,7 @@ class E2EEService(BackgroundService):
                     self._signing_keys_changed_in(conn, me)
                 self.queue_device_list_wake(me)
 
-            await store.db.write(fn)
+            await store.transaction(fn)
         return {"failures": failures}
 
     def _check_signed_object(
@@ -804,7 +802,7 @@ class E2EEService(BackgroundService):
     async def create_backup_version(self, requester, body: dict) -> dict:
         algorithm, auth_data = self._check_backup_body(body)
         user_id = requester.user_id
-        version = await self.store.db.write(
+        version = await self.store.transaction(
             lambda conn: self.store.create_backup_version_in(conn, user_id, algorithm, auth_data)
         )
         return {"version": str(version)}
@@ -829,7 +827,7 @@ class E2EEService(BackgroundService):
         user_id = requester.user_id
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             row = store.backup_version_in(conn, user_id, v) if v is not None else None
             if v is None or row is None or row["deleted"]:
                 raise not_found("unknown backup version")
@@ -837,7 +835,7 @@ class E2EEService(BackgroundService):
                 raise invalid("'algorithm' does not match the backup's algorithm")
             store.update_backup_auth_data_in(conn, user_id, v, auth_data)
 
-        await store.db.write(fn)
+        await store.transaction(fn)
         return {}
 
     async def delete_backup_version(self, requester, version: str) -> dict:
@@ -845,14 +843,14 @@ class E2EEService(BackgroundService):
         user_id = requester.user_id
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             row = store.backup_version_in(conn, user_id, v) if v is not None else None
             if v is None or row is None:
                 raise not_found("unknown backup version")
             if not row["deleted"]:
                 store.delete_backup_version_in(conn, user_id, v)
 
-        await store.db.write(fn)
+        await store.transaction(fn)
         return {}
 
     def _required_version(self, version: str | None) -> int | None:
@@ -870,7 +868,7 @@ class E2EEService(BackgroundService):
         user_id = requester.user_id
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> dict:
+        def fn(conn: Txn) -> dict:
             current = store.current_backup_version_in(conn, user_id)
             if current is None:
                 raise not_found("unknown backup version")
@@ -894,7 +892,7 @@ class E2EEService(BackgroundService):
                 etag += 1
             return {"etag": str(etag), "count": store.count_backup_keys_in(conn, user_id, v)}
 
-        return await store.db.write(fn)
+        return await store.transaction(fn)
 
     def get_backup_keys(
         self, requester, version: str | None, room_id: str | None = None,
@@ -921,7 +919,7 @@ class E2EEService(BackgroundService):
         user_id = requester.user_id
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> dict:
+        def fn(conn: Txn) -> dict:
             row = store.backup_version_in(conn, user_id, v) if v is not None else None
             if v is None or row is None or row["deleted"]:
                 raise not_found("unknown backup version")
@@ -931,7 +929,7 @@ class E2EEService(BackgroundService):
                 etag += 1
             return {"etag": str(etag), "count": store.count_backup_keys_in(conn, user_id, v)}
 
-        return await store.db.write(fn)
+        return await store.transaction(fn)
 
     # parse helpers for the handlers
     @staticmethod

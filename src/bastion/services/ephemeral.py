@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from bastion.core.canonical_json import canonical_json
@@ -25,6 +24,7 @@ from bastion.services.filtering import event_filter_allows, room_allowed
 from bastion.services.lifecycle import BackgroundService
 from bastion.services.remote import RoomEDUs
 from bastion.services.sync_api import SyncContext
+from bastion.storage.interface import Txn
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
@@ -197,7 +197,7 @@ class Receipts:
         store = self.hs.store
         now = self.hs.now_ms()
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             for rtype, event_id in markers.items():
                 if rtype == "m.fully_read":
                     content = canonical_json({"event_id": event_id}).decode("utf-8")
@@ -207,7 +207,7 @@ class Receipts:
                         conn, room_id, rtype, user_id, thread_id or "", event_id, now
                     )
 
-        await store.db.write(fn)
+        await store.transaction(fn)
         if "m.read" in markers and self.room_edus is not None:  # public, to the other servers
             await self.room_edus.local_receipt(room_id, user_id, markers["m.read"], now, thread_id)
 
@@ -298,13 +298,13 @@ class Presence(BackgroundService):
         store = self.hs.store
         rooms = store.get_rooms_for_user(user_id)
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             store.set_presence_in(
                 conn, user_id, state["presence"], state["status_msg"], state["last_active_ts"],
                 rooms,
             )  # fmt: skip
 
-        await store.db.write(fn)
+        await store.transaction(fn)
         self._state[user_id] = state
 
     def _arm_idle(self, user_id: str) -> None:

@@ -33,7 +33,6 @@ import io
 import logging
 import os
 import secrets
-import sqlite3
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,6 +60,7 @@ from bastion.errors import (
     too_large,
 )
 from bastion.services.lifecycle import BackgroundService
+from bastion.storage.interface import Row, Txn
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
@@ -214,7 +214,7 @@ class MediaService(BackgroundService):
         now = self.hs.now_ms()
         store = self.hs.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             store.insert_local_media_in(
                 conn, media_id, user_id, now, content_type=ctype, upload_name=filename,
                 size=received.size, sha256=received.sha256,
@@ -232,7 +232,7 @@ class MediaService(BackgroundService):
         expires = now + UNUSED_EXPIRY_MS
         store = self.hs.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             # Counted in the same transaction as the insert: concurrent creates cannot overrun.
             if store.count_pending_uploads_in(conn, user_id, now) >= MAX_PENDING_UPLOADS:
                 raise limit_exceeded(60_000, f"at most {MAX_PENDING_UPLOADS} pending uploads; upload to those first")  # fmt: skip
@@ -240,7 +240,7 @@ class MediaService(BackgroundService):
                 conn, media_id, user_id, now, unused_expires_at=expires, uploaded=False
             )
 
-        await self.hs.store.db.write(fn)
+        await self.hs.store.transaction(fn)
         return self.mxc(media_id), expires
 
     def check_pending_upload(self, user_id: str, server_name: str, media_id: str) -> None:
@@ -268,7 +268,7 @@ class MediaService(BackgroundService):
         now = self.hs.now_ms()
         store = self.hs.store
 
-        def fn(conn: sqlite3.Connection) -> bool:
+        def fn(conn: Txn) -> bool:
             if not store.complete_pending_upload_in(
                 conn, media_id, now, ctype, filename, received.size, received.sha256
             ):
@@ -287,7 +287,7 @@ class MediaService(BackgroundService):
     async def _commit_file(self, fn, received: ReceivedFile, final: Path):
         await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
         try:
-            result = await self.hs.store.db.write(fn)
+            result = await self.hs.store.transaction(fn)
         finally:
             await asyncio.to_thread(_unlink_quietly, received.tmp_path)  # gone if renamed
         if result is not False:
@@ -295,7 +295,7 @@ class MediaService(BackgroundService):
         return result
 
     # -- lookups ------------------------------------------------------------------------------
-    def _local_row(self, server_name: str, media_id: str) -> sqlite3.Row | None:
+    def _local_row(self, server_name: str, media_id: str) -> Row | None:
         """The row of a local media ID, or None. A malformed server name is 400
         ``M_INVALID_PARAM``; another server's media is 404 (no federation yet)."""
         try:
@@ -340,7 +340,7 @@ class MediaService(BackgroundService):
         return row
 
     # -- thumbnails ---------------------------------------------------------------------------
-    async def thumbnail(self, row: sqlite3.Row, width: int, height: int, method: str,
+    async def thumbnail(self, row: Row, width: int, height: int, method: str,
                         animated: bool) -> Thumbnail:  # fmt: skip
         """C-S API "Thumbnails" for uploaded local media ``row``: the configured size that best
         fits the request, from its stored file (generated once, on first request), or the

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import re
-import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from bastion.core.canonical_json import canonical_json, parse_json
@@ -34,6 +33,7 @@ from bastion.errors import (
     invalid_param,
     not_found,
 )
+from bastion.storage.interface import Txn
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
@@ -393,13 +393,13 @@ class PushRules:
         """Apply ``edit(doc) -> doc`` in one write (read-modify-write on the writer thread)."""
         store = self.hs.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             text = store.get_push_rules_doc_in(conn, user_id)
             doc = empty_document() if text is None else parse_json(text)
             new = edit(doc)
             store.put_push_rules_doc_in(conn, user_id, canonical_json(new).decode("utf-8"))
 
-        await store.db.write(fn)
+        await store.transaction(fn)
 
     async def put(self, user_id: str, kind: str, rule_id: str, body: Any,
                   before: str | None, after: str | None) -> None:  # fmt: skip

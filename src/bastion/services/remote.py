@@ -8,15 +8,16 @@ one). This keeps the dependency one way: federation → services.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from typing import Any, Protocol
+
+from bastion.storage.interface import Txn
 
 
 class EventOutbox(Protocol):
     """Queues this server's new events for the other servers in their rooms."""
 
-    def enqueue_events_in(self, conn: sqlite3.Connection, events: Sequence[Any]) -> None:
+    def enqueue_events_in(self, conn: Txn, events: Sequence[Any]) -> None:
         """Inside the write that persists ``events`` (``NewEvent`` objects)."""
 
 
@@ -54,7 +55,7 @@ class ToDeviceOutbox(Protocol):
 
     def send_to_device_in(
         self,
-        conn: sqlite3.Connection,
+        conn: Txn,
         sender: str,
         event_type: str,
         remote: dict[str, dict[str, dict]],
@@ -64,11 +65,9 @@ class ToDeviceOutbox(Protocol):
 class RemoteDevices(Protocol):
     """Device lists across servers: local changes announced, remote keys queried and claimed."""
 
-    def local_change_in(
-        self, conn: sqlite3.Connection, user_id: str, device_id: str, stream_id: int
-    ) -> None: ...
+    def local_change_in(self, conn: Txn, user_id: str, device_id: str, stream_id: int) -> None: ...
 
-    def signing_keys_changed_in(self, conn: sqlite3.Connection, user_id: str) -> None: ...
+    def signing_keys_changed_in(self, conn: Txn, user_id: str) -> None: ...
 
     async def query_remote(self, wanted: dict[str, list[str]], timeout: float) -> dict: ...
 

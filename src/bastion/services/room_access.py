@@ -7,13 +7,13 @@ from bastion.core.state_keys import HISTORY_VISIBILITY_KEY as HV_KEY
 from bastion.core.visibility import is_event_visible, normalise_visibility
 from bastion.errors import forbidden
 from bastion.services.room_engine import RoomEngine
-from bastion.storage.sqlite.rooms import EventRow, StateMap
+from bastion.storage.interface import EventRow, StateMap, Store
 
 
 class RoomAccess:
     """Read access and history visibility (``hs.rooms.access``)."""
 
-    def __init__(self, store, engine: RoomEngine) -> None:
+    def __init__(self, store: Store, engine: RoomEngine) -> None:
         self.store = store
         self.engine = engine
 

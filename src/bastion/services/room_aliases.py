@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from bastion.core.identifiers import parse_room_alias
 from bastion.errors import M_BAD_ALIAS, MatrixError, invalid_param, not_found
+from bastion.storage.interface import Store
 
 
 class RoomAliases:
     """Alias lookups for rooms (``hs.rooms.aliases``)."""
 
-    def __init__(self, store) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def resolve_room(self, room_id_or_alias: str) -> str:

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from bastion.errors import invalid_param
+from bastion.storage.interface import Store
 
 
 class RoomDirectory:
     """Published rooms and their summaries (``hs.rooms.directory``)."""
 
-    def __init__(self, store) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def public_rooms(self, limit: int | None, since: str | None, term: str | None) -> dict:

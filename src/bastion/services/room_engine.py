@@ -59,12 +59,11 @@ from bastion.core.state_keys import CREATE_KEY
 from bastion.core.state_res import resolve_state
 from bastion.errors import M_UNKNOWN, MatrixError, forbidden, not_found
 from bastion.services.remote import EventOutbox
-from bastion.storage.sqlite.federation_inbound import RemoteEvent
-from bastion.storage.sqlite.rooms import NewEvent, StateMap
+from bastion.storage.interface import NewEvent, RemoteEvent, StateMap
 
 if TYPE_CHECKING:
     from bastion.signing_key import ServerKey
-    from bastion.storage.sqlite.store import SqliteStore
+    from bastion.storage.interface import Store
 
 log = logging.getLogger("bastion.rooms")
 
@@ -147,7 +146,7 @@ Decide = Callable[[StateMap, "StateMap | None"], Verdict]
 class _LazyEvents(Mapping):
     """Events for state resolution, read from the store on demand (rejected ones included)."""
 
-    def __init__(self, store, extra: dict[str, dict]) -> None:
+    def __init__(self, store: Store, extra: dict[str, dict]) -> None:
         self.store = store
         self.cache: dict[str, dict] = dict(extra)
 
@@ -194,7 +193,7 @@ class RoomBatch:
 class RoomEngine:
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         server_name: str,
         signing_key: ServerKey,
         now_ms: Callable[[], int],
@@ -360,7 +359,7 @@ class RoomEngine:
                 outbox.enqueue_events_in(conn, events)
             return result
 
-        head.group, head.chain_len = await self.store.db.write(fn)
+        head.group, head.chain_len = await self.store.transaction(fn)
         self._heads[head.room_id] = head
 
     def _redaction_target(self, head: RoomHead, target_id: str):
@@ -497,7 +496,9 @@ class RoomEngine:
                     {**{e: d for e, d in head.ext_depths.items() if e in new_ext},
                      event_id: depth if type(depth) is int else 0},
                 )  # fmt: skip
-            await self.store.db.write(lambda conn: self.store.persist_remote_event_sync(conn, rec))
+            await self.store.transaction(
+                lambda conn: self.store.persist_remote_event_sync(conn, rec)
+            )
             if new_head is not None:
                 new_head.group, new_head.chain_len = rec.head_group, rec.head_chain
                 self._heads[room_id] = new_head
@@ -507,7 +508,7 @@ class RoomEngine:
         """Store events as outliers — (event_id, room_id, pdu, rejected): held without their
         place in the DAG, they never move a head. One write."""
         if rows:
-            await self.store.db.write(lambda conn: self.store.persist_outliers_sync(conn, rows))
+            await self.store.transaction(lambda conn: self.store.persist_outliers_sync(conn, rows))
 
     # ------------------------------------------------------------------------------------------
     # Append: a room joined over federation
@@ -521,7 +522,7 @@ class RoomEngine:
         the current state. One write; the head is then reloaded from the store."""
         now = self.now_ms()
         async with self._locks[room_id]:
-            await self.store.db.write(
+            await self.store.transaction(
                 lambda conn: self.store.persist_joined_room_sync(
                     conn, room_id, version, creator, now, outliers, state, join
                 )

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from bastion.errors import forbidden, not_found
 from bastion.services.room_access import RoomAccess
-from bastion.storage.sqlite.rooms import EventRow, StateMap
+from bastion.storage.interface import EventRow, StateMap, Store
 
 
 class RoomReader:
     """State, messages, context and members as clients read them (``hs.rooms.reader``)."""
 
-    def __init__(self, store, access: RoomAccess) -> None:
+    def __init__(self, store: Store, access: RoomAccess) -> None:
         self.store = store
         self.access = access
 

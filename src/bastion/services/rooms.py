@@ -50,7 +50,7 @@ from bastion.services.room_directory import RoomDirectory
 from bastion.services.room_engine import RoomEngine, RoomHead
 from bastion.services.room_format import ClientEventFormat
 from bastion.services.room_reading import RoomReader
-from bastion.storage.sqlite.rooms import EventRow, StateMap
+from bastion.storage.interface import EventRow, StateMap
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer

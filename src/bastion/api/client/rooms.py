@@ -16,7 +16,7 @@ from bastion.services.sync_api import SyncToken
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
-    from bastion.storage.sqlite.accounts import Requester
+    from bastion.storage.interface import Requester
 
 V3 = "/_matrix/client/v3"
 

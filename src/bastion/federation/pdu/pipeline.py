@@ -74,7 +74,7 @@ from bastion.federation.pdu.parse import (
 )
 from bastion.federation.pdu.persist import OutlierRow, Persister
 from bastion.federation.resolver import FederationError
-from bastion.storage.sqlite.federation_inbound import RemoteEvent
+from bastion.storage.interface import RemoteEvent
 
 if TYPE_CHECKING:
     from bastion.config import Config
@@ -82,7 +82,7 @@ if TYPE_CHECKING:
     from bastion.federation.container import InboundContext
     from bastion.federation.keyring import Keyring
     from bastion.services.room_engine import RoomEngine
-    from bastion.storage.sqlite.store import SqliteStore
+    from bastion.storage.interface import Store
 
 log = logging.getLogger("bastion.federation.pdu")
 
@@ -102,7 +102,7 @@ class FederationEventHandler:
     def __init__(self, hs: InboundContext) -> None:
         self._edu_handlers = hs.federation_edu_handlers  # filled in by the EDU services
         self.acl = hs.acl
-        self.store: SqliteStore = hs.store
+        self.store: Store = hs.store
         self.config: Config = hs.config
         self.keyring: Keyring = hs.keyring
         self.client: FederationClient = hs.federation_client
@@ -176,7 +176,7 @@ class FederationEventHandler:
                     await self._edu(origin, edu)
                 response: dict[str, Any] = {"pdus": results}
                 now = self.now_ms()
-                await self.store.db.write(
+                await self.store.transaction(
                     lambda conn: self.store.store_federation_txn_in(
                         conn, origin, txn_id, response, now
                     )

@@ -53,6 +53,12 @@ class DeviceListsStore(StoreBase):
         )
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 
+    @staticmethod
+    def last_outbound_device_change_in(conn: sqlite3.Connection) -> int:
+        """Inside a write: the highest stream ID queued for outbound device-list updates."""
+        row = conn.execute("SELECT MAX(stream_id) FROM device_list_outbound").fetchone()
+        return row[0] or 0
+
     def last_outbound_device_change(self, user_id: str | None = None) -> int:
         if user_id is None:
             row = self.db.read_one("SELECT MAX(stream_id) FROM device_list_outbound")

@@ -24,10 +24,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import orjson
 
+from bastion.storage.interface import EventMeta, RemoteEvent
 from bastion.storage.sqlite.base import StoreBase
 from bastion.storage.sqlite.rooms import SNAPSHOT_EVERY, StateMap
 
@@ -37,48 +37,6 @@ OUTLIER = 2
 
 #: Guards the backfill position floor (taken on the event loop and on the writer thread).
 _BACKFILL_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True, slots=True)
-class EventMeta:
-    room_id: str
-    depth: int
-    rejected: bool
-    soft_failed: bool
-    outlier: bool
-    sg_before: int | None
-    sg_after: int | None
-    stream_pos: int
-
-
-@dataclass
-class RemoteEvent:
-    """One received event to persist (built by the federation event handler)."""
-
-    event: dict
-    event_id: str
-    room_id: str
-    rejected: bool = False
-    soft_failed: bool = False
-    outlier: bool = False
-    backfilled: bool = False
-    #: The state before the event (None for outliers) and, when known, a group holding it.
-    state_before: StateMap | None = None
-    sg_before: int | None = None
-    #: The room's current state before and after this event (None: current state unchanged).
-    old_current: StateMap | None = None
-    new_current: StateMap | None = None
-    #: The room's forward extremities after this event (None: unchanged).
-    extremities: list[str] | None = None
-    #: A backfilled event's stream position, reserved for its batch (None: the next one down).
-    backfill_pos: int | None = None
-    #: Events (id → PDU) the new current state names, for the membership rows.
-    state_events: dict = field(default_factory=dict)
-    # Filled in by the write.
-    stream_pos: int = 0
-    sg_after: int | None = None
-    head_group: int | None = None
-    head_chain: int = 0
 
 
 class FederationInboundStore(StoreBase):

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+from bastion.storage.interface import Store
 from bastion.storage.sqlite import (
     account_data,
     accounts,
@@ -31,6 +34,7 @@ from bastion.storage.sqlite import (
 from bastion.storage.sqlite.database import Database
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
           federation_inbound)  # fmt: skip
@@ -74,6 +78,16 @@ class SqliteStore(
     def close(self) -> None:
         self._closed = True
         self.db.close()
+
+    # -- transactions -------------------------------------------------------------------------
+    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` in one write transaction on the writer thread (group commit, see
+        :mod:`bastion.storage.sqlite.database`); return its result once committed."""
+        return await self.db.write(fn)
+
+    def transaction_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """For command-line tools without an event loop: a write, waited for until committed."""
+        return self.db.write_sync(fn)
 
     # -- stream positions and wake-ups --------------------------------------------------------
     @property
@@ -121,3 +135,7 @@ class SqliteStore(
         self._wakeups = []
         for fn in self._listeners:
             fn(self._committed_pos, keys)
+
+
+#: The SQLite store implements the storage interface (checked by the type checker).
+_check: type[Store] = SqliteStore
