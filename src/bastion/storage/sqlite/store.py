@@ -122,13 +122,16 @@ class SqliteStore(
                 log.exception("after-commit callback failed")
 
     def _after_commit(self, _results: list) -> None:
+        # The committed position moves first: a callback or a woken /sync that runs on the loop
+        # before this thread goes on must already read the new position (else it finds nothing
+        # new and waits again, never to be woken).
+        self._committed_pos = self._stream_pos
         calls, self._loop_calls = self._loop_calls, {}
         if calls and self._loop is not None:
             try:
                 self._loop.call_soon_threadsafe(self._run_loop_calls, calls)
             except RuntimeError:  # the loop is closed
                 pass
-        self._committed_pos = self._stream_pos
         keys: set[str] = set()
         for group in self._wakeups:
             keys.update(group)
