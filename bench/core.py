@@ -131,7 +131,7 @@ def bench_auth(n: int) -> dict:
     from synapse.events import make_event_from_dict
 
     from bastion.core.auth_rules import check_auth_against_state
-    from tests.core.room_builder import default_power_levels, standard_room
+    from tests.support.room_builder import default_power_levels, standard_room
 
     results = {}
     for version in ("11", "12"):

@@ -1,7 +1,7 @@
 """Federation benchmark: inbound PDU throughput against Synapse, and joining a room of 10,000
 state events.
 
-1. Inbound throughput (verify + auth + persist): a test federation peer (tests/federation/peer.py,
+1. Inbound throughput (verify + auth + persist): a test federation peer (tests/support/peer.py,
    an HTTPS server with its own signing key, certificate of a test CA) joins a public room on each
    server with make_join / send_join, then sends a stream of valid ``m.room.message`` events, a
    chain each on the previous one, in ``PUT /_matrix/federation/v1/send`` transactions of 50 PDUs,
@@ -9,9 +9,9 @@ state events.
    built and signed before the clock starts; every PDU must be accepted. Figure: events/s, the
    median of several rounds, the servers alternating.
 
-   Bastion runs in this process (tests/federation/fedutil.py: a HomeServer on its own thread,
+   Bastion runs in this process (tests/support/federation.py: a HomeServer on its own thread,
    TLS listener) — the peer's client shares its interpreter, which can only slow Bastion down.
-   Synapse (matrix-synapse from PyPI, the launcher of tests/federation/test_synapse_peer.py)
+   Synapse (matrix-synapse from PyPI, the launcher of tests/acceptance/test_synapse_peer.py)
    runs as a subprocess with TLS and the same test CA, fetching the peer's keys from it; its
    ``rc_federation`` and client rate limits are raised so they do not throttle the stream.
    Bastion's per-origin /send rate limit is raised likewise.
@@ -50,8 +50,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from bastion.core.auth_rules import auth_types_for_event  # noqa: E402
 from bastion.core.events import compute_event_id, compute_room_id_v12, sign_event  # noqa: E402
 from bastion.core.x_matrix import authorization_header  # noqa: E402
-from tests.federation.fedutil import TestCA, https, run, start_fed_server  # noqa: E402
-from tests.federation.peer import FakePeer  # noqa: E402
+from tests.support.federation import TestCA, https, run, start_fed_server  # noqa: E402
+from tests.support.peer import FakePeer  # noqa: E402
 
 V1 = "/_matrix/federation/v1"
 TXN_SIZE = 50
@@ -219,7 +219,7 @@ def join_big_room(srv, room) -> dict:
 
 
 def timed_join(srv, peer_name: str, j: dict, *, trace: bool) -> dict:
-    ingest = srv.hs.federation_events.process_room_state(
+    ingest = srv.hs.federation.events.process_room_state(
         peer_name, j["room_id"], "12", j["state"], j["chain"], j["join"]
     )
     rss_before = vm("VmRSS")
@@ -260,7 +260,7 @@ def main() -> None:
         args.rounds, args.events, args.state = 2, 300, 2000
     args.events -= args.events % TXN_SIZE
 
-    from tests.federation.test_synapse_peer import synapse_process
+    from tests.acceptance.test_synapse_peer import synapse_process
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-federation-"))
     ca = TestCA(tmp / "ca")

@@ -169,7 +169,7 @@ def prepare_synapse(work: Path, extra: dict | None = None) -> tuple[Path, int]:
 
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from tests.federation.synapse_util import SYNAPSE_RATE_LIMITS, generate_synapse_config
+    from tests.support.synapse_config import SYNAPSE_RATE_LIMITS, generate_synapse_config
 
     data = work / "synapse"
     data.mkdir()

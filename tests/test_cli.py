@@ -147,7 +147,7 @@ def test_bad_config_is_reported(tmp_path, capsys):
 
 def test_cli_user_can_log_in(data_dir, capsys):
     """A user created by the CLI logs in through the server (same database, same hashing)."""
-    from tests.server.harness import Client, ServerThread
+    from tests.support.harness import Client, ServerThread
 
     assert run(data_dir, "create-user", "dora", "--password", "long enough pw") == 0
     srv = ServerThread(data_dir, server_name="example.org").start()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from bastion.config import Config, ConfigError, load_config, render_config
+from bastion.storage.interface import Store
 
 log = logging.getLogger("bastion")
 
@@ -151,7 +152,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
     return config
 
 
-def _open_store(config: Config):
+def _open_store(config: Config) -> Store:
     from bastion.storage.sqlite.store import SqliteStore
 
     store = SqliteStore(config.database_path, config.sqlite_synchronous)
@@ -160,7 +161,7 @@ def _open_store(config: Config):
 
 
 def admin_create_user(config: Config, args: argparse.Namespace) -> int:
-    from bastion.core.identifiers import parse_user_id
+    from bastion.core.identifiers import UserId, parse_user_id
     from bastion.errors import MatrixError
     from bastion.services.accounts import MIN_PASSWORD_LENGTH
     from bastion.services.passwords import MAX_PASSWORD_LENGTH, Passwords
@@ -168,7 +169,7 @@ def admin_create_user(config: Config, args: argparse.Namespace) -> int:
     user_id = (
         args.username
         if args.username.startswith("@")
-        else f"@{args.username.lower()}:{config.server_name}"
+        else str(UserId(args.username.lower(), config.server_name))
     )
     try:
         parsed = parse_user_id(user_id)
@@ -206,7 +207,7 @@ def admin_create_user(config: Config, args: argparse.Namespace) -> int:
             )
             return True
 
-        if not store.db.write_sync(fn):
+        if not store.transaction_sync(fn):
             print(f"bastion: {user_id} already exists", file=sys.stderr)
             return 1
     finally:
@@ -216,7 +217,7 @@ def admin_create_user(config: Config, args: argparse.Namespace) -> int:
 
 
 def admin_registration_token(config: Config, args: argparse.Namespace) -> int:
-    from bastion.storage.sqlite.accounts import registration_token_valid
+    from bastion.storage.interface import registration_token_valid
 
     if args.token_command == "create":
         # Check the arguments before touching the database.
@@ -247,7 +248,7 @@ def admin_registration_token(config: Config, args: argparse.Namespace) -> int:
                 )  # fmt: skip
                 return True
 
-            if not store.db.write_sync(create):
+            if not store.transaction_sync(create):
                 print("bastion: that token already exists", file=sys.stderr)
                 return 1
             # Shown once: only a hash of the token is stored.
@@ -269,7 +270,7 @@ def admin_registration_token(config: Config, args: argparse.Namespace) -> int:
                 )
                 return True
 
-            if not store.db.write_sync(revoke):
+            if not store.transaction_sync(revoke):
                 print("bastion: no such token", file=sys.stderr)
                 return 1
             print(f"revoked {args.token[:4]}…")
@@ -301,7 +302,7 @@ def admin_rotate_signing_key(config: Config, args: argparse.Namespace) -> int:
                 conn, "cli", "rotate-signing-key", old.key_id, {"expired_ts": now}, now
             )
 
-        store.db.write_sync(retire)
+        store.transaction_sync(retire)
         new = rotate_signing_key(path)
     finally:
         store.close()

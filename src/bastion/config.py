@@ -6,6 +6,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from bastion.core.identifiers import parse_server_name
 from bastion.core.media import DEFAULT_THUMBNAIL_SIZES, ThumbnailSize, parse_thumbnail_sizes
@@ -249,7 +250,9 @@ class Config:
             if not ok:
                 raise ConfigError(f"federation_banned_signing_keys: {key!r} is not an Ed25519 key")
 
-    def with_overrides(self, **overrides: object) -> Config:
+    def with_overrides(self, **overrides: Any) -> Config:
+        """A copy with the given fields replaced (``None`` leaves a field as it is); checked
+        like any configuration."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 

@@ -16,18 +16,17 @@ from bastion.api.http import (
     ConnectionLimits,
     Request,
     Router,
-    error,
     make_dispatcher,
 )
 from bastion.config import Config
-from bastion.federation.client import FederationClient
-from bastion.federation.device_lists import DeviceLists
-from bastion.federation.edus import FederationEDUs
-from bastion.federation.keyring import Keyring
-from bastion.federation.membership import FederationMembership
-from bastion.federation.pdu import FederationEventHandler
-from bastion.federation.queries import FederationQueries
-from bastion.federation.sender import FederationSender
+from bastion.errors import (
+    M_USER_LOCKED,
+    M_USER_SUSPENDED,
+    MatrixError,
+    missing_token,
+    unknown_token,
+)
+from bastion.federation.container import Federation
 from bastion.federation.tls import generate_self_signed, server_ssl_context
 from bastion.services.account_data import AccountData
 from bastion.services.accounts import AccountService
@@ -42,8 +41,9 @@ from bastion.services.push_rules import PushRules
 from bastion.services.reporting import Reporting
 from bastion.services.rooms import RoomService
 from bastion.services.sync import SyncService
+from bastion.services.sync_api import SyncContributor
 from bastion.signing_key import load_or_create_signing_key
-from bastion.storage.sqlite.accounts import Requester
+from bastion.storage.interface import Requester, Store
 from bastion.storage.sqlite.store import SqliteStore
 
 log = logging.getLogger("bastion")
@@ -99,18 +99,15 @@ class HomeServer:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.server_name = config.server_name
-        self.store = SqliteStore(config.database_path, config.sqlite_synchronous)
+        self.server_name: str = config.server_name
+        self.store: Store = SqliteStore(config.database_path, config.sqlite_synchronous)
         self.signing_key = load_or_create_signing_key(config.signing_key_path)
         self.notifier = Notifier()
         self.passwords = Passwords(
             config.argon2_time_cost, config.argon2_memory_cost, config.argon2_parallelism,
             threads=config.password_hash_threads, queue=config.password_hash_queue,
         )  # fmt: skip
-        self.accounts = AccountService(self)
         self.router = Router()
-        self.services: dict[str, object] = {}
-        self.sync_contributors: list = []  # SyncContributor objects (services/sync_api.py)
         self.filters = Filters(self)
         self.rooms = RoomService(self)
         self.sync = SyncService(self)
@@ -120,22 +117,25 @@ class HomeServer:
         self.receipts = Receipts(self)
         self.presence = Presence(self)
         self.reporting = Reporting(self)
-        self.sync_contributors += [self.account_data, self.typing, self.receipts, self.presence]
         self.media = MediaService(self)
         self.e2ee = E2EEService(self)
-        self.sync_contributors.append(self.e2ee)
-        self.federation_router = Router()
-        self.federation_client = FederationClient(self)
-        self.keyring = Keyring(self)
-        self.federation_events = FederationEventHandler(self)
-        if not hasattr(self, "federation_edu_handlers"):
-            self.federation_edu_handlers: dict = {}  # edu_type -> async fn(origin, content)
-        self.federation_sender = FederationSender(self)
-        self.federation_membership = FederationMembership(self)
-        # EDUs in and out, device lists and queries across servers.
-        self.device_lists = DeviceLists(self)
-        self.federation_edus = FederationEDUs(self)  # registers its EDU handlers
-        self.federation_queries = FederationQueries(self)
+        self.accounts = AccountService(
+            self.store, config, self.passwords, self.now_ms, self.e2ee, self.rooms
+        )
+        #: What /sync gathers besides rooms (services/sync_api.py).
+        self.sync_contributors: list[SyncContributor] = [
+            self.account_data, self.typing, self.receipts, self.presence, self.e2ee,
+        ]  # fmt: skip
+        #: The federation parts, or None when no federation listener is configured: the one
+        #: place where "is federation on" is decided. The services get the interfaces they use.
+        self.federation: Federation | None = None
+        if config.federation_address is not None:
+            fed = self.federation = Federation(self)
+            self.rooms.remote = fed.membership
+            self.rooms.engine.outbox = fed.sender
+            self.typing.room_edus = self.receipts.room_edus = fed.edus
+            self.e2ee.remote_devices = fed.device_lists
+            self.e2ee.to_device_outbox = fed.edus
         self._runner: web.AppRunner | None = None
         self._federation_runner: web.AppRunner | None = None
         #: Bounds on idle and slow connections, for both listeners.
@@ -147,6 +147,12 @@ class HomeServer:
         self.bound_port: int | None = None
         self.federation_bound_port: int | None = None
 
+    def require_federation(self) -> Federation:
+        """The federation parts, for what exists only with a federation listener (its routes)."""
+        if self.federation is None:
+            raise RuntimeError("no federation listener is configured")
+        return self.federation
+
     # The shell's clock: the core never reads it.
     @staticmethod
     def now_ms() -> int:
@@ -156,24 +162,22 @@ class HomeServer:
         """C-S API "Using access tokens": 401 M_MISSING_TOKEN / M_UNKNOWN_TOKEN; account
         moderation: 401 M_USER_LOCKED (soft logout) and 403 M_USER_SUSPENDED for writes."""
         if token is None:
-            raise error("M_MISSING_TOKEN", "missing access token", 401)
+            raise missing_token()
         requester = self.store.get_requester(token) if token else None
         if requester is None:
-            raise error(
-                "M_UNKNOWN_TOKEN", "unknown or expired access token", 401, soft_logout=False
-            )
+            raise unknown_token()
         locked, suspended = self.store.account_flags(requester.user_id)
         # What a restricted account may still do is a flag of the matched route (api/http.py
         # Route), never a test on the request path.
         route = req.route
         if locked and not (route is not None and route.allow_locked):
-            raise error("M_USER_LOCKED", "this account has been locked", 401, soft_logout=True)
+            raise MatrixError(M_USER_LOCKED, "this account has been locked", 401, soft_logout=True)
         if (
             suspended
             and req.method in ("POST", "PUT", "DELETE")
             and not (route is not None and route.allow_suspended)
         ):
-            raise error("M_USER_SUSPENDED", "this account is suspended", 403)
+            raise MatrixError(M_USER_SUSPENDED, "this account is suspended", 403)
         return requester
 
     async def federation_authenticate(self, req: Request, _token: str | None) -> str:
@@ -184,25 +188,24 @@ class HomeServer:
         if req.route is not None and req.route.name == FEDERATION_SEND_ROUTE:
             limit = self.config.federation_max_transaction_bytes  # 50 PDUs and 100 EDUs
         content = await req.json(limit=limit) if req.method in ("PUT", "POST") else None
-        origin = await self.keyring.verify_request(
+        fed = self.require_federation()
+        origin = await fed.keyring.verify_request(
             req.method, req.raw.raw_path, content, req.raw.headers.get("Authorization")
         )
         # The server-wide origin allow/deny list (federation_domain_allow / _deny).
-        if not self.federation_events.origin_allowed(origin):
-            raise error("M_FORBIDDEN", "this server does not federate with yours", 403)
-        await self.federation_sender.destination_is_up(origin)  # end its back-off
+        fed.acl.require_server(origin)
+        await fed.sender.destination_is_up(origin)  # end its back-off
         return origin
 
     def build_federation_app(self) -> web.Application:
+        fed = self.require_federation()
         for name in FEDERATION_API_MODULES:
-            importlib.import_module(name).register(self.federation_router, self)
+            importlib.import_module(name).register(fed.router, self)
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route(
             "*",
             "/{tail:[\\s\\S]*}",
-            make_dispatcher(
-                self.federation_router, self, self.federation_authenticate, self.connection_limits
-            ),
+            make_dispatcher(fed.router, self, self.federation_authenticate, self.connection_limits),
         )
         return app
 
@@ -242,8 +245,11 @@ class HomeServer:
 
     def background_services(self) -> list[BackgroundService]:
         """Every service with work in the background, drained together at shutdown."""
-        return [self.e2ee, self.device_lists, self.federation_edus, self.typing, self.presence,
-                self.media, self.federation_sender]  # fmt: skip
+        fed = self.federation
+        if fed is None:
+            return [self.e2ee, self.typing, self.presence, self.media]
+        return [self.e2ee, fed.device_lists, fed.edus, self.typing, self.presence, self.media,
+                fed.sender]  # fmt: skip
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -277,8 +283,9 @@ class HomeServer:
                 await runner.cleanup()
         self._federation_runner = self._runner = None
         await drain(self.background_services(), self.config.shutdown_drain_seconds)
-        await self.federation_sender.stop()
-        await self.federation_client.close()
+        if self.federation is not None:
+            await self.federation.sender.stop()
+            await self.federation.client.close()
         self.passwords.close()
         self.media.close()
         self.store.close()

@@ -34,7 +34,7 @@ from bastion.core.power_levels import (
 from bastion.core.room_versions import get_room_version
 from bastion.core.signing import sign_json
 from bastion.errors import MatrixError
-from tests.core.room_builder import Room, default_power_levels, standard_room
+from tests.support.room_builder import Room, default_power_levels, standard_room
 
 ALICE = "@alice:a.example"  # creator
 BOB = "@bob:b.example"

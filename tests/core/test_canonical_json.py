@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.core import MatrixError, canonical_json, parse_json
-from tests.strategies import any_json, json_values
+from tests.support.strategies import any_json, json_values
 
 
 @settings(max_examples=1000)

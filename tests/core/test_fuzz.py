@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import bastion.core as core
 from bastion.core.events import validate_pdu
-from tests.strategies import any_json, events
+from tests.support.strategies import any_json, events
 
 KEY = core.signing_key_from_seed(b"\x03" * 32)
 VERSIONS = st.sampled_from(["1", "3", "4", "6", "10", "11", "12", "13", "", "x"]) | st.text(

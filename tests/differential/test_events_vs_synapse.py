@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from bastion.core import compute_content_hash, compute_event_id, compute_reference_hash, redact
 from tests.differential import synapse_events as oracle
-from tests.strategies import events
+from tests.support.strategies import events
 
 VERSIONS = ["3", "4", "5", "6", "7", "8", "9", "10", "11", "12"]
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

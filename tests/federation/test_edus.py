@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import time
 
-from tests.federation import edu_util
-from tests.federation.edu_util import (
+from tests.support import server_pair
+from tests.support.e2ee import new_device
+from tests.support.federation import run
+from tests.support.harness import Client
+from tests.support.peer import on_server
+from tests.support.server_pair import (
     V3,
     idle,
     q,
@@ -17,16 +21,12 @@ from tests.federation.edu_util import (
     sync_until,
     wait_for,
 )
-from tests.federation.fedutil import run
-from tests.federation.peer import on_server
-from tests.server.e2ee_util import new_device
-from tests.server.harness import Client
 
-pair = edu_util.pair  # the fixture
+pair = server_pair.pair  # the fixture
 
 
 def edu(srv, edu_type: str, origin: str, content: dict) -> None:
-    run(srv, srv.hs.federation_edu_handlers[edu_type](origin, content))
+    run(srv, srv.hs.federation.edu_handlers[edu_type](origin, content))
 
 
 def to_device(c: Client, since: str | None) -> tuple[list[dict], str]:
@@ -166,7 +166,7 @@ def test_typing_and_receipts_denied_by_the_room_acl(pair):
     r = alice.request("PUT", f"{V3}/rooms/{q(room_id)}/state/m.room.server_acl/",
                       {"allow": ["*"], "deny": ["evil.example"]})  # fmt: skip
     assert r.status == 200, r.body
-    edus = a.hs.federation_edus
+    edus = a.hs.federation.edus
     edus._joined = lambda room, user: True  # isolate the ACL check from membership
     evil = "@mallory:evil.example"
     edu(a, "m.typing", "evil.example", {"room_id": room_id, "user_id": evil, "typing": True})
@@ -200,7 +200,7 @@ def test_device_list_updates_and_resync_on_unknown_prev_id(pair):
     )
     cached = a.hs.store.get_remote_device_list(bob.user_id)
     assert cached is not None
-    assert a.hs.device_lists.cache_is_current(bob.user_id)
+    assert a.hs.federation.device_lists.cache_is_current(bob.user_id)
     _, alice_since = sync_until(alice, lambda s: True)
 
     # bob logs in a second device and uploads its keys: B sends m.device_list_update EDUs;
@@ -258,7 +258,7 @@ def test_device_list_updates_and_resync_on_unknown_prev_id(pair):
 
 def new_device_login(b, bob: Client, bob_dev):
     """A second device of bob with keys uploaded (a new login, as a client would)."""
-    from tests.server.e2ee_util import Device
+    from tests.support.e2ee import Device
 
     r = bob.request("POST", f"{V3}/login", {
         "type": "m.login.password", "password": "correct horse battery",
@@ -274,7 +274,7 @@ def new_device_login(b, bob: Client, bob_dev):
 
 
 def test_signing_key_update_across_servers(pair):
-    from tests.server.e2ee_util import cross_signing_body, cross_signing_set
+    from tests.support.e2ee import cross_signing_body, cross_signing_set
 
     a, b = pair
     alice = Client(a.base_url).register()
@@ -301,4 +301,4 @@ def test_signing_key_update_across_servers(pair):
     assert r.body["master_keys"][bob.user_id] == body["master_key"]
     assert r.body["self_signing_keys"][bob.user_id] == body["self_signing_key"]
     assert bob.user_id not in r.body["user_signing_keys"]
-    assert a.hs.device_lists.cache_is_current(bob.user_id)
+    assert a.hs.federation.device_lists.cache_is_current(bob.user_id)

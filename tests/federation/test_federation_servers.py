@@ -16,7 +16,7 @@ from bastion.core.server_keys import check_notary_signature, validate_key_respon
 from bastion.core.signing import encode_verify_key
 from bastion.core.x_matrix import authorization_header
 from bastion.federation.client import EgressDenied, FederationError
-from tests.federation.fedutil import https, run, start_fed_server
+from tests.support.federation import https, run, start_fed_server
 
 ECHO = "/_matrix/federation/v1/test_echo/{thing}"
 
@@ -29,7 +29,7 @@ def add_echo(srv):
         return {"origin": req.requester, "thing": req.params["thing"], "body": body}
 
     for method in ("GET", "PUT", "POST"):
-        srv.hs.federation_router.add(method, ECHO, echo, auth=True)
+        srv.hs.federation.router.add(method, ECHO, echo, auth=True)
 
 
 def signed(srv_from, dest_name, method, uri, body=None, key=None, key_id=None, origin=None):
@@ -93,7 +93,7 @@ def test_untrusted_certificate_is_refused(tmp_path, fed_pair, test_ca):
         with pytest.raises(FederationError):
             run(
                 c,
-                c.hs.federation_client.request(
+                c.hs.federation.client.request(
                     "GET", b.hs.server_name, "/_matrix/federation/v1/version"
                 ),
             )
@@ -104,11 +104,14 @@ def test_untrusted_certificate_is_refused(tmp_path, fed_pair, test_ca):
 def test_direct_key_fetch_and_outbound_signed_request(fed_pair):
     a, b = fed_pair
     keys = run(
-        b, b.hs.keyring.get_verify_keys(a.hs.server_name, [a.hs.signing_key.key_id], b.hs.now_ms())
+        b,
+        b.hs.federation.keyring.get_verify_keys(
+            a.hs.server_name, [a.hs.signing_key.key_id], b.hs.now_ms()
+        ),
     )
     assert keys[a.hs.signing_key.key_id].key == a.hs.signing_key.key.verify_key
     add_echo(a)
-    status, body = run(b, b.hs.federation_client.request(
+    status, body = run(b, b.hs.federation.client.request(
         "PUT", a.hs.server_name, "/_matrix/federation/v1/test_echo/x%2Fy", {"hello": ["w", 1]},
         query={"v": ["1", "2"], "q": "a b"},
     ))  # fmt: skip
@@ -116,7 +119,7 @@ def test_direct_key_fetch_and_outbound_signed_request(fed_pair):
     assert body == {"origin": b.hs.server_name, "thing": "x/y", "body": {"hello": ["w", 1]}}
     status, body = run(
         b,
-        b.hs.federation_client.request(
+        b.hs.federation.client.request(
             "GET", a.hs.server_name, "/_matrix/federation/v1/test_echo/g"
         ),
     )
@@ -231,7 +234,9 @@ def test_keyring_uses_notary_when_origin_is_offline(tmp_path, test_ca, fed_pair)
         tmp_path, test_ca, "a2", federation_trusted_key_servers=(b.hs.server_name,)
     )
     try:
-        keys = run(a, a.hs.keyring.get_verify_keys(c_name, [c_key_id], a.hs.now_ms()), 60)
+        keys = run(
+            a, a.hs.federation.keyring.get_verify_keys(c_name, [c_key_id], a.hs.now_ms()), 60
+        )
         assert keys[c_key_id].key == c_verify
         row = a.hs.store.get_server_keys(c_name)[0]
         assert row["key_id"] == c_key_id
@@ -246,12 +251,17 @@ def test_egress_filter_blocks_loopback_unless_allowed(tmp_path, test_ca, fed_pai
         with pytest.raises(EgressDenied):
             run(
                 c,
-                c.hs.federation_client.request(
+                c.hs.federation.client.request(
                     "GET", b.hs.server_name, "/_matrix/federation/v1/version"
                 ),
             )
         assert (
-            run(c, c.hs.keyring.get_verify_keys(b.hs.server_name, [b.hs.signing_key.key_id], 0))
+            run(
+                c,
+                c.hs.federation.keyring.get_verify_keys(
+                    b.hs.server_name, [b.hs.signing_key.key_id], 0
+                ),
+            )
             == {}
         )
         # Also through the notary endpoint: no fetch from a private address.
@@ -269,13 +279,18 @@ def test_banned_signing_key(tmp_path, test_ca, fed_pair):
     c = start_fed_server(tmp_path, test_ca, "c", federation_banned_signing_keys=(banned,))
     try:
         assert (
-            run(c, c.hs.keyring.get_verify_keys(b.hs.server_name, [b.hs.signing_key.key_id], 0))
+            run(
+                c,
+                c.hs.federation.keyring.get_verify_keys(
+                    b.hs.server_name, [b.hs.signing_key.key_id], 0
+                ),
+            )
             == {}
         )
         add_echo(c)
         status, _ = run(
             b,
-            b.hs.federation_client.request(
+            b.hs.federation.client.request(
                 "GET", c.hs.server_name, "/_matrix/federation/v1/test_echo/z"
             ),
         )
@@ -286,8 +301,8 @@ def test_banned_signing_key(tmp_path, test_ca, fed_pair):
 
 def test_rotate_signing_key_cli(tmp_path, test_ca, fed_pair):
     a, _ = fed_pair
-    from tests.federation.fedutil import free_port
-    from tests.federation.fedutil import start_fed_server as start
+    from tests.support.federation import free_port
+    from tests.support.federation import start_fed_server as start
 
     port = free_port()
     b = start(tmp_path, test_ca, "rot", port=port)
@@ -316,7 +331,7 @@ def test_rotate_signing_key_cli(tmp_path, test_ca, fed_pair):
             test_ca, a.hs.federation_bound_port, "GET", uri, None, signed(b, dest, "GET", uri)
         )
         assert (status, body["origin"]) == (200, b.hs.server_name)
-        got = run(a, a.hs.keyring.get_verify_keys(b.hs.server_name, [old_id], 0))
+        got = run(a, a.hs.federation.keyring.get_verify_keys(b.hs.server_name, [old_id], 0))
         assert got[old_id].old and got[old_id].key == old_key.verify_key
         # The audit trail has the rotation.
         rows = b.hs.store.db.read("SELECT actor, target FROM admin_audit WHERE action = ?",
@@ -338,23 +353,25 @@ def test_event_signatures_with_current_and_old_keys(fed_pair):
     }  # fmt: skip
     sk = b.hs.signing_key
     signed_ev = sign_event(ev, "10", b.hs.server_name, sk.key_id, sk.key)
-    assert run(a, a.hs.keyring.verify_event_signatures(signed_ev, "10")) is True
+    assert run(a, a.hs.federation.keyring.verify_event_signatures(signed_ev, "10")) is True
     tampered = dict(signed_ev, content={"body": "changed"})
-    assert run(a, a.hs.keyring.verify_event_signatures(tampered, "10")) is False  # hash mismatch
+    assert (
+        run(a, a.hs.federation.keyring.verify_event_signatures(tampered, "10")) is False
+    )  # hash mismatch
     forged = sign_event(ev, "10", b.hs.server_name, sk.key_id, SigningKey.generate())
     with pytest.raises(SignatureError):
-        run(a, a.hs.keyring.verify_event_signatures(forged, "10"))
+        run(a, a.hs.federation.keyring.verify_event_signatures(forged, "10"))
     # v5+: a key must be valid at origin_server_ts; our cap is 7 days from the fetch.
     late = sign_event(
         dict(ev, origin_server_ts=now + 8 * 86400_000), "10", b.hs.server_name, sk.key_id, sk.key
     )
     with pytest.raises(SignatureError):
-        run(a, a.hs.keyring.verify_event_signatures(late, "10"))
+        run(a, a.hs.federation.keyring.verify_event_signatures(late, "10"))
     # v4 ignores validity.
     late_v4 = sign_event(
         dict(ev, origin_server_ts=now + 8 * 86400_000), "4", b.hs.server_name, sk.key_id, sk.key
     )
-    assert run(a, a.hs.keyring.verify_event_signatures(late_v4, "4")) is True
+    assert run(a, a.hs.federation.keyring.verify_event_signatures(late_v4, "4")) is True
 
 
 def test_well_known_server_served_when_configured(tmp_path, test_ca):
@@ -374,8 +391,8 @@ def test_well_known_server_served_when_configured(tmp_path, test_ca):
 
 
 def test_self_signed_certificate(tmp_path, test_ca):
-    from tests.federation.fedutil import free_port
-    from tests.server.harness import ServerThread
+    from tests.support.federation import free_port
+    from tests.support.harness import ServerThread
 
     port = free_port()
     srv = ServerThread(

@@ -13,13 +13,13 @@ from __future__ import annotations
 import urllib.parse
 import uuid
 
-from tests.federation import edu_util
-from tests.federation.edu_util import V3, shared_room, wait_for
-from tests.federation.forge_util import forge, push
-from tests.federation.peer import on_server
-from tests.server.harness import Client
+from tests.support import server_pair
+from tests.support.forge import forge, push
+from tests.support.harness import Client
+from tests.support.peer import on_server
+from tests.support.server_pair import V3, shared_room, wait_for
 
-pair = edu_util.pair  # the fixture
+pair = server_pair.pair  # the fixture
 
 
 def q(s: str) -> str:

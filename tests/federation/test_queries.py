@@ -4,12 +4,12 @@ server with signed requests, and made for local clients (profiles, aliases, keys
 
 from __future__ import annotations
 
-from tests.federation import edu_util
-from tests.federation.edu_util import V3, fed, q
-from tests.server.e2ee_util import new_device
-from tests.server.harness import Client
+from tests.support import server_pair
+from tests.support.e2ee import new_device
+from tests.support.harness import Client
+from tests.support.server_pair import V3, fed, q
 
-pair = edu_util.pair  # the fixture
+pair = server_pair.pair  # the fixture
 V1 = "/_matrix/federation/v1"
 
 
@@ -34,7 +34,7 @@ def test_profile_and_directory_queries_both_ways(pair, test_ca):
     s, body = fed(test_ca, b, a, "GET", f"{V1}/query/profile?user_id=notauser")
     assert (s, body["errcode"]) == (400, "M_INVALID_PARAM")
     # Unsigned: refused.
-    from tests.federation.fedutil import https
+    from tests.support.federation import https
 
     port = a.hs.federation_bound_port
     path = f"{V1}/query/profile?user_id={q(alice.user_id)}"

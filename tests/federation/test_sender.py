@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.federation.fedutil import free_port, run, start_fed_server
+from tests.support.federation import free_port, run, start_fed_server
 
 FAST_RETRY = {"federation_retry_min_ms": 200, "federation_retry_max_ms": 800}
 
@@ -21,7 +21,7 @@ def capture(srv, status: int = 200) -> list[dict]:
         got.append({"origin": req.requester, "txn": req.params["txnId"], **body})
         return status, ({"pdus": {}} if status == 200 else {"errcode": "M_UNKNOWN", "error": "x"})
 
-    srv.hs.federation_router.routes.insert(0, _route(srv, send))
+    srv.hs.federation.router.routes.insert(0, _route(srv, send))
     return got
 
 
@@ -47,7 +47,7 @@ def fake_pdu(n: int) -> dict:
 
 
 def enqueue(srv, dest: str, n: int):
-    return run(srv, srv.hs.federation_sender.enqueue_pdu(fake_pdu(n), f"$e{n}", "!r:x", [dest]))
+    return run(srv, srv.hs.federation.sender.enqueue_pdu(fake_pdu(n), f"$e{n}", "!r:x", [dest]))
 
 
 def delivered(got: list[dict]) -> list[int]:
@@ -63,7 +63,7 @@ def test_batches_in_order_and_deletes_on_200(tmp_path, test_ca):
 
         async def many():
             # One write with 120 PDUs and 3 EDUs: sent as 50 + 50 + 20.
-            sender = a.hs.federation_sender
+            sender = a.hs.federation.sender
 
             def fn(conn):
                 for i in range(120):
@@ -82,7 +82,7 @@ def test_batches_in_order_and_deletes_on_200(tmp_path, test_ca):
         assert all(t["origin"] == a.hs.server_name for t in got)
         wait_for(lambda: a.hs.store.queue_length(dest) == 0, what="empty queue")
         # Never to ourselves, never to a denied server.
-        assert run(a, a.hs.federation_sender.enqueue_pdu(fake_pdu(0), "$s", "!r:x",
+        assert run(a, a.hs.federation.sender.enqueue_pdu(fake_pdu(0), "$s", "!r:x",
                                                          [a.hs.server_name])) == []  # fmt: skip
         assert a.hs.store.queue_length(a.hs.server_name) == 0
     finally:
@@ -94,7 +94,7 @@ def test_keyed_edus_replace_and_dead_destination_backs_off(tmp_path, test_ca):
     a = start_fed_server(tmp_path, test_ca, "a", **FAST_RETRY)
     try:
         dead = f"127.0.0.1:{free_port()}"
-        sender = a.hs.federation_sender
+        sender = a.hs.federation.sender
 
         async def edus():
             await sender.send_edu(dead, "m.typing", {"v": 1}, key="!room")
@@ -174,11 +174,11 @@ def test_refused_transaction_is_dropped_not_retried(tmp_path, test_ca):
 def test_denied_destination_gets_nothing(tmp_path, test_ca):
     a = start_fed_server(tmp_path, test_ca, "a", federation_domain_deny=("127.0.0.*",))
     try:
-        assert run(a, a.hs.federation_sender.enqueue_pdu(fake_pdu(1), "$d", "!r:x",
+        assert run(a, a.hs.federation.sender.enqueue_pdu(fake_pdu(1), "$d", "!r:x",
                                                          ["127.0.0.1:1"])) == []  # fmt: skip
 
         async def edu():
-            return await a.hs.federation_sender.send_edu("127.0.0.1:1", "m.x", {})
+            return await a.hs.federation.sender.send_edu("127.0.0.1:1", "m.x", {})
 
         assert run(a, edu()) is False
     finally:

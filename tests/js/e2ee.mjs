@@ -1,6 +1,6 @@
 // An encrypted conversation through Bastion with matrix-js-sdk and its Rust crypto
 // (@matrix-org/matrix-sdk-crypto-wasm, the stack Element Web uses). Driven by
-// tests/server/test_e2ee_js.py.
+// tests/acceptance/test_e2ee_js.py.
 //
 //   node e2ee.mjs pair <baseUrl> <roomVersion|default> <helloBody> <replyBody>
 //       registers two users, each with a js-sdk client; the first creates an encrypted room

@@ -1,5 +1,5 @@
 // Element Web's first steps against Bastion, through matrix-js-sdk (which Element is built on).
-// Driven by tests/server/test_element_js.py.
+// Driven by tests/acceptance/test_element_js.py.
 //
 //   node element.mjs startup <baseUrl>
 //       the homeserver check Element makes before anything else (AutoDiscovery: "Your Element

@@ -16,7 +16,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 from urllib.parse import parse_qsl, unquote
 
 import orjson
@@ -24,11 +24,22 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from bastion.core.canonical_json import parse_json
-from bastion.errors import MatrixError
+from bastion.errors import (
+    M_LIMIT_EXCEEDED,
+    M_TOO_LARGE,
+    M_UNKNOWN,
+    M_UNRECOGNIZED,
+    MatrixError,
+    bad_json,
+    invalid_param,
+    not_json,
+    too_large,
+    unrecognized,
+)
 
 log = logging.getLogger("bastion.http")
 
-Handler = Callable[["Request"], Awaitable[web.StreamResponse | dict | tuple[int, dict]]]
+Handler = Callable[["Request"], Awaitable[web.StreamResponse | dict | list | tuple[int, dict]]]
 
 MAX_JSON_BODY = 1024 * 1024  # JSON request bodies (events are at most 64 KiB)
 
@@ -45,10 +56,6 @@ SECURITY_HEADERS = {
 SERVER_HEADER = "Bastion"
 #: Responses to authenticated requests are private to the requester: no cache may store them.
 NO_STORE = {"Cache-Control": "no-store"}
-
-
-def error(errcode: str, message: str, status: int = 400, **extra: object) -> MatrixError:
-    return MatrixError(errcode, message, status, **extra)
 
 
 class Request:
@@ -80,6 +87,17 @@ class Request:
     def query_all(self, key: str) -> list[str]:
         return [v for k, v in parse_qsl(self.raw.query_string, keep_blank_values=True) if k == key]
 
+    @overload
+    def query_int(
+        self, key: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int: ...
+
+    @overload
+    def query_int(
+        self, key: str, default: None = None, *, minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> int | None: ...  # fmt: skip
+
     def query_int(self, key: str, default: int | None = None, *, minimum: int | None = None,
                   maximum: int | None = None) -> int | None:  # fmt: skip
         value = self.query.get(key)
@@ -88,7 +106,7 @@ class Request:
         try:
             n = int(value)
         except ValueError:
-            raise error("M_INVALID_PARAM", f"query parameter {key!r} must be an integer") from None
+            raise invalid_param(f"query parameter {key!r} must be an integer") from None
         if minimum is not None and n < minimum:
             n = minimum
         if maximum is not None and n > maximum:
@@ -98,12 +116,12 @@ class Request:
     async def body_bytes(self, limit: int = MAX_JSON_BODY) -> bytes:
         length = self.raw.content_length
         if length is not None and length > limit:
-            raise error("M_TOO_LARGE", f"request body is larger than {limit} bytes", 413)
+            raise too_large(f"request body is larger than {limit} bytes")
         data = bytearray()
         async for chunk in self.raw.content.iter_chunked(65536):
             data += chunk
             if len(data) > limit:
-                raise error("M_TOO_LARGE", f"request body is larger than {limit} bytes", 413)
+                raise too_large(f"request body is larger than {limit} bytes")
         return bytes(data)
 
     async def json(self, *, allow_empty: bool = False, limit: int = MAX_JSON_BODY) -> dict:
@@ -115,10 +133,10 @@ class Request:
                 if allow_empty:
                     self._json = {}
                     return self._json
-                raise error("M_NOT_JSON", "request body is empty; a JSON object is required")
+                raise not_json("request body is empty; a JSON object is required")
             value = parse_json(data)
             if not isinstance(value, dict):
-                raise error("M_BAD_JSON", "request body must be a JSON object")
+                raise bad_json("request body must be a JSON object")
             self._json = value
         return self._json
 
@@ -226,8 +244,9 @@ def json_response(body: Any, status: int = 200, headers: dict | None = None) -> 
 
 def error_response(e: MatrixError) -> web.Response:
     headers = {}
-    if e.errcode == "M_LIMIT_EXCEEDED" and "retry_after_ms" in e.extra:
-        headers["Retry-After"] = str(max(1, int(e.extra["retry_after_ms"]) // 1000))
+    retry_after_ms = e.extra.get("retry_after_ms")
+    if e.errcode == M_LIMIT_EXCEEDED and isinstance(retry_after_ms, int):
+        headers["Retry-After"] = str(max(1, retry_after_ms // 1000))
     return json_response(e.to_json(), e.status, headers)
 
 
@@ -259,8 +278,8 @@ def make_dispatcher(
         route, params, known = router.match(raw.method, raw_path)
         if route is None:
             if known:
-                return error_response(error("M_UNRECOGNIZED", "method not allowed here", 405))
-            return error_response(error("M_UNRECOGNIZED", "unrecognized request", 404))
+                return error_response(MatrixError(M_UNRECOGNIZED, "method not allowed here", 405))
+            return error_response(unrecognized("unrecognized request"))
         req = Request(raw, params, app, route)
         watchdog = _BodyWatchdog(raw, limits) if limits is not None else None
         try:
@@ -273,15 +292,15 @@ def make_dispatcher(
             if e.status < 400:
                 raise
             # aiohttp's own errors (a body over client_max_size…) leave as Matrix errors too.
-            errcode = "M_TOO_LARGE" if e.status == 413 else "M_UNKNOWN"
-            return _private(error_response(error(errcode, e.reason, e.status)), route)
+            errcode = M_TOO_LARGE if e.status == 413 else M_UNKNOWN
+            return _private(error_response(MatrixError(errcode, e.reason, e.status)), route)
         except Exception as e:  # noqa: BLE001
             if _client_gone(raw, e):
                 # The client closed the connection: there is nobody left to answer.
                 log.info("client went away during %s %s: %s", raw.method, route.name, e)
                 raise
             log.exception("unexpected error handling %s %s", raw.method, route.name)
-            return _private(error_response(error("M_UNKNOWN", "internal error", 500)), route)
+            return _private(error_response(MatrixError(M_UNKNOWN, "internal error", 500)), route)
         finally:
             if watchdog is not None:
                 watchdog.cancel()
@@ -386,11 +405,11 @@ class _Protocol(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot send an error")
         if status >= 500:
-            errcode, text = "M_UNKNOWN", "internal error"
+            errcode, text = M_UNKNOWN, "internal error"
         elif status in (413, 431):
-            errcode, text = "M_TOO_LARGE", "request line or headers too large"
+            errcode, text = M_TOO_LARGE, "request line or headers too large"
         else:
-            errcode, text = "M_UNKNOWN", "malformed HTTP request"
+            errcode, text = M_UNKNOWN, "malformed HTTP request"
         resp = json_response({"errcode": errcode, "error": text}, status)
         resp.headers["Server"] = SERVER_HEADER
         resp.force_close()

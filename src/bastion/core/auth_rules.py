@@ -68,6 +68,7 @@ from bastion.core.room_versions import (
     get_room_version,
 )
 from bastion.core.signing import verify_key_from_base64, verify_signed_json
+from bastion.core.state_keys import CREATE_KEY, JOIN_RULES_KEY, POWER_LEVELS_KEY
 from bastion.errors import MatrixError, bad_json
 
 CREATE = "m.room.create"
@@ -77,10 +78,6 @@ JOIN_RULES = "m.room.join_rules"
 THIRD_PARTY_INVITE = "m.room.third_party_invite"
 ALIASES = "m.room.aliases"
 REDACTION = "m.room.redaction"
-
-CREATE_KEY = (CREATE, "")
-POWER_LEVELS_KEY = (POWER_LEVELS, "")
-JOIN_RULES_KEY = (JOIN_RULES, "")
 
 JAUVS = "join_authorised_via_users_server"
 

@@ -16,7 +16,13 @@ from nacl.signing import SigningKey, VerifyKey
 
 from bastion.core.base64 import decode_base64, encode_base64
 from bastion.core.canonical_json import _OPTS, _check, _plain
-from bastion.core.identifiers import parse_event_id, parse_room_id, parse_user_id, server_name_of
+from bastion.core.identifiers import (
+    MAX_ID_BYTES,
+    parse_event_id,
+    parse_room_id,
+    parse_user_id,
+    server_name_of,
+)
 from bastion.core.json_types import JsonDict, JsonMapping
 from bastion.core.room_versions import (
     EventIdFormat,
@@ -29,7 +35,6 @@ from bastion.errors import MatrixError, bad_json, too_large
 
 #: Size limits ("Size limits" in the Client-Server API; PDU checks step 1).
 MAX_PDU_SIZE = 65536
-MAX_ID_BYTES = 255
 
 # --- Redaction (rooms/fragments/v1-, v6-, v9-, v11-redactions; v8.md) --------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from bastion.core.room_versions import EventIdFormat, get_room_version
 from bastion.errors import MatrixError, invalid_param
@@ -161,7 +162,7 @@ def parse_user_id(value: object, historical: bool = False) -> UserId:
     return UserId(localpart, domain)
 
 
-def is_valid_user_id(value: object, historical: bool = False) -> bool:
+def is_valid_user_id(value: object, historical: bool = False) -> TypeGuard[str]:
     """Whether ``value`` is a user ID (:func:`parse_user_id`'s grammar; ``historical=True`` for
     IDs received over federation, which servers MUST accept in the historical grammar)."""
     try:

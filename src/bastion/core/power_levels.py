@@ -30,6 +30,7 @@ from typing import Any
 
 from bastion.core.json_types import JsonMapping, StateKey
 from bastion.core.room_versions import RoomVersion, get_room_version
+from bastion.core.state_keys import CREATE_KEY, POWER_LEVELS_KEY
 
 #: The power level of a v12 room creator: higher than any integer level.
 CREATOR_POWER_LEVEL: float = float("inf")
@@ -50,9 +51,6 @@ NOTIFICATION_DEFAULTS: dict[str, int] = {"room": 50}
 
 # "v1-stringy-power-levels": whitespace, one optional sign, ASCII digits (leading zeroes allowed).
 _STRINGY_INT = re.compile(r"[ \t\n\r\f\v]*[+-]?[0-9]+[ \t\n\r\f\v]*")
-
-CREATE_KEY = ("m.room.create", "")
-POWER_LEVELS_KEY = ("m.room.power_levels", "")
 
 
 def parse_power_level(value: Any, rv: RoomVersion) -> int | None:

@@ -16,7 +16,7 @@ import hmac
 
 def turn_credentials(
     secret: str, user_id: str, now_ms: int, lifetime_s: int, uris: list[str]
-) -> dict:
+) -> dict[str, object]:
     """The ``/voip/turnServer`` response body: ``username``, ``password``, ``uris``, ``ttl``
     (seconds the credentials stay valid)."""
     expiry = now_ms // 1000 + lifetime_s

@@ -1,6 +1,6 @@
 """Outbound federation requests (S-S API "API standards", "TLS", "Request Authentication").
 
-``await hs.federation_client.request(method, destination, path, body=None, query=None)``
+``await hs.federation.client.request(method, destination, path, body=None, query=None)``
 resolves ``destination`` (:mod:`bastion.federation.resolver`), connects to the resolved
 addresses that pass the egress filter, verifies the certificate for the expected name (system
 store, or the configured CA bundle), sends ``Host``/SNI as the spec says, signs the request with
@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -26,6 +26,7 @@ from yarl import URL
 
 from bastion.core.egress_filter import ip_allowed, parse_networks
 from bastion.core.x_matrix import authorization_header
+from bastion.errors import M_UNKNOWN
 from bastion.federation.resolver import (
     EgressDenied,
     FederationError,
@@ -33,6 +34,10 @@ from bastion.federation.resolver import (
     ServerNameResolver,
 )
 from bastion.federation.tls import client_ssl_context
+
+if TYPE_CHECKING:
+    from bastion.federation.acl import FederationACL
+    from bastion.server import HomeServer
 
 log = logging.getLogger("bastion.federation.client")
 
@@ -44,8 +49,9 @@ __all__ = ["EgressDenied", "FederationClient", "FederationError"]
 
 
 class FederationClient:
-    def __init__(self, hs: Any) -> None:
+    def __init__(self, hs: HomeServer, acl: FederationACL) -> None:
         self.hs = hs
+        self.acl = acl
         config = hs.config
         self.allowed = parse_networks(config.federation_allow_ips)
         self.ssl_context: ssl.SSLContext = client_ssl_context(config.federation_ca_file or None)
@@ -89,8 +95,7 @@ class FederationClient:
             raise ValueError("federation paths start with /_matrix/")
         if destination == self.hs.server_name:
             raise FederationError("refusing to send a federation request to ourselves")
-        events = getattr(self.hs, "federation_events", None)
-        if events is not None and not events.origin_allowed(destination):
+        if not self.acl.server_allowed(destination):
             # The server-wide list (federation_domain_allow / _deny) applies both ways.
             raise EgressDenied(f"{destination} is refused by federation_domain_allow/_deny")
         method = method.upper()
@@ -170,4 +175,4 @@ def _decode(status: int, raw: bytes) -> Any:
     except orjson.JSONDecodeError:
         if 200 <= status < 300:
             raise FederationError("response is not JSON") from None
-        return {"errcode": "M_UNKNOWN", "error": f"non-JSON response with status {status}"}
+        return {"errcode": M_UNKNOWN, "error": f"non-JSON response with status {status}"}

@@ -1,6 +1,6 @@
 """Device lists across servers (S-S API "Device Management", "End-to-End Encryption").
 
-``hs.device_lists``:
+``hs.federation.device_lists``:
 
 - **Outbound.** Every change of a local user's device list (device added or deleted, device
   keys uploaded, a device signed by the self-signing key) is recorded in the change's write
@@ -23,30 +23,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from bastion.core.e2e_keys import check_cross_signing_key, check_device_keys
-from bastion.core.identifiers import is_valid_user_id
+from bastion.core.identifiers import is_valid_user_id, server_name_of
 from bastion.errors import MatrixError
-from bastion.federation.edus import federation_enabled, send_edu, server_of
+from bastion.federation.edus import ok_id, send_edu
+from bastion.services.e2ee import MAX_ID_LENGTH
 from bastion.services.lifecycle import BackgroundService
+from bastion.storage.interface import Txn
+
+if TYPE_CHECKING:
+    from bastion.federation.container import Federation
+    from bastion.server import HomeServer
 
 log = logging.getLogger("bastion.federation.device_lists")
 
 #: Devices accepted for one remote user (a hostile server cannot fill the disk).
 MAX_REMOTE_DEVICES = 1000
-MAX_ID_LENGTH = 255
-DEFAULT_TIMEOUT_MS = 10_000
-MAX_TIMEOUT_MS = 60_000
 #: Concurrent resynchronisations while answering one /keys/query.
 RESYNC_CONCURRENCY = 10
-
-
-def _ok_id(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH
 
 
 def _valid_device_keys(keys: object, user_id: str, device_id: str) -> dict | None:
@@ -58,7 +56,7 @@ def _valid_device_keys(keys: object, user_id: str, device_id: str) -> dict | Non
     except MatrixError as e:
         log.info("ignoring device keys of %s %s: %s", user_id, device_id, e.message)
         return None
-    return keys  # type: ignore[return-value]
+    return keys if isinstance(keys, dict) else None  # (checked: always a dict here)
 
 
 def _valid_cross_signing(body: dict, user_id: str) -> dict[str, dict]:
@@ -76,23 +74,16 @@ def _valid_cross_signing(body: dict, user_id: str) -> dict[str, dict]:
     return out
 
 
-def timeout_seconds(body: dict) -> float:
-    """The ``timeout`` (ms) of a /keys/query or /keys/claim body, defaulted and capped."""
-    timeout = body.get("timeout")
-    if not isinstance(timeout, int) or isinstance(timeout, bool):
-        timeout = DEFAULT_TIMEOUT_MS
-    return max(0, min(timeout, MAX_TIMEOUT_MS)) / 1000
-
-
 class DeviceLists(BackgroundService):
     """Device lists of local users sent to other servers, and remote users' device lists. Sends
     and resynchronisations run in the background, through the service lifecycle."""
 
     background_name = "device-list"
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer, fed: Federation) -> None:
         super().__init__()
         self.hs = hs
+        self.fed = fed
         self.store = hs.store
         self._lock = threading.Lock()
         self._flushed: int | None = None  # last outbound change handed to the sender
@@ -103,30 +94,27 @@ class DeviceLists(BackgroundService):
         self._resyncs: dict[str, asyncio.Task] = {}
 
     # -- helpers ------------------------------------------------------------------------------
-    def is_mine(self, user_id: str) -> bool:
-        return server_of(user_id) == self.hs.server_name
-
     def servers_sharing_room_with(self, user_id: str) -> list[str]:
-        return self.hs.federation_sender.destinations_for_user(user_id)
+        return self.fed.sender.destinations_for_user(user_id)
 
     def shares_room_with_local_user(self, user_id: str) -> bool:
-        return any(self.is_mine(u) for u in self.store.get_users_sharing_room_with(user_id))
+        return any(
+            server_name_of(u) == self.hs.server_name
+            for u in self.store.get_users_sharing_room_with(user_id)
+        )
 
     # -- outbound -----------------------------------------------------------------------------
-    def local_change_in(
-        self, conn: sqlite3.Connection, user_id: str, device_id: str, stream_id: int
-    ) -> None:
+    def local_change_in(self, conn: Txn, user_id: str, device_id: str, stream_id: int) -> None:
         """Inside a write function: ``device_id`` of local ``user_id`` changed at stream
         position ``stream_id`` (from ``add_device_list_change_in``)."""
         with self._lock:
             if self._flushed is None:
-                row = conn.execute("SELECT MAX(stream_id) FROM device_list_outbound").fetchone()
-                self._flushed = row[0] or 0
+                self._flushed = self.store.last_outbound_device_change_in(conn)
             self._dirty = True
         self.store.add_outbound_device_change_in(conn, stream_id, user_id, device_id)
         self.store.run_after_commit(self._schedule_flush)
 
-    def signing_keys_changed_in(self, conn: sqlite3.Connection, user_id: str) -> None:
+    def signing_keys_changed_in(self, conn: Txn, user_id: str) -> None:
         """Inside a write function: local ``user_id`` uploaded cross-signing keys."""
         with self._lock:
             self._signing_pending.add(user_id)
@@ -185,7 +173,7 @@ class DeviceLists(BackgroundService):
             return
         content = self.device_update_content(stream_id, user_id, device_id, prev)
         for destination in destinations:
-            await send_edu(self.hs, destination, "m.device_list_update", content)
+            await send_edu(self.fed.sender, destination, "m.device_list_update", content)
 
     async def _send_signing_key_update(self, user_id: str) -> None:
         destinations = self.servers_sharing_room_with(user_id)
@@ -198,7 +186,7 @@ class DeviceLists(BackgroundService):
         if "self_signing" in cross:
             content["self_signing_key"] = cross["self_signing"]
         for destination in destinations:
-            await send_edu(self.hs, destination, "m.signing_key_update", content)
+            await send_edu(self.fed.sender, destination, "m.signing_key_update", content)
 
     def user_devices(self, user_id: str) -> dict:
         """``GET /_matrix/federation/v1/user/devices/{userId}`` for a local user."""
@@ -235,7 +223,7 @@ class DeviceLists(BackgroundService):
         if (
             not isinstance(user_id, str)
             or not is_valid_user_id(user_id, historical=True)
-            or not _ok_id(device_id)
+            or not ok_id(device_id)
             or not isinstance(stream_id, int)
             or isinstance(stream_id, bool)
             or not isinstance(prev_ids, list)
@@ -246,7 +234,7 @@ class DeviceLists(BackgroundService):
         ):
             log.info("dropping a malformed m.device_list_update from %s", origin)
             return
-        if server_of(user_id) != origin:
+        if server_name_of(user_id) != origin:
             log.info("dropping m.device_list_update from %s for %s: not its user", origin, user_id)
             return
         if not self.shares_room_with_local_user(user_id):
@@ -257,7 +245,7 @@ class DeviceLists(BackgroundService):
         store = self.store
         e2ee = self.hs.e2ee
 
-        def fn(conn: sqlite3.Connection) -> str:
+        def fn(conn: Txn) -> str:
             cached = store.remote_device_list_in(conn, user_id)
             if cached is None:
                 # Not cached: the next /keys/query fetches the list; clients learn of the change.
@@ -284,7 +272,7 @@ class DeviceLists(BackgroundService):
             e2ee.queue_device_list_wake(user_id)
             return "applied"
 
-        outcome = await store.db.write(fn)
+        outcome = await store.transaction(fn)
         log.debug("m.device_list_update %s %s %s: %s", user_id, device_id, stream_id, outcome)
         if outcome == "resync":
             self.schedule_resync(user_id)
@@ -295,7 +283,7 @@ class DeviceLists(BackgroundService):
         if not isinstance(user_id, str) or not is_valid_user_id(user_id, historical=True):
             log.info("dropping a malformed m.signing_key_update from %s", origin)
             return
-        if server_of(user_id) != origin:
+        if server_name_of(user_id) != origin:
             log.info("dropping m.signing_key_update from %s for %s: not its user", origin, user_id)
             return
         if not self.shares_room_with_local_user(user_id):
@@ -306,14 +294,14 @@ class DeviceLists(BackgroundService):
         store = self.store
         e2ee = self.hs.e2ee
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             if store.remote_device_list_in(conn, user_id) is not None:
                 for usage, key in keys.items():
                     store.set_remote_cross_signing_key_in(conn, user_id, usage, key)
             store.add_device_list_change_in(conn, user_id)
             e2ee.queue_device_list_wake(user_id)
 
-        await store.db.write(fn)
+        await store.transaction(fn)
 
     # -- resynchronisation --------------------------------------------------------------------
     def schedule_resync(self, user_id: str) -> asyncio.Task:
@@ -332,12 +320,12 @@ class DeviceLists(BackgroundService):
     async def resync(self, user_id: str, timeout: float = 30) -> bool:
         """Fetch the whole device list with ``GET /user/devices`` and replace the cache. On
         failure the cache is dropped (it may be out of date). True on success."""
-        server = server_of(user_id)
+        server = server_name_of(user_id) or ""
         synced_pos = self.store.current_pos
         store = self.store
         e2ee = self.hs.e2ee
         try:
-            status, body = await self.hs.federation_client.request(
+            status, body = await self.fed.client.request(
                 "GET", server, f"/_matrix/federation/v1/user/devices/{quote(user_id, safe='')}",
                 timeout=timeout,
             )  # fmt: skip
@@ -345,21 +333,21 @@ class DeviceLists(BackgroundService):
         except Exception as e:  # noqa: BLE001 - any failure leaves the list uncached
             log.info("device list resync of %s failed: %s", user_id, e)
 
-            def drop(conn: sqlite3.Connection) -> None:
+            def drop(conn: Txn) -> None:
                 store.delete_remote_device_list_in(conn, user_id)
 
-            await store.db.write(drop)
+            await store.transaction(drop)
             return False
         stream_id, devices, cross = parsed
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             store.replace_remote_device_list_in(
                 conn, user_id, stream_id, synced_pos, devices, cross
             )
             store.add_device_list_change_in(conn, user_id)
             e2ee.queue_device_list_wake(user_id)
 
-        await store.db.write(fn)
+        await store.transaction(fn)
         return True
 
     @staticmethod
@@ -378,7 +366,7 @@ class DeviceLists(BackgroundService):
             raise ValueError(f"more than {MAX_REMOTE_DEVICES} devices")
         devices = []
         for d in raw:
-            if not isinstance(d, dict) or not _ok_id(d.get("device_id")):
+            if not isinstance(d, dict) or not ok_id(d.get("device_id")):
                 continue
             device_id = d["device_id"]
             name = d.get("device_display_name")
@@ -435,7 +423,7 @@ class DeviceLists(BackgroundService):
             if self.cache_is_current(user_id):
                 serve_cached(user_id)
             else:
-                by_server.setdefault(server_of(user_id), []).append(user_id)
+                by_server.setdefault(server_name_of(user_id) or "", []).append(user_id)
         semaphore = asyncio.Semaphore(RESYNC_CONCURRENCY)
 
         async def resync_one(user_id: str) -> None:
@@ -450,7 +438,7 @@ class DeviceLists(BackgroundService):
             tracked = [u for u in users if self.shares_room_with_local_user(u)]
             others = [u for u in users if u not in tracked]
             if others:
-                status, body = await self.hs.federation_client.request(
+                status, body = await self.fed.client.request(
                     "POST", server, "/_matrix/federation/v1/user/keys/query",
                     {"device_keys": {u: wanted[u] for u in others}}, timeout=timeout,
                 )  # fmt: skip
@@ -485,10 +473,10 @@ class DeviceLists(BackgroundService):
         result: dict[str, dict] = {"one_time_keys": {}, "failures": {}}
         by_server: dict[str, list[str]] = {}
         for user_id in wanted:
-            by_server.setdefault(server_of(user_id), []).append(user_id)
+            by_server.setdefault(server_name_of(user_id) or "", []).append(user_id)
 
         async def ask(server: str, users: list[str]) -> None:
-            status, body = await self.hs.federation_client.request(
+            status, body = await self.fed.client.request(
                 "POST", server, "/_matrix/federation/v1/user/keys/claim",
                 {"one_time_keys": {u: wanted[u] for u in users}}, timeout=timeout,
             )  # fmt: skip
@@ -512,13 +500,8 @@ class DeviceLists(BackgroundService):
 
     async def _per_server(self, by_server: dict, ask, timeout: float, failures: dict) -> None:
         """Run ``ask(server, users)`` for every server at once, within ``timeout``; a server
-        that fails or does not answer in time goes into ``failures``. With federation off,
-        nothing is asked and every server goes into ``failures``."""
+        that fails or does not answer in time goes into ``failures``."""
         if not by_server:
-            return
-        if not federation_enabled(self.hs):
-            for server in by_server:
-                failures[server] = {"status": 503, "message": "federation is off"}
             return
         tasks = {
             server: asyncio.get_running_loop().create_task(ask(server, users))

@@ -2,10 +2,10 @@
 "Receipts", "Device Management", "End-to-End Encryption", "Send-to-device messaging", "Server
 Access Control Lists (ACLs)").
 
-``hs.federation_edus`` registers one handler per EDU type in ``hs.federation_edu_handlers``
+``hs.federation.edus`` registers one handler per EDU type in ``hs.federation.edu_handlers``
 (``async fn(origin, content)``, called by ``PUT /send/{txnId}`` for each EDU of a transaction)
 and sends local users' typing notifications, receipts and to-device messages to other servers
-through ``hs.federation_sender.send_edu``.
+through ``hs.federation.sender.send_edu``.
 
 Every handler first checks that the user (or sender) the EDU speaks for belongs to the origin
 server, and drops the EDU otherwise (logged with the reason); an EDU never fails its
@@ -15,17 +15,21 @@ denies the origin.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import secrets
-import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from bastion.core.canonical_json import canonical_json
-from bastion.core.identifiers import is_valid_user_id
-from bastion.core.server_acl import server_acl_allows
-from bastion.services.e2ee import MAX_TO_DEVICE_CONTENT, MAX_TO_DEVICE_MESSAGES
+from bastion.core.identifiers import is_valid_user_id, server_name_of
+from bastion.services.e2ee import MAX_ID_LENGTH, MAX_TO_DEVICE_CONTENT, MAX_TO_DEVICE_MESSAGES
+from bastion.services.ephemeral import PRESENCE_STATES
 from bastion.services.lifecycle import BackgroundService
+from bastion.storage.interface import Txn
+
+if TYPE_CHECKING:
+    from bastion.federation.container import Federation
+    from bastion.federation.sender import FederationSender
+    from bastion.server import HomeServer
 
 log = logging.getLogger("bastion.federation.edus")
 
@@ -38,74 +42,50 @@ MAX_RECEIPTS_PER_EDU = 1000
 MAX_PRESENCE_PER_EDU = 1000
 #: Received ``message_id`` values are remembered this long (retried transactions arrive sooner).
 TO_DEVICE_DEDUPE_MS = 7 * 24 * 3600 * 1000
-MAX_ID_LENGTH = 255
-PRESENCE_STATES = ("online", "offline", "unavailable")
-
-
-def server_of(user_id: str) -> str:
-    """The server name of a user ID (everything after the first colon)."""
-    return user_id.partition(":")[2]
-
-
-def federation_enabled(hs) -> bool:
-    """Federation is on when the server has a federation listener."""
-    return hs.config.federation_address is not None
 
 
 async def send_edu(
-    hs, destination: str, edu_type: str, content: dict, key: str | None = None
+    sender: FederationSender, destination: str, edu_type: str, content: dict, key: str | None = None
 ) -> None:
     """Queue an EDU for ``destination`` with the federation sender (which batches, retries and
     persists it). ``key``: a later EDU with the same key may replace an unsent earlier one."""
-    if destination == hs.server_name or not federation_enabled(hs):
+    if destination == sender.hs.server_name:
         return
     try:
-        result = hs.federation_sender.send_edu(destination, edu_type, content, key=key)
-        if inspect.isawaitable(result):
-            await result
+        await sender.send_edu(destination, edu_type, content, key=key)
     except Exception:  # a sender failure must not fail the local request
         log.exception("queueing %s for %s failed", edu_type, destination)
 
 
-def _ok_id(value: object) -> bool:
+def ok_id(value: object) -> TypeGuard[str]:
+    """A non-empty string of at most :data:`MAX_ID_LENGTH` characters (room, device, message IDs)."""
     return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH
 
 
-def _ok_user(value: object) -> bool:
-    return isinstance(value, str) and is_valid_user_id(value, historical=True)
-
-
 class FederationEDUs(BackgroundService):
-    """``hs.federation_edus``: inbound EDU handlers and outbound room EDUs (queued in the
+    """``hs.federation.edus``: inbound EDU handlers and outbound room EDUs (queued in the
     background, through the service lifecycle)."""
 
     background_name = "EDU"
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer, fed: Federation) -> None:
         super().__init__()
         self.hs = hs
+        self.fed = fed
         self.store = hs.store
-        handlers = hs.federation_edu_handlers
+        handlers = fed.edu_handlers
         handlers["m.typing"] = self.on_typing
         handlers["m.receipt"] = self.on_receipt
         handlers["m.presence"] = self.on_presence
         handlers["m.direct_to_device"] = self.on_direct_to_device
-        handlers["m.device_list_update"] = hs.device_lists.on_device_list_update
-        handlers["m.signing_key_update"] = hs.device_lists.on_signing_key_update
+        handlers["m.device_list_update"] = fed.device_lists.on_device_list_update
+        handlers["m.signing_key_update"] = fed.device_lists.on_signing_key_update
 
     # -- helpers ------------------------------------------------------------------------------
-    def is_mine(self, user_id: str) -> bool:
-        return server_of(user_id) == self.hs.server_name
-
     def servers_in_room(self, room_id: str) -> list[str]:
         """Servers with a joined member in the room, other than this one (and not refused by
         the server-wide allow/deny list)."""
-        return self.hs.federation_sender.destinations_for_room(room_id)
-
-    def acl_allows(self, room_id: str, origin: str) -> bool:
-        acl = self.store.get_current_state_event(room_id, "m.room.server_acl", "")
-        content = acl.get("content") if isinstance(acl, dict) else None
-        return server_acl_allows(content if isinstance(content, dict) else None, origin)
+        return self.fed.sender.destinations_for_room(room_id)
 
     def _joined(self, room_id: str, user_id: str) -> bool:
         row = self.store.get_membership(room_id, user_id)
@@ -116,13 +96,17 @@ class FederationEDUs(BackgroundService):
         """``m.typing`` (S-S API "Typing Notifications"): the user must belong to the origin and
         be joined to the room, and the room's ACL must allow the origin."""
         room_id, user_id, typing = (content.get(k) for k in ("room_id", "user_id", "typing"))
-        if not _ok_id(room_id) or not _ok_user(user_id) or not isinstance(typing, bool):
+        if (
+            not ok_id(room_id)
+            or not is_valid_user_id(user_id, historical=True)
+            or not isinstance(typing, bool)
+        ):
             log.info("dropping a malformed m.typing from %s", origin)
             return
-        if server_of(user_id) != origin:
+        if server_name_of(user_id) != origin:
             log.info("dropping m.typing from %s for %s: not its user", origin, user_id)
             return
-        if not self.acl_allows(room_id, origin):
+        if not self.fed.acl.room_allows(room_id, origin):
             log.info("dropping m.typing from %s in %s: denied by the server ACL", origin, room_id)
             return
         if not self._joined(room_id, user_id):
@@ -137,16 +121,19 @@ class FederationEDUs(BackgroundService):
         now = self.hs.now_ms()
         receipts: list[tuple[str, str, str, str, int]] = []
         for room_id, by_type in content.items():
-            if not _ok_id(room_id) or not isinstance(by_type, dict):
+            if not ok_id(room_id) or not isinstance(by_type, dict):
                 continue
-            if not self.acl_allows(room_id, origin):
+            if not self.fed.acl.room_allows(room_id, origin):
                 log.info("dropping receipts from %s in %s: denied by the ACL", origin, room_id)
                 continue
             by_user = by_type.get("m.read")
             if not isinstance(by_user, dict):
                 continue
             for user_id, receipt in by_user.items():
-                if not _ok_user(user_id) or server_of(user_id) != origin:
+                if (
+                    not is_valid_user_id(user_id, historical=True)
+                    or server_name_of(user_id) != origin
+                ):
                     log.info("dropping a receipt from %s for %r: not its user", origin, user_id)
                     continue
                 if not isinstance(receipt, dict):
@@ -155,7 +142,7 @@ class FederationEDUs(BackgroundService):
                 if (
                     not isinstance(event_ids, list)
                     or not event_ids
-                    or not all(_ok_id(e) and e.startswith("$") for e in event_ids)
+                    or not all(ok_id(e) and e.startswith("$") for e in event_ids)
                     or not isinstance(data, dict)
                 ):
                     continue
@@ -163,7 +150,7 @@ class FederationEDUs(BackgroundService):
                 if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
                     ts = now
                 thread_id = data.get("thread_id")
-                if thread_id is not None and not _ok_id(thread_id):
+                if thread_id is not None and not ok_id(thread_id):
                     continue
                 if not self._joined(room_id, user_id):
                     log.info("dropping a receipt: %s is not joined to %s", user_id, room_id)
@@ -175,11 +162,11 @@ class FederationEDUs(BackgroundService):
             return
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             for room_id, user_id, thread_id, event_id, ts in receipts:
                 store.set_receipt_in(conn, room_id, "m.read", user_id, thread_id, event_id, ts)
 
-        await store.db.write(fn)
+        await store.transaction(fn)
 
     async def on_presence(self, origin: str, content: dict) -> None:
         """``m.presence`` (S-S API "Presence"): updates for the origin's users who share a room
@@ -195,17 +182,17 @@ class FederationEDUs(BackgroundService):
             user_id, presence = update.get("user_id"), update.get("presence")
             ago, status_msg = update.get("last_active_ago", 0), update.get("status_msg")
             if (
-                not _ok_user(user_id)
+                not is_valid_user_id(user_id, historical=True)
                 or presence not in PRESENCE_STATES
                 or not isinstance(ago, int)
                 or isinstance(ago, bool)
                 or (status_msg is not None and not isinstance(status_msg, str))
             ):
                 continue
-            if server_of(user_id) != origin:
+            if server_name_of(user_id) != origin:
                 log.info("dropping presence from %s for %s: not its user", origin, user_id)
                 continue
-            if not self.hs.device_lists.shares_room_with_local_user(user_id):
+            if not self.fed.device_lists.shares_room_with_local_user(user_id):
                 continue
             await self.hs.presence.set_remote(
                 user_id, presence, status_msg[:1024] if status_msg else None, now - max(ago, 0)
@@ -217,28 +204,31 @@ class FederationEDUs(BackgroundService):
         sender, event_type = content.get("sender"), content.get("type")
         message_id, messages = content.get("message_id"), content.get("messages")
         if (
-            not _ok_user(sender)
-            or not _ok_id(event_type)
-            or not _ok_id(message_id)
+            not is_valid_user_id(sender, historical=True)
+            or not ok_id(event_type)
+            or not ok_id(message_id)
             or not isinstance(messages, dict)
         ):
             log.info("dropping a malformed m.direct_to_device from %s", origin)
             return
-        if server_of(sender) != origin:
+        if server_name_of(sender) != origin:
             log.info("dropping m.direct_to_device from %s for %s: not its user", origin, sender)
             return
         e2ee = self.hs.e2ee
         plan: list[tuple[str, dict[str, dict]]] = []
         total = 0
         for user_id, by_device in messages.items():
-            if not _ok_user(user_id) or not self.is_mine(user_id):
+            if (
+                not is_valid_user_id(user_id, historical=True)
+                or server_name_of(user_id) != self.hs.server_name
+            ):
                 log.info("m.direct_to_device from %s: %r is not a user here", origin, user_id)
                 continue
             if not isinstance(by_device, dict):
                 continue
             kept = {
                 d: c for d, c in by_device.items()
-                if _ok_id(d) and isinstance(c, dict)
+                if ok_id(d) and isinstance(c, dict)
                 and len(canonical_json(c)) <= MAX_TO_DEVICE_CONTENT
             }  # fmt: skip
             total += len(kept)
@@ -250,7 +240,7 @@ class FederationEDUs(BackgroundService):
         store = self.store
         now = self.hs.now_ms()
 
-        def fn(conn: sqlite3.Connection) -> bool:
+        def fn(conn: Txn) -> bool:
             if store.federation_to_device_seen_in(
                 conn, origin, message_id, now, TO_DEVICE_DEDUPE_MS
             ):
@@ -258,25 +248,27 @@ class FederationEDUs(BackgroundService):
             e2ee.deliver_to_device_in(conn, sender, event_type, plan)
             return True
 
-        if not await store.db.write(fn):
+        if not await store.transaction(fn):
             log.info("m.direct_to_device %s from %s already delivered", message_id, origin)
 
     # -- outbound -----------------------------------------------------------------------------
     def local_typing(self, room_id: str, user_id: str, typing: bool) -> None:
         """A local user started or stopped typing: tell the other servers in the room."""
-        if not self.is_mine(user_id) or not federation_enabled(self.hs):
+        if server_name_of(user_id) != self.hs.server_name:
             return
         content = {"room_id": room_id, "user_id": user_id, "typing": typing}
         for destination in self.servers_in_room(room_id):
             self.spawn(
-                send_edu(self.hs, destination, "m.typing", content, key=f"{room_id} {user_id}")
+                send_edu(
+                    self.fed.sender, destination, "m.typing", content, key=f"{room_id} {user_id}"
+                )
             )
 
     async def local_receipt(
         self, room_id: str, user_id: str, event_id: str, ts: int, thread_id: str | None
     ) -> None:
         """A local user's public read receipt (``m.read``): tell the other servers."""
-        if not self.is_mine(user_id) or not federation_enabled(self.hs):
+        if server_name_of(user_id) != self.hs.server_name:
             return
         data: dict[str, Any] = {"ts": ts}
         if thread_id is not None:
@@ -284,21 +276,18 @@ class FederationEDUs(BackgroundService):
         content = {room_id: {"m.read": {user_id: {"event_ids": [event_id], "data": data}}}}
         key = f"{room_id} {user_id} {thread_id or ''}"
         for destination in self.servers_in_room(room_id):
-            await send_edu(self.hs, destination, "m.receipt", content, key=key)
+            await send_edu(self.fed.sender, destination, "m.receipt", content, key=key)
 
     def send_to_device_in(
-        self, conn: sqlite3.Connection, sender: str, event_type: str,
+        self, conn: Txn, sender: str, event_type: str,
         remote: dict[str, dict[str, dict]],
     ) -> None:  # fmt: skip
         """Inside the write that accepts a to-device request: queue the messages for remote
         users ({user_id: {device_id or "*": content}}) as one ``m.direct_to_device`` EDU per
         server, each with a new ``message_id`` (so an acknowledged request is never lost)."""
-        if not federation_enabled(self.hs):
-            log.info("to-device messages for other servers dropped: federation is off")
-            return
         by_server: dict[str, dict[str, dict]] = {}
         for user_id, by_device in remote.items():
-            by_server.setdefault(server_of(user_id), {})[user_id] = by_device
+            by_server.setdefault(server_name_of(user_id) or "", {})[user_id] = by_device
         for destination, messages in sorted(by_server.items()):
             content = {
                 "sender": sender,
@@ -306,7 +295,5 @@ class FederationEDUs(BackgroundService):
                 "message_id": secrets.token_urlsafe(24),  # 32 characters
                 "messages": messages,
             }
-            if not self.hs.federation_sender.send_edu_in(
-                conn, destination, "m.direct_to_device", content
-            ):
+            if not self.fed.sender.send_edu_in(conn, destination, "m.direct_to_device", content):
                 log.info("to-device messages for %s dropped: server refused", destination)

@@ -11,31 +11,28 @@ visibility at that event is served redacted, so the DAG stays walkable without l
 
 from __future__ import annotations
 
-from typing import Any
-
 from bastion.core.events import redact
+from bastion.core.identifiers import server_name_of
 from bastion.core.pdu_checks import server_may_see
 from bastion.core.room_versions import get_room_version
 from bastion.core.state_keys import HISTORY_VISIBILITY_KEY as HV_KEY
-from bastion.errors import MatrixError
+from bastion.errors import forbidden, not_found
+from bastion.federation.acl import FederationACL
+from bastion.storage.interface import Store
 
 MAX_BACKFILL = 100
 MAX_MISSING = 50
 
 
-def _not_found() -> MatrixError:
-    return MatrixError("M_NOT_FOUND", "event not found", 404)
-
-
 class EventServing:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.store = hs.store
+    def __init__(self, store: Store, acl: FederationACL) -> None:
+        self.store = store
+        self.acl = acl
 
     # -- access ---------------------------------------------------------------------------------
     def _memberships_of_server(self, state: dict, server: str) -> list[str | None]:
         ids = [eid for (t, k), eid in state.items()
-               if t == "m.room.member" and k.endswith(":" + server)]  # fmt: skip
+               if t == "m.room.member" and server_name_of(k) == server]  # fmt: skip
         evs = self.store.get_pdus(ids)
         return [e.get("content", {}).get("membership") for e in evs.values()]
 
@@ -43,20 +40,20 @@ class EventServing:
         """The room's version, after the ACL and "server is in the room" checks."""
         version = self.store.get_room_version(room_id)
         if version is None:
-            raise MatrixError("M_FORBIDDEN", "this server is not in that room", 403)
-        self.hs.federation_events.require_acl(room_id, origin)
+            raise forbidden("this server is not in that room")
+        self.acl.require_room(room_id, origin)
         state = self.store.get_current_state_ids(room_id)
         if "join" not in self._memberships_of_server(state, origin):
-            raise MatrixError("M_FORBIDDEN", "your server is not in this room", 403)
+            raise forbidden("your server is not in this room")
         return version
 
     def _event_and_state(self, event_id: str, room_id: str | None = None):
         meta = self.store.get_event_meta([event_id]).get(event_id)
         if meta is None or meta.rejected or (room_id is not None and meta.room_id != room_id):
-            raise _not_found()
+            raise not_found("event not found")
         ev = self.store.get_pdus([event_id]).get(event_id)
         if ev is None:
-            raise _not_found()
+            raise not_found("event not found")
         return meta, ev
 
     def _visible(self, ev: dict, state_before: dict, origin: str, version: str) -> dict:
@@ -95,7 +92,7 @@ class EventServing:
         version = self.require_room_access(room_id, origin)
         meta, _ = self._event_and_state(event_id, room_id)
         if meta.outlier:
-            raise MatrixError("M_NOT_FOUND", "the state at that event is not known here", 404)
+            raise not_found("the state at that event is not known here")
         state = self.store.get_state_group(meta.sg_before)
         ids = list(state.values())
         chain = self._auth_chain(ids, room_id, version) if ids else set()
@@ -146,15 +143,15 @@ class EventServing:
             negd, eid = heapq.heappop(heap)
             if -negd < min_depth:
                 continue
-            m = self.store.get_event_meta([eid]).get(eid)
-            if m is None or m.rejected:
+            meta = self.store.get_event_meta([eid]).get(eid)
+            if meta is None or meta.rejected:
                 continue
             out.append(eid)
             prevs = self.store.get_prev_ids([eid]).get(eid, [])
-            for p, pm in self.store.get_event_meta(prevs).items():
-                if p not in seen and p not in stop and pm.room_id == room_id:
+            for p, prev_meta in self.store.get_event_meta(prevs).items():
+                if p not in seen and p not in stop and prev_meta.room_id == room_id:
                     seen.add(p)
-                    heapq.heappush(heap, (-pm.depth, p))
+                    heapq.heappush(heap, (-prev_meta.depth, p))
         return out
 
     def _serve(self, origin: str, ids: list[str], version: str) -> list[dict]:

@@ -3,7 +3,7 @@ notaries, and the checks that use them (S-S API "Retrieving server keys", "Reque
 Authentication", "Validating hashes and signatures on received events"; key validity per
 ``rooms/fragments/v5-signing-requirements.md``).
 
-``hs.keyring``:
+``hs.federation.keyring``:
 
 * ``await get_verify_keys(server, key_ids, minimum_valid_until_ts)`` → ``{key_id:
   ServerVerifyKey}`` holding those of ``key_ids`` known valid until at least the given time
@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bastion.core.events import required_signers, verify_event
 from bastion.core.room_versions import get_room_version
@@ -51,6 +51,10 @@ from bastion.core.x_matrix import XMatrixError, check_destination, parse_authori
 from bastion.core.x_matrix import verify_request as verify_request_signature
 from bastion.federation.resolver import FederationError
 
+if TYPE_CHECKING:
+    from bastion.federation.client import FederationClient
+    from bastion.server import HomeServer
+
 log = logging.getLogger("bastion.federation.keyring")
 
 #: How long our published keys are valid ("avoid returning responses that expire in less than
@@ -64,8 +68,9 @@ KEY_FETCH_TIMEOUT = 20.0
 
 
 class Keyring:
-    def __init__(self, hs: Any) -> None:
+    def __init__(self, hs: HomeServer, client: FederationClient) -> None:
         self.hs = hs
+        self.client = client
         self.banned: frozenset[str] = frozenset(hs.config.federation_banned_signing_keys)
         self.notaries: tuple[str, ...] = tuple(hs.config.federation_trusted_key_servers)
         self._inflight: dict[str, asyncio.Future] = {}
@@ -172,7 +177,7 @@ class Keyring:
 
     async def _do_fetch_direct(self, server: str) -> ServerKeys | None:
         try:
-            status, body = await self.hs.federation_client.request(
+            status, body = await self.client.request(
                 "GET", server, "/_matrix/key/v2/server", timeout=KEY_FETCH_TIMEOUT
             )
         except FederationError as e:
@@ -204,7 +209,7 @@ class Keyring:
             if raw is not None:
                 store.store_server_key_response_in(conn, keys.server_name, raw, now)
 
-        await store.db.write(fn)
+        await store.transaction(fn)
 
     async def _fetch_via_notaries(self, server: str, key_ids: list[str], minimum: int) -> None:
         query = {"server_keys": {server: {k: {"minimum_valid_until_ts": minimum} for k in key_ids}}}
@@ -212,7 +217,7 @@ class Keyring:
             if notary == server or notary == self.hs.server_name:
                 continue
             try:
-                status, body = await self.hs.federation_client.request(
+                status, body = await self.client.request(
                     "POST", notary, "/_matrix/key/v2/query", query, timeout=KEY_FETCH_TIMEOUT
                 )
             except FederationError as e:

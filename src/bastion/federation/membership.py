@@ -1,11 +1,11 @@
-"""Room membership across servers (``hs.federation_membership``): S-S API "Joining Rooms",
+"""Room membership across servers (``hs.federation.membership``): S-S API "Joining Rooms",
 "Restricted rooms", "Leaving Rooms (Rejecting Invites)", "Inviting to a room", "Knocking upon a
 room", and "Backfilling and retrieving missing events" for /messages.
 
 As the *resident* server (a room we are in) it answers ``make_join``/``make_leave``/
 ``make_knock`` with an event template on top of the room's current state, and accepts
 ``send_join``/``send_leave``/``send_knock``: the event goes through the inbound checks
-(``hs.federation_events.process_incoming_pdu``), is forwarded to the other servers in the room
+(``hs.federation.events.process_incoming_pdu``), is forwarded to the other servers in the room
 through the outbound queue, and the joining server gets the state and auth chain. As the
 *invitee's* server it checks and countersigns invites (``PUT /v2/invite``) and keeps them, with
 their stripped state, for the invitee's /sync.
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from bastion.core.auth_rules import JAUVS
@@ -34,26 +34,34 @@ from bastion.core.events import (
     validate_pdu,
     verify_event_signature,
 )
-from bastion.core.identifiers import is_valid_server_name, parse_room_alias, parse_user_id
+from bastion.core.identifiers import (
+    is_valid_server_name,
+    parse_room_alias,
+    parse_user_id,
+    server_name_of,
+)
 from bastion.core.room_versions import KNOWN_ROOM_VERSIONS, get_room_version
-from bastion.core.server_acl import domain_allowed, server_acl_allows
 from bastion.core.signing import SignatureError, signing_key_ids
-from bastion.core.state_keys import SERVER_ACL_KEY as ACL_KEY
-from bastion.errors import MatrixError
+from bastion.errors import (
+    M_FORBIDDEN,
+    M_INCOMPATIBLE_ROOM_VERSION,
+    M_NOT_FOUND,
+    M_UNKNOWN,
+    MatrixError,
+    bad_json,
+    forbidden,
+    invalid_param,
+    not_found,
+)
 from bastion.federation.resolver import FederationError
+from bastion.services.rooms import STRIPPED_TYPES
+
+if TYPE_CHECKING:
+    from bastion.federation.container import Federation
+    from bastion.server import HomeServer
 
 log = logging.getLogger("bastion.federation.membership")
 
-#: Event types of invite/knock stripped state (C-S "Stripped state").
-STRIPPED_TYPES = (
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-    "m.room.topic",
-)
 #: Room versions we can join over federation (our event building needs v3+ event IDs).
 JOINABLE_VERSIONS = tuple(v for v in KNOWN_ROOM_VERSIONS if v not in ("1", "2"))
 MAX_CANDIDATE_SERVERS = 10
@@ -61,14 +69,6 @@ MAX_INVITE_STATE = 50
 HANDSHAKE_TIMEOUT = 60.0
 BACKFILL_LIMIT = 100
 BACKFILL_RETRY_S = 30.0
-
-
-def err(errcode: str, message: str, status: int = 400, **extra: object) -> MatrixError:
-    return MatrixError(errcode, message, status, **extra)
-
-
-def domain(user_id: str) -> str:
-    return user_id.split(":", 1)[1] if isinstance(user_id, str) and ":" in user_id else ""
 
 
 def stripped(ev: dict) -> dict:
@@ -82,52 +82,27 @@ def stripped(ev: dict) -> dict:
 
 
 class FederationMembership:
-    def __init__(self, hs: Any) -> None:
+    def __init__(self, hs: HomeServer, fed: Federation) -> None:
         self.hs = hs
+        self.fed = fed
         self.store = hs.store
         self._backfill_tried: dict[tuple[str, frozenset], float] = {}
 
     # ------------------------------------------------------------------------------------------
     # Shared checks
     # ------------------------------------------------------------------------------------------
-    @property
-    def events(self):
-        inbound = getattr(self.hs, "federation_events", None)
-        if inbound is None:
-            raise err("M_UNRECOGNIZED", "federation is not available on this server", 404)
-        return inbound
-
-    def origin_allowed(self, origin: str) -> None:
-        """The server-wide allow/deny list (403 ``M_FORBIDDEN``)."""
-        config = self.hs.config
-        if not domain_allowed(
-            origin,
-            getattr(config, "federation_domain_allow", ()) or (),
-            getattr(config, "federation_domain_deny", ()) or (),
-        ):
-            raise err("M_FORBIDDEN", "this server does not federate with yours", 403)
-
-    def check_acl(self, room_id: str, origin: str) -> None:
-        """S-S API "Server Access Control Lists": 403 ``M_FORBIDDEN`` when the room's ACL
-        refuses ``origin``."""
-        self.origin_allowed(origin)
-        acl = self.hs.rooms.current_state_event(room_id, *ACL_KEY)
-        if not server_acl_allows(acl.get("content") if acl else None, origin):
-            raise err("M_FORBIDDEN", "server is banned from this room by its server ACL", 403)
-
     def is_in_room(self, room_id: str) -> bool:
         """Whether this server is in the room (a local user is joined)."""
         if not self.store.room_exists(room_id):
             return False
-        return any(domain(u) == self.hs.server_name for u in self.store.get_joined_users(room_id))
+        return any(
+            server_name_of(u) == self.hs.server_name for u in self.store.get_joined_users(room_id)
+        )
 
     def _resident_room(self, room_id: str):
         if not self.is_in_room(room_id):
-            raise err("M_NOT_FOUND", "unknown room", 404)
+            raise not_found("unknown room")
         return self.hs.rooms.require_room(room_id)
-
-    def _local_user(self, user_id: str) -> bool:
-        return domain(user_id) == self.hs.server_name
 
     # ------------------------------------------------------------------------------------------
     # Resident server: make_join / make_leave / make_knock
@@ -143,22 +118,22 @@ class FederationMembership:
         try:
             parse_user_id(user_id, historical=True)
         except MatrixError:
-            raise err("M_INVALID_PARAM", "invalid user ID") from None
-        if domain(user_id) != origin:
-            raise err("M_FORBIDDEN", "the user is not on the requesting server", 403)
+            raise invalid_param("invalid user ID") from None
+        if server_name_of(user_id) != origin:
+            raise forbidden("the user is not on the requesting server")
         head = self._resident_room(room_id)
-        self.check_acl(room_id, origin)
+        self.fed.acl.require_room(room_id, origin)
         version = head.room_version
         rv = get_room_version(version)
         if versions is not None and version not in versions:
-            raise err(
-                "M_INCOMPATIBLE_ROOM_VERSION",
+            raise MatrixError(
+                M_INCOMPATIBLE_ROOM_VERSION,
                 "your server does not support this room's version",
                 400,
                 room_version=version,
             )
         if membership == "knock" and not rv.knock_join_rule:
-            raise err("M_FORBIDDEN", "this room version does not allow knocking", 403)
+            raise forbidden("this room version does not allow knocking")
         authoriser = None
         if membership == "join":
             authoriser = self.hs.rooms.restricted_join_authoriser(room_id, user_id)
@@ -175,55 +150,59 @@ class FederationMembership:
         through the inbound checks, forward it to the room's other servers. Returns the event
         as accepted (with our signature on an authorised restricted join) and its metadata."""
         head = self._resident_room(room_id)
-        self.check_acl(room_id, origin)
+        self.fed.acl.require_room(room_id, origin)
         version = head.room_version
         ev = self._check_remote_event(body, version, room_id, event_id, membership)
         sender = ev["sender"]
-        if domain(sender) != origin or ev.get("state_key") != sender:
-            raise err("M_INVALID_PARAM", "the sender must be the state key, on your server")
+        if server_name_of(sender) != origin or ev.get("state_key") != sender:
+            raise invalid_param("the sender must be the state key, on your server")
         await self._verify(ev, version)
         authoriser = ev["content"].get(JAUVS)
-        if membership == "join" and isinstance(authoriser, str) and self._local_user(authoriser):
+        if (
+            membership == "join"
+            and isinstance(authoriser, str)
+            and server_name_of(authoriser) == self.hs.server_name
+        ):
             # S-S API "Restricted rooms": we sign for our user only after checking the room's
             # rule ourselves (403/400 when the joiner does not meet it).
             self.hs.rooms.restricted_join_authoriser(room_id, sender)
             sk = self.hs.signing_key
             ev = sign_event(ev, version, self.hs.server_name, sk.key_id, sk.key)
-        eid, error = await self.events.process_incoming_pdu(origin, ev, version)
+        eid, error = await self.fed.events.process_incoming_pdu(origin, ev, version)
         meta = self.store.get_event_meta([event_id]).get(event_id)
         if error is not None or meta is None or meta.rejected or meta.soft_failed or meta.outlier:
-            raise err("M_FORBIDDEN", f"the event was not accepted: {error or 'not allowed'}", 403)
-        await self.hs.federation_sender.enqueue_pdu(ev, event_id, room_id, exclude=(origin,))
+            raise forbidden(f"the event was not accepted: {error or 'not allowed'}")
+        await self.fed.sender.enqueue_pdu(ev, event_id, room_id, exclude=(origin,))
         return ev, meta
 
     def _check_remote_event(
         self, body: object, version: str, room_id: str, event_id: str, membership: str
     ) -> dict:
         if not isinstance(body, dict):
-            raise err("M_BAD_JSON", "the body must be an event")
+            raise bad_json("the body must be an event")
         ev = {k: v for k, v in body.items() if k != "unsigned"}
         try:
             validate_pdu(ev, version)
             computed = compute_event_id(ev, version)
         except MatrixError as e:
-            raise err("M_INVALID_PARAM", f"malformed event: {e.message}") from None
+            raise invalid_param(f"malformed event: {e.message}") from None
         if computed != event_id:
-            raise err("M_INVALID_PARAM", "the event ID does not match the event")
+            raise invalid_param("the event ID does not match the event")
         if ev.get("room_id") != room_id:
-            raise err("M_INVALID_PARAM", "the event is not in this room")
+            raise invalid_param("the event is not in this room")
         if ev.get("type") != "m.room.member" or not isinstance(ev.get("state_key"), str):
-            raise err("M_INVALID_PARAM", "the event is not a membership event")
+            raise invalid_param("the event is not a membership event")
         if ev["content"].get("membership") != membership:
-            raise err("M_INVALID_PARAM", f"the membership is not {membership}")
+            raise invalid_param(f"the membership is not {membership}")
         return ev
 
     async def _verify(self, ev: dict, version: str) -> None:
         try:
-            hash_ok = await self.hs.keyring.verify_event_signatures(ev, version)
+            hash_ok = await self.fed.keyring.verify_event_signatures(ev, version)
         except (SignatureError, MatrixError) as e:
-            raise err("M_INVALID_PARAM", f"signature check failed: {e.message}") from None
+            raise invalid_param(f"signature check failed: {e.message}") from None
         if not hash_ok:
-            raise err("M_INVALID_PARAM", "the event's content hash does not match")
+            raise invalid_param("the event's content hash does not match")
 
     def join_response(self, ev: dict, meta: Any) -> dict:
         """The send_join v2 response: the state before the join and its auth chain."""
@@ -263,34 +242,31 @@ class FederationMembership:
     async def on_invite(self, origin: str, room_id: str, event_id: str, body: dict) -> dict:
         """PUT /v2/invite/{roomId}/{eventId}: check and countersign an invite of a local user;
         keep it with its stripped state for the user's /sync."""
-        self.origin_allowed(origin)
+        self.fed.acl.require_server(origin)
         version = body.get("room_version")
         if not isinstance(version, str):
-            raise err("M_BAD_JSON", "'room_version' must be a string")
+            raise bad_json("'room_version' must be a string")
         if version not in JOINABLE_VERSIONS:
-            raise err(
-                "M_INCOMPATIBLE_ROOM_VERSION", "this server does not support the room's version",
-                400, room_version=version,
-            )  # fmt: skip
+            raise MatrixError(M_INCOMPATIBLE_ROOM_VERSION, "this server does not support the room's version", 400, room_version=version)  # fmt: skip
         ev = self._check_remote_event(body.get("event"), version, room_id, event_id, "invite")
-        if domain(ev["sender"]) != origin:
-            raise err("M_INVALID_PARAM", "the inviter is not on your server")
+        if server_name_of(ev["sender"]) != origin:
+            raise invalid_param("the inviter is not on your server")
         invitee = ev["state_key"]
-        if not self._local_user(invitee):
-            raise err("M_INVALID_PARAM", "the invitee is not on this server")
+        if server_name_of(invitee) != self.hs.server_name:
+            raise invalid_param("the invitee is not on this server")
         if not self.store.user_exists(invitee):
-            raise err("M_NOT_FOUND", "unknown user", 404)
+            raise not_found("unknown user")
         in_room = self.is_in_room(room_id)
         if in_room:
-            self.check_acl(room_id, origin)
+            self.fed.acl.require_room(room_id, origin)
             if self.hs.rooms.membership_of(room_id, invitee) in ("join", "ban"):
-                raise err("M_FORBIDDEN", "the user is already in the room or banned", 403)
+                raise forbidden("the user is already in the room or banned")
         await self._verify(ev, version)
         state = await self._check_invite_state(body.get("invite_room_state"), version, room_id)
         sk = self.hs.signing_key
         signed = sign_event(ev, version, self.hs.server_name, sk.key_id, sk.key)
         if not in_room:
-            await self.store.db.write(
+            await self.store.transaction(
                 lambda conn: self.store.store_out_of_room_membership_in(
                     conn, signed, event_id, room_id, version, state
                 )
@@ -306,34 +282,34 @@ class FederationMembership:
         if raw is None:
             raw = []
         if not isinstance(raw, list):
-            raise err("M_INVALID_PARAM", "'invite_room_state' must be an array")
+            raise invalid_param("'invite_room_state' must be an array")
         strict = version not in ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11")
         out: list[dict] = []
         has_create = False
         for entry in raw[:MAX_INVITE_STATE]:
             if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
-                raise err("M_INVALID_PARAM", "invite_room_state entries must be events")
+                raise invalid_param("invite_room_state entries must be events")
             is_pdu = "signatures" in entry and "hashes" in entry
             if is_pdu:
                 try:
                     validate_pdu(entry, version)
                 except MatrixError as e:
-                    raise err("M_INVALID_PARAM", f"invite_room_state: {e.message}") from None
+                    raise invalid_param(f"invite_room_state: {e.message}") from None
                 if (
                     entry["type"] == "m.room.create"
                     and get_room_version(version).room_id_is_create_hash
                 ):
                     if compute_room_id_v12(entry) != room_id:
-                        raise err("M_INVALID_PARAM", "the create event is not this room's")
+                        raise invalid_param("the create event is not this room's")
                 elif entry.get("room_id") != room_id:
-                    raise err("M_INVALID_PARAM", "an invite_room_state event is in another room")
+                    raise invalid_param("an invite_room_state event is in another room")
                 await self._verify(entry, version)
             elif strict:
-                raise err("M_INVALID_PARAM", "invite_room_state entries must be PDUs")
+                raise invalid_param("invite_room_state entries must be PDUs")
             has_create = has_create or entry["type"] == "m.room.create"
             out.append(stripped(entry))
         if strict and not has_create:
-            raise err("M_INVALID_PARAM", "invite_room_state has no m.room.create event")
+            raise invalid_param("invite_room_state has no m.room.create event")
         return out
 
     def out_of_room_stripped_state(self, event_id: str) -> list[dict] | None:
@@ -361,14 +337,14 @@ class FederationMembership:
         if row is not None:
             import orjson
 
-            out.append(domain(orjson.loads(row["event"]).get("sender", "")))
+            out.append(server_name_of(orjson.loads(row["event"]).get("sender")) or "")
         mem = self.store.get_membership(room_id, user_id)
         if mem is not None:
             ev = self.store.get_event(mem["event_id"])
             if ev is not None:
-                out.append(domain(ev.get("sender", "")))
+                out.append(server_name_of(ev.get("sender")) or "")
         if ":" in room_id:
-            out.append(room_id.split(":", 1)[1])
+            out.append(server_name_of(room_id) or "")
         if self.store.room_exists(room_id):
             out.extend(sorted(self.store.joined_servers(room_id)))
         seen = []
@@ -380,21 +356,18 @@ class FederationMembership:
     async def query_directory(self, alias: str) -> tuple[str, list[str]]:
         """GET /v1/query/directory on the alias's server (S-S API "Querying for information"):
         (room_id, servers). 404 ``M_NOT_FOUND`` when it is unknown or unreachable."""
-        parse_room_alias(alias)
-        server = alias.split(":", 1)[1]
-        if not self.hs.federation_sender.destination_allowed(server):
-            raise err("M_NOT_FOUND", "room alias not found", 404)
+        server = parse_room_alias(alias).domain
+        if not self.fed.sender.destination_allowed(server):
+            raise not_found("room alias not found")
         try:
-            status, body = await self.hs.federation_client.request(
+            status, body = await self.fed.client.request(
                 "GET", server, "/_matrix/federation/v1/query/directory",
                 query={"room_alias": alias}, timeout=30,
             )  # fmt: skip
         except FederationError:
-            raise err(
-                "M_NOT_FOUND", "room alias not found (its server is unreachable)", 404
-            ) from None
+            raise not_found("room alias not found (its server is unreachable)") from None
         if status != 200 or not isinstance(body, dict) or not isinstance(body.get("room_id"), str):
-            raise err("M_NOT_FOUND", "room alias not found", 404)
+            raise not_found("room alias not found")
         servers = body.get("servers")
         servers = [s for s in servers if isinstance(s, str)] if isinstance(servers, list) else []
         return body["room_id"], [server, *servers]
@@ -408,41 +381,41 @@ class FederationMembership:
         """Join, knock on or leave a room this server is not in through one of ``servers``
         (make_* then send_*). Returns the event ID."""
         if not servers:
-            raise err("M_NOT_FOUND", "no server to reach the room through", 404)
+            raise not_found("no server to reach the room through")
         last: MatrixError | None = None
         for server in servers:
-            if not self.hs.federation_sender.destination_allowed(server):
+            if not self.fed.sender.destination_allowed(server):
                 continue
             try:
                 return await self._handshake(server, user_id, room_id, membership, content)
             except _TryNext as e:
                 last = e.error
                 log.info("%s of %s via %s failed: %s", membership, room_id, server, e.error.message)
-        if last is not None and last.errcode not in ("M_UNKNOWN", "M_NOT_FOUND"):
+        if last is not None and last.errcode not in (M_UNKNOWN, M_NOT_FOUND):
             raise last
         raise (
-            err("M_UNKNOWN", f"no server could {membership} the room", 502)
+            MatrixError(M_UNKNOWN, f"no server could {membership} the room", 502)
             if last
-            else err("M_NOT_FOUND", "no server to reach the room through", 404)
+            else not_found("no server to reach the room through")
         )
 
     async def _request(self, method: str, server: str, path: str, body=None, query=None):
         try:
-            status, resp = await self.hs.federation_client.request(
+            status, resp = await self.fed.client.request(
                 method, server, path, body, query, timeout=HANDSHAKE_TIMEOUT
             )
         except FederationError as e:
-            raise _TryNext(err("M_UNKNOWN", f"{server} is unreachable: {e}", 502)) from None
+            raise _TryNext(MatrixError(M_UNKNOWN, f"{server} is unreachable: {e}", 502)) from None
         if status != 200 or not isinstance(resp, dict):
             errcode = resp.get("errcode") if isinstance(resp, dict) else None
             message = resp.get("error") if isinstance(resp, dict) else None
             extra = {}
             if isinstance(resp, dict) and isinstance(resp.get("room_version"), str):
                 extra["room_version"] = resp["room_version"]
-            code = errcode if isinstance(errcode, str) else "M_UNKNOWN"
+            code = errcode if isinstance(errcode, str) else M_UNKNOWN
             st = status if 400 <= status < 500 else 502
             raise _TryNext(
-                err(code, str(message or f"{server} answered {status}")[:300], st, **extra)
+                MatrixError(code, str(message or f"{server} answered {status}")[:300], st, **extra)
             )
         return resp
 
@@ -458,8 +431,7 @@ class FederationMembership:
         version = resp.get("room_version", "1")
         template = resp.get("event")
         if version not in JOINABLE_VERSIONS:
-            raise _TryNext(err("M_INCOMPATIBLE_ROOM_VERSION", "unsupported room version", 400,
-                               room_version=str(version)))  # fmt: skip
+            raise _TryNext(MatrixError(M_INCOMPATIBLE_ROOM_VERSION, "unsupported room version", 400, room_version=str(version)))  # fmt: skip
         if not (
             isinstance(template, dict)
             and template.get("room_id") == room_id
@@ -469,7 +441,9 @@ class FederationMembership:
             and isinstance(template.get("content"), dict)
             and template["content"].get("membership") == membership
         ):
-            raise _TryNext(err("M_UNKNOWN", f"{server} sent a malformed {make} template", 502))
+            raise _TryNext(
+                MatrixError(M_UNKNOWN, f"{server} sent a malformed {make} template", 502)
+            )
         ev = {
             k: v for k, v in template.items() if k not in ("signatures", "hashes", "unsigned",
                                                             "event_id")
@@ -483,13 +457,15 @@ class FederationMembership:
             validate_pdu(signed, version)
             event_id = compute_event_id(signed, version)
         except MatrixError as e:
-            raise _TryNext(err("M_UNKNOWN", f"bad {make} template: {e.message}", 502)) from None
+            raise _TryNext(
+                MatrixError(M_UNKNOWN, f"bad {make} template: {e.message}", 502)
+            ) from None
         send = {"join": "v2/send_join", "leave": "v2/send_leave", "knock": "v1/send_knock"}[
             membership
         ]
         path = f"/_matrix/federation/{send}/{q_room}/{quote(event_id, safe='')}"
-        query = {"omit_members": "false"} if membership == "join" else None
-        resp = await self._request("PUT", server, path, signed, query)
+        send_query = {"omit_members": "false"} if membership == "join" else None
+        resp = await self._request("PUT", server, path, signed, send_query)
         if membership == "join":
             event = resp.get("event")
             if isinstance(event, dict):
@@ -499,7 +475,7 @@ class FederationMembership:
                     same = False
                 if same:
                     signed = event
-            await self.events.process_room_state(
+            await self.fed.events.process_room_state(
                 server, room_id, version, resp.get("state"), resp.get("auth_chain"), signed
             )
             return event_id
@@ -509,7 +485,7 @@ class FederationMembership:
             state = [stripped(e) for e in raw[:MAX_INVITE_STATE] if isinstance(e, dict)] if (
                 isinstance(raw, list)
             ) else []  # fmt: skip
-        await self.store.db.write(
+        await self.store.transaction(
             lambda conn: self.store.store_out_of_room_membership_in(
                 conn, signed, event_id, room_id, version, state
             )
@@ -522,9 +498,9 @@ class FederationMembership:
     async def remote_invite(self, event: dict, event_id: str, room_id: str, version: str) -> dict:
         """PUT /v2/invite to the invitee's server; returns our event with its signature added
         (checked). Errors: 403 when refused, 502 when unreachable or the answer is bad."""
-        invitee_server = domain(event["state_key"])
-        if not self.hs.federation_sender.destination_allowed(invitee_server):
-            raise err("M_FORBIDDEN", "this server does not federate with the invitee's", 403)
+        invitee_server = parse_user_id(event["state_key"], historical=True).server_name
+        if not self.fed.sender.destination_allowed(invitee_server):
+            raise forbidden("this server does not federate with the invitee's")
         body = {
             "room_version": version,
             "event": event,
@@ -536,18 +512,18 @@ class FederationMembership:
         except _TryNext as e:
             if e.error.status >= 500:
                 raise e.error from None
-            raise err(e.error.errcode if e.error.errcode != "M_UNKNOWN" else "M_FORBIDDEN",
+            raise MatrixError(e.error.errcode if e.error.errcode != M_UNKNOWN else M_FORBIDDEN,
                       f"the invitee's server refused: {e.error.message}", 403) from None  # fmt: skip
         returned = resp.get("event")
         if not isinstance(returned, dict):
-            raise err("M_UNKNOWN", "the invitee's server sent no event", 502)
+            raise MatrixError(M_UNKNOWN, "the invitee's server sent no event", 502)
         sigs = returned.get("signatures")
         theirs = sigs.get(invitee_server) if isinstance(sigs, dict) else None
         if not isinstance(theirs, dict) or not theirs:
-            raise err("M_UNKNOWN", "the invitee's server did not sign the invite", 502)
+            raise MatrixError(M_UNKNOWN, "the invitee's server did not sign the invite", 502)
         merged = dict(event)
         merged["signatures"] = {**event["signatures"], invitee_server: theirs}
-        keys = await self.hs.keyring.get_verify_keys(
+        keys = await self.fed.keyring.get_verify_keys(
             invitee_server, signing_key_ids(merged, invitee_server), self.hs.now_ms()
         )
         for key_id, key in keys.items():
@@ -556,7 +532,7 @@ class FederationMembership:
                 return merged
             except (SignatureError, MatrixError):
                 continue
-        raise err("M_UNKNOWN", "the invitee's server's signature does not verify", 502)
+        raise MatrixError(M_UNKNOWN, "the invitee's server's signature does not verify", 502)
 
     # ------------------------------------------------------------------------------------------
     # Backfill for /messages
@@ -567,12 +543,12 @@ class FederationMembership:
         hold), ask a server in the room for up to 100 earlier events and run them through the
         inbound checks. Bounded: one attempt per room and gap every 30 s. Returns how many
         events were accepted."""
-        inbound = getattr(self.hs, "federation_events", None)
-        if inbound is None or not self.store.room_exists(room_id):
+        inbound = self.fed.events
+        if not self.store.room_exists(room_id):
             return 0
         servers = [
             s for s in sorted(self.store.joined_servers(room_id))
-            if self.hs.federation_sender.destination_allowed(s)
+            if self.fed.sender.destination_allowed(s)
         ]  # fmt: skip
         if not servers:
             return 0
@@ -593,7 +569,7 @@ class FederationMembership:
         n = min(BACKFILL_LIMIT, max(limit * 2, 20))
         for server in servers[:3]:
             try:
-                status, body = await self.hs.federation_client.request(
+                status, body = await self.fed.client.request(
                     "GET", server, f"/_matrix/federation/v1/backfill/{quote(room_id, safe='')}",
                     query={"v": gaps, "limit": str(n)}, timeout=30,
                 )  # fmt: skip

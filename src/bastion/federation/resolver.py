@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import aiohttp
-from aiohttp.abc import AbstractResolver
+from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from bastion.core.egress_filter import IPNetwork, ip_allowed
@@ -70,11 +70,13 @@ class PinnedResolver(AbstractResolver):
     def pin(self, host: str, port: int, ips: Iterable[str]) -> None:
         self._pins[(host.lower(), port)] = tuple(ips)
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict]:
+    async def resolve(
+        self, host: str, port: int = 0, family: int = socket.AF_INET
+    ) -> list[ResolveResult]:
         ips = self._pins.get((host.lower(), port))
         if not ips:
             raise OSError(f"no pinned address for {host}:{port}")
-        out = []
+        out: list[ResolveResult] = []
         for ip in ips:
             if not ip_allowed(ip, self._allowed):
                 continue
@@ -158,7 +160,7 @@ class ServerNameResolver:
                 )
             except (OSError, UnicodeError):
                 return []
-            ips = [info[4][0] for info in infos]
+            ips = [str(info[4][0]) for info in infos]
         else:
             import dns.exception
             import dns.name
@@ -203,7 +205,8 @@ class ServerNameResolver:
         cached = self._well_known.get(hostname)
         if cached is not None and cached.expires_ms > now:
             return cached.value
-        value, headers = None, {}
+        value: str | None = None
+        headers: dict = {}
         try:
             value, headers = await self._fetch_well_known(hostname)
         except (TimeoutError, FederationError, aiohttp.ClientError, OSError, ssl.SSLError) as e:

@@ -1,6 +1,6 @@
 """The outbound transaction queue (S-S API "Transactions", "PDUs", "EDUs").
 
-``hs.federation_sender``:
+``hs.federation.sender``:
 
 * Every event this server creates in a room is queued, *in the write that persists it*
   (:meth:`FederationSender.enqueue_events_in`, called by the room engine), for every other
@@ -26,11 +26,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from bastion.core.identifiers import server_name_of
 from bastion.federation.resolver import FederationError
 from bastion.services.lifecycle import BackgroundService, drain
+
+if TYPE_CHECKING:
+    from bastion.federation.acl import FederationACL
+    from bastion.federation.client import FederationClient
+    from bastion.server import HomeServer
 
 log = logging.getLogger("bastion.federation.sender")
 
@@ -46,9 +52,11 @@ class FederationSender(BackgroundService):
 
     background_name = "federation sender"
 
-    def __init__(self, hs: Any) -> None:
+    def __init__(self, hs: HomeServer, client: FederationClient, acl: FederationACL) -> None:
         super().__init__()
         self.hs = hs
+        self.client = client
+        self.acl = acl
         self.store = hs.store
         self._tasks: dict[str, asyncio.Task] = {}
         self._reset: dict[str, asyncio.Event] = {}
@@ -85,16 +93,7 @@ class FederationSender(BackgroundService):
     # -- who receives what -----------------------------------------------------------------------
     def destination_allowed(self, destination: str) -> bool:
         """Not ourselves, and allowed by the server-wide allow/deny list."""
-        if not destination or destination == self.hs.server_name:
-            return False
-        from bastion.core.server_acl import domain_allowed
-
-        config = self.hs.config
-        return domain_allowed(
-            destination,
-            getattr(config, "federation_domain_allow", ()) or (),
-            getattr(config, "federation_domain_deny", ()) or (),
-        )
+        return self.acl.destination_allowed(destination)
 
     def pdu_destinations_in(self, conn, event: dict, room_id: str) -> list[str]:
         """The servers an event of ours goes to: every server with a joined member in the room
@@ -103,8 +102,9 @@ class FederationSender(BackgroundService):
         servers = self.store.joined_servers_in(conn, room_id)
         if event.get("type") == "m.room.member" and isinstance(event.get("state_key"), str):
             content = event.get("content") or {}
-            if content.get("membership") in _MEMBERSHIP_TARGETS and ":" in event["state_key"]:
-                servers.add(event["state_key"].split(":", 1)[1])
+            target_server = server_name_of(event["state_key"])
+            if content.get("membership") in _MEMBERSHIP_TARGETS and target_server is not None:
+                servers.add(target_server)
         return sorted(s for s in servers if self.destination_allowed(s))
 
     def destinations_for_room(self, room_id: str) -> list[str]:
@@ -126,7 +126,7 @@ class FederationSender(BackgroundService):
         for ne in events:
             ev = ne.event
             sender = ev.get("sender", "")
-            if not isinstance(sender, str) or sender.split(":", 1)[-1] != self.hs.server_name:
+            if server_name_of(sender) != self.hs.server_name:
                 continue
             self.enqueue_pdu_in(conn, ev, ne.event_id, ne.room_id)
 
@@ -150,7 +150,7 @@ class FederationSender(BackgroundService):
     ) -> list[str]:  # fmt: skip
         """Queue a PDU in a write of its own (e.g. a remote join we accepted, for the other
         servers in the room)."""
-        return await self.store.db.write(
+        return await self.store.transaction(
             lambda conn: self.enqueue_pdu_in(conn, event, event_id, room_id, destinations, exclude)
         )
 
@@ -173,7 +173,7 @@ class FederationSender(BackgroundService):
         unsent EDU with the same type and key for this destination is replaced."""
 
         async def go() -> bool:
-            return await self.store.db.write(
+            return await self.store.transaction(
                 lambda conn: self.send_edu_in(conn, destination, edu_type, content, key)
             )
 
@@ -206,7 +206,7 @@ class FederationSender(BackgroundService):
         """A request came from ``destination``: end its back-off and send what is queued."""
         if self.store.get_destination_retry(destination)[0] == 0:
             return
-        await self.store.db.write(
+        await self.store.transaction(
             lambda conn: self.store.set_destination_retry_in(conn, destination, 0, 0, 0)
         )
         event = self._reset.get(destination)
@@ -246,7 +246,7 @@ class FederationSender(BackgroundService):
                     if failures:
                         self.store.set_destination_retry_in(conn, destination, 0, 0, 0)
 
-                await self.store.db.write(done)
+                await self.store.transaction(done)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - keep the queue; the next wake retries
@@ -257,8 +257,8 @@ class FederationSender(BackgroundService):
 
     async def _record_failure(self, destination: str, failures: int, interval: int) -> None:
         config = self.hs.config
-        low = max(1, getattr(config, "federation_retry_min_ms", 5000))
-        high = max(low, getattr(config, "federation_retry_max_ms", 3_600_000))
+        low = max(1, config.federation_retry_min_ms)
+        high = max(low, config.federation_retry_max_ms)
         interval = low if interval <= 0 else min(high, interval * 2)
         jitter = secrets.SystemRandom().uniform(0.8, 1.2)
         retry_at = self.hs.now_ms() + int(interval * jitter)
@@ -266,7 +266,7 @@ class FederationSender(BackgroundService):
             "federation: %s unreachable (%d failures); retrying in %d ms",
             destination, failures + 1, int(interval * jitter),
         )  # fmt: skip
-        await self.store.db.write(
+        await self.store.transaction(
             lambda conn: self.store.set_destination_retry_in(
                 conn, destination, failures + 1, interval, retry_at
             )
@@ -284,7 +284,7 @@ class FederationSender(BackgroundService):
         }
         path = "/_matrix/federation/v1/send/" + quote(txn_id, safe="")
         try:
-            status, resp = await self.hs.federation_client.request(
+            status, resp = await self.client.request(
                 "PUT", destination, path, body, timeout=TXN_TIMEOUT
             )
         except (FederationError, OSError, ValueError) as e:

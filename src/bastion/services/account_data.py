@@ -8,11 +8,16 @@ always on an initial sync, and on an incremental sync when the rules changed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.core.canonical_json import canonical_json, parse_json
 from bastion.core.identifiers import parse_room_id
-from bastion.errors import MatrixError
+from bastion.errors import M_BAD_JSON, MatrixError, invalid_param, too_large
 from bastion.services.filtering import event_filter_allows, room_allowed
 from bastion.services.sync_api import SyncContext
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 #: Types the server manages; clients may read them but not set them ("Server Behaviour": 405).
 SERVER_MANAGED_TYPES = frozenset({"m.fully_read", "m.push_rules"})
@@ -24,11 +29,9 @@ MAX_CONTENT_BYTES = 65536
 
 def check_type(data_type: str) -> None:
     if not data_type:
-        raise MatrixError("M_INVALID_PARAM", "account data type must not be empty", 400)
+        raise invalid_param("account data type must not be empty")
     if len(data_type) > MAX_TYPE_LENGTH:
-        raise MatrixError(
-            "M_INVALID_PARAM", f"account data type is longer than {MAX_TYPE_LENGTH}", 400
-        )
+        raise invalid_param(f"account data type is longer than {MAX_TYPE_LENGTH}")
 
 
 def check_room_id(room_id: str) -> None:
@@ -36,13 +39,13 @@ def check_room_id(room_id: str) -> None:
     try:
         parse_room_id(room_id)
     except MatrixError:
-        raise MatrixError("M_INVALID_PARAM", f"{room_id!r} is not a valid room ID", 400) from None
+        raise invalid_param(f"{room_id!r} is not a valid room ID") from None
 
 
 class AccountData:
     """``hs.account_data``."""
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
 
     async def put(self, user_id: str, room_id: str, data_type: str, content: dict) -> None:
@@ -50,13 +53,11 @@ class AccountData:
         check_type(data_type)
         if data_type in SERVER_MANAGED_TYPES:
             raise MatrixError(
-                "M_BAD_JSON", f"{data_type} is managed by the server and cannot be set here", 405
+                M_BAD_JSON, f"{data_type} is managed by the server and cannot be set here", 405
             )
         text = canonical_json(content)
         if len(text) > MAX_CONTENT_BYTES:
-            raise MatrixError(
-                "M_TOO_LARGE", f"account data is larger than {MAX_CONTENT_BYTES} bytes", 413
-            )
+            raise too_large(f"account data is larger than {MAX_CONTENT_BYTES} bytes")
         await self.hs.store.set_account_data(user_id, room_id, data_type, text.decode("utf-8"))
 
     def get(self, user_id: str, room_id: str, data_type: str) -> dict | None:

@@ -29,17 +29,46 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import sqlite3
 import string
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.core.canonical_json import canonical_json
-from bastion.core.identifiers import parse_server_name
-from bastion.errors import MatrixError
+from bastion.core.identifiers import UserId, parse_server_name, server_name_of
+from bastion.core.rate_limit import TokenBuckets, retry_after_ms
+from bastion.errors import (
+    M_BAD_JSON,
+    M_FORBIDDEN,
+    M_GUEST_ACCESS_FORBIDDEN,
+    M_INVALID_USERNAME,
+    M_KEY_TOO_LARGE,
+    M_MISSING_PARAM,
+    M_PROFILE_TOO_LARGE,
+    M_UNAUTHORIZED,
+    M_UNKNOWN,
+    M_UNRECOGNIZED,
+    M_USER_IN_USE,
+    M_USER_LOCKED,
+    M_WEAK_PASSWORD,
+    MatrixError,
+    bad_json,
+    forbidden,
+    invalid_param,
+    limit_exceeded,
+    missing_param,
+    not_found,
+    too_large,
+)
 from bastion.services.passwords import MAX_PASSWORD_LENGTH, PasswordHashingBusy, Passwords
-from bastion.storage.sqlite.accounts import Requester, registration_token_valid
+from bastion.storage.interface import Requester, Row, Txn, registration_token_valid
+
+if TYPE_CHECKING:
+    from bastion.config import Config
+    from bastion.services.e2ee import E2EEService
+    from bastion.services.rooms import RoomService
+    from bastion.storage.interface import Store
 
 log = logging.getLogger("bastion.accounts")
 
@@ -68,10 +97,6 @@ _MXC = re.compile(r"mxc://([^/]+)/([A-Za-z0-9_\-]+)")
 _DEVICE_ALPHABET = string.ascii_uppercase
 
 
-def bad_json(message: str) -> MatrixError:
-    return MatrixError("M_BAD_JSON", message, 400)
-
-
 def _opt(body: dict, key: str, kind: type | tuple, what: str) -> Any:
     """An optional body field of the given JSON type (``M_BAD_JSON`` otherwise)."""
     value = body.get(key)
@@ -94,9 +119,9 @@ def check_device_id(value: object) -> str:
     if not isinstance(value, str):
         raise bad_json("'device_id' must be a string")
     if not value or len(value.encode("utf-8", "surrogatepass")) > MAX_DEVICE_ID_BYTES:
-        raise MatrixError("M_INVALID_PARAM", "device_id must be 1 to 255 bytes")
+        raise invalid_param("device_id must be 1 to 255 bytes")
     if any(c.isspace() or not c.isprintable() for c in value):
-        raise MatrixError("M_INVALID_PARAM", "device_id must not contain spaces or controls")
+        raise invalid_param("device_id must not contain spaces or controls")
     return value
 
 
@@ -105,23 +130,20 @@ def check_password_strength(password: object, key: str = "password") -> str:
         raise bad_json(f"'{key}' must be a string")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise MatrixError(
-            "M_WEAK_PASSWORD", f"password must be at least {MIN_PASSWORD_LENGTH} characters"
+            M_WEAK_PASSWORD, f"password must be at least {MIN_PASSWORD_LENGTH} characters"
         )
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise MatrixError(
-            "M_INVALID_PARAM", f"password must be at most {MAX_PASSWORD_LENGTH} characters"
-        )
+        raise invalid_param(f"password must be at most {MAX_PASSWORD_LENGTH} characters")
     return password
 
 
 def check_profile_key(key: str) -> None:
     if len(key.encode("utf-8", "surrogatepass")) > MAX_PROFILE_KEY_BYTES:
-        raise MatrixError("M_KEY_TOO_LARGE", "profile keys are at most 255 bytes")
+        raise MatrixError(M_KEY_TOO_LARGE, "profile keys are at most 255 bytes")
     if not _PROFILE_KEY.fullmatch(key):
-        raise MatrixError(
-            "M_INVALID_PARAM",
+        raise invalid_param(
             "invalid profile key: use displayname, avatar_url, m.tz or a namespaced key"
-            " such as com.example.field",
+            " such as com.example.field"
         )
 
 
@@ -142,43 +164,17 @@ def check_profile_value(key: str, value: Any) -> None:
         if not isinstance(value, str):
             raise bad_json("displayname must be a string")
         if len(value) > MAX_DISPLAYNAME_LENGTH:
-            raise MatrixError(
-                "M_INVALID_PARAM", f"displayname is longer than {MAX_DISPLAYNAME_LENGTH}"
-            )
+            raise invalid_param(f"displayname is longer than {MAX_DISPLAYNAME_LENGTH}")
     elif key == "avatar_url":
         if not isinstance(value, str):
             raise bad_json("avatar_url must be a string")
         if value != "" and not is_mxc_uri(value):
-            raise MatrixError("M_INVALID_PARAM", "avatar_url must be an mxc:// URI")
+            raise invalid_param("avatar_url must be an mxc:// URI")
     elif key == "m.tz" and not isinstance(value, str):
         raise bad_json("m.tz must be a string (an IANA time zone identifier)")
 
 
 # -- rate limiting ------------------------------------------------------------------------------
-class TokenBucket:
-    """Per-key token buckets (in memory)."""
-
-    def __init__(self, capacity: int, refill_ms: int, max_keys: int = 100_000) -> None:
-        self.capacity = capacity
-        self.refill_ms = refill_ms
-        self.max_keys = max_keys
-        self._buckets: OrderedDict[str, tuple[float, int]] = OrderedDict()
-
-    def take(self, key: str, now_ms: int) -> int:
-        """Take one token; returns 0 if allowed, else how many ms until one is available."""
-        tokens, last = self._buckets.pop(key, (float(self.capacity), now_ms))
-        tokens = min(self.capacity, tokens + (now_ms - last) / self.refill_ms)
-        if tokens >= 1:
-            self._buckets[key] = (tokens - 1, now_ms)
-            wait = 0
-        else:
-            self._buckets[key] = (tokens, now_ms)
-            wait = int((1 - tokens) * self.refill_ms) + 1
-        while len(self._buckets) > self.max_keys:
-            self._buckets.popitem(last=False)
-        return wait
-
-
 class FailureLimiter:
     """Counts failures per key in a sliding window; blocks once ``max_failures`` are reached."""
 
@@ -215,19 +211,13 @@ class FailureLimiter:
         self._failures.pop(key, None)
 
 
-def rate_limited(retry_after_ms: int) -> MatrixError:
-    return MatrixError(
-        "M_LIMIT_EXCEEDED", "too many requests", 429, retry_after_ms=max(1, retry_after_ms)
-    )
-
-
 # -- User-Interactive Authentication ------------------------------------------------------------
 class UiaRequired(MatrixError):
     """The 401 of the User-Interactive Authentication API: ``flows``, ``params``, ``session``,
     ``completed``, and ``errcode``/``error`` only when a stage attempt failed."""
 
     def __init__(self, body: dict, errcode: str | None = None, message: str | None = None):
-        super().__init__(errcode or "M_UNAUTHORIZED", message or "authentication required", 401)
+        super().__init__(errcode or M_UNAUTHORIZED, message or "authentication required", 401)
         self.body = body
         self.failed = errcode is not None
 
@@ -266,39 +256,37 @@ class UiaSession:
 
 # -- the service --------------------------------------------------------------------------------
 class AccountService:
-    def __init__(self, hs) -> None:
-        self.hs = hs
-        self.passwords: Passwords = hs.passwords
+    def __init__(
+        self, store: Store, config: Config, passwords: Passwords, now_ms: Callable[[], int],
+        e2ee: E2EEService, rooms: RoomService,
+    ) -> None:  # fmt: skip
+        self.store = store
+        self.config = config
+        self.server_name = config.server_name
+        self.passwords = passwords
+        self.now_ms = now_ms
+        self.e2ee = e2ee  # device keys follow the devices
+        self.rooms = rooms  # deactivation leaves rooms; profile changes update memberships
         self._uia: OrderedDict[str, UiaSession] = OrderedDict()
         self.login_failures = FailureLimiter(LOGIN_MAX_FAILURES, LOGIN_FAILURE_WINDOW_MS)
-        self.validity_bucket = TokenBucket(VALIDITY_BUCKET_CAPACITY, VALIDITY_REFILL_MS)
-
-    @property
-    def store(self):
-        return self.hs.store
+        self.validity_bucket = TokenBuckets(1000 / VALIDITY_REFILL_MS, VALIDITY_BUCKET_CAPACITY)
 
     # -- hooks into other services ------------------------------------------------------------
-    def _device_added_in(self, conn: sqlite3.Connection, user_id: str, device_id: str) -> None:
-        e2ee = getattr(self.hs, "e2ee", None)
-        if e2ee is not None and hasattr(e2ee, "on_device_added"):
-            e2ee.on_device_added(conn, user_id, device_id)
+    def _device_added_in(self, conn: Txn, user_id: str, device_id: str) -> None:
+        self.e2ee.on_device_added(conn, user_id, device_id)
 
-    def _delete_devices_in(
-        self, conn: sqlite3.Connection, user_id: str, device_ids: list[str]
-    ) -> list[str]:
+    def _delete_devices_in(self, conn: Txn, user_id: str, device_ids: list[str]) -> list[str]:
         """Delete devices with their tokens and (through the E2EE hook) their keys."""
         deleted = []
-        e2ee = getattr(self.hs, "e2ee", None)
         for device_id in device_ids:
             if self.store.delete_device_in(conn, user_id, device_id):
                 deleted.append(device_id)
-                if e2ee is not None and hasattr(e2ee, "on_device_deleted"):
-                    e2ee.on_device_deleted(conn, user_id, device_id)
+                self.e2ee.on_device_deleted(conn, user_id, device_id)
         return deleted
 
     # -- User-Interactive Authentication --------------------------------------------------------
     def _new_session(self, operation: str, user_id: str | None, flows: list[list[str]]):
-        now = self.hs.now_ms()
+        now = self.now_ms()
         self._expire_sessions(now)
         s = UiaSession(secrets.token_urlsafe(24), operation, user_id, flows, now)
         self._uia[s.session_id] = s
@@ -333,13 +321,13 @@ class AccountService:
             raise bad_json("'auth.session' must be a string")
         if stage is not None and not isinstance(stage, str):
             raise bad_json("'auth.type' must be a string")
-        self._expire_sessions(self.hs.now_ms())
+        self._expire_sessions(self.now_ms())
         if sid is None:
             session = self._new_session(operation, user_id, flows)
         else:
             session = self._uia.get(sid)
             if session is None or session.operation != operation or session.user_id != user_id:
-                raise MatrixError("M_UNKNOWN", "unknown or expired authentication session", 400)
+                raise MatrixError(M_UNKNOWN, "unknown or expired authentication session", 400)
         if stage is None:
             # Checking on a session (or nio's first register_with_token request).
             if session.done():
@@ -354,7 +342,7 @@ class AccountService:
             known = any(stage in f for f in session.flows)
             raise UiaRequired(
                 session.body(),
-                "M_FORBIDDEN" if known else "M_UNRECOGNIZED",
+                M_FORBIDDEN if known else M_UNRECOGNIZED,
                 f"stage {stage} is not the next stage of any flow"
                 if known
                 else f"unsupported authentication type {stage}",
@@ -371,10 +359,10 @@ class AccountService:
         if stage == REG_TOKEN:
             token = auth.get("token")
             if not isinstance(token, str) or not token or len(token) > 64:
-                raise UiaRequired(session.body(), "M_FORBIDDEN", "invalid registration token")
+                raise UiaRequired(session.body(), M_FORBIDDEN, "invalid registration token")
             row = self.store.get_registration_token(token)
-            if not registration_token_valid(row, self.hs.now_ms()):
-                raise UiaRequired(session.body(), "M_FORBIDDEN", "invalid registration token")
+            if not registration_token_valid(row, self.now_ms()):
+                raise UiaRequired(session.body(), M_FORBIDDEN, "invalid registration token")
             session.data["registration_token"] = token
             return
         if stage == PASSWORD:
@@ -388,22 +376,22 @@ class AccountService:
             password = auth.get("password")
             if not isinstance(claimed, str) or not isinstance(password, str):
                 raise UiaRequired(
-                    session.body(), "M_BAD_JSON", "m.login.password needs identifier and password"
+                    session.body(), M_BAD_JSON, "m.login.password needs identifier and password"
                 )
-            if self.normalise_login_user(claimed) != user_id:
-                raise UiaRequired(session.body(), "M_FORBIDDEN", "identifier is not this account")
+            if user_id is None or self.normalise_login_user(claimed) != user_id:
+                raise UiaRequired(session.body(), M_FORBIDDEN, "identifier is not this account")
             key = f"{user_id}|{ip}"
-            wait = self.login_failures.retry_after(key, self.hs.now_ms())
+            wait = self.login_failures.retry_after(key, self.now_ms())
             if wait:
-                raise rate_limited(wait)
+                raise limit_exceeded(wait)
             row = self.store.get_user(user_id)
             ok = await self.passwords.verify_async(row["password_hash"] if row else None, password)
             if not ok:
-                self.login_failures.failed(key, self.hs.now_ms())
-                raise UiaRequired(session.body(), "M_FORBIDDEN", "invalid password")
+                self.login_failures.failed(key, self.now_ms())
+                raise UiaRequired(session.body(), M_FORBIDDEN, "invalid password")
             self.login_failures.succeeded(key)
             return
-        raise UiaRequired(session.body(), "M_UNRECOGNIZED", f"unsupported stage {stage}")
+        raise UiaRequired(session.body(), M_UNRECOGNIZED, f"unsupported stage {stage}")
 
     async def require_password_uia(self, body: dict, requester: Requester, operation: str,
                                    ip: str | None) -> UiaSession:  # fmt: skip
@@ -417,49 +405,48 @@ class AccountService:
         localpart = username.lower()
         if not _LOCALPART.fullmatch(localpart):
             raise MatrixError(
-                "M_INVALID_USERNAME",
-                "usernames may contain only a-z, 0-9 and . _ = - / +",
+                M_INVALID_USERNAME, "usernames may contain only a-z, 0-9 and . _ = - / +"
             )
-        user_id = f"@{localpart}:{self.hs.server_name}"
+        user_id = str(UserId(localpart, self.server_name))
         if len(user_id.encode()) > 255:
-            raise MatrixError("M_INVALID_USERNAME", "username is too long")
+            raise MatrixError(M_INVALID_USERNAME, "username is too long")
         return user_id
 
     def normalise_login_user(self, user: str) -> str | None:
         """A login identifier (localpart or full user ID) as one of our user IDs, or None."""
         if user.startswith("@"):
             localpart, sep, domain = user[1:].partition(":")
-            if not sep or domain != self.hs.server_name:
+            if not sep or domain != self.server_name:
                 return None
         else:
             localpart = user
         localpart = localpart.lower()
         if not _LOCALPART.fullmatch(localpart):
             return None
-        return f"@{localpart}:{self.hs.server_name}"
+        return str(UserId(localpart, self.server_name))
 
     def check_username_available(self, username: object) -> str:
         if not isinstance(username, str):
             raise bad_json("'username' must be a string")
         user_id = self.user_id_for_username(username)
         if self.store.user_exists(user_id):
-            raise MatrixError("M_USER_IN_USE", "that user ID is already taken")
+            raise MatrixError(M_USER_IN_USE, "that user ID is already taken")
         return user_id
 
     # -- registration ---------------------------------------------------------------------------
     def registration_flows(self) -> list[list[str]]:
-        if self.hs.config.registration == "token":
+        if self.config.registration == "token":
             return [[REG_TOKEN, DUMMY]]
         return [[DUMMY]]
 
     async def register(self, body: dict, kind: str, ip: str | None) -> dict:
         """POST /register — see bastion.api.client.registration."""
         if kind not in ("user", "guest"):
-            raise MatrixError("M_INVALID_PARAM", "kind must be 'user' or 'guest'")
+            raise invalid_param("kind must be 'user' or 'guest'")
         if kind == "guest":
-            raise MatrixError("M_GUEST_ACCESS_FORBIDDEN", "guest accounts are not supported", 403)
-        if self.hs.config.registration == "closed":
-            raise MatrixError("M_FORBIDDEN", "registration is disabled on this server", 403)
+            raise MatrixError(M_GUEST_ACCESS_FORBIDDEN, "guest accounts are not supported", 403)
+        if self.config.registration == "closed":
+            raise forbidden("registration is disabled on this server")
         # Checks that MUST come before UIA (registration.yaml, 400 responses).
         username = body.get("username")
         user_id = None if username is None else self.check_username_available(username)
@@ -471,7 +458,7 @@ class AccountService:
                 await self.check_uia(
                     body, operation="register", flows=self.registration_flows(), ip=ip
                 )
-            raise MatrixError("M_MISSING_PARAM", "a password is required")
+            raise missing_param("a password is required")
         password = check_password_strength(body["password"])
         device_id = body.get("device_id")
         if device_id is not None:
@@ -493,16 +480,16 @@ class AccountService:
             # usable, so the client's retry after retry_after_ms does not start over.
             self._uia[session.session_id] = session
             raise
-        now = self.hs.now_ms()
+        now = self.now_ms()
         if user_id is None:
-            user_id = f"@u{secrets.token_hex(6)}:{self.hs.server_name}"
+            user_id = f"@u{secrets.token_hex(6)}:{self.server_name}"
         device_id = device_id or generate_device_id()
         access_token = None if inhibit else generate_access_token()
         localpart = user_id[1 : user_id.index(":")]
 
-        def fn(conn: sqlite3.Connection) -> str | None:
+        def fn(conn: Txn) -> str | None:
             if not self.store.create_user_in(conn, user_id, pw_hash, now, displayname=localpart):
-                return "M_USER_IN_USE"
+                return M_USER_IN_USE
             if reg_token is not None and not self.store.use_registration_token_in(
                 conn, reg_token, now
             ):
@@ -514,39 +501,37 @@ class AccountService:
             return None
 
         try:
-            problem = await self.store.db.write(fn)
+            problem = await self.store.transaction(fn)
         except _TokenExhausted:
-            raise MatrixError(
-                "M_FORBIDDEN", "the registration token is no longer valid", 403
-            ) from None
+            raise forbidden("the registration token is no longer valid") from None
         if problem:
-            raise MatrixError("M_USER_IN_USE", "that user ID is already taken")
+            raise MatrixError(M_USER_IN_USE, "that user ID is already taken")
         log.info("registered %s", user_id)
         if inhibit:
             return {"user_id": user_id}
         return {"user_id": user_id, "access_token": access_token, "device_id": device_id}
 
     def check_registration_token_validity(self, token: object, ip: str | None) -> bool:
-        wait = self.validity_bucket.take(ip or "", self.hs.now_ms())
+        wait = self.validity_bucket.take(ip or "", self.now_ms() / 1000)
         if wait:
-            raise rate_limited(wait)
-        if self.hs.config.registration != "token":
-            raise MatrixError("M_FORBIDDEN", "registration tokens are not used on this server", 403)
+            raise limit_exceeded(retry_after_ms(wait))
+        if self.config.registration != "token":
+            raise forbidden("registration tokens are not used on this server")
         if not isinstance(token, str) or not token:
-            raise MatrixError("M_MISSING_PARAM", "query parameter 'token' is required")
+            raise missing_param("query parameter 'token' is required")
         if len(token) > 64:
             return False
-        return registration_token_valid(self.store.get_registration_token(token), self.hs.now_ms())
+        return registration_token_valid(self.store.get_registration_token(token), self.now_ms())
 
     # -- login and logout -----------------------------------------------------------------------
     async def login(self, body: dict, ip: str | None) -> dict:
         """POST /login with ``m.login.password`` — see bastion.api.client.login."""
         login_type = body.get("type")
         if not isinstance(login_type, str):
-            raise MatrixError("M_MISSING_PARAM" if login_type is None else "M_BAD_JSON",
+            raise MatrixError(M_MISSING_PARAM if login_type is None else M_BAD_JSON,
                               "'type' must be a login type string")  # fmt: skip
         if login_type != PASSWORD:
-            raise MatrixError("M_UNKNOWN", f"unsupported login type {login_type}")
+            raise MatrixError(M_UNKNOWN, f"unsupported login type {login_type}")
         identifier = body.get("identifier")
         if identifier is not None:
             if not isinstance(identifier, dict):
@@ -555,24 +540,20 @@ class AccountService:
             if id_type == "m.id.user":
                 user = identifier.get("user")
             elif id_type in ("m.id.thirdparty", "m.id.phone"):
-                raise MatrixError(
-                    "M_FORBIDDEN", "no third-party identifiers are known on this server", 403
-                )
+                raise forbidden("no third-party identifiers are known on this server")
             else:
-                raise MatrixError("M_UNKNOWN", "unsupported identifier type")
+                raise MatrixError(M_UNKNOWN, "unsupported identifier type")
         elif "medium" in body or "address" in body:
-            raise MatrixError(
-                "M_FORBIDDEN", "no third-party identifiers are known on this server", 403
-            )
+            raise forbidden("no third-party identifiers are known on this server")
         else:
             user = body.get("user")
         if user is None:
-            raise MatrixError("M_MISSING_PARAM", "identifier.user is required")
+            raise missing_param("identifier.user is required")
         if not isinstance(user, str):
             raise bad_json("the user must be a string")
         password = body.get("password")
         if password is None:
-            raise MatrixError("M_MISSING_PARAM", "'password' is required")
+            raise missing_param("'password' is required")
         if not isinstance(password, str):
             raise bad_json("'password' must be a string")
         device_id = body.get("device_id")
@@ -583,76 +564,77 @@ class AccountService:
 
         user_id = self.normalise_login_user(user)
         key = f"{user_id or user.lower()}|{ip}"
-        wait = self.login_failures.retry_after(key, self.hs.now_ms())
+        wait = self.login_failures.retry_after(key, self.now_ms())
         if wait:
-            raise rate_limited(wait)
+            raise limit_exceeded(wait)
         row = self.store.get_user(user_id) if user_id else None
         pw_hash = row["password_hash"] if row is not None and not row["deactivated"] else None
         if len(password) > MAX_PASSWORD_LENGTH:
             pw_hash = None  # no stored password is that long; still pay for one verification
         ok = await self.passwords.verify_async(pw_hash, password[:MAX_PASSWORD_LENGTH])
-        if not ok:
-            self.login_failures.failed(key, self.hs.now_ms())
-            raise MatrixError("M_FORBIDDEN", "invalid username or password", 403)
+        # (a verified password implies a stored hash, so an account row and a user ID)
+        if not ok or row is None or user_id is None or pw_hash is None:
+            self.login_failures.failed(key, self.now_ms())
+            raise forbidden("invalid username or password")
         self.login_failures.succeeded(key)
         if row["locked"]:
-            raise MatrixError(
-                "M_USER_LOCKED", "this account has been locked", 401, soft_logout=True
-            )
+            raise MatrixError(M_USER_LOCKED, "this account has been locked", 401, soft_logout=True)
         if self.passwords.needs_rehash(pw_hash):
             new_hash = await self.passwords.hash_async(password)
         else:
             new_hash = None
         device_id = device_id or generate_device_id()
         access_token = generate_access_token()
-        now = self.hs.now_ms()
+        now = self.now_ms()
 
-        def fn(conn: sqlite3.Connection) -> None:
+        account = user_id
+
+        def fn(conn: Txn) -> None:
             # Reusing a device ID invalidates the device's earlier tokens.
-            self.store.revoke_device_tokens_in(conn, user_id, device_id)
-            if self.store.add_device_sync(conn, user_id, device_id, display, access_token, now, ip):
-                self._device_added_in(conn, user_id, device_id)
+            self.store.revoke_device_tokens_in(conn, account, device_id)
+            if self.store.add_device_sync(conn, account, device_id, display, access_token, now, ip):
+                self._device_added_in(conn, account, device_id)
             if new_hash:
-                self.store.set_password_hash_in(conn, user_id, new_hash)
+                self.store.set_password_hash_in(conn, account, new_hash)
 
-        await self.store.db.write(fn)
+        await self.store.transaction(fn)
         return {"user_id": user_id, "access_token": access_token, "device_id": device_id}
 
     async def logout(self, requester: Requester) -> None:
         """POST /logout: the token is invalidated and its device deleted (with its keys)."""
-        await self.store.db.write(
+        await self.store.transaction(
             lambda conn: self._delete_devices_in(conn, requester.user_id, [requester.device_id])
         )
 
     async def logout_all(self, requester: Requester) -> None:
         """POST /logout/all: every token and every device of the user."""
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             uid = requester.user_id
             self._delete_devices_in(conn, uid, self.store.device_ids_in(conn, uid))
-            conn.execute("DELETE FROM access_tokens WHERE user_id = ?", (uid,))
+            self.store.revoke_user_tokens_in(conn, uid)
 
-        await self.store.db.write(fn)
+        await self.store.transaction(fn)
 
     # -- devices --------------------------------------------------------------------------------
     async def update_device(self, requester: Requester, device_id: str, body: dict) -> None:
         display = _opt(body, "display_name", str, "a string")
         if display is not None and len(display) > 100 * 1024:
-            raise MatrixError("M_TOO_LARGE", "display_name is too long")
+            raise too_large("display_name is too long", 400)
         if self.store.get_device(requester.user_id, device_id) is None:
-            raise MatrixError("M_NOT_FOUND", "no such device", 404)
+            raise not_found("no such device")
         if display is None:
             return
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             self.store.set_device_display_name_in(conn, requester.user_id, device_id, display)
             # A new name is a device-list change (S-S API "Device Management").
-            self.hs.e2ee.on_device_renamed(conn, requester.user_id, device_id)
+            self.e2ee.on_device_renamed(conn, requester.user_id, device_id)
 
-        await self.store.db.write(fn)
+        await self.store.transaction(fn)
 
     async def delete_devices(self, requester: Requester, device_ids: list[str]) -> list[str]:
-        return await self.store.db.write(
+        return await self.store.transaction(
             lambda conn: self._delete_devices_in(conn, requester.user_id, device_ids)
         )
 
@@ -663,7 +645,7 @@ class AccountService:
         pw_hash = await self.passwords.hash_async(new_password)
         uid = requester.user_id
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             self.store.set_password_hash_in(conn, uid, pw_hash)
             if logout_devices:
                 others = [
@@ -671,24 +653,22 @@ class AccountService:
                 ]
                 self._delete_devices_in(conn, uid, others)
 
-        await self.store.db.write(fn)
+        await self.store.transaction(fn)
 
     async def deactivate(self, requester: Requester) -> None:
         uid = requester.user_id
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             self._delete_devices_in(conn, uid, self.store.device_ids_in(conn, uid))
             self.store.deactivate_user_in(conn, uid)
 
-        await self.store.db.write(fn)
+        await self.store.transaction(fn)
         log.info("deactivated %s", uid)
         await self._leave_all_rooms(uid)
 
     async def _leave_all_rooms(self, user_id: str) -> None:
         """After deactivation: leave every joined room and reject pending invites and knocks."""
-        rooms = getattr(self.hs, "rooms", None)
-        if rooms is None:
-            return
+        rooms = self.rooms
         room_ids: set[str] = set()
         for membership in ("join", "invite", "knock"):
             room_ids |= self.store.get_rooms_for_user(user_id, membership)
@@ -701,9 +681,7 @@ class AccountService:
     async def _propagate_profile(self, user_id: str) -> None:
         """C-S API "Events on Change of Profile Information": a new ``m.room.member`` join event
         in every joined room, carrying the current display name and avatar."""
-        rooms = getattr(self.hs, "rooms", None)
-        if rooms is None:
-            return
+        rooms = self.rooms
         for room_id in sorted(self.store.get_rooms_for_user(user_id)):
             try:
                 # A self-join takes displayname/avatar_url from the stored profile.
@@ -716,36 +694,34 @@ class AccountService:
         """The profile of a local user, ``M_NOT_FOUND`` for unknown or deactivated users."""
         row = self.store.get_user(user_id)
         if row is None or row["deactivated"]:
-            raise MatrixError("M_NOT_FOUND", "profile not found", 404)
+            raise not_found("profile not found")
         return self.store.get_profile(user_id)
 
     async def set_profile_field(self, user_id: str, key: str, value: Any) -> None:
         check_profile_key(key)
         check_profile_value(key, value)
 
-        def fn(conn: sqlite3.Connection) -> bool:
+        def fn(conn: Txn) -> bool:
             profile = self.store.profile_in(conn, user_id)
             changed = key not in profile or profile[key] != value
             profile[key] = value
             if len(canonical_json(profile)) > MAX_PROFILE_BYTES:
-                raise MatrixError(
-                    "M_PROFILE_TOO_LARGE", "the profile would exceed its 64 KiB limit"
-                )
+                raise MatrixError(M_PROFILE_TOO_LARGE, "the profile would exceed its 64 KiB limit")
             self.store.set_profile_field_in(conn, user_id, key, value)
             return changed
 
-        if await self.store.db.write(fn) and key in MEMBER_PROFILE_KEYS:
+        if await self.store.transaction(fn) and key in MEMBER_PROFILE_KEYS:
             await self._propagate_profile(user_id)
 
     async def delete_profile_field(self, user_id: str, key: str) -> None:
         check_profile_key(key)
 
-        def fn(conn: sqlite3.Connection) -> bool:
+        def fn(conn: Txn) -> bool:
             existed = key in self.store.profile_in(conn, user_id)
             self.store.delete_profile_field_in(conn, user_id, key)
             return existed
 
-        if await self.store.db.write(fn) and key in MEMBER_PROFILE_KEYS:
+        if await self.store.transaction(fn) and key in MEMBER_PROFILE_KEYS:
             await self._propagate_profile(user_id)
 
     # -- administration -------------------------------------------------------------------------
@@ -760,15 +736,15 @@ class AccountService:
             devices[d["device_id"]] = {"sessions": [{"connections": [conn] if conn else []}]}
         return {"user_id": user_id, "devices": devices}
 
-    def moderation_target(self, user_id: str) -> sqlite3.Row:
+    def moderation_target(self, user_id: str) -> Row:
         """admin.yaml: 400 M_INVALID_PARAM for remote users, 404 for unknown/deactivated."""
         if not isinstance(user_id, str) or not user_id.startswith("@") or ":" not in user_id:
-            raise MatrixError("M_INVALID_PARAM", "not a user ID")
-        if user_id.split(":", 1)[1] != self.hs.server_name:
-            raise MatrixError("M_INVALID_PARAM", "the user is not on this server")
+            raise invalid_param("not a user ID")
+        if server_name_of(user_id) != self.server_name:
+            raise invalid_param("the user is not on this server")
         row = self.store.get_user(user_id)
         if row is None or row["deactivated"]:
-            raise MatrixError("M_NOT_FOUND", "no such user", 404)
+            raise not_found("no such user")
         return row
 
     async def set_moderation_flag(
@@ -777,18 +753,18 @@ class AccountService:
         """Lock/unlock or suspend/unsuspend an account, audited in the same transaction."""
         row = self.moderation_target(user_id)
         if row["is_admin"] and user_id != admin.user_id:
-            raise MatrixError("M_FORBIDDEN", "server admins cannot be moderated this way", 403)
-        now = self.hs.now_ms()
+            raise forbidden("server admins cannot be moderated this way")
+        now = self.now_ms()
         action = {"locked": "lock", "suspended": "suspend"}[flag]
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             self.store.set_user_flag_in(conn, user_id, flag, value)
             self.store.record_admin_action_in(
                 conn, admin.user_id, action if value else "un" + action, user_id,
                 {flag: value}, now,
             )  # fmt: skip
 
-        await self.store.db.write(fn)
+        await self.store.transaction(fn)
 
 
 class _TokenExhausted(Exception):

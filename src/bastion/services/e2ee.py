@@ -24,8 +24,8 @@ clients rely on (see the project's client notes) and how this service keeps it:
 from __future__ import annotations
 
 import logging
-import sqlite3
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -42,10 +42,23 @@ from bastion.core.e2e_keys import (
     invalid,
     same_signed_content,
 )
-from bastion.core.identifiers import is_valid_user_id
-from bastion.errors import MatrixError
+from bastion.core.identifiers import is_valid_user_id, server_name_of
+from bastion.errors import (
+    M_INVALID_SIGNATURE,
+    M_WRONG_ROOM_KEYS_VERSION,
+    MatrixError,
+    forbidden,
+    missing_param,
+    not_found,
+    too_large,
+)
 from bastion.services.lifecycle import BackgroundService
+from bastion.services.remote import RemoteDevices, ToDeviceOutbox
 from bastion.services.sync_api import SyncContext, SyncToken
+from bastion.storage.interface import Txn
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 log = logging.getLogger("bastion.e2ee")
 
@@ -58,6 +71,9 @@ MAX_QUERY_USERS = 10000
 MAX_BACKUP_KEYS_PER_REQUEST = 100000
 MAX_ID_LENGTH = 255
 DEFAULT_OTK_ALGORITHM = "signed_curve25519"
+#: The ``timeout`` of a /keys/query or /keys/claim body (ms): its default and its cap.
+KEYS_DEFAULT_TIMEOUT_MS = 10_000
+KEYS_MAX_TIMEOUT_MS = 60_000
 CROSS_SIGNING_FIELDS = (
     ("master_key", "master"),
     ("self_signing_key", "self_signing"),
@@ -65,12 +81,12 @@ CROSS_SIGNING_FIELDS = (
 )
 
 
-def not_found(message: str) -> MatrixError:
-    return MatrixError("M_NOT_FOUND", message, 404)
-
-
-def _server_of(user_id: str) -> str:
-    return user_id.partition(":")[2]
+def timeout_seconds(body: dict) -> float:
+    """The ``timeout`` (ms) of a /keys/query or /keys/claim body, defaulted and capped."""
+    timeout = body.get("timeout")
+    if not isinstance(timeout, int) or isinstance(timeout, bool):
+        timeout = KEYS_DEFAULT_TIMEOUT_MS
+    return max(0, min(timeout, KEYS_MAX_TIMEOUT_MS)) / 1000
 
 
 def _check_id(value: object, what: str) -> str:
@@ -86,13 +102,47 @@ class E2EEService(BackgroundService):
 
     background_name = "E2EE"
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         super().__init__()
         self.hs = hs
         self.store = hs.store
         # (user, device) -> {token position: last delivered position} for truncated deliveries
         # (mirrors device_inbox_cursors, so a quick next sync does not wait for the commit).
         self._cursors: dict[tuple[str, str], dict[int, int]] = {}
+        #: Device lists and to-device messages across servers (handed in by the homeserver;
+        #: None when federation is off).
+        self.remote_devices: RemoteDevices | None = None
+        self.to_device_outbox: ToDeviceOutbox | None = None
+
+    # -- other servers --------------------------------------------------------------------------
+    def _local_change_in(self, conn: Txn, user_id: str, device_id: str, pos: int) -> None:
+        """A local device-list change at ``pos``: recorded for the other servers (sent when
+        federation is on)."""
+        if self.remote_devices is not None:
+            self.remote_devices.local_change_in(conn, user_id, device_id, pos)
+        else:
+            self.store.add_outbound_device_change_in(conn, pos, user_id, device_id)
+
+    def _signing_keys_changed_in(self, conn: Txn, user_id: str) -> None:
+        if self.remote_devices is not None:
+            self.remote_devices.signing_keys_changed_in(conn, user_id)
+
+    @staticmethod
+    def _federation_off(users: Iterable[str], result: dict) -> dict:
+        for server in {server_name_of(u) for u in users}:
+            result["failures"][server] = {"status": 503, "message": "federation is off"}
+        return result
+
+    async def _query_remote(self, wanted: dict[str, list[str]], timeout: float) -> dict:
+        if self.remote_devices is not None:
+            return await self.remote_devices.query_remote(wanted, timeout)
+        empty: dict[str, dict] = {"device_keys": {}, "master_keys": {}, "self_signing_keys": {}}
+        return self._federation_off(wanted, {**empty, "failures": {}})
+
+    async def _claim_remote(self, wanted: dict[str, dict[str, str]], timeout: float) -> dict:
+        if self.remote_devices is not None:
+            return await self.remote_devices.claim_remote(wanted, timeout)
+        return self._federation_off(wanted, {"one_time_keys": {}, "failures": {}})
 
     # -- wake-ups -----------------------------------------------------------------------------
     def queue_device_list_wake(self, user_id: str) -> None:
@@ -107,14 +157,12 @@ class E2EEService(BackgroundService):
 
     # -- room membership (from the rooms store) -----------------------------------------------
     def users_sharing_room_with(self, user_id: str) -> set[str]:
-        fn = getattr(self.store, "get_users_sharing_room_with", None)
-        users = set(fn(user_id)) if fn is not None else set()
+        users = set(self.store.get_users_sharing_room_with(user_id))
         users.add(user_id)
         return users
 
     def _rooms_for_user(self, user_id: str, membership: str) -> set[str]:
-        fn = getattr(self.store, "get_rooms_for_user", None)
-        return set(fn(user_id, membership=membership)) if fn is not None else set()
+        return set(self.store.get_rooms_for_user(user_id, membership=membership))
 
     def device_list_delta(
         self, user_id: str, since_pos: int, upto_pos: int, joined_room_ids: set[str] | None = None
@@ -124,54 +172,54 @@ class E2EEService(BackgroundService):
         sharing = self.users_sharing_room_with(user_id)
         changed = self.store.device_list_changes(since_pos, upto_pos) & sharing
         left: set[str] = set()
-        changes_fn = getattr(self.store, "get_membership_changes_in_rooms", None)
-        if changes_fn is not None:
-            joined = (
-                set(joined_room_ids)
-                if joined_room_ids is not None
-                else self._rooms_for_user(user_id, "join")
-            )
-            rooms = joined | self._rooms_for_user(user_id, "leave")
-            rooms |= self._rooms_for_user(user_id, "ban")
-            if rooms:
-                for room_id, member, membership, _pos in changes_fn(rooms, since_pos, upto_pos):
-                    if membership == "join":
-                        if member == user_id:
-                            changed |= set(self.store.get_joined_users(room_id))
-                        else:
-                            changed.add(member)
-                    elif membership in ("leave", "ban"):
-                        if member == user_id:
-                            left |= set(self.store.get_joined_users(room_id))
-                        else:
-                            left.add(member)
+        joined = (
+            set(joined_room_ids)
+            if joined_room_ids is not None
+            else self._rooms_for_user(user_id, "join")
+        )
+        rooms = joined | self._rooms_for_user(user_id, "leave")
+        rooms |= self._rooms_for_user(user_id, "ban")
+        if rooms:
+            for room_id, member, membership, _pos in self.store.get_membership_changes_in_rooms(
+                rooms, since_pos, upto_pos
+            ):
+                if membership == "join":
+                    if member == user_id:
+                        changed |= set(self.store.get_joined_users(room_id))
+                    else:
+                        changed.add(member)
+                elif membership in ("leave", "ban"):
+                    if member == user_id:
+                        left |= set(self.store.get_joined_users(room_id))
+                    else:
+                        left.add(member)
         changed &= sharing
         left -= sharing
         left.discard(user_id)
         return sorted(changed), sorted(left)
 
     # -- hooks for the accounts service (inside its write functions) --------------------------
-    def on_device_added(self, conn: sqlite3.Connection, user_id: str, device_id: str) -> None:
+    def on_device_added(self, conn: Txn, user_id: str, device_id: str) -> None:
         """A new device: a device-list change for everyone sharing a room with its owner (and
         an ``m.device_list_update`` for the servers sharing a room)."""
         pos = self.store.add_device_list_change_in(conn, user_id)
-        self.hs.device_lists.local_change_in(conn, user_id, device_id, pos)
+        self._local_change_in(conn, user_id, device_id, pos)
         self.queue_device_list_wake(user_id)
 
-    def on_device_renamed(self, conn: sqlite3.Connection, user_id: str, device_id: str) -> None:
+    def on_device_renamed(self, conn: Txn, user_id: str, device_id: str) -> None:
         """A device's display name changed: a device-list change (its name is served with its
         keys, and other servers get an ``m.device_list_update``)."""
         pos = self.store.add_device_list_change_in(conn, user_id)
-        self.hs.device_lists.local_change_in(conn, user_id, device_id, pos)
+        self._local_change_in(conn, user_id, device_id, pos)
         self.queue_device_list_wake(user_id)
 
-    def on_device_deleted(self, conn: sqlite3.Connection, user_id: str, device_id: str) -> None:
+    def on_device_deleted(self, conn: Txn, user_id: str, device_id: str) -> None:
         """A deleted device: drop its keys, one-time and fallback keys, signatures on it and
         pending to-device messages; emit a device-list change."""
         self.store.delete_device_e2e_in(conn, user_id, device_id)
         self._cursors.pop((user_id, device_id), None)
         pos = self.store.add_device_list_change_in(conn, user_id)
-        self.hs.device_lists.local_change_in(conn, user_id, device_id, pos)
+        self._local_change_in(conn, user_id, device_id, pos)
         self.queue_device_list_wake(user_id)
 
     # -- POST /keys/upload ----------------------------------------------------------------------
@@ -206,7 +254,7 @@ class E2EEService(BackgroundService):
         now = self.hs.now_ms()
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> dict[str, int]:
+        def fn(conn: Txn) -> dict[str, int]:
             if not store.device_exists_in(conn, user_id, device_id):
                 raise not_found("this device no longer exists")
             if device_keys is not None:
@@ -214,7 +262,7 @@ class E2EEService(BackgroundService):
                 if existing is None:
                     store.set_device_keys_in(conn, user_id, device_id, device_keys, now)
                     pos = store.add_device_list_change_in(conn, user_id)
-                    self.hs.device_lists.local_change_in(conn, user_id, device_id, pos)
+                    self._local_change_in(conn, user_id, device_id, pos)
                     self.queue_device_list_wake(user_id)
                 elif not same_signed_content(existing, device_keys):
                     raise invalid(
@@ -241,7 +289,7 @@ class E2EEService(BackgroundService):
                 store.set_fallback_key_in(conn, user_id, device_id, algorithm, key_id, key)
             return counts
 
-        counts = await store.db.write(fn)
+        counts = await store.transaction(fn)
         return {"one_time_key_counts": self._otk_counts(counts)}
 
     # -- POST /keys/query -----------------------------------------------------------------------
@@ -315,9 +363,7 @@ class E2EEService(BackgroundService):
 
     async def query_keys(self, requester, body: dict) -> dict:
         """POST /keys/query: local users from the store; remote users from the device-list
-        cache or their servers (``hs.device_lists``), within the request's ``timeout``."""
-        from bastion.federation.device_lists import timeout_seconds
-
+        cache or their servers (``self.remote_devices``), within the request's ``timeout``."""
         wanted = self._check_query(body)
         result: dict[str, Any] = {
             "device_keys": {},
@@ -328,12 +374,12 @@ class E2EEService(BackgroundService):
         }
         remote: dict[str, list[str]] = {}
         for user_id, device_ids in wanted.items():
-            if _server_of(user_id) != self.hs.server_name:
+            if server_name_of(user_id) != self.hs.server_name:
                 remote[user_id] = device_ids
             else:
                 self._add_local_user_keys(result, user_id, device_ids, requester.user_id)
         if remote:
-            got = await self.hs.device_lists.query_remote(remote, timeout_seconds(body))
+            got = await self._query_remote(remote, timeout_seconds(body))
             for field in ("device_keys", "master_keys", "self_signing_keys", "failures"):
                 result[field].update(got[field])
         return result
@@ -345,7 +391,7 @@ class E2EEService(BackgroundService):
         result: dict[str, Any] = {"device_keys": {}, "master_keys": {}, "self_signing_keys": {},
                                   "user_signing_keys": {}}  # fmt: skip
         for user_id, device_ids in wanted.items():
-            if _server_of(user_id) == self.hs.server_name:
+            if server_name_of(user_id) == self.hs.server_name:
                 self._add_local_user_keys(result, user_id, device_ids, None)
         del result["user_signing_keys"]
         return result
@@ -373,7 +419,7 @@ class E2EEService(BackgroundService):
             raise invalid(f"at most {MAX_CLAIMS} keys per claim")
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> dict:
+        def fn(conn: Txn) -> dict:
             out: dict[str, dict] = {}
             for user_id, device_id, algorithm in local:
                 got = store.claim_one_time_key_in(conn, user_id, device_id, algorithm)
@@ -382,18 +428,16 @@ class E2EEService(BackgroundService):
                     out.setdefault(user_id, {})[device_id] = {f"{algorithm}:{key_id}": key}
             return out
 
-        return await store.db.write(fn) if local else {}
+        return await store.transaction(fn) if local else {}
 
     async def claim_keys(self, requester, body: dict) -> dict:
         """POST /keys/claim: local keys in one transaction; remote users' keys from their
         servers (``/user/keys/claim``) within the request's ``timeout``."""
-        from bastion.federation.device_lists import timeout_seconds
-
         wanted = self._check_claim(body)
         local: list[tuple[str, str, str]] = []
         remote: dict[str, dict[str, str]] = {}
         for user_id, devices in wanted.items():
-            if _server_of(user_id) != self.hs.server_name:
+            if server_name_of(user_id) != self.hs.server_name:
                 remote[user_id] = devices
             else:
                 local += [(user_id, d, a) for d, a in devices.items()]
@@ -402,7 +446,7 @@ class E2EEService(BackgroundService):
         claimed = await self._claim_local(local)
         failures: dict[str, dict] = {}
         if remote:
-            got = await self.hs.device_lists.claim_remote(remote, timeout_seconds(body))
+            got = await self._claim_remote(remote, timeout_seconds(body))
             claimed.update(got["one_time_keys"])
             failures.update(got["failures"])
         return {"one_time_keys": claimed, "failures": failures}
@@ -414,7 +458,7 @@ class E2EEService(BackgroundService):
         local = [
             (user_id, d, a)
             for user_id, devices in wanted.items()
-            if _server_of(user_id) == self.hs.server_name
+            if server_name_of(user_id) == self.hs.server_name
             for d, a in devices.items()
         ]
         return {"one_time_keys": await self._claim_local(local)}
@@ -422,7 +466,7 @@ class E2EEService(BackgroundService):
     # -- GET /keys/changes ----------------------------------------------------------------------
     def key_changes(self, requester, from_token: str | None, to_token: str | None) -> dict:
         if not from_token or not to_token:
-            raise MatrixError("M_MISSING_PARAM", "'from' and 'to' are required", 400)
+            raise missing_param("'from' and 'to' are required")
         since = SyncToken.parse(from_token)
         upto = SyncToken.parse(to_token)
         upto_pos = min(upto.pos, self.store.current_pos)
@@ -451,17 +495,13 @@ class E2EEService(BackgroundService):
                 if not isinstance(content, dict):
                     raise bad_json(f"messages[{user_id!r}][{device_id!r}] must be an object")
                 if len(canonical_json(content)) > MAX_TO_DEVICE_CONTENT:
-                    raise MatrixError(
-                        "M_TOO_LARGE", f"a message is larger than {MAX_TO_DEVICE_CONTENT} bytes"
-                    )
+                    raise too_large(f"a message is larger than {MAX_TO_DEVICE_CONTENT} bytes", 400)
             total += len(by_device)
             if total > MAX_TO_DEVICE_MESSAGES:
-                raise MatrixError(
-                    "M_TOO_LARGE", f"at most {MAX_TO_DEVICE_MESSAGES} messages per request"
-                )
+                raise too_large(f"at most {MAX_TO_DEVICE_MESSAGES} messages per request", 400)
             if not by_device:
                 continue
-            if _server_of(user_id) == self.hs.server_name:
+            if server_name_of(user_id) == self.hs.server_name:
                 plan.append((user_id, by_device))
             else:
                 remote[user_id] = by_device  # m.direct_to_device to the user's server
@@ -469,18 +509,21 @@ class E2EEService(BackgroundService):
         now = self.hs.now_ms()
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             if store.to_device_txn_seen_in(conn, sender, sender_device, txn_id, now):
                 return
             self.deliver_to_device_in(conn, sender, event_type, plan)
             if remote:  # queued for the recipients' servers in the same transaction
-                self.hs.federation_edus.send_to_device_in(conn, sender, event_type, remote)
+                if self.to_device_outbox is not None:
+                    self.to_device_outbox.send_to_device_in(conn, sender, event_type, remote)
+                else:
+                    log.info("to-device messages for other servers dropped: federation is off")
 
-        await store.db.write(fn)
+        await store.transaction(fn)
         return {}
 
     def deliver_to_device_in(
-        self, conn: sqlite3.Connection, sender: str, event_type: str,
+        self, conn: Txn, sender: str, event_type: str,
         plan: list[tuple[str, dict[str, dict]]],
     ) -> None:  # fmt: skip
         """Inside a write function: put messages ({device_id or "*": content} per local user)
@@ -559,7 +602,7 @@ class E2EEService(BackgroundService):
         if self.store.has_to_device_upto(user_id, device_id, acked):
             store = self.store
             self.spawn(
-                store.db.write(
+                store.transaction(
                     lambda conn: store.delete_to_device_upto_in(
                         conn, user_id, device_id, acked, since_pos
                     )
@@ -571,11 +614,11 @@ class E2EEService(BackgroundService):
         self._cursors.setdefault((user_id, device_id), {})[token_pos] = last
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             store.set_inbox_cursor_in(conn, user_id, device_id, token_pos, last)
             store.wake(user_id)
 
-        self.spawn(store.db.write(fn))
+        self.spawn(store.transaction(fn))
 
     # -- cross-signing --------------------------------------------------------------------------
     async def upload_cross_signing_keys(self, requester, body: dict, ip: str | None) -> dict:
@@ -587,7 +630,7 @@ class E2EEService(BackgroundService):
                 pub, vk = check_cross_signing_key(body[field], user_id, usage)
                 given[usage] = (body[field], pub, vk)
         if not given:
-            raise MatrixError("M_MISSING_PARAM", "no cross-signing keys were given", 400)
+            raise missing_param("no cross-signing keys were given")
         existing = self.store.get_cross_signing_keys(user_id)
         if "master" in given:
             _, master_pub, master_vk = given["master"]
@@ -595,7 +638,7 @@ class E2EEService(BackgroundService):
             master_pub = next(iter(existing["master"]["keys"].values()))
             master_vk = ed25519_key(master_pub, "master key")
         else:
-            raise MatrixError("M_MISSING_PARAM", "no master key is available", 400)
+            raise missing_param("no master key is available")
         for usage in ("self_signing", "user_signing"):
             if usage in given:
                 check_signature(
@@ -604,7 +647,7 @@ class E2EEService(BackgroundService):
         device_ids = {d["device_id"] for d in self.store.get_devices(user_id)}
         for _key, pub, _vk in given.values():
             if pub in device_ids:
-                raise MatrixError("M_FORBIDDEN", "a cross-signing key equals a device ID", 403)
+                raise forbidden("a cross-signing key equals a device ID")
         if "master" in existing:
             if all(
                 usage in existing and canonical_json(existing[usage]) == canonical_json(key)
@@ -618,7 +661,7 @@ class E2EEService(BackgroundService):
             accounts.end_uia(session)
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             pos = store.add_device_list_change_in(conn, user_id)
             for usage, (key, pub, _vk) in given.items():
                 old = store.set_cross_signing_key_in(conn, user_id, usage, pub, key, pos)
@@ -626,10 +669,10 @@ class E2EEService(BackgroundService):
                     store.delete_signatures_by_signer_in(conn, user_id, f"ed25519:{old}")
                     if usage == "master":
                         store.delete_signatures_on_in(conn, user_id, old)
-            self.hs.device_lists.signing_keys_changed_in(conn, user_id)
+            self._signing_keys_changed_in(conn, user_id)
             self.queue_device_list_wake(user_id)
 
-        await store.db.write(fn)
+        await store.transaction(fn)
         return {}
 
     async def upload_signatures(self, requester, body: dict) -> dict:
@@ -656,21 +699,21 @@ class E2EEService(BackgroundService):
             signed_devices = sorted({k for u, k, _s, _g in accepted if u == me and k != master_pub})
             signed_master = any(u == me and k == master_pub for u, k, _s, _g in accepted)
 
-            def fn(conn: sqlite3.Connection) -> None:
+            def fn(conn: Txn) -> None:
                 for target_user, target_key, signer_key, sig in accepted:
                     store.add_signature_in(conn, target_user, target_key, me, signer_key, sig)
                 # New signatures on your own keys interest everyone sharing a room with you;
                 # a signature on someone else's master key interests only your own devices.
                 for device_id in signed_devices:
                     pos = store.add_device_list_change_in(conn, me)
-                    self.hs.device_lists.local_change_in(conn, me, device_id, pos)
+                    self._local_change_in(conn, me, device_id, pos)
                 if not signed_devices:
                     store.add_device_list_change_in(conn, me)
                 if signed_master:
-                    self.hs.device_lists.signing_keys_changed_in(conn, me)
+                    self._signing_keys_changed_in(conn, me)
                 self.queue_device_list_wake(me)
 
-            await store.db.write(fn)
+            await store.transaction(fn)
         return {"failures": failures}
 
     def _check_signed_object(
@@ -679,10 +722,11 @@ class E2EEService(BackgroundService):
         if not isinstance(obj, dict):
             raise bad_json("the signed object must be an object")
         signers: dict[str, Any] = {}  # acceptable signer key IDs -> verify key
+        stored: dict[str, Any] | None
         if target_user == me:
             master = my_keys.get("master")
             master_pub = next(iter(master["keys"].values())) if master else None
-            if master_pub is not None and key_id == master_pub:
+            if master is not None and master_pub is not None and key_id == master_pub:
                 stored = master
                 # Your own master key, signed by one of your devices.
                 for device_id, (keys, _name) in self.store.get_device_keys(me).items():
@@ -695,7 +739,7 @@ class E2EEService(BackgroundService):
                     raise not_found("no such device or key")
                 ssk = my_keys.get("self_signing")
                 if ssk is None:
-                    raise MatrixError("M_MISSING_PARAM", "no self-signing key uploaded", 400)
+                    raise missing_param("no self-signing key uploaded")
                 ssk_pub = next(iter(ssk["keys"].values()))
                 signers[f"ed25519:{ssk_pub}"] = ssk_pub
         else:
@@ -707,7 +751,7 @@ class E2EEService(BackgroundService):
             stored = theirs
             usk = my_keys.get("user_signing")
             if usk is None:
-                raise MatrixError("M_MISSING_PARAM", "no user-signing key uploaded", 400)
+                raise missing_param("no user-signing key uploaded")
             usk_pub = next(iter(usk["keys"].values()))
             signers[f"ed25519:{usk_pub}"] = usk_pub
         if not same_signed_content(obj, stored):
@@ -715,7 +759,7 @@ class E2EEService(BackgroundService):
         sigs = obj.get("signatures")
         mine = sigs.get(me) if isinstance(sigs, dict) else None
         if not isinstance(mine, dict):
-            raise MatrixError("M_INVALID_SIGNATURE", "no signature by you", 400)
+            raise MatrixError(M_INVALID_SIGNATURE, "no signature by you", 400)
         already = (stored.get("signatures") or {}).get(me, {})
         out = []
         for signer_key, sig in mine.items():
@@ -723,7 +767,7 @@ class E2EEService(BackgroundService):
                 continue
             if signer_key not in signers or not isinstance(sig, str):
                 raise MatrixError(
-                    "M_INVALID_SIGNATURE", f"signature by {signer_key} is not acceptable here", 400
+                    M_INVALID_SIGNATURE, f"signature by {signer_key} is not acceptable here", 400
                 )
             single = {**stored, "signatures": {me: {signer_key: sig}}}
             check_signature(
@@ -761,7 +805,7 @@ class E2EEService(BackgroundService):
     async def create_backup_version(self, requester, body: dict) -> dict:
         algorithm, auth_data = self._check_backup_body(body)
         user_id = requester.user_id
-        version = await self.store.db.write(
+        version = await self.store.transaction(
             lambda conn: self.store.create_backup_version_in(conn, user_id, algorithm, auth_data)
         )
         return {"version": str(version)}
@@ -786,15 +830,15 @@ class E2EEService(BackgroundService):
         user_id = requester.user_id
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             row = store.backup_version_in(conn, user_id, v) if v is not None else None
-            if row is None or row["deleted"]:
+            if v is None or row is None or row["deleted"]:
                 raise not_found("unknown backup version")
             if row["algorithm"] != algorithm:
                 raise invalid("'algorithm' does not match the backup's algorithm")
             store.update_backup_auth_data_in(conn, user_id, v, auth_data)
 
-        await store.db.write(fn)
+        await store.transaction(fn)
         return {}
 
     async def delete_backup_version(self, requester, version: str) -> dict:
@@ -802,19 +846,19 @@ class E2EEService(BackgroundService):
         user_id = requester.user_id
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             row = store.backup_version_in(conn, user_id, v) if v is not None else None
-            if row is None:
+            if v is None or row is None:
                 raise not_found("unknown backup version")
             if not row["deleted"]:
                 store.delete_backup_version_in(conn, user_id, v)
 
-        await store.db.write(fn)
+        await store.transaction(fn)
         return {}
 
     def _required_version(self, version: str | None) -> int | None:
         if version is None or version == "":
-            raise MatrixError("M_MISSING_PARAM", "the 'version' query parameter is required", 400)
+            raise missing_param("the 'version' query parameter is required")
         return self._parse_version(version)
 
     async def put_backup_keys(
@@ -823,17 +867,17 @@ class E2EEService(BackgroundService):
         """Store keys [(room_id, session_id, KeyBackupData)] in the current backup."""
         v = self._required_version(version)
         if len(keys) > MAX_BACKUP_KEYS_PER_REQUEST:
-            raise MatrixError("M_TOO_LARGE", "too many keys in one request", 413)
+            raise too_large("too many keys in one request")
         user_id = requester.user_id
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> dict:
+        def fn(conn: Txn) -> dict:
             current = store.current_backup_version_in(conn, user_id)
             if current is None:
                 raise not_found("unknown backup version")
-            if v != current["version"]:
+            if v is None or v != current["version"]:
                 raise MatrixError(
-                    "M_WRONG_ROOM_KEYS_VERSION",
+                    M_WRONG_ROOM_KEYS_VERSION,
                     "wrong backup version",
                     403,
                     current_version=str(current["version"]),
@@ -851,7 +895,7 @@ class E2EEService(BackgroundService):
                 etag += 1
             return {"etag": str(etag), "count": store.count_backup_keys_in(conn, user_id, v)}
 
-        return await store.db.write(fn)
+        return await store.transaction(fn)
 
     def get_backup_keys(
         self, requester, version: str | None, room_id: str | None = None,
@@ -878,9 +922,9 @@ class E2EEService(BackgroundService):
         user_id = requester.user_id
         store = self.store
 
-        def fn(conn: sqlite3.Connection) -> dict:
+        def fn(conn: Txn) -> dict:
             row = store.backup_version_in(conn, user_id, v) if v is not None else None
-            if row is None or row["deleted"]:
+            if v is None or row is None or row["deleted"]:
                 raise not_found("unknown backup version")
             etag = row["etag"]
             if store.delete_backup_keys_in(conn, user_id, v, room_id, session_id):
@@ -888,7 +932,7 @@ class E2EEService(BackgroundService):
                 etag += 1
             return {"etag": str(etag), "count": store.count_backup_keys_in(conn, user_id, v)}
 
-        return await store.db.write(fn)
+        return await store.transaction(fn)
 
     # parse helpers for the handlers
     @staticmethod

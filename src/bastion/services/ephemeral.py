@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.core.canonical_json import canonical_json
-from bastion.errors import MatrixError
+from bastion.errors import bad_json, forbidden, invalid_param, not_found
 from bastion.services.filtering import event_filter_allows, room_allowed
 from bastion.services.lifecycle import BackgroundService
+from bastion.services.remote import RoomEDUs
 from bastion.services.sync_api import SyncContext
+from bastion.storage.interface import Txn
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +44,10 @@ IDLE_MS = 5 * 60 * 1000
 CURRENTLY_ACTIVE_MS = 60 * 1000
 
 
-def require_joined(hs, room_id: str, user_id: str) -> None:
+def require_joined(hs: HomeServer, room_id: str, user_id: str) -> None:
     """403 ``M_FORBIDDEN`` unless ``user_id`` is currently joined to ``room_id``."""
     if hs.store.get_local_memberships(user_id).get(room_id) != "join":
-        raise MatrixError("M_FORBIDDEN", "you are not joined to this room", 403)
+        raise forbidden("you are not joined to this room")
 
 
 def _add_ephemeral(room: dict, event: dict) -> None:
@@ -59,9 +63,11 @@ class Typing(BackgroundService):
 
     background_name = "typing"
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         super().__init__()
         self.hs = hs
+        #: The other servers in the room (handed in by the homeserver; None: federation off).
+        self.room_edus: RoomEDUs | None = None
         self.serial = 0
         self._typing: dict[str, dict[str, asyncio.TimerHandle]] = {}
         self._changed: dict[str, int] = {}  # room_id → serial of its last change
@@ -77,7 +83,8 @@ class Typing(BackgroundService):
     def set_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
         """Start (for ``timeout_ms``, capped) or stop ``user_id`` typing. Call on the loop. A
         local user's typing also goes to the other servers in the room (``m.typing``)."""
-        self.hs.federation_edus.local_typing(room_id, user_id, typing)
+        if self.room_edus is not None:
+            self.room_edus.local_typing(room_id, user_id, typing)
         users = self._typing.setdefault(room_id, {})
         old = users.pop(user_id, None)
         self.cancel_timer(old)
@@ -154,15 +161,17 @@ class Typing(BackgroundService):
 class Receipts:
     """``hs.receipts``: read receipts and the fully-read marker."""
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
+        #: The other servers in the room (handed in by the homeserver; None: federation off).
+        self.room_edus: RoomEDUs | None = None
 
     def _check_event(self, room_id: str, event_id: str) -> dict:
         if not isinstance(event_id, str) or not event_id.startswith("$"):
-            raise MatrixError("M_INVALID_PARAM", f"{event_id!r} is not an event ID", 400)
+            raise invalid_param(f"{event_id!r} is not an event ID")
         event = self.hs.store.get_event(event_id)
         if event is None or event.get("room_id") != room_id:
-            raise MatrixError("M_NOT_FOUND", "unknown event in this room", 404)
+            raise not_found("unknown event in this room")
         return event
 
     @staticmethod
@@ -177,7 +186,7 @@ class Receipts:
             and rel.get("event_id") == thread_id
         ):
             return
-        raise MatrixError("M_INVALID_PARAM", "the event is not in the thread given by thread_id")
+        raise invalid_param("the event is not in the thread given by thread_id")
 
     async def set_markers(
         self, user_id: str, room_id: str, markers: dict[str, str], thread_id: str | None = None
@@ -187,18 +196,16 @@ class Receipts:
         require_joined(self.hs, room_id, user_id)
         for rtype, event_id in markers.items():
             if rtype not in RECEIPT_TYPES:
-                raise MatrixError("M_INVALID_PARAM", f"unknown receipt type {rtype!r}", 400)
+                raise invalid_param(f"unknown receipt type {rtype!r}")
             event = self._check_event(room_id, event_id)
             if thread_id is not None:
                 if rtype == "m.fully_read":
-                    raise MatrixError(
-                        "M_INVALID_PARAM", "thread_id cannot be used with m.fully_read", 400
-                    )
+                    raise invalid_param("thread_id cannot be used with m.fully_read")
                 self._check_thread(event, event_id, thread_id)
         store = self.hs.store
         now = self.hs.now_ms()
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             for rtype, event_id in markers.items():
                 if rtype == "m.fully_read":
                     content = canonical_json({"event_id": event_id}).decode("utf-8")
@@ -208,11 +215,9 @@ class Receipts:
                         conn, room_id, rtype, user_id, thread_id or "", event_id, now
                     )
 
-        await store.db.write(fn)
-        if "m.read" in markers:  # public receipts go to the other servers (m.receipt)
-            await self.hs.federation_edus.local_receipt(
-                room_id, user_id, markers["m.read"], now, thread_id
-            )
+        await store.transaction(fn)
+        if "m.read" in markers and self.room_edus is not None:  # public, to the other servers
+            await self.room_edus.local_receipt(room_id, user_id, markers["m.read"], now, thread_id)
 
     def receipt_event(
         self, user_id: str, room_id: str, since: int | None, upto: int
@@ -261,7 +266,7 @@ class Presence(BackgroundService):
 
     background_name = "presence"
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         super().__init__()
         self.hs = hs
         self._state: dict[str, dict] = {}
@@ -306,13 +311,13 @@ class Presence(BackgroundService):
         store = self.hs.store
         rooms = store.get_rooms_for_user(user_id)
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             store.set_presence_in(
                 conn, user_id, state["presence"], state["status_msg"], state["last_active_ts"],
                 rooms,
             )  # fmt: skip
 
-        await store.db.write(fn)
+        await store.transaction(fn)
         self._state[user_id] = state
 
     def _arm_idle(self, user_id: str) -> None:
@@ -330,13 +335,11 @@ class Presence(BackgroundService):
                          *, has_status_msg: bool = True) -> None:  # fmt: skip
         """PUT /presence/{userId}/status."""
         if not isinstance(presence, str) or presence not in PRESENCE_STATES:
-            raise MatrixError(
-                "M_INVALID_PARAM", "presence must be one of online, offline, unavailable", 400
-            )
+            raise invalid_param("presence must be one of online, offline, unavailable")
         if status_msg is not None and not isinstance(status_msg, str):
-            raise MatrixError("M_BAD_JSON", "status_msg must be a string", 400)
+            raise bad_json("status_msg must be a string")
         if status_msg is not None and len(status_msg) > MAX_STATUS_MSG:
-            raise MatrixError("M_INVALID_PARAM", f"status_msg is longer than {MAX_STATUS_MSG}")
+            raise invalid_param(f"status_msg is longer than {MAX_STATUS_MSG}")
         cur = self._current(user_id)
         now = self.hs.now_ms()
         new = {
@@ -354,9 +357,7 @@ class Presence(BackgroundService):
         only when the state changes."""
         state = state or "online"
         if state not in PRESENCE_STATES:
-            raise MatrixError(
-                "M_INVALID_PARAM", "set_presence must be one of online, offline, unavailable", 400
-            )
+            raise invalid_param("set_presence must be one of online, offline, unavailable")
         if state == "offline":
             return
         cur = self._current(user_id)

@@ -40,10 +40,13 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.core.canonical_json import canonical_json, parse_json
-from bastion.errors import MatrixError
+from bastion.errors import MatrixError, bad_json, invalid_param, too_large
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 #: The largest ``limit`` honoured; larger values are capped (event_filter.yaml: "impose a maximum
 #: value to avoid resource exhaustion").
@@ -63,24 +66,20 @@ _ROOM_EVENT_FILTER_KEYS = (
 )
 
 
-def _bad(field: str, what: str) -> MatrixError:
-    return MatrixError("M_BAD_JSON", f"filter field {field!r} {what}", 400)
-
-
-def _invalid(field: str, what: str) -> MatrixError:
-    return MatrixError("M_INVALID_PARAM", f"filter field {field!r} {what}", 400)
+def _field_message(field: str, what: str) -> str:
+    return f"filter field {field!r} {what}"
 
 
 def _str_list(value: Any, field: str, prefix: str | None = None) -> list[str]:
     if not isinstance(value, list):
-        raise _bad(field, "must be an array of strings")
+        raise bad_json(_field_message(field, "must be an array of strings"))
     if len(value) > MAX_LIST:
-        raise _invalid(field, f"has more than {MAX_LIST} entries")
+        raise invalid_param(_field_message(field, f"has more than {MAX_LIST} entries"))
     for item in value:
         if not isinstance(item, str):
-            raise _bad(field, "must be an array of strings")
+            raise bad_json(_field_message(field, "must be an array of strings"))
         if prefix is not None and not item.startswith(prefix):
-            raise _invalid(field, f"entries must start with {prefix!r}")
+            raise invalid_param(_field_message(field, f"entries must start with {prefix!r}"))
     return list(value)
 
 
@@ -89,7 +88,7 @@ def _opt_bool(obj: dict, key: str, path: str) -> bool | None:
     if value is None:
         return None
     if not isinstance(value, bool):
-        raise _bad(f"{path}{key}", "must be a boolean")
+        raise bad_json(_field_message(f"{path}{key}", "must be a boolean"))
     return value
 
 
@@ -97,14 +96,14 @@ def _event_filter(obj: Any, path: str, room: bool) -> dict:
     if obj is None:
         obj = {}
     if not isinstance(obj, dict):
-        raise _bad(path.rstrip("."), "must be an object")
+        raise bad_json(_field_message(path.rstrip("."), "must be an object"))
     out: dict[str, Any] = {}
     limit = obj.get("limit")
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int):
-            raise _bad(f"{path}limit", "must be an integer")
+            raise bad_json(_field_message(f"{path}limit", "must be an integer"))
         if limit < 1:
-            raise _invalid(f"{path}limit", "must be greater than 0")
+            raise invalid_param(_field_message(f"{path}limit", "must be greater than 0"))
         limit = min(limit, MAX_LIMIT)
     out["limit"] = limit
     types = obj.get("types")
@@ -133,7 +132,7 @@ def parse_filter(obj: Any) -> dict:
     of range; the message names the field. Unknown keys are ignored (the schema allows them).
     """
     if not isinstance(obj, dict):
-        raise MatrixError("M_BAD_JSON", "a filter must be a JSON object", 400)
+        raise bad_json("a filter must be a JSON object")
     out: dict[str, Any] = {}
     fields = obj.get("event_fields")
     out["event_fields"] = None if fields is None else _str_list(fields, "event_fields")
@@ -141,9 +140,9 @@ def parse_filter(obj: Any) -> dict:
     if fmt is None:
         fmt = "client"
     if not isinstance(fmt, str):
-        raise _bad("event_format", "must be a string")
+        raise bad_json(_field_message("event_format", "must be a string"))
     if fmt not in ("client", "federation"):
-        raise _invalid("event_format", "must be 'client' or 'federation'")
+        raise invalid_param(_field_message("event_format", "must be 'client' or 'federation'"))
     out["event_format"] = fmt
     out["presence"] = _event_filter(obj.get("presence"), "presence.", room=False)
     out["account_data"] = _event_filter(obj.get("account_data"), "account_data.", room=False)
@@ -151,7 +150,7 @@ def parse_filter(obj: Any) -> dict:
     if room is None:
         room = {}
     if not isinstance(room, dict):
-        raise _bad("room", "must be an object")
+        raise bad_json(_field_message("room", "must be an object"))
     r: dict[str, Any] = {}
     rooms = room.get("rooms")
     r["rooms"] = None if rooms is None else _str_list(rooms, "room.rooms", "!")
@@ -303,7 +302,7 @@ def apply_event_fields(event: dict, fields: list[str] | None) -> dict:
 class Filters:
     """``hs.filters``: uploaded filters and resolution of the ``filter`` query parameter."""
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
 
     async def create(self, user_id: str, body: dict) -> str:
@@ -312,7 +311,7 @@ class Filters:
         parse_filter(body)
         text = canonical_json(body)
         if len(text) > MAX_FILTER_BYTES:
-            raise MatrixError("M_TOO_LARGE", f"filter is larger than {MAX_FILTER_BYTES} bytes", 413)
+            raise too_large(f"filter is larger than {MAX_FILTER_BYTES} bytes")
         return await self.hs.store.add_filter(user_id, text.decode("utf-8"))
 
     def get(self, user_id: str, filter_id: str) -> dict | None:
@@ -328,14 +327,14 @@ class Filters:
             return default_filter()
         if param.lstrip().startswith("{"):
             if len(param) > MAX_FILTER_BYTES:
-                raise MatrixError("M_TOO_LARGE", "inline filter is too large", 413)
+                raise too_large("inline filter is too large")
             try:
                 obj = parse_json(param)
             except MatrixError:
-                raise MatrixError("M_INVALID_PARAM", "filter is not valid JSON", 400) from None
+                raise invalid_param("filter is not valid JSON") from None
             return parse_filter(obj)
         user_id = requester.user_id if hasattr(requester, "user_id") else str(requester)
         obj = self.get(user_id, param)
         if obj is None:
-            raise MatrixError("M_INVALID_PARAM", f"unknown filter ID {param!r}", 400)
+            raise invalid_param(f"unknown filter ID {param!r}")
         return parse_filter(obj)

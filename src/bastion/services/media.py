@@ -33,13 +33,12 @@ import io
 import logging
 import os
 import secrets
-import sqlite3
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bastion.api.http import error
 from bastion.core.identifiers import parse_server_name
 from bastion.core.media import (
     ThumbnailSize,
@@ -49,8 +48,22 @@ from bastion.core.media import (
     plan_thumbnail,
     select_thumbnail_size,
 )
-from bastion.errors import MatrixError
+from bastion.errors import (
+    M_CANNOT_OVERWRITE_MEDIA,
+    M_NOT_YET_UPLOADED,
+    M_UNKNOWN,
+    MatrixError,
+    forbidden,
+    invalid_param,
+    limit_exceeded,
+    not_found,
+    too_large,
+)
 from bastion.services.lifecycle import BackgroundService
+from bastion.storage.interface import Row, Txn
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +124,7 @@ class ReceivedFile:
 class MediaService(BackgroundService):
     background_name = "thumbnail"
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         super().__init__()
         self.hs = hs
         self.root: Path = hs.config.media_path
@@ -201,7 +214,7 @@ class MediaService(BackgroundService):
         now = self.hs.now_ms()
         store = self.hs.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             store.insert_local_media_in(
                 conn, media_id, user_id, now, content_type=ctype, upload_name=filename,
                 size=received.size, sha256=received.sha256,
@@ -219,19 +232,15 @@ class MediaService(BackgroundService):
         expires = now + UNUSED_EXPIRY_MS
         store = self.hs.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             # Counted in the same transaction as the insert: concurrent creates cannot overrun.
             if store.count_pending_uploads_in(conn, user_id, now) >= MAX_PENDING_UPLOADS:
-                raise error(
-                    "M_LIMIT_EXCEEDED",
-                    f"at most {MAX_PENDING_UPLOADS} pending uploads; upload to those first",
-                    429, retry_after_ms=60_000,
-                )  # fmt: skip
+                raise limit_exceeded(60_000, f"at most {MAX_PENDING_UPLOADS} pending uploads; upload to those first")  # fmt: skip
             store.insert_local_media_in(
                 conn, media_id, user_id, now, unused_expires_at=expires, uploaded=False
             )
 
-        await self.hs.store.db.write(fn)
+        await self.hs.store.transaction(fn)
         return self.mxc(media_id), expires
 
     def check_pending_upload(self, user_id: str, server_name: str, media_id: str) -> None:
@@ -240,13 +249,13 @@ class MediaService(BackgroundService):
         created it), 409 ``M_CANNOT_OVERWRITE_MEDIA`` (already uploaded)."""
         row = self._local_row(server_name, media_id)
         if row is None:
-            raise error("M_NOT_FOUND", "unknown media ID", 404)
+            raise not_found("unknown media ID")
         if row["user_id"] != user_id:
-            raise error("M_FORBIDDEN", "this media ID was created by another user", 403)
+            raise forbidden("this media ID was created by another user")
         if row["upload_ts"] is not None:
-            raise error("M_CANNOT_OVERWRITE_MEDIA", "media already uploaded", 409)
+            raise MatrixError(M_CANNOT_OVERWRITE_MEDIA, "media already uploaded", 409)
         if row["unused_expires_at"] is not None and row["unused_expires_at"] <= self.hs.now_ms():
-            raise error("M_NOT_FOUND", "this media ID has expired", 404)
+            raise not_found("this media ID has expired")
 
     async def upload_pending(self, user_id: str, server_name: str, media_id: str,
                              chunks: AsyncIterator[bytes], content_length: int | None,
@@ -259,7 +268,7 @@ class MediaService(BackgroundService):
         now = self.hs.now_ms()
         store = self.hs.store
 
-        def fn(conn: sqlite3.Connection) -> bool:
+        def fn(conn: Txn) -> bool:
             if not store.complete_pending_upload_in(
                 conn, media_id, now, ctype, filename, received.size, received.sha256
             ):
@@ -270,7 +279,7 @@ class MediaService(BackgroundService):
         if not await self._commit_file(fn, received, final):
             # A concurrent PUT won, or the ID expired while the body arrived.
             self.check_pending_upload(user_id, server_name, media_id)
-            raise error("M_CANNOT_OVERWRITE_MEDIA", "media already uploaded", 409)
+            raise MatrixError(M_CANNOT_OVERWRITE_MEDIA, "media already uploaded", 409)
         waiter = self._waiters.pop(media_id, None)
         if waiter is not None:
             waiter[0].set()
@@ -278,7 +287,7 @@ class MediaService(BackgroundService):
     async def _commit_file(self, fn, received: ReceivedFile, final: Path):
         await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
         try:
-            result = await self.hs.store.db.write(fn)
+            result = await self.hs.store.transaction(fn)
         finally:
             await asyncio.to_thread(_unlink_quietly, received.tmp_path)  # gone if renamed
         if result is not False:
@@ -286,15 +295,15 @@ class MediaService(BackgroundService):
         return result
 
     # -- lookups ------------------------------------------------------------------------------
-    def _local_row(self, server_name: str, media_id: str) -> sqlite3.Row | None:
+    def _local_row(self, server_name: str, media_id: str) -> Row | None:
         """The row of a local media ID, or None. A malformed server name is 400
         ``M_INVALID_PARAM``; another server's media is 404 (no federation yet)."""
         try:
             parse_server_name(server_name)
         except MatrixError:
-            raise error("M_INVALID_PARAM", "invalid server name in the media URI") from None
+            raise invalid_param("invalid server name in the media URI") from None
         if server_name != self.hs.server_name:
-            raise error("M_NOT_FOUND", "remote media is not available from this server", 404)
+            raise not_found("remote media is not available from this server")
         if not is_valid_media_id(media_id):
             return None
         return self.hs.store.get_local_media(media_id)
@@ -304,11 +313,11 @@ class MediaService(BackgroundService):
         asynchronous upload (then 504 ``M_NOT_YET_UPLOADED``); 404 ``M_NOT_FOUND`` otherwise."""
         row = self._local_row(server_name, media_id)
         if row is None:
-            raise error("M_NOT_FOUND", "no such media", 404)
+            raise not_found("no such media")
         if row["upload_ts"] is not None:
             return row
         if row["unused_expires_at"] is not None and row["unused_expires_at"] <= self.hs.now_ms():
-            raise error("M_NOT_FOUND", "no such media", 404)
+            raise not_found("no such media")
         timeout = DEFAULT_DOWNLOAD_TIMEOUT_MS if timeout_ms is None else timeout_ms
         timeout = max(0, min(timeout, MAX_DOWNLOAD_TIMEOUT_MS))
         if timeout > 0:
@@ -327,11 +336,11 @@ class MediaService(BackgroundService):
                         self._waiters[media_id] = (event, entry[1] - 1)
             row = self.hs.store.get_local_media(media_id)
         if row is None or row["upload_ts"] is None:
-            raise error("M_NOT_YET_UPLOADED", "content has not yet been uploaded", 504)
+            raise MatrixError(M_NOT_YET_UPLOADED, "content has not yet been uploaded", 504)
         return row
 
     # -- thumbnails ---------------------------------------------------------------------------
-    async def thumbnail(self, row: sqlite3.Row, width: int, height: int, method: str,
+    async def thumbnail(self, row: Row, width: int, height: int, method: str,
                         animated: bool) -> Thumbnail:  # fmt: skip
         """C-S API "Thumbnails" for uploaded local media ``row``: the configured size that best
         fits the request, from its stored file (generated once, on first request), or the
@@ -340,11 +349,12 @@ class MediaService(BackgroundService):
         media_id = row["media_id"]
         ctype = base_type(row["content_type"] or "")
         if ctype not in THUMBNAIL_FORMATS:
-            raise error("M_UNKNOWN", "cannot generate thumbnails for this content type", 400)
+            raise MatrixError(M_UNKNOWN, "cannot generate thumbnails for this content type", 400)
         size = select_thumbnail_size(self.thumbnail_sizes, width, height, method)
         animated = animated and ctype in ANIMATABLE_TYPES
         name = size.key + ("-animated" if animated else "")
         stored = await asyncio.to_thread(self._stored_thumbnail, media_id, name)
+        outcome: tuple[str, Path | None, bytes | None]
         if stored is None:
             key = (media_id, name)
             task = self._generating.get(key)
@@ -352,14 +362,18 @@ class MediaService(BackgroundService):
                 task = self.spawn(self._generate(media_id, name, size, animated))
                 self._generating[key] = task
                 task.add_done_callback(lambda _t: self._generating.pop(key, None))
-            stored = await asyncio.shield(task)
-        kind, path, data = stored
+            outcome = await asyncio.shield(task)
+        else:
+            outcome = stored
+        kind, path, data = outcome
         if kind == _ORIGINAL:
             return Thumbnail(ctype, path=self.local_path(media_id))
         if kind == _TOO_LARGE:
-            raise error("M_TOO_LARGE", "content is too large to thumbnail", 413)
+            raise too_large("content is too large to thumbnail")
         if kind == _UNKNOWN:
-            raise error("M_UNKNOWN", "cannot generate thumbnails for the requested content", 400)
+            raise MatrixError(
+                M_UNKNOWN, "cannot generate thumbnails for the requested content", 400
+            )
         return Thumbnail(_STORED_TYPES[kind], path=path, data=data)
 
     def _stored_thumbnail(self, media_id: str, name: str) -> tuple[str, Path | None, None] | None:
@@ -412,7 +426,7 @@ class MediaService(BackgroundService):
 
 
 def _too_large(limit: int) -> MatrixError:
-    return error("M_TOO_LARGE", f"cannot upload files larger than {limit} bytes", 413)
+    return too_large(f"cannot upload files larger than {limit} bytes")
 
 
 def _flush_and_sync(f) -> None:
@@ -478,7 +492,7 @@ def make_thumbnail(src: Path, want_w: int, want_h: int, method: str,
             )
             if not want_animated:
                 im.seek(0)
-                frame = im
+                frame: Image.Image = im
                 orientation = im.getexif().get(0x0112, 1) if im.format == "JPEG" else 1
                 if orientation not in (None, 1):
                     frame = ImageOps.exif_transpose(im)

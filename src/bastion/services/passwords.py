@@ -20,7 +20,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from argon2.low_level import ARGON2_VERSION
 
-from bastion.errors import MatrixError
+from bastion.errors import M_LIMIT_EXCEEDED, MatrixError
 
 MAX_PASSWORD_LENGTH = 512
 
@@ -43,7 +43,7 @@ class PasswordHashingBusy(MatrixError):
 
     def __init__(self) -> None:
         super().__init__(
-            "M_LIMIT_EXCEEDED", "too many password checks in progress; try again shortly", 429,
+            M_LIMIT_EXCEEDED, "too many password checks in progress; try again shortly", 429,
             retry_after_ms=BUSY_RETRY_AFTER_MS,
         )  # fmt: skip
 

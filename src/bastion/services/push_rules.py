@@ -22,11 +22,21 @@ from __future__ import annotations
 
 import copy
 import re
-import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.core.canonical_json import canonical_json, parse_json
-from bastion.errors import MatrixError
+from bastion.errors import (
+    M_RESOURCE_LIMIT_EXCEEDED,
+    M_UNKNOWN,
+    MatrixError,
+    bad_json,
+    invalid_param,
+    not_found,
+)
+from bastion.storage.interface import Txn
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 KINDS = ("override", "content", "room", "sender", "underride")
 #: At most this many user-defined rules per user (all kinds).
@@ -162,41 +172,39 @@ def effective_ruleset(user_id: str, doc: dict) -> dict[str, list[dict]]:
 # -- validation -----------------------------------------------------------------------------
 
 
-def _bad(message: str) -> MatrixError:
-    return MatrixError("M_INVALID_PARAM", message, 400)
-
-
 def check_kind(kind: str) -> None:
     if kind not in KINDS:
-        raise _bad(f"unknown push rule kind {kind!r}; expected one of {', '.join(KINDS)}")
+        raise invalid_param(f"unknown push rule kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
 def validate_actions(actions: Any) -> list:
     """Validate an ``actions`` array; historical actions (``dont_notify``, ``coalesce``) are
     stripped ("Historical Actions")."""
     if not isinstance(actions, list):
-        raise MatrixError("M_BAD_JSON", "'actions' must be an array", 400)
+        raise bad_json("'actions' must be an array")
     if len(actions) > MAX_ACTIONS:
-        raise _bad(f"at most {MAX_ACTIONS} actions are allowed")
-    out = []
+        raise invalid_param(f"at most {MAX_ACTIONS} actions are allowed")
+    out: list[str | dict[str, Any]] = []
     for a in actions:
         if isinstance(a, str):
             if a in HISTORICAL_ACTIONS:
                 continue
             if a != "notify":
-                raise _bad(f"unknown push rule action {a!r}")
+                raise invalid_param(f"unknown push rule action {a!r}")
             out.append(a)
         elif isinstance(a, dict):
             tweak = a.get("set_tweak")
             if not isinstance(tweak, str) or not tweak:
-                raise _bad("an object action must be a 'set_tweak' with a string tweak name")
+                raise invalid_param(
+                    "an object action must be a 'set_tweak' with a string tweak name"
+                )
             if tweak == "highlight" and "value" in a and not isinstance(a["value"], bool):
-                raise _bad("the 'highlight' tweak value must be a boolean")
+                raise invalid_param("the 'highlight' tweak value must be a boolean")
             if tweak == "sound" and not isinstance(a.get("value"), str):
-                raise _bad("the 'sound' tweak value must be a string")
+                raise invalid_param("the 'sound' tweak value must be a string")
             out.append(a)
         else:
-            raise MatrixError("M_BAD_JSON", "each action must be a string or an object", 400)
+            raise bad_json("each action must be a string or an object")
     return out
 
 
@@ -210,62 +218,62 @@ def validate_condition(cond: Any) -> dict:
     """Validate one push condition (``push_condition.yaml``). Unknown kinds are kept: they never
     match ("Unrecognised conditions MUST NOT match any events")."""
     if not isinstance(cond, dict):
-        raise MatrixError("M_BAD_JSON", "each condition must be an object", 400)
+        raise bad_json("each condition must be an object")
     kind = cond.get("kind")
     if not isinstance(kind, str) or not kind:
-        raise MatrixError("M_BAD_JSON", "a condition needs a string 'kind'", 400)
+        raise bad_json("a condition needs a string 'kind'")
     needs_key = kind in (
         "event_match", "event_property_is", "event_property_contains",
         "sender_notification_permission",
     )  # fmt: skip
     if needs_key and not isinstance(cond.get("key"), str):
-        raise _bad(f"a {kind} condition needs a string 'key'")
+        raise invalid_param(f"a {kind} condition needs a string 'key'")
     if kind == "event_match" and not isinstance(cond.get("pattern"), str):
-        raise _bad("an event_match condition needs a string 'pattern'")
+        raise invalid_param("an event_match condition needs a string 'pattern'")
     if kind in ("event_property_is", "event_property_contains") and (
         "value" not in cond or not _scalar(cond["value"])
     ):
-        raise _bad(f"a {kind} condition needs a 'value': string, integer, boolean or null")
+        raise invalid_param(f"a {kind} condition needs a 'value': string, integer, boolean or null")
     if kind == "room_member_count":
         is_ = cond.get("is")
         if not isinstance(is_, str) or not _MEMBER_COUNT.fullmatch(is_):
-            raise _bad("a room_member_count condition needs 'is' like '2', '>=10'")
+            raise invalid_param("a room_member_count condition needs 'is' like '2', '>=10'")
     return cond
 
 
 def validate_rule_id(kind: str, rule_id: str) -> None:
     if not rule_id:
-        raise _bad("the rule ID must not be empty")
+        raise invalid_param("the rule ID must not be empty")
     if len(rule_id) > MAX_RULE_ID_LENGTH:
-        raise _bad(f"the rule ID is longer than {MAX_RULE_ID_LENGTH}")
+        raise invalid_param(f"the rule ID is longer than {MAX_RULE_ID_LENGTH}")
     if rule_id.startswith("."):
-        raise _bad("rule IDs starting with '.' are reserved for server-default rules")
+        raise invalid_param("rule IDs starting with '.' are reserved for server-default rules")
     if "/" in rule_id or "\\" in rule_id:
-        raise _bad("rule IDs may not contain '/' or '\\'")
+        raise invalid_param("rule IDs may not contain '/' or '\\'")
     if kind == "room" and not rule_id.startswith("!"):
-        raise _bad("the rule ID of a room rule is the room ID")
+        raise invalid_param("the rule ID of a room rule is the room ID")
     if kind == "sender" and not rule_id.startswith("@"):
-        raise _bad("the rule ID of a sender rule is the user ID")
+        raise invalid_param("the rule ID of a sender rule is the user ID")
 
 
 def make_rule(kind: str, rule_id: str, body: Any) -> dict:
     """A user rule from a PUT body (validated)."""
     if not isinstance(body, dict):
-        raise MatrixError("M_BAD_JSON", "the push rule must be a JSON object", 400)
+        raise bad_json("the push rule must be a JSON object")
     if "actions" not in body:
-        raise MatrixError("M_BAD_JSON", "'actions' is required", 400)
+        raise bad_json("'actions' is required")
     rule: dict[str, Any] = {"rule_id": rule_id, "actions": validate_actions(body["actions"])}
     if kind in ("override", "underride"):
         conditions = body.get("conditions", [])
         if not isinstance(conditions, list):
-            raise MatrixError("M_BAD_JSON", "'conditions' must be an array", 400)
+            raise bad_json("'conditions' must be an array")
         if len(conditions) > MAX_CONDITIONS:
-            raise _bad(f"at most {MAX_CONDITIONS} conditions are allowed")
+            raise invalid_param(f"at most {MAX_CONDITIONS} conditions are allowed")
         rule["conditions"] = [validate_condition(c) for c in conditions]
     elif kind == "content":
         pattern = body.get("pattern")
         if not isinstance(pattern, str) or not pattern:
-            raise MatrixError("M_BAD_JSON", "content rules need a string 'pattern'", 400)
+            raise bad_json("content rules need a string 'pattern'")
         rule["pattern"] = pattern
     return rule
 
@@ -278,10 +286,6 @@ def _find_default(user_id: str, kind: str, rule_id: str) -> dict | None:
         if rule["rule_id"] == rule_id:
             return rule
     return None
-
-
-def _not_found() -> MatrixError:
-    return MatrixError("M_NOT_FOUND", "the push rule was not found", 404)
 
 
 def put_rule(
@@ -302,20 +306,20 @@ def put_rule(
     else:
         rule["enabled"] = True
         if sum(len(v) for v in doc["user"].values()) >= MAX_USER_RULES:
-            raise MatrixError("M_RESOURCE_LIMIT_EXCEEDED", "too many push rules", 400)
+            raise MatrixError(M_RESOURCE_LIMIT_EXCEEDED, "too many push rules", 400)
     anchor = before if before is not None else after
     if anchor is not None:
         if anchor.startswith("."):
             raise MatrixError(
-                "M_UNKNOWN", "rules cannot be placed relative to a server-default rule", 400
+                M_UNKNOWN, "rules cannot be placed relative to a server-default rule", 400
             )
         if anchor == rule_id:
-            raise MatrixError("M_UNKNOWN", "a rule cannot be placed relative to itself", 400)
+            raise MatrixError(M_UNKNOWN, "a rule cannot be placed relative to itself", 400)
         if index is not None:
             del rules[index]
         pos = next((i for i, r in enumerate(rules) if r["rule_id"] == anchor), None)
         if pos is None:
-            raise MatrixError("M_UNKNOWN", f"before/after rule not found: {anchor}", 400)
+            raise MatrixError(M_UNKNOWN, f"before/after rule not found: {anchor}", 400)
         rules.insert(pos if before is not None else pos + 1, rule)
     elif index is not None:
         rules[index] = rule
@@ -327,12 +331,12 @@ def put_rule(
 def delete_rule(doc: dict, user_id: str, kind: str, rule_id: str) -> dict:
     check_kind(kind)
     if _find_default(user_id, kind, rule_id) is not None:
-        raise MatrixError("M_INVALID_PARAM", "server-default rules cannot be deleted", 400)
+        raise invalid_param("server-default rules cannot be deleted")
     doc = copy.deepcopy(doc)
     rules = doc.setdefault("user", {}).setdefault(kind, [])
     index = next((i for i, r in enumerate(rules) if r["rule_id"] == rule_id), None)
     if index is None:
-        raise _not_found()
+        raise not_found("the push rule was not found")
     del rules[index]
     return doc
 
@@ -342,7 +346,7 @@ def set_attribute(doc: dict, user_id: str, kind: str, rule_id: str, attr: str, v
     check_kind(kind)
     if attr == "enabled":
         if not isinstance(value, bool):
-            raise MatrixError("M_BAD_JSON", "'enabled' must be a boolean", 400)
+            raise bad_json("'enabled' must be a boolean")
     else:
         value = validate_actions(value)
     doc = copy.deepcopy(doc)
@@ -353,7 +357,7 @@ def set_attribute(doc: dict, user_id: str, kind: str, rule_id: str, attr: str, v
         if rule["rule_id"] == rule_id:
             rule[attr] = value
             return doc
-    raise _not_found()
+    raise not_found("the push rule was not found")
 
 
 def find_rule(ruleset: dict[str, list[dict]], kind: str, rule_id: str) -> dict:
@@ -361,7 +365,7 @@ def find_rule(ruleset: dict[str, list[dict]], kind: str, rule_id: str) -> dict:
     for rule in ruleset[kind]:
         if rule["rule_id"] == rule_id:
             return rule
-    raise _not_found()
+    raise not_found("the push rule was not found")
 
 
 # -- the service ----------------------------------------------------------------------------
@@ -370,7 +374,7 @@ def find_rule(ruleset: dict[str, list[dict]], kind: str, rule_id: str) -> dict:
 class PushRules:
     """``hs.push_rules``."""
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
 
     def _doc(self, user_id: str) -> dict:
@@ -389,13 +393,13 @@ class PushRules:
         """Apply ``edit(doc) -> doc`` in one write (read-modify-write on the writer thread)."""
         store = self.hs.store
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Txn) -> None:
             text = store.get_push_rules_doc_in(conn, user_id)
             doc = empty_document() if text is None else parse_json(text)
             new = edit(doc)
             store.put_push_rules_doc_in(conn, user_id, canonical_json(new).decode("utf-8"))
 
-        await store.db.write(fn)
+        await store.transaction(fn)
 
     async def put(self, user_id: str, kind: str, rule_id: str, body: Any,
                   before: str | None, after: str | None) -> None:  # fmt: skip

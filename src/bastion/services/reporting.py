@@ -8,8 +8,13 @@ does not exist is answered like any other (200) but not stored.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.core.identifiers import parse_room_id, parse_user_id
-from bastion.errors import MatrixError
+from bastion.errors import MatrixError, bad_json, invalid_param, not_found
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 #: The longest reason accepted, in characters.
 MAX_REASON = 2000
@@ -18,20 +23,20 @@ MAX_REASON = 2000
 def check_reason(body: dict, required: bool) -> str | None:
     if "reason" not in body or body["reason"] is None:
         if required:
-            raise MatrixError("M_BAD_JSON", "'reason' is required (it may be empty)", 400)
+            raise bad_json("'reason' is required (it may be empty)")
         return None
     reason = body["reason"]
     if not isinstance(reason, str):
-        raise MatrixError("M_BAD_JSON", "'reason' must be a string", 400)
+        raise bad_json("'reason' must be a string")
     if len(reason) > MAX_REASON:
-        raise MatrixError("M_INVALID_PARAM", f"'reason' is longer than {MAX_REASON}", 400)
+        raise invalid_param(f"'reason' is longer than {MAX_REASON}")
     return reason
 
 
 class Reporting:
     """``hs.reporting``."""
 
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
 
     async def report_event(self, reporter: str, room_id: str, event_id: str, body: dict) -> None:
@@ -39,9 +44,7 @@ class Reporting:
         store = self.hs.store
         # One answer for "no such room", "not joined": nothing about the room leaks.
         if store.get_local_memberships(reporter).get(room_id) != "join":
-            raise MatrixError(
-                "M_NOT_FOUND", "the event was not found or you are not joined to the room", 404
-            )
+            raise not_found("the event was not found or you are not joined to the room")
         event = store.get_event(event_id)
         exists = event is not None and event.get("room_id") == room_id
         if exists:
@@ -54,7 +57,7 @@ class Reporting:
         try:
             parse_room_id(room_id)
         except MatrixError:
-            raise MatrixError("M_INVALID_PARAM", "not a valid room ID", 400) from None
+            raise invalid_param("not a valid room ID") from None
         if self.hs.store.get_room_version(room_id) is not None:
             await self.hs.store.add_content_report(
                 reporter, "room", room_id, None, None, reason, True, self.hs.now_ms()
@@ -65,7 +68,7 @@ class Reporting:
         try:
             target = parse_user_id(user_id, historical=True)
         except MatrixError:
-            raise MatrixError("M_INVALID_PARAM", "not a valid user ID", 400) from None
+            raise invalid_param("not a valid user ID") from None
         local = target.domain == self.hs.server_name
         if not local or self.hs.store.user_exists(user_id):
             await self.hs.store.add_content_report(

@@ -4,16 +4,16 @@ behaviour; "Leaving rooms": former members read up to their leave)."""
 from __future__ import annotations
 
 from bastion.core.state_keys import HISTORY_VISIBILITY_KEY as HV_KEY
-from bastion.core.visibility import is_event_visible
-from bastion.errors import MatrixError
+from bastion.core.visibility import is_event_visible, normalise_visibility
+from bastion.errors import forbidden
 from bastion.services.room_engine import RoomEngine
-from bastion.storage.sqlite.rooms import EventRow, StateMap
+from bastion.storage.interface import EventRow, StateMap, Store
 
 
 class RoomAccess:
     """Read access and history visibility (``hs.rooms.access``)."""
 
-    def __init__(self, store, engine: RoomEngine) -> None:
+    def __init__(self, store: Store, engine: RoomEngine) -> None:
         self.store = store
         self.engine = engine
 
@@ -41,7 +41,7 @@ class RoomAccess:
             history = self.store.get_user_membership_history(user_id, room_id)
             if any(m == "join" for m, _ in history):
                 return row["stream_pos"]
-        raise MatrixError("M_FORBIDDEN", "you are not a member of this room", 403)
+        raise forbidden("you are not a member of this room")
 
     def filter_visible(self, user_id: str, rows: list[EventRow]) -> list[EventRow]:
         """The rows the user may see (C-S "History visibility", server behaviour)."""
@@ -69,11 +69,11 @@ class RoomAccess:
                 ]
             state = self.state_at_group(row.sg_before)
             hv = content_of(state.get(HV_KEY)) or {}
-            vis = [hv.get("history_visibility")]
+            vis = [normalise_visibility(hv.get("history_visibility"))]
             mem_c = content_of(state.get(("m.room.member", user_id))) or {}
             mems = [mem_c.get("membership")]
             if row.type == "m.room.history_visibility" and row.state_key == "":
-                vis.append(row.event["content"].get("history_visibility"))
+                vis.append(normalise_visibility(row.event["content"].get("history_visibility")))
             if row.type == "m.room.member" and row.state_key == user_id:
                 mems.append(row.event["content"].get("membership"))
             joined_later = any(p > row.stream_pos for p in joins[room_id])

@@ -11,7 +11,18 @@ from typing import TYPE_CHECKING
 from bastion.core.identifiers import parse_room_alias, parse_user_id
 from bastion.core.room_versions import get_room_version
 from bastion.core.state_keys import POWER_LEVELS_KEY as PL_KEY
-from bastion.errors import MatrixError
+from bastion.errors import (
+    M_FORBIDDEN,
+    M_ROOM_IN_USE,
+    M_UNKNOWN,
+    M_UNRECOGNIZED,
+    M_UNSUPPORTED_ROOM_VERSION,
+    MatrixError,
+    bad_json,
+    invalid_param,
+    not_found,
+)
+from bastion.services.room_engine import RoomBatch
 
 if TYPE_CHECKING:
     from bastion.services.rooms import RoomService
@@ -44,27 +55,27 @@ class RoomCreator:
         user_id = requester.user_id
         version = body.get("room_version", self.hs.config.default_room_version)
         if not isinstance(version, str):
-            raise MatrixError("M_BAD_JSON", "'room_version' must be a string")
+            raise bad_json("'room_version' must be a string")
         rv = get_room_version(version)
         if version not in CREATABLE_VERSIONS:
             raise MatrixError(
-                "M_UNSUPPORTED_ROOM_VERSION", f"cannot create rooms of version {version}"
+                M_UNSUPPORTED_ROOM_VERSION, f"cannot create rooms of version {version}"
             )
 
         def opt(key: str, typ, what: str):
             v = body.get(key)
             if v is not None and not isinstance(v, typ):
-                raise MatrixError("M_BAD_JSON", f"'{key}' must be {what}")
+                raise bad_json(f"'{key}' must be {what}")
             return v
 
         visibility = opt("visibility", str, "a string") or "private"
         if visibility not in ("public", "private"):
-            raise MatrixError("M_INVALID_PARAM", "'visibility' must be 'public' or 'private'")
+            raise invalid_param("'visibility' must be 'public' or 'private'")
         preset = opt("preset", str, "a string")
         if preset is None:
             preset = "public_chat" if visibility == "public" else "private_chat"
         if preset not in PRESETS:
-            raise MatrixError("M_INVALID_PARAM", f"unknown preset {preset[:40]!r}")
+            raise invalid_param(f"unknown preset {preset[:40]!r}")
         name = opt("name", str, "a string")
         topic = opt("topic", str, "a string")
         alias_name = opt("room_alias_name", str, "a string")
@@ -75,42 +86,38 @@ class RoomCreator:
         initial_state = opt("initial_state", list, "an array") or []
         if body.get("invite_3pid"):
             raise MatrixError(
-                "M_UNRECOGNIZED", "third-party invites are not supported by this server"
+                M_UNRECOGNIZED, "third-party invites are not supported by this server"
             )
 
         for u in invites:
             if not isinstance(u, str):
-                raise MatrixError("M_BAD_JSON", "'invite' must be an array of user IDs")
+                raise bad_json("'invite' must be an array of user IDs")
             try:
                 parse_user_id(u, historical=True)
             except MatrixError:
-                raise MatrixError(
-                    "M_INVALID_PARAM", f"invalid user ID in 'invite': {u[:80]!r}"
-                ) from None
+                raise invalid_param(f"invalid user ID in 'invite': {u[:80]!r}") from None
             if not self.rooms.is_local(u):
-                if self.rooms.federation_membership() is None:
+                if self.rooms.remote is None:
                     raise MatrixError(
-                        "M_FORBIDDEN", "this server does not federate: cannot invite " + u
+                        M_FORBIDDEN, "this server does not federate: cannot invite " + u
                     )
             elif not self.store.user_exists(u):
-                raise MatrixError("M_NOT_FOUND", f"unknown user {u}", 404)
+                raise not_found(f"unknown user {u}")
         invites = [u for u in dict.fromkeys(invites) if u != user_id]
 
         states: list[tuple[str, str, dict]] = []
         for i, item in enumerate(initial_state):
             if not isinstance(item, dict):
-                raise MatrixError("M_BAD_JSON", f"initial_state[{i}] must be an object")
+                raise bad_json(f"initial_state[{i}] must be an object")
             t, sk, c = item.get("type"), item.get("state_key", ""), item.get("content")
             if not isinstance(t, str) or not t:
-                raise MatrixError(
-                    "M_BAD_JSON", f"initial_state[{i}].type must be a non-empty string"
-                )
+                raise bad_json(f"initial_state[{i}].type must be a non-empty string")
             if not isinstance(sk, str):
-                raise MatrixError("M_BAD_JSON", f"initial_state[{i}].state_key must be a string")
+                raise bad_json(f"initial_state[{i}].state_key must be a string")
             if not isinstance(c, dict):
-                raise MatrixError("M_BAD_JSON", f"initial_state[{i}].content must be an object")
+                raise bad_json(f"initial_state[{i}].content must be an object")
             if t in ("m.room.create", "m.room.member"):
-                raise MatrixError("M_INVALID_PARAM", f"initial_state may not contain {t} events")
+                raise invalid_param(f"initial_state may not contain {t} events")
             states.append((t, sk, c))
 
         alias = None
@@ -119,13 +126,11 @@ class RoomCreator:
             try:
                 parse_room_alias(alias)
             except MatrixError:
-                raise MatrixError("M_INVALID_PARAM", "invalid room_alias_name") from None
+                raise invalid_param("invalid room_alias_name") from None
             if ":" in alias_name or not alias_name:
-                raise MatrixError(
-                    "M_INVALID_PARAM", "room_alias_name must be a non-empty localpart"
-                )
+                raise invalid_param("room_alias_name must be a non-empty localpart")
             if self.store.get_alias(alias) is not None:
-                raise MatrixError("M_ROOM_IN_USE", "room alias already taken")
+                raise MatrixError(M_ROOM_IN_USE, "room alias already taken")
 
         trusted = preset == "trusted_private_chat"
         # 1. m.room.create
@@ -136,18 +141,20 @@ class RoomCreator:
         else:
             create_content.pop("creator", None)
         if rv.privileged_creators and trusted and invites:
-            extra = create_content.get("additional_creators") or []
-            if not isinstance(extra, list):
-                raise MatrixError("M_BAD_JSON", "'additional_creators' must be an array")
-            create_content["additional_creators"] = list(dict.fromkeys([*extra, *invites]))
-        batch = None
+            additional = create_content.get("additional_creators") or []
+            if not isinstance(additional, list):
+                raise bad_json("'additional_creators' must be an array")
+            create_content["additional_creators"] = list(dict.fromkeys([*additional, *invites]))
+        batch: RoomBatch | None = None
 
         def add(sender: str, etype: str, content: dict, state_key: str | None = "") -> None:
+            if batch is None:  # the create event is built first, in the loop below
+                raise RuntimeError("no room is being built")
             try:
                 batch.add(sender, etype, content, state_key)
             except MatrixError as e:
-                if e.errcode == "M_FORBIDDEN":
-                    raise MatrixError("M_INVALID_PARAM", f"{etype}: {e.message}") from None
+                if e.errcode == M_FORBIDDEN:
+                    raise invalid_param(f"{etype}: {e.message}") from None
                 raise
 
         # The room ID is random, or (v12) the create event's hash: the engine gives every
@@ -161,7 +168,7 @@ class RoomCreator:
             if not self.store.room_exists(batch.room_id):
                 break
         else:
-            raise MatrixError("M_UNKNOWN", "could not choose a unique room ID", 500)
+            raise MatrixError(M_UNKNOWN, "could not choose a unique room ID", 500)
         # 2. the creator's join
         add(user_id, "m.room.member", {"membership": "join", **self.rooms.profile_content(user_id)},
             user_id)  # fmt: skip
@@ -176,9 +183,7 @@ class RoomCreator:
         if rv.privileged_creators and isinstance(pl.get("users"), dict):
             creators = {user_id, *create_content.get("additional_creators", [])}
             if creators & set(pl["users"]):
-                raise MatrixError(
-                    "M_INVALID_PARAM", "room creators may not be listed in power levels"
-                )
+                raise invalid_param("room creators may not be listed in power levels")
         add(user_id, "m.room.power_levels", pl)
         # 4. canonical alias
         if alias is not None:
@@ -210,10 +215,10 @@ class RoomCreator:
         for u in invites:
             if u in remote_invites:
                 continue
-            content = {"membership": "invite"}
+            invite: dict[str, object] = {"membership": "invite"}
             if is_direct:
-                content["is_direct"] = True
-            add(user_id, "m.room.member", content, u)
+                invite["is_direct"] = True
+            add(user_id, "m.room.member", invite, u)
 
         room_id = batch.room_id
         now = self.hs.now_ms()
@@ -225,7 +230,7 @@ class RoomCreator:
             if alias is not None and not self.store.add_alias_sync(
                 conn, alias, room_id, user_id, now
             ):
-                raise MatrixError("M_ROOM_IN_USE", "room alias already taken")
+                raise MatrixError(M_ROOM_IN_USE, "room alias already taken")
 
         await self.engine.append_new_room(batch, extra)
         for u in remote_invites:

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from bastion.errors import MatrixError
+from bastion.errors import invalid_param
+from bastion.storage.interface import Store
 
 
 class RoomDirectory:
     """Published rooms and their summaries (``hs.rooms.directory``)."""
 
-    def __init__(self, store) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def public_rooms(self, limit: int | None, since: str | None, term: str | None) -> dict:
@@ -29,7 +30,7 @@ class RoomDirectory:
         offset = 0
         if since:
             if not since.startswith("o") or not since[1:].isdigit() or len(since) > 12:
-                raise MatrixError("M_INVALID_PARAM", "invalid 'since' token", 400)
+                raise invalid_param("invalid 'since' token")
             offset = int(since[1:])
         end = total if limit is None else offset + limit
         out: dict = {"chunk": chunk[offset:end], "total_room_count_estimate": total}

@@ -41,26 +41,32 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bastion.core.auth_rules import JAUVS, auth_types_for_event, check_auth_against_state
 from bastion.core.canonical_json import MAX_SAFE_INTEGER
 from bastion.core.events import (
+    MAX_PREV_EVENTS,
     check_event_size,
     compute_event_id,
     compute_room_id_v12,
     redact,
     sign_event,
 )
+from bastion.core.identifiers import server_name_of
 from bastion.core.room_versions import get_room_version
 from bastion.core.state_keys import CREATE_KEY
 from bastion.core.state_res import resolve_state
-from bastion.errors import MatrixError
-from bastion.storage.sqlite.federation_inbound import RemoteEvent
-from bastion.storage.sqlite.rooms import NewEvent, StateMap
+from bastion.errors import M_UNKNOWN, MatrixError, forbidden, not_found
+from bastion.services.remote import EventOutbox
+from bastion.storage.interface import NewEvent, RemoteEvent, StateMap
+
+if TYPE_CHECKING:
+    from bastion.signing_key import ServerKey
+    from bastion.storage.interface import Store
 
 log = logging.getLogger("bastion.rooms")
 
-MAX_PREV_EVENTS = 20
 #: The largest depth an event may carry: canonical JSON's largest integer (Synapse's
 #: ``MAX_DEPTH``); room versions 1–5 would allow 2^63−1, but an event that deep cannot be sent
 #: to a server speaking canonical JSON strictly.
@@ -76,12 +82,6 @@ def next_depth(prev_depths: Iterable[int]) -> int:
     """The depth of an event on top of events of these depths: the deepest plus one, capped at
     :data:`MAX_DEPTH` (S-S API "PDUs": ``depth``)."""
     return min(max(prev_depths, default=0) + 1, MAX_DEPTH)
-
-
-def _domain(user_id: object) -> str | None:
-    if not isinstance(user_id, str) or ":" not in user_id:
-        return None
-    return user_id.split(":", 1)[1]
 
 
 @dataclass
@@ -146,7 +146,7 @@ Decide = Callable[[StateMap, "StateMap | None"], Verdict]
 class _LazyEvents(Mapping):
     """Events for state resolution, read from the store on demand (rejected ones included)."""
 
-    def __init__(self, store, extra: dict[str, dict]) -> None:
+    def __init__(self, store: Store, extra: dict[str, dict]) -> None:
         self.store = store
         self.cache: dict[str, dict] = dict(extra)
 
@@ -191,9 +191,20 @@ class RoomBatch:
 
 
 class RoomEngine:
-    def __init__(self, hs) -> None:
-        self.hs = hs
-        self.store = hs.store
+    def __init__(
+        self,
+        store: Store,
+        server_name: str,
+        signing_key: ServerKey,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self.store = store
+        self.server_name = server_name
+        self.signing_key = signing_key
+        self.now_ms = now_ms
+        #: Queues our new events for the other servers (handed in by the homeserver; None when
+        #: federation is off). Called inside the write that persists them.
+        self.outbox: EventOutbox | None = None
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._heads: dict[str, RoomHead] = {}
         self._last_create_ts = 0
@@ -219,7 +230,7 @@ class RoomEngine:
     def require_room(self, room_id: str) -> RoomHead:
         head = self.head(room_id)
         if head is None:
-            raise MatrixError("M_NOT_FOUND", "unknown room", 404)
+            raise not_found("unknown room")
         return head
 
     def current_state_event(self, room_id: str, etype: str, state_key: str = "") -> dict | None:
@@ -255,7 +266,7 @@ class RoomEngine:
         ``join_authorised_via_users_server`` in ``content`` fails rule 5.2."""
         version = head.room_version
         rv = get_room_version(version)
-        ts = self.hs.now_ms()
+        ts = self.now_ms()
         if etype == "m.room.create":
             # v12: the room ID is the create event's hash. Two creates by one user with the same
             # content within one millisecond would collide: their timestamps always differ.
@@ -291,13 +302,13 @@ class RoomEngine:
                     auth_state[k] = e
         check_event_size(ev)
         chosen = authoriser
-        own = self.hs.server_name
+        own = self.server_name
 
         def verify_signature(event: dict, server: str) -> bool:
             # Rule 5.2: our signature (added below) stands for the authoriser's server only
             # when this server chose that authoriser.
             via = event.get("content", {}).get(JAUVS)
-            return chosen is not None and via == chosen and server == own == _domain(chosen)
+            return chosen is not None and via == chosen and server == own == server_name_of(chosen)
 
         # v12: the room ID is the create event's ID; our own room's create event is trusted, so
         # pass its ID instead of hashing it on every check.
@@ -308,8 +319,8 @@ class RoomEngine:
             ev, auth_state, version, verify_signature=verify_signature, create_event_id=create_id
         )
         if not result:
-            raise MatrixError("M_FORBIDDEN", result.reason or "not allowed by the auth rules", 403)
-        signed = sign_event(ev, version, own, self.hs.signing_key.key_id, self.hs.signing_key.key)
+            raise forbidden(result.reason or "not allowed by the auth rules")
+        signed = sign_event(ev, version, own, self.signing_key.key_id, self.signing_key.key)
         check_event_size(signed)
         event_id = compute_event_id(signed, version)
         if etype == "m.room.create" and rv.room_id_is_create_hash:
@@ -338,17 +349,17 @@ class RoomEngine:
         same transaction); then ``head`` becomes the room's. Called under the room's lock."""
         group = base.group if base else None
         chain = base.chain_len if base else 0
-        sender = getattr(self.hs, "federation_sender", None)
+        outbox = self.outbox
 
         def fn(conn):
             if extra is not None:
                 extra(conn)
             result = self.store.persist_events_sync(conn, events, group, chain)
-            if sender is not None:
-                sender.enqueue_events_in(conn, events)
+            if outbox is not None:
+                outbox.enqueue_events_in(conn, events)
             return result
 
-        head.group, head.chain_len = await self.store.db.write(fn)
+        head.group, head.chain_len = await self.store.transaction(fn)
         self._heads[head.room_id] = head
 
     def _redaction_target(self, head: RoomHead, target_id: str):
@@ -403,7 +414,7 @@ class RoomEngine:
             log.info("%s: the room moved while %s was countersigned; rebuilding",
                      room_id, ne.event_id)  # fmt: skip
         raise MatrixError(
-            "M_UNKNOWN", "the room changed while the event was countersigned; try again", 503
+            M_UNKNOWN, "the room changed while the event was countersigned; try again", 503
         )
 
     # ------------------------------------------------------------------------------------------
@@ -485,7 +496,9 @@ class RoomEngine:
                     {**{e: d for e, d in head.ext_depths.items() if e in new_ext},
                      event_id: depth if type(depth) is int else 0},
                 )  # fmt: skip
-            await self.store.db.write(lambda conn: self.store.persist_remote_event_sync(conn, rec))
+            await self.store.transaction(
+                lambda conn: self.store.persist_remote_event_sync(conn, rec)
+            )
             if new_head is not None:
                 new_head.group, new_head.chain_len = rec.head_group, rec.head_chain
                 self._heads[room_id] = new_head
@@ -495,7 +508,7 @@ class RoomEngine:
         """Store events as outliers — (event_id, room_id, pdu, rejected): held without their
         place in the DAG, they never move a head. One write."""
         if rows:
-            await self.store.db.write(lambda conn: self.store.persist_outliers_sync(conn, rows))
+            await self.store.transaction(lambda conn: self.store.persist_outliers_sync(conn, rows))
 
     # ------------------------------------------------------------------------------------------
     # Append: a room joined over federation
@@ -507,9 +520,9 @@ class RoomEngine:
         """Store a send_join response (S-S API "Joining Rooms"): the room, its state and auth
         chain as outliers, and the join on top of the state as the only forward extremity and
         the current state. One write; the head is then reloaded from the store."""
-        now = self.hs.now_ms()
+        now = self.now_ms()
         async with self._locks[room_id]:
-            await self.store.db.write(
+            await self.store.transaction(
                 lambda conn: self.store.persist_joined_room_sync(
                     conn, room_id, version, creator, now, outliers, state, join
                 )
@@ -539,8 +552,8 @@ class RoomEngine:
             "sender": user_id,
             "state_key": user_id,
             "content": content,
-            "origin": self.hs.server_name,
-            "origin_server_ts": self.hs.now_ms(),
+            "origin": self.server_name,
+            "origin_server_ts": self.now_ms(),
             "depth": head.next_depth(),
             "prev_events": head.prev_events(),
             "auth_events": [],
@@ -554,13 +567,13 @@ class RoomEngine:
             if e is not None:
                 auth_state[k] = e
         create_id = "$" + room_id[1:] if rv.room_id_is_create_hash else None
-        own = self.hs.server_name
+        own = self.server_name
         result = check_auth_against_state(
             ev, auth_state, version,
             verify_signature=lambda _ev, server: authoriser is not None
-            and server == own == _domain(authoriser),
+            and server == own == server_name_of(authoriser),
             create_event_id=create_id,
         )  # fmt: skip
         if not result:
-            raise MatrixError("M_FORBIDDEN", result.reason or "not allowed by the auth rules", 403)
+            raise forbidden(result.reason or "not allowed by the auth rules")
         return ev

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bastion.storage.sqlite.rooms import EventRow
+from bastion.storage.interface import EventRow, Store
 
 
 class ClientEventFormat:
     """Stored events as clients see them (``hs.rooms.client_event``)."""
 
-    def __init__(self, store, now_ms: Callable[[], int]) -> None:
+    def __init__(self, store: Store, now_ms: Callable[[], int]) -> None:
         self.store = store
         self.now_ms = now_ms
 

@@ -4,15 +4,15 @@ and history visibility applied (:mod:`bastion.services.room_access`)."""
 
 from __future__ import annotations
 
-from bastion.errors import MatrixError
+from bastion.errors import forbidden, not_found
 from bastion.services.room_access import RoomAccess
-from bastion.storage.sqlite.rooms import EventRow, StateMap
+from bastion.storage.interface import EventRow, StateMap, Store
 
 
 class RoomReader:
     """State, messages, context and members as clients read them (``hs.rooms.reader``)."""
 
-    def __init__(self, store, access: RoomAccess) -> None:
+    def __init__(self, store: Store, access: RoomAccess) -> None:
         self.store = store
         self.access = access
 
@@ -84,9 +84,9 @@ class RoomReader:
         cap = self.access.read_access(requester.user_id, room_id)
         row = self.store.get_event_row(event_id, served=True)
         if row is None or row.room_id != room_id or (cap is not None and row.stream_pos > cap):
-            raise MatrixError("M_NOT_FOUND", "event not found", 404)
+            raise not_found("event not found")
         if not self.access.filter_visible(requester.user_id, [row]):
-            raise MatrixError("M_NOT_FOUND", "event not found", 404)
+            raise not_found("event not found")
         before_n = limit // 2
         after_n = limit - before_n
         before, b_end, _ = self.paginate(
@@ -135,7 +135,7 @@ class RoomReader:
     def joined_members(self, requester, room_id: str) -> dict:
         row = self.store.get_membership(room_id, requester.user_id)
         if row is None or row["membership"] != "join":
-            raise MatrixError("M_FORBIDDEN", "you are not joined to this room", 403)
+            raise forbidden("you are not joined to this room")
         state = self.store.get_current_state_ids(room_id)
         ids = [eid for (t, _), eid in state.items() if t == "m.room.member"]
         joined = {}

@@ -19,8 +19,10 @@ reason), checking its size (413 ``M_TOO_LARGE``) and persisting it in one write.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.core.auth_rules import JAUVS
-from bastion.core.identifiers import parse_user_id
+from bastion.core.identifiers import parse_user_id, server_name_of
 from bastion.core.power_levels import (
     named_level,
     required_power_level,
@@ -30,7 +32,17 @@ from bastion.core.room_versions import get_room_version
 from bastion.core.state_keys import CREATE_KEY
 from bastion.core.state_keys import JOIN_RULES_KEY as JR_KEY
 from bastion.core.state_keys import POWER_LEVELS_KEY as PL_KEY
-from bastion.errors import MatrixError
+from bastion.errors import (
+    M_FORBIDDEN,
+    M_UNABLE_TO_AUTHORISE_JOIN,
+    M_UNABLE_TO_GRANT_JOIN,
+    MatrixError,
+    bad_json,
+    forbidden,
+    invalid_param,
+    not_found,
+)
+from bastion.services.remote import RemoteMembership
 from bastion.services.room_access import RoomAccess
 from bastion.services.room_aliases import RoomAliases
 from bastion.services.room_create import RoomCreator
@@ -38,7 +50,10 @@ from bastion.services.room_directory import RoomDirectory
 from bastion.services.room_engine import RoomEngine, RoomHead
 from bastion.services.room_format import ClientEventFormat
 from bastion.services.room_reading import RoomReader
-from bastion.storage.sqlite.rooms import EventRow, StateMap
+from bastion.storage.interface import EventRow, StateMap
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 __all__ = ["RoomHead", "RoomService"]
 
@@ -55,16 +70,15 @@ STRIPPED_TYPES = (
 )
 
 
-def err(errcode: str, message: str, status: int = 400) -> MatrixError:
-    return MatrixError(errcode, message, status)
-
-
 class RoomService:
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
         self.store = hs.store
         #: The one writer of rooms' histories (lock, heads, appends).
-        self.engine = RoomEngine(hs)
+        self.engine = RoomEngine(hs.store, hs.server_name, hs.signing_key, hs.now_ms)
+        #: Memberships across servers (handed in by the homeserver; None when federation is
+        #: off: remote users cannot be invited and remote rooms not joined).
+        self.remote: RemoteMembership | None = None
         self.access = RoomAccess(hs.store, self.engine)
         self.reader = RoomReader(hs.store, self.access)
         self.aliases = RoomAliases(hs.store)
@@ -120,10 +134,9 @@ class RoomService:
         return self.power_level(room_id, user_id) >= needed
 
     def profile_content(self, user_id: str) -> dict:
-        if not self.hs.server_name or not user_id.endswith(":" + self.hs.server_name):
+        if not self.is_local(user_id):
             return {}
-        getter = getattr(self.store, "get_profile", None)
-        profile = getter(user_id) if getter else {}
+        profile = self.store.get_profile(user_id)
         out = {}
         for key in ("displayname", "avatar_url"):
             v = profile.get(key) if isinstance(profile, dict) else None
@@ -132,7 +145,7 @@ class RoomService:
         return out
 
     def is_local(self, user_id: str) -> bool:
-        return user_id.split(":", 1)[1] == self.hs.server_name
+        return server_name_of(user_id) == self.hs.server_name
 
     # ------------------------------------------------------------------------------------------
     # Public write API (used by the HTTP layer and other services)
@@ -145,7 +158,7 @@ class RoomService:
         if type == "m.room.redaction":
             redacts = content.get("redacts")
             if not isinstance(redacts, str):
-                raise err("M_BAD_JSON", "m.room.redaction needs a string 'redacts' in content")
+                raise bad_json("m.room.redaction needs a string 'redacts' in content")
             reason = content.get("reason")
             return await self.redact_event(
                 sender, device_id, room_id, redacts, reason, txn_id, extra=content
@@ -166,7 +179,7 @@ class RoomService:
         if type == "m.room.member":
             membership = content.get("membership")
             if not isinstance(membership, str):
-                raise err("M_BAD_JSON", "m.room.member content needs a string 'membership'")
+                raise bad_json("m.room.member content needs a string 'membership'")
             extra = {k: v for k, v in content.items() if k != "membership"}
             return await self.update_membership(
                 sender, room_id, state_key, membership, extra_content=extra
@@ -187,7 +200,7 @@ class RoomService:
     ) -> str:  # fmt: skip
         """PUT /rooms/{roomId}/redact/{eventId}/{txnId} (C-S "Redactions")."""
         if reason is not None and not isinstance(reason, str):
-            raise err("M_BAD_JSON", "'reason' must be a string")
+            raise bad_json("'reason' must be a string")
         head = self.require_room(room_id)
         rv = get_room_version(head.room_version)
         content: dict = dict(extra or {})
@@ -200,12 +213,12 @@ class RoomService:
         def check(base: RoomHead) -> None:
             target = self.store.get_event_row(target_id)
             if target is None or target.room_id != room_id:
-                raise err("M_NOT_FOUND", "unknown event", 404)
+                raise not_found("unknown event")
             if target.sender != sender:
                 pl = self.current_state_event(room_id, *PL_KEY)
                 needed = named_level(pl["content"] if pl else None, "redact", rv)
                 if self.power_level(room_id, sender) < needed:
-                    raise err("M_FORBIDDEN", "you may not redact other users' events", 403)
+                    raise forbidden("you may not redact other users' events")
 
         txn = (sender, device_id, "redact:" + room_id, txn_id) if txn_id and device_id else None
         return await self.engine.append_local_event(
@@ -221,7 +234,7 @@ class RoomService:
         """Change a membership: join, leave (also reject an invite, kick, unban), invite, ban,
         knock. Errors: 404 unknown room or user, 403 when the auth rules refuse.
 
-        Over federation (``hs.federation_membership``): a join, knock or leave of a room this
+        Over federation (``self.remote``): a join, knock or leave of a room this
         server is not in goes through a server in the room (``via``, the inviter's server, the
         servers we last saw in it); an invite of a remote user is countersigned by their server
         first (outside the room's lock).
@@ -230,42 +243,48 @@ class RoomService:
         rooms": the resident server chooses the authoriser): it is removed from
         ``extra_content`` and set only by :meth:`restricted_join_authoriser`."""
         if membership not in ("join", "leave", "invite", "ban", "knock"):
-            raise err("M_BAD_JSON", f"unknown membership {membership[:40]!r}")
+            raise bad_json(f"unknown membership {membership[:40]!r}")
         if reason is not None and not isinstance(reason, str):
-            raise err("M_BAD_JSON", "'reason' must be a string")
+            raise bad_json("'reason' must be a string")
         try:
             parse_user_id(target_user_id, historical=True)
         except MatrixError:
-            raise err("M_INVALID_PARAM", "invalid user ID") from None
+            raise invalid_param("invalid user ID") from None
         extra_content = {k: v for k, v in (extra_content or {}).items() if k != JAUVS}
-        fm = self.federation_membership()
+        fm = self.remote
         remote = fm is not None and target_user_id == actor_user_id and membership in (
             "join", "knock", "leave",
         ) and not fm.is_in_room(room_id)  # fmt: skip
-        servers = fm.candidate_servers(room_id, actor_user_id, via) if remote else []
-        if servers and (
-            membership != "leave"
-            or self.membership_of(room_id, actor_user_id) in ("invite", "knock")
+        servers = fm.candidate_servers(room_id, actor_user_id, via) if fm and remote else []
+        if (
+            fm is not None
+            and servers
+            and (
+                membership != "leave"
+                or self.membership_of(room_id, actor_user_id) in ("invite", "knock")
+            )
         ):
-            content = {**(extra_content or {}), "membership": membership}
+            remote_content = {**(extra_content or {}), "membership": membership}
             if reason is not None:
-                content["reason"] = reason
+                remote_content["reason"] = reason
             if membership == "join":
                 for k, v in self.profile_content(target_user_id).items():
-                    content.setdefault(k, v)
-            return await fm.remote_membership(actor_user_id, room_id, membership, content, servers)
+                    remote_content.setdefault(k, v)
+            return await fm.remote_membership(
+                actor_user_id, room_id, membership, remote_content, servers
+            )
         self.require_room(room_id)
         countersign = None
         if membership == "invite":
             if not self.is_local(target_user_id):
                 if fm is None:
-                    raise err("M_FORBIDDEN", "this server does not federate: cannot invite")
+                    raise MatrixError(M_FORBIDDEN, "this server does not federate: cannot invite")
 
                 async def countersign(event: dict, event_id: str, version: str) -> dict:
                     return await fm.remote_invite(event, event_id, room_id, version)
 
             elif not self.store.user_exists(target_user_id):
-                raise err("M_NOT_FOUND", "unknown user", 404)
+                raise not_found("unknown user")
         content: dict = {}
         if extra_content:
             content.update(extra_content)
@@ -281,9 +300,9 @@ class RoomService:
             and target_user_id != actor_user_id
             and current not in ("join", "invite", "knock", "ban")
         ):
-            raise err("M_FORBIDDEN", "the target user is not in the room", 403)
+            raise forbidden("the target user is not in the room")
         if membership == "join" and current == "ban":
-            raise err("M_FORBIDDEN", "you are banned from this room", 403)
+            raise forbidden("you are banned from this room")
         if membership == "join" and target_user_id == actor_user_id and current not in (
             "invite", "join",
         ):  # fmt: skip
@@ -299,12 +318,6 @@ class RoomService:
             room_id, actor_user_id, "m.room.member", content, target_user_id,
             authoriser=authoriser, countersign=countersign,
         )  # fmt: skip
-
-    def federation_membership(self):
-        """``hs.federation_membership`` when this server federates (a federation listener is
-        configured), else None: remote users cannot be invited and remote rooms not joined."""
-        fm = getattr(self.hs, "federation_membership", None)
-        return fm if fm is not None and self.hs.config.federation_address is not None else None
 
     def restricted_join_authoriser(self, room_id: str, user_id: str) -> str | None:
         """The one restricted-join authoriser, for local joins and for make_join/send_join
@@ -338,9 +351,11 @@ class RoomService:
         ]
         known = [r for r in allowed_rooms if self._server_in_room(r)]
         if not known:
-            raise err("M_UNABLE_TO_AUTHORISE_JOIN", "this server is in none of the allowed rooms")
+            raise MatrixError(
+                M_UNABLE_TO_AUTHORISE_JOIN, "this server is in none of the allowed rooms"
+            )
         if not any(self.membership_of(r, user_id) == "join" for r in known):
-            raise err("M_FORBIDDEN", "you are not a member of any room this room allows", 403)
+            raise forbidden("you are not a member of any room this room allows")
         pl = self.current_state_event(room_id, *PL_KEY)
         invite_level = named_level(pl["content"] if pl else None, "invite", rv)
         candidates = sorted(
@@ -350,7 +365,7 @@ class RoomService:
         )
         candidates = [c for c in candidates if c[0] >= invite_level]
         if not candidates:
-            raise err("M_UNABLE_TO_GRANT_JOIN", "no user of this server may invite you")
+            raise MatrixError(M_UNABLE_TO_GRANT_JOIN, "no user of this server may invite you")
         return candidates[-1][1]
 
     def _server_in_room(self, room_id: str) -> bool:

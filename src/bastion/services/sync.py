@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from itertools import chain, islice
+from typing import TYPE_CHECKING
 
 from bastion.services.filtering import (
     apply_event_fields,
@@ -26,6 +27,9 @@ from bastion.services.filtering import (
 )
 from bastion.services.sync_api import SyncContext, SyncToken
 from bastion.storage.sqlite.rooms import EventRow
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 #: Timeline events per room when the filter gives no limit.
 DEFAULT_TIMELINE_LIMIT = 10
@@ -52,15 +56,13 @@ def has_content(obj) -> bool:
 
 
 class SyncService:
-    def __init__(self, hs) -> None:
+    def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
         self.store = hs.store
         self._non_member_cache: OrderedDict[int | None, dict] = OrderedDict()
 
     def _typing_serial(self) -> int:
-        typing = getattr(self.hs, "typing", None)
-        serial = getattr(typing, "serial", 0) if typing is not None else 0
-        return serial if isinstance(serial, int) else 0
+        return self.hs.typing.serial
 
     async def sync(
         self, requester, since: SyncToken | None, timeout_ms: int, full_state: bool,
@@ -151,7 +153,7 @@ class SyncService:
                 if not changed:
                     continue
                 row = self.store.get_event_row(event_id)
-                fm = getattr(self.hs, "federation_membership", None)
+                fm = self.hs.rooms.remote
                 if row is None:
                     # An invite/knock of a room this server is not in (over federation).
                     stripped = fm.out_of_room_stripped_state(event_id) if fm else None
@@ -274,8 +276,8 @@ class SyncService:
                 "prev_batch": str(SyncToken(prev_batch, 0)),  # negative: backfilled history
             },
         }
-        key = "state_after" if use_state_after else "state"
-        room[key] = {"events": [self._format(ctx, r, now) for r in state_rows]}
+        state_field = "state_after" if use_state_after else "state"
+        room[state_field] = {"events": [self._format(ctx, r, now) for r in state_rows]}
         if use_state_after:
             room.setdefault("state", {"events": []})
         return room

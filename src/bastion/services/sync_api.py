@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bastion.errors import MatrixError
+from bastion.errors import invalid_param
 
 _TOKEN = re.compile(r"s(\d{1,18})_(\d{1,18})")
 
@@ -34,7 +34,7 @@ class SyncToken:
     def parse(cls, text: str) -> SyncToken:
         m = _TOKEN.fullmatch(text or "")
         if not m:
-            raise MatrixError("M_INVALID_PARAM", "invalid sync token", 400)
+            raise invalid_param("invalid sync token")
         return cls(int(m.group(1)), int(m.group(2)))
 
 

@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
-from bastion.api.http import Request, Router, error
+from typing import TYPE_CHECKING
+
+from bastion.api.http import Request, Router
+from bastion.errors import M_THREEPID_MEDIUM_NOT_SUPPORTED, MatrixError, missing_param
 from bastion.services.accounts import bad_json, check_password_strength
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     accounts = hs.accounts
 
     async def whoami(req: Request) -> dict:
@@ -21,7 +27,7 @@ def register(router: Router, hs) -> None:
         devices, keeping the one making the request)."""
         body = await req.json()
         if body.get("new_password") is None:
-            raise error("M_MISSING_PARAM", "'new_password' is required")
+            raise missing_param("'new_password' is required")
         new_password = check_password_strength(body["new_password"], "new_password")
         logout_devices = body.get("logout_devices", True)
         if not isinstance(logout_devices, bool):
@@ -59,8 +65,8 @@ def register(router: Router, hs) -> None:
         not associate third-party identifiers with accounts (capability ``m.3pid_changes`` is
         false), so adding one is refused with ``M_THREEPID_MEDIUM_NOT_SUPPORTED``."""
         await req.json()
-        raise error(
-            "M_THREEPID_MEDIUM_NOT_SUPPORTED",
+        raise MatrixError(
+            M_THREEPID_MEDIUM_NOT_SUPPORTED,
             "this server does not associate third-party identifiers with accounts",
         )
 

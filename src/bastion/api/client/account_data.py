@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.client.filter import own_user
-from bastion.api.http import Request, Router, error
+from bastion.api.http import Request, Router
+from bastion.errors import not_found
 from bastion.services.account_data import check_room_id
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     async def put_global(req: Request) -> dict:
         """PUT /_matrix/client/v3/user/{userId}/account_data/{type} — C-S API "Client Config"."""
         user_id = own_user(req)
@@ -20,7 +26,7 @@ def register(router: Router, hs) -> None:
         user_id = own_user(req)
         content = hs.account_data.get(user_id, "", req.params["type"])
         if content is None:
-            raise error("M_NOT_FOUND", "no account data of this type", 404)
+            raise not_found("no account data of this type")
         return content
 
     async def put_room(req: Request) -> dict:
@@ -39,7 +45,7 @@ def register(router: Router, hs) -> None:
         check_room_id(req.params["roomId"])
         content = hs.account_data.get(user_id, req.params["roomId"], req.params["type"])
         if content is None:
-            raise error("M_NOT_FOUND", "no account data of this type for this room", 404)
+            raise not_found("no account data of this type for this room")
         return content
 
     base = "/_matrix/client/v3/user/{userId}"

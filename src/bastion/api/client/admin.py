@@ -3,24 +3,30 @@ suspension and locking. Every moderation change is audited in the same transacti
 
 from __future__ import annotations
 
-from bastion.api.http import Request, Router, error
+from typing import TYPE_CHECKING
+
+from bastion.api.http import Request, Router
+from bastion.errors import forbidden, missing_param, not_found
 from bastion.services.accounts import bad_json
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     accounts = hs.accounts
 
     def require_admin(req: Request) -> None:
         if not req.requester.is_admin:
-            raise error("M_FORBIDDEN", "only server administrators may do this", 403)
+            raise forbidden("only server administrators may do this")
 
     async def whois(req: Request) -> dict:
         """GET /_matrix/client/v3/admin/whois/{userId} — server admins, or the user themself."""
         user_id = req.params["userId"]
         if not req.requester.is_admin and user_id != req.requester.user_id:
-            raise error("M_FORBIDDEN", "you may only look up yourself", 403)
+            raise forbidden("you may only look up yourself")
         if hs.store.get_user(user_id) is None:
-            raise error("M_NOT_FOUND", "no such user", 404)
+            raise not_found("no such user")
         return accounts.whois(user_id)
 
     def flag_handlers(flag: str, key: str, name: str):
@@ -34,7 +40,7 @@ def register(router: Router, hs) -> None:
             body = await req.json()
             value = body.get(key)
             if value is None:
-                raise error("M_MISSING_PARAM", f"'{key}' is required")
+                raise missing_param(f"'{key}' is required")
             if not isinstance(value, bool):
                 raise bad_json(f"'{key}' must be a boolean")
             await accounts.set_moderation_flag(req.requester, req.params["userId"], flag, value)

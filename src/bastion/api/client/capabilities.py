@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.http import Request, Router
 from bastion.core.room_versions import KNOWN_ROOM_VERSIONS
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     async def capabilities(req: Request) -> dict:
         """GET /_matrix/client/v3/capabilities — what this server lets the requester do."""
         caps: dict = {

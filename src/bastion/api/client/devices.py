@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from bastion.api.http import Request, Router, error
+from typing import TYPE_CHECKING
+
+from bastion.api.http import Request, Router
+from bastion.errors import invalid_param, missing_param, not_found
 from bastion.services.accounts import bad_json
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 
 def _device_json(row) -> dict:
@@ -14,7 +20,7 @@ def _device_json(row) -> dict:
     return out
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     accounts = hs.accounts
     store = hs.store
 
@@ -26,7 +32,7 @@ def register(router: Router, hs) -> None:
         """GET /_matrix/client/v3/devices/{deviceId} — 404 ``M_NOT_FOUND`` if unknown."""
         row = store.get_device(req.requester.user_id, req.params["deviceId"])
         if row is None:
-            raise error("M_NOT_FOUND", "no such device", 404)
+            raise not_found("no such device")
         return _device_json(row)
 
     async def put_device(req: Request) -> dict:
@@ -50,11 +56,11 @@ def register(router: Router, hs) -> None:
         body = await req.json()
         devices = body.get("devices")
         if devices is None:
-            raise error("M_MISSING_PARAM", "'devices' is required")
+            raise missing_param("'devices' is required")
         if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
             raise bad_json("'devices' must be a list of device IDs")
         if len(devices) > 1000:
-            raise error("M_INVALID_PARAM", "at most 1000 devices at a time")
+            raise invalid_param("at most 1000 devices at a time")
         session = await accounts.require_password_uia(
             body, req.requester, "delete_devices", req.raw.remote
         )

@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.http import Request, Router
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 #: Spec versions whose Client-Server API Bastion serves, oldest first.
 #:
@@ -24,7 +29,7 @@ from bastion.api.http import Request, Router
 SUPPORTED_VERSIONS = [f"v1.{minor}" for minor in range(1, 13)]
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     async def well_known(req: Request) -> dict:
         """GET /.well-known/matrix/client — ``m.homeserver.base_url``."""
         return {"m.homeserver": {"base_url": hs.config.base_url}}

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from bastion.api.http import Request, Router, error
+from typing import TYPE_CHECKING
+
+from bastion.api.http import Request, Router
+from bastion.errors import forbidden, not_found
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 
 def own_user(req: Request) -> str:
     """The path's ``userId``, which must be the requester (403 ``M_FORBIDDEN`` otherwise)."""
     user_id = req.params["userId"]
     if user_id != req.requester.user_id:
-        raise error("M_FORBIDDEN", "you can only access your own data", 403)
+        raise forbidden("you can only access your own data")
     return user_id
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     async def post_filter(req: Request) -> dict:
         """POST /_matrix/client/v3/user/{userId}/filter — C-S API "Filtering" (filter.yaml)."""
         user_id = own_user(req)
@@ -25,7 +31,7 @@ def register(router: Router, hs) -> None:
         user_id = own_user(req)
         obj = hs.filters.get(user_id, req.params["filterId"])
         if obj is None:
-            raise error("M_NOT_FOUND", "no such filter", 404)
+            raise not_found("no such filter")
         return obj
 
     # A suspended account still syncs (C-S API "Account suspension"); clients upload their sync

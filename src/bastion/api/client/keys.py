@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.http import Request, Router
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 V3 = "/_matrix/client/v3"
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     e2ee = hs.e2ee
 
     async def upload(req: Request) -> dict:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.http import Request, Router
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     accounts = hs.accounts
 
     async def get_login(req: Request) -> dict:

@@ -17,10 +17,11 @@ Remote media (another server name) is 404: there is no federation yet.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from bastion.api.http import CORS_HEADERS, Request, Router, error
+from bastion.api.http import CORS_HEADERS, Request, Router
 from bastion.core.media import (
     CONTENT_SECURITY_POLICY,
     MAX_FILENAME_LENGTH,
@@ -28,7 +29,11 @@ from bastion.core.media import (
     content_disposition,
     served_content_type,
 )
+from bastion.errors import invalid_param, missing_param, not_found
 from bastion.services.media import MAX_DOWNLOAD_TIMEOUT_MS, MAX_THUMBNAIL_DIMENSION
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
@@ -50,10 +55,7 @@ def _filename_param(req: Request) -> str | None:
     if name is None or name == "":
         return None
     if len(name) > MAX_FILENAME_LENGTH or not name.isprintable():
-        raise error(
-            "M_INVALID_PARAM",
-            f"filename must be at most {MAX_FILENAME_LENGTH} printable characters",
-        )
+        raise invalid_param(f"filename must be at most {MAX_FILENAME_LENGTH} printable characters")
     return name
 
 
@@ -64,9 +66,9 @@ def _timeout_ms(req: Request) -> int | None:
 def _dimension(req: Request, key: str) -> int:
     value = req.query.get(key)
     if value is None or value == "":
-        raise error("M_MISSING_PARAM", f"query parameter {key!r} is required")
+        raise missing_param(f"query parameter {key!r} is required")
     if not _DIGITS.fullmatch(value) or int(value) <= 0:
-        raise error("M_INVALID_PARAM", f"{key} must be a positive integer")
+        raise invalid_param(f"{key} must be a positive integer")
     return min(int(value), MAX_THUMBNAIL_DIMENSION)
 
 
@@ -75,7 +77,7 @@ def _bool_param(req: Request, key: str) -> bool:
     if value is None or value == "":
         return False
     if value not in ("true", "false"):
-        raise error("M_INVALID_PARAM", f"{key} must be true or false")
+        raise invalid_param(f"{key} must be true or false")
     return value == "true"
 
 
@@ -83,7 +85,7 @@ def _body_chunks(req: Request):
     return req.raw.content.iter_chunked(65536)
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     media = hs.media
 
     async def upload(req: Request) -> dict:
@@ -132,7 +134,7 @@ def register(router: Router, hs) -> None:
         }
         path = media.local_path(row["media_id"])
         if not path.is_file():
-            raise error("M_NOT_FOUND", "the content of this media is missing", 404)
+            raise not_found("the content of this media is missing")
         return web.FileResponse(path, headers=headers)
 
     async def thumbnail(req: Request) -> web.StreamResponse:
@@ -145,7 +147,7 @@ def register(router: Router, hs) -> None:
         height = _dimension(req, "height")
         method = req.query.get("method") or "scale"
         if method not in THUMBNAIL_METHODS:
-            raise error("M_INVALID_PARAM", "method must be crop or scale")
+            raise invalid_param("method must be crop or scale")
         animated = _bool_param(req, "animated")
         timeout = _timeout_ms(req)
         row = await media.get_uploaded(req.params["serverName"], req.params["mediaId"], timeout)
@@ -164,11 +166,7 @@ def register(router: Router, hs) -> None:
         """GET /_matrix/media/v3/download|thumbnail/… — deprecated and frozen (C-S API
         "Client behaviour", content-repo.yaml: "MAY return 404 M_NOT_FOUND for media which
         exists, but is after the server froze unauthenticated media access")."""
-        raise error(
-            "M_NOT_FOUND",
-            "unauthenticated media access is frozen; use /_matrix/client/v1/media/",
-            404,
-        )
+        raise not_found("unauthenticated media access is frozen; use /_matrix/client/v1/media/")
 
     router.add("POST", "/_matrix/media/v3/upload", upload)
     router.add("POST", "/_matrix/media/v1/create", create)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from bastion.api.http import Request, Router, error
+from typing import TYPE_CHECKING
+
+from bastion.api.http import Request, Router
 from bastion.core.identifiers import parse_user_id
-from bastion.errors import MatrixError
+from bastion.errors import MatrixError, bad_json, forbidden, invalid_param, missing_param, not_found
 from bastion.services.accounts import check_profile_key
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     accounts = hs.accounts
 
     async def profile_of(user_id: str) -> dict:
@@ -17,15 +22,17 @@ def register(router: Router, hs) -> None:
         try:
             parsed = parse_user_id(user_id, historical=True)
         except MatrixError:
-            raise error("M_INVALID_PARAM", "invalid user ID") from None
+            raise invalid_param("invalid user ID") from None
         if parsed.domain != hs.server_name:
-            return await hs.federation_queries.remote_profile(user_id)
+            if hs.federation is None:
+                raise not_found("federation is off on this server")
+            return await hs.federation.queries.remote_profile(user_id)
         return accounts.get_profile(user_id)
 
     def own(req: Request) -> str:
         user_id = req.params["userId"]
         if user_id != req.requester.user_id:
-            raise error("M_FORBIDDEN", "you can only change your own profile", 403)
+            raise forbidden("you can only change your own profile")
         check_profile_key(req.params["keyName"])
         return user_id
 
@@ -40,7 +47,7 @@ def register(router: Router, hs) -> None:
         check_profile_key(key)
         profile = await profile_of(req.params["userId"])
         if key not in profile:
-            raise error("M_NOT_FOUND", "no such profile field", 404)
+            raise not_found("no such profile field")
         return {key: profile[key]}
 
     async def put_field(req: Request) -> dict:
@@ -50,9 +57,9 @@ def register(router: Router, hs) -> None:
         key = req.params["keyName"]
         body = await req.json()
         if key not in body:
-            raise error("M_MISSING_PARAM", f"the body must contain the property {key!r}")
+            raise missing_param(f"the body must contain the property {key!r}")
         if len(body) != 1:
-            raise error("M_BAD_JSON", f"the body must contain only the property {key!r}")
+            raise bad_json(f"the body must contain only the property {key!r}")
         await accounts.set_profile_field(user_id, key, body[key])
         return {}
 

@@ -5,8 +5,14 @@ matrix-js-sdk will not start syncing until ``GET /pushrules/`` (with the trailin
 
 from __future__ import annotations
 
-from bastion.api.http import Request, Router, error
+from typing import TYPE_CHECKING
+
+from bastion.api.http import Request, Router
+from bastion.errors import bad_json, invalid_param
 from bastion.services.push_rules import check_kind, find_rule
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 BASE = "/_matrix/client/v3/pushrules"
 
@@ -14,10 +20,10 @@ BASE = "/_matrix/client/v3/pushrules"
 def _scope(req: Request) -> None:
     # "global" is the only ruleset ("Retrieve all push rulesets").
     if req.params.get("scope", "global") != "global":
-        raise error("M_INVALID_PARAM", "the only push rule scope is 'global'")
+        raise invalid_param("the only push rule scope is 'global'")
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     async def get_all(req: Request) -> dict:
         """GET /_matrix/client/v3/pushrules/ — C-S API "Push Rules: API"."""
         return {"global": hs.push_rules.ruleset(req.requester.user_id)}
@@ -73,7 +79,7 @@ def register(router: Router, hs) -> None:
             _scope(req)
             body = await req.json()
             if attr not in body:
-                raise error("M_BAD_JSON", f"{attr!r} is required")
+                raise bad_json(f"{attr!r} is required")
             await hs.push_rules.set_attribute(
                 req.requester.user_id, req.params["kind"], req.params["ruleId"], attr, body[attr]
             )

@@ -3,21 +3,27 @@ read_markers.yaml)."""
 
 from __future__ import annotations
 
-from bastion.api.http import Request, Router, error
+from typing import TYPE_CHECKING
+
+from bastion.api.http import Request, Router
+from bastion.errors import bad_json, invalid_param
 from bastion.services.ephemeral import RECEIPT_TYPES
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     async def post_receipt(req: Request) -> dict:
         """POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId} — C-S API
         "Receipts". ``m.fully_read`` sets the fully-read marker, as /read_markers does."""
         rtype = req.params["receiptType"]
         if rtype not in RECEIPT_TYPES:
-            raise error("M_INVALID_PARAM", f"unknown receipt type {rtype!r}")
+            raise invalid_param(f"unknown receipt type {rtype!r}")
         body = await req.json(allow_empty=True)
         thread_id = body.get("thread_id")
         if thread_id is not None and (not isinstance(thread_id, str) or not thread_id):
-            raise error("M_INVALID_PARAM", "thread_id field must be a non-empty string")
+            raise invalid_param("thread_id field must be a non-empty string")
         await hs.receipts.set_markers(
             req.requester.user_id, req.params["roomId"], {rtype: req.params["eventId"]}, thread_id
         )
@@ -32,7 +38,7 @@ def register(router: Router, hs) -> None:
             if value is None:
                 continue
             if not isinstance(value, str):
-                raise error("M_BAD_JSON", f"{key!r} must be an event ID string")
+                raise bad_json(f"{key!r} must be an event ID string")
             markers[key] = value
         if markers:
             await hs.receipts.set_markers(req.requester.user_id, req.params["roomId"], markers)

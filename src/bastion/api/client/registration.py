@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
-from bastion.api.http import Request, Router, error
-from bastion.services.accounts import TokenBucket, rate_limited
+from typing import TYPE_CHECKING
+
+from bastion.api.http import Request, Router
+from bastion.core.rate_limit import TokenBuckets, retry_after_ms
+from bastion.errors import limit_exceeded, missing_param
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     accounts = hs.accounts
-    available_bucket = TokenBucket(capacity=20, refill_ms=3000)
+    available_bucket = TokenBuckets(rate=1 / 3, burst=20)  # a token every 3 s, 20 at once
 
     async def post_register(req: Request) -> dict:
         """POST /_matrix/client/v3/register — C-S API "Account registration" (UIA; flows
@@ -20,12 +26,12 @@ def register(router: Router, hs) -> None:
 
     async def get_available(req: Request) -> dict:
         """GET /_matrix/client/v3/register/available — C-S API "Account registration"."""
-        wait = available_bucket.take(req.raw.remote or "", hs.now_ms())
+        wait = available_bucket.take(req.raw.remote or "", hs.now_ms() / 1000)
         if wait:
-            raise rate_limited(wait)
+            raise limit_exceeded(retry_after_ms(wait))
         username = req.query.get("username")
         if username is None:
-            raise error("M_MISSING_PARAM", "query parameter 'username' is required")
+            raise missing_param("query parameter 'username' is required")
         accounts.check_username_available(username)
         return {"available": True}
 

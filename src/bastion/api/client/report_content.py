@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.http import Request, Router
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     async def report_event(req: Request) -> dict:
         """POST /_matrix/client/v3/rooms/{roomId}/report/{eventId} — C-S API "Reporting
         Content". The reporter must be joined (v1.8)."""

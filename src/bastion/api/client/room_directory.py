@@ -3,13 +3,18 @@ directory")."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.client.rooms import V3, check_room_id
-from bastion.api.http import Request, Router, error
+from bastion.api.http import Request, Router
 from bastion.core.identifiers import parse_room_alias
-from bastion.errors import MatrixError
+from bastion.errors import M_UNKNOWN, MatrixError, bad_json, forbidden, invalid_param, not_found
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     rooms = hs.rooms
     store = hs.store
 
@@ -18,9 +23,9 @@ def register(router: Router, hs) -> None:
         try:
             parsed = parse_room_alias(alias)
         except MatrixError:
-            raise error("M_INVALID_PARAM", "invalid room alias") from None
+            raise invalid_param("invalid room alias") from None
         if parsed.domain != hs.server_name:
-            raise error("M_INVALID_PARAM", "room alias is not on this server")
+            raise invalid_param("room alias is not on this server")
         return alias
 
     async def put_alias(req: Request) -> dict:
@@ -30,14 +35,14 @@ def register(router: Router, hs) -> None:
         body = await req.json()
         room_id = body.get("room_id")
         if not isinstance(room_id, str):
-            raise error("M_BAD_JSON", "'room_id' must be a string")
+            raise bad_json("'room_id' must be a string")
         check_room_id(room_id)
         if not store.room_exists(room_id):
-            raise error("M_NOT_FOUND", "unknown room", 404)
+            raise not_found("unknown room")
         if rooms.membership_of(room_id, req.requester.user_id) != "join":
-            raise error("M_FORBIDDEN", "you are not joined to this room", 403)
+            raise forbidden("you are not joined to this room")
         if not await store.add_alias(alias, room_id, req.requester.user_id, hs.now_ms()):
-            raise error("M_UNKNOWN", "room alias already exists", 409)
+            raise MatrixError(M_UNKNOWN, "room alias already exists", 409)
         return {}
 
     async def get_alias(req: Request) -> dict:
@@ -48,11 +53,13 @@ def register(router: Router, hs) -> None:
         except MatrixError:
             remote = False  # _alias() answers M_INVALID_PARAM
         if remote:
-            return await hs.federation_queries.remote_directory(req.params["roomAlias"])
+            if hs.federation is None:
+                raise not_found("federation is off on this server")
+            return await hs.federation.queries.remote_directory(req.params["roomAlias"])
         alias = _alias(req)
         row = store.get_alias(alias)
         if row is None:
-            raise error("M_NOT_FOUND", "room alias not found", 404)
+            raise not_found("room alias not found")
         return {"room_id": row["room_id"], "servers": [hs.server_name]}
 
     async def delete_alias(req: Request) -> dict:
@@ -61,13 +68,13 @@ def register(router: Router, hs) -> None:
         alias = _alias(req)
         row = store.get_alias(alias)
         if row is None:
-            raise error("M_NOT_FOUND", "room alias not found", 404)
+            raise not_found("room alias not found")
         user_id = req.requester.user_id
         allowed = row["creator"] == user_id or req.requester.is_admin
         if not allowed and rooms.membership_of(row["room_id"], user_id) == "join":
             allowed = rooms.can_send_state(row["room_id"], user_id, "m.room.canonical_alias")
         if not allowed:
-            raise error("M_FORBIDDEN", "you may not delete this alias", 403)
+            raise forbidden("you may not delete this alias")
         await store.delete_alias(alias)
         return {}
 
@@ -82,7 +89,7 @@ def register(router: Router, hs) -> None:
         """GET /_matrix/client/v3/directory/list/room/{roomId}."""
         room_id = check_room_id(req.params["roomId"])
         if not store.room_exists(room_id):
-            raise error("M_NOT_FOUND", "unknown room", 404)
+            raise not_found("unknown room")
         return {"visibility": "public" if store.is_room_public(room_id) else "private"}
 
     async def put_visibility(req: Request) -> dict:
@@ -92,17 +99,17 @@ def register(router: Router, hs) -> None:
         body = await req.json()
         vis = body.get("visibility", "public")
         if not isinstance(vis, str):
-            raise error("M_BAD_JSON", "'visibility' must be a string")
+            raise bad_json("'visibility' must be a string")
         if vis not in ("public", "private"):
-            raise error("M_INVALID_PARAM", "'visibility' must be 'public' or 'private'")
+            raise invalid_param("'visibility' must be 'public' or 'private'")
         if not store.room_exists(room_id):
-            raise error("M_NOT_FOUND", "unknown room", 404)
+            raise not_found("unknown room")
         user_id = req.requester.user_id
         if not req.requester.is_admin and (
             rooms.membership_of(room_id, user_id) != "join"
             or not rooms.can_send_state(room_id, user_id, "m.room.canonical_alias")
         ):
-            raise error("M_FORBIDDEN", "you may not change this room's visibility", 403)
+            raise forbidden("you may not change this room's visibility")
         await store.set_room_public(room_id, vis == "public")
         return {}
 
@@ -111,7 +118,7 @@ def register(router: Router, hs) -> None:
 
     def _check_server(server) -> None:
         if server is not None and server != hs.server_name:
-            raise error("M_INVALID_PARAM", "this server only lists its own rooms")
+            raise invalid_param("this server only lists its own rooms")
 
     async def public_rooms_get(req: Request) -> dict:
         """GET /_matrix/client/v3/publicRooms — no authentication required."""
@@ -125,18 +132,18 @@ def register(router: Router, hs) -> None:
         body = await req.json(allow_empty=True)
         limit = body.get("limit")
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
-            raise error("M_BAD_JSON", "'limit' must be an integer")
+            raise bad_json("'limit' must be an integer")
         if limit is not None:
             limit = max(1, min(limit, 500))
         since = body.get("since")
         if since is not None and not isinstance(since, str):
-            raise error("M_BAD_JSON", "'since' must be a string")
+            raise bad_json("'since' must be a string")
         flt = body.get("filter") or {}
         if not isinstance(flt, dict):
-            raise error("M_BAD_JSON", "'filter' must be an object")
+            raise bad_json("'filter' must be an object")
         term = flt.get("generic_search_term")
         if term is not None and not isinstance(term, str):
-            raise error("M_BAD_JSON", "'generic_search_term' must be a string")
+            raise bad_json("'generic_search_term' must be a string")
         return _public_rooms(limit, since, term)
 
     router.add("PUT", V3 + "/directory/room/{roomAlias}", put_alias)

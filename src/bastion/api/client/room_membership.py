@@ -3,21 +3,28 @@ rooms", "Inviting users", "Banning users", "Kicking users")."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.client.rooms import V3, check_room_id
-from bastion.api.http import Request, Router, error
+from bastion.api.http import Request, Router
+from bastion.core.identifiers import server_name_of
+from bastion.errors import M_UNKNOWN, M_UNRECOGNIZED, MatrixError, bad_json, forbidden, not_found
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 
 def _reason(body: dict):
     reason = body.get("reason")
     if reason is not None and not isinstance(reason, str):
-        raise error("M_BAD_JSON", "'reason' must be a string")
+        raise bad_json("'reason' must be a string")
     return reason
 
 
 def _user_id(body: dict) -> str:
     user_id = body.get("user_id")
     if not isinstance(user_id, str):
-        raise error("M_BAD_JSON", "'user_id' must be a string")
+        raise bad_json("'user_id' must be a string")
     return user_id
 
 
@@ -26,20 +33,19 @@ def _via(req: Request) -> list[str]:
     return [*req.query_all("via"), *req.query_all("server_name")]
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     rooms = hs.rooms
 
     async def resolve(room_id_or_alias: str, via: list[str]) -> str:
         """A room ID, an alias of ours, or an alias of another server (S-S API "Querying
         for information": GET /v1/query/directory), whose servers are added to ``via``."""
-        fm = getattr(hs, "federation_membership", None)
+        fed = hs.federation
         if (
-            fm is not None
-            and hs.config.federation_address is not None
+            fed is not None
             and room_id_or_alias.startswith("#")
-            and not room_id_or_alias.endswith(":" + hs.server_name)
+            and server_name_of(room_id_or_alias) != hs.server_name
         ):
-            room_id, servers = await fm.query_directory(room_id_or_alias)
+            room_id, servers = await fed.membership.query_directory(room_id_or_alias)
             via.extend(servers)
             return room_id
         return rooms.resolve_room(room_id_or_alias)
@@ -94,10 +100,10 @@ def register(router: Router, hs) -> None:
         membership = rooms.membership_of(room_id, req.requester.user_id)
         if membership is None:
             if not hs.store.room_exists(room_id):
-                raise error("M_NOT_FOUND", "unknown room", 404)
+                raise not_found("unknown room")
             return {}
         if membership in ("join", "invite", "knock"):
-            raise error("M_UNKNOWN", "the user has not left the room", 400)
+            raise MatrixError(M_UNKNOWN, "the user has not left the room", 400)
         await hs.store.forget_room(room_id, req.requester.user_id)
         return {}
 
@@ -109,9 +115,9 @@ def register(router: Router, hs) -> None:
             reason = _reason(body)
             if action == "unban" and rooms.membership_of(room_id, target) != "ban":
                 rooms.require_room(room_id)
-                raise error("M_FORBIDDEN", "the user is not banned", 403)
+                raise forbidden("the user is not banned")
             if action == "invite" and ("medium" in body or "address" in body):
-                raise error("M_UNRECOGNIZED", "third-party invites are not supported")
+                raise MatrixError(M_UNRECOGNIZED, "third-party invites are not supported")
             await rooms.update_membership(
                 req.requester.user_id, room_id, target, membership, reason
             )

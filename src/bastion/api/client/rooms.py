@@ -7,11 +7,16 @@ Handlers are thin: they validate the request's shape and call ``hs.rooms``.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from bastion.api.http import Request, Router, error
+from bastion.api.http import Request, Router
 from bastion.core.identifiers import parse_room_id
-from bastion.errors import MatrixError
+from bastion.errors import MatrixError, invalid_param, not_found
 from bastion.services.sync_api import SyncToken
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
+    from bastion.storage.interface import Requester
 
 V3 = "/_matrix/client/v3"
 
@@ -20,7 +25,7 @@ def check_room_id(room_id: str) -> str:
     try:
         parse_room_id(room_id)
     except MatrixError:
-        raise error("M_INVALID_PARAM", "invalid room ID") from None
+        raise invalid_param("invalid room ID") from None
     return room_id
 
 
@@ -35,7 +40,7 @@ def parse_pos(token: str | None, name: str) -> int | None:
         return None
     m = _POS_TOKEN.fullmatch(token)
     if not m:
-        raise error("M_INVALID_PARAM", f"invalid '{name}' token")
+        raise invalid_param(f"invalid '{name}' token")
     return int(m.group(1))
 
 
@@ -43,7 +48,7 @@ def token(pos: int) -> str:
     return str(SyncToken(pos, 0))
 
 
-def room_event_filter(hs, requester, param: str | None) -> dict | None:
+def room_event_filter(hs: HomeServer, requester: Requester, param: str | None) -> dict | None:
     """The ``filter`` query parameter of /messages and /context: a RoomEventFilter as JSON."""
     if param is None or param == "":
         return None
@@ -55,14 +60,14 @@ def room_event_filter(hs, requester, param: str | None) -> dict | None:
         try:
             obj = parse_json(param)
         except MatrixError:
-            raise error("M_INVALID_PARAM", "filter is not valid JSON") from None
+            raise invalid_param("filter is not valid JSON") from None
         if not isinstance(obj, dict):
-            raise error("M_INVALID_PARAM", "filter must be a JSON object")
+            raise invalid_param("filter must be a JSON object")
         return parse_filter({"room": {"timeline": obj}})["room"]["timeline"]
     return hs.filters.resolve(requester, param)["room"]["timeline"]
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     rooms = hs.rooms
 
     async def create_room(req: Request) -> dict:
@@ -80,9 +85,9 @@ def register(router: Router, hs) -> None:
         room_id = check_room_id(req.params["roomId"])
         etype, txn_id = req.params["eventType"], req.params["txnId"]
         if not etype:
-            raise error("M_INVALID_PARAM", "event type must not be empty")
+            raise invalid_param("event type must not be empty")
         if not txn_id:
-            raise error("M_INVALID_PARAM", "transaction ID must not be empty")
+            raise invalid_param("transaction ID must not be empty")
         body = await req.json()
         r = req.requester
         event_id = await rooms.send_message_event(
@@ -97,7 +102,7 @@ def register(router: Router, hs) -> None:
         room_id = check_room_id(req.params["roomId"])
         etype = req.params["eventType"]
         if not etype:
-            raise error("M_INVALID_PARAM", "event type must not be empty")
+            raise invalid_param("event type must not be empty")
         body = await req.json()
         event_id = await rooms.send_state_event(
             req.requester.user_id, room_id, etype, req.params.get("stateKey", ""), body
@@ -118,12 +123,12 @@ def register(router: Router, hs) -> None:
         room_id = check_room_id(req.params["roomId"])
         fmt = req.query.get("format", "content")
         if fmt not in ("content", "event"):
-            raise error("M_INVALID_PARAM", "'format' must be 'content' or 'event'")
+            raise invalid_param("'format' must be 'content' or 'event'")
         state = rooms.state_for_reader(req.requester.user_id, room_id)
         eid = state.get((req.params["eventType"], req.params.get("stateKey", "")))
         row = hs.store.get_event_row(eid) if eid else None
         if row is None:
-            raise error("M_NOT_FOUND", "no such state event", 404)
+            raise not_found("no such state event")
         if fmt == "event":
             return rooms.client_event(row, req.requester)
         return row.event.get("content", {})
@@ -135,7 +140,7 @@ def register(router: Router, hs) -> None:
         try:
             cap = rooms.read_access(req.requester.user_id, room_id)
         except MatrixError:
-            raise error("M_NOT_FOUND", "event not found", 404) from None
+            raise not_found("event not found") from None
         row = hs.store.get_event_row(req.params["eventId"], served=True)
         if (
             row is None
@@ -143,7 +148,7 @@ def register(router: Router, hs) -> None:
             or (cap is not None and row.stream_pos > cap)
             or not rooms.filter_visible(req.requester.user_id, [row])
         ):
-            raise error("M_NOT_FOUND", "event not found", 404)
+            raise not_found("event not found")
         return rooms.client_event(row, req.requester)
 
     async def messages(req: Request) -> dict:
@@ -153,17 +158,17 @@ def register(router: Router, hs) -> None:
         q = req.query
         direction = q.get("dir")
         if direction not in ("b", "f"):
-            raise error("M_INVALID_PARAM", "'dir' must be 'b' or 'f'")
+            raise invalid_param("'dir' must be 'b' or 'f'")
         from_pos = parse_pos(q.get("from"), "from")
         to_pos = parse_pos(q.get("to"), "to")
         limit = req.query_int("limit", 10, minimum=1, maximum=1000)
         event_filter = room_event_filter(hs, req.requester, q.get("filter"))
         if event_filter is not None and event_filter.get("limit"):
             limit = min(limit, event_filter["limit"])
-        fm = getattr(hs, "federation_membership", None)
-        if direction == "b" and fm is not None:
+        fed = hs.federation
+        if direction == "b" and fed is not None:
             rooms.read_access(req.requester.user_id, room_id)  # no backfill for outsiders
-            await fm.maybe_backfill(room_id, from_pos, limit)  # S-S API "Backfilling"
+            await fed.membership.maybe_backfill(room_id, from_pos, limit)  # S-S API "Backfilling"
         rows, end, start = rooms.paginate(
             req.requester, room_id, from_pos, to_pos, direction == "b", limit, event_filter
         )
@@ -214,7 +219,7 @@ def register(router: Router, hs) -> None:
         memberships = ("join", "invite", "knock", "leave", "ban")
         for key in ("membership", "not_membership"):
             if key in q and q[key] not in memberships:
-                raise error("M_INVALID_PARAM", f"'{key}' must be one of {', '.join(memberships)}")
+                raise invalid_param(f"'{key}' must be one of {', '.join(memberships)}")
         at = parse_pos(q.get("at"), "at")
         rows = rooms.members(
             req.requester, room_id, at, q.get("membership"), q.get("not_membership")
@@ -237,7 +242,7 @@ def register(router: Router, hs) -> None:
         "Redactions"."""
         room_id = check_room_id(req.params["roomId"])
         if not req.params["txnId"]:
-            raise error("M_INVALID_PARAM", "transaction ID must not be empty")
+            raise invalid_param("transaction ID must not be empty")
         body = await req.json(allow_empty=True)
         r = req.requester
         event_id = await rooms.redact_event(

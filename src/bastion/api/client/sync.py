@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from bastion.api.http import Request, Router, error
+from typing import TYPE_CHECKING
+
+from bastion.api.http import Request, Router
+from bastion.errors import invalid_param
 from bastion.services.sync_api import SyncToken
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 
 def _bool(value: str | None, name: str) -> bool:
@@ -13,10 +19,10 @@ def _bool(value: str | None, name: str) -> bool:
         return True
     if value.lower() in ("false", "0"):
         return False
-    raise error("M_INVALID_PARAM", f"'{name}' must be true or false")
+    raise invalid_param(f"'{name}' must be true or false")
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     async def sync(req: Request) -> dict:
         """GET /_matrix/client/v3/sync — C-S API "Syncing": ``since``, ``timeout`` (long
         poll), ``filter`` (an ID or inline JSON), ``full_state``, ``set_presence``,
@@ -31,7 +37,7 @@ def register(router: Router, hs) -> None:
         )
         presence = q.get("set_presence")
         if presence is not None and presence not in ("offline", "online", "unavailable"):
-            raise error("M_INVALID_PARAM", "'set_presence' must be offline, online or unavailable")
+            raise invalid_param("'set_presence' must be offline, online or unavailable")
         flt = hs.filters.resolve(req.requester, q.get("filter"))
         return await hs.sync.sync(
             req.requester, since, timeout or 0, full_state, flt, use_state_after

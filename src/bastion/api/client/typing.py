@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.client.filter import own_user
-from bastion.api.http import Request, Router, error
+from bastion.api.http import Request, Router
+from bastion.errors import bad_json, invalid_param
 from bastion.services.ephemeral import DEFAULT_TYPING_TIMEOUT_MS, require_joined
 
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
-def register(router: Router, hs) -> None:
+
+def register(router: Router, hs: HomeServer) -> None:
     async def put_typing(req: Request) -> dict:
         """PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId} — C-S API "Typing
         Notifications". Only for yourself, in a room you are joined to; ``timeout`` is capped."""
@@ -16,12 +22,12 @@ def register(router: Router, hs) -> None:
         body = await req.json()
         typing = body.get("typing")
         if not isinstance(typing, bool):
-            raise error("M_BAD_JSON", "'typing' is required and must be a boolean")
+            raise bad_json("'typing' is required and must be a boolean")
         timeout = body.get("timeout", DEFAULT_TYPING_TIMEOUT_MS)
         if typing and (isinstance(timeout, bool) or not isinstance(timeout, int)):
-            raise error("M_BAD_JSON", "'timeout' must be an integer (milliseconds)")
+            raise bad_json("'timeout' must be an integer (milliseconds)")
         if typing and timeout < 0:
-            raise error("M_INVALID_PARAM", "'timeout' must not be negative")
+            raise invalid_param("'timeout' must not be negative")
         require_joined(hs, room_id, user_id)
         hs.typing.set_typing(room_id, user_id, typing, timeout if typing else 0)
         return {}

@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
-from bastion.api.http import Request, Router, error
+from typing import TYPE_CHECKING
+
+from bastion.api.http import Request, Router
 from bastion.core.turn import turn_credentials
+from bastion.errors import not_found
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
     async def turn_server(req: Request) -> dict:
         """GET /_matrix/client/v3/voip/turnServer — credentials for the configured TURN server
         (``turn_uris``, ``turn_shared_secret``, ``turn_user_lifetime``; see core/turn.py). With
@@ -32,7 +38,7 @@ def register(router: Router, hs) -> None:
     async def protocol(req: Request) -> dict:
         """GET /_matrix/client/v3/thirdparty/protocol/{protocol} — 404 for a protocol no
         application service provides (here: every protocol)."""
-        raise error("M_NOT_FOUND", "no application service provides this protocol", 404)
+        raise not_found("no application service provides this protocol")
 
     router.add("GET", "/_matrix/client/v3/voip/turnServer", turn_server)
     router.add("GET", "/_matrix/client/v3/thirdparty/protocols", protocols)

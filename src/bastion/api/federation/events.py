@@ -7,20 +7,27 @@ rejected events are never served, events the server may not see are served redac
 
 from __future__ import annotations
 
-from bastion.api.http import Request, error
+from typing import TYPE_CHECKING
+
+from bastion.api.http import Request
+from bastion.errors import bad_json, invalid_param, missing_param
 from bastion.federation.event_serving import MAX_BACKFILL, MAX_MISSING, EventServing
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 
 def _event_id_list(value: object, name: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise error("M_BAD_JSON", f"'{name}' must be an array of event IDs")
+        raise bad_json(f"'{name}' must be an array of event IDs")
     if len(value) > 100:
-        raise error("M_INVALID_PARAM", f"'{name}' has too many entries")
+        raise invalid_param(f"'{name}' has too many entries")
     return value
 
 
-def register(router, hs) -> None:
-    serving = EventServing(hs)
+def register(router, hs: HomeServer) -> None:
+    fed = hs.require_federation()
+    serving = EventServing(hs.store, fed.acl)
 
     def envelope(pdus: list[dict]) -> dict:
         return {"origin": hs.server_name, "origin_server_ts": hs.now_ms(), "pdus": pdus}
@@ -28,7 +35,7 @@ def register(router, hs) -> None:
     def required_event_id(req: Request) -> str:
         event_id = req.query.get("event_id")
         if not event_id:
-            raise error("M_MISSING_PARAM", "the event_id query parameter is required")
+            raise missing_param("the event_id query parameter is required")
         return event_id
 
     async def get_event(req: Request) -> dict:
@@ -57,12 +64,12 @@ def register(router, hs) -> None:
         """GET /_matrix/federation/v1/backfill/{roomId}?v=&limit= — S-S API "Backfilling"."""
         from_ids = req.query_all("v")
         if not from_ids:
-            raise error("M_MISSING_PARAM", "at least one v query parameter is required")
+            raise missing_param("at least one v query parameter is required")
         if len(from_ids) > 100:
-            raise error("M_INVALID_PARAM", "too many v parameters")
+            raise invalid_param("too many v parameters")
         limit = req.query_int("limit", None, minimum=1, maximum=MAX_BACKFILL)
         if limit is None:
-            raise error("M_MISSING_PARAM", "the limit query parameter is required")
+            raise missing_param("the limit query parameter is required")
         return envelope(serving.backfill(req.requester, req.params["roomId"], from_ids, limit))
 
     async def get_missing_events(req: Request) -> dict:
@@ -74,7 +81,7 @@ def register(router, hs) -> None:
         limit = body.get("limit", 10)
         min_depth = body.get("min_depth", 0)
         if type(limit) is not int or type(min_depth) is not int:
-            raise error("M_BAD_JSON", "'limit' and 'min_depth' must be integers")
+            raise bad_json("'limit' and 'min_depth' must be integers")
         limit = max(1, min(limit, MAX_MISSING))
         events = serving.get_missing_events(
             req.requester, req.params["roomId"], earliest, latest, limit, min_depth

@@ -5,8 +5,14 @@
 
 from __future__ import annotations
 
-from bastion.api.http import Request, Router, error
+from typing import TYPE_CHECKING
+
+from bastion.api.http import Request, Router
 from bastion.core.identifiers import parse_event_id, parse_room_id
+from bastion.errors import invalid_param, missing_param
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 V1 = "/_matrix/federation/v1"
 V2 = "/_matrix/federation/v2"
@@ -17,7 +23,7 @@ def _room_id(req: Request) -> str:
     try:
         parse_room_id(room_id)
     except Exception:  # noqa: BLE001
-        raise error("M_INVALID_PARAM", "invalid room ID") from None
+        raise invalid_param("invalid room ID") from None
     return room_id
 
 
@@ -26,19 +32,20 @@ def _event_id(req: Request) -> str:
     try:
         parse_event_id(event_id)
     except Exception:  # noqa: BLE001
-        raise error("M_INVALID_PARAM", "invalid event ID") from None
+        raise invalid_param("invalid event ID") from None
     return event_id
 
 
-def register(router: Router, hs) -> None:
-    fm = hs.federation_membership
+def register(router: Router, hs: HomeServer) -> None:
+    fed = hs.require_federation()
+    fm = fed.membership
 
     def _make(membership: str, default_versions: list[str] | None):
         async def handler(req: Request) -> dict:
             room_id = _room_id(req)
             versions = req.query_all("ver") or default_versions
             if membership == "knock" and not versions:
-                raise error("M_MISSING_PARAM", "'ver' is required")
+                raise missing_param("'ver' is required")
             return fm.make_membership(
                 req.requester, room_id, req.params["userId"], membership, versions
             )

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.api.http import Request, Router
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 V1 = "/_matrix/federation/v1"
 
 
-def register(router: Router, hs) -> None:
-    queries = hs.federation_queries
+def register(router: Router, hs: HomeServer) -> None:
+    fed = hs.require_federation()
+    queries = fed.queries
 
     async def query_profile(req: Request) -> dict:
         """GET /_matrix/federation/v1/query/profile?user_id=&field= — S-S API "Querying for

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from bastion.api.http import Request, error
+from typing import TYPE_CHECKING
+
+from bastion.api.http import Request
+from bastion.errors import invalid_param
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 
-def register(router, hs) -> None:
-    events = hs.federation_events
+def register(router, hs: HomeServer) -> None:
+    fed = hs.require_federation()
+    events = fed.events
 
     async def send_transaction(req: Request) -> dict:
         """PUT /_matrix/federation/v1/send/{txnId} — S-S API "Transactions": at most 50 PDUs
@@ -17,7 +24,7 @@ def register(router, hs) -> None:
         events.check_send_rate(origin)
         txn_id = req.params["txnId"]
         if not txn_id or len(txn_id) > 255:
-            raise error("M_INVALID_PARAM", "invalid transaction ID")
+            raise invalid_param("invalid transaction ID")
         body = await req.json(limit=hs.config.federation_max_transaction_bytes)
         return await events.on_send_transaction(origin, txn_id, body)
 

@@ -3,30 +3,37 @@ a local user's devices and keys for other servers."""
 
 from __future__ import annotations
 
-from bastion.api.http import Request, Router, error
+from typing import TYPE_CHECKING
+
+from bastion.api.http import Request, Router
 from bastion.core.identifiers import parse_user_id
-from bastion.errors import MatrixError
+from bastion.errors import MatrixError, invalid_param, not_found
+
+if TYPE_CHECKING:
+    from bastion.server import HomeServer
 
 V1 = "/_matrix/federation/v1"
 
 
-def register(router: Router, hs) -> None:
+def register(router: Router, hs: HomeServer) -> None:
+    fed = hs.require_federation()
+
     def local_user(user_id: str) -> str:
         try:
             parsed = parse_user_id(user_id, historical=True)
         except MatrixError:
-            raise error("M_INVALID_PARAM", "invalid user ID") from None
+            raise invalid_param("invalid user ID") from None
         if parsed.domain != hs.server_name:
-            raise error("M_NOT_FOUND", "the user is not on this server", 404)
+            raise not_found("the user is not on this server")
         if not hs.store.user_exists(user_id):
-            raise error("M_NOT_FOUND", "unknown user", 404)
+            raise not_found("unknown user")
         return user_id
 
     async def user_devices(req: Request) -> dict:
         """GET /_matrix/federation/v1/user/devices/{userId} — S-S API "Device Management":
         ``user_id``, ``stream_id`` (the latest ``m.device_list_update`` of the user), every
         device with its keys and display name, ``master_key`` and ``self_signing_key``."""
-        return hs.device_lists.user_devices(local_user(req.params["userId"]))
+        return fed.device_lists.user_devices(local_user(req.params["userId"]))
 
     async def keys_query(req: Request) -> dict:
         """POST /_matrix/federation/v1/user/keys/query — S-S API "End-to-End Encryption":

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from bastion.config import Config
     from bastion.federation.client import FederationClient
     from bastion.federation.keyring import Keyring
-    from bastion.storage.sqlite.store import SqliteStore
+    from bastion.storage.interface import Store
 
 log = logging.getLogger("bastion.federation.pdu")
 
@@ -78,7 +78,7 @@ class Fetcher:
     """The network side of the pipeline; reads the store only to skip what it already holds."""
 
     def __init__(
-        self, client: FederationClient, keyring: Keyring, store: SqliteStore, config: Config
+        self, client: FederationClient, keyring: Keyring, store: Store, config: Config
     ) -> None:
         self.client = client
         self.keyring = keyring

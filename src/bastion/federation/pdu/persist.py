@@ -25,10 +25,10 @@ from bastion.core.auth_rules import auth_types_for_event
 from bastion.core.state_keys import CREATE_KEY
 from bastion.federation.pdu.decide import Outcome, SignatureVerifier, check_states
 from bastion.services.room_engine import RoomEngine, Verdict
-from bastion.storage.sqlite.federation_inbound import RemoteEvent
+from bastion.storage.interface import RemoteEvent
 
 if TYPE_CHECKING:
-    from bastion.storage.sqlite.store import SqliteStore
+    from bastion.storage.interface import Store
 
 #: An outlier to store: (event_id, room_id, pdu, rejected).
 OutlierRow = tuple[str, str, dict[str, Any], bool]
@@ -44,7 +44,7 @@ def to_verdict(outcome: Outcome) -> Verdict:
 
 
 class Persister:
-    def __init__(self, engine: RoomEngine, store: SqliteStore) -> None:
+    def __init__(self, engine: RoomEngine, store: Store) -> None:
         self.engine = engine
         self.store = store
 

@@ -1,4 +1,4 @@
-"""The inbound PDU pipeline (``hs.federation_events``): transactions, the checks performed on
+"""The inbound PDU pipeline (``hs.federation.events``): transactions, the checks performed on
 receipt of a PDU, missing events and state, and room state received on a join — the
 orchestration of the steps of this package.
 
@@ -52,9 +52,7 @@ from nacl.signing import VerifyKey
 from bastion.core.identifiers import server_name_of
 from bastion.core.pdu_checks import order_by_auth, order_by_depth, parse_transaction, ref_ids
 from bastion.core.rate_limit import TokenBuckets, retry_after_ms
-from bastion.core.server_acl import domain_allowed, server_acl_allows
 from bastion.core.state_keys import CREATE_KEY
-from bastion.core.state_keys import SERVER_ACL_KEY as ACL_KEY
 from bastion.errors import MatrixError
 from bastion.federation.pdu.decide import (
     Outcome,
@@ -76,15 +74,15 @@ from bastion.federation.pdu.parse import (
 )
 from bastion.federation.pdu.persist import OutlierRow, Persister
 from bastion.federation.resolver import FederationError
-from bastion.storage.sqlite.federation_inbound import RemoteEvent
+from bastion.storage.interface import RemoteEvent
 
 if TYPE_CHECKING:
     from bastion.config import Config
     from bastion.federation.client import FederationClient
+    from bastion.federation.container import InboundContext
     from bastion.federation.keyring import Keyring
-    from bastion.server import HomeServer
     from bastion.services.room_engine import RoomEngine
-    from bastion.storage.sqlite.store import SqliteStore
+    from bastion.storage.interface import Store
 
 log = logging.getLogger("bastion.federation.pdu")
 
@@ -98,12 +96,13 @@ EduHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 class FederationEventHandler:
     """The pipeline. Its dependencies are read once from the homeserver: the store, the config,
     the keyring, the federation client, the room engine (the only writer of rooms), our server
-    name and the clock; the EDU handlers (``hs.federation_edu_handlers``, registered by the
+    name and the clock; the EDU handlers (``hs.federation.edu_handlers``, registered by the
     services after this object is built) are looked up when an EDU arrives."""
 
-    def __init__(self, hs: HomeServer) -> None:
-        self._hs = hs  # for the EDU handlers only (see the class docstring)
-        self.store: SqliteStore = hs.store
+    def __init__(self, hs: InboundContext) -> None:
+        self._edu_handlers = hs.federation_edu_handlers  # filled in by the EDU services
+        self.acl = hs.acl
+        self.store: Store = hs.store
         self.config: Config = hs.config
         self.keyring: Keyring = hs.keyring
         self.client: FederationClient = hs.federation_client
@@ -121,28 +120,23 @@ class FederationEventHandler:
 
     @property
     def edu_handlers(self) -> Mapping[str, EduHandler]:
-        handlers: Mapping[str, EduHandler] = getattr(self._hs, "federation_edu_handlers", {})
-        return handlers
+        return self._edu_handlers
 
     # ------------------------------------------------------------------------------------------
     # Access control and rate limits
     # ------------------------------------------------------------------------------------------
     def origin_allowed(self, server_name: str) -> bool:
         """The server-wide allow/deny list (config ``federation_domain_allow``/``_deny``)."""
-        return domain_allowed(
-            server_name, self.config.federation_domain_allow, self.config.federation_domain_deny
-        )
+        return self.acl.server_allowed(server_name)
 
     def server_allowed_in_room(self, room_id: str, server_name: str) -> bool:
         """The room's ``m.room.server_acl`` (S-S "Server Access Control Lists")."""
-        acl = self.engine.current_state_event(room_id, *ACL_KEY)
-        return server_acl_allows(acl.get("content") if acl else None, server_name)
+        return self.acl.room_allows(room_id, server_name)
 
     def require_acl(self, room_id: str, server_name: str) -> None:
         """403 ``M_FORBIDDEN`` when the room's server ACL denies ``server_name`` (every
         room-scoped federation endpoint calls this)."""
-        if not self.server_allowed_in_room(room_id, server_name):
-            raise MatrixError("M_FORBIDDEN", "server is denied by the room's server ACL", 403)
+        self.acl.require_room(room_id, server_name)
 
     def check_send_rate(self, origin: str) -> None:
         """Per-origin token bucket on /send: 429 ``M_LIMIT_EXCEEDED`` with ``retry_after_ms``."""
@@ -182,7 +176,7 @@ class FederationEventHandler:
                     await self._edu(origin, edu)
                 response: dict[str, Any] = {"pdus": results}
                 now = self.now_ms()
-                await self.store.db.write(
+                await self.store.transaction(
                     lambda conn: self.store.store_federation_txn_in(
                         conn, origin, txn_id, response, now
                     )
@@ -211,7 +205,7 @@ class FederationEventHandler:
         return await self.process_incoming_pdu(origin, pdu, version, budget=budget)
 
     async def _edu(self, origin: str, edu: object) -> None:
-        """Hand an EDU to its handler (``hs.federation_edu_handlers``); ACLs for typing and
+        """Hand an EDU to its handler (``hs.federation.edu_handlers``); ACLs for typing and
         receipts; unknown EDU types are ignored."""
         if not isinstance(edu, dict):
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
+from bastion.storage.sqlite.base import StoreBase
 from bastion.storage.sqlite.rooms import rooms_with_rows
 
 STREAMS: list[tuple[str, str]] = [
@@ -21,9 +22,7 @@ STREAMS: list[tuple[str, str]] = [
 ]
 
 
-class AccountDataStore:
-    db: object  # Database, set by SqliteStore
-
+class AccountDataStore(StoreBase):
     # -- filters ----------------------------------------------------------------------------
     async def add_filter(self, user_id: str, filter_json: str) -> str:
         """Store a filter (canonical JSON text) and return its ID; an identical filter of the
@@ -238,7 +237,9 @@ class AccountDataStore:
                 (now_ms, reporter, kind, room_id, event_id, target_user_id, reason,
                  int(target_exists)),
             )  # fmt: skip
-            return int(cur.lastrowid)
+            if cur.lastrowid is None:  # never after an INSERT
+                raise RuntimeError("the report was not stored")
+            return cur.lastrowid
 
         return await self.db.write(fn)
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from dataclasses import dataclass
+
+from bastion.storage.interface import Requester
+from bastion.storage.sqlite.base import StoreBase
 
 STREAMS: list[tuple[str, str]] = []
 
@@ -21,29 +23,7 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
-@dataclass(frozen=True, slots=True)
-class Requester:
-    """Who made an authenticated request."""
-
-    user_id: str
-    device_id: str
-    is_admin: bool = False
-    is_guest: bool = False
-
-
-def registration_token_valid(row: sqlite3.Row | None, now_ms: int) -> bool:
-    """A registration token is valid if it exists, is not revoked, has not expired and has uses
-    left (C-S API "Token-authenticated registration")."""
-    if row is None or row["revoked"]:
-        return False
-    if row["expiry_ts"] is not None and row["expiry_ts"] <= now_ms:
-        return False
-    return row["uses_allowed"] is None or row["completed"] < row["uses_allowed"]
-
-
-class AccountsStore:
-    db: object  # Database, set by SqliteStore
-
+class AccountsStore(StoreBase):
     # -- users ----------------------------------------------------------------------------
     def get_user(self, user_id: str) -> sqlite3.Row | None:
         return self.db.read_one("SELECT * FROM users WHERE user_id = ?", (user_id,))
@@ -198,6 +178,11 @@ class AccountsStore:
         return cur.rowcount == 1
 
     @staticmethod
+    def revoke_user_tokens_in(conn: sqlite3.Connection, user_id: str) -> None:
+        """Every access token of ``user_id`` (POST /logout/all)."""
+        conn.execute("DELETE FROM access_tokens WHERE user_id = ?", (user_id,))
+
+    @staticmethod
     def revoke_access_token_in(conn: sqlite3.Connection, token: str) -> None:
         conn.execute("DELETE FROM access_tokens WHERE token_hash = ?", (token_hash(token),))
 
@@ -211,7 +196,7 @@ class AccountsStore:
                 "SELECT COUNT(*) FROM access_tokens WHERE user_id = ? AND device_id = ?",
                 (user_id, device_id),
             )
-        return row[0]
+        return row[0] if row is not None else 0
 
     # -- registration tokens --------------------------------------------------------------
     def get_registration_token(self, token: str) -> sqlite3.Row | None:

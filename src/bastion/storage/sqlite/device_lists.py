@@ -18,6 +18,8 @@ import sqlite3
 
 import orjson
 
+from bastion.storage.sqlite.base import StoreBase
+
 STREAMS: list[tuple[str, str]] = [("device_list_outbound", "stream_id")]
 
 #: Stream IDs remembered per remote user (older ones can no longer be a ``prev_id``).
@@ -28,9 +30,7 @@ def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-class DeviceListsStore:
-    db: object  # Database, set by SqliteStore
-
+class DeviceListsStore(StoreBase):
     # -- local users' changes, for m.device_list_update ---------------------------------------
     @staticmethod
     def add_outbound_device_change_in(
@@ -52,6 +52,12 @@ class DeviceListsStore:
             (after, limit),
         )
         return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    @staticmethod
+    def last_outbound_device_change_in(conn: sqlite3.Connection) -> int:
+        """Inside a write: the highest stream ID queued for outbound device-list updates."""
+        row = conn.execute("SELECT MAX(stream_id) FROM device_list_outbound").fetchone()
+        return row[0] or 0
 
     def last_outbound_device_change(self, user_id: str | None = None) -> int:
         if user_id is None:

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from typing import Any
 
 import orjson
+
+from bastion.storage.sqlite.base import StoreBase
 
 STREAMS: list[tuple[str, str]] = [
     ("e2e_device_list_changes", "stream_pos"),
@@ -28,7 +31,7 @@ def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def _loads(text: str) -> object:
+def _loads(text: str) -> Any:
     return orjson.loads(text)
 
 
@@ -52,9 +55,7 @@ def _backup_keys_filter(
     return sql, args
 
 
-class E2EEStore:
-    db: object  # Database, set by SqliteStore
-
+class E2EEStore(StoreBase):
     # -- device keys ------------------------------------------------------------------------
     def get_device_keys(self, user_id: str, device_ids: Iterable[str] | None = None) -> dict:
         """{device_id: (device_keys, display_name)} for devices that exist and have keys."""
@@ -279,7 +280,7 @@ class E2EEStore:
 
     # -- device-list changes ----------------------------------------------------------------
     def add_device_list_change_in(self, conn: sqlite3.Connection, user_id: str) -> int:
-        pos = self.next_stream_pos(conn)  # type: ignore[attr-defined]
+        pos = self.next_stream_pos(conn)
         conn.execute(
             "INSERT INTO e2e_device_list_changes (stream_pos, user_id) VALUES (?,?)", (pos, user_id)
         )
@@ -309,7 +310,7 @@ class E2EEStore:
         self, conn: sqlite3.Connection, user_id: str, device_id: str, sender: str, type_: str,
         content: dict,
     ) -> int:  # fmt: skip
-        pos = self.next_stream_pos(conn)  # type: ignore[attr-defined]
+        pos = self.next_stream_pos(conn)
         conn.execute(
             "INSERT INTO device_inbox (stream_pos, user_id, device_id, sender, type, content_json)"
             " VALUES (?,?,?,?,?,?)",
@@ -377,7 +378,7 @@ class E2EEStore:
         last_pos: int,
     ) -> int:  # fmt: skip
         """Record a truncated delivery; takes a new stream position so the next sync moves on."""
-        pos = self.next_stream_pos(conn)  # type: ignore[attr-defined]
+        pos = self.next_stream_pos(conn)
         conn.execute(
             "INSERT OR REPLACE INTO device_inbox_cursors"
             " (user_id, device_id, token_pos, last_pos, stream_pos) VALUES (?,?,?,?,?)",

@@ -10,15 +10,15 @@ import sqlite3
 
 import orjson
 
+from bastion.storage.sqlite.base import StoreBase
+
 STREAMS: list[tuple[str, str]] = []
 
 
-class FederationStore:
-    db: object  # Database, set by SqliteStore
-
+class FederationStore(StoreBase):
     # -- remote servers' keys -------------------------------------------------------------------
     def get_server_keys(self, server_name: str) -> list[sqlite3.Row]:
-        return self.db.read(  # type: ignore[attr-defined]
+        return self.db.read(
             "SELECT key_id, verify_key, valid_until_ts, is_old FROM server_signing_keys "
             "WHERE server_name = ?",
             (server_name,),
@@ -72,7 +72,7 @@ class FederationStore:
 
     def get_server_key_response(self, server_name: str) -> tuple[dict, int] | None:
         """(response, fetched_ts) of the last direct fetch from ``server_name``."""
-        row = self.db.read_one(  # type: ignore[attr-defined]
+        row = self.db.read_one(
             "SELECT response_json, fetched_ts FROM server_key_responses WHERE server_name = ?",
             (server_name,),
         )
@@ -80,7 +80,7 @@ class FederationStore:
 
     # -- our own retired keys -------------------------------------------------------------------
     def get_local_old_signing_keys(self) -> list[tuple[str, str, int]]:
-        rows = self.db.read(  # type: ignore[attr-defined]
+        rows = self.db.read(
             "SELECT key_id, verify_key, expired_ts FROM local_old_signing_keys ORDER BY expired_ts"
         )
         return [(r["key_id"], r["verify_key"], r["expired_ts"]) for r in rows]

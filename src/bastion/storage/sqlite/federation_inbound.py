@@ -24,10 +24,11 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import orjson
 
+from bastion.storage.interface import EventMeta, RemoteEvent
+from bastion.storage.sqlite.base import StoreBase
 from bastion.storage.sqlite.rooms import SNAPSHOT_EVERY, StateMap
 
 STREAMS: list[tuple[str, str]] = []
@@ -38,54 +39,10 @@ OUTLIER = 2
 _BACKFILL_LOCK = threading.Lock()
 
 
-@dataclass(frozen=True, slots=True)
-class EventMeta:
-    room_id: str
-    depth: int
-    rejected: bool
-    soft_failed: bool
-    outlier: bool
-    sg_before: int | None
-    sg_after: int | None
-    stream_pos: int
-
-
-@dataclass
-class RemoteEvent:
-    """One received event to persist (built by the federation event handler)."""
-
-    event: dict
-    event_id: str
-    room_id: str
-    rejected: bool = False
-    soft_failed: bool = False
-    outlier: bool = False
-    backfilled: bool = False
-    #: The state before the event (None for outliers) and, when known, a group holding it.
-    state_before: StateMap | None = None
-    sg_before: int | None = None
-    #: The room's current state before and after this event (None: current state unchanged).
-    old_current: StateMap | None = None
-    new_current: StateMap | None = None
-    #: The room's forward extremities after this event (None: unchanged).
-    extremities: list[str] | None = None
-    #: A backfilled event's stream position, reserved for its batch (None: the next one down).
-    backfill_pos: int | None = None
-    #: Events (id → PDU) the new current state names, for the membership rows.
-    state_events: dict = field(default_factory=dict)
-    # Filled in by the write.
-    stream_pos: int = 0
-    sg_after: int | None = None
-    head_group: int | None = None
-    head_chain: int = 0
-
-
-class FederationInboundStore:
-    db: object  # Database, set by SqliteStore
-
+class FederationInboundStore(StoreBase):
     # -- transactions ---------------------------------------------------------------------------
     def get_federation_txn(self, origin: str, txn_id: str) -> dict | None:
-        row = self.db.read_one(  # type: ignore[attr-defined]
+        row = self.db.read_one(
             "SELECT response_json FROM federation_inbound_txns WHERE origin = ? AND txn_id = ?",
             (origin, txn_id),
         )
@@ -107,7 +64,7 @@ class FederationInboundStore:
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            for r in self.db.read(  # type: ignore[attr-defined]
+            for r in self.db.read(
                 "SELECT event_id, room_id, depth, rejected, soft_failed, sg_before, sg_after,"
                 f" stream_pos FROM events WHERE event_id IN ({marks})",  # noqa: S608
                 chunk,
@@ -125,7 +82,7 @@ class FederationInboundStore:
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            for r in self.db.read(  # type: ignore[attr-defined]
+            for r in self.db.read(
                 f"SELECT event_id, json FROM events WHERE event_id IN ({marks}){extra}",  # noqa: S608
                 chunk,
             ):
@@ -141,7 +98,7 @@ class FederationInboundStore:
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            for r in self.db.read(  # type: ignore[attr-defined]
+            for r in self.db.read(
                 f"SELECT event_id, {column} FROM {table} WHERE event_id IN ({marks})",  # noqa: S608
                 chunk,
             ):
@@ -171,7 +128,7 @@ class FederationInboundStore:
     def get_forward_extremities(self, room_id: str) -> list[str]:
         return [
             r[0]
-            for r in self.db.read(  # type: ignore[attr-defined]
+            for r in self.db.read(
                 "SELECT event_id FROM forward_extremities WHERE room_id = ?", (room_id,)
             )
         ]
@@ -184,11 +141,13 @@ class FederationInboundStore:
             (room_id, None),
         )
         gid = cur.lastrowid
+        if gid is None:  # never after an INSERT
+            raise RuntimeError("the state group was not stored")
         conn.executemany(
             "INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES (?,?,?,?)",
             [(gid, t, k, e) for (t, k), e in state.items()],
         )
-        return gid  # type: ignore[return-value]
+        return gid
 
     @staticmethod
     def _chain_len(conn: sqlite3.Connection, group: int | None) -> int:
@@ -226,7 +185,7 @@ class FederationInboundStore:
     ) -> None:
         """Store events as outliers: (event_id, room_id, pdu, rejected). Known events are left
         as they are."""
-        known = set()
+        known: set[str] = set()
         ids = [e[0] for e in events]
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
@@ -242,10 +201,10 @@ class FederationInboundStore:
             if eid in known:
                 continue
             known.add(eid)
-            pos = self.next_stream_pos(conn)  # type: ignore[attr-defined]
+            pos = self.next_stream_pos(conn)
             self._insert_event(conn, eid, room_id, ev, pos, None, None, rejected, OUTLIER)
 
-    def _take_backfill_positions(self, n: int, lowest: Callable[[], tuple | None]) -> int:
+    def _take_backfill_positions(self, n: int, lowest: Callable[[], sqlite3.Row | None]) -> int:
         """Backfilled events take stream positions below every event's, so /messages (which
         pages backwards by position) returns them after the history it already had. Takes
         ``n`` positions below the lowest stored or handed out so far; returns the lowest of
@@ -265,7 +224,7 @@ class FederationInboundStore:
         newest lands just below the room's earliest event."""
         return self._take_backfill_positions(
             n,
-            lambda: self.db.read_one("SELECT MIN(stream_pos) FROM events"),  # type: ignore[attr-defined]
+            lambda: self.db.read_one("SELECT MIN(stream_pos) FROM events"),
         )
 
     def _backfill_pos(self, conn: sqlite3.Connection) -> int:
@@ -289,7 +248,7 @@ class FederationInboundStore:
         if p.backfilled:
             pos = p.backfill_pos if p.backfill_pos is not None else self._backfill_pos(conn)
         else:
-            pos = self.next_stream_pos(conn)  # type: ignore[attr-defined]
+            pos = self.next_stream_pos(conn)
         p.stream_pos = pos
         sg_before = p.sg_before
         if sg_before is None and p.state_before is not None:
@@ -341,7 +300,7 @@ class FederationInboundStore:
                 " VALUES (?,?,?)",
                 (p.room_id, pos, head_group),
             )
-        self.wake(*wake)  # type: ignore[attr-defined]
+        self.wake(*wake)
 
     def apply_current_state_sync(
         self, conn: sqlite3.Connection, room_id: str, old: StateMap, new: StateMap, pos: int,

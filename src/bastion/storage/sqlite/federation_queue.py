@@ -18,6 +18,8 @@ import sqlite3
 
 import orjson
 
+from bastion.storage.sqlite.base import StoreBase
+
 STREAMS: list[tuple[str, str]] = [("out_of_room_memberships", "stream_pos")]
 
 #: At most this many PDUs and EDUs per transaction (S-S API "Transactions").
@@ -25,9 +27,7 @@ MAX_PDUS = 50
 MAX_EDUS = 100
 
 
-class FederationQueueStore:
-    db: object  # Database, set by SqliteStore
-
+class FederationQueueStore(StoreBase):
     # -- the outbound queue --------------------------------------------------------------------
     def enqueue_pdu_in(
         self, conn: sqlite3.Connection, destinations: list[str], event_id: str, pdu: dict
@@ -61,7 +61,7 @@ class FederationQueueStore:
         (row id, PDU) and (row id, {edu_type, content})."""
         pdus = [
             (r[0], orjson.loads(r[1]))
-            for r in self.db.read(  # type: ignore[attr-defined]
+            for r in self.db.read(
                 "SELECT id, pdu FROM federation_outbound_pdus WHERE destination = ?"
                 " ORDER BY id LIMIT ?",
                 (destination, MAX_PDUS),
@@ -69,7 +69,7 @@ class FederationQueueStore:
         ]
         edus = [
             (r[0], {"edu_type": r[1], "content": orjson.loads(r[2])})
-            for r in self.db.read(  # type: ignore[attr-defined]
+            for r in self.db.read(
                 "SELECT id, edu_type, content FROM federation_outbound_edus WHERE destination = ?"
                 " ORDER BY id LIMIT ?",
                 (destination, MAX_EDUS),
@@ -90,14 +90,14 @@ class FederationQueueStore:
     def queued_destinations(self) -> list[str]:
         return [
             r[0]
-            for r in self.db.read(  # type: ignore[attr-defined]
+            for r in self.db.read(
                 "SELECT destination FROM federation_outbound_pdus UNION"
                 " SELECT destination FROM federation_outbound_edus"
             )
         ]
 
     def queue_length(self, destination: str) -> int:
-        row = self.db.read_one(  # type: ignore[attr-defined]
+        row = self.db.read_one(
             "SELECT (SELECT COUNT(*) FROM federation_outbound_pdus WHERE destination = ?)"
             " + (SELECT COUNT(*) FROM federation_outbound_edus WHERE destination = ?)",
             (destination, destination),
@@ -107,7 +107,7 @@ class FederationQueueStore:
     # -- back-off --------------------------------------------------------------------------------
     def get_destination_retry(self, destination: str) -> tuple[int, int, int]:
         """(failures, retry_interval_ms, retry_at_ms) of a destination (zeros: healthy)."""
-        row = self.db.read_one(  # type: ignore[attr-defined]
+        row = self.db.read_one(
             "SELECT failures, retry_interval_ms, retry_at_ms FROM federation_destinations"
             " WHERE destination = ?",
             (destination,),
@@ -133,10 +133,12 @@ class FederationQueueStore:
 
     # -- servers in rooms ------------------------------------------------------------------------
     #: The server names of a room's joined members, found by SQLite (a big room's members are
-    #: never turned into Python rows on every event): what follows the first ``:``.
+    #: never turned into Python rows on every event): as ``server_name_of``, what follows the
+    #: first ``:`` ('' for an ID without one).
     _JOINED_SERVERS = (
-        "SELECT DISTINCT substr(user_id, instr(user_id, ':') + 1) FROM current_membership"
-        " WHERE room_id = ? AND membership = 'join'"
+        "SELECT DISTINCT CASE WHEN instr(user_id, ':') > 0"
+        " THEN substr(user_id, instr(user_id, ':') + 1) ELSE '' END"
+        " FROM current_membership WHERE room_id = ? AND membership = 'join'"
     )
 
     def joined_servers_in(self, conn: sqlite3.Connection, room_id: str) -> set[str]:
@@ -144,7 +146,7 @@ class FederationQueueStore:
         return {r[0] for r in conn.execute(self._JOINED_SERVERS, (room_id,))}
 
     def joined_servers(self, room_id: str) -> set[str]:
-        return {r[0] for r in self.db.read(self._JOINED_SERVERS, (room_id,))}  # type: ignore[attr-defined]
+        return {r[0] for r in self.db.read(self._JOINED_SERVERS, (room_id,))}
 
     # -- gaps in a room's history ------------------------------------------------------------
     def backward_extremities(self, room_id: str, limit: int = 20) -> list[str]:
@@ -152,7 +154,7 @@ class FederationQueueStore:
         outliers (S-S API "Backfilling": where to backfill from)."""
         return [
             r[0]
-            for r in self.db.read(  # type: ignore[attr-defined]
+            for r in self.db.read(
                 "SELECT DISTINCT ee.prev_event_id FROM events e"
                 " JOIN event_edges ee ON ee.event_id = e.event_id"
                 " LEFT JOIN events p ON p.event_id = ee.prev_event_id"
@@ -172,7 +174,7 @@ class FederationQueueStore:
         its stream position; wakes the user's /sync."""
         user_id = event["state_key"]
         membership = event["content"]["membership"]
-        pos = self.next_stream_pos(conn)  # type: ignore[attr-defined]
+        pos = self.next_stream_pos(conn)
         conn.execute(
             "INSERT OR REPLACE INTO out_of_room_memberships (event_id, room_id, user_id,"
             " membership, room_version, stream_pos, event, stripped_state)"
@@ -190,18 +192,18 @@ class FederationQueueStore:
             " event_id, stream_pos, forgotten) VALUES (?,?,?,?,?,0)",
             (room_id, user_id, membership, event_id, pos),
         )
-        self.wake(user_id)  # type: ignore[attr-defined]
+        self.wake(user_id)
         return pos
 
     def get_out_of_room_membership(self, event_id: str) -> sqlite3.Row | None:
         """The row of an out-of-room membership event: event (JSON), stripped_state (JSON),
         room_id, user_id, membership, room_version, stream_pos."""
-        return self.db.read_one(  # type: ignore[attr-defined]
+        return self.db.read_one(
             "SELECT * FROM out_of_room_memberships WHERE event_id = ?", (event_id,)
         )
 
     def get_latest_out_of_room_membership(self, room_id: str, user_id: str) -> sqlite3.Row | None:
-        return self.db.read_one(  # type: ignore[attr-defined]
+        return self.db.read_one(
             "SELECT * FROM out_of_room_memberships WHERE room_id = ? AND user_id = ?"
             " ORDER BY stream_pos DESC LIMIT 1",
             (room_id, user_id),

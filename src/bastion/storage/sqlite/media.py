@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import sqlite3
 
+from bastion.storage.sqlite.base import StoreBase
+
 STREAMS: list[tuple[str, str]] = []
 
 
-class MediaStore:
-    db: object  # Database, set by SqliteStore
-
+class MediaStore(StoreBase):
     def get_local_media(self, media_id: str) -> sqlite3.Row | None:
         return self.db.read_one("SELECT * FROM local_media WHERE media_id = ?", (media_id,))
 

@@ -17,84 +17,16 @@ from __future__ import annotations
 
 import sqlite3
 from collections import OrderedDict
-from dataclasses import dataclass, field
 
 import orjson
+
+from bastion.storage.interface import EventRow, NewEvent, RoomHeadRow, RoomMembers, StateMap
+from bastion.storage.sqlite.base import StoreBase
 
 STREAMS: list[tuple[str, str]] = [("events", "stream_pos")]
 
 #: A delta chain longer than this is compacted into a full snapshot.
 SNAPSHOT_EVERY = 32
-
-StateMap = dict[tuple[str, str], str]
-
-
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """An event as stored, with the metadata the client format needs."""
-
-    event: dict  # the PDU (redacted if it was redacted)
-    event_id: str
-    room_id: str
-    stream_pos: int
-    depth: int
-    sg_before: int | None
-    sg_after: int | None
-    replaces_state: str | None
-    redacted_because: str | None
-    txn_user: str | None
-    txn_device: str | None
-    txn_id: str | None
-
-    @property
-    def type(self) -> str:
-        return self.event["type"]
-
-    @property
-    def state_key(self) -> str | None:
-        return self.event.get("state_key")
-
-    @property
-    def sender(self) -> str:
-        return self.event["sender"]
-
-
-@dataclass
-class NewEvent:
-    """One event to persist, built and authorised by the room service."""
-
-    event: dict
-    event_id: str
-    room_id: str
-    depth: int
-    #: The full state after this event when it is a state event (for snapshots), else None.
-    state_after: StateMap | None = None
-    replaces_state: str | None = None
-    txn: tuple[str, str, str, str] | None = None  # (user_id, device_id, scope, txn_id)
-    #: The event this redaction applies to, and its redacted PDU (C-S "Redactions").
-    redaction_target: tuple[str, dict] | None = None
-    wake: tuple[str, ...] = ()
-    # Filled in by the write: the stream position and state groups.
-    stream_pos: int = 0
-    sg_before: int | None = None
-    sg_after: int | None = None
-
-
-@dataclass
-class RoomHeadRow:
-    room_version: str
-    state: StateMap
-    group: int | None
-    chain_len: int
-    extremities: list[str] = field(default_factory=list)
-    #: event ID → depth of each forward extremity.
-    ext_depths: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def depth(self) -> int:
-        """The deepest forward extremity (never a rejected, soft-failed or outlier event)."""
-        return max(self.ext_depths.values(), default=0)
-
 
 _COLS = (
     "event_id, room_id, stream_pos, depth, json, sg_before, sg_after, replaces_state,"
@@ -139,34 +71,7 @@ def _row(r: sqlite3.Row) -> EventRow:
     )  # fmt: skip
 
 
-@dataclass(eq=False, slots=True)
-class RoomMembers:
-    """The current members of one room, as cached by the rooms store (never mutate)."""
-
-    gen: int  # the membership generation this is valid at
-    members: dict[str, str]  # user_id → membership
-    _joined: frozenset[str] | None = None
-    _sorted: tuple[tuple[str, ...], tuple[str, ...]] | None = None
-
-    @property
-    def joined(self) -> frozenset[str]:
-        if self._joined is None:
-            self._joined = frozenset(u for u, m in self.members.items() if m == "join")
-        return self._joined
-
-    def sorted_joined_invited(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(joined, invited) user IDs, each sorted."""
-        if self._sorted is None:
-            self._sorted = (
-                tuple(sorted(self.joined)),
-                tuple(sorted(u for u, m in self.members.items() if m == "invite")),
-            )
-        return self._sorted
-
-
-class RoomsStore:
-    db: object  # Database, set by SqliteStore
-
+class RoomsStore(StoreBase):
     _group_cache: OrderedDict
 
     # -- rooms --------------------------------------------------------------------------------
@@ -708,7 +613,7 @@ class RoomsStore:
         group and chain length after the last event."""
         for ne in events:
             ev = ne.event
-            pos = self.next_stream_pos(conn)  # type: ignore[attr-defined]
+            pos = self.next_stream_pos(conn)
             ne.stream_pos = pos
             ne.sg_before = group
             state_key = ev.get("state_key")
@@ -801,5 +706,5 @@ class RoomsStore:
                     (orjson.dumps(redacted), ne.event_id, target_id),
                 )
                 self.events_rewritten_in(conn)
-            self.wake(ne.room_id, *ne.wake)  # type: ignore[attr-defined]
+            self.wake(ne.room_id, *ne.wake)
         return group, chain_len

@@ -17,7 +17,9 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+from bastion.storage.interface import Store
 from bastion.storage.sqlite import (
     account_data,
     accounts,
@@ -32,6 +34,7 @@ from bastion.storage.sqlite import (
 from bastion.storage.sqlite.database import Database
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
           federation_inbound)  # fmt: skip
@@ -76,17 +79,17 @@ class SqliteStore(
         self._closed = True
         self.db.close()
 
+    # -- transactions -------------------------------------------------------------------------
+    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` in one write transaction on the writer thread (group commit, see
+        :mod:`bastion.storage.sqlite.database`); return its result once committed."""
+        return await self.db.write(fn)
+
+    def transaction_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """For command-line tools without an event loop: a write, waited for until committed."""
+        return self.db.write_sync(fn)
+
     # -- stream positions and wake-ups --------------------------------------------------------
-    def next_stream_pos(self, conn: sqlite3.Connection) -> int:
-        """A new stream position. Call only inside a write function (the writer thread)."""
-        self._stream_pos += 1
-        return self._stream_pos
-
-    def wake(self, *keys: str) -> None:
-        """Ask the notifier to wake sync waiters on these keys (user IDs, room IDs) once the
-        current write batch commits. Call only inside a write function."""
-        self._wakeups.append(keys)
-
     @property
     def current_pos(self) -> int:
         """The highest stream position whose write has committed."""
@@ -120,10 +123,12 @@ class SqliteStore(
 
     def _after_commit(self, _results: list) -> None:
         if self.__dict__.pop("_events_rewritten", False):
-            # First: no read after this commit may see a parsed row kept from before it.
+            # Before the position moves: no read after this commit may see a parsed row kept
+            # from before it.
             self.__dict__["_event_rewrites"] = self.__dict__.get("_event_rewrites", 0) + 1
-        # The new position is published before any after-commit call is queued: a call that
-        # wakes /sync (``run_after_commit``) must find the position of what it wakes for.
+        # The committed position moves first: a callback or a woken /sync that runs on the loop
+        # before this thread goes on must already read the new position (else it finds nothing
+        # new and waits again, never to be woken).
         self._committed_pos = self._stream_pos
         calls, self._loop_calls = self._loop_calls, {}
         if calls and self._loop is not None:
@@ -137,3 +142,7 @@ class SqliteStore(
         self._wakeups = []
         for fn in self._listeners:
             fn(self._committed_pos, keys)
+
+
+#: The SQLite store implements the storage interface (checked by the type checker).
+_check: type[Store] = SqliteStore

@@ -1,0 +1,663 @@
+"""The storage interface: every method the rest of the homeserver calls on its store, as typing
+Protocols, one per area, composed into :class:`Store`.
+
+Services, federation and handlers are typed against :class:`Store`, never against a backend;
+:class:`~bastion.storage.sqlite.store.SqliteStore` is the one backend today and is checked to
+satisfy it (``bastion.storage.sqlite.store``). Writes go through :meth:`Store.transaction`: the
+function it runs gets a :data:`Txn`, an open transaction that the caller only hands back to the
+store's ``…_in(txn, …)`` methods (and ``…_sync(txn, …)``, the older name for the same thing).
+Rows handed out are the plain types below, or a :class:`Row` (read-only, columns by name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeAlias, TypeVar
+
+T = TypeVar("T")
+
+#: An open write transaction, given to the function run by :meth:`Store.transaction`. Opaque
+#: outside the backend: it is only passed on to the store's ``…_in`` methods (the SQLite
+#: backend's is its writer connection). Nothing outside :mod:`bastion.storage` may use it for
+#: anything else (``tests/test_layering.py`` checks there is no SQL and no ``sqlite3`` there).
+Txn: TypeAlias = Any
+
+#: Room state: (event type, state key) → event ID.
+StateMap = dict[tuple[str, str], str]
+
+
+class Row(Protocol):
+    """A stored record, read by column name only (``row["user_id"]``, ``row.keys()``,
+    ``dict(row)``): the read-only part of ``Mapping[str, Any]`` that a ``dict`` and the SQLite
+    backend's row both have. Not by position and not by iteration (a ``dict`` iterates its
+    keys, an SQLite row its values), so a backend may hand out either."""
+
+    def keys(self) -> Iterable[str]: ...
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who made an authenticated request."""
+
+    user_id: str
+    device_id: str
+    is_admin: bool = False
+    is_guest: bool = False
+
+
+def registration_token_valid(row: Row | None, now_ms: int) -> bool:
+    """A registration token is valid if it exists, is not revoked, has not expired and has uses
+    left (C-S API "Token-authenticated registration")."""
+    if row is None or row["revoked"]:
+        return False
+    if row["expiry_ts"] is not None and row["expiry_ts"] <= now_ms:
+        return False
+    return row["uses_allowed"] is None or row["completed"] < row["uses_allowed"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """An event as stored, with the metadata the client format needs."""
+
+    event: dict  # the PDU (redacted if it was redacted)
+    event_id: str
+    room_id: str
+    stream_pos: int
+    depth: int
+    sg_before: int | None
+    sg_after: int | None
+    replaces_state: str | None
+    redacted_because: str | None
+    txn_user: str | None
+    txn_device: str | None
+    txn_id: str | None
+
+    @property
+    def type(self) -> str:
+        return self.event["type"]
+
+    @property
+    def state_key(self) -> str | None:
+        return self.event.get("state_key")
+
+    @property
+    def sender(self) -> str:
+        return self.event["sender"]
+
+
+@dataclass
+class NewEvent:
+    """One event to persist, built and authorised by the room service."""
+
+    event: dict
+    event_id: str
+    room_id: str
+    depth: int
+    #: The full state after this event when it is a state event (for snapshots), else None.
+    state_after: StateMap | None = None
+    replaces_state: str | None = None
+    txn: tuple[str, str, str, str] | None = None  # (user_id, device_id, scope, txn_id)
+    #: The event this redaction applies to, and its redacted PDU (C-S "Redactions").
+    redaction_target: tuple[str, dict] | None = None
+    wake: tuple[str, ...] = ()
+    # Filled in by the write: the stream position and state groups.
+    stream_pos: int = 0
+    sg_before: int | None = None
+    sg_after: int | None = None
+
+
+@dataclass
+class RoomHeadRow:
+    room_version: str
+    state: StateMap
+    group: int | None
+    chain_len: int
+    extremities: list[str] = field(default_factory=list)
+    #: event ID → depth of each forward extremity.
+    ext_depths: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def depth(self) -> int:
+        """The deepest forward extremity (never a rejected, soft-failed or outlier event)."""
+        return max(self.ext_depths.values(), default=0)
+
+
+@dataclass(eq=False, slots=True)
+class RoomMembers:
+    """The current members of one room, as the store keeps them in memory (shared: never
+    change them)."""
+
+    gen: int  # the membership generation this is valid at
+    members: dict[str, str]  # user_id → membership
+    _joined: frozenset[str] | None = None
+    _sorted: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+
+    @property
+    def joined(self) -> frozenset[str]:
+        if self._joined is None:
+            self._joined = frozenset(u for u, m in self.members.items() if m == "join")
+        return self._joined
+
+    def sorted_joined_invited(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(joined, invited) user IDs, each sorted."""
+        if self._sorted is None:
+            self._sorted = (
+                tuple(sorted(self.joined)),
+                tuple(sorted(u for u, m in self.members.items() if m == "invite")),
+            )
+        return self._sorted
+
+
+@dataclass(frozen=True, slots=True)
+class EventMeta:
+    room_id: str
+    depth: int
+    rejected: bool
+    soft_failed: bool
+    outlier: bool
+    sg_before: int | None
+    sg_after: int | None
+    stream_pos: int
+
+
+@dataclass
+class RemoteEvent:
+    """One received event to persist (built by the federation event handler)."""
+
+    event: dict
+    event_id: str
+    room_id: str
+    rejected: bool = False
+    soft_failed: bool = False
+    outlier: bool = False
+    backfilled: bool = False
+    #: The state before the event (None for outliers) and, when known, a group holding it.
+    state_before: StateMap | None = None
+    sg_before: int | None = None
+    #: The room's current state before and after this event (None: current state unchanged).
+    old_current: StateMap | None = None
+    new_current: StateMap | None = None
+    #: The room's forward extremities after this event (None: unchanged).
+    extremities: list[str] | None = None
+    #: A backfilled event's stream position, reserved for its batch (None: the next one down).
+    backfill_pos: int | None = None
+    #: Events (id → PDU) the new current state names, for the membership rows.
+    state_events: dict = field(default_factory=dict)
+    # Filled in by the write.
+    stream_pos: int = 0
+    sg_after: int | None = None
+    head_group: int | None = None
+    head_chain: int = 0
+
+
+class AccountsStore(Protocol):
+    """Users, devices, access tokens, registration tokens, profiles, the admin audit log."""
+
+    def get_user(self, user_id: str) -> Row | None: ...
+    def user_exists(self, user_id: str) -> bool: ...
+    def create_user_in(
+        self,
+        conn: Txn,
+        user_id: str,
+        password_hash: str | None,
+        now_ms: int,
+        is_admin: bool = False,
+        displayname: str | None = None,
+    ) -> bool: ...
+    def set_password_hash_in(self, conn: Txn, user_id: str, password_hash: str) -> None: ...
+    def set_user_flag_in(self, conn: Txn, user_id: str, flag: str, value: bool) -> None: ...
+    def deactivate_user_in(self, conn: Txn, user_id: str) -> None: ...
+    def get_requester(self, token: str) -> Requester | None: ...
+    def account_flags(self, user_id: str) -> tuple[bool, bool]: ...
+    def add_device_sync(
+        self,
+        conn: Txn,
+        user_id: str,
+        device_id: str,
+        display_name: str | None,
+        token: str,
+        now_ms: int,
+        ip: str | None = None,
+    ) -> bool: ...
+    def get_devices(self, user_id: str) -> Sequence[Row]: ...
+    def get_device(self, user_id: str, device_id: str) -> Row | None: ...
+    def device_exists_in(self, conn: Txn, user_id: str, device_id: str) -> bool: ...
+    def device_ids_in(self, conn: Txn, user_id: str) -> list[str]: ...
+    def set_device_display_name_in(
+        self, conn: Txn, user_id: str, device_id: str, display_name: str
+    ) -> bool: ...
+    def revoke_device_tokens_in(self, conn: Txn, user_id: str, device_id: str) -> int: ...
+    def revoke_user_tokens_in(self, conn: Txn, user_id: str) -> None: ...
+    def delete_device_in(self, conn: Txn, user_id: str, device_id: str) -> bool: ...
+    def get_registration_token(self, token: str) -> Row | None: ...
+    def list_registration_tokens(self) -> Sequence[Row]: ...
+    def create_registration_token_in(
+        self, conn: Txn, token: str, uses_allowed: int | None, expiry_ts: int | None, now_ms: int
+    ) -> bool: ...
+    def revoke_registration_token_in(self, conn: Txn, token: str) -> bool: ...
+    def use_registration_token_in(self, conn: Txn, token: str, now_ms: int) -> bool: ...
+    def get_profile(self, user_id: str) -> dict: ...
+    def profile_in(self, conn: Txn, user_id: str) -> dict: ...
+    def set_profile_field_in(self, conn: Txn, user_id: str, key: str, value) -> None: ...
+    def delete_profile_field_in(self, conn: Txn, user_id: str, key: str) -> None: ...
+    def record_admin_action_in(
+        self, conn: Txn, actor: str, action: str, target: str | None, details: dict, now_ms: int
+    ) -> None: ...
+
+
+class RoomsStore(Protocol):
+    """Rooms, events, state groups, memberships, aliases, the directory."""
+
+    def get_room_version(self, room_id: str) -> str | None: ...
+    def room_exists(self, room_id: str) -> bool: ...
+    def load_room_head(self, room_id: str) -> RoomHeadRow | None: ...
+    async def set_room_public(self, room_id: str, public: bool) -> None: ...
+    def is_room_public(self, room_id: str) -> bool: ...
+    def get_public_room_ids(self) -> list[str]: ...
+    def get_event(self, event_id: str) -> dict | None: ...
+    def get_event_row(self, event_id: str, *, served: bool = False) -> EventRow | None: ...
+    def get_event_rows(self, event_ids: list[str]) -> dict[str, EventRow]: ...
+    def get_event_rows_cached(self, event_ids: Iterable[str]) -> dict[str, EventRow]: ...
+    def rooms_with_events_between(
+        self, room_ids: Iterable[str], after: int, upto: int
+    ) -> set[str]: ...
+    def get_room_events(
+        self,
+        room_id: str,
+        *,
+        after: int | None = None,
+        upto: int | None = None,
+        limit: int = 10,
+        backwards: bool = True,
+    ) -> list[EventRow]: ...
+    def room_group_at(self, room_id: str, pos: int | None = None) -> int | None: ...
+    def get_txn_event(
+        self, user_id: str, device_id: str, scope: str, txn_id: str
+    ) -> str | None: ...
+    def get_state_group(self, group: int | None) -> StateMap: ...
+    def get_current_state_ids(self, room_id: str) -> StateMap: ...
+    def get_joined_users(self, room_id: str) -> set[str]: ...
+    def get_room_members(self, room_id: str) -> dict[str, str]: ...
+    def room_members_cached(self, room_id: str) -> RoomMembers: ...
+    def get_rooms_for_user(self, user_id: str, membership: str = "join") -> set[str]: ...
+    def get_users_sharing_room_with(self, user_id: str) -> set[str]: ...
+    def get_local_memberships(self, user_id: str) -> dict[str, str]: ...
+    def get_membership(self, room_id: str, user_id: str) -> Row | None: ...
+    def get_memberships_at(self, user_id: str, pos: int) -> dict[str, tuple[str, str, int]]: ...
+    def get_user_membership_history(self, user_id: str, room_id: str) -> list[tuple[str, int]]: ...
+    def get_membership_changes_in_rooms(
+        self, room_ids, since_pos: int, upto_pos: int
+    ) -> list[tuple[str, str, str, int]]: ...
+    def is_forgotten(self, room_id: str, user_id: str) -> bool: ...
+    async def forget_room(self, room_id: str, user_id: str) -> None: ...
+    def get_alias(self, alias: str) -> Row | None: ...
+    def get_aliases_for_room(self, room_id: str) -> list[str]: ...
+    def add_alias_sync(
+        self, conn: Txn, alias: str, room_id: str, creator: str, now_ms: int
+    ) -> bool: ...
+    async def add_alias(self, alias: str, room_id: str, creator: str, now_ms: int) -> bool: ...
+    async def delete_alias(self, alias: str) -> bool: ...
+    def create_room_sync(
+        self, conn: Txn, room_id: str, room_version: str, creator: str, now_ms: int, public: bool
+    ) -> None: ...
+    def persist_events_sync(
+        self, conn: Txn, events: list[NewEvent], group: int | None, chain_len: int
+    ) -> tuple[int | None, int]: ...
+
+
+class E2EEStore(Protocol):
+    """Device and one-time keys, cross-signing, to-device messages, key backups."""
+
+    def get_device_keys(self, user_id: str, device_ids: Iterable[str] | None = None) -> dict: ...
+    def get_device_keys_one(self, user_id: str, device_id: str) -> dict | None: ...
+    def get_device_keys_in(self, conn: Txn, user_id: str, device_id: str) -> dict | None: ...
+    def set_device_keys_in(
+        self, conn: Txn, user_id: str, device_id: str, keys: dict, now_ms: int
+    ) -> None: ...
+    def get_one_time_key_in(
+        self, conn: Txn, user_id: str, device_id: str, algorithm: str, key_id: str
+    ) -> dict | str | None: ...
+    def add_one_time_key_in(
+        self, conn: Txn, user_id: str, device_id: str, algorithm: str, key_id: str, key: object
+    ) -> None: ...
+    def count_one_time_keys(self, user_id: str, device_id: str) -> dict[str, int]: ...
+    def count_one_time_keys_in(self, conn: Txn, user_id: str, device_id: str) -> dict: ...
+    def claim_one_time_key_in(
+        self, conn: Txn, user_id: str, device_id: str, algorithm: str
+    ) -> tuple[str, object, bool] | None: ...
+    def get_fallback_key_in(
+        self, conn: Txn, user_id: str, device_id: str, algorithm: str
+    ) -> tuple[str, object] | None: ...
+    def set_fallback_key_in(
+        self, conn: Txn, user_id: str, device_id: str, algorithm: str, key_id: str, key: object
+    ) -> None: ...
+    def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]: ...
+    def get_cross_signing_keys(self, user_id: str) -> dict[str, dict]: ...
+    def set_cross_signing_key_in(
+        self, conn: Txn, user_id: str, key_type: str, public_key: str, key: dict, stream_pos: int
+    ) -> str | None: ...
+    def get_signatures(self, target_user_id: str, target_key_ids: Iterable[str]) -> dict: ...
+    def add_signature_in(
+        self,
+        conn: Txn,
+        target_user_id: str,
+        target_key_id: str,
+        signer_user_id: str,
+        signer_key_id: str,
+        signature: str,
+    ) -> None: ...
+    def delete_signatures_by_signer_in(
+        self, conn: Txn, signer_user_id: str, signer_key_id: str
+    ) -> None: ...
+    def delete_signatures_on_in(
+        self, conn: Txn, target_user_id: str, target_key_id: str
+    ) -> None: ...
+    def add_device_list_change_in(self, conn: Txn, user_id: str) -> int: ...
+    def device_list_changes(self, since_pos: int, upto_pos: int) -> set[str]: ...
+    def to_device_txn_seen_in(
+        self, conn: Txn, user_id: str, device_id: str, txn_id: str, now_ms: int
+    ) -> bool: ...
+    def add_to_device_in(
+        self, conn: Txn, user_id: str, device_id: str, sender: str, type_: str, content: dict
+    ) -> int: ...
+    def get_to_device(
+        self, user_id: str, device_id: str, after_pos: int, upto_pos: int, limit: int
+    ) -> list[tuple[int, dict]]: ...
+    def has_to_device_upto(self, user_id: str, device_id: str, upto_pos: int) -> bool: ...
+    def delete_to_device_upto_in(
+        self, conn: Txn, user_id: str, device_id: str, upto_pos: int, token_pos: int
+    ) -> int: ...
+    def get_inbox_cursor(self, user_id: str, device_id: str, token_pos: int) -> int | None: ...
+    def set_inbox_cursor_in(
+        self, conn: Txn, user_id: str, device_id: str, token_pos: int, last_pos: int
+    ) -> int: ...
+    def delete_device_e2e_in(self, conn: Txn, user_id: str, device_id: str) -> bool: ...
+    def get_backup_version(self, user_id: str, version: int | None = None): ...
+    def current_backup_version_in(self, conn: Txn, user_id: str) -> Row | None: ...
+    def backup_version_in(self, conn: Txn, user_id: str, version: int) -> Row | None: ...
+    def create_backup_version_in(
+        self, conn: Txn, user_id: str, algorithm: str, auth_data: dict
+    ) -> int: ...
+    def update_backup_auth_data_in(
+        self, conn: Txn, user_id: str, version: int, auth_data: dict
+    ) -> None: ...
+    def delete_backup_version_in(self, conn: Txn, user_id: str, version: int) -> None: ...
+    def bump_backup_etag_in(self, conn: Txn, user_id: str, version: int) -> None: ...
+    def count_backup_keys(self, user_id: str, version: int) -> int: ...
+    def count_backup_keys_in(self, conn: Txn, user_id: str, version: int) -> int: ...
+    def get_backup_key_in(
+        self, conn: Txn, user_id: str, version: int, room_id: str, session_id: str
+    ) -> Row | None: ...
+    def put_backup_key_in(
+        self, conn: Txn, user_id: str, version: int, room_id: str, session_id: str, key: dict
+    ) -> None: ...
+    def get_backup_keys(
+        self, user_id: str, version: int, room_id: str | None = None, session_id: str | None = None
+    ) -> dict: ...
+    def delete_backup_keys_in(
+        self,
+        conn: Txn,
+        user_id: str,
+        version: int,
+        room_id: str | None = None,
+        session_id: str | None = None,
+    ) -> int: ...
+
+
+class MediaStore(Protocol):
+    """Local media records."""
+
+    def get_local_media(self, media_id: str) -> Row | None: ...
+    def count_pending_uploads_in(self, conn: Txn, user_id: str, now_ms: int) -> int: ...
+    def insert_local_media_in(
+        self,
+        conn: Txn,
+        media_id: str,
+        user_id: str,
+        now_ms: int,
+        *,
+        unused_expires_at: int | None = None,
+        content_type: str | None = None,
+        upload_name: str | None = None,
+        size: int | None = None,
+        sha256: str | None = None,
+        uploaded: bool = True,
+    ) -> None: ...
+    def complete_pending_upload_in(
+        self,
+        conn: Txn,
+        media_id: str,
+        now_ms: int,
+        content_type: str,
+        upload_name: str | None,
+        size: int,
+        sha256: str,
+    ) -> bool: ...
+
+
+class AccountDataStore(Protocol):
+    """Account data, push rules, filters, receipts, presence, reports."""
+
+    async def add_filter(self, user_id: str, filter_json: str) -> str: ...
+    def get_filter(self, user_id: str, filter_id: str) -> str | None: ...
+    def set_account_data_in(
+        self, conn: Txn, user_id: str, room_id: str, data_type: str, content: str
+    ) -> int: ...
+    async def set_account_data(
+        self, user_id: str, room_id: str, data_type: str, content: str
+    ) -> int: ...
+    def get_account_data(self, user_id: str, room_id: str, data_type: str) -> str | None: ...
+    def account_data_changes(
+        self, user_id: str, room_id: str, since: int | None, upto: int
+    ) -> Sequence[Row]: ...
+    def set_receipt_in(
+        self,
+        conn: Txn,
+        room_id: str,
+        receipt_type: str,
+        user_id: str,
+        thread_id: str,
+        event_id: str,
+        ts: int,
+    ) -> int: ...
+    def receipts_for_room(self, room_id: str, since: int | None, upto: int) -> Sequence[Row]: ...
+    def get_push_rules_doc(self, user_id: str) -> str | None: ...
+    def get_push_rules_doc_in(self, conn: Txn, user_id: str) -> str | None: ...
+    def put_push_rules_doc_in(self, conn: Txn, user_id: str, doc: str) -> int: ...
+    def push_rules_changed(self, user_id: str, since: int, upto: int) -> bool: ...
+    def load_presence(self) -> Sequence[Row]: ...
+    def set_presence_in(
+        self,
+        conn: Txn,
+        user_id: str,
+        state: str,
+        status_msg: str | None,
+        last_active_ts: int,
+        wake: Iterable[str],
+    ) -> int: ...
+    def presence_changes(
+        self, user_ids: Iterable[str], since: int | None, upto: int
+    ) -> Sequence[Row]: ...
+    def account_data_rooms_changed(self, user_id: str, since: int, upto: int) -> set[str]: ...
+    def receipt_rooms_changed(self, room_ids: Iterable[str], since: int, upto: int) -> set[str]: ...
+    async def add_content_report(
+        self,
+        reporter: str,
+        kind: str,
+        room_id: str | None,
+        event_id: str | None,
+        target_user_id: str | None,
+        reason: str | None,
+        target_exists: bool,
+        now_ms: int,
+    ) -> int: ...
+
+
+class FederationKeysStore(Protocol):
+    """Server signing keys (remote keys fetched, this server's old keys)."""
+
+    def get_server_keys(self, server_name: str) -> Sequence[Row]: ...
+    def store_server_keys_in(
+        self,
+        conn: Txn,
+        server_name: str,
+        keys: list[tuple[str, str, int, bool]],
+        fetched_ts: int,
+        from_server: str,
+    ) -> None: ...
+    def store_server_key_response_in(
+        self, conn: Txn, server_name: str, response: dict, fetched_ts: int
+    ) -> None: ...
+    def get_server_key_response(self, server_name: str) -> tuple[dict, int] | None: ...
+    def get_local_old_signing_keys(self) -> list[tuple[str, str, int]]: ...
+    def add_local_old_signing_key_in(
+        self, conn: Txn, key_id: str, verify_key: str, expired_ts: int
+    ) -> None: ...
+
+
+class DeviceListsStore(Protocol):
+    """Device-list changes, local outbound and remote device lists."""
+
+    def add_outbound_device_change_in(
+        self, conn: Txn, stream_id: int, user_id: str, device_id: str
+    ) -> None: ...
+    def outbound_device_changes_after(self, after: int, limit: int = 1000) -> list[tuple]: ...
+    def last_outbound_device_change(self, user_id: str | None = None) -> int: ...
+    def last_outbound_device_change_in(self, conn: Txn) -> int: ...
+    def get_remote_device_list(self, user_id: str) -> Row | None: ...
+    def remote_device_list_in(self, conn: Txn, user_id: str) -> tuple | None: ...
+    def remote_stream_ids_seen_in(
+        self, conn: Txn, user_id: str, stream_ids: list[int]
+    ) -> set[int]: ...
+    def mark_remote_stream_id_in(self, conn: Txn, user_id: str, stream_id: int) -> None: ...
+    def replace_remote_device_list_in(
+        self,
+        conn: Txn,
+        user_id: str,
+        stream_id: int,
+        synced_pos: int,
+        devices: list[tuple[str, str | None, dict | None]],
+        cross_signing: dict[str, dict],
+    ) -> None: ...
+    def delete_remote_device_list_in(self, conn: Txn, user_id: str) -> None: ...
+    def set_remote_device_in(
+        self, conn: Txn, user_id: str, device_id: str, display_name: str | None, keys: dict | None
+    ) -> None: ...
+    def delete_remote_device_in(self, conn: Txn, user_id: str, device_id: str) -> None: ...
+    def count_remote_devices_in(self, conn: Txn, user_id: str) -> int: ...
+    def remote_device_exists_in(self, conn: Txn, user_id: str, device_id: str) -> bool: ...
+    def get_remote_devices(self, user_id: str) -> dict[str, tuple[dict | None, str | None]]: ...
+    def set_remote_cross_signing_key_in(
+        self, conn: Txn, user_id: str, key_type: str, key: dict
+    ) -> None: ...
+    def get_remote_cross_signing_keys(self, user_id: str) -> dict[str, dict]: ...
+    def last_join_pos_in_rooms_of(self, user_id: str, local_server: str) -> int: ...
+    def federation_to_device_seen_in(
+        self, conn: Txn, origin: str, message_id: str, now_ms: int, keep_ms: int
+    ) -> bool: ...
+
+
+class FederationQueueStore(Protocol):
+    """The outbound federation queue and per-destination back-off."""
+
+    def enqueue_pdu_in(
+        self, conn: Txn, destinations: list[str], event_id: str, pdu: dict
+    ) -> None: ...
+    def enqueue_edu_in(
+        self, conn: Txn, destination: str, edu_type: str, content: dict, key: str | None
+    ) -> None: ...
+    def next_outbound_batch(
+        self, destination: str
+    ) -> tuple[list[tuple[int, dict]], list[tuple[int, dict]]]: ...
+    def delete_outbound_in(self, conn: Txn, pdu_ids: list[int], edu_ids: list[int]) -> None: ...
+    def queued_destinations(self) -> list[str]: ...
+    def get_destination_retry(self, destination: str) -> tuple[int, int, int]: ...
+    def set_destination_retry_in(
+        self, conn: Txn, destination: str, failures: int, interval_ms: int, retry_at_ms: int
+    ) -> None: ...
+    def joined_servers_in(self, conn: Txn, room_id: str) -> set[str]: ...
+    def joined_servers(self, room_id: str) -> set[str]: ...
+    def backward_extremities(self, room_id: str, limit: int = 20) -> list[str]: ...
+    def store_out_of_room_membership_in(
+        self,
+        conn: Txn,
+        event: dict,
+        event_id: str,
+        room_id: str,
+        room_version: str,
+        stripped_state: list[dict],
+    ) -> int: ...
+    def get_out_of_room_membership(self, event_id: str) -> Row | None: ...
+    def get_latest_out_of_room_membership(self, room_id: str, user_id: str) -> Row | None: ...
+
+
+class FederationInboundStore(Protocol):
+    """Received events, transactions, auth chains, out-of-room memberships."""
+
+    def get_federation_txn(self, origin: str, txn_id: str) -> dict | None: ...
+    def store_federation_txn_in(
+        self, conn: Txn, origin: str, txn_id: str, response: dict, now_ms: int
+    ) -> None: ...
+    def get_event_meta(self, event_ids: Iterable[str]) -> dict[str, EventMeta]: ...
+    def get_pdus(
+        self, event_ids: Iterable[str], *, with_rejected: bool = False
+    ) -> dict[str, dict]: ...
+    def get_auth_chain_ids(self, event_ids: Iterable[str], limit: int = 200000) -> set[str]: ...
+    def get_prev_ids(self, event_ids: Iterable[str]) -> dict[str, list[str]]: ...
+    def persist_outliers_sync(
+        self, conn: Txn, events: list[tuple[str, str, dict, bool]]
+    ) -> None: ...
+    def reserve_backfill_positions(self, n: int) -> int: ...
+    def persist_remote_event_sync(self, conn: Txn, p: RemoteEvent) -> None: ...
+    def persist_joined_room_sync(
+        self,
+        conn: Txn,
+        room_id: str,
+        room_version: str,
+        creator: str,
+        now_ms: int,
+        outliers: list[tuple[str, str, dict, bool]],
+        state: StateMap,
+        join: RemoteEvent,
+    ) -> None: ...
+
+
+class StreamsStore(Protocol):
+    """Lifecycle, transactions, the global stream position and the after-commit hooks."""
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+    async def transaction(self, fn: Callable[[Txn], T]) -> T:
+        """Run ``fn(txn)`` in one write transaction; return its result once committed. An
+        exception from ``fn`` undoes its writes and is raised here."""
+        ...
+
+    def transaction_sync(self, fn: Callable[[Txn], T]) -> T:
+        """:meth:`transaction` for command-line tools without an event loop."""
+        ...
+
+    @property
+    def current_pos(self) -> int: ...
+    def add_listener(self, fn: Callable[[int, set[str]], None]) -> None: ...
+    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None: ...
+    def run_after_commit(self, fn: Callable[..., None], *args: object) -> None: ...
+    def wake(self, *keys: str) -> None: ...
+
+
+class Store(
+    AccountsStore,
+    RoomsStore,
+    E2EEStore,
+    MediaStore,
+    AccountDataStore,
+    FederationKeysStore,
+    DeviceListsStore,
+    FederationQueueStore,
+    FederationInboundStore,
+    StreamsStore,
+    Protocol,
+):
+    """The whole store, as the homeserver uses it."""

@@ -1,0 +1,27 @@
+"""The part of the SQLite store every per-area mixin builds on: the database and the global
+stream position with its wake-ups (see :mod:`bastion.storage.sqlite.store`)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from bastion.storage.sqlite.database import Database
+
+
+class StoreBase:
+    """The database (``db``), stream positions and wake-ups, shared by every mixin of
+    :class:`~bastion.storage.sqlite.store.SqliteStore`, which sets them up."""
+
+    db: Database
+    _stream_pos: int
+    _wakeups: list[tuple[str, ...]]
+
+    def next_stream_pos(self, conn: sqlite3.Connection) -> int:
+        """A new stream position. Call only inside a write function (the writer thread)."""
+        self._stream_pos += 1
+        return self._stream_pos
+
+    def wake(self, *keys: str) -> None:
+        """Ask the notifier to wake sync waiters on these keys (user IDs, room IDs) once the
+        current write batch commits. Call only inside a write function."""
+        self._wakeups.append(keys)

@@ -1,0 +1,250 @@
+"""The HTTP shell (api/http.py): every error a Matrix JSON error, bounded idle and slow
+connections, private caching of authenticated answers, no version fingerprint, and no echo of
+a malformed request."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from tests.support.accounts import assert_error
+from tests.support.harness import Client, ServerThread
+
+V3 = "/_matrix/client/v3"
+
+
+@pytest.fixture
+def fast_server(tmp_path):
+    """A server with short connection limits so the tests measure them in seconds."""
+    srv = ServerThread(
+        tmp_path / "data", http_keepalive_timeout=1, http_body_timeout=3,
+        http_body_idle_timeout=1,
+    ).start()  # fmt: skip
+    yield srv
+    srv.stop()
+
+
+def connect(server: ServerThread) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.hs.bound_port), timeout=10)
+    return sock
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict, bytes]:
+    """One HTTP/1.1 response (Content-Length bodies): (status, headers, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a response: {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk
+        rest += chunk
+    return status, headers, rest[:length]
+
+
+def closed_within(sock: socket.socket, seconds: float) -> float | None:
+    """Seconds until the server closes the connection (None if it is still open after
+    ``seconds``). Anything the server sends first is read and ignored."""
+    start = time.monotonic()
+    sock.settimeout(0.2)
+    while time.monotonic() - start < seconds:
+        try:
+            if sock.recv(65536) == b"":
+                return time.monotonic() - start
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return time.monotonic() - start
+    return None
+
+
+# Defect 5: an OSError in a handler is a Matrix error, not aiohttp's text/plain 500 page.
+
+
+@pytest.mark.parametrize("exc", [OSError(28, "No space left on device"), ConnectionResetError()])
+def test_oserror_in_handler_is_a_matrix_error(client, server, monkeypatch, exc):
+    alice = client.register("alice")
+
+    def broken(*_a, **_k):
+        raise exc
+
+    monkeypatch.setattr(server.hs.filters, "get", broken)
+    r = alice.request("GET", f"{V3}/user/{alice.user_id}/filter/0")
+    assert_error(r, 500, "M_UNKNOWN")
+    assert r.headers["Content-Type"] == "application/json"
+    # The server keeps answering.
+    assert alice.request("GET", f"{V3}/account/whoami").status == 200
+
+
+# Defect 10: connection and header hygiene.
+
+
+def test_idle_keepalive_connection_is_closed(fast_server):
+    sock = connect(fast_server)
+    sock.sendall(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    status, headers, _ = read_response(sock)
+    assert status == 200 and headers.get("connection", "").lower() != "close"
+    elapsed = closed_within(sock, 6)
+    assert elapsed is not None, "an idle keep-alive connection was never closed"
+    sock.close()
+
+
+def test_trickled_request_headers_are_cut_off(fast_server):
+    sock = connect(fast_server)
+    sock.sendall(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: localhost\r\n")
+    start = time.monotonic()
+    closed = False
+    sock.settimeout(0.3)
+    for i in range(40):  # a header line every 0.3 s for up to 12 s: never a complete head
+        try:
+            sock.sendall(f"X-Slow-{i}: a\r\n".encode())
+            if sock.recv(65536) == b"":
+                closed = True
+                break
+        except TimeoutError:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+            break
+    assert closed, "a client trickling its headers was never cut off"
+    assert time.monotonic() - start < 6
+    sock.close()
+
+
+def test_trickled_request_body_is_cut_off(fast_server):
+    client = Client(fast_server.base_url)
+    alice = client.register("alice")
+    sock = connect(fast_server)
+    head = (
+        f"POST {V3}/user/{alice.user_id}/filter HTTP/1.1\r\nHost: localhost\r\n"
+        f"Authorization: Bearer {alice.access_token}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 1000\r\n\r\n"
+    )
+    sock.sendall(head.encode())
+    start = time.monotonic()
+    closed = False
+    sock.settimeout(0.3)
+    for _ in range(60):  # a byte every 0.3 s: never stalls a whole second, never finishes
+        try:
+            sock.sendall(b" ")
+            if sock.recv(65536) == b"":
+                closed = True
+                break
+        except TimeoutError:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+            break
+    assert closed, "a client trickling its body was never cut off"
+    assert time.monotonic() - start < 8
+    sock.close()
+
+
+def test_stalled_request_body_is_cut_off(fast_server):
+    client = Client(fast_server.base_url)
+    alice = client.register("alice")
+    sock = connect(fast_server)
+    head = (
+        f"POST {V3}/user/{alice.user_id}/filter HTTP/1.1\r\nHost: localhost\r\n"
+        f"Authorization: Bearer {alice.access_token}\r\nContent-Length: 100\r\n\r\n{{"
+    )
+    sock.sendall(head.encode())
+    assert closed_within(sock, 5) is not None, "a stalled request body was never cut off"
+    sock.close()
+
+
+def test_slow_but_steady_body_within_the_limit_is_served(fast_server):
+    client = Client(fast_server.base_url)
+    alice = client.register("alice")
+    body = json.dumps({"room": {"timeline": {"limit": 5}}}).encode()
+    sock = connect(fast_server)
+    head = (
+        f"POST {V3}/user/{alice.user_id}/filter HTTP/1.1\r\nHost: localhost\r\n"
+        f"Authorization: Bearer {alice.access_token}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body[:10])
+    time.sleep(0.5)
+    sock.sendall(body[10:])
+    status, _, payload = read_response(sock)
+    assert status == 200 and "filter_id" in json.loads(payload)
+    sock.close()
+
+
+def test_authenticated_json_is_not_cached(client):
+    alice = client.register("alice")
+    r = alice.request("GET", f"{V3}/account/whoami")
+    assert r.status == 200 and r.headers["Cache-Control"] == "no-store"
+    r = alice.request("GET", f"{V3}/rooms/!nope:localhost/state")
+    assert r.status in (403, 404) and r.headers["Cache-Control"] == "no-store"
+    r = client.request("GET", "/_matrix/client/versions")
+    assert "no-store" not in r.headers.get("Cache-Control", "")
+
+
+def test_server_header_names_no_versions(client, server):
+    for path in ("/_matrix/client/versions", "/nope", f"{V3}/account/whoami"):
+        r = client.request("GET", path)
+        assert r.headers["Server"] == "Bastion", r.headers
+    sock = connect(server)
+    sock.sendall(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+    status, headers, _ = read_response(sock)
+    assert status == 400 and headers["server"] == "Bastion"
+    sock.close()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        # A header line without a colon, after the token.
+        b"GET /_matrix/client/v3/account/whoami HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer syt_SECRETTOKEN_abc\r\nBroken header syt_SECRETTOKEN_abc\r\n\r\n",
+        # A malformed header value carrying the token (control character).
+        b"GET /_matrix/client/v3/account/whoami HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer syt_SECRETTOKEN_abc\x01\r\n\r\n",
+        # A request line that is not HTTP.
+        b"GET /syt_SECRETTOKEN_abc BROKEN/9\r\nHost: x\r\n\r\n",
+    ],
+)
+def test_malformed_request_gets_json_400_without_echo(server, request_bytes):
+    sock = connect(server)
+    sock.sendall(request_bytes)
+    status, headers, body = read_response(sock)
+    sock.close()
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert b"SECRETTOKEN" not in body
+    assert json.loads(body)["errcode"] == "M_UNKNOWN"
+
+
+def test_federation_listener_has_the_same_hygiene(tmp_path):
+    """The federation listener is built by the same runner: version-free Server header and a
+    JSON 400 for a malformed request, over TLS."""
+    import ssl
+
+    srv = ServerThread(
+        tmp_path / "data", federation_listen="127.0.0.1:0", tls_self_signed=True,
+    ).start()  # fmt: skip
+    try:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        raw = socket.create_connection(("127.0.0.1", srv.hs.federation_bound_port), timeout=10)
+        sock = ctx.wrap_socket(raw)
+        sock.sendall(b"GET /_matrix/federation/v1/version HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, _ = read_response(sock)
+        assert status == 200 and headers["server"] == "Bastion"
+        sock.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\nX-Key syt_SECRETTOKEN_abc\r\n\r\n")
+        status, headers, body = read_response(sock)
+        assert status == 400 and b"SECRETTOKEN" not in body
+        assert json.loads(body)["errcode"] == "M_UNKNOWN"
+        sock.close()
+    finally:
+        srv.stop()
