@@ -206,8 +206,18 @@ class SyncService:
         tl_flt = flt["room"]["timeline"]
         st_flt = flt["room"]["state"]
         limit = tl_flt.get("limit") or DEFAULT_TIMELINE_LIMIT
-        after = since.pos if since is not None else None
-        rows = self.store.get_room_events(room_id, after=after, upto=upto_pos, limit=limit + 1)
+        store = self.store
+        # An incremental sync reads committed positions only: the slice and the state groups
+        # at those positions are the same for every member syncing the room (kept, bounded).
+        group_at = store.room_group_at if since is None else store.room_group_at_cached
+        if since is None:
+            rows = store.get_room_events(room_id, upto=upto_pos, limit=limit + 1)
+        else:
+            rows = list(
+                store.get_room_events_cached(
+                    room_id, after=since.pos, upto=upto_pos, limit=limit + 1
+                )
+            )
         limited = len(rows) > limit
         rows = rows[:limit]
         rows.reverse()
@@ -220,9 +230,9 @@ class SyncService:
         # at the end of the timeline and just before its first event — after a fork that is
         # not the state on the branch of the newest event. Backfilled history has no such
         # record before its oldest event: there, the state before that event.
-        end_group = self.store.room_group_at(room_id, upto_pos)
+        end_group = group_at(room_id, upto_pos)
         if rows:
-            start_group = self.store.room_group_at(room_id, rows[0].stream_pos - 1)
+            start_group = group_at(room_id, rows[0].stream_pos - 1)
             if start_group is None:
                 start_group = rows[0].sg_before
         else:
@@ -243,7 +253,7 @@ class SyncService:
         if since is None or full:
             state_ids = self._target_state(rows, start_group, end_group, use_state_after, wanted)
         else:
-            since_group = self.store.room_group_at(room_id, since.pos)
+            since_group = group_at(room_id, since.pos)
             if (end_group if use_state_after else start_group) == since_group and (
                 use_state_after or start_group == end_group
             ):

@@ -148,3 +148,21 @@ def test_the_membership_caches_follow_a_leave_and_a_rejoin(server, alice, bob):
     assert room_id in back["rooms"]["join"]
     sharing = call_on_server(server, server.hs.store.get_users_sharing_room_with, alice.user_id)
     assert bob.user_id in sharing
+
+
+def test_a_kept_timeline_slice_shows_a_later_redaction(alice, bob):
+    """A left room's section ends at the leave: the same slice is asked again by a sync from the
+    same token, after a redaction of one of its events."""
+    room_id = create(alice, preset="public_chat")
+    assert bob.request("POST", f"{V3}/join/{room_id}", {}).status == 200
+    token = sync(bob)["next_batch"]
+    eid = send(alice, room_id, {"msgtype": "m.text", "body": "to be redacted"}).body["event_id"]
+    assert bob.request("POST", f"{V3}/rooms/{room_id}/leave", {}).status == 200
+
+    def message(body: dict) -> dict:
+        events = body["rooms"]["leave"][room_id]["timeline"]["events"]
+        return next(e for e in events if e["event_id"] == eid)
+
+    assert message(sync(bob, token))["content"]["body"] == "to be redacted"
+    assert alice.request("PUT", f"{V3}/rooms/{room_id}/redact/{eid}/r1", {}).status == 200
+    assert message(sync(bob, token))["content"] == {}

@@ -226,6 +226,43 @@ class RoomsStore(StoreBase):
         event it persists."""
         return rooms_with_rows(self.db, "events", room_ids, after, upto)
 
+    #: Timeline slices and state groups at a position kept for incremental syncs.
+    SLICES_CACHED = 4096
+
+    def get_room_events_cached(
+        self, room_id: str, *, after: int, upto: int, limit: int
+    ) -> tuple[EventRow, ...]:
+        """:meth:`get_room_events` (newest first) of ``(after, upto]`` with ``upto`` a committed
+        position, from a bounded cache: every syncing member of a room asks for the same slice
+        after a send. Rows at committed positions do not change, but for a rewrite
+        (:meth:`events_rewritten_in`), whose count is part of the entry. Shared rows: never
+        change them."""
+        d = self.__dict__
+        gen = d.get("_event_rewrites", 0)
+        cache: OrderedDict = d.setdefault("_slice_cache", OrderedDict())
+        key = (room_id, after, upto, limit)
+        hit = cache.get(key)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        rows = tuple(self.get_room_events(room_id, after=after, upto=upto, limit=limit))
+        cache[key] = (gen, rows)
+        while len(cache) > self.SLICES_CACHED:
+            cache.popitem(last=False)
+        return rows
+
+    def room_group_at_cached(self, room_id: str, pos: int) -> int | None:
+        """:meth:`room_group_at` of a committed position, from a bounded cache (what decides
+        it — the room's events and recorded states at or before ``pos`` — never changes)."""
+        cache: OrderedDict = self.__dict__.setdefault("_group_at_cache", OrderedDict())
+        key = (room_id, pos)
+        if key in cache:
+            return cache[key]
+        group = self.room_group_at(room_id, pos)
+        cache[key] = group
+        while len(cache) > 4 * self.SLICES_CACHED:
+            cache.popitem(last=False)
+        return group
+
     def last_room_pos(self, room_id: str, upto: int | None = None) -> int | None:
         if upto is None:
             row = self.db.read_one(
