@@ -30,7 +30,9 @@ Prints a table (Bastion, Synapse, ratio) with the issue's goals (each time at le
 Synapse, memory at most a third of Synapse's), then one JSON object as the last line.
 
 Run: python bench/scale.py [--quick] [--rooms N] [--messages M] [--members K] [--syncers S]
-                           [--runs R] [--concurrency C]
+                           [--runs R] [--concurrency C] [--no-synapse]
+
+``--no-synapse`` measures Bastion alone (for iterating on Bastion; no ratios, no goals).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import signal
@@ -90,6 +93,12 @@ class Plan:
     syncers: int
     runs: int
     concurrency: int
+
+
+def cpu_ms(pid: int) -> float:
+    """The CPU time (user + system) a process has used so far, in ms (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 async def bounded(n: int, items, fn, label: str = "") -> list:
@@ -195,7 +204,7 @@ async def timed_initial_sync(
     return elapsed, device, resp
 
 
-async def measure_many_rooms(api: Api, st: dict, plan: Plan) -> dict:
+async def measure_many_rooms(srv: Server, api: Api, st: dict, plan: Plan) -> dict:
     user, rooms = st["user"], st["rooms"]
     initial: list[float] = []
     for _ in range(plan.runs):
@@ -206,18 +215,22 @@ async def measure_many_rooms(api: Api, st: dict, plan: Plan) -> dict:
     since = resp["next_batch"]
     incremental: list[float] = []
     rng = random.Random(7)
+    cpu = 0.0
     for i in range(4 * plan.runs):
         room_id = rng.choice(rooms)
         event_id = await send(api, user, room_id, f"incremental {i}")
+        c0 = cpu_ms(srv.pid)
         t0 = time.perf_counter()
         resp = await sync(api, device, since, 0)
         incremental.append(time.perf_counter() - t0)
+        cpu += cpu_ms(srv.pid) - c0
         if event_id not in timeline_ids(resp, room_id):
             raise RuntimeError("the incremental sync lacks the new message")
         since = resp["next_batch"]
     return {
         "a_initial_sync_ms": statistics.median(initial) * 1000,
         "a_incremental_sync_ms": statistics.median(incremental) * 1000,
+        "a_incremental_sync_cpu_ms": cpu / len(incremental),
     }
 
 
@@ -265,10 +278,12 @@ async def measure_big_room(srv: Server, api: Api, st: dict, plan: Plan) -> dict:
     try:
         await asyncio.sleep(5)  # every long poll parked; presence of the syncers settled
         latencies: list[float] = []
+        cpu = 0.0
         for i in range(4 * plan.runs):
             if any(t.done() for t in tasks):
                 next(t for t in tasks if t.done()).result()  # raises the syncer's error
                 raise RuntimeError("a syncer stopped")
+            c0 = cpu_ms(srv.pid)
             t0 = time.perf_counter()
             event_id = await send(api, owner, room_id, f"fan-out {i}")
             deadline = time.monotonic() + MEASURE_TIMEOUT_S
@@ -278,10 +293,12 @@ async def measure_big_room(srv: Server, api: Api, st: dict, plan: Plan) -> dict:
                     raise RuntimeError(f"{missing} syncers never got the event")
                 await asyncio.sleep(0.002)
             latencies.append(max(s.seen[event_id] for s in syncers) - t0)
+            cpu += cpu_ms(srv.pid) - c0
             await asyncio.sleep(0.5)  # let the syncers park again
         out["b_fanout_p50_ms"] = percentile(latencies, 0.5) * 1000
         out["b_fanout_p95_ms"] = percentile(latencies, 0.95) * 1000
         out["b_fanout_sends"] = len(latencies)
+        out["b_fanout_cpu_ms"] = cpu / len(latencies)
         out["rss_sync_load_mib"] = max(samples)
         out["rss_peak_sync_load_mib"] = srv.hwm_mib()
     finally:
@@ -295,16 +312,20 @@ async def measure_big_room(srv: Server, api: Api, st: dict, plan: Plan) -> dict:
 # ----------------------------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------------------------
-async def run(plan: Plan, work: Path) -> tuple[dict, dict]:
-    syn_cfg, syn_port = prepare_synapse(work, SYNAPSE_EXTRA)
+async def run(plan: Plan, work: Path, with_synapse: bool = True) -> tuple[dict, dict | None]:
+    """Set up and measure Bastion, and Synapse too unless ``with_synapse`` is false (then the
+    Synapse figures are None)."""
+    syn_cfg, syn_port = prepare_synapse(work, SYNAPSE_EXTRA) if with_synapse else (None, 0)
     # Unbounded: the S long polls each hold a connection; set-up is bounded by ``bounded``.
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         bastion = start_bastion(work, CHEAP_ARGON2)
         await wait_ready(session, bastion)
-        synapse = start_synapse(syn_cfg, syn_port)
-        await wait_ready(session, synapse)
-        servers = [bastion, synapse]
+        servers = [bastion]
+        if syn_cfg is not None:
+            synapse = start_synapse(syn_cfg, syn_port)
+            await wait_ready(session, synapse)
+            servers.append(synapse)
         apis = {srv.name: Api(session, srv) for srv in servers}
         setup: dict[str, dict] = {}
         for srv in servers:
@@ -321,14 +342,16 @@ async def run(plan: Plan, work: Path) -> tuple[dict, dict]:
         for srv in servers:
             srv.figures["rss_after_setup_mib"] = srv.rss_mib()
         for srv in servers:
-            srv.figures.update(await measure_many_rooms(apis[srv.name], setup[srv.name]["a"], plan))
+            srv.figures.update(
+                await measure_many_rooms(srv, apis[srv.name], setup[srv.name]["a"], plan)
+            )
         for srv in servers:
             srv.figures.update(
                 await measure_big_room(srv, apis[srv.name], setup[srv.name]["b"], plan)
             )
     for srv in servers:
         stop_process(srv.proc)
-    return bastion.figures, synapse.figures
+    return bastion.figures, (servers[1].figures if len(servers) > 1 else None)
 
 
 ROWS = [
@@ -341,11 +364,35 @@ ROWS = [
     ("rss_after_setup_mib", "(c) RSS after set-up (MiB)", "memory"),
     ("rss_sync_load_mib", "(c) RSS under the sync load, highest sample (MiB)", "memory"),
     ("rss_peak_sync_load_mib", "(c) RSS peak under the sync load, VmHWM (MiB)", "memory"),
+    ("a_incremental_sync_cpu_ms", "(a) incremental: server CPU per sync (ms; not a goal)", "info"),
+    ("b_fanout_cpu_ms", "(b) fan-out: server CPU per send (ms; not a goal)", "info"),
     ("setup_total_s", "set-up, total (s; not a goal)", "info"),
     ("setup_messages_per_s", "set-up: messages/s, {concurrency} connections", "info-up"),
     ("setup_registers_per_s", "set-up: registrations/s", "info-up"),
     ("setup_joins_per_s", "set-up: joins into the big room/s", "info-up"),
 ]
+
+
+def report_alone(b: dict, plan: Plan) -> dict:
+    """The Bastion figures alone (``--no-synapse``): no ratios, no goals."""
+    sizes = {
+        "rooms": plan.rooms, "messages": plan.messages, "members": plan.members,
+        "syncers": plan.syncers, "concurrency": plan.concurrency,
+    }  # fmt: skip
+    labels = [label.format(**sizes) for _, label, _ in ROWS]
+    width = max(len(label) for label in labels)
+    print(f"{'':<{width}}  {'Bastion':>10}")
+    for (key, _, _), label in zip(ROWS, labels, strict=True):
+        print(f"{label:<{width}}  {b[key]:>10.1f}")
+    print(
+        f"Sizes: {plan.rooms} rooms x {plan.messages} messages; big room of {plan.members} "
+        f"members, {plan.syncers} syncing; {plan.runs} initial syncs per figure, "
+        f"{4 * plan.runs} incremental syncs and fan-out sends. Bastion only (--no-synapse)."
+    )
+    return {
+        "sizes": {**sizes, "runs": plan.runs},
+        "bastion": {k: round(v, 3) if isinstance(v, float) else v for k, v in b.items()},
+    }
 
 
 def report(b: dict, s: dict, plan: Plan) -> dict:
@@ -417,6 +464,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16,
                         help="connections used by the set-up (default 16)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the data directories")
+    parser.add_argument("--no-synapse", action="store_true",
+                        help="measure Bastion alone (no comparison, no goals)")  # fmt: skip
     args = parser.parse_args()
     quick = (20, 5, 100, 20, 3) if args.quick else (1000, 50, 5000, 200, 5)
     plan = Plan(
@@ -436,14 +485,14 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bastion-scale-"))
     t0 = time.monotonic()
     try:
-        b, s = asyncio.run(run(plan, work))
+        b, s = asyncio.run(run(plan, work, with_synapse=not args.no_synapse))
     finally:
         _stop_all()
         if args.keep:
             print(f"data kept in {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
-    out = report(b, s, plan)
+    out = report(b, s, plan) if s is not None else report_alone(b, plan)
     out["wall_clock_s"] = round(time.monotonic() - t0, 1)
     print(f"Whole run: {out['wall_clock_s']:.0f} s.")
     print(json.dumps(out, separators=(",", ":")))

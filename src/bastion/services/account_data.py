@@ -102,3 +102,10 @@ class AccountData:
                 events.append(ev)
         if events:
             room.setdefault("account_data", {}).setdefault("events", []).extend(events)
+
+    def rooms_changed(self, ctx: SyncContext) -> set[str] | None:
+        if ctx.since is None:
+            return None
+        return self.hs.store.account_data_rooms_changed(
+            ctx.requester.user_id, ctx.since.pos, ctx.upto.pos
+        )

@@ -582,6 +582,9 @@ class E2EEService(BackgroundService):
     def contribute_room(self, ctx: SyncContext, room_id: str, room: dict) -> None:
         return None
 
+    def rooms_changed(self, ctx: SyncContext) -> set[str] | None:
+        return set()
+
     def _acknowledge(self, user_id: str, device_id: str, since_pos: int) -> int:
         """A sync with ``since``: the device has the response that produced it, so delete the
         messages that response carried. Returns the position after which to deliver."""

@@ -146,6 +146,14 @@ class Typing(BackgroundService):
         if event_filter_allows(ctx.filter["room"]["ephemeral"], event, room_id):
             _add_ephemeral(room, event)
 
+    def rooms_changed(self, ctx: SyncContext) -> set[str] | None:
+        if ctx.since is None:
+            return None
+        since = ctx.since.typing
+        if since > self.serial:  # as in contribute_room
+            since = 0
+        return {room_id for room_id, serial in self._changed.items() if serial > since}
+
 
 # -- receipts and read markers --------------------------------------------------------------
 
@@ -242,6 +250,11 @@ class Receipts:
             ctx.filter["room"]["ephemeral"], event, room_id
         ):
             _add_ephemeral(room, event)
+
+    def rooms_changed(self, ctx: SyncContext) -> set[str] | None:
+        if ctx.since is None:
+            return None
+        return self.hs.store.receipt_rooms_changed(ctx.joined_room_ids, ctx.since.pos, ctx.upto.pos)
 
 
 # -- presence -------------------------------------------------------------------------------
@@ -409,3 +422,6 @@ class Presence(BackgroundService):
 
     def contribute_room(self, ctx: SyncContext, room_id: str, room: dict) -> None:
         return None
+
+    def rooms_changed(self, ctx: SyncContext) -> set[str] | None:
+        return set()

@@ -215,6 +215,20 @@ def event_filter_allows(event_filter: dict, event: dict, room_id: str | None = N
     return True
 
 
+def event_filter_is_open(event_filter: dict) -> bool:
+    """Whether a normalised (Room)EventFilter lets every event through (none of the lists or
+    ``contains_url`` that :func:`event_filter_allows` tests), so callers may skip it."""
+    return (
+        not event_filter.get("not_types")
+        and event_filter.get("types") is None
+        and not event_filter.get("not_senders")
+        and event_filter.get("senders") is None
+        and not event_filter.get("not_rooms")
+        and event_filter.get("rooms") is None
+        and event_filter.get("contains_url") is None
+    )
+
+
 def _room_ok(f: dict, room_id: str) -> bool:
     if room_id in (f.get("not_rooms") or ()):
         return False

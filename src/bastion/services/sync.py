@@ -6,18 +6,23 @@ anything, and everything it returns lies in ``(since, upto]``; so ``next_batch``
 moves whenever a response carries something, and nothing is skipped between two syncs. Other
 services add their parts through ``hs.sync_contributors`` (services/sync_api.py).
 
-The long poll registers its listener on ``{user_id} ∪ joined rooms`` *before* computing, then
-waits on it — no sleep loops.
+The long poll registers its listener on ``{user_id} ∪ joined rooms`` right after a computation
+that found nothing, with no await in between — the notifier wakes listeners on the event loop,
+so the wake-up of a commit after ``upto`` is still queued and reaches it — then waits on it: no
+sleep loops, and a sync that answers at once never registers.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
+from itertools import chain, islice
 from typing import TYPE_CHECKING
 
 from bastion.services.filtering import (
     apply_event_fields,
     event_filter_allows,
+    event_filter_is_open,
     room_allowed,
 )
 from bastion.services.sync_api import SyncContext, SyncToken
@@ -28,6 +33,8 @@ if TYPE_CHECKING:
 
 #: Timeline events per room when the filter gives no limit.
 DEFAULT_TIMELINE_LIMIT = 10
+#: State groups whose non-member entries are kept (lazy-loading members reads only those).
+NON_MEMBER_CACHE_GROUPS = 1024
 #: Longest long-poll honoured.
 MAX_TIMEOUT_MS = 5 * 60 * 1000
 
@@ -52,6 +59,7 @@ class SyncService:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
         self.store = hs.store
+        self._non_member_cache: OrderedDict[int | None, dict] = OrderedDict()
 
     def _typing_serial(self) -> int:
         return self.hs.typing.serial
@@ -65,15 +73,17 @@ class SyncService:
         deadline = loop.time() + min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
         user_id = requester.user_id
         while True:
+            upto = SyncToken(self.store.current_pos, self._typing_serial())
+            response = self.compute(requester, since, upto, full_state, flt, use_state_after)
+            if since is None or full_state or has_content(response):
+                return response
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return response
+            # No await since ``upto`` was read: the wake-up of anything committed after it is
+            # still queued on this loop (the notifier runs there), so it reaches this listener.
             keys = {user_id, *self.store.get_rooms_for_user(user_id)}
             with self.hs.notifier.listen(keys) as listener:
-                upto = SyncToken(self.store.current_pos, self._typing_serial())
-                response = self.compute(requester, since, upto, full_state, flt, use_state_after)
-                if since is None or full_state or has_content(response):
-                    return response
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return response
                 woken = await listener.wait(remaining)
             if not woken:
                 # Timed out: one last look (cheap), so a commit racing the timeout is not lost.
@@ -88,8 +98,10 @@ class SyncService:
         user_id = requester.user_id
         if since is not None and since.pos > upto.pos:
             since = SyncToken(upto.pos, since.typing)
-        at_upto = self.store.get_memberships_at(user_id, upto.pos)
+        # ``since`` first: the store keeps the last position asked per user (the previous sync's
+        # ``upto``, normally this one's ``since``) and reads only the rows after it.
         at_since = self.store.get_memberships_at(user_id, since.pos) if since else {}
+        at_upto = self.store.get_memberships_at(user_id, upto.pos)
         joined = {r for r, (m, _, _) in at_upto.items() if m == "join"}
         ctx = SyncContext(requester, since, upto, flt, full_state, set(joined))
         rooms_out: dict = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
@@ -97,10 +109,34 @@ class SyncService:
         room_flt = flt["room"]
         include_leave = room_flt.get("include_leave", False)
         now = self.hs.now_ms()
+        # An incremental sync computes only the joined rooms where something happened in
+        # (since, upto]: an event (timeline, state, membership), or something a contributor
+        # adds (ephemeral events, room account data). The others would be empty and left out.
+        visit: set[str] | None = None
+        if since is not None and not full_state:
+            visit = self.store.rooms_with_events_between(joined, since.pos, upto.pos)
+            quiet = joined - visit
+            for c in self.hs.sync_contributors:
+                if not quiet:
+                    break
+                named = c.rooms_changed(ctx)
+                if named is None:
+                    visit = None
+                    break
+                visit |= named
+                quiet -= named
         for room_id, (membership, event_id, pos) in sorted(at_upto.items()):
+            changed = since is None or pos > since.pos
+            if (
+                visit is not None
+                and membership == "join"
+                and not changed
+                and room_id not in visit
+                and at_since.get(room_id, (None,))[0] == "join"
+            ):
+                continue  # joined before and after, nothing new (see ``visit``)
             if not room_allowed(flt, room_id):
                 continue
-            changed = since is None or pos > since.pos
             before = at_since.get(room_id, (None, None, 0))[0]
             if membership == "join":
                 newly = since is None or before != "join"
@@ -170,8 +206,18 @@ class SyncService:
         tl_flt = flt["room"]["timeline"]
         st_flt = flt["room"]["state"]
         limit = tl_flt.get("limit") or DEFAULT_TIMELINE_LIMIT
-        after = since.pos if since is not None else None
-        rows = self.store.get_room_events(room_id, after=after, upto=upto_pos, limit=limit + 1)
+        store = self.store
+        # An incremental sync reads committed positions only: the slice and the state groups
+        # at those positions are the same for every member syncing the room (kept, bounded).
+        group_at = store.room_group_at if since is None else store.room_group_at_cached
+        if since is None:
+            rows = store.get_room_events(room_id, upto=upto_pos, limit=limit + 1)
+        else:
+            rows = list(
+                store.get_room_events_cached(
+                    room_id, after=since.pos, upto=upto_pos, limit=limit + 1
+                )
+            )
         limited = len(rows) > limit
         rows = rows[:limit]
         rows.reverse()
@@ -184,52 +230,55 @@ class SyncService:
         # at the end of the timeline and just before its first event — after a fork that is
         # not the state on the branch of the newest event. Backfilled history has no such
         # record before its oldest event: there, the state before that event.
-        end_group = self.store.room_group_at(room_id, upto_pos)
+        end_group = group_at(room_id, upto_pos)
         if rows:
-            start_group = self.store.room_group_at(room_id, rows[0].stream_pos - 1)
+            start_group = group_at(room_id, rows[0].stream_pos - 1)
             if start_group is None:
                 start_group = rows[0].sg_before
         else:
             start_group = end_group
         visible = rooms.filter_visible(user_id, rows)
-        timeline = [r for r in visible if event_filter_allows(tl_flt, r.event, room_id)]
+        timeline = (
+            visible
+            if event_filter_is_open(tl_flt)
+            else [r for r in visible if event_filter_allows(tl_flt, r.event, room_id)]
+        )
         prev_batch = rows[0].stream_pos - 1 if rows else (since.pos if since else upto_pos)
 
-        start_state = rooms.state_at_group(start_group)
-        end_state = rooms.state_at_group(end_group)
-        if use_state_after:
-            target = end_state
-        else:
-            # The state at the start of the timeline; for the keys no event of the timeline
-            # sets, the state at its end — so that a change the timeline does not carry (the
-            # resolution of a fork, a soft-failed event that made it into the state) reaches
-            # the client, which applies ``state`` and then the timeline.
-            touched = {(r.type, r.state_key) for r in rows if r.state_key is not None}
-            target = {**start_state,
-                      **{k: v for k, v in end_state.items() if k not in touched}}  # fmt: skip
+        lazy = bool(st_flt.get("lazy_load_members"))
+        senders = {r.sender for r in timeline} | {user_id}
+        # Lazy-loading members: only the members of the timeline's senders (and the user's own)
+        # are wanted of the state, so only those are looked up (no pass over every member).
+        wanted = senders if lazy else None
         if since is None or full:
-            state_ids = target
+            state_ids = self._target_state(rows, start_group, end_group, use_state_after, wanted)
         else:
-            since_state = rooms.state_at_group(self.store.room_group_at(room_id, since.pos))
-            state_ids = {k: v for k, v in target.items() if since_state.get(k) != v}
-        if st_flt.get("lazy_load_members"):
-            senders = {r.sender for r in timeline} | {user_id}
-            state_ids = {
-                k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders
-            }
-            if since is None or full or limited:
-                for s in senders:
-                    key = ("m.room.member", s)
-                    if key in start_state and key not in state_ids:
-                        state_ids[key] = start_state[key]
+            since_group = group_at(room_id, since.pos)
+            if (end_group if use_state_after else start_group) == since_group and (
+                use_state_after or start_group == end_group
+            ):
+                # The state the client gets is the state it had (the same group): no change.
+                # (The common case, a message and no state event: no state map is built.)
+                state_ids = {}
+            else:
+                target = self._target_state(rows, start_group, end_group, use_state_after, wanted)
+                since_state = rooms.state_at_group(since_group)
+                state_ids = {k: v for k, v in target.items() if since_state.get(k) != v}
+        if lazy and (since is None or full or limited):
+            start_state = rooms.state_at_group(start_group)
+            for s in senders:
+                key = ("m.room.member", s)
+                if key in start_state and key not in state_ids:
+                    state_ids[key] = start_state[key]
         timeline_ids = {r.event_id for r in timeline}
-        state_rows = [
-            r
-            for r in rooms.state_events(
-                {k: v for k, v in state_ids.items() if v not in timeline_ids or use_state_after}
-            )
-            if event_filter_allows(st_flt, r.event, room_id)
-        ]
+        # The state events (as ``RoomReader.state_events``: in stream order), parsed rows
+        # shared through the store's cache: read here, never changed.
+        wanted_ids = [v for v in state_ids.values() if v not in timeline_ids or use_state_after]
+        state_rows = sorted(
+            self.store.get_event_rows_cached(wanted_ids).values(), key=lambda r: r.stream_pos
+        )
+        if not event_filter_is_open(st_flt):
+            state_rows = [r for r in state_rows if event_filter_allows(st_flt, r.event, room_id)]
         room: dict = {
             "timeline": {
                 "events": [self._format(ctx, r, now) for r in timeline],
@@ -251,14 +300,68 @@ class SyncService:
             ev = self.hs.rooms.client_event(row, ctx.requester, now, with_room_id=False)
         return apply_event_fields(ev, flt.get("event_fields"))
 
+    def _target_state(
+        self, rows: list[EventRow], start_group: int | None, end_group: int | None,
+        use_state_after: bool, members: set[str] | None = None,
+    ) -> dict:  # fmt: skip
+        """The state a room section is built on (a new map; the cached groups are never
+        changed). ``state_after``: the state at the end of the timeline. Otherwise the state at
+        its start and, for the keys no event of the timeline sets, the state at its end — so
+        that a change the timeline does not carry (the resolution of a fork, a soft-failed
+        event that made it into the state) reaches the client, which applies ``state`` and then
+        the timeline. ``members``: of the member events, only those of these users (lazy
+        loading); None: all."""
+        state_at = self.hs.rooms.state_at_group
+        if use_state_after or start_group == end_group:
+            group = end_group if use_state_after else start_group
+            if members is None:
+                return dict(state_at(group))
+            state = state_at(group)
+            out = dict(self._non_member_state(group))
+            for u in members:
+                key = ("m.room.member", u)
+                if key in state:
+                    out[key] = state[key]
+            return out
+        start_state, end_state = state_at(start_group), state_at(end_group)
+        touched = {(r.type, r.state_key) for r in rows if r.state_key is not None}
+        if members is None:
+            return {**start_state, **{k: v for k, v in end_state.items() if k not in touched}}
+        out = {
+            **self._non_member_state(start_group),
+            **{k: v for k, v in self._non_member_state(end_group).items() if k not in touched},
+        }
+        for u in members:
+            key = ("m.room.member", u)
+            if key not in touched and key in end_state:
+                out[key] = end_state[key]
+            elif key in start_state:
+                out[key] = start_state[key]
+        return out
+
+    def _non_member_state(self, group: int | None) -> dict:
+        """The entries of a state group other than member events (never mutate). Cached,
+        bounded: a state group never changes."""
+        hit = self._non_member_cache.get(group)
+        if hit is not None:
+            self._non_member_cache.move_to_end(group)
+            return hit
+        out = {
+            k: v for k, v in self.hs.rooms.state_at_group(group).items() if k[0] != "m.room.member"
+        }
+        self._non_member_cache[group] = out
+        while len(self._non_member_cache) > NON_MEMBER_CACHE_GROUPS:
+            self._non_member_cache.popitem(last=False)
+        return out
+
     def _summary(self, room_id: str, user_id: str) -> dict:
-        """C-S "Room summary": heroes (up to 5 other members), joined and invited counts."""
-        members = self.store.get_room_members(room_id)
-        joined = sorted(u for u, m in members.items() if m == "join")
-        invited = sorted(u for u, m in members.items() if m == "invite")
-        heroes = [u for u in joined + invited if u != user_id][:5]
+        """C-S "Room summary": heroes (up to 5 other members), joined and invited counts (from
+        the store's cached member lists: no per-sync read of every member)."""
+        members = self.store.room_members_cached(room_id)
+        joined, invited = members.sorted_joined_invited()
+        heroes = list(islice((u for u in chain(joined, invited) if u != user_id), 5))
         if not heroes:
-            heroes = sorted(u for u, m in members.items() if u != user_id)[:5]
+            heroes = sorted(u for u in members.members if u != user_id)[:5]
         return {
             "m.heroes": heroes,
             "m.joined_member_count": len(joined),

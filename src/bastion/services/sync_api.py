@@ -59,3 +59,9 @@ class SyncContributor(Protocol):
 
     def contribute_room(self, ctx: SyncContext, room_id: str, room: dict) -> None:
         """Add per-room sections of a joined room (``ephemeral``, ``account_data`` …)."""
+
+    def rooms_changed(self, ctx: SyncContext) -> set[str] | None:
+        """On an incremental sync (``ctx.since`` set, no ``full_state``): the rooms for which
+        :meth:`contribute_room` may add something (a superset is fine; None: any room). A
+        joined room with nothing new in its timeline or state that no contributor names is
+        left out of the response without being computed."""

@@ -125,6 +125,32 @@ class RoomHeadRow:
         return max(self.ext_depths.values(), default=0)
 
 
+@dataclass(eq=False, slots=True)
+class RoomMembers:
+    """The current members of one room, as the store keeps them in memory (shared: never
+    change them)."""
+
+    gen: int  # the membership generation this is valid at
+    members: dict[str, str]  # user_id → membership
+    _joined: frozenset[str] | None = None
+    _sorted: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+
+    @property
+    def joined(self) -> frozenset[str]:
+        if self._joined is None:
+            self._joined = frozenset(u for u, m in self.members.items() if m == "join")
+        return self._joined
+
+    def sorted_joined_invited(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(joined, invited) user IDs, each sorted."""
+        if self._sorted is None:
+            self._sorted = (
+                tuple(sorted(self.joined)),
+                tuple(sorted(u for u, m in self.members.items() if m == "invite")),
+            )
+        return self._sorted
+
+
 @dataclass(frozen=True, slots=True)
 class EventMeta:
     room_id: str
@@ -234,6 +260,10 @@ class RoomsStore(Protocol):
     def get_event(self, event_id: str) -> dict | None: ...
     def get_event_row(self, event_id: str, *, served: bool = False) -> EventRow | None: ...
     def get_event_rows(self, event_ids: list[str]) -> dict[str, EventRow]: ...
+    def get_event_rows_cached(self, event_ids: Iterable[str]) -> dict[str, EventRow]: ...
+    def rooms_with_events_between(
+        self, room_ids: Iterable[str], after: int, upto: int
+    ) -> set[str]: ...
     def get_room_events(
         self,
         room_id: str,
@@ -244,6 +274,10 @@ class RoomsStore(Protocol):
         backwards: bool = True,
     ) -> list[EventRow]: ...
     def room_group_at(self, room_id: str, pos: int | None = None) -> int | None: ...
+    def get_room_events_cached(
+        self, room_id: str, *, after: int, upto: int, limit: int
+    ) -> tuple[EventRow, ...]: ...
+    def room_group_at_cached(self, room_id: str, pos: int) -> int | None: ...
     def get_txn_event(
         self, user_id: str, device_id: str, scope: str, txn_id: str
     ) -> str | None: ...
@@ -251,6 +285,7 @@ class RoomsStore(Protocol):
     def get_current_state_ids(self, room_id: str) -> StateMap: ...
     def get_joined_users(self, room_id: str) -> set[str]: ...
     def get_room_members(self, room_id: str) -> dict[str, str]: ...
+    def room_members_cached(self, room_id: str) -> RoomMembers: ...
     def get_rooms_for_user(self, user_id: str, membership: str = "join") -> set[str]: ...
     def get_users_sharing_room_with(self, user_id: str) -> set[str]: ...
     def get_local_memberships(self, user_id: str) -> dict[str, str]: ...
@@ -450,6 +485,8 @@ class AccountDataStore(Protocol):
     def presence_changes(
         self, user_ids: Iterable[str], since: int | None, upto: int
     ) -> Sequence[Row]: ...
+    def account_data_rooms_changed(self, user_id: str, since: int, upto: int) -> set[str]: ...
+    def receipt_rooms_changed(self, room_ids: Iterable[str], since: int, upto: int) -> set[str]: ...
     async def add_content_report(
         self,
         reporter: str,

@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Iterable
 
 from bastion.storage.sqlite.base import StoreBase
+from bastion.storage.sqlite.rooms import rooms_with_rows
 
 STREAMS: list[tuple[str, str]] = [
     ("account_data", "stream_pos"),
@@ -96,6 +97,17 @@ class AccountDataStore(StoreBase):
             (user_id, room_id, -1 if since is None else since, upto),
         )
 
+    def account_data_rooms_changed(self, user_id: str, since: int, upto: int) -> set[str]:
+        """The rooms whose account data of ``user_id`` changed in ``(since, upto]``."""
+        return {
+            r[0]
+            for r in self.db.read(
+                "SELECT DISTINCT room_id FROM account_data WHERE user_id = ? AND stream_pos > ?"
+                " AND stream_pos <= ? AND room_id != ''",
+                (user_id, since, upto),
+            )
+        }
+
     # -- receipts ---------------------------------------------------------------------------
     def set_receipt_in(
         self, conn: sqlite3.Connection, room_id: str, receipt_type: str, user_id: str,
@@ -122,6 +134,10 @@ class AccountDataStore(StoreBase):
             " WHERE room_id = ? AND stream_pos > ? AND stream_pos <= ? ORDER BY stream_pos",
             (room_id, -1 if since is None else since, upto),
         )
+
+    def receipt_rooms_changed(self, room_ids, since: int, upto: int) -> set[str]:
+        """Those of ``room_ids`` with a receipt changed in ``(since, upto]``."""
+        return rooms_with_rows(self.db, "receipts", room_ids, since, upto)
 
     # -- push rules -------------------------------------------------------------------------
     def get_push_rules_doc(self, user_id: str) -> str | None:
@@ -177,17 +193,34 @@ class AccountDataStore(StoreBase):
     def presence_changes(
         self, user_ids: Iterable[str], since: int | None, upto: int
     ) -> list[sqlite3.Row]:
-        ids = list(user_ids)
+        """The presence rows of ``user_ids`` changed in ``(since, upto]`` (every row when
+        ``since`` is None)."""
+        cols = "SELECT user_id, state, status_msg, last_active_ts FROM presence"
+        wanted = user_ids if isinstance(user_ids, (set, frozenset, dict)) else set(user_ids)
+        if since is None:
+            # Every row up to ``upto``: read them all when there are not many more rows than
+            # users asked (rows are upserted in place, so the highest rowid bounds their number).
+            top = self.db.read_one("SELECT MAX(rowid) FROM presence")
+            whole = top is None or top[0] is None or top[0] <= 2 * len(wanted) + 64
+        if since is not None or whole:
+            # An incremental sync: the few rows of the range (indexed), then the users asked.
+            return [
+                r
+                for r in self.db.read(
+                    f"{cols} WHERE stream_pos > ? AND stream_pos <= ?",  # noqa: S608
+                    (-1 if since is None else since, upto),
+                )
+                if r[0] in wanted
+            ]
+        ids = list(wanted)
         out: list[sqlite3.Row] = []
-        lo = -1 if since is None else since
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
             out.extend(
                 self.db.read(
-                    "SELECT user_id, state, status_msg, last_active_ts FROM presence"  # noqa: S608
-                    f" WHERE user_id IN ({marks}) AND stream_pos > ? AND stream_pos <= ?",
-                    (*chunk, lo, upto),
+                    f"{cols} WHERE user_id IN ({marks}) AND stream_pos > ? AND stream_pos <= ?",  # noqa: S608
+                    (*chunk, -1, upto),
                 )
             )
         return out

@@ -244,6 +244,7 @@ class FederationInboundStore(StoreBase):
                 return
             # An outlier now arrives with its place in the DAG: store it again, de-outliered.
             conn.execute("DELETE FROM events WHERE event_id = ?", (p.event_id,))
+            self.events_rewritten_in(conn)  # type: ignore[attr-defined]
         if p.backfilled:
             pos = p.backfill_pos if p.backfill_pos is not None else self._backfill_pos(conn)
         else:

@@ -18,7 +18,6 @@ import sqlite3
 
 import orjson
 
-from bastion.core.identifiers import server_name_of
 from bastion.storage.sqlite.base import StoreBase
 
 STREAMS: list[tuple[str, str]] = [("out_of_room_memberships", "stream_pos")]
@@ -133,24 +132,21 @@ class FederationQueueStore(StoreBase):
         )
 
     # -- servers in rooms ------------------------------------------------------------------------
+    #: The server names of a room's joined members, found by SQLite (a big room's members are
+    #: never turned into Python rows on every event): as ``server_name_of``, what follows the
+    #: first ``:`` ('' for an ID without one).
+    _JOINED_SERVERS = (
+        "SELECT DISTINCT CASE WHEN instr(user_id, ':') > 0"
+        " THEN substr(user_id, instr(user_id, ':') + 1) ELSE '' END"
+        " FROM current_membership WHERE room_id = ? AND membership = 'join'"
+    )
+
     def joined_servers_in(self, conn: sqlite3.Connection, room_id: str) -> set[str]:
         """The servers with a joined member in the room (on the writer's connection)."""
-        return {
-            server_name_of(r[0]) or ""
-            for r in conn.execute(
-                "SELECT user_id FROM current_membership WHERE room_id = ? AND membership = 'join'",
-                (room_id,),
-            )
-        }
+        return {r[0] for r in conn.execute(self._JOINED_SERVERS, (room_id,))}
 
     def joined_servers(self, room_id: str) -> set[str]:
-        return {
-            server_name_of(r[0]) or ""
-            for r in self.db.read(
-                "SELECT user_id FROM current_membership WHERE room_id = ? AND membership = 'join'",
-                (room_id,),
-            )
-        }
+        return {r[0] for r in self.db.read(self._JOINED_SERVERS, (room_id,))}
 
     # -- gaps in a room's history ------------------------------------------------------------
     def backward_extremities(self, room_id: str, limit: int = 20) -> list[str]:

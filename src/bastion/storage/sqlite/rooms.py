@@ -20,7 +20,7 @@ from collections import OrderedDict
 
 import orjson
 
-from bastion.storage.interface import EventRow, NewEvent, RoomHeadRow, StateMap
+from bastion.storage.interface import EventRow, NewEvent, RoomHeadRow, RoomMembers, StateMap
 from bastion.storage.sqlite.base import StoreBase
 
 STREAMS: list[tuple[str, str]] = [("events", "stream_pos")]
@@ -32,6 +32,35 @@ _COLS = (
     "event_id, room_id, stream_pos, depth, json, sg_before, sg_after, replaces_state,"
     " redacted_because, txn_user, txn_device, txn_id"
 )
+
+
+def short_range(after: int, upto: int, rooms: int) -> bool:
+    """Whether reading every row of a stream in ``(after, upto]`` is cheaper than one probe
+    for each of ``rooms`` rooms."""
+    return upto - after <= 4 * rooms + 64
+
+
+def rooms_with_rows(db, table: str, room_ids, after: int, upto: int) -> set[str]:
+    """Those of ``room_ids`` with a row of ``table`` (``events``, ``receipts``: each has an
+    index on ``(room_id, stream_pos)`` and one on ``stream_pos``) at a stream position in
+    ``(after, upto]``. A short range (positions are shared by every stream, so a range holds at
+    most that many rows) is read whole through the ``stream_pos`` index; a long one with one
+    indexed probe per room."""
+    ids = room_ids if isinstance(room_ids, (set, frozenset)) else set(room_ids)
+    if not ids or upto <= after:
+        return set()
+    if short_range(after, upto, len(ids)):
+        rows = db.read(
+            f"SELECT DISTINCT room_id FROM {table} WHERE stream_pos > ? AND stream_pos <= ?",  # noqa: S608
+            (after, upto),
+        )
+        return {r[0] for r in rows if r[0] in ids}
+    rows = db.read(
+        f"SELECT value FROM json_each(?) WHERE EXISTS (SELECT 1 FROM {table}"  # noqa: S608
+        " WHERE room_id = value AND stream_pos > ? AND stream_pos <= ?)",
+        (orjson.dumps(sorted(ids)).decode(), after, upto),
+    )
+    return {r[0] for r in rows}
 
 
 def _row(r: sqlite3.Row) -> EventRow:
@@ -133,6 +162,44 @@ class RoomsStore(StoreBase):
                 out[r["event_id"]] = _row(r)
         return out
 
+    #: Parsed event rows kept by :meth:`get_event_rows_cached`.
+    EVENT_ROWS_CACHED = 10_000
+
+    def events_rewritten_in(self, conn: sqlite3.Connection) -> None:
+        """Inside a write function that changes or deletes a stored event row (a redaction
+        rewrites its target; an outlier is stored again): once the batch commits, the parsed
+        rows kept by :meth:`get_event_rows_cached` are dropped. Every such write must call it.
+        """
+        self.__dict__["_events_rewritten"] = True
+
+    def get_event_rows_cached(self, event_ids) -> dict[str, EventRow]:
+        """:meth:`get_event_rows`, from a bounded cache of parsed rows: the rows are shared,
+        so a caller must never change them (nor their ``event``). The cache is emptied after
+        every committed batch that rewrote an event row (:meth:`events_rewritten_in`; the
+        count moves on the writer thread right after the commit, before the new position is
+        published); rows are read on the event loop's thread only."""
+        d = self.__dict__
+        gen = d.get("_event_rewrites", 0)
+        cache: OrderedDict | None = d.get("_event_row_cache")
+        if cache is None or d.get("_event_row_cache_gen") != gen:
+            cache = d["_event_row_cache"] = OrderedDict()
+            d["_event_row_cache_gen"] = gen
+        out: dict[str, EventRow] = {}
+        missing: list[str] = []
+        for eid in event_ids:
+            row = cache.get(eid)
+            if row is None:
+                missing.append(eid)
+            else:
+                out[eid] = row
+        if missing:
+            fetched = self.get_event_rows(missing)
+            out.update(fetched)
+            cache.update(fetched)
+            while len(cache) > self.EVENT_ROWS_CACHED:
+                cache.popitem(last=False)
+        return out
+
     def get_room_events(
         self, room_id: str, *, after: int | None = None, upto: int | None = None,
         limit: int = 10, backwards: bool = True,
@@ -150,6 +217,51 @@ class RoomsStore(StoreBase):
         sql += " ORDER BY stream_pos " + ("DESC" if backwards else "ASC") + " LIMIT ?"
         args.append(limit)
         return [_row(r) for r in self.db.read(sql, args)]
+
+    def rooms_with_events_between(self, room_ids, after: int, upto: int) -> set[str]:
+        """Those of ``room_ids`` with an event row (of any kind: rejected, soft-failed and
+        outliers too — a superset of what changes a room) at a stream position in
+        ``(after, upto]``. Every change of a room's timeline or state has one: an inbound
+        write that sets the current state (``room_state_history``) is at the position of the
+        event it persists."""
+        return rooms_with_rows(self.db, "events", room_ids, after, upto)
+
+    #: Timeline slices and state groups at a position kept for incremental syncs.
+    SLICES_CACHED = 4096
+
+    def get_room_events_cached(
+        self, room_id: str, *, after: int, upto: int, limit: int
+    ) -> tuple[EventRow, ...]:
+        """:meth:`get_room_events` (newest first) of ``(after, upto]`` with ``upto`` a committed
+        position, from a bounded cache: every syncing member of a room asks for the same slice
+        after a send. Rows at committed positions do not change, but for a rewrite
+        (:meth:`events_rewritten_in`), whose count is part of the entry. Shared rows: never
+        change them."""
+        d = self.__dict__
+        gen = d.get("_event_rewrites", 0)
+        cache: OrderedDict = d.setdefault("_slice_cache", OrderedDict())
+        key = (room_id, after, upto, limit)
+        hit = cache.get(key)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        rows = tuple(self.get_room_events(room_id, after=after, upto=upto, limit=limit))
+        cache[key] = (gen, rows)
+        while len(cache) > self.SLICES_CACHED:
+            cache.popitem(last=False)
+        return rows
+
+    def room_group_at_cached(self, room_id: str, pos: int) -> int | None:
+        """:meth:`room_group_at` of a committed position, from a bounded cache (what decides
+        it — the room's events and recorded states at or before ``pos`` — never changes)."""
+        cache: OrderedDict = self.__dict__.setdefault("_group_at_cache", OrderedDict())
+        key = (room_id, pos)
+        if key in cache:
+            return cache[key]
+        group = self.room_group_at(room_id, pos)
+        cache[key] = group
+        while len(cache) > 4 * self.SLICES_CACHED:
+            cache.popitem(last=False)
+        return group
 
     def last_room_pos(self, room_id: str, upto: int | None = None) -> int | None:
         if upto is None:
@@ -248,23 +360,67 @@ class RoomsStore(StoreBase):
         return orjson.loads(row[0]) if row else None
 
     # -- memberships --------------------------------------------------------------------------
-    def get_joined_users(self, room_id: str) -> set[str]:
-        return {
-            r[0]
-            for r in self.db.read(
-                "SELECT user_id FROM current_membership WHERE room_id = ? AND membership = 'join'",
-                (room_id,),
-            )
-        }
+    #: Rooms whose member lists are kept in memory, and the members they may hold in all.
+    MEMBERS_CACHE_ROOMS = 4096
+    MEMBERS_CACHE_ENTRIES = 200_000
 
-    def get_room_members(self, room_id: str) -> dict[str, str]:
-        """user_id → current membership, for every user with a membership in the room."""
-        return {
+    def _membership_generation(self) -> int:
+        """A number that grows with every membership change: the highest rowid of the
+        append-only ``membership_events`` (every write of ``current_membership`` adds a row
+        there in the same transaction; neither table has rows deleted)."""
+        row = self.db.read_one("SELECT MAX(rowid) FROM membership_events")
+        return row[0] if row and row[0] is not None else 0
+
+    def room_members_cached(self, room_id: str, gen: int | None = None) -> RoomMembers:
+        """The current members of a room (as ``current_membership`` has them), from a bounded
+        in-memory cache. An entry is valid at the membership generation it was read at (read
+        *before* the rows, so an entry is never older than its generation); when the generation
+        has moved, a look at the rows added since tells whether this room changed. ``gen``: the
+        generation, when the caller read it already (one read for many rooms)."""
+        if gen is None:
+            gen = self._membership_generation()
+        cache: OrderedDict = self.__dict__.setdefault("_members_cache", OrderedDict())
+        hit: RoomMembers | None = cache.get(room_id)
+        if hit is not None:
+            if hit.gen != gen:
+                changed = self.db.read_one(
+                    "SELECT 1 FROM membership_events NOT INDEXED WHERE rowid > ? AND room_id = ?"
+                    " LIMIT 1",
+                    (hit.gen, room_id),
+                )
+                if changed is None and hit.gen < gen:
+                    hit.gen = gen
+                else:
+                    hit = None
+            if hit is not None:
+                cache.move_to_end(room_id)
+                return hit
+        members = {
             r[0]: r[1]
             for r in self.db.read(
                 "SELECT user_id, membership FROM current_membership WHERE room_id = ?", (room_id,)
             )
         }
+        entry = RoomMembers(gen, members)
+        old = cache.pop(room_id, None)
+        size = self.__dict__.get("_members_cache_size", 0) - (len(old.members) if old else 0)
+        while cache and (
+            len(cache) >= self.MEMBERS_CACHE_ROOMS
+            or size + len(members) > self.MEMBERS_CACHE_ENTRIES
+        ):
+            _, evicted = cache.popitem(last=False)
+            size -= len(evicted.members)
+        cache[room_id] = entry
+        size += len(members)
+        self.__dict__["_members_cache_size"] = size
+        return entry
+
+    def get_joined_users(self, room_id: str) -> set[str]:
+        return set(self.room_members_cached(room_id).joined)
+
+    def get_room_members(self, room_id: str) -> dict[str, str]:
+        """user_id → current membership, for every user with a membership in the room."""
+        return dict(self.room_members_cached(room_id).members)
 
     def get_rooms_for_user(self, user_id: str, membership: str = "join") -> set[str]:
         return {
@@ -276,13 +432,33 @@ class RoomsStore(StoreBase):
         }
 
     def get_users_sharing_room_with(self, user_id: str) -> set[str]:
-        rows = self.db.read(
-            "SELECT DISTINCT b.user_id FROM current_membership a JOIN current_membership b"
-            " ON a.room_id = b.room_id WHERE a.user_id = ? AND a.membership = 'join'"
-            " AND b.membership = 'join'",
-            (user_id,),
-        )
-        return {r[0] for r in rows}
+        """Every user joined to a room the user is joined to (the user too, when joined to
+        any room); a new set. The union over several rooms is cached per user at the
+        membership generation (bounded like the member lists)."""
+        gen = self._membership_generation()
+        cache: OrderedDict = self.__dict__.setdefault("_sharing_cache", OrderedDict())
+        hit = cache.get(user_id)
+        if hit is not None and hit[0] == gen:
+            cache.move_to_end(user_id)
+            return set(hit[1])
+        rooms = self.get_rooms_for_user(user_id)
+        if len(rooms) == 1:
+            return set(self.room_members_cached(next(iter(rooms)), gen).joined)
+        out: set[str] = set()
+        for room_id in rooms:
+            out |= self.room_members_cached(room_id, gen).joined
+        frozen = frozenset(out)
+        old = cache.pop(user_id, None)
+        size = self.__dict__.get("_sharing_cache_size", 0) - (len(old[1]) if old else 0)
+        while cache and (
+            len(cache) >= self.MEMBERS_CACHE_ROOMS
+            or size + len(frozen) > self.MEMBERS_CACHE_ENTRIES
+        ):
+            _, evicted = cache.popitem(last=False)
+            size -= len(evicted[1])
+        cache[user_id] = (gen, frozen)
+        self.__dict__["_sharing_cache_size"] = size + len(frozen)
+        return out
 
     def get_local_memberships(self, user_id: str) -> dict[str, str]:
         return {
@@ -298,23 +474,77 @@ class RoomsStore(StoreBase):
             (room_id, user_id),
         )
 
+    #: Positions kept per user by :meth:`get_memberships_at` (a few devices syncing).
+    MEMBERSHIPS_AT_KEPT = 3
+
     def get_memberships_at(self, user_id: str, pos: int) -> dict[str, tuple[str, str, int]]:
         """room_id → (membership, event_id, stream_pos) of the user's last membership event at
-        or before stream position ``pos``."""
-        rows = self.db.read(
-            "SELECT room_id, membership, event_id, MAX(stream_pos) AS p FROM membership_events"
-            " WHERE user_id = ? AND stream_pos <= ? GROUP BY room_id",
-            (user_id, pos),
-        )
-        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+        or before stream position ``pos`` (a committed position); a new dict.
+
+        The answers for the user's last few positions are kept (bounded): a sync asks for the
+        position the previous one ended at, and then for a later one, which is a kept answer
+        and the user's membership rows in between. A kept answer is used only when no row has
+        been added at or before its position since (membership rows are appended, normally at
+        new positions; see :meth:`_membership_generation`)."""
+        gen = self._membership_generation()
+        cache: OrderedDict = self.__dict__.setdefault("_memberships_at_cache", OrderedDict())
+        kept: list = cache.get(user_id) or []
+        base: dict[str, tuple[str, str, int]] | None = None
+        usable = [k for k in kept if k[1] <= pos]
+        if usable:
+            hit_gen, hit_pos, hit_map = max(usable, key=lambda k: k[1])
+            if hit_gen == gen or (
+                hit_gen < gen
+                and self.db.read_one(
+                    "SELECT 1 FROM membership_events NOT INDEXED WHERE rowid > ?"
+                    " AND user_id = ? AND stream_pos <= ? LIMIT 1",
+                    (hit_gen, user_id, hit_pos),
+                )
+                is None
+            ):
+                base = dict(hit_map)
+                if hit_pos < pos:
+                    for r in self.db.read(
+                        "SELECT room_id, membership, event_id, stream_pos FROM membership_events"
+                        " WHERE user_id = ? AND stream_pos > ? AND stream_pos <= ?"
+                        " ORDER BY stream_pos",
+                        (user_id, hit_pos, pos),
+                    ):
+                        base[r[0]] = (r[1], r[2], r[3])
+        if base is None:
+            rows = self.db.read(
+                "SELECT room_id, membership, event_id, MAX(stream_pos) AS p FROM membership_events"
+                " WHERE user_id = ? AND stream_pos <= ? GROUP BY room_id",
+                (user_id, pos),
+            )
+            base = {r[0]: (r[1], r[2], r[3]) for r in rows}
+        if not any(k[1] == pos and k[0] == gen for k in kept):
+            new_kept = [k for k in kept if k[1] != pos][-(self.MEMBERSHIPS_AT_KEPT - 1) :]
+            new_kept.append((gen, pos, dict(base)))
+            old = cache.pop(user_id, None)
+            size = self.__dict__.get("_memberships_at_size", 0)
+            size -= sum(len(k[2]) for k in old) if old else 0
+            added = sum(len(k[2]) for k in new_kept)
+            while cache and (
+                len(cache) >= self.MEMBERS_CACHE_ROOMS or size + added > self.MEMBERS_CACHE_ENTRIES
+            ):
+                _, evicted = cache.popitem(last=False)
+                size -= sum(len(k[2]) for k in evicted)
+            cache[user_id] = new_kept
+            self.__dict__["_memberships_at_size"] = size + added
+        else:
+            cache.move_to_end(user_id)
+        return base
 
     def get_user_membership_history(self, user_id: str, room_id: str) -> list[tuple[str, int]]:
         """The user's memberships in a room as (membership, stream_pos), oldest first."""
         return [
             (r[0], r[1])
             for r in self.db.read(
+                # ``+room_id``: through the user's index (a few rows), never the room's (every
+                # member of a big room).
                 "SELECT membership, stream_pos FROM membership_events WHERE user_id = ?"
-                " AND room_id = ? ORDER BY stream_pos",
+                " AND +room_id = ? ORDER BY stream_pos",
                 (user_id, room_id),
             )
         ]
@@ -322,8 +552,23 @@ class RoomsStore(StoreBase):
     def get_membership_changes_in_rooms(
         self, room_ids, since_pos: int, upto_pos: int
     ) -> list[tuple[str, str, str, int]]:
+        """(room_id, user_id, membership, stream_pos) of every membership change in
+        ``room_ids`` in ``(since_pos, upto_pos]``."""
         ids = list(room_ids)
         out: list[tuple[str, str, str, int]] = []
+        if not ids or upto_pos <= since_pos:
+            return out
+        if short_range(since_pos, upto_pos, len(ids)):
+            wanted = set(ids)
+            return [
+                (r[0], r[1], r[2], r[3])
+                for r in self.db.read(
+                    "SELECT room_id, user_id, membership, stream_pos FROM membership_events"
+                    " WHERE stream_pos > ? AND stream_pos <= ? ORDER BY stream_pos",
+                    (since_pos, upto_pos),
+                )
+                if r[0] in wanted
+            ]
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
@@ -497,5 +742,6 @@ class RoomsStore(StoreBase):
                     " AND redacted_because IS NULL",
                     (orjson.dumps(redacted), ne.event_id, target_id),
                 )
+                self.events_rewritten_in(conn)
             self.wake(ne.room_id, *ne.wake)
         return group, chain_len
