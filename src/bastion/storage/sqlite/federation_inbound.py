@@ -40,6 +40,9 @@ _BACKFILL_LOCK = threading.Lock()
 
 
 class FederationInboundStore(StoreBase):
+    #: The lowest stream position handed out to backfilled events so far (None: not read yet).
+    _backfill_floor: int | None = None
+
     # -- transactions ---------------------------------------------------------------------------
     def get_federation_txn(self, origin: str, txn_id: str) -> dict | None:
         row = self.db.read_one(
@@ -210,7 +213,7 @@ class FederationInboundStore(StoreBase):
         ``n`` positions below the lowest stored or handed out so far; returns the lowest of
         them. ``lowest()`` reads the lowest stored position (on the caller's connection)."""
         with _BACKFILL_LOCK:
-            floor = self.__dict__.get("_backfill_floor")
+            floor = self._backfill_floor
             if floor is None:
                 row = lowest()
                 floor = min(row[0] if row and row[0] is not None else 0, 0)

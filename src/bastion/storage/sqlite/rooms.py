@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -71,8 +72,29 @@ def _row(r: sqlite3.Row) -> EventRow:
     )  # fmt: skip
 
 
+@dataclass
+class RoomReadCaches:
+    """The rooms store's bounded read caches, one store's worth (each is described by the
+    method that keeps it). Read on the event loop's thread; ``events_rewritten`` is set inside
+    a write batch and turned into a new ``event_rewrites`` count right after its commit."""
+
+    events_rewritten: bool = False
+    event_rewrites: int = 0
+    event_rows: OrderedDict = field(default_factory=OrderedDict)
+    event_rows_gen: int = 0
+    slices: OrderedDict = field(default_factory=OrderedDict)
+    group_at: OrderedDict = field(default_factory=OrderedDict)
+    groups: OrderedDict = field(default_factory=OrderedDict)
+    members: OrderedDict = field(default_factory=OrderedDict)
+    members_size: int = 0
+    sharing: OrderedDict = field(default_factory=OrderedDict)
+    sharing_size: int = 0
+    memberships_at: OrderedDict = field(default_factory=OrderedDict)
+    memberships_at_size: int = 0
+
+
 class RoomsStore(StoreBase):
-    _group_cache: OrderedDict
+    room_caches: RoomReadCaches
 
     # -- rooms --------------------------------------------------------------------------------
     def get_room_version(self, room_id: str) -> str | None:
@@ -170,7 +192,7 @@ class RoomsStore(StoreBase):
         rewrites its target; an outlier is stored again): once the batch commits, the parsed
         rows kept by :meth:`get_event_rows_cached` are dropped. Every such write must call it.
         """
-        self.__dict__["_events_rewritten"] = True
+        self.room_caches.events_rewritten = True
 
     def get_event_rows_cached(self, event_ids) -> dict[str, EventRow]:
         """:meth:`get_event_rows`, from a bounded cache of parsed rows: the rows are shared,
@@ -178,12 +200,11 @@ class RoomsStore(StoreBase):
         every committed batch that rewrote an event row (:meth:`events_rewritten_in`; the
         count moves on the writer thread right after the commit, before the new position is
         published); rows are read on the event loop's thread only."""
-        d = self.__dict__
-        gen = d.get("_event_rewrites", 0)
-        cache: OrderedDict | None = d.get("_event_row_cache")
-        if cache is None or d.get("_event_row_cache_gen") != gen:
-            cache = d["_event_row_cache"] = OrderedDict()
-            d["_event_row_cache_gen"] = gen
+        caches = self.room_caches
+        if caches.event_rows_gen != caches.event_rewrites:
+            caches.event_rows = OrderedDict()
+            caches.event_rows_gen = caches.event_rewrites
+        cache = caches.event_rows
         out: dict[str, EventRow] = {}
         missing: list[str] = []
         for eid in event_ids:
@@ -237,9 +258,8 @@ class RoomsStore(StoreBase):
         after a send. Rows at committed positions do not change, but for a rewrite
         (:meth:`events_rewritten_in`), whose count is part of the entry. Shared rows: never
         change them."""
-        d = self.__dict__
-        gen = d.get("_event_rewrites", 0)
-        cache: OrderedDict = d.setdefault("_slice_cache", OrderedDict())
+        gen = self.room_caches.event_rewrites
+        cache = self.room_caches.slices
         key = (room_id, after, upto, limit)
         hit = cache.get(key)
         if hit is not None and hit[0] == gen:
@@ -253,7 +273,7 @@ class RoomsStore(StoreBase):
     def room_group_at_cached(self, room_id: str, pos: int) -> int | None:
         """:meth:`room_group_at` of a committed position, from a bounded cache (what decides
         it — the room's events and recorded states at or before ``pos`` — never changes)."""
-        cache: OrderedDict = self.__dict__.setdefault("_group_at_cache", OrderedDict())
+        cache = self.room_caches.group_at
         key = (room_id, pos)
         if key in cache:
             return cache[key]
@@ -315,7 +335,7 @@ class RoomsStore(StoreBase):
         """The full state of a state group (cached: groups never change)."""
         if group is None:
             return {}
-        cache = self.__dict__.setdefault("_group_cache", OrderedDict())
+        cache = self.room_caches.groups
         hit = cache.get(group)
         if hit is not None:
             cache.move_to_end(group)
@@ -379,7 +399,7 @@ class RoomsStore(StoreBase):
         generation, when the caller read it already (one read for many rooms)."""
         if gen is None:
             gen = self._membership_generation()
-        cache: OrderedDict = self.__dict__.setdefault("_members_cache", OrderedDict())
+        cache = self.room_caches.members
         hit: RoomMembers | None = cache.get(room_id)
         if hit is not None:
             if hit.gen != gen:
@@ -403,7 +423,7 @@ class RoomsStore(StoreBase):
         }
         entry = RoomMembers(gen, members)
         old = cache.pop(room_id, None)
-        size = self.__dict__.get("_members_cache_size", 0) - (len(old.members) if old else 0)
+        size = self.room_caches.members_size - (len(old.members) if old else 0)
         while cache and (
             len(cache) >= self.MEMBERS_CACHE_ROOMS
             or size + len(members) > self.MEMBERS_CACHE_ENTRIES
@@ -412,7 +432,7 @@ class RoomsStore(StoreBase):
             size -= len(evicted.members)
         cache[room_id] = entry
         size += len(members)
-        self.__dict__["_members_cache_size"] = size
+        self.room_caches.members_size = size
         return entry
 
     def get_joined_users(self, room_id: str) -> set[str]:
@@ -436,7 +456,7 @@ class RoomsStore(StoreBase):
         any room); a new set. The union over several rooms is cached per user at the
         membership generation (bounded like the member lists)."""
         gen = self._membership_generation()
-        cache: OrderedDict = self.__dict__.setdefault("_sharing_cache", OrderedDict())
+        cache = self.room_caches.sharing
         hit = cache.get(user_id)
         if hit is not None and hit[0] == gen:
             cache.move_to_end(user_id)
@@ -449,7 +469,7 @@ class RoomsStore(StoreBase):
             out |= self.room_members_cached(room_id, gen).joined
         frozen = frozenset(out)
         old = cache.pop(user_id, None)
-        size = self.__dict__.get("_sharing_cache_size", 0) - (len(old[1]) if old else 0)
+        size = self.room_caches.sharing_size - (len(old[1]) if old else 0)
         while cache and (
             len(cache) >= self.MEMBERS_CACHE_ROOMS
             or size + len(frozen) > self.MEMBERS_CACHE_ENTRIES
@@ -457,7 +477,7 @@ class RoomsStore(StoreBase):
             _, evicted = cache.popitem(last=False)
             size -= len(evicted[1])
         cache[user_id] = (gen, frozen)
-        self.__dict__["_sharing_cache_size"] = size + len(frozen)
+        self.room_caches.sharing_size = size + len(frozen)
         return out
 
     def get_local_memberships(self, user_id: str) -> dict[str, str]:
@@ -487,7 +507,7 @@ class RoomsStore(StoreBase):
         been added at or before its position since (membership rows are appended, normally at
         new positions; see :meth:`_membership_generation`)."""
         gen = self._membership_generation()
-        cache: OrderedDict = self.__dict__.setdefault("_memberships_at_cache", OrderedDict())
+        cache = self.room_caches.memberships_at
         kept: list = cache.get(user_id) or []
         base: dict[str, tuple[str, str, int]] | None = None
         usable = [k for k in kept if k[1] <= pos]
@@ -522,7 +542,7 @@ class RoomsStore(StoreBase):
             new_kept = [k for k in kept if k[1] != pos][-(self.MEMBERSHIPS_AT_KEPT - 1) :]
             new_kept.append((gen, pos, dict(base)))
             old = cache.pop(user_id, None)
-            size = self.__dict__.get("_memberships_at_size", 0)
+            size = self.room_caches.memberships_at_size
             size -= sum(len(k[2]) for k in old) if old else 0
             added = sum(len(k[2]) for k in new_kept)
             while cache and (
@@ -531,7 +551,7 @@ class RoomsStore(StoreBase):
                 _, evicted = cache.popitem(last=False)
                 size -= sum(len(k[2]) for k in evicted)
             cache[user_id] = new_kept
-            self.__dict__["_memberships_at_size"] = size + added
+            self.room_caches.memberships_at_size = size + added
         else:
             cache.move_to_end(user_id)
         return base

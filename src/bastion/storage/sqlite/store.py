@@ -61,6 +61,7 @@ class SqliteStore(
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_calls: dict[tuple[Callable[..., None], tuple], None] = {}
         self._closed = False
+        self.room_caches = rooms.RoomReadCaches()
 
     def open(self) -> None:
         """Open and migrate the database (raises
@@ -122,10 +123,12 @@ class SqliteStore(
                 log.exception("after-commit callback failed")
 
     def _after_commit(self, _results: list) -> None:
-        if self.__dict__.pop("_events_rewritten", False):
+        caches = self.room_caches
+        if caches.events_rewritten:
             # Before the position moves: no read after this commit may see a parsed row kept
             # from before it.
-            self.__dict__["_event_rewrites"] = self.__dict__.get("_event_rewrites", 0) + 1
+            caches.events_rewritten = False
+            caches.event_rewrites += 1
         # The committed position moves first: a callback or a woken /sync that runs on the loop
         # before this thread goes on must already read the new position (else it finds nothing
         # new and waits again, never to be woken).
