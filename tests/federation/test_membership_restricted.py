@@ -4,14 +4,11 @@ with the same restricted-join authoriser as local joins."""
 
 from __future__ import annotations
 
-import uuid
 from urllib.parse import quote
 
 import pytest
 
-from tests.support.federation import start_fed_server
-from tests.support.harness import Client
-from tests.support.peer import V1, FakePeer, on_server
+from tests.support.peer import V1, bastion_and_peer, on_server
 from tests.support.rooms import create_room
 
 V2 = "/_matrix/federation/v2"
@@ -20,13 +17,8 @@ JAUVS = "join_authorised_via_users_server"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, test_ca):
-    tmp = tmp_path_factory.mktemp("restricted")
-    srv = start_fed_server(tmp, test_ca, "bastion", registration="open")
-    peer = FakePeer(test_ca, "peer").start()
-    admin = Client(srv.base_url).register("admin" + uuid.uuid4().hex[:6])
-    yield srv, peer, admin
-    peer.stop()
-    srv.stop()
+    with bastion_and_peer(tmp_path_factory.mktemp("restricted"), test_ca) as world:
+        yield world
 
 
 def restricted(admin, space: str) -> str:

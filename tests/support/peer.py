@@ -5,8 +5,11 @@ what the test scripts, and signs events and X-Matrix requests to a Bastion under
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import urllib.parse
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +19,8 @@ from bastion.core.auth_rules import auth_types_for_event
 from bastion.core.events import compute_event_id, sign_event
 from bastion.core.server_keys import server_key_response
 from bastion.core.x_matrix import authorization_header
-from tests.support.federation import TestCA, free_port, https, run
+from tests.support.federation import TestCA, free_port, https, run, start_fed_server
+from tests.support.harness import Client
 
 V1 = "/_matrix/federation/v1"
 V2 = "/_matrix/federation/v2"
@@ -256,3 +260,16 @@ class FakePeer:
         if edus is not None:
             body["edus"] = edus
         return self.request(srv, "PUT", f"{V1}/send/{txn_id}", body)
+
+
+@contextlib.contextmanager
+def bastion_and_peer(tmp, test_ca: TestCA) -> Iterator[tuple[Any, FakePeer, Any]]:
+    """A federating Bastion with open registration, a scripted peer server named ``peer`` and
+    an admin account on the Bastion: ``(server, peer, admin)``; both servers stopped after."""
+    srv = start_fed_server(tmp, test_ca, "bastion", registration="open")
+    peer = FakePeer(test_ca, "peer").start()
+    try:
+        yield srv, peer, Client(srv.base_url).register("admin" + uuid.uuid4().hex[:6])
+    finally:
+        peer.stop()
+        srv.stop()

@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.federation import start_fed_server
 from tests.support.harness import Client
-from tests.support.peer import V1, FakePeer, on_server
+from tests.support.peer import V1, FakePeer, bastion_and_peer, on_server
 from tests.support.rooms import create_room, send
 
 V3 = "/_matrix/client/v3"
@@ -25,13 +25,8 @@ def q(s: str) -> str:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, test_ca):
-    tmp = tmp_path_factory.mktemp("depth")
-    srv = start_fed_server(tmp, test_ca, "bastion", registration="open")
-    peer = FakePeer(test_ca, "peer").start()
-    admin = Client(srv.base_url).register("admin" + uuid.uuid4().hex[:6])
-    yield srv, peer, admin
-    peer.stop()
-    srv.stop()
+    with bastion_and_peer(tmp_path_factory.mktemp("depth"), test_ca) as world:
+        yield world
 
 
 def meta(srv, eid):

@@ -21,9 +21,9 @@ import pytest
 
 from bastion.core.auth_rules import auth_types_for_event
 from bastion.core.events import compute_event_id, compute_room_id_v12, sign_event
-from tests.support.federation import run, start_fed_server
+from tests.support.federation import run
 from tests.support.harness import Client
-from tests.support.peer import V1, FakePeer, on_server
+from tests.support.peer import V1, bastion_and_peer, on_server
 from tests.support.rooms import create_room, send, sync
 
 V3 = "/_matrix/client/v3"
@@ -34,13 +34,8 @@ BASE_TS = 1_700_000_100_000
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, test_ca):
-    tmp = tmp_path_factory.mktemp("forks")
-    srv = start_fed_server(tmp, test_ca, "bastion", registration="open")
-    peer = FakePeer(test_ca, "peer").start()
-    admin = Client(srv.base_url).register("admin" + uuid.uuid4().hex[:6])
-    yield srv, peer, admin
-    peer.stop()
-    srv.stop()
+    with bastion_and_peer(tmp_path_factory.mktemp("forks"), test_ca) as world:
+        yield world
 
 
 def txn() -> str:

@@ -15,9 +15,9 @@ import uuid
 import pytest
 
 from bastion.core.rate_limit import TokenBuckets
-from tests.support.federation import run, start_fed_server
+from tests.support.federation import run
 from tests.support.harness import Client
-from tests.support.peer import V1, FakePeer, on_server
+from tests.support.peer import V1, bastion_and_peer, on_server
 from tests.support.rooms import create_room, send, sync
 
 V3 = "/_matrix/client/v3"
@@ -25,13 +25,8 @@ V3 = "/_matrix/client/v3"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, test_ca):
-    tmp = tmp_path_factory.mktemp("inbound")
-    srv = start_fed_server(tmp, test_ca, "bastion", registration="open")
-    peer = FakePeer(test_ca, "peer").start()
-    admin = Client(srv.base_url).register("admin" + uuid.uuid4().hex[:6])
-    yield srv, peer, admin
-    peer.stop()
-    srv.stop()
+    with bastion_and_peer(tmp_path_factory.mktemp("inbound"), test_ca) as world:
+        yield world
 
 
 def txn() -> str:
