@@ -11,7 +11,7 @@ js-sdk client and a matrix-nio client talk.
   sends; nio decrypts it and answers; the js-sdk client decrypts the answer.
 
 The Node dependencies are pinned in tests/js/package-lock.json and installed with ``npm ci`` when
-tests/js/node_modules is missing. Without node or npm on PATH the tests are skipped.
+tests/js/node_modules is missing. Without Node.js >= 20 and npm on PATH the tests fail.
 """
 
 from __future__ import annotations
@@ -20,16 +20,15 @@ import asyncio
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 nio = pytest.importorskip("nio")
 
 from tests.support.harness import Client  # noqa: E402
+from tests.support.js_sdk import JS_DIR, node  # noqa: E402
 from tests.support.nio_clients import (  # noqa: E402
     ENCRYPTION,
     PASSWORD,
@@ -40,30 +39,10 @@ from tests.support.nio_clients import (  # noqa: E402
     upload_keys,
 )
 
-JS_DIR = Path(__file__).resolve().parents[1] / "js"
+__all__ = ["node"]  # the fixture, imported for pytest
+
 SCRIPT = JS_DIR / "e2ee.mjs"
 NODE_TIMEOUT = 90
-
-
-@pytest.fixture(scope="module")
-def node() -> str:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        pytest.skip("node and npm are needed for the matrix-js-sdk tests (not on PATH)")
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
-    major = int(version.stdout.strip().lstrip("v").split(".")[0])
-    if major < 20:
-        pytest.skip(f"matrix-js-sdk needs Node.js >= 20 here (found {version.stdout.strip()})")
-    installed = JS_DIR / "node_modules" / ".package-lock.json"
-    if not installed.exists():
-        r = subprocess.run(
-            [npm, "ci", "--prefix", str(JS_DIR), "--no-audit", "--no-fund"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert r.returncode == 0, f"npm ci failed:\n{r.stdout}\n{r.stderr}"
-    return node
 
 
 def _result(stdout: str) -> dict:

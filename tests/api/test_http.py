@@ -32,6 +32,21 @@ def connect(server: ServerThread) -> socket.socket:
     return sock
 
 
+def trickle(sock: socket.socket, chunks) -> bool:
+    """Send ``chunks`` one every 0.3 s; True as soon as the server closes the connection."""
+    sock.settimeout(0.3)
+    for chunk in chunks:
+        try:
+            sock.sendall(chunk)
+            if sock.recv(65536) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            return True
+    return False
+
+
 def read_response(sock: socket.socket) -> tuple[int, dict, bytes]:
     """One HTTP/1.1 response (Content-Length bodies): (status, headers, body)."""
     data = b""
@@ -102,19 +117,8 @@ def test_trickled_request_headers_are_cut_off(fast_server):
     sock = connect(fast_server)
     sock.sendall(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: localhost\r\n")
     start = time.monotonic()
-    closed = False
-    sock.settimeout(0.3)
-    for i in range(40):  # a header line every 0.3 s for up to 12 s: never a complete head
-        try:
-            sock.sendall(f"X-Slow-{i}: a\r\n".encode())
-            if sock.recv(65536) == b"":
-                closed = True
-                break
-        except TimeoutError:
-            continue
-        except (BrokenPipeError, ConnectionResetError):
-            closed = True
-            break
+    # a header line every 0.3 s for up to 12 s: never a complete head
+    closed = trickle(sock, (f"X-Slow-{i}: a\r\n".encode() for i in range(40)))
     assert closed, "a client trickling its headers was never cut off"
     assert time.monotonic() - start < 6
     sock.close()
@@ -131,19 +135,8 @@ def test_trickled_request_body_is_cut_off(fast_server):
     )
     sock.sendall(head.encode())
     start = time.monotonic()
-    closed = False
-    sock.settimeout(0.3)
-    for _ in range(60):  # a byte every 0.3 s: never stalls a whole second, never finishes
-        try:
-            sock.sendall(b" ")
-            if sock.recv(65536) == b"":
-                closed = True
-                break
-        except TimeoutError:
-            continue
-        except (BrokenPipeError, ConnectionResetError):
-            closed = True
-            break
+    # a byte every 0.3 s: never stalls a whole second, never finishes
+    closed = trickle(sock, (b" " for _ in range(60)))
     assert closed, "a client trickling its body was never cut off"
     assert time.monotonic() - start < 8
     sock.close()

@@ -14,15 +14,15 @@ JS_DIR = Path(__file__).resolve().parents[1] / "js"
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    """The node binary, with tests/js/node_modules installed from the pinned lock file. Skips
-    when Node.js >= 20 and npm are not on PATH (as tests/acceptance/test_e2ee_js.py does)."""
+    """The node binary, with tests/js/node_modules installed from the pinned lock file. Fails
+    (never skips) when Node.js >= 20 and npm are not on PATH: the js-sdk tests need them."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
-        pytest.skip("node and npm are needed for the matrix-js-sdk tests (not on PATH)")
+        pytest.fail("node and npm are needed for the matrix-js-sdk tests (not on PATH)")
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
     major = int(version.stdout.strip().lstrip("v").split(".")[0])
     if major < 20:
-        pytest.skip(f"matrix-js-sdk needs Node.js >= 20 here (found {version.stdout.strip()})")
+        pytest.fail(f"matrix-js-sdk needs Node.js >= 20 here (found {version.stdout.strip()})")
     if not (JS_DIR / "node_modules" / ".package-lock.json").exists():
         r = subprocess.run(
             [npm, "ci", "--prefix", str(JS_DIR), "--no-audit", "--no-fund"],
