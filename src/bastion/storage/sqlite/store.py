@@ -28,6 +28,7 @@ from bastion.storage.sqlite import (
     federation,
     federation_inbound,
     federation_queue,
+    ledger_audit,
     media,
     rooms,
 )
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
-          federation_inbound)  # fmt: skip
+          federation_inbound, ledger_audit)  # fmt: skip
 
 
 class SqliteStore(
@@ -50,6 +51,7 @@ class SqliteStore(
     device_lists.DeviceListsStore,
     federation_queue.FederationQueueStore,
     federation_inbound.FederationInboundStore,
+    ledger_audit.LedgerAuditStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.db = Database(path, synchronous)
