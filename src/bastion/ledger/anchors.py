@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import errno
 import fcntl
 import hashlib
 import importlib
@@ -351,12 +350,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _fsync_dir(directory: Path) -> None:
-    try:
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as e:  # pragma: no cover - platforms without directory fds
-        if e.errno in (errno.EISDIR, errno.EACCES):
-            return
-        raise
+    """Make a new file's directory entry durable too."""
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)
     finally:
