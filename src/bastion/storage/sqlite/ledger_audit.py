@@ -188,6 +188,21 @@ class LedgerAuditStore(StoreBase):
             )
         ]
 
+    def audit_cosignatures(self, size: int) -> list[tuple[str, bytes, int]]:
+        """(witness, signature line, ts) of the cosignatures stored for checkpoint ``size``."""
+        return [
+            (r[0], bytes(r[1]), r[2])
+            for r in _plain(
+                self.db.reader,
+                "SELECT witness, line, ts FROM ledger_cosignatures WHERE size = ? ORDER BY witness",
+                (size,),
+            )
+        ]
+
+    def audit_witness_sizes(self) -> list[tuple[str, int]]:
+        """(witness, size) of the log's view of each of its witnesses."""
+        return _plain(self.db.reader, "SELECT witness, size FROM ledger_witness_sizes ORDER BY 1")
+
     # -- events against their leaves ------------------------------------------------------------
     def audit_event_rowid_bounds(self) -> tuple[int, int, int]:
         """(smallest rowid, largest rowid, count) of the ``events`` table."""
