@@ -472,7 +472,7 @@ class LocalOptions:
     workers: int = 2
 
 
-class _Progress:
+class Progress:
     """A tqdm bar on stderr (or nothing)."""
 
     def __init__(self, enabled: bool, total: int, desc: str) -> None:
@@ -568,7 +568,7 @@ class _Verifier:
     def check_leaves(self) -> None:
         store = self.store
         total = store.audit_leaf_count()
-        bar = _Progress(self.opts.progress, total, "leaves")
+        bar = Progress(self.opts.progress, total, "leaves")
         hashes = self.leaf_hashes
         expected = 0
         loads = orjson.loads
@@ -887,7 +887,7 @@ class _Verifier:
     # -- 4. events ----------------------------------------------------------------------------------
     def events_in_process(self, lo: int, hi: int, n_events: int) -> EventPassResult:
         out = EventPassResult()
-        bar = _Progress(self.opts.progress, n_events, "events")
+        bar = Progress(self.opts.progress, n_events, "events")
         for batch in self.store.audit_event_batches(lo, hi):
             part = check_event_rows(batch, self.opts.server_name)
             out.findings += part.findings
