@@ -364,9 +364,12 @@ class _RemoteVerifier:
             self.add(INVALID, "anchors", None, "the anchors answer is not a list")
             return
         # The note the log signed for the current checkpoint: its own signature lines only.
-        own = format_note(Note(note.text, tuple(
-            s for s in note.signatures if any(k.name == s.name and k.key_id == s.key_id
-                                              for k in keys))))  # fmt: skip
+        own_sigs = tuple(
+            s
+            for s in note.signatures
+            if any(k.name == s.name and k.key_id == s.key_id for k in keys)
+        )
+        own = format_note(Note(note.text, own_sigs)) if own_sigs else None
         checked = 0
         for item in listed:
             receipt = item.get("receipt") if isinstance(item, dict) else None

@@ -237,6 +237,13 @@ class LedgerAuditStore(StoreBase):
                 return
             after = rows[-1][0]
 
+    def audit_event_leaf_ids(self) -> int:
+        """How many distinct event IDs the leaves name."""
+        return _plain(
+            self.db.reader,
+            "SELECT COUNT(DISTINCT event_id) FROM ledger_entries WHERE event_id IS NOT NULL",
+        )[0][0]
+
     def audit_event_leaves_without_row(self) -> list[tuple[int, str]]:
         """(index, event_id) of every event leaf whose event has no ``events`` row."""
         return _plain(
