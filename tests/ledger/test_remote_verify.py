@@ -18,9 +18,9 @@ from bastion.ledger.checkpoint import Checkpoint, sign_checkpoint
 from bastion.ledger.cosignature import Ed25519Cosigner
 from bastion.ledger.merkle import MemoryNodeReader, leaf_hash, tree_root
 from bastion.ledger.note import Ed25519Signer, format_signature_line, parse_note
+from bastion.ledger.remote_verify import RemoteOptions, verify_remote
 from bastion.ledger.tiles import encode_entry_bundle, parse_tile_path
 from bastion.ledger.verify import CHANGED, FORKED, INVALID, ROLLED_BACK
-from bastion.ledger.remote_verify import RemoteOptions, verify_remote
 
 ORIGIN = "log.example/bastion-ledger"
 TOKEN = "admin-token"
