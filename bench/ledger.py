@@ -5,7 +5,9 @@ its proofs and checks are.
     the room engine (build, auth, sign, one write transaction that inserts the event and its
     leaf), in process, no HTTP; one sender in one room (one commit per event), and 16 senders in
     16 rooms at once (the writer's group commit); with the ledger on, and the same with
-    ``store.ledger_enabled = False`` as the baseline, alternating, fresh databases;
+    ``store.ledger_enabled = False`` as the baseline: two fresh servers in one process, measured
+    in alternating rounds; beside them the ledger's own append (an action leaf per transaction,
+    16 concurrent writers), the rate a log is usually quoted at;
 (b) the cost of a durable commit: one ledger action append per transaction, committed with
     ``synchronous=FULL`` (``store.transaction(fn, durable=True)``, what precedes signing a
     checkpoint) against the default ``NORMAL``, median per commit; and the raw SQLite figures
@@ -26,7 +28,9 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
+import random
 import shutil
 import sqlite3
 import statistics
@@ -40,11 +44,22 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from bastion.config import Config  # noqa: E402
+from bastion.ledger.merkle import (  # noqa: E402
+    TreeBuilder,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    tree_root,
+    verify_consistency,
+    verify_inclusion,
+)
 from bastion.ledger.records import action_record  # noqa: E402
+from bastion.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileNodeReader  # noqa: E402
 from bastion.server import HomeServer  # noqa: E402
 from bastion.storage.interface import Requester  # noqa: E402
 
 GOAL_APPENDS_PER_S = 5000
+PROOF_TREE_SIZE = 1_000_000
 SERVER_NAME = "bench.local"
 USER = f"@bench:{SERVER_NAME}"
 
@@ -64,6 +79,7 @@ class InProcess:
         self.hs = HomeServer(self.config)
         self.hs.store.ledger_enabled = ledger
         self.rooms: list[str] = []
+        self.txns = itertools.count()  # transaction IDs never repeat (a repeat is no append)
 
     async def __aenter__(self) -> InProcess:
         hs = self.hs
@@ -98,7 +114,7 @@ class InProcess:
 async def appends_per_s(srv: InProcess, rooms: int, per_room: int) -> float:
     """Events/s of ``rooms`` senders at once, one per room, ``per_room`` events each."""
     await srv.make_rooms(rooms)
-    counter = iter(range(10**9))
+    counter = srv.txns
 
     async def sender(room_id: str) -> None:
         for _ in range(per_room):
@@ -110,20 +126,24 @@ async def appends_per_s(srv: InProcess, rooms: int, per_room: int) -> float:
     return rooms * per_room / (time.perf_counter() - t0)
 
 
-async def bench_appends(work: Path, repeats: int, one_n: int, many_n: int) -> dict:
+async def bench_appends(work: Path, rounds: int, one_n: int, many_n: int) -> dict:
+    """Two fresh servers, the ledger on and off, measured in alternating rounds (the order
+    swapped each round) so that both see the same machine and the same database growth."""
     rates: dict[str, list[float]] = {
         k: [] for k in ("on_1", "off_1", "on_16", "off_16", "leaves_16")
     }
-    leaves = {}
-    for rep in range(repeats):
-        for ledger in (True, False):  # alternating, fresh databases each time
-            name = "on" if ledger else "off"
-            async with InProcess(work / f"a-{name}-{rep}", ledger) as srv:
+    async with InProcess(work / "a-on", True) as on, InProcess(work / "a-off", False) as off:
+        pair = [("on", on), ("off", off)]
+        for r in range(rounds):
+            for name, srv in pair if r % 2 == 0 else pair[::-1]:
                 rates[f"{name}_1"].append(await appends_per_s(srv, 1, one_n))
+            for name, srv in pair if r % 2 == 0 else pair[::-1]:
                 rates[f"{name}_16"].append(await appends_per_s(srv, 16, many_n))
-                leaves[name] = srv.hs.store.db.read_one("SELECT COUNT(*) FROM ledger_entries")[0]
-                if ledger:
-                    rates["leaves_16"].append(await ledger_appends_per_s(srv, 16, many_n))
+            rates["leaves_16"].append(await ledger_appends_per_s(on, 16, many_n))
+        leaves = {
+            name: srv.hs.store.db.read_one("SELECT COUNT(*) FROM ledger_entries")[0]
+            for name, srv in pair
+        }
     if leaves["off"] != 0 or leaves["on"] == 0:
         raise RuntimeError(f"the ledger switch did not work: {leaves}")
     med = {k: statistics.median(v) for k, v in rates.items()}
@@ -135,7 +155,7 @@ async def bench_appends(work: Path, repeats: int, one_n: int, many_n: int) -> di
         "ledger_only_appends_16_writers_per_s": med["leaves_16"],
         "append_added_cost_1_room_pct": (med["off_1"] / med["on_1"] - 1) * 100,
         "append_added_cost_16_rooms_pct": (med["off_16"] / med["on_16"] - 1) * 100,
-        "appends_repeats": repeats,
+        "appends_rounds": rounds,
     }
 
 
@@ -218,6 +238,75 @@ async def bench_durable(work: Path, n: int, rounds: int) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
+# (c) proofs at 1M leaves
+# ----------------------------------------------------------------------------------------------
+def build_tiles(size: int) -> tuple[dict[int, bytearray], bytes, float]:
+    """Integrate ``size`` synthetic leaves with the integrator's TreeBuilder, keeping the
+    hashes of tree levels 0, 8, 16, ... (the tile levels); returns them, the root and the
+    seconds the integration took."""
+    builder = TreeBuilder()
+    levels: dict[int, bytearray] = {}
+    t0 = time.perf_counter()
+    for i in range(size):
+        entry = b'{"kind":"event","event_id":"$%d","v":1}' % i
+        for level, _k, h in builder.append(leaf_hash(entry)):
+            if level % TILE_HEIGHT == 0:
+                levels.setdefault(level, bytearray()).extend(h)
+    return levels, builder.root(), time.perf_counter() - t0
+
+
+def bench_proofs(size: int, samples: int, seed: int = 8) -> dict:
+    levels, root, integrate_s = build_tiles(size)
+    tiles_read = [0]
+
+    def read_tile(tile_level: int, index: int, width: int) -> bytes:
+        tiles_read[0] += 1
+        row = levels[tile_level * TILE_HEIGHT]
+        start = index * TILE_WIDTH * 32
+        return bytes(row[start : start + width * 32])
+
+    rng = random.Random(seed)
+    if tree_root(size, TileNodeReader(read_tile, size)) != root:
+        raise RuntimeError("the tiles do not give the integrator's root")
+    gen_inc, ver_inc, gen_con, ver_con = [], [], [], []
+    for _ in range(samples):
+        index = rng.randrange(size)
+        leaf = levels[0][index * 32 : index * 32 + 32]
+        reader = TileNodeReader(read_tile, size)  # a fresh reader: no tile cached
+        t0 = time.perf_counter()
+        proof = inclusion_proof(index, size, reader)
+        t1 = time.perf_counter()
+        ok = verify_inclusion(bytes(leaf), index, size, proof, root)
+        t2 = time.perf_counter()
+        if not ok:
+            raise RuntimeError(f"inclusion proof of leaf {index} did not verify")
+        gen_inc.append(t1 - t0)
+        ver_inc.append(t2 - t1)
+        old = rng.randrange(1, size)
+        reader = TileNodeReader(read_tile, size)
+        old_root = tree_root(old, TileNodeReader(read_tile, old))  # a stored checkpoint's
+        t0 = time.perf_counter()
+        proof = consistency_proof(old, size, reader)
+        t1 = time.perf_counter()
+        ok = verify_consistency(old, size, old_root, root, proof)
+        t2 = time.perf_counter()
+        if not ok:
+            raise RuntimeError(f"consistency proof {old} -> {size} did not verify")
+        gen_con.append(t1 - t0)
+        ver_con.append(t2 - t1)
+    ms = 1000
+    return {
+        "proof_tree_size": size,
+        "proof_samples": samples,
+        "integrate_leaves_per_s": size / integrate_s,
+        "inclusion_proof_generate_ms": statistics.median(gen_inc) * ms,
+        "inclusion_proof_verify_ms": statistics.median(ver_inc) * ms,
+        "consistency_proof_generate_ms": statistics.median(gen_con) * ms,
+        "consistency_proof_verify_ms": statistics.median(ver_con) * ms,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------------------------
 def fmt(value: float | None, unit: str) -> str:
@@ -239,6 +328,11 @@ def report(fig: dict, quick: bool) -> dict:
         ("commit, synchronous=FULL (store)", fig["commit_full_ms"], "ms"),
         ("commit, NORMAL (raw SQLite)", fig["raw_sqlite_commit_normal_ms"], "ms"),
         ("commit, FULL (raw SQLite)", fig["raw_sqlite_commit_full_ms"], "ms"),
+        ("integrate 1M leaves (TreeBuilder)", fig["integrate_leaves_per_s"], "/s"),
+        ("inclusion proof at 1M, generate", fig["inclusion_proof_generate_ms"], "ms"),
+        ("inclusion proof at 1M, verify", fig["inclusion_proof_verify_ms"], "ms"),
+        ("consistency proof to 1M, generate", fig["consistency_proof_generate_ms"], "ms"),
+        ("consistency proof to 1M, verify", fig["consistency_proof_verify_ms"], "ms"),
     ]
     width = max(len(r[0]) for r in rows)
     for label, value, unit in rows:
@@ -263,11 +357,12 @@ def report(fig: dict, quick: bool) -> dict:
 async def run(work: Path, quick: bool) -> dict:
     fig: dict = {}
     if quick:
-        fig |= await bench_appends(work, 1, 300, 60)
+        fig |= await bench_appends(work, 4, 200, 30)
         fig |= await bench_durable(work, 100, 2)
     else:
-        fig |= await bench_appends(work, 3, 2000, 250)
+        fig |= await bench_appends(work, 10, 1000, 150)
         fig |= await bench_durable(work, 300, 5)
+    fig |= bench_proofs(PROOF_TREE_SIZE, 50 if quick else 500)
     return fig
 
 
