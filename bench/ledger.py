@@ -14,7 +14,13 @@ its proofs and checks are.
     (a one-row insert per commit, WAL) beside them;
 (c) proof generation and verification at 1M leaves: inclusion proofs for random leaves and
     consistency proofs from random older sizes, with ``bastion.ledger.merkle`` reading the tree
-    through ``bastion.ledger.tiles.TileNodeReader`` over tiles built from synthetic leaves.
+    through ``bastion.ledger.tiles.TileNodeReader`` over tiles built from synthetic leaves by the
+    integrator's ``TreeBuilder`` (whose rate is reported too);
+(d) the time from a send's commit to the first durably stored checkpoint covering its leaf, with
+    the ledger service running (checkpoint interval 1 s, the default): under a steady load and
+    for lone events on an idle server (p50, p95, max);
+(f) bench/server.py's send figures (one sender; ten senders in one room; over HTTP) against two
+    Bastion subprocesses, ``ledger_enabled`` true and false, alternating, same run.
 
 Prints a table with the issue's goals, then the figures as one JSON object on the last line.
 Each figure is a median over repeats (throughputs) or over operations (times).
@@ -39,6 +45,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
@@ -56,7 +64,22 @@ from bastion.ledger.merkle import (  # noqa: E402
 from bastion.ledger.records import action_record  # noqa: E402
 from bastion.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileNodeReader  # noqa: E402
 from bastion.server import HomeServer  # noqa: E402
+from bastion.services.lifecycle import drain  # noqa: E402
 from bastion.storage.interface import Requester  # noqa: E402
+from bench.server import (  # noqa: E402
+    Api,
+    Server,
+    bench_send_many,
+    bench_send_one,
+    create_room,
+    free_port,
+    join,
+    percentile,
+    register,
+    spawn,
+    stop_process,
+    wait_ready,
+)
 
 GOAL_APPENDS_PER_S = 5000
 PROOF_TREE_SIZE = 1_000_000
@@ -307,6 +330,150 @@ def bench_proofs(size: int, samples: int, seed: int = 8) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
+# (d) from append to covering checkpoint
+# ----------------------------------------------------------------------------------------------
+async def bench_covering(work: Path, load_s: float, rate: float, sporadic: int) -> dict:
+    """Seconds from a send's commit to the first durably stored checkpoint that covers its leaf,
+    with the ledger service running (``ledger_checkpoint_interval``: the default, 1 s): under a
+    steady load of ``rate`` events/s for ``load_s`` seconds, and for ``sporadic`` lone events
+    sent at random moments on an otherwise idle server."""
+    async with InProcess(work / "d", True) as srv:
+        service = srv.hs.ledger
+        if service is None:
+            raise RuntimeError("the ledger service is off")
+        interval = service.interval
+        service.start()
+        try:
+            await srv.make_rooms(1)
+            room = srv.rooms[0]
+            seen: list[tuple[float, int]] = []  # (time, size) of each new checkpoint
+            stop = asyncio.Event()
+
+            async def watch() -> None:
+                last = None
+                while not stop.is_set():
+                    cp = service.latest
+                    if cp is not None and cp is not last:
+                        seen.append((time.perf_counter(), cp.size))
+                        last = cp
+                    await asyncio.sleep(0.001)
+
+            watcher = asyncio.create_task(watch())
+            sent: list[tuple[str, float, str]] = []  # (phase, commit time, event ID)
+            t_end = time.perf_counter() + load_s
+            while time.perf_counter() < t_end:
+                event_id = await srv.send(room, next(srv.txns))
+                sent.append(("load", time.perf_counter(), event_id))
+                await asyncio.sleep(1 / rate)
+            rng = random.Random(4)
+            for _ in range(sporadic):
+                await asyncio.sleep(interval * (1 + rng.random()))
+                event_id = await srv.send(room, next(srv.txns))
+                sent.append(("sporadic", time.perf_counter(), event_id))
+            await asyncio.sleep(interval * 2 + 0.5)
+            stop.set()
+            await watcher
+        finally:
+            await drain([service], 10)
+            await service.close()
+        delays: dict[str, list[float]] = {"load": [], "sporadic": []}
+        for phase, t_sent, event_id in sent:
+            row = srv.hs.store.ledger_event_entry(event_id)
+            if row is None:
+                raise RuntimeError(f"no leaf for {event_id}")
+            covered = next((t for t, size in seen if size > row.idx and t >= t_sent), None)
+            if covered is None:
+                raise RuntimeError(f"no checkpoint covered the leaf of {event_id}")
+            delays[phase].append(covered - t_sent)
+    ms = 1000
+    return {
+        "checkpoint_interval_s": interval,
+        "covering_events_under_load": len(delays["load"]),
+        "covering_load_events_per_s": len(delays["load"]) / load_s,
+        "covering_under_load_p50_ms": statistics.median(delays["load"]) * ms,
+        "covering_under_load_p95_ms": percentile(delays["load"], 0.95) * ms,
+        "covering_under_load_max_ms": max(delays["load"]) * ms,
+        "covering_sporadic_events": len(delays["sporadic"]),
+        "covering_sporadic_p50_ms": statistics.median(delays["sporadic"]) * ms,
+        "covering_sporadic_max_ms": max(delays["sporadic"]) * ms,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# (f) bench/server.py's sends with the ledger on and off
+# ----------------------------------------------------------------------------------------------
+def start_bastion(work: Path, name: str, ledger: bool) -> Server:
+    """A Bastion subprocess as bench/server.py starts one, with ``ledger_enabled`` set, and
+    argon2's cheapest costs (only registration hashes, and no figure here times it)."""
+    data = work / name
+    data.mkdir()
+    port = free_port()
+    (data / "bastion.toml").write_text(
+        'server_name = "localhost"\n'
+        "argon2_time_cost = 1\nargon2_memory_cost = 8\nargon2_parallelism = 1\n"
+        'sqlite_synchronous = "NORMAL"\nlog_level = "WARNING"\n'
+        f"ledger_enabled = {'true' if ledger else 'false'}\n"
+    )
+    proc = spawn(
+        [sys.executable, "-m", "bastion.cli", "serve", "--data-dir", str(data),
+         "--listen", f"127.0.0.1:{port}", "--registration", "open"],
+        data / "server.log", data,
+    )  # fmt: skip
+    return Server(name, f"http://127.0.0.1:{port}", proc, data / "server.log")
+
+
+async def bench_sends(work: Path, repeats: int, one_n: int, per_sender: int) -> dict:
+    """bench/server.py's figure 1 (one sender; ten senders in one room) against two Bastions,
+    the ledger on and off, alternating, median of ``repeats``."""
+    servers = [start_bastion(work, "f-on", True), start_bastion(work, "f-off", False)]
+    rates: dict[str, list[float]] = {k: [] for k in ("on_1", "off_1", "on_10", "off_10")}
+    try:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            setup = {}
+            for srv in servers:
+                await wait_ready(session, srv)
+                api = Api(session, srv)
+                users = [await register(api) for _ in range(10)]
+                one_room = await create_room(api, users[0])
+                many_room = await create_room(api, users[0])
+                for u in users[1:]:
+                    await join(api, u, many_room)
+                setup[srv.name] = (api, users, one_room, many_room)
+            for r in range(repeats):
+                order = servers if r % 2 == 0 else servers[::-1]
+                for srv in order:
+                    api, users, one_room, _ = setup[srv.name]
+                    key = ("on" if srv.name == "f-on" else "off") + "_1"
+                    rates[key].append(await bench_send_one(api, users[0], one_room, one_n, 120))
+                for srv in order:
+                    api, users, _, many_room = setup[srv.name]
+                    key = ("on" if srv.name == "f-on" else "off") + "_10"
+                    rates[key].append(await bench_send_many(api, users, many_room, per_sender, 120))
+            # The server with the ledger on did record and sign what was sent.
+            await asyncio.sleep(2)
+            url = servers[0].base_url + "/_bastion/ledger/v1/checkpoint"
+            async with session.get(url) as resp:
+                note = await resp.text()
+            lines = note.split("\n")
+            if resp.status != 200 or len(lines) < 2 or int(lines[1]) < repeats * one_n:
+                raise RuntimeError(f"no checkpoint covers the sends: {resp.status} {note[:200]}")
+    finally:
+        for srv in servers:
+            stop_process(srv.proc)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    return {
+        "send_1_sender_ledger_on_msgs_per_s": med["on_1"],
+        "send_1_sender_ledger_off_msgs_per_s": med["off_1"],
+        "send_10_senders_ledger_on_msgs_per_s": med["on_10"],
+        "send_10_senders_ledger_off_msgs_per_s": med["off_10"],
+        "send_added_cost_1_sender_pct": (med["off_1"] / med["on_1"] - 1) * 100,
+        "send_added_cost_10_senders_pct": (med["off_10"] / med["on_10"] - 1) * 100,
+        "send_repeats": repeats,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------------------------
 def fmt(value: float | None, unit: str) -> str:
@@ -333,6 +500,17 @@ def report(fig: dict, quick: bool) -> dict:
         ("inclusion proof at 1M, verify", fig["inclusion_proof_verify_ms"], "ms"),
         ("consistency proof to 1M, generate", fig["consistency_proof_generate_ms"], "ms"),
         ("consistency proof to 1M, verify", fig["consistency_proof_verify_ms"], "ms"),
+        ("append -> covering checkpoint, load, p50", fig["covering_under_load_p50_ms"], "ms"),
+        ("append -> covering checkpoint, load, p95", fig["covering_under_load_p95_ms"], "ms"),
+        ("append -> covering checkpoint, load, max", fig["covering_under_load_max_ms"], "ms"),
+        ("append -> covering checkpoint, lone, p50", fig["covering_sporadic_p50_ms"], "ms"),
+        ("append -> covering checkpoint, lone, max", fig["covering_sporadic_max_ms"], "ms"),
+        ("send msg/s, 1 sender, ledger on", fig["send_1_sender_ledger_on_msgs_per_s"], "/s"),
+        ("send msg/s, 1 sender, ledger off", fig["send_1_sender_ledger_off_msgs_per_s"], "/s"),
+        ("send msg/s, 10 senders, ledger on", fig["send_10_senders_ledger_on_msgs_per_s"], "/s"),
+        ("send msg/s, 10 senders, ledger off", fig["send_10_senders_ledger_off_msgs_per_s"], "/s"),
+        ("send cost of the ledger, 1 sender", fig["send_added_cost_1_sender_pct"], "%"),
+        ("send cost of the ledger, 10 senders", fig["send_added_cost_10_senders_pct"], "%"),
     ]
     width = max(len(r[0]) for r in rows)
     for label, value, unit in rows:
@@ -344,6 +522,14 @@ def report(fig: dict, quick: bool) -> dict:
         # The ledger's own append (the leaf and its transaction), as a log is usually measured.
         "ledger_appends_per_s_at_least_5000": fig["ledger_only_appends_16_writers_per_s"]
         >= GOAL_APPENDS_PER_S,
+        "send_added_cost_under_5_pct": max(
+            fig["send_added_cost_1_sender_pct"], fig["send_added_cost_10_senders_pct"]
+        )
+        < 5,
+        "covering_checkpoint_within_1_s": max(
+            fig["covering_under_load_max_ms"], fig["covering_sporadic_max_ms"]
+        )
+        <= 1000,
     }
     for goal, met in goals.items():
         print(f"goal {goal}: {'met' if met else 'MISSED'}")
@@ -363,6 +549,12 @@ async def run(work: Path, quick: bool) -> dict:
         fig |= await bench_appends(work, 10, 1000, 150)
         fig |= await bench_durable(work, 300, 5)
     fig |= bench_proofs(PROOF_TREE_SIZE, 50 if quick else 500)
+    if quick:
+        fig |= await bench_covering(work, 3, 100, 3)
+        fig |= await bench_sends(work, 2, 100, 15)
+    else:
+        fig |= await bench_covering(work, 15, 200, 10)
+        fig |= await bench_sends(work, 5, 400, 80)
     return fig
 
 
