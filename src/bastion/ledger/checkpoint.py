@@ -31,6 +31,7 @@ __all__ = [
     "format_checkpoint",
     "open_checkpoint",
     "parse_checkpoint",
+    "parse_decimal",
     "sign_checkpoint",
 ]
 

@@ -72,7 +72,7 @@ INTEGRATE_BATCH = 2048
 SIG_ED25519 = 0x01
 HASH_SIZE = 32
 #: Seconds before the end of an interval at which a checkpoint starts (see ``_run``).
-SIGN_MARGIN = 0.05
+SIGN_MARGIN = 0.1
 #: Seconds a witness submission may take, and the wait before a failed one is retried.
 WITNESS_TIMEOUT = 10.0
 WITNESS_RETRY = 5.0
@@ -256,9 +256,13 @@ class LedgerService(BackgroundService):
             a.wake = asyncio.Event()
         for w in self.witnesses:
             w.wake = asyncio.Event()
+            w.last_size = self.store.ledger_witness_size(w.vkey)
         if self._ethereum_config and not any(a.health.name == "ethereum" for a in self._anchoring):
             self._add_ethereum()
         self._load_state()
+        anchored = self.store.ledger_anchors(1000)
+        for a in self._anchoring:
+            a.health.last_size = next((r.size for r in anchored if r.anchor == a.health.name), None)
         if not self._listening:
             self.store.add_listener(self._on_commit)
             self._listening = True
@@ -517,8 +521,7 @@ class LedgerService(BackgroundService):
             if w.wake is not None:
                 w.wake.set()
         for a in self._anchoring:
-            if a.health.last_size is None:
-                a.wake.set()
+            a.wake.set()
         return self.latest
 
     # -- witnesses ----------------------------------------------------------------------------
@@ -579,26 +582,16 @@ class LedgerService(BackgroundService):
 
     # -- anchors ------------------------------------------------------------------------------
     async def _anchor_loop(self, a: _Anchoring) -> None:
-        loop = asyncio.get_running_loop()
-        last = 0.0
+        """Anchor each newer checkpoint, at most once per the anchor's interval."""
         while True:
-            wait = max(0.0, last + a.health.interval - loop.time())
-            try:
-                await asyncio.wait_for(a.wake.wait(), timeout=wait if last else None)
-            except TimeoutError:
-                pass
-            a.wake.clear()
-            if last and loop.time() - last < a.health.interval:
-                continue
             cp = self.latest
-            if cp is None or self.halted is not None:
-                last = last or loop.time() - a.health.interval + 1.0
+            last = a.health.last_size
+            if cp is not None and self.halted is None and (last is None or cp.size > last):
+                await self.anchor_now(a, cp)
+                await asyncio.sleep(a.health.interval)
                 continue
-            if a.health.last_size is not None and a.health.last_size >= cp.size:
-                last = loop.time()
-                continue
-            last = loop.time()
-            await self.anchor_now(a, cp)
+            a.wake.clear()
+            await a.wake.wait()  # set by every new checkpoint
 
     async def anchor_now(self, a: _Anchoring, cp: CheckpointRow) -> dict | None:
         try:

@@ -27,6 +27,7 @@ __all__ = [
     "parse_tile_path",
     "split_tile",
     "tile_path",
+    "tile_width",
     "tiles_for_size",
 ]
 
@@ -185,11 +186,14 @@ def tiles_for_size(size: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def _perfect_root(hashes: Sequence[bytes]) -> bytes:
-    layer = list(hashes)
-    while len(layer) > 1:
-        layer = [node_hash(layer[i], layer[i + 1]) for i in range(0, len(layer), 2)]
-    return layer[0]
+def _tile_levels(hashes: list[bytes]) -> list[list[bytes]]:
+    """The tile's hashes and every complete node above them inside the tile (up to 8
+    levels): ``levels[h][i]`` is the node over hashes ``[i * 2**h, (i+1) * 2**h)``."""
+    levels = [hashes]
+    while len(levels[-1]) >= 2:
+        below = levels[-1]
+        levels.append([node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)])
+    return levels
 
 
 class TileNodeReader:
@@ -213,11 +217,11 @@ class TileNodeReader:
             raise ValueError(f"bad tree size {size}")
         self._read = read_tile
         self._size = size
-        self._cache: dict[tuple[int, int], list[bytes]] = {}
+        self._cache: dict[tuple[int, int], list[list[bytes]]] = {}
 
-    def _tile(self, level: int, index: int, need: int) -> list[bytes]:
+    def _tile(self, level: int, index: int, need: int) -> list[list[bytes]]:
         cached = self._cache.get((level, index))
-        if cached is not None and len(cached) >= need:
+        if cached is not None and len(cached[0]) >= need:
             return cached
         if self._size is None:
             width = need
@@ -228,10 +232,11 @@ class TileNodeReader:
         hashes = split_tile(self._read(level, index, width))
         if len(hashes) < need or (self._size is not None and len(hashes) != width):
             raise ValueError(f"tile {level}/{index} has {len(hashes)} hashes, wanted {width}")
+        levels = _tile_levels(hashes)
         if len(self._cache) >= self._CACHE:
             self._cache.pop(next(iter(self._cache)))
-        self._cache[(level, index)] = hashes
-        return hashes
+        self._cache[(level, index)] = levels
+        return levels
 
     def __call__(self, level: int, k: int) -> bytes:
         if not 0 <= level <= MAX_TILE_LEVEL * TILE_HEIGHT + TILE_HEIGHT - 1 or k < 0:
@@ -239,6 +244,5 @@ class TileNodeReader:
         tile_level, height = divmod(level, TILE_HEIGHT)
         first = k << height  # the first hash of tree level 8 * tile_level it covers
         index, offset = divmod(first, TILE_WIDTH)
-        count = 1 << height
-        hashes = self._tile(tile_level, index, offset + count)
-        return _perfect_root(hashes[offset : offset + count])
+        levels = self._tile(tile_level, index, offset + (1 << height))
+        return levels[height][offset >> height]
