@@ -19,6 +19,11 @@ its proofs and checks are.
 (d) the time from a send's commit to the first durably stored checkpoint covering its leaf, with
     the ledger service running (checkpoint interval 1 s, the default): under a steady load and
     for lone events on an idle server (p50, p95, max);
+(e) ``bastion ledger verify --data-dir`` (a subprocess, wall clock) of a database of 1M leaves:
+    real events (v12 rooms of 5,000 events, built, authorised and signed by the room engine and
+    persisted in one write per room, the batch path of createRoom), integrated and signed by the
+    ledger service, with the default file anchor checked as pins; ``--quick`` verifies 50,000
+    leaves and reports the time scaled to 1M beside it;
 (f) bench/server.py's send figures (one sender; ten senders in one room; over HTTP) against two
     Bastion subprocesses, ``ledger_enabled`` true and false, alternating, same run.
 
@@ -36,10 +41,12 @@ import contextlib
 import hashlib
 import itertools
 import json
+import os
 import random
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -83,6 +90,8 @@ from bench.server import (  # noqa: E402
 
 GOAL_APPENDS_PER_S = 5000
 PROOF_TREE_SIZE = 1_000_000
+#: --quick verifies a smaller database and reports the time scaled to 1M leaves beside it.
+VERIFY_LEAVES_QUICK = 50_000
 SERVER_NAME = "bench.local"
 USER = f"@bench:{SERVER_NAME}"
 
@@ -107,6 +116,11 @@ class InProcess:
     async def __aenter__(self) -> InProcess:
         hs = self.hs
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        # The data directory describes itself, for the tools run on it (bastion ledger verify).
+        (self.config.data_dir / "bastion.toml").write_text(
+            f'server_name = "{SERVER_NAME}"\nregistration = "closed"\n'
+            f'sqlite_synchronous = "{self.config.sqlite_synchronous}"\n'
+        )
         hs.store.open()
         loop = asyncio.get_running_loop()
         hs.notifier.attach(loop)
@@ -400,6 +414,97 @@ async def bench_covering(work: Path, load_s: float, rate: float, sporadic: int) 
 
 
 # ----------------------------------------------------------------------------------------------
+# (e) bastion ledger verify of a database with 1M leaves
+# ----------------------------------------------------------------------------------------------
+async def fill_rooms(srv: InProcess, leaves: int, per_room: int = 5000) -> float:
+    """Grow the ledger to ``leaves`` leaves with real events: rooms of ``per_room`` events each,
+    built, authorised and signed by the room engine and persisted in one write per room (the
+    engine's batch path, as createRoom's events are), each event with its leaf. Returns the
+    events/s."""
+    engine = srv.hs.rooms.engine
+    store = srv.hs.store
+    t0 = time.perf_counter()
+    made = 0
+    while (have := store.ledger_size()) < leaves:
+        n = min(per_room, leaves - have)
+        batch = engine.new_room("", "12")
+        batch.add(USER, "m.room.create", {"room_version": "12"})
+        batch.add(USER, "m.room.member", {"membership": "join"}, USER)
+        batch.add(USER, "m.room.join_rules", {"join_rule": "public"})
+        for i in range(max(0, n - 3)):
+            body = f"history message {i} " + "lorem ipsum " * 4
+            batch.add(USER, "m.room.message", {"msgtype": "m.text", "body": body}, None)
+        room_id, now = batch.room_id, srv.hs.now_ms()
+        await engine.append_new_room(
+            batch,
+            lambda conn, r=room_id, t=now: store.create_room_sync(conn, r, "12", USER, t, True),
+        )
+        made += len(batch.events)
+    return made / (time.perf_counter() - t0)
+
+
+async def wait_covered(srv: InProcess, size: int, timeout: float) -> float:
+    """Seconds until the ledger service has signed a checkpoint covering ``size`` leaves."""
+    service = srv.hs.ledger
+    assert service is not None
+    t0 = time.perf_counter()
+    while service.latest is None or service.latest.size < size:
+        if service.halted is not None:
+            raise RuntimeError(f"the ledger halted: {service.halted}")
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"no checkpoint covered {size} leaves within {timeout} s")
+        service.wake()
+        await asyncio.sleep(0.05)
+    return time.perf_counter() - t0
+
+
+async def bench_verify(work: Path, leaves: int) -> dict:
+    """Fill a data directory to ``leaves`` leaves (real events), let the ledger service
+    integrate and sign them, stop the server, then time ``bastion ledger verify --data-dir``
+    (a subprocess, wall clock, Python's start-up included) and check it found nothing."""
+    data = work / "e"
+    async with InProcess(data, True) as srv:
+        service = srv.hs.ledger
+        assert service is not None
+        service.start()
+        try:
+            rate = await fill_rooms(srv, leaves)
+            size = srv.hs.store.ledger_size()
+            catch_up = await wait_covered(srv, size, 600)
+        finally:
+            await drain([service], 10)
+            await service.close()
+    cmd = [sys.executable, "-m", "bastion.cli", "ledger", "verify", "--data-dir", str(data),
+           "--json"]  # fmt: skip
+    anchor_file = data / "ledger-anchors.jsonl"  # the default file anchor: checked as pins
+    if anchor_file.exists():
+        cmd += ["--anchor-file", str(anchor_file)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    verify_s = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise RuntimeError(f"verify exited {done.returncode}: {done.stdout[-800:]}"
+                           f"{done.stderr[-800:]}")  # fmt: skip
+    stats = json.loads(done.stdout)["stats"]
+    if stats["leaves"] != size or stats["events_checked"] < size - 1:
+        raise RuntimeError(f"verify did not check every leaf and event: {stats}")
+    # The command's start-up (Python, imports, worker processes) does not grow with the log:
+    # the time per 1M leaves is scaled from the command's own elapsed time.
+    return {
+        "verify_leaves": size,
+        "verify_s": verify_s,
+        "verify_own_elapsed_s": stats["elapsed_s"],
+        "verify_s_per_1m_leaves": verify_s
+        if size == PROOF_TREE_SIZE
+        else verify_s - stats["elapsed_s"] + stats["elapsed_s"] * PROOF_TREE_SIZE / size,
+        "verify_checked_anchor_file": anchor_file.exists(),
+        "verify_fill_events_per_s": rate,
+        "verify_integrate_and_sign_catch_up_s": catch_up,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
 # (f) bench/server.py's sends with the ledger on and off
 # ----------------------------------------------------------------------------------------------
 def start_bastion(work: Path, name: str, ledger: bool) -> Server:
@@ -500,6 +605,8 @@ def report(fig: dict, quick: bool) -> dict:
         ("inclusion proof at 1M, verify", fig["inclusion_proof_verify_ms"], "ms"),
         ("consistency proof to 1M, generate", fig["consistency_proof_generate_ms"], "ms"),
         ("consistency proof to 1M, verify", fig["consistency_proof_verify_ms"], "ms"),
+        (f"verify --data-dir, {fig['verify_leaves']:,} leaves", fig["verify_s"], "s"),
+        ("verify --data-dir, 1M leaves (scaled if --quick)", fig["verify_s_per_1m_leaves"], "s"),
         ("append -> covering checkpoint, load, p50", fig["covering_under_load_p50_ms"], "ms"),
         ("append -> covering checkpoint, load, p95", fig["covering_under_load_p95_ms"], "ms"),
         ("append -> covering checkpoint, load, max", fig["covering_under_load_max_ms"], "ms"),
@@ -526,6 +633,8 @@ def report(fig: dict, quick: bool) -> dict:
             fig["send_added_cost_1_sender_pct"], fig["send_added_cost_10_senders_pct"]
         )
         < 5,
+        # Measured at 1M leaves; --quick scales its smaller database's time to 1M.
+        "local_verify_1m_leaves_under_30_s": fig["verify_s_per_1m_leaves"] < 30,
         "covering_checkpoint_within_1_s": max(
             fig["covering_under_load_max_ms"], fig["covering_sporadic_max_ms"]
         )
@@ -549,6 +658,7 @@ async def run(work: Path, quick: bool) -> dict:
         fig |= await bench_appends(work, 10, 1000, 150)
         fig |= await bench_durable(work, 300, 5)
     fig |= bench_proofs(PROOF_TREE_SIZE, 50 if quick else 500)
+    fig |= await bench_verify(work, VERIFY_LEAVES_QUICK if quick else PROOF_TREE_SIZE)
     if quick:
         fig |= await bench_covering(work, 3, 100, 3)
         fig |= await bench_sends(work, 2, 100, 15)
