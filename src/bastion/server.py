@@ -28,6 +28,8 @@ from bastion.errors import (
 )
 from bastion.federation.container import Federation
 from bastion.federation.tls import generate_self_signed, server_ssl_context
+from bastion.ledger.service import LedgerService
+from bastion.ledger.witnessing import WitnessRole
 from bastion.services.account_data import AccountData
 from bastion.services.accounts import AccountService
 from bastion.services.e2ee import E2EEService
@@ -100,7 +102,10 @@ class HomeServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.server_name: str = config.server_name
-        self.store: Store = SqliteStore(config.database_path, config.sqlite_synchronous)
+        store = SqliteStore(config.database_path, config.sqlite_synchronous)
+        if not config.ledger_enabled:
+            store.ledger_enabled = False  # benchmarks only: no leaves are appended
+        self.store: Store = store
         self.signing_key = load_or_create_signing_key(config.signing_key_path)
         self.notifier = Notifier()
         self.passwords = Passwords(
@@ -136,6 +141,12 @@ class HomeServer:
             self.typing.room_edus = self.receipts.room_edus = fed.edus
             self.e2ee.remote_devices = fed.device_lists
             self.e2ee.to_device_outbox = fed.edus
+        #: The ledger (issue 8), or None when ``ledger_enabled`` is false (benchmarks): then the
+        #: store appends no leaves either.
+        self.ledger: LedgerService | None = LedgerService(self) if config.ledger_enabled else None
+        #: This server as a witness for other logs (tlog-witness), when it is configured with
+        #: their keys (``ledger_witness_for``).
+        self.witness: WitnessRole | None = WitnessRole(self) if config.ledger_witness_for else None
         self._runner: web.AppRunner | None = None
         self._federation_runner: web.AppRunner | None = None
         #: Bounds on idle and slow connections, for both listeners.
@@ -235,6 +246,8 @@ class HomeServer:
         importlib.import_module("bastion.api.federation.server_discovery").register(
             self.router, self
         )
+        # The ledger's and the witness's endpoints (/_bastion/ledger/v1, /_bastion/witness/v1).
+        importlib.import_module("bastion.api.ledger").register(self.router, self)
         app = web.Application(client_max_size=self.config.max_upload_size + 1024)
         app.router.add_route(
             "*",
@@ -246,10 +259,11 @@ class HomeServer:
     def background_services(self) -> list[BackgroundService]:
         """Every service with work in the background, drained together at shutdown."""
         fed = self.federation
+        ledger: list[BackgroundService] = [self.ledger] if self.ledger is not None else []
         if fed is None:
-            return [self.e2ee, self.typing, self.presence, self.media]
+            return [self.e2ee, self.typing, self.presence, self.media, *ledger]
         return [self.e2ee, fed.device_lists, fed.edus, self.typing, self.presence, self.media,
-                fed.sender]  # fmt: skip
+                fed.sender, *ledger]  # fmt: skip
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -286,6 +300,8 @@ class HomeServer:
         if self.federation is not None:
             await self.federation.sender.stop()
             await self.federation.client.close()
+        if self.ledger is not None:
+            await self.ledger.close()
         self.passwords.close()
         self.media.close()
         self.store.close()
