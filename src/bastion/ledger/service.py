@@ -255,8 +255,10 @@ class LedgerService(BackgroundService):
         for a in self._anchoring:
             a.wake = asyncio.Event()
         for w in self.witnesses:
+            # The latest stored checkpoint goes to every witness once at start: a witness
+            # holding a newer one shows that the database was rolled back.
             w.wake = asyncio.Event()
-            w.last_size = self.store.ledger_witness_size(w.vkey)
+            w.last_size = None
         if self._ethereum_config and not any(a.health.name == "ethereum" for a in self._anchoring):
             self._add_ethereum()
         self._load_state()
