@@ -349,7 +349,9 @@ def test_ledger_config_keys_load(tmp_path):
 
     log = Ed25519Signer("other.example/bastion-ledger", b"\x01" * 32).vkey()
     wit = witness_vkey("other.example", b"\x02" * 32)
-    config = _load(tmp_path, f"""
+    config = _load(
+        tmp_path,
+        f"""
 ledger_checkpoint_interval = 0.5
 ledger_pq_signing = true
 ledger_public_room_events = true
@@ -362,7 +364,8 @@ ledger_witness_key = "/secure/witness.key"
 [ledger_ethereum]
 rpc = "eth-tester"
 interval = 600
-""")
+""",
+    )
     assert config.ledger_checkpoint_interval == 0.5 and config.ledger_anchor_path is None
     assert config.ledger_witnesses[0]["vkey"] == wit
     assert str(config.ledger_witness_key_path) == "/secure/witness.key"
@@ -406,7 +409,7 @@ interval = 600
         'ledger_witnesses = [{url = "https://w.example/", vkey = "{log}"}]',
         'ledger_witnesses = [{url = "https://w.example/", vkey = "{wit}", extra = 1}]',
         'ledger_witness_for = ["{wit}"]',
-        'ledger_anchor_file = 5',
+        "ledger_anchor_file = 5",
         'ledger_ethereum = {rpc = "file:///x"}',
         'ledger_ethereum = {rpc = "https://rpc.example"}',
         'ledger_ethereum = {rpc = "https://rpc.example", account = "0x12"}',
@@ -424,3 +427,34 @@ def test_hostile_ledger_config_is_refused_at_load(tmp_path, text):
     text = text.replace("{wit}", wit).replace("{log}", log)
     with pytest.raises(ConfigError):
         _load(tmp_path, text + "\n")
+
+
+def test_tampered_leaf_under_a_full_tile_halts_signing(tmp_path):
+    data = tmp_path / "d"
+    srv = start(data)
+    try:
+        wait_checkpoint(srv, append(srv, 300))
+    finally:
+        srv.stop()
+    _tamper(data, "UPDATE ledger_entries SET entry = ? WHERE idx = 17", (b'{"forged":true}',))
+    srv = start(data)
+    try:
+        deadline = time.monotonic() + 10
+        while srv.hs.ledger.halted is None:
+            assert time.monotonic() < deadline, "a changed leaf went unnoticed"
+            time.sleep(0.05)
+        assert "tile 0/0" in srv.hs.ledger.halted
+        _assert_halted(srv, data)
+    finally:
+        srv.stop()
+
+
+def test_stored_tiles_check_passes_on_an_untouched_log(tmp_path):
+    srv = start(tmp_path / "d")
+    try:
+        size = append(srv, 256 * 3 + 5)
+        wait_checkpoint(srv, size)
+        assert run(srv, srv.hs.ledger.check_stored_tiles(size)) is True
+        assert srv.hs.ledger.halted is None
+    finally:
+        srv.stop()
