@@ -259,6 +259,13 @@ def test_bad_input_is_refused(tmp_path):
         anchor.append(b"no origin line", 1, bytes(32), 1)
     with pytest.raises(ValueError):
         anchor.append(note(1)[0], 1, b"short", 1)
+    # The note's own size and root must be the ones given.
+    with pytest.raises(ValueError, match="another size or root"):
+        anchor.append(note(1)[0], 2, note(1)[2], 1)
+    with pytest.raises(ValueError, match="another size or root"):
+        anchor.append(note(1)[0], 1, note(2)[2], 1)
+    with pytest.raises(ValueError, match="size line"):
+        anchor.append(b"origin\n01\nroot\n\n", 1, bytes(32), 1)
     assert not (tmp_path / "a").exists()
 
 
@@ -308,11 +315,15 @@ def test_ethereum_receipt_that_does_not_match_the_chain_fails(chain):
     # A receipt claiming the changed note's data: offline fine, the chain disagrees.
     forged = dict(
         receipt,
+        size=8,
         data=anchors._hex(anchors.ethereum_data(changed)),
         note_sha256=base64.b64encode(hashlib.sha256(changed).digest()).decode(),
     )
     assert verify_receipt(forged, changed)
     assert not verify_ethereum_receipt(chain, forged, changed)
+    # The receipt's size and root are the note's own.
+    assert not verify_receipt(dict(receipt, size=8), checkpoint)
+    assert not verify_receipt(dict(receipt, root=base64.b64encode(bytes(32)).decode()), checkpoint)
     # A transaction that is not on the chain.
     missing = dict(receipt, tx_hash="0x" + "11" * 32)
     assert verify_receipt(missing, checkpoint)
@@ -347,6 +358,14 @@ def test_ethereum_anchor_signs_locally_with_a_key(chain):
     (receipt,) = publish_all(anchor, [(checkpoint, size, root)])
     assert receipt["from"] == local.address
     assert verify_ethereum_receipt(chain, receipt, checkpoint)
+
+
+def test_ethereum_anchor_refuses_a_note_for_another_tree(chain):
+    anchor = EthereumAnchor(chain, chain.eth.accounts[0], timeout=30)
+    sent = chain.eth.get_transaction_count(chain.eth.accounts[0])
+    with pytest.raises(ValueError, match="another size or root"):
+        asyncio.run(anchor.publish(note(3)[0], 4, note(3)[2]))
+    assert chain.eth.get_transaction_count(chain.eth.accounts[0]) == sent
 
 
 def test_ethereum_configuration_errors(monkeypatch):

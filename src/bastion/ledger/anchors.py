@@ -85,15 +85,39 @@ def note_sha256(checkpoint: bytes) -> bytes:
     return hashlib.sha256(checkpoint).digest()
 
 
-def _origin(checkpoint: bytes) -> str:
-    """The checkpoint's origin: the first line of the note (C2SP tlog-checkpoint)."""
-    first, sep, _ = checkpoint.partition(b"\n")
-    if not sep or not first:
-        raise ValueError("the checkpoint note has no origin line")
+def _note_head(checkpoint: bytes) -> tuple[str, int, bytes]:
+    """The origin, size and root that open a checkpoint note (C2SP tlog-checkpoint: the
+    first three lines of the note's text); ValueError when the note does not start so."""
+    lines = checkpoint.split(b"\n", 3)
+    if len(lines) < 4 or not lines[0]:
+        raise ValueError("the checkpoint note does not start with origin, size and root lines")
     try:
-        return first.decode("utf-8")
+        origin = lines[0].decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError("the checkpoint note's origin line is not UTF-8") from None
+    size_text = lines[1].decode("ascii", "replace")
+    if not size_text.isdigit() or (size_text.startswith("0") and size_text != "0"):
+        raise ValueError("the checkpoint note's size line is not a decimal number")
+    root = _unb64(lines[2].decode("ascii", "replace"))
+    if root is None or len(root) != 32:
+        raise ValueError("the checkpoint note's root line is not a base64 SHA-256 hash")
+    return origin, int(size_text), root
+
+
+def _check_note(checkpoint: bytes, size: int, root: bytes) -> str:
+    """The note's origin, once its size and root are checked against the caller's."""
+    origin, note_size, note_root = _note_head(checkpoint)
+    if note_size != size or note_root != root:
+        raise ValueError("the checkpoint note is for another size or root than the one given")
+    return origin
+
+
+def _matches_note(checkpoint: bytes, size: object, root: object) -> bool:
+    try:
+        _, note_size, note_root = _note_head(checkpoint)
+    except ValueError:
+        return False
+    return size == note_size and root == _b64(note_root)
 
 
 # --- The file anchor -----------------------------------------------------------------------------
@@ -297,11 +321,9 @@ class FileAnchor:
 
     def append(self, checkpoint: bytes, size: int, root: bytes, ts: int) -> dict[str, Any]:
         """The synchronous append behind :meth:`publish`."""
-        if len(root) != 32:
-            raise ValueError("a checkpoint root is 32 bytes")
-        if size < 0 or ts < 0:
-            raise ValueError("size and timestamp are non-negative")
-        origin = _origin(checkpoint)
+        if ts < 0:
+            raise ValueError("a timestamp is non-negative")
+        origin = _check_note(checkpoint, size, root)
         with self._lock:
             created = not self.path.exists()
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -368,7 +390,8 @@ def _verify_file_receipt(receipt: Mapping[str, Any], checkpoint: bytes) -> bool:
         return False
     digest = _b64(note_sha256(checkpoint))
     return (
-        _unb64(receipt.get("line_sha256")) == _line_hash(line)
+        _matches_note(checkpoint, record["size"], record["root"])
+        and _unb64(receipt.get("line_sha256")) == _line_hash(line)
         and _unb64(record["note"]) == checkpoint
         and record["note_sha256"] == digest
         and receipt.get("note_sha256") == digest
@@ -453,8 +476,7 @@ class EthereumAnchor:
 
     def send(self, checkpoint: bytes, size: int, root: bytes) -> dict[str, Any]:
         """The blocking send behind :meth:`publish`."""
-        if len(root) != 32:
-            raise ValueError("a checkpoint root is 32 bytes")
+        _check_note(checkpoint, size, root)
         data = ethereum_data(checkpoint)
         eth = self.web3.eth
         chain_id = eth.chain_id
@@ -515,7 +537,8 @@ def make_ethereum_anchor(
 def _verify_ethereum_offline(receipt: Mapping[str, Any], checkpoint: bytes) -> bool:
     data = _unhex(receipt.get("data"))
     return (
-        data is not None
+        _matches_note(checkpoint, receipt.get("size"), receipt.get("root"))
+        and data is not None
         and data == ethereum_data(checkpoint)
         and receipt.get("note_sha256") == _b64(note_sha256(checkpoint))
         and _unhex(receipt.get("tx_hash")) is not None
@@ -570,7 +593,8 @@ def verify_ethereum_receipt(
 def verify_receipt(receipt: Mapping[str, Any], checkpoint: bytes) -> bool:
     """The checks of an anchor receipt that need no outside record: a file receipt's line
     matches its hash and carries exactly this checkpoint note; an Ethereum receipt's data is the
-    anchoring data of this note. Never raises on a malformed receipt (False)."""
+    anchoring data of this note; and in both the size and root are the note's own (its second
+    and third lines). Never raises on a malformed receipt (False)."""
     if not isinstance(receipt, Mapping) or receipt.get("v") != ANCHOR_FORMAT_VERSION:
         return False
     kind = receipt.get("anchor")
