@@ -458,3 +458,27 @@ def test_stored_tiles_check_passes_on_an_untouched_log(tmp_path):
         assert srv.hs.ledger.halted is None
     finally:
         srv.stop()
+
+
+def test_ethereum_anchor_on_eth_tester(tmp_path):
+    from bastion.ledger.anchors import verify_ethereum_receipt, verify_receipt
+
+    srv = start(tmp_path / "d", ledger_anchor_file="",
+                ledger_ethereum={"rpc": "eth-tester", "interval": 0.2})  # fmt: skip
+    try:
+        cp = wait_checkpoint(srv, append(srv, 4))
+        deadline = time.monotonic() + 60
+        rows = []
+        while not rows:
+            assert time.monotonic() < deadline, srv.hs.ledger.status()["anchors"]
+            rows = [r for r in srv.hs.store.ledger_anchors() if r.anchor == "ethereum"]
+            time.sleep(0.1)
+        row = rows[0]
+        note = srv.hs.store.ledger_checkpoint(row.size).note
+        assert row.size <= cp.size and verify_receipt(row.receipt, note)
+        web3 = srv.hs.ledger._anchoring[0].anchor.web3  # noqa: SLF001 - the in-process chain
+        assert verify_ethereum_receipt(web3, row.receipt, note)
+        health = srv.hs.ledger.status()["anchors"]
+        assert [a["name"] for a in health] == ["ethereum"] and health[0]["last_error"] is None
+    finally:
+        srv.stop()
