@@ -187,7 +187,9 @@ def _register_ledger(router: Router, hs: HomeServer, ledger: LedgerService) -> N
             "leaf_hash": _b64(merkle.leaf_hash(row.entry)),
             "inclusion_proof": [_b64(h) for h in proof],
             "checkpoint": note.decode("utf-8"),
-            "entry": row.entry.decode("utf-8"),
+            # The record's canonical JSON, and its exact bytes (what the leaf hash covers).
+            "entry": row.entry.decode("utf-8", "replace"),
+            "entry_base64": _b64(row.entry),
         }
 
     async def get_record_proof(req: Request) -> dict:
