@@ -191,6 +191,7 @@ def _check_inclusion(body: dict) -> None:
     cp = parse_checkpoint(note.text)
     assert cp.size == body["tree_size"]
     leaf = merkle.leaf_hash(body["entry"].encode())
+    assert b64(body["entry_base64"]) == body["entry"].encode()
     assert b64(body["leaf_hash"]) == leaf
     proof = [b64(h) for h in body["inclusion_proof"]]
     assert merkle.verify_inclusion(leaf, body["index"], cp.size, proof, cp.root)
@@ -320,5 +321,33 @@ def test_routes_absent_when_the_ledger_is_off(tmp_path):
     try:
         status, _h, body = raw_get(s, L + "/checkpoint")
         assert status == 404 and b"M_UNRECOGNIZED" in body
+    finally:
+        s.stop()
+
+
+def test_a_leaf_that_is_not_json_is_refused_not_a_500(tmp_path):
+    import sqlite3
+
+    s = ServerThread(tmp_path / "d", ledger_checkpoint_interval=0.2).start()
+    try:
+        admin = make_user(s, "root", admin=True)
+        alice = make_user(s, "alice")
+        wait_checkpoint(s, append(s, 5))
+        conn = sqlite3.connect(s.config.database_path)
+        with conn:
+            conn.execute("UPDATE ledger_entries SET entry = ? WHERE idx = 1", (b"\xff not json",))
+        conn.close()
+        r = alice.request("GET", f"{L}/proof/record/1")
+        assert r.status == 403 and r.body["errcode"] == "M_FORBIDDEN"
+        status, _h, body = raw_get(s, f"{L}/proof/record/1", admin.access_token)
+        assert status == 200
+        # The served proof does not verify: the leaf was changed after it was signed.
+        import json
+
+        got = json.loads(body)
+        assert b64(got["entry_base64"]) == b"\xff not json"
+        cp = parse_checkpoint(parse_note(got["checkpoint"].encode()).text)
+        proof = [b64(h) for h in got["inclusion_proof"]]
+        assert not merkle.verify_inclusion(b64(got["leaf_hash"]), 1, cp.size, proof, cp.root)
     finally:
         s.stop()

@@ -331,3 +331,154 @@ def test_ledger_disabled(tmp_path):
         assert srv.hs.store.ledger_enabled is False
     finally:
         srv.stop()
+
+
+# -- configuration ------------------------------------------------------------------------------
+def _load(tmp_path, text: str):
+    from bastion.config import load_config
+
+    path = tmp_path / "bastion.toml"
+    path.write_text('server_name = "example.org"\n' + text, encoding="utf-8")
+    return load_config(path).validate()
+
+
+def test_ledger_config_keys_load(tmp_path):
+    from bastion.config import Config, render_config
+    from bastion.ledger.note import Ed25519Signer
+    from bastion.ledger.witnessing import witness_vkey
+
+    log = Ed25519Signer("other.example/bastion-ledger", b"\x01" * 32).vkey()
+    wit = witness_vkey("other.example", b"\x02" * 32)
+    config = _load(
+        tmp_path,
+        f"""
+ledger_checkpoint_interval = 0.5
+ledger_pq_signing = true
+ledger_public_room_events = true
+ledger_anchor_file = ""
+ledger_anchor_interval = 30
+ledger_witnesses = [{{url = "https://other.example:8443/_bastion/witness/v1", vkey = "{wit}"}}]
+ledger_witness_for = ["{log}"]
+ledger_witness_key = "/secure/witness.key"
+
+[ledger_ethereum]
+rpc = "eth-tester"
+interval = 600
+""",
+    )
+    assert config.ledger_checkpoint_interval == 0.5 and config.ledger_anchor_path is None
+    assert config.ledger_witnesses[0]["vkey"] == wit
+    assert str(config.ledger_witness_key_path) == "/secure/witness.key"
+    assert config.ledger_ethereum == {"rpc": "eth-tester", "interval": 600}
+    default = Config(data_dir=tmp_path)
+    assert default.ledger_enabled and default.ledger_checkpoint_interval == 1.0
+    assert default.ledger_anchor_path == tmp_path / "ledger-anchors.jsonl"
+    assert default.ledger_witness_key_path == tmp_path / "ledger-witness.key"
+    # The rendered default configuration documents the keys and still loads.
+    text = render_config(default)
+    assert "ledger_checkpoint_interval" in text and "ledger_witness_for" in text
+    (tmp_path / "rendered.toml").write_text(text, encoding="utf-8")
+    from bastion.config import load_config
+
+    assert load_config(tmp_path / "rendered.toml").validate().ledger_enabled
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ledger_checkpoint_interval = 0",
+        "ledger_checkpoint_interval = -1",
+        "ledger_checkpoint_interval = nan",
+        "ledger_checkpoint_interval = inf",
+        'ledger_checkpoint_interval = "1"',
+        "ledger_anchor_interval = 0",
+        'ledger_enabled = "yes"',
+        "ledger_pq_signing = 1",
+        'ledger_witness_for = ["not a vkey"]',
+        'ledger_witness_for = ["a+00000000+AAAA"]',
+        "ledger_witness_for = [1]",
+        'ledger_witness_for = "x"',
+        'ledger_witnesses = [{url = "ftp://w.example/", vkey = "W"}]',
+        'ledger_witnesses = [{url = "https://w.example/"}]',
+        'ledger_witnesses = ["https://w.example/"]',
+        'ledger_witnesses = [{url = "https://user:pw@w.example/", vkey = "{wit}"}]',
+        'ledger_witnesses = [{url = "https://w.example/?q=1", vkey = "{wit}"}]',
+        'ledger_witnesses = [{url = "https://w.example:99999/", vkey = "{wit}"}]',
+        'ledger_witnesses = [{url = "https:///path", vkey = "{wit}"}]',
+        'ledger_witnesses = [{url = "https://w.example/ x", vkey = "{wit}"}]',
+        'ledger_witnesses = [{url = "https://w.example/", vkey = "{log}"}]',
+        'ledger_witnesses = [{url = "https://w.example/", vkey = "{wit}", extra = 1}]',
+        'ledger_witness_for = ["{wit}"]',
+        "ledger_anchor_file = 5",
+        'ledger_ethereum = {rpc = "file:///x"}',
+        'ledger_ethereum = {rpc = "https://rpc.example"}',
+        'ledger_ethereum = {rpc = "https://rpc.example", account = "0x12"}',
+        'ledger_ethereum = {rpc = "eth-tester", interval = -5}',
+        'ledger_ethereum = {rpc = "eth-tester", bogus = 1}',
+    ],
+)
+def test_hostile_ledger_config_is_refused_at_load(tmp_path, text):
+    from bastion.config import ConfigError
+    from bastion.ledger.note import Ed25519Signer
+    from bastion.ledger.witnessing import witness_vkey
+
+    log = Ed25519Signer("other.example/bastion-ledger", b"\x01" * 32).vkey()
+    wit = witness_vkey("other.example", b"\x02" * 32)
+    text = text.replace("{wit}", wit).replace("{log}", log)
+    with pytest.raises(ConfigError):
+        _load(tmp_path, text + "\n")
+
+
+def test_tampered_leaf_under_a_full_tile_halts_signing(tmp_path):
+    data = tmp_path / "d"
+    srv = start(data)
+    try:
+        wait_checkpoint(srv, append(srv, 300))
+    finally:
+        srv.stop()
+    _tamper(data, "UPDATE ledger_entries SET entry = ? WHERE idx = 17", (b'{"forged":true}',))
+    srv = start(data)
+    try:
+        deadline = time.monotonic() + 10
+        while srv.hs.ledger.halted is None:
+            assert time.monotonic() < deadline, "a changed leaf went unnoticed"
+            time.sleep(0.05)
+        assert "tile 0/0" in srv.hs.ledger.halted
+        _assert_halted(srv, data)
+    finally:
+        srv.stop()
+
+
+def test_stored_tiles_check_passes_on_an_untouched_log(tmp_path):
+    srv = start(tmp_path / "d")
+    try:
+        size = append(srv, 256 * 3 + 5)
+        wait_checkpoint(srv, size)
+        assert run(srv, srv.hs.ledger.check_stored_tiles(size)) is True
+        assert srv.hs.ledger.halted is None
+    finally:
+        srv.stop()
+
+
+def test_ethereum_anchor_on_eth_tester(tmp_path):
+    from bastion.ledger.anchors import verify_ethereum_receipt, verify_receipt
+
+    srv = start(tmp_path / "d", ledger_anchor_file="",
+                ledger_ethereum={"rpc": "eth-tester", "interval": 0.2})  # fmt: skip
+    try:
+        cp = wait_checkpoint(srv, append(srv, 4))
+        deadline = time.monotonic() + 60
+        rows = []
+        while not rows:
+            assert time.monotonic() < deadline, srv.hs.ledger.status()["anchors"]
+            rows = [r for r in srv.hs.store.ledger_anchors() if r.anchor == "ethereum"]
+            time.sleep(0.1)
+        row = rows[0]
+        note = srv.hs.store.ledger_checkpoint(row.size).note
+        assert row.size <= cp.size and verify_receipt(row.receipt, note)
+        web3 = srv.hs.ledger._anchoring[0].anchor.web3  # noqa: SLF001 - the in-process chain
+        assert verify_ethereum_receipt(web3, row.receipt, note)
+        health = srv.hs.ledger.status()["anchors"]
+        assert [a["name"] for a in health] == ["ethereum"] and health[0]["last_error"] is None
+    finally:
+        srv.stop()

@@ -74,6 +74,16 @@ def parse_uint(value: str | None, name: str) -> int:
     return n
 
 
+def _record(row: LedgerEntryRow) -> dict:
+    """The record of a leaf ({} when the stored entry is not a JSON object: only admins may
+    see such an entry, and ``bastion ledger verify`` reports it)."""
+    try:
+        record = orjson.loads(row.entry)
+    except orjson.JSONDecodeError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def _raw_tail(req: Request, prefix: str) -> str:
     """The request path after ``prefix``, still percent-encoded (as sent)."""
     raw = req.raw.raw_path.split("?", 1)[0]
@@ -177,7 +187,9 @@ def _register_ledger(router: Router, hs: HomeServer, ledger: LedgerService) -> N
             "leaf_hash": _b64(merkle.leaf_hash(row.entry)),
             "inclusion_proof": [_b64(h) for h in proof],
             "checkpoint": note.decode("utf-8"),
-            "entry": row.entry.decode("utf-8"),
+            # The record's canonical JSON, and its exact bytes (what the leaf hash covers).
+            "entry": row.entry.decode("utf-8", "replace"),
+            "entry_base64": _b64(row.entry),
         }
 
     async def get_record_proof(req: Request) -> dict:
@@ -188,7 +200,7 @@ def _register_ledger(router: Router, hs: HomeServer, ledger: LedgerService) -> N
         row = store.ledger_entry(index)
         if row is None:
             raise not_found("no such record")
-        if not may_see(requester, row, orjson.loads(row.entry)):
+        if not may_see(requester, row, _record(row)):
             raise forbidden("you may not see this record")
         return proof_body(row)
 
@@ -197,7 +209,7 @@ def _register_ledger(router: Router, hs: HomeServer, ledger: LedgerService) -> N
         404 when there is none or the requester may not see it (its existence stays hidden)."""
         requester = await optional_requester(req)
         row = store.ledger_event_entry(req.params["eventId"])
-        if row is None or not may_see(requester, row, orjson.loads(row.entry)):
+        if row is None or not may_see(requester, row, _record(row)):
             raise not_found("no such event in the ledger")
         return proof_body(row)
 

@@ -255,8 +255,10 @@ class LedgerService(BackgroundService):
         for a in self._anchoring:
             a.wake = asyncio.Event()
         for w in self.witnesses:
+            # The latest stored checkpoint goes to every witness once at start: a witness
+            # holding a newer one shows that the database was rolled back.
             w.wake = asyncio.Event()
-            w.last_size = self.store.ledger_witness_size(w.vkey)
+            w.last_size = None
         if self._ethereum_config and not any(a.health.name == "ethereum" for a in self._anchoring):
             self._add_ethereum()
         self._load_state()
@@ -267,6 +269,8 @@ class LedgerService(BackgroundService):
             self.store.add_listener(self._on_commit)
             self._listening = True
         self.spawn(self._run(), cancel_on_stop=True)
+        if self.halted is None:
+            self.spawn(self.check_stored_tiles(self.builder.size), cancel_on_stop=True)
         for w in self.witnesses:
             self.spawn(self._witness_loop(w), cancel_on_stop=True)
         for a in self._anchoring:
@@ -397,6 +401,50 @@ class LedgerService(BackgroundService):
                 )
             if size and merkle.tree_root(size, self.node_reader()) != root:
                 raise LedgerHalted(f"the file anchor's checkpoint of size {size} has another root")
+
+    async def check_stored_tiles(self, size: int) -> bool:
+        """Check every full tile of a tree of ``size`` leaves against what it summarizes: a
+        level-0 tile against the hashes of its entries, a higher one against the roots of the
+        tiles below. With the start check (the stored tiles give the signed root) this covers
+        every stored leaf: a changed, inserted or deleted leaf halts signing. It runs in the
+        background, a slice at a time, while the log goes on signing (consistency with the
+        signed checkpoints never depends on it: the tiles do not change)."""
+        level = 0
+        while size >> (tiles.TILE_HEIGHT * (level + 1)):
+            count = size >> (tiles.TILE_HEIGHT * (level + 1))
+            for index in range(count):
+                if not self._tile_matches(level, index):
+                    self._halt(
+                        f"the stored tile {level}/{index} does not match the leaves it covers "
+                        "(changed after the fact)"
+                    )
+                    return False
+                if index % 16 == 15:
+                    await asyncio.sleep(0)
+                if self.halted is not None:
+                    return False
+            level += 1
+        return True
+
+    def _tile_matches(self, level: int, index: int) -> bool:
+        try:
+            stored = self.store.ledger_tile(level, index)
+            if stored is None:
+                return False
+            first = index * tiles.TILE_WIDTH
+            if level == 0:
+                entries = self.store.ledger_entries(first, first + tiles.TILE_WIDTH)
+                hashes = [merkle.leaf_hash(e) for e in entries]
+            else:
+                hashes = []
+                for j in range(first, first + tiles.TILE_WIDTH):
+                    below = self.store.ledger_tile(level - 1, j)
+                    if below is None:
+                        return False
+                    hashes.append(merkle.root(tiles.split_tile(below)))
+            return tiles.split_tile(stored) == hashes
+        except ValueError:
+            return False
 
     def _halt(self, reason: str) -> None:
         if self.halted is not None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import importlib  # TEMP until witness_protocol lands
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,15 +29,17 @@ import aiohttp
 
 from bastion.ledger.cosignature import Ed25519Cosigner
 from bastion.ledger.note import NoteSignature, Verifier, format_signature_line, parse_vkey
-
-
-class _WP:
-    def __getattr__(self, name: str) -> Any:
-        return getattr(importlib.import_module("bastion.ledger.witness_protocol"), name)
-
-
-_wp = _WP()
-
+from bastion.ledger.witness_protocol import (
+    SIZE_CONTENT_TYPE,
+    Accept,
+    AddCheckpoint,
+    WitnessState,
+    decide_add_checkpoint,
+    format_add_checkpoint,
+    parse_add_checkpoint,
+    parse_conflict_size,
+    parse_cosignatures,
+)
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
@@ -51,7 +52,6 @@ MAX_REQUEST_BYTES = 64 * 1024
 #: Largest witness response read.
 MAX_RESPONSE_BYTES = 64 * 1024
 TEXT_PLAIN = "text/plain; charset=utf-8"
-SIZE_CONTENT_TYPE = "text/x.tlog.size"
 
 
 def witness_name(server_name: str) -> str:
@@ -127,16 +127,18 @@ class WitnessRole:
         old size is not the size last cosigned, 422 bad proof or a different root at the same
         size; 200 with the cosignature line once the new state is durably stored."""
         try:
-            req = _wp.parse_add_checkpoint(body)
+            req = parse_add_checkpoint(body)
         except ValueError as e:
             return WitnessAnswer(400, TEXT_PLAIN, f"malformed add-checkpoint: {e}\n".encode())
         store = self.hs.store
         origin = _origin_of(req)
+        if origin not in self.log_verifiers:
+            origin = None  # the decision answers 404 (or 400); no state to read
         for _attempt in range(3):
             row = store.witness_log_state(origin) if origin is not None else None
-            state = _wp.WitnessState(row.size, row.root) if row is not None else None
-            decision = _wp.decide_add_checkpoint(req, self.log_verifiers, state)
-            if not isinstance(decision, _wp.Accept):
+            state = WitnessState(row.size, row.root) if row is not None else None
+            decision = decide_add_checkpoint(req, self.log_verifiers, state)
+            if not isinstance(decision, Accept):
                 return WitnessAnswer(decision.status, decision.content_type, decision.body)
             cp = decision.checkpoint
             now = self.hs.now_ms()
@@ -167,7 +169,7 @@ class WitnessRole:
         return row.note if row is not None else None
 
 
-def _origin_of(req: Any) -> str | None:
+def _origin_of(req: AddCheckpoint) -> str | None:
     """The origin line of the submitted note (None when it has none: the decision refuses)."""
     first, sep, _ = req.note.partition(b"\n")
     if not sep:
@@ -245,7 +247,7 @@ class WitnessClient:
     async def add_checkpoint(
         self, w: WitnessTarget, old_size: int, proof: Sequence[bytes], note: bytes
     ) -> SubmitResult:
-        body = _wp.format_add_checkpoint(_wp.AddCheckpoint(old_size, tuple(proof), note))
+        body = format_add_checkpoint(AddCheckpoint(old_size, tuple(proof), note))
         url = w.url.rstrip("/") + "/add-checkpoint"
         try:
             async with asyncio.timeout(self.timeout):
@@ -260,25 +262,14 @@ class WitnessClient:
         if len(data) > MAX_RESPONSE_BYTES:
             return SubmitResult(error="the witness's answer is too large")
         if status == 409:
-            size = _parse_size(data)
-            if size is None:
+            try:
+                return SubmitResult(conflict_size=parse_conflict_size(data))
+            except ValueError:
                 return SubmitResult(error="409 without a valid size")
-            return SubmitResult(conflict_size=size)
         if status != 200:
             text = data[:200].decode("utf-8", "replace").strip()
             return SubmitResult(error=f"HTTP {status}: {text}")
         try:
-            return SubmitResult(signatures=tuple(_wp.parse_cosignatures(data)))
+            return SubmitResult(signatures=tuple(parse_cosignatures(data)))
         except ValueError as e:
             return SubmitResult(error=f"malformed cosignatures: {e}")
-
-
-def _parse_size(data: bytes) -> int | None:
-    """A ``text/x.tlog.size`` body: a decimal size and a newline."""
-    if not data.endswith(b"\n"):
-        return None
-    digits = data[:-1]
-    if not digits.isdigit() or len(digits) > 20 or (len(digits) > 1 and digits[:1] == b"0"):
-        return None
-    size = int(digits)
-    return size if size < 2**63 else None
