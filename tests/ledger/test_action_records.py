@@ -542,3 +542,36 @@ def test_cli_signing_key_rotation(data_dir, capsys):
         "new_public_key": encode_verify_key(new.key), "expired_ts": out["expired_ts"],
     }  # fmt: skip
     assert "subject" not in rec
+
+
+def test_directory_changes_by_the_admin_privilege(client, server, ledger):
+    """A room-directory change that only the admin privilege allows is an admin call."""
+    admin = register(client, "admin")
+    make_admin(server, admin.user_id)
+    alice = register(client, "alice")
+    r = alice.request("POST", f"{V3}/createRoom", {"room_alias_name": "one"})
+    assert r.status == 200, r.body
+    room_id = r.body["room_id"]
+    assert alice.request("PUT", f"{V3}/directory/room/%23two:localhost",
+                         {"room_id": room_id}).status == 200  # fmt: skip
+    # The creator and a member with the power: no admin call, no record.
+    ledger.mark()
+    assert alice.request("DELETE", f"{V3}/directory/room/%23two:localhost").status == 200
+    assert alice.request("PUT", f"{V3}/directory/list/room/{room_id}",
+                         {"visibility": "public"}).status == 200  # fmt: skip
+    assert ledger.new() == []
+    # The admin, not in the room: recorded with the change.
+    assert admin.request("DELETE", f"{V3}/directory/room/%23one:localhost").status == 200
+    assert admin.request("PUT", f"{V3}/directory/list/room/{room_id}",
+                         {"visibility": "private"}).status == 200  # fmt: skip
+    delete, visibility = ledger.new()
+    assert (delete["action"], delete["actor"], delete["target"], delete["origin"]) == (
+        "admin.request", admin.user_id, "#one:localhost", IP)  # fmt: skip
+    assert delete["details"] == {"route": "DELETE /_matrix/client/v3/directory/room/{roomAlias}"}
+    assert (visibility["target"], visibility["details"]) == (
+        room_id, {"route": "PUT /_matrix/client/v3/directory/list/room/{roomId}"})  # fmt: skip
+    assert "subject" not in delete and "subject" not in visibility
+    assert alice.request("GET", f"{V3}/directory/list/room/{room_id}").body == {
+        "visibility": "private"}  # fmt: skip
+    assert_error(client.request("GET", f"{V3}/directory/room/%23one:localhost", token=None),
+                 404, "M_NOT_FOUND")  # fmt: skip
