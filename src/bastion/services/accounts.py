@@ -22,6 +22,11 @@ Policy decisions made here, documented for operators:
 - **UIA sessions** live in memory for :data:`UIA_SESSION_TTL_MS`; each is bound to one operation
   and (except registration) one user, and is consumed when the operation succeeds.
 - Client IP addresses are the TCP peer; ``X-Forwarded-For`` is not trusted.
+- **Ledger records** (:mod:`bastion.services.security_records`): account creation and
+  deactivation, moderation, every login (success with its device; failure, also of a UIA
+  password stage, with the attempted user ID: the same record and the same work whether the
+  account exists or not), password changes, token revocations and device deletions are action
+  records written in the transaction of the change (a failed login's record is its only write).
 """
 
 from __future__ import annotations
