@@ -191,10 +191,12 @@ def test_login_failures_wrong_password_and_unknown_user_look_alike(client, serve
     ledger.mark()
     assert _bad_login(client, "@x:elsewhere.example").status == 403
     assert _bad_login(client, "bad name " + "y" * 1000).status == 403
-    first, second = ledger.new("login.failure")
+    assert _bad_login(client, "").status == 403
+    first, second, third = ledger.new("login.failure")
     assert first["target"] == first["actor"] == "@x:elsewhere.example"
     assert "subject" not in first and "nonce" not in first
     assert second["target"] == ("bad name " + "y" * 1000)[:255]
+    assert third["actor"] == "anonymous" and "target" not in third
     assert server.hs.store.get_user("@ghost:localhost") is None
 
 
