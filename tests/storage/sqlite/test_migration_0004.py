@@ -24,8 +24,13 @@ from tests.support.harness import ServerThread
 
 __all__ = ["manifest"]  # the module fixture, shared
 
-KEEP = ("events", "users", "devices", "e2e_device_keys", "e2e_cross_signing_keys", "rooms",
+KEEP = ("users", "devices", "e2e_device_keys", "e2e_cross_signing_keys", "rooms",
         "current_state", "membership_events", "state_groups", "access_tokens")  # fmt: skip
+
+
+EVENT_COLS = ("event_id, room_id, stream_pos, depth, type, state_key, sender, origin_server_ts,"
+              " json, sg_before, sg_after, replaces_state, redacted_because, txn_user,"
+              " txn_device, txn_id, rejected, soft_failed")  # fmt: skip
 
 
 def _rows(path, sql: str) -> list[tuple]:
@@ -60,6 +65,7 @@ def _migrate_4(path) -> None:
 def test_rows_are_kept_and_become_leaves(tmp_path):
     _, path = _at_version_3(tmp_path)
     before = {t: _rows(path, f"SELECT * FROM {t} ORDER BY rowid") for t in KEEP}  # noqa: S608
+    before_events = _rows(path, f"SELECT {EVENT_COLS} FROM events ORDER BY rowid")  # noqa: S608
     events = _rows(path, "SELECT event_id, room_id, sender, type, state_key, origin_server_ts,"
                          " stream_pos, rejected, soft_failed FROM events ORDER BY rowid")  # fmt: skip
     audit = _rows(
@@ -72,6 +78,10 @@ def test_rows_are_kept_and_become_leaves(tmp_path):
     assert len(events) >= 20 and len(audit) == 2 and len(device_keys) == 2 and len(cross) == 3
     _migrate_4(path)
     assert {t: _rows(path, f"SELECT * FROM {t} ORDER BY rowid") for t in KEEP} == before  # noqa: S608
+    assert _rows(path, f"SELECT {EVENT_COLS} FROM events ORDER BY rowid") == before_events  # noqa: S608
+    # Each event row names its leaf.
+    assert _rows(path, "SELECT ledger_idx FROM events ORDER BY rowid") == [
+        (i,) for i in range(len(events))]  # fmt: skip
 
     leaves = _rows(path, "SELECT idx, kind, event_id, subject, action, ts, entry"
                          " FROM ledger_entries ORDER BY idx")  # fmt: skip
