@@ -17,6 +17,7 @@ from bastion.services.security_records import key_sha256
 from bastion.signing_key import load_or_create_signing_key
 from tests.support.accounts import (
     PASSWORD,
+    add_registration_token,
     assert_error,
     call_on_server,
     login,
@@ -24,7 +25,7 @@ from tests.support.accounts import (
     password_auth,
 )
 from tests.support.e2ee import V3, Device, cross_signing_body, cross_signing_set
-from tests.support.harness import Client
+from tests.support.harness import Client, ServerThread
 
 LOGIN = f"{V3}/login"
 CS_UPLOAD = f"{V3}/keys/device_signing/upload"
@@ -112,6 +113,26 @@ def test_registration_with_inhibit_login_has_no_device(client, server, ledger):
         "inhibit_login": True}, token=None)  # fmt: skip
     assert r.status == 200, r.body
     assert ledger.one("account.create")["details"] == {"device_id": None}
+
+
+def test_registration_with_a_token_names_its_prefix(tmp_path):
+    srv = ServerThread(tmp_path / "tokens", registration="token").start()
+    try:
+        add_registration_token(srv, "tok-123")
+        c = Client(srv.base_url)
+        body = {"username": "mia", "password": PASSWORD}
+        r = c.request("POST", f"{V3}/register", body, token=None)
+        session = r.body["session"]
+        for auth in ({"type": "m.login.registration_token", "token": "tok-123"},
+                     {"type": "m.login.dummy"}):  # fmt: skip
+            r = c.request("POST", f"{V3}/register", {**body, "auth": {**auth, "session": session}},
+                          token=None)  # fmt: skip
+        assert r.status == 200, r.body
+        (rec,) = action_records(srv)
+        check_personal(rec, "@mia:localhost")
+        assert rec["details"] == {"device_id": r.body["device_id"], "registration_token": "tok-…"}
+    finally:
+        srv.stop()
 
 
 def test_registration_that_fails_leaves_no_record(client, server, ledger):
