@@ -17,6 +17,7 @@ from bastion.services.security_records import key_sha256
 from bastion.signing_key import load_or_create_signing_key
 from tests.support.accounts import (
     PASSWORD,
+    add_registration_token,
     assert_error,
     call_on_server,
     login,
@@ -24,7 +25,7 @@ from tests.support.accounts import (
     password_auth,
 )
 from tests.support.e2ee import V3, Device, cross_signing_body, cross_signing_set
-from tests.support.harness import Client
+from tests.support.harness import Client, ServerThread
 
 LOGIN = f"{V3}/login"
 CS_UPLOAD = f"{V3}/keys/device_signing/upload"
@@ -114,6 +115,26 @@ def test_registration_with_inhibit_login_has_no_device(client, server, ledger):
     assert ledger.one("account.create")["details"] == {"device_id": None}
 
 
+def test_registration_with_a_token_names_its_prefix(tmp_path):
+    srv = ServerThread(tmp_path / "tokens", registration="token").start()
+    try:
+        add_registration_token(srv, "tok-123")
+        c = Client(srv.base_url)
+        body = {"username": "mia", "password": PASSWORD}
+        r = c.request("POST", f"{V3}/register", body, token=None)
+        session = r.body["session"]
+        for auth in ({"type": "m.login.registration_token", "token": "tok-123"},
+                     {"type": "m.login.dummy"}):  # fmt: skip
+            r = c.request("POST", f"{V3}/register", {**body, "auth": {**auth, "session": session}},
+                          token=None)  # fmt: skip
+        assert r.status == 200, r.body
+        (rec,) = action_records(srv)
+        check_personal(rec, "@mia:localhost")
+        assert rec["details"] == {"device_id": r.body["device_id"], "registration_token": "tok-…"}
+    finally:
+        srv.stop()
+
+
 def test_registration_that_fails_leaves_no_record(client, server, ledger):
     register(client, "taken")
     ledger.mark()
@@ -191,10 +212,12 @@ def test_login_failures_wrong_password_and_unknown_user_look_alike(client, serve
     ledger.mark()
     assert _bad_login(client, "@x:elsewhere.example").status == 403
     assert _bad_login(client, "bad name " + "y" * 1000).status == 403
-    first, second = ledger.new("login.failure")
+    assert _bad_login(client, "").status == 403
+    first, second, third = ledger.new("login.failure")
     assert first["target"] == first["actor"] == "@x:elsewhere.example"
     assert "subject" not in first and "nonce" not in first
     assert second["target"] == ("bad name " + "y" * 1000)[:255]
+    assert third["actor"] == "anonymous" and "target" not in third
     assert server.hs.store.get_user("@ghost:localhost") is None
 
 
@@ -542,3 +565,36 @@ def test_cli_signing_key_rotation(data_dir, capsys):
         "new_public_key": encode_verify_key(new.key), "expired_ts": out["expired_ts"],
     }  # fmt: skip
     assert "subject" not in rec
+
+
+def test_directory_changes_by_the_admin_privilege(client, server, ledger):
+    """A room-directory change that only the admin privilege allows is an admin call."""
+    admin = register(client, "admin")
+    make_admin(server, admin.user_id)
+    alice = register(client, "alice")
+    r = alice.request("POST", f"{V3}/createRoom", {"room_alias_name": "one"})
+    assert r.status == 200, r.body
+    room_id = r.body["room_id"]
+    assert alice.request("PUT", f"{V3}/directory/room/%23two:localhost",
+                         {"room_id": room_id}).status == 200  # fmt: skip
+    # The creator and a member with the power: no admin call, no record.
+    ledger.mark()
+    assert alice.request("DELETE", f"{V3}/directory/room/%23two:localhost").status == 200
+    assert alice.request("PUT", f"{V3}/directory/list/room/{room_id}",
+                         {"visibility": "public"}).status == 200  # fmt: skip
+    assert ledger.new() == []
+    # The admin, not in the room: recorded with the change.
+    assert admin.request("DELETE", f"{V3}/directory/room/%23one:localhost").status == 200
+    assert admin.request("PUT", f"{V3}/directory/list/room/{room_id}",
+                         {"visibility": "private"}).status == 200  # fmt: skip
+    delete, visibility = ledger.new()
+    assert (delete["action"], delete["actor"], delete["target"], delete["origin"]) == (
+        "admin.request", admin.user_id, "#one:localhost", IP)  # fmt: skip
+    assert delete["details"] == {"route": "DELETE /_matrix/client/v3/directory/room/{roomAlias}"}
+    assert (visibility["target"], visibility["details"]) == (
+        room_id, {"route": "PUT /_matrix/client/v3/directory/list/room/{roomId}"})  # fmt: skip
+    assert "subject" not in delete and "subject" not in visibility
+    assert alice.request("GET", f"{V3}/directory/list/room/{room_id}").body == {
+        "visibility": "private"}  # fmt: skip
+    assert_error(client.request("GET", f"{V3}/directory/room/%23one:localhost", token=None),
+                 404, "M_NOT_FOUND")  # fmt: skip

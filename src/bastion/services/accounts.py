@@ -22,6 +22,11 @@ Policy decisions made here, documented for operators:
 - **UIA sessions** live in memory for :data:`UIA_SESSION_TTL_MS`; each is bound to one operation
   and (except registration) one user, and is consumed when the operation succeeds.
 - Client IP addresses are the TCP peer; ``X-Forwarded-For`` is not trusted.
+- **Ledger records** (:mod:`bastion.services.security_records`): account creation and
+  deactivation, moderation, every login (success with its device; failure, also of a UIA
+  password stage, with the attempted user ID: the same record and the same work whether the
+  account exists or not), password changes, token revocations and device deletions are action
+  records written in the transaction of the change (a failed login's record is its only write).
 """
 
 from __future__ import annotations
@@ -86,6 +91,8 @@ MAX_DISPLAYNAME_LENGTH = 256
 MAX_PROFILE_BYTES = 64 * 1024
 MAX_PROFILE_KEY_BYTES = 255
 ACCESS_TOKEN_PREFIX = "bst_"
+#: The actor of a failed login whose identifier is empty.
+ANONYMOUS = "anonymous"
 #: Profile fields copied into m.room.member events.
 MEMBER_PROFILE_KEYS = ("displayname", "avatar_url")
 
@@ -603,9 +610,10 @@ class AccountService:
             self.login_failures.failed(key, self.now_ms())
             # The same record (and the same work) whether the account exists or not: the
             # attempted ID is the target, and the subject when it names a local user.
+            attempted = user_id or clip(user)
             await record(
-                self.store, records.ACTION_LOGIN_FAILURE, actor=user_id or clip(user),
-                ts=self.now_ms(), target=user_id or clip(user), subject=user_id, origin=ip,
+                self.store, records.ACTION_LOGIN_FAILURE, actor=attempted or ANONYMOUS,
+                ts=self.now_ms(), target=attempted or None, subject=user_id, origin=ip,
                 details={"device_id": device_id},
             )  # fmt: skip
             raise forbidden("invalid username or password")
