@@ -340,8 +340,6 @@ def check_event_rows(rows: Iterable[tuple], server_name: str) -> EventPassResult
     for row in rows:
         res.rows += 1
         kind, problems, idx, eid = _check_event_row(row, suffix, res)
-        if idx is not None:
-            res.with_leaf += 1
         if problems:
             res.findings.append(Finding(kind, "events", eid, "; ".join(problems), idx, eid))
     return res
@@ -379,18 +377,24 @@ def _check_event_row(row: tuple, suffix: str, res: EventPassResult
                      ) -> tuple[str, list[str], int | None, str]:  # fmt: skip
     loads = orjson.loads
     (_, eid, room_id, pos, depth, etype, state_key, sender, ots, js, rejected, soft,
-     redacted_because, version, idx, entry) = row  # fmt: skip
+     redacted_because, version, idx, entry, ledger_idx) = row  # fmt: skip
     problems: list[str] = []
     kind = CHANGED
     rec: Any = None
     if idx is None:
         kind = INSERTED
-        problems.append("an events row with no leaf in the ledger")
+        problems.append(
+            "an events row with no leaf in the ledger"
+            if ledger_idx is None
+            else f"an events row whose ledger_idx names leaf {ledger_idx}, which does not exist"
+        )
     else:
         try:
             rec = loads(entry)
         except orjson.JSONDecodeError:
             rec = None
+        if isinstance(rec, dict) and rec.get("event_id") == eid:
+            res.with_leaf += 1
         if not isinstance(rec, dict) or rec.get("kind") != "event":
             problems.append(f"its latest leaf {idx} is not an event record")
             rec = None
@@ -562,6 +566,9 @@ class _Verifier:
         self.origin = checkpoint_origin(opts.server_name)
         self.leaf_hashes: list[bytes] = []
         self.reader: MemoryNodeReader | None = None
+        #: the latest leaf of each event the leaves name, and the events with several leaves.
+        self.latest: dict[str, int] = {}
+        self.dupes: set[str] = set()
         #: action records the key checks need: (leaf, record).
         self.actions: list[tuple[int, dict]] = []
         self._verifiers: list[Verifier] | None = None
@@ -605,6 +612,7 @@ class _Verifier:
         total = store.audit_leaf_count()
         bar = Progress(self.opts.progress, total, "leaves")
         hashes = self.leaf_hashes
+        latest = self.latest
         expected = 0
         loads = orjson.loads
         sha256 = hashlib.sha256
@@ -646,7 +654,13 @@ class _Verifier:
                     self.add(Finding(CHANGED, "ledger_entries", str(idx),
                                      "the row's columns disagree with its entry", idx,
                                      rec.get("event_id")))  # fmt: skip
-                if rkind == "action" and rec.get("action") in keep:
+                if rkind == "event":
+                    eid = rec.get("event_id")
+                    if isinstance(eid, str):
+                        if eid in latest:
+                            self.dupes.add(eid)
+                        latest[eid] = idx
+                elif rkind == "action" and rec.get("action") in keep:
                     self.actions.append((idx, rec))
             bar.update(len(batch))
         bar.close()
@@ -939,13 +953,24 @@ class _Verifier:
         redacted: list[tuple[str, str, int | None]] = []
         foreign: list[tuple[str, str, int | None, list[str]]] = []
         for r in results:
-            self.add(*r.findings)
+            for f in r.findings:
+                # A row without its leaf, of an event the ledger has: its ledger_idx is wrong.
+                if f.kind == INSERTED and f.event_id in self.latest:
+                    f = Finding(CHANGED, "events", f.key, f"{f.message}; the event's leaf is "
+                                f"{self.latest[f.event_id]}", f.leaf, f.event_id)  # fmt: skip
+                self.add(f)
             redacted += r.redacted
             foreign += r.foreign_json
+        # An event with several leaves (an outlier stored again): its row names the latest.
+        named = store.audit_event_ledger_idx(sorted(self.dupes)) if self.dupes else {}
+        for eid, at in named.items():
+            if at is not None and at != self.latest[eid]:
+                self.add(Finding(CHANGED, "events", eid, f"ledger_idx names leaf {at}, not the "
+                                 f"event's latest leaf {self.latest[eid]}", at, eid))  # fmt: skip
         self.report.stats["events_checked"] = sum(r.rows for r in results)
         # A JSON that hashes to another event of the ledger was moved between rows.
         for eid, other, idx, problems in foreign:
-            if store.ledger_event_entry(other) is not None:
+            if other in self.latest:
                 text = f"the row holds the JSON of another event ({other})"
                 self.add(Finding(REORDERED, "events", eid, "; ".join([text, *problems]), idx, eid))
             else:
@@ -967,7 +992,7 @@ class _Verifier:
                         target = red.get("redacts") or (
                             content.get("redacts") if isinstance(content, dict) else None
                         )
-                        ok = target == eid and store.ledger_event_entry(by) is not None
+                        ok = target == eid and by in self.latest
                 if not ok:
                     self.add(Finding(CHANGED, "events", eid,
                                      f"the content was removed, but {by} is not a redaction of "
@@ -976,7 +1001,7 @@ class _Verifier:
         # (each row with a leaf is one distinct ID), so the search only runs when one lacks.
         gone: dict[str, int] = {}
         with_leaf = sum(r.with_leaf for r in results)
-        if store.audit_event_leaf_ids() != with_leaf:
+        if len(self.latest) != with_leaf:
             for idx, eid in store.audit_event_leaves_without_row():
                 gone[eid] = idx
         for eid, idx in gone.items():

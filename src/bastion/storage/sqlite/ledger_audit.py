@@ -213,20 +213,19 @@ class LedgerAuditStore(StoreBase):
         self, first_rowid: int, last_rowid: int, batch: int = 20_000
     ) -> Iterator[list[tuple]]:
         """Every ``events`` row with rowid in ``[first_rowid, last_rowid]`` with its room's
-        version and its latest leaf: (rowid, event_id, room_id, stream_pos, depth, type,
-        state_key, sender, origin_server_ts, json, rejected, soft_failed, redacted_because,
-        room_version, leaf idx, leaf entry); the leaf columns are NULL for a row without a
-        leaf."""
+        version and the leaf its ``ledger_idx`` names: (rowid, event_id, room_id, stream_pos,
+        depth, type, state_key, sender, origin_server_ts, json, rejected, soft_failed,
+        redacted_because, room_version, leaf idx, leaf entry, ledger_idx); the leaf columns
+        are NULL when there is no such leaf."""
         after = first_rowid - 1
         while True:
             rows = _plain(
                 self.db.reader,
                 "SELECT e.rowid, e.event_id, e.room_id, e.stream_pos, e.depth, e.type,"
                 " e.state_key, e.sender, e.origin_server_ts, e.json, e.rejected, e.soft_failed,"
-                " e.redacted_because, r.room_version, l.idx, l.entry"
+                " e.redacted_because, r.room_version, l.idx, l.entry, e.ledger_idx"
                 " FROM events e LEFT JOIN rooms r ON r.room_id = e.room_id"
-                " LEFT JOIN ledger_entries l ON l.idx ="
-                " (SELECT MAX(x.idx) FROM ledger_entries x WHERE x.event_id = e.event_id)"
+                " LEFT JOIN ledger_entries l ON l.idx = e.ledger_idx"
                 " WHERE e.rowid > ? AND e.rowid <= ? ORDER BY e.rowid LIMIT ?",
                 (after, last_rowid, batch),
             )
@@ -237,12 +236,20 @@ class LedgerAuditStore(StoreBase):
                 return
             after = rows[-1][0]
 
-    def audit_event_leaf_ids(self) -> int:
-        """How many distinct event IDs the leaves name."""
-        return _plain(
-            self.db.reader,
-            "SELECT COUNT(DISTINCT event_id) FROM ledger_entries WHERE event_id IS NOT NULL",
-        )[0][0]
+    def audit_event_ledger_idx(self, event_ids: Sequence[str]) -> dict[str, int | None]:
+        """{event_id: ledger_idx} of the given stored events."""
+        out: dict[str, int | None] = {}
+        ids = list(dict.fromkeys(event_ids))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in _plain(
+                self.db.reader,
+                f"SELECT event_id, ledger_idx FROM events WHERE event_id IN ({marks})",  # noqa: S608
+                chunk,
+            ):
+                out[r[0]] = r[1]
+        return out
 
     def audit_event_leaves_without_row(self) -> list[tuple[int, str]]:
         """(index, event_id) of every event leaf whose event has no ``events`` row."""
