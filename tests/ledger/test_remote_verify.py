@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,22 @@ from bastion.ledger.anchors import FileAnchor
 from bastion.ledger.checkpoint import Checkpoint, sign_checkpoint
 from bastion.ledger.cosignature import Ed25519Cosigner
 from bastion.ledger.merkle import MemoryNodeReader, leaf_hash, tree_root
-from bastion.ledger.note import Ed25519Signer, format_signature_line, parse_note
+from bastion.ledger.note import Ed25519Signer, format_signature_line, format_vkey, parse_note
+from bastion.ledger.records import action_record
 from bastion.ledger.remote_verify import RemoteOptions, verify_remote
 from bastion.ledger.tiles import encode_entry_bundle, parse_tile_path
-from bastion.ledger.verify import CHANGED, FORKED, INVALID, ROLLED_BACK
+from bastion.ledger.verify import (
+    CHANGED,
+    FORKED,
+    INVALID,
+    ROLLED_BACK,
+    checkpoint_origin,
+    read_signing_public_key,
+)
+from tests.ledger.test_verify_tamper import _wait_covered
+from tests.support.accounts import make_admin
+from tests.support.federation import run as run_on
+from tests.support.harness import Client, ServerThread
 
 ORIGIN = "log.example/bastion-ledger"
 TOKEN = "admin-token"
@@ -206,3 +219,92 @@ def test_cli_usage(tmp_path, capsys):
                  "--timeout", "2"]) == 1  # fmt: skip
     err = capsys.readouterr()
     assert "needs the log's key" in err.err and "cannot fetch the checkpoint" in err.out
+
+
+# -- a real server's published log ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    data = tmp_path_factory.mktemp("live") / "data"
+    srv = ServerThread(data, ledger_checkpoint_interval=0.2, ledger_anchor_interval=0.2).start()
+    try:
+        c = Client(srv.base_url)
+        admin = c.register("admin")
+        make_admin(srv, admin.user_id)
+        store = srv.hs.store
+
+        def write(conn) -> None:  # more than one full tile of leaves
+            for i in range(300):
+                record = action_record(action="test.action", actor="server", ts=1000 + i)
+                store.ledger_append_in(conn, record)
+
+        run_on(srv, store.transaction(write))
+        early = _wait_covered(srv)
+        room = admin.request("POST", "/_matrix/client/v3/createRoom", {}).body["room_id"]
+        for i in range(3):
+            admin.request("PUT", f"/_matrix/client/v3/rooms/{room}/send/m.room.message/t{i}",
+                          {"msgtype": "m.text", "body": str(i)})  # fmt: skip
+        _wait_covered(srv)
+        run_on(srv, srv.hs.ledger.anchor_all())
+        _, public = read_signing_public_key(data / "signing.key")
+        pin = data.parent / "early.checkpoint"
+        pin.write_bytes(early)
+        yield {"srv": srv, "data": data, "token": admin.access_token, "pin": pin,
+               "vkey": format_vkey(checkpoint_origin("localhost"), 0x01, public)}  # fmt: skip
+    finally:
+        srv.stop()
+
+
+def remote(live, capsys, *extra: str) -> tuple[int, dict]:
+    capsys.readouterr()
+    code = main(["ledger", "verify", "--remote", live["srv"].base_url, "--key", live["vkey"],
+                 "--json", *extra])  # fmt: skip
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_a_real_servers_log_verifies(live, capsys):
+    code, report = remote(live, capsys, "--access-token", live["token"],
+                          "--checkpoint-pin", str(live["pin"]))  # fmt: skip
+    assert (code, report["findings"]) == (0, []), report
+    stats = report["stats"]
+    assert stats["size"] > 300 and stats["entries_checked"] == stats["size"]
+    assert stats["anchors_checked"] >= 1
+
+
+def _patch(live, sql: str, args: tuple, restore: tuple):
+    conn = sqlite3.connect(live["data"] / "homeserver.db")
+    try:
+        conn.execute(sql, args)
+        conn.commit()
+        yield
+    finally:
+        conn.execute(sql, restore)
+        conn.commit()
+        conn.close()
+
+
+def test_a_changed_entry_on_a_real_server(live, capsys):
+    conn = sqlite3.connect(live["data"] / "homeserver.db")
+    (entry,) = conn.execute("SELECT entry FROM ledger_entries WHERE idx = 5").fetchone()
+    conn.close()
+    forged = entry.replace(b"test.action", b"test.forged")
+    for _ in _patch(live, "UPDATE ledger_entries SET entry = ? WHERE idx = 5", (forged,),
+                    (entry,)):  # fmt: skip
+        code, report = remote(live, capsys, "--access-token", live["token"])
+        assert code == 1
+        assert [(f["kind"], f["table"], f["leaf"]) for f in report["findings"]] == [
+            (CHANGED, "entries", 5)
+        ]
+
+
+def test_a_changed_tile_on_a_real_server(live, capsys):
+    conn = sqlite3.connect(live["data"] / "homeserver.db")
+    (tile,) = conn.execute("SELECT data FROM ledger_tiles WHERE level = 0 AND idx = 0").fetchone()
+    conn.close()
+    forged = bytes(32) + tile[32:]
+    for _ in _patch(live, "UPDATE ledger_tiles SET data = ? WHERE level = 0 AND idx = 0",
+                    (forged,), (tile,)):  # fmt: skip
+        code, report = remote(live, capsys)
+        assert code == 1
+        assert {(f["kind"], f["table"]) for f in report["findings"]} == {(FORKED, "tiles")}
