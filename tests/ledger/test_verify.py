@@ -463,3 +463,85 @@ def test_classify_leaf_differences():
     changed = list(s)
     changed[3] = b"\xee" * 32
     assert [(k, i) for k, i, _ in classify_leaf_differences(s, changed, 100)] == [(CHANGED, 103)]
+
+
+def test_post_quantum_signatures(synth):
+    """With the ML-DSA-44 key in the data directory, its subtree/v1 signature on each
+    checkpoint is checked too: a broken one is a finding even though Ed25519 verifies."""
+    from bastion.ledger.checkpoint import format_checkpoint
+    from bastion.ledger.cosignature import MLDSA44Cosigner
+    from bastion.ledger.note import Note, format_note, parse_note
+
+    d, info = synth
+    seed = bytes(range(32))
+    (d / "ledger-mldsa44.key").write_text(f"ml-dsa-44 {base64.b64encode(seed).decode()}\n")
+    pq = MLDSA44Cosigner(checkpoint_origin(SERVER), seed)
+    conn = sqlite3.connect(d / "homeserver.db")
+    for size, root in conn.execute("SELECT size, root FROM ledger_checkpoints").fetchall():
+        text = format_checkpoint(Checkpoint(checkpoint_origin(SERVER), size, root))
+        note = format_note(Note(text, (info["signer"].sign(text), pq.cosign(text, 1))))
+        conn.execute("UPDATE ledger_checkpoints SET note = ? WHERE size = ?", (note, size))
+    conn.commit()
+    assert verify(d) == []
+    note = parse_note(conn.execute("SELECT note FROM ledger_checkpoints WHERE size = 300")
+                      .fetchone()[0])  # fmt: skip
+    ed, mldsa = note.signatures
+    broken = type(mldsa)(mldsa.name, mldsa.key_id, mldsa.signature[:-1] + b"\x00")
+    conn.execute("UPDATE ledger_checkpoints SET note = ? WHERE size = 300",
+                 (format_note(Note(note.text, (ed, broken))),))  # fmt: skip
+    conn.commit()
+    conn.close()
+    (f,) = verify(d)
+    assert (f.kind, f.table, f.key) == (INVALID, "ledger_checkpoints", "300")
+    assert "does not verify" in f.message
+
+
+def test_witness_cosignatures(synth, capsys):
+    from bastion.ledger.cosignature import Ed25519Cosigner
+    from bastion.ledger.note import format_signature_line, parse_note
+
+    d, info = synth
+    w = Ed25519Cosigner("w.example", b"\x09" * 32)
+    (d / "bastion.toml").write_text(
+        f'server_name = "{SERVER}"\n'
+        f'ledger_witnesses = [{{url = "https://w.example/", vkey = "{w.vkey()}"}}]\n'
+    )
+    text = parse_note(info["notes"][info["size"]]).text
+    line = format_signature_line(w.cosign(text, 1_700_000_000)).encode()
+    sql(d, "INSERT INTO ledger_cosignatures (size, witness, line, ts) VALUES (?,?,?,?)",
+        (info["size"], "w.example", line, 1))  # fmt: skip
+    assert main(["ledger", "verify", "--data-dir", str(d)]) == 0
+    other = parse_note(info["notes"][100]).text
+    sql(d, "UPDATE ledger_cosignatures SET line = ?",
+        (format_signature_line(w.cosign(other, 1_700_000_000)).encode(),))  # fmt: skip
+    capsys.readouterr()
+    assert main(["ledger", "verify", "--data-dir", str(d), "--json"]) == 1
+    (f,) = json.loads(capsys.readouterr().out)["findings"]
+    assert (f["kind"], f["table"], f["key"]) == (INVALID, "ledger_cosignatures",
+                                                 f"{info['size']} w.example")  # fmt: skip
+
+
+def test_an_unreadable_schema_is_a_finding(synth):
+    d, _ = synth
+    sql(d, "ALTER TABLE events DROP COLUMN ledger_idx")
+    (f,) = verify(d)
+    assert (f.kind, f.table) == (INVALID, "database") and "ledger_idx" in f.message
+
+
+def test_progress_bar_only_on_a_terminal(synth, monkeypatch, capsys):
+    import io
+
+    d, _ = synth
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    monkeypatch.setattr("sys.stderr", tty)
+    assert main(["ledger", "verify", "--data-dir", str(d)]) == 0
+    assert "leaves" in tty.getvalue() and "rows" in tty.getvalue()
+    tty.truncate(0)
+    tty.seek(0)
+    assert main(["ledger", "verify", "--data-dir", str(d), "--json"]) == 0
+    assert tty.getvalue() == ""

@@ -180,7 +180,7 @@ def _verify_local(args: argparse.Namespace) -> int:
     opts = LocalOptions(
         data_dir=config.data_dir, database=config.database_path, server_name=config.server_name,
         signing_key_path=config.signing_key_path, pins=pins, anchor_file=args.anchor_file,
-        progress=_progress_wanted(args),
+        progress=_progress_wanted(args), witnesses=_configured_witnesses(config),
     )  # fmt: skip
     report = verify_local(opts)
     if args.json:
@@ -188,6 +188,18 @@ def _verify_local(args: argparse.Namespace) -> int:
     else:
         render_text(report, print)
     return EXIT_OK if report.ok else EXIT_FINDINGS
+
+
+def _configured_witnesses(config: Config) -> list[Any]:
+    from bastion.ledger.note import parse_vkey
+
+    out = []
+    for w in config.ledger_witnesses:
+        try:
+            out.append(parse_vkey(w["vkey"]))
+        except (KeyError, TypeError, ValueError):
+            continue  # the config's own check refuses these at load
+    return out
 
 
 def _verify_remote(args: argparse.Namespace) -> int:

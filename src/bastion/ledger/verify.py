@@ -230,12 +230,12 @@ def read_pq_verifier(path: Path, origin: str) -> Verifier | None:
 def signature_problem(note: Note, verifiers: Sequence[Verifier]) -> str | None:
     """None when the note carries a valid signature by one of ``verifiers`` and every
     signature line with the key ID of one of them verifies; else what is wrong."""
-    if not verify_note(note, verifiers):
-        return "no valid signature by the log's keys"
     for sig in note.signatures:
         for v in verifiers:
             if v.name == sig.name and v.key_id == sig.key_id and not v.verify(note.text, sig):
-                return f"a signature line of key {sig.key_id.hex()} does not verify"
+                return f"the signature of key {sig.key_id.hex()} (type {v.sig_type:#04x}) does not verify"
+    if not verify_note(note, verifiers):
+        return "no valid signature by the log's keys"
     return None
 
 
@@ -509,6 +509,8 @@ class LocalOptions:
     anchor_file: Path | None = None
     progress: bool = False
     workers: int = 2
+    #: the configured witnesses' cosignature verifiers (``ledger_witnesses``)
+    witnesses: list[Verifier] = field(default_factory=list)
 
 
 class Progress:
@@ -533,7 +535,11 @@ class Progress:
 def verify_local(opts: LocalOptions) -> Report:
     """Run every check of the module docstring; raises :class:`UsageError` when the database
     cannot be opened."""
-    from bastion.storage.sqlite.ledger_audit import LEDGER_TABLES, open_readonly_store
+    from bastion.storage.sqlite.ledger_audit import (
+        LEDGER_TABLES,
+        AuditReadError,
+        open_readonly_store,
+    )
 
     started = time.monotonic()
     try:
@@ -551,7 +557,10 @@ def verify_local(opts: LocalOptions) -> Report:
                          for t in missing))  # fmt: skip
             report.stats["elapsed_s"] = round(time.monotonic() - started, 3)
             return report
-        _Verifier(store, opts, report).run()
+        try:
+            _Verifier(store, opts, report).run()
+        except AuditReadError as e:
+            report.add(Finding(INVALID, "database", None, f"cannot be read as Bastion's: {e}"))
     finally:
         store.close()
     report.stats["elapsed_s"] = round(time.monotonic() - started, 3)
@@ -790,6 +799,29 @@ class _Verifier:
             self._verifiers = found
         return self._verifiers
 
+    def _check_cosignatures(self, size: int, text: str) -> None:
+        """The stored witness cosignatures of a checkpoint, against the configured witnesses'
+        vkeys (tlog-cosignature); a line of an unconfigured witness cannot be checked."""
+        from bastion.ledger.note import parse_signature_line
+
+        for witness, line, _ts in self.store.audit_cosignatures(size):
+            key = f"{size} {witness}"
+            try:
+                sig = parse_signature_line(line.decode("utf-8").rstrip("\n"))
+            except (NoteError, UnicodeDecodeError):
+                self.add(Finding(INVALID, "ledger_cosignatures", key, "not a signature line"))
+                continue
+            known = [w for w in self.opts.witnesses if w.name == sig.name]
+            if known and not any(w.verify(text, sig) for w in known):
+                self.add(
+                    Finding(
+                        INVALID,
+                        "ledger_cosignatures",
+                        key,
+                        f"the cosignature by {sig.name} does not verify",
+                    )  # fmt: skip
+                )
+
     def check_checkpoints(self) -> None:
         assert self.reader is not None
         reader, size = self.reader, len(self.leaf_hashes)
@@ -822,6 +854,7 @@ class _Verifier:
             problem = signature_problem(note, verifiers)
             if problem is not None:
                 self.add(Finding(INVALID, "ledger_checkpoints", key, problem))
+            self._check_cosignatures(row.size, note.text)
             if cp.size != row.size or cp.root != bytes(row.root):
                 self.add(
                     Finding(

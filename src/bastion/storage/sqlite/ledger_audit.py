@@ -33,6 +33,11 @@ class ReadOnlyError(RuntimeError):
     """A write was attempted on a store opened read-only."""
 
 
+class AuditReadError(Exception):
+    """The database could not be read as the auditor expects (a table or column changed or
+    dropped, a corrupt page): itself a finding, never a crash."""
+
+
 class ReadOnlyDatabase:
     """The read half of :class:`~bastion.storage.sqlite.database.Database` on a read-only
     connection: the store's read methods work, every write raises :class:`ReadOnlyError`."""
@@ -102,7 +107,10 @@ def _plain(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> list
     """Rows as plain tuples (no row objects: the bulk reads are hot loops)."""
     cur = conn.cursor()
     cur.row_factory = None
-    return cur.execute(sql, args).fetchall()
+    try:
+        return cur.execute(sql, args).fetchall()
+    except sqlite3.DatabaseError as e:
+        raise AuditReadError(f"{e} (reading: {sql.split(' FROM ')[-1][:60]})") from None
 
 
 class LedgerAuditStore(StoreBase):
