@@ -545,3 +545,30 @@ def test_progress_bar_only_on_a_terminal(synth, monkeypatch, capsys):
     tty.seek(0)
     assert main(["ledger", "verify", "--data-dir", str(d), "--json"]) == 0
     assert tty.getvalue() == ""
+
+
+def test_checkpoints_across_a_signing_key_rotation(synth):
+    """Checkpoints signed before ``bastion admin rotate-signing-key`` verify with the retired
+    key (kept in the database), later ones with the new key file; a retired key removed from
+    the database leaves the old checkpoints unverifiable, which is a finding."""
+    from bastion.ledger.merkle import tree_root
+
+    d, info = synth
+    assert main(["admin", "rotate-signing-key", "--data-dir", str(d)]) == 0
+    conn = sqlite3.connect(d / "homeserver.db")
+    entries = [bytes(r[0]) for r in conn.execute("SELECT entry FROM ledger_entries ORDER BY idx")]
+    assert json.loads(entries[-1])["action"] == "signing_key.rotate"
+    size = len(entries)
+    root = tree_root(size, MemoryNodeReader([leaf_hash(e) for e in entries]))
+    new_key = load_or_create_signing_key(d / "signing.key")
+    signer = Ed25519Signer(checkpoint_origin(SERVER), bytes(new_key.key))
+    conn.execute("INSERT INTO ledger_checkpoints (size, root, note, ts) VALUES (?,?,?,?)",
+                 (size, root, sign_checkpoint(Checkpoint(checkpoint_origin(SERVER), size, root),
+                                              [signer]), 1))  # fmt: skip
+    conn.commit()
+    conn.close()
+    assert verify(d) == []
+    sql(d, "DELETE FROM local_old_signing_keys")
+    found = verify(d)
+    assert {(f.kind, f.table) for f in found} == {(INVALID, "ledger_checkpoints")}
+    assert len(found) == len(info["notes"])  # every checkpoint signed with the retired key
