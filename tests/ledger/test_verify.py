@@ -572,3 +572,21 @@ def test_checkpoints_across_a_signing_key_rotation(synth):
     found = verify(d)
     assert {(f.kind, f.table) for f in found} == {(INVALID, "ledger_checkpoints")}
     assert len(found) == len(info["notes"])  # every checkpoint signed with the retired key
+
+
+def test_worker_processes_find_the_same(synth, monkeypatch):
+    """Large databases check their events in worker processes: the same findings."""
+    import bastion.ledger.verify as verify_module
+
+    d, info = synth
+    eid = info["events"][400][0]
+    sql(d, "UPDATE events SET sender = '@mallory:example.org' WHERE event_id = ?", (eid,))
+    sql(d, "DELETE FROM events WHERE event_id = ?", (info["events"][500][0],))
+    alone = verify(d)
+    monkeypatch.setattr(verify_module, "POOL_THRESHOLD", 1)
+    pooled = verify(d, workers=2)
+    assert sorted(map(repr, pooled)) == sorted(map(repr, alone))
+    assert {(f.kind, f.event_id) for f in pooled if f.table == "events"} == {
+        (CHANGED, eid),
+        (DELETED, info["events"][500][0]),
+    }

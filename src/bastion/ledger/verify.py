@@ -1087,8 +1087,10 @@ class _Verifier:
                 problem = f"names {eid}, which is not this user's membership in this room"
             elif membership != e_mship:
                 problem = f"says {membership!r}, the event {eid} says {e_mship!r}"
-            elif pos != e_pos:
-                problem = f"stream position {pos}, the event's is {e_pos}"
+            elif pos < e_pos:
+                # A membership takes the position of the event that made it current: its own,
+                # or a later one's (a state change over federation), never an earlier one.
+                problem = f"stream position {pos}, before its event's {e_pos}"
             elif cs_eid is not None and cs_eid != eid:
                 problem = f"names {eid}, the room's current state names {cs_eid}"
             if problem is not None:
@@ -1103,8 +1105,10 @@ class _Verifier:
                 problem = "the event is not this user's membership in this room"
             elif membership != e_mship:
                 problem = f"says {membership!r}, the event says {e_mship!r}"
-            elif pos != e_pos or sender != e_sender:
-                problem = "the stream position or sender differs from the event's"
+            elif sender != e_sender:
+                problem = f"sender {sender!r}, the event's is {e_sender!r}"
+            elif pos < e_pos:
+                problem = f"stream position {pos}, before its event's {e_pos}"
             if problem is not None:
                 self.add(Finding(CHANGED, "membership_events", key, problem, None, eid))
 
