@@ -482,3 +482,42 @@ def test_ethereum_anchor_on_eth_tester(tmp_path):
         assert [a["name"] for a in health] == ["ethereum"] and health[0]["last_error"] is None
     finally:
         srv.stop()
+
+
+def test_slow_or_failing_witnesses_never_delay_signing(tmp_path, monkeypatch):
+    import socket
+
+    from bastion.ledger import service as service_mod
+    from bastion.ledger.witnessing import witness_vkey
+
+    monkeypatch.setattr(service_mod, "WITNESS_TIMEOUT", 1.0)
+    silent = socket.socket()  # accepts connections (backlog) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: connections are refused
+    witnesses = (
+        {"url": f"http://127.0.0.1:{silent.getsockname()[1]}/w",
+         "vkey": witness_vkey("slow.example", b"\x05" * 32)},
+        {"url": f"http://127.0.0.1:{closed_port}/w",
+         "vkey": witness_vkey("down.example", b"\x06" * 32)},
+    )  # fmt: skip
+    srv = ServerThread(tmp_path / "d", ledger_witnesses=witnesses).start()  # default interval
+    try:
+        for _ in range(3):
+            t0 = time.monotonic()
+            wait_checkpoint(srv, append(srv, 2), timeout=5)
+            assert time.monotonic() - t0 < 1.0
+        deadline = time.monotonic() + 5
+        while True:
+            health = srv.hs.ledger.status()["witnesses"]
+            if all(w["last_error"] for w in health) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert all(w["last_error"] and w["last_cosigned_size"] is None for w in health), health
+        assert srv.hs.ledger.halted is None
+    finally:
+        srv.stop()
+        silent.close()
