@@ -177,6 +177,21 @@ def test_pq_signing_adds_an_ml_dsa_44_signature(tmp_path):
         ed, pq = parse_vkey(srv.hs.ledger.vkey), parse_vkey(srv.hs.ledger.pq_vkey)
         assert pq.sig_type == 0x06
         assert set(verify_note(note, [ed, pq])) == {ed, pq}
+        assert {"vkey": srv.hs.ledger.pq_vkey, "key_id": "ml-dsa-44", "current": True} in (
+            srv.hs.ledger.all_vkeys()
+        )
+        pq_vkey = srv.hs.ledger.pq_vkey
+    finally:
+        srv.stop()
+    # Turned off later: the key stays listed (retired) so the old signatures still verify.
+    srv = start(tmp_path / "d")
+    try:
+        assert srv.hs.ledger.pq_vkey is None
+        assert {"vkey": pq_vkey, "key_id": "ml-dsa-44", "current": False} in (
+            srv.hs.ledger.all_vkeys()
+        )
+        note = parse_note(wait_checkpoint(srv, append(srv, 1)).note)
+        assert len(note.signatures) == 1
     finally:
         srv.stop()
 
