@@ -292,10 +292,14 @@ def _check_all_events(srv) -> None:
     rows = on_server(srv, lambda: store.db.read("SELECT * FROM events"))
     leaves = on_server(srv, lambda: list(store.ledger_iter_entries()))
     assert [r.idx for r in leaves] == list(range(len(leaves)))
-    latest = {r.event_id: orjson.loads(r.entry) for r in leaves if r.kind == "event"}
+    latest = {r.event_id: r for r in leaves if r.kind == "event"}
     assert set(latest) == {r["event_id"] for r in rows}
     for r in rows:
-        leaf = latest[r["event_id"]]
+        row = latest[r["event_id"]]
+        leaf = orjson.loads(row.entry)
+        assert row.entry == rec.entry_bytes(leaf)
+        assert row.idx == r["ledger_idx"] and (row.ts, row.subject, row.action) == (
+            r["origin_server_ts"], None, None)  # fmt: skip
         decision = rec.decision_of(bool(r["rejected"]), r["soft_failed"])
         assert {k: v for k, v in leaf.items() if k != "reference_hash"} == _expected(r, decision)
 
@@ -402,5 +406,7 @@ def test_with_the_ledger_off_events_get_no_leaf(world):
     finally:
         srv.hs.store.ledger_enabled = True
     assert _leaves(srv, eid) == []
+    assert _event_row(srv, eid)["ledger_idx"] is None
+    assert on_server(srv, lambda: srv.hs.store.ledger_event_entry(eid)) is None
     eid2 = send(admin, room_id, "recorded")
     assert len(_leaves(srv, eid2)) == 1

@@ -14,18 +14,26 @@ import sqlite3
 
 import orjson
 
+from bastion.core.base64 import encode_base64
 from bastion.core.canonical_json import canonical_json
+from bastion.core.events import compute_reference_hash
 from bastion.ledger import records as rec
 from bastion.storage.sqlite import migrations as mig
 from bastion.storage.sqlite.migrations import migrate
 from bastion.storage.sqlite.store import SqliteStore
 from tests.storage.sqlite.test_migrations import V3, as_device, connect, manifest, ok, restore
 from tests.support.harness import ServerThread
+from tests.support.room_builder import standard_room
 
 __all__ = ["manifest"]  # the module fixture, shared
 
-KEEP = ("events", "users", "devices", "e2e_device_keys", "e2e_cross_signing_keys", "rooms",
+KEEP = ("users", "devices", "e2e_device_keys", "e2e_cross_signing_keys", "rooms",
         "current_state", "membership_events", "state_groups", "access_tokens")  # fmt: skip
+
+
+EVENT_COLS = ("event_id, room_id, stream_pos, depth, type, state_key, sender, origin_server_ts,"
+              " json, sg_before, sg_after, replaces_state, redacted_because, txn_user,"
+              " txn_device, txn_id, rejected, soft_failed")  # fmt: skip
 
 
 def _rows(path, sql: str) -> list[tuple]:
@@ -60,6 +68,7 @@ def _migrate_4(path) -> None:
 def test_rows_are_kept_and_become_leaves(tmp_path):
     _, path = _at_version_3(tmp_path)
     before = {t: _rows(path, f"SELECT * FROM {t} ORDER BY rowid") for t in KEEP}  # noqa: S608
+    before_events = _rows(path, f"SELECT {EVENT_COLS} FROM events ORDER BY rowid")  # noqa: S608
     events = _rows(path, "SELECT event_id, room_id, sender, type, state_key, origin_server_ts,"
                          " stream_pos, rejected, soft_failed FROM events ORDER BY rowid")  # fmt: skip
     audit = _rows(
@@ -72,6 +81,10 @@ def test_rows_are_kept_and_become_leaves(tmp_path):
     assert len(events) >= 20 and len(audit) == 2 and len(device_keys) == 2 and len(cross) == 3
     _migrate_4(path)
     assert {t: _rows(path, f"SELECT * FROM {t} ORDER BY rowid") for t in KEEP} == before  # noqa: S608
+    assert _rows(path, f"SELECT {EVENT_COLS} FROM events ORDER BY rowid") == before_events  # noqa: S608
+    # Each event row names its leaf.
+    assert _rows(path, "SELECT ledger_idx FROM events ORDER BY rowid") == [
+        (i,) for i in range(len(events))]  # fmt: skip
 
     leaves = _rows(path, "SELECT idx, kind, event_id, subject, action, ts, entry"
                          " FROM ledger_entries ORDER BY idx")  # fmt: skip
@@ -150,3 +163,47 @@ def test_the_store_and_server_go_on_from_the_migrated_leaves(tmp_path, manifest)
         assert "migrated" not in orjson.loads(leaf.entry)
     finally:
         srv.stop()
+
+
+def test_v1_events_carry_their_reference_hash_and_flags_their_decision(tmp_path):
+    """Events of room version 1 (opaque IDs) get the reference hash in their migrated leaf;
+    the rejected and soft_failed columns become the decision."""
+    path = tmp_path / "h.db"
+    c = connect(path)
+    assert migrate(c, str(path), mig.migrations()[:3]) == 3
+    old = standard_room("1", members={"@bob:b.example": "join"})
+    new = standard_room("10", room_id="!other:a.example")
+    flags = [(0, 0), (1, 0), (0, 1), (0, 2), (1, 2)]
+    c.execute("BEGIN")
+    pos = 0
+    for room in (old, new):
+        c.execute("INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES (?,?,?,1)",
+                  (room.room_id, room.version, room.creator))  # fmt: skip
+        for i, (eid, ev) in enumerate(room.events.items()):
+            pos += 1
+            rejected, soft = flags[i % len(flags)]
+            c.execute(
+                "INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key,"
+                " sender, origin_server_ts, json, rejected, soft_failed)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (eid, room.room_id, pos, ev["depth"], ev["type"], ev.get("state_key"),
+                 ev["sender"], ev["origin_server_ts"], orjson.dumps(ev), rejected, soft),
+            )  # fmt: skip
+    c.execute("COMMIT")
+    c.close()
+    _migrate_4(path)
+    leaves = [
+        orjson.loads(r[0]) for r in _rows(path, "SELECT entry FROM ledger_entries ORDER BY idx")
+    ]
+    events = [*old.events.items(), *new.events.items()]
+    assert [leaf["event_id"] for leaf in leaves] == [e for e, _ in events]
+    for i, (leaf, (_, ev)) in enumerate(zip(leaves, events, strict=True)):
+        if i < len(old.events):
+            assert leaf["reference_hash"] == encode_base64(compute_reference_hash(ev, "1"))
+        else:
+            assert "reference_hash" not in leaf
+    decisions = [leaf["decision"] for leaf in leaves[: len(old.events)]]
+    assert (
+        decisions
+        == ["accepted", "rejected", "soft_failed", "outlier", "rejected"][: len(decisions)]
+    )

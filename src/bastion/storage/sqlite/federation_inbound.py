@@ -170,16 +170,17 @@ class FederationInboundStore(StoreBase):
     ) -> None:  # fmt: skip
         state_key = ev.get("state_key") if isinstance(ev.get("state_key"), str) else None
         depth = ev.get("depth") if type(ev.get("depth")) is int else 0
-        conn.execute(
-            "INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,"
-            " origin_server_ts, json, sg_before, sg_after, rejected, soft_failed)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (eid, room_id, pos, depth, ev["type"], state_key, ev["sender"],
-             ev["origin_server_ts"], orjson.dumps(ev), sg_before, sg_after, int(rejected), soft),
-        )  # fmt: skip
-        append_event_leaf(
+        leaf = append_event_leaf(
             self, conn, eid, room_id, ev, pos, rejected=rejected, soft=soft, outlier=OUTLIER
         )
+        conn.execute(
+            "INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,"
+            " origin_server_ts, json, sg_before, sg_after, rejected, soft_failed, ledger_idx)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (eid, room_id, pos, depth, ev["type"], state_key, ev["sender"],
+             ev["origin_server_ts"], orjson.dumps(ev), sg_before, sg_after, int(rejected), soft,
+             leaf),
+        )  # fmt: skip
         prevs = [p[0] if isinstance(p, list) else p for p in ev.get("prev_events", [])]
         auths = [a[0] if isinstance(a, list) else a for a in ev.get("auth_events", [])]
         conn.executemany(

@@ -5,8 +5,8 @@ come from migration 4 (``migrations/0004_ledger.py``); the record formats from
 
 A leaf is appended *in the same transaction* as the thing it records: a write function calls
 :meth:`LedgerStore.ledger_append_in` (actions) or the rooms stores call
-:func:`append_event_leaf` (every ``events`` insert), so a crash never leaves one without the
-other. Its index is the largest plus one, taken inside the write transaction (the writer holds
+:func:`append_event_leaf` (every ``events`` insert, which keeps the leaf's index in
+``events.ledger_idx``), so a crash never leaves one without the other. Its index is the largest plus one, taken inside the write transaction (the writer holds
 SQLite's write lock from ``BEGIN IMMEDIATE``, also against another process such as an admin
 command), so indexes are dense from 0 and a rolled-back write leaves no gap. Appending only
 builds the record and inserts it: leaf hashes, tiles and the tree are computed later by the
@@ -44,6 +44,7 @@ _INSERT = (
     " ((SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries),?,?,?,?,?,?)"
 )
 _ENTRY_COLS = "idx, kind, event_id, subject, action, ts, entry"
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 #: The room versions whose event IDs are not reference hashes (``EventIdFormat.V1_OPAQUE``).
 OPAQUE_ID_VERSIONS = frozenset({"1", "2"})
@@ -70,14 +71,20 @@ def append_entry(conn: sqlite3.Connection, record: Mapping[str, Any]) -> int:
 def append_event_leaf(
     store: StoreBase, conn: sqlite3.Connection, event_id: str, room_id: str, ev: dict,
     stream_pos: int, *, rejected: bool = False, soft: int = 0, outlier: int = 2,
-) -> None:  # fmt: skip
-    """The leaf of an ``events`` row just inserted (inside the same write function): its ID,
-    room, sender, type, state key, origin timestamp, stream position and the decision (from the
-    row's ``rejected`` and ``soft_failed`` values; ``soft == outlier`` is an outlier), never its
-    content. In rooms whose event IDs are not reference hashes (v1, v2) the record also carries
-    the reference hash. Nothing when ``store.ledger_enabled`` is False (benchmarks only)."""
+) -> int | None:  # fmt: skip
+    """The leaf of an ``events`` row about to be inserted (inside the same write function; the
+    row keeps the returned index in its ``ledger_idx`` column): its ID, room, sender, type,
+    state key, origin timestamp, stream position and the decision (from the row's ``rejected``
+    and ``soft_failed`` values; ``soft == outlier`` is an outlier), never its content. In rooms
+    whose event IDs are not reference hashes (v1, v2) the record also carries the reference
+    hash. None, and no leaf, when ``store.ledger_enabled`` is False (benchmarks only).
+
+    This runs on every message send: it builds the record and inserts it, nothing more (the
+    entry is the record's canonical JSON: its values are strings, integers and null, which
+    orjson with sorted keys writes canonically, as :func:`~bastion.ledger.records.entry_bytes`
+    does after its checks)."""
     if not store.ledger_enabled:
-        return
+        return None
     state_key = ev.get("state_key")
     ref = None
     version = _room_version(store, conn, room_id)
@@ -92,7 +99,12 @@ def append_event_leaf(
         state_key=state_key if isinstance(state_key, str) else None, origin_server_ts=ots,
         stream_pos=stream_pos, decision=decision_of(rejected, soft, outlier), reference_hash=ref,
     )  # fmt: skip
-    conn.execute(_INSERT, (KIND_EVENT, event_id, None, None, ots, entry_bytes(record)))
+    try:
+        entry = orjson.dumps(record, option=_CANONICAL)
+    except orjson.JSONEncodeError:  # e.g. a lone surrogate: entry_bytes raises M_BAD_JSON
+        entry = entry_bytes(record)
+    cur = conn.execute(_INSERT, (KIND_EVENT, event_id, None, None, ots, entry))
+    return cur.lastrowid
 
 
 def _room_version(store: StoreBase, conn: sqlite3.Connection, room_id: str) -> str | None:
@@ -146,11 +158,13 @@ class LedgerStore(StoreBase):
         return _entry_row(r) if r else None
 
     def ledger_event_entry(self, event_id: str) -> LedgerEntryRow | None:
-        """The latest leaf of an event (an outlier stored again de-outliered has two)."""
+        """The latest leaf of an event (an outlier stored again de-outliered has two): the one
+        its ``events`` row names (``ledger_idx``). None for an event the server does not hold
+        or stored with the ledger off."""
         r = self.db.read_one(
-            f"SELECT {_ENTRY_COLS} FROM ledger_entries WHERE event_id = ?"  # noqa: S608
-            " ORDER BY idx DESC LIMIT 1",
-            (event_id,),
+            f"SELECT {_ENTRY_COLS} FROM ledger_entries WHERE idx ="  # noqa: S608
+            " (SELECT ledger_idx FROM events WHERE event_id = ?) AND event_id = ?",
+            (event_id, event_id),
         )
         return _entry_row(r) if r else None
 

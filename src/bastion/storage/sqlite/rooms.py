@@ -711,17 +711,17 @@ class RoomsStore(StoreBase):
                 )
             ne.sg_after = group
             txn_user, txn_device, _, txn_id = ne.txn if ne.txn else (None, None, None, None)
+            leaf = append_event_leaf(self, conn, ne.event_id, ne.room_id, ev, pos)
             conn.execute(
                 "INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,"
                 " origin_server_ts, json, sg_before, sg_after, replaces_state, txn_user,"
-                " txn_device, txn_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " txn_device, txn_id, ledger_idx) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     ne.event_id, ne.room_id, pos, ne.depth, ev["type"], state_key, ev["sender"],
                     ev["origin_server_ts"], orjson.dumps(ev), ne.sg_before, ne.sg_after,
-                    ne.replaces_state, txn_user, txn_device, txn_id,
+                    ne.replaces_state, txn_user, txn_device, txn_id, leaf,
                 ),
             )  # fmt: skip
-            append_event_leaf(self, conn, ne.event_id, ne.room_id, ev, pos)
             prevs = [p[0] if isinstance(p, list) else p for p in ev.get("prev_events", [])]
             auths = [a[0] if isinstance(a, list) else a for a in ev.get("auth_events", [])]
             conn.executemany(

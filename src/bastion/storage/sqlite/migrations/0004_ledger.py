@@ -3,7 +3,8 @@
 * ``ledger_entries``: one row per leaf, ``idx`` 0-based and dense (the next one is the largest
   plus one, taken in the writing transaction); ``entry`` is the canonical JSON the leaf hash is
   taken over (:mod:`bastion.ledger.records`); ``kind``, ``event_id``, ``subject``, ``action``
-  and ``ts`` are copied out of it for the indexed reads.
+  and ``ts`` are copied out of it for the indexed reads (``ts``: an action's time, an event's
+  origin timestamp). ``events.ledger_idx`` (new) names the latest leaf of each event.
 * ``ledger_tiles`` (full tiles only), ``ledger_tree_state`` (the integrator's integrated size
   and right edge), ``ledger_checkpoints``, ``ledger_cosignatures``, ``ledger_witness_sizes`` (the
   log's view of each of its witnesses), ``ledger_anchors``, and ``witness_logs`` (as a witness
@@ -51,9 +52,11 @@ CREATE TABLE ledger_entries (
     ts INTEGER NOT NULL,
     entry BLOB NOT NULL
 );
-CREATE INDEX ledger_entries_event ON ledger_entries (event_id) WHERE event_id IS NOT NULL;
+-- An event's latest leaf: events.ledger_idx (no index on a random event ID here: each would
+-- cost every message send one more randomly placed page write).
+ALTER TABLE events ADD COLUMN ledger_idx INTEGER;
 CREATE INDEX ledger_entries_subject ON ledger_entries (subject, idx) WHERE subject IS NOT NULL;
-CREATE INDEX ledger_entries_kind_ts ON ledger_entries (kind, ts);
+CREATE INDEX ledger_entries_kind_ts ON ledger_entries (kind, ts) WHERE kind = 'action';
 CREATE TABLE ledger_tiles (
     level INTEGER NOT NULL,
     idx INTEGER NOT NULL,
@@ -137,23 +140,33 @@ def up(conn: sqlite3.Connection) -> None:
         idx += 1
 
     versions = {r[0]: r[1] for r in conn.execute("SELECT room_id, room_version FROM rooms")}
-    rows = conn.execute(
-        "SELECT event_id, room_id, sender, type, state_key, origin_server_ts, stream_pos,"
-        " rejected, soft_failed, json FROM events ORDER BY rowid"
-    )
-    for eid, room_id, sender, etype, state_key, ots, pos, rejected, soft, js in rows:
-        ref = None
-        if versions.get(room_id) in ("1", "2"):
-            try:
-                ref = _b64(compute_reference_hash(json.loads(js), versions[room_id]))
-            except (ValueError, MatrixError):
-                ref = None
-        record = event_record(
-            event_id=eid, room_id=room_id, sender=sender, type=etype, state_key=state_key,
-            origin_server_ts=ots, stream_pos=pos, decision=decision_of(rejected, soft, OUTLIER),
-            reference_hash=ref, migrated=True,
-        )  # fmt: skip
-        append(record, "event", eid, None, None, ots)
+    opaque = sorted(r for r, v in versions.items() if v in ("1", "2"))
+    last = None
+    while True:  # in batches of rows, by insertion order: the events table may be large
+        rows = conn.execute(
+            "SELECT rowid, event_id, room_id, sender, type, state_key, origin_server_ts,"
+            " stream_pos, rejected, soft_failed,"
+            " CASE WHEN room_id IN (SELECT value FROM json_each(?)) THEN json END"
+            " FROM events WHERE ? IS NULL OR rowid > ? ORDER BY rowid LIMIT 5000",
+            (json.dumps(opaque), last, last),
+        ).fetchall()
+        if not rows:
+            break
+        last = rows[-1][0]
+        for rowid, eid, room_id, sender, etype, state_key, ots, pos, rejected, soft, js in rows:
+            ref = None
+            if js is not None:
+                try:
+                    ref = _b64(compute_reference_hash(json.loads(js), versions[room_id]))
+                except (ValueError, MatrixError):
+                    ref = None
+            record = event_record(
+                event_id=eid, room_id=room_id, sender=sender, type=etype, state_key=state_key,
+                origin_server_ts=ots, stream_pos=pos,
+                decision=decision_of(rejected, soft, OUTLIER), reference_hash=ref, migrated=True,
+            )  # fmt: skip
+            conn.execute("UPDATE events SET ledger_idx = ? WHERE rowid = ?", (idx, rowid))
+            append(record, "event", eid, None, None, ots)
     for ts, actor, action, target, details in conn.execute(
         "SELECT ts, actor, action, target, details FROM admin_audit ORDER BY id"
     ).fetchall():
