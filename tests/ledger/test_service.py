@@ -536,3 +536,34 @@ def test_slow_or_failing_witnesses_never_delay_signing(tmp_path, monkeypatch):
     finally:
         srv.stop()
         silent.close()
+
+
+def test_a_tree_with_a_full_level_one_tile_survives_restart(tmp_path):
+    # 70,000 leaves: 273 full level-0 tiles, a full level-1 tile, partial tiles at levels 0-2
+    # (the tlog-tiles example), restored from the stored tiles on restart.
+    data = tmp_path / "d"
+    srv = start(data)
+    try:
+        for _ in range(7):
+            size = append(srv, 10_000)
+        first = wait_checkpoint(srv, size, timeout=60)
+        assert first.size == 70_000
+        entries = srv.hs.store.ledger_entries(0, 70_000)
+        assert merkle.root([merkle.leaf_hash(e) for e in entries]) == first.root
+        assert srv.hs.store.ledger_tile(1, 0) is not None
+        assert len(srv.hs.ledger.tile(2, 0, 1)) == 32
+    finally:
+        srv.stop()
+    srv = start(data)
+    try:
+        assert srv.hs.ledger.halted is None
+        assert run(srv, srv.hs.ledger.check_stored_tiles(70_000), timeout=120) is True
+        second = wait_checkpoint(srv, append(srv, 300))
+        proof = srv.hs.ledger.consistency_proof(first.size, second.size)
+        assert merkle.verify_consistency(first.size, second.size, first.root, second.root, proof)
+        leaf = merkle.leaf_hash(srv.hs.store.ledger_entries(65_600, 65_601)[0])
+        proof = srv.hs.ledger.inclusion_proof(65_600, second.size)
+        assert merkle.verify_inclusion(leaf, 65_600, second.size, proof, second.root)
+        assert srv.hs.ledger.halted is None
+    finally:
+        srv.stop()
