@@ -257,13 +257,13 @@ class HomeServer:
         return app
 
     def background_services(self) -> list[BackgroundService]:
-        """Every service with work in the background, drained together at shutdown."""
+        """Every service with work in the background, drained together at shutdown (the
+        ledger, which records what they do, is drained after them)."""
         fed = self.federation
-        ledger: list[BackgroundService] = [self.ledger] if self.ledger is not None else []
         if fed is None:
-            return [self.e2ee, self.typing, self.presence, self.media, *ledger]
+            return [self.e2ee, self.typing, self.presence, self.media]
         return [self.e2ee, fed.device_lists, fed.edus, self.typing, self.presence, self.media,
-                fed.sender, *ledger]  # fmt: skip
+                fed.sender]  # fmt: skip
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -274,6 +274,10 @@ class HomeServer:
         self.store.add_listener(self.notifier.notify_threadsafe)
         for service in self.background_services():
             service.start()  # the federation sender also resumes its queued destinations
+        if self.ledger is not None:
+            # Started after the others and drained after them (stop): it integrates and signs
+            # the leaves their last work appends.
+            self.ledger.start()
         app = self.build_app()
         self._runner = AppRunner(app, self.connection_limits)
         await self._runner.setup()
@@ -297,6 +301,8 @@ class HomeServer:
                 await runner.cleanup()
         self._federation_runner = self._runner = None
         await drain(self.background_services(), self.config.shutdown_drain_seconds)
+        if self.ledger is not None:
+            await drain([self.ledger], self.config.shutdown_drain_seconds)
         if self.federation is not None:
             await self.federation.sender.stop()
             await self.federation.client.close()

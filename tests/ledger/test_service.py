@@ -177,6 +177,21 @@ def test_pq_signing_adds_an_ml_dsa_44_signature(tmp_path):
         ed, pq = parse_vkey(srv.hs.ledger.vkey), parse_vkey(srv.hs.ledger.pq_vkey)
         assert pq.sig_type == 0x06
         assert set(verify_note(note, [ed, pq])) == {ed, pq}
+        assert {"vkey": srv.hs.ledger.pq_vkey, "key_id": "ml-dsa-44", "current": True} in (
+            srv.hs.ledger.all_vkeys()
+        )
+        pq_vkey = srv.hs.ledger.pq_vkey
+    finally:
+        srv.stop()
+    # Turned off later: the key stays listed (retired) so the old signatures still verify.
+    srv = start(tmp_path / "d")
+    try:
+        assert srv.hs.ledger.pq_vkey is None
+        assert {"vkey": pq_vkey, "key_id": "ml-dsa-44", "current": False} in (
+            srv.hs.ledger.all_vkeys()
+        )
+        note = parse_note(wait_checkpoint(srv, append(srv, 1)).note)
+        assert len(note.signatures) == 1
     finally:
         srv.stop()
 
@@ -480,5 +495,75 @@ def test_ethereum_anchor_on_eth_tester(tmp_path):
         assert verify_ethereum_receipt(web3, row.receipt, note)
         health = srv.hs.ledger.status()["anchors"]
         assert [a["name"] for a in health] == ["ethereum"] and health[0]["last_error"] is None
+    finally:
+        srv.stop()
+
+
+def test_slow_or_failing_witnesses_never_delay_signing(tmp_path, monkeypatch):
+    import socket
+
+    from bastion.ledger import service as service_mod
+    from bastion.ledger.witnessing import witness_vkey
+
+    monkeypatch.setattr(service_mod, "WITNESS_TIMEOUT", 1.0)
+    silent = socket.socket()  # accepts connections (backlog) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: connections are refused
+    witnesses = (
+        {"url": f"http://127.0.0.1:{silent.getsockname()[1]}/w",
+         "vkey": witness_vkey("slow.example", b"\x05" * 32)},
+        {"url": f"http://127.0.0.1:{closed_port}/w",
+         "vkey": witness_vkey("down.example", b"\x06" * 32)},
+    )  # fmt: skip
+    srv = ServerThread(tmp_path / "d", ledger_witnesses=witnesses).start()  # default interval
+    try:
+        for _ in range(3):
+            t0 = time.monotonic()
+            wait_checkpoint(srv, append(srv, 2), timeout=5)
+            assert time.monotonic() - t0 < 1.0
+        deadline = time.monotonic() + 5
+        while True:
+            health = srv.hs.ledger.status()["witnesses"]
+            if all(w["last_error"] for w in health) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert all(w["last_error"] and w["last_cosigned_size"] is None for w in health), health
+        assert srv.hs.ledger.halted is None
+    finally:
+        srv.stop()
+        silent.close()
+
+
+def test_a_tree_with_a_full_level_one_tile_survives_restart(tmp_path):
+    # 70,000 leaves: 273 full level-0 tiles, a full level-1 tile, partial tiles at levels 0-2
+    # (the tlog-tiles example), restored from the stored tiles on restart.
+    data = tmp_path / "d"
+    srv = start(data)
+    try:
+        for _ in range(7):
+            size = append(srv, 10_000)
+        first = wait_checkpoint(srv, size, timeout=60)
+        assert first.size == 70_000
+        entries = srv.hs.store.ledger_entries(0, 70_000)
+        assert merkle.root([merkle.leaf_hash(e) for e in entries]) == first.root
+        assert srv.hs.store.ledger_tile(1, 0) is not None
+        assert len(srv.hs.ledger.tile(2, 0, 1)) == 32
+    finally:
+        srv.stop()
+    srv = start(data)
+    try:
+        assert srv.hs.ledger.halted is None
+        assert run(srv, srv.hs.ledger.check_stored_tiles(70_000), timeout=120) is True
+        second = wait_checkpoint(srv, append(srv, 300))
+        proof = srv.hs.ledger.consistency_proof(first.size, second.size)
+        assert merkle.verify_consistency(first.size, second.size, first.root, second.root, proof)
+        leaf = merkle.leaf_hash(srv.hs.store.ledger_entries(65_600, 65_601)[0])
+        proof = srv.hs.ledger.inclusion_proof(65_600, second.size)
+        assert merkle.verify_inclusion(leaf, 65_600, second.size, proof, second.root)
+        assert srv.hs.ledger.halted is None
     finally:
         srv.stop()

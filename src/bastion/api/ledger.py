@@ -246,7 +246,9 @@ def _register_ledger(router: Router, hs: HomeServer, ledger: LedgerService) -> N
 
     async def get_keys(req: Request) -> dict:
         """GET keys — every verifier key (C2SP signed-note vkey) the log signs or has signed
-        with, and this server's witness key when it witnesses other logs."""
+        with (``vkey``; ``key_id``: the Matrix server key it is, or ``ml-dsa-44``; ``current``;
+        ``expired_ts`` for a retired key), and this server's witness vkey when it witnesses
+        other logs (else null)."""
         return {
             "origin": ledger.origin,
             "keys": ledger.all_vkeys(),

@@ -143,10 +143,16 @@ class LedgerService(BackgroundService):
         self.interval = float(config.ledger_checkpoint_interval)
         self._signer = Ed25519Signer(self.origin, bytes(hs.signing_key.key))
         self._pq: MLDSA44Cosigner | None = None
+        #: The ML-DSA-44 vkey of a key this log signed with before post-quantum signing was
+        #: turned off (still listed, so those signatures stay verifiable).
+        self._pq_retired: str | None = None
         if config.ledger_pq_signing:
             self._pq = MLDSA44Cosigner(
                 self.origin, load_or_create_pq_key(config.ledger_pq_key_path)
             )
+        elif config.ledger_pq_key_path.exists():
+            seed = load_or_create_pq_key(config.ledger_pq_key_path)
+            self._pq_retired = MLDSA44Cosigner(self.origin, seed).vkey()
         self.builder = merkle.TreeBuilder()
         #: Per tile level, the hashes of the rightmost (not yet full) tile.
         self._pending: list[list[bytes]] = [[]]
@@ -197,6 +203,8 @@ class LedgerService(BackgroundService):
                              "expired_ts": expired_ts})  # fmt: skip
         if self._pq is not None:
             keys.append({"vkey": self._pq.vkey(), "key_id": "ml-dsa-44", "current": True})
+        elif self._pq_retired is not None:
+            keys.append({"vkey": self._pq_retired, "key_id": "ml-dsa-44", "current": False})
         return keys
 
     # -- tiles --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from bastion.ledger.witness_protocol import (
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
+
+log = logging.getLogger(__name__)
 
 #: The fixed suffix of this server's witness name.
 WITNESS_SUFFIX = "bastion-witness"
@@ -139,6 +142,14 @@ class WitnessRole:
             state = WitnessState(row.size, row.root) if row is not None else None
             decision = decide_add_checkpoint(req, self.log_verifiers, state)
             if not isinstance(decision, Accept):
+                if decision.status == 422:
+                    # A validly signed checkpoint that is not consistent with what this witness
+                    # cosigned: possible evidence of a misbehaving log (tlog-witness allows
+                    # keeping it; the operator sees it here).
+                    log.warning(
+                        "witness: log %s submitted an inconsistent checkpoint (held size %s): %s",
+                        origin, row.size if row is not None else 0, decision.body[:200],
+                    )  # fmt: skip
                 return WitnessAnswer(decision.status, decision.content_type, decision.body)
             cp = decision.checkpoint
             now = self.hs.now_ms()
