@@ -308,3 +308,11 @@ def test_a_changed_tile_on_a_real_server(live, capsys):
         code, report = remote(live, capsys)
         assert code == 1
         assert {(f["kind"], f["table"]) for f in report["findings"]} == {(FORKED, "tiles")}
+
+
+def test_the_running_servers_database_verifies_locally(live, capsys):
+    """While the server runs (its write-ahead log open), a local verify reads one snapshot."""
+    assert (live["data"] / "homeserver.db-wal").exists()
+    capsys.readouterr()
+    assert main(["ledger", "verify", "--data-dir", str(live["data"]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["findings"] == []

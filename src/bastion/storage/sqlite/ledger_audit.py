@@ -60,10 +60,17 @@ class ReadOnlyDatabase:
         )
         conn.execute("PRAGMA query_only=ON")
         conn.row_factory = sqlite3.Row
+        if mode == "ro":
+            # A server may be writing: every read of this connection sees one snapshot (the
+            # read transaction holds it until close).
+            conn.execute("BEGIN")
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         self._reader = conn
 
     def close(self) -> None:
         if self._reader is not None:
+            if self._reader.in_transaction:
+                self._reader.rollback()
             self._reader.close()
             self._reader = None
 
