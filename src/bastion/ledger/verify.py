@@ -90,6 +90,7 @@ from bastion.ledger.records import (
     ACTION_SIGNING_KEY_ROTATE,
     decision_of,
 )
+from bastion.ledger.service import checkpoint_origin
 from bastion.ledger.tiles import TILE_HEIGHT, TILE_WIDTH
 
 # Finding kinds.
@@ -101,18 +102,10 @@ ROLLED_BACK = "rolled_back"
 FORKED = "forked"
 INVALID = "invalid"
 
-#: The suffix of the log's origin line after the server name (ledger service, contract).
-ORIGIN_SUFFIX = "/bastion-ledger"
-
 #: Events rows checked in this process below this count; above it, in worker processes.
 POOL_THRESHOLD = 100_000
 
 OUTLIER = 2  # events.soft_failed of an outlier (storage/sqlite/federation_inbound.py)
-
-
-def checkpoint_origin(server_name: str) -> str:
-    """The log's origin line (and key name): ``<server name>/bastion-ledger``."""
-    return server_name + ORIGIN_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -233,7 +226,8 @@ def signature_problem(note: Note, verifiers: Sequence[Verifier]) -> str | None:
     for sig in note.signatures:
         for v in verifiers:
             if v.name == sig.name and v.key_id == sig.key_id and not v.verify(note.text, sig):
-                return f"the signature of key {sig.key_id.hex()} (type {v.sig_type:#04x}) does not verify"
+                kid = sig.key_id.hex()
+                return f"the signature of key {kid} (type {v.sig_type:#04x}) does not verify"
     if not verify_note(note, verifiers):
         return "no valid signature by the log's keys"
     return None
@@ -832,6 +826,9 @@ class _Verifier:
         first_fork: tuple[int, int] | None = None  # (size, count of mismatching checkpoints)
         forks = 0
         good_below = 0
+        beyond = 0  # checkpoints larger than the ledger
+        largest = 0
+        prev_ok = False
         for row in self.store.ledger_iter_checkpoints():
             count += 1
             key = str(row.size)
@@ -864,24 +861,19 @@ class _Verifier:
                         "the row's size/root columns disagree with its signed note",
                     )
                 )
+            ok = False
             if cp.size > size:
-                self.add(
-                    Finding(
-                        ROLLED_BACK,
-                        "ledger_entries",
-                        _span(size, cp.size),
-                        f"checkpoint {cp.size} was signed over {cp.size} leaves, the "
-                        f"ledger has only {size}: leaves were removed",
-                        size,
-                    )
-                )
+                beyond += 1
+                largest = cp.size
             elif root_at(reader, cp.size) != cp.root:
                 forks += 1
                 if first_fork is None:
                     first_fork = (cp.size, good_below)
             else:
+                ok = True
                 good_below = cp.size
-                if prev is not None and 0 < prev.size < cp.size:
+                # Implied by both roots matching one tree; checked as RFC 9162 2.1.4 says.
+                if prev is not None and prev_ok and 0 < prev.size < cp.size:
                     proof = consistency_proof(prev.size, cp.size, reader)
                     if not verify_consistency(prev.size, cp.size, prev.root, cp.root, proof):
                         self.add(
@@ -892,7 +884,12 @@ class _Verifier:
                                 f"not consistent with checkpoint {prev.size}",
                             )
                         )
-            prev = cp
+            prev, prev_ok = cp, ok
+        if beyond:
+            self.add(Finding(ROLLED_BACK, "ledger_entries", _span(size, largest),
+                             f"{beyond} signed checkpoint(s) cover more leaves than the ledger "
+                             f"has ({size}; the largest covers {largest}): leaves were removed",
+                             size))  # fmt: skip
         if first_fork is not None:
             at, good = first_fork
             self.add(Finding(FORKED, "ledger_entries", _span(good, at),
