@@ -88,6 +88,20 @@ def build_scenario(base: Path) -> dict:
         room = r.body["room_id"]
         assert bob.request("POST", f"{V3}/rooms/{room}/join", {}).status == 200
         messages = [_send(alice, room, f"a{i}", f"hello {i}") for i in range(6)]
+        # A redacted message (its row rewritten to the redacted form) and a device that logs
+        # out (its keys deleted, with a record): neither is a finding.
+        redacted = _send(alice, room, "r", "regrettable")
+        r = alice.request("PUT", f"{V3}/rooms/{room}/redact/{redacted}/x", {"reason": "oops"})
+        assert r.status == 200, r.body
+        r = c.request("POST", f"{V3}/login", {
+            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bob"},
+            "password": PASSWORD,
+        }, token=None)  # fmt: skip
+        laptop = Client(srv.base_url, r.body["access_token"])
+        laptop.user_id, laptop.device_id = r.body["user_id"], r.body["device_id"]
+        gone = Device(laptop)
+        assert gone.upload(device_keys=gone.device_keys()).status == 200
+        assert laptop.request("POST", f"{V3}/logout", {}).status == 200
         _wait_covered(srv)
         run(srv, srv.hs.ledger.anchor_all())
         # An older copy of the whole database, taken as a backup would be.
@@ -106,7 +120,7 @@ def build_scenario(base: Path) -> dict:
     return {
         "data": data, "old": old, "pin": base / "pin.checkpoint", "room": room,
         "alice": alice.user_id, "bob": bob.user_id, "device": dev.device_id,
-        "messages": messages, "anchors": data / "ledger-anchors.jsonl",
+        "messages": messages, "anchors": data / "ledger-anchors.jsonl", "redacted": redacted,
     }  # fmt: skip
 
 
@@ -350,3 +364,38 @@ def test_rolled_back_database(copy, scenario, capsys):
     code, findings = verify(copy, capsys, "--anchor-file", str(scenario["anchors"]))
     assert code == 1
     assert {(f["kind"], f["table"]) for f in findings} == {(ROLLED_BACK, "anchor")}
+
+
+def test_content_removed_without_a_redaction(copy, scenario, capsys):
+    """A local message emptied into its redacted form, as if redacted, with no redaction."""
+    from bastion.core.events import redact
+
+    eid = scenario["messages"][8]
+    conn = db(copy)
+    ev = json.loads(
+        conn.execute("SELECT json FROM events WHERE event_id = ?", (eid,)).fetchone()[0]
+    )
+    conn.close()
+    tamper(copy, "UPDATE events SET json = ? WHERE event_id = ?",
+           (json.dumps(redact(ev, "12")), eid))  # fmt: skip
+    code, findings = verify(copy, capsys)
+    assert code == 1
+    assert [(f["kind"], f["key"]) for f in findings] == [(CHANGED, eid)]
+    assert "without a redaction event" in findings[0]["message"]
+    # Naming a redaction that does not redact it is no better.
+    tamper(copy, "UPDATE events SET redacted_because = ? WHERE event_id = ?",
+           (scenario["messages"][0], eid))  # fmt: skip
+    code, findings = verify(copy, capsys)
+    assert [(f["kind"], f["key"]) for f in findings] == [(CHANGED, eid)]
+    assert "is not a redaction of it" in findings[0]["message"]
+
+
+def test_a_redacted_event_keeps_verifying(copy, scenario, capsys):
+    conn = db(copy)
+    row = conn.execute("SELECT json, redacted_because FROM events WHERE event_id = ?",
+                       (scenario["redacted"],)).fetchone()  # fmt: skip
+    conn.close()
+    assert row["redacted_because"] is not None
+    assert "body" not in json.loads(row["json"])["content"]
+    code, findings = verify(copy, capsys)
+    assert (code, findings) == (0, [])
