@@ -209,6 +209,28 @@ def test_hostile_answers_are_findings(log):
     assert [f.kind for f in findings] == [INVALID] and "Timeout" in findings[0].message
 
 
+def test_a_log_that_serves_no_tiles_or_claims_a_huge_tree(log):
+    requests = []
+    handle = log.handle
+
+    async def counting(req):
+        requests.append(req.path)
+        if "/tile/" in req.path:
+            raise web.HTTPNotFound()
+        return await handle(req)
+
+    log.handle = counting
+    findings = run(log)
+    assert [(f.kind, f.table) for f in findings] == [(INVALID, "tiles")]
+    assert len(requests) < 60  # it gave up instead of asking for all 275 tiles
+    log.handle = handle
+    log.checkpoint_override = sign_checkpoint(Checkpoint(ORIGIN, 2**40, b"\x00" * 32),
+                                              [log.signer])  # fmt: skip
+    findings = run(log)
+    assert [(f.kind, f.table) for f in findings] == [(INVALID, "checkpoint")]
+    assert "more than this tool fetches" in findings[0].message
+
+
 def test_cli_usage(tmp_path, capsys):
     assert main(["ledger", "verify", "--remote", "http://127.0.0.1:9"]) == 2
     assert main(["ledger", "verify", "--remote", "ftp://x", "--key", "k"]) == 2

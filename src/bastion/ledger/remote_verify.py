@@ -71,6 +71,10 @@ MAX_BUNDLE_BYTES = TILE_WIDTH * (2 + 0xFFFF)
 MAX_JSON_BYTES = 16 << 20
 #: Requests in flight at once.
 CONCURRENCY = 8
+#: The largest tree this tool fetches (2**32 leaves: 16 million tiles), and how many failed
+#: requests end the fetching.
+MAX_TREE_SIZE = 1 << 32
+MAX_FAILURES = 20
 
 
 @dataclass
@@ -88,6 +92,10 @@ class FetchError(Exception):
     """An answer that could not be had: a network error, a timeout, an error status, too big."""
 
 
+class GaveUp(Exception):
+    """A request not sent: enough of the others failed."""
+
+
 class _Client:
     def __init__(self, session: aiohttp.ClientSession, base: str, token: str | None) -> None:
         self.session = session
@@ -95,9 +103,15 @@ class _Client:
         self.token = token
         self.sem = asyncio.Semaphore(CONCURRENCY)
 
-    async def get(self, path: str, cap: int, *, auth: bool = False) -> bytes:
+    async def get(
+        self, path: str, cap: int, *, auth: bool = False, failed: list[str] | None = None
+    ) -> bytes:
+        """The body of a 200 answer to GET ``path``, at most ``cap`` bytes (FetchError
+        otherwise); GaveUp, without a request, once ``failed`` holds MAX_FAILURES."""
         headers = {"Authorization": f"Bearer {self.token}"} if auth and self.token else {}
         async with self.sem:
+            if failed is not None and len(failed) >= MAX_FAILURES:
+                raise GaveUp(path)
             try:
                 async with self.session.get(
                     self.base + PREFIX + path, headers=headers, allow_redirects=False
@@ -186,7 +200,14 @@ class _RemoteVerifier:
                 return
         problem = signature_problem(note, keys)
         if problem is not None:
+            # Nothing the log serves is worth checking against a checkpoint it did not sign.
             self.add(INVALID, "checkpoint", str(cp.size), problem)
+            return
+        if cp.size > MAX_TREE_SIZE:
+            self.add(INVALID, "checkpoint", str(cp.size),
+                     f"a tree of {cp.size} leaves is more than this tool fetches "
+                     f"({MAX_TREE_SIZE})")  # fmt: skip
+            return
         for w in self.witnesses:
             if not any(w.verify(note.text, s) for s in note.signatures):
                 self.add(
@@ -247,9 +268,11 @@ class _RemoteVerifier:
         async def one(level: int, index: int, width: int) -> None:
             path = tile_path(level, index, width if width < TILE_WIDTH else None)
             try:
-                data = await self.client.get(path, MAX_TILE_BYTES)
+                data = await self.client.get(path, MAX_TILE_BYTES, failed=failed)
             except FetchError as e:
                 failed.append(str(e))
+                return
+            except GaveUp:
                 return
             finally:
                 bar.update(1)
@@ -299,9 +322,11 @@ class _RemoteVerifier:
             width = min(TILE_WIDTH, cp.size - n * TILE_WIDTH)
             path = entries_path(n, width if width < TILE_WIDTH else None)
             try:
-                data = await self.client.get(path, MAX_BUNDLE_BYTES, auth=True)
+                data = await self.client.get(path, MAX_BUNDLE_BYTES, auth=True, failed=failed)
             except FetchError as e:
                 failed.append(str(e))
+                return
+            except GaveUp:
                 return
             finally:
                 bar.update(1)
