@@ -67,12 +67,19 @@ def test_status_shows_a_halt_and_witnesses(tmp_path, capsys):
         (info["size"], "action", ACTION_LEDGER_CHECKPOINT_HALT, halt["ts"], entry_bytes(halt)),
     )
     conn.execute("INSERT INTO ledger_witness_sizes (witness, size) VALUES ('w.example', 7)")
+    conn.execute("INSERT INTO ledger_cosignatures (size, witness, line, ts) VALUES (?,?,?,?)",
+                 (info["size"], "v.example", b"- v.example AAAA\n", 5))  # fmt: skip
     conn.commit()
     conn.close()
     s = status(d, capsys)
     assert s["halted"] == {"leaf": info["size"], "ts": halt["ts"],
                            "reason": "the tree does not match"}  # fmt: skip
-    assert s["witnesses"] == [{"name": "w.example", "size": 7, "cosigned_last": False}]
+    assert s["witnesses"] == [
+        {"name": "v.example", "size": None, "cosigned_last": True,
+         "last_cosigned_size": info["size"], "last_cosigned_ts": 5},
+        {"name": "w.example", "size": 7, "cosigned_last": False,
+         "last_cosigned_size": None, "last_cosigned_ts": None},
+    ]  # fmt: skip
     assert s["size"] == info["size"] + 1
 
 

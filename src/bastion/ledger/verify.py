@@ -1354,11 +1354,7 @@ def make_proof(
     against the latest checkpoint, with the witnesses' cosignatures on it; ``extra`` is the
     canonical JSON ``{"entry": base64 entry, "note": base64 of the log's signed note as
     anchored, "receipt": the anchor receipt of that checkpoint or null, "vkeys": [...]}``."""
-    from bastion.ledger.merkle import inclusion_proof, verify_inclusion
-    from bastion.ledger.note import Note, format_note, parse_signature_line
-    from bastion.ledger.proof_bundle import ProofBundle, format_proof_bundle
-    from bastion.ledger.tiles import TileNodeReader
-    from bastion.storage.sqlite.ledger_audit import open_readonly_store
+    from bastion.storage.sqlite.ledger_audit import AuditReadError, open_readonly_store
 
     origin = checkpoint_origin(server_name)
     try:
@@ -1366,53 +1362,65 @@ def make_proof(
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
     try:
-        if "ledger_entries" not in store.audit_tables():
-            raise UsageError(f"{database} has no ledger")
-        row = store.ledger_event_entry(event_id) if event_id is not None else (
-            store.ledger_entry(index if index is not None else -1))  # fmt: skip
-        if row is None:
-            what = f"event {event_id}" if event_id is not None else f"leaf {index}"
-            raise ProveError(f"the ledger has no {what}")
-        cp = store.ledger_latest_checkpoint()
-        if cp is None or row.idx >= cp.size:
-            raise ProveError(
-                f"leaf {row.idx} is not yet covered by a signed checkpoint (try again in a "
-                "second, with the server running)"
-            )
-        reader = TileNodeReader(lambda lv, ix, w: _read_tile_from(store, lv, ix, w), size=cp.size)
-        try:
-            proof = inclusion_proof(row.idx, cp.size, reader)
-        except ValueError as e:
-            raise ProveError(f"cannot compute the proof: {e}") from None
-        if not verify_inclusion(leaf_hash(row.entry), row.idx, cp.size, proof, cp.root):
-            raise ProveError(
-                "the database does not agree with its own checkpoint: run `bastion ledger verify`"
-            )
-        note = parse_note(cp.note)
-        sigs = list(note.signatures)
-        for line in store.ledger_cosignatures(cp.size):
-            try:
-                sigs.append(parse_signature_line(bytes(line).decode().rstrip("\n")))
-            except (NoteError, UnicodeDecodeError):
-                continue
-        with_cosigs = format_note(Note(note.text, tuple(sigs)))
-        receipt = None
-        for a in store.ledger_anchors(limit=1000):
-            if a.size == cp.size:
-                receipt = a.receipt
-                break
-        extra = canonical_json({
-            "entry": base64.b64encode(row.entry).decode(),
-            "note": base64.b64encode(cp.note).decode(),
-            "receipt": receipt,
-            "vkeys": log_vkeys(store, data_dir, signing_key_path, origin),
-        })  # fmt: skip
-        try:
-            return format_proof_bundle(ProofBundle(row.idx, tuple(proof), with_cosigs, extra))
-        except ValueError as e:
-            raise ProveError(f"cannot write the bundle: {e}") from None
+        return _make_proof(store, data_dir, signing_key_path, origin, event_id, index)
+    except AuditReadError as e:
+        raise ProveError(f"cannot read the ledger: {e}") from None
     finally:
         store.close()
+
+
+def _make_proof(store: Any, data_dir: Path, signing_key_path: Path, origin: str,
+                event_id: str | None, index: int | None) -> bytes:  # fmt: skip
+    from bastion.ledger.merkle import inclusion_proof, verify_inclusion
+    from bastion.ledger.note import Note, format_note, parse_signature_line
+    from bastion.ledger.proof_bundle import ProofBundle, format_proof_bundle
+    from bastion.ledger.tiles import TileNodeReader
+
+    if "ledger_entries" not in store.audit_tables():
+        raise UsageError("the database has no ledger (schema before version 4)")
+    row = store.ledger_event_entry(event_id) if event_id is not None else (
+        store.ledger_entry(index if index is not None else -1))  # fmt: skip
+    if row is None:
+        what = f"event {event_id}" if event_id is not None else f"leaf {index}"
+        raise ProveError(f"the ledger has no {what}")
+    cp = store.ledger_latest_checkpoint()
+    if cp is None or row.idx >= cp.size:
+        raise ProveError(
+            f"leaf {row.idx} is not yet covered by a signed checkpoint (try again in a "
+            "second, with the server running)"
+        )
+    reader = TileNodeReader(lambda lv, ix, w: _read_tile_from(store, lv, ix, w), size=cp.size)
+    try:
+        proof = inclusion_proof(row.idx, cp.size, reader)
+    except ValueError as e:
+        raise ProveError(f"cannot compute the proof: {e}") from None
+    if not verify_inclusion(leaf_hash(row.entry), row.idx, cp.size, proof, cp.root):
+        raise ProveError(
+            "the database does not agree with its own checkpoint: run `bastion ledger verify`"
+        )
+    note = parse_note(cp.note)
+    sigs = list(note.signatures)
+    for line in store.ledger_cosignatures(cp.size):
+        try:
+            sigs.append(parse_signature_line(bytes(line).decode().rstrip("\n")))
+        except (NoteError, UnicodeDecodeError):
+            continue
+    with_cosigs = format_note(Note(note.text, tuple(sigs)))
+    receipt = None
+    for a in store.ledger_anchors(limit=1000):
+        if a.size == cp.size:
+            receipt = a.receipt
+            break
+    extra = canonical_json({
+        "entry": base64.b64encode(row.entry).decode(),
+        "note": base64.b64encode(cp.note).decode(),
+        "receipt": receipt,
+        "vkeys": log_vkeys(store, data_dir, signing_key_path, origin),
+    })  # fmt: skip
+    try:
+        return format_proof_bundle(ProofBundle(row.idx, tuple(proof), with_cosigs, extra))
+    except ValueError as e:
+        raise ProveError(f"cannot write the bundle: {e}") from None
 
 
 @dataclass

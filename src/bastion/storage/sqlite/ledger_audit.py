@@ -214,6 +214,13 @@ class LedgerAuditStore(StoreBase):
             )
         ]
 
+    def audit_last_cosignatures(self) -> list[tuple[str, int, int]]:
+        """(witness, size, ts) of each witness's cosignature on the largest checkpoint."""
+        return _plain(
+            self.db.reader,
+            "SELECT witness, MAX(size), ts FROM ledger_cosignatures GROUP BY witness ORDER BY 1",
+        )
+
     def audit_witness_sizes(self) -> list[tuple[str, int]]:
         """(witness, size) of the log's view of each of its witnesses."""
         return _plain(self.db.reader, "SELECT witness, size FROM ledger_witness_sizes ORDER BY 1")
