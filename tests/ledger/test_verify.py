@@ -265,13 +265,16 @@ def test_an_edited_leaf_in_a_full_tile_is_named(synth):
 
 
 def test_a_deleted_leaf_row_is_a_gap(synth):
-    d, _ = synth
+    d, info = synth
     sql(d, "DELETE FROM ledger_entries WHERE idx = 300")
     found = verify(d)
     gap = [f for f in found if f.kind == DELETED and f.table == "ledger_entries"]
     assert any(f.leaf == 300 and f.key == "300" for f in gap)
     # In the tiles the deletion reads as one leaf gone, the later ones shifted.
     assert any(f.leaf == 300 and "moved down" in f.message for f in gap)
+    # The event it recorded is named.
+    assert any(f.leaf == 300 and f.event_id == info["events"][300][0] for f in gap)
+    assert not [f for f in found if f.kind == CHANGED]
 
 
 def test_two_swapped_leaves_are_reordered(synth):
@@ -390,14 +393,17 @@ def test_truncated_ledger_tables(synth):
     sql(d, "DELETE FROM ledger_entries")
     found = verify(d)
     assert any(f.kind == ROLLED_BACK and f.table == "ledger_entries" for f in found)
-    assert sum(1 for f in found if f.kind == INSERTED and f.table == "events") == len(
-        info["events"]
-    )
+    # Each event's row names its leaf, which is gone.
+    gone = {(f.event_id, f.leaf) for f in found if (f.kind, f.table) == (DELETED, "ledger_entries")
+            and f.event_id is not None}  # fmt: skip
+    assert gone == {(eid, i) for i, (eid, _) in enumerate(info["events"])}
     sql(d, "DELETE FROM ledger_checkpoints")
     sql(d, "DELETE FROM ledger_tiles")
     sql(d, "DELETE FROM ledger_tree_state")
+    sql(d, "UPDATE events SET ledger_idx = NULL")
     found = verify(d)
-    assert any(f.kind == INSERTED and f.table == "events" for f in found)
+    inserted = {f.event_id for f in found if (f.kind, f.table) == (INSERTED, "events")}
+    assert inserted == {eid for eid, _ in info["events"]}
     assert any(f.kind == INSERTED and f.table == "e2e_device_keys" for f in found)
 
 

@@ -101,6 +101,7 @@ REORDERED = "reordered"
 ROLLED_BACK = "rolled_back"
 FORKED = "forked"
 INVALID = "invalid"
+LEAF_GONE = "leaf_gone"  # internal: an events row names a leaf that is not there
 
 #: Events rows checked in this process below this count; above it, in worker processes.
 POOL_THRESHOLD = 100_000
@@ -274,7 +275,8 @@ def classify_leaf_differences(
             continue
         if i + 1 < len(stored) and computed[i] == stored[i + 1]:
             j = i
-            while j < n and j + 1 < len(stored) and computed[j] == stored[j + 1]:
+            # The run ends where the shift does (past the last stored hash nothing tells).
+            while j < n and (j + 1 >= len(stored) or computed[j] == stored[j + 1]):
                 explained.add(j)
                 j += 1
             out.append((DELETED, offset + i,
@@ -282,7 +284,7 @@ def classify_leaf_differences(
                         f"{j - i} leaves after it moved down by one"))  # fmt: skip
         elif i + 1 < len(computed) and computed[i + 1] == stored[i]:
             j = i
-            while j + 1 < len(computed) and j < len(stored) and computed[j + 1] == stored[j]:
+            while j < n and (j + 1 >= len(computed) or computed[j + 1] == stored[j]):
                 explained.add(j)
                 j += 1
             out.append((INSERTED, offset + i,
@@ -334,7 +336,9 @@ def check_event_rows(rows: Iterable[tuple], server_name: str) -> EventPassResult
     for row in rows:
         res.rows += 1
         kind, problems, idx, eid = _check_event_row(row, suffix, res)
-        if problems:
+        if kind == LEAF_GONE:
+            res.findings.append(Finding(DELETED, "ledger_entries", str(idx), problems[0], idx, eid))
+        elif problems:
             res.findings.append(Finding(kind, "events", eid, "; ".join(problems), idx, eid))
     return res
 
@@ -375,13 +379,12 @@ def _check_event_row(row: tuple, suffix: str, res: EventPassResult
     problems: list[str] = []
     kind = CHANGED
     rec: Any = None
+    if idx is None and ledger_idx is not None:
+        # The leaf the row names is gone (or the row names a leaf that never was).
+        return LEAF_GONE, [f"the leaf of this event, {ledger_idx}, is gone"], ledger_idx, eid
     if idx is None:
         kind = INSERTED
-        problems.append(
-            "an events row with no leaf in the ledger"
-            if ledger_idx is None
-            else f"an events row whose ledger_idx names leaf {ledger_idx}, which does not exist"
-        )
+        problems.append("an events row with no leaf in the ledger")
     else:
         try:
             rec = loads(entry)
@@ -695,7 +698,9 @@ class _Verifier:
                                  f"tile {level}/{index} covers leaves up to {(index + 1) * span}, "
                                  f"but the ledger has only {size}: leaves were removed",
                                  min(size, index * span)))  # fmt: skip
-        # Compare every stored tile with the recomputation, level by level.
+        # Compare every stored tile with the recomputation, level by level; a higher tile
+        # that differs only because a tile below it does is not a finding of its own.
+        differing: dict[int, set[int]] = {}
         for level in sorted({lv for lv, _ in stored}):
             nodes = (
                 reader.levels[level * TILE_HEIGHT]
@@ -708,8 +713,12 @@ class _Verifier:
                     continue
                 want = b"".join(nodes[index * TILE_WIDTH : (index + 1) * TILE_WIDTH])
                 if data != want:
+                    differing.setdefault(level, set()).add(index)
+                    below = differing.get(level - 1, set())
                     if level == 0:
                         level0_stored[index] = data
+                    elif any(index * TILE_WIDTH <= c < (index + 1) * TILE_WIDTH for c in below):
+                        continue
                     else:
                         self.add(
                             Finding(
@@ -984,10 +993,13 @@ class _Verifier:
         foreign: list[tuple[str, str, int | None, list[str]]] = []
         for r in results:
             for f in r.findings:
-                # A row without its leaf, of an event the ledger has: its ledger_idx is wrong.
-                if f.kind == INSERTED and f.event_id in self.latest:
-                    f = Finding(CHANGED, "events", f.key, f"{f.message}; the event's leaf is "
-                                f"{self.latest[f.event_id]}", f.leaf, f.event_id)  # fmt: skip
+                # A row naming a missing leaf, of an event the ledger has: its ledger_idx is
+                # wrong, the leaf is where the ledger says.
+                if f.kind == DELETED and f.table == "ledger_entries" and f.event_id in self.latest:
+                    at = self.latest[f.event_id]
+                    f = Finding(CHANGED, "events", f.event_id, f"ledger_idx names leaf {f.leaf}, "
+                                f"which does not exist; the event's leaf is {at}", at,
+                                f.event_id)  # fmt: skip
                 self.add(f)
             redacted += r.redacted
             foreign += r.foreign_json
