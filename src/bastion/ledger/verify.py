@@ -585,6 +585,7 @@ class _Verifier:
     def run(self) -> None:
         store, opts = self.store, self.opts
         lo, hi, n_events = store.audit_event_rowid_bounds()
+        self.report.stats["schema_version"] = store.audit_schema_version()
         self.report.stats["events"] = n_events
         futures: list[Future[EventPassResult]] = []
         pool = None

@@ -190,19 +190,6 @@ class LedgerAuditStore(StoreBase):
         )
         return (rows[0][0], bytes(rows[0][1])) if rows else None
 
-    def audit_action_entries(self, actions: Sequence[str]) -> list[tuple[int, bytes]]:
-        """(index, entry) of every action leaf whose action is one of ``actions``."""
-        marks = ",".join("?" * len(actions))
-        return [
-            (r[0], bytes(r[1]))
-            for r in _plain(
-                self.db.reader,
-                "SELECT idx, entry FROM ledger_entries WHERE kind = 'action'"
-                f" AND action IN ({marks}) ORDER BY idx",  # noqa: S608
-                list(actions),
-            )
-        ]
-
     def audit_cosignatures(self, size: int) -> list[tuple[str, bytes, int]]:
         """(witness, signature line, ts) of the cosignatures stored for checkpoint ``size``."""
         return [
