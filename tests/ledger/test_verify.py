@@ -596,3 +596,21 @@ def test_worker_processes_find_the_same(synth, monkeypatch):
         (CHANGED, eid),
         (DELETED, info["events"][500][0]),
     }
+
+
+def test_a_database_from_before_the_ledger_is_a_usage_error(tmp_path, capsys):
+    from bastion.storage.sqlite import migrations as mig
+
+    d = tmp_path / "old"
+    d.mkdir()
+    conn = sqlite3.connect(d / "homeserver.db")
+    mig.migrate(conn, str(d / "homeserver.db"), mig.migrations()[:3])
+    conn.close()
+    assert main(["ledger", "verify", "--data-dir", str(d)]) == 2
+    assert "no ledger yet (schema version 3" in capsys.readouterr().err
+
+
+def test_dropped_ledger_tables(synth, capsys):
+    d, _ = synth
+    sql(d, "DROP TABLE ledger_tiles")
+    assert [(f.kind, f.table) for f in verify(d)] == [(DELETED, "ledger_tiles")]

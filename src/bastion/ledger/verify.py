@@ -103,6 +103,9 @@ FORKED = "forked"
 INVALID = "invalid"
 LEAF_GONE = "leaf_gone"  # internal: an events row names a leaf that is not there
 
+#: The schema version that brought the ledger (migration 4).
+LEDGER_SCHEMA_VERSION = 4
+
 #: Events rows checked in this process below this count; above it, in worker processes.
 POOL_THRESHOLD = 100_000
 
@@ -549,6 +552,12 @@ def verify_local(opts: LocalOptions) -> Report:
         missing = [t for t in LEDGER_TABLES if t not in tables]
         if "events" not in tables:
             raise UsageError(f"{opts.database} is not a Bastion database")
+        version = store.audit_schema_version()
+        if version < LEDGER_SCHEMA_VERSION:
+            raise UsageError(
+                f"{opts.database} has no ledger yet (schema version {version}; the ledger comes "
+                f"with version {LEDGER_SCHEMA_VERSION}): start Bastion once on it to migrate"
+            )
         if missing:
             report.add(*(Finding(DELETED, t, None, "the ledger's table is missing")
                          for t in missing))  # fmt: skip
