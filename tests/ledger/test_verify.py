@@ -614,3 +614,11 @@ def test_dropped_ledger_tables(synth, capsys):
     d, _ = synth
     sql(d, "DROP TABLE ledger_tiles")
     assert [(f.kind, f.table) for f in verify(d)] == [(DELETED, "ledger_tiles")]
+
+
+def test_a_changed_tree_state_alone(synth):
+    d, _ = synth
+    sql(d, "UPDATE ledger_tree_state SET edge = zeroblob(LENGTH(edge))")
+    found = verify(d)
+    assert {(f.kind, f.table) for f in found} == {(CHANGED, "ledger_tree_state")}
+    assert "[0, 512)" in found[0].message and len(found) == 5  # 602 = 512+64+16+8+2

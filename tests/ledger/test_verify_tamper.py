@@ -399,3 +399,27 @@ def test_a_redacted_event_keeps_verifying(copy, scenario, capsys):
     assert "body" not in json.loads(row["json"])["content"]
     code, findings = verify(copy, capsys)
     assert (code, findings) == (0, [])
+
+
+def test_edited_login_record(copy, scenario, capsys):
+    """A failed login's record rewritten (its origin, which no column copies): the tree no
+    longer matches the checkpoints that covered it, and the finding brackets the leaf."""
+    conn = db(copy)
+    idx, entry = conn.execute(
+        "SELECT idx, entry FROM ledger_entries WHERE action = 'login.failure'"
+    ).fetchone()
+    conn.close()
+    record = json.loads(entry)
+    record["origin"] = "203.0.113.9"
+    from bastion.core.canonical_json import canonical_json
+
+    tamper(copy, "UPDATE ledger_entries SET entry = ? WHERE idx = ?", (canonical_json(record), idx))
+    code, findings = verify(copy, capsys)
+    assert code == 1
+    assert {(f["kind"], f["table"]) for f in findings} == {(CHANGED, "ledger_entries"),
+                                                           ("forked", "ledger_entries")}  # fmt: skip
+    for f in findings:  # each brackets the leaf; the integrator's edge more narrowly
+        first, _, last = f["key"].partition("..")
+        assert int(first) <= idx <= int(last or first)
+    narrow = next(f for f in findings if f["kind"] == CHANGED)["key"].partition("..")
+    assert int(narrow[2] or narrow[0]) - int(narrow[0]) < 16

@@ -587,6 +587,8 @@ class _Verifier:
         #: action records the key checks need: (leaf, record).
         self.actions: list[tuple[int, dict]] = []
         self._verifiers: list[Verifier] | None = None
+        #: the leaf ranges of the integrator's saved right edge that differ from the tree
+        self.edge_diffs: list[tuple[int, int]] = []
 
     def add(self, *findings: Finding) -> None:
         self.report.add(*findings)
@@ -762,9 +764,12 @@ class _Verifier:
                                  f"the integrator recorded {isize} leaves, the ledger has {size}",
                                  size))  # fmt: skip
             elif edge != _right_edge(reader, isize):
-                self.add(Finding(CHANGED, "ledger_tree_state", "1",
-                                 f"the saved right edge at size {isize} differs from the "
-                                 "recomputed tree"))  # fmt: skip
+                # Each edge hash is one subtree: the differing ones bracket the change.
+                self.edge_diffs = [
+                    (a, b) for (a, b), h, want in zip(_edge_ranges(isize), edge,
+                                                      _right_edge(reader, isize), strict=False)
+                    if h != want
+                ] or [(0, isize)]  # fmt: skip
 
     def _explain_level0(self, tiles: dict[int, bytes]) -> None:
         """Name the leaves behind differing level-0 tiles (a contiguous run is compared as
@@ -909,6 +914,16 @@ class _Verifier:
                              f"{beyond} signed checkpoint(s) cover more leaves than the ledger "
                              f"has ({size}; the largest covers {largest}): leaves were removed",
                              size))  # fmt: skip
+        for a, b in self.edge_diffs:
+            if first_fork is not None or beyond:
+                # The leaves changed under the integrator's saved edge too: a narrower range.
+                self.add(Finding(CHANGED, "ledger_entries", _span(a, b),
+                                 f"a leaf in [{a}, {b}) differs from the one the integrator "
+                                 "hashed (its saved right edge)", a))  # fmt: skip
+            else:
+                self.add(Finding(CHANGED, "ledger_tree_state", "1",
+                                 f"the saved right edge differs from the tree over [{a}, {b}), "
+                                 "which the signed checkpoints confirm"))  # fmt: skip
         if first_fork is not None:
             at, good = first_fork
             self.add(Finding(FORKED, "ledger_entries", _span(good, at),
@@ -1263,6 +1278,18 @@ def _right_edge(reader: MemoryNodeReader, size: int) -> list[bytes]:
     for level in range(size.bit_length() - 1, -1, -1):
         if size & (1 << level):
             out.append(reader(level, start >> level))
+            start += 1 << level
+    return out
+
+
+def _edge_ranges(size: int) -> list[tuple[int, int]]:
+    """The leaf ranges of the right edge's subtrees of a tree of ``size`` leaves, largest
+    first (the order of :func:`_right_edge`)."""
+    out = []
+    start = 0
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size & (1 << level):
+            out.append((start, start + (1 << level)))
             start += 1 << level
     return out
 
