@@ -621,4 +621,4 @@ def test_a_changed_tree_state_alone(synth):
     sql(d, "UPDATE ledger_tree_state SET edge = zeroblob(LENGTH(edge))")
     found = verify(d)
     assert {(f.kind, f.table) for f in found} == {(CHANGED, "ledger_tree_state")}
-    assert "[0, 512)" in found[0].message and len(found) == 5  # 602 = 512+64+16+8+2
+    assert "[0, 512)" in found[0].message and len(found) == 6  # 603 = 512+64+16+8+2+1
