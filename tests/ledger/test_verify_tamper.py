@@ -416,10 +416,29 @@ def test_edited_login_record(copy, scenario, capsys):
     tamper(copy, "UPDATE ledger_entries SET entry = ? WHERE idx = ?", (canonical_json(record), idx))
     code, findings = verify(copy, capsys)
     assert code == 1
-    assert {(f["kind"], f["table"]) for f in findings} == {(CHANGED, "ledger_entries"),
-                                                           ("forked", "ledger_entries")}  # fmt: skip
-    for f in findings:  # each brackets the leaf; the integrator's edge more narrowly
-        first, _, last = f["key"].partition("..")
-        assert int(first) <= idx <= int(last or first)
+    # The signed checkpoints and the anchored ones no longer match the tree.
+    assert {(f["kind"], f["table"]) for f in findings} == {
+        (CHANGED, "ledger_entries"),
+        ("forked", "ledger_entries"),
+        ("forked", "ledger_anchors"),
+    }
+    for f in findings:  # each leaf range brackets the leaf; the integrator's edge narrowly
+        if f["table"] == "ledger_entries":
+            first, _, last = f["key"].partition("..")
+            assert int(first) <= idx <= int(last or first)
     narrow = next(f for f in findings if f["kind"] == CHANGED)["key"].partition("..")
     assert int(narrow[2] or narrow[0]) - int(narrow[0]) < 16
+
+
+def test_edited_anchor_receipt(copy, scenario, capsys):
+    conn = db(copy)
+    aid, receipt = conn.execute("SELECT id, receipt FROM ledger_anchors ORDER BY id").fetchone()
+    conn.close()
+    forged = json.loads(receipt)
+    forged["entry"] = forged["entry"].replace('"n":', '"n": ')
+    tamper(copy, "UPDATE ledger_anchors SET receipt = ? WHERE id = ?", (json.dumps(forged), aid))
+    code, findings = verify(copy, capsys)
+    assert code == 1
+    assert [(f["kind"], f["table"], f["key"]) for f in findings] == [
+        (CHANGED, "ledger_anchors", f"file {aid}")
+    ]

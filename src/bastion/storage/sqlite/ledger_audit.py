@@ -208,6 +208,16 @@ class LedgerAuditStore(StoreBase):
             "SELECT witness, MAX(size), ts FROM ledger_cosignatures GROUP BY witness ORDER BY 1",
         )
 
+    def audit_anchor_rows(self) -> list[tuple[int, str, int, bytes, str]]:
+        """(id, anchor, size, root, receipt JSON) of every stored anchor receipt, oldest first."""
+        return [
+            (r[0], r[1], r[2], bytes(r[3]), r[4])
+            for r in _plain(
+                self.db.reader,
+                "SELECT id, anchor, size, root, receipt FROM ledger_anchors ORDER BY id",
+            )
+        ]
+
     def audit_witness_sizes(self) -> list[tuple[str, int]]:
         """(witness, size) of the log's view of each of its witnesses."""
         return _plain(self.db.reader, "SELECT witness, size FROM ledger_witness_sizes ORDER BY 1")
