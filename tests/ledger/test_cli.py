@@ -116,3 +116,14 @@ def test_remote_only_flags_with_a_data_dir(tmp_path, capsys):
     build_synthetic(d, 3)
     assert main(["ledger", "verify", "--data-dir", str(d), "--key", "x"]) == 2
     shutil.rmtree(d)
+
+
+def test_verify_with_a_config_file(tmp_path, capsys):
+    d = tmp_path / "data"
+    build_synthetic(d, 3)
+    cfg = tmp_path / "elsewhere.toml"
+    (d / "bastion.toml").rename(cfg)
+    # Without its config the server name is the default one: not this log's origin.
+    assert main(["ledger", "verify", "--data-dir", str(d)]) == 1
+    assert "expected 'localhost/bastion-ledger'" in capsys.readouterr().out
+    assert main(["ledger", "verify", "--data-dir", str(d), "--config", str(cfg)]) == 0
