@@ -31,7 +31,7 @@ Prints a table with the issue's goals, then the figures as one JSON object on th
 Each figure is a median over repeats (throughputs) or over operations (times). The on/off
 comparisons are medians of alternating rounds in one run; on a shared machine they still move
 by several percent from run to run (``--quick``'s few rounds by more: it is a smoke run).
-A full run takes about ten minutes, most of it filling the 1M-leaf database of (e).
+A full run takes six to ten minutes, most of it filling the 1M-leaf database of (e).
 
 Run: python bench/ledger.py [--quick]
 """
