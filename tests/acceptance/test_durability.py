@@ -5,7 +5,9 @@ uploads media) as fast as the server answers; the process is SIGKILLed in the mi
 load; the server is started again on the same data directory. Every message that was answered
 200 must be in the room's history (``/messages``) with the event ID it was acknowledged with,
 every acknowledged upload must download with the same bytes, and the access token issued before
-the crash must still work.
+the crash must still work. The ledger holds exactly the events: every acknowledged event has its
+leaf, every ``events`` row has a leaf and every event leaf has its row (a leaf is written in the
+transaction of its event), and the leaf indexes are dense from 0.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -119,6 +122,25 @@ def _room_history(c: Client, room_id: str) -> dict[str, dict]:
     return events
 
 
+def _ledger_matches_events(db_path: Path, acked: dict[str, str]) -> int:
+    """The ledger's event leaves against the ``events`` table (read beside the running server:
+    WAL); returns the number of leaves."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        rows = {r[0] for r in conn.execute("SELECT event_id FROM events")}
+        leaves = [r[0] for r in conn.execute(
+            "SELECT event_id FROM ledger_entries WHERE kind = 'event' ORDER BY idx")]  # fmt: skip
+        count, top = conn.execute("SELECT COUNT(*), MAX(idx) FROM ledger_entries").fetchone()
+    finally:
+        conn.close()
+    assert count == top + 1, "the leaf indexes have a gap"
+    assert len(leaves) == len(set(leaves)), "an event has two leaves"
+    assert not set(acked) - set(leaves), "an acknowledged event has no leaf"
+    assert not rows - set(leaves), "an event row has no leaf"
+    assert not set(leaves) - rows, "an event leaf has no event row"
+    return count
+
+
 def test_acknowledged_writes_survive_sigkill(tmp_path, data_dir):
     server = ServerProcess(data_dir, tmp_path / "server.log").start()
     try:
@@ -201,6 +223,7 @@ def test_acknowledged_writes_survive_sigkill(tmp_path, data_dir):
             assert r.status == 200, (media_id, r.body)
             raw = r.body.get("_raw", b"")
             assert hashlib.sha256(raw).hexdigest() == digest, media_id
+        leaves = _ledger_matches_events(data_dir / "homeserver.db", acked_now)
 
         # And the server goes on working: a new message lands after the old ones.
         r = alice.request(
@@ -211,7 +234,7 @@ def test_acknowledged_writes_survive_sigkill(tmp_path, data_dir):
         assert r.body["event_id"] in history
         print(
             f"\ndurability: {len(acked_now)} messages and {len(media_now)} uploads acknowledged "
-            f"before SIGKILL; all present after restart"
+            f"before SIGKILL; all present after restart, each with its ledger leaf ({leaves} leaves)"
         )
     finally:
         server.stop()

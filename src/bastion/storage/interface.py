@@ -12,7 +12,7 @@ Rows handed out are the plain types below, or a :class:`Row` (read-only, columns
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, TypeVar
 
@@ -191,6 +191,51 @@ class RemoteEvent:
     sg_after: int | None = None
     head_group: int | None = None
     head_chain: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntryRow:
+    """One leaf of the ledger: its 0-based index, the fields copied out of its record for the
+    indexed reads, and the entry (the record's canonical JSON, what the leaf hash covers)."""
+
+    idx: int
+    kind: str  # "event" | "action"
+    event_id: str | None
+    subject: str | None
+    action: str | None
+    ts: int
+    entry: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRow:
+    """A checkpoint the ledger signed: tree size, root hash, the signed note, when (ms)."""
+
+    size: int
+    root: bytes
+    note: bytes
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorRow:
+    id: int
+    anchor: str  # "file", "ethereum", ...
+    size: int
+    root: bytes
+    receipt: dict
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessLogRow:
+    """As a witness: the latest checkpoint this server cosigned for a log."""
+
+    origin: str
+    size: int
+    root: bytes
+    note: bytes
+    ts: int
 
 
 class AccountsStore(Protocol):
@@ -629,17 +674,56 @@ class FederationInboundStore(Protocol):
     ) -> None: ...
 
 
+class LedgerStore(Protocol):
+    """The ledger (issue 8): leaves written in the transaction of what they record, tiles, the
+    integrator's tree state, checkpoints (stored durably), cosignatures, witnesses, anchors,
+    and, as a witness for other logs, their latest checkpoints."""
+
+    def ledger_append_in(self, conn: Txn, record: Mapping[str, Any]) -> int: ...
+    def ledger_size(self) -> int: ...
+    def ledger_entries(self, start: int, end: int) -> list[bytes]: ...
+    def ledger_entry(self, index: int) -> LedgerEntryRow | None: ...
+    def ledger_event_entry(self, event_id: str) -> LedgerEntryRow | None: ...
+    def ledger_iter_entries(
+        self, start: int = 0, batch: int = 10000
+    ) -> Iterator[LedgerEntryRow]: ...
+    def ledger_store_tiles_in(self, conn: Txn, tiles: Sequence[tuple[int, int, bytes]]) -> None: ...
+    def ledger_tile(self, level: int, index: int) -> bytes | None: ...
+    def ledger_tree_state(self) -> tuple[int, list[bytes]] | None: ...
+    def ledger_save_tree_state_in(self, conn: Txn, size: int, edge: Sequence[bytes]) -> None: ...
+    async def ledger_add_checkpoint(self, size: int, root: bytes, note: bytes, ts: int) -> None: ...
+    def ledger_latest_checkpoint(self) -> CheckpointRow | None: ...
+    def ledger_checkpoint(self, size: int) -> CheckpointRow | None: ...
+    def ledger_iter_checkpoints(self) -> Iterator[CheckpointRow]: ...
+    async def ledger_add_cosignature(
+        self, size: int, witness: str, line: bytes, ts: int
+    ) -> None: ...
+    def ledger_cosignatures(self, size: int) -> list[bytes]: ...
+    def ledger_witness_size(self, witness: str) -> int | None: ...
+    async def ledger_set_witness_size(self, witness: str, size: int) -> None: ...
+    async def ledger_add_anchor(
+        self, anchor: str, size: int, root: bytes, receipt: Mapping, ts: int
+    ) -> int: ...
+    def ledger_anchors(self, limit: int = 100) -> list[AnchorRow]: ...
+    def witness_log_state(self, origin: str) -> WitnessLogRow | None: ...
+    def witness_update_log_in(
+        self, conn: Txn, origin: str, expect_size: int | None, size: int, root: bytes,
+        note: bytes, ts: int,
+    ) -> bool: ...  # fmt: skip
+
+
 class StreamsStore(Protocol):
     """Lifecycle, transactions, the global stream position and the after-commit hooks."""
 
     def open(self) -> None: ...
     def close(self) -> None: ...
-    async def transaction(self, fn: Callable[[Txn], T]) -> T:
+    async def transaction(self, fn: Callable[[Txn], T], durable: bool = False) -> T:
         """Run ``fn(txn)`` in one write transaction; return its result once committed. An
-        exception from ``fn`` undoes its writes and is raised here."""
+        exception from ``fn`` undoes its writes and is raised here. ``durable``: committed so
+        that it (and every earlier write) survives a power loss, not only a killed process."""
         ...
 
-    def transaction_sync(self, fn: Callable[[Txn], T]) -> T:
+    def transaction_sync(self, fn: Callable[[Txn], T], durable: bool = False) -> T:
         """:meth:`transaction` for command-line tools without an event loop."""
         ...
 
@@ -661,6 +745,7 @@ class Store(
     DeviceListsStore,
     FederationQueueStore,
     FederationInboundStore,
+    LedgerStore,
     StreamsStore,
     Protocol,
 ):

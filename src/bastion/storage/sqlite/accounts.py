@@ -13,8 +13,10 @@ import hashlib
 import json
 import sqlite3
 
+from bastion.ledger.records import action_record
 from bastion.storage.interface import Requester
 from bastion.storage.sqlite.base import StoreBase
+from bastion.storage.sqlite.ledger import append_entry
 
 STREAMS: list[tuple[str, str]] = []
 
@@ -270,11 +272,12 @@ class AccountsStore(StoreBase):
         details: dict,
         now_ms: int,
     ) -> None:
-        """Append an admin action to the audit trail (inside a write function)."""
-        conn.execute(
-            "INSERT INTO admin_audit (ts, actor, action, target, details) VALUES (?,?,?,?,?)",
-            (now_ms, actor, action, target, json.dumps(details, sort_keys=True)),
-        )
+        """Append an admin action to the audit trail (inside a write function): an action leaf
+        of the ledger, which ``admin_audit`` (a view since migration 4) shows."""
+        append_entry(
+            conn, action_record(action=action, actor=actor, ts=now_ms, target=target,
+                                details=details),
+        )  # fmt: skip
 
     def record_admin_action_sync(
         self, actor: str, action: str, target: str | None, details: dict, now_ms: int
@@ -284,4 +287,6 @@ class AccountsStore(StoreBase):
         )
 
     def admin_audit_log(self, limit: int = 100) -> list[sqlite3.Row]:
+        """The latest action records, newest first (``admin_audit`` is a view over the action
+        leaves of the ledger: id, ts, actor, action, target, details)."""
         return self.db.read("SELECT * FROM admin_audit ORDER BY id DESC LIMIT ?", (limit,))

@@ -15,6 +15,12 @@ class StoreBase:
     db: Database
     _stream_pos: int
     _wakeups: list[tuple[str, ...]]
+    #: Whether every ``events`` insert appends the event's ledger leaf
+    #: (:func:`bastion.storage.sqlite.ledger.append_event_leaf`). For benchmarks only (the ledger
+    #: on and off in the same run): a server with it off keeps no record of its events.
+    ledger_enabled: bool = True
+    #: room ID -> room version, remembered by the event leaves (room versions never change).
+    ledger_room_versions: dict[str, str]
 
     def next_stream_pos(self, conn: sqlite3.Connection) -> int:
         """A new stream position. Call only inside a write function (the writer thread)."""

@@ -6,6 +6,18 @@ others), commits the batch once, and only then resolves the callers' futures: a 
 future resolved is on disk (WAL; ``synchronous=NORMAL`` survives a killed process). Reads use a
 separate connection on the event-loop thread; WAL lets them run beside the writer.
 
+A *durable* write (``write(fn, durable=True)``, used before a ledger checkpoint is signed) runs in
+a batch of its own, committed with ``PRAGMA synchronous=FULL`` on the writer connection (set back
+to the configured mode right after). Why one such commit makes every earlier commit durable too:
+in WAL mode, ``synchronous=NORMAL`` appends each commit's frames to the WAL without an fsync
+(the WAL is only fsynced when it is checkpointed into the database file, and the database file
+is fsynced before the WAL is reset, so frames that left the WAL are on disk already), while
+``FULL`` fsyncs the WAL at the commit. The WAL is written strictly in order and an fsync flushes
+the whole file, so that fsync puts every frame written before it on disk as well; and recovery
+replays the WAL's frames in order up to the last valid commit (each frame's checksum chains
+over all the frames before it), so after a power cut the database holds every transaction up to
+and including the durable one.
+
 Opening brings the schema to the newest version (:mod:`bastion.storage.sqlite.migrations`) on
 the writer connection before anything else runs, and refuses a database newer than this code.
 """
@@ -108,15 +120,18 @@ class Database:
         return self.reader.execute(sql, args).fetchone()
 
     # -- writes -----------------------------------------------------------------------------
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(conn)`` in a transaction on the writer thread; return once committed."""
+    async def write(self, fn: Callable[[sqlite3.Connection], T], durable: bool = False) -> T:
+        """Run ``fn(conn)`` in a transaction on the writer thread; return once committed.
+        ``durable``: in a batch of its own, committed with ``synchronous=FULL`` (see the module
+        docstring)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
-        self._queue.put((fn, loop, fut))
+        self._queue.put((fn, loop, fut, durable))
         return await fut
 
-    def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """For command-line tools without an event loop: run a write and wait for its commit."""
+    def write_sync(self, fn: Callable[[sqlite3.Connection], T], durable: bool = False) -> T:
+        """For command-line tools without an event loop: run a write and wait for its commit
+        (``durable`` as for :meth:`write`)."""
         done = threading.Event()
         box: dict = {}
 
@@ -124,7 +139,7 @@ class Database:
             box["ok"], box["value"] = ok, value
             done.set()
 
-        self._queue.put((fn, None, resolve))
+        self._queue.put((fn, None, resolve, durable))
         done.wait()
         if not box["ok"]:
             raise box["value"]
@@ -137,12 +152,15 @@ class Database:
     def _run(self) -> None:
         conn = self._writer
         assert conn is not None
+        carried = None  # a durable write taken off the queue while filling a batch
         while True:
-            item = self._queue.get()
+            item = carried if carried is not None else self._queue.get()
+            carried = None
             if item is _STOP:
                 return
             batch = [item]
-            while len(batch) < 256:
+            durable = item[3]
+            while not durable and len(batch) < 256:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
@@ -150,40 +168,61 @@ class Database:
                 if nxt is _STOP:
                     self._queue.put(_STOP)
                     break
+                if nxt[3]:  # a durable write commits in a batch of its own: the next one
+                    carried = nxt
+                    break
                 batch.append(nxt)
-            outcomes: list[tuple[bool, Any]] = []
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                for fn, _, _ in batch:
-                    conn.execute("SAVEPOINT w")
-                    try:
-                        result = fn(conn)
-                    except BaseException as e:  # noqa: BLE001 - handed back to the caller
-                        conn.execute("ROLLBACK TO w")
-                        conn.execute("RELEASE w")
-                        outcomes.append((False, e))
-                    else:
-                        conn.execute("RELEASE w")
-                        outcomes.append((True, result))
-                conn.execute("COMMIT")
-            except sqlite3.Error as e:
-                log.exception("write batch failed")
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                outcomes = [(False, e)] * len(batch)
+            outcomes = self._commit(conn, batch, durable)
             committed = [value for ok, value in outcomes if ok]
             for hook in self._on_commit:
                 try:
                     hook(committed)
                 except Exception:  # noqa: BLE001
                     log.exception("commit hook failed")
-            for (_, loop, fut), (ok, value) in zip(batch, outcomes, strict=True):
+            for (_, loop, fut, _), (ok, value) in zip(batch, outcomes, strict=True):
                 if loop is None:
                     fut(ok, value)
                 else:
                     loop.call_soon_threadsafe(_resolve, fut, ok, value)
+
+    def _commit(
+        self, conn: sqlite3.Connection, batch: list, durable: bool
+    ) -> list[tuple[bool, Any]]:
+        """Run each write of ``batch`` in its own savepoint and commit them together
+        (``durable``: with ``synchronous=FULL``, then back to the configured mode)."""
+        outcomes: list[tuple[bool, Any]] = []
+        # FULL and EXTRA already sync every commit.
+        raise_sync = durable and self._synchronous in ("OFF", "NORMAL")
+        try:
+            if raise_sync:
+                conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, _, _, _ in batch:
+                conn.execute("SAVEPOINT w")
+                try:
+                    result = fn(conn)
+                except BaseException as e:  # noqa: BLE001 - handed back to the caller
+                    conn.execute("ROLLBACK TO w")
+                    conn.execute("RELEASE w")
+                    outcomes.append((False, e))
+                else:
+                    conn.execute("RELEASE w")
+                    outcomes.append((True, result))
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            log.exception("write batch failed")
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            outcomes = [(False, e)] * len(batch)
+        finally:
+            if raise_sync:
+                try:
+                    conn.execute(f"PRAGMA synchronous={self._synchronous}")
+                except sqlite3.Error:
+                    log.exception("could not restore synchronous=%s", self._synchronous)
+        return outcomes
 
 
 def _resolve(fut: asyncio.Future, ok: bool, value: Any) -> None:

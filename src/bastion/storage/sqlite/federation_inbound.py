@@ -11,6 +11,10 @@ groups, ``current_state``, memberships). Their flags in ``events``:
   (fetched auth events, state received on join). Not in any timeline (the timeline reads ask for
   ``soft_failed = 0``), usable as an auth event and in state.
 
+Every row inserted into ``events`` gets its ledger leaf in the same transaction, with the
+decision its flags say (:func:`bastion.storage.sqlite.ledger.append_event_leaf`); an outlier
+stored again de-outliered gets a second leaf with its new decision.
+
 A received transaction's response is kept per (origin, txnId) so a retry gets the same answer.
 ``room_state_history`` records, at the stream position of each inbound write that sets a room's
 current state, the state group equal to it (current state may be a resolution of several forward
@@ -29,6 +33,7 @@ import orjson
 
 from bastion.storage.interface import EventMeta, RemoteEvent
 from bastion.storage.sqlite.base import StoreBase
+from bastion.storage.sqlite.ledger import append_event_leaf
 from bastion.storage.sqlite.rooms import SNAPSHOT_EVERY, StateMap
 
 STREAMS: list[tuple[str, str]] = []
@@ -165,12 +170,16 @@ class FederationInboundStore(StoreBase):
     ) -> None:  # fmt: skip
         state_key = ev.get("state_key") if isinstance(ev.get("state_key"), str) else None
         depth = ev.get("depth") if type(ev.get("depth")) is int else 0
+        leaf = append_event_leaf(
+            self, conn, eid, room_id, ev, pos, rejected=rejected, soft=soft, outlier=OUTLIER
+        )
         conn.execute(
             "INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,"
-            " origin_server_ts, json, sg_before, sg_after, rejected, soft_failed)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " origin_server_ts, json, sg_before, sg_after, rejected, soft_failed, ledger_idx)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (eid, room_id, pos, depth, ev["type"], state_key, ev["sender"],
-             ev["origin_server_ts"], orjson.dumps(ev), sg_before, sg_after, int(rejected), soft),
+             ev["origin_server_ts"], orjson.dumps(ev), sg_before, sg_after, int(rejected), soft,
+             leaf),
         )  # fmt: skip
         prevs = [p[0] if isinstance(p, list) else p for p in ev.get("prev_events", [])]
         auths = [a[0] if isinstance(a, list) else a for a in ev.get("auth_events", [])]

@@ -23,6 +23,7 @@ import orjson
 
 from bastion.storage.interface import EventRow, NewEvent, RoomHeadRow, RoomMembers, StateMap
 from bastion.storage.sqlite.base import StoreBase
+from bastion.storage.sqlite.ledger import append_event_leaf
 
 STREAMS: list[tuple[str, str]] = [("events", "stream_pos")]
 
@@ -666,8 +667,9 @@ class RoomsStore(StoreBase):
     ) -> tuple[int | None, int]:
         """Persist events of one room in order (inside a write function): each gets a stream
         position, its state groups, DAG edges, forward extremities, current state, membership
-        rows and transaction mapping; a redaction rewrites its target. Returns the room's state
-        group and chain length after the last event."""
+        rows and transaction mapping, and its ledger leaf (decision accepted); a redaction
+        rewrites its target. Returns the room's state group and chain length after the last
+        event."""
         for ne in events:
             ev = ne.event
             pos = self.next_stream_pos(conn)
@@ -709,14 +711,15 @@ class RoomsStore(StoreBase):
                 )
             ne.sg_after = group
             txn_user, txn_device, _, txn_id = ne.txn if ne.txn else (None, None, None, None)
+            leaf = append_event_leaf(self, conn, ne.event_id, ne.room_id, ev, pos)
             conn.execute(
                 "INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,"
                 " origin_server_ts, json, sg_before, sg_after, replaces_state, txn_user,"
-                " txn_device, txn_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " txn_device, txn_id, ledger_idx) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     ne.event_id, ne.room_id, pos, ne.depth, ev["type"], state_key, ev["sender"],
                     ev["origin_server_ts"], orjson.dumps(ev), ne.sg_before, ne.sg_after,
-                    ne.replaces_state, txn_user, txn_device, txn_id,
+                    ne.replaces_state, txn_user, txn_device, txn_id, leaf,
                 ),
             )  # fmt: skip
             prevs = [p[0] if isinstance(p, list) else p for p in ev.get("prev_events", [])]

@@ -28,6 +28,7 @@ from bastion.storage.sqlite import (
     federation,
     federation_inbound,
     federation_queue,
+    ledger,
     media,
     rooms,
 )
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
-          federation_inbound)  # fmt: skip
+          federation_inbound, ledger)  # fmt: skip
 
 
 class SqliteStore(
@@ -50,6 +51,7 @@ class SqliteStore(
     device_lists.DeviceListsStore,
     federation_queue.FederationQueueStore,
     federation_inbound.FederationInboundStore,
+    ledger.LedgerStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.db = Database(path, synchronous)
@@ -62,6 +64,7 @@ class SqliteStore(
         self._loop_calls: dict[tuple[Callable[..., None], tuple], None] = {}
         self._closed = False
         self.room_caches = rooms.RoomReadCaches()
+        self.ledger_room_versions = {}
 
     def open(self) -> None:
         """Open and migrate the database (raises
@@ -81,14 +84,16 @@ class SqliteStore(
         self.db.close()
 
     # -- transactions -------------------------------------------------------------------------
-    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def transaction(self, fn: Callable[[sqlite3.Connection], T], durable: bool = False) -> T:
         """Run ``fn(conn)`` in one write transaction on the writer thread (group commit, see
-        :mod:`bastion.storage.sqlite.database`); return its result once committed."""
-        return await self.db.write(fn)
+        :mod:`bastion.storage.sqlite.database`); return its result once committed. ``durable``:
+        committed on its own with ``synchronous=FULL`` (survives power loss, and so does every
+        earlier commit)."""
+        return await self.db.write(fn, durable=durable)
 
-    def transaction_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def transaction_sync(self, fn: Callable[[sqlite3.Connection], T], durable: bool = False) -> T:
         """For command-line tools without an event loop: a write, waited for until committed."""
-        return self.db.write_sync(fn)
+        return self.db.write_sync(fn, durable=durable)
 
     # -- stream positions and wake-ups --------------------------------------------------------
     @property
