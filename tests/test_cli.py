@@ -44,7 +44,7 @@ def test_create_user(data_dir, capsys):
     assert u["password_hash"].startswith("$argon2id$")
     (audit,) = rows(data_dir, "SELECT * FROM admin_audit")
     assert (audit["actor"], audit["action"], audit["target"]) == (
-        "cli", "create-user", "@alice:example.org")  # fmt: skip
+        "cli", "account.create", "@alice:example.org")  # fmt: skip
     (p,) = rows(data_dir, "SELECT * FROM profiles")
     assert json.loads(p["value"]) == "alice"
 
@@ -105,7 +105,7 @@ def test_registration_tokens(data_dir, capsys):
     listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert listed[1]["revoked"] is True and listed[1]["valid"] is False
     actions = [r["action"] for r in rows(data_dir, "SELECT action FROM admin_audit ORDER BY id")]
-    assert actions == ["registration-token-create"] * 2 + ["registration-token-revoke"]
+    assert actions == ["registration_token.create"] * 2 + ["registration_token.delete"]
     details = rows(data_dir, "SELECT target, details FROM admin_audit")
     assert all(b"my-token" not in (r["target"] + r["details"]).encode() for r in details)
 

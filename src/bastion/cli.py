@@ -163,8 +163,10 @@ def _open_store(config: Config) -> Store:
 def admin_create_user(config: Config, args: argparse.Namespace) -> int:
     from bastion.core.identifiers import UserId, parse_user_id
     from bastion.errors import MatrixError
+    from bastion.ledger import records
     from bastion.services.accounts import MIN_PASSWORD_LENGTH
     from bastion.services.passwords import MAX_PASSWORD_LENGTH, Passwords
+    from bastion.services.security_records import CLI, record_in
 
     user_id = (
         args.username
@@ -197,14 +199,15 @@ def admin_create_user(config: Config, args: argparse.Namespace) -> int:
         now = int(time.time() * 1000)
 
         def fn(conn) -> bool:
-            # The user, its initial display name and the audit record commit together.
+            # The user, its initial display name and the ledger record commit together.
             if not store.create_user_in(
                 conn, user_id, pw_hash, now, is_admin=args.admin, displayname=parsed.localpart
             ):
                 return False
-            store.record_admin_action_in(
-                conn, "cli", "create-user", user_id, {"admin": bool(args.admin)}, now
-            )
+            record_in(
+                store, conn, records.ACTION_ACCOUNT_CREATE, actor=CLI, origin=CLI, ts=now,
+                target=user_id, subject=user_id, details={"admin": bool(args.admin)},
+            )  # fmt: skip
             return True
 
         if not store.transaction_sync(fn):
@@ -217,6 +220,8 @@ def admin_create_user(config: Config, args: argparse.Namespace) -> int:
 
 
 def admin_registration_token(config: Config, args: argparse.Namespace) -> int:
+    from bastion.ledger import records
+    from bastion.services.security_records import CLI, record_in
     from bastion.storage.interface import registration_token_valid
 
     if args.token_command == "create":
@@ -242,9 +247,10 @@ def admin_registration_token(config: Config, args: argparse.Namespace) -> int:
             def create(conn) -> bool:
                 if not store.create_registration_token_in(conn, token, args.uses, expiry, now):
                     return False
-                store.record_admin_action_in(
-                    conn, "cli", "registration-token-create", token[:4] + "…",
-                    {"uses": args.uses, "expiry_ts": expiry}, now,
+                # Only the prefix the store keeps in the clear names the token.
+                record_in(
+                    store, conn, records.ACTION_REGISTRATION_TOKEN_CREATE, actor=CLI, origin=CLI,
+                    ts=now, target=token[:4] + "…", details={"uses": args.uses, "expiry_ts": expiry},
                 )  # fmt: skip
                 return True
 
@@ -265,9 +271,11 @@ def admin_registration_token(config: Config, args: argparse.Namespace) -> int:
             def revoke(conn) -> bool:
                 if not store.revoke_registration_token_in(conn, args.token):
                     return False
-                store.record_admin_action_in(
-                    conn, "cli", "registration-token-revoke", args.token[:4] + "…", {}, now
-                )
+                # A revoked token can never be used again: its deletion.
+                record_in(
+                    store, conn, records.ACTION_REGISTRATION_TOKEN_DELETE, actor=CLI, origin=CLI,
+                    ts=now, target=args.token[:4] + "…", details={"revoked": True},
+                )  # fmt: skip
                 return True
 
             if not store.transaction_sync(revoke):
@@ -283,27 +291,34 @@ def admin_rotate_signing_key(config: Config, args: argparse.Namespace) -> int:
     """Replace the signing key; the old key goes to ``old_verify_keys`` with ``expired_ts`` now
     (S-S API "Publishing Keys": old keys stay valid for checking events they signed)."""
     from bastion.core.signing import encode_verify_key
-    from bastion.signing_key import load_or_create_signing_key, rotate_signing_key
+    from bastion.ledger import records
+    from bastion.services.security_records import CLI, record_in
+    from bastion.signing_key import load_or_create_signing_key, new_signing_key, rotate_signing_key
 
     path = config.signing_key_path
     if not path.exists():
         print(f"bastion: no signing key at {path}", file=sys.stderr)
         return 1
     old = load_or_create_signing_key(path)
+    new = new_signing_key(old)
     store = _open_store(config)
     try:
         now = int(time.time() * 1000)
 
         def retire(conn) -> None:
-            # The old key is recorded before the file changes: a crash in between leaves the
-            # old key both current and listed, never lost.
+            # The old key and the rotation's record are stored before the file changes: a
+            # crash in between leaves the old key both current and listed, never lost (and a
+            # record of a rotation that a rerun of this command then makes again).
             store.add_local_old_signing_key_in(conn, old.key_id, encode_verify_key(old.key), now)
-            store.record_admin_action_in(
-                conn, "cli", "rotate-signing-key", old.key_id, {"expired_ts": now}, now
-            )
+            record_in(
+                store, conn, records.ACTION_SIGNING_KEY_ROTATE, actor=CLI, origin=CLI, ts=now,
+                target=old.key_id,
+                details={"old_key_id": old.key_id, "new_key_id": new.key_id,
+                         "new_public_key": encode_verify_key(new.key), "expired_ts": now},
+            )  # fmt: skip
 
         store.transaction_sync(retire)
-        new = rotate_signing_key(path)
+        rotate_signing_key(path, new)
     finally:
         store.close()
     print(json.dumps({"old_key_id": old.key_id, "new_key_id": new.key_id, "expired_ts": now}))

@@ -41,14 +41,23 @@ def _new_version() -> str:
     return "a_" + secrets.token_urlsafe(4).replace("-", "x").replace("_", "y")
 
 
-def rotate_signing_key(path: Path) -> ServerKey:
-    """Replace the key file with a new key under a new version (written beside it and renamed,
-    so the file is never half-written)."""
-    old = load_or_create_signing_key(path)
+def new_signing_key(old: ServerKey) -> ServerKey:
+    """A fresh key under a version other than ``old``'s (not yet written anywhere)."""
     version = _new_version()
     while version == old.version:
         version = _new_version()
-    key = SigningKey.generate()
+    return ServerKey(version, SigningKey.generate())
+
+
+def rotate_signing_key(path: Path, new: ServerKey | None = None) -> ServerKey:
+    """Replace the key file with ``new`` (default: a new key under a new version), written
+    beside it and renamed, so the file is never half-written."""
+    old = load_or_create_signing_key(path)
+    if new is None:
+        new = new_signing_key(old)
+    if new.version == old.version:
+        raise ValueError("the new signing key needs a new version")
+    version, key = new.version, new.key
     tmp = path.with_name(path.name + ".new")
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -335,7 +335,7 @@ def test_rotate_signing_key_cli(tmp_path, test_ca, fed_pair):
         assert got[old_id].old and got[old_id].key == old_key.verify_key
         # The audit trail has the rotation.
         rows = b.hs.store.db.read("SELECT actor, target FROM admin_audit WHERE action = ?",
-                                  ("rotate-signing-key",))  # fmt: skip
+                                  ("signing_key.rotate",))  # fmt: skip
         assert [(r["actor"], r["target"]) for r in rows] == [("cli", old_id)]
     finally:
         b.stop()

@@ -22,6 +22,11 @@ Policy decisions made here, documented for operators:
 - **UIA sessions** live in memory for :data:`UIA_SESSION_TTL_MS`; each is bound to one operation
   and (except registration) one user, and is consumed when the operation succeeds.
 - Client IP addresses are the TCP peer; ``X-Forwarded-For`` is not trusted.
+- **Ledger records** (:mod:`bastion.services.security_records`): account creation and
+  deactivation, moderation, every login (success with its device; failure, also of a UIA
+  password stage, with the attempted user ID: the same record and the same work whether the
+  account exists or not), password changes, token revocations and device deletions are action
+  records written in the transaction of the change (a failed login's record is its only write).
 """
 
 from __future__ import annotations
@@ -61,7 +66,9 @@ from bastion.errors import (
     not_found,
     too_large,
 )
+from bastion.ledger import records
 from bastion.services.passwords import MAX_PASSWORD_LENGTH, PasswordHashingBusy, Passwords
+from bastion.services.security_records import admin_request_in, clip, record, record_in
 from bastion.storage.interface import Requester, Row, Txn, registration_token_valid
 
 if TYPE_CHECKING:
@@ -84,6 +91,8 @@ MAX_DISPLAYNAME_LENGTH = 256
 MAX_PROFILE_BYTES = 64 * 1024
 MAX_PROFILE_KEY_BYTES = 255
 ACCESS_TOKEN_PREFIX = "bst_"
+#: The actor of a failed login whose identifier is empty.
+ANONYMOUS = "anonymous"
 #: Profile fields copied into m.room.member events.
 MEMBER_PROFILE_KEYS = ("displayname", "avatar_url")
 
@@ -275,13 +284,23 @@ class AccountService:
     def _device_added_in(self, conn: Txn, user_id: str, device_id: str) -> None:
         self.e2ee.on_device_added(conn, user_id, device_id)
 
-    def _delete_devices_in(self, conn: Txn, user_id: str, device_ids: list[str]) -> list[str]:
-        """Delete devices with their tokens and (through the E2EE hook) their keys."""
+    def _delete_devices_in(
+        self, conn: Txn, user_id: str, device_ids: list[str], *, cause: str, ts: int,
+        origin: str | None,
+    ) -> list[str]:  # fmt: skip
+        """Delete devices with their tokens and (through the E2EE hook) their keys; each
+        deletion is a ``device.delete`` record (``cause``: logout, logout_all, delete,
+        password_change, deactivate) saying whether the device's published keys went too."""
         deleted = []
         for device_id in device_ids:
             if self.store.delete_device_in(conn, user_id, device_id):
                 deleted.append(device_id)
-                self.e2ee.on_device_deleted(conn, user_id, device_id)
+                had_keys = self.e2ee.on_device_deleted(conn, user_id, device_id)
+                record_in(
+                    self.store, conn, records.ACTION_DEVICE_DELETE, actor=user_id, ts=ts,
+                    target=user_id, subject=user_id, origin=origin,
+                    details={"device_id": device_id, "cause": cause, "device_keys": had_keys},
+                )  # fmt: skip
         return deleted
 
     # -- User-Interactive Authentication --------------------------------------------------------
@@ -388,6 +407,11 @@ class AccountService:
             ok = await self.passwords.verify_async(row["password_hash"] if row else None, password)
             if not ok:
                 self.login_failures.failed(key, self.now_ms())
+                await record(
+                    self.store, records.ACTION_LOGIN_FAILURE, actor=user_id, ts=self.now_ms(),
+                    target=user_id, subject=user_id, origin=ip,
+                    details={"uia": session.operation},
+                )  # fmt: skip
                 raise UiaRequired(session.body(), M_FORBIDDEN, "invalid password")
             self.login_failures.succeeded(key)
             return
@@ -487,6 +511,10 @@ class AccountService:
         access_token = None if inhibit else generate_access_token()
         localpart = user_id[1 : user_id.index(":")]
 
+        details: dict[str, Any] = {"device_id": None if inhibit else device_id}
+        if reg_token is not None:
+            details["registration_token"] = reg_token[:4] + "…"  # the stored prefix
+
         def fn(conn: Txn) -> str | None:
             if not self.store.create_user_in(conn, user_id, pw_hash, now, displayname=localpart):
                 return M_USER_IN_USE
@@ -498,6 +526,11 @@ class AccountService:
                 conn, user_id, device_id, display, access_token, now, ip
             ):
                 self._device_added_in(conn, user_id, device_id)
+            # One record for the account and its first device (the registration's login).
+            record_in(
+                self.store, conn, records.ACTION_ACCOUNT_CREATE, actor=user_id, ts=now,
+                target=user_id, subject=user_id, origin=ip, details=details,
+            )  # fmt: skip
             return None
 
         try:
@@ -575,9 +608,22 @@ class AccountService:
         # (a verified password implies a stored hash, so an account row and a user ID)
         if not ok or row is None or user_id is None or pw_hash is None:
             self.login_failures.failed(key, self.now_ms())
+            # The same record (and the same work) whether the account exists or not: the
+            # attempted ID is the target, and the subject when it names a local user.
+            attempted = user_id or clip(user)
+            await record(
+                self.store, records.ACTION_LOGIN_FAILURE, actor=attempted or ANONYMOUS,
+                ts=self.now_ms(), target=attempted or None, subject=user_id, origin=ip,
+                details={"device_id": device_id},
+            )  # fmt: skip
             raise forbidden("invalid username or password")
         self.login_failures.succeeded(key)
         if row["locked"]:
+            await record(
+                self.store, records.ACTION_LOGIN_FAILURE, actor=user_id, ts=self.now_ms(),
+                target=user_id, subject=user_id, origin=ip,
+                details={"device_id": device_id, "locked": True},
+            )  # fmt: skip
             raise MatrixError(M_USER_LOCKED, "this account has been locked", 401, soft_logout=True)
         if self.passwords.needs_rehash(pw_hash):
             new_hash = await self.passwords.hash_async(password)
@@ -590,28 +636,50 @@ class AccountService:
         account = user_id
 
         def fn(conn: Txn) -> None:
+            store = self.store
             # Reusing a device ID invalidates the device's earlier tokens.
-            self.store.revoke_device_tokens_in(conn, account, device_id)
-            if self.store.add_device_sync(conn, account, device_id, display, access_token, now, ip):
+            if store.revoke_device_tokens_in(conn, account, device_id):
+                record_in(
+                    store, conn, records.ACTION_TOKEN_REVOKE, actor=account, ts=now,
+                    target=account, subject=account, origin=ip,
+                    details={"device_id": device_id, "cause": "login"},
+                )  # fmt: skip
+            new_device = store.add_device_sync(
+                conn, account, device_id, display, access_token, now, ip
+            )
+            if new_device:
                 self._device_added_in(conn, account, device_id)
             if new_hash:
-                self.store.set_password_hash_in(conn, account, new_hash)
+                store.set_password_hash_in(conn, account, new_hash)
+            record_in(
+                store, conn, records.ACTION_LOGIN_SUCCESS, actor=account, ts=now, target=account,
+                subject=account, origin=ip,
+                details={"device_id": device_id, "new_device": new_device},
+            )  # fmt: skip
 
         await self.store.transaction(fn)
         return {"user_id": user_id, "access_token": access_token, "device_id": device_id}
 
-    async def logout(self, requester: Requester) -> None:
+    async def logout(self, requester: Requester, ip: str | None = None) -> None:
         """POST /logout: the token is invalidated and its device deleted (with its keys)."""
+        now = self.now_ms()
         await self.store.transaction(
-            lambda conn: self._delete_devices_in(conn, requester.user_id, [requester.device_id])
+            lambda conn: self._delete_devices_in(
+                conn, requester.user_id, [requester.device_id], cause="logout", ts=now, origin=ip
+            )
         )
 
-    async def logout_all(self, requester: Requester) -> None:
+    async def logout_all(self, requester: Requester, ip: str | None = None) -> None:
         """POST /logout/all: every token and every device of the user."""
+        now = self.now_ms()
 
         def fn(conn: Txn) -> None:
             uid = requester.user_id
-            self._delete_devices_in(conn, uid, self.store.device_ids_in(conn, uid))
+            self._delete_devices_in(
+                conn, uid, self.store.device_ids_in(conn, uid), cause="logout_all", ts=now,
+                origin=ip,
+            )  # fmt: skip
+            # (every token belongs to a device, so the deletions above revoked them all)
             self.store.revoke_user_tokens_in(conn, uid)
 
         await self.store.transaction(fn)
@@ -633,34 +701,56 @@ class AccountService:
 
         await self.store.transaction(fn)
 
-    async def delete_devices(self, requester: Requester, device_ids: list[str]) -> list[str]:
+    async def delete_devices(
+        self, requester: Requester, device_ids: list[str], ip: str | None = None
+    ) -> list[str]:
+        now = self.now_ms()
         return await self.store.transaction(
-            lambda conn: self._delete_devices_in(conn, requester.user_id, device_ids)
+            lambda conn: self._delete_devices_in(
+                conn, requester.user_id, device_ids, cause="delete", ts=now, origin=ip
+            )
         )
 
     # -- password and deactivation --------------------------------------------------------------
     async def change_password(
-        self, requester: Requester, new_password: str, logout_devices: bool
-    ) -> None:
+        self, requester: Requester, new_password: str, logout_devices: bool,
+        ip: str | None = None,
+    ) -> None:  # fmt: skip
         pw_hash = await self.passwords.hash_async(new_password)
         uid = requester.user_id
+        now = self.now_ms()
 
         def fn(conn: Txn) -> None:
             self.store.set_password_hash_in(conn, uid, pw_hash)
+            record_in(
+                self.store, conn, records.ACTION_PASSWORD_CHANGE, actor=uid, ts=now, target=uid,
+                subject=uid, origin=ip,
+                details={"device_id": requester.device_id, "logout_devices": logout_devices},
+            )  # fmt: skip
             if logout_devices:
                 others = [
                     d for d in self.store.device_ids_in(conn, uid) if d != requester.device_id
                 ]
-                self._delete_devices_in(conn, uid, others)
+                self._delete_devices_in(
+                    conn, uid, others, cause="password_change", ts=now, origin=ip
+                )
 
         await self.store.transaction(fn)
 
-    async def deactivate(self, requester: Requester) -> None:
+    async def deactivate(self, requester: Requester, ip: str | None = None) -> None:
         uid = requester.user_id
+        now = self.now_ms()
 
         def fn(conn: Txn) -> None:
-            self._delete_devices_in(conn, uid, self.store.device_ids_in(conn, uid))
+            self._delete_devices_in(
+                conn, uid, self.store.device_ids_in(conn, uid), cause="deactivate", ts=now,
+                origin=ip,
+            )  # fmt: skip
             self.store.deactivate_user_in(conn, uid)
+            record_in(
+                self.store, conn, records.ACTION_ACCOUNT_DEACTIVATE, actor=uid, ts=now,
+                target=uid, subject=uid, origin=ip,
+            )  # fmt: skip
 
         await self.store.transaction(fn)
         log.info("deactivated %s", uid)
@@ -748,23 +838,39 @@ class AccountService:
         return row
 
     async def set_moderation_flag(
-        self, admin: Requester, user_id: str, flag: str, value: bool
-    ) -> None:
-        """Lock/unlock or suspend/unsuspend an account, audited in the same transaction."""
+        self, admin: Requester, user_id: str, flag: str, value: bool, *, route: str,
+        reason: str | None = None, ip: str | None = None,
+    ) -> None:  # fmt: skip
+        """Lock/unlock or suspend/unsuspend an account. The admin API call (``admin.request``,
+        ``route``) and the change (``account.lock``, ...) are recorded in the same transaction
+        as the change."""
         row = self.moderation_target(user_id)
         if row["is_admin"] and user_id != admin.user_id:
             raise forbidden("server admins cannot be moderated this way")
         now = self.now_ms()
-        action = {"locked": "lock", "suspended": "suspend"}[flag]
+        action = _MODERATION_ACTIONS[flag, value]
+        store = self.store
 
         def fn(conn: Txn) -> None:
-            self.store.set_user_flag_in(conn, user_id, flag, value)
-            self.store.record_admin_action_in(
-                conn, admin.user_id, action if value else "un" + action, user_id,
-                {flag: value}, now,
+            store.set_user_flag_in(conn, user_id, flag, value)
+            admin_request_in(
+                store, conn, actor=admin.user_id, route=route, ts=now, target=user_id,
+                subject=user_id, reason=reason, origin=ip,
+            )  # fmt: skip
+            record_in(
+                store, conn, action, actor=admin.user_id, ts=now, target=user_id,
+                subject=user_id, reason=reason, origin=ip, details={flag: value},
             )  # fmt: skip
 
-        await self.store.transaction(fn)
+        await store.transaction(fn)
+
+
+_MODERATION_ACTIONS = {
+    ("locked", True): records.ACTION_ACCOUNT_LOCK,
+    ("locked", False): records.ACTION_ACCOUNT_UNLOCK,
+    ("suspended", True): records.ACTION_ACCOUNT_SUSPEND,
+    ("suspended", False): records.ACTION_ACCOUNT_UNSUSPEND,
+}
 
 
 class _TokenExhausted(Exception):

@@ -52,8 +52,10 @@ from bastion.errors import (
     not_found,
     too_large,
 )
+from bastion.ledger import records
 from bastion.services.lifecycle import BackgroundService
 from bastion.services.remote import RemoteDevices, ToDeviceOutbox
+from bastion.services.security_records import SIGNATURES_PER_RECORD, key_sha256, record_in
 from bastion.services.sync_api import SyncContext, SyncToken
 from bastion.storage.interface import Txn
 
@@ -213,20 +215,25 @@ class E2EEService(BackgroundService):
         self._local_change_in(conn, user_id, device_id, pos)
         self.queue_device_list_wake(user_id)
 
-    def on_device_deleted(self, conn: Txn, user_id: str, device_id: str) -> None:
+    def on_device_deleted(self, conn: Txn, user_id: str, device_id: str) -> bool:
         """A deleted device: drop its keys, one-time and fallback keys, signatures on it and
-        pending to-device messages; emit a device-list change."""
-        self.store.delete_device_e2e_in(conn, user_id, device_id)
+        pending to-device messages; emit a device-list change. True if the device had
+        published device keys (the caller's ``device.delete`` record says so)."""
+        had_keys = self.store.delete_device_e2e_in(conn, user_id, device_id)
         self._cursors.pop((user_id, device_id), None)
         pos = self.store.add_device_list_change_in(conn, user_id)
         self._local_change_in(conn, user_id, device_id, pos)
         self.queue_device_list_wake(user_id)
+        return had_keys
 
     # -- POST /keys/upload ----------------------------------------------------------------------
     def _otk_counts(self, counts: dict[str, int]) -> dict[str, int]:
         return {DEFAULT_OTK_ALGORITHM: 0, **counts}
 
-    async def upload_keys(self, requester, body: dict) -> dict:
+    async def upload_keys(self, requester, body: dict, ip: str | None = None) -> dict:
+        """POST /keys/upload. New device keys are a ``device_keys.upload`` record (with the
+        SHA-256 of the stored key object) in the same transaction; one-time and fallback keys
+        are not recorded (see :mod:`bastion.services.security_records`)."""
         user_id, device_id = requester.user_id, requester.device_id
         device_keys = body.get("device_keys")
         device_key = None
@@ -261,6 +268,11 @@ class E2EEService(BackgroundService):
                 existing = store.get_device_keys_in(conn, user_id, device_id)
                 if existing is None:
                     store.set_device_keys_in(conn, user_id, device_id, device_keys, now)
+                    record_in(
+                        store, conn, records.ACTION_DEVICE_KEYS_UPLOAD, actor=user_id, ts=now,
+                        target=user_id, subject=user_id, origin=ip,
+                        details={"device_id": device_id, "keys_sha256": key_sha256(device_keys)},
+                    )  # fmt: skip
                     pos = store.add_device_list_change_in(conn, user_id)
                     self._local_change_in(conn, user_id, device_id, pos)
                     self.queue_device_list_wake(user_id)
@@ -660,23 +672,39 @@ class E2EEService(BackgroundService):
             )
             accounts.end_uia(session)
         store = self.store
+        now = self.hs.now_ms()
+        # Key transparency: the public keys and the SHA-256 of each stored key object.
+        details: dict[str, Any] = {
+            "keys": {usage: pub for usage, (_k, pub, _v) in given.items()},
+            "sha256": {usage: key_sha256(key) for usage, (key, _p, _v) in given.items()},
+        }
 
         def fn(conn: Txn) -> None:
             pos = store.add_device_list_change_in(conn, user_id)
+            replaced = {}
             for usage, (key, pub, _vk) in given.items():
                 old = store.set_cross_signing_key_in(conn, user_id, usage, pub, key, pos)
                 if old is not None and old != pub:
+                    replaced[usage] = old
                     store.delete_signatures_by_signer_in(conn, user_id, f"ed25519:{old}")
                     if usage == "master":
                         store.delete_signatures_on_in(conn, user_id, old)
+            record_in(
+                store, conn, records.ACTION_CROSS_SIGNING_UPLOAD, actor=user_id, ts=now,
+                target=user_id, subject=user_id, origin=ip,
+                details={**details, "replaced": replaced} if replaced else details,
+            )  # fmt: skip
             self._signing_keys_changed_in(conn, user_id)
             self.queue_device_list_wake(user_id)
 
         await store.transaction(fn)
         return {}
 
-    async def upload_signatures(self, requester, body: dict) -> dict:
-        """POST /keys/signatures/upload: every signature is verified before it is stored."""
+    async def upload_signatures(self, requester, body: dict, ip: str | None = None) -> dict:
+        """POST /keys/signatures/upload: every signature is verified before it is stored. The
+        stored signatures are ``signatures.upload`` records (at most
+        :data:`~bastion.services.security_records.SIGNATURES_PER_RECORD` each) in the same
+        transaction."""
         me = requester.user_id
         my_keys = self.store.get_cross_signing_keys(me)
         failures: dict[str, dict] = {}
@@ -698,10 +726,18 @@ class E2EEService(BackgroundService):
             master_pub = next(iter(my_master["keys"].values())) if my_master else None
             signed_devices = sorted({k for u, k, _s, _g in accepted if u == me and k != master_pub})
             signed_master = any(u == me and k == master_pub for u, k, _s, _g in accepted)
+            now = self.hs.now_ms()
 
             def fn(conn: Txn) -> None:
                 for target_user, target_key, signer_key, sig in accepted:
                     store.add_signature_in(conn, target_user, target_key, me, signer_key, sig)
+                for i in range(0, len(accepted), SIGNATURES_PER_RECORD):
+                    chunk = accepted[i : i + SIGNATURES_PER_RECORD]
+                    record_in(
+                        store, conn, records.ACTION_SIGNATURES_UPLOAD, actor=me, ts=now,
+                        target=me, subject=me, origin=ip,
+                        details={"signatures": [list(s) for s in chunk]},
+                    )  # fmt: skip
                 # New signatures on your own keys interest everyone sharing a room with you;
                 # a signature on someone else's master key interests only your own devices.
                 for device_id in signed_devices:

@@ -36,7 +36,7 @@ def register(router: Router, hs: HomeServer) -> None:
             body, req.requester, "account/password", req.raw.remote
         )
         accounts.end_uia(session)
-        await accounts.change_password(req.requester, new_password, logout_devices)
+        await accounts.change_password(req.requester, new_password, logout_devices, req.raw.remote)
         return {}
 
     async def deactivate(req: Request) -> dict:
@@ -53,7 +53,7 @@ def register(router: Router, hs: HomeServer) -> None:
             body, req.requester, "account/deactivate", req.raw.remote
         )
         accounts.end_uia(session)
-        await accounts.deactivate(req.requester)
+        await accounts.deactivate(req.requester, req.raw.remote)
         return {"id_server_unbind_result": "no-support"}
 
     async def get_3pids(req: Request) -> dict:

@@ -48,7 +48,7 @@ def register(router: Router, hs: HomeServer) -> None:
             body, req.requester, "delete_devices", req.raw.remote
         )
         accounts.end_uia(session)
-        await accounts.delete_devices(req.requester, [req.params["deviceId"]])
+        await accounts.delete_devices(req.requester, [req.params["deviceId"]], req.raw.remote)
         return {}
 
     async def delete_devices(req: Request) -> dict:
@@ -65,7 +65,7 @@ def register(router: Router, hs: HomeServer) -> None:
             body, req.requester, "delete_devices", req.raw.remote
         )
         accounts.end_uia(session)
-        await accounts.delete_devices(req.requester, list(dict.fromkeys(devices)))
+        await accounts.delete_devices(req.requester, list(dict.fromkeys(devices)), req.raw.remote)
         return {}
 
     router.add("GET", "/_matrix/client/v3/devices", list_devices)

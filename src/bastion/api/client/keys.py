@@ -19,7 +19,7 @@ def register(router: Router, hs: HomeServer) -> None:
     async def upload(req: Request) -> dict:
         """POST /_matrix/client/v3/keys/upload — "Uploading keys": device keys (self-signed by
         the device), signed one-time keys and fallback keys; returns ``one_time_key_counts``."""
-        return await e2ee.upload_keys(req.requester, await req.json())
+        return await e2ee.upload_keys(req.requester, await req.json(), req.raw.remote)
 
     async def query(req: Request) -> dict:
         """POST /_matrix/client/v3/keys/query — device keys as uploaded (plus ``unsigned``),
@@ -45,7 +45,7 @@ def register(router: Router, hs: HomeServer) -> None:
     async def signatures_upload(req: Request) -> dict:
         """POST /_matrix/client/v3/keys/signatures/upload — each signature is verified before
         it is stored; bad ones are reported in ``failures``."""
-        return await e2ee.upload_signatures(req.requester, await req.json())
+        return await e2ee.upload_signatures(req.requester, await req.json(), req.raw.remote)
 
     router.add("POST", f"{V3}/keys/upload", upload, allow_suspended=True)
     router.add("POST", f"{V3}/keys/query", query, allow_suspended=True)

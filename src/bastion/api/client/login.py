@@ -24,13 +24,13 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def logout(req: Request) -> dict:
         """POST /_matrix/client/v3/logout — invalidates the token and deletes its device."""
-        await accounts.logout(req.requester)
+        await accounts.logout(req.requester, req.raw.remote)
         return {}
 
     async def logout_all(req: Request) -> dict:
         """POST /_matrix/client/v3/logout/all — invalidates every token of the user and
         deletes all their devices."""
-        await accounts.logout_all(req.requester)
+        await accounts.logout_all(req.requester, req.raw.remote)
         return {}
 
     router.add("GET", "/_matrix/client/v3/login", get_login, auth=False)

@@ -1,22 +1,44 @@
 """Room aliases and the room directory (C-S API "Room aliases", "Listing rooms", "Room
-directory")."""
+directory").
+
+A server admin may delete any local alias and list or unlist any room. When only the admin
+privilege allows the change, it is an ``admin.request`` ledger record written in the same
+transaction (:mod:`bastion.services.security_records`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bastion.api.client.rooms import V3, check_room_id
 from bastion.api.http import Request, Router
 from bastion.core.identifiers import parse_room_alias
 from bastion.errors import M_UNKNOWN, MatrixError, bad_json, forbidden, invalid_param, not_found
+from bastion.services.security_records import admin_request_in
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
+    from bastion.storage.interface import Txn
 
 
 def register(router: Router, hs: HomeServer) -> None:
     rooms = hs.rooms
     store = hs.store
+
+    async def as_admin(req: Request, target: str, change: Callable[[Txn], object]) -> None:
+        """A change that only the admin privilege allows: made with its ``admin.request``
+        record, in one transaction."""
+        now = hs.now_ms()
+        route = f"{req.method} {req.route.name if req.route is not None else req.raw.path}"
+
+        def fn(conn: Txn) -> None:
+            change(conn)
+            admin_request_in(
+                store, conn, actor=req.requester.user_id, route=route, ts=now, target=target,
+                reason=None, origin=req.raw.remote,
+            )  # fmt: skip
+
+        await store.transaction(fn)
 
     def _alias(req: Request) -> str:
         alias = req.params["roomAlias"]
@@ -70,12 +92,15 @@ def register(router: Router, hs: HomeServer) -> None:
         if row is None:
             raise not_found("room alias not found")
         user_id = req.requester.user_id
-        allowed = row["creator"] == user_id or req.requester.is_admin
+        allowed = row["creator"] == user_id
         if not allowed and rooms.membership_of(row["room_id"], user_id) == "join":
             allowed = rooms.can_send_state(row["room_id"], user_id, "m.room.canonical_alias")
-        if not allowed:
+        if allowed:
+            await store.delete_alias(alias)
+        elif req.requester.is_admin:
+            await as_admin(req, alias, lambda conn: store.delete_alias_in(conn, alias))
+        else:
             raise forbidden("you may not delete this alias")
-        await store.delete_alias(alias)
         return {}
 
     async def room_aliases(req: Request) -> dict:
@@ -105,12 +130,17 @@ def register(router: Router, hs: HomeServer) -> None:
         if not store.room_exists(room_id):
             raise not_found("unknown room")
         user_id = req.requester.user_id
-        if not req.requester.is_admin and (
-            rooms.membership_of(room_id, user_id) != "join"
-            or not rooms.can_send_state(room_id, user_id, "m.room.canonical_alias")
+        public = vis == "public"
+        if rooms.membership_of(room_id, user_id) == "join" and rooms.can_send_state(
+            room_id, user_id, "m.room.canonical_alias"
         ):
+            await store.set_room_public(room_id, public)
+        elif req.requester.is_admin:
+            await as_admin(
+                req, room_id, lambda conn: store.set_room_public_sync(conn, room_id, public)
+            )
+        else:
             raise forbidden("you may not change this room's visibility")
-        await store.set_room_public(room_id, vis == "public")
         return {}
 
     def _public_rooms(limit: int | None, since: str | None, term: str | None) -> dict:

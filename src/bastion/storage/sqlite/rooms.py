@@ -645,11 +645,12 @@ class RoomsStore(StoreBase):
             lambda conn: self.add_alias_sync(conn, alias, room_id, creator, now_ms)
         )
 
-    async def delete_alias(self, alias: str) -> bool:
-        def fn(conn: sqlite3.Connection) -> bool:
-            return conn.execute("DELETE FROM room_aliases WHERE alias = ?", (alias,)).rowcount > 0
+    @staticmethod
+    def delete_alias_in(conn: sqlite3.Connection, alias: str) -> bool:
+        return conn.execute("DELETE FROM room_aliases WHERE alias = ?", (alias,)).rowcount > 0
 
-        return await self.db.write(fn)
+    async def delete_alias(self, alias: str) -> bool:
+        return await self.db.write(lambda conn: self.delete_alias_in(conn, alias))
 
     # -- writes -------------------------------------------------------------------------------
     def create_room_sync(
