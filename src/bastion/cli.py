@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     rr = rsub.add_parser("revoke", help="revoke a token")
     _add_common(rr)
     rr.add_argument("token")
+
+    from bastion.ledger.cli import add_ledger_parser
+
+    add_ledger_parser(sub)
     return parser
 
 
@@ -331,6 +335,10 @@ _TOKEN_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "ledger":
+        from bastion.ledger.cli import run_ledger
+
+        return run_ledger(args)
     try:
         config = resolve_config(args)
     except ConfigError as e:

@@ -108,6 +108,36 @@ class Config:
     )
     #: Shutdown: seconds background work may take to finish before it is cancelled.
     shutdown_drain_seconds: int = 10
+    #: The ledger (tamper-evident Merkle log of events and security actions, served under
+    #: /_bastion/ledger/v1/). Off only for benchmarks: nothing is recorded then.
+    ledger_enabled: bool = True
+    #: Seconds between signed checkpoints while there are new leaves (at most one per interval).
+    ledger_checkpoint_interval: float = 1.0
+    #: Also sign each checkpoint with ML-DSA-44 (post-quantum), with a key created on first start
+    #: (DATA_DIR/ledger-mldsa44.key, mode 0600).
+    ledger_pq_signing: bool = False
+    #: Witnesses this log submits each new checkpoint to (tlog-witness): tables of ``url`` (the
+    #: witness's submission prefix, http or https) and ``vkey`` (its cosignature verifier key).
+    ledger_witnesses: tuple = ()
+    #: Verifier keys (signed-note vkeys) of the logs this server witnesses; the witness role
+    #: (POST /_bastion/witness/v1/add-checkpoint) is on when the list is not empty.
+    ledger_witness_for: tuple[str, ...] = ()
+    #: The witness's cosigning key (Ed25519), created on first start (default:
+    #: DATA_DIR/ledger-witness.key).
+    ledger_witness_key: str = ""
+    #: The file anchor: an append-only JSON-lines file of checkpoints for the operator to ship
+    #: elsewhere (default, when unset: DATA_DIR/ledger-anchors.jsonl; an empty string turns it
+    #: off), written every ``ledger_anchor_interval`` seconds when there is a newer checkpoint.
+    ledger_anchor_file: str | None = None
+    ledger_anchor_interval: float = 60.0
+    #: The Ethereum anchor (optional): a table of ``rpc`` (an http(s) JSON-RPC URL, or
+    #: "eth-tester" for an in-process test chain), then either ``account`` (a 0x address the
+    #: node signs for) or ``key_file`` (a file holding a private key in hex, signed with
+    #: locally), and ``interval`` (seconds, default 3600).
+    ledger_ethereum: dict = field(default_factory=dict)
+    #: Inclusion proofs of events in rooms whose join rule is public may be fetched by anyone
+    #: (with the event's record); otherwise only admins and the event's sender see them.
+    ledger_public_room_events: bool = False
     extra: dict = field(default_factory=dict)
 
     @property
@@ -121,6 +151,23 @@ class Config:
     @property
     def media_path(self) -> Path:
         return self.data_dir / "media"
+
+    @property
+    def ledger_witness_key_path(self) -> Path:
+        return Path(self.ledger_witness_key) if self.ledger_witness_key else (
+            self.data_dir / "ledger-witness.key"
+        )  # fmt: skip
+
+    @property
+    def ledger_pq_key_path(self) -> Path:
+        return self.data_dir / "ledger-mldsa44.key"
+
+    @property
+    def ledger_anchor_path(self) -> Path | None:
+        """The file anchor's path, or None when it is off."""
+        if self.ledger_anchor_file is None:
+            return self.data_dir / "ledger-anchors.jsonl"
+        return Path(self.ledger_anchor_file) if self.ledger_anchor_file else None
 
     @property
     def federation_address(self) -> tuple[str, int] | None:
@@ -196,7 +243,83 @@ class Config:
             parse_thumbnail_sizes(self.thumbnail_sizes)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        self._validate_ledger()
         return self
+
+    def _validate_ledger(self) -> None:
+        """The ledger keys. Vkeys and URLs are checked here, at load, so a hostile or mistyped
+        value stops the server before it runs rather than failing later in the background."""
+        from bastion.ledger.note import parse_vkey
+
+        for key in ("ledger_enabled", "ledger_pq_signing", "ledger_public_room_events"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{key} must be true or false")
+        for key in ("ledger_checkpoint_interval", "ledger_anchor_interval"):
+            if not _positive_seconds(getattr(self, key)):
+                raise ConfigError(f"{key} must be a positive number of seconds (at most a day)")
+        if not isinstance(self.ledger_witness_key, str):
+            raise ConfigError("ledger_witness_key must be a string")
+        if self.ledger_anchor_file is not None and not isinstance(self.ledger_anchor_file, str):
+            raise ConfigError("ledger_anchor_file must be a string")
+        witnesses = self.ledger_witnesses
+        if not isinstance(witnesses, tuple | list):
+            raise ConfigError("ledger_witnesses must be a list of {url, vkey} tables")
+        seen: set[str] = set()
+        for w in witnesses:
+            if not isinstance(w, dict) or set(w) != {"url", "vkey"}:
+                raise ConfigError("each of ledger_witnesses must be a table of url and vkey")
+            url, vkey = w["url"], w["vkey"]
+            if not isinstance(url, str) or not valid_http_url(url):
+                raise ConfigError(f"ledger_witnesses: {url!r} is not an http(s) URL")
+            try:
+                verifier = parse_vkey(vkey) if isinstance(vkey, str) else None
+            except ValueError:
+                verifier = None
+            if verifier is None or verifier.sig_type not in (0x04, 0x06):
+                raise ConfigError(f"ledger_witnesses: {vkey!r} is not a cosignature vkey")
+            if vkey in seen:
+                raise ConfigError(f"ledger_witnesses: {vkey!r} is listed twice")
+            seen.add(vkey)
+        logs = self.ledger_witness_for
+        if not isinstance(logs, tuple | list) or not all(isinstance(v, str) for v in logs):
+            raise ConfigError("ledger_witness_for must be a list of vkeys")
+        for vkey in logs:
+            try:
+                verifier = parse_vkey(vkey)
+            except ValueError:
+                raise ConfigError(f"ledger_witness_for: {vkey!r} is not a vkey") from None
+            if verifier.sig_type != 0x01:
+                raise ConfigError(f"ledger_witness_for: {vkey!r} is not an Ed25519 log key")
+        self._validate_ethereum()
+
+    def _validate_ethereum(self) -> None:
+        eth = self.ledger_ethereum
+        if not isinstance(eth, dict):
+            raise ConfigError("ledger_ethereum must be a table")
+        if not eth:
+            return
+        unknown = set(eth) - {"rpc", "account", "key_file", "interval"}
+        if unknown:
+            raise ConfigError(f"ledger_ethereum: unknown key(s) {', '.join(sorted(unknown))}")
+        rpc = eth.get("rpc")
+        if not isinstance(rpc, str) or not (rpc == "eth-tester" or valid_http_url(rpc)):
+            raise ConfigError('ledger_ethereum.rpc must be an http(s) URL or "eth-tester"')
+        account = eth.get("account")
+        if account is not None and not (
+            isinstance(account, str)
+            and len(account) == 42
+            and account[:2] == "0x"
+            and all(c in "0123456789abcdefABCDEF" for c in account[2:])
+        ):
+            raise ConfigError("ledger_ethereum.account must be a 0x-prefixed 20-byte address")
+        if "key_file" in eth and not (isinstance(eth["key_file"], str) and eth["key_file"]):
+            raise ConfigError("ledger_ethereum.key_file must be a path")
+        if rpc != "eth-tester" and (account is None) == ("key_file" not in eth):
+            raise ConfigError(
+                "ledger_ethereum needs exactly one of account (the node signs) and key_file"
+            )
+        if "interval" in eth and not _positive_seconds(eth["interval"]):
+            raise ConfigError("ledger_ethereum.interval must be a positive number of seconds")
 
     @property
     def thumbnail_size_set(self) -> tuple[ThumbnailSize, ...]:
@@ -254,6 +377,38 @@ class Config:
         """A copy with the given fields replaced (``None`` leaves a field as it is); checked
         like any configuration."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _positive_seconds(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0 < value <= 86400
+        and value == value  # not NaN
+    )
+
+
+def valid_http_url(url: str) -> bool:
+    """An absolute http(s) URL with a host, no credentials, no query and no fragment."""
+    from urllib.parse import urlsplit
+
+    if not url.isascii() or any(c.isspace() or ord(c) < 0x20 for c in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and parts.username is None
+        and parts.password is None
+        and not parts.query
+        and not parts.fragment
+        and "@" not in parts.netloc
+        and (port is None or 0 < port < 65536)
+    )
 
 
 _KEYS = {f.name: f for f in fields(Config) if f.name != "extra"}
@@ -361,6 +516,27 @@ http_body_idle_timeout = {http_body_idle_timeout}
 
 # Seconds background work may take to finish at shutdown before it is cancelled.
 # shutdown_drain_seconds = 10
+
+# The ledger: every event and security action in a Merkle log whose signed checkpoints are
+# served under /_bastion/ledger/v1/ (checkpoint, tiles, proofs, anchors, keys). Entry bundles
+# (tile/entries/...) are served to server admins only: they hold personal records.
+# ledger_enabled = true                        # false only for benchmarks
+# ledger_checkpoint_interval = 1.0             # seconds between checkpoints while leaves arrive
+# ledger_pq_signing = false                    # also sign with ML-DSA-44 (key in the data dir)
+# ledger_public_room_events = false            # anyone may prove events of public rooms
+# ledger_anchor_file = ""                      # default DATA_DIR/ledger-anchors.jsonl; "" = off
+# ledger_anchor_interval = 60                  # seconds between file anchor lines
+# Witnesses this log submits its checkpoints to (tlog-witness), and the logs this server
+# witnesses (their vkeys; the witness role is on when the list is not empty):
+# ledger_witnesses = [{{url = "https://witness.example/_bastion/witness/v1", vkey = "..."}}]
+# ledger_witness_for = ["other.example/bastion-ledger+1234abcd+AbC..."]
+# ledger_witness_key = ""                      # default DATA_DIR/ledger-witness.key
+# Ethereum anchor (optional, needs web3): transaction data carries the checkpoint's hash.
+# [ledger_ethereum]
+# rpc = "https://rpc.example"                  # or "eth-tester" (in-process test chain)
+# account = "0x..."                           # an account the node signs for, or
+# key_file = "/path/eth.key"                   # a private key (hex) to sign with here
+# interval = 3600
 """
 
 

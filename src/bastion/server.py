@@ -28,6 +28,8 @@ from bastion.errors import (
 )
 from bastion.federation.container import Federation
 from bastion.federation.tls import generate_self_signed, server_ssl_context
+from bastion.ledger.service import LedgerService
+from bastion.ledger.witnessing import WitnessRole
 from bastion.services.account_data import AccountData
 from bastion.services.accounts import AccountService
 from bastion.services.e2ee import E2EEService
@@ -100,7 +102,10 @@ class HomeServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.server_name: str = config.server_name
-        self.store: Store = SqliteStore(config.database_path, config.sqlite_synchronous)
+        store = SqliteStore(config.database_path, config.sqlite_synchronous)
+        if not config.ledger_enabled:
+            store.ledger_enabled = False  # benchmarks only: no leaves are appended
+        self.store: Store = store
         self.signing_key = load_or_create_signing_key(config.signing_key_path)
         self.notifier = Notifier()
         self.passwords = Passwords(
@@ -136,6 +141,12 @@ class HomeServer:
             self.typing.room_edus = self.receipts.room_edus = fed.edus
             self.e2ee.remote_devices = fed.device_lists
             self.e2ee.to_device_outbox = fed.edus
+        #: The ledger (issue 8), or None when ``ledger_enabled`` is false (benchmarks): then the
+        #: store appends no leaves either.
+        self.ledger: LedgerService | None = LedgerService(self) if config.ledger_enabled else None
+        #: This server as a witness for other logs (tlog-witness), when it is configured with
+        #: their keys (``ledger_witness_for``).
+        self.witness: WitnessRole | None = WitnessRole(self) if config.ledger_witness_for else None
         self._runner: web.AppRunner | None = None
         self._federation_runner: web.AppRunner | None = None
         #: Bounds on idle and slow connections, for both listeners.
@@ -235,6 +246,8 @@ class HomeServer:
         importlib.import_module("bastion.api.federation.server_discovery").register(
             self.router, self
         )
+        # The ledger's and the witness's endpoints (/_bastion/ledger/v1, /_bastion/witness/v1).
+        importlib.import_module("bastion.api.ledger").register(self.router, self)
         app = web.Application(client_max_size=self.config.max_upload_size + 1024)
         app.router.add_route(
             "*",
@@ -244,7 +257,8 @@ class HomeServer:
         return app
 
     def background_services(self) -> list[BackgroundService]:
-        """Every service with work in the background, drained together at shutdown."""
+        """Every service with work in the background, drained together at shutdown (the
+        ledger, which records what they do, is drained after them)."""
         fed = self.federation
         if fed is None:
             return [self.e2ee, self.typing, self.presence, self.media]
@@ -260,6 +274,10 @@ class HomeServer:
         self.store.add_listener(self.notifier.notify_threadsafe)
         for service in self.background_services():
             service.start()  # the federation sender also resumes its queued destinations
+        if self.ledger is not None:
+            # Started after the others and drained after them (stop): it integrates and signs
+            # the leaves their last work appends.
+            self.ledger.start()
         app = self.build_app()
         self._runner = AppRunner(app, self.connection_limits)
         await self._runner.setup()
@@ -283,9 +301,13 @@ class HomeServer:
                 await runner.cleanup()
         self._federation_runner = self._runner = None
         await drain(self.background_services(), self.config.shutdown_drain_seconds)
+        if self.ledger is not None:
+            await drain([self.ledger], self.config.shutdown_drain_seconds)
         if self.federation is not None:
             await self.federation.sender.stop()
             await self.federation.client.close()
+        if self.ledger is not None:
+            await self.ledger.close()
         self.passwords.close()
         self.media.close()
         self.store.close()

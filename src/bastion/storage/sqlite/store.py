@@ -29,6 +29,7 @@ from bastion.storage.sqlite import (
     federation_inbound,
     federation_queue,
     ledger,
+    ledger_audit,
     media,
     rooms,
 )
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
-          federation_inbound, ledger)  # fmt: skip
+          federation_inbound, ledger, ledger_audit)  # fmt: skip
 
 
 class SqliteStore(
@@ -52,6 +53,7 @@ class SqliteStore(
     federation_queue.FederationQueueStore,
     federation_inbound.FederationInboundStore,
     ledger.LedgerStore,
+    ledger_audit.LedgerAuditStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.db = Database(path, synchronous)
