@@ -99,14 +99,14 @@ def build_synthetic(
     for pos, (eid, ev) in enumerate(all_events, start=1):
         sk = ev.get("state_key")
         ev_rows.append((eid, room_id, pos, ev["depth"], ev["type"], sk, ev["sender"],
-                        ev["origin_server_ts"], json.dumps(ev).encode()))  # fmt: skip
+                        ev["origin_server_ts"], json.dumps(ev).encode(), pos - 1))  # fmt: skip
         entries.append(entry_bytes(event_record(
             event_id=eid, room_id=room_id, sender=ev["sender"], type=ev["type"], state_key=sk,
             origin_server_ts=ev["origin_server_ts"], stream_pos=pos, decision="accepted",
         )))  # fmt: skip
     conn.executemany(
         "INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,"
-        " origin_server_ts, json) VALUES (?,?,?,?,?,?,?,?,?)",
+        " origin_server_ts, json, ledger_idx) VALUES (?,?,?,?,?,?,?,?,?,?)",
         ev_rows,
     )
     conn.execute(
@@ -258,19 +258,23 @@ def test_an_edited_leaf_in_a_full_tile_is_named(synth):
     found = verify(d)
     assert any(f.kind == CHANGED and f.table == "ledger_entries" and f.leaf == 17 for f in found)
     assert any(f.kind == FORKED and f.table == "ledger_entries" for f in found)
-    # The event it recorded now has no leaf.
+    # The event it recorded now has no leaf: its row names a leaf that records something else.
     eid = info["events"][17][0]
-    assert any(f.kind == INSERTED and f.table == "events" and f.event_id == eid for f in found)
+    assert any(f.kind == CHANGED and f.table == "events" and f.event_id == eid
+               and "not an event record" in f.message for f in found)  # fmt: skip
 
 
 def test_a_deleted_leaf_row_is_a_gap(synth):
-    d, _ = synth
+    d, info = synth
     sql(d, "DELETE FROM ledger_entries WHERE idx = 300")
     found = verify(d)
     gap = [f for f in found if f.kind == DELETED and f.table == "ledger_entries"]
     assert any(f.leaf == 300 and f.key == "300" for f in gap)
     # In the tiles the deletion reads as one leaf gone, the later ones shifted.
     assert any(f.leaf == 300 and "moved down" in f.message for f in gap)
+    # The event it recorded is named.
+    assert any(f.leaf == 300 and f.event_id == info["events"][300][0] for f in gap)
+    assert not [f for f in found if f.kind == CHANGED]
 
 
 def test_two_swapped_leaves_are_reordered(synth):
@@ -389,14 +393,17 @@ def test_truncated_ledger_tables(synth):
     sql(d, "DELETE FROM ledger_entries")
     found = verify(d)
     assert any(f.kind == ROLLED_BACK and f.table == "ledger_entries" for f in found)
-    assert sum(1 for f in found if f.kind == INSERTED and f.table == "events") == len(
-        info["events"]
-    )
+    # Each event's row names its leaf, which is gone.
+    gone = {(f.event_id, f.leaf) for f in found if (f.kind, f.table) == (DELETED, "ledger_entries")
+            and f.event_id is not None}  # fmt: skip
+    assert gone == {(eid, i) for i, (eid, _) in enumerate(info["events"])}
     sql(d, "DELETE FROM ledger_checkpoints")
     sql(d, "DELETE FROM ledger_tiles")
     sql(d, "DELETE FROM ledger_tree_state")
+    sql(d, "UPDATE events SET ledger_idx = NULL")
     found = verify(d)
-    assert any(f.kind == INSERTED and f.table == "events" for f in found)
+    inserted = {f.event_id for f in found if (f.kind, f.table) == (INSERTED, "events")}
+    assert inserted == {eid for eid, _ in info["events"]}
     assert any(f.kind == INSERTED and f.table == "e2e_device_keys" for f in found)
 
 
@@ -462,3 +469,156 @@ def test_classify_leaf_differences():
     changed = list(s)
     changed[3] = b"\xee" * 32
     assert [(k, i) for k, i, _ in classify_leaf_differences(s, changed, 100)] == [(CHANGED, 103)]
+
+
+def test_post_quantum_signatures(synth):
+    """With the ML-DSA-44 key in the data directory, its subtree/v1 signature on each
+    checkpoint is checked too: a broken one is a finding even though Ed25519 verifies."""
+    from bastion.ledger.checkpoint import format_checkpoint
+    from bastion.ledger.cosignature import MLDSA44Cosigner
+    from bastion.ledger.note import Note, format_note, parse_note
+
+    d, info = synth
+    seed = bytes(range(32))
+    (d / "ledger-mldsa44.key").write_text(f"ml-dsa-44 {base64.b64encode(seed).decode()}\n")
+    pq = MLDSA44Cosigner(checkpoint_origin(SERVER), seed)
+    conn = sqlite3.connect(d / "homeserver.db")
+    for size, root in conn.execute("SELECT size, root FROM ledger_checkpoints").fetchall():
+        text = format_checkpoint(Checkpoint(checkpoint_origin(SERVER), size, root))
+        note = format_note(Note(text, (info["signer"].sign(text), pq.cosign(text, 1))))
+        conn.execute("UPDATE ledger_checkpoints SET note = ? WHERE size = ?", (note, size))
+    conn.commit()
+    assert verify(d) == []
+    note = parse_note(conn.execute("SELECT note FROM ledger_checkpoints WHERE size = 300")
+                      .fetchone()[0])  # fmt: skip
+    ed, mldsa = note.signatures
+    broken = type(mldsa)(mldsa.name, mldsa.key_id, mldsa.signature[:-1] + b"\x00")
+    conn.execute("UPDATE ledger_checkpoints SET note = ? WHERE size = 300",
+                 (format_note(Note(note.text, (ed, broken))),))  # fmt: skip
+    conn.commit()
+    conn.close()
+    (f,) = verify(d)
+    assert (f.kind, f.table, f.key) == (INVALID, "ledger_checkpoints", "300")
+    assert "does not verify" in f.message
+
+
+def test_witness_cosignatures(synth, capsys):
+    from bastion.ledger.cosignature import Ed25519Cosigner
+    from bastion.ledger.note import format_signature_line, parse_note
+
+    d, info = synth
+    w = Ed25519Cosigner("w.example", b"\x09" * 32)
+    (d / "bastion.toml").write_text(
+        f'server_name = "{SERVER}"\n'
+        f'ledger_witnesses = [{{url = "https://w.example/", vkey = "{w.vkey()}"}}]\n'
+    )
+    text = parse_note(info["notes"][info["size"]]).text
+    line = format_signature_line(w.cosign(text, 1_700_000_000)).encode()
+    sql(d, "INSERT INTO ledger_cosignatures (size, witness, line, ts) VALUES (?,?,?,?)",
+        (info["size"], "w.example", line, 1))  # fmt: skip
+    assert main(["ledger", "verify", "--data-dir", str(d)]) == 0
+    other = parse_note(info["notes"][100]).text
+    sql(d, "UPDATE ledger_cosignatures SET line = ?",
+        (format_signature_line(w.cosign(other, 1_700_000_000)).encode(),))  # fmt: skip
+    capsys.readouterr()
+    assert main(["ledger", "verify", "--data-dir", str(d), "--json"]) == 1
+    (f,) = json.loads(capsys.readouterr().out)["findings"]
+    assert (f["kind"], f["table"], f["key"]) == (INVALID, "ledger_cosignatures",
+                                                 f"{info['size']} w.example")  # fmt: skip
+
+
+def test_an_unreadable_schema_is_a_finding(synth):
+    d, _ = synth
+    sql(d, "ALTER TABLE events DROP COLUMN ledger_idx")
+    (f,) = verify(d)
+    assert (f.kind, f.table) == (INVALID, "database") and "ledger_idx" in f.message
+
+
+def test_progress_bar_only_on_a_terminal(synth, monkeypatch, capsys):
+    import io
+
+    d, _ = synth
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    monkeypatch.setattr("sys.stderr", tty)
+    assert main(["ledger", "verify", "--data-dir", str(d)]) == 0
+    assert "leaves" in tty.getvalue() and "rows" in tty.getvalue()
+    tty.truncate(0)
+    tty.seek(0)
+    assert main(["ledger", "verify", "--data-dir", str(d), "--json"]) == 0
+    assert tty.getvalue() == ""
+
+
+def test_checkpoints_across_a_signing_key_rotation(synth):
+    """Checkpoints signed before ``bastion admin rotate-signing-key`` verify with the retired
+    key (kept in the database), later ones with the new key file; a retired key removed from
+    the database leaves the old checkpoints unverifiable, which is a finding."""
+    from bastion.ledger.merkle import tree_root
+
+    d, info = synth
+    assert main(["admin", "rotate-signing-key", "--data-dir", str(d)]) == 0
+    conn = sqlite3.connect(d / "homeserver.db")
+    entries = [bytes(r[0]) for r in conn.execute("SELECT entry FROM ledger_entries ORDER BY idx")]
+    assert json.loads(entries[-1])["action"] == "signing_key.rotate"
+    size = len(entries)
+    root = tree_root(size, MemoryNodeReader([leaf_hash(e) for e in entries]))
+    new_key = load_or_create_signing_key(d / "signing.key")
+    signer = Ed25519Signer(checkpoint_origin(SERVER), bytes(new_key.key))
+    conn.execute("INSERT INTO ledger_checkpoints (size, root, note, ts) VALUES (?,?,?,?)",
+                 (size, root, sign_checkpoint(Checkpoint(checkpoint_origin(SERVER), size, root),
+                                              [signer]), 1))  # fmt: skip
+    conn.commit()
+    conn.close()
+    assert verify(d) == []
+    sql(d, "DELETE FROM local_old_signing_keys")
+    found = verify(d)
+    assert {(f.kind, f.table) for f in found} == {(INVALID, "ledger_checkpoints")}
+    assert len(found) == len(info["notes"])  # every checkpoint signed with the retired key
+
+
+def test_worker_processes_find_the_same(synth, monkeypatch):
+    """Large databases check their events in worker processes: the same findings."""
+    import bastion.ledger.verify as verify_module
+
+    d, info = synth
+    eid = info["events"][400][0]
+    sql(d, "UPDATE events SET sender = '@mallory:example.org' WHERE event_id = ?", (eid,))
+    sql(d, "DELETE FROM events WHERE event_id = ?", (info["events"][500][0],))
+    alone = verify(d)
+    monkeypatch.setattr(verify_module, "POOL_THRESHOLD", 1)
+    pooled = verify(d, workers=2)
+    assert sorted(map(repr, pooled)) == sorted(map(repr, alone))
+    assert {(f.kind, f.event_id) for f in pooled if f.table == "events"} == {
+        (CHANGED, eid),
+        (DELETED, info["events"][500][0]),
+    }
+
+
+def test_a_database_from_before_the_ledger_is_a_usage_error(tmp_path, capsys):
+    from bastion.storage.sqlite import migrations as mig
+
+    d = tmp_path / "old"
+    d.mkdir()
+    conn = sqlite3.connect(d / "homeserver.db")
+    mig.migrate(conn, str(d / "homeserver.db"), mig.migrations()[:3])
+    conn.close()
+    assert main(["ledger", "verify", "--data-dir", str(d)]) == 2
+    assert "no ledger yet (schema version 3" in capsys.readouterr().err
+
+
+def test_dropped_ledger_tables(synth, capsys):
+    d, _ = synth
+    sql(d, "DROP TABLE ledger_tiles")
+    assert [(f.kind, f.table) for f in verify(d)] == [(DELETED, "ledger_tiles")]
+
+
+def test_a_changed_tree_state_alone(synth):
+    d, _ = synth
+    sql(d, "UPDATE ledger_tree_state SET edge = zeroblob(LENGTH(edge))")
+    found = verify(d)
+    assert {(f.kind, f.table) for f in found} == {(CHANGED, "ledger_tree_state")}
+    assert "[0, 512)" in found[0].message and len(found) == 6  # 603 = 512+64+16+8+2+1

@@ -180,7 +180,7 @@ def _verify_local(args: argparse.Namespace) -> int:
     opts = LocalOptions(
         data_dir=config.data_dir, database=config.database_path, server_name=config.server_name,
         signing_key_path=config.signing_key_path, pins=pins, anchor_file=args.anchor_file,
-        progress=_progress_wanted(args),
+        progress=_progress_wanted(args), witnesses=_configured_witnesses(config),
     )  # fmt: skip
     report = verify_local(opts)
     if args.json:
@@ -188,6 +188,18 @@ def _verify_local(args: argparse.Namespace) -> int:
     else:
         render_text(report, print)
     return EXIT_OK if report.ok else EXIT_FINDINGS
+
+
+def _configured_witnesses(config: Config) -> list[Any]:
+    from bastion.ledger.note import parse_vkey
+
+    out = []
+    for w in config.ledger_witnesses:
+        try:
+            out.append(parse_vkey(w["vkey"]))
+        except (KeyError, TypeError, ValueError):
+            continue  # the config's own check refuses these at load
+    return out
 
 
 def _verify_remote(args: argparse.Namespace) -> int:
@@ -265,7 +277,7 @@ def _check_proof(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from bastion.ledger.verify import UsageError, checkpoint_origin
-    from bastion.storage.sqlite.ledger_audit import open_readonly_store
+    from bastion.storage.sqlite.ledger_audit import AuditReadError, open_readonly_store
 
     config = _local_config(args)
     try:
@@ -276,6 +288,9 @@ def _status(args: argparse.Namespace) -> int:
         if "ledger_entries" not in store.audit_tables():
             raise UsageError(f"{config.database_path} has no ledger (schema before version 4)")
         status = ledger_status(store, config, checkpoint_origin(config.server_name))
+    except AuditReadError as e:
+        print(f"bastion ledger: cannot read the ledger: {e}", file=sys.stderr)
+        return EXIT_FINDINGS
     finally:
         store.close()
     if args.json:
@@ -294,7 +309,8 @@ def _status(args: argparse.Namespace) -> int:
     print("halted: " + (f"yes, at leaf {halt['leaf']}: {halt['reason']}" if halt else "no"))
     for w in status["witnesses"]:
         cos = "cosigned the last checkpoint" if w["cosigned_last"] else "no cosignature on it"
-        print(f"witness {w['name']}: knows size {w['size']}, {cos}")
+        print(f"witness {w['name']}: knows size {w['size']}, {cos}, last cosigned size "
+              f"{w['last_cosigned_size']}")  # fmt: skip
     for a in status["anchors"]:
         print(f"anchor {a['anchor']}: last receipt for size {a['size']}, {a['age_s']:.1f} s ago")
     return EXIT_OK
@@ -325,12 +341,16 @@ def ledger_status(store: Any, config: Config, origin: str) -> dict[str, Any]:
         if cp is None or rec.get("ts", 0) >= cp.ts:
             halt = {"leaf": idx, "ts": rec.get("ts"), "reason": rec.get("reason")}
     cosigners = {w for w, _, _ in store.audit_cosignatures(cp.size)} if cp is not None else set()
+    last = {w: (size, ts) for w, size, ts in store.audit_last_cosignatures()}
+    sizes = dict(store.audit_witness_sizes())
     witnesses = [
-        {"name": name, "size": wsize, "cosigned_last": name in cosigners}
-        for name, wsize in store.audit_witness_sizes()
-    ]
-    for name in sorted(cosigners - {w["name"] for w in witnesses}):
-        witnesses.append({"name": name, "size": None, "cosigned_last": True})
+        {
+            "name": name, "size": sizes.get(name), "cosigned_last": name in cosigners,
+            "last_cosigned_size": last[name][0] if name in last else None,
+            "last_cosigned_ts": last[name][1] if name in last else None,
+        }
+        for name in sorted(set(sizes) | set(last))
+    ]  # fmt: skip
     anchors: dict[str, dict[str, Any]] = {}
     for row in store.ledger_anchors(limit=1000):
         if row.anchor not in anchors:

@@ -63,7 +63,7 @@ from bastion.core.events import (
     compute_reference_hash,
     redact,
 )
-from bastion.core.room_versions import KNOWN_ROOM_VERSIONS
+from bastion.core.room_versions import KNOWN_ROOM_VERSIONS, EventIdFormat, RoomVersion
 from bastion.errors import MatrixError
 from bastion.ledger.checkpoint import Checkpoint, parse_checkpoint
 from bastion.ledger.merkle import (
@@ -90,6 +90,7 @@ from bastion.ledger.records import (
     ACTION_SIGNING_KEY_ROTATE,
     decision_of,
 )
+from bastion.ledger.service import checkpoint_origin
 from bastion.ledger.tiles import TILE_HEIGHT, TILE_WIDTH
 
 # Finding kinds.
@@ -100,19 +101,15 @@ REORDERED = "reordered"
 ROLLED_BACK = "rolled_back"
 FORKED = "forked"
 INVALID = "invalid"
+LEAF_GONE = "leaf_gone"  # internal: an events row names a leaf that is not there
 
-#: The suffix of the log's origin line after the server name (ledger service, contract).
-ORIGIN_SUFFIX = "/bastion-ledger"
+#: The schema version that brought the ledger (migration 4).
+LEDGER_SCHEMA_VERSION = 4
 
 #: Events rows checked in this process below this count; above it, in worker processes.
 POOL_THRESHOLD = 100_000
 
 OUTLIER = 2  # events.soft_failed of an outlier (storage/sqlite/federation_inbound.py)
-
-
-def checkpoint_origin(server_name: str) -> str:
-    """The log's origin line (and key name): ``<server name>/bastion-ledger``."""
-    return server_name + ORIGIN_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -230,12 +227,13 @@ def read_pq_verifier(path: Path, origin: str) -> Verifier | None:
 def signature_problem(note: Note, verifiers: Sequence[Verifier]) -> str | None:
     """None when the note carries a valid signature by one of ``verifiers`` and every
     signature line with the key ID of one of them verifies; else what is wrong."""
-    if not verify_note(note, verifiers):
-        return "no valid signature by the log's keys"
     for sig in note.signatures:
         for v in verifiers:
             if v.name == sig.name and v.key_id == sig.key_id and not v.verify(note.text, sig):
-                return f"a signature line of key {sig.key_id.hex()} does not verify"
+                kid = sig.key_id.hex()
+                return f"the signature of key {kid} (type {v.sig_type:#04x}) does not verify"
+    if not verify_note(note, verifiers):
+        return "no valid signature by the log's keys"
     return None
 
 
@@ -280,7 +278,8 @@ def classify_leaf_differences(
             continue
         if i + 1 < len(stored) and computed[i] == stored[i + 1]:
             j = i
-            while j < n and j + 1 < len(stored) and computed[j] == stored[j + 1]:
+            # The run ends where the shift does (past the last stored hash nothing tells).
+            while j < n and (j + 1 >= len(stored) or computed[j] == stored[j + 1]):
                 explained.add(j)
                 j += 1
             out.append((DELETED, offset + i,
@@ -288,7 +287,7 @@ def classify_leaf_differences(
                         f"{j - i} leaves after it moved down by one"))  # fmt: skip
         elif i + 1 < len(computed) and computed[i + 1] == stored[i]:
             j = i
-            while j + 1 < len(computed) and j < len(stored) and computed[j + 1] == stored[j]:
+            while j < n and (j + 1 >= len(computed) or computed[j + 1] == stored[j]):
                 explained.add(j)
                 j += 1
             out.append((INSERTED, offset + i,
@@ -322,6 +321,8 @@ class EventPassResult:
     #: JSON does not hash to their event ID.
     foreign_json: list[tuple[str, str, int | None, list[str]]] = field(default_factory=list)
     rows: int = 0
+    #: rows that have a leaf
+    with_leaf: int = 0
 
 
 _RECORD_FIELDS = ("event_id", "room_id", "stream_pos", "type", "state_key", "sender",
@@ -338,19 +339,52 @@ def check_event_rows(rows: Iterable[tuple], server_name: str) -> EventPassResult
     for row in rows:
         res.rows += 1
         kind, problems, idx, eid = _check_event_row(row, suffix, res)
-        if problems:
+        if kind == LEAF_GONE:
+            res.findings.append(Finding(DELETED, "ledger_entries", str(idx), problems[0], idx, eid))
+        elif problems:
             res.findings.append(Finding(kind, "events", eid, "; ".join(problems), idx, eid))
     return res
+
+
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+_NOT_HASHED = ("unsigned", "signatures", "hashes")
+
+
+def _fast_hashes_ok(ev: dict, eid: str, rv: RoomVersion) -> bool:
+    """The common case in one pass, without the canonical-JSON validation walk: the event ID is
+    the reference hash of the JSON and the content hash matches. False sends the row to the
+    exact checks (:func:`compute_event_id`, :func:`check_content_hash`), which also accept
+    what this fast path cannot (integral floats in old room versions): it never accepts a row
+    they would refuse, since it hashes the same bytes canonical JSON would."""
+    try:
+        red = redact(ev, rv.identifier)
+        red.pop("signatures", None)
+        digest = hashlib.sha256(orjson.dumps(red, option=_CANONICAL)).digest()
+        if (
+            "$" + encode_base64(digest, urlsafe=rv.event_id_format is EventIdFormat.V4_URLSAFE)
+            != eid
+        ):
+            return False
+        hashes = ev.get("hashes")
+        want = hashes.get("sha256") if isinstance(hashes, dict) else None
+        body = {k: v for k, v in ev.items() if k not in _NOT_HASHED}
+        got = encode_base64(hashlib.sha256(orjson.dumps(body, option=_CANONICAL)).digest())
+        return got == want
+    except (orjson.JSONEncodeError, MatrixError, TypeError):
+        return False
 
 
 def _check_event_row(row: tuple, suffix: str, res: EventPassResult
                      ) -> tuple[str, list[str], int | None, str]:  # fmt: skip
     loads = orjson.loads
     (_, eid, room_id, pos, depth, etype, state_key, sender, ots, js, rejected, soft,
-     redacted_because, version, idx, entry) = row  # fmt: skip
+     redacted_because, version, idx, entry, ledger_idx) = row  # fmt: skip
     problems: list[str] = []
     kind = CHANGED
     rec: Any = None
+    if idx is None and ledger_idx is not None:
+        # The leaf the row names is gone (or the row names a leaf that never was).
+        return LEAF_GONE, [f"the leaf of this event, {ledger_idx}, is gone"], ledger_idx, eid
     if idx is None:
         kind = INSERTED
         problems.append("an events row with no leaf in the ledger")
@@ -359,6 +393,8 @@ def _check_event_row(row: tuple, suffix: str, res: EventPassResult
             rec = loads(entry)
         except orjson.JSONDecodeError:
             rec = None
+        if isinstance(rec, dict) and rec.get("event_id") == eid:
+            res.with_leaf += 1
         if not isinstance(rec, dict) or rec.get("kind") != "event":
             problems.append(f"its latest leaf {idx} is not an event record")
             rec = None
@@ -403,6 +439,8 @@ def _check_event_row(row: tuple, suffix: str, res: EventPassResult
     rv = KNOWN_ROOM_VERSIONS.get(version) if isinstance(version, str) else None
     if rv is None:
         problems.append("its room has no known room version, so its ID cannot be checked")
+        return kind, problems, idx, eid
+    if rv.event_format_uses_hash_ids and _fast_hashes_ok(ev, eid, rv):
         return kind, problems, idx, eid
     try:
         if rv.event_format_uses_hash_ids:
@@ -452,6 +490,7 @@ def _event_worker(db_path: str, server_name: str, first: int, last: int) -> Even
             out.redacted += part.redacted
             out.foreign_json += part.foreign_json
             out.rows += part.rows
+            out.with_leaf += part.with_leaf
         return out
     finally:
         store.close()
@@ -470,9 +509,11 @@ class LocalOptions:
     anchor_file: Path | None = None
     progress: bool = False
     workers: int = 2
+    #: the configured witnesses' cosignature verifiers (``ledger_witnesses``)
+    witnesses: list[Verifier] = field(default_factory=list)
 
 
-class _Progress:
+class Progress:
     """A tqdm bar on stderr (or nothing)."""
 
     def __init__(self, enabled: bool, total: int, desc: str) -> None:
@@ -494,7 +535,11 @@ class _Progress:
 def verify_local(opts: LocalOptions) -> Report:
     """Run every check of the module docstring; raises :class:`UsageError` when the database
     cannot be opened."""
-    from bastion.storage.sqlite.ledger_audit import LEDGER_TABLES, open_readonly_store
+    from bastion.storage.sqlite.ledger_audit import (
+        LEDGER_TABLES,
+        AuditReadError,
+        open_readonly_store,
+    )
 
     started = time.monotonic()
     try:
@@ -507,12 +552,21 @@ def verify_local(opts: LocalOptions) -> Report:
         missing = [t for t in LEDGER_TABLES if t not in tables]
         if "events" not in tables:
             raise UsageError(f"{opts.database} is not a Bastion database")
+        version = store.audit_schema_version()
+        if version < LEDGER_SCHEMA_VERSION:
+            raise UsageError(
+                f"{opts.database} has no ledger yet (schema version {version}; the ledger comes "
+                f"with version {LEDGER_SCHEMA_VERSION}): start Bastion once on it to migrate"
+            )
         if missing:
             report.add(*(Finding(DELETED, t, None, "the ledger's table is missing")
                          for t in missing))  # fmt: skip
             report.stats["elapsed_s"] = round(time.monotonic() - started, 3)
             return report
-        _Verifier(store, opts, report).run()
+        try:
+            _Verifier(store, opts, report).run()
+        except AuditReadError as e:
+            report.add(Finding(INVALID, "database", None, f"cannot be read as Bastion's: {e}"))
     finally:
         store.close()
     report.stats["elapsed_s"] = round(time.monotonic() - started, 3)
@@ -527,9 +581,14 @@ class _Verifier:
         self.origin = checkpoint_origin(opts.server_name)
         self.leaf_hashes: list[bytes] = []
         self.reader: MemoryNodeReader | None = None
+        #: the latest leaf of each event the leaves name, and the events with several leaves.
+        self.latest: dict[str, int] = {}
+        self.dupes: set[str] = set()
         #: action records the key checks need: (leaf, record).
         self.actions: list[tuple[int, dict]] = []
         self._verifiers: list[Verifier] | None = None
+        #: the leaf ranges of the integrator's saved right edge that differ from the tree
+        self.edge_diffs: list[tuple[int, int]] = []
 
     def add(self, *findings: Finding) -> None:
         self.report.add(*findings)
@@ -537,6 +596,7 @@ class _Verifier:
     def run(self) -> None:
         store, opts = self.store, self.opts
         lo, hi, n_events = store.audit_event_rowid_bounds()
+        self.report.stats["schema_version"] = store.audit_schema_version()
         self.report.stats["events"] = n_events
         futures: list[Future[EventPassResult]] = []
         pool = None
@@ -552,6 +612,7 @@ class _Verifier:
             self.check_leaves()
             self.check_tree()
             self.check_checkpoints()
+            self.check_stored_anchors()
             self.check_rollback()
             self.check_derived_rows()
             self.check_keys()
@@ -568,8 +629,9 @@ class _Verifier:
     def check_leaves(self) -> None:
         store = self.store
         total = store.audit_leaf_count()
-        bar = _Progress(self.opts.progress, total, "leaves")
+        bar = Progress(self.opts.progress, total, "leaves")
         hashes = self.leaf_hashes
+        latest = self.latest
         expected = 0
         loads = orjson.loads
         sha256 = hashlib.sha256
@@ -611,7 +673,13 @@ class _Verifier:
                     self.add(Finding(CHANGED, "ledger_entries", str(idx),
                                      "the row's columns disagree with its entry", idx,
                                      rec.get("event_id")))  # fmt: skip
-                if rkind == "action" and rec.get("action") in keep:
+                if rkind == "event":
+                    eid = rec.get("event_id")
+                    if isinstance(eid, str):
+                        if eid in latest:
+                            self.dupes.add(eid)
+                        latest[eid] = idx
+                elif rkind == "action" and rec.get("action") in keep:
                     self.actions.append((idx, rec))
             bar.update(len(batch))
         bar.close()
@@ -643,7 +711,9 @@ class _Verifier:
                                  f"tile {level}/{index} covers leaves up to {(index + 1) * span}, "
                                  f"but the ledger has only {size}: leaves were removed",
                                  min(size, index * span)))  # fmt: skip
-        # Compare every stored tile with the recomputation, level by level.
+        # Compare every stored tile with the recomputation, level by level; a higher tile
+        # that differs only because a tile below it does is not a finding of its own.
+        differing: dict[int, set[int]] = {}
         for level in sorted({lv for lv, _ in stored}):
             nodes = (
                 reader.levels[level * TILE_HEIGHT]
@@ -656,8 +726,12 @@ class _Verifier:
                     continue
                 want = b"".join(nodes[index * TILE_WIDTH : (index + 1) * TILE_WIDTH])
                 if data != want:
+                    differing.setdefault(level, set()).add(index)
+                    below = differing.get(level - 1, set())
                     if level == 0:
                         level0_stored[index] = data
+                    elif any(index * TILE_WIDTH <= c < (index + 1) * TILE_WIDTH for c in below):
+                        continue
                     else:
                         self.add(
                             Finding(
@@ -691,9 +765,12 @@ class _Verifier:
                                  f"the integrator recorded {isize} leaves, the ledger has {size}",
                                  size))  # fmt: skip
             elif edge != _right_edge(reader, isize):
-                self.add(Finding(CHANGED, "ledger_tree_state", "1",
-                                 f"the saved right edge at size {isize} differs from the "
-                                 "recomputed tree"))  # fmt: skip
+                # Each edge hash is one subtree: the differing ones bracket the change.
+                self.edge_diffs = [
+                    (a, b) for (a, b), h, want in zip(_edge_ranges(isize), edge,
+                                                      _right_edge(reader, isize), strict=False)
+                    if h != want
+                ] or [(0, isize)]  # fmt: skip
 
     def _explain_level0(self, tiles: dict[int, bytes]) -> None:
         """Name the leaves behind differing level-0 tiles (a contiguous run is compared as
@@ -741,6 +818,29 @@ class _Verifier:
             self._verifiers = found
         return self._verifiers
 
+    def _check_cosignatures(self, size: int, text: str) -> None:
+        """The stored witness cosignatures of a checkpoint, against the configured witnesses'
+        vkeys (tlog-cosignature); a line of an unconfigured witness cannot be checked."""
+        from bastion.ledger.note import parse_signature_line
+
+        for witness, line, _ts in self.store.audit_cosignatures(size):
+            key = f"{size} {witness}"
+            try:
+                sig = parse_signature_line(line.decode("utf-8").rstrip("\n"))
+            except (NoteError, UnicodeDecodeError):
+                self.add(Finding(INVALID, "ledger_cosignatures", key, "not a signature line"))
+                continue
+            known = [w for w in self.opts.witnesses if w.name == sig.name]
+            if known and not any(w.verify(text, sig) for w in known):
+                self.add(
+                    Finding(
+                        INVALID,
+                        "ledger_cosignatures",
+                        key,
+                        f"the cosignature by {sig.name} does not verify",
+                    )  # fmt: skip
+                )
+
     def check_checkpoints(self) -> None:
         assert self.reader is not None
         reader, size = self.reader, len(self.leaf_hashes)
@@ -751,6 +851,9 @@ class _Verifier:
         first_fork: tuple[int, int] | None = None  # (size, count of mismatching checkpoints)
         forks = 0
         good_below = 0
+        beyond = 0  # checkpoints larger than the ledger
+        largest = 0
+        prev_ok = False
         for row in self.store.ledger_iter_checkpoints():
             count += 1
             key = str(row.size)
@@ -773,6 +876,7 @@ class _Verifier:
             problem = signature_problem(note, verifiers)
             if problem is not None:
                 self.add(Finding(INVALID, "ledger_checkpoints", key, problem))
+            self._check_cosignatures(row.size, note.text)
             if cp.size != row.size or cp.root != bytes(row.root):
                 self.add(
                     Finding(
@@ -782,24 +886,19 @@ class _Verifier:
                         "the row's size/root columns disagree with its signed note",
                     )
                 )
+            ok = False
             if cp.size > size:
-                self.add(
-                    Finding(
-                        ROLLED_BACK,
-                        "ledger_entries",
-                        _span(size, cp.size),
-                        f"checkpoint {cp.size} was signed over {cp.size} leaves, the "
-                        f"ledger has only {size}: leaves were removed",
-                        size,
-                    )
-                )
+                beyond += 1
+                largest = cp.size
             elif root_at(reader, cp.size) != cp.root:
                 forks += 1
                 if first_fork is None:
                     first_fork = (cp.size, good_below)
             else:
+                ok = True
                 good_below = cp.size
-                if prev is not None and 0 < prev.size < cp.size:
+                # Implied by both roots matching one tree; checked as RFC 9162 2.1.4 says.
+                if prev is not None and prev_ok and 0 < prev.size < cp.size:
                     proof = consistency_proof(prev.size, cp.size, reader)
                     if not verify_consistency(prev.size, cp.size, prev.root, cp.root, proof):
                         self.add(
@@ -810,7 +909,22 @@ class _Verifier:
                                 f"not consistent with checkpoint {prev.size}",
                             )
                         )
-            prev = cp
+            prev, prev_ok = cp, ok
+        if beyond:
+            self.add(Finding(ROLLED_BACK, "ledger_entries", _span(size, largest),
+                             f"{beyond} signed checkpoint(s) cover more leaves than the ledger "
+                             f"has ({size}; the largest covers {largest}): leaves were removed",
+                             size))  # fmt: skip
+        for a, b in self.edge_diffs:
+            if first_fork is not None or beyond:
+                # The leaves changed under the integrator's saved edge too: a narrower range.
+                self.add(Finding(CHANGED, "ledger_entries", _span(a, b),
+                                 f"a leaf in [{a}, {b}) differs from the one the integrator "
+                                 "hashed (its saved right edge)", a))  # fmt: skip
+            else:
+                self.add(Finding(CHANGED, "ledger_tree_state", "1",
+                                 f"the saved right edge differs from the tree over [{a}, {b}), "
+                                 "which the signed checkpoints confirm"))  # fmt: skip
         if first_fork is not None:
             at, good = first_fork
             self.add(Finding(FORKED, "ledger_entries", _span(good, at),
@@ -827,6 +941,51 @@ class _Verifier:
                     f"no signed checkpoint, yet the ledger has {size} leaves",
                 )
             )
+
+    def check_stored_anchors(self) -> None:
+        """The anchor receipts the log stored: each matches its own columns, a file receipt
+        holds its checkpoint note (checked offline), and what it anchored is in the tree."""
+        from bastion.ledger.anchors import verify_receipt
+
+        verifiers = self.verifiers()
+        size = len(self.leaf_hashes)
+        count = 0
+        for aid, anchor, a_size, a_root, receipt_json in self.store.audit_anchor_rows():
+            count += 1
+            key = f"{anchor} {aid}"
+            try:
+                receipt = orjson.loads(receipt_json)
+            except orjson.JSONDecodeError:
+                receipt = None
+            if not isinstance(receipt, dict):
+                self.add(Finding(CHANGED, "ledger_anchors", key, "the receipt is not JSON"))
+                continue
+            root64 = base64.b64encode(a_root).decode()
+            if receipt.get("size") != a_size or receipt.get("root") != root64:
+                self.add(Finding(CHANGED, "ledger_anchors", key,
+                                 "the row's size/root disagree with its receipt"))  # fmt: skip
+            data = anchor_note(receipt)
+            if data is None:
+                continue  # not a file receipt: its note is not at hand
+            try:
+                note = parse_note(data)
+                cp = parse_checkpoint(note.text)
+            except ValueError:
+                self.add(Finding(CHANGED, "ledger_anchors", key, "the receipt's note is malformed"))
+                continue
+            if not verify_receipt(receipt, data) or signature_problem(note, verifiers):
+                self.add(
+                    Finding(
+                        CHANGED,
+                        "ledger_anchors",
+                        key,
+                        "the receipt does not hold a checkpoint the log signed",
+                    )
+                )
+                continue
+            self._against(cp.size, cp.root, "ledger_anchors", key,
+                          f"anchored checkpoint {cp.size}", size)  # fmt: skip
+        self.report.stats["anchor_receipts"] = count
 
     # -- 7. rollback against a pin or the anchor file ----------------------------------------------
     def check_rollback(self) -> None:
@@ -887,13 +1046,14 @@ class _Verifier:
     # -- 4. events ----------------------------------------------------------------------------------
     def events_in_process(self, lo: int, hi: int, n_events: int) -> EventPassResult:
         out = EventPassResult()
-        bar = _Progress(self.opts.progress, n_events, "events")
+        bar = Progress(self.opts.progress, n_events, "events")
         for batch in self.store.audit_event_batches(lo, hi):
             part = check_event_rows(batch, self.opts.server_name)
             out.findings += part.findings
             out.redacted += part.redacted
             out.foreign_json += part.foreign_json
             out.rows += part.rows
+            out.with_leaf += part.with_leaf
             bar.update(len(batch))
         bar.close()
         return out
@@ -903,13 +1063,27 @@ class _Verifier:
         redacted: list[tuple[str, str, int | None]] = []
         foreign: list[tuple[str, str, int | None, list[str]]] = []
         for r in results:
-            self.add(*r.findings)
+            for f in r.findings:
+                # A row naming a missing leaf, of an event the ledger has: its ledger_idx is
+                # wrong, the leaf is where the ledger says.
+                if f.kind == DELETED and f.table == "ledger_entries" and f.event_id in self.latest:
+                    at = self.latest[f.event_id]
+                    f = Finding(CHANGED, "events", f.event_id, f"ledger_idx names leaf {f.leaf}, "
+                                f"which does not exist; the event's leaf is {at}", at,
+                                f.event_id)  # fmt: skip
+                self.add(f)
             redacted += r.redacted
             foreign += r.foreign_json
+        # An event with several leaves (an outlier stored again): its row names the latest.
+        named = store.audit_event_ledger_idx(sorted(self.dupes)) if self.dupes else {}
+        for eid, at in named.items():
+            if at is not None and at != self.latest[eid]:
+                self.add(Finding(CHANGED, "events", eid, f"ledger_idx names leaf {at}, not the "
+                                 f"event's latest leaf {self.latest[eid]}", at, eid))  # fmt: skip
         self.report.stats["events_checked"] = sum(r.rows for r in results)
         # A JSON that hashes to another event of the ledger was moved between rows.
         for eid, other, idx, problems in foreign:
-            if store.ledger_event_entry(other) is not None:
+            if other in self.latest:
                 text = f"the row holds the JSON of another event ({other})"
                 self.add(Finding(REORDERED, "events", eid, "; ".join([text, *problems]), idx, eid))
             else:
@@ -931,15 +1105,18 @@ class _Verifier:
                         target = red.get("redacts") or (
                             content.get("redacts") if isinstance(content, dict) else None
                         )
-                        ok = target == eid and store.ledger_event_entry(by) is not None
+                        ok = target == eid and by in self.latest
                 if not ok:
                     self.add(Finding(CHANGED, "events", eid,
                                      f"the content was removed, but {by} is not a redaction of "
                                      "it in the ledger", idx, eid))  # fmt: skip
-        # Event leaves whose row is gone.
+        # Event leaves whose row is gone: none when every event ID the leaves name has a row
+        # (each row with a leaf is one distinct ID), so the search only runs when one lacks.
         gone: dict[str, int] = {}
-        for idx, eid in store.audit_event_leaves_without_row():
-            gone[eid] = idx
+        with_leaf = sum(r.with_leaf for r in results)
+        if len(self.latest) != with_leaf:
+            for idx, eid in store.audit_event_leaves_without_row():
+                gone[eid] = idx
         for eid, idx in gone.items():
             self.add(Finding(DELETED, "events", eid,
                              "the ledger records this event, the events table has no row",
@@ -990,8 +1167,10 @@ class _Verifier:
                 problem = f"names {eid}, which is not this user's membership in this room"
             elif membership != e_mship:
                 problem = f"says {membership!r}, the event {eid} says {e_mship!r}"
-            elif pos != e_pos:
-                problem = f"stream position {pos}, the event's is {e_pos}"
+            elif pos < e_pos:
+                # A membership takes the position of the event that made it current: its own,
+                # or a later one's (a state change over federation), never an earlier one.
+                problem = f"stream position {pos}, before its event's {e_pos}"
             elif cs_eid is not None and cs_eid != eid:
                 problem = f"names {eid}, the room's current state names {cs_eid}"
             if problem is not None:
@@ -1006,8 +1185,10 @@ class _Verifier:
                 problem = "the event is not this user's membership in this room"
             elif membership != e_mship:
                 problem = f"says {membership!r}, the event says {e_mship!r}"
-            elif pos != e_pos or sender != e_sender:
-                problem = "the stream position or sender differs from the event's"
+            elif sender != e_sender:
+                problem = f"sender {sender!r}, the event's is {e_sender!r}"
+            elif pos < e_pos:
+                problem = f"stream position {pos}, before its event's {e_pos}"
             if problem is not None:
                 self.add(Finding(CHANGED, "membership_events", key, problem, None, eid))
 
@@ -1147,6 +1328,18 @@ def _right_edge(reader: MemoryNodeReader, size: int) -> list[bytes]:
     return out
 
 
+def _edge_ranges(size: int) -> list[tuple[int, int]]:
+    """The leaf ranges of the right edge's subtrees of a tree of ``size`` leaves, largest
+    first (the order of :func:`_right_edge`)."""
+    out = []
+    start = 0
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size & (1 << level):
+            out.append((start, start + (1 << level)))
+            start += 1 << level
+    return out
+
+
 def _span(start: int, end: int) -> str:
     return str(start) if end - start <= 1 else f"{start}..{end - 1}"
 
@@ -1256,11 +1449,7 @@ def make_proof(
     against the latest checkpoint, with the witnesses' cosignatures on it; ``extra`` is the
     canonical JSON ``{"entry": base64 entry, "note": base64 of the log's signed note as
     anchored, "receipt": the anchor receipt of that checkpoint or null, "vkeys": [...]}``."""
-    from bastion.ledger.merkle import inclusion_proof, verify_inclusion
-    from bastion.ledger.note import Note, format_note, parse_signature_line
-    from bastion.ledger.proof_bundle import ProofBundle, format_proof_bundle
-    from bastion.ledger.tiles import TileNodeReader
-    from bastion.storage.sqlite.ledger_audit import open_readonly_store
+    from bastion.storage.sqlite.ledger_audit import AuditReadError, open_readonly_store
 
     origin = checkpoint_origin(server_name)
     try:
@@ -1268,53 +1457,65 @@ def make_proof(
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
     try:
-        if "ledger_entries" not in store.audit_tables():
-            raise UsageError(f"{database} has no ledger")
-        row = store.ledger_event_entry(event_id) if event_id is not None else (
-            store.ledger_entry(index if index is not None else -1))  # fmt: skip
-        if row is None:
-            what = f"event {event_id}" if event_id is not None else f"leaf {index}"
-            raise ProveError(f"the ledger has no {what}")
-        cp = store.ledger_latest_checkpoint()
-        if cp is None or row.idx >= cp.size:
-            raise ProveError(
-                f"leaf {row.idx} is not yet covered by a signed checkpoint (try again in a "
-                "second, with the server running)"
-            )
-        reader = TileNodeReader(lambda lv, ix, w: _read_tile_from(store, lv, ix, w), size=cp.size)
-        try:
-            proof = inclusion_proof(row.idx, cp.size, reader)
-        except ValueError as e:
-            raise ProveError(f"cannot compute the proof: {e}") from None
-        if not verify_inclusion(leaf_hash(row.entry), row.idx, cp.size, proof, cp.root):
-            raise ProveError(
-                "the database does not agree with its own checkpoint: run `bastion ledger verify`"
-            )
-        note = parse_note(cp.note)
-        sigs = list(note.signatures)
-        for line in store.ledger_cosignatures(cp.size):
-            try:
-                sigs.append(parse_signature_line(bytes(line).decode().rstrip("\n")))
-            except (NoteError, UnicodeDecodeError):
-                continue
-        with_cosigs = format_note(Note(note.text, tuple(sigs)))
-        receipt = None
-        for a in store.ledger_anchors(limit=1000):
-            if a.size == cp.size:
-                receipt = a.receipt
-                break
-        extra = canonical_json({
-            "entry": base64.b64encode(row.entry).decode(),
-            "note": base64.b64encode(cp.note).decode(),
-            "receipt": receipt,
-            "vkeys": log_vkeys(store, data_dir, signing_key_path, origin),
-        })  # fmt: skip
-        try:
-            return format_proof_bundle(ProofBundle(row.idx, tuple(proof), with_cosigs, extra))
-        except ValueError as e:
-            raise ProveError(f"cannot write the bundle: {e}") from None
+        return _make_proof(store, data_dir, signing_key_path, origin, event_id, index)
+    except AuditReadError as e:
+        raise ProveError(f"cannot read the ledger: {e}") from None
     finally:
         store.close()
+
+
+def _make_proof(store: Any, data_dir: Path, signing_key_path: Path, origin: str,
+                event_id: str | None, index: int | None) -> bytes:  # fmt: skip
+    from bastion.ledger.merkle import inclusion_proof, verify_inclusion
+    from bastion.ledger.note import Note, format_note, parse_signature_line
+    from bastion.ledger.proof_bundle import ProofBundle, format_proof_bundle
+    from bastion.ledger.tiles import TileNodeReader
+
+    if "ledger_entries" not in store.audit_tables():
+        raise UsageError("the database has no ledger (schema before version 4)")
+    row = store.ledger_event_entry(event_id) if event_id is not None else (
+        store.ledger_entry(index if index is not None else -1))  # fmt: skip
+    if row is None:
+        what = f"event {event_id}" if event_id is not None else f"leaf {index}"
+        raise ProveError(f"the ledger has no {what}")
+    cp = store.ledger_latest_checkpoint()
+    if cp is None or row.idx >= cp.size:
+        raise ProveError(
+            f"leaf {row.idx} is not yet covered by a signed checkpoint (try again in a "
+            "second, with the server running)"
+        )
+    reader = TileNodeReader(lambda lv, ix, w: _read_tile_from(store, lv, ix, w), size=cp.size)
+    try:
+        proof = inclusion_proof(row.idx, cp.size, reader)
+    except ValueError as e:
+        raise ProveError(f"cannot compute the proof: {e}") from None
+    if not verify_inclusion(leaf_hash(row.entry), row.idx, cp.size, proof, cp.root):
+        raise ProveError(
+            "the database does not agree with its own checkpoint: run `bastion ledger verify`"
+        )
+    note = parse_note(cp.note)
+    sigs = list(note.signatures)
+    for line in store.ledger_cosignatures(cp.size):
+        try:
+            sigs.append(parse_signature_line(bytes(line).decode().rstrip("\n")))
+        except (NoteError, UnicodeDecodeError):
+            continue
+    with_cosigs = format_note(Note(note.text, tuple(sigs)))
+    receipt = None
+    for a in store.ledger_anchors(limit=1000):
+        if a.size == cp.size:
+            receipt = a.receipt
+            break
+    extra = canonical_json({
+        "entry": base64.b64encode(row.entry).decode(),
+        "note": base64.b64encode(cp.note).decode(),
+        "receipt": receipt,
+        "vkeys": log_vkeys(store, data_dir, signing_key_path, origin),
+    })  # fmt: skip
+    try:
+        return format_proof_bundle(ProofBundle(row.idx, tuple(proof), with_cosigs, extra))
+    except ValueError as e:
+        raise ProveError(f"cannot write the bundle: {e}") from None
 
 
 @dataclass

@@ -33,6 +33,11 @@ class ReadOnlyError(RuntimeError):
     """A write was attempted on a store opened read-only."""
 
 
+class AuditReadError(Exception):
+    """The database could not be read as the auditor expects (a table or column changed or
+    dropped, a corrupt page): itself a finding, never a crash."""
+
+
 class ReadOnlyDatabase:
     """The read half of :class:`~bastion.storage.sqlite.database.Database` on a read-only
     connection: the store's read methods work, every write raises :class:`ReadOnlyError`."""
@@ -55,10 +60,17 @@ class ReadOnlyDatabase:
         )
         conn.execute("PRAGMA query_only=ON")
         conn.row_factory = sqlite3.Row
+        if mode == "ro":
+            # A server may be writing: every read of this connection sees one snapshot (the
+            # read transaction holds it until close).
+            conn.execute("BEGIN")
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         self._reader = conn
 
     def close(self) -> None:
         if self._reader is not None:
+            if self._reader.in_transaction:
+                self._reader.rollback()
             self._reader.close()
             self._reader = None
 
@@ -102,7 +114,10 @@ def _plain(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> list
     """Rows as plain tuples (no row objects: the bulk reads are hot loops)."""
     cur = conn.cursor()
     cur.row_factory = None
-    return cur.execute(sql, args).fetchall()
+    try:
+        return cur.execute(sql, args).fetchall()
+    except sqlite3.DatabaseError as e:
+        raise AuditReadError(f"{e} (reading: {sql.split(' FROM ')[-1][:60]})") from None
 
 
 class LedgerAuditStore(StoreBase):
@@ -175,19 +190,6 @@ class LedgerAuditStore(StoreBase):
         )
         return (rows[0][0], bytes(rows[0][1])) if rows else None
 
-    def audit_action_entries(self, actions: Sequence[str]) -> list[tuple[int, bytes]]:
-        """(index, entry) of every action leaf whose action is one of ``actions``."""
-        marks = ",".join("?" * len(actions))
-        return [
-            (r[0], bytes(r[1]))
-            for r in _plain(
-                self.db.reader,
-                "SELECT idx, entry FROM ledger_entries WHERE kind = 'action'"
-                f" AND action IN ({marks}) ORDER BY idx",  # noqa: S608
-                list(actions),
-            )
-        ]
-
     def audit_cosignatures(self, size: int) -> list[tuple[str, bytes, int]]:
         """(witness, signature line, ts) of the cosignatures stored for checkpoint ``size``."""
         return [
@@ -196,6 +198,23 @@ class LedgerAuditStore(StoreBase):
                 self.db.reader,
                 "SELECT witness, line, ts FROM ledger_cosignatures WHERE size = ? ORDER BY witness",
                 (size,),
+            )
+        ]
+
+    def audit_last_cosignatures(self) -> list[tuple[str, int, int]]:
+        """(witness, size, ts) of each witness's cosignature on the largest checkpoint."""
+        return _plain(
+            self.db.reader,
+            "SELECT witness, MAX(size), ts FROM ledger_cosignatures GROUP BY witness ORDER BY 1",
+        )
+
+    def audit_anchor_rows(self) -> list[tuple[int, str, int, bytes, str]]:
+        """(id, anchor, size, root, receipt JSON) of every stored anchor receipt, oldest first."""
+        return [
+            (r[0], r[1], r[2], bytes(r[3]), r[4])
+            for r in _plain(
+                self.db.reader,
+                "SELECT id, anchor, size, root, receipt FROM ledger_anchors ORDER BY id",
             )
         ]
 
@@ -213,20 +232,19 @@ class LedgerAuditStore(StoreBase):
         self, first_rowid: int, last_rowid: int, batch: int = 20_000
     ) -> Iterator[list[tuple]]:
         """Every ``events`` row with rowid in ``[first_rowid, last_rowid]`` with its room's
-        version and its latest leaf: (rowid, event_id, room_id, stream_pos, depth, type,
-        state_key, sender, origin_server_ts, json, rejected, soft_failed, redacted_because,
-        room_version, leaf idx, leaf entry); the leaf columns are NULL for a row without a
-        leaf."""
+        version and the leaf its ``ledger_idx`` names: (rowid, event_id, room_id, stream_pos,
+        depth, type, state_key, sender, origin_server_ts, json, rejected, soft_failed,
+        redacted_because, room_version, leaf idx, leaf entry, ledger_idx); the leaf columns
+        are NULL when there is no such leaf."""
         after = first_rowid - 1
         while True:
             rows = _plain(
                 self.db.reader,
                 "SELECT e.rowid, e.event_id, e.room_id, e.stream_pos, e.depth, e.type,"
                 " e.state_key, e.sender, e.origin_server_ts, e.json, e.rejected, e.soft_failed,"
-                " e.redacted_because, r.room_version, l.idx, l.entry"
+                " e.redacted_because, r.room_version, l.idx, l.entry, e.ledger_idx"
                 " FROM events e LEFT JOIN rooms r ON r.room_id = e.room_id"
-                " LEFT JOIN ledger_entries l ON l.idx ="
-                " (SELECT MAX(x.idx) FROM ledger_entries x WHERE x.event_id = e.event_id)"
+                " LEFT JOIN ledger_entries l ON l.idx = e.ledger_idx"
                 " WHERE e.rowid > ? AND e.rowid <= ? ORDER BY e.rowid LIMIT ?",
                 (after, last_rowid, batch),
             )
@@ -236,6 +254,21 @@ class LedgerAuditStore(StoreBase):
             if len(rows) < batch:
                 return
             after = rows[-1][0]
+
+    def audit_event_ledger_idx(self, event_ids: Sequence[str]) -> dict[str, int | None]:
+        """{event_id: ledger_idx} of the given stored events."""
+        out: dict[str, int | None] = {}
+        ids = list(dict.fromkeys(event_ids))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in _plain(
+                self.db.reader,
+                f"SELECT event_id, ledger_idx FROM events WHERE event_id IN ({marks})",  # noqa: S608
+                chunk,
+            ):
+                out[r[0]] = r[1]
+        return out
 
     def audit_event_leaves_without_row(self) -> list[tuple[int, str]]:
         """(index, event_id) of every event leaf whose event has no ``events`` row."""
