@@ -303,7 +303,7 @@ class LedgerService(BackgroundService):
     def _on_commit(self, _pos: int, _keys: set[str]) -> None:
         """On the writer thread after each commit: wake the integrator."""
         loop, wake = self._loop, self._wake
-        if loop is None or wake is None or self.stopped:
+        if loop is None or wake is None or self.stopped or wake.is_set():
             return
         try:
             loop.call_soon_threadsafe(wake.set)
@@ -482,17 +482,18 @@ class LedgerService(BackgroundService):
             if self.halted is not None:
                 continue
             try:
-                await self.integrate()
                 latest = self.latest.size if self.latest is not None else 0
-                if self.builder.size <= latest:
+                if self.store.ledger_size() <= latest:
                     continue
-                # The next signature starts one interval after the previous one started, less
-                # the time integrating and the durable commit take (SIGN_MARGIN): a leaf is
-                # then covered by a stored checkpoint within one interval.
+                # Integration and signing run once per interval, not once per commit: under
+                # load the integrator then adds one write a second, not one per commit. The
+                # next signature starts one interval after the previous one started, less the
+                # time integrating and the durable commit take (SIGN_MARGIN): a leaf is then
+                # covered by a stored checkpoint within one interval.
                 delay = self._last_sign + self.interval - self._margin - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                    await self.integrate()
+                await self.integrate()
                 self._last_sign = loop.time()
                 await self.sign()
             except asyncio.CancelledError:
