@@ -16,6 +16,7 @@ from bastion.ledger.cosignature import Ed25519Cosigner
 from bastion.ledger.note import format_vkey
 from bastion.ledger.proof_bundle import ProofBundle, format_proof_bundle, parse_proof_bundle
 from bastion.ledger.verify import checkpoint_origin, read_signing_public_key
+from tests.ledger.test_verify import build_synthetic
 from tests.ledger.test_verify_tamper import build_scenario
 
 
@@ -143,3 +144,17 @@ def test_prove_and_check_errors(scenario, tmp_path, capsys):
     garbage.write_bytes(b"not a proof")
     assert main(["ledger", "check-proof", str(garbage)]) == 1
     assert main(["ledger", "check-proof", str(garbage), "--key", "not a vkey"]) == 2
+
+
+def test_proofs_over_full_and_partial_tiles(tmp_path, capsys):
+    """Leaves under stored full tiles and in the partial tail, against a 70,000-leaf tree
+    (level-1 tiles too)."""
+    d = tmp_path / "data"
+    info = build_synthetic(d, 70_000, device_keys=0)
+    vkey = info["signer"].vkey()
+    for index in (0, 300, 65_535, 65_536, info["size"] - 1):
+        out = tmp_path / f"{index}.tlog-proof"
+        assert main(["ledger", "prove", "--record", str(index), "--data-dir", str(d),
+                     "-o", str(out)]) == 0  # fmt: skip
+        code, result = check(out, "--key", vkey, capsys=capsys)
+        assert (code, result["index"]) == (0, index), result

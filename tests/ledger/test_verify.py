@@ -622,3 +622,13 @@ def test_a_changed_tree_state_alone(synth):
     found = verify(d)
     assert {(f.kind, f.table) for f in found} == {(CHANGED, "ledger_tree_state")}
     assert "[0, 512)" in found[0].message and len(found) == 6  # 603 = 512+64+16+8+2+1
+
+
+def test_values_of_the_wrong_type(synth):
+    d, _ = synth
+    sql(d, "UPDATE ledger_entries SET entry = CAST(entry AS TEXT) WHERE idx = 5")
+    assert [(f.kind, f.table, f.leaf) for f in verify(d)] == [(CHANGED, "ledger_entries", 5)]
+    sql(d, "UPDATE ledger_checkpoints SET note = 42 WHERE size = 100")
+    assert (CHANGED, "ledger_checkpoints") in kinds(verify(d))
+    sql(d, "UPDATE ledger_checkpoints SET note = 'text' WHERE size = 100")
+    assert (INVALID, "database") in kinds(verify(d))  # a finding, not a traceback

@@ -41,6 +41,11 @@ def add_ledger_parser(subparsers: Any) -> None:
         "verify",
         help="check a database (--data-dir) or a server's published log (--remote) against the "
         "ledger; exit 1 on any finding",
+        description="Check a Bastion database against its ledger (read only: the server may run "
+        "or be stopped), or a server's published log from outside. Every finding names the "
+        "table, the row, the leaf and the event, and what happened to it (changed, deleted, "
+        "inserted, reordered, rolled_back, forked, invalid). Exit 0 clean, 1 on any finding, "
+        "2 on a usage error.",
     )
     v.add_argument("--data-dir", type=Path, help="the server's data directory (read only)")
     v.add_argument("--config", type=Path, help="TOML config file (default: DATA_DIR/bastion.toml)")
