@@ -632,3 +632,32 @@ def test_values_of_the_wrong_type(synth):
     assert (CHANGED, "ledger_checkpoints") in kinds(verify(d))
     sql(d, "UPDATE ledger_checkpoints SET note = 'text' WHERE size = 100")
     assert (INVALID, "database") in kinds(verify(d))  # a finding, not a traceback
+
+
+def test_a_remote_event_emptied_later_is_named_but_not_one_redacted_on_receipt():
+    """A received event whose content hash failed is stored redacted (PDU check 3) and its
+    leaf says so; a remote event that arrived whole and lost its content later is a change."""
+    from bastion.core.events import redact
+    from bastion.ledger.records import entry_bytes, event_record
+    from bastion.ledger.verify import check_event_rows
+
+    rv, room_id, sender = "10", "!r:remote.example", "@bob:remote.example"
+    ev = {"type": "m.room.message", "room_id": room_id, "sender": sender, "depth": 3,
+          "content": {"msgtype": "m.text", "body": "hi"}, "origin_server_ts": 5,
+          "prev_events": [], "auth_events": []}  # fmt: skip
+    ev["hashes"] = {"sha256": compute_content_hash(ev)}
+    eid = compute_event_id(ev, rv)
+    emptied = redact(ev, rv)
+    assert "body" not in emptied["content"] and compute_event_id(emptied, rv) == eid
+    base = {"event_id": eid, "room_id": room_id, "sender": sender, "type": ev["type"],
+            "state_key": None, "origin_server_ts": 5, "stream_pos": 7, "decision": "accepted"}
+
+    def row(record: dict) -> tuple:
+        return (1, eid, room_id, 7, 3, ev["type"], None, sender, 5, json.dumps(emptied), 0, 0,
+                None, rv, 0, entry_bytes(record), 0)  # fmt: skip
+
+    bad = check_event_rows([row(event_record(**base))], SERVER).findings
+    assert [(f.kind, f.event_id) for f in bad] == [(CHANGED, eid)]
+    assert "arrived whole" in bad[0].message
+    assert check_event_rows([row(event_record(**base, redacted_on_receipt=True))],
+                            SERVER).findings == []  # fmt: skip

@@ -86,10 +86,14 @@ def event_record(
     stream_pos: int,
     decision: str,
     reference_hash: str | None = None,
+    redacted_on_receipt: bool = False,
     migrated: bool = False,
 ) -> dict[str, Any]:
     """The record of one persisted event (never its content). ``reference_hash`` (unpadded
-    base64) only for room versions whose event IDs are not reference hashes (v1, v2)."""
+    base64) only for room versions whose event IDs are not reference hashes (v1, v2).
+    ``redacted_on_receipt``: a received event whose content hash did not match, stored in its
+    redacted form as PDU check 3 requires (S-S API "Checks performed on receipt of a PDU"); the
+    verifier accepts a remote event without content only when its leaf says so."""
     if decision not in DECISIONS:
         raise ValueError(f"unknown decision {decision!r}")
     record: dict[str, Any] = {
@@ -106,6 +110,8 @@ def event_record(
     }
     if reference_hash is not None:
         record["reference_hash"] = reference_hash
+    if redacted_on_receipt:
+        record["redacted_on_receipt"] = True
     if migrated:
         record["migrated"] = True
     return record

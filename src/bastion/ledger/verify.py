@@ -472,6 +472,10 @@ def _check_event_row(row: tuple, suffix: str, res: EventPassResult
         res.redacted.append((eid, redacted_because, idx))
     elif isinstance(sender, str) and sender.endswith(suffix):
         problems.append("the content was removed without a redaction event")
+    elif rec is not None and not rec.get("redacted_on_receipt") and not rec.get("migrated"):
+        # A remote event stored redacted because its content hash failed (PDU check 3) says
+        # so in its leaf; one that arrived whole and lost its content later is a change.
+        problems.append("the content was removed without a redaction event (it arrived whole)")
     if kind == REORDERED and len(problems) > 1:
         kind = CHANGED
     return kind, problems, idx, eid

@@ -301,7 +301,8 @@ def _check_all_events(srv) -> None:
         assert row.idx == r["ledger_idx"] and (row.ts, row.subject, row.action) == (
             r["origin_server_ts"], None, None)  # fmt: skip
         decision = rec.decision_of(bool(r["rejected"]), r["soft_failed"])
-        assert {k: v for k, v in leaf.items() if k != "reference_hash"} == _expected(r, decision)
+        drop = ("reference_hash", "redacted_on_receipt")
+        assert {k: v for k, v in leaf.items() if k not in drop} == _expected(r, decision)
 
 
 def test_local_events_each_get_their_leaf(world):
@@ -410,3 +411,20 @@ def test_with_the_ledger_off_events_get_no_leaf(world):
     assert on_server(srv, lambda: srv.hs.store.ledger_event_entry(eid)) is None
     eid2 = send(admin, room_id, "recorded")
     assert len(_leaves(srv, eid2)) == 1
+
+
+def test_a_remote_event_redacted_on_receipt_says_so_in_its_leaf(world):
+    """PDU check 3: a received event whose content hash fails is stored redacted; its leaf
+    carries ``redacted_on_receipt`` so the verifier can tell it from content removed later."""
+    srv, peer, admin = world
+    room_id = create_room(admin)
+    p4 = peer.user("p4")
+    j_id, j = peer.build_on(srv, room_id, p4, "m.room.member", {"membership": "join"}, p4)
+    assert peer.send(srv, _txn(), [j])[1]["pdus"] == {j_id: {}}
+    m_id, m = peer.build_on(srv, room_id, p4, "m.room.message", {"msgtype": "m.text", "body": "x"})
+    m = {**m, "content": {"msgtype": "m.text", "body": "changed after hashing"}}
+    assert peer.send(srv, _txn(), [m])[1]["pdus"] == {m_id: {}}
+    row = _event_row(srv, m_id)
+    assert orjson.loads(row["json"])["content"] == {}
+    assert _leaves(srv, m_id) == [{**_expected(row, "accepted"), "redacted_on_receipt": True}]
+    assert "redacted_on_receipt" not in _leaves(srv, j_id)[0]

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from bastion.core.base64 import encode_base64
-from bastion.core.events import compute_reference_hash
+from bastion.core.events import check_content_hash, compute_reference_hash
 from bastion.errors import MatrixError
 from bastion.ledger.records import KIND_EVENT, decision_of, entry_bytes, event_record
 from bastion.storage.interface import AnchorRow, CheckpointRow, LedgerEntryRow, WitnessLogRow
@@ -71,13 +71,17 @@ def append_entry(conn: sqlite3.Connection, record: Mapping[str, Any]) -> int:
 def append_event_leaf(
     store: StoreBase, conn: sqlite3.Connection, event_id: str, room_id: str, ev: dict,
     stream_pos: int, *, rejected: bool = False, soft: int = 0, outlier: int = 2,
+    received: bool = False,
 ) -> int | None:  # fmt: skip
     """The leaf of an ``events`` row about to be inserted (inside the same write function; the
     row keeps the returned index in its ``ledger_idx`` column): its ID, room, sender, type,
     state key, origin timestamp, stream position and the decision (from the row's ``rejected``
     and ``soft_failed`` values; ``soft == outlier`` is an outlier), never its content. In rooms
     whose event IDs are not reference hashes (v1, v2) the record also carries the reference
-    hash. None, and no leaf, when ``store.ledger_enabled`` is False (benchmarks only).
+    hash. A ``received`` event (federation) whose content hash does not match was stored in
+    its redacted form (PDU check 3): its record says so (``redacted_on_receipt``), so that
+    content removed later from a remote event is not mistaken for it. None, and no leaf, when
+    ``store.ledger_enabled`` is False (benchmarks only).
 
     This runs on every message send: it builds the record and inserts it, nothing more (the
     entry is the record's canonical JSON: its values are strings, integers and null, which
@@ -93,11 +97,18 @@ def append_event_leaf(
             ref = encode_base64(compute_reference_hash(ev, version))
         except MatrixError:  # unhashable content: such an event never passes the PDU checks
             ref = None
+    redacted_on_receipt = False
+    if received:
+        try:
+            redacted_on_receipt = not check_content_hash(ev)
+        except MatrixError:
+            redacted_on_receipt = True
     ots = ev["origin_server_ts"]
     record = event_record(
         event_id=event_id, room_id=room_id, sender=ev["sender"], type=ev["type"],
         state_key=state_key if isinstance(state_key, str) else None, origin_server_ts=ots,
         stream_pos=stream_pos, decision=decision_of(rejected, soft, outlier), reference_hash=ref,
+        redacted_on_receipt=redacted_on_receipt,
     )  # fmt: skip
     try:
         entry = orjson.dumps(record, option=_CANONICAL)
