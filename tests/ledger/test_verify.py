@@ -649,8 +649,16 @@ def test_a_remote_event_emptied_later_is_named_but_not_one_redacted_on_receipt()
     eid = compute_event_id(ev, rv)
     emptied = redact(ev, rv)
     assert "body" not in emptied["content"] and compute_event_id(emptied, rv) == eid
-    base = {"event_id": eid, "room_id": room_id, "sender": sender, "type": ev["type"],
-            "state_key": None, "origin_server_ts": 5, "stream_pos": 7, "decision": "accepted"}
+    base = {
+        "event_id": eid,
+        "room_id": room_id,
+        "sender": sender,
+        "type": ev["type"],
+        "state_key": None,
+        "origin_server_ts": 5,
+        "stream_pos": 7,
+        "decision": "accepted",
+    }
 
     def row(record: dict) -> tuple:
         return (1, eid, room_id, 7, 3, ev["type"], None, sender, 5, json.dumps(emptied), 0, 0,

@@ -171,7 +171,15 @@ class FederationInboundStore(StoreBase):
         state_key = ev.get("state_key") if isinstance(ev.get("state_key"), str) else None
         depth = ev.get("depth") if type(ev.get("depth")) is int else 0
         leaf = append_event_leaf(
-            self, conn, eid, room_id, ev, pos, rejected=rejected, soft=soft, outlier=OUTLIER,
+            self,
+            conn,
+            eid,
+            room_id,
+            ev,
+            pos,
+            rejected=rejected,
+            soft=soft,
+            outlier=OUTLIER,
             received=True,
         )
         conn.execute(
