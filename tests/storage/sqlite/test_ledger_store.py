@@ -120,10 +120,11 @@ def test_a_subject_gets_a_nonce(store):
 
 
 def test_admin_audit_is_a_view_over_the_action_leaves(store):
-    store.transaction_sync(lambda conn: store.record_admin_action_in(
-        conn, "cli", "create-user", "@a:x", {"admin": True}, 5))  # fmt: skip
-    store.transaction_sync(lambda conn: store.record_admin_action_in(
-        conn, "@admin:x", "lock", "@b:x", {}, 6))  # fmt: skip
+    first = rec.action_record(action="create-user", actor="cli", ts=5, target="@a:x",
+                              details={"admin": True})  # fmt: skip
+    second = rec.action_record(action="lock", actor="@admin:x", ts=6, target="@b:x", details={})
+    store.transaction_sync(lambda conn: store.ledger_append_in(conn, first))
+    store.transaction_sync(lambda conn: store.ledger_append_in(conn, second))
     (a, b) = store.ledger_iter_entries()
     assert orjson.loads(a.entry) == rec.action_record(
         action="create-user", actor="cli", ts=5, target="@a:x", details={"admin": True}

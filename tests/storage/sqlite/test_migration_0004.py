@@ -143,8 +143,9 @@ def test_the_store_and_server_go_on_from_the_migrated_leaves(tmp_path, manifest)
         assert size == n_events + 5
         log = store.admin_audit_log()
         assert [r["action"] for r in log][-2:] == ["registration-token-create", "create-user"]
-        store.transaction_sync(lambda conn: store.record_admin_action_in(
-            conn, "cli", "lock", "@bob:localhost", {"locked": True}, 7))  # fmt: skip
+        lock = rec.action_record(action="lock", actor="cli", ts=7, target="@bob:localhost",
+                                 details={"locked": True})  # fmt: skip
+        store.transaction_sync(lambda conn: store.ledger_append_in(conn, lock))
         assert store.ledger_size() == size + 1
         top = dict(store.admin_audit_log(1)[0])
         assert (top["id"], top["actor"], top["action"], top["target"]) == (

@@ -13,10 +13,8 @@ import hashlib
 import json
 import sqlite3
 
-from bastion.ledger.records import action_record
 from bastion.storage.interface import Requester
 from bastion.storage.sqlite.base import StoreBase
-from bastion.storage.sqlite.ledger import append_entry
 
 STREAMS: list[tuple[str, str]] = []
 
@@ -263,29 +261,6 @@ class AccountsStore(StoreBase):
         conn.execute("DELETE FROM profiles WHERE user_id = ? AND key = ?", (user_id, key))
 
     # -- admin audit ----------------------------------------------------------------------
-    @staticmethod
-    def record_admin_action_in(
-        conn: sqlite3.Connection,
-        actor: str,
-        action: str,
-        target: str | None,
-        details: dict,
-        now_ms: int,
-    ) -> None:
-        """Append an admin action to the audit trail (inside a write function): an action leaf
-        of the ledger, which ``admin_audit`` (a view since migration 4) shows."""
-        append_entry(
-            conn, action_record(action=action, actor=actor, ts=now_ms, target=target,
-                                details=details),
-        )  # fmt: skip
-
-    def record_admin_action_sync(
-        self, actor: str, action: str, target: str | None, details: dict, now_ms: int
-    ) -> None:
-        self.db.write_sync(
-            lambda conn: self.record_admin_action_in(conn, actor, action, target, details, now_ms)
-        )
-
     def admin_audit_log(self, limit: int = 100) -> list[sqlite3.Row]:
         """The latest action records, newest first (``admin_audit`` is a view over the action
         leaves of the ledger: id, ts, actor, action, target, details)."""
