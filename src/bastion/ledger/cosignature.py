@@ -18,11 +18,18 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey, MLDSA44PublicKey
 from nacl.exceptions import CryptoError
-from nacl.signing import SigningKey, VerifyKey
+from nacl.signing import VerifyKey
 
 from bastion.ledger.checkpoint import parse_checkpoint
 from bastion.ledger.merkle import HASH_SIZE, MAX_TREE_SIZE
-from bastion.ledger.note import NoteError, NoteSignature, check_key_name, format_vkey, key_id
+from bastion.ledger.note import (
+    NoteError,
+    NoteSignature,
+    check_key_name,
+    ed25519_key,
+    format_vkey,
+    key_id,
+)
 
 __all__ = [
     "MAX_TIMESTAMP",
@@ -105,13 +112,8 @@ class Ed25519Cosigner:
     sig_type = SIG_TYPE_COSIGNATURE_V1
 
     def __init__(self, name: str, seed: bytes) -> None:
-        check_key_name(name)
-        if len(seed) != 32:
-            raise ValueError("an Ed25519 seed is 32 bytes")
         self.name = name
-        self._key = SigningKey(bytes(seed))
-        self.public_key = bytes(self._key.verify_key)
-        self.key_id = key_id(name, SIG_TYPE_COSIGNATURE_V1, self.public_key)
+        self._key, self.public_key, self.key_id = ed25519_key(name, SIG_TYPE_COSIGNATURE_V1, seed)
 
     def cosign(self, checkpoint_text: str, timestamp: int) -> NoteSignature:
         """A cosignature/v1 line over ``checkpoint_text`` (which must be a checkpoint)."""

@@ -249,19 +249,25 @@ def parse_vkey(vkey: str) -> Verifier:
     raise NoteError(f"unsupported signature type {sig_type:#04x}")
 
 
+def ed25519_key(name: str, sig_type: int, seed: bytes) -> tuple[SigningKey, bytes, bytes]:
+    """An Ed25519 signing key from a 32-byte seed for key name ``name`` and signature type
+    ``sig_type``: the key, its public key and its key ID (signed-note "Verifier keys")."""
+    check_key_name(name)
+    if len(seed) != 32:
+        raise ValueError("an Ed25519 seed is 32 bytes")
+    key = SigningKey(bytes(seed))
+    public_key = bytes(key.verify_key)
+    return key, public_key, key_id(name, sig_type, public_key)
+
+
 class Ed25519Signer:
     """signed-note "Ed25519 signatures": signs the note text with an Ed25519 key (type 0x01)."""
 
     sig_type = SIG_TYPE_ED25519
 
     def __init__(self, name: str, seed: bytes) -> None:
-        check_key_name(name)
-        if len(seed) != 32:
-            raise ValueError("an Ed25519 seed is 32 bytes")
         self.name = name
-        self._key = SigningKey(bytes(seed))
-        self.public_key = bytes(self._key.verify_key)
-        self.key_id = key_id(name, SIG_TYPE_ED25519, self.public_key)
+        self._key, self.public_key, self.key_id = ed25519_key(name, SIG_TYPE_ED25519, seed)
 
     def sign(self, text: str) -> NoteSignature:
         return NoteSignature(self.name, self.key_id, self._key.sign(text.encode()).signature)
