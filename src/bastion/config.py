@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.core.identifiers import parse_server_name
 from bastion.core.media import DEFAULT_THUMBNAIL_SIZES, ThumbnailSize, parse_thumbnail_sizes
 from bastion.core.room_versions import KNOWN_ROOM_VERSIONS
+
+if TYPE_CHECKING:
+    from bastion.guard.config import GuardConfig
 
 REGISTRATION_MODES = ("open", "token", "closed")
 
@@ -138,7 +142,19 @@ class Config:
     #: Inclusion proofs of events in rooms whose join rule is public may be fetched by anyone
     #: (with the event's record); otherwise only admins and the event's sender see them.
     ledger_public_room_events: bool = False
+    #: The guard (issue 9): the ``[guard]`` table, typed by :attr:`guard_config`.
+    guard: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+
+    @cached_property
+    def guard_config(self) -> GuardConfig:
+        """The ``[guard]`` table, typed (checked by :meth:`validate`)."""
+        from bastion.guard.config import parse_guard_config
+
+        try:
+            return parse_guard_config(self.guard)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     @property
     def database_path(self) -> Path:
@@ -244,6 +260,7 @@ class Config:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         self._validate_ledger()
+        _ = self.guard_config  # the [guard] table, parsed once: ConfigError if it is wrong
         return self
 
     def _validate_ledger(self) -> None:

@@ -28,6 +28,7 @@ from bastion.errors import (
 )
 from bastion.federation.container import Federation
 from bastion.federation.tls import generate_self_signed, server_ssl_context
+from bastion.guard.service import GuardService
 from bastion.ledger.service import LedgerService
 from bastion.ledger.witnessing import WitnessRole
 from bastion.services.account_data import AccountData
@@ -42,6 +43,7 @@ from bastion.services.passwords import Passwords
 from bastion.services.push_rules import PushRules
 from bastion.services.reporting import Reporting
 from bastion.services.rooms import RoomService
+from bastion.services.server_notices import ServerNotices
 from bastion.services.sync import SyncService
 from bastion.services.sync_api import SyncContributor
 from bastion.signing_key import load_or_create_signing_key
@@ -124,6 +126,11 @@ class HomeServer:
         self.reporting = Reporting(self)
         self.media = MediaService(self)
         self.e2ee = E2EEService(self)
+        #: The server-notices rooms (C-S API "Server Notices").
+        self.server_notices = ServerNotices(self)
+        #: The guard (issue 9): login defence, rate limits, detectors, the classifier, policy
+        #: lists, actions and alerts; the one entry point the rest of the server calls.
+        self.guard = GuardService(self)
         self.accounts = AccountService(
             self.store, config, self.passwords, self.now_ms, self.e2ee, self.rooms
         )

@@ -60,6 +60,20 @@ ACTION_REGISTRATION_TOKEN_DELETE = "registration_token.delete"
 ACTION_SIGNING_KEY_ROTATE = "signing_key.rotate"
 ACTION_ADMIN_REQUEST = "admin.request"
 ACTION_LEDGER_CHECKPOINT_HALT = "ledger.checkpoint_halt"
+# The guard (issue 9).
+#: A verdict of the guard (a detector, the classifier, a policy list, a report) and what it did.
+ACTION_GUARD_DECISION = "guard.decision"
+#: A moderator's review of a decision: approve, reject, reverse.
+ACTION_GUARD_REVIEW = "guard.review"
+#: A login or registration throttle started (per account, address or prefix), or lifted.
+ACTION_GUARD_THROTTLE = "guard.throttle"
+ACTION_GUARD_THROTTLE_LIFT = "guard.throttle_lift"
+#: A per-user rate-limit override set or removed.
+ACTION_GUARD_RATE_OVERRIDE = "guard.rate_override"
+#: A policy list subscribed to or dropped.
+ACTION_GUARD_POLICY_LIST = "guard.policy_list"
+#: A new-login notice sent to a user (new device or new network prefix).
+ACTION_LOGIN_NOTICE = "login.notice"
 
 
 def decision_of(rejected: bool, soft_failed: int, outlier_flag: int = 2) -> str:

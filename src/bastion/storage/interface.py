@@ -741,6 +741,26 @@ class LedgerAuditStore(Protocol):
     def audit_local_old_signing_keys(self) -> list[tuple[str, str]]: ...
 
 
+class GuardDecisionsStore(Protocol):
+    """The guard's decisions, review queue, per-room settings and room cooling (core part)."""
+
+
+class GuardLimitsStore(Protocol):
+    """Per-user rate-limit overrides (rate-limit part)."""
+
+
+class GuardLoginStore(Protocol):
+    """Failed-login throttles and the logins a user is known to have made (login part)."""
+
+
+class GuardPolicyStore(Protocol):
+    """The policy lists the server enforces (policy part)."""
+
+
+class ServerNoticesStore(Protocol):
+    """Each user's server-notices room (notices part)."""
+
+
 class StreamsStore(Protocol):
     """Lifecycle, transactions, the global stream position and the after-commit hooks."""
 
@@ -776,6 +796,11 @@ class Store(
     FederationInboundStore,
     LedgerStore,
     LedgerAuditStore,
+    GuardDecisionsStore,
+    GuardLimitsStore,
+    GuardLoginStore,
+    GuardPolicyStore,
+    ServerNoticesStore,
     StreamsStore,
     Protocol,
 ):

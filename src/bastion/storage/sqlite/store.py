@@ -28,10 +28,15 @@ from bastion.storage.sqlite import (
     federation,
     federation_inbound,
     federation_queue,
+    guard_decisions,
+    guard_limits,
+    guard_login,
+    guard_policy,
     ledger,
     ledger_audit,
     media,
     rooms,
+    server_notices,
 )
 from bastion.storage.sqlite.database import Database
 
@@ -39,7 +44,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
-          federation_inbound, ledger, ledger_audit)  # fmt: skip
+          federation_inbound, ledger, ledger_audit, guard_decisions, guard_limits, guard_login,
+          guard_policy, server_notices)  # fmt: skip
 
 
 class SqliteStore(
@@ -54,6 +60,11 @@ class SqliteStore(
     federation_inbound.FederationInboundStore,
     ledger.LedgerStore,
     ledger_audit.LedgerAuditStore,
+    guard_decisions.GuardDecisionsStore,
+    guard_limits.GuardLimitsStore,
+    guard_login.GuardLoginStore,
+    guard_policy.GuardPolicyStore,
+    server_notices.ServerNoticesStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.db = Database(path, synchronous)

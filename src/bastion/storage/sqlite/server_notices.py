@@ -1,0 +1,11 @@
+"""(Skeleton of the contract: the notices part fills this module; tables in migration 0005.)"""
+
+from __future__ import annotations
+
+from bastion.storage.sqlite.base import StoreBase
+
+STREAMS: list[tuple[str, str]] = []
+
+
+class ServerNoticesStore(StoreBase):
+    pass
