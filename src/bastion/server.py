@@ -93,6 +93,9 @@ FEDERATION_API_MODULES = [
     "bastion.api.federation.membership",
 ]
 
+#: The guard's admin API (/_bastion/admin/v1/guard/...) and metrics, one module per part.
+GUARD_API_MODULES: list[str] = []
+
 #: The route of inbound transactions, whose bodies may be larger (decided on the matched route,
 #: never on the path).
 FEDERATION_SEND_ROUTE = "/_matrix/federation/v1/send/{txnId}"
@@ -255,6 +258,8 @@ class HomeServer:
         )
         # The ledger's and the witness's endpoints (/_bastion/ledger/v1, /_bastion/witness/v1).
         importlib.import_module("bastion.api.ledger").register(self.router, self)
+        for name in GUARD_API_MODULES:
+            importlib.import_module(name).register(self.router, self)
         app = web.Application(client_max_size=self.config.max_upload_size + 1024)
         app.router.add_route(
             "*",
