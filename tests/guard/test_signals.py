@@ -111,10 +111,10 @@ def test_encrypted_content_is_never_readable():
 
 # -- room settings ---------------------------------------------------------------------------
 def test_room_settings_valid():
-    s = {"classifier": {"enabled": True, "hold": 0.5, "block": 1},
+    s = {"classifier": {"enabled": True, "hold_per_mille": 500, "block_per_mille": 1000.0},
          "detectors": {"message_flood": False, "enabled": True}}  # fmt: skip
     assert parse_room_settings(s) == {
-        "classifier": {"enabled": True, "hold": 0.5, "block": 1.0},
+        "classifier": {"enabled": True, "hold_per_mille": 500, "block_per_mille": 1000},
         "detectors": {"message_flood": False, "enabled": True},
     }
     assert parse_room_settings({}) == {}
@@ -126,13 +126,18 @@ def test_room_settings_valid():
         ([], "settings"),
         ({"colour": 1}, "colour"),
         ({"classifier": 1}, "settings.classifier"),
-        ({"classifier": {"hold": 2}}, "settings.classifier.hold"),
-        ({"classifier": {"hold": "0.5"}}, "settings.classifier.hold"),
-        ({"classifier": {"hold": True}}, "settings.classifier.hold"),
-        ({"classifier": {"hold": float("nan")}}, "settings.classifier.hold"),
-        ({"classifier": {"hold": 0.9, "block": 0.5}}, "settings.classifier.hold"),
+        ({"classifier": {"hold_per_mille": 1001}}, "settings.classifier.hold_per_mille"),
+        ({"classifier": {"hold_per_mille": -1}}, "settings.classifier.hold_per_mille"),
+        ({"classifier": {"hold_per_mille": 0.5}}, "settings.classifier.hold_per_mille"),
+        ({"classifier": {"hold_per_mille": "500"}}, "settings.classifier.hold_per_mille"),
+        ({"classifier": {"hold_per_mille": True}}, "settings.classifier.hold_per_mille"),
+        ({"classifier": {"block_per_mille": float("nan")}}, "settings.classifier.block_per_mille"),
+        (
+            {"classifier": {"hold_per_mille": 900, "block_per_mille": 500}},
+            "settings.classifier.hold_per_mille",
+        ),
         ({"classifier": {"enabled": "yes"}}, "settings.classifier.enabled"),
-        ({"classifier": {"x": 1}}, "x"),
+        ({"classifier": {"hold": 1}}, "hold"),
         ({"detectors": {"Bad Name": True}}, "settings.detectors"),
         ({"detectors": {"flood": 1}}, "settings.detectors.flood"),
         ({"detectors": {f"d{i}": True for i in range(65)}}, "settings.detectors"),

@@ -122,11 +122,11 @@ def register(router: Router, hs: HomeServer) -> None:
         limit = _query_int(req, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         await record_read(req, None)
         rows = store.list_guard_decisions(
-            status=status, subject=subject, room_id=room_id, before=before, limit=limit
+            status=status, subject=subject, room_id=room_id, before=before, limit=limit + 1
         )
-        out: dict[str, Any] = {"decisions": [decision_json(r) for r in rows]}
-        if len(rows) == limit:
-            out["next_batch"] = str(rows[-1]["id"])
+        out: dict[str, Any] = {"decisions": [decision_json(r) for r in rows[:limit]]}
+        if len(rows) > limit:  # there is a next page
+            out["next_batch"] = str(rows[limit - 1]["id"])
         return out
 
     async def get_decision(req: Request) -> dict:
