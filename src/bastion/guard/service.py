@@ -444,7 +444,7 @@ class GuardService:
             self._pending_alerts[decision_id] = (
                 f"guard.{decision.outcome}",
                 f"{decision.outcome} ({decision.source}, {decision.status}): {decision.reason}",
-                {"decision_id": decision_id, "source": decision.source,
+                {"decision_id": decision_id, "ts": decision.ts, "source": decision.source,
                  "outcome": decision.outcome, "status": decision.status,
                  "subject": subject, "room_id": decision.room_id,
                  "event_id": decision.event_id, "origin": decision.origin,
@@ -463,6 +463,11 @@ class GuardService:
         if pending is None:
             return
         kind, summary, details = pending
+        # The store runs after-commit calls of a batch even for a write of it that failed (and
+        # was rolled back on its own): alert only a decision that is really there.
+        row = self.hs.store.get_guard_decision(decision_id)
+        if row is None or (row["ts"], row["source"]) != (details["ts"], details["source"]):
+            return
         self.alerts.count(
             "bastion_guard_decisions_total",
             {"source": details["source"], "outcome": details["outcome"],
