@@ -233,3 +233,19 @@ def test_remote_membership_refused_by_policy_or_cooling(server, client):
     got = [(d["source"], d["subject"], d["origin"]) for d in decisions(server)]
     assert got == [("detector.join_wave", "@joiner:other.example", "other.example"),
                    ("policy.user", "@spammer:evil.example", "evil.example")]  # fmt: skip
+
+
+def test_a_parts_matrix_error_refuses_a_local_event_and_soft_fails_a_remote_one(server, client):
+    def throttle(ctx):
+        raise limit_exceeded(2000, "you are sending messages too fast")
+
+    server.hs.guard.detectors.signals = throttle  # type: ignore[method-assign]
+    alice = client.register()
+    room_id = create_room(alice)
+    r = send(alice, room_id, "hi")
+    assert r.status == 429 and r.body["retry_after_ms"] == 2000
+    check = server.hs.guard.remote_event_check("evil.example", remote_pdu("hi"), "$t")
+    assert check is not None
+    assert call_on_server(server, check, {}) == "you are sending messages too fast"
+    on_server(server, check.finish())
+    assert decisions(server) == []
