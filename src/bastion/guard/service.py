@@ -70,6 +70,8 @@ MAX_RECORD_REASON = 1000
 MAX_RECORD_SIGNALS = 20
 #: The actor of the guard's own records.
 GUARD_ACTOR = "server"
+#: Alerts waiting for their decision's commit, at most.
+MAX_PENDING_ALERTS = 10_000
 #: Outcomes that are alerted when recorded.
 ALERTED = ("warn", "hold", "block")
 
@@ -174,7 +176,6 @@ class GuardService:
         self.actions = GuardActions(hs, self)
         self._created: OrderedDict[str, int | None] = OrderedDict()
         self._room_settings: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
-        self._members: dict[str, tuple[int, int]] = {}
         self._pending_alerts: dict[int, tuple[str, str, dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -459,6 +460,8 @@ class GuardService:
                  "event_id": decision.event_id, "origin": decision.origin,
                  "actions": list(decision.actions)},
             )  # fmt: skip
+            if len(self._pending_alerts) > MAX_PENDING_ALERTS:  # no loop drains them (CLI)
+                self._pending_alerts.pop(next(iter(self._pending_alerts)))
             store.run_after_commit(self._alert_committed, decision_id)
         return decision_id
 
