@@ -334,3 +334,17 @@ def test_approval_that_the_room_now_refuses_stays_held(server, room):
     r = admin.request("POST", f"{GUARD}/decisions/{d['id']}/approve", {})
     assert r.status == 403 and r.body["errcode"] == "M_FORBIDDEN"
     assert decisions(server, status="held")[0]["details"]["approve_failed"]
+
+
+def test_no_approval_for_a_suspended_sender(server, room):
+    alice, bob, room_id = room
+    admin = admin_client(server)
+    assert send(alice, room_id, "HOLD").status == 403
+    (d,) = decisions(server, status="held")
+    r = admin.request("PUT", f"/_matrix/client/v1/admin/suspend/{q(alice.user_id)}",
+                      {"suspended": True})  # fmt: skip
+    assert r.status == 200
+    r = admin.request("POST", f"{GUARD}/decisions/{d['id']}/approve", {})
+    assert (r.status, r.body["errcode"]) == (400, "M_INVALID_PARAM")
+    assert "suspended" in r.body["error"] and "HOLD" not in bodies(bob, room_id)
+    assert decisions(server, status="held")[0]["id"] == d["id"]

@@ -6,7 +6,16 @@ policy list is refused at make_join (S-S API "Joining Rooms", "Soft failure").""
 from __future__ import annotations
 
 from bastion.guard.signals import Signal
-from tests.guard.core_support import Scripted, block, bodies, decisions, script_detectors, send
+from tests.guard.core_support import (
+    GUARD,
+    Scripted,
+    admin_client,
+    block,
+    bodies,
+    decisions,
+    script_detectors,
+    send,
+)
 from tests.support import server_pair
 from tests.support.harness import Client
 from tests.support.peer import on_server
@@ -34,6 +43,10 @@ def test_blocked_federated_event_is_soft_failed_and_recorded(pair):
         bad.body["event_id"], a.hs.server_name, alice.user_id, "done", "block")  # fmt: skip
     remote = [c for c in src.seen if not c.local]
     assert remote and all(c.origin == a.hs.server_name for c in remote)
+    # A reversal says the soft failure stays.
+    admin = admin_client(b)
+    r = admin.request("POST", f"{GUARD}/decisions/{d['id']}/reverse", {})
+    assert r.status == 200 and "soft_fail" in r.body["details"]["not_reversible"]
 
 
 def test_policy_listed_user_cannot_join_over_federation(pair):
