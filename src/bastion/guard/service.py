@@ -54,7 +54,7 @@ from bastion.services.security_records import clip, record_in
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
-    from bastion.storage.interface import StateMap, Txn
+    from bastion.storage.interface import Txn
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class RemoteEventCheck:
         self.verdict: Verdict | None = None
         self.ctx: EventContext | None = None
 
-    def __call__(self, current: StateMap) -> str | None:
+    def __call__(self, current: Mapping[tuple[str, str], str]) -> str | None:
         """The reason to soft-fail the event, or None to accept it."""
         guard = self.guard
         ctx = guard.remote_context(self.pdu, self.event_id, self.origin, current)
