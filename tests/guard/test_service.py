@@ -249,3 +249,60 @@ def test_a_parts_matrix_error_refuses_a_local_event_and_soft_fails_a_remote_one(
     assert call_on_server(server, check, {}) == "you are sending messages too fast"
     on_server(server, check.finish())
     assert decisions(server) == []
+
+
+# -- actions -----------------------------------------------------------------------------------
+def test_redact_action_redacts_the_named_events_as_the_moderator(server, client):
+    alice, bob = client.register(), client.register()
+    room_id = create_room(alice, preset="public_chat")
+    assert bob.request("POST", f"/_matrix/client/v3/join/{room_id}", {}).status == 200
+    earlier = [send(bob, room_id, f"spam {i}").body["event_id"] for i in range(3)]
+    script_detectors(server, Scripted({"spam 3": Signal(
+        "detector.message_flood", "block", 0.9, "flood", {"event_ids": earlier}, "redact")}))  # fmt: skip
+    assert send(bob, room_id, "spam 3").status == 403
+    (d,) = decisions(server)
+    done = d["details"]["carried_out"]["redact"]
+    assert done == {"done": True, "moderator": alice.user_id, "event_ids": earlier}
+    for eid in earlier:
+        ev = alice.request("GET", f"/_matrix/client/v3/rooms/{room_id}/event/{eid}").body
+        assert ev["content"] == {} and "redacted_because" in ev["unsigned"]
+
+
+def test_server_acl_action_and_its_reversal(server, client):
+    hs = server.hs
+    alice = client.register()
+    room_id = create_room(alice)
+    acts = hs.guard.actions
+    assert on_server(server, acts.server_acl(room_id, "evil.example", deny=True))["done"]
+    acl = alice.request("GET", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.server_acl/")
+    assert acl.body["deny"] == ["evil.example"] and acl.body["allow"] == ["*"]
+    again = on_server(server, acts.server_acl(room_id, "evil.example", deny=True))
+    assert again["done"] is False
+    own = on_server(server, acts.server_acl(room_id, hs.server_name, deny=True))
+    assert own["done"] is False
+    assert on_server(server, acts.server_acl(room_id, "evil.example", deny=False))["done"]
+    acl = alice.request("GET", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.server_acl/")
+    assert acl.body["deny"] == []
+
+
+def test_cool_room_and_lock_actions(server, client):
+    hs = server.hs
+    alice, bob = client.register(), client.register()
+    room_id = create_room(alice, preset="public_chat")
+    started = []
+
+    async def start(rid, until, reason):
+        started.append((rid, until, reason))
+
+    hs.guard.cooling.start = start  # type: ignore[method-assign]
+    script_detectors(server, Scripted(when=lambda ctx: Signal(
+        "detector.join_wave", "warn", 0.9, "60 joins in an hour", {"until_ms": 123}, "cool_room")
+        if ctx.membership == "join" else None))  # fmt: skip
+    assert bob.request("POST", f"/_matrix/client/v3/join/{room_id}", {}).status == 200
+    assert started == [(room_id, 123, "60 joins in an hour")]
+    res = on_server(server, hs.guard.actions.set_account_flag(bob.user_id, "locked", True, 1,
+                                                              "server", "test"))  # fmt: skip
+    assert res == {"done": True, "user_id": bob.user_id}
+    assert bob.request("GET", "/_matrix/client/v3/account/whoami").body["errcode"] == (
+        "M_USER_LOCKED")  # fmt: skip
+    assert [x["action"] for x in ledger_actions(server, "account.lock")] == ["account.lock"]
