@@ -47,7 +47,7 @@ from bastion.guard.login_defence import LoginDefence
 from bastion.guard.policy_service import PolicyLists
 from bastion.guard.rate_limiter import RateLimits
 from bastion.guard.room_cooling import RoomCooling
-from bastion.guard.room_settings import parse_room_settings
+from bastion.guard.room_settings import parse_room_settings, runtime_view
 from bastion.guard.signals import Decision, EventContext, Signal, Verdict, combine
 from bastion.ledger import records
 from bastion.services.security_records import clip, record_in
@@ -503,13 +503,14 @@ class GuardService:
     # ------------------------------------------------------------------------------------------
     def room_settings(self, room_id: str) -> Mapping[str, Any]:
         """A room's guard settings (classifier thresholds, detectors on/off; ``{}``: the
-        server's defaults), cached."""
+        server's defaults), cached; the thresholds also as fractions
+        (:func:`~bastion.guard.room_settings.runtime_view`)."""
         cache = self._room_settings
         hit = cache.get(room_id)
         if hit is not None:
             return hit
         stored = self.hs.store.get_guard_room_settings(room_id)
-        settings: Mapping[str, Any] = stored if isinstance(stored, dict) else {}
+        settings: Mapping[str, Any] = runtime_view(stored) if isinstance(stored, dict) else {}
         cache[room_id] = settings
         if len(cache) > ROOM_SETTINGS_CACHE_SIZE:
             cache.popitem(last=False)
