@@ -156,13 +156,13 @@ def remote_pdu(body: str, room_id: str = "!r:localhost") -> dict:
             "content": {"msgtype": "m.text", "body": body}, "origin_server_ts": 1}  # fmt: skip
 
 
-def test_remote_event_check_soft_fails_blocked_and_held(server, alerts):
+def test_check_remote_event_soft_fails_blocked_and_held(server, alerts):
     hs = server.hs
     script_detectors(server, Scripted({"BLOCK": block(action="server_acl"), "HOLD": hold(),
                                        "WARN": warn()}))  # fmt: skip
     for body, reason, status in (("BLOCK", "spam", "done"), ("HOLD", "looks like spam", "open"),
                                  ("WARN", None, "done"), ("fine", None, None)):  # fmt: skip
-        check = hs.guard.remote_event_check("evil.example", remote_pdu(body), "$" + body)
+        check = hs.guard.check_remote_event("evil.example", remote_pdu(body), "$" + body)
         assert check is not None
         assert call_on_server(server, check, {}) == reason
         ctx = check.ctx
@@ -180,23 +180,23 @@ def test_remote_event_check_soft_fails_blocked_and_held(server, alerts):
     assert len(decisions(server)) == 3
 
 
-def test_remote_event_check_rate_limited_is_soft_failed_not_recorded(server):
+def test_check_remote_event_rate_limited_is_soft_failed_not_recorded(server):
     hs = server.hs
     hs.guard.limits.remote_event_allowed = lambda ctx: False  # type: ignore[method-assign]
-    check = hs.guard.remote_event_check("evil.example", remote_pdu("hi"), "$1")
+    check = hs.guard.check_remote_event("evil.example", remote_pdu("hi"), "$1")
     assert check is not None
     assert call_on_server(server, check, {}) == "evil.example is sending too many events"
     on_server(server, check.finish())
     assert decisions(server) == []
 
 
-def test_remote_event_check_in_shadow_mode_accepts_and_records(tmp_path):
+def test_check_remote_event_in_shadow_mode_accepts_and_records(tmp_path):
     from tests.support.harness import ServerThread
 
     srv = ServerThread(tmp_path / "data", guard={"mode": "shadow"}).start()
     try:
         script_detectors(srv, Scripted({"BLOCK": block()}))
-        check = srv.hs.guard.remote_event_check("evil.example", remote_pdu("BLOCK"), "$b")
+        check = srv.hs.guard.check_remote_event("evil.example", remote_pdu("BLOCK"), "$b")
         assert check is not None and call_on_server(srv, check, {}) is None
         on_server(srv, check.finish())
         assert [d["status"] for d in decisions(srv)] == ["shadow"]
@@ -245,7 +245,7 @@ def test_a_parts_matrix_error_refuses_a_local_event_and_soft_fails_a_remote_one(
     room_id = create_room(alice)
     r = send(alice, room_id, "hi")
     assert r.status == 429 and r.body["retry_after_ms"] == 2000
-    check = server.hs.guard.remote_event_check("evil.example", remote_pdu("hi"), "$t")
+    check = server.hs.guard.check_remote_event("evil.example", remote_pdu("hi"), "$t")
     assert check is not None
     assert call_on_server(server, check, {}) == "you are sending messages too fast"
     on_server(server, check.finish())

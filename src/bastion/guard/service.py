@@ -12,7 +12,7 @@ policy -> action -> alert + ledger record):
   with the decision, 403 ``M_FORBIDDEN`` saying it waits for a moderator, whose approval sends
   it (:mod:`bastion.guard.decisions`); warn -> recorded and alerted, the event goes through;
   shadow mode (``guard.mode = "shadow"``) -> recorded with status ``shadow``, nothing enforced.
-* :meth:`GuardService.remote_event_check` — a federated event after its signature, hash and
+* :meth:`GuardService.check_remote_event` — a federated event after its signature, hash and
   auth checks (S-S API "Checks performed on receipt of a PDU"), decided under the room's lock
   with checks 5-6: a blocked or held event is soft-failed (S-S API "Soft failure": stored, not
   served, never a forward extremity) and recorded.
@@ -378,7 +378,7 @@ class GuardService:
     # ------------------------------------------------------------------------------------------
     # Federated events and memberships
     # ------------------------------------------------------------------------------------------
-    def remote_event_check(
+    def check_remote_event(
         self, origin: str, pdu: Mapping[str, Any], event_id: str
     ) -> RemoteEventCheck | None:
         """The check a federated event's append runs under the room's lock (None: the guard
