@@ -307,3 +307,20 @@ def test_cool_room_and_lock_actions(server, client):
     assert bob.request("GET", "/_matrix/client/v3/account/whoami").body["errcode"] == (
         "M_USER_LOCKED")  # fmt: skip
     assert [x["action"] for x in ledger_actions(server, "account.lock")] == ["account.lock"]
+
+
+def test_a_repeated_remote_refusal_is_recorded_once(server, client):
+    hs = server.hs
+    alice = client.register()
+    room_id = create_room(alice, preset="public_chat")
+    hs.guard.policy.signals = lambda ctx: [  # type: ignore[method-assign]
+        Signal("policy.user", "block", 1.0, "listed")]  # fmt: skip
+    for _ in range(5):
+        with pytest.raises(MatrixError):
+            on_server(server, hs.guard.check_remote_membership(
+                "evil.example", room_id, "@spammer:evil.example", "join"))  # fmt: skip
+    assert len(decisions(server)) == 1
+    # A room this server does not hold: nothing is asked (the handler answers 404).
+    on_server(server, hs.guard.check_remote_membership(
+        "evil.example", "!unknown:localhost", "@spammer:evil.example", "join"))  # fmt: skip
+    assert len(decisions(server)) == 1
