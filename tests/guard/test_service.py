@@ -324,3 +324,22 @@ def test_a_repeated_remote_refusal_is_recorded_once(server, client):
     on_server(server, hs.guard.check_remote_membership(
         "evil.example", "!unknown:localhost", "@spammer:evil.example", "join"))  # fmt: skip
     assert len(decisions(server)) == 1
+
+
+def test_remote_events_with_the_guard_disabled_meet_only_the_rate_limits(tmp_path):
+    from tests.support.harness import ServerThread
+
+    srv = ServerThread(tmp_path / "data", guard={"enabled": False}).start()
+    try:
+        src = script_detectors(srv, Scripted({"BLOCK": block()}))
+        allowed = [True]
+        srv.hs.guard.limits.remote_event_allowed = lambda ctx: allowed[0]  # type: ignore[method-assign]
+        check = srv.hs.guard.check_remote_event("evil.example", remote_pdu("BLOCK"), "$b")
+        assert call_on_server(srv, check, {}) is None
+        allowed[0] = False
+        check = srv.hs.guard.check_remote_event("evil.example", remote_pdu("BLOCK"), "$c")
+        assert call_on_server(srv, check, {}) == "evil.example is sending too many events"
+        on_server(srv, check.finish())
+        assert src.seen == [] and decisions(srv) == []
+    finally:
+        srv.stop()

@@ -131,6 +131,8 @@ class RemoteEventCheck:
         if not guard.limits.remote_event_allowed(ctx):
             # The rate-limit part records when a throttle starts; not every refused event.
             return f"{self.origin} is sending too many events"
+        if not guard.enabled:
+            return None  # rate limits only (they have their own switch)
         try:
             sigs = guard.content_signals(ctx)
         except MatrixError as e:
@@ -388,11 +390,9 @@ class GuardService:
     # ------------------------------------------------------------------------------------------
     def check_remote_event(
         self, origin: str, pdu: Mapping[str, Any], event_id: str
-    ) -> RemoteEventCheck | None:
-        """The check a federated event's append runs under the room's lock (None: the guard
-        is off)."""
-        if not self.enabled:
-            return None
+    ) -> RemoteEventCheck:
+        """The check a federated event's append runs under the room's lock (with the guard
+        off, ``guard.enabled = false``, only the rate limits)."""
         return RemoteEventCheck(self, origin, pdu, event_id)
 
     async def check_remote_membership(
