@@ -343,3 +343,24 @@ def test_remote_events_with_the_guard_disabled_meet_only_the_rate_limits(tmp_pat
         assert src.seen == [] and decisions(srv) == []
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("version", ["10", "12"])
+def test_the_server_side_moderator(server, client, version):
+    hs = server.hs
+    alice, bob, carol = client.register(), client.register(), client.register()
+    room_id = create_room(alice, preset="public_chat", room_version=version)
+    for c in (bob, carol):
+        assert c.request("POST", f"/_matrix/client/v3/join/{room_id}", {}).status == 200
+    moderator = hs.guard.actions.moderator
+    assert call_on_server(server, moderator, room_id, "ban") == alice.user_id
+    assert call_on_server(server, moderator, room_id, ("state", "m.room.server_acl")) == (
+        alice.user_id)  # fmt: skip
+    # alice leaves: bob, given moderator power, is the one; carol (default 0) never.
+    pl = alice.request("GET", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.power_levels/").body
+    pl["users"][bob.user_id] = 50
+    r = alice.request("PUT", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.power_levels/", pl)
+    assert r.status == 200, r.body
+    assert alice.request("POST", f"/_matrix/client/v3/rooms/{room_id}/leave", {}).status == 200
+    assert call_on_server(server, moderator, room_id, "ban") == bob.user_id
+    assert call_on_server(server, moderator, room_id, ("state", "m.room.server_acl")) is None
