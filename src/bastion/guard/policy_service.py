@@ -1,20 +1,322 @@
-"""(Skeleton of the contract: the policy part replaces this module.)"""
+"""The policy lists the server enforces (``hs.guard.policy``): which lists, their rules kept
+current from each policy room's state, and what they say about an event or a server.
+
+C-S API "Moderation policy lists" leaves subscribing and enforcement to the implementation.
+Here:
+
+* **Which lists.** The policy rooms named in ``[guard.policy] lists`` (trusted from the config
+  file) and those an admin subscribed through ``PUT /_bastion/admin/v1/guard/policy_lists/
+  {roomId}`` (table ``guard_policy_lists``). The admin chooses which lists to trust; nothing
+  else is read.
+* **Holding the room.** Rules are read from the room's current state, so the server must hold
+  the room: a local user joined to it (a local policy room, or a remote one a local user
+  joined over federation). Subscribing to a room the server does not hold is refused with
+  ``M_FORBIDDEN`` naming what to do (join it with a local account first, for example the
+  admin's own); the server never joins a room on its own. A list named in the config file
+  whose room the server does not hold is listed by the admin API as ``held: false`` and bans
+  nothing until a local user joins it.
+* **Kept current, cheaply.** A store listener marks a subscribed room dirty after any commit
+  that touched it; the next check re-reads that room's rule state events and recompiles the
+  list only when they changed. A check is then dict lookups and compiled globs: no database
+  read, no work per rule beyond the globs.
+* **Signals** (:meth:`PolicyLists.signals`, called by the guard for local and federated events
+  and remote membership): invites from or to a banned user, from a banned server or into a
+  banned room; joins by banned users and into banned rooms; events from banned users or
+  servers in federated rooms (soft-failed); events into banned rooms. Each is a ``block``
+  signal with the rule as evidence (``policy.user``, ``policy.server``, ``policy.room``).
+  With ``server_acl`` on, a server ban also asks for the ``server_acl`` action (the guard adds
+  the server to the room's ``m.room.server_acl`` deny list where a local user has the power).
+* **Origins** (:meth:`PolicyLists.origin_banned`): inbound federation requests from a banned
+  server are refused with 403 (``HomeServer.federation_authenticate``).
+
+This server's own name is never banned by a server rule (a list cannot cut the server off from
+itself).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bastion.errors import forbidden
+from bastion.guard.policy_lists import (
+    RULE_EVENT_TYPES,
+    CompiledRules,
+    PolicyConfig,
+    Rule,
+    rules_from_state,
+    server_host,
+)
+from bastion.guard.signals import EventContext, Signal
 
 if TYPE_CHECKING:
-    from bastion.guard.signals import EventContext, Signal
     from bastion.server import HomeServer
+
+log = logging.getLogger(__name__)
+
+#: Signal sources.
+SOURCE_USER = "policy.user"
+SOURCE_SERVER = "policy.server"
+SOURCE_ROOM = "policy.room"
+
+
+@dataclass
+class PolicyList:
+    """One subscribed list and its compiled rules."""
+
+    room_id: str
+    #: "config" (the config file) or "admin" (the admin API).
+    source: str
+    shortcode: str | None = None
+    added_by: str | None = None
+    added_ts: int | None = None
+    rules: CompiledRules | None = None
+    #: The rule state (type, state_key, event ID) the rules were compiled from.
+    version: tuple[tuple[str, str, str], ...] = ()
+    #: Whether the server holds the room (a local user joined).
+    held: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.shortcode or self.room_id
+
+    def describe(self) -> dict[str, Any]:
+        rules = self.rules
+        out: dict[str, Any] = {
+            "room_id": self.room_id, "source": self.source, "shortcode": self.shortcode,
+            "held": self.held, "rule_counts": rules.counts() if rules else {},
+            "dropped_globs": rules.dropped if rules else 0,
+            "bans": [r.describe() for r in rules.rules] if rules else [],
+        }  # fmt: skip
+        if self.added_by is not None:
+            out["added_by"] = self.added_by
+            out["added_ts"] = self.added_ts
+        return out
 
 
 class PolicyLists:
+    """``hs.guard.policy``."""
+
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
+        self.config: PolicyConfig = hs.config.guard_config.policy
+        self.enabled: bool = hs.config.guard_config.enabled
+        self._own_host = server_host(hs.server_name)
+        self._lists: dict[str, PolicyList] = {}
+        self._loaded = False
+        #: Subscribed rooms whose state may have changed (set by the store listener on the
+        #: writer thread, drained on the event loop).
+        self._dirty: set[str] = set()
+        self._watched: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+        hs.store.add_listener(self._on_commit)
 
-    def signals(self, ctx: EventContext) -> list[Signal]:
-        return []
+    # -- the lists ---------------------------------------------------------------------------
+    def _on_commit(self, _pos: int, keys: set[str]) -> None:
+        """Store listener (writer thread): mark subscribed rooms that a commit touched."""
+        watched = self._watched
+        if not watched or not keys:
+            return
+        touched = watched.intersection(keys)
+        if touched:
+            with self._lock:
+                self._dirty.update(touched)
+
+    def _load(self) -> None:
+        lists: dict[str, PolicyList] = {}
+        for room_id in self.config.lists:
+            lists[room_id] = PolicyList(room_id, "config")
+        for room_id, shortcode, added_by, added_ts in self.hs.store.guard_policy_lists():
+            entry = lists.get(room_id)
+            if entry is None:
+                lists[room_id] = PolicyList(room_id, "admin", shortcode, added_by, added_ts)
+            else:  # in the config file and subscribed too: the admin's shortcode is kept
+                entry.shortcode, entry.added_by, entry.added_ts = shortcode, added_by, added_ts
+        self._lists = lists
+        self._watched = frozenset(lists)
+        with self._lock:
+            self._dirty = set(lists)
+        self._loaded = True
+
+    def _refresh(self) -> None:
+        """Load the lists on first use; re-read the rooms marked dirty."""
+        if not self._loaded:
+            self._load()
+        if not self._dirty:
+            return
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        for room_id in dirty:
+            entry = self._lists.get(room_id)
+            if entry is not None:
+                self._rebuild(entry)
+
+    def _rebuild(self, entry: PolicyList) -> None:
+        store = self.hs.store
+        entry.held = self.server_holds(entry.room_id)
+        state = store.get_current_state_ids(entry.room_id) if entry.held else {}
+        version = tuple(sorted((t, k, e) for (t, k), e in state.items() if t in RULE_EVENT_TYPES))
+        if entry.rules is not None and version == entry.version:
+            return
+        rows = store.get_event_rows([e for _t, _k, e in version])
+        events: list[tuple[str, str, Any]] = []
+        for etype, state_key, event_id in version:
+            row = rows.get(event_id)
+            if row is not None:
+                events.append((etype, state_key, row.event.get("content") or {}))
+        entry.rules = rules_from_state(entry.room_id, events)
+        entry.version = version
+        log.info(
+            "policy list %s: %s rules (%d globs dropped)",
+            entry.room_id, entry.rules.counts(), entry.rules.dropped,
+        )  # fmt: skip
+
+    def server_holds(self, room_id: str) -> bool:
+        """Whether a local user is joined to the room (so its current state is kept here)."""
+        if not self.hs.store.room_exists(room_id):
+            return False
+        is_local = self.hs.rooms.is_local
+        return any(is_local(u) for u in self.hs.store.get_joined_users(room_id))
+
+    def lists(self) -> list[PolicyList]:
+        """The subscribed lists, current."""
+        self._refresh()
+        return list(self._lists.values())
+
+    def reload(self) -> None:
+        """Re-read which lists are subscribed (after the admin API changed them)."""
+        self._loaded = False
+        self._refresh()
+
+    # -- lookups -----------------------------------------------------------------------------
+    def _match(self, kind: str, value: str) -> tuple[PolicyList, Rule] | None:
+        for entry in self._lists.values():
+            rules = entry.rules
+            if rules is None:
+                continue
+            rule = rules.match(kind, value)
+            if rule is not None:
+                return entry, rule
+        return None
+
+    def banned_user(self, user_id: str) -> tuple[PolicyList, Rule] | None:
+        self._refresh()
+        return self._match("user", user_id)
+
+    def banned_server(self, server_name: str) -> tuple[PolicyList, Rule] | None:
+        self._refresh()
+        if not server_name or server_host(server_name) == self._own_host:
+            return None
+        return self._match("server", server_name)
+
+    def banned_room(self, room_id: str) -> tuple[PolicyList, Rule] | None:
+        self._refresh()
+        return self._match("room", room_id)
 
     def origin_banned(self, server_name: str) -> str | None:
-        return None
+        """The reason inbound federation from ``server_name`` is refused, or None."""
+        if not self.enabled or not self.config.federation_origins:
+            return None
+        hit = self.banned_server(server_name)
+        if hit is None:
+            return None
+        return f"the server {server_host(server_name)} is {_banned_by(*hit)}"
+
+    def require_origin(self, server_name: str) -> None:
+        """S-S API requests: 403 ``M_FORBIDDEN`` when the origin is banned by a list."""
+        reason = self.origin_banned(server_name)
+        if reason is not None:
+            raise forbidden(reason)
+
+    # -- signals -----------------------------------------------------------------------------
+    def signals(self, ctx: EventContext) -> list[Signal]:
+        """What the subscribed lists say about one event (local or federated)."""
+        if not self.enabled:
+            return []
+        self._refresh()
+        if not self._lists:
+            return []
+        cfg = self.config
+        out: list[Signal] = []
+        membership = ctx.membership
+        sender_server = _server_of(ctx.sender)
+
+        def user(user_id: str, what: str) -> None:
+            hit = self._match("user", user_id)
+            if hit is not None:
+                out.append(_signal(SOURCE_USER, what, user_id, *hit))
+
+        def server(server_name: str | None, what: str) -> None:
+            if not server_name or server_host(server_name) == self._own_host:
+                return
+            hit = self._match("server", server_name)
+            if hit is not None:
+                action = "server_acl" if cfg.server_acl and not ctx.local else None
+                out.append(_signal(SOURCE_SERVER, what, server_host(server_name), *hit,
+                                   action=action))  # fmt: skip
+
+        def room(what: str) -> None:
+            hit = self._match("room", ctx.room_id)
+            if hit is not None:
+                out.append(_signal(SOURCE_ROOM, what, ctx.room_id, *hit))
+
+        if membership == "invite":
+            if cfg.invites:
+                user(ctx.sender, "an invite from")
+                if ctx.state_key is not None and ctx.state_key != ctx.sender:
+                    user(ctx.state_key, "an invite to")
+                server(sender_server, "an invite from")
+                if not ctx.local:
+                    server(ctx.origin, "an invite from")
+                if ctx.state_key is not None:
+                    server(_server_of(ctx.state_key), "an invite to")
+                room("an invite into")
+            return _dedupe(out)
+        if membership in ("join", "knock"):
+            if cfg.joins:
+                user(ctx.sender, "a join by")
+                server(sender_server, "a join by")
+                room("a join into")
+            return _dedupe(out)
+        if membership in ("leave", "ban"):
+            return []  # leaving, kicking and banning are never refused by a list
+        if not ctx.local and cfg.events:
+            user(ctx.sender, "an event from")
+            server(sender_server, "an event from")
+            server(ctx.origin, "an event from")
+        if cfg.rooms:
+            room("an event into")
+        return _dedupe(out)
+
+
+def _server_of(user_id: str) -> str | None:
+    _local, sep, server = user_id.partition(":")
+    return server if sep and server else None
+
+
+def _banned_by(entry: PolicyList, rule: Rule) -> str:
+    why = f" ({rule.reason})" if rule.reason else ""
+    return f"banned by the policy list {entry.name}{why}"
+
+
+def _signal(
+    source: str, what: str, subject: str, entry: PolicyList, rule: Rule,
+    *, action: str | None = None,
+) -> Signal:  # fmt: skip
+    evidence = {"subject": subject, "list": entry.room_id, "rule": rule.describe()}
+    reason = f"{what} {subject}: {subject} is {_banned_by(entry, rule)}"
+    return Signal(source, "block", 1.0, reason, evidence, action)
+
+
+def _dedupe(signals: Iterable[Signal]) -> list[Signal]:
+    seen: set[tuple[str, str]] = set()
+    out: list[Signal] = []
+    for s in signals:
+        key = (s.source, str(s.evidence.get("subject")))
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out

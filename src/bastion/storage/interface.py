@@ -756,6 +756,12 @@ class GuardLoginStore(Protocol):
 class GuardPolicyStore(Protocol):
     """The policy lists the server enforces (policy part)."""
 
+    def guard_policy_lists(self) -> list[tuple[str, str | None, str, int]]: ...
+    def add_guard_policy_list_in(
+        self, conn: Txn, room_id: str, shortcode: str | None, added_by: str, now_ms: int
+    ) -> bool: ...
+    def remove_guard_policy_list_in(self, conn: Txn, room_id: str) -> bool: ...
+
 
 class ServerNoticesStore(Protocol):
     """Each user's server-notices room (notices part)."""

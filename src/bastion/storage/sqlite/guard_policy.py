@@ -1,6 +1,10 @@
-"""(Skeleton of the contract: the policy part fills this module; tables in migration 0005.)"""
+"""The policy lists the server enforces (the guard's policy part; table ``guard_policy_lists``
+in migration 0005): the policy rooms an admin subscribed through the admin API. Lists trusted
+from the config file (``[guard.policy] lists``) are not stored here."""
 
 from __future__ import annotations
+
+import sqlite3
 
 from bastion.storage.sqlite.base import StoreBase
 
@@ -8,4 +12,36 @@ STREAMS: list[tuple[str, str]] = []
 
 
 class GuardPolicyStore(StoreBase):
-    pass
+    def guard_policy_lists(self) -> list[tuple[str, str | None, str, int]]:
+        """Every subscribed list: (room ID, shortcode, added by, added ts), oldest first."""
+        rows = self.db.read(
+            "SELECT room_id, shortcode, added_by, added_ts FROM guard_policy_lists"
+            " ORDER BY added_ts, room_id"
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def add_guard_policy_list_in(
+        self, conn: sqlite3.Connection, room_id: str, shortcode: str | None, added_by: str,
+        now_ms: int,
+    ) -> bool:  # fmt: skip
+        """Subscribe to a list (or change its shortcode); True when it is new."""
+        existed = conn.execute(
+            "SELECT 1 FROM guard_policy_lists WHERE room_id = ?", (room_id,)
+        ).fetchone()
+        if existed is not None:
+            conn.execute(
+                "UPDATE guard_policy_lists SET shortcode = ? WHERE room_id = ?",
+                (shortcode, room_id),
+            )
+            return False
+        conn.execute(
+            "INSERT INTO guard_policy_lists (room_id, shortcode, added_by, added_ts)"
+            " VALUES (?,?,?,?)",
+            (room_id, shortcode, added_by, now_ms),
+        )
+        return True
+
+    def remove_guard_policy_list_in(self, conn: sqlite3.Connection, room_id: str) -> bool:
+        """Unsubscribe from a list; True when it was subscribed."""
+        cur = conn.execute("DELETE FROM guard_policy_lists WHERE room_id = ?", (room_id,))
+        return cur.rowcount > 0
