@@ -30,7 +30,8 @@ Here:
   server are refused with 403 (``HomeServer.federation_authenticate``).
 
 This server's own name is never banned by a server rule (a list cannot cut the server off from
-itself).
+itself): compared whole, port included, so a rule naming a host also bans other servers on the
+same host with other ports.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class PolicyLists:
         self.hs = hs
         self.config: PolicyConfig = hs.config.guard_config.policy
         self.enabled: bool = hs.config.guard_config.enabled
-        self._own_host = server_host(hs.server_name)
+        self._own_name = hs.server_name
         self._lists: dict[str, PolicyList] = {}
         self._loaded = False
         #: Subscribed rooms whose state may have changed (set by the store listener on the
@@ -208,7 +209,7 @@ class PolicyLists:
 
     def banned_server(self, server_name: str) -> tuple[PolicyList, Rule] | None:
         self._refresh()
-        if not server_name or server_host(server_name) == self._own_host:
+        if not server_name or server_name == self._own_name:
             return None
         return self._match("server", server_name)
 
@@ -250,7 +251,7 @@ class PolicyLists:
                 out.append(_signal(SOURCE_USER, what, user_id, *hit))
 
         def server(server_name: str | None, what: str) -> None:
-            if not server_name or server_host(server_name) == self._own_host:
+            if not server_name or server_name == self._own_name:
                 return
             hit = self._match("server", server_name)
             if hit is not None:
