@@ -158,8 +158,11 @@ class PolicyLists:
     def _rebuild(self, entry: PolicyList) -> None:
         store = self.hs.store
         entry.held = self.server_holds(entry.room_id)
-        state = store.get_current_state_ids(entry.room_id) if entry.held else {}
-        version = tuple(sorted((t, k, e) for (t, k), e in state.items() if t in RULE_EVENT_TYPES))
+        version = (
+            tuple(store.guard_policy_rule_state(entry.room_id, RULE_EVENT_TYPES))
+            if entry.held
+            else ()
+        )
         if entry.rules is not None and version == entry.version:
             return
         rows = store.get_event_rows([e for _t, _k, e in version])

@@ -757,6 +757,9 @@ class GuardPolicyStore(Protocol):
     """The policy lists the server enforces (policy part)."""
 
     def guard_policy_lists(self) -> list[tuple[str, str | None, str, int]]: ...
+    def guard_policy_rule_state(
+        self, room_id: str, types: Iterable[str]
+    ) -> list[tuple[str, str, str]]: ...
     def add_guard_policy_list_in(
         self, conn: Txn, room_id: str, shortcode: str | None, added_by: str, now_ms: int
     ) -> bool: ...

@@ -5,6 +5,7 @@ from the config file (``[guard.policy] lists``) are not stored here."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 
 from bastion.storage.sqlite.base import StoreBase
 
@@ -19,6 +20,22 @@ class GuardPolicyStore(StoreBase):
             " ORDER BY added_ts, room_id"
         )
         return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def guard_policy_rule_state(
+        self, room_id: str, types: Iterable[str]
+    ) -> list[tuple[str, str, str]]:
+        """The room's current state entries of the given (policy rule) types: (type, state key,
+        event ID), ordered; one indexed read, whatever else the room's state holds."""
+        wanted = list(types)
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        rows = self.db.read(
+            "SELECT type, state_key, event_id FROM current_state"  # noqa: S608 - placeholders only
+            f" WHERE room_id = ? AND type IN ({marks}) ORDER BY type, state_key",
+            (room_id, *wanted),
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
 
     def add_guard_policy_list_in(
         self, conn: sqlite3.Connection, room_id: str, shortcode: str | None, added_by: str,
