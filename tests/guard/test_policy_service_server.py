@@ -5,6 +5,7 @@ rule removed (empty content) is lifted; every subscription change and decision i
 from __future__ import annotations
 
 import json
+import time
 import urllib.parse
 import uuid
 
@@ -249,3 +250,48 @@ def test_banned_origin_transaction_is_refused(tmp_path, test_ca):
     finally:
         a.stop()
         b.stop()
+
+
+def test_server_acl_sweep_denies_banned_servers_but_never_this_one(tmp_path):
+    srv = ServerThread(tmp_path / "hs", guard={"policy": {"server_acl": True}}).start()
+    try:
+        admin = make_user(srv, "admin", admin=True)
+        room = create_room(admin)
+        # A room where no local user has the power to change the ACL (v10: no creator power).
+        theirs = create_room(admin, room_version="10", power_level_content_override={
+            "events": {"m.room.server_acl": 101}})  # fmt: skip
+        lists = create_room(admin, preset="private_chat")
+        put_rule(admin, lists, "server", "evil", ban("evil.example", "abuse"))
+        put_rule(admin, lists, "server", "globs", ban("*.spam.example", "spam"))
+        put_rule(admin, lists, "server", "all", ban("*", "hostile: would cut us off"))
+        put_rule(admin, lists, "server", "us", ban("local?ost", "hostile too"))
+        put_rule(admin, lists, "server", "hashed", {
+            "hashes": {"sha256": "VPqwbUV7mMMkOVto3kPwsNXXiALMs7VCKWh3OeqqjGs="},
+            "recommendation": "m.ban"})  # fmt: skip
+        assert admin.request("PUT", f"{API}/{q(lists)}", {}).status == 200
+
+        def deny(room_id: str) -> list:
+            r = admin.request("GET", f"{V3}/rooms/{q(room_id)}/state/m.room.server_acl/")
+            return r.body.get("deny", []) if r.status == 200 else []
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(deny(room)) < 2:
+            time.sleep(0.1)
+        assert sorted(deny(room)) == ["*.spam.example", "evil.example"]
+        assert sorted(deny(lists)) == ["*.spam.example", "evil.example"]
+        assert deny(theirs) == []
+        rows = db_rows(srv, "SELECT source, room_id, actions, origin FROM guard_decisions"
+                            " WHERE source = 'policy.server'")  # fmt: skip
+        assert {(r["room_id"], r["origin"]) for r in rows} >= {(room, "evil.example")}
+        assert all(json.loads(r["actions"]) == ["server_acl"] for r in rows)
+        # A later rule is swept too.
+        put_rule(admin, lists, "server", "late", ban("late.example", "late"))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "late.example" not in deny(room):
+            time.sleep(0.1)
+        assert "late.example" in deny(room)
+        r = admin.request("PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/t1",
+                          {"msgtype": "m.text", "body": "still here"})  # fmt: skip
+        assert r.status == 200, r.body
+    finally:
+        srv.stop()

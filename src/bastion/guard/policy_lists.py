@@ -94,9 +94,9 @@ class PolicyConfig:
     server, or into a banned room. ``joins``: refuse joins by banned users and into banned
     rooms. ``events``: refuse (soft-fail) events from banned users and servers in federated
     rooms. ``rooms``: refuse events into banned rooms. ``federation_origins``: refuse inbound
-    federation requests from banned servers (403). ``server_acl``: a server ban also asks for
-    the server to be added to the ``deny`` list of ``m.room.server_acl`` where it shows up in a
-    room (carried out where a local user has the power).
+    federation requests from banned servers (403). ``server_acl``: a new server ban is added to
+    the ``deny`` list of ``m.room.server_acl`` in every room a local user is joined to and has
+    the power to change it, and an event from a banned server asks for the same in its room.
     """
 
     lists: tuple[str, ...] = ()

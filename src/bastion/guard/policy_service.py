@@ -36,6 +36,7 @@ same host with other ports.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Iterable
@@ -46,12 +47,13 @@ from bastion.errors import forbidden
 from bastion.guard.policy_lists import (
     RULE_EVENT_TYPES,
     CompiledRules,
+    Glob,
     PolicyConfig,
     Rule,
     rules_from_state,
     server_host,
 )
-from bastion.guard.signals import EventContext, Signal
+from bastion.guard.signals import Decision, EventContext, Signal
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
@@ -62,6 +64,8 @@ log = logging.getLogger(__name__)
 SOURCE_USER = "policy.user"
 SOURCE_SERVER = "policy.server"
 SOURCE_ROOM = "policy.room"
+#: New server bans put into room ACLs per rebuild of a list (an ACL event is at most 64 KiB).
+MAX_ACL_SWEEP = 100
 
 
 @dataclass
@@ -113,6 +117,8 @@ class PolicyLists:
         self._dirty: set[str] = set()
         self._watched: frozenset[str] = frozenset()
         self._lock = threading.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         hs.store.add_listener(self._on_commit)
 
     # -- the lists ---------------------------------------------------------------------------
@@ -125,6 +131,13 @@ class PolicyLists:
         if touched:
             with self._lock:
                 self._dirty.update(touched)
+            loop = self._loop
+            if loop is not None and self.config.server_acl:
+                # Server ACLs follow new rules without waiting for the next check.
+                try:
+                    loop.call_soon_threadsafe(self._refresh)
+                except RuntimeError:  # the loop is closed
+                    pass
 
     def _load(self) -> None:
         lists: dict[str, PolicyList] = {}
@@ -146,6 +159,10 @@ class PolicyLists:
         """Load the lists on first use; re-read the rooms marked dirty."""
         if not self._loaded:
             self._load()
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._loop = None
         if not self._dirty:
             return
         with self._lock:
@@ -171,12 +188,62 @@ class PolicyLists:
             row = rows.get(event_id)
             if row is not None:
                 events.append((etype, state_key, row.event.get("content") or {}))
+        before = _server_entities(entry.rules)
         entry.rules = rules_from_state(entry.room_id, events)
         entry.version = version
+        if self.enabled and self.config.server_acl:
+            self._schedule_acl_sweep(entry, before)
         log.info(
             "policy list %s: %s rules (%d globs dropped)",
             entry.room_id, entry.rules.counts(), entry.rules.dropped,
         )  # fmt: skip
+
+    # -- server ACLs ---------------------------------------------------------------------------
+    def _schedule_acl_sweep(self, entry: PolicyList, before: set[str]) -> None:
+        """``server_acl`` on: the list's new server bans go into the ``deny`` list of
+        ``m.room.server_acl`` of every room a local user is joined to, where one has the power
+        (S-S API "Server Access Control Lists"; the spec's suggestion for a server rule applied
+        to a room). Never a rule that would match this server; never a hashed rule (an ACL
+        needs the name). Run as a task: a check never waits for it."""
+        assert entry.rules is not None
+        own = server_host(self._own_name)
+        new = [
+            r for r in entry.rules.rules
+            if r.kind == "server" and r.entity is not None and r.entity not in before
+            and not Glob(r.entity).matches(own)
+        ]  # fmt: skip
+        if not new:
+            return
+        if len(new) > MAX_ACL_SWEEP:
+            log.warning("policy list %s: %d new server bans, the first %d go into room ACLs",
+                        entry.room_id, len(new), MAX_ACL_SWEEP)  # fmt: skip
+            new = new[:MAX_ACL_SWEEP]
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop (command-line tools): nothing to send
+        task = loop.create_task(self._acl_sweep(entry, new))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _acl_sweep(self, entry: PolicyList, rules: list[Rule]) -> None:
+        guard = self.hs.guard
+        for room_id in self.hs.store.guard_local_joined_rooms(self.hs.server_name):
+            for rule in rules:
+                assert rule.entity is not None
+                try:
+                    result = await guard.actions.server_acl(room_id, rule.entity, deny=True)
+                    if not result.get("done"):
+                        continue
+                    reason = f"the server {rule.entity} is {_banned_by(entry, rule)}"
+                    await guard.record(Decision(
+                        source=SOURCE_SERVER, outcome="block", reason=reason,
+                        ts=self.hs.now_ms(), room_id=room_id, origin=rule.entity,
+                        actions=("server_acl",),
+                        details={"rule": rule.describe(), "server_acl": dict(result)},
+                    ))  # fmt: skip
+                except Exception:  # noqa: BLE001 - one room's failure must not stop the sweep
+                    log.exception("policy list %s: server ACL of %s", entry.room_id, room_id)
 
     def server_holds(self, room_id: str) -> bool:
         """Whether a local user is joined to the room (so its current state is kept here)."""
@@ -296,6 +363,12 @@ class PolicyLists:
         return _dedupe(out)
 
 
+def _server_entities(rules: CompiledRules | None) -> set[str]:
+    if rules is None:
+        return set()
+    return {r.entity for r in rules.rules if r.kind == "server" and r.entity is not None}
+
+
 def _server_of(user_id: str) -> str | None:
     _local, sep, server = user_id.partition(":")
     return server if sep and server else None
@@ -311,7 +384,7 @@ def _signal(
     *, action: str | None = None,
 ) -> Signal:  # fmt: skip
     evidence = {"subject": subject, "list": entry.room_id, "rule": rule.describe()}
-    reason = f"{what} {subject}: {subject} is {_banned_by(entry, rule)}"
+    reason = f"{what} {subject}: {_banned_by(entry, rule)}"
     return Signal(source, "block", 1.0, reason, evidence, action)
 
 

@@ -37,6 +37,16 @@ class GuardPolicyStore(StoreBase):
         )
         return [(r[0], r[1], r[2]) for r in rows]
 
+    def guard_local_joined_rooms(self, server_name: str) -> list[str]:
+        """Every room a user of ``server_name`` is joined to (for a server-ACL sweep)."""
+        suffix = ":" + server_name
+        rows = self.db.read(
+            "SELECT DISTINCT room_id FROM current_membership"
+            " WHERE membership = 'join' AND substr(user_id, -?) = ? ORDER BY room_id",
+            (len(suffix), suffix),
+        )
+        return [r[0] for r in rows]
+
     def add_guard_policy_list_in(
         self, conn: sqlite3.Connection, room_id: str, shortcode: str | None, added_by: str,
         now_ms: int,
