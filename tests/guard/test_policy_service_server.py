@@ -128,10 +128,15 @@ def test_subscribe_list_and_rules_take_effect_at_once(server):
     ]
     put_rule(admin, room_id, "user", "spam", {})
     assert signals(server, ctx("@spam1:localhost", public, "join")) == []
-    # A banned room.
+    # A banned room, by ID and by a local alias.
     put_rule(admin, room_id, "room", "bad", ban(public, "bad room"))
     sigs = signals(server, ctx("@alice:localhost", public, "join"))
     assert [s.source for s in sigs] == ["policy.room"]
+    aliased = create_room(admin, room_alias_name="warez")
+    assert signals(server, ctx("@alice:localhost", aliased, "join")) == []
+    put_rule(admin, room_id, "room", "warez", ban("#warez:localhost", "piracy"))
+    (sig,) = signals(server, ctx("@alice:localhost", aliased, "join"))
+    assert sig.source == "policy.room" and sig.evidence["rule"]["alias"] == "#warez:localhost"
 
     # Unsubscribing lifts every rule of the list.
     r = admin.request("DELETE", f"{API}/{q(room_id)}")

@@ -49,6 +49,7 @@ __all__ = [
     "Rule",
     "compile_rules",
     "entity_sha256",
+    "is_glob",
     "parse_policy_config",
     "parse_rule",
     "server_host",
@@ -147,12 +148,16 @@ class Rule:
     state_key: str
     #: The policy room the rule comes from ("" when not known).
     list_id: str = ""
+    #: For a room rule naming an alias: the alias, when ``entity`` is the room ID it resolved to.
+    alias: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """The rule as JSON (admin API, evidence of a signal)."""
         out: dict[str, Any] = {"kind": self.kind, "recommendation": self.recommendation,
                                "reason": self.reason, "type": self.event_type,
                                "state_key": self.state_key, "list": self.list_id}  # fmt: skip
+        if self.alias is not None:
+            out["alias"] = self.alias
         if self.entity is not None:
             out["entity"] = self.entity
         else:

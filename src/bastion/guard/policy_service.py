@@ -40,7 +40,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from bastion.errors import forbidden
@@ -50,6 +50,7 @@ from bastion.guard.policy_lists import (
     Glob,
     PolicyConfig,
     Rule,
+    is_glob,
     rules_from_state,
     server_host,
 )
@@ -66,6 +67,8 @@ SOURCE_SERVER = "policy.server"
 SOURCE_ROOM = "policy.room"
 #: New server bans put into room ACLs per rebuild of a list (an ACL event is at most 64 KiB).
 MAX_ACL_SWEEP = 100
+#: Local aliases resolved per rebuild of a list.
+MAX_ALIAS_LOOKUPS = 1000
 
 
 @dataclass
@@ -191,12 +194,33 @@ class PolicyLists:
         before = _server_entities(entry.rules)
         entry.rules = rules_from_state(entry.room_id, events)
         entry.version = version
+        self._resolve_aliases(entry.rules)
         if self.enabled and self.config.server_acl:
             self._schedule_acl_sweep(entry, before)
         log.info(
             "policy list %s: %s rules (%d globs dropped)",
             entry.room_id, entry.rules.counts(), entry.rules.dropped,
         )  # fmt: skip
+
+    def _resolve_aliases(self, rules: CompiledRules) -> None:
+        """Room rules may name an alias ("the subscriber is responsible for resolving the alias
+        to a room ID if desired"): a local alias (no glob) is resolved when the list is
+        compiled, and the room it names is banned too. Remote aliases are not resolved (that
+        would be a federation query per rule); an alias made after the list changed last is
+        seen at its next change."""
+        store = self.hs.store
+        aliases = [
+            r for r in rules.rules
+            if r.kind == "room" and r.entity is not None and r.entity.startswith("#")
+            and not is_glob(r.entity)
+        ][:MAX_ALIAS_LOOKUPS]  # fmt: skip
+        for rule in aliases:
+            assert rule.entity is not None
+            if not self.hs.rooms.is_local(rule.entity):
+                continue
+            row = store.get_alias(rule.entity)
+            if row is not None:
+                rules.add(replace(rule, entity=row["room_id"], alias=rule.entity))
 
     # -- server ACLs ---------------------------------------------------------------------------
     def _schedule_acl_sweep(self, entry: PolicyList, before: set[str]) -> None:
