@@ -67,6 +67,8 @@ SOURCE_SERVER = "policy.server"
 SOURCE_ROOM = "policy.room"
 #: New server bans put into room ACLs per rebuild of a list (an ACL event is at most 64 KiB).
 MAX_ACL_SWEEP = 100
+#: Rules listed per list by the admin API (the counts are always whole).
+MAX_LISTED_BANS = 1000
 #: Local aliases resolved per rebuild of a list.
 MAX_ALIAS_LOOKUPS = 1000
 
@@ -97,7 +99,8 @@ class PolicyList:
             "room_id": self.room_id, "source": self.source, "shortcode": self.shortcode,
             "held": self.held, "rule_counts": rules.counts() if rules else {},
             "dropped_globs": rules.dropped if rules else 0,
-            "bans": [r.describe() for r in rules.rules] if rules else [],
+            "bans": [r.describe() for r in rules.rules[:MAX_LISTED_BANS]] if rules else [],
+            "bans_truncated": bool(rules and len(rules.rules) > MAX_LISTED_BANS),
         }  # fmt: skip
         if self.added_by is not None:
             out["added_by"] = self.added_by
