@@ -155,6 +155,10 @@ class PolicyLists:
                 lists[room_id] = PolicyList(room_id, "admin", shortcode, added_by, added_ts)
             else:  # in the config file and subscribed too: the admin's shortcode is kept
                 entry.shortcode, entry.added_by, entry.added_ts = shortcode, added_by, added_ts
+        for room_id, entry in lists.items():
+            old = self._lists.get(room_id)
+            if old is not None:  # its compiled rules are kept (re-read only if they changed)
+                entry.rules, entry.version, entry.held = old.rules, old.version, old.held
         self._lists = lists
         self._watched = frozenset(lists)
         with self._lock:
