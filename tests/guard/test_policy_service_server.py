@@ -300,3 +300,35 @@ def test_server_acl_sweep_denies_banned_servers_but_never_this_one(tmp_path):
         assert r.status == 200, r.body
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize(
+    ("guard", "expected"),
+    [
+        ({"policy": {"invites": False}}, {"invite": [], "join": ["policy.user"]}),
+        ({"policy": {"joins": False}}, {"invite": ["policy.user"], "join": []}),
+        ({"policy": {"federation_origins": False}}, {"origin": None}),
+        ({"policy": {"events": False}}, {"remote": []}),
+        ({"enabled": False}, {"invite": [], "join": [], "origin": None, "remote": []}),
+        ({}, {"invite": ["policy.user"], "join": ["policy.user"], "remote": ["policy.server"]}),
+    ],
+)
+def test_what_is_enforced_where_follows_the_config(tmp_path, guard, expected):
+    srv = ServerThread(tmp_path / "hs", guard=guard).start()
+    try:
+        admin = make_user(srv, "admin", admin=True)
+        room_id = policy_room(admin)
+        assert admin.request("PUT", f"{API}/{q(room_id)}", {}).status == 200
+        seen = {
+            "invite": signals(srv, ctx(admin.user_id, "!r:localhost", "invite", "@spam1:localhost")),
+            "join": signals(srv, ctx("@spam1:localhost", "!r:localhost", "join")),
+            "remote": signals(srv, EventContext(
+                "@x:evil.example", "!r:localhost", "m.room.message", {"body": "hi"}, None, 0,
+                False, "evil.example")),
+        }  # fmt: skip
+        got = {k: [s.source for s in v] for k, v in seen.items()}
+        got["origin"] = call_on_server(srv, srv.hs.guard.policy.origin_banned, "evil.example")
+        for key, value in expected.items():
+            assert got[key] == value, (key, got)
+    finally:
+        srv.stop()
