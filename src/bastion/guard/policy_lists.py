@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from bastion.core.glob import Glob
 from bastion.guard.tables import check_keys, get_bool, get_str_list
 
 __all__ = [
@@ -220,70 +220,6 @@ def parse_rule(
 
 
 # -- globs -----------------------------------------------------------------------------------
-class _Piece:
-    """A fixed-length piece of a glob (literal characters and ``?``)."""
-
-    __slots__ = ("size", "text", "wild")
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.size = len(text)
-        # Only literals and ``.``: a pattern without quantifiers or alternation cannot backtrack.
-        self.wild: re.Pattern[str] | None = None
-        if "?" in text:
-            regex = "".join("." if ch == "?" else re.escape(ch) for ch in text)
-            self.wild = re.compile(regex, re.DOTALL)
-
-    def at(self, value: str, pos: int) -> bool:
-        if pos < 0 or pos + self.size > len(value):
-            return False
-        if self.wild is None:
-            return value.startswith(self.text, pos)
-        return self.wild.match(value, pos) is not None
-
-    def find(self, value: str, start: int, end: int) -> int:
-        """The leftmost position in ``value[start:end]`` where the piece fits, or -1."""
-        if self.wild is None:
-            return value.find(self.text, start, end)
-        found = self.wild.search(value, start, end)
-        return -1 if found is None else found.start()
-
-
-class Glob:
-    """A glob (appendices "Glob-style matching") matched in linear passes, never by a
-    backtracking regular expression: split on ``*``, the first piece is anchored at the start,
-    the last at the end, and each middle piece is found leftmost after the one before (leftmost
-    is always a correct choice for pieces separated by ``*``)."""
-
-    __slots__ = ("head", "middle", "minimum", "pattern", "starred", "tail")
-
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-        parts = pattern.split("*")
-        self.starred = len(parts) > 1
-        self.head = _Piece(parts[0])
-        self.tail = _Piece(parts[-1]) if self.starred else _Piece("")
-        self.middle = tuple(_Piece(p) for p in parts[1:-1] if p)
-        self.minimum = self.head.size + self.tail.size + sum(p.size for p in self.middle)
-
-    def matches(self, value: str) -> bool:
-        n = len(value)
-        if not self.starred:
-            return n == self.head.size and self.head.at(value, 0)
-        if n < self.minimum or not self.head.at(value, 0):
-            return False
-        end = n - self.tail.size
-        if not self.tail.at(value, end):
-            return False
-        pos = self.head.size
-        for piece in self.middle:
-            found = piece.find(value, pos, end)
-            if found < 0:
-                return False
-            pos = found + piece.size
-        return pos <= end
-
-
 def is_glob(entity: str) -> bool:
     return "*" in entity or "?" in entity
 
