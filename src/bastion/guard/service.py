@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bastion.core.identifiers import server_name_of
@@ -244,11 +244,22 @@ class GuardService:
             event_id=event_id,
         )  # fmt: skip
 
+    @staticmethod
+    def _part_signals(part: Callable[[EventContext], list[Signal]],
+                      ctx: EventContext) -> list[Signal]:  # fmt: skip
+        """One part's signals; a part that fails is logged and heard as saying nothing (one
+        broken detector must not stop every message of the server)."""
+        try:
+            return list(part(ctx))
+        except Exception:  # noqa: BLE001
+            log.exception("guard part %s failed on an event in %s", part, ctx.room_id)
+            return []
+
     def content_signals(self, ctx: EventContext) -> list[Signal]:
         """What the detectors, the classifier, the policy lists and a cooling room say."""
-        sigs = list(self.detectors.signals(ctx))
-        sigs += self.classifier.signals(ctx)
-        sigs += self.policy.signals(ctx)
+        sigs = self._part_signals(self.detectors.signals, ctx)
+        sigs += self._part_signals(self.classifier.signals, ctx)
+        sigs += self._part_signals(self.policy.signals, ctx)
         if ctx.membership == "join" and ctx.state_key == ctx.sender:
             reason = self.cooling.refuses_join(ctx.room_id, ctx.sender, ctx.now_ms)
             if reason is not None:
@@ -367,23 +378,28 @@ class GuardService:
         return RemoteEventCheck(self, origin, pdu, event_id)
 
     async def check_remote_membership(
-        self, origin: str, room_id: str, user_id: str, membership: str,
-        content: Mapping[str, Any] | None = None, *, event_id: str | None = None,
+        self, origin: str, room_id: str, sender: str, membership: str, *,
+        state_key: str | None = None, content: Mapping[str, Any] | None = None,
+        event_id: str | None = None,
     ) -> None:  # fmt: skip
-        """make_join / send_join / make_knock / send_knock / invite from another server: 403
-        ``M_FORBIDDEN`` when the room is cooling (joins), or a policy list names the user, the
-        server or the room. Recorded when refused."""
-        if not self.enabled:
+        """make_join / send_join / make_knock / send_knock / invite from another server (S-S
+        API "Joining Rooms", "Knocking upon a room", "Inviting to a room"): 403 ``M_FORBIDDEN``
+        when the room cools (joins), or a policy list names the user, the server or the room;
+        an invite is also seen by the detectors (invite fan-out). Recorded when refused."""
+        if not self.enabled or BYPASS.get():
             return
         head = self.hs.rooms.engine.head(room_id)
+        target = sender if state_key is None else state_key
         ctx = self.remote_context(
-            {"type": "m.room.member", "room_id": room_id, "sender": user_id,
-             "state_key": user_id, "content": {**(content or {}), "membership": membership}},
+            {"type": "m.room.member", "room_id": room_id, "sender": sender,
+             "state_key": target, "content": {**(content or {}), "membership": membership}},
             event_id, origin, head.state if head is not None else None,
         )  # fmt: skip
-        sigs = list(self.policy.signals(ctx))
+        sigs = self._part_signals(self.policy.signals, ctx)
+        if membership == "invite":
+            sigs += self._part_signals(self.detectors.signals, ctx)
         if membership == "join":
-            reason = self.cooling.refuses_join(room_id, user_id, ctx.now_ms)
+            reason = self.cooling.refuses_join(room_id, sender, ctx.now_ms)
             if reason is not None:
                 sigs.append(Signal("detector.join_wave", "block", 1.0, reason,
                                    {"cooling": True}))  # fmt: skip
@@ -393,9 +409,11 @@ class GuardService:
         if not verdict.enforced:
             await self.record(Decision.of(verdict, ctx, status="shadow", held=None))
             return
-        await self.record(Decision.of(verdict, ctx, status="done", held=None))
+        decision = Decision.of(verdict, ctx, status="done", held=None)
+        decision_id = await self.record(decision)
         if verdict.outcome in ("hold", "block"):
-            raise forbidden(f"refused by the server's guard: {verdict.reason}")
+            raise forbidden(f"refused by the server's guard (decision {decision_id}): "
+                            f"{verdict.reason}")  # fmt: skip
 
     # ------------------------------------------------------------------------------------------
     # Recording
@@ -426,7 +444,7 @@ class GuardService:
             self._pending_alerts[decision_id] = (
                 f"guard.{decision.outcome}",
                 f"{decision.outcome} ({decision.source}, {decision.status}): {decision.reason}",
-                {"decision_id": decision_id, "source": decision.source,
+                {"decision_id": decision_id, "ts": decision.ts, "source": decision.source,
                  "outcome": decision.outcome, "status": decision.status,
                  "subject": subject, "room_id": decision.room_id,
                  "event_id": decision.event_id, "origin": decision.origin,
@@ -445,6 +463,11 @@ class GuardService:
         if pending is None:
             return
         kind, summary, details = pending
+        # The store runs after-commit calls of a batch even for a write of it that failed (and
+        # was rolled back on its own): alert only a decision that is really there.
+        row = self.hs.store.get_guard_decision(decision_id)
+        if row is None or (row["ts"], row["source"]) != (details["ts"], details["source"]):
+            return
         self.alerts.count(
             "bastion_guard_decisions_total",
             {"source": details["source"], "outcome": details["outcome"],
