@@ -332,3 +332,53 @@ def test_what_is_enforced_where_follows_the_config(tmp_path, guard, expected):
             assert got[key] == value, (key, got)
     finally:
         srv.stop()
+
+
+def test_policy_lists_on_federated_joins_and_events(tmp_path, test_ca):
+    """A's list bans a user of B: that user's join over federation is refused at make_join,
+    and once a user of B already in the room is banned, their events are soft-failed on A
+    (stored, not served to A's users) and recorded; B's other users are not affected."""
+    from tests.guard.core_support import bodies, send
+    from tests.support.federation import start_fed_server
+    from tests.support.harness import Client
+    from tests.support.server_pair import FAST, wait_for
+
+    a = start_fed_server(tmp_path, test_ca, "a", **FAST)
+    b = start_fed_server(tmp_path, test_ca, "b", **FAST)
+    try:
+        alice = make_user(a, "alice", admin=True)
+        bob = Client(b.base_url).register("bob")
+        mallory = Client(b.base_url).register("mallory")
+        lists = create_room(alice, preset="private_chat")
+        put_rule(alice, lists, "user", "m", ban(f"@mallory:{b.hs.server_name}", "spammer"))
+        assert alice.request("PUT", f"{API}/{q(lists)}", {"shortcode": "fedlist"}).status == 200
+        room_id = create_room(alice)
+        # B is not in the room yet: mallory's join goes through make_join on A, refused.
+        r = mallory.request("POST", f"{V3}/join/{q(room_id)}", {},
+                            query={"via": a.hs.server_name})  # fmt: skip
+        assert r.status == 403, r.body
+        assert "fedlist" in r.body.get("error", ""), r.body
+        join_via = bob.request("POST", f"{V3}/join/{q(room_id)}", {},
+                               query={"via": a.hs.server_name})  # fmt: skip
+        assert join_via.status == 200, join_via.body
+        wait_for(lambda: bob.user_id in call_on_server(a, a.hs.store.get_joined_users, room_id))
+
+        # bob, already joined, is banned now: his next message is soft-failed on A.
+        put_rule(alice, lists, "user", "b", ban("@bob:*", "turned spammer"))
+        bad = send(bob, room_id, "buy now")
+        assert bad.status == 200  # B's guard has no list
+        good = send(alice, room_id, "after")
+        assert good.status == 200
+        wait_for(lambda: "after" in bodies(bob, room_id))
+        time.sleep(0.5)
+        assert "buy now" not in bodies(alice, room_id)
+        meta = call_on_server(a, a.hs.store.get_event_meta, [bad.body["event_id"]])
+        assert meta[bad.body["event_id"]].soft_failed
+        rows = db_rows(a, "SELECT source, subject, origin, event_id FROM guard_decisions"
+                          " WHERE source = 'policy.user' ORDER BY id")  # fmt: skip
+        got = [(r["subject"], r["origin"]) for r in rows]
+        assert (mallory.user_id, b.hs.server_name) in got
+        assert any(r["event_id"] == bad.body["event_id"] for r in rows)
+    finally:
+        a.stop()
+        b.stop()
