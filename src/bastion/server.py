@@ -96,6 +96,7 @@ FEDERATION_API_MODULES = [
 #: The guard's admin API (/_bastion/admin/v1/guard/...) and metrics, one module per part.
 GUARD_API_MODULES: list[str] = [
     "bastion.api.guard.decisions",
+    "bastion.api.guard.policy_lists",
 ]
 
 #: The route of inbound transactions, whose bodies may be larger (decided on the matched route,
@@ -217,6 +218,7 @@ class HomeServer:
         )
         # The server-wide origin allow/deny list (federation_domain_allow / _deny).
         fed.acl.require_server(origin)
+        self.guard.policy.require_origin(origin)  # banned by a policy list: 403 M_FORBIDDEN
         await fed.sender.destination_is_up(origin)  # end its back-off
         return origin
 

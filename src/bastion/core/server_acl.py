@@ -13,30 +13,18 @@ Pure functions; every other federation entry point uses :func:`server_acl_allows
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
 from typing import Any
+
+from bastion.core.glob import glob_match
 
 __all__ = ["domain_allowed", "glob_matches", "host_of", "is_ip_literal", "server_acl_allows"]
 
 
-@lru_cache(maxsize=4096)
-def _glob_re(pattern: str) -> re.Pattern[str]:
-    out = []
-    for ch in pattern:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "?":
-            out.append(".")
-        else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
-
-
 def glob_matches(pattern: str, value: str) -> bool:
-    """Appendices "Glob-style matching", case-insensitive, over the whole of ``value``."""
-    return _glob_re(pattern).fullmatch(value) is not None
+    """Appendices "Glob-style matching", case-insensitive, over the whole of ``value``; linear
+    (:mod:`bastion.core.glob`): an ACL's patterns are chosen by a room's moderators."""
+    return glob_match(pattern.lower(), value.lower())
 
 
 def host_of(server_name: str) -> str:

@@ -38,11 +38,10 @@ URL-encoded JSON; matrix-js-sdk uploads a filter and sends its ID).
 
 from __future__ import annotations
 
-import functools
-import re
 from typing import TYPE_CHECKING, Any
 
 from bastion.core.canonical_json import canonical_json, parse_json
+from bastion.core.glob import star_match
 from bastion.errors import MatrixError, bad_json, invalid_param, too_large
 
 if TYPE_CHECKING:
@@ -170,16 +169,13 @@ def default_filter() -> dict:
 # -- matching -------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4096)
-def _glob(pattern: str) -> re.Pattern[str]:
-    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
-
-
 def matches_glob(value: str, pattern: str) -> bool:
-    """``*`` matches any sequence of characters (event_filter.yaml ``types``/``not_types``)."""
+    """``*`` matches any sequence of characters (event_filter.yaml ``types``/``not_types``);
+    linear (:mod:`bastion.core.glob`: a filter is chosen by the client). Only ``*`` is a
+    wildcard here."""
     if "*" not in pattern:
         return value == pattern
-    return _glob(pattern).fullmatch(value) is not None
+    return star_match(pattern, value)
 
 
 def event_filter_allows(event_filter: dict, event: dict, room_id: str | None = None) -> bool:

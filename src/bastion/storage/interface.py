@@ -805,6 +805,16 @@ class GuardLoginStore(Protocol):
 class GuardPolicyStore(Protocol):
     """The policy lists the server enforces (policy part)."""
 
+    def guard_policy_lists(self) -> list[tuple[str, str | None, str, int]]: ...
+    def guard_policy_rule_state(
+        self, room_id: str, types: Iterable[str]
+    ) -> list[tuple[str, str, str]]: ...
+    def add_guard_policy_list_in(
+        self, conn: Txn, room_id: str, shortcode: str | None, added_by: str, now_ms: int
+    ) -> bool: ...
+    def remove_guard_policy_list_in(self, conn: Txn, room_id: str) -> bool: ...
+    def guard_local_joined_rooms(self, server_name: str) -> list[str]: ...
+
 
 class ServerNoticesStore(Protocol):
     """Each user's server-notices room (notices part)."""
