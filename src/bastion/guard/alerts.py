@@ -38,15 +38,24 @@ path, query and credentials are never logged.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
 import ipaddress
 import logging
+import math
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import aiohttp
+import orjson
+
 from bastion.guard.tables import check_keys, get_bool, get_number, get_str, get_str_list
+from bastion.services.lifecycle import BackgroundService
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
@@ -54,7 +63,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Alerts",
     "AlertsConfig",
+    "Counters",
     "parse_alerts_config",
+    "webhook_signature",
 ]
 
 log = logging.getLogger(__name__)
@@ -187,14 +198,413 @@ def parse_alerts_config(table: Mapping[str, Any]) -> AlertsConfig:
     )
 
 
-class Alerts:
-    """(Skeleton until the alerts commit.)"""
+# ------------------------------------------------------------------------------------------------
+# Counters (Prometheus text exposition format 0.0.4)
+# ------------------------------------------------------------------------------------------------
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+#: The guard's counters, described (others may be counted too: they get a generic HELP).
+KNOWN_METRICS: dict[str, str] = {
+    "bastion_guard_decisions_total": "Guard decisions recorded, by source, outcome and status.",
+    "bastion_guard_rate_limited_total": "Requests refused by a rate limit, by limit.",
+    "bastion_guard_login_blocks_total": "Login and registration throttles started, by source.",
+    "bastion_guard_login_throttles_total": "Login throttles started, by scope.",
+    "bastion_guard_alerts_total": "Alerts raised, by kind.",
+    "bastion_guard_alerts_coalesced_total": "Alerts folded into a later 'N more' alert, by kind.",
+    "bastion_guard_alerts_dropped_total": "Alerts dropped because a queue was full, by channel.",
+    "bastion_guard_alert_deliveries_total": "Alert deliveries, by channel and result.",
+}
+#: Label sets kept per metric: label values may come from traffic (a limit's name, a source),
+#: so their number is bounded; further ones are counted in one overflow series.
+MAX_SERIES_PER_METRIC = 1000
+MAX_LABEL_VALUE = 200
+OVERFLOW_LABELS: tuple[tuple[str, str], ...] = (("overflow", "true"),)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+class Counters:
+    """Monotonic counters in memory, rendered in the Prometheus text format (0.0.4). Pure: no
+    clock, no I/O; :meth:`inc` never raises (a bad name or label is ignored)."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, dict[tuple[tuple[str, str], ...], int]] = {}
+        self._help: dict[str, str] = dict(KNOWN_METRICS)
+
+    def describe(self, name: str, help_text: str) -> None:
+        """Set a metric's HELP line (parts that count their own metrics may describe them)."""
+        if isinstance(name, str) and _METRIC_NAME.fullmatch(name) and isinstance(help_text, str):
+            self._help[name] = help_text[:500]
+
+    def inc(self, name: str, labels: Mapping[str, str] | None = None, n: int = 1) -> None:
+        if not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
+            return
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            return
+        items: list[tuple[str, str]] = []
+        if labels:
+            if not isinstance(labels, Mapping):
+                return
+            for k, v in labels.items():
+                if not isinstance(k, str) or not _LABEL_NAME.fullmatch(k) or k.startswith("__"):
+                    return
+                items.append((k, str(v)[:MAX_LABEL_VALUE] if v is not None else ""))
+        key = tuple(sorted(items))
+        series = self._values.setdefault(name, {})
+        if key not in series and len(series) >= MAX_SERIES_PER_METRIC:
+            key = OVERFLOW_LABELS
+        series[key] = series.get(key, 0) + n
+
+    def value(self, name: str, labels: Mapping[str, str] | None = None) -> int:
+        key = tuple(sorted((k, str(v)) for k, v in (labels or {}).items()))
+        return self._values.get(name, {}).get(key, 0)
+
+    def exposition(self, gauges: Mapping[str, tuple[str, Mapping[tuple[tuple[str, str], ...],
+                   float]]] | None = None) -> str:  # fmt: skip
+        """The text format: for each metric a HELP and a TYPE line, then its samples (metrics
+        and samples sorted, so the output is stable). ``gauges``: name -> (help, samples)."""
+        out: list[str] = []
+        names = sorted(set(self._help) | set(self._values))
+        for name in names:
+            help_text = self._help.get(name, "A counter of the Bastion guard.")
+            out.append(f"# HELP {name} {_escape_help(help_text)}")
+            out.append(f"# TYPE {name} counter")
+            for key, v in sorted(self._values.get(name, {}).items()):
+                out.append(f"{name}{_labels(key)} {v}")
+        for name, (help_text, samples) in sorted((gauges or {}).items()):
+            out.append(f"# HELP {name} {_escape_help(help_text)}")
+            out.append(f"# TYPE {name} gauge")
+            for key, v in sorted(samples.items()):
+                out.append(f"{name}{_labels(key)} {_number(v)}")
+        return "\n".join(out) + "\n"
+
+
+def _labels(key: tuple[tuple[str, str], ...]) -> str:
+    if not key:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in key) + "}"
+
+
+def _number(v: float) -> str:
+    if isinstance(v, int):
+        return str(v)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(float(v))
+
+
+# ------------------------------------------------------------------------------------------------
+# Alerts
+# ------------------------------------------------------------------------------------------------
+#: The webhook's signature headers (see the module docstring).
+SIGNATURE_HEADER = "X-Bastion-Signature"
+TIMESTAMP_HEADER = "X-Bastion-Timestamp"
+#: Longest summary kept; details larger than this (as JSON) are replaced by a note.
+MAX_SUMMARY = 1000
+MAX_DETAILS_BYTES = 16_384
+MAX_DEPTH = 6
+#: Retries wait base * 2^(attempt-1) seconds, at most this long.
+MAX_BACKOFF_SECONDS = 60.0
+#: HTTP statuses worth retrying.
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+_STOP = object()
+
+
+def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex>``: HMAC-SHA256 keyed with ``secret`` over ``"<timestamp>.<body>"``."""
+    mac = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def safe_target(url: str) -> str:
+    """The URL as it may be logged: scheme, host and port (no credentials, path or query)."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{parts.hostname}{port}"
+    except ValueError:
+        return "(webhook)"
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """``value`` as canonical-JSON-safe data (event content has no floats and bounded
+    integers): floats become strings, unknown types their ``str``, depth bounded."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value if -(2**53) < value < 2**53 else str(value)
+    if isinstance(value, float):
+        return format(value, ".6g")
+    if depth >= MAX_DEPTH:
+        return str(value)[:200]
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_safe(v, depth + 1) for v in value]
+    return str(value)[:1000]
+
+
+@dataclass
+class Alert:
+    """One alert to deliver (``count`` > 1 when it stands for coalesced alerts)."""
+
+    kind: str
+    summary: str
+    details: dict[str, Any]
+    ts: int
+    count: int = 1
+    coalesced: bool = False
+
+    def body(self) -> str:
+        return f"[{self.kind}] {self.summary}"
+
+    def payload(self, server_name: str) -> dict[str, Any]:
+        return {"server": server_name, "kind": self.kind, "summary": self.summary,
+                "details": self.details, "ts": self.ts, "count": self.count,
+                "coalesced": self.coalesced}  # fmt: skip
+
+
+@dataclass
+class _Window:
+    """Coalescing of one kind: opened by a delivered alert, counting the ones that follow."""
+
+    start: float
+    suppressed: int = 0
+    last: Alert | None = None
+    timer: asyncio.TimerHandle | None = None
+
+
+class Alerts(BackgroundService):
+    """``hs.guard.alerts``: alerts to the admin room and the webhook, and the counters."""
+
+    background_name = "guard alerts"
+    #: The first retry's wait (doubling after); tests shorten it.
+    retry_base_seconds = 1.0
 
     def __init__(self, hs: HomeServer) -> None:
+        super().__init__()
         self.hs = hs
+        self.config: AlertsConfig = hs.config.guard_config.alerts
+        self.counters = Counters()
+        size = self.config.queue_size
+        self._room_queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=size)
+        self._webhook_queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=size)
+        self._windows: dict[str, _Window] = {}
+        self._closing = False
+        self._workers_started = False
 
-    async def alert(self, kind: str, summary: str, details: Mapping[str, Any]) -> None:
-        return None
-
+    # -- counters ------------------------------------------------------------------------------
     def count(self, metric: str, labels: Mapping[str, str] | None = None, n: int = 1) -> None:
+        """Add ``n`` to a Prometheus counter (never raises)."""
+        try:
+            self.counters.inc(metric, labels, n)
+        except Exception:  # noqa: BLE001 - counting never fails the caller
+            log.warning("could not count %r", metric, exc_info=True)
+
+    def exposition(self) -> str:
+        """``GET /_bastion/metrics``: the counters, and the alert queues' lengths."""
+        gauges = {
+            "bastion_guard_alert_queue_length": (
+                "Alerts waiting to be delivered, by channel.",
+                {(("channel", "room"),): self._room_queue.qsize(),
+                 (("channel", "webhook"),): self._webhook_queue.qsize()},
+            ),
+        }  # fmt: skip
+        return self.counters.exposition(gauges)
+
+    # -- raising -------------------------------------------------------------------------------
+    async def alert(self, kind: str, summary: str, details: Mapping[str, Any]) -> None:
+        """Raise an alert: counted, coalesced with the same kind's recent alerts, queued for the
+        admin room and the webhook. Never raises, never waits on the network."""
+        try:
+            self._raise(kind, summary, details)
+        except Exception:  # noqa: BLE001 - an alert never fails its caller
+            log.warning("could not raise a %r alert", kind, exc_info=True)
+
+    def _raise(self, kind: str, summary: str, details: Mapping[str, Any]) -> None:
+        kind = str(kind)[:100] or "alert"
+        self.count("bastion_guard_alerts_total", {"kind": kind})
+        alert = Alert(kind, str(summary)[:MAX_SUMMARY], self._details(details),
+                      self.hs.now_ms())  # fmt: skip
+        window_s = self.config.coalesce_seconds
+        if window_s <= 0 or self._closing:
+            self._enqueue(alert)
+            return
+        now = time.monotonic()
+        window = self._windows.get(kind)
+        if window is not None and now - window.start < window_s:
+            window.suppressed += 1
+            window.last = alert
+            self.count("bastion_guard_alerts_coalesced_total", {"kind": kind})
+            return
+        if window is not None:
+            self.cancel_timer(window.timer)
+        window = self._windows[kind] = _Window(start=now)
+        window.timer = self._arm(kind, window_s)
+        self._enqueue(alert)
+
+    def _arm(self, kind: str, delay: float) -> asyncio.TimerHandle | None:
+        try:
+            return self.call_later(delay, self._close_window, kind)
+        except RuntimeError:  # no running loop (never in the server)
+            return None
+
+    def _close_window(self, kind: str) -> None:
+        """A coalescing window ends: the alerts it held back go out as one; while they keep
+        coming, a new window opens (one message per window during a flood)."""
+        window = self._windows.get(kind)
+        if window is None:
+            return
+        if window.suppressed == 0 or window.last is None:
+            del self._windows[kind]
+            return
+        self._enqueue(self._summary(kind, window))
+        window.start = time.monotonic()
+        window.suppressed, window.last = 0, None
+        window.timer = self._arm(kind, self.config.coalesce_seconds)
+
+    def _summary(self, kind: str, window: _Window) -> Alert:
+        last = window.last
+        assert last is not None
+        n = window.suppressed
+        secs = format(self.config.coalesce_seconds, "g")
+        summary = f"{n} more {kind} alert{'s' if n != 1 else ''} in {secs} s; latest: "
+        return Alert(kind, (summary + last.summary)[:MAX_SUMMARY], last.details, last.ts,
+                     count=n, coalesced=True)  # fmt: skip
+
+    @staticmethod
+    def _details(details: Mapping[str, Any]) -> dict[str, Any]:
+        safe = json_safe(details) if isinstance(details, Mapping) else {"value": str(details)}
+        if len(orjson.dumps(safe)) > MAX_DETAILS_BYTES:
+            return {"truncated": True}
+        return safe
+
+    def _enqueue(self, alert: Alert) -> None:
+        if self.stopped:
+            self.count("bastion_guard_alerts_dropped_total", {"channel": "stopped"})
+            return
+        for channel, queue, on in (
+            ("room", self._room_queue, True),
+            ("webhook", self._webhook_queue, self.config.webhook_url is not None),
+        ):
+            if not on:
+                continue
+            try:
+                queue.put_nowait(alert)
+            except asyncio.QueueFull:
+                self.count("bastion_guard_alerts_dropped_total", {"channel": channel})
+
+    # -- delivering ----------------------------------------------------------------------------
+    def start(self) -> None:
+        super().start()
+        self._closing = False
+        if not self._workers_started:
+            self._workers_started = True
+            self.spawn(self._drain_queue(self._room_queue, self._post_room))
+            if self.config.webhook_url is not None:
+                self.spawn(self._webhook_worker())
+
+    def begin_draining(self) -> None:
+        """Shutdown: the alerts held back go out now, then the workers end once their queues
+        are empty (retries are not waited for)."""
+        super().begin_draining()
+        self._closing = True
+        self._workers_started = False
+        for kind, window in list(self._windows.items()):
+            if window.suppressed and window.last is not None:
+                self._enqueue(self._summary(kind, window))
+            window.timer = None
+        self._windows.clear()
+        for queue in (self._room_queue, self._webhook_queue):
+            try:
+                queue.put_nowait(_STOP)
+            except asyncio.QueueFull:
+                pass  # the worker sees _closing once the queue is empty
+
+    async def _drain_queue(self, queue: asyncio.Queue[Any], deliver) -> None:
+        while not (self._closing and queue.empty()):
+            item = await queue.get()
+            if item is _STOP:
+                return
+            try:
+                await deliver(item)
+            except Exception as e:  # noqa: BLE001 - one failed alert never stops the rest
+                log.warning("delivering a %s alert failed: %s", item.kind, type(e).__name__)
+
+    async def _post_room(self, alert: Alert) -> None:
+        extra = {"org.bastion.alert": {"kind": alert.kind, "details": alert.details,
+                                       "count": alert.count, "coalesced": alert.coalesced,
+                                       "ts": alert.ts}}  # fmt: skip
+        try:
+            await self.hs.server_notices.post_alert(self.config.admin_room, alert.body(), extra)
+        except Exception:
+            self.count("bastion_guard_alert_deliveries_total",
+                       {"channel": "room", "result": "failed"})  # fmt: skip
+            raise
+        self.count("bastion_guard_alert_deliveries_total", {"channel": "room", "result": "ok"})
+
+    async def _webhook_worker(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.config.webhook_timeout_seconds)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            await self._drain_queue(
+                self._webhook_queue, lambda alert: self._post_webhook(session, alert)
+            )
+
+    async def _post_webhook(self, session: aiohttp.ClientSession, alert: Alert) -> None:
+        url = self.config.webhook_url
+        assert url is not None
+        body = orjson.dumps(alert.payload(self.hs.server_name))
+        target = safe_target(url)
+        attempts = self.config.webhook_max_attempts
+        for attempt in range(1, attempts + 1):
+            ts = str(self.hs.now_ms())
+            headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: ts}
+            if self.config.webhook_secret is not None:
+                headers[SIGNATURE_HEADER] = webhook_signature(self.config.webhook_secret, ts,
+                                                              body)  # fmt: skip
+            wait: float | None = None
+            try:
+                async with session.post(url, data=body, headers=headers,
+                                        allow_redirects=False) as resp:  # fmt: skip
+                    status = resp.status
+                    if 200 <= status < 300:
+                        self.count("bastion_guard_alert_deliveries_total",
+                                   {"channel": "webhook", "result": "ok"})  # fmt: skip
+                        return
+                    if status not in RETRY_STATUSES:
+                        log.warning("alert webhook %s answered %d; not retried", target, status)
+                        break
+                    wait = _retry_after(resp.headers.get("Retry-After"))
+                    problem = f"HTTP {status}"
+            except Exception as e:  # noqa: BLE001 - connection errors, timeouts
+                problem = type(e).__name__
+            if attempt == attempts or self._closing:
+                log.warning("alert webhook %s failed (%s) after %d attempt(s)", target, problem,
+                            attempt)  # fmt: skip
+                break
+            backoff = min(self.retry_base_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+            await asyncio.sleep(max(backoff, wait or 0.0))
+        self.count("bastion_guard_alert_deliveries_total",
+                   {"channel": "webhook", "result": "failed"})  # fmt: skip
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (at most :data:`MAX_BACKOFF_SECONDS`), or None."""
+    if not value:
         return None
+    try:
+        secs = float(value.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(secs) or secs < 0:
+        return None
+    return min(secs, MAX_BACKOFF_SECONDS)
