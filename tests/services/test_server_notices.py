@@ -161,3 +161,19 @@ def test_a_squatted_notices_name_is_never_used(tmp_path):
         assert room_of(srv, alice.user_id) is None
     finally:
         srv.stop()
+
+
+def test_the_notices_name_cannot_be_registered(srv):
+    c = Client(srv.base_url)
+    r = c.request(
+        "POST", f"{V3}/register",
+        {"username": "notices", "password": "correct horse battery",
+         "auth": {"type": "m.login.dummy"}},
+        token=None,
+    )  # fmt: skip
+    assert r.status == 400 and r.body["errcode"] == "M_USER_IN_USE", r.body
+    r = c.request("GET", f"{V3}/register/available", query={"username": "notices"}, token=None)
+    assert r.status == 400 and r.body["errcode"] == "M_USER_IN_USE"
+    alice = make_user(srv)
+    notice(srv, alice.user_id, "still works")
+    assert room_of(srv, alice.user_id) is not None

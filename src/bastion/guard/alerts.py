@@ -54,6 +54,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from bastion.core.identifiers import parse_room_id
+from bastion.errors import MatrixError
 from bastion.guard.tables import check_keys, get_bool, get_number, get_str, get_str_list
 from bastion.services.lifecycle import BackgroundService
 
@@ -77,7 +79,6 @@ _KEYS = frozenset({
     "server_notices_localpart", "new_login_notices",
 })  # fmt: skip
 _LOCALPART = re.compile(r"[a-z0-9._=/+\-]{1,64}")
-_ROOM_ID = re.compile(r"![!-~]{1,254}")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 
@@ -139,8 +140,14 @@ def parse_alerts_config(table: Mapping[str, Any]) -> AlertsConfig:
     check_keys(table, _KEYS, WHERE)
     d = AlertsConfig()
     admin_room = _optional_str(table, "admin_room")
-    if admin_room is not None and not (_ROOM_ID.fullmatch(admin_room) and ":" in admin_room):
-        raise ValueError(f"{WHERE}.admin_room must be a room ID (!opaque:server)")
+    if admin_room is not None:
+        try:
+            parse_room_id(admin_room)
+            ok = all(0x20 < ord(c) < 0x7F for c in admin_room)
+        except MatrixError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{WHERE}.admin_room must be a room ID")
     url = _optional_str(table, "webhook_url")
     if url is not None:
         url = _webhook_url(url)
@@ -401,6 +408,7 @@ class Alerts(BackgroundService):
         self._windows: dict[str, _Window] = {}
         self._closing = False
         self._workers_started = False
+        self._webhook_failed_closing = False
 
     # -- counters ------------------------------------------------------------------------------
     def count(self, metric: str, labels: Mapping[str, str] | None = None, n: int = 1) -> None:
@@ -506,7 +514,7 @@ class Alerts(BackgroundService):
     # -- delivering ----------------------------------------------------------------------------
     def start(self) -> None:
         super().start()
-        self._closing = False
+        self._closing = self._webhook_failed_closing = False
         if not self._workers_started:
             self._workers_started = True
             self.spawn(self._drain_queue(self._room_queue, self._post_room))
@@ -538,7 +546,8 @@ class Alerts(BackgroundService):
             try:
                 await deliver(item)
             except Exception as e:  # noqa: BLE001 - one failed alert never stops the rest
-                log.warning("delivering a %s alert failed: %s", item.kind, type(e).__name__)
+                why = e.message if isinstance(e, MatrixError) else type(e).__name__
+                log.warning("delivering a %s alert failed: %s", item.kind, why)
 
     async def _post_room(self, alert: Alert) -> None:
         extra = {"org.bastion.alert": {"kind": alert.kind, "details": alert.details,
@@ -562,6 +571,10 @@ class Alerts(BackgroundService):
     async def _post_webhook(self, session: aiohttp.ClientSession, alert: Alert) -> None:
         url = self.config.webhook_url
         assert url is not None
+        if self._closing and self._webhook_failed_closing:
+            # Shutting down and the webhook is not answering: do not hold the shutdown up.
+            self.count("bastion_guard_alerts_dropped_total", {"channel": "webhook"})
+            return
         body = orjson.dumps(alert.payload(self.hs.server_name))
         target = safe_target(url)
         attempts = self.config.webhook_max_attempts
@@ -590,6 +603,7 @@ class Alerts(BackgroundService):
             if attempt == attempts or self._closing:
                 log.warning("alert webhook %s failed (%s) after %d attempt(s)", target, problem,
                             attempt)  # fmt: skip
+                self._webhook_failed_closing = self._closing
                 break
             backoff = min(self.retry_base_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
             await asyncio.sleep(max(backoff, wait or 0.0))

@@ -77,6 +77,14 @@ MAX_BODY = 16_000
 USERS_DEFAULT = -10
 
 
+class _KeyLock:
+    """A lock and how many callers hold or wait for it."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
 class ServerNoticesUnavailable(MatrixError):
     """The notices user cannot be used (its name is taken by another account)."""
 
@@ -90,7 +98,7 @@ class ServerNotices:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
         #: Creation of a room for (user, purpose), serialised (released once it exists).
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._locks: dict[tuple[str, str], _KeyLock] = {}
         self._system_ready = False
         #: room ID -> (owner, purpose) of rooms known to be ours; room IDs known not to be.
         self._owned: dict[str, tuple[str, str]] = {}
@@ -193,24 +201,23 @@ class ServerNotices:
             room_id, system, "m.room.member", {"membership": "invite"}, user_id
         )
 
-    def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
-
     async def _room(self, owner: str, purpose: str, invites: list[str]) -> str:
-        """The (owner, purpose) room, created once: concurrent callers wait for the first."""
+        """The (owner, purpose) room, created once: concurrent callers wait for the first and
+        find its room (the lock is forgotten when nobody holds or waits for it)."""
         key = (owner, purpose)
-        lock = self._lock(key)
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = _KeyLock()
+        entry.users += 1
         try:
-            async with lock:
+            async with entry.lock:
                 room_id = self.hs.store.get_server_notice_room(owner, purpose)
                 if room_id is not None:
                     return room_id
                 return await self._create_room(owner, purpose, invites)
         finally:
-            if not lock.locked() and self._locks.get(key) is lock:
+            entry.users -= 1
+            if entry.users == 0 and self._locks.get(key) is entry:
                 del self._locks[key]
 
     async def _create_room(self, owner: str, purpose: str, invites: list[str]) -> str:
@@ -305,19 +312,22 @@ class ServerNotices:
         )
 
     async def post_alert(self, room_id: str | None, body: str, extra: Mapping[str, Any]) -> str:
-        """Post an alert (``m.notice``) to ``room_id``, or to the automatic alerts room."""
+        """Post an alert (``m.notice``) to the configured ``room_id`` — which the notices user
+        joins when it has been invited there — or to the automatic alerts room."""
         if room_id is None:
             room_id = await self.alerts_room()
         system = await self.ensure_system_user()
+        engine = self.hs.rooms.engine
+        membership = self.hs.rooms.membership_of(room_id, system)
+        if membership == "invite" and engine.head(room_id) is not None:
+            await engine.append_local_event(
+                room_id, system, "m.room.member",
+                {"membership": "join", "displayname": DISPLAY_NAME}, system,
+            )  # fmt: skip
+        elif membership != "join":
+            raise MatrixError(
+                M_FORBIDDEN, f"{system} is not in the alerts room {room_id}: invite it there", 403
+            )
         content: dict[str, Any] = dict(extra)
         content.update({"msgtype": "m.notice", "body": body[:MAX_BODY]})
-        try:
-            return await self.hs.rooms.engine.append_local_event(
-                room_id, system, "m.room.message", content
-            )
-        except MatrixError as e:
-            if e.errcode == M_FORBIDDEN:
-                raise MatrixError(
-                    M_FORBIDDEN, f"the notices user cannot post in {room_id}: {e.message}", 403
-                ) from None
-            raise
+        return await engine.append_local_event(room_id, system, "m.room.message", content)
