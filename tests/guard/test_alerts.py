@@ -228,6 +228,17 @@ def counter(srv: ServerThread, name: str, labels: dict | None = None) -> int:
     return call_on_server(srv, srv.hs.guard.alerts.counters.value, name, labels)
 
 
+def set_admin(srv: ServerThread, user_id: str, value: bool) -> None:
+    store = srv.hs.store
+    run_on_server(srv, store.transaction(
+        lambda conn: store.set_user_flag_in(conn, user_id, "is_admin", value)
+    ))  # fmt: skip
+
+
+def membership(srv: ServerThread, room_id: str, user_id: str) -> str | None:
+    return call_on_server(srv, srv.hs.rooms.membership_of, room_id, user_id)
+
+
 @pytest.fixture
 def receiver():
     r = Receiver().start()
@@ -288,9 +299,18 @@ def test_alerts_reach_the_admin_room_and_a_signed_webhook(tmp_path, receiver):
         alert(srv, "guard.hold", "held a message")
         wait_for(lambda: room_id in sync(admin2)["rooms"]["invite"])
         wait_for(lambda: len(room_messages(admin, room_id)) == 2)
+        # A member who is no longer an admin is removed with the next alert.
+        join(admin2, room_id)
+        set_admin(srv, admin2.user_id, False)
+        alert(srv, "guard.warn", "after the demotion")
+        wait_for(lambda: membership(srv, room_id, admin2.user_id) == "leave")
+        assert membership(srv, room_id, admin.user_id) == "join"
+        r = admin2.request("PUT", f"{V3}/rooms/{room_id}/send/m.room.message/t1",
+                           {"msgtype": "m.text", "body": "still here?"})  # fmt: skip
+        assert r.status == 403
         assert counter(srv, "bastion_guard_alerts_total", {"kind": "guard.block"}) == 1
         wait_for(lambda: counter(srv, "bastion_guard_alert_deliveries_total",
-                                 {"channel": "webhook", "result": "ok"}) == 2)  # fmt: skip
+                                 {"channel": "webhook", "result": "ok"}) == 3)  # fmt: skip
     finally:
         srv.stop()
 

@@ -100,7 +100,7 @@ class ServerNotices:
         #: Creation of a room for (user, purpose), serialised (released once it exists).
         self._locks: dict[tuple[str, str], _KeyLock] = {}
         self._system_ready = False
-        #: room ID -> (owner, purpose) of rooms known to be ours; room IDs known not to be.
+        #: room ID -> (owner, purpose) of the rooms known to be ours.
         self._owned: dict[str, tuple[str, str]] = {}
 
     # -- the notices user ---------------------------------------------------------------------
@@ -182,14 +182,29 @@ class ServerNotices:
 
     async def alerts_room(self) -> str:
         """The guard's alerts room, owned by the notices user, created on first use with every
-        server admin invited; admins made since are invited now."""
+        server admin invited. Its members follow the admins: admins made since are invited,
+        and members who are no longer admins (demoted, deactivated) are removed — alerts name
+        users and addresses, for admins' eyes only."""
         system = await self.ensure_system_user()
-        room_id = self.hs.store.get_server_notice_room(system, PURPOSE_ALERTS)
-        admins = self.hs.store.server_admins()
+        store = self.hs.store
+        room_id = store.get_server_notice_room(system, PURPOSE_ALERTS)
+        admins = store.server_admins()
         if room_id is None:
             room_id = await self._room(system, PURPOSE_ALERTS, admins)
         for admin in admins:
             await self._invite_if_gone(room_id, admin)
+        admin_set = set(admins)
+        members = store.room_members_cached(room_id).members
+        for user, membership in list(members.items()):
+            if (
+                membership in ("join", "invite", "knock")
+                and user != system
+                and (user not in admin_set)
+            ):
+                await self.hs.rooms.engine.append_local_event(
+                    room_id, system, "m.room.member",
+                    {"membership": "leave", "reason": "no longer a server admin"}, user,
+                )  # fmt: skip
         return room_id
 
     async def _invite_if_gone(self, room_id: str, user_id: str) -> None:
