@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -456,3 +457,30 @@ def test_a_dead_webhook_slows_nothing_and_its_secret_is_never_logged(tmp_path, c
     assert stop_took < 4  # the queue is not worked through at shutdown once the webhook fails
     text = caplog.text
     assert SECRET not in text and "path-secret" not in text and "query-secret" not in text
+
+
+def test_many_kinds_at_once_share_one_window():
+    from types import SimpleNamespace
+
+    from bastion.guard.alerts import MAX_WINDOWS, Alerts
+
+    cfg = parse_alerts_config({"coalesce_seconds": 60, "queue_size": 10_000})
+    hs = SimpleNamespace(
+        config=SimpleNamespace(guard_config=SimpleNamespace(alerts=cfg)),
+        now_ms=lambda: 1, server_name="localhost",
+    )  # fmt: skip
+
+    async def main() -> tuple[int, int]:
+        alerts = Alerts(hs)  # not started: the queue only fills
+        for i in range(MAX_WINDOWS + 100):
+            await alerts.alert(f"kind{i}", "s", {})
+        text = alerts.exposition()
+        alerts.begin_draining()
+        alerts.mark_stopped()
+        room = int(re.search(r'queue_length\{channel="room"\} (\d+)', text).group(1))
+        return room, alerts.counters.value("bastion_guard_alerts_coalesced_total",
+                                           {"kind": "kind250"})  # fmt: skip
+
+    room, coalesced = asyncio.run(main())
+    assert room == MAX_WINDOWS + 1  # one per kind, then one for all the others
+    assert coalesced == 1

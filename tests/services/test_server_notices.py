@@ -62,12 +62,14 @@ def test_first_notice_creates_a_tagged_room_and_the_user_sees_it(srv):
     assert content["server_notice_type"] == "m.test"
     assert msgs[0]["sender"] == srv.hs.server_notices.system_user_id
     # The second notice goes to the same room.
-    second = notice(srv, alice.user_id, "again", extra={"org.example": 1, "msgtype": "m.text"})
+    second = notice(srv, alice.user_id, "again",
+                    extra={"org.example": 1, "msgtype": "m.text", "score": 0.5})  # fmt: skip
     assert room_of(srv, alice.user_id) == room_id
     r = alice.request("GET", f"{V3}/rooms/{room_id}/event/{second}")
     assert r.status == 200, r.body
     assert r.body["content"]["msgtype"] == "m.server_notice"  # extra cannot replace it
     assert r.body["content"]["org.example"] == 1
+    assert r.body["content"]["score"] == "0.5"  # no floats in canonical JSON
     assert r.body["content"]["server_notice_type"] == "org.bastion.notice"
     rows = db_rows(srv, "SELECT room_id FROM server_notice_rooms WHERE user_id = ?",
                    (alice.user_id,))  # fmt: skip

@@ -323,6 +323,9 @@ MAX_DEPTH = 6
 MAX_BACKOFF_SECONDS = 60.0
 #: HTTP statuses worth retrying.
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Kinds coalesced separately; beyond, new kinds share one window.
+MAX_WINDOWS = 200
+OTHER_KINDS = "(other kinds)"
 _STOP = object()
 
 
@@ -449,6 +452,11 @@ class Alerts(BackgroundService):
             return
         now = time.monotonic()
         window = self._windows.get(kind)
+        if window is None and len(self._windows) >= MAX_WINDOWS:
+            kind_key = OTHER_KINDS  # many kinds at once: coalesced together
+            window = self._windows.get(kind_key)
+        else:
+            kind_key = kind
         if window is not None and now - window.start < window_s:
             window.suppressed += 1
             window.last = alert
@@ -456,8 +464,8 @@ class Alerts(BackgroundService):
             return
         if window is not None:
             self.cancel_timer(window.timer)
-        window = self._windows[kind] = _Window(start=now)
-        window.timer = self._arm(kind, window_s)
+        window = self._windows[kind_key] = _Window(start=now)
+        window.timer = self._arm(kind_key, window_s)
         self._enqueue(alert)
 
     def _arm(self, kind: str, delay: float) -> asyncio.TimerHandle | None:

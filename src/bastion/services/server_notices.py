@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from bastion.core.identifiers import server_name_of
 from bastion.core.room_versions import get_room_version
 from bastion.errors import M_FORBIDDEN, M_UNKNOWN, MatrixError, invalid_param, not_found
+from bastion.guard.alerts import json_safe
 from bastion.storage.sqlite.server_notices import PURPOSE_ALERTS, PURPOSE_NOTICES
 
 if TYPE_CHECKING:
@@ -314,7 +315,8 @@ class ServerNotices:
         for an unknown one, 500 when the notices user's name is taken."""
         if not isinstance(body, str) or not body:
             raise invalid_param("a notice needs a body")
-        content: dict[str, Any] = dict(extra or {})
+        # Event content is canonical JSON: no floats, bounded integers.
+        content: dict[str, Any] = json_safe(dict(extra or {}))
         content.update({
             "msgtype": "m.server_notice",
             "body": body[:MAX_BODY],
@@ -343,6 +345,6 @@ class ServerNotices:
             raise MatrixError(
                 M_FORBIDDEN, f"{system} is not in the alerts room {room_id}: invite it there", 403
             )
-        content: dict[str, Any] = dict(extra)
+        content: dict[str, Any] = json_safe(dict(extra))
         content.update({"msgtype": "m.notice", "body": body[:MAX_BODY]})
         return await engine.append_local_event(room_id, system, "m.room.message", content)
