@@ -225,8 +225,11 @@ KNOWN_METRICS: dict[str, str] = {
 #: so their number is bounded; further ones are counted in one overflow series.
 MAX_SERIES_PER_METRIC = 1000
 MAX_LABEL_VALUE = 200
-OVERFLOW_LABELS: tuple[tuple[str, str], ...] = (("overflow", "true"),)
+OVERFLOW_LABELS = (("overflow", "true"),)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LabelSet = tuple[tuple[str, str], ...]
+#: Gauges computed when the metrics are read: name -> (help, {label set: value}).
+Gauges = Mapping[str, tuple[str, Mapping[LabelSet, float]]]
 
 
 def _escape_label(value: str) -> str:
@@ -242,7 +245,7 @@ class Counters:
     clock, no I/O; :meth:`inc` never raises (a bad name or label is ignored)."""
 
     def __init__(self) -> None:
-        self._values: dict[str, dict[tuple[tuple[str, str], ...], int]] = {}
+        self._values: dict[str, dict[LabelSet, int]] = {}
         self._help: dict[str, str] = dict(KNOWN_METRICS)
 
     def describe(self, name: str, help_text: str) -> None:
@@ -273,8 +276,7 @@ class Counters:
         key = tuple(sorted((k, str(v)) for k, v in (labels or {}).items()))
         return self._values.get(name, {}).get(key, 0)
 
-    def exposition(self, gauges: Mapping[str, tuple[str, Mapping[tuple[tuple[str, str], ...],
-                   float]]] | None = None) -> str:  # fmt: skip
+    def exposition(self, gauges: Gauges | None = None) -> str:
         """The text format: for each metric a HELP and a TYPE line, then its samples (metrics
         and samples sorted, so the output is stable). ``gauges``: name -> (help, samples)."""
         out: list[str] = []
@@ -288,12 +290,12 @@ class Counters:
         for name, (help_text, samples) in sorted((gauges or {}).items()):
             out.append(f"# HELP {name} {_escape_help(help_text)}")
             out.append(f"# TYPE {name} gauge")
-            for key, v in sorted(samples.items()):
-                out.append(f"{name}{_labels(key)} {_number(v)}")
+            for key, g in sorted(samples.items()):
+                out.append(f"{name}{_labels(key)} {_number(g)}")
         return "\n".join(out) + "\n"
 
 
-def _labels(key: tuple[tuple[str, str], ...]) -> str:
+def _labels(key: LabelSet) -> str:
     if not key:
         return ""
     return "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in key) + "}"
@@ -423,7 +425,7 @@ class Alerts(BackgroundService):
 
     def exposition(self) -> str:
         """``GET /_bastion/metrics``: the counters, and the alert queues' lengths."""
-        gauges = {
+        gauges: Gauges = {
             "bastion_guard_alert_queue_length": (
                 "Alerts waiting to be delivered, by channel.",
                 {(("channel", "room"),): self._room_queue.qsize(),
