@@ -115,6 +115,9 @@ def test_the_config_file_reaches_the_guard(tmp_path):
     c = Config(server_name="localhost", data_dir=tmp_path,
                guard={"alerts": {"coalesce_seconds": 5}})  # fmt: skip
     assert c.guard_config.alerts.coalesce_seconds == 5
+    with_secret = Config(server_name="localhost", data_dir=tmp_path, guard={"alerts": {
+        "webhook_url": "https://example.org/hook", "webhook_secret": SECRET}})  # fmt: skip
+    assert SECRET not in repr(with_secret) and SECRET not in repr(with_secret.guard_config)
     bad = Config(server_name="localhost", data_dir=tmp_path,
                  guard={"alerts": {"coalesce_seconds": "x"}})  # fmt: skip
     with pytest.raises(ConfigError, match="guard.alerts.coalesce_seconds"):
