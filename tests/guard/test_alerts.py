@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from bastion.config import Config, ConfigError
+from bastion.config import Config, ConfigError, load_config
 from bastion.guard.alerts import (
     MAX_SERIES_PER_METRIC,
     AlertsConfig,
@@ -122,6 +122,22 @@ def test_the_config_file_reaches_the_guard(tmp_path):
                  guard={"alerts": {"coalesce_seconds": "x"}})  # fmt: skip
     with pytest.raises(ConfigError, match="guard.alerts.coalesce_seconds"):
         bad.validate()
+
+
+def test_a_toml_file(tmp_path):
+    path = tmp_path / "bastion.toml"
+    path.write_text(
+        'server_name = "localhost"\n'
+        "[guard.alerts]\n"
+        'webhook_url = "https://hooks.example.org/bastion"\n'
+        f'webhook_secret = "{SECRET}"\n'
+        'metrics_allow_ips = ["127.0.0.1", "192.168.0.0/16"]\n'
+        "coalesce_seconds = 30\n",
+        encoding="utf-8",
+    )
+    c = load_config(path).validate().guard_config.alerts
+    assert c.webhook_secret == SECRET and c.coalesce_seconds == 30
+    assert c.metrics_allowed("192.168.4.5") and not c.metrics_allowed("127.0.0.2")
 
 
 # ------------------------------------------------------------------------------------------------
