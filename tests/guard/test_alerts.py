@@ -424,6 +424,22 @@ def test_webhook_retries_with_backoff_until_it_answers(tmp_path):
         receiver.stop()
 
 
+def test_shutdown_ends_a_retry_wait(tmp_path):
+    receiver = Receiver(fail_first=1000).start()
+    srv = start(tmp_path, webhook_url=receiver.url, webhook_max_attempts=5)
+    try:
+        srv.hs.guard.alerts.retry_base_seconds = 30
+        alert(srv, "guard.block", "x")
+        wait_for(lambda: len(receiver.requests) == 1)
+    finally:
+        t0 = time.perf_counter()
+        srv.stop()
+        took = time.perf_counter() - t0
+        receiver.stop()
+    assert took < 3  # not the 30 s back-off, nor the 10 s drain deadline
+    assert len(receiver.requests) == 2  # one last attempt when shutdown began
+
+
 def _closed_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

@@ -39,6 +39,7 @@ path, query and credentials are never logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -412,6 +413,8 @@ class Alerts(BackgroundService):
         self._webhook_queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=size)
         self._windows: dict[str, _Window] = {}
         self._closing = False
+        #: Set when shutdown begins (ends back-off waits).
+        self._closed = asyncio.Event()
         self._workers_started = False
         self._webhook_failed_closing = False
 
@@ -525,6 +528,7 @@ class Alerts(BackgroundService):
     def start(self) -> None:
         super().start()
         self._closing = self._webhook_failed_closing = False
+        self._closed.clear()
         if not self._workers_started:
             self._workers_started = True
             self.spawn(self._drain_queue(self._room_queue, self._post_room))
@@ -536,6 +540,7 @@ class Alerts(BackgroundService):
         are empty (retries are not waited for)."""
         super().begin_draining()
         self._closing = True
+        self._closed.set()
         self._workers_started = False
         for kind, window in list(self._windows.items()):
             if window.suppressed and window.last is not None:
@@ -616,7 +621,9 @@ class Alerts(BackgroundService):
                 self._webhook_failed_closing = self._closing
                 break
             backoff = min(self.retry_base_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
-            await asyncio.sleep(max(backoff, wait or 0.0))
+            # Cut short when shutdown begins: then one last attempt.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), max(backoff, wait or 0.0))
         self.count("bastion_guard_alert_deliveries_total",
                    {"channel": "webhook", "result": "failed"})  # fmt: skip
 
