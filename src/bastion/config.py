@@ -143,7 +143,7 @@ class Config:
     #: (with the event's record); otherwise only admins and the event's sender see them.
     ledger_public_room_events: bool = False
     #: The guard (issue 9): the ``[guard]`` table, typed by :attr:`guard_config`.
-    guard: dict = field(default_factory=dict)
+    guard: dict = field(default_factory=dict, repr=False)  # guard.alerts.webhook_secret
     extra: dict = field(default_factory=dict)
 
     @cached_property
