@@ -45,7 +45,14 @@ from typing import TYPE_CHECKING, Any
 
 from bastion.core.identifiers import server_name_of
 from bastion.core.room_versions import get_room_version
-from bastion.errors import M_FORBIDDEN, M_UNKNOWN, MatrixError, invalid_param, not_found
+from bastion.errors import (
+    M_CANNOT_LEAVE_SERVER_NOTICE_ROOM,
+    M_FORBIDDEN,
+    M_UNKNOWN,
+    MatrixError,
+    invalid_param,
+    not_found,
+)
 from bastion.guard.alerts import json_safe
 from bastion.storage.sqlite.server_notices import PURPOSE_ALERTS, PURPOSE_NOTICES
 
@@ -63,8 +70,6 @@ log = logging.getLogger(__name__)
 
 #: C-S API "Server Notices": the room tag that identifies the room to clients.
 NOTICE_TAG = "m.server_notice"
-#: C-S API "Common error codes": refusing to reject the server-notices room's invite.
-M_CANNOT_LEAVE_SERVER_NOTICE_ROOM = "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM"
 #: ``server_notice_type`` when the caller names none (the schema requires one).
 DEFAULT_NOTICE_TYPE = "org.bastion.notice"
 DISPLAY_NAME = "Server Notices"
