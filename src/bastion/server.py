@@ -135,8 +135,9 @@ class HomeServer:
         #: lists, actions and alerts; the one entry point the rest of the server calls.
         self.guard = GuardService(self)
         self.accounts = AccountService(
-            self.store, config, self.passwords, self.now_ms, self.e2ee, self.rooms
-        )
+            self.store, config, self.passwords, self.now_ms, self.e2ee, self.rooms,
+            login_defence=self.guard.login,
+        )  # fmt: skip
         #: What /sync gathers besides rooms (services/sync_api.py).
         self.sync_contributors: list[SyncContributor] = [
             self.account_data, self.typing, self.receipts, self.presence, self.e2ee,

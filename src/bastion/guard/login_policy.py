@@ -232,9 +232,7 @@ def canonical_address(ip: str | None) -> str | None:
     return str(addr)
 
 
-def attempt_keys(
-    account: str, ip: str | None, known_device: str | None = None
-) -> tuple[str, ...]:
+def attempt_keys(account: str, ip: str | None, known_device: str | None = None) -> tuple[str, ...]:
     """The keys of one password check for ``account`` (a user ID, or the attempted name when
     it is not one of ours) from ``ip``; ``known_device``: the ``device_id`` presented, when the
     account already has that device."""
@@ -263,8 +261,8 @@ def token_keys(ip: str | None) -> tuple[str, ...]:
 
 def key_kind(key: str) -> str:
     """The kind of a key (``account``, ``device``, ...); ValueError for anything else."""
-    kind, sep, rest = key.partition(":")
-    if not sep or not rest or kind not in KEY_KINDS:
+    kind, sep, _ = key.partition(":")
+    if not sep or kind not in KEY_KINDS:
         raise ValueError("not a throttle key")
     return kind
 
@@ -377,18 +375,55 @@ def parse_login_config(table: Mapping[str, Any]) -> LoginConfig:
         devices=_backoff(table, "devices", where, d.devices),
         address=_backoff(table, "address", where, d.address),
         prefix=_backoff(table, "prefix", where, d.prefix),
-        daily_budget=int(get_number(table, "daily_budget", d.daily_budget, where, minimum=1,
-                                    maximum=100_000, integer=True)),  # fmt: skip
-        stuffing_accounts=int(get_number(table, "stuffing_accounts", d.stuffing_accounts, where,
-                                         minimum=0, maximum=100_000, integer=True)),  # fmt: skip
-        stuffing_window_ms=int(1000 * get_number(table, "stuffing_window_s",
-                                                 d.stuffing_window_ms / 1000, where, minimum=1,
-                                                 maximum=DAY_MS / 1000)),  # fmt: skip
-        stuffing_block_ms=int(1000 * get_number(table, "stuffing_block_s",
-                                                d.stuffing_block_ms / 1000, where, minimum=1,
-                                                maximum=7 * DAY_MS / 1000)),  # fmt: skip
-        max_keys=int(get_number(table, "max_keys", d.max_keys, where, minimum=100,
-                                maximum=10_000_000, integer=True)),  # fmt: skip
+        daily_budget=int(
+            get_number(
+                table,
+                "daily_budget",
+                d.daily_budget,
+                where,
+                minimum=1,
+                maximum=100_000,
+                integer=True,
+            )
+        ),  # fmt: skip
+        stuffing_accounts=int(
+            get_number(
+                table,
+                "stuffing_accounts",
+                d.stuffing_accounts,
+                where,
+                minimum=0,
+                maximum=100_000,
+                integer=True,
+            )
+        ),  # fmt: skip
+        stuffing_window_ms=int(
+            1000
+            * get_number(
+                table,
+                "stuffing_window_s",
+                d.stuffing_window_ms / 1000,
+                where,
+                minimum=1,
+                maximum=DAY_MS / 1000,
+            )
+        ),  # fmt: skip
+        stuffing_block_ms=int(
+            1000
+            * get_number(
+                table,
+                "stuffing_block_s",
+                d.stuffing_block_ms / 1000,
+                where,
+                minimum=1,
+                maximum=7 * DAY_MS / 1000,
+            )
+        ),  # fmt: skip
+        max_keys=int(
+            get_number(
+                table, "max_keys", d.max_keys, where, minimum=100, maximum=10_000_000, integer=True
+            )
+        ),  # fmt: skip
         new_login_notices=get_bool(table, "new_login_notices", d.new_login_notices, where),
     )
     for name in ("account", "devices"):
@@ -435,18 +470,42 @@ def parse_registration_config(table: Mapping[str, Any]) -> RegistrationConfig:
                where)  # fmt: skip
     d = RegistrationConfig()
     return RegistrationConfig(
-        per_address_burst=int(get_number(table, "per_address_burst", d.per_address_burst, where,
-                                         maximum=1_000_000, integer=True)),  # fmt: skip
-        per_address_per_hour=get_number(table, "per_address_per_hour", d.per_address_per_hour,
-                                        where, maximum=1_000_000),  # fmt: skip
+        per_address_burst=int(
+            get_number(
+                table,
+                "per_address_burst",
+                d.per_address_burst,
+                where,
+                maximum=1_000_000,
+                integer=True,
+            )
+        ),  # fmt: skip
+        per_address_per_hour=get_number(
+            table, "per_address_per_hour", d.per_address_per_hour, where, maximum=1_000_000
+        ),  # fmt: skip
         token=_backoff(table, "token", where, d.token),
-        wave_count=int(get_number(table, "wave_count", d.wave_count, where, minimum=0,
-                                  maximum=1_000_000, integer=True)),  # fmt: skip
-        wave_window_ms=int(1000 * get_number(table, "wave_window_s", d.wave_window_ms / 1000,
-                                             where, minimum=1, maximum=DAY_MS / 1000)),  # fmt: skip
+        wave_count=int(
+            get_number(
+                table, "wave_count", d.wave_count, where, minimum=0, maximum=1_000_000, integer=True
+            )
+        ),  # fmt: skip
+        wave_window_ms=int(
+            1000
+            * get_number(
+                table,
+                "wave_window_s",
+                d.wave_window_ms / 1000,
+                where,
+                minimum=1,
+                maximum=DAY_MS / 1000,
+            )
+        ),  # fmt: skip
         wave_action=get_str(table, "wave_action", d.wave_action, where, WAVE_ACTIONS),
-        wave_interval_ms=int(1000 * get_number(table, "wave_interval_s",
-                                               d.wave_interval_ms / 1000, where,
-                                               maximum=HOUR_MS / 1000)),  # fmt: skip
+        wave_interval_ms=int(
+            1000
+            * get_number(
+                table, "wave_interval_s", d.wave_interval_ms / 1000, where, maximum=HOUR_MS / 1000
+            )
+        ),  # fmt: skip
         confusables=get_str(table, "confusables", d.confusables, where, CONFUSABLE_MODES),
     )
