@@ -18,7 +18,7 @@ DOWNLOAD = "/_matrix/client/v1/media/download"
 #: per-address login limits and stuffing detection (tested in tests/guard) are lifted for them,
 #: as an operator would for a load test.
 FLOOD_GUARD = {"login": {"address": {"free_failures": 1000}, "prefix": {"free_failures": 1000},
-                         "stuffing_accounts": 0}}  # fmt: skip
+                         "stuffing_accounts": 0, "stuffing_prefix_accounts": 0}}  # fmt: skip
 
 
 def _login(base_url: str, username: str, password: str = "wrong password"):

@@ -263,12 +263,14 @@ class LoginDefence:
     def _watch_sources(self, attempt: Attempt, password: str, now: int, out: Failure) -> None:
         """Stuffing and spraying: distinct accounts failing from one address or prefix."""
         cfg = self.config
-        if cfg.stuffing_accounts <= 0:
-            return
         fp = hashlib.blake2b(password.encode("utf-8", "surrogatepass"), digest_size=8,
                              key=self._fingerprint_key).digest()  # fmt: skip
         for k in attempt.keys:
-            if key_kind(k) not in ("address", "prefix"):
+            kind = key_kind(k)
+            if kind not in ("address", "prefix"):
+                continue
+            threshold = cfg.stuffing_accounts if kind == "address" else cfg.stuffing_prefix_accounts
+            if threshold <= 0:
                 continue
             window = self._sources.get(k)
             if window is None:
@@ -277,7 +279,7 @@ class LoginDefence:
                     self._sources.popitem(last=False)
             self._sources.move_to_end(k)
             accounts, passwords = window.add(attempt.account, fp, now)
-            source = stuffing_kind(accounts, passwords, cfg.stuffing_accounts)
+            source = stuffing_kind(accounts, passwords, threshold)
             if source is None:
                 continue
             self._sources.pop(k, None)  # start counting afresh once it has been acted on

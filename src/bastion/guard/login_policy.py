@@ -42,9 +42,9 @@ account per day, however many addresses they use** (below the goal of 100;
 :func:`parse_login_config` refuses settings whose sum exceeds ``daily_budget``).
 
 **Credential stuffing and password spraying** (:class:`DistinctWindow`, :func:`stuffing_kind`):
-when failures for ``stuffing_accounts`` distinct accounts come from one address or one
-prefix within ``stuffing_window``, that source is blocked for ``stuffing_block`` and an
-alert is raised; ``login.spraying`` when few distinct passwords were tried (one password across
+when failures for ``stuffing_accounts`` (10) distinct accounts come from one address, or
+``stuffing_prefix_accounts`` (30) from one prefix, within ``stuffing_window`` (10 minutes), that
+source is blocked for ``stuffing_block`` (1 hour) and an alert is raised; ``login.spraying`` when few distinct passwords were tried (one password across
 many accounts), ``login.stuffing`` otherwise (a list of leaked pairs).
 
 **Registration** (:class:`RegistrationConfig`): a token bucket per address for completed
@@ -341,9 +341,12 @@ class LoginConfig:
     #: The most password checks an attacker may get per account per day (the settings are
     #: refused if ``account`` + ``devices`` allow more).
     daily_budget: int = 100
-    #: Distinct accounts failing from one source within ``stuffing_window_ms`` that make it
-    #: stuffing or spraying.
+    #: Distinct accounts failing from one address within ``stuffing_window_ms`` that make it
+    #: stuffing or spraying (0: detection off).
     stuffing_accounts: int = 10
+    #: The same from one network prefix (higher: one address's attack is stopped at its
+    #: address before its neighbours are blocked with it).
+    stuffing_prefix_accounts: int = 30
     stuffing_window_ms: int = 10 * MINUTE_MS
     stuffing_block_ms: int = HOUR_MS
     #: Keys kept in memory (throttles of existing accounts are never pushed out by others).
@@ -362,76 +365,46 @@ class LoginConfig:
         return self.account.max_checks(DAY_MS) + self.devices.max_checks(DAY_MS)
 
 
+def _int(table: Mapping[str, Any], key: str, default: int, where: str, lo: int, hi: int) -> int:
+    return int(get_number(table, key, default, where, minimum=lo, maximum=hi, integer=True))
+
+
+def _ms(table: Mapping[str, Any], key: str, default_ms: int, where: str, lo_s: float,
+        hi_s: float) -> int:  # fmt: skip
+    """A ``*_s`` key (seconds) as milliseconds."""
+    return int(1000 * get_number(table, key, default_ms / 1000, where, minimum=lo_s, maximum=hi_s))
+
+
 def parse_login_config(table: Mapping[str, Any]) -> LoginConfig:
     """``[guard.login]`` as a :class:`LoginConfig` (ValueError naming the key)."""
-    where = "guard.login"
+    w = "guard.login"
     check_keys(table, {"account", "device", "devices", "address", "prefix", "daily_budget",
-                       "stuffing_accounts", "stuffing_window_s", "stuffing_block_s", "max_keys",
-                       "new_login_notices"}, where)  # fmt: skip
+                       "stuffing_accounts", "stuffing_prefix_accounts", "stuffing_window_s",
+                       "stuffing_block_s", "max_keys", "new_login_notices"}, w)  # fmt: skip
     d = LoginConfig()
+    day_s = DAY_MS / 1000
     cfg = LoginConfig(
-        account=_backoff(table, "account", where, d.account),
-        device=_backoff(table, "device", where, d.device),
-        devices=_backoff(table, "devices", where, d.devices),
-        address=_backoff(table, "address", where, d.address),
-        prefix=_backoff(table, "prefix", where, d.prefix),
-        daily_budget=int(
-            get_number(
-                table,
-                "daily_budget",
-                d.daily_budget,
-                where,
-                minimum=1,
-                maximum=100_000,
-                integer=True,
-            )
-        ),  # fmt: skip
-        stuffing_accounts=int(
-            get_number(
-                table,
-                "stuffing_accounts",
-                d.stuffing_accounts,
-                where,
-                minimum=0,
-                maximum=100_000,
-                integer=True,
-            )
-        ),  # fmt: skip
-        stuffing_window_ms=int(
-            1000
-            * get_number(
-                table,
-                "stuffing_window_s",
-                d.stuffing_window_ms / 1000,
-                where,
-                minimum=1,
-                maximum=DAY_MS / 1000,
-            )
-        ),  # fmt: skip
-        stuffing_block_ms=int(
-            1000
-            * get_number(
-                table,
-                "stuffing_block_s",
-                d.stuffing_block_ms / 1000,
-                where,
-                minimum=1,
-                maximum=7 * DAY_MS / 1000,
-            )
-        ),  # fmt: skip
-        max_keys=int(
-            get_number(
-                table, "max_keys", d.max_keys, where, minimum=100, maximum=10_000_000, integer=True
-            )
-        ),  # fmt: skip
-        new_login_notices=get_bool(table, "new_login_notices", d.new_login_notices, where),
+        account=_backoff(table, "account", w, d.account),
+        device=_backoff(table, "device", w, d.device),
+        devices=_backoff(table, "devices", w, d.devices),
+        address=_backoff(table, "address", w, d.address),
+        prefix=_backoff(table, "prefix", w, d.prefix),
+        daily_budget=_int(table, "daily_budget", d.daily_budget, w, 1, 100_000),
+        stuffing_accounts=_int(table, "stuffing_accounts", d.stuffing_accounts, w, 0, 100_000),
+        stuffing_prefix_accounts=_int(
+            table, "stuffing_prefix_accounts", d.stuffing_prefix_accounts, w, 0, 100_000
+        ),
+        stuffing_window_ms=_ms(table, "stuffing_window_s", d.stuffing_window_ms, w, 1, day_s),
+        stuffing_block_ms=_ms(table, "stuffing_block_s", d.stuffing_block_ms, w, 1, 7 * day_s),
+        max_keys=_int(table, "max_keys", d.max_keys, w, 100, 10_000_000),
+        new_login_notices=get_bool(table, "new_login_notices", d.new_login_notices, w),
     )
     for name in ("account", "devices"):
         if getattr(cfg, name).forget_ms < DAY_MS:
-            raise ValueError(f"{where}.{name}.forget_after_s must be at least a day (86400)")
+            raise ValueError(f"{w}.{name}.forget_after_s must be at least a day (86400)")
     if cfg.max_checks_per_account_per_day() > cfg.daily_budget:
         raise ValueError(
-            f"{where}: account and devices allow {cfg.max_checks_per_account_per_day()} password"
+            f"{w}: account and devices allow {cfg.max_checks_per_account_per_day()} password"
             f" checks per account per day, more than daily_budget ({cfg.daily_budget})"
         )
     return cfg
@@ -464,48 +437,20 @@ class RegistrationConfig:
 
 def parse_registration_config(table: Mapping[str, Any]) -> RegistrationConfig:
     """``[guard.registration]`` as a :class:`RegistrationConfig` (ValueError naming the key)."""
-    where = "guard.registration"
+    w = "guard.registration"
     check_keys(table, {"per_address_burst", "per_address_per_hour", "token", "wave_count",
                        "wave_window_s", "wave_action", "wave_interval_s", "confusables"},
-               where)  # fmt: skip
+               w)  # fmt: skip
     d = RegistrationConfig()
     return RegistrationConfig(
-        per_address_burst=int(
-            get_number(
-                table,
-                "per_address_burst",
-                d.per_address_burst,
-                where,
-                maximum=1_000_000,
-                integer=True,
-            )
-        ),  # fmt: skip
+        per_address_burst=_int(table, "per_address_burst", d.per_address_burst, w, 0, 1_000_000),
         per_address_per_hour=get_number(
-            table, "per_address_per_hour", d.per_address_per_hour, where, maximum=1_000_000
-        ),  # fmt: skip
-        token=_backoff(table, "token", where, d.token),
-        wave_count=int(
-            get_number(
-                table, "wave_count", d.wave_count, where, minimum=0, maximum=1_000_000, integer=True
-            )
-        ),  # fmt: skip
-        wave_window_ms=int(
-            1000
-            * get_number(
-                table,
-                "wave_window_s",
-                d.wave_window_ms / 1000,
-                where,
-                minimum=1,
-                maximum=DAY_MS / 1000,
-            )
-        ),  # fmt: skip
-        wave_action=get_str(table, "wave_action", d.wave_action, where, WAVE_ACTIONS),
-        wave_interval_ms=int(
-            1000
-            * get_number(
-                table, "wave_interval_s", d.wave_interval_ms / 1000, where, maximum=HOUR_MS / 1000
-            )
-        ),  # fmt: skip
-        confusables=get_str(table, "confusables", d.confusables, where, CONFUSABLE_MODES),
+            table, "per_address_per_hour", d.per_address_per_hour, w, maximum=1_000_000
+        ),
+        token=_backoff(table, "token", w, d.token),
+        wave_count=_int(table, "wave_count", d.wave_count, w, 0, 1_000_000),
+        wave_window_ms=_ms(table, "wave_window_s", d.wave_window_ms, w, 1, DAY_MS / 1000),
+        wave_action=get_str(table, "wave_action", d.wave_action, w, WAVE_ACTIONS),
+        wave_interval_ms=_ms(table, "wave_interval_s", d.wave_interval_ms, w, 0, HOUR_MS / 1000),
+        confusables=get_str(table, "confusables", d.confusables, w, CONFUSABLE_MODES),
     )
