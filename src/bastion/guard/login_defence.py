@@ -288,7 +288,7 @@ class LoginDefence:
             state = replace(state, blocked_until=until, last_failure=now)
             self._put(k, state, real=False)
             out.states = [(key, s) for key, s in out.states if key != k] + [(k, state)]
-            details = {"kind": key_kind(k), "source": k.partition(":")[2],
+            details = {"kind": key_kind(k), "from": k.partition(":")[2],
                        "accounts": accounts, "passwords": passwords, "until": until}  # fmt: skip
             out.started.append((k, source, details))
             what = "password spraying" if source == "login.spraying" else "credential stuffing"
