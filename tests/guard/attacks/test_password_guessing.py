@@ -44,7 +44,8 @@ def test_guessing_from_20_addresses(client, server):
     per_day = checks * DAY_MS / elapsed
     old = len(ADDRESSES) * 5 * (DAY_MS // 300_000)  # 5 per (user, IP) per 5 minutes, before
     print(
-        f"\npassword guessing from {len(ADDRESSES)} addresses ({len(used)} got a check in): {checks} checks in "
+        f"\npassword guessing from {len(ADDRESSES)} addresses ({len(used)} got a check in): "
+        f"{checks} checks in "
         f"{elapsed / 3_600_000:.1f} simulated hours ({refused} requests refused unchecked); "
         f"extrapolated {per_day:.0f} guesses per account per day "
         f"(the per-(user, IP) limiter allowed {old} a day from 20 addresses)"

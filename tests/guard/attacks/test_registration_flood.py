@@ -14,9 +14,8 @@ SOURCE = "127.0.0.66"
 
 
 def _register(base_url: str, name: str, source: str = SOURCE):
-    r = request(base_url, "POST", REGISTER, {"username": name, "password": PASSWORD,
-                                             "auth": {"type": "m.login.dummy"}}, source=source)  # fmt: skip
-    return r
+    body = {"username": name, "password": PASSWORD, "auth": {"type": "m.login.dummy"}}
+    return request(base_url, "POST", REGISTER, body, source=source)
 
 
 def test_registration_flood_from_one_address(server):
