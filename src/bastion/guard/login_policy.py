@@ -44,8 +44,9 @@ account per day, however many addresses they use** (below the goal of 100;
 **Credential stuffing and password spraying** (:class:`DistinctWindow`, :func:`stuffing_kind`):
 when failures for ``stuffing_accounts`` (10) distinct accounts come from one address, or
 ``stuffing_prefix_accounts`` (30) from one prefix, within ``stuffing_window`` (10 minutes),
-that source is blocked for ``stuffing_block`` (1 hour) and an alert is raised; ``login.spraying`` when few distinct passwords were tried (one password across
-many accounts), ``login.stuffing`` otherwise (a list of leaked pairs).
+that source is blocked for ``stuffing_block`` (1 hour) and an alert is raised;
+``login.spraying`` when few distinct passwords were tried (one password across many accounts),
+``login.stuffing`` otherwise (a list of leaked pairs).
 
 **Registration** (:class:`RegistrationConfig`): a token bucket per address for completed
 registrations; registration-token guesses inside ``POST /register`` are failures on
