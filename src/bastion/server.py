@@ -96,6 +96,7 @@ FEDERATION_API_MODULES = [
 #: The guard's admin API (/_bastion/admin/v1/guard/...) and metrics, one module per part.
 GUARD_API_MODULES: list[str] = [
     "bastion.api.guard.throttles",
+    "bastion.api.metrics",
 ]
 
 #: The route of inbound transactions, whose bodies may be larger (decided on the matched route,
@@ -276,9 +277,9 @@ class HomeServer:
         ledger, which records what they do, is drained after them)."""
         fed = self.federation
         if fed is None:
-            return [self.e2ee, self.typing, self.presence, self.media]
+            return [self.e2ee, self.typing, self.presence, self.media, self.guard.alerts]
         return [self.e2ee, fed.device_lists, fed.edus, self.typing, self.presence, self.media,
-                fed.sender]  # fmt: skip
+                fed.sender, self.guard.alerts]  # fmt: skip
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)

@@ -441,7 +441,8 @@ class AccountService:
         if not isinstance(username, str):
             raise bad_json("'username' must be a string")
         user_id = self.user_id_for_username(username)
-        if self.store.user_exists(user_id):
+        notices = self.config.guard_config.alerts.server_notices_localpart  # the server's own
+        if self.store.user_exists(user_id) or user_id == f"@{notices}:{self.server_name}":
             raise MatrixError(M_USER_IN_USE, "that user ID is already taken")
         self.defence.check_username(user_id)
         return user_id

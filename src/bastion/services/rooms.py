@@ -250,6 +250,11 @@ class RoomService:
             parse_user_id(target_user_id, historical=True)
         except MatrixError:
             raise invalid_param("invalid user ID") from None
+        if membership == "leave" and target_user_id == actor_user_id:
+            # C-S API "Server Notices": the invite to one's notices room cannot be rejected.
+            self.hs.server_notices.check_leave(
+                room_id, actor_user_id, self.membership_of(room_id, actor_user_id)
+            )
         extra_content = {k: v for k, v in (extra_content or {}).items() if k != JAUVS}
         fm = self.remote
         remote = fm is not None and target_user_id == actor_user_id and membership in (

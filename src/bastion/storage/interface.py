@@ -774,7 +774,21 @@ class GuardPolicyStore(Protocol):
 
 
 class ServerNoticesStore(Protocol):
-    """Each user's server-notices room (notices part)."""
+    """The notices user and the rooms it owns: each user's server-notices room, the guard's
+    alerts room (notices part)."""
+
+    def is_server_notice_system_user(self, user_id: str) -> bool: ...
+    @staticmethod
+    def create_server_notice_system_user_in(
+        conn: Txn, user_id: str, displayname: str, now_ms: int
+    ) -> bool: ...
+    def get_server_notice_room(self, user_id: str, purpose: str = "notices") -> str | None: ...
+    def server_notice_room_owner(self, room_id: str) -> tuple[str, str] | None: ...
+    @staticmethod
+    def add_server_notice_room_in(
+        conn: Txn, user_id: str, room_id: str, now_ms: int, purpose: str = "notices"
+    ) -> None: ...
+    def server_admins(self) -> list[str]: ...
 
 
 class StreamsStore(Protocol):

@@ -87,9 +87,19 @@ CREATE TABLE IF NOT EXISTS guard_room_cooling (
 );
 
 -- == server notices (storage/sqlite/server_notices.py) ==
--- Each user's server-notices room (C-S API "Server Notices").
-CREATE TABLE IF NOT EXISTS server_notice_rooms (
+-- The accounts the server-notices part created for itself (the notices user, which cannot log
+-- in: no password). An account of the configured name that is not listed here was registered
+-- by someone else and is never used to send notices.
+CREATE TABLE IF NOT EXISTS server_notice_system_users (
     user_id TEXT PRIMARY KEY,
-    room_id TEXT NOT NULL,
     created_ts INTEGER NOT NULL
+);
+-- Each user's server-notices room (C-S API "Server Notices": exactly one per user), purpose
+-- 'notices'; and the guard's alerts room, purpose 'alerts', user_id the notices user.
+CREATE TABLE IF NOT EXISTS server_notice_rooms (
+    user_id TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    room_id TEXT NOT NULL UNIQUE,
+    created_ts INTEGER NOT NULL,
+    PRIMARY KEY (user_id, purpose)
 );
