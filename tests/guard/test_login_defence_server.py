@@ -23,6 +23,7 @@ from tests.support.accounts import (
     PASSWORD,
     add_registration_token,
     assert_error,
+    call_on_server,
     login,
     make_admin,
     make_user,
@@ -315,3 +316,46 @@ def _register(base_url: str, username: str, *, token: str | None = None,
     return request(base_url, "POST", REGISTER,
                    {**body, "auth": {"type": "m.login.dummy", "session": session}},
                    source=source)  # fmt: skip
+
+
+def test_random_username_flood_is_bounded_and_keeps_real_throttles(tmp_path):
+    srv = ServerThread(tmp_path / "data", guard={"login": {"max_keys": 100}}).start()
+    try:
+        clock = FakeClock(srv, START)
+        Client(srv.base_url).register("lena")
+        for _ in range(5):
+            password_login(srv.base_url, "lena", "wrong password")
+        defence = srv.hs.guard.login
+
+        def flood():
+            # 2,000 random names from 2,000 addresses (a botnet): each one a failed check.
+            for i in range(2000):
+                ip = f"10.{i // 250 % 250}.{i % 250}.1"
+                attempt = defence.begin(f"@rand{i}:localhost", ip)
+                defence.fail(attempt, "pw")
+
+        call_on_server(srv, flood)
+        real, other = defence.key_counts()
+        assert other <= 100 and real == 1
+        r = password_login(srv.base_url, "lena", PASSWORD, source="127.0.6.1")
+        assert r.status == 429 and r.body["retry_after_ms"] == 60_000
+        clock.advance(60_000)
+        assert password_login(srv.base_url, "lena", PASSWORD, source="127.0.6.1").status == 200
+    finally:
+        srv.stop()
+
+
+def test_wave_slows_registrations(tmp_path):
+    srv = ServerThread(tmp_path / "data", guard={"registration": {
+        "wave_count": 3, "wave_action": "slow", "wave_interval_s": 30}}).start()  # fmt: skip
+    try:
+        clock = FakeClock(srv, START)
+        for i in range(3):
+            assert _register(srv.base_url, f"s{i}", source=f"127.0.3.{i + 1}").status == 200
+            clock.advance(1000)
+        r = _register(srv.base_url, "s3", source="127.0.3.9")
+        assert r.status == 429 and r.body["retry_after_ms"] == 29_000
+        clock.advance(29_000)
+        assert _register(srv.base_url, "s3", source="127.0.3.9").status == 200
+    finally:
+        srv.stop()

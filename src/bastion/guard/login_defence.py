@@ -454,7 +454,10 @@ class LoginDefence:
                    "new_prefix": new.new_prefix}  # fmt: skip
         try:
             event_id = await self.hs.server_notices.send_notice(
-                new.user_id, body, extra={"org.bastion.login": details}
+                new.user_id,
+                body,
+                notice_type="org.bastion.new_login",
+                extra={"org.bastion.login": details},
             )
             await record(
                 self.hs.store, records.ACTION_LOGIN_NOTICE, actor=self.hs.server_name,
@@ -463,6 +466,10 @@ class LoginDefence:
             )  # fmt: skip
         except Exception:  # noqa: BLE001 - a notice never fails the login it tells of
             log.exception("new-login notice for %s failed", new.user_id)
+
+    def key_counts(self) -> tuple[int, int]:
+        """Keys in memory: (of existing accounts, others — bounded by ``max_keys``)."""
+        return len(self._real), len(self._other)
 
     # -- the admin API ------------------------------------------------------------------------
     def active_throttles(self) -> list[dict[str, Any]]:
