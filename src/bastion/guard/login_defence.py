@@ -15,9 +15,12 @@ Used by :mod:`bastion.services.accounts` for ``POST /login`` (C-S API "Login"), 
   are throttled exactly like real ones (the same keys, the same back-off, the same writes).
 - **Records.** A key's first wait (a throttle *starting*) is a ``guard.throttle`` record in the
   transaction of the failure that started it; the waits that follow it are not (every failure
-  already has its ``login.failure`` record). Stuffing and spraying blocks are ``guard.throttle``
-  records with their source and raise an alert. An admin's lift is a ``guard.throttle_lift``
-  record with the ``admin.request`` record of the call. Refused attempts write nothing.
+  already has its ``login.failure`` record). Stuffing and spraying blocks (``login.stuffing``,
+  ``login.spraying``: outcome "block") and registration waves (``registration.wave``: "warn")
+  are guard decisions (:meth:`GuardService.record_in`: a ``guard_decisions`` row and a
+  ``guard.decision`` record, alerted by the core once committed). An admin's lift is a
+  ``guard.throttle_lift`` record with the ``admin.request`` record of the call. Refused
+  attempts write nothing.
 - **New-login notices.** A successful login from a device or a network prefix the account has
   not logged in from is told to the user in their server-notices room (C-S API "Server
   Notices") after the login's transaction, in the background (a failing notice is logged; it
@@ -57,6 +60,7 @@ from bastion.guard.login_policy import (
     stuffing_kind,
     token_keys,
 )
+from bastion.guard.signals import Decision, Signal
 from bastion.ledger import records
 from bastion.services.security_records import admin_request_in, record, record_in
 
@@ -91,9 +95,10 @@ class Failure:
 
     now: int
     states: list[tuple[str, KeyState]] = field(default_factory=list)
-    #: (key, source, details) of each throttle that started.
+    #: (key, source, details) of each key's first wait.
     started: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-    alerts: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    #: Stuffing and spraying blocks: guard decisions (recorded and alerted by the core).
+    decisions: list[Decision] = field(default_factory=list)
     prune_before: int | None = None
 
 
@@ -290,11 +295,16 @@ class LoginDefence:
             out.states = [(key, s) for key, s in out.states if key != k] + [(k, state)]
             details = {"kind": key_kind(k), "from": k.partition(":")[2],
                        "accounts": accounts, "passwords": passwords, "until": until}  # fmt: skip
-            out.started.append((k, source, details))
             what = "password spraying" if source == "login.spraying" else "credential stuffing"
-            out.alerts.append((source, f"{what} from {k.partition(':')[2]}: {accounts} "
-                               f"accounts failed; blocked for "
-                               f"{cfg.stuffing_block_ms // 1000} s", details))  # fmt: skip
+            reason = (f"{what} from {k.partition(':')[2]}: {accounts} accounts failed within "
+                      f"{cfg.stuffing_window_ms // 1000} s; blocked for "
+                      f"{cfg.stuffing_block_ms // 1000} s")  # fmt: skip
+            # A guard decision (recorded and alerted by the guard's core, :meth:`write_in`).
+            out.decisions.append(Decision(
+                source=source, outcome="block", reason=reason, ts=now,
+                origin=k.partition(":")[2], score=1.0, details=details,
+                signals=(Signal(source, "block", 1.0, reason, evidence=details),),
+            ))  # fmt: skip
 
     def write_in(self, conn: Txn, failure: Failure) -> None:
         """Persist a failure's states and record the throttles it started (in the caller's
@@ -309,23 +319,15 @@ class LoginDefence:
                 ts=failure.now, target=key, subject=_subject(key),
                 details={"source": source, **details},
             )  # fmt: skip
+        for decision in failure.decisions:
+            self.hs.guard.record_in(conn, decision)
         if failure.prune_before is not None:
             store.guard_login_throttles_prune_in(conn, failure.prune_before, failure.now)
-
-    async def after(self, failure: Failure) -> None:
-        """After the failure's transaction: its alerts (queued by the alerts part)."""
-        for kind, summary, details in failure.alerts:
-            try:
-                await self.hs.guard.alerts.alert(kind, summary, details)
-                self.hs.guard.alerts.count("bastion_guard_login_blocks_total", {"source": kind})
-            except Exception:  # noqa: BLE001 - an alert never fails the request
-                log.exception("login alert %s failed", kind)
 
     async def failed(self, attempt: Attempt, password: str | None = None) -> None:
         """:meth:`fail` written in a transaction of its own (registration-token guesses)."""
         failure = self.fail(attempt, password)
         await self.hs.store.transaction(lambda conn: self.write_in(conn, failure))
-        await self.after(failure)
 
     # -- registration -------------------------------------------------------------------------
     def begin_token(self, ip: str | None) -> Attempt:
@@ -370,17 +372,16 @@ class LoginDefence:
             self._wave_alerted_until = now + reg.wave_window_ms
             details = {"registrations": len(self._reg_times), "window_ms": reg.wave_window_ms,
                        "action": reg.wave_action, "last_address": network_prefix(ip)}  # fmt: skip
+            reason = (f"registration wave: {len(self._reg_times)} registrations within "
+                      f"{reg.wave_window_ms // 1000} s (action: {reg.wave_action})")  # fmt: skip
+            decision = Decision(
+                source="registration.wave", outcome="warn", reason=reason, ts=now, score=1.0,
+                details=details, signals=(Signal("registration.wave", "warn", 1.0, reason,
+                                                 evidence=details),),
+            )  # fmt: skip
             try:
-                await record(
-                    self.hs.store, records.ACTION_GUARD_THROTTLE, actor=self.hs.server_name,
-                    ts=now, target="registration", details={"source": "registration.wave",
-                                                            **details},
-                )  # fmt: skip
-                await self.hs.guard.alerts.alert(
-                    "registration.wave",
-                    f"registration wave: {len(self._reg_times)} registrations within "
-                    f"{reg.wave_window_ms // 1000} s (action: {reg.wave_action})", details,
-                )  # fmt: skip
+                # A guard decision: recorded, and alerted by the guard's core.
+                await self.hs.guard.record(decision)
             except Exception:  # noqa: BLE001 - the registration itself succeeded
                 log.exception("registration wave alert failed")
 

@@ -399,7 +399,6 @@ class AccountService:
                     self.defence.write_in(conn, failure)
 
                 await self.store.transaction(fn)
-                await self.defence.after(failure)
                 raise UiaRequired(session.body(), M_FORBIDDEN, "invalid password")
             self.defence.succeed(attempt)
             return
@@ -629,7 +628,6 @@ class AccountService:
                 self.defence.write_in(conn, failure)
 
             await self.store.transaction(failed)
-            await self.defence.after(failure)
             raise forbidden("invalid username or password")
         self.defence.succeed(attempt)
         if row["locked"]:

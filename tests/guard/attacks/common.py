@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -92,6 +93,19 @@ def capture_alerts(server) -> list[tuple[str, str, dict]]:
 
     alerts.alert = alert
     return seen
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:
+    """Poll until ``predicate()`` is true (background work such as alerts after a commit)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def decisions(server, source: str) -> list[dict]:
+    """The ``guard.decision`` ledger records of one source."""
+    return [r for r in action_records(server, "guard.decision") if r["details"]["source"] == source]
 
 
 def count_password_checks(server) -> list[int]:

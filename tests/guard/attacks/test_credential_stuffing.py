@@ -12,12 +12,13 @@ from __future__ import annotations
 from bastion.guard.login_policy import LoginConfig
 from tests.guard.attacks.common import (
     FakeClock,
-    action_records,
     capture_alerts,
     count_password_checks,
+    decisions,
     password_login,
+    wait_for,
 )
-from tests.support.accounts import PASSWORD
+from tests.support.accounts import PASSWORD, call_on_server
 
 CFG = LoginConfig()
 
@@ -39,11 +40,13 @@ def test_stuffing_from_one_address_across_200_accounts(client, server):
     assert refused["retry_after_ms"] > 0.9 * CFG.stuffing_block_ms
     assert checks[0] == CFG.stuffing_accounts
     print(f"\ncredential stuffing: {checks[0]} of {len(leaked)} pairs checked, then 429")
-    assert [a[0] for a in alerts] == ["login.stuffing"]
-    assert alerts[0][2]["from"] == "127.0.0.99"
-    blocks = [x for x in action_records(server, "guard.throttle")
-              if x["details"]["source"] == "login.stuffing"]  # fmt: skip
-    assert [x["target"] for x in blocks] == ["address:127.0.0.99"]
+    # One guard decision (recorded in the ledger and in the review queue), one alert.
+    [block] = decisions(server, "login.stuffing")
+    assert block["origin"] == "127.0.0.99" and block["details"]["outcome"] == "block"
+    wait_for(lambda: alerts)
+    assert [(a[0], a[2]["source"], a[2]["origin"]) for a in alerts] == [
+        ("guard.block", "login.stuffing", "127.0.0.99")
+    ]
     # The neighbours and the members are not locked out.
     assert password_login(server.base_url, "member3", PASSWORD, source="127.0.0.98").status == 200
     assert password_login(server.base_url, "member4", PASSWORD, source="127.0.8.1").status == 200
@@ -66,8 +69,14 @@ def test_password_spraying_from_one_network(client, server):
     n = CFG.stuffing_prefix_accounts
     assert statuses[:n] == [403] * n and set(statuses[n:]) == {429}
     assert checks[0] == n
-    assert [a[0] for a in alerts] == ["login.spraying"]
-    assert alerts[0][2]["from"] == "127.0.4.0/24" and alerts[0][2]["passwords"] == 1
+    [block] = decisions(server, "login.spraying")
+    assert block["origin"] == "127.0.4.0/24"
+    row = call_on_server(
+        server, server.hs.store.get_guard_decision, block["details"]["decision_id"]
+    )
+    assert row["details"]["passwords"] == 1 and row["details"]["accounts"] == n
+    wait_for(lambda: alerts)
+    assert [(a[0], a[2]["source"]) for a in alerts] == [("guard.block", "login.spraying")]
     # Any address of that network is refused; another network is not.
     r = password_login(server.base_url, "staff1", PASSWORD, source="127.0.4.200")
     assert r.status == 429 and r.body["retry_after_ms"] > 0
