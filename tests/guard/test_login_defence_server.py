@@ -16,6 +16,7 @@ from tests.guard.attacks.common import (
     FakeClock,
     action_records,
     capture_alerts,
+    count_password_checks,
     decisions,
     password_login,
     request,
@@ -360,3 +361,25 @@ def test_wave_slows_registrations(tmp_path):
         assert _register(srv.base_url, "s3", source="127.0.3.9").status == 200
     finally:
         srv.stop()
+
+
+def test_wrong_password_and_unknown_user_cost_one_check_each(client, server):
+    client.register("mona")
+    checks = count_password_checks(server)
+    a = password_login(server.base_url, "mona", "wrong password")
+    after_wrong = checks[0]
+    b = password_login(server.base_url, "nomona", "wrong password")
+    assert (a.status, a.body) == (b.status, b.body)
+    assert after_wrong == 1 and checks[0] == 2
+
+
+def test_new_login_notice_reaches_the_notices_room(client, server):
+    client.register("nina")
+    c = login(client, "nina", device_id="TABLET", initial_device_display_name="Tablet")
+    _wait_notices(server)
+    [rec] = action_records(server, "login.notice")
+    assert rec["subject"] == "@nina:localhost" and rec["details"]["device_id"] == "TABLET"
+    # The user is invited to their server-notices room (C-S API "Server Notices").
+    r = c.request("GET", "/_matrix/client/v3/sync", query={"timeout": "0"})
+    invites = r.body.get("rooms", {}).get("invite", {})
+    assert len(invites) == 1

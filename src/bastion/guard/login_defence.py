@@ -477,7 +477,7 @@ class LoginDefence:
         """The keys waiting now: kind, key, failures, until (ms)."""
         self._ensure_loaded()
         now = self.now_ms()
-        out = []
+        out: list[dict[str, Any]] = []
         for key, s in [*self._real.items(), *self._other.items()]:
             if s.blocked_until > now:
                 out.append({"kind": key_kind(key), "key": key, "failures": s.failures,
