@@ -193,6 +193,7 @@ class LoginDefence:
             return
         if real:
             self._real[key] = state
+            self._other.pop(key, None)  # (counted before the account existed)
             return
         self._other[key] = state
         self._other.move_to_end(key)
