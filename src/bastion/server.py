@@ -278,9 +278,10 @@ class HomeServer:
         ledger, which records what they do, is drained after them)."""
         fed = self.federation
         if fed is None:
-            return [self.e2ee, self.typing, self.presence, self.media, self.guard.alerts]
+            return [self.e2ee, self.typing, self.presence, self.media, self.guard.login,
+                    self.guard.alerts]  # fmt: skip
         return [self.e2ee, fed.device_lists, fed.edus, self.typing, self.presence, self.media,
-                fed.sender, self.guard.alerts]  # fmt: skip
+                fed.sender, self.guard.login, self.guard.alerts]  # fmt: skip
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,6 @@ registration limits, confusable names, new-login notices."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
@@ -237,12 +236,7 @@ class FakeNotices:
 
 
 def _wait_notices(server) -> None:
-    async def drain():
-        tasks = list(server.hs.guard.login.notice_tasks)
-        if tasks:
-            await asyncio.gather(*tasks)
-
-    run_on_server(server, drain())
+    run_on_server(server, server.hs.guard.login.wait_idle())
 
 
 def test_new_login_notices(client, server):

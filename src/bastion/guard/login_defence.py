@@ -31,7 +31,6 @@ Used by :mod:`bastion.services.accounts` for ``POST /login`` (C-S API "Login"), 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
@@ -62,6 +61,7 @@ from bastion.guard.login_policy import (
 )
 from bastion.guard.signals import Decision, Signal
 from bastion.ledger import records
+from bastion.services.lifecycle import BackgroundService
 from bastion.services.security_records import admin_request_in, record, record_in
 
 if TYPE_CHECKING:
@@ -115,10 +115,14 @@ class NewLogin:
     new_prefix: bool
 
 
-class LoginDefence:
-    """``hs.guard.login``."""
+class LoginDefence(BackgroundService):
+    """``hs.guard.login``. A background service for its new-login notices (drained at
+    shutdown with the others)."""
+
+    background_name = "new-login notices"
 
     def __init__(self, hs: HomeServer) -> None:
+        super().__init__()
         self.hs = hs
         guard = hs.config.guard_config
         self.config = guard.login
@@ -143,8 +147,6 @@ class LoginDefence:
         self._wave_alerted_until = 0
         self._last_registration = 0
         self._skeletons: SkeletonIndex | None = None
-        #: Background notices in flight (kept so they are not collected; tests wait on them).
-        self.notice_tasks: set[asyncio.Task[None]] = set()
         #: The clock (tests replace it to skip waits).
         self.now_ms = hs.now_ms
 
@@ -437,9 +439,7 @@ class LoginDefence:
         """Send the notice of a new login in the background (never fails the login)."""
         if new is None:
             return
-        task = asyncio.get_running_loop().create_task(self._notify(new))
-        self.notice_tasks.add(task)
-        task.add_done_callback(self.notice_tasks.discard)
+        self.spawn(self._notify(new))
 
     async def _notify(self, new: NewLogin) -> None:
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(new.ts / 1000))

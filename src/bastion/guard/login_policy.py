@@ -17,7 +17,10 @@ its last failure. The keys of one attempt (:func:`attempt_keys`):
 - when the login presents a ``device_id`` the account already has: ``device:<user ID>|<device>``
   and ``devices:<user ID>`` (all of the account's known devices together) *instead of*
   ``account:``, so an attacker who exhausts the account's budget does not lock out its owner
-  logging in again on their own device;
+  logging in again on their own device (device IDs are not secret — anyone sharing an
+  encrypted room sees them — so all of an account's devices share the ``devices:`` budget,
+  which keeps the daily bound; an attacker who presents one of the owner's device IDs can
+  exhaust it, and then the owner still has their existing sessions);
 - ``address:<ip>`` — failures from one address across accounts (a flood of random usernames);
 - ``prefix:<net>`` — failures from the address's network (/24 for IPv4, /56 for IPv6; an
   IPv4-mapped IPv6 address counts as IPv4).
