@@ -97,6 +97,7 @@ FEDERATION_API_MODULES = [
 GUARD_API_MODULES: list[str] = [
     "bastion.api.guard.decisions",
     "bastion.api.guard.policy_lists",
+    "bastion.api.guard.throttles",
     "bastion.api.metrics",
 ]
 
@@ -139,8 +140,9 @@ class HomeServer:
         #: lists, actions and alerts; the one entry point the rest of the server calls.
         self.guard = GuardService(self)
         self.accounts = AccountService(
-            self.store, config, self.passwords, self.now_ms, self.e2ee, self.rooms
-        )
+            self.store, config, self.passwords, self.now_ms, self.e2ee, self.rooms,
+            login_defence=self.guard.login,
+        )  # fmt: skip
         #: What /sync gathers besides rooms (services/sync_api.py).
         self.sync_contributors: list[SyncContributor] = [
             self.account_data, self.typing, self.receipts, self.presence, self.e2ee,
@@ -278,9 +280,10 @@ class HomeServer:
         ledger, which records what they do, is drained after them)."""
         fed = self.federation
         if fed is None:
-            return [self.e2ee, self.typing, self.presence, self.media, self.guard.alerts]
+            return [self.e2ee, self.typing, self.presence, self.media, self.guard.login,
+                    self.guard.alerts]  # fmt: skip
         return [self.e2ee, fed.device_lists, fed.edus, self.typing, self.presence, self.media,
-                fed.sender, self.guard.alerts]  # fmt: skip
+                fed.sender, self.guard.login, self.guard.alerts]  # fmt: skip
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)

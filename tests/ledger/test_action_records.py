@@ -80,6 +80,16 @@ def check_personal(rec: dict, user_id: str, *, actor: str | None = None) -> None
 
 
 @pytest.fixture
+def server(tmp_path):
+    """These tests count the records of one action. A login from a new device would also post a
+    new-login notice in the background (its own ``login.notice`` record and the notices room's
+    events; tested in tests/guard), so notices are off here."""
+    srv = ServerThread(tmp_path / "data", guard={"login": {"new_login_notices": False}}).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
 def ledger(server):
     return Ledger(server)
 

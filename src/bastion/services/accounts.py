@@ -12,10 +12,17 @@ Policy decisions made here, documented for operators:
   and at most :data:`~bastion.services.passwords.MAX_PASSWORD_LENGTH` (``M_INVALID_PARAM``).
 - **Access tokens** are ``bst_`` + 256 random bits (``secrets.token_urlsafe(32)``), stored only as
   SHA-256 hashes. Logging in with an existing ``device_id`` revokes that device's older tokens.
-- **Failed logins**: after :data:`LOGIN_MAX_FAILURES` wrong passwords for one user from one IP
-  address within :data:`LOGIN_FAILURE_WINDOW_MS`, further attempts for that pair get 429
-  ``M_LIMIT_EXCEEDED`` until the oldest failure leaves the window. UIA password stages count too.
-  This is a small first defence; the guard's login defence replaces it later.
+- **Failed logins** are accounted by the guard's login defence
+  (:mod:`bastion.guard.login_defence`, the arithmetic in :mod:`bastion.guard.login_policy`):
+  per account across addresses, per known device, per address and per network prefix, with
+  progressive waits; a throttled attempt gets 429 ``M_LIMIT_EXCEEDED`` and its password is not
+  checked. Each check reserves its slot before the password hash is awaited, so concurrent
+  attempts cannot overrun the limits. UIA password stages count too, on the account.
+- **Registration** is limited per address, registration-token guesses inside ``POST /register``
+  per address and prefix, and usernames confusable with an admin's are refused (the guard's
+  ``[guard.registration]``); a registration wave may require a token.
+- **New logins** (a device or a network prefix the account has not logged in from) are told to
+  the user as a server notice after the login (:meth:`LoginDefence.notify`).
 - **Registration-token validity** (``GET /register/m.login.registration_token/validity``) is a
   token oracle, so it is rate-limited per client IP by a token bucket
   (:data:`VALIDITY_BUCKET_CAPACITY` requests, refilled one per :data:`VALIDITY_REFILL_MS`).
@@ -35,7 +42,7 @@ import logging
 import re
 import secrets
 import string
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -67,12 +74,13 @@ from bastion.errors import (
     too_large,
 )
 from bastion.ledger import records
-from bastion.services.passwords import MAX_PASSWORD_LENGTH, PasswordHashingBusy, Passwords
+from bastion.services.passwords import MAX_PASSWORD_LENGTH, Passwords
 from bastion.services.security_records import admin_request_in, clip, record, record_in
 from bastion.storage.interface import Requester, Row, Txn, registration_token_valid
 
 if TYPE_CHECKING:
     from bastion.config import Config
+    from bastion.guard.login_defence import LoginDefence, NewLogin
     from bastion.services.e2ee import E2EEService
     from bastion.services.rooms import RoomService
     from bastion.storage.interface import Store
@@ -80,8 +88,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("bastion.accounts")
 
 MIN_PASSWORD_LENGTH = 8
-LOGIN_MAX_FAILURES = 5
-LOGIN_FAILURE_WINDOW_MS = 5 * 60 * 1000
 VALIDITY_BUCKET_CAPACITY = 10
 VALIDITY_REFILL_MS = 6000
 UIA_SESSION_TTL_MS = 15 * 60 * 1000
@@ -183,43 +189,6 @@ def check_profile_value(key: str, value: Any) -> None:
         raise bad_json("m.tz must be a string (an IANA time zone identifier)")
 
 
-# -- rate limiting ------------------------------------------------------------------------------
-class FailureLimiter:
-    """Counts failures per key in a sliding window; blocks once ``max_failures`` are reached."""
-
-    def __init__(self, max_failures: int, window_ms: int, max_keys: int = 100_000) -> None:
-        self.max_failures = max_failures
-        self.window_ms = window_ms
-        self.max_keys = max_keys
-        self._failures: OrderedDict[str, deque[int]] = OrderedDict()
-
-    def _recent(self, key: str, now_ms: int) -> deque[int]:
-        q = self._failures.get(key)
-        if q is None:
-            return deque()
-        while q and q[0] <= now_ms - self.window_ms:
-            q.popleft()
-        return q
-
-    def retry_after(self, key: str, now_ms: int) -> int:
-        """0 if attempts are allowed, else ms until the next one is."""
-        q = self._recent(key, now_ms)
-        if len(q) < self.max_failures:
-            return 0
-        return q[0] + self.window_ms - now_ms
-
-    def failed(self, key: str, now_ms: int) -> None:
-        q = self._recent(key, now_ms)
-        q.append(now_ms)
-        self._failures[key] = q
-        self._failures.move_to_end(key)
-        while len(self._failures) > self.max_keys:
-            self._failures.popitem(last=False)
-
-    def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)
-
-
 # -- User-Interactive Authentication ------------------------------------------------------------
 class UiaRequired(MatrixError):
     """The 401 of the User-Interactive Authentication API: ``flows``, ``params``, ``session``,
@@ -267,7 +236,7 @@ class UiaSession:
 class AccountService:
     def __init__(
         self, store: Store, config: Config, passwords: Passwords, now_ms: Callable[[], int],
-        e2ee: E2EEService, rooms: RoomService,
+        e2ee: E2EEService, rooms: RoomService, *, login_defence: LoginDefence,
     ) -> None:  # fmt: skip
         self.store = store
         self.config = config
@@ -277,7 +246,8 @@ class AccountService:
         self.e2ee = e2ee  # device keys follow the devices
         self.rooms = rooms  # deactivation leaves rooms; profile changes update memberships
         self._uia: OrderedDict[str, UiaSession] = OrderedDict()
-        self.login_failures = FailureLimiter(LOGIN_MAX_FAILURES, LOGIN_FAILURE_WINDOW_MS)
+        #: The guard's login and registration defence (``hs.guard.login``).
+        self.defence = login_defence
         self.validity_bucket = TokenBuckets(1000 / VALIDITY_REFILL_MS, VALIDITY_BUCKET_CAPACITY)
 
     # -- hooks into other services ------------------------------------------------------------
@@ -376,12 +346,18 @@ class AccountService:
         if stage == DUMMY:
             return
         if stage == REG_TOKEN:
+            # Each guess is counted per address and prefix (429 once throttled, unchecked).
+            attempt = self.defence.begin_token(ip)
             token = auth.get("token")
-            if not isinstance(token, str) or not token or len(token) > 64:
+            valid = (
+                isinstance(token, str) and 0 < len(token) <= 64
+                and registration_token_valid(self.store.get_registration_token(token),
+                                             self.now_ms())
+            )  # fmt: skip
+            if not valid:
+                await self.defence.failed(attempt)
                 raise UiaRequired(session.body(), M_FORBIDDEN, "invalid registration token")
-            row = self.store.get_registration_token(token)
-            if not registration_token_valid(row, self.now_ms()):
-                raise UiaRequired(session.body(), M_FORBIDDEN, "invalid registration token")
+            self.defence.succeed(attempt)
             session.data["registration_token"] = token
             return
         if stage == PASSWORD:
@@ -399,21 +375,32 @@ class AccountService:
                 )
             if user_id is None or self.normalise_login_user(claimed) != user_id:
                 raise UiaRequired(session.body(), M_FORBIDDEN, "identifier is not this account")
-            key = f"{user_id}|{ip}"
-            wait = self.login_failures.retry_after(key, self.now_ms())
-            if wait:
-                raise limit_exceeded(wait)
             row = self.store.get_user(user_id)
-            ok = await self.passwords.verify_async(row["password_hash"] if row else None, password)
-            if not ok:
-                self.login_failures.failed(key, self.now_ms())
-                await record(
-                    self.store, records.ACTION_LOGIN_FAILURE, actor=user_id, ts=self.now_ms(),
-                    target=user_id, subject=user_id, origin=ip,
-                    details={"uia": session.operation},
-                )  # fmt: skip
+            # Counted on the account (whoever holds the session's token guesses the account's
+            # password: a stolen token gets no budget of its own). The slot is reserved before
+            # the hash is awaited; a throttled attempt is refused unchecked.
+            attempt = self.defence.begin(user_id, ip, real=row is not None)
+            try:
+                ok = await self.passwords.verify_async(
+                    row["password_hash"] if row else None, password[:MAX_PASSWORD_LENGTH]
+                )
+            except BaseException:
+                self.defence.abort(attempt)
+                raise
+            if not ok or len(password) > MAX_PASSWORD_LENGTH:
+                failure = self.defence.fail(attempt, password)
+
+                def fn(conn: Txn) -> None:
+                    record_in(
+                        self.store, conn, records.ACTION_LOGIN_FAILURE, actor=user_id,
+                        ts=self.now_ms(), target=user_id, subject=user_id, origin=ip,
+                        details={"uia": session.operation},
+                    )  # fmt: skip
+                    self.defence.write_in(conn, failure)
+
+                await self.store.transaction(fn)
                 raise UiaRequired(session.body(), M_FORBIDDEN, "invalid password")
-            self.login_failures.succeeded(key)
+            self.defence.succeed(attempt)
             return
         raise UiaRequired(session.body(), M_UNRECOGNIZED, f"unsupported stage {stage}")
 
@@ -456,11 +443,12 @@ class AccountService:
         notices = self.config.guard_config.alerts.server_notices_localpart  # the server's own
         if self.store.user_exists(user_id) or user_id == f"@{notices}:{self.server_name}":
             raise MatrixError(M_USER_IN_USE, "that user ID is already taken")
+        self.defence.check_username(user_id)
         return user_id
 
     # -- registration ---------------------------------------------------------------------------
     def registration_flows(self) -> list[list[str]]:
-        if self.config.registration == "token":
+        if self.config.registration == "token" or self.defence.registration_requires_token():
             return [[REG_TOKEN, DUMMY]]
         return [[DUMMY]]
 
@@ -499,8 +487,10 @@ class AccountService:
         reg_token = session.data.get("registration_token")
 
         try:
+            # The per-address limit (and a wave's spacing) before any work.
+            self.defence.require_registration(ip)
             pw_hash = await self.passwords.hash_async(password)
-        except PasswordHashingBusy:
+        except MatrixError:  # (PasswordHashingBusy too)
             # Refused before any work (no await in between): the completed session stays
             # usable, so the client's retry after retry_after_ms does not start over.
             self._uia[session.session_id] = session
@@ -527,6 +517,9 @@ class AccountService:
                 conn, user_id, device_id, display, access_token, now, ip
             ):
                 self._device_added_in(conn, user_id, device_id)
+            if access_token is not None:
+                # Registration's login is the account's first: its device and prefix are known.
+                self.defence.note_registration_in(conn, user_id, device_id, ip, now)
             # One record for the account and its first device (the registration's login).
             record_in(
                 self.store, conn, records.ACTION_ACCOUNT_CREATE, actor=user_id, ts=now,
@@ -541,6 +534,7 @@ class AccountService:
         if problem:
             raise MatrixError(M_USER_IN_USE, "that user ID is already taken")
         log.info("registered %s", user_id)
+        await self.defence.registered(user_id, ip)
         if inhibit:
             return {"user_id": user_id}
         return {"user_id": user_id, "access_token": access_token, "device_id": device_id}
@@ -597,28 +591,45 @@ class AccountService:
         _opt(body, "refresh_token", bool, "a boolean")
 
         user_id = self.normalise_login_user(user)
-        key = f"{user_id or user.lower()}|{ip}"
-        wait = self.login_failures.retry_after(key, self.now_ms())
-        if wait:
-            raise limit_exceeded(wait)
         row = self.store.get_user(user_id) if user_id else None
+        known = None
+        if device_id is not None and user_id is not None:
+            # A device the account already has gets its own budget (the owner logging in
+            # again on their device is not locked out by guesses from elsewhere).
+            known = device_id if self.store.get_device(user_id, device_id) else None
+        # Unknown names are accounted exactly like real accounts (the same keys and back-off);
+        # the slot is reserved before the hash is awaited, and a throttled attempt is refused
+        # (429) without checking the password.
+        attempt = self.defence.begin(
+            user_id or clip(user.lower()), ip, known_device=known, real=row is not None
+        )
         pw_hash = row["password_hash"] if row is not None and not row["deactivated"] else None
         if len(password) > MAX_PASSWORD_LENGTH:
             pw_hash = None  # no stored password is that long; still pay for one verification
-        ok = await self.passwords.verify_async(pw_hash, password[:MAX_PASSWORD_LENGTH])
+        try:
+            ok = await self.passwords.verify_async(pw_hash, password[:MAX_PASSWORD_LENGTH])
+        except BaseException:
+            self.defence.abort(attempt)
+            raise
         # (a verified password implies a stored hash, so an account row and a user ID)
         if not ok or row is None or user_id is None or pw_hash is None:
-            self.login_failures.failed(key, self.now_ms())
+            failure = self.defence.fail(attempt, password)
             # The same record (and the same work) whether the account exists or not: the
             # attempted ID is the target, and the subject when it names a local user.
             attempted = user_id or clip(user)
-            await record(
-                self.store, records.ACTION_LOGIN_FAILURE, actor=attempted or ANONYMOUS,
-                ts=self.now_ms(), target=attempted or None, subject=user_id, origin=ip,
-                details={"device_id": device_id},
-            )  # fmt: skip
+            now = self.now_ms()
+
+            def failed(conn: Txn) -> None:
+                record_in(
+                    self.store, conn, records.ACTION_LOGIN_FAILURE,
+                    actor=attempted or ANONYMOUS, ts=now, target=attempted or None,
+                    subject=user_id, origin=ip, details={"device_id": device_id},
+                )  # fmt: skip
+                self.defence.write_in(conn, failure)
+
+            await self.store.transaction(failed)
             raise forbidden("invalid username or password")
-        self.login_failures.succeeded(key)
+        self.defence.succeed(attempt)
         if row["locked"]:
             await record(
                 self.store, records.ACTION_LOGIN_FAILURE, actor=user_id, ts=self.now_ms(),
@@ -636,7 +647,7 @@ class AccountService:
 
         account = user_id
 
-        def fn(conn: Txn) -> None:
+        def fn(conn: Txn) -> NewLogin | None:
             store = self.store
             # Reusing a device ID invalidates the device's earlier tokens.
             if store.revoke_device_tokens_in(conn, account, device_id):
@@ -657,8 +668,11 @@ class AccountService:
                 subject=account, origin=ip,
                 details={"device_id": device_id, "new_device": new_device},
             )  # fmt: skip
+            return self.defence.note_login_in(conn, account, device_id, display, ip, now)
 
-        await self.store.transaction(fn)
+        new_login = await self.store.transaction(fn)
+        # After the login's transaction, in the background: a notice never delays the answer.
+        self.defence.notify(new_login)
         return {"user_id": user_id, "access_token": access_token, "device_id": device_id}
 
     async def logout(self, requester: Requester, ip: str | None = None) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import nio
 import pytest
 
-from bastion.services.accounts import LOGIN_MAX_FAILURES
+from bastion.guard.login_policy import LoginConfig
 from tests.support.accounts import PASSWORD, assert_error, db_rows, login, on_server
 from tests.support.harness import Client
 
@@ -49,7 +49,7 @@ def test_bad_credentials_are_uniform_403(client):
 def test_failed_login_limiter(client):
     client.register("carol")
     body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "carol"}}
-    for _ in range(LOGIN_MAX_FAILURES):
+    for _ in range(LoginConfig().account.free):  # the account's free failures
         assert_error(post_login(client, {**body, "password": "wrong pass"}), 403, "M_FORBIDDEN")
     r = post_login(client, {**body, "password": PASSWORD})
     assert_error(r, 429, "M_LIMIT_EXCEEDED")

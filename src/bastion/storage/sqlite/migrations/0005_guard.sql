@@ -53,14 +53,15 @@ CREATE TABLE IF NOT EXISTS guard_rate_overrides (
 );
 
 -- == login defence (storage/sqlite/guard_login.py) ==
--- Failed-login accounting that outlives a restart: one row per throttled key (an account, an
--- account's known device, an address, a network prefix).
+-- Failed-login accounting that outlives a restart: one row per key with failures (an account,
+-- an account's known device or all of them, an address, a network prefix, registration-token
+-- guesses from an address or prefix); forgotten a while after the last failure.
 CREATE TABLE IF NOT EXISTS guard_login_throttles (
     key TEXT PRIMARY KEY,
     failures INTEGER NOT NULL,
     level INTEGER NOT NULL,
     blocked_until INTEGER NOT NULL,
-    window_start INTEGER NOT NULL,
+    last_failure INTEGER NOT NULL,
     updated_ts INTEGER NOT NULL
 );
 -- What a user's logins have come from before (a device ID, a network prefix), for new-login
