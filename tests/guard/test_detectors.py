@@ -46,7 +46,7 @@ def test_defaults_follow_the_moderation_bots():
     assert CFG.message_flood.window_s == 60 and CFG.message_flood.warn_above == 10
     assert (CFG.mention_spam.warn_above, CFG.mention_spam.block_above) == (3, 10)
     assert (CFG.join_wave.max_joins, CFG.join_wave.window_s) == (50, 3600)
-    assert (CFG.membership_churn.warn_above, CFG.membership_churn.block_above) == (3, 7)
+    assert (CFG.membership_churn.warn_above, CFG.membership_churn.block_above) == (2, 4)
     assert (CFG.density.min_length, CFG.density.max_density) == (150, 0.95)
     assert CFG.length.max_length == 10_000
 
@@ -168,15 +168,15 @@ def test_invite_fanout_is_stricter_for_new_accounts():
 
 
 # -- membership churn ----------------------------------------------------------------------------
-def test_churn_warns_from_the_fourth_change_and_blocks_joins_above_seven():
+def test_churn_warns_on_the_third_join_in_an_hour_and_blocks_the_fifth():
     cc = CFG.membership_churn
-    assert d.membership_churn(cc, member("join"), times(2)) == []
+    assert d.membership_churn(cc, member("join"), times(1)) == []
+    assert [s.severity for s in d.membership_churn(cc, member("join"), times(2))] == ["warn"]
     assert [s.severity for s in d.membership_churn(cc, member("join"), times(3))] == ["warn"]
-    assert [s.severity for s in d.membership_churn(cc, member("join"), times(6))] == ["warn"]
-    assert [s.severity for s in d.membership_churn(cc, member("join"), times(7))] == ["block"]
-    assert [s.severity for s in d.membership_churn(cc, member("knock"), times(7))] == ["block"]
-    # leaving is never refused
-    assert [s.severity for s in d.membership_churn(cc, member("leave"), times(20))] == ["warn"]
+    assert [s.severity for s in d.membership_churn(cc, member("join"), times(4))] == ["block"]
+    assert [s.severity for s in d.membership_churn(cc, member("knock"), times(4))] == ["block"]
+    # leaving is never refused (nor counted)
+    assert d.membership_churn(cc, member("leave"), times(20)) == []
 
 
 # -- first message -------------------------------------------------------------------------------
@@ -294,4 +294,4 @@ def test_encrypted_rooms_are_never_read():
         assert d.message_flood(CFG.message_flood, c, times(10)).signals
     j = ctx("m.room.member", Sealed("join"), state_key="@spam:hs", encrypted=True, joined=None)
     assert d.join_wave(CFG.join_wave, j, times(50))
-    assert d.membership_churn(CFG.membership_churn, j, times(7))
+    assert d.membership_churn(CFG.membership_churn, j, times(4))

@@ -5,7 +5,7 @@ users, rooms and origin servers did recently, fed to the pure detectors of
 :meth:`Detectors.signals` observes one event (local, before it is built; federated, after its
 checks) into its windows and returns what the detectors say. The windows:
 
-* per user and room — messages (flood), own membership changes (churn), whether the first
+* per user and room — messages (flood), own joins and knocks (churn), whether the first
   message since the last join was seen;
 * per room — joins (join wave), recent body lengths (length outliers);
 * per user — invitees (invite fan-out), messages with links (new-account link blast);
@@ -134,6 +134,20 @@ class Detectors:
         guard = getattr(self.hs, "guard", None)
         return guard is not None and bool(guard.limits.is_exempt(user_id))
 
+    def room_switches(self, room_id: str) -> frozenset[str] | None:
+        """The detectors a server admin turned off in this room (the room's guard settings,
+        ``{"detectors": {"enabled": false}}`` or ``{"detectors": {"<name>": false}}``); None:
+        all of them."""
+        guard = getattr(self.hs, "guard", None)
+        if guard is None:
+            return frozenset()
+        det = guard.room_settings(room_id).get("detectors")
+        if not det:
+            return frozenset()
+        if det.get("enabled") is False:
+            return None
+        return frozenset(k for k, v in det.items() if v is False)
+
     def signals(self, ctx: EventContext) -> list[Signal]:
         """Observe ``ctx`` into the windows and return what the detectors say about it.
 
@@ -142,43 +156,47 @@ class Detectors:
         cfg = self.config
         if not cfg.enabled or not ctx.sender or self.exempt(ctx.sender):
             return []
+        off = self.room_switches(ctx.room_id)
+        if off is None:
+            return []
         if ctx.state_key is None:
             if ctx.etype == "m.room.redaction":
                 return []  # moderators clearing up spam are not flooding
-            return self._message(ctx)
+            return self._message(ctx, off)
         if ctx.etype == "m.room.member":
-            return self._membership(ctx)
+            return self._membership(ctx, off)
         return []
 
     # -- messages ------------------------------------------------------------------------------
-    def _message(self, ctx: EventContext) -> list[Signal]:
+    def _message(self, ctx: EventContext, off: frozenset[str]) -> list[Signal]:
         cfg = self.config
         now = ctx.now_ms
         key = (ctx.room_id, ctx.sender)
         out: list[Signal] = []
         fc = cfg.message_flood
-        window = _prune(self.messages.get(key), now - fc.window_s * 1000)
-        flood = d.message_flood(fc, ctx, window)
-        if flood.retry_after_ms is not None:
-            self._throttle(ctx, key, flood)
-            raise limit_exceeded(
-                flood.retry_after_ms,
-                flood.signals[0].reason if flood.signals else "you are sending too fast",
-            )
-        self.throttled.pop(key, None)
-        window.append(now)
-        out.extend(flood.signals)
-        if not ctx.local:
-            oc = cfg.origin_flood
-            if oc.enabled:
-                ow = _prune_pairs(self.origins.get((ctx.origin, ctx.room_id)),
-                                  now - oc.window_s * 1000)  # fmt: skip
-                senders = len({s for _, s in ow} | {ctx.sender})
-                out += d.origin_flood(oc, ctx, [t for t, _ in ow], senders)
-                ow.append((now, ctx.sender))
+        if fc.enabled and "message_flood" not in off:
+            window = _prune(self.messages.get(key), now - fc.window_s * 1000)
+            flood = d.message_flood(fc, ctx, window)
+            if flood.retry_after_ms is not None:
+                self._throttle(ctx, key, flood)
+                raise limit_exceeded(
+                    flood.retry_after_ms,
+                    flood.signals[0].reason if flood.signals else "you are sending too fast",
+                )
+            self.throttled.pop(key, None)
+            window.append(now)
+            out.extend(flood.signals)
+        oc = cfg.origin_flood
+        if not ctx.local and oc.enabled and "origin_flood" not in off:
+            ow = _prune_pairs(self.origins.get((ctx.origin, ctx.room_id)),
+                              now - oc.window_s * 1000)  # fmt: skip
+            senders = len({s for _, s in ow} | {ctx.sender})
+            out += d.origin_flood(oc, ctx, [t for t, _ in ow], senders)
+            ow.append((now, ctx.sender))
         if not ctx.readable or ctx.etype not in ("m.room.message", "m.sticker"):
             return out
-        out += d.mention_spam(cfg.mention_spam, ctx)
+        if "mention_spam" not in off:
+            out += d.mention_spam(cfg.mention_spam, ctx)
         new_account = cfg.is_new_account(ctx)
         joined = ctx.sender_joined_ms
         first = False
@@ -187,9 +205,10 @@ class Detectors:
             first = not seen or seen[0] != joined
             if first:
                 seen.append(joined)
-        out += d.first_message(cfg.first_message, ctx, first=first, new_account=new_account)
+        if "first_message" not in off:
+            out += d.first_message(cfg.first_message, ctx, first=first, new_account=new_account)
         lc = cfg.link_blast
-        if lc.enabled and new_account:
+        if lc.enabled and new_account and "link_blast" not in off:
             links = len(d.has_link(ctx))
             if links:
                 lw = _prune(self.links.get(ctx.sender), now - lc.window_s * 1000)
@@ -197,8 +216,9 @@ class Detectors:
                 out += blast
                 if not blast:
                     lw.append(now)
-        out += d.density_outlier(cfg.density, ctx)
-        if cfg.length.enabled:
+        if "density" not in off:
+            out += d.density_outlier(cfg.density, ctx)
+        if cfg.length.enabled and "length" not in off:
             lengths = self.lengths.get(ctx.room_id)
             out += d.length_outlier(cfg.length, ctx, lengths)
             n = len(d.body_text(ctx))
@@ -239,7 +259,7 @@ class Detectors:
             log.error("recording a detector's decision failed", exc_info=task.exception())
 
     # -- memberships ---------------------------------------------------------------------------
-    def _membership(self, ctx: EventContext) -> list[Signal]:
+    def _membership(self, ctx: EventContext, off: frozenset[str]) -> list[Signal]:
         cfg = self.config
         now = ctx.now_ms
         membership = ctx.membership
@@ -247,7 +267,7 @@ class Detectors:
         own = ctx.state_key == ctx.sender
         if membership == "invite" and not own:
             ic = cfg.invite_fanout
-            if ic.enabled:
+            if ic.enabled and "invite_fanout" not in off:
                 iw = _prune_pairs(self.invites.get(ctx.sender), now - ic.window_s * 1000)
                 sigs = d.invite_fanout(ic, ctx, [u for _, u in iw],
                                        new_account=cfg.is_new_account(ctx))  # fmt: skip
@@ -255,27 +275,25 @@ class Detectors:
                 if not any(s.severity == "block" for s in sigs) and ctx.state_key is not None:
                     iw.append((now, ctx.state_key))
             return out
-        if not own or membership not in ("join", "leave", "knock"):
-            return out
+        if not own or membership not in ("join", "knock"):
+            return out  # leaving is never refused: not counted either
         if membership == "join" and ctx.sender_joined_ms is not None:
             return out  # already joined: a profile change, not a join
-        key = (ctx.room_id, ctx.sender)
         cc = cfg.membership_churn
-        if cc.enabled:
-            cw = _prune(self.churn.get(key), now - cc.window_s * 1000)
+        if cc.enabled and "membership_churn" not in off:
+            cw = _prune(self.churn.get((ctx.room_id, ctx.sender)), now - cc.window_s * 1000)
             sigs = d.membership_churn(cc, ctx, cw)
             out += sigs
             if not any(s.severity == "block" for s in sigs):
                 cw.append(now)
-        if membership == "join":
-            wc = cfg.join_wave
-            if wc.enabled:
-                jw = _prune(self.joins.get(ctx.room_id), now - wc.window_s * 1000)
-                wave = d.join_wave(wc, ctx, jw)
-                if wave:
-                    # The wave is acted on (the room cools); counting starts again.
-                    self.joins.clear(ctx.room_id)
-                    out += wave
-                else:
-                    jw.append(now)
+        wc = cfg.join_wave
+        if membership == "join" and wc.enabled and "join_wave" not in off:
+            jw = _prune(self.joins.get(ctx.room_id), now - wc.window_s * 1000)
+            wave = d.join_wave(wc, ctx, jw)
+            if wave:
+                # The wave is acted on (the room cools); counting starts again.
+                self.joins.clear(ctx.room_id)
+                out += wave
+            else:
+                jw.append(now)
         return out

@@ -23,9 +23,10 @@ recognise them:
   joins in an hour → ``warn`` with the ``cool_room`` action (knock or invite-only for
   ``cooling_seconds``, the room's admins told).
 * **membership churn** — Draupnir's ``MembershipChangeProtection`` (``maxChangesPerUser`` 7 per
-  ``timescaleMinutes`` 60, a warning from ``floor(7 × 0.6) = 4`` changes): ``warn`` from the 4th
-  change of one's own membership in a room in an hour, ``block`` (joins and knocks only: leaving
-  is never refused) above 7.
+  ``timescaleMinutes`` 60, a warning from ``floor(7 × 0.6) = 4`` changes). Leaving is never put
+  to the guard (it is never refused), so joins and knocks are counted: a third join of the same
+  room within an hour (two leave-and-rejoin cycles, 5 changes) → ``warn``; a fifth (9 changes,
+  past Draupnir's 7) → ``block``.
 * **first message is a link or media** — Draupnir's ``FirstMessageIsImageProtection`` (the first
   thing after joining is an image or video → ban): here the first message after a join less
   than a day old that carries a link or media is ``hold`` for a new account, ``info`` (evidence
@@ -167,12 +168,12 @@ class InviteFanoutConfig:
 
 @dataclass(frozen=True)
 class ChurnConfig:
-    """``[guard.detectors.membership_churn]``: one's own membership changes in one room."""
+    """``[guard.detectors.membership_churn]``: one's own joins and knocks of one room."""
 
     enabled: bool = True
     window_s: int = 3600
-    warn_above: int = 3
-    block_above: int = 7
+    warn_above: int = 2
+    block_above: int = 4
 
 
 @dataclass(frozen=True)
@@ -287,8 +288,8 @@ def parse_detector_config(table: Mapping[str, Any]) -> DetectorConfig:
         new_account_block_above = 5
         [guard.detectors.membership_churn]
         window_seconds = 3600
-        warn_above = 3
-        block_above = 7
+        warn_above = 2                 # joins and knocks of one room
+        block_above = 4
         [guard.detectors.first_message]
         within_seconds = 86400
         severity = "info"              # info | warn | hold | block
@@ -358,8 +359,8 @@ def parse_detector_config(table: Mapping[str, Any]) -> DetectorConfig:
     churn = ChurnConfig(
         on,
         _int(t, "window_seconds", 3600, w, hi=_WEEK_S),
-        _int(t, "warn_above", 3, w),
-        _int(t, "block_above", 7, w),
+        _int(t, "warn_above", 2, w),
+        _int(t, "block_above", 4, w),
     )
     t, w, on = sub("first_message", {"within_seconds", "severity", "new_account_severity"})
     first = FirstMessageConfig(
@@ -594,23 +595,23 @@ def invite_fanout(
 
 
 def membership_churn(cfg: ChurnConfig, ctx: EventContext, window: Sequence[int]) -> list[Signal]:
-    """One's own membership changes in one room (join, leave, knock): ``window`` holds their
-    times in the last ``window_s`` (this one not included). Above ``warn_above`` → warn; above
-    ``block_above`` → block, for a join or knock only (leaving is never refused)."""
-    if not cfg.enabled:
+    """One's own joins and knocks of one room (a join when already joined, a profile change,
+    is not one): ``window`` holds their times in the last ``window_s`` (this one not included).
+    More than ``warn_above`` → warn; more than ``block_above`` → block."""
+    if not cfg.enabled or ctx.membership not in ("join", "knock"):
         return []
     count = len(window) + 1
     if count <= cfg.warn_above:
         return []
-    if count > cfg.block_above and ctx.membership in ("join", "knock"):
+    if count > cfg.block_above:
         severity, limit = "block", cfg.block_above
     else:
         severity, limit = "warn", cfg.warn_above
     return [Signal(
         "detector.membership_churn", severity, _ratio(count, limit),
-        f"{ctx.sender} changed their membership of this room {count} times in "
-        f"{cfg.window_s // 60} minutes (more than {limit})",
-        {"changes": count, "window_s": cfg.window_s, "limit": limit},
+        f"{ctx.sender} joined this room {count} times in {cfg.window_s // 60} minutes (more "
+        f"than {limit}); leaving and rejoining over and over is a spam pattern",
+        {"joins": count, "window_s": cfg.window_s, "limit": limit},
     )]  # fmt: skip
 
 

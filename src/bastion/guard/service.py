@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bastion.core.identifiers import server_name_of
-from bastion.errors import forbidden
+from bastion.errors import MatrixError, forbidden
 from bastion.guard.alerts import Alerts
 from bastion.guard.behaviour import Detectors
 from bastion.guard.config import GuardConfig
@@ -248,9 +248,12 @@ class GuardService:
     def _part_signals(part: Callable[[EventContext], list[Signal]],
                       ctx: EventContext) -> list[Signal]:  # fmt: skip
         """One part's signals; a part that fails is logged and heard as saying nothing (one
-        broken detector must not stop every message of the server)."""
+        broken detector must not stop every message of the server). A Matrix error is the
+        part's answer, not a failure: the detectors' flood throttle is a 429 (local events)."""
         try:
             return list(part(ctx))
+        except MatrixError:
+            raise
         except Exception:  # noqa: BLE001
             log.exception("guard part %s failed on an event in %s", part, ctx.room_id)
             return []
