@@ -274,10 +274,11 @@ class HomeServer:
         """Every service with work in the background, drained together at shutdown (the
         ledger, which records what they do, is drained after them)."""
         fed = self.federation
+        cooling = self.guard.cooling.background  # join-wave cooling's reopening timers
         if fed is None:
-            return [self.e2ee, self.typing, self.presence, self.media]
+            return [self.e2ee, self.typing, self.presence, self.media, cooling]
         return [self.e2ee, fed.device_lists, fed.edus, self.typing, self.presence, self.media,
-                fed.sender]  # fmt: skip
+                fed.sender, cooling]  # fmt: skip
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)

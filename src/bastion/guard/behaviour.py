@@ -72,7 +72,7 @@ class Windows(Generic[K, V]):
         dq = data.pop(key, None)
         if dq is None:
             dq = deque(maxlen=self.maxlen)
-            if len(data) >= self.max_keys:
+            while len(data) >= self.max_keys:
                 del data[next(iter(data))]
         data[key] = dq
         return dq
