@@ -177,13 +177,16 @@ def test_first_message_and_link_blast_from_a_new_account():
     link = "join https://coins.example/now"
     first = det.signals(msg(NOW, body=link, created=new))
     assert sources(first) == [("detector.first_message", "hold")]
-    assert det.signals(msg(NOW + 1, body=link, created=new)) == []  # not first; 2 links
+    assert det.signals(msg(NOW + 1, body="hello", created=new)) == []  # no link: fine
     assert sources(det.signals(msg(NOW + 2, body=link, created=new))) == [
-        ("detector.link_blast", "block")
+        ("detector.link_blast", "hold")
     ]
     # after a new join, the first message is first again
     again = det.signals(msg(NOW + 3, body=link, created=new, joined=NOW + 3, room="!b:hs"))
     assert ("detector.first_message", "hold") in sources(again)
+    # an older account: the first message's link is only evidence, and there is no blast
+    old = [sources(det.signals(msg(NOW + 10 + i, body=link, sender="@old:hs"))) for i in range(3)]
+    assert old == [[("detector.first_message", "info")], [], []]
 
 
 def test_encrypted_rooms_only_counts():

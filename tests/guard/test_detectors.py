@@ -55,11 +55,11 @@ def test_config_table_is_checked():
     cfg = d.parse_detector_config({
         "enabled": False, "message_flood": {"warn_above": 5, "throttle_above": 0},
         "join_wave": {"max_joins": 8, "cooling_seconds": 2},
-        "link_blast": {"severity": "hold"},
+        "link_blast": {"severity": "block"},
     })  # fmt: skip
     assert not cfg.enabled and cfg.message_flood.warn_above == 5
     assert cfg.message_flood.throttle_above == 0 and cfg.join_wave.cooling_s == 2
-    assert cfg.link_blast.severity == "hold"
+    assert cfg.link_blast.severity == "block"
     for bad, key in [
         ({"nope": 1}, "guard.detectors"),
         ({"message_flood": {"warn_abov": 3}}, "guard.detectors.message_flood"),
@@ -211,14 +211,15 @@ def test_matrix_identifiers_are_not_links():
 # -- link blast --------------------------------------------------------------------------------
 def test_link_blast_from_a_new_account():
     lc = CFG.link_blast
-    assert d.link_blast(lc, ctx(content=LINK), times(1), links=1, new_account=True) == []
-    out = d.link_blast(lc, ctx(content=LINK), times(2), links=1, new_account=True)  # the 3rd
-    assert [s.severity for s in out] == ["block"]
+    assert d.link_blast(lc, ctx(content=LINK), [], links=1, new_account=True) == []
+    out = d.link_blast(lc, ctx(content=LINK), times(1), links=1, new_account=True)  # the 2nd
+    assert [s.severity for s in out] == ["hold"]
     assert d.link_blast(lc, ctx(content=LINK), times(5), links=1, new_account=False) == []
     assert d.link_blast(lc, ctx(), times(5), links=0, new_account=True) == []
-    held = d.parse_detector_config({"link_blast": {"severity": "hold"}}).link_blast
-    assert [s.severity for s in d.link_blast(held, ctx(), times(2), links=1,
-                                             new_account=True)] == ["hold"]  # fmt: skip
+    blocking = d.parse_detector_config({"link_blast": {"severity": "block", "block_above": 3}})
+    assert d.link_blast(blocking.link_blast, ctx(), times(2), links=1, new_account=True) == []
+    assert [s.severity for s in d.link_blast(blocking.link_blast, ctx(), times(3), links=1,
+                                             new_account=True)] == ["block"]  # fmt: skip
 
 
 # -- density and length --------------------------------------------------------------------------

@@ -35,8 +35,10 @@ recognise them:
   distinct users one sender invited in an hour: ``warn`` above 10, ``block`` above 25, and
   ``block`` above 5 for an account younger than a day.
 * **new-account link blast** — policyserv's ``LinksFilter`` and ``UntrustedMediaFilter`` refuse
-  links from untrusted senders: here an account younger than a day sending more than 2 messages
-  with links in 10 minutes (any rooms) → ``block`` (or ``hold``: ``severity``).
+  links from untrusted senders: here an account younger than a day sending more than one
+  message with links in 10 minutes (any rooms) → ``hold`` for a moderator (``severity``:
+  ``block`` to refuse outright). With the first-message rule, a new account's links wait for a
+  moderator from the first one in each room.
 * **density and length outliers** — policyserv's ``DensityFilter``
   (``density_filter_max_density`` 0.95 for bodies of at least
   ``density_filter_min_trigger_length`` 150 characters) and ``LengthFilter``
@@ -193,8 +195,8 @@ class LinkBlastConfig:
 
     enabled: bool = True
     window_s: int = 600
-    block_above: int = 2
-    severity: str = "block"
+    block_above: int = 1
+    severity: str = "hold"
 
 
 @dataclass(frozen=True)
@@ -296,8 +298,8 @@ def parse_detector_config(table: Mapping[str, Any]) -> DetectorConfig:
         new_account_severity = "hold"
         [guard.detectors.link_blast]
         window_seconds = 600
-        block_above = 2
-        severity = "block"             # or "hold"
+        block_above = 1
+        severity = "hold"              # or "block" (or "warn")
         [guard.detectors.density]
         min_length = 150
         max_density = 0.95
@@ -373,8 +375,8 @@ def parse_detector_config(table: Mapping[str, Any]) -> DetectorConfig:
     blast = LinkBlastConfig(
         on,
         _int(t, "window_seconds", 600, w, hi=_WEEK_S),
-        _int(t, "block_above", 2, w, lo=0),
-        get_str(t, "severity", "block", w, ("warn", "hold", "block")),
+        _int(t, "block_above", 1, w, lo=0),
+        get_str(t, "severity", "hold", w, ("warn", "hold", "block")),
     )
     t, w, on = sub("density", {"min_length", "max_density", "severity"})
     density = DensityConfig(
