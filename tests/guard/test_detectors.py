@@ -86,12 +86,13 @@ def test_flood_warns_on_the_eleventh_message_in_a_minute_once():
     assert d.message_flood(fc, ctx(), times(11)).signals == ()  # the 12th: same episode
 
 
-def test_flood_throttles_a_local_sender_above_twenty():
+def test_flood_throttles_a_local_sender_above_sixty():
     fc = CFG.message_flood
-    assert d.message_flood(fc, ctx(), times(19)).retry_after_ms is None  # the 20th passes
-    window = times(20, step_ms=2000)  # oldest 40 s ago
-    out = d.message_flood(fc, ctx(), window)  # the 21st
-    assert out.retry_after_ms == 20_000  # when the oldest leaves the 60 s window
+    assert fc.throttle_above == 60
+    assert d.message_flood(fc, ctx(), times(59, 500)).retry_after_ms is None  # the 60th passes
+    window = times(60, step_ms=500)  # oldest 30 s ago
+    out = d.message_flood(fc, ctx(), window)  # the 61st
+    assert out.retry_after_ms == 30_000  # when the oldest leaves the 60 s window
     assert out.signals[0].severity == "block"
     # federated senders are not throttled here (the rate limits soft-fail them)
     assert d.message_flood(fc, ctx(local=False), window).retry_after_ms is None

@@ -12,9 +12,12 @@ recognise them:
 * **message flood** — Draupnir's ``BasicFloodingProtection`` (``DEFAULT_MAX_PER_MINUTE = 10``:
   more than 10 messages in 60 s from one user in one room; Draupnir bans and redacts there),
   Meowlnir's ``anti_flood`` (``limit`` events per ``per``, no default). Here: ``warn`` (recorded,
-  alerted) when the 11th arrives, and a throttle of the flooder *in that room* (429
-  ``M_LIMIT_EXCEEDED`` with ``retry_after_ms``, which clients retry: nothing is lost) above
-  ``throttle_above`` (20 a minute, twice Draupnir's limit, so a legitimate burst passes).
+  alerted) when the 11th arrives, and a throttle of the flooder *in that room* above
+  ``throttle_above`` (60 a minute: one a second for a whole minute, which no person types):
+  429 ``M_LIMIT_EXCEEDED`` with ``retry_after_ms``, which clients retry, so a legitimate burst
+  (a pasted list, a test's 30 messages) passes and nothing is lost silently. At the defaults
+  the per-user rate limit (Synapse's ``rc_message``: 0.2/s, burst 10) paces a flood long
+  before; the throttle holds for users whose limits an admin raised without exempting them.
 * **mention spam** — Draupnir's ``MentionLimitProtection`` (``maxMentions`` 3, body mentions
   optional), policyserv's ``MentionsFilter`` (``mention_filter_max_mentions`` 20) and
   ``ManyAtsFilter`` (20): more than 3 mentions → ``warn``, more than 10 → ``block``.
@@ -132,7 +135,7 @@ class FloodConfig:
     warn_above: int = 10
     #: More than this in the window → the user is throttled in that room (429 until one of
     #: their messages leaves the window); 0 turns the throttle off.
-    throttle_above: int = 20
+    throttle_above: int = 60
 
 
 @dataclass(frozen=True)
@@ -274,7 +277,7 @@ def parse_detector_config(table: Mapping[str, Any]) -> DetectorConfig:
         enabled = true
         window_seconds = 60
         warn_above = 10
-        throttle_above = 20            # 0: never throttle
+        throttle_above = 60            # 0: never throttle
         [guard.detectors.mention_spam]
         warn_above = 3
         block_above = 10
@@ -331,7 +334,7 @@ def parse_detector_config(table: Mapping[str, Any]) -> DetectorConfig:
         on,
         _int(t, "window_seconds", 60, w, hi=_WEEK_S),
         _int(t, "warn_above", 10, w),
-        _int(t, "throttle_above", 20, w, lo=0),
+        _int(t, "throttle_above", 60, w, lo=0),
     )
     t, w, on = sub("mention_spam", {"warn_above", "block_above", "body_mentions"})
     mention = MentionConfig(
