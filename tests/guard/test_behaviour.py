@@ -36,10 +36,10 @@ class FakeGuard:
         return len(self.recorded)
 
 
-def detectors(table: dict[str, Any] | None = None) -> Detectors:
+def detectors(table: dict[str, Any] | None = None, mode: str = "enforce") -> Detectors:
     cfg = d.parse_detector_config(table or {})
-    hs = SimpleNamespace(config=SimpleNamespace(guard_config=SimpleNamespace(detectors=cfg)),
-                         guard=FakeGuard())  # fmt: skip
+    guard_config = SimpleNamespace(detectors=cfg, mode=mode)
+    hs = SimpleNamespace(config=SimpleNamespace(guard_config=guard_config), guard=FakeGuard())
     return Detectors(hs)  # type: ignore[arg-type]
 
 
@@ -99,6 +99,15 @@ def test_flood_throttle_is_a_429_and_its_start_is_recorded_once():
     assert len(recorded) == 1
     assert recorded[0].source == "detector.message_flood" and recorded[0].outcome == "block"
     assert recorded[0].details["throttle"] is True
+
+
+def test_shadow_mode_only_records_the_throttle():
+    det = detectors(mode="shadow")
+    for i in range(60):
+        det.signals(msg(NOW + i * 500))
+    out = [sources(det.signals(msg(NOW + 30_000 + i))) for i in range(3)]
+    assert out == [[("detector.message_flood", "block")], [], []]
+    assert det.hs.guard.recorded == []  # the guard records the shadow verdict itself
 
 
 def test_federated_floods_are_not_throttled_but_origins_are_watched():

@@ -19,7 +19,8 @@ in memory only: a restart forgets them (a restarted server is lenient for one wi
 A local sender throttled for flooding a room (:func:`bastion.guard.detectors.message_flood`)
 is answered 429 ``M_LIMIT_EXCEEDED`` with ``retry_after_ms`` (C-S API "Rate limiting"): the
 exception is raised from :meth:`Detectors.signals`, like the rate limits' own, and the start of
-each throttle is recorded (``GuardService.record``). Users exempt from the rate limits
+each throttle is recorded (``GuardService.record``); in shadow mode the throttle is only
+recorded (a ``block`` signal once per episode). Users exempt from the rate limits
 (``hs.guard.limits.is_exempt``: bots, bridges) are not observed at all.
 
 Cost: a few dict look-ups and deque operations per event; text is read only for readable
@@ -105,6 +106,8 @@ class Detectors:
     def __init__(self, hs: HomeServer, *, is_exempt: Callable[[str], bool] | None = None) -> None:
         self.hs = hs
         self.config: d.DetectorConfig = hs.config.guard_config.detectors
+        #: False in shadow mode (``guard.mode = "shadow"``): the flood throttle is not enforced.
+        self.enforce: bool = hs.config.guard_config.mode != "shadow"
         self._is_exempt = is_exempt
         c = self.config
         self.messages: Windows[tuple[str, str], int] = Windows(
@@ -178,6 +181,13 @@ class Detectors:
             window = _prune(self.messages.get(key), now - fc.window_s * 1000)
             flood = d.message_flood(fc, ctx, window)
             if flood.retry_after_ms is not None:
+                if not self.enforce:
+                    # Shadow mode: the throttle's start is recorded (as a shadow verdict), the
+                    # message goes through.
+                    if key in self.throttled:
+                        return out
+                    self.throttled[key] = now
+                    return list(flood.signals)
                 self._throttle(ctx, key, flood)
                 raise limit_exceeded(
                     flood.retry_after_ms,
