@@ -307,3 +307,44 @@ def test_signal_severity_info_is_not_recorded(server, client):
     room_id = create_room(alice)
     assert send(alice, room_id, uuid.uuid4().hex).status == 200
     assert decisions(server) == []
+
+
+def test_held_invite_is_sent_on_approval(server, client):
+    alice, carol = client.register(), client.register()
+    admin = admin_client(server)
+    script_detectors(server, Scripted({"member:invite": hold("too many invites today")}))
+    room_id = create_room(alice)
+    r = alice.request("POST", f"{V3}/rooms/{q(room_id)}/invite",
+                      {"user_id": carol.user_id, "reason": "come along"})  # fmt: skip
+    assert r.status == 403 and "held for review" in r.body["error"]
+    (d,) = decisions(server, status="held")
+    assert (d["held"]["type"], d["held"]["state_key"]) == ("m.room.member", carol.user_id)
+    r = admin.request("POST", f"{GUARD}/decisions/{d['id']}/approve", {})
+    assert r.status == 200, r.body
+    state = alice.request("GET", f"{V3}/rooms/{q(room_id)}/state/m.room.member/{q(carol.user_id)}")
+    assert state.body == {"membership": "invite", "reason": "come along"}
+
+
+def test_approval_that_the_room_now_refuses_stays_held(server, room):
+    alice, bob, room_id = room
+    admin = admin_client(server)
+    assert send(bob, room_id, "HOLD").status == 403
+    (d,) = decisions(server, status="held")
+    assert bob.request("POST", f"{V3}/rooms/{q(room_id)}/leave", {}).status == 200
+    r = admin.request("POST", f"{GUARD}/decisions/{d['id']}/approve", {})
+    assert r.status == 403 and r.body["errcode"] == "M_FORBIDDEN"
+    assert decisions(server, status="held")[0]["details"]["approve_failed"]
+
+
+def test_no_approval_for_a_suspended_sender(server, room):
+    alice, bob, room_id = room
+    admin = admin_client(server)
+    assert send(alice, room_id, "HOLD").status == 403
+    (d,) = decisions(server, status="held")
+    r = admin.request("PUT", f"/_matrix/client/v1/admin/suspend/{q(alice.user_id)}",
+                      {"suspended": True})  # fmt: skip
+    assert r.status == 200
+    r = admin.request("POST", f"{GUARD}/decisions/{d['id']}/approve", {})
+    assert (r.status, r.body["errcode"]) == (400, "M_INVALID_PARAM")
+    assert "suspended" in r.body["error"] and "HOLD" not in bodies(bob, room_id)
+    assert decisions(server, status="held")[0]["id"] == d["id"]

@@ -357,6 +357,13 @@ class GuardActions:
             raise invalid_param(
                 f"decision {decision_id} is {decision['status']}: only a held event can be approved"
             )
+        sender = decision["subject"]
+        user = self.hs.store.get_user(sender) if isinstance(sender, str) else None
+        if user is None or user["deactivated"] or user["locked"] or user["suspended"]:
+            raise invalid_param(
+                f"decision {decision_id}: the sender's account is deactivated, locked or "
+                "suspended; the event cannot be sent as them"
+            )
         claimed = await self._review(decision_id, ("held",), "approved", admin, reason,
                                      "approve", ip=ip, also=also)  # fmt: skip
         try:
@@ -414,6 +421,11 @@ class GuardActions:
         done = decision["details"].get("carried_out") or {}
         undone: dict[str, Any] = {}
         cannot: dict[str, str] = {}
+        if decision["origin"] not in (None, self.hs.server_name) and decision["event_id"]:
+            cannot["soft_fail"] = (
+                'the federated event stays soft-failed (S-S API "Soft failure": it is never '
+                "served); its server may send it again"
+            )
         subject = decision["subject"]
         room_id = decision["room_id"]
         why = f"reversal of guard decision {decision_id}" + (f": {reason}" if reason else "")

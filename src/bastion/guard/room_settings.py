@@ -9,6 +9,9 @@ Every key is optional; an absent key means the server's default (``[guard.classi
 ``[guard.detectors]``). ``classifier.hold_per_mille`` / ``classifier.block_per_mille``: the
 score, in thousandths (integers 0..1000: request bodies are canonical JSON, which has no
 floats), from which the classifier holds an event for a moderator / blocks it (hold <= block).
+:meth:`~bastion.guard.service.GuardService.room_settings` gives the parts the stored settings
+with the thresholds also as fractions, ``classifier.hold`` / ``classifier.block`` (0..1)
+(:func:`runtime_view`).
 ``detectors.<name>``: one detector on or off (the name of its signal source without
 ``detector.``). :class:`ValueError` names the offending key.
 """
@@ -21,7 +24,7 @@ from typing import Any
 
 from bastion.guard.tables import check_keys, get_bool, get_number
 
-__all__ = ["parse_room_settings"]
+__all__ = ["parse_room_settings", "runtime_view"]
 
 _DETECTOR_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 #: The most detector switches one room may carry.
@@ -63,4 +66,19 @@ def parse_room_settings(settings: Any) -> dict[str, Any]:
                 raise ValueError(f"settings.detectors: {str(key)[:64]!r} is not a detector name")
             switches[key] = get_bool(det, key, True, "settings.detectors")
         out["detectors"] = switches
+    return out
+
+
+def runtime_view(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings as the parts read them: the stored ones, with the classifier's thresholds
+    also as fractions (``hold`` / ``block``, 0..1)."""
+    out = dict(stored)
+    cls = stored.get("classifier")
+    if isinstance(cls, Mapping):
+        view = dict(cls)
+        for key in ("hold", "block"):
+            per_mille = cls.get(f"{key}_per_mille")
+            if isinstance(per_mille, int):
+                view[key] = per_mille / 1000
+        out["classifier"] = view
     return out

@@ -12,7 +12,7 @@ policy -> action -> alert + ledger record):
   with the decision, 403 ``M_FORBIDDEN`` saying it waits for a moderator, whose approval sends
   it (:mod:`bastion.guard.decisions`); warn -> recorded and alerted, the event goes through;
   shadow mode (``guard.mode = "shadow"``) -> recorded with status ``shadow``, nothing enforced.
-* :meth:`GuardService.remote_event_check` — a federated event after its signature, hash and
+* :meth:`GuardService.check_remote_event` — a federated event after its signature, hash and
   auth checks (S-S API "Checks performed on receipt of a PDU"), decided under the room's lock
   with checks 5-6: a blocked or held event is soft-failed (S-S API "Soft failure": stored, not
   served, never a forward extremity) and recorded.
@@ -47,14 +47,14 @@ from bastion.guard.login_defence import LoginDefence
 from bastion.guard.policy_service import PolicyLists
 from bastion.guard.rate_limiter import RateLimits
 from bastion.guard.room_cooling import RoomCooling
-from bastion.guard.room_settings import parse_room_settings
+from bastion.guard.room_settings import parse_room_settings, runtime_view
 from bastion.guard.signals import Decision, EventContext, Signal, Verdict, combine
 from bastion.ledger import records
 from bastion.services.security_records import clip, record_in
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
-    from bastion.storage.interface import StateMap, Txn
+    from bastion.storage.interface import Txn
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ MAX_RECORD_REASON = 1000
 MAX_RECORD_SIGNALS = 20
 #: The actor of the guard's own records.
 GUARD_ACTOR = "server"
+#: Alerts waiting for their decision's commit, at most.
+MAX_PENDING_ALERTS = 10_000
 #: Outcomes that are alerted when recorded.
 ALERTED = ("warn", "hold", "block")
 
@@ -117,7 +119,7 @@ class RemoteEventCheck:
         self.verdict: Verdict | None = None
         self.ctx: EventContext | None = None
 
-    def __call__(self, current: StateMap) -> str | None:
+    def __call__(self, current: Mapping[tuple[str, str], str]) -> str | None:
         """The reason to soft-fail the event, or None to accept it."""
         guard = self.guard
         ctx = guard.remote_context(self.pdu, self.event_id, self.origin, current)
@@ -125,7 +127,13 @@ class RemoteEventCheck:
         if not guard.limits.remote_event_allowed(ctx):
             # The rate-limit part records when a throttle starts; not every refused event.
             return f"{self.origin} is sending too many events"
-        verdict = combine(guard.content_signals(ctx), enforce=guard.config.enforce)
+        try:
+            sigs = guard.content_signals(ctx)
+        except MatrixError as e:
+            # A part's refusal (a throttle's 429): soft-failed, recorded by that part when
+            # its throttle starts.
+            return e.message
+        verdict = combine(sigs, enforce=guard.config.enforce)
         self.verdict = verdict
         if verdict.enforced and verdict.outcome in ("hold", "block"):
             return verdict.reason or "refused by the server's guard"
@@ -168,7 +176,6 @@ class GuardService:
         self.actions = GuardActions(hs, self)
         self._created: OrderedDict[str, int | None] = OrderedDict()
         self._room_settings: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
-        self._members: dict[str, tuple[int, int]] = {}
         self._pending_alerts: dict[int, tuple[str, str, dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -371,7 +378,7 @@ class GuardService:
     # ------------------------------------------------------------------------------------------
     # Federated events and memberships
     # ------------------------------------------------------------------------------------------
-    def remote_event_check(
+    def check_remote_event(
         self, origin: str, pdu: Mapping[str, Any], event_id: str
     ) -> RemoteEventCheck | None:
         """The check a federated event's append runs under the room's lock (None: the guard
@@ -447,12 +454,14 @@ class GuardService:
             self._pending_alerts[decision_id] = (
                 f"guard.{decision.outcome}",
                 f"{decision.outcome} ({decision.source}, {decision.status}): {decision.reason}",
-                {"decision_id": decision_id, "source": decision.source,
+                {"decision_id": decision_id, "ts": decision.ts, "source": decision.source,
                  "outcome": decision.outcome, "status": decision.status,
                  "subject": subject, "room_id": decision.room_id,
                  "event_id": decision.event_id, "origin": decision.origin,
                  "actions": list(decision.actions)},
             )  # fmt: skip
+            if len(self._pending_alerts) > MAX_PENDING_ALERTS:  # no loop drains them (CLI)
+                self._pending_alerts.pop(next(iter(self._pending_alerts)))
             store.run_after_commit(self._alert_committed, decision_id)
         return decision_id
 
@@ -466,6 +475,11 @@ class GuardService:
         if pending is None:
             return
         kind, summary, details = pending
+        # The store runs after-commit calls of a batch even for a write of it that failed (and
+        # was rolled back on its own): alert only a decision that is really there.
+        row = self.hs.store.get_guard_decision(decision_id)
+        if row is None or (row["ts"], row["source"]) != (details["ts"], details["source"]):
+            return
         self.alerts.count(
             "bastion_guard_decisions_total",
             {"source": details["source"], "outcome": details["outcome"],
@@ -489,13 +503,14 @@ class GuardService:
     # ------------------------------------------------------------------------------------------
     def room_settings(self, room_id: str) -> Mapping[str, Any]:
         """A room's guard settings (classifier thresholds, detectors on/off; ``{}``: the
-        server's defaults), cached."""
+        server's defaults), cached; the thresholds also as fractions
+        (:func:`~bastion.guard.room_settings.runtime_view`)."""
         cache = self._room_settings
         hit = cache.get(room_id)
         if hit is not None:
             return hit
         stored = self.hs.store.get_guard_room_settings(room_id)
-        settings: Mapping[str, Any] = stored if isinstance(stored, dict) else {}
+        settings: Mapping[str, Any] = runtime_view(stored) if isinstance(stored, dict) else {}
         cache[room_id] = settings
         if len(cache) > ROOM_SETTINGS_CACHE_SIZE:
             cache.popitem(last=False)

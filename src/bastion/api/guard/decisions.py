@@ -174,7 +174,7 @@ def register(router: Router, hs: HomeServer) -> None:
         require_admin(req)
         room_id = room_id_param(req)
         await record_read(req, room_id)
-        return {"room_id": room_id, "settings": dict(guard.room_settings(room_id))}
+        return {"room_id": room_id, "settings": store.get_guard_room_settings(room_id) or {}}
 
     async def put_settings(req: Request) -> dict:
         """PUT /_bastion/admin/v1/guard/rooms/{roomId}/settings — replace them with the body

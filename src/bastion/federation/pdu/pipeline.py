@@ -111,14 +111,14 @@ class FederationEventHandler:
         self.now_ms: Callable[[], int] = hs.now_ms
         self.fetcher = Fetcher(self.client, self.keyring, self.store, self.config)
         self.persister = Persister(self.engine, self.store)
-        #: The guard (issue 9): asked about each event that passed checks 5–6.
-        self.guard = hs.guard
         self._send_buckets = TokenBuckets(
             float(self.config.federation_send_per_second),
             float(self.config.federation_send_burst),
             MAX_RATE_LIMITED_ORIGINS,
         )
         self._txn_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        #: The guard (issue 9): asked about each event that passed checks 5–6.
+        self.guard = hs.guard
 
     @property
     def edu_handlers(self) -> Mapping[str, EduHandler]:
@@ -369,7 +369,7 @@ class FederationEventHandler:
         # soft-failed), and the write; the guard's decision is recorded after it.
         check = None
         if self.guard is not None and not backfilled:
-            check = self.guard.remote_event_check(origin, pdu, eid)
+            check = self.guard.check_remote_event(origin, pdu, eid)
         outcome = await self.persister.remote_event(
             pdu, eid, room_id, version, state_before=state_before, sg_before=sg_before,
             verify=verify, backfilled=backfilled, backfill_pos=backfill_pos, guard=check,
