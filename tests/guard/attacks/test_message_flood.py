@@ -52,11 +52,12 @@ def test_message_flood_is_throttled_and_the_room_keeps_talking(srv):
         r = put(flooder, room_id, f"spam {i}", txn)
         statuses.append(r.status)
         if r.status == 429:
-            assert r.body["errcode"] == "M_LIMIT_EXCEEDED"
-            assert 0 < r.body["retry_after_ms"] <= 3000
-            assert "flooding" in r.body["error"]
-            refused.append((i, txn, r.body["retry_after_ms"]))
+            assert r.body["errcode"] == "M_LIMIT_EXCEEDED" and r.body["retry_after_ms"] > 0
+            refused.append((i, txn, r.body))
     assert statuses[:6] == [200] * 6 and set(statuses[6:]) == {429}
+    # the 7th is the detector's throttle (later ones may meet the per-user rate limit first)
+    first = refused[0][2]
+    assert "flooding" in first["error"] and first["retry_after_ms"] <= 3000
 
     # detected: one warn when passing the threshold; the throttle's start recorded once
     flood = decisions(srv, subject=flooder.user_id)
@@ -73,7 +74,11 @@ def test_message_flood_is_throttled_and_the_room_keeps_talking(srv):
     assert sum(1 for b in seen if b.startswith("spam ")) == 6
 
     # a client that honours retry_after_ms loses nothing: the refused message goes through
-    i, txn, retry = refused[0]
-    time.sleep(retry / 1000 + 0.1)
-    r = put(flooder, room_id, f"spam {i}", txn)
+    i, txn, body = refused[0]
+    for _ in range(5):
+        time.sleep(body["retry_after_ms"] / 1000 + 0.1)
+        r = put(flooder, room_id, f"spam {i}", txn)
+        if r.status != 429:
+            break
+        body = r.body
     assert r.status == 200, r.body
