@@ -149,3 +149,18 @@ def test_cooling_survives_a_restart(tmp_path):
         assert join(outsider, room_id).status == 200
     finally:
         second.stop()
+
+
+def test_a_restricted_room_gets_its_allow_list_back(srv):
+    Told(srv)
+    owner = make_user(srv)
+    space = create_room(owner, preset="public_chat", room_version="10")
+    rules = {"join_rule": "restricted",
+             "allow": [{"type": "m.room_membership", "room_id": space}]}  # fmt: skip
+    room_id = create_room(owner, room_version="10", initial_state=[
+        {"type": "m.room.join_rules", "state_key": "", "content": rules}])  # fmt: skip
+    cool(srv, room_id, 1.0)
+    assert join_rule(srv, room_id) == "knock"
+    wait_for(lambda: join_rule(srv, room_id) == "restricted")
+    ev = call_on_server(srv, srv.hs.rooms.current_state_event, room_id, "m.room.join_rules")
+    assert ev["content"] == rules
