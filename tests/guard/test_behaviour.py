@@ -250,3 +250,19 @@ def test_cost_per_call():
           {k: (round(a, 1), round(b, 1)) for k, (a, b) in report.items()})  # fmt: skip
     for median, p99 in report.values():
         assert median < 200 and p99 < 2000  # generous: 2 shared cores
+
+
+def test_hostile_long_bodies_stay_cheap():
+    """64 KiB bodies full of links, dots and user IDs: searched within bounds (the median call
+    stays far under the guard's 5 ms budget)."""
+    det = detectors()
+    bodies = [("www.a.com/x " * 6000)[:64000], ("foo.bar baz. @a:hs " * 4000)[:64000],
+              " ".join(f"@u{i}:hs" for i in range(9000))[:64000]]  # fmt: skip
+    for body in bodies:
+        samples = []
+        for i in range(30):
+            c = msg(NOW + i, sender=f"@n{i}:hs", body=body, created=NOW - 1000, joined=NOW - 1000)
+            t0 = time.perf_counter_ns()
+            det.signals(c)
+            samples.append((time.perf_counter_ns() - t0) / 1e6)
+        assert statistics.median(samples) < 3.0, samples

@@ -125,6 +125,14 @@ def test_mentions_in_the_body_and_pills_count_in_readable_rooms():
     assert d.mentioned_users(ctx(content={"body": "a@b.example c@d.example"})) == set()
 
 
+def test_body_mentions_are_counted_only_as_far_as_needed():
+    many = " ".join(f"@u{i}:hs" for i in range(5000))
+    users = d.mentioned_users(ctx(content={"body": many}), stop_above=10)
+    assert len(users) == 11
+    out = d.mention_spam(CFG.mention_spam, ctx(content={"body": many}))
+    assert [s.severity for s in out] == ["block"]
+
+
 def test_edits_count_their_new_mentions():
     content = {"body": "* x", "m.new_content": mentions(11)}
     assert [s.severity for s in d.mention_spam(CFG.mention_spam, ctx(content=content))] == ["block"]
@@ -207,6 +215,11 @@ def test_matrix_identifiers_are_not_links():
     )
     assert d.has_link(c) == []  # fmt: skip
     assert d.has_link(ctx(content=LINK)) == ["https://coins.example/claim"]
+    # a long body is searched at its start and its end (bounded cost)
+    pad = "word " * 2000
+    assert d.has_link(ctx(content={"body": pad + LINK["body"]}))
+    assert d.has_link(ctx(content={"body": LINK["body"] + pad}))
+    assert d.has_link(ctx(content={"body": pad + LINK["body"] + pad})) == []
 
 
 # -- link blast --------------------------------------------------------------------------------

@@ -215,17 +215,19 @@ class Detectors:
             first = not seen or seen[0] != joined
             if first:
                 seen.append(joined)
-        if "first_message" not in off:
-            out += d.first_message(cfg.first_message, ctx, first=first, new_account=new_account)
         lc = cfg.link_blast
-        if lc.enabled and new_account and "link_blast" not in off:
-            links = len(d.has_link(ctx))
-            if links:
-                lw = _prune(self.links.get(ctx.sender), now - lc.window_s * 1000)
-                blast = d.link_blast(lc, ctx, lw, links=links, new_account=True)
-                out += blast
-                if not blast:
-                    lw.append(now)
+        blast_on = lc.enabled and new_account and "link_blast" not in off
+        first_on = first and cfg.first_message.enabled and "first_message" not in off
+        links = len(d.has_link(ctx)) if blast_on or first_on else 0  # searched once
+        if first_on:
+            out += d.first_message(cfg.first_message, ctx, first=True, new_account=new_account,
+                                   links=links)  # fmt: skip
+        if blast_on and links:
+            lw = _prune(self.links.get(ctx.sender), now - lc.window_s * 1000)
+            blast = d.link_blast(lc, ctx, lw, links=links, new_account=True)
+            out += blast
+            if not blast:
+                lw.append(now)
         if "density" not in off:
             out += d.density_outlier(cfg.density, ctx)
         if cfg.length.enabled and "length" not in off:
