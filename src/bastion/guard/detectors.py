@@ -37,9 +37,10 @@ recognise them:
 * **invite fan-out** — Synapse's ``rc_invites.per_issuer`` limits the rate; this counts the
   distinct users one sender invited in an hour: ``warn`` above 10, ``block`` above 25, and
   ``block`` above 5 for an account younger than a day.
-* **new-account link blast** — policyserv's ``LinksFilter`` and ``UntrustedMediaFilter`` refuse
-  links from untrusted senders: here an account younger than a day sending more than one
-  message with links in 10 minutes (any rooms) → ``hold`` for a moderator (``severity``:
+* **new-account link blast** — policyserv flags links against allow/deny lists (``LinkFilter``)
+  and media from senders it does not trust (``UntrustedMediaFilter``); none of the bots has a
+  default for a new account's links, so here: an account younger than a day sending more than
+  one message with links in 10 minutes (any rooms) → ``hold`` for a moderator (``severity``:
   ``block`` to refuse outright). With the first-message rule, a new account's links wait for a
   moderator from the first one in each room.
 * **density and length outliers** — policyserv's ``DensityFilter``
