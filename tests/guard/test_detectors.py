@@ -310,3 +310,25 @@ def test_encrypted_rooms_are_never_read():
     j = ctx("m.room.member", Sealed("join"), state_key="@spam:hs", encrypted=True, joined=None)
     assert d.join_wave(CFG.join_wave, j, times(50))
     assert d.membership_churn(CFG.membership_churn, j, times(4))
+
+
+def test_the_toml_file_sets_the_detectors(tmp_path):
+    from bastion.config import ConfigError, load_config
+
+    path = tmp_path / "bastion.toml"
+    path.write_text(
+        'server_name = "example.org"\n'
+        f'data_dir = "{tmp_path}"\n'
+        "[guard.detectors.message_flood]\nwarn_above = 5\n"
+        "[guard.detectors.join_wave]\nmax_joins = 20\ncooling_seconds = 600\n"
+    )
+    cfg = load_config(path).guard_config.detectors
+    assert cfg.message_flood.warn_above == 5 and cfg.message_flood.throttle_above == 60
+    assert (cfg.join_wave.max_joins, cfg.join_wave.cooling_s) == (20, 600)
+    path.write_text(
+        'server_name = "example.org"\n'
+        f'data_dir = "{tmp_path}"\n'
+        "[guard.detectors.join_wave]\nmax_join = 20\n"
+    )
+    with pytest.raises(ConfigError, match=r"guard\.detectors\.join_wave"):
+        load_config(path).validate()  # checked at load, before the server starts
