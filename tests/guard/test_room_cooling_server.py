@@ -164,3 +164,18 @@ def test_a_restricted_room_gets_its_allow_list_back(srv):
     wait_for(lambda: join_rule(srv, room_id) == "restricted")
     ev = call_on_server(srv, srv.hs.rooms.current_state_event, room_id, "m.room.join_rules")
     assert ev["content"] == rules
+
+
+def test_the_admins_are_the_local_members_who_may_change_the_join_rule(srv):
+    owner, mod, member = make_user(srv), make_user(srv), make_user(srv)
+    room_id = create_room(owner, preset="public_chat", room_version="10")
+    for c in (mod, member):
+        assert join(c, room_id).status == 200
+    pl = owner.request("GET", f"{V3}/rooms/{q(room_id)}/state/m.room.power_levels/").body
+    pl["users"][mod.user_id] = 100
+    r = owner.request("PUT", f"{V3}/rooms/{q(room_id)}/state/m.room.power_levels/", pl)
+    assert r.status == 200, r.body
+    admins = call_on_server(srv, srv.hs.guard.cooling.admins, room_id)
+    assert sorted(admins) == sorted([owner.user_id, mod.user_id])
+    assert owner.request("POST", f"{V3}/rooms/{q(room_id)}/leave", {}).status == 200
+    assert call_on_server(srv, srv.hs.guard.cooling.admins, room_id) == [mod.user_id]
