@@ -21,7 +21,8 @@ def test_without_a_federation_listener_there_is_no_federation(tmp_path):
     assert hs.typing.room_edus is None and hs.receipts.room_edus is None
     assert hs.e2ee.remote_devices is None and hs.e2ee.to_device_outbox is None
     assert hs.background_services() == [hs.e2ee, hs.typing, hs.presence, hs.media,
-                                        hs.guard.login, hs.guard.alerts]  # fmt: skip
+                                        hs.guard.login, hs.guard.cooling.background,
+                                        hs.guard.alerts]  # fmt: skip
     hs.passwords.close()
     hs.media.close()
 

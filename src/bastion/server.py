@@ -279,11 +279,11 @@ class HomeServer:
         """Every service with work in the background, drained together at shutdown (the
         ledger, which records what they do, is drained after them)."""
         fed = self.federation
+        guard = [self.guard.login, self.guard.cooling.background, self.guard.alerts]
         if fed is None:
-            return [self.e2ee, self.typing, self.presence, self.media, self.guard.login,
-                    self.guard.alerts]  # fmt: skip
+            return [self.e2ee, self.typing, self.presence, self.media, *guard]
         return [self.e2ee, fed.device_lists, fed.edus, self.typing, self.presence, self.media,
-                fed.sender, self.guard.login, self.guard.alerts]  # fmt: skip
+                fed.sender, *guard]  # fmt: skip
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
