@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 def register(router: Router, hs: HomeServer) -> None:
     async def post_receipt(req: Request) -> dict:
         """POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId} — C-S API
-        "Receipts". ``m.fully_read`` sets the fully-read marker, as /read_markers does."""
+        "Receipts". ``m.fully_read`` sets the fully-read marker, as /read_markers does. Rate
+        limit ``receipt`` (429 ``M_LIMIT_EXCEEDED``)."""
+        hs.guard.limits.require("receipt", user=req.requester.user_id, ip=req.raw.remote)
         rtype = req.params["receiptType"]
         if rtype not in RECEIPT_TYPES:
             raise invalid_param(f"unknown receipt type {rtype!r}")
@@ -30,7 +32,9 @@ def register(router: Router, hs: HomeServer) -> None:
         return {}
 
     async def post_read_markers(req: Request) -> dict:
-        """POST /_matrix/client/v3/rooms/{roomId}/read_markers — C-S API "Fully read markers"."""
+        """POST /_matrix/client/v3/rooms/{roomId}/read_markers — C-S API "Fully read markers".
+        Rate limit ``receipt`` (429 ``M_LIMIT_EXCEEDED``)."""
+        hs.guard.limits.require("receipt", user=req.requester.user_id, ip=req.raw.remote)
         body = await req.json()
         markers = {}
         for key in RECEIPT_TYPES:

@@ -11,9 +11,17 @@ if TYPE_CHECKING:
 
 
 def register(router: Router, hs: HomeServer) -> None:
+    limits = hs.guard.limits
+
+    def rate(req: Request) -> None:
+        """Rate limit ``report`` (429 ``M_LIMIT_EXCEEDED``): reports reach moderators, whose
+        attention is the scarce thing."""
+        limits.require("report", user=req.requester.user_id, ip=req.raw.remote)
+
     async def report_event(req: Request) -> dict:
         """POST /_matrix/client/v3/rooms/{roomId}/report/{eventId} — C-S API "Reporting
         Content". The reporter must be joined (v1.8)."""
+        rate(req)
         body = await req.json(allow_empty=True)
         await hs.reporting.report_event(
             req.requester.user_id, req.params["roomId"], req.params["eventId"], body
@@ -23,6 +31,7 @@ def register(router: Router, hs: HomeServer) -> None:
     async def report_room(req: Request) -> dict:
         """POST /_matrix/client/v3/rooms/{roomId}/report — C-S API "Reporting Content" (v1.13;
         no membership required)."""
+        rate(req)
         body = await req.json()
         await hs.reporting.report_room(req.requester.user_id, req.params["roomId"], body)
         return {}
@@ -30,6 +39,7 @@ def register(router: Router, hs: HomeServer) -> None:
     async def report_user(req: Request) -> dict:
         """POST /_matrix/client/v3/users/{userId}/report — C-S API "Reporting Content" (v1.14;
         no shared room required)."""
+        rate(req)
         body = await req.json()
         await hs.reporting.report_user(req.requester.user_id, req.params["userId"], body)
         return {}

@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 def register(router: Router, hs: HomeServer) -> None:
     async def put_typing(req: Request) -> dict:
         """PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId} — C-S API "Typing
-        Notifications". Only for yourself, in a room you are joined to; ``timeout`` is capped."""
+        Notifications". Only for yourself, in a room you are joined to; ``timeout`` is capped.
+        Rate limit ``typing`` (429 ``M_LIMIT_EXCEEDED``)."""
         user_id = own_user(req)
+        hs.guard.limits.require("typing", user=user_id, ip=req.raw.remote)
         room_id = req.params["roomId"]
         body = await req.json()
         typing = body.get("typing")
