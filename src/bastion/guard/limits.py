@@ -28,7 +28,7 @@ The TOML table::
     enabled = true            # false lifts every rate limit (benchmarks); login defence stays
     max_keys = 10000          # keys remembered per limit (least recently used forgotten first)
     [guard.rate_limits.message]
-    per_second = 0.2          # tokens added a second
+    per_second = 0.2          # tokens added a second (or per_minute = 12, per_hour = 720)
     burst = 10                # bucket size: what may be done at once
 """
 
@@ -44,6 +44,7 @@ __all__ = [
     "EXEMPT",
     "KEYS",
     "LIMITS",
+    "RATE_UNITS",
     "USER_LIMITS",
     "LimitDef",
     "LimitSpec",
@@ -70,15 +71,26 @@ MAX_BURST: Final = 1_000_000_000
 DEFAULT_MAX_KEYS: Final = 10_000
 
 
+#: The keys a rate may be given in, and their length in seconds. JSON bodies of the Matrix
+#: APIs are canonical JSON, which has no fractions (the admin API's ``per_second`` is a whole
+#: number): a rate slower than one a second is given ``per_minute`` or ``per_hour`` there.
+RATE_UNITS: Final = {"per_second": 1.0, "per_minute": 60.0, "per_hour": 3600.0}
+
+
 @dataclass(frozen=True)
 class LimitSpec:
-    """A token bucket's shape: ``per_second`` tokens added a second, up to ``burst``."""
+    """A token bucket's shape: ``per_second`` tokens added a second, up to ``burst``.
+    ``unit``: the key of :data:`RATE_UNITS` the rate was given in, kept so that it is shown
+    (and recorded, in canonical JSON) as given: 1 ``per_hour``, not 0.000277… a second."""
 
     per_second: float
     burst: int
+    unit: str = field(default="per_second", compare=False)
 
     def json(self) -> dict[str, float | int]:
-        return {"per_second": self.per_second, "burst": self.burst}
+        count = self.per_second * RATE_UNITS[self.unit]
+        whole = round(count)
+        return {self.unit: whole if abs(count - whole) < 1e-9 else count, "burst": self.burst}
 
 
 @dataclass(frozen=True)
@@ -169,19 +181,31 @@ class RateLimitConfig:
 
 
 def _spec(table: Mapping[str, Any], where: str, default: LimitSpec | None) -> LimitSpec:
-    """``{per_second, burst}`` (each defaulting to ``default``'s; both required without)."""
+    """A bucket: ``burst`` and one rate key of :data:`RATE_UNITS` (each defaulting to
+    ``default``'s; both required without one)."""
     if not isinstance(table, Mapping):
         raise ValueError(f"{where} must be a table with per_second and burst")
-    check_keys(table, {"per_second", "burst"}, where)
+    check_keys(table, {"burst", *RATE_UNITS}, where)
+    units = [unit for unit in RATE_UNITS if unit in table]
+    if len(units) > 1:
+        raise ValueError(f"{where}: give one of {', '.join(units)}")
     if default is None:
-        for key in ("per_second", "burst"):
-            if key not in table:
-                raise ValueError(f"{where}.{key} is required")
-    rate = get_number(table, "per_second", default.per_second if default else 0.0, where,
-                      minimum=1e-6, maximum=MAX_PER_SECOND)  # fmt: skip
+        if not units:
+            raise ValueError(f"{where}.per_second (or per_minute, per_hour) is required")
+        if "burst" not in table:
+            raise ValueError(f"{where}.burst is required")
+    if units:
+        unit = units[0]
+        seconds = RATE_UNITS[unit]
+        count = get_number(table, unit, 0.0, where, minimum=1e-6,
+                           maximum=MAX_PER_SECOND * seconds)  # fmt: skip
+        rate = count / seconds
+    else:
+        unit = default.unit if default is not None else "per_second"
+        rate = default.per_second if default is not None else 0.0
     burst = get_number(table, "burst", default.burst if default else 0, where,
                        minimum=1, maximum=MAX_BURST, integer=True)  # fmt: skip
-    return LimitSpec(rate, int(burst))
+    return LimitSpec(rate, int(burst), unit)
 
 
 def parse_rate_limits(table: Mapping[str, Any]) -> RateLimitConfig:
@@ -207,7 +231,8 @@ def parse_rate_limits(table: Mapping[str, Any]) -> RateLimitConfig:
 
 def parse_overrides(value: Any) -> dict[str, LimitSpec | None]:
     """A user's overrides as an admin gives them (the admin API's ``overrides``, a stored row):
-    ``{limit name: {"per_second": ..., "burst": ...} | null}`` for limits keyed by the user
+    ``{limit name: {"per_second" (or "per_minute", "per_hour"): ..., "burst": ...} | null}``
+    for limits keyed by the user
     (:data:`USER_LIMITS`; null: not limited), or ``{"*": null}``: no limits at all (and not
     counted in per-room limits). :class:`ValueError` with a message for the admin otherwise."""
     if not isinstance(value, Mapping):

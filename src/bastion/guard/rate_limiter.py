@@ -75,6 +75,12 @@ RECORDS_PER_SECOND = 1.0
 RECORDS_BURST = 30
 
 
+#: One limit to count a request against: (limit name, user, ip, room, origin).
+_Check = tuple[str, str | None, str | None, str | None, str | None]
+#: A refusal: (limit name, bucket key, seconds to wait, the user it was keyed by).
+_Refusal = tuple[str, str | None, float, str | None]
+
+
 class RateLimits:
     """``hs.guard.limits``: :meth:`require` for a local request, :meth:`require_local_event`
     for a local room event, :meth:`remote_event_allowed` for a federated one."""
@@ -175,30 +181,62 @@ class RateLimits:
         return changed
 
     # -- the checks -----------------------------------------------------------------------------
-    def _wait(
-        self, name: str, now_s: float, *, user: str | None, ip: str | None, room: str | None,
+    def _take(
+        self, name: str, now_s: float, user: str | None, ip: str | None, room: str | None,
         origin: str | None,
-    ) -> tuple[float, str | None]:  # fmt: skip
-        """Spend a token of ``name`` for this request: (0, key) or (seconds to wait, key)."""
+    ) -> tuple[float, str | None, TokenBucket | TokenBuckets | None]:  # fmt: skip
+        """Spend a token of ``name`` for this request: (0 or the seconds to wait, the bucket's
+        key, what to refund the token to)."""
         kind = self._key_of[name]
-        if user is not None and self._overrides is not None and user in self._overrides:
-            own = self._overrides[user]
+        overrides = self._overrides
+        if user is not None and overrides is not None and user in overrides:
+            own = overrides[user]
             if EXEMPT in own:
-                return 0.0, None
+                return 0.0, None, None
             if kind == "user" and name in own:
                 spec = own[name]
                 if spec is None:
-                    return 0.0, None
+                    return 0.0, None, None
                 bucket = self._override_buckets.get((name, user))
                 if bucket is None:
                     bucket = self._override_buckets[(name, user)] = TokenBucket(
                         spec.per_second, spec.burst
                     )
-                return bucket.take(now_s), user
+                return bucket.take(now_s), user, bucket
         key = bucket_key(kind, user=user, ip=ip, room=room, origin=origin)
         if key is None:
-            return 0.0, None
-        return self._buckets[name].take(key, now_s), key
+            return 0.0, None, None
+        buckets = self._buckets[name]
+        return buckets.take(key, now_s), key, buckets
+
+    def _take_all(self, checks: list[_Check], now_s: float) -> _Refusal | None:
+        """Spend a token of each check's limit, or none: the first refusal gives back the
+        tokens spent before it (a request refused costs nothing)."""
+        if self._overrides is None:
+            self._all_overrides()
+        spent: list[tuple[str | None, TokenBucket | TokenBuckets]] = []
+        for name, user, ip, room, origin in checks:
+            wait, key, source = self._take(name, now_s, user, ip, room, origin)
+            if wait > 0:
+                for k, src in spent:
+                    if isinstance(src, TokenBucket):
+                        src.refund()
+                    elif k is not None:
+                        src.refund(k)
+                return name, key, wait, user
+            if source is not None:
+                spent.append((key, source))
+        return None
+
+    def _require_all(
+        self, checks: list[_Check], *, room: str | None = None, origin: str | None = None
+    ) -> None:
+        now_s = time.monotonic()
+        refusal = self._take_all(checks, now_s)
+        if refusal is not None:
+            name, key, wait, subject = refusal
+            self._refused(name, key, wait, now_s, subject=subject, room=room, origin=origin)
+            raise limit_exceeded(retry_after_ms(wait), f"too many requests ({name}); retry later")
 
     def require(
         self, name: str, *, user: str | None = None, ip: str | None = None,
@@ -207,18 +245,12 @@ class RateLimits:
         """Count one request against limit ``name`` (one of :data:`bastion.guard.limits.
         LIMITS`), keyed by what the limit is keyed by; 429 ``M_LIMIT_EXCEEDED`` with
         ``retry_after_ms`` when its bucket is empty. ``user``'s overrides apply."""
-        if not self.enabled:
-            return
-        if self._overrides is None:
-            self._all_overrides()
-        now_s = time.monotonic()
-        wait, key = self._wait(name, now_s, user=user, ip=ip, room=room, origin=origin)
-        if wait > 0:
-            self._refused(name, key, wait, now_s, subject=user, room=room, origin=origin)
-            raise limit_exceeded(retry_after_ms(wait), f"too many requests ({name}); retry later")
+        if self.enabled:
+            self._require_all([(name, user, ip, room, origin)], room=room, origin=origin)
 
     def require_local_event(self, ctx: EventContext) -> None:
-        """The limits of a local user's room event, before it is built (429 when over one):
+        """The limits of a local user's room event, before it is built (429 when over one; a
+        refused event spends no token of the others):
 
         * a join or knock: ``join`` (and ``join_remote`` when this server does not hold the
           room) for the user, ``join_room`` for the room; a join when already joined (a profile
@@ -232,30 +264,32 @@ class RateLimits:
         """
         if not self.enabled:
             return
-        sender = ctx.sender
+        sender, ip = ctx.sender, ctx.ip
         if self.is_exempt(sender):
             return
         membership = ctx.membership if ctx.etype == "m.room.member" else None
+        room = ctx.room_id or None  # createRoom's invites are asked about before the room exists
+        checks: list[_Check]
         if membership in ("join", "knock"):
-            rooms = self.hs.rooms
-            if membership == "join" and rooms.membership_of(ctx.room_id, sender) == "join":
+            if membership == "join" and self.hs.rooms.membership_of(ctx.room_id, sender) == "join":
                 return
-            self.require("join", user=sender, ip=ctx.ip)
+            checks = [("join", sender, ip, None, None)]
             if self.hs.store.get_room_version(ctx.room_id) is None:
-                self.require("join_remote", user=sender, ip=ctx.ip)
-            self.require("join_room", user=sender, room=ctx.room_id)
+                checks.append(("join_remote", sender, ip, None, None))
+            checks.append(("join_room", sender, None, room, None))
         elif membership == "invite":
-            self.require("invite", user=sender, ip=ctx.ip)
-            self.require("invite_room", user=sender, room=ctx.room_id)
+            checks = [("invite", sender, ip, None, None), ("invite_room", sender, None, room, None)]
             if ctx.state_key:
-                self.require("invite_target", user=ctx.state_key, room=ctx.room_id)
+                checks.append(("invite_target", ctx.state_key, None, room, None))
         elif membership is not None:
-            if ctx.state_key != sender:  # kick, ban, unban
-                self.require("state", user=sender, ip=ctx.ip)
+            if ctx.state_key == sender:
+                return  # leaving
+            checks = [("state", sender, ip, None, None)]  # kick, ban, unban
         elif ctx.state_key is not None:
-            self.require("state", user=sender, ip=ctx.ip)
+            checks = [("state", sender, ip, None, None)]
         else:
-            self.require("message", user=sender, ip=ctx.ip)
+            checks = [("message", sender, ip, None, None)]
+        self._require_all(checks, room=room)
 
     def remote_event_allowed(self, ctx: EventContext) -> bool:
         """Whether a federated event pushed by ``ctx.origin`` is within that server's limits:
@@ -265,27 +299,22 @@ class RateLimits:
         events received live (/send), not for backfilled history."""
         if not self.enabled:
             return True
-        now_s = time.monotonic()
-        checks: list[tuple[str, str | None]] = [
-            ("federation_event_room", None),
-            ("federation_event", None),
+        origin, room = ctx.origin, ctx.room_id
+        checks: list[_Check] = [
+            ("federation_event_room", None, None, room, origin),
+            ("federation_event", None, None, None, origin),
         ]
         target = ctx.state_key if ctx.membership == "invite" else None
         if target is not None and server_name_of(target) == self.hs.server_name:
-            checks.append(("invite_target", target))
-        if self._overrides is None:
-            self._all_overrides()
-        for name, user in checks:
-            wait, key = self._wait(
-                name, now_s, user=user, ip=None, room=ctx.room_id, origin=ctx.origin
-            )
-            if wait > 0:
-                self._refused(
-                    name, key, wait, now_s, subject=user or ctx.sender, room=ctx.room_id,
-                    origin=ctx.origin, event_id=ctx.event_id,
-                )  # fmt: skip
-                return False
-        return True
+            checks.append(("invite_target", target, None, room, None))
+        now_s = time.monotonic()
+        refusal = self._take_all(checks, now_s)
+        if refusal is None:
+            return True
+        name, key, wait, user = refusal
+        self._refused(name, key, wait, now_s, subject=user or ctx.sender, room=room,
+                      origin=origin, event_id=ctx.event_id)  # fmt: skip
+        return False
 
     # -- refusals -------------------------------------------------------------------------------
     def _refused(
