@@ -247,6 +247,34 @@ def test_to_device_typing_receipts_and_reports(start):
                        {"reason": "spam"}).status == 200  # fmt: skip
 
 
+def test_requests_refused_for_their_input_spend_no_token(start):
+    srv = start(report=1, to_device=1, receipt=1, typing=1, media_upload=1)
+    alice = make_user(srv)
+    room = create_room(alice)
+    eid = send(alice, room, "hello")
+    for _ in range(3):  # 400s: the error that explains them, not 429
+        r = alice.request("POST", f"{V3}/rooms/{q(room)}/report", {"reason": 5})
+        assert_error(r, 400, "M_BAD_JSON")
+        r = alice.request("PUT", f"{V3}/sendToDevice/m.test/{uuid.uuid4().hex}", {"messages": 1})
+        assert r.status == 400
+        r = alice.request("POST", f"{V3}/rooms/{q(room)}/read_markers", {"m.read": 5})
+        assert_error(r, 400, "M_BAD_JSON")
+        r = alice.request("PUT", f"{V3}/rooms/{q(room)}/typing/{q(alice.user_id)}", {})
+        assert_error(r, 400, "M_BAD_JSON")
+    assert alice.request("POST", f"{V3}/rooms/{q(room)}/report", {"reason": "x"}).status == 200
+    refused(alice.request("POST", f"{V3}/rooms/{q(room)}/report", {"reason": 5}), "report")
+    r = alice.request("PUT", f"{V3}/sendToDevice/m.test/{uuid.uuid4().hex}", {"messages": {}})
+    assert r.status == 200
+    markers = {"m.read": eid}
+    assert alice.request("POST", f"{V3}/rooms/{q(room)}/read_markers", markers).status == 200
+    typing = f"{V3}/rooms/{q(room)}/typing/{q(alice.user_id)}"
+    assert alice.request("PUT", typing, {"typing": False}).status == 200
+    # Refused for what it asks (not joined, 403): counted.
+    other = create_room(make_user(srv))
+    srv2_typing = f"{V3}/rooms/{q(other)}/typing/{q(alice.user_id)}"
+    refused(alice.request("PUT", srv2_typing, {"typing": False}), "typing")
+
+
 def test_admins_are_limited_like_everyone_else(start):
     srv = start(message=1)
     admin = make_user(srv, admin=True)

@@ -93,8 +93,8 @@ def register(router: Router, hs: HomeServer) -> None:
         """POST /_matrix/media/v3/upload — C-S API "Content repository" (content-repo.yaml
         uploadContent). 413 ``M_TOO_LARGE`` over ``max_upload_size``; rate limit
         ``media_upload`` (429 ``M_LIMIT_EXCEEDED``)."""
-        limits.require("media_upload", user=req.requester.user_id, ip=req.raw.remote)
         filename = _filename_param(req)
+        limits.require("media_upload", user=req.requester.user_id, ip=req.raw.remote)
         uri = await media.upload(
             req.requester.user_id, _body_chunks(req), req.raw.content_length,
             req.raw.headers.get("Content-Type"), filename,
@@ -113,8 +113,8 @@ def register(router: Router, hs: HomeServer) -> None:
         """PUT /_matrix/media/v3/upload/{serverName}/{mediaId} — C-S API "Content repository"
         (uploadContentToMXC): only by the user who created the ID, only once; rate limit
         ``media_upload`` (429 ``M_LIMIT_EXCEEDED``)."""
-        limits.require("media_upload", user=req.requester.user_id, ip=req.raw.remote)
         filename = _filename_param(req)
+        limits.require("media_upload", user=req.requester.user_id, ip=req.raw.remote)
         await media.upload_pending(
             req.requester.user_id, req.params["serverName"], req.params["mediaId"],
             _body_chunks(req), req.raw.content_length, req.raw.headers.get("Content-Type"),

@@ -19,7 +19,6 @@ def register(router: Router, hs: HomeServer) -> None:
         Notifications". Only for yourself, in a room you are joined to; ``timeout`` is capped.
         Rate limit ``typing`` (429 ``M_LIMIT_EXCEEDED``)."""
         user_id = own_user(req)
-        hs.guard.limits.require("typing", user=user_id, ip=req.raw.remote)
         room_id = req.params["roomId"]
         body = await req.json()
         typing = body.get("typing")
@@ -30,6 +29,7 @@ def register(router: Router, hs: HomeServer) -> None:
             raise bad_json("'timeout' must be an integer (milliseconds)")
         if typing and timeout < 0:
             raise invalid_param("'timeout' must not be negative")
+        hs.guard.limits.require("typing", user=user_id, ip=req.raw.remote)
         require_joined(hs, room_id, user_id)
         hs.typing.set_typing(room_id, user_id, typing, timeout if typing else 0)
         return {}
