@@ -95,6 +95,7 @@ FEDERATION_API_MODULES = [
 
 #: The guard's admin API (/_bastion/admin/v1/guard/...) and metrics, one module per part.
 GUARD_API_MODULES: list[str] = [
+    "bastion.api.guard.decisions",
     "bastion.api.guard.rate_limits",
 ]
 

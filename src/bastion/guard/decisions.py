@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bastion.core.identifiers import server_name_of
@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["BYPASS", "GuardActions"]
+
+#: More to write in a review's transaction (the admin API call's ``admin.request`` record).
+Also = Callable[["Txn"], None]
 
 #: Set while an approved held event is sent: the guard lets it through without a new check.
 BYPASS: contextvars.ContextVar[bool] = contextvars.ContextVar("guard_bypass", default=False)
@@ -304,10 +307,11 @@ class GuardActions:
     async def _review(
         self, decision_id: int, expected: tuple[str, ...], status: str, admin: str,
         reason: str | None, review: str, details: Mapping[str, Any] | None = None,
-        ip: str | None = None,
+        ip: str | None = None, also: Also | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         """Move the decision from one of ``expected`` to ``status`` with its ``guard.review``
-        record; 400 ``M_INVALID_PARAM`` when it is not in an expected status."""
+        record (and ``also(conn)``: the admin call's record); 400 ``M_INVALID_PARAM`` when it
+        is not in an expected status."""
         store = self.hs.store
         now = self.hs.now_ms()
 
@@ -334,13 +338,17 @@ class GuardActions:
                 details={"decision_id": decision_id, "review": review, "from": current["status"],
                          "to": status, **_ledger_safe(dict(details or {}))},
             )  # fmt: skip
+            if also is not None:
+                also(conn)
             return {**current, "status": status, "reviewed_by": admin, "reviewed_ts": now,
                     "review_reason": reason, "details": merged}  # fmt: skip
 
         return await store.transaction(fn)
 
-    async def approve(self, decision_id: int, admin: str, reason: str | None,
-                      ip: str | None = None) -> dict[str, Any]:  # fmt: skip
+    async def approve(
+        self, decision_id: int, admin: str, reason: str | None, ip: str | None = None, *,
+        also: Also | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         """Send a held local event as its sender; the decision becomes ``approved`` (with the
         sent event's ID). If sending fails (the room refuses it now), it stays held."""
         decision = self._require(decision_id)
@@ -349,8 +357,15 @@ class GuardActions:
             raise invalid_param(
                 f"decision {decision_id} is {decision['status']}: only a held event can be approved"
             )
+        sender = decision["subject"]
+        user = self.hs.store.get_user(sender) if isinstance(sender, str) else None
+        if user is None or user["deactivated"] or user["locked"] or user["suspended"]:
+            raise invalid_param(
+                f"decision {decision_id}: the sender's account is deactivated, locked or "
+                "suspended; the event cannot be sent as them"
+            )
         claimed = await self._review(decision_id, ("held",), "approved", admin, reason,
-                                     "approve", ip=ip)  # fmt: skip
+                                     "approve", ip=ip, also=also)  # fmt: skip
         try:
             event_id = await self._send_held(decision["subject"], held)
         except MatrixError as e:
@@ -382,15 +397,19 @@ class GuardActions:
         finally:
             BYPASS.reset(token)
 
-    async def reject(self, decision_id: int, admin: str, reason: str | None,
-                     ip: str | None = None) -> dict[str, Any]:  # fmt: skip
+    async def reject(
+        self, decision_id: int, admin: str, reason: str | None, ip: str | None = None, *,
+        also: Also | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         """Close a held event (it is never sent) or an open decision."""
         self._require(decision_id)
         return await self._review(decision_id, ("held", "open"), "rejected", admin, reason,
-                                  "reject", ip=ip)  # fmt: skip
+                                  "reject", ip=ip, also=also)  # fmt: skip
 
-    async def reverse(self, decision_id: int, admin: str, reason: str | None,
-                      ip: str | None = None) -> dict[str, Any]:  # fmt: skip
+    async def reverse(
+        self, decision_id: int, admin: str, reason: str | None, ip: str | None = None, *,
+        also: Also | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         """Undo a carried-out decision where it can be; the answer says what was undone and
         what cannot be."""
         decision = self._require(decision_id)
@@ -402,6 +421,11 @@ class GuardActions:
         done = decision["details"].get("carried_out") or {}
         undone: dict[str, Any] = {}
         cannot: dict[str, str] = {}
+        if decision["origin"] not in (None, self.hs.server_name) and decision["event_id"]:
+            cannot["soft_fail"] = (
+                'the federated event stays soft-failed (S-S API "Soft failure": it is never '
+                "served); its server may send it again"
+            )
         subject = decision["subject"]
         room_id = decision["room_id"]
         why = f"reversal of guard decision {decision_id}" + (f": {reason}" if reason else "")
@@ -431,7 +455,7 @@ class GuardActions:
                 undone[action] = {"done": False, "error": e.message}
         return await self._review(
             decision_id, ("done",), "reversed", admin, reason, "reverse",
-            {"reversed": undone, "not_reversible": cannot}, ip=ip,
+            {"reversed": undone, "not_reversible": cannot}, ip=ip, also=also,
         )  # fmt: skip
 
     async def unban(self, room_id: str, user_id: str, reason: str) -> dict[str, Any]:

@@ -2,12 +2,16 @@
 ``PUT /_bastion/admin/v1/guard/rooms/{roomId}/settings`` and read by the parts through
 :meth:`bastion.guard.service.GuardService.room_settings`::
 
-    {"classifier": {"enabled": true, "hold": 0.7, "block": 0.97},
+    {"classifier": {"enabled": true, "hold_per_mille": 700, "block_per_mille": 970},
      "detectors": {"enabled": true, "message_flood": false, ...}}
 
 Every key is optional; an absent key means the server's default (``[guard.classifier]``,
-``[guard.detectors]``). ``classifier.hold`` / ``classifier.block``: the score (0..1) from which
-the classifier holds an event for a moderator / blocks it (hold <= block).
+``[guard.detectors]``). ``classifier.hold_per_mille`` / ``classifier.block_per_mille``: the
+score, in thousandths (integers 0..1000: request bodies are canonical JSON, which has no
+floats), from which the classifier holds an event for a moderator / blocks it (hold <= block).
+:meth:`~bastion.guard.service.GuardService.room_settings` gives the parts the stored settings
+with the thresholds also as fractions, ``classifier.hold`` / ``classifier.block`` (0..1)
+(:func:`runtime_view`).
 ``detectors.<name>``: one detector on or off (the name of its signal source without
 ``detector.``). :class:`ValueError` names the offending key.
 """
@@ -20,7 +24,7 @@ from typing import Any
 
 from bastion.guard.tables import check_keys, get_bool, get_number
 
-__all__ = ["parse_room_settings"]
+__all__ = ["parse_room_settings", "runtime_view"]
 
 _DETECTOR_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 #: The most detector switches one room may carry.
@@ -41,15 +45,16 @@ def parse_room_settings(settings: Any) -> dict[str, Any]:
     if "classifier" in table:
         cls = _table(table["classifier"], "settings.classifier")
         where = "settings.classifier"
-        check_keys(cls, {"enabled", "hold", "block"}, where)
+        check_keys(cls, {"enabled", "hold_per_mille", "block_per_mille"}, where)
         parsed: dict[str, Any] = {}
         if "enabled" in cls:
             parsed["enabled"] = get_bool(cls, "enabled", True, where)
-        for key in ("hold", "block"):
+        for key in ("hold_per_mille", "block_per_mille"):
             if key in cls:
-                parsed[key] = get_number(cls, key, 0.0, where, minimum=0.0, maximum=1.0)
-        if "hold" in parsed and "block" in parsed and parsed["hold"] > parsed["block"]:
-            raise ValueError("settings.classifier.hold must not be above settings.classifier.block")
+                parsed[key] = int(get_number(cls, key, 0, where, maximum=1000, integer=True))
+        hold, block = parsed.get("hold_per_mille"), parsed.get("block_per_mille")
+        if hold is not None and block is not None and hold > block:
+            raise ValueError("settings.classifier.hold_per_mille must not be above block_per_mille")
         out["classifier"] = parsed
     if "detectors" in table:
         det = _table(table["detectors"], "settings.detectors")
@@ -61,4 +66,19 @@ def parse_room_settings(settings: Any) -> dict[str, Any]:
                 raise ValueError(f"settings.detectors: {str(key)[:64]!r} is not a detector name")
             switches[key] = get_bool(det, key, True, "settings.detectors")
         out["detectors"] = switches
+    return out
+
+
+def runtime_view(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings as the parts read them: the stored ones, with the classifier's thresholds
+    also as fractions (``hold`` / ``block``, 0..1)."""
+    out = dict(stored)
+    cls = stored.get("classifier")
+    if isinstance(cls, Mapping):
+        view = dict(cls)
+        for key in ("hold", "block"):
+            per_mille = cls.get(f"{key}_per_mille")
+            if isinstance(per_mille, int):
+                view[key] = per_mille / 1000
+        out["classifier"] = view
     return out

@@ -33,11 +33,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bastion.core.identifiers import server_name_of
-from bastion.errors import forbidden
+from bastion.errors import MatrixError, forbidden
 from bastion.guard.alerts import Alerts
 from bastion.guard.behaviour import Detectors
 from bastion.guard.config import GuardConfig
@@ -47,14 +47,14 @@ from bastion.guard.login_defence import LoginDefence
 from bastion.guard.policy_service import PolicyLists
 from bastion.guard.rate_limiter import RateLimits
 from bastion.guard.room_cooling import RoomCooling
-from bastion.guard.room_settings import parse_room_settings
+from bastion.guard.room_settings import parse_room_settings, runtime_view
 from bastion.guard.signals import Decision, EventContext, Signal, Verdict, combine
 from bastion.ledger import records
 from bastion.services.security_records import clip, record_in
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
-    from bastion.storage.interface import StateMap, Txn
+    from bastion.storage.interface import Txn
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ MAX_RECORD_REASON = 1000
 MAX_RECORD_SIGNALS = 20
 #: The actor of the guard's own records.
 GUARD_ACTOR = "server"
+#: Alerts waiting for their decision's commit, at most.
+MAX_PENDING_ALERTS = 10_000
 #: Outcomes that are alerted when recorded.
 ALERTED = ("warn", "hold", "block")
 
@@ -117,7 +119,7 @@ class RemoteEventCheck:
         self.verdict: Verdict | None = None
         self.ctx: EventContext | None = None
 
-    def __call__(self, current: StateMap) -> str | None:
+    def __call__(self, current: Mapping[tuple[str, str], str]) -> str | None:
         """The reason to soft-fail the event, or None to accept it."""
         guard = self.guard
         ctx = guard.remote_context(self.pdu, self.event_id, self.origin, current)
@@ -125,7 +127,13 @@ class RemoteEventCheck:
         if not guard.limits.remote_event_allowed(ctx):
             # The rate-limit part records when a throttle starts; not every refused event.
             return f"{self.origin} is sending too many events"
-        verdict = combine(guard.content_signals(ctx), enforce=guard.config.enforce)
+        try:
+            sigs = guard.content_signals(ctx)
+        except MatrixError as e:
+            # A part's refusal (a throttle's 429): soft-failed, recorded by that part when
+            # its throttle starts.
+            return e.message
+        verdict = combine(sigs, enforce=guard.config.enforce)
         self.verdict = verdict
         if verdict.enforced and verdict.outcome in ("hold", "block"):
             return verdict.reason or "refused by the server's guard"
@@ -168,7 +176,6 @@ class GuardService:
         self.actions = GuardActions(hs, self)
         self._created: OrderedDict[str, int | None] = OrderedDict()
         self._room_settings: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
-        self._members: dict[str, tuple[int, int]] = {}
         self._pending_alerts: dict[int, tuple[str, str, dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -244,11 +251,25 @@ class GuardService:
             event_id=event_id,
         )  # fmt: skip
 
+    @staticmethod
+    def _part_signals(part: Callable[[EventContext], list[Signal]],
+                      ctx: EventContext) -> list[Signal]:  # fmt: skip
+        """One part's signals; a part that fails is logged and heard as saying nothing (one
+        broken detector must not stop every message of the server). A Matrix error is the
+        part's answer, not a failure: the detectors' flood throttle is a 429 (local events)."""
+        try:
+            return list(part(ctx))
+        except MatrixError:
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("guard part %s failed on an event in %s", part, ctx.room_id)
+            return []
+
     def content_signals(self, ctx: EventContext) -> list[Signal]:
         """What the detectors, the classifier, the policy lists and a cooling room say."""
-        sigs = list(self.detectors.signals(ctx))
-        sigs += self.classifier.signals(ctx)
-        sigs += self.policy.signals(ctx)
+        sigs = self._part_signals(self.detectors.signals, ctx)
+        sigs += self._part_signals(self.classifier.signals, ctx)
+        sigs += self._part_signals(self.policy.signals, ctx)
         if ctx.membership == "join" and ctx.state_key == ctx.sender:
             reason = self.cooling.refuses_join(ctx.room_id, ctx.sender, ctx.now_ms)
             if reason is not None:
@@ -367,23 +388,28 @@ class GuardService:
         return RemoteEventCheck(self, origin, pdu, event_id)
 
     async def check_remote_membership(
-        self, origin: str, room_id: str, user_id: str, membership: str,
-        content: Mapping[str, Any] | None = None, *, event_id: str | None = None,
+        self, origin: str, room_id: str, sender: str, membership: str, *,
+        state_key: str | None = None, content: Mapping[str, Any] | None = None,
+        event_id: str | None = None,
     ) -> None:  # fmt: skip
-        """make_join / send_join / make_knock / send_knock / invite from another server: 403
-        ``M_FORBIDDEN`` when the room is cooling (joins), or a policy list names the user, the
-        server or the room. Recorded when refused."""
-        if not self.enabled:
+        """make_join / send_join / make_knock / send_knock / invite from another server (S-S
+        API "Joining Rooms", "Knocking upon a room", "Inviting to a room"): 403 ``M_FORBIDDEN``
+        when the room cools (joins), or a policy list names the user, the server or the room;
+        an invite is also seen by the detectors (invite fan-out). Recorded when refused."""
+        if not self.enabled or BYPASS.get():
             return
         head = self.hs.rooms.engine.head(room_id)
+        target = sender if state_key is None else state_key
         ctx = self.remote_context(
-            {"type": "m.room.member", "room_id": room_id, "sender": user_id,
-             "state_key": user_id, "content": {**(content or {}), "membership": membership}},
+            {"type": "m.room.member", "room_id": room_id, "sender": sender,
+             "state_key": target, "content": {**(content or {}), "membership": membership}},
             event_id, origin, head.state if head is not None else None,
         )  # fmt: skip
-        sigs = list(self.policy.signals(ctx))
+        sigs = self._part_signals(self.policy.signals, ctx)
+        if membership == "invite":
+            sigs += self._part_signals(self.detectors.signals, ctx)
         if membership == "join":
-            reason = self.cooling.refuses_join(room_id, user_id, ctx.now_ms)
+            reason = self.cooling.refuses_join(room_id, sender, ctx.now_ms)
             if reason is not None:
                 sigs.append(Signal("detector.join_wave", "block", 1.0, reason,
                                    {"cooling": True}))  # fmt: skip
@@ -393,9 +419,11 @@ class GuardService:
         if not verdict.enforced:
             await self.record(Decision.of(verdict, ctx, status="shadow", held=None))
             return
-        await self.record(Decision.of(verdict, ctx, status="done", held=None))
+        decision = Decision.of(verdict, ctx, status="done", held=None)
+        decision_id = await self.record(decision)
         if verdict.outcome in ("hold", "block"):
-            raise forbidden(f"refused by the server's guard: {verdict.reason}")
+            raise forbidden(f"refused by the server's guard (decision {decision_id}): "
+                            f"{verdict.reason}")  # fmt: skip
 
     # ------------------------------------------------------------------------------------------
     # Recording
@@ -426,12 +454,14 @@ class GuardService:
             self._pending_alerts[decision_id] = (
                 f"guard.{decision.outcome}",
                 f"{decision.outcome} ({decision.source}, {decision.status}): {decision.reason}",
-                {"decision_id": decision_id, "source": decision.source,
+                {"decision_id": decision_id, "ts": decision.ts, "source": decision.source,
                  "outcome": decision.outcome, "status": decision.status,
                  "subject": subject, "room_id": decision.room_id,
                  "event_id": decision.event_id, "origin": decision.origin,
                  "actions": list(decision.actions)},
             )  # fmt: skip
+            if len(self._pending_alerts) > MAX_PENDING_ALERTS:  # no loop drains them (CLI)
+                self._pending_alerts.pop(next(iter(self._pending_alerts)))
             store.run_after_commit(self._alert_committed, decision_id)
         return decision_id
 
@@ -445,6 +475,11 @@ class GuardService:
         if pending is None:
             return
         kind, summary, details = pending
+        # The store runs after-commit calls of a batch even for a write of it that failed (and
+        # was rolled back on its own): alert only a decision that is really there.
+        row = self.hs.store.get_guard_decision(decision_id)
+        if row is None or (row["ts"], row["source"]) != (details["ts"], details["source"]):
+            return
         self.alerts.count(
             "bastion_guard_decisions_total",
             {"source": details["source"], "outcome": details["outcome"],
@@ -468,13 +503,14 @@ class GuardService:
     # ------------------------------------------------------------------------------------------
     def room_settings(self, room_id: str) -> Mapping[str, Any]:
         """A room's guard settings (classifier thresholds, detectors on/off; ``{}``: the
-        server's defaults), cached."""
+        server's defaults), cached; the thresholds also as fractions
+        (:func:`~bastion.guard.room_settings.runtime_view`)."""
         cache = self._room_settings
         hit = cache.get(room_id)
         if hit is not None:
             return hit
         stored = self.hs.store.get_guard_room_settings(room_id)
-        settings: Mapping[str, Any] = stored if isinstance(stored, dict) else {}
+        settings: Mapping[str, Any] = runtime_view(stored) if isinstance(stored, dict) else {}
         cache[room_id] = settings
         if len(cache) > ROOM_SETTINGS_CACHE_SIZE:
             cache.popitem(last=False)

@@ -531,6 +531,11 @@ class AccountDataStore(Protocol):
     ) -> Sequence[Row]: ...
     def account_data_rooms_changed(self, user_id: str, since: int, upto: int) -> set[str]: ...
     def receipt_rooms_changed(self, room_ids: Iterable[str], since: int, upto: int) -> set[str]: ...
+    def add_content_report_in(
+        self, conn: Txn, reporter: str, kind: str, room_id: str | None,
+        event_id: str | None, target_user_id: str | None, reason: str | None,
+        target_exists: bool, now_ms: int,
+    ) -> int: ...  # fmt: skip
     async def add_content_report(
         self,
         reporter: str,
