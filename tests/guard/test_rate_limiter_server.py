@@ -9,11 +9,18 @@ refusal comes at the burst exactly, however slow the machine."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
 
-from tests.support.accounts import assert_error, db_rows, make_user
+from tests.support.accounts import (
+    assert_error,
+    call_on_server,
+    db_rows,
+    make_user,
+    run_on_server,
+)
 from tests.support.harness import Client, ServerThread
 from tests.support.rooms import create_room, join, send
 from tests.support.server_pair import q, wait_for
@@ -28,8 +35,8 @@ def start(tmp_path):
     servers: list[ServerThread] = []
 
     def go(**limits) -> ServerThread:
-        table = {k: v if isinstance(v, dict) else {"per_second": SLOW, "burst": v}
-                 for k, v in limits.items()}  # fmt: skip
+        table = {k: v if isinstance(v, dict) or k == "max_keys"
+                 else {"per_second": SLOW, "burst": v} for k, v in limits.items()}  # fmt: skip
         srv = ServerThread(tmp_path / f"data{len(servers)}", guard={"rate_limits": table})
         servers.append(srv.start())
         return srv
@@ -414,3 +421,41 @@ def test_admin_api_refuses_junk(start):
     # Nothing was stored by any of it.
     assert admin.request("GET", path).body["overrides"] == {}
     assert db_rows(srv, "SELECT * FROM guard_rate_overrides") == []
+
+
+def test_a_flood_of_keys_stays_bounded(start):
+    """50,000 origins each over their limit: the buckets kept, the refusals remembered and the
+    throttle records written stay bounded (least recently used forgotten; records at most
+    RECORDS_BURST at once, then RECORDS_PER_SECOND)."""
+    from bastion.guard import rate_limiter
+    from bastion.guard.signals import EventContext
+
+    srv = start(federation_event_room={"per_second": SLOW, "burst": 1}, max_keys=1000)
+    limits = srv.hs.guard.limits
+    counted: list = []
+    srv.hs.guard.alerts.count = lambda metric, labels=None, n=1: counted.append(labels)
+
+    def flood() -> list[bool]:
+        out = []
+        for i in range(50_000):
+            ctx = EventContext(f"@u:o{i}.example", "!r:localhost", "m.room.message", {}, None,
+                               0, False, f"o{i}.example")  # fmt: skip
+            out.append(limits.remote_event_allowed(ctx))
+            out.append(limits.remote_event_allowed(ctx))
+        return out
+
+    t0 = time.monotonic()
+    allowed = call_on_server(srv, flood)
+    elapsed = time.monotonic() - t0
+    assert allowed[0::2] == [True] * 50_000 and allowed[1::2] == [False] * 50_000
+    assert len(counted) == 50_000
+    buckets = limits._buckets  # noqa: SLF001
+    assert all(len(b) <= 1000 for b in buckets.values())
+    assert len(limits._noted) <= rate_limiter.MAX_NOTED  # noqa: SLF001
+    run_on_server(srv, limits.drain())
+    rows = db_rows(
+        srv, "SELECT id FROM guard_decisions WHERE source = 'rate.federation_event_room'"
+    )
+    assert (
+        0 < len(rows) <= rate_limiter.RECORDS_BURST + rate_limiter.RECORDS_PER_SECOND * elapsed + 1
+    )
