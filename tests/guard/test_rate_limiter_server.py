@@ -459,3 +459,15 @@ def test_a_flood_of_keys_stays_bounded(start):
     assert (
         0 < len(rows) <= rate_limiter.RECORDS_BURST + rate_limiter.RECORDS_PER_SECOND * elapsed + 1
     )
+
+
+def test_federation_send_defaults_come_from_the_older_config_keys(tmp_path):
+    from bastion.guard.limits import LimitSpec
+
+    srv = ServerThread(tmp_path / "a", federation_send_per_second=3, federation_send_burst=7)
+    assert srv.start().hs.guard.limits.specs["federation_send"] == LimitSpec(3.0, 7)
+    srv.stop()
+    srv = ServerThread(tmp_path / "b", federation_send_per_second=3, federation_send_burst=7,
+                       guard={"rate_limits": {"federation_send": {"burst": 2}}})  # fmt: skip
+    assert srv.start().hs.guard.limits.specs["federation_send"] == LimitSpec(10.0, 2)
+    srv.stop()
