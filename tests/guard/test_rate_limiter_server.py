@@ -471,3 +471,31 @@ def test_federation_send_defaults_come_from_the_older_config_keys(tmp_path):
                        guard={"rate_limits": {"federation_send": {"burst": 2}}})  # fmt: skip
     assert srv.start().hs.guard.limits.specs["federation_send"] == LimitSpec(10.0, 2)
     srv.stop()
+
+
+def test_invites_from_another_server_count_for_the_invitee(tmp_path, test_ca):
+    """A remote invite (S-S API "Inviting to a room", PUT /v2/invite) counts against the local
+    invitee's invite_target bucket, as Synapse's rc_invites.per_user: the inviting server is
+    answered 429 and cannot deliver it."""
+    from tests.support.federation import start_fed_server
+
+    a = start_fed_server(tmp_path, test_ca, "a")
+    b = start_fed_server(tmp_path, test_ca, "b", guard={"rate_limits": {
+        "invite_target": {"per_second": SLOW, "burst": 1}}})  # fmt: skip
+    try:
+        alice, bob = make_user(a), make_user(b)
+        rooms = [create_room(alice, preset="private_chat") for _ in range(2)]
+
+        def invite(room_id: str):
+            return alice.request("POST", f"{V3}/rooms/{q(room_id)}/invite",
+                                 {"user_id": bob.user_id})  # fmt: skip
+
+        assert invite(rooms[0]).status == 200
+        r = invite(rooms[1])
+        assert r.status != 200, r.body
+        wait_for(lambda: len(decisions(b, "rate.invite_target")) == 1)
+        assert decisions(b, "rate.invite_target")[0]["subject"] == bob.user_id
+        assert a.hs.rooms.membership_of(rooms[1], bob.user_id) != "invite"
+    finally:
+        a.stop()
+        b.stop()
