@@ -322,6 +322,8 @@ def test_overrides_lift_change_and_go(start):
     r = admin.request("PUT", path, {"overrides": {"message": None}, "reason": "the bridge"})
     assert r.status == 200, r.body
     assert r.body["overrides"] == {"message": None} and r.body["limits"]["message"] is None
+    again = admin.request("PUT", path, {"overrides": {"message": None}})  # no change: no record
+    assert again.status == 200 and again.body == r.body
     for i in range(5):
         assert put_text(bot, room, f"bridged {i}").status == 200
     typing = f"{V3}/rooms/{q(room)}/typing/{q(bot.user_id)}"
@@ -359,7 +361,7 @@ def test_overrides_lift_change_and_go(start):
     assert {r["actor"] for r in rows} == {admin.user_id}
     assert {r["target"] for r in rows} == {bot.user_id}
     requests = db_rows(srv, "SELECT * FROM admin_audit WHERE action = 'admin.request'")
-    assert len(requests) == 5  # GET, three PUTs, DELETE
+    assert len(requests) == 6  # GET, four PUTs, DELETE
 
 
 def test_overrides_survive_a_restart(tmp_path):

@@ -151,6 +151,8 @@ class RateLimits:
         now = self.hs.now_ms()
         store = self.hs.store
         text = None if overrides is None else orjson.dumps(overrides_json(overrides)).decode()
+        old = self._all_overrides().get(user_id)
+        before = None if old is None else orjson.dumps(overrides_json(old)).decode()
 
         def fn(conn: Txn) -> bool:
             admin_request_in(
@@ -160,8 +162,7 @@ class RateLimits:
             if text is None:
                 changed = store.delete_rate_override_in(conn, user_id)
             else:
-                old = store.get_rate_override(user_id)
-                changed = old is None or old.overrides != text
+                changed = before != text
                 store.set_rate_override_in(conn, user_id, text, actor, now)
             if changed:
                 record_in(
