@@ -156,13 +156,13 @@ def remote_pdu(body: str, room_id: str = "!r:localhost") -> dict:
             "content": {"msgtype": "m.text", "body": body}, "origin_server_ts": 1}  # fmt: skip
 
 
-def test_remote_event_check_soft_fails_blocked_and_held(server, alerts):
+def test_check_remote_event_soft_fails_blocked_and_held(server, alerts):
     hs = server.hs
     script_detectors(server, Scripted({"BLOCK": block(action="server_acl"), "HOLD": hold(),
                                        "WARN": warn()}))  # fmt: skip
     for body, reason, status in (("BLOCK", "spam", "done"), ("HOLD", "looks like spam", "open"),
                                  ("WARN", None, "done"), ("fine", None, None)):  # fmt: skip
-        check = hs.guard.remote_event_check("evil.example", remote_pdu(body), "$" + body)
+        check = hs.guard.check_remote_event("evil.example", remote_pdu(body), "$" + body)
         assert check is not None
         assert call_on_server(server, check, {}) == reason
         ctx = check.ctx
@@ -180,23 +180,23 @@ def test_remote_event_check_soft_fails_blocked_and_held(server, alerts):
     assert len(decisions(server)) == 3
 
 
-def test_remote_event_check_rate_limited_is_soft_failed_not_recorded(server):
+def test_check_remote_event_rate_limited_is_soft_failed_not_recorded(server):
     hs = server.hs
     hs.guard.limits.remote_event_allowed = lambda ctx: False  # type: ignore[method-assign]
-    check = hs.guard.remote_event_check("evil.example", remote_pdu("hi"), "$1")
+    check = hs.guard.check_remote_event("evil.example", remote_pdu("hi"), "$1")
     assert check is not None
     assert call_on_server(server, check, {}) == "evil.example is sending too many events"
     on_server(server, check.finish())
     assert decisions(server) == []
 
 
-def test_remote_event_check_in_shadow_mode_accepts_and_records(tmp_path):
+def test_check_remote_event_in_shadow_mode_accepts_and_records(tmp_path):
     from tests.support.harness import ServerThread
 
     srv = ServerThread(tmp_path / "data", guard={"mode": "shadow"}).start()
     try:
         script_detectors(srv, Scripted({"BLOCK": block()}))
-        check = srv.hs.guard.remote_event_check("evil.example", remote_pdu("BLOCK"), "$b")
+        check = srv.hs.guard.check_remote_event("evil.example", remote_pdu("BLOCK"), "$b")
         assert check is not None and call_on_server(srv, check, {}) is None
         on_server(srv, check.finish())
         assert [d["status"] for d in decisions(srv)] == ["shadow"]
@@ -245,7 +245,7 @@ def test_a_parts_matrix_error_refuses_a_local_event_and_soft_fails_a_remote_one(
     room_id = create_room(alice)
     r = send(alice, room_id, "hi")
     assert r.status == 429 and r.body["retry_after_ms"] == 2000
-    check = server.hs.guard.remote_event_check("evil.example", remote_pdu("hi"), "$t")
+    check = server.hs.guard.check_remote_event("evil.example", remote_pdu("hi"), "$t")
     assert check is not None
     assert call_on_server(server, check, {}) == "you are sending messages too fast"
     on_server(server, check.finish())
@@ -307,3 +307,60 @@ def test_cool_room_and_lock_actions(server, client):
     assert bob.request("GET", "/_matrix/client/v3/account/whoami").body["errcode"] == (
         "M_USER_LOCKED")  # fmt: skip
     assert [x["action"] for x in ledger_actions(server, "account.lock")] == ["account.lock"]
+
+
+def test_a_repeated_remote_refusal_is_recorded_once(server, client):
+    hs = server.hs
+    alice = client.register()
+    room_id = create_room(alice, preset="public_chat")
+    hs.guard.policy.signals = lambda ctx: [  # type: ignore[method-assign]
+        Signal("policy.user", "block", 1.0, "listed")]  # fmt: skip
+    for _ in range(5):
+        with pytest.raises(MatrixError):
+            on_server(server, hs.guard.check_remote_membership(
+                "evil.example", room_id, "@spammer:evil.example", "join"))  # fmt: skip
+    assert len(decisions(server)) == 1
+    # A room this server does not hold: nothing is asked (the handler answers 404).
+    on_server(server, hs.guard.check_remote_membership(
+        "evil.example", "!unknown:localhost", "@spammer:evil.example", "join"))  # fmt: skip
+    assert len(decisions(server)) == 1
+
+
+def test_remote_events_with_the_guard_disabled_meet_only_the_rate_limits(tmp_path):
+    from tests.support.harness import ServerThread
+
+    srv = ServerThread(tmp_path / "data", guard={"enabled": False}).start()
+    try:
+        src = script_detectors(srv, Scripted({"BLOCK": block()}))
+        allowed = [True]
+        srv.hs.guard.limits.remote_event_allowed = lambda ctx: allowed[0]  # type: ignore[method-assign]
+        check = srv.hs.guard.check_remote_event("evil.example", remote_pdu("BLOCK"), "$b")
+        assert call_on_server(srv, check, {}) is None
+        allowed[0] = False
+        check = srv.hs.guard.check_remote_event("evil.example", remote_pdu("BLOCK"), "$c")
+        assert call_on_server(srv, check, {}) == "evil.example is sending too many events"
+        on_server(srv, check.finish())
+        assert src.seen == [] and decisions(srv) == []
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("version", ["10", "12"])
+def test_the_server_side_moderator(server, client, version):
+    hs = server.hs
+    alice, bob, carol = client.register(), client.register(), client.register()
+    room_id = create_room(alice, preset="public_chat", room_version=version)
+    for c in (bob, carol):
+        assert c.request("POST", f"/_matrix/client/v3/join/{room_id}", {}).status == 200
+    moderator = hs.guard.actions.moderator
+    assert call_on_server(server, moderator, room_id, "ban") == alice.user_id
+    assert call_on_server(server, moderator, room_id, ("state", "m.room.server_acl")) == (
+        alice.user_id)  # fmt: skip
+    # alice leaves: bob, given moderator power, is the one; carol (default 0) never.
+    pl = alice.request("GET", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.power_levels/").body
+    pl["users"][bob.user_id] = 50
+    r = alice.request("PUT", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.power_levels/", pl)
+    assert r.status == 200, r.body
+    assert alice.request("POST", f"/_matrix/client/v3/rooms/{room_id}/leave", {}).status == 200
+    assert call_on_server(server, moderator, room_id, "ban") == bob.user_id
+    assert call_on_server(server, moderator, room_id, ("state", "m.room.server_acl")) is None

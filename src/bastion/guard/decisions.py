@@ -39,8 +39,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bastion.core.identifiers import server_name_of
-from bastion.core.power_levels import named_level, required_power_level
+from bastion.core.power_levels import named_level, required_power_level, user_power_level
 from bastion.core.room_versions import get_room_version
+from bastion.core.state_keys import CREATE_KEY
 from bastion.core.state_keys import POWER_LEVELS_KEY as PL_KEY
 from bastion.errors import MatrixError, invalid_param, not_found
 from bastion.ledger import records
@@ -113,11 +114,23 @@ class GuardActions:
             level = required_power_level(needed[1], True, plc, rv)
         else:
             level = named_level(plc, needed, rv)
+        create = rooms.current_state_event(room_id, *CREATE_KEY)
+        candidates = [u for u in self.hs.store.room_members_cached(room_id).joined
+                      if rooms.is_local(u)]  # fmt: skip
+        if plc is not None and named_level(plc, "users_default", rv) < level:
+            # Only users named in the power levels, or (v12) the room's creators, can reach
+            # the level: no need to look at every member of a large room.
+            users = plc.get("users")
+            named = set(users) if isinstance(users, dict) else set()
+            if create is not None:
+                extra = create.get("content", {}).get("additional_creators")
+                named.add(create.get("sender"))
+                named.update(u for u in (extra if isinstance(extra, list) else [])
+                             if isinstance(u, str))  # fmt: skip
+            candidates = [u for u in candidates if u in named]
         best: tuple[int | float, str] | None = None
-        for user in self.hs.store.room_members_cached(room_id).joined:
-            if not rooms.is_local(user):
-                continue
-            power = rooms.power_level(room_id, user)
+        for user in candidates:
+            power = user_power_level(user, create, plc, rv)
             if power >= level and (best is None or (power, user) > best):
                 best = (power, user)
         return best[1] if best is not None else None

@@ -12,7 +12,7 @@ policy -> action -> alert + ledger record):
   with the decision, 403 ``M_FORBIDDEN`` saying it waits for a moderator, whose approval sends
   it (:mod:`bastion.guard.decisions`); warn -> recorded and alerted, the event goes through;
   shadow mode (``guard.mode = "shadow"``) -> recorded with status ``shadow``, nothing enforced.
-* :meth:`GuardService.remote_event_check` — a federated event after its signature, hash and
+* :meth:`GuardService.check_remote_event` — a federated event after its signature, hash and
   auth checks (S-S API "Checks performed on receipt of a PDU"), decided under the room's lock
   with checks 5-6: a blocked or held event is soft-failed (S-S API "Soft failure": stored, not
   served, never a forward extremity) and recorded.
@@ -70,6 +70,10 @@ MAX_RECORD_REASON = 1000
 MAX_RECORD_SIGNALS = 20
 #: The actor of the guard's own records.
 GUARD_ACTOR = "server"
+#: A refusal of the same membership from the same server is recorded once in this time.
+REFUSAL_RECORD_MS = 10 * 60 * 1000
+#: Remote refusals remembered for that, at most.
+MAX_RECENT_REFUSALS = 10_000
 #: Alerts waiting for their decision's commit, at most.
 MAX_PENDING_ALERTS = 10_000
 #: Outcomes that are alerted when recorded.
@@ -127,6 +131,8 @@ class RemoteEventCheck:
         if not guard.limits.remote_event_allowed(ctx):
             # The rate-limit part records when a throttle starts; not every refused event.
             return f"{self.origin} is sending too many events"
+        if not guard.enabled:
+            return None  # rate limits only (they have their own switch)
         try:
             sigs = guard.content_signals(ctx)
         except MatrixError as e:
@@ -177,6 +183,7 @@ class GuardService:
         self._created: OrderedDict[str, int | None] = OrderedDict()
         self._room_settings: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
         self._pending_alerts: dict[int, tuple[str, str, dict[str, Any]]] = {}
+        self._recent_refusals: dict[tuple[str, ...], tuple[int, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------------------------------
@@ -247,7 +254,10 @@ class GuardService:
             now_ms=self.hs.now_ms(), local=False, origin=origin,
             encrypted_room=("m.room.encryption", "") in state,
             sender_joined_ms=self._joined_ms(state, sender) if isinstance(sender, str) else None,
-            room_member_count=self._member_count(room_id) if isinstance(room_id, str) else 0,
+            room_member_count=(
+                self._member_count(room_id) if current is not None and isinstance(room_id, str)
+                else 0
+            ),
             event_id=event_id,
         )  # fmt: skip
 
@@ -378,13 +388,11 @@ class GuardService:
     # ------------------------------------------------------------------------------------------
     # Federated events and memberships
     # ------------------------------------------------------------------------------------------
-    def remote_event_check(
+    def check_remote_event(
         self, origin: str, pdu: Mapping[str, Any], event_id: str
-    ) -> RemoteEventCheck | None:
-        """The check a federated event's append runs under the room's lock (None: the guard
-        is off)."""
-        if not self.enabled:
-            return None
+    ) -> RemoteEventCheck:
+        """The check a federated event's append runs under the room's lock (with the guard
+        off, ``guard.enabled = false``, only the rate limits)."""
         return RemoteEventCheck(self, origin, pdu, event_id)
 
     async def check_remote_membership(
@@ -399,6 +407,8 @@ class GuardService:
         if not self.enabled or BYPASS.get():
             return
         head = self.hs.rooms.engine.head(room_id)
+        if head is None and membership != "invite":
+            return  # not a room of ours: the handler answers 404
         target = sender if state_key is None else state_key
         ctx = self.remote_context(
             {"type": "m.room.member", "room_id": room_id, "sender": sender,
@@ -416,12 +426,20 @@ class GuardService:
         verdict = combine(sigs, enforce=self.config.enforce)
         if not verdict.recorded:
             return
-        if not verdict.enforced:
-            await self.record(Decision.of(verdict, ctx, status="shadow", held=None))
-            return
-        decision = Decision.of(verdict, ctx, status="done", held=None)
-        decision_id = await self.record(decision)
-        if verdict.outcome in ("hold", "block"):
+        # Another server may ask again and again: the same refusal is recorded once per
+        # REFUSAL_RECORD_MS (each request is still refused).
+        key = (origin, room_id, sender, target, membership, verdict.outcome,
+               verdict.signals[0].source if verdict.signals else "")  # fmt: skip
+        recent = self._recent_refusals.get(key)
+        if recent is not None and ctx.now_ms - recent[0] < REFUSAL_RECORD_MS:
+            decision_id = recent[1]
+        else:
+            status = "done" if verdict.enforced else "shadow"
+            decision_id = await self.record(Decision.of(verdict, ctx, status=status, held=None))
+            self._recent_refusals[key] = (ctx.now_ms, decision_id)
+            if len(self._recent_refusals) > MAX_RECENT_REFUSALS:
+                self._recent_refusals.pop(next(iter(self._recent_refusals)))
+        if verdict.enforced and verdict.outcome in ("hold", "block"):
             raise forbidden(f"refused by the server's guard (decision {decision_id}): "
                             f"{verdict.reason}")  # fmt: skip
 

@@ -351,7 +351,7 @@ class FederationEventHandler:
         # soft-failed), and the write; the guard's decision is recorded after it.
         check = None
         if self.guard is not None and not backfilled:
-            check = self.guard.remote_event_check(origin, pdu, eid)
+            check = self.guard.check_remote_event(origin, pdu, eid)
         outcome = await self.persister.remote_event(
             pdu, eid, room_id, version, state_before=state_before, sg_before=sg_before,
             verify=verify, backfilled=backfilled, backfill_pos=backfill_pos, guard=check,
