@@ -7,10 +7,11 @@ soft-failed (S-S API "Soft failure"), never rejected: it is valid, only unwelcom
 buckets themselves are :class:`bastion.core.rate_limit.TokenBuckets`; the shell that holds them
 is :mod:`bastion.guard.rate_limiter`.
 
-Defaults follow Synapse's ``rc_*`` settings (``synapse/config/ratelimiting.py`` and
-docs/usage/configuration/config_documentation.md, matrix-synapse 1.163), so operators recognise
-them; where Synapse has no such limit, or where its value refuses what real clients do, the
-:data:`LIMITS` entry says so and why.
+Defaults are Synapse's ``rc_*`` defaults (read in ``synapse/config/ratelimiting.py`` of
+matrix-synapse 1.163), so operators recognise them; where Synapse has no such limit the
+:data:`LIMITS` entry says what the value rests on. Tests whose traffic is bulk by design (a
+history of messages made in milliseconds, a scale test) exempt their user, as an operator
+exempts a bot (tests/support/guard.py); real clients stay inside these values.
 
 Keys. Authenticated actions are keyed by the account (``user``), never by the client address:
 an address is shared (NAT, a mobile carrier, every test on loopback), and the number of
@@ -110,8 +111,8 @@ LIMITS: Final[Mapping[str, LimitDef]] = {
     "message": LimitDef("user", LimitSpec(0.2, 10),
         "non-state events a user sends (Synapse rc_message: 0.2/s, burst 10)"),
     "state": LimitDef("user", LimitSpec(0.2, 10),
-        "state events a user sends, and memberships other than join, invite and knock "
-        "(Synapse counts these under rc_message too: 0.2/s, burst 10)"),
+        "state events a user sends, kicks and bans included; leaving is never limited (Synapse "
+        "counts state events under rc_message too: 0.2/s, burst 10)"),
     "join": LimitDef("user", LimitSpec(0.1, 10),
         "rooms a user joins or knocks on; a join when already joined (a profile change) is not "
         "counted, as in Synapse (rc_joins.local: 0.1/s, burst 10)"),
