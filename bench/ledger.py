@@ -109,7 +109,7 @@ class InProcess:
     def __init__(self, work: Path, ledger: bool, synchronous: str = "NORMAL") -> None:
         self.config = Config(
             server_name=SERVER_NAME, data_dir=work, registration="closed",
-            sqlite_synchronous=synchronous,
+            sqlite_synchronous=synchronous, guard={"rate_limits": {"enabled": False}},
         )  # fmt: skip
         self.hs = HomeServer(self.config)
         self.hs.store.ledger_enabled = ledger
@@ -521,6 +521,7 @@ def start_bastion(work: Path, name: str, ledger: bool) -> Server:
         "argon2_time_cost = 1\nargon2_memory_cost = 8\nargon2_parallelism = 1\n"
         'sqlite_synchronous = "NORMAL"\nlog_level = "WARNING"\n'
         f"ledger_enabled = {'true' if ledger else 'false'}\n"
+        "[guard.rate_limits]\nenabled = false\n"  # as bench/server.py
     )
     proc = spawn(
         [sys.executable, "-m", "bastion.cli", "serve", "--data-dir", str(data),

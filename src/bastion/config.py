@@ -73,7 +73,9 @@ class Config:
     #: patterns, port ignored, case-insensitive); empty allows every server. Deny wins.
     federation_domain_allow: tuple[str, ...] = ()
     federation_domain_deny: tuple[str, ...] = ()
-    #: Inbound /send transactions per origin: a token bucket (per second, burst).
+    #: Inbound /send transactions per origin: a token bucket (per second, burst). The defaults
+    #: of the guard's ``federation_send`` rate limit (``[guard.rate_limits.federation_send]``,
+    #: when set, wins; ``[guard.rate_limits] enabled = false`` lifts it).
     federation_send_per_second: int = 10
     federation_send_burst: int = 50
     #: Largest /send request body, in bytes.
@@ -513,7 +515,8 @@ http_body_idle_timeout = {http_body_idle_timeout}
 # federation_domain_allow = []                  # origin globs allowed in and out (empty: all)
 # federation_domain_deny = []                   # origin globs refused (deny wins)
 # federation_send_per_second = 10               # inbound /send per origin (token bucket rate)
-# federation_send_burst = 50                    # ... and burst
+# federation_send_burst = 50                    # ... and burst ([guard.rate_limits.federation_send]
+#                                               # overrides both; these are its defaults)
 # federation_max_transaction_bytes = 10485760   # largest /send body
 # federation_max_fetch_per_pdu = 100            # events fetched to check one received event
 # federation_max_fetch_per_txn = 500            # ... and one received transaction

@@ -99,6 +99,7 @@ GUARD_API_MODULES: list[str] = [
     "bastion.api.guard.policy_lists",
     "bastion.api.guard.throttles",
     "bastion.api.metrics",
+    "bastion.api.guard.rate_limits",
 ]
 
 #: The route of inbound transactions, whose bodies may be larger (decided on the matched route,

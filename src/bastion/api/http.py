@@ -246,7 +246,8 @@ def error_response(e: MatrixError) -> web.Response:
     headers = {}
     retry_after_ms = e.extra.get("retry_after_ms")
     if e.errcode == M_LIMIT_EXCEEDED and isinstance(retry_after_ms, int):
-        headers["Retry-After"] = str(max(1, retry_after_ms // 1000))
+        # Whole seconds, rounded up: a client that waits Retry-After is not refused again.
+        headers["Retry-After"] = str(max(1, -(-retry_after_ms // 1000)))
     return json_response(e.to_json(), e.status, headers)
 
 

@@ -35,6 +35,11 @@ class TokenBucket:
             return 0.0
         return (1 - self.tokens) / self.rate if self.rate > 0 else 60.0
 
+    def refund(self) -> None:
+        """Give back the token of the last successful :meth:`take` (a request counted against
+        several buckets that a later one refused)."""
+        self.tokens = min(self.burst, self.tokens + 1)
+
 
 class TokenBuckets:
     """One :class:`TokenBucket` per key, each ``rate`` tokens a second up to ``burst``, full when
@@ -59,6 +64,12 @@ class TokenBuckets:
         else:
             self._buckets.move_to_end(key)
         return bucket.take(now_s)
+
+    def refund(self, key: str) -> None:
+        """Give back a token :meth:`take` spent for ``key`` (nothing if it was forgotten)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.refund()
 
     def __len__(self) -> int:
         return len(self._buckets)

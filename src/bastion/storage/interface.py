@@ -794,8 +794,33 @@ class GuardDecisionsStore(Protocol):
     def unquarantine_media_in(self, conn: Txn, media_id: str) -> bool: ...
 
 
+@dataclass(frozen=True, slots=True)
+class RateOverrideRow:
+    """One user's rate-limit overrides (``guard_rate_overrides``)."""
+
+    user_id: str
+    #: ``{limit name: {"per_second", "burst"} | null}`` as JSON text
+    #: (:func:`bastion.guard.limits.overrides_json`).
+    overrides: str
+    set_by: str
+    updated_ts: int
+
+
 class GuardLimitsStore(Protocol):
-    """Per-user rate-limit overrides (rate-limit part)."""
+    """Per-user rate-limit overrides (rate-limit part): bots and bridges an admin lets send
+    more. Read once by the rate limiter, which keeps them in memory."""
+
+    def get_rate_overrides(self) -> list[RateOverrideRow]: ...
+    def get_rate_override(self, user_id: str) -> RateOverrideRow | None: ...
+    def set_rate_override_in(
+        self, conn: Txn, user_id: str, overrides: str, set_by: str, ts: int
+    ) -> None:
+        """Replace ``user_id``'s overrides, inside a write function."""
+        ...
+
+    def delete_rate_override_in(self, conn: Txn, user_id: str) -> bool:
+        """Remove ``user_id``'s overrides, inside a write function; whether there were any."""
+        ...
 
 
 class GuardLoginStore(Protocol):

@@ -287,9 +287,9 @@ def test_bad_x_matrix_headers_are_401(world):
 
 def test_flood_is_rate_limited_and_server_stays_responsive(world):
     srv, peer, admin = world
-    events = srv.hs.federation.events
-    buckets = events._send_buckets  # noqa: SLF001
-    events._send_buckets = TokenBuckets(0.5, 3)  # noqa: SLF001
+    limits = srv.hs.guard.limits  # the per-origin /send bucket is the guard's federation_send
+    buckets = limits._buckets["federation_send"]  # noqa: SLF001
+    limits._buckets["federation_send"] = TokenBuckets(0.5, 3)  # noqa: SLF001
     try:
         statuses = [peer.send(srv, txn(), [])[0] for _ in range(8)]
         assert statuses[:3] == [200, 200, 200] and 429 in statuses
@@ -297,7 +297,7 @@ def test_flood_is_rate_limited_and_server_stays_responsive(world):
         assert (s, b["errcode"]) == (429, "M_LIMIT_EXCEEDED") and b["retry_after_ms"] > 0
         assert admin.request("GET", "/_matrix/client/versions").status == 200
     finally:
-        events._send_buckets = buckets  # noqa: SLF001
+        limits._buckets["federation_send"] = buckets  # noqa: SLF001
 
 
 def test_room_acl_and_origin_deny_list(world, test_ca):

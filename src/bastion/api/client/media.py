@@ -87,11 +87,14 @@ def _body_chunks(req: Request):
 
 def register(router: Router, hs: HomeServer) -> None:
     media = hs.media
+    limits = hs.guard.limits
 
     async def upload(req: Request) -> dict:
         """POST /_matrix/media/v3/upload — C-S API "Content repository" (content-repo.yaml
-        uploadContent). 413 ``M_TOO_LARGE`` over ``max_upload_size``."""
+        uploadContent). 413 ``M_TOO_LARGE`` over ``max_upload_size``; rate limit
+        ``media_upload`` (429 ``M_LIMIT_EXCEEDED``)."""
         filename = _filename_param(req)
+        limits.require("media_upload", user=req.requester.user_id, ip=req.raw.remote)
         uri = await media.upload(
             req.requester.user_id, _body_chunks(req), req.raw.content_length,
             req.raw.headers.get("Content-Type"), filename,
@@ -100,14 +103,18 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def create(req: Request) -> dict:
         """POST /_matrix/media/v1/create — C-S API "Content repository" (createContent):
-        a media ID for a later upload, with ``unused_expires_at``."""
+        a media ID for a later upload, with ``unused_expires_at``; rate limit
+        ``media_create`` (429 ``M_LIMIT_EXCEEDED``)."""
+        limits.require("media_create", user=req.requester.user_id, ip=req.raw.remote)
         uri, expires = await media.create_pending(req.requester.user_id)
         return {"content_uri": uri, "unused_expires_at": expires}
 
     async def upload_to(req: Request) -> dict:
         """PUT /_matrix/media/v3/upload/{serverName}/{mediaId} — C-S API "Content repository"
-        (uploadContentToMXC): only by the user who created the ID, only once."""
+        (uploadContentToMXC): only by the user who created the ID, only once; rate limit
+        ``media_upload`` (429 ``M_LIMIT_EXCEEDED``)."""
         filename = _filename_param(req)
+        limits.require("media_upload", user=req.requester.user_id, ip=req.raw.remote)
         await media.upload_pending(
             req.requester.user_id, req.params["serverName"], req.params["mediaId"],
             _body_chunks(req), req.raw.content_length, req.raw.headers.get("Content-Type"),

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 def register(router: Router, hs: HomeServer) -> None:
     async def post_receipt(req: Request) -> dict:
         """POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId} — C-S API
-        "Receipts". ``m.fully_read`` sets the fully-read marker, as /read_markers does."""
+        "Receipts". ``m.fully_read`` sets the fully-read marker, as /read_markers does. Rate
+        limit ``receipt`` (429 ``M_LIMIT_EXCEEDED``)."""
         rtype = req.params["receiptType"]
         if rtype not in RECEIPT_TYPES:
             raise invalid_param(f"unknown receipt type {rtype!r}")
@@ -24,13 +25,15 @@ def register(router: Router, hs: HomeServer) -> None:
         thread_id = body.get("thread_id")
         if thread_id is not None and (not isinstance(thread_id, str) or not thread_id):
             raise invalid_param("thread_id field must be a non-empty string")
-        await hs.receipts.set_markers(
-            req.requester.user_id, req.params["roomId"], {rtype: req.params["eventId"]}, thread_id
-        )
+        user_id, room_id = req.requester.user_id, req.params["roomId"]
+        with hs.guard.limits.counting("receipt", user=user_id, ip=req.raw.remote):
+            await hs.receipts.set_markers(user_id, room_id, {rtype: req.params["eventId"]},
+                                          thread_id)  # fmt: skip
         return {}
 
     async def post_read_markers(req: Request) -> dict:
-        """POST /_matrix/client/v3/rooms/{roomId}/read_markers — C-S API "Fully read markers"."""
+        """POST /_matrix/client/v3/rooms/{roomId}/read_markers — C-S API "Fully read markers".
+        Rate limit ``receipt`` (429 ``M_LIMIT_EXCEEDED``)."""
         body = await req.json()
         markers = {}
         for key in RECEIPT_TYPES:
@@ -40,8 +43,10 @@ def register(router: Router, hs: HomeServer) -> None:
             if not isinstance(value, str):
                 raise bad_json(f"{key!r} must be an event ID string")
             markers[key] = value
-        if markers:
-            await hs.receipts.set_markers(req.requester.user_id, req.params["roomId"], markers)
+        user_id = req.requester.user_id
+        with hs.guard.limits.counting("receipt", user=user_id, ip=req.raw.remote):
+            if markers:
+                await hs.receipts.set_markers(user_id, req.params["roomId"], markers)
         return {}
 
     router.add(

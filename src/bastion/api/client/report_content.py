@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from bastion.api.http import Request, Router
@@ -11,27 +12,37 @@ if TYPE_CHECKING:
 
 
 def register(router: Router, hs: HomeServer) -> None:
+    limits = hs.guard.limits
+
+    def rate(req: Request) -> AbstractContextManager[None]:
+        """Rate limit ``report`` (429 ``M_LIMIT_EXCEEDED``; a report refused for its input gives
+        its token back): reports reach moderators, whose attention is the scarce thing."""
+        return limits.counting("report", user=req.requester.user_id, ip=req.raw.remote)
+
     async def report_event(req: Request) -> dict:
         """POST /_matrix/client/v3/rooms/{roomId}/report/{eventId} — C-S API "Reporting
         Content". The reporter must be joined (v1.8)."""
-        body = await req.json(allow_empty=True)
-        await hs.reporting.report_event(
-            req.requester.user_id, req.params["roomId"], req.params["eventId"], body
-        )
+        with rate(req):
+            body = await req.json(allow_empty=True)
+            await hs.reporting.report_event(
+                req.requester.user_id, req.params["roomId"], req.params["eventId"], body
+            )
         return {}
 
     async def report_room(req: Request) -> dict:
         """POST /_matrix/client/v3/rooms/{roomId}/report — C-S API "Reporting Content" (v1.13;
         no membership required)."""
-        body = await req.json()
-        await hs.reporting.report_room(req.requester.user_id, req.params["roomId"], body)
+        with rate(req):
+            body = await req.json()
+            await hs.reporting.report_room(req.requester.user_id, req.params["roomId"], body)
         return {}
 
     async def report_user(req: Request) -> dict:
         """POST /_matrix/client/v3/users/{userId}/report — C-S API "Reporting Content" (v1.14;
         no shared room required)."""
-        body = await req.json()
-        await hs.reporting.report_user(req.requester.user_id, req.params["userId"], body)
+        with rate(req):
+            body = await req.json()
+            await hs.reporting.report_user(req.requester.user_id, req.params["userId"], body)
         return {}
 
     router.add("POST", "/_matrix/client/v3/rooms/{roomId}/report/{eventId}", report_event)

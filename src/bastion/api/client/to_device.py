@@ -15,11 +15,13 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def send(req: Request) -> dict:
         """PUT /_matrix/client/v3/sendToDevice/{eventType}/{txnId} — idempotent per device and
-        transaction ID; ``*`` addresses every device of a user."""
+        transaction ID; ``*`` addresses every device of a user. Rate limit ``to_device``
+        (429 ``M_LIMIT_EXCEEDED``)."""
         p = req.params
-        return await e2ee.send_to_device(
-            req.requester, p["eventType"], p["txnId"], await req.json()
-        )
+        with hs.guard.limits.counting("to_device", user=req.requester.user_id, ip=req.raw.remote):
+            return await e2ee.send_to_device(
+                req.requester, p["eventType"], p["txnId"], await req.json()
+            )
 
     router.add(
         "PUT", "/_matrix/client/v3/sendToDevice/{eventType}/{txnId}", send, allow_suspended=True

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 def register(router: Router, hs: HomeServer) -> None:
     async def put_typing(req: Request) -> dict:
         """PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId} — C-S API "Typing
-        Notifications". Only for yourself, in a room you are joined to; ``timeout`` is capped."""
+        Notifications". Only for yourself, in a room you are joined to; ``timeout`` is capped.
+        Rate limit ``typing`` (429 ``M_LIMIT_EXCEEDED``)."""
         user_id = own_user(req)
         room_id = req.params["roomId"]
         body = await req.json()
@@ -28,6 +29,7 @@ def register(router: Router, hs: HomeServer) -> None:
             raise bad_json("'timeout' must be an integer (milliseconds)")
         if typing and timeout < 0:
             raise invalid_param("'timeout' must not be negative")
+        hs.guard.limits.require("typing", user=user_id, ip=req.raw.remote)
         require_joined(hs, room_id, user_id)
         hs.typing.set_typing(room_id, user_id, typing, timeout if typing else 0)
         return {}

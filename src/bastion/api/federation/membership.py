@@ -120,8 +120,12 @@ def register(router: Router, hs: HomeServer) -> None:
         room_id, event_id = _room_id(req), _event_id(req)
         body = await req.json()
         ev = body.get("event") if isinstance(body, dict) else None
-        await _guard(req, room_id, event_id, ev, "invite")
-        return await fm.on_invite(req.requester, room_id, event_id, body)
+        # The invitee's rate limit (invite_target, as Synapse's rc_invites.per_user): 429.
+        invitee = ev.get("state_key") if isinstance(ev, dict) else None
+        local = isinstance(invitee, str) and server_name_of(invitee) == hs.server_name
+        with hs.guard.limits.counting("invite_target", user=invitee if local else None):
+            await _guard(req, room_id, event_id, ev, "invite")
+            return await fm.on_invite(req.requester, room_id, event_id, body)
 
     router.add("GET", V1 + "/make_join/{roomId}/{userId}", make_join)
     router.add("PUT", V2 + "/send_join/{roomId}/{eventId}", send_join)

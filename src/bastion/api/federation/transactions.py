@@ -19,9 +19,10 @@ def register(router, hs: HomeServer) -> None:
         """PUT /_matrix/federation/v1/send/{txnId} — S-S API "Transactions": at most 50 PDUs
         and 100 EDUs; each PDU goes through "Checks performed on receipt of a PDU"; 200 with
         ``{pdus: {event_id: {error?}}}`` even when PDUs are rejected; a retried txnId gets the
-        first answer. Per-origin rate limit: 429 ``M_LIMIT_EXCEEDED``."""
+        first answer. Per-origin rate limit ``federation_send`` (the guard's): 429
+        ``M_LIMIT_EXCEEDED`` with ``retry_after_ms``."""
         origin = req.requester
-        events.check_send_rate(origin)
+        hs.guard.limits.require("federation_send", origin=origin)
         txn_id = req.params["txnId"]
         if not txn_id or len(txn_id) > 255:
             raise invalid_param("invalid transaction ID")

@@ -35,7 +35,8 @@ Interfaces for the other federation parts:
 * ``await process_backfill(origin, room_version, events)`` → how many were accepted;
 * ``await process_room_state(origin, room_id, room_version, state, auth_chain, join_event)``
   ingests a send_join response (raises ``MatrixError`` when it does not check out);
-* ``origin_allowed``, ``server_allowed_in_room``, ``require_acl``, ``check_send_rate``;
+* ``origin_allowed``, ``server_allowed_in_room``, ``require_acl`` (the per-origin /send rate
+  limit is the guard's ``federation_send``, :mod:`bastion.guard.rate_limiter`);
 * ``hs.federation_edu_handlers[edu_type] = async fn(origin, content)`` receives EDUs.
 """
 
@@ -43,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +51,6 @@ from nacl.signing import VerifyKey
 
 from bastion.core.identifiers import server_name_of
 from bastion.core.pdu_checks import order_by_auth, order_by_depth, parse_transaction, ref_ids
-from bastion.core.rate_limit import TokenBuckets, retry_after_ms
 from bastion.core.state_keys import CREATE_KEY
 from bastion.errors import MatrixError
 from bastion.federation.pdu.decide import (
@@ -86,9 +85,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bastion.federation.pdu")
 
-#: Per-origin /send buckets remembered at most (least recently used forgotten first).
-MAX_RATE_LIMITED_ORIGINS = 10_000
-
 #: ``async fn(origin, content)``: the handler of one EDU type.
 EduHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -111,11 +107,6 @@ class FederationEventHandler:
         self.now_ms: Callable[[], int] = hs.now_ms
         self.fetcher = Fetcher(self.client, self.keyring, self.store, self.config)
         self.persister = Persister(self.engine, self.store)
-        self._send_buckets = TokenBuckets(
-            float(self.config.federation_send_per_second),
-            float(self.config.federation_send_burst),
-            MAX_RATE_LIMITED_ORIGINS,
-        )
         self._txn_locks: dict[tuple[str, str], asyncio.Lock] = {}
         #: The guard (issue 9): asked about each event that passed checks 5–6.
         self.guard = hs.guard
@@ -125,7 +116,7 @@ class FederationEventHandler:
         return self._edu_handlers
 
     # ------------------------------------------------------------------------------------------
-    # Access control and rate limits
+    # Access control
     # ------------------------------------------------------------------------------------------
     def origin_allowed(self, server_name: str) -> bool:
         """The server-wide allow/deny list (config ``federation_domain_allow``/``_deny``)."""
@@ -139,15 +130,6 @@ class FederationEventHandler:
         """403 ``M_FORBIDDEN`` when the room's server ACL denies ``server_name`` (every
         room-scoped federation endpoint calls this)."""
         self.acl.require_room(room_id, server_name)
-
-    def check_send_rate(self, origin: str) -> None:
-        """Per-origin token bucket on /send: 429 ``M_LIMIT_EXCEEDED`` with ``retry_after_ms``."""
-        wait = self._send_buckets.take(origin, time.monotonic())
-        if wait > 0:
-            raise MatrixError(
-                "M_LIMIT_EXCEEDED", "too many transactions", 429,
-                retry_after_ms=retry_after_ms(wait),
-            )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------
     # Transactions
