@@ -522,6 +522,7 @@ def start_bastion(work: Path, name: str, ledger: bool) -> Server:
         'sqlite_synchronous = "NORMAL"\nlog_level = "WARNING"\n'
         f"ledger_enabled = {'true' if ledger else 'false'}\n"
         "[guard.rate_limits]\nenabled = false\n"  # as bench/server.py
+        "[guard.registration]\nper_address_burst = 0\n"
     )
     proc = spawn(
         [sys.executable, "-m", "bastion.cli", "serve", "--data-dir", str(data),

@@ -36,9 +36,13 @@ class FakeGuard:
         return len(self.recorded)
 
 
-def detectors(table: dict[str, Any] | None = None, mode: str = "enforce") -> Detectors:
+def detectors(
+    table: dict[str, Any] | None = None, mode: str = "enforce", rate_limits: bool = True
+) -> Detectors:
     cfg = d.parse_detector_config(table or {})
-    guard_config = SimpleNamespace(detectors=cfg, mode=mode)
+    guard_config = SimpleNamespace(
+        detectors=cfg, mode=mode, rate_limits=SimpleNamespace(enabled=rate_limits)
+    )
     hs = SimpleNamespace(config=SimpleNamespace(guard_config=guard_config), guard=FakeGuard())
     return Detectors(hs)  # type: ignore[arg-type]
 
@@ -99,6 +103,14 @@ def test_flood_throttle_is_a_429_and_its_start_is_recorded_once():
     assert len(recorded) == 1
     assert recorded[0].source == "detector.message_flood" and recorded[0].outcome == "block"
     assert recorded[0].details["throttle"] is True
+
+
+def test_lifted_rate_limits_lift_the_flood_throttle_but_not_the_warning():
+    det = detectors(rate_limits=False)
+    out = [sources(det.signals(msg(NOW + i * 100))) for i in range(80)]
+    assert out[10] == [("detector.message_flood", "warn")]
+    assert all(o == [] for i, o in enumerate(out) if i != 10)  # never a 429
+    assert not det.throttled and det.hs.guard.recorded == []
 
 
 def test_shadow_mode_only_records_the_throttle():

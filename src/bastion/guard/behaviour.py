@@ -108,6 +108,9 @@ class Detectors:
         self.config: d.DetectorConfig = hs.config.guard_config.detectors
         #: False in shadow mode (``guard.mode = "shadow"``): the flood throttle is not enforced.
         self.enforce: bool = hs.config.guard_config.mode != "shadow"
+        #: The flood throttle is a rate limit: ``[guard.rate_limits] enabled = false`` (the
+        #: benchmarks) lifts it with the others; the flood is still detected and warned about.
+        self.throttle: bool = hs.config.guard_config.rate_limits.enabled
         self._is_exempt = is_exempt
         c = self.config
         self.messages: Windows[tuple[str, str], int] = Windows(
@@ -180,7 +183,7 @@ class Detectors:
         if fc.enabled and "message_flood" not in off:
             window = _prune(self.messages.get(key), now - fc.window_s * 1000)
             flood = d.message_flood(fc, ctx, window)
-            if flood.retry_after_ms is not None:
+            if flood.retry_after_ms is not None and self.throttle:
                 if not self.enforce:
                     # Shadow mode: the throttle's start is recorded (as a shadow verdict), the
                     # message goes through.
@@ -195,7 +198,8 @@ class Detectors:
                 )
             self.throttled.pop(key, None)
             window.append(now)
-            out.extend(flood.signals)
+            if flood.retry_after_ms is None:  # (a lifted throttle's block is not a verdict)
+                out.extend(flood.signals)
         oc = cfg.origin_flood
         if not ctx.local and oc.enabled and "origin_flood" not in off:
             ow = _prune_pairs(self.origins.get((ctx.origin, ctx.room_id)),
