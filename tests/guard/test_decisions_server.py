@@ -348,3 +348,33 @@ def test_no_approval_for_a_suspended_sender(server, room):
     assert (r.status, r.body["errcode"]) == (400, "M_INVALID_PARAM")
     assert "suspended" in r.body["error"] and "HOLD" not in bodies(bob, room_id)
     assert decisions(server, status="held")[0]["id"] == d["id"]
+
+
+def test_reversing_a_cooling_reopens_the_room_now(server, client):
+    """Reverse of a ``cool_room`` decision: the cooling is lifted at once (RoomCooling.lift),
+    the previous join rule restored and the lift recorded (``guard.throttle_lift``)."""
+    alice, bob, carol = client.register(), client.register(), client.register()
+    room_id = create_room(alice, preset="public_chat")
+    assert bob.request("POST", f"{V3}/join/{q(room_id)}", {}).status == 200
+    until = server.hs.now_ms() + 3_600_000
+    script_detectors(server, Scripted({"WAVE": block("join wave", "cool_room", until_ms=until)}))
+    assert send(bob, room_id, "WAVE").status == 403
+    (d,) = decisions(server)
+    assert d["details"]["carried_out"]["cool_room"]["done"] is True
+
+    def rule() -> str:
+        r = alice.request("GET", f"{V3}/rooms/{q(room_id)}/state/m.room.join_rules/")
+        return r.body["join_rule"]
+
+    assert rule() == "knock"
+    assert carol.request("POST", f"{V3}/join/{q(room_id)}", {}).status == 403
+    admin = admin_client(server)
+    r = admin.request("POST", f"{GUARD}/decisions/{d['id']}/reverse", {"reason": "a meetup"})
+    assert r.status == 200, r.body
+    assert r.body["details"]["reversed"]["cool_room"] == {"done": True, "join_rule_restored": True}
+    assert "cool_room" not in r.body["details"]["not_reversible"]
+    assert rule() == "public"
+    assert carol.request("POST", f"{V3}/join/{q(room_id)}", {}).status == 200
+    lifts = ledger_actions(server, "guard.throttle_lift")
+    assert [(x["actor"], x["target"]) for x in lifts] == [(admin.user_id, room_id)]
+    assert "reversal of guard decision" in lifts[0]["reason"]
