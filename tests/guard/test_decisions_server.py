@@ -378,3 +378,28 @@ def test_reversing_a_cooling_reopens_the_room_now(server, client):
     lifts = ledger_actions(server, "guard.throttle_lift")
     assert [(x["actor"], x["target"]) for x in lifts] == [(admin.user_id, room_id)]
     assert "reversal of guard decision" in lifts[0]["reason"]
+
+
+def test_a_retried_held_event_finds_its_decision(server, room):
+    """A client retrying a held event with the same transaction ID gets the same 403 (the
+    same decision), and no second held decision is made; after a rejection it stays refused."""
+    alice, bob, room_id = room
+    admin = admin_client(server)
+    first = send(alice, room_id, "HOLD", txn="t-retry")
+    assert first.status == 403
+    (d,) = decisions(server, status="held")
+    records_before = len(ledger_actions(server, "guard.decision"))
+    for _ in range(3):
+        retry = send(alice, room_id, "HOLD", txn="t-retry")
+        assert (retry.status, retry.body) == (first.status, first.body)
+    assert [x["id"] for x in decisions(server)] == [d["id"]]
+    assert len(ledger_actions(server, "guard.decision")) == records_before
+    # Another transaction is another event: a decision of its own.
+    assert send(alice, room_id, "HOLD", txn="t-other").status == 403
+    assert len(decisions(server, status="held")) == 2
+    # Rejected: the retry is still refused, still without a new decision.
+    assert admin.request("POST", f"{GUARD}/decisions/{d['id']}/reject", {}).status == 200
+    retry = send(alice, room_id, "HOLD", txn="t-retry")
+    assert retry.status == 403 and f"decision {d['id']}" in retry.body["error"]
+    assert len(decisions(server)) == 2
+    assert "HOLD" not in bodies(bob, room_id)

@@ -316,12 +316,31 @@ class GuardService:
                 )  # fmt: skip
             )
             return
+        if txn is not None:
+            self._refuse_held_retry(sender, txn)
         ctx = self.local_context(sender, room_id, etype, content, state_key, ip=ip)
         self.limits.require_local_event(ctx)
         verdict = combine(self.content_signals(ctx), enforce=self.config.enforce)
         if not verdict.recorded:
             return
         await self.carry_out_local(verdict, ctx, txn=txn)
+
+    def _refuse_held_retry(self, sender: str, txn: tuple[str, str, str, str]) -> None:
+        """A client's retry of a held event (the same sender and transaction ID, C-S API
+        "Transaction identifiers") gets the first attempt's answer, 403 naming the same
+        decision, without a second decision (nor rate limits or detectors counting it again).
+        A rejected one stays refused."""
+        held = self.hs.store.held_guard_decision_for_txn(sender, txn)
+        if held is None:
+            return
+        if held["status"] == "held":
+            raise forbidden(
+                f"this event is held for review by a moderator (decision {held['id']}): "
+                f"{held['reason']}"
+            )
+        raise forbidden(
+            f"this event was rejected by a moderator (decision {held['id']}): {held['reason']}"
+        )
 
     async def carry_out_local(
         self, verdict: Verdict, ctx: EventContext, *,
