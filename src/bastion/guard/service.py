@@ -112,14 +112,22 @@ def decision_record_details(decision_id: int, decision: Decision) -> dict[str, A
 class RemoteEventCheck:
     """The guard's check of one federated event, run by the room engine under the room's lock
     after checks 5-6 passed (:meth:`__call__`, synchronous), then recorded after the write
-    (:meth:`finish`)."""
+    (:meth:`finish`).
+
+    ``pushed``: the origin pushed the event in its ``/send`` transaction (S-S API
+    "Transactions"). Only pushed events count against the origin's event rate limits
+    (``federation_event``, ``federation_event_room``): events this server fetched itself
+    (``get_missing_events``, ``/state_ids`` and ``/event``, S-S API "Backfilling and retrieving
+    missing events") are catch-up it asked for — after a netsplit, a busy room's history would
+    otherwise be soft-failed. The detectors and policy lists see both."""
 
     def __init__(self, guard: GuardService, origin: str, pdu: Mapping[str, Any],
-                 event_id: str) -> None:  # fmt: skip
+                 event_id: str, *, pushed: bool = True) -> None:  # fmt: skip
         self.guard = guard
         self.origin = origin
         self.pdu = pdu
         self.event_id = event_id
+        self.pushed = pushed
         self.verdict: Verdict | None = None
         self.ctx: EventContext | None = None
 
@@ -128,7 +136,7 @@ class RemoteEventCheck:
         guard = self.guard
         ctx = guard.remote_context(self.pdu, self.event_id, self.origin, current)
         self.ctx = ctx
-        if not guard.limits.remote_event_allowed(ctx):
+        if self.pushed and not guard.limits.remote_event_allowed(ctx):
             # The rate-limit part records when a throttle starts; not every refused event.
             return f"{self.origin} is sending too many events"
         if not guard.enabled:
@@ -408,11 +416,13 @@ class GuardService:
     # Federated events and memberships
     # ------------------------------------------------------------------------------------------
     def check_remote_event(
-        self, origin: str, pdu: Mapping[str, Any], event_id: str
+        self, origin: str, pdu: Mapping[str, Any], event_id: str, *, pushed: bool = True
     ) -> RemoteEventCheck:
         """The check a federated event's append runs under the room's lock (with the guard
-        off, ``guard.enabled = false``, only the rate limits)."""
-        return RemoteEventCheck(self, origin, pdu, event_id)
+        off, ``guard.enabled = false``, only the rate limits). ``pushed``: the origin sent it
+        in its ``/send`` transaction (rate-limited); False for events this server fetched
+        (:class:`RemoteEventCheck`)."""
+        return RemoteEventCheck(self, origin, pdu, event_id, pushed=pushed)
 
     async def check_remote_membership(
         self, origin: str, room_id: str, sender: str, membership: str, *,
