@@ -34,8 +34,9 @@ Interfaces for the other federation parts:
   ``(event_id, error)``; error ``None`` when accepted (also when soft-failed: the origin did
   nothing wrong); ``pushed``: the origin pushed it in its ``/send`` transaction — only those
   count against the guard's per-origin event rate limits (``federation_event``,
-  ``federation_event_room``), never the events this server fetched (missing events, state,
-  send_join/send_knock bodies), so catching up after a netsplit is not soft-failed;
+  ``federation_event_room``), never the events this server fetched (missing events, state),
+  so catching up after a netsplit is not soft-failed (a send_join / send_knock / send_leave
+  body is pushed by its origin too: :mod:`bastion.federation.membership` says so);
 * ``await process_backfill(origin, room_version, events)`` → how many were accepted;
 * ``await process_room_state(origin, room_id, room_version, state, auth_chain, join_event)``
   ingests a send_join response (raises ``MatrixError`` when it does not check out);
