@@ -432,7 +432,12 @@ class GuardService:
         """make_join / send_join / make_knock / send_knock / invite from another server (S-S
         API "Joining Rooms", "Knocking upon a room", "Inviting to a room"): 403 ``M_FORBIDDEN``
         when the room cools (joins), or a policy list names the user, the server or the room;
-        an invite is also seen by the detectors (invite fan-out). Recorded when refused."""
+        an invite is also seen by the detectors (invite fan-out). Recorded when refused.
+
+        A join or knock is not shown to the detectors here: the event a send_join / send_knock
+        carries is stored through the PDU pipeline, whose check (:class:`RemoteEventCheck`)
+        shows it to them — once, so it counts once towards a join wave (make_join carries
+        no event)."""
         if not self.enabled or BYPASS.get():
             return
         head = self.hs.rooms.engine.head(room_id)
