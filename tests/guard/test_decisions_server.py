@@ -348,3 +348,58 @@ def test_no_approval_for_a_suspended_sender(server, room):
     assert (r.status, r.body["errcode"]) == (400, "M_INVALID_PARAM")
     assert "suspended" in r.body["error"] and "HOLD" not in bodies(bob, room_id)
     assert decisions(server, status="held")[0]["id"] == d["id"]
+
+
+def test_reversing_a_cooling_reopens_the_room_now(server, client):
+    """Reverse of a ``cool_room`` decision: the cooling is lifted at once (RoomCooling.lift),
+    the previous join rule restored and the lift recorded (``guard.throttle_lift``)."""
+    alice, bob, carol = client.register(), client.register(), client.register()
+    room_id = create_room(alice, preset="public_chat")
+    assert bob.request("POST", f"{V3}/join/{q(room_id)}", {}).status == 200
+    until = server.hs.now_ms() + 3_600_000
+    script_detectors(server, Scripted({"WAVE": block("join wave", "cool_room", until_ms=until)}))
+    assert send(bob, room_id, "WAVE").status == 403
+    (d,) = decisions(server)
+    assert d["details"]["carried_out"]["cool_room"]["done"] is True
+
+    def rule() -> str:
+        r = alice.request("GET", f"{V3}/rooms/{q(room_id)}/state/m.room.join_rules/")
+        return r.body["join_rule"]
+
+    assert rule() == "knock"
+    assert carol.request("POST", f"{V3}/join/{q(room_id)}", {}).status == 403
+    admin = admin_client(server)
+    r = admin.request("POST", f"{GUARD}/decisions/{d['id']}/reverse", {"reason": "a meetup"})
+    assert r.status == 200, r.body
+    assert r.body["details"]["reversed"]["cool_room"] == {"done": True, "join_rule_restored": True}
+    assert "cool_room" not in r.body["details"]["not_reversible"]
+    assert rule() == "public"
+    assert carol.request("POST", f"{V3}/join/{q(room_id)}", {}).status == 200
+    lifts = ledger_actions(server, "guard.throttle_lift")
+    assert [(x["actor"], x["target"]) for x in lifts] == [(admin.user_id, room_id)]
+    assert "reversal of guard decision" in lifts[0]["reason"]
+
+
+def test_a_retried_held_event_finds_its_decision(server, room):
+    """A client retrying a held event with the same transaction ID gets the same 403 (the
+    same decision), and no second held decision is made; after a rejection it stays refused."""
+    alice, bob, room_id = room
+    admin = admin_client(server)
+    first = send(alice, room_id, "HOLD", txn="t-retry")
+    assert first.status == 403
+    (d,) = decisions(server, status="held")
+    records_before = len(ledger_actions(server, "guard.decision"))
+    for _ in range(3):
+        retry = send(alice, room_id, "HOLD", txn="t-retry")
+        assert (retry.status, retry.body) == (first.status, first.body)
+    assert [x["id"] for x in decisions(server)] == [d["id"]]
+    assert len(ledger_actions(server, "guard.decision")) == records_before
+    # Another transaction is another event: a decision of its own.
+    assert send(alice, room_id, "HOLD", txn="t-other").status == 403
+    assert len(decisions(server, status="held")) == 2
+    # Rejected: the retry is still refused, still without a new decision.
+    assert admin.request("POST", f"{GUARD}/decisions/{d['id']}/reject", {}).status == 200
+    retry = send(alice, room_id, "HOLD", txn="t-retry")
+    assert retry.status == 403 and f"decision {d['id']}" in retry.body["error"]
+    assert len(decisions(server)) == 2
+    assert "HOLD" not in bodies(bob, room_id)

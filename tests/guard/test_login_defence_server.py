@@ -67,6 +67,16 @@ def test_throttle_start_recorded_once_not_per_refusal(client, server, clock):
     starts = [r for r in action_records(server, "guard.throttle")
               if r["target"] == "account:@dora:localhost"]  # fmt: skip
     assert len(starts) == 1
+    # Each start is counted once, by scope (bastion_guard_login_throttles_total{scope}).
+    counters = server.hs.guard.alerts.counters
+    metric = "bastion_guard_login_throttles_total"
+    assert counters.value(metric, {"scope": "account"}) == 1
+    every = action_records(server, "guard.throttle")
+    for scope in ("device", "devices", "address", "prefix"):
+        started = [r for r in every if r["details"]["kind"] == scope]
+        assert counters.value(metric, {"scope": scope}) == len(started), scope
+    blocks = counters.value("bastion_guard_login_blocks_total", {"source": "login.backoff"})
+    assert blocks == len(every)
     assert starts[0]["subject"] == "@dora:localhost"
     assert starts[0]["details"]["until"] == START + 60_000
     # Failures while throttled did not extend the wait.
@@ -226,12 +236,14 @@ def test_registration_wave_alerts_and_requires_a_token(tmp_path):
 class FakeNotices:
     def __init__(self, fail: bool = False) -> None:
         self.sent: list[tuple[str, str, dict]] = []
+        self.types: list[str | None] = []
         self.fail = fail
 
     async def send_notice(self, user_id, body, *, notice_type=None, extra=None):
         if self.fail:
             raise RuntimeError("the notices room is broken")
         self.sent.append((user_id, body, dict(extra or {})))
+        self.types.append(notice_type)
         return f"$notice{len(self.sent)}"
 
 
@@ -255,6 +267,7 @@ def test_new_login_notices(client, server):
     assert "PHONE" in body and "Ivy's phone" in body and "127.0.0.0/24" in body
     info = extra["org.bastion.login"]
     assert info["new_device"] and not info["new_prefix"] and info["prefix"] == "127.0.0.0/24"
+    assert notices.types == ["org.bastion.login"]
     # A new network, on a known device.
     r = password_login(server.base_url, "ivy", PASSWORD, device_id="PHONE", source="127.0.9.1")
     assert r.status == 200

@@ -168,7 +168,8 @@ class FederationMembership:
             self.hs.rooms.restricted_join_authoriser(room_id, sender)
             sk = self.hs.signing_key
             ev = sign_event(ev, version, self.hs.server_name, sk.key_id, sk.key)
-        eid, error = await self.fed.events.process_incoming_pdu(origin, ev, version)
+        # Pushed by its origin (not fetched): the guard's per-origin event rate limits apply.
+        eid, error = await self.fed.events.process_incoming_pdu(origin, ev, version, pushed=True)
         meta = self.store.get_event_meta([event_id]).get(event_id)
         if error is not None or meta is None or meta.rejected or meta.soft_failed or meta.outlier:
             raise forbidden(f"the event was not accepted: {error or 'not allowed'}")

@@ -24,8 +24,6 @@ Configuration: the ``[guard.alerts]`` table (:func:`parse_alerts_config`):
     The networks (CIDRs) allowed to read ``/_bastion/metrics``; default loopback only.
 ``server_notices_localpart``
     The notices user's localpart (C-S API "Server Notices"; default ``notices``).
-``new_login_notices``
-    Whether logins from a new device or network prefix are told to the user (default true).
 
 :class:`Alerts` (``hs.guard.alerts``) never blocks its caller on the network and never raises:
 :meth:`Alerts.alert` counts the alert, coalesces it and puts it on bounded queues drained by
@@ -57,7 +55,7 @@ import orjson
 
 from bastion.core.identifiers import parse_room_id
 from bastion.errors import MatrixError
-from bastion.guard.tables import check_keys, get_bool, get_number, get_str, get_str_list
+from bastion.guard.tables import check_keys, get_number, get_str, get_str_list
 from bastion.services.lifecycle import BackgroundService
 
 if TYPE_CHECKING:
@@ -77,7 +75,7 @@ WHERE = "guard.alerts"
 _KEYS = frozenset({
     "admin_room", "webhook_url", "webhook_secret", "webhook_timeout_seconds",
     "webhook_max_attempts", "queue_size", "coalesce_seconds", "metrics_allow_ips",
-    "server_notices_localpart", "new_login_notices",
+    "server_notices_localpart",
 })  # fmt: skip
 _LOCALPART = re.compile(r"[a-z0-9._=/+\-]{1,64}")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -98,7 +96,6 @@ class AlertsConfig:
     coalesce_seconds: float = 60.0
     metrics_allow_ips: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in LOOPBACK)
     server_notices_localpart: str = "notices"
-    new_login_notices: bool = True
 
     def metrics_allowed(self, address: str | None) -> bool:
         """True when ``address`` (the TCP peer) is in ``metrics_allow_ips``."""
@@ -202,7 +199,6 @@ def parse_alerts_config(table: Mapping[str, Any]) -> AlertsConfig:
         ),
         metrics_allow_ips=tuple(nets),
         server_notices_localpart=localpart,
-        new_login_notices=get_bool(table, "new_login_notices", d.new_login_notices, WHERE),
     )
 
 

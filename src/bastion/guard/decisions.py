@@ -27,8 +27,9 @@ Reviews (``POST /_bastion/admin/v1/guard/decisions/{id}/approve|reject|reverse``
   have been (same type, state key, content and transaction ID), without asking the guard again;
 * reject — a ``held`` event or an ``open`` decision (a report, a held federated event) is closed;
 * reverse — a ``done`` decision is undone where it can be: accounts unsuspended / unlocked, bans
-  lifted, media unquarantined, the server removed from the ACL again. Redactions cannot be undone
-  (the content is gone) and a cooling room cools until its time; the answer lists both.
+  lifted, media unquarantined, the server removed from the ACL again, a cooling room reopened
+  (``hs.guard.cooling.lift``: its previous join rule restored now). Redactions cannot be undone
+  (the content is gone); the answer lists them.
 """
 
 from __future__ import annotations
@@ -461,8 +462,11 @@ class GuardActions:
                 elif action == "redact":
                     cannot[action] = "a redaction cannot be undone: the content is gone"
                 elif action == "cool_room":
-                    cannot[action] = (
-                        "the room cools until its time; an admin may change its join rules"
+                    restored = await self.guard.cooling.lift(room_id, actor=admin, reason=why)
+                    undone[action] = (
+                        {"done": False, "error": "the room is no longer cooling"}
+                        if restored is None
+                        else {"done": True, "join_rule_restored": restored}
                     )
             except MatrixError as e:
                 undone[action] = {"done": False, "error": e.message}

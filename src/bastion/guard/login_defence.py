@@ -70,6 +70,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bastion.guard.login")
 
+#: ``server_notice_type`` of new-login notices (C-S API "Server Notices").
+NOTICE_TYPE = "org.bastion.login"
+#: Throttle starts, by scope (the key's kind: account, device, devices, address, prefix,
+#: regtoken-address, regtoken-prefix); counted once the failure that started them committed.
+THROTTLES_METRIC = "bastion_guard_login_throttles_total"
+#: Login and registration throttles started, by source (``login.backoff``, ``login.stuffing``,
+#: ``login.spraying``).
+BLOCKS_METRIC = "bastion_guard_login_blocks_total"
 #: Prune forgotten rows from ``guard_login_throttles`` once every this many writes.
 PRUNE_EVERY = 1000
 #: Sources (addresses, prefixes) whose distinct failing accounts are remembered.
@@ -88,10 +96,11 @@ class Attempt:
     done: bool = False
 
 
-@dataclass
+@dataclass(eq=False)
 class Failure:
     """What one failed check changed: the rows to write and the records and alerts of the
-    throttles it started. Written with :meth:`write_in` in the caller's transaction."""
+    throttles it started. Written with :meth:`write_in` in the caller's transaction. Hashed
+    by identity (the store's after-commit calls are keyed by their arguments)."""
 
     now: int
     states: list[tuple[str, KeyState]] = field(default_factory=list)
@@ -324,8 +333,19 @@ class LoginDefence(BackgroundService):
             )  # fmt: skip
         for decision in failure.decisions:
             self.hs.guard.record_in(conn, decision)
+        if failure.started or failure.decisions:
+            store.run_after_commit(self._count_started, failure)
         if failure.prune_before is not None:
             store.guard_login_throttles_prune_in(conn, failure.prune_before, failure.now)
+
+    def _count_started(self, failure: Failure) -> None:
+        """Once a failure committed: the throttles it started, in the metrics."""
+        alerts = self.hs.guard.alerts
+        for key, source, _details in failure.started:
+            alerts.count(THROTTLES_METRIC, {"scope": key_kind(key)})
+            alerts.count(BLOCKS_METRIC, {"source": source})
+        for decision in failure.decisions:
+            alerts.count(BLOCKS_METRIC, {"source": decision.source})
 
     async def failed(self, attempt: Attempt, password: str | None = None) -> None:
         """:meth:`fail` written in a transaction of its own (registration-token guesses)."""
@@ -458,7 +478,7 @@ class LoginDefence(BackgroundService):
             event_id = await self.hs.server_notices.send_notice(
                 new.user_id,
                 body,
-                notice_type="org.bastion.new_login",
+                notice_type=NOTICE_TYPE,
                 extra={"org.bastion.login": details},
             )
             await record(

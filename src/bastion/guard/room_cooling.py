@@ -17,6 +17,7 @@ joins for a cooling period, then reopened.
 4. reopens it when the period ends (a timer; after a restart the table re-arms it): the previous
    join rule is restored if the room still has the one cooling set (an admin who changed it
    meanwhile is not overridden), with a ``guard.throttle_lift`` record, and the admins are told.
+   :meth:`RoomCooling.lift` does the same at once (a reversed ``cool_room`` decision).
 
 While a room cools, :meth:`refuses_join` refuses joins through this server (local joins, and
 make_join/send_join from other servers) of users who are not invited.
@@ -272,8 +273,7 @@ class RoomCooling:
     async def restore(self, room_id: str) -> bool:
         """Reopen ``room_id`` if its cooling has ended; whether its join rule was restored."""
         now = self.hs.now_ms()
-        store = self.hs.store
-        row = store.get_room_cooling(room_id)
+        row = self.hs.store.get_room_cooling(room_id)
         if row is None:
             self._cooling.pop(room_id, None)
             return False
@@ -281,6 +281,24 @@ class RoomCooling:
             self._cooling[room_id] = (int(row["until_ts"]), str(row["reason"]))
             self._arm(room_id, int(row["until_ts"]))
             return False
+        return await self._reopen(room_id, row, now, ACTOR, "the cooling period ended")
+
+    async def lift(self, room_id: str, *, actor: str = ACTOR,
+                   reason: str = "the cooling was lifted") -> bool | None:  # fmt: skip
+        """End ``room_id``'s cooling now (a reversed ``cool_room`` decision): the same path as
+        the timer's (the previous join rule restored if the room still has the one cooling set,
+        a ``guard.throttle_lift`` record by ``actor``, the admins told). Whether its join rule
+        was restored; None when the room is not cooling."""
+        self.load(arm=False)
+        row = self.hs.store.get_room_cooling(room_id)
+        if row is None:
+            self._cooling.pop(room_id, None)
+            return None
+        self.background.cancel_timer(self._timers.pop(room_id, None))
+        return await self._reopen(room_id, row, self.hs.now_ms(), actor, clip(reason, 1000))
+
+    async def _reopen(self, room_id: str, row: Any, now: int, actor: str, why: str) -> bool:
+        store = self.hs.store
         previous = _previous(row["previous_join_rule"])
         restored = False
         admins: list[str] = []
@@ -299,8 +317,8 @@ class RoomCooling:
         def lift(conn: Txn) -> None:
             if store.delete_room_cooling_in(conn, room_id):
                 record_in(
-                    store, conn, records.ACTION_GUARD_THROTTLE_LIFT, actor=ACTOR, ts=now,
-                    target=room_id, reason="the cooling period ended",
+                    store, conn, records.ACTION_GUARD_THROTTLE_LIFT, actor=actor, ts=now,
+                    target=room_id, reason=why,
                     details={"kind": "room_cooling", "restored": restored,
                              "join_rule": previous.get("join_rule") if previous else None},
                 )  # fmt: skip

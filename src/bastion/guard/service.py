@@ -112,14 +112,22 @@ def decision_record_details(decision_id: int, decision: Decision) -> dict[str, A
 class RemoteEventCheck:
     """The guard's check of one federated event, run by the room engine under the room's lock
     after checks 5-6 passed (:meth:`__call__`, synchronous), then recorded after the write
-    (:meth:`finish`)."""
+    (:meth:`finish`).
+
+    ``pushed``: the origin pushed the event in its ``/send`` transaction (S-S API
+    "Transactions"). Only pushed events count against the origin's event rate limits
+    (``federation_event``, ``federation_event_room``): events this server fetched itself
+    (``get_missing_events``, ``/state_ids`` and ``/event``, S-S API "Backfilling and retrieving
+    missing events") are catch-up it asked for — after a netsplit, a busy room's history would
+    otherwise be soft-failed. The detectors and policy lists see both."""
 
     def __init__(self, guard: GuardService, origin: str, pdu: Mapping[str, Any],
-                 event_id: str) -> None:  # fmt: skip
+                 event_id: str, *, pushed: bool = True) -> None:  # fmt: skip
         self.guard = guard
         self.origin = origin
         self.pdu = pdu
         self.event_id = event_id
+        self.pushed = pushed
         self.verdict: Verdict | None = None
         self.ctx: EventContext | None = None
 
@@ -128,7 +136,7 @@ class RemoteEventCheck:
         guard = self.guard
         ctx = guard.remote_context(self.pdu, self.event_id, self.origin, current)
         self.ctx = ctx
-        if not guard.limits.remote_event_allowed(ctx):
+        if self.pushed and not guard.limits.remote_event_allowed(ctx):
             # The rate-limit part records when a throttle starts; not every refused event.
             return f"{self.origin} is sending too many events"
         if not guard.enabled:
@@ -316,12 +324,31 @@ class GuardService:
                 )  # fmt: skip
             )
             return
+        if txn is not None:
+            self._refuse_held_retry(sender, txn)
         ctx = self.local_context(sender, room_id, etype, content, state_key, ip=ip)
         self.limits.require_local_event(ctx)
         verdict = combine(self.content_signals(ctx), enforce=self.config.enforce)
         if not verdict.recorded:
             return
         await self.carry_out_local(verdict, ctx, txn=txn)
+
+    def _refuse_held_retry(self, sender: str, txn: tuple[str, str, str, str]) -> None:
+        """A client's retry of a held event (the same sender and transaction ID, C-S API
+        "Transaction identifiers") gets the first attempt's answer, 403 naming the same
+        decision, without a second decision (nor rate limits or detectors counting it again).
+        A rejected one stays refused."""
+        held = self.hs.store.held_guard_decision_for_txn(sender, txn)
+        if held is None:
+            return
+        if held["status"] == "held":
+            raise forbidden(
+                f"this event is held for review by a moderator (decision {held['id']}): "
+                f"{held['reason']}"
+            )
+        raise forbidden(
+            f"this event was rejected by a moderator (decision {held['id']}): {held['reason']}"
+        )
 
     async def carry_out_local(
         self, verdict: Verdict, ctx: EventContext, *,
@@ -389,11 +416,13 @@ class GuardService:
     # Federated events and memberships
     # ------------------------------------------------------------------------------------------
     def check_remote_event(
-        self, origin: str, pdu: Mapping[str, Any], event_id: str
+        self, origin: str, pdu: Mapping[str, Any], event_id: str, *, pushed: bool = True
     ) -> RemoteEventCheck:
         """The check a federated event's append runs under the room's lock (with the guard
-        off, ``guard.enabled = false``, only the rate limits)."""
-        return RemoteEventCheck(self, origin, pdu, event_id)
+        off, ``guard.enabled = false``, only the rate limits). ``pushed``: the origin sent it
+        in its ``/send`` transaction (rate-limited); False for events this server fetched
+        (:class:`RemoteEventCheck`)."""
+        return RemoteEventCheck(self, origin, pdu, event_id, pushed=pushed)
 
     async def check_remote_membership(
         self, origin: str, room_id: str, sender: str, membership: str, *,
@@ -403,7 +432,12 @@ class GuardService:
         """make_join / send_join / make_knock / send_knock / invite from another server (S-S
         API "Joining Rooms", "Knocking upon a room", "Inviting to a room"): 403 ``M_FORBIDDEN``
         when the room cools (joins), or a policy list names the user, the server or the room;
-        an invite is also seen by the detectors (invite fan-out). Recorded when refused."""
+        an invite is also seen by the detectors (invite fan-out). Recorded when refused.
+
+        A join or knock is not shown to the detectors here: the event a send_join / send_knock
+        carries is stored through the PDU pipeline, whose check (:class:`RemoteEventCheck`)
+        shows it to them — once, so it counts once towards a join wave (make_join carries
+        no event)."""
         if not self.enabled or BYPASS.get():
             return
         head = self.hs.rooms.engine.head(room_id)

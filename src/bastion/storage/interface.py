@@ -771,6 +771,9 @@ class GuardDecisionsStore(Protocol):
         self, *, status: str | None = None, subject: str | None = None,
         room_id: str | None = None, before: int | None = None, limit: int = 50,
     ) -> list[dict[str, Any]]: ...  # fmt: skip
+    def held_guard_decision_for_txn(
+        self, subject: str, txn: Sequence[str]
+    ) -> dict[str, Any] | None: ...
     def review_guard_decision_in(
         self, conn: Txn, decision_id: int, *, expected_status: str, status: str,
         reviewed_by: str, reviewed_ts: int, review_reason: str | None,

@@ -506,3 +506,56 @@ def test_flood_of_bad_events_keeps_state_and_clients_served(world):
     assert all(eid in ids for eid in sent[-10:])
     r = admin.request("GET", f"{V3}/rooms/{room_id}/messages", query={"dir": "b", "limit": "50"})
     assert not any(e["sender"] == peer.user("outsider") for e in r.body["chunk"])
+
+
+def test_fetched_events_are_not_rate_limited_pushed_ones_are(world):
+    """Catching up (events this server fetches with get_missing_events) does not count against
+    the origin's event rate limits — after a netsplit a busy room's history is not soft-failed;
+    the events the origin pushes in its /send transactions still do. The detectors see both."""
+    from tests.guard.core_support import Scripted
+
+    srv, peer, admin = world
+    room_id = joined_room(srv, peer, admin)
+    limits, guard = srv.hs.guard.limits, srv.hs.guard
+    saved = {n: limits._buckets[n] for n in ("federation_event_room", "federation_event")}  # noqa: SLF001
+    seen = Scripted()
+    detectors = guard.detectors.signals
+    guard.detectors.signals = seen  # type: ignore[method-assign]
+    for name in saved:
+        limits._buckets[name] = TokenBuckets(0.001, 2)  # noqa: SLF001
+    try:
+        chain: list[tuple[str, dict]] = []
+        prev = None
+        for i in range(8):
+            extra = (
+                {} if prev is None else {"prev_events": [prev[0]], "depth": prev[1]["depth"] + 1}
+            )
+            eid, ev = peer.build_on(srv, room_id, peer.user("p1"), "m.room.message",
+                                    {"msgtype": "m.text", "body": f"catch-up {i}"}, **extra)  # fmt: skip
+            chain.append((eid, ev))
+            prev = (eid, ev)
+        # The origin pushes the newest; the seven before it are fetched (get_missing_events).
+        peer.missing_events = [ev for _, ev in chain[:-1]]
+        status, body = peer.send(srv, txn(), [chain[-1][1]])
+        assert (status, body["pdus"]) == (200, {chain[-1][0]: {}})
+        for eid, _ in chain:
+            m = meta(srv, eid)
+            assert m is not None and not m.outlier and not m.soft_failed, eid
+        assert {c.event_id for c in seen.seen} >= {eid for eid, _ in chain}
+        # Pushed events still count: the bucket (2) had one taken by the pushed event above.
+        peer.missing_events = []
+        last = chain[-1]
+        pushed = []
+        for i in range(3):
+            eid, ev = peer.build_on(srv, room_id, peer.user("p1"), "m.room.message",
+                                    {"msgtype": "m.text", "body": f"pushed {i}"},
+                                    prev_events=[last[0]], depth=last[1]["depth"] + 1)  # fmt: skip
+            pushed.append(eid)
+            last = (eid, ev)
+            status, body = peer.send(srv, txn(), [ev])
+            assert (status, body["pdus"]) == (200, {eid: {}})
+        assert [meta(srv, e).soft_failed for e in pushed] == [False, True, True]
+    finally:
+        limits._buckets.update(saved)  # noqa: SLF001
+        guard.detectors.signals = detectors  # type: ignore[method-assign]
+        peer.missing_events = []

@@ -89,3 +89,40 @@ def test_join_wave_cools_the_room_then_reopens_it(srv):
     assert join_honouring_429(wave[-1], room_id).status == 200
     assert any(r["target"] == room_id for r in
                ledger_actions(srv, records.ACTION_GUARD_THROTTLE_LIFT))  # fmt: skip
+
+
+def test_a_wave_of_remote_joins_cools_the_room(tmp_path, test_ca):
+    """Joins that another server sends through our send_join count towards the wave, once each
+    (S-S API "Joining Rooms"): the join past the limit closes the room; later remote joins
+    are refused at make_join (the room cools)."""
+    import urllib.parse
+
+    from tests.support.federation import start_fed_server
+    from tests.support.peer import V1, FakePeer
+
+    srv = start_fed_server(tmp_path, test_ca, "bastion", registration="open", guard=GUARD)
+    peer = FakePeer(test_ca, "wave").start()
+    try:
+        owner = make_user(srv)
+        room_id = create_room(owner, preset="public_chat")
+        # joins 1..8 (the owner's own join is the room's creation, not part of the wave)
+        for i in range(8):
+            peer.join(srv, room_id, peer.user(f"w{i}"))
+        assert join_rule(srv, room_id) == "public"
+        # the 9th remote join is the wave: the room cools
+        peer.join(srv, room_id, peer.user("w8"))
+        wait_for(lambda: join_rule(srv, room_id) == "knock")
+        # Each remote join is counted once (by the federated event's check, when send_join
+        # stores it), not again by the send_join pre-check: one wave, at the 9th join.
+        (wave,) = [x for x in decisions(srv, room_id=room_id)
+                   if x["source"] == "detector.join_wave"]  # fmt: skip
+        assert "cool_room" in wave["actions"]
+        assert wave["signals"][0]["evidence"]["joins"] == 9
+        # newcomers from that server are now refused at make_join
+        q_room = urllib.parse.quote(room_id, safe="")
+        q_user = urllib.parse.quote(peer.user("late"), safe="")
+        status, body = peer.request(srv, "GET", f"{V1}/make_join/{q_room}/{q_user}?ver=10")
+        assert status == 403, body
+    finally:
+        peer.stop()
+        srv.stop()

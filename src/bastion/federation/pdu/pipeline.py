@@ -30,8 +30,13 @@ bounded (config ``federation_max_fetch_per_pdu``, ``federation_max_fetch_per_txn
 
 Interfaces for the other federation parts:
 
-* ``await process_incoming_pdu(origin, pdu, room_version, backfilled=False)`` → ``(event_id,
-  error)``; error ``None`` when accepted (also when soft-failed: the origin did nothing wrong);
+* ``await process_incoming_pdu(origin, pdu, room_version, backfilled=False, pushed=False)`` →
+  ``(event_id, error)``; error ``None`` when accepted (also when soft-failed: the origin did
+  nothing wrong); ``pushed``: the origin pushed it in its ``/send`` transaction — only those
+  count against the guard's per-origin event rate limits (``federation_event``,
+  ``federation_event_room``), never the events this server fetched (missing events, state),
+  so catching up after a netsplit is not soft-failed (a send_join / send_knock / send_leave
+  body is pushed by its origin too: :mod:`bastion.federation.membership` says so);
 * ``await process_backfill(origin, room_version, events)`` → how many were accepted;
 * ``await process_room_state(origin, room_id, room_version, state, auth_chain, join_event)``
   ingests a send_join response (raises ``MatrixError`` when it does not check out);
@@ -186,7 +191,7 @@ class FederationEventHandler:
             eid = guess_event_id(pdu, version)
             log.info("dropped PDU %s from %s: denied by the room's server ACL", eid, origin)
             return eid, "server is denied by the room's server ACL"
-        return await self.process_incoming_pdu(origin, pdu, version, budget=budget)
+        return await self.process_incoming_pdu(origin, pdu, version, budget=budget, pushed=True)
 
     async def _edu(self, origin: str, edu: object) -> None:
         """Hand an EDU to its handler (``hs.federation.edu_handlers``); ACLs for typing and
@@ -251,10 +256,13 @@ class FederationEventHandler:
     async def process_incoming_pdu(
         self, origin: str, pdu: dict[str, Any], room_version: str, *, backfilled: bool = False,
         budget: Budget | None = None, backfill_pos: int | None = None, _nested: bool = False,
+        pushed: bool = False,
     ) -> tuple[str | None, str | None]:  # fmt: skip
         """Run one PDU through the checks and persist it. Returns (event_id or None when it has
         none, error or None). Soft-failed events return no error. ``backfill_pos``: the stream
-        position reserved for a backfilled event (``process_backfill``)."""
+        position reserved for a backfilled event (``process_backfill``). ``pushed``: the origin
+        pushed it in its ``/send`` transaction (the guard's event rate limits apply; the events
+        fetched to check it never are)."""
         if budget is None:
             budget = Budget(self.config.federation_max_fetch_per_txn)
         if not _nested:
@@ -281,7 +289,7 @@ class FederationEventHandler:
         try:
             return eid, await self._process_checked(
                 origin, pdu, eid, room_id, room_version, backfilled, budget, _nested,
-                backfill_pos,
+                backfill_pos, pushed=pushed and not _nested and not backfilled,
             )  # fmt: skip
         except (BudgetExceeded, FederationError) as e:
             log.info("dropped PDU %s from %s: %s", eid, origin, e)
@@ -300,7 +308,8 @@ class FederationEventHandler:
 
     async def _process_checked(
         self, origin: str, pdu: dict[str, Any], eid: str, room_id: str, version: str,
-        backfilled: bool, budget: Budget, nested: bool, backfill_pos: int | None = None,
+        backfilled: bool, budget: Budget, nested: bool, backfill_pos: int | None = None, *,
+        pushed: bool = False,
     ) -> str | None:  # fmt: skip
         """Checks 4–6 of a PDU that passed checks 1–3; the error, or None."""
         verify = await self._verifier(pdu, version)
@@ -351,7 +360,7 @@ class FederationEventHandler:
         # soft-failed), and the write; the guard's decision is recorded after it.
         check = None
         if self.guard is not None and not backfilled:
-            check = self.guard.check_remote_event(origin, pdu, eid)
+            check = self.guard.check_remote_event(origin, pdu, eid, pushed=pushed)
         outcome = await self.persister.remote_event(
             pdu, eid, room_id, version, state_before=state_before, sg_before=sg_before,
             verify=verify, backfilled=backfilled, backfill_pos=backfill_pos, guard=check,

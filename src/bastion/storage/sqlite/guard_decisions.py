@@ -108,6 +108,23 @@ class GuardDecisionsStore(StoreBase):
         args.append(limit)
         return [_decision(r) for r in self.db.read(sql, args)]
 
+    def held_guard_decision_for_txn(
+        self, subject: str, txn: Sequence[str]
+    ) -> dict[str, Any] | None:
+        """The held (or rejected) decision of ``subject``'s event sent with the transaction
+        ``txn`` (sender, device, scope, transaction ID), newest first; None when there is none.
+        A client's retry of a held event finds it instead of making a second one."""
+        if len(txn) != 4:
+            return None
+        row = self.db.read_one(
+            "SELECT * FROM guard_decisions WHERE subject = ? AND status IN ('held', 'rejected')"
+            " AND held IS NOT NULL AND json_extract(held, '$.txn[0]') = ?"
+            " AND json_extract(held, '$.txn[1]') = ? AND json_extract(held, '$.txn[2]') = ?"
+            " AND json_extract(held, '$.txn[3]') = ? ORDER BY id DESC LIMIT 1",
+            (subject, *txn),
+        )
+        return _decision(row) if row is not None else None
+
     @staticmethod
     def review_guard_decision_in(
         conn: sqlite3.Connection, decision_id: int, *, expected_status: str, status: str,
