@@ -94,7 +94,9 @@ FEDERATION_API_MODULES = [
 ]
 
 #: The guard's admin API (/_bastion/admin/v1/guard/...) and metrics, one module per part.
-GUARD_API_MODULES: list[str] = []
+GUARD_API_MODULES: list[str] = [
+    "bastion.api.guard.decisions",
+]
 
 #: The route of inbound transactions, whose bodies may be larger (decided on the matched route,
 #: never on the path).

@@ -27,6 +27,7 @@ from bastion.services.rooms import RoomService
 from bastion.storage.interface import Store
 
 if TYPE_CHECKING:
+    from bastion.guard.service import GuardService
     from bastion.server import HomeServer
 
 #: An inbound EDU handler: ``async fn(origin, content)``.
@@ -48,6 +49,8 @@ class InboundContext:
     federation_client: FederationClient
     acl: FederationACL
     federation_edu_handlers: dict[str, EduHandler] = field(default_factory=dict)
+    #: The guard (issue 9), asked about each federated event after checks 5-6 (None: off).
+    guard: GuardService | None = None
 
 
 class Federation:
@@ -64,7 +67,7 @@ class Federation:
         self.inbound = InboundContext(
             store=hs.store, config=hs.config, server_name=hs.server_name, now_ms=hs.now_ms,
             rooms=hs.rooms, keyring=self.keyring, federation_client=self.client, acl=self.acl,
-            federation_edu_handlers=self.edu_handlers,
+            federation_edu_handlers=self.edu_handlers, guard=hs.guard,
         )  # fmt: skip
         self.events = FederationEventHandler(self.inbound)
         self.sender = FederationSender(hs, self.client, self.acl)

@@ -13,6 +13,12 @@ class RateLimits:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
 
+    def require(
+        self, name: str, *, user: str | None = None, ip: str | None = None,
+        room: str | None = None, origin: str | None = None,
+    ) -> None:  # fmt: skip
+        return None
+
     def require_local_event(self, ctx: EventContext) -> None:
         return None
 

@@ -14,3 +14,6 @@ class RoomCooling:
 
     async def start(self, room_id: str, until_ms: int, reason: str) -> None:
         return None
+
+    def refuses_join(self, room_id: str, user_id: str, now_ms: int) -> str | None:
+        return None

@@ -314,6 +314,9 @@ class MediaService(BackgroundService):
         row = self._local_row(server_name, media_id)
         if row is None:
             raise not_found("no such media")
+        if self.hs.store.media_quarantined(media_id):
+            # Quarantined by the guard (issue 9): not served until an admin reverses it.
+            raise not_found("this media has been quarantined")
         if row["upload_ts"] is not None:
             return row
         if row["unused_expires_at"] is not None and row["unused_expires_at"] <= self.hs.now_ms():

@@ -49,7 +49,9 @@ class RoomCreator:
         self.store = rooms.store
         self.engine = rooms.engine
 
-    async def create_room(self, requester, body: dict) -> tuple[str, str | None]:
+    async def create_room(
+        self, requester, body: dict, *, ip: str | None = None
+    ) -> tuple[str, str | None]:
         """POST /createRoom (C-S API "Creation"): the mandatory event order, presets,
         initial_state, power_level_content_override, invites, aliases. Returns (room_id, alias)."""
         user_id = requester.user_id
@@ -104,6 +106,8 @@ class RoomCreator:
             elif not self.store.user_exists(u):
                 raise not_found(f"unknown user {u}")
         invites = [u for u in dict.fromkeys(invites) if u != user_id]
+        # The guard (issue 9): the room_create rate limit, and the invites as invites.
+        await self.hs.guard.before_room_create(user_id, invites, ip=ip)
 
         states: list[tuple[str, str, dict]] = []
         for i, item in enumerate(initial_state):

@@ -152,9 +152,11 @@ class RoomService:
     # ------------------------------------------------------------------------------------------
     async def send_message_event(
         self, sender: str, device_id: str | None, room_id: str, type: str, content: dict,  # noqa: A002
-        txn_id: str | None,
+        txn_id: str | None, *, ip: str | None = None,
     ) -> str:  # fmt: skip
-        """Send a message event; idempotent per (sender, device, room, txn_id)."""
+        """Send a message event; idempotent per (sender, device, room, txn_id). The guard
+        decides first (``hs.guard.before_local_event``: 429 rate limits, 403 refused or held);
+        redactions are not asked about (they remove content)."""
         if type == "m.room.redaction":
             redacts = content.get("redacts")
             if not isinstance(redacts, str):
@@ -164,6 +166,13 @@ class RoomService:
                 sender, device_id, room_id, redacts, reason, txn_id, extra=content
             )
         txn = (sender, device_id, "send:" + room_id, txn_id) if txn_id and device_id else None
+        if txn is not None:
+            # A retried transaction gets its event again, without asking the guard again.
+            existing = self.store.get_txn_event(*txn)
+            if existing is not None:
+                return existing
+        await self.hs.guard.before_local_event(sender, room_id, type, content, None, ip=ip,
+                                               txn=txn)  # fmt: skip
         return await self.engine.append_local_event(room_id, sender, type, content, None, txn=txn)
 
     async def send_state_event(
@@ -173,16 +182,19 @@ class RoomService:
         type: str,
         state_key: str,
         content: dict,  # noqa: A002
+        *,
+        ip: str | None = None,
     ) -> str:
         """Send a state event. Re-sending the current content by the same sender returns the
-        existing event (no duplicate state events)."""
+        existing event (no duplicate state events). The guard decides before a new event is
+        built (``hs.guard.before_local_event``)."""
         if type == "m.room.member":
             membership = content.get("membership")
             if not isinstance(membership, str):
                 raise bad_json("m.room.member content needs a string 'membership'")
             extra = {k: v for k, v in content.items() if k != "membership"}
             return await self.update_membership(
-                sender, room_id, state_key, membership, extra_content=extra
+                sender, room_id, state_key, membership, extra_content=extra, ip=ip
             )
         if type == "m.room.canonical_alias":
             self.aliases.check_canonical_alias(room_id, content)
@@ -192,6 +204,7 @@ class RoomService:
             ev = self.store.get_event(cur)
             if ev is not None and ev.get("sender") == sender and ev.get("content") == content:
                 return cur
+        await self.hs.guard.before_local_event(sender, room_id, type, content, state_key, ip=ip)
         return await self.engine.append_local_event(room_id, sender, type, content, state_key)
 
     async def redact_event(
@@ -229,7 +242,7 @@ class RoomService:
     async def update_membership(
         self, actor_user_id: str, room_id: str, target_user_id: str, membership: str,
         reason: str | None = None, extra_content: dict | None = None,
-        via: list[str] | None = None,
+        via: list[str] | None = None, *, ip: str | None = None,
     ) -> str:  # fmt: skip
         """Change a membership: join, leave (also reject an invite, kick, unban), invite, ban,
         knock. Errors: 404 unknown room or user, 403 when the auth rules refuse.
@@ -241,7 +254,10 @@ class RoomService:
 
         ``join_authorised_via_users_server`` is never taken from the client (C-S "Restricted
         rooms": the resident server chooses the authoriser): it is removed from
-        ``extra_content`` and set only by :meth:`restricted_join_authoriser`."""
+        ``extra_content`` and set only by :meth:`restricted_join_authoriser`.
+
+        A join, invite or knock is first put to the guard (``hs.guard.before_local_event``: 429
+        rate limits, 403 a cooling room, a policy list, invite spam)."""
         if membership not in ("join", "leave", "invite", "ban", "knock"):
             raise bad_json(f"unknown membership {membership[:40]!r}")
         if reason is not None and not isinstance(reason, str):
@@ -251,6 +267,13 @@ class RoomService:
         except MatrixError:
             raise invalid_param("invalid user ID") from None
         extra_content = {k: v for k, v in (extra_content or {}).items() if k != JAUVS}
+        if membership in ("join", "invite", "knock"):
+            guarded: dict = {**extra_content, "membership": membership}
+            if reason is not None:
+                guarded["reason"] = reason
+            await self.hs.guard.before_local_event(
+                actor_user_id, room_id, "m.room.member", guarded, target_user_id, ip=ip
+            )
         fm = self.remote
         remote = fm is not None and target_user_id == actor_user_id and membership in (
             "join", "knock", "leave",

@@ -531,6 +531,11 @@ class AccountDataStore(Protocol):
     ) -> Sequence[Row]: ...
     def account_data_rooms_changed(self, user_id: str, since: int, upto: int) -> set[str]: ...
     def receipt_rooms_changed(self, room_ids: Iterable[str], since: int, upto: int) -> set[str]: ...
+    def add_content_report_in(
+        self, conn: Txn, reporter: str, kind: str, room_id: str | None,
+        event_id: str | None, target_user_id: str | None, reason: str | None,
+        target_exists: bool, now_ms: int,
+    ) -> int: ...  # fmt: skip
     async def add_content_report(
         self,
         reporter: str,
@@ -742,7 +747,51 @@ class LedgerAuditStore(Protocol):
 
 
 class GuardDecisionsStore(Protocol):
-    """The guard's decisions, review queue, per-room settings and room cooling (core part)."""
+    """The guard's decisions, review queue, per-room settings, room cooling and quarantined
+    media (core part). Decisions are dicts with their JSON columns decoded."""
+
+    def insert_guard_decision_in(
+        self, conn: Txn, *, ts: int, source: str, outcome: str, status: str, reason: str,
+        subject: str | None, room_id: str | None, event_id: str | None, origin: str | None,
+        score: float, actions: Sequence[str], signals: Sequence[Mapping[str, Any]],
+        held: Mapping[str, Any] | None, details: Mapping[str, Any],
+    ) -> int: ...  # fmt: skip
+    def set_guard_decision_ledger_idx_in(
+        self, conn: Txn, decision_id: int, ledger_idx: int
+    ) -> None: ...
+    def set_guard_decision_details_in(
+        self, conn: Txn, decision_id: int, details: Mapping[str, Any]
+    ) -> None: ...
+    def set_guard_decision_event_id_in(
+        self, conn: Txn, decision_id: int, event_id: str
+    ) -> None: ...
+    def get_guard_decision(self, decision_id: int) -> dict[str, Any] | None: ...
+    def guard_decision_in(self, conn: Txn, decision_id: int) -> dict[str, Any] | None: ...
+    def list_guard_decisions(
+        self, *, status: str | None = None, subject: str | None = None,
+        room_id: str | None = None, before: int | None = None, limit: int = 50,
+    ) -> list[dict[str, Any]]: ...  # fmt: skip
+    def review_guard_decision_in(
+        self, conn: Txn, decision_id: int, *, expected_status: str, status: str,
+        reviewed_by: str, reviewed_ts: int, review_reason: str | None,
+        details: Mapping[str, Any] | None = None,
+    ) -> bool: ...  # fmt: skip
+    def get_guard_room_settings(self, room_id: str) -> dict[str, Any] | None: ...
+    def set_guard_room_settings_in(
+        self, conn: Txn, room_id: str, settings: Mapping[str, Any], now_ms: int
+    ) -> None: ...
+    def get_room_cooling(self, room_id: str) -> dict[str, Any] | None: ...
+    def list_room_cooling(self) -> list[dict[str, Any]]: ...
+    def set_room_cooling_in(
+        self, conn: Txn, room_id: str, previous_join_rule: str | None, until_ts: int,
+        reason: str,
+    ) -> None: ...  # fmt: skip
+    def delete_room_cooling_in(self, conn: Txn, room_id: str) -> bool: ...
+    def media_quarantined(self, media_id: str) -> bool: ...
+    def quarantine_media_in(
+        self, conn: Txn, media_id: str, decision_id: int | None, reason: str, now_ms: int
+    ) -> bool: ...
+    def unquarantine_media_in(self, conn: Txn, media_id: str) -> bool: ...
 
 
 class GuardLimitsStore(Protocol):

@@ -55,7 +55,12 @@ def register(router: Router, hs: HomeServer) -> None:
         room_id = check_room_id(req.params["roomId"])
         body = await req.json(allow_empty=True)
         await rooms.update_membership(
-            req.requester.user_id, room_id, req.requester.user_id, "join", _reason(body)
+            req.requester.user_id,
+            room_id,
+            req.requester.user_id,
+            "join",
+            _reason(body),
+            ip=req.raw.remote,
         )
         return {"room_id": room_id}
 
@@ -68,7 +73,13 @@ def register(router: Router, hs: HomeServer) -> None:
         check_room_id(room_id)
         body = await req.json(allow_empty=True)
         await rooms.update_membership(
-            req.requester.user_id, room_id, req.requester.user_id, "join", _reason(body), via=via
+            req.requester.user_id,
+            room_id,
+            req.requester.user_id,
+            "join",
+            _reason(body),
+            via=via,
+            ip=req.raw.remote,
         )
         return {"room_id": room_id}
 
@@ -79,7 +90,13 @@ def register(router: Router, hs: HomeServer) -> None:
         check_room_id(room_id)
         body = await req.json(allow_empty=True)
         await rooms.update_membership(
-            req.requester.user_id, room_id, req.requester.user_id, "knock", _reason(body), via=via
+            req.requester.user_id,
+            room_id,
+            req.requester.user_id,
+            "knock",
+            _reason(body),
+            via=via,
+            ip=req.raw.remote,
         )
         return {"room_id": room_id}
 
@@ -119,7 +136,7 @@ def register(router: Router, hs: HomeServer) -> None:
             if action == "invite" and ("medium" in body or "address" in body):
                 raise MatrixError(M_UNRECOGNIZED, "third-party invites are not supported")
             await rooms.update_membership(
-                req.requester.user_id, room_id, target, membership, reason
+                req.requester.user_id, room_id, target, membership, reason, ip=req.raw.remote
             )
             return {}
 

@@ -73,7 +73,7 @@ def register(router: Router, hs: HomeServer) -> None:
     async def create_room(req: Request) -> dict:
         """POST /_matrix/client/v3/createRoom — C-S API "Creation"."""
         body = await req.json(allow_empty=True)
-        room_id, alias = await rooms.create_room(req.requester, body)
+        room_id, alias = await rooms.create_room(req.requester, body, ip=req.raw.remote)
         out = {"room_id": room_id}
         if alias:
             out["room_alias"] = alias
@@ -91,7 +91,7 @@ def register(router: Router, hs: HomeServer) -> None:
         body = await req.json()
         r = req.requester
         event_id = await rooms.send_message_event(
-            r.user_id, r.device_id, room_id, etype, body, txn_id
+            r.user_id, r.device_id, room_id, etype, body, txn_id, ip=req.raw.remote
         )
         return {"event_id": event_id}
 
@@ -105,7 +105,12 @@ def register(router: Router, hs: HomeServer) -> None:
             raise invalid_param("event type must not be empty")
         body = await req.json()
         event_id = await rooms.send_state_event(
-            req.requester.user_id, room_id, etype, req.params.get("stateKey", ""), body
+            req.requester.user_id,
+            room_id,
+            etype,
+            req.params.get("stateKey", ""),
+            body,
+            ip=req.raw.remote,
         )
         return {"event_id": event_id}
 

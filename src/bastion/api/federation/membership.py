@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bastion.api.http import Request, Router
-from bastion.core.identifiers import parse_event_id, parse_room_id
+from bastion.core.identifiers import parse_event_id, parse_room_id, server_name_of
 from bastion.errors import invalid_param, missing_param
 
 if TYPE_CHECKING:
@@ -46,11 +46,33 @@ def register(router: Router, hs: HomeServer) -> None:
             versions = req.query_all("ver") or default_versions
             if membership == "knock" and not versions:
                 raise missing_param("'ver' is required")
+            user_id = req.params["userId"]
+            if membership in ("join", "knock") and server_name_of(user_id) == req.requester:
+                # The guard (issue 9): a cooling room, a policy-listed user/server/room.
+                await hs.guard.check_remote_membership(req.requester, room_id, user_id, membership)
             return fm.make_membership(
                 req.requester, room_id, req.params["userId"], membership, versions
             )
 
         return handler
+
+    async def _guard(req: Request, room_id: str, event_id: str, ev: object,
+                     membership: str) -> None:  # fmt: skip
+        """The guard's check of a membership from another server (issue 9): the event's
+        sender and state key as the event gives them (only strings are taken; the event itself
+        is checked by the handler afterwards)."""
+        if not isinstance(ev, dict):
+            return  # the handler answers the malformed body
+        sender, state_key = ev.get("sender"), ev.get("state_key")
+        if not isinstance(sender, str) or not isinstance(state_key, str):
+            return
+        if server_name_of(sender) != req.requester:
+            return  # refused by the handler: a server speaks only for its own users
+        content = ev.get("content")
+        await hs.guard.check_remote_membership(
+            req.requester, room_id, sender, membership, state_key=state_key,
+            content=content if isinstance(content, dict) else None, event_id=event_id,
+        )  # fmt: skip
 
     make_join = _make("join", ["1"])
     make_join.__doc__ = (
@@ -71,6 +93,7 @@ def register(router: Router, hs: HomeServer) -> None:
         (the full state is always sent: ``omit_members`` is accepted and ignored)."""
         room_id, event_id = _room_id(req), _event_id(req)
         body = await req.json()
+        await _guard(req, room_id, event_id, body, "join")
         ev, meta = await fm.send_membership(req.requester, room_id, event_id, body, "join")
         return fm.join_response(ev, meta)
 
@@ -87,6 +110,7 @@ def register(router: Router, hs: HomeServer) -> None:
         room"."""
         room_id, event_id = _room_id(req), _event_id(req)
         body = await req.json()
+        await _guard(req, room_id, event_id, body, "knock")
         await fm.send_membership(req.requester, room_id, event_id, body, "knock")
         return fm.knock_response(room_id)
 
@@ -95,6 +119,8 @@ def register(router: Router, hs: HomeServer) -> None:
         room"."""
         room_id, event_id = _room_id(req), _event_id(req)
         body = await req.json()
+        ev = body.get("event") if isinstance(body, dict) else None
+        await _guard(req, room_id, event_id, ev, "invite")
         return await fm.on_invite(req.requester, room_id, event_id, body)
 
     router.add("GET", V1 + "/make_join/{roomId}/{userId}", make_join)

@@ -18,7 +18,7 @@ Only the engine moves a room's head; this module only translates the pipeline's
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bastion.core.auth_rules import auth_types_for_event
@@ -29,6 +29,10 @@ from bastion.storage.interface import RemoteEvent
 
 if TYPE_CHECKING:
     from bastion.storage.interface import Store
+
+#: The guard's check of a federated event under the room's lock: ``check(current_state)``, a
+#: reason to soft-fail it or None (:class:`bastion.guard.service.RemoteEventCheck`).
+GuardCheck = Callable[[Mapping[tuple[str, str], str]], "str | None"]
 
 #: An outlier to store: (event_id, room_id, pdu, rejected).
 OutlierRow = tuple[str, str, dict[str, Any], bool]
@@ -62,10 +66,13 @@ class Persister:
         self, pdu: dict[str, Any], event_id: str, room_id: str, version: str, *,
         state_before: dict[tuple[str, str], str], sg_before: int | None,
         verify: SignatureVerifier, backfilled: bool = False, backfill_pos: int | None = None,
+        guard: GuardCheck | None = None,
     ) -> Outcome:  # fmt: skip
         """Checks 5–6 under the room's lock (against the state before the event and the
         engine's current state; no check 6 for a backfilled event) and the event stored as they
-        decide, in one write."""
+        decide, in one write. ``guard(current_state)``: asked, under the same lock, about an
+        event that passed checks 5–6 (not a backfilled one); a reason soft-fails it (the
+        guard's refusal of a federated event, issue 9; S-S API "Soft failure")."""
         decided: list[Outcome] = []
 
         def decide(before: Mapping[tuple[str, str], str],
@@ -75,6 +82,10 @@ class Persister:
                 None if current is None else self.auth_state(pdu, current, version),
                 version, verify=verify,
             )  # fmt: skip
+            if outcome.accepted and guard is not None and current is not None:
+                reason = guard(current)
+                if reason is not None:
+                    outcome = Outcome("soft_fail", None, "guard", reason)
             decided.append(outcome)
             return to_verdict(outcome)
 

@@ -117,6 +117,8 @@ class FederationEventHandler:
             MAX_RATE_LIMITED_ORIGINS,
         )
         self._txn_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        #: The guard (issue 9): asked about each event that passed checks 5–6.
+        self.guard = hs.guard
 
     @property
     def edu_handlers(self) -> Mapping[str, EduHandler]:
@@ -363,16 +365,23 @@ class FederationEventHandler:
         else:
             state_before = dict(states[0]) if states else {}
 
-        # Checks 5–6 under the room's lock, and the write.
+        # Checks 5–6 under the room's lock, then the guard's check (a blocked or held event is
+        # soft-failed), and the write; the guard's decision is recorded after it.
+        check = None
+        if self.guard is not None and not backfilled:
+            check = self.guard.remote_event_check(origin, pdu, eid)
         outcome = await self.persister.remote_event(
             pdu, eid, room_id, version, state_before=state_before, sg_before=sg_before,
-            verify=verify, backfilled=backfilled, backfill_pos=backfill_pos,
+            verify=verify, backfilled=backfilled, backfill_pos=backfill_pos, guard=check,
         )  # fmt: skip
+        if check is not None:
+            await check.finish()
         if outcome.outcome == "reject":
             log.info("rejected PDU %s from %s: %s", eid, origin, outcome.message)
             return outcome.message
         if outcome.outcome == "soft_fail":
-            log.info("soft-failed PDU %s from %s: %s", eid, origin, outcome.message)
+            log.info("soft-failed PDU %s from %s: %s", eid, origin,
+                     outcome.message or f"{outcome.rule}: {outcome.reason}")  # fmt: skip
         return None
 
     def _missing_prevs(self, prev_ids: list[str]) -> list[str]:

@@ -226,22 +226,40 @@ class AccountDataStore(StoreBase):
         return out
 
     # -- content reports --------------------------------------------------------------------
+    @staticmethod
+    def add_content_report_in(
+        conn: sqlite3.Connection, reporter: str, kind: str, room_id: str | None,
+        event_id: str | None, target_user_id: str | None, reason: str | None,
+        target_exists: bool, now_ms: int,
+    ) -> int:  # fmt: skip
+        """Store a report inside a write function (with what else the caller writes); its ID."""
+        cur = conn.execute(
+            "INSERT INTO content_reports (ts, reporter, kind, room_id, event_id,"
+            " target_user_id, reason, target_exists) VALUES (?,?,?,?,?,?,?,?)",
+            (now_ms, reporter, kind, room_id, event_id, target_user_id, reason,
+             int(target_exists)),
+        )  # fmt: skip
+        if cur.lastrowid is None:  # never after an INSERT
+            raise RuntimeError("the report was not stored")
+        return cur.lastrowid
+
     async def add_content_report(
         self, reporter: str, kind: str, room_id: str | None, event_id: str | None,
         target_user_id: str | None, reason: str | None, target_exists: bool, now_ms: int,
     ) -> int:  # fmt: skip
-        def fn(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "INSERT INTO content_reports (ts, reporter, kind, room_id, event_id,"
-                " target_user_id, reason, target_exists) VALUES (?,?,?,?,?,?,?,?)",
-                (now_ms, reporter, kind, room_id, event_id, target_user_id, reason,
-                 int(target_exists)),
+        return await self.db.write(
+            lambda conn: self.add_content_report_in(
+                conn,
+                reporter,
+                kind,
+                room_id,
+                event_id,
+                target_user_id,
+                reason,
+                target_exists,
+                now_ms,
             )  # fmt: skip
-            if cur.lastrowid is None:  # never after an INSERT
-                raise RuntimeError("the report was not stored")
-            return cur.lastrowid
-
-        return await self.db.write(fn)
+        )
 
     def content_reports(self, limit: int = 100, offset: int = 0) -> list[sqlite3.Row]:
         return self.db.read(

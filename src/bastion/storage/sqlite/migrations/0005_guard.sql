@@ -34,6 +34,13 @@ CREATE TABLE IF NOT EXISTS guard_room_settings (
     settings TEXT NOT NULL,
     updated_ts INTEGER NOT NULL
 );
+-- Local media quarantined by a guard action (not served until an admin reverses it).
+CREATE TABLE IF NOT EXISTS guard_quarantined_media (
+    media_id TEXT PRIMARY KEY,
+    decision_id INTEGER,
+    reason TEXT NOT NULL,
+    ts INTEGER NOT NULL
+);
 
 -- == rate-limit overrides (storage/sqlite/guard_limits.py) ==
 -- Per-user overrides of the rate limits (bots, bridges): {limit name: {per_second, burst}},
