@@ -14,7 +14,7 @@ from bastion.guard.classifier.model import shipped_model, verdict_of
 from bastion.guard.content import score_text
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-SPAM = "Congratulations!! You have WON a $1,000 gift card. Claim it now at http://bit.ly/3xYz"
+SPAM = "You have been selected for a £500 cash prize! Call 09061234567 now to claim at bit.ly/x3"
 HAM = "I think the bug is in line 42, you forgot to return the value from the callback"
 HOMOGRAPH = "please log in at https://xn--pypal-4ve.com/account to keep it open"
 

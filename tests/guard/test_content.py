@@ -16,10 +16,7 @@ from bastion.guard.signals import EventContext
 
 NOW = 1_800_000_000_000
 DAY = 86_400_000
-SPAM = (
-    "Congratulations!! You have WON a $1,000 gift card. Claim it now at http://bit.ly/3xYzAb "
-    "before midnight"
-)
+SPAM = "You have been selected for a £500 cash prize! Call 09061234567 now to claim at bit.ly/x3"
 HAM = "I think the bug is in line 42, you forgot to return the value from the callback"
 
 

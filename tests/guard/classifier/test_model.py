@@ -18,8 +18,8 @@ from bastion.guard.classifier.model import Model, load_model, shipped_model, ver
 WEIGHTS = Path(str(resources.files("bastion.guard.classifier") / "weights"))
 
 SPAM = [
-    "Congratulations!! You have WON a $1,000 gift card. Claim it now at http://bit.ly/3xYzAb "
-    "before midnight",
+    "You have been selected for a £500 cash prize! Call 09061234567 now to claim, T&Cs apply",
+    "Congratulations! You won a $1,000 gift card, text CLAIM to 80555 now to get your prize",
     "I invested $500 with @trader_anna_fx and got $6,800 back in 7 days, DM her now and thank "
     "me later",
     "URGENT: your account has been locked. Verify your identity at "

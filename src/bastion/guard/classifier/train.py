@@ -316,7 +316,7 @@ def metrics(labels: np.ndarray, scores: np.ndarray, hold: float, block: float) -
         fp = int((neg > t).sum())
         return {
             "recall": round(tp / len(pos), 4) if len(pos) else None,
-            "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+            "precision": round(tp / (tp + fp), 4) if tp + fp and len(pos) else None,
             "fpr": round(fp / len(neg), 4) if len(neg) else None,
         }
 
