@@ -29,6 +29,7 @@ import re
 import unicodedata
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from bastion.guard.classifier.urls import (
@@ -71,37 +72,67 @@ _LATIN_LOOKALIKE: Final = {
 }  # fmt: skip
 
 _WS: Final = re.compile(r"\s+")
-_TAG: Final = re.compile(r"<[^>]*>")
-_BLOCK_TAG: Final = re.compile(r"<\s*(br|/p|/div|/li|/h\d|/tr|/blockquote|hr)\b[^>]*>", re.I)
-_DROP_TAG: Final = re.compile(r"<\s*(mx-reply|script|style)\b[^>]*>.*?<\s*/\s*\1\s*>", re.I | re.S)
-_HREF: Final = re.compile(r"""<\s*a\b[^>]*\bhref\s*=\s*["']([^"']*)["'][^>]*>""", re.I)
+#: The most HTML read from one ``formatted_body`` (an event is at most 64 KiB anyway).
+MAX_HTML: Final = 65_536
+_TAG: Final = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9\-]{0,31})([^<>]*)>")
+_HREF: Final = re.compile(r"""\bhref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+))""", re.I)
+#: Elements whose content a reader does not see as the message: a reply's quoted fallback.
+_SKIP_ELEMENTS: Final = frozenset({"mx-reply", "script", "style"})
+_BLOCK_ELEMENTS: Final = frozenset(
+    {"br", "p", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "blockquote",
+     "hr", "pre", "table"}
+)  # fmt: skip
 
-_EMAIL: Final = re.compile(r"\b[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+\b")
-_MXID: Final = re.compile(r"@[\w.=\-/+]+:[\w.\-]+(?::\d+)?")
-_HANDLE: Final = re.compile(r"(?<![\w@])@[\w.]{2,}")
-_HASHTAG: Final = re.compile(r"(?<![\w#&])#[^\s#]{2,}")
-_ETH: Final = re.compile(r"\b0x[0-9a-f]{30,}\b")
+# Every repetition is bounded: a hostile message must not make a pattern scan to its end from
+# every position (quadratic time).
+_EMAIL: Final = re.compile(r"(?<![\w.+\-])[\w.+\-]{1,64}@[\w\-]{1,63}(?:\.[\w\-]{1,63}){1,8}\b")
+_MXID: Final = re.compile(r"@[\w.=\-/+]{1,255}:[\w.\-]{1,255}(?::\d{1,5})?")
+_HANDLE: Final = re.compile(r"(?<![\w@])@[\w.]{2,64}")
+_HASHTAG: Final = re.compile(r"(?<![\w#&])#[^\s#]{2,64}")
+_ETH: Final = re.compile(r"\b0x[0-9a-f]{30,64}\b")
 _B58: Final = re.compile(r"\b[1-9a-hj-np-z]{32,44}\b")
 _MONEY: Final = re.compile(
-    r"(?:[$£€₹¥₦]\s?\d[\d,. ]*(?:k|m|bn|million|billion)?)"
-    r"|(?:\b\d[\d,.]*\s?(?:usd|usdt|eur|gbp|btc|eth|sol|bnb|dollars?|pounds?|euros?|naira|baht)\b)"
+    r"(?:[$£€₹¥₦]\s?\d[\d,. ]{0,16}(?:k|m|bn|million|billion)?)"
+    r"|(?:(?<![\d,.])\d[\d,.]{0,16}\s?(?:usd|usdt|eur|gbp|btc|eth|sol|bnb|dollars?|pounds?|euros?"
+    r"|naira|baht)\b)"
 )
-_PHONE: Final = re.compile(r"(?<![\w])\+?\d[\d \-()]{7,}\d(?![\w])")
+_PHONE: Final = re.compile(r"(?<![\w+])\+?\d[\d \-()]{7,18}\d(?![\w])")
 _NUMBER: Final = re.compile(r"\d+(?:[.,]\d+)*")
 _CASHTAG: Final = re.compile(r"\$[a-z][a-z0-9]{1,9}\b")
 _WORD: Final = re.compile(r"zz[a-z]+[0-9]?|[a-z][a-z'’]*[a-z]|[a-z]|[^\w\s]")
-_EMOJI_RANGES: Final = ((0x1F300, 0x1FAFF), (0x2600, 0x27BF), (0x1F000, 0x1F2FF))
+#: Character n-grams come from at most this many letters of a word (time bound).
+_MAX_WORD: Final = 32
+_EMOJI: Final = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf\U0001f000-\U0001f2ff]")
 
 
 def html_to_text(formatted: str) -> str:
-    """The text of an HTML ``formatted_body``: replies' quoted fallbacks (``mx-reply``),
+    """The text of an HTML ``formatted_body`` (at most :data:`MAX_HTML` characters, in linear
+    time: a tag's pattern stops at the next ``<``): replies' quoted fallbacks (``mx-reply``),
     scripts and styles dropped, a link's target kept next to its text (so the URL rules see
     where it points), tags removed, entities decoded."""
-    text = _DROP_TAG.sub(" ", formatted)
-    text = _HREF.sub(lambda m: f" {m.group(1)} ", text)
-    text = _BLOCK_TAG.sub("\n", text)
-    text = _TAG.sub(" ", text)
-    return html.unescape(text)
+    text = formatted[:MAX_HTML]
+    out: list[str] = []
+    pos = 0
+    skip = 0
+    for m in _TAG.finditer(text):
+        if not skip:
+            out.append(text[pos : m.start()])
+        pos = m.end()
+        closing, name, attrs = m.group(1), m.group(2).lower(), m.group(3)
+        if name in _SKIP_ELEMENTS:
+            skip = max(0, skip - 1) if closing else skip + 1
+            continue
+        if skip:
+            continue
+        if name in _BLOCK_ELEMENTS:
+            out.append("\n")
+        elif name == "a" and not closing:
+            href = _HREF.search(attrs)
+            if href is not None:
+                out.append(" " + next(g for g in href.groups() if g is not None) + " ")
+    if not skip:
+        out.append(text[pos:])
+    return html.unescape("".join(out))
 
 
 def _fold_letter(c: str) -> str:
@@ -175,7 +206,7 @@ def _meta(raw: str, masked: str, urls: list[str]) -> list[str]:
             out.append("has:" + place)
     if "`" in raw or "{" in raw or "=>" in raw or "();" in raw:
         out.append("code")
-    emoji = sum(1 for c in raw if any(lo <= ord(c) <= hi for lo, hi in _EMOJI_RANGES))
+    emoji = len(_EMOJI.findall(raw))
     out.append("emoji:" + _bucket(min(emoji, 3)))
     return out
 
@@ -207,22 +238,40 @@ class Features:
     names: dict[int, str]
 
 
+@lru_cache(maxsize=65_536)
+def _slot(name: str) -> tuple[int, float]:
+    """The bucket and the sign of a feature (cached: names recur from message to message)."""
+    h = stable_hash(name)
+    return h & _MASK, (-1.0 if h >> 31 else 1.0)
+
+
+@lru_cache(maxsize=32_768)
+def _char_grams(word: str) -> tuple[str, ...]:
+    """The character 3- to 5-grams of a word padded with spaces (at most :data:`_MAX_WORD`
+    letters of it)."""
+    padded = f" {word[:_MAX_WORD]} "
+    return tuple(padded[i : i + n] for n in (3, 4, 5) for i in range(len(padded) - n + 1))
+
+
 def _add_block(
     acc: dict[int, float], names: dict[int, str] | None, prefix: str, items: list[str]
 ) -> None:
+    # Dicts keep insertion order: every sum below runs in the same order in every process
+    # (never iterate a set here: its order follows the per-process string hash seed).
     counts: dict[str, int] = {}
     for item in items:
         counts[item] = counts.get(item, 0) + 1
     if not counts:
         return
-    vals = {k: 1.0 + math.log(v) for k, v in counts.items()}
-    norm = math.sqrt(sum(v * v for v in vals.values()))
+    log = math.log
+    vals = [(k, 1.0 + log(v) if v > 1 else 1.0) for k, v in counts.items()]
+    norm = math.sqrt(sum([v * v for _, v in vals]))
     scale = BLOCK_WEIGHTS[prefix] / norm
-    for name, v in vals.items():
-        h = stable_hash(prefix + ":" + name)
-        idx = h & _MASK
-        sign = -1.0 if h >> 31 else 1.0
-        acc[idx] = acc.get(idx, 0.0) + sign * v * scale
+    head = prefix + ":"
+    get = acc.get
+    for name, v in vals:
+        idx, sign = _slot(head + name)
+        acc[idx] = get(idx, 0.0) + sign * v * scale
         if names is not None and idx not in names:
             names[idx] = f"chars:{name.replace(' ', '_')}" if prefix == "c" else name
 
@@ -237,12 +286,9 @@ def featurize(text: str, *, explain: bool = False) -> Features:
     word_items = ["w:" + t for t in toks]
     word_items += ["b:" + a + " " + b for a, b in zip(words, words[1:], strict=False)]
     char_items: list[str] = []
-    for w in set(words):
-        if w.startswith("zz"):
-            continue
-        padded = f" {w} "
-        for n in (3, 4, 5):
-            char_items.extend(padded[i : i + n] for i in range(len(padded) - n + 1))
+    for w in dict.fromkeys(words):  # each distinct word once, in order of appearance
+        if not w.startswith("zz"):
+            char_items.extend(_char_grams(w))
     meta_items = ["m:" + m for m in _meta(text, masked, urls)] + _url_features(urls)
     acc: dict[int, float] = {}
     names: dict[int, str] | None = {} if explain else None
@@ -250,4 +296,4 @@ def featurize(text: str, *, explain: bool = False) -> Features:
     _add_block(acc, names, "c", char_items)
     _add_block(acc, names, "m", meta_items)
     order = sorted(acc)
-    return Features(tuple(order), tuple(acc[i] for i in order), names or {})
+    return Features(tuple(order), tuple([acc[i] for i in order]), names or {})

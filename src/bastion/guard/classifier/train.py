@@ -137,6 +137,8 @@ def load_rows(root: Path) -> list[Row]:
 _PRIME = (1 << 61) - 1
 _PERMS = 24
 _BANDS = 8
+#: How many earlier members of a MinHash bucket a row is compared with.
+_BUCKET_CHECKS = 32
 
 
 def _word_set(text: str) -> frozenset[str]:
@@ -169,8 +171,9 @@ def assign_groups(rows: Sequence[Row], threshold: float = 0.5) -> None:
     b = rng.randint(0, 1 << 31, size=_PERMS).astype(np.uint64)
     uf = _UnionFind(len(rows))
     sets = [_word_set(r.text) for r in rows]
-    buckets: dict[tuple[int, bytes], int] = {}
+    buckets: dict[tuple[int, bytes], list[int]] = {}
     exact: dict[str, int] = {}
+    same_words: dict[frozenset[str], int] = {}
     hints: dict[tuple[str, str], int] = {}
     rows_per_band = _PERMS // _BANDS
     for i, (row, words) in enumerate(zip(rows, sets, strict=True)):
@@ -182,15 +185,19 @@ def assign_groups(rows: Sequence[Row], threshold: float = 0.5) -> None:
             j = exact.setdefault(masked, i)
             uf.union(i, j)
             continue
+        uf.union(i, same_words.setdefault(words, i))
         h = np.array([zlib.crc32(w.encode()) for w in sorted(words)], dtype=np.uint64)
         sig = ((h[:, None] * a[None, :] + b[None, :]) % np.uint64(_PRIME)).min(axis=0)
         for band in range(_BANDS):
             key = (band, sig[band * rows_per_band : (band + 1) * rows_per_band].tobytes())
-            j = buckets.setdefault(key, i)
-            if j != i and uf.find(i) != uf.find(j):
-                inter = len(words & sets[j])
-                if inter / (len(words) + len(sets[j]) - inter) > threshold:
-                    uf.union(i, j)
+            members = buckets.setdefault(key, [])
+            # Checked against (up to) the first members of the bucket, not only the first.
+            for j in members[:_BUCKET_CHECKS]:
+                if uf.find(i) != uf.find(j):
+                    inter = len(words & sets[j])
+                    if inter / (len(words) + len(sets[j]) - inter) > threshold:
+                        uf.union(i, j)
+            members.append(i)
     for i, row in enumerate(rows):
         root = uf.find(i)
         row.group = hashlib.sha256(f"{rows[root].source}\n{rows[root].text}".encode()).hexdigest()[
@@ -302,7 +309,13 @@ def pick_thresholds(rows: Sequence[Row], oof: np.ndarray) -> tuple[float, float]
             hold = max(hold, threshold_at_fpr(ham, HOLD_FPR))
         if len(ham) >= 1000:
             block = max(block, threshold_at_fpr(ham, BLOCK_FPR))
-    return round(min(hold, 0.99), 4), round(min(max(block, hold), 0.999), 4)
+    ham_all = np.array([oof[i] for i, r in enumerate(rows) if not r.label])
+    if hold == 0.0:  # no source has enough ham (a small subset): all ham together
+        hold = threshold_at_fpr(ham_all, HOLD_FPR)
+    if block == 0.0:
+        block = threshold_at_fpr(ham_all, BLOCK_FPR)
+    hold = min(max(hold, 0.001), 0.99)
+    return round(hold, 4), round(min(max(block, hold), 0.999), 4)
 
 
 def metrics(labels: np.ndarray, scores: np.ndarray, hold: float, block: float) -> dict[str, Any]:
@@ -460,13 +473,17 @@ def markdown_table(result: dict[str, Any]) -> str:
     def pct(v: float | None) -> str:
         return "–" if v is None else f"{100 * v:.1f} %"
 
-    for source, m in result["test"].items():
+    def fpr(v: float | None) -> str:
+        return "–" if v is None else f"{100 * v:.2f} %"
+
+    for source in SOURCES:
+        m = result["test"][source]
         one = m.get("at_1pct_fpr", {})
         lines.append(
             f"| {source} | {m['spam']} / {m['ham']} | {pct(one.get('recall'))} | "
             f"{pct(one.get('precision'))} | {pct(m['at_hold']['recall'])} | "
-            f"{pct(m['at_hold']['precision'])} | {pct(m['at_hold']['fpr'])} | "
-            f"{pct(m['at_block']['recall'])} | {pct(m['at_block']['fpr'])} |"
+            f"{pct(m['at_hold']['precision'])} | {fpr(m['at_hold']['fpr'])} | "
+            f"{pct(m['at_block']['recall'])} | {fpr(m['at_block']['fpr'])} |"
         )
     return "\n".join(lines)
 
