@@ -85,3 +85,16 @@ def test_html_to_text_keeps_link_targets_drops_reply_fallback() -> None:
     text = html_to_text(html)
     assert "old spam" not in text
     assert "https://paypa1.com/x" in text and "PayPal" in text and "& more" in text
+
+
+def test_hostile_input_takes_linear_time() -> None:
+    import time
+
+    for text in ("<a href='" * 6000, "<style>" * 6000, "<" * 60000):
+        t0 = time.perf_counter()
+        html_to_text(text)
+        assert time.perf_counter() - t0 < 0.5, text[:12]
+    for text in ("1." * 2000, "a.a" * 1300, "@a" * 2000, "$1" * 2000, "x" * 4000):
+        t0 = time.perf_counter()
+        featurize(text)
+        assert time.perf_counter() - t0 < 0.5, text[:12]
