@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bastion.ledger.cli import add_ledger_parser
 
     add_ledger_parser(sub)
+    from bastion.guard.cli import add_guard_parser
+
+    add_guard_parser(sub)
     return parser
 
 
@@ -339,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         from bastion.ledger.cli import run_ledger
 
         return run_ledger(args)
+    if args.command == "guard":
+        from bastion.guard.cli import run_guard
+
+        return run_guard(args)
     try:
         config = resolve_config(args)
     except ConfigError as e:

@@ -22,6 +22,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 __all__ = [
@@ -298,14 +299,15 @@ _LURE_WORDS: Final = _words(
 
 
 def _brand_finding(
-    host: str, decoded: list[str], name_labels: list[str], brand: str, brand_reg: str, name: str
-) -> DomainFinding | None:
+    host: str, folded_labels: list[str], name_labels: list[str], brand: str, brand_reg: str,
+    name: str,
+) -> DomainFinding | None:  # fmt: skip
     """The brand rule (if any) that fires for ``host`` against one brand."""
     # The brand's full domain as the left part of another site (paypal.com.evil.example).
     brand_labels = brand_reg.split(".")
     n = len(brand_labels)
-    for i in range(len(decoded) - n):
-        if [fold_confusables(d) for d in decoded[i : i + n]] == brand_labels:
+    for i in range(len(folded_labels) - n):
+        if folded_labels[i : i + n] == brand_labels:
             return DomainFinding("brand_words", host, brand)
     for raw in name_labels:
         ascii_label = raw.isascii()
@@ -335,9 +337,15 @@ def _brand_finding(
 
 def domain_findings(host: str, brands: Iterable[str] = DEFAULT_BRANDS) -> list[DomainFinding]:
     """The URL rules that fire for ``host`` (as :func:`host_of` returns it) against the brand
-    list (official domains). A host under a brand's own domain fires none of the brand rules."""
+    list (official domains). A host under a brand's own domain fires none of the brand rules.
+    Cached per (host, brand list): hosts recur."""
+    return list(_domain_findings(host, tuple(brands)))
+
+
+@lru_cache(maxsize=4096)
+def _domain_findings(host: str, brands: tuple[str, ...]) -> tuple[DomainFinding, ...]:
     if not host:
-        return []
+        return ()
     brand_list = [b.lower().strip(".") for b in brands if b.strip(".")]
     findings: list[DomainFinding] = []
     if is_shortener(host):
@@ -350,10 +358,11 @@ def domain_findings(host: str, brands: Iterable[str] = DEFAULT_BRANDS) -> list[D
     if idn and any(len(_scripts(d)) > 1 for d in decoded):
         findings.append(DomainFinding("mixed_script", host))
     if official:
-        return findings
+        return tuple(findings)
     # The labels that carry the name: everything left of the public suffix.
     suffix_len = len(reg.split(".")) - 1
     name_labels = decoded[: len(decoded) - suffix_len] if suffix_len else decoded
+    folded = [fold_confusables(d) for d in decoded]
     seen: set[str] = set()
     for brand in brand_list:
         brand_reg = registrable_domain(brand)
@@ -361,10 +370,10 @@ def domain_findings(host: str, brands: Iterable[str] = DEFAULT_BRANDS) -> list[D
         if len(name) < 3 or name in seen:
             continue
         seen.add(name)
-        finding = _brand_finding(host, decoded, name_labels, brand, brand_reg, name)
+        finding = _brand_finding(host, folded, name_labels, brand, brand_reg, name)
         if finding is not None:
             findings.append(finding)
-    return findings
+    return tuple(findings)
 
 
 def url_findings(url: str, brands: Iterable[str] = DEFAULT_BRANDS) -> list[DomainFinding]:

@@ -1,0 +1,189 @@
+"""The shipped content model (pure): plain arrays in, a score and its reasons out.
+
+``weights/model.f32`` holds ``2**hash_bits`` little-endian float32 weights (one per feature
+bucket, :mod:`bastion.guard.classifier.features`) and ``weights/model.json`` the bias, the
+default thresholds, the feature version the weights need and the SHA-256 of the weights file.
+Nothing is unpickled and nothing is downloaded: :func:`load_model` reads those two files and
+checks them.
+
+:meth:`Model.score` is the one scoring function: the server
+(:class:`bastion.guard.content.ContentClassifier`), ``bastion guard score`` and the
+evaluation all call it. The score is the logistic of the linear model, 0..1, higher is more
+likely spam; with ``explain`` the features that pushed it up most come back as reasons.
+URL rules (look-alike domains, shorteners) are scored separately (:func:`url_reasons`) and
+combined by :func:`verdict_of`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from bastion.guard.classifier.features import FEATURES_VERSION, HASH_BITS, featurize
+from bastion.guard.classifier.urls import DEFAULT_BRANDS, extract_urls, url_findings
+
+__all__ = [
+    "FORMAT",
+    "Model",
+    "Scored",
+    "load_model",
+    "shipped_model",
+    "url_reasons",
+    "verdict_of",
+]
+
+FORMAT: Final = "bastion-guard-classifier"
+#: URL rules that make a message spam on their own (a brand's name in other letters, a host
+#: hidden behind a user name) ...
+STRONG_URL_RULES: Final = frozenset({"homograph", "userinfo"})
+#: ... those that hold it for a moderator at least (a near-miss spelling of a brand, a brand's
+#: name with lure words: precise, but "gooogle" can be a joke) ...
+HOLD_URL_RULES: Final = frozenset({"lookalike", "brand_words"})
+#: ... and the rest only add a reason (a shortener hides the destination; ham uses them too).
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One message's score (0..1), the model's own score, and the reasons (strongest first):
+    each a short string naming a feature (``feature w:claim (+0.41)``) or a URL rule."""
+
+    score: float
+    model_score: float
+    reasons: tuple[str, ...]
+    url_rules: tuple[str, ...]
+
+
+class Model:
+    """A loaded model: weights (float32, ``2**hash_bits``), bias, default thresholds."""
+
+    def __init__(
+        self, weights: npt.NDArray[np.float32], bias: float, hold: float, block: float
+    ) -> None:
+        if weights.shape != (1 << HASH_BITS,):
+            raise ValueError("the weights do not match the feature space")
+        if not 0.0 < hold <= block < 1.0:
+            raise ValueError("thresholds must satisfy 0 < hold <= block < 1")
+        self.weights = weights
+        self.bias = float(bias)
+        self.hold = float(hold)
+        self.block = float(block)
+
+    def model_score(self, text: str, *, explain: bool = False) -> tuple[float, list[str]]:
+        """The linear model's score of ``text`` and (with ``explain``) its top features."""
+        f = featurize(text, explain=explain)
+        if not f.indices:
+            return _sigmoid(self.bias), []
+        idx = np.fromiter(f.indices, dtype=np.int64, count=len(f.indices))
+        vals = np.fromiter(f.values, dtype=np.float64, count=len(f.values))
+        contrib = self.weights[idx].astype(np.float64) * vals
+        score = _sigmoid(float(contrib.sum()) + self.bias)
+        if not explain:
+            return score, []
+        order = np.argsort(-contrib, kind="stable")[:5]
+        reasons = [
+            f"feature {f.names.get(int(idx[i]), '?')} ({contrib[i]:+.2f})"
+            for i in order
+            if contrib[i] > 0.05
+        ]
+        return score, reasons
+
+    def score(
+        self,
+        text: str,
+        *,
+        explain: bool = False,
+        brands: Iterable[str] = DEFAULT_BRANDS,
+        hold: float | None = None,
+        block: float | None = None,
+    ) -> Scored:
+        """The score of one message's text: the model's score, raised above the ``block``
+        threshold when a strong URL rule fires (:data:`STRONG_URL_RULES`) and above ``hold``
+        when a hold rule does (:data:`HOLD_URL_RULES`); with the reasons (URL rules first).
+        ``hold``/``block``: the thresholds in force (default: the model's)."""
+        hold = self.hold if hold is None else hold
+        block = self.block if block is None else block
+        mscore, feats = self.model_score(text, explain=explain)
+        rules, url_texts = url_reasons(text, brands)
+        fired = {r.split(":", 1)[0] for r in rules}
+        score = mscore
+        if fired & STRONG_URL_RULES:
+            score = max(score, block + (1.0 - block) / 2)
+        elif fired & HOLD_URL_RULES:
+            score = max(score, (hold + block) / 2)
+        reasons = tuple(url_texts) + (tuple(feats) if explain else ())
+        return Scored(round(score, 6), round(mscore, 6), reasons, tuple(rules))
+
+
+def verdict_of(score: float, hold: float, block: float) -> str:
+    """``spam`` above ``block``, ``hold`` above ``hold``, else ``ok``."""
+    if score > block:
+        return "spam"
+    if score > hold:
+        return "hold"
+    return "ok"
+
+
+def url_reasons(text: str, brands: Iterable[str] = DEFAULT_BRANDS) -> tuple[list[str], list[str]]:
+    """The URL rules firing in ``text``: as ``rule:host`` codes and as sentences."""
+    codes: list[str] = []
+    texts: list[str] = []
+    brand_list = list(brands)
+    for url in extract_urls(text):
+        for finding in url_findings(url, brand_list):
+            code = f"{finding.rule}:{finding.host}"
+            if code not in codes:
+                codes.append(code)
+                texts.append(f"url {finding.describe()}")
+    return codes, texts
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+def load_model(directory: Path | None = None) -> Model:
+    """Read ``model.json`` and ``model.f32`` from ``directory`` (default: the shipped weights)
+    and check them (format, feature version, size, SHA-256). Raises ValueError."""
+    if directory is None:
+        base = resources.files("bastion.guard.classifier") / "weights"
+        meta_raw = (base / "model.json").read_bytes()
+        blob = (base / "model.f32").read_bytes()
+    else:
+        meta_raw = (directory / "model.json").read_bytes()
+        blob = (directory / "model.f32").read_bytes()
+    meta: Mapping[str, Any] = json.loads(meta_raw)
+    if meta.get("format") != FORMAT:
+        raise ValueError("not a guard classifier model")
+    if meta.get("features_version") != FEATURES_VERSION or meta.get("hash_bits") != HASH_BITS:
+        raise ValueError("the model was trained for other features; retrain it")
+    if hashlib.sha256(blob).hexdigest() != meta.get("weights_sha256"):
+        raise ValueError("model.f32 does not match model.json (weights_sha256)")
+    weights = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+    if not np.all(np.isfinite(weights)):
+        raise ValueError("the weights are not all finite")
+    thresholds = meta.get("thresholds", {})
+    return Model(
+        weights, float(meta["bias"]), float(thresholds["hold"]), float(thresholds["block"])
+    )
+
+
+_SHIPPED: list[Model] = []
+
+
+def shipped_model() -> Model:
+    """The shipped model, loaded once per process."""
+    if not _SHIPPED:
+        _SHIPPED.append(load_model())
+    return _SHIPPED[0]

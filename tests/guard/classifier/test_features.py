@@ -1,0 +1,100 @@
+"""The classifier's text features (pure): normalisation, masking, stable hashing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from bastion.guard.classifier.features import (
+    HASH_BITS,
+    featurize,
+    html_to_text,
+    mask,
+    normalise,
+    stable_hash,
+    tokens,
+)
+
+
+def test_normalise_folds_fancy_and_lookalike_letters() -> None:
+    assert normalise("𝕗𝕣𝕖𝕖  ᴍᴏɴᴇʏ") == normalise("free money") == "free money"
+    assert normalise("Сlаim") == "claim"  # Cyrillic С and а
+    assert normalise("Café\tNOW") == "cafe now"
+
+
+def test_mask_replaces_links_handles_amounts_numbers() -> None:
+    masked, urls = mask(
+        "Got $9,500 from @best_trader, see https://bit.ly/x or call +44 7700 900123"
+    )
+    assert urls == ["https://bit.ly/x"]
+    assert "zzmoney" in masked and "zzhandle" in masked and "zzurl" in masked
+    assert "zzphone" in masked
+    assert "9,500" not in masked and "bit.ly" not in masked
+    masked, _ = mask("wallet 0x800e9d435dcef7a5d43be2bbc5b5cb280fcdbfff and @alice:example.org")
+    assert "zzwallet" in masked and "zzmxid" in masked
+
+
+def test_same_campaign_different_link_and_amount_same_words() -> None:
+    a, _ = mask("I invested $500 and got $5,000 thanks to @trader_anna https://a.example/1")
+    b, _ = mask("I invested $700 and got $9,000 thanks to @trader_bella https://b.example/2")
+    assert tokens(a) == tokens(b)
+
+
+def test_stable_hash_is_crc32_and_the_same_in_another_process() -> None:
+    import zlib
+
+    assert stable_hash("w:claim") == zlib.crc32(b"w:claim")
+    code = (
+        "from bastion.guard.classifier.features import featurize;"
+        "f = featurize('Claim your FREE airdrop at https://bit.ly/x now!!');"
+        "print(list(f.indices), [round(v, 9) for v in f.values])"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out1 = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, check=True).stdout  # fmt: skip
+    env["PYTHONHASHSEED"] = "999"
+    out2 = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, check=True).stdout  # fmt: skip
+    here = featurize("Claim your FREE airdrop at https://bit.ly/x now!!")
+    assert out1 == out2
+    assert out1.strip() == f"{list(here.indices)} {[round(v, 9) for v in here.values]}"
+
+
+def test_featurize_shape_and_explain_names() -> None:
+    f = featurize("Claim your FREE airdrop at https://bit.ly/x now!!", explain=True)
+    assert list(f.indices) == sorted(set(f.indices))
+    assert all(0 <= i < 1 << HASH_BITS for i in f.indices)
+    assert len(f.indices) == len(f.values)
+    names = set(f.names.values())
+    assert "w:claim" in names and "u:shortener" in names and "m:shortener" in names
+    assert featurize("Claim your FREE airdrop").names == {}
+
+
+def test_empty_and_hostile_text() -> None:
+    assert featurize("").indices == ()
+    f = featurize("\u202e" * 50 + "\x00" * 10 + "a" * 5000)
+    assert len(f.indices) == len(f.values)
+
+
+def test_html_to_text_keeps_link_targets_drops_reply_fallback() -> None:
+    html = (
+        "<mx-reply><blockquote>old spam text</blockquote></mx-reply>"
+        '<p>hi <a href="https://paypa1.com/x">PayPal</a> &amp; more<br>next</p>'
+    )
+    text = html_to_text(html)
+    assert "old spam" not in text
+    assert "https://paypa1.com/x" in text and "PayPal" in text and "& more" in text
+
+
+def test_hostile_input_takes_linear_time() -> None:
+    import time
+
+    for text in ("<a href='" * 6000, "<style>" * 6000, "<" * 60000):
+        t0 = time.perf_counter()
+        html_to_text(text)
+        assert time.perf_counter() - t0 < 0.5, text[:12]
+    for text in ("1." * 2000, "a.a" * 1300, "@a" * 2000, "$1" * 2000, "x" * 4000):
+        t0 = time.perf_counter()
+        featurize(text)
+        assert time.perf_counter() - t0 < 0.5, text[:12]

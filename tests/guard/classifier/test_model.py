@@ -1,0 +1,125 @@
+"""The shipped content model: plain arrays (no pickle), checked on load, deterministic, and
+right on clear spam and ham written for these tests."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bastion.guard.classifier.features import HASH_BITS
+from bastion.guard.classifier.model import Model, load_model, shipped_model, verdict_of
+
+WEIGHTS = Path(str(resources.files("bastion.guard.classifier") / "weights"))
+
+SPAM = [
+    "You have been selected for a £500 cash prize! Call 09061234567 now to claim, T&Cs apply",
+    "Congratulations! You won a $1,000 gift card, text CLAIM to 80555 now to get your prize",
+    "I invested $500 with @trader_anna_fx and got $6,800 back in 7 days, DM her now and thank "
+    "me later",
+    "URGENT: your account has been locked. Verify your identity at "
+    "https://secure-chase-verify.example/login to restore access",
+    "Free crypto airdrop is LIVE! Connect your wallet at https://claim-drop.example and claim "
+    "1000 $TOKEN before it ends",
+]
+HAM = [
+    "has anyone tried the new react hooks? I pushed my code to https://github.com/me/app if "
+    "you want to look",
+    "lunch at 12? the place on the corner costs about $15 and they have vegan options",
+    "I think the bug is in line 42, you forgot to return the value from the callback",
+    "thanks everyone for coming to the meetup yesterday, slides are on the wiki",
+]
+
+
+def test_the_weights_directory_holds_plain_files_only() -> None:
+    names = sorted(p.name for p in WEIGHTS.iterdir() if not p.name.startswith("."))
+    assert names == ["eval.json", "model.f32", "model.json"]
+    assert (WEIGHTS / "model.f32").stat().st_size == 4 << HASH_BITS
+    assert sum(p.stat().st_size for p in WEIGHTS.iterdir()) < 3_000_000
+
+
+def test_load_never_unpickles(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pickle used")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(np, "load", refuse)
+    model = load_model(WEIGHTS)
+    assert model.weights.dtype == np.float32 and model.weights.shape == (1 << HASH_BITS,)
+    assert 0 < model.hold <= model.block < 1
+
+
+def test_tampered_or_mismatched_weights_are_refused(tmp_path: Path) -> None:
+    for name in ("model.f32", "model.json"):
+        shutil.copy(WEIGHTS / name, tmp_path / name)
+    blob = bytearray((tmp_path / "model.f32").read_bytes())
+    blob[100] ^= 0xFF
+    (tmp_path / "model.f32").write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="weights_sha256"):
+        load_model(tmp_path)
+    shutil.copy(WEIGHTS / "model.f32", tmp_path / "model.f32")
+    meta = json.loads((tmp_path / "model.json").read_text())
+    meta["features_version"] = 999
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="other features"):
+        load_model(tmp_path)
+    meta["format"] = "pickle"
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="not a guard classifier"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("text", SPAM)
+def test_clear_spam_is_not_ok(text: str) -> None:
+    m = shipped_model()
+    s = m.score(text)
+    assert verdict_of(s.score, m.hold, m.block) != "ok", (s.score, m.hold)
+
+
+@pytest.mark.parametrize("text", HAM)
+def test_clear_ham_is_ok(text: str) -> None:
+    m = shipped_model()
+    s = m.score(text)
+    assert verdict_of(s.score, m.hold, m.block) == "ok", s.score
+
+
+def test_homograph_link_is_spam_and_explained() -> None:
+    m = shipped_model()
+    s = m.score("please log in at https://xn--pypal-4ve.com/account to keep it open", explain=True)
+    assert verdict_of(s.score, m.hold, m.block) == "spam"
+    assert any("imitates paypal.com" in r for r in s.reasons)
+    assert any(r.startswith("feature ") for r in s.reasons)
+    assert "homograph:xn--pypal-4ve.com" in s.url_rules
+
+
+def test_lookalike_link_is_held_at_least() -> None:
+    m = shipped_model()
+    s = m.score("see you at https://paypa1.com later")
+    assert verdict_of(s.score, m.hold, m.block) in ("hold", "spam")
+
+
+def test_scores_are_deterministic_and_explain_does_not_change_them() -> None:
+    m = shipped_model()
+    for text in SPAM + HAM:
+        a, b = m.score(text), m.score(text, explain=True)
+        assert a.score == b.score == m.score(text).score
+        assert 0.0 <= a.score <= 1.0
+
+
+def test_model_refuses_bad_shapes_and_thresholds() -> None:
+    with pytest.raises(ValueError):
+        Model(np.zeros(10, dtype=np.float32), 0.0, 0.5, 0.9)
+    with pytest.raises(ValueError):
+        Model(np.zeros(1 << HASH_BITS, dtype=np.float32), 0.0, 0.9, 0.5)
+
+
+def test_verdict_of() -> None:
+    assert verdict_of(0.95, 0.5, 0.9) == "spam"
+    assert verdict_of(0.9, 0.5, 0.9) == "hold"
+    assert verdict_of(0.5, 0.5, 0.9) == "ok"
