@@ -557,6 +557,21 @@ http_body_idle_timeout = {http_body_idle_timeout}
 # account = "0x..."                           # an account the node signs for, or
 # key_file = "/path/eth.key"                   # a private key (hex) to sign with here
 # interval = 3600
+
+# The guard (README "The guard"): login defence, rate limits, detectors, the content classifier,
+# policy lists and alerts. On by default; every key has a default. A few of them:
+# [guard]
+# mode = "enforce"                             # "shadow": verdicts recorded, not enforced
+# [guard.rate_limits.message]
+# per_second = 0.2                             # Synapse's rc_message
+# burst = 10
+# [guard.classifier]
+# hold = 0.98                                  # hold for a moderator above this score
+# block = 0.997                                # refuse above it (default: the model's own)
+# [guard.policy]
+# lists = ["!policyroom:example.org"]          # policy rooms whose rules are enforced
+# [guard.alerts]
+# webhook_url = "https://alerts.example/hook"  # POSTed a JSON alert (webhook_secret: HMAC)
 """
 
 
