@@ -179,6 +179,9 @@ class GuardService:
         #: false (benchmarks): detectors, classifier, policy lists and actions are off; every
         #: hook returns at once (rate limits keep their own switch).
         self.enabled: bool = self.config.enabled
+        #: (sender, *txn) of the held or rejected local events (loaded on first use, then kept
+        #: as holds are made): a retry is looked up only when it is one of them.
+        self._held_txns: set[tuple[str, ...]] | None = None
         self.alerts = Alerts(hs)
         self.limits = RateLimits(hs)
         self.login = LoginDefence(hs)
@@ -338,6 +341,10 @@ class GuardService:
         "Transaction identifiers") gets the first attempt's answer, 403 naming the same
         decision, without a second decision (nor rate limits or detectors counting it again).
         A rejected one stays refused."""
+        if self._held_txns is None:
+            self._held_txns = self.hs.store.held_guard_txn_keys()
+        if (sender, *txn) not in self._held_txns:
+            return  # (every send checks this: no database read unless the sender has a hold)
         held = self.hs.store.held_guard_decision_for_txn(sender, txn)
         if held is None:
             return
@@ -367,6 +374,8 @@ class GuardService:
             }  # fmt: skip
             decision = Decision.of(verdict, ctx, status="held", held=held)
             decision_id = await self.record(decision)
+            if txn is not None and self._held_txns is not None:
+                self._held_txns.add((ctx.sender, *txn))
             if verdict.actions:
                 await self.actions.carry_out(decision_id, decision, ctx)
             raise forbidden(

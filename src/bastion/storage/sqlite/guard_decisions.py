@@ -108,6 +108,20 @@ class GuardDecisionsStore(StoreBase):
         args.append(limit)
         return [_decision(r) for r in self.db.read(sql, args)]
 
+    def held_guard_txn_keys(self) -> set[tuple[str, ...]]:
+        """(subject, *txn) of every held or rejected decision of a local event sent with a
+        transaction ID: the few senders whose retries need :meth:`held_guard_decision_for_txn`
+        (the guard keeps them in memory, so a send by anyone else reads nothing)."""
+        keys: set[tuple[str, ...]] = set()
+        for row in self.db.read(
+            "SELECT subject, json_extract(held, '$.txn') FROM guard_decisions"
+            " WHERE status IN ('held', 'rejected') AND held IS NOT NULL"
+        ):
+            txn = json.loads(row[1]) if isinstance(row[1], str) else None
+            if row[0] and isinstance(txn, list) and len(txn) == 4:
+                keys.add((row[0], *map(str, txn)))
+        return keys
+
     def held_guard_decision_for_txn(
         self, subject: str, txn: Sequence[str]
     ) -> dict[str, Any] | None:
