@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bastion.core.identifiers import server_name_of
@@ -104,10 +104,18 @@ class GuardActions:
     def moderator(self, room_id: str, needed: str | tuple[str, str]) -> str | None:
         """The local joined user with the highest power level in the room, if it reaches the
         level ``needed`` (a named level such as ``"ban"``, or ``("state", event type)``)."""
+        found = self.moderators(room_id, needed)
+        return found[0] if found else None
+
+    def moderators(self, room_id: str, needed: str | tuple[str, str]) -> list[str]:
+        """The room's joined local members whose power level reaches ``needed``, highest
+        first (ties by user ID). Only users the power levels name (and, v12, the room's
+        creators) can reach the level unless ``users_default`` does: a large room's members
+        are not each looked at."""
         rooms = self.hs.rooms
         head = rooms.engine.head(room_id)
         if head is None:
-            return None
+            return []
         rv = get_room_version(head.room_version)
         pl = rooms.current_state_event(room_id, *PL_KEY)
         plc = pl["content"] if pl else None
@@ -116,11 +124,9 @@ class GuardActions:
         else:
             level = named_level(plc, needed, rv)
         create = rooms.current_state_event(room_id, *CREATE_KEY)
-        candidates = [u for u in self.hs.store.room_members_cached(room_id).joined
-                      if rooms.is_local(u)]  # fmt: skip
+        joined = self.hs.store.room_members_cached(room_id).joined
+        candidates: Iterable[str] = joined
         if plc is not None and named_level(plc, "users_default", rv) < level:
-            # Only users named in the power levels, or (v12) the room's creators, can reach
-            # the level: no need to look at every member of a large room.
             users = plc.get("users")
             named = set(users) if isinstance(users, dict) else set()
             if create is not None:
@@ -128,13 +134,16 @@ class GuardActions:
                 named.add(create.get("sender"))
                 named.update(u for u in (extra if isinstance(extra, list) else [])
                              if isinstance(u, str))  # fmt: skip
-            candidates = [u for u in candidates if u in named]
-        best: tuple[int | float, str] | None = None
+            candidates = [u for u in named if u in joined]
+        out: list[tuple[float, str]] = []
         for user in candidates:
+            if not isinstance(user, str) or not rooms.is_local(user):
+                continue
             power = user_power_level(user, create, plc, rv)
-            if power >= level and (best is None or (power, user) > best):
-                best = (power, user)
-        return best[1] if best is not None else None
+            if power >= level:
+                out.append((float(power), user))
+        out.sort(key=lambda p: (-p[0], p[1]))
+        return [u for _, u in out]
 
     # ------------------------------------------------------------------------------------------
     # Carrying out

@@ -32,12 +32,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from bastion.core.power_levels import named_level, required_power_level, user_power_level
 from bastion.core.room_versions import get_room_version
-from bastion.core.state_keys import CREATE_KEY, JOIN_RULES_KEY, POWER_LEVELS_KEY
+from bastion.core.state_keys import JOIN_RULES_KEY
 from bastion.ledger import records
 from bastion.services.lifecycle import BackgroundService
 from bastion.services.security_records import clip, record_in
@@ -153,37 +152,8 @@ class RoomCooling:
 
     def admins(self, room_id: str) -> list[str]:
         """The room's joined local members who may change its join rule, highest power level
-        first. Only users the power levels name (and, v12, the room's creators) can reach the
-        level unless ``users_default`` does: a large room's members are not each looked at."""
-        rooms = self.hs.rooms
-        head = rooms.engine.head(room_id)
-        if head is None:
-            return []
-        rv = get_room_version(head.room_version)
-        pl = rooms.current_state_event(room_id, *POWER_LEVELS_KEY)
-        plc = pl["content"] if pl else None
-        create = rooms.current_state_event(room_id, *CREATE_KEY)
-        needed = required_power_level(JOIN_RULES_KEY[0], True, plc, rv)
-        joined = self.hs.store.room_members_cached(room_id).joined
-        candidates: Iterable[str] = joined
-        if plc is not None and named_level(plc, "users_default", rv) < needed:
-            users = plc.get("users")
-            named = set(users) if isinstance(users, dict) else set()
-            if create is not None:
-                extra = create.get("content", {}).get("additional_creators")
-                named.add(create.get("sender"))
-                named.update(u for u in (extra if isinstance(extra, list) else [])
-                             if isinstance(u, str))  # fmt: skip
-            candidates = [u for u in named if u in joined]
-        out: list[tuple[float, str]] = []
-        for user_id in candidates:
-            if not isinstance(user_id, str) or not rooms.is_local(user_id):
-                continue
-            power = user_power_level(user_id, create, plc, rv)
-            if power >= needed:
-                out.append((float(power), user_id))
-        out.sort(key=lambda p: (-p[0], p[1]))
-        return [u for _, u in out]
+        first."""
+        return self.hs.guard.actions.moderators(room_id, ("state", JOIN_RULES_KEY[0]))
 
     def _join_rules(self, room_id: str) -> dict[str, Any]:
         ev = self.hs.rooms.current_state_event(room_id, *JOIN_RULES_KEY)
