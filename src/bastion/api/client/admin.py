@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bastion.api.admin_access import require_admin, route_name
 from bastion.api.http import Request, Router
 from bastion.errors import forbidden, missing_param, not_found
 from bastion.services.accounts import bad_json
@@ -22,13 +23,6 @@ if TYPE_CHECKING:
 
 def register(router: Router, hs: HomeServer) -> None:
     accounts = hs.accounts
-
-    def require_admin(req: Request) -> None:
-        if not req.requester.is_admin:
-            raise forbidden("only server administrators may do this")
-
-    def route_name(req: Request) -> str:
-        return f"{req.method} {req.route.name if req.route is not None else req.raw.path}"
 
     async def record_read(req: Request, user_id: str) -> None:
         """An admin read of a local user's data: recorded before the answer goes out."""

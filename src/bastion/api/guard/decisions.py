@@ -24,9 +24,10 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from bastion.api.admin_access import require_admin, route_name
 from bastion.api.http import Request, Router
 from bastion.core.identifiers import parse_room_id
-from bastion.errors import MatrixError, forbidden, invalid_param, not_found
+from bastion.errors import MatrixError, invalid_param, not_found
 from bastion.services.security_records import admin_reason, admin_request_in, clip
 
 if TYPE_CHECKING:
@@ -85,13 +86,6 @@ def _query_str(req: Request, key: str) -> str | None:
 def register(router: Router, hs: HomeServer) -> None:
     store = hs.store
     guard = hs.guard
-
-    def require_admin(req: Request) -> None:
-        if not req.requester.is_admin:
-            raise forbidden("only server administrators may do this")
-
-    def route_name(req: Request) -> str:
-        return f"{req.method} {req.route.name if req.route is not None else req.raw.path}"
 
     def request_record(req: Request, target: str | None, reason: str | None = None,
                        subject: str | None = None) -> Callable[[Txn], None]:  # fmt: skip

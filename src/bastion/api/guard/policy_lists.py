@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bastion.api.admin_access import require_admin, route_name
 from bastion.api.http import Request, Router
 from bastion.core.identifiers import parse_room_id
 from bastion.errors import bad_json, forbidden, invalid_param, not_found
@@ -27,13 +28,6 @@ MAX_SHORTCODE_CHARS = 64
 
 def register(router: Router, hs: HomeServer) -> None:
     policy = hs.guard.policy
-
-    def require_admin(req: Request) -> None:
-        if not req.requester.is_admin:
-            raise forbidden("only server administrators may do this")
-
-    def route_name(req: Request) -> str:
-        return f"{req.method} {req.route.name if req.route is not None else req.raw.path}"
 
     def room_param(req: Request) -> str:
         room_id = req.params["roomId"]

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bastion.api.admin_access import require_admin
 from bastion.api.http import Request, Router
-from bastion.errors import bad_json, forbidden, invalid_param, missing_param
+from bastion.errors import bad_json, invalid_param, missing_param
 from bastion.guard.limits import overrides_json, parse_overrides
 from bastion.guard.rate_limiter import limits_json
 from bastion.services.security_records import admin_reason, admin_request_in
@@ -40,8 +41,7 @@ def register(router: Router, hs: HomeServer) -> None:
     limits = hs.guard.limits
 
     def target(req: Request) -> str:
-        if not req.requester.is_admin:
-            raise forbidden("only server administrators may do this")
+        require_admin(req)
         user_id: str = hs.accounts.moderation_target(req.params["userId"])["user_id"]
         return user_id
 

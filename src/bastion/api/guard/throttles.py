@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bastion.api.admin_access import require_admin, route_name
 from bastion.api.http import Request, Router
-from bastion.errors import forbidden
 from bastion.services.security_records import admin_reason
 
 if TYPE_CHECKING:
@@ -28,13 +28,6 @@ PREFIX = "/_bastion/admin/v1/guard"
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    def require_admin(req: Request) -> str:
-        if not req.requester.is_admin:
-            raise forbidden("only server administrators may do this")
-        return req.requester.user_id
-
-    def route_name(req: Request) -> str:
-        return f"{req.method} {req.route.name if req.route is not None else req.raw.path}"
 
     async def list_throttles(req: Request) -> dict:
         """GET /_bastion/admin/v1/guard/throttles — the active throttles; admins only."""
