@@ -28,6 +28,7 @@ import math
 import re
 import unicodedata
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -253,14 +254,19 @@ def _char_grams(word: str) -> tuple[str, ...]:
     return tuple(padded[i : i + n] for n in (3, 4, 5) for i in range(len(padded) - n + 1))
 
 
+#: Per block prefix, each feature name's (bucket, sign): :func:`_slot` without building the
+#: prefixed name again (names recur from message to message; bounded).
+_SLOTS: dict[str, dict[str, tuple[int, float]]] = {}
+_MAX_SLOTS_PER_BLOCK: Final = 200_000
+
+
 def _add_block(
     acc: dict[int, float], names: dict[int, str] | None, prefix: str, items: list[str]
 ) -> None:
     # Dicts keep insertion order: every sum below runs in the same order in every process
-    # (never iterate a set here: its order follows the per-process string hash seed).
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item] = counts.get(item, 0) + 1
+    # (never iterate a set here: its order follows the per-process string hash seed). A
+    # Counter is a dict counting in C, in the order items first appear.
+    counts = Counter(items)
     if not counts:
         return
     log = math.log
@@ -269,8 +275,14 @@ def _add_block(
     scale = BLOCK_WEIGHTS[prefix] / norm
     head = prefix + ":"
     get = acc.get
+    slots = _SLOTS.setdefault(prefix, {})
     for name, v in vals:
-        idx, sign = _slot(head + name)
+        slot = slots.get(name)
+        if slot is None:
+            slot = _slot(head + name)
+            if len(slots) < _MAX_SLOTS_PER_BLOCK:
+                slots[name] = slot
+        idx, sign = slot
         acc[idx] = get(idx, 0.0) + sign * v * scale
         if names is not None and idx not in names:
             names[idx] = f"chars:{name.replace(' ', '_')}" if prefix == "c" else name
