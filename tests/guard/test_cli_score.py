@@ -77,3 +77,13 @@ def test_thresholds_from_flags_and_config(tmp_path: Path) -> None:
     conf.write_text("[guard.classifier]\nhold = 7\n")
     bad = run("", "--config", str(conf))
     assert bad.returncode == 2 and "guard.classifier.hold" in bad.stderr
+
+
+def test_deep_json_and_lone_surrogates_are_error_lines_not_tracebacks() -> None:
+    lines = ["[" * 100_000 + "]" * 100_000, '{"text": "a\\ud800b"}', json.dumps({"text": HAM})]
+    proc = run("\n".join(lines) + "\n")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    out = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert out[0] == {"error": "line 1: not JSON"}
+    assert out[1] == {"error": 'line 2: "text" is not valid Unicode'}
+    assert "score" in out[2]

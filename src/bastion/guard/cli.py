@@ -68,12 +68,18 @@ def score_lines(
             continue
         try:
             obj = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # (RecursionError: nested too deep)
             out.write(_error(lineno, "not JSON") + "\n")
             status = 1
             continue
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
             out.write(_error(lineno, 'expected a JSON object with a string "text"') + "\n")
+            status = 1
+            continue
+        try:
+            obj["text"].encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate escape: no message can carry one
+            out.write(_error(lineno, '"text" is not valid Unicode') + "\n")
             status = 1
             continue
         s = score_text(model, cfg, obj["text"], hold=hold, block=block, explain=explain)

@@ -98,3 +98,9 @@ def test_hostile_input_takes_linear_time() -> None:
         t0 = time.perf_counter()
         featurize(text)
         assert time.perf_counter() - t0 < 0.5, text[:12]
+
+
+def test_a_lone_surrogate_is_hashed_not_raised() -> None:
+    # No event can carry one (the server's JSON parser refuses them), but the pure function
+    # never raises on any str.
+    assert featurize("free \ud800 money").indices

@@ -180,7 +180,8 @@ def tokens(masked: str) -> list[str]:
 
 def stable_hash(name: str) -> int:
     """CRC-32 of the feature name: the same in every process and on every platform."""
-    return zlib.crc32(name.encode("utf-8"))
+    # (surrogatepass: a lone surrogate, which no event can carry, hashes instead of raising)
+    return zlib.crc32(name.encode("utf-8", "surrogatepass"))
 
 
 def _bucket(n: int) -> str:
