@@ -39,3 +39,12 @@ def test_allow_list_lifts_exactly_its_range():
 def test_bad_cidr():
     with pytest.raises(ValueError):
         parse_networks(["300.0.0.0/8"])
+
+
+def test_peer_address_unmaps_ipv4_and_drops_the_zone():
+    from bastion.core.egress_filter import peer_address
+
+    assert str(peer_address("::ffff:192.0.2.7")) == "192.0.2.7"
+    assert str(peer_address("fe80::1%eth0")) == "fe80::1"
+    assert peer_address("") is None and peer_address(None) is None
+    assert peer_address("/run/bastion.sock") is None

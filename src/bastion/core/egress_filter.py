@@ -37,6 +37,21 @@ def parse_networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in cidrs)
 
 
+def peer_address(peer: str | None) -> IPAddress | None:
+    """A connection's peer address as one address per host: the zone ID dropped and an
+    IPv4-mapped IPv6 address as the IPv4 address it carries; None for anything that is not an
+    address (a Unix socket peer). Rate limits, throttles and allow lists key on it."""
+    if not peer:
+        return None
+    try:
+        addr = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
 def _embedded_ipv4(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     if addr.ipv4_mapped is not None:
         return addr.ipv4_mapped

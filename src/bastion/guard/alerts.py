@@ -53,6 +53,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from bastion.core.egress_filter import peer_address
 from bastion.core.identifiers import parse_room_id
 from bastion.errors import MatrixError
 from bastion.guard.tables import check_keys, get_number, get_str, get_str_list
@@ -99,14 +100,9 @@ class AlertsConfig:
 
     def metrics_allowed(self, address: str | None) -> bool:
         """True when ``address`` (the TCP peer) is in ``metrics_allow_ips``."""
-        if not address:
+        ip = peer_address(address)
+        if ip is None:
             return False
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
         return any(ip.version == n.version and ip in n for n in self.metrics_allow_ips)
 
 

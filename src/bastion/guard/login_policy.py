@@ -67,6 +67,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from bastion.core.egress_filter import peer_address
 from bastion.guard.tables import check_keys, get_bool, get_number, get_str, subtable
 
 __all__ = [
@@ -211,29 +212,17 @@ def release(state: KeyState) -> KeyState:
 def network_prefix(ip: str | None) -> str | None:
     """The address's network: ``a.b.c.0/24`` for IPv4 (and IPv4-mapped IPv6), the /56 for
     IPv6; None for anything that is not an address (a Unix socket peer)."""
-    if not ip:
+    addr = peer_address(ip)
+    if addr is None:
         return None
-    try:
-        addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
     bits = 24 if isinstance(addr, ipaddress.IPv4Address) else 56
     return str(ipaddress.ip_network(f"{addr}/{bits}", strict=False))
 
 
 def canonical_address(ip: str | None) -> str | None:
     """The address as a key (an IPv4-mapped IPv6 address as IPv4); None when not an address."""
-    if not ip:
-        return None
-    try:
-        addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return str(addr)
+    addr = peer_address(ip)
+    return None if addr is None else str(addr)
 
 
 def attempt_keys(account: str, ip: str | None, known_device: str | None = None) -> tuple[str, ...]:
