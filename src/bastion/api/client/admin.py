@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bastion.api.admin_access import require_admin, route_name
+from bastion.api.admin_access import record_admin_read, require_admin, route_name
 from bastion.api.http import Request, Router
 from bastion.errors import forbidden, missing_param, not_found
 from bastion.services.accounts import bad_json
-from bastion.services.security_records import admin_reason, admin_request_in
+from bastion.services.security_records import admin_reason
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
-    from bastion.storage.interface import Txn
 
 
 def register(router: Router, hs: HomeServer) -> None:
@@ -26,15 +25,7 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def record_read(req: Request, user_id: str) -> None:
         """An admin read of a local user's data: recorded before the answer goes out."""
-        now = hs.now_ms()
-
-        def fn(conn: Txn) -> None:
-            admin_request_in(
-                hs.store, conn, actor=req.requester.user_id, route=route_name(req), ts=now,
-                target=user_id, subject=user_id, reason=None, origin=req.raw.remote,
-            )  # fmt: skip
-
-        await hs.store.transaction(fn)
+        await record_admin_read(hs, req, target=user_id, subject=user_id)
 
     async def whois(req: Request) -> dict:
         """GET /_matrix/client/v3/admin/whois/{userId} — server admins, or the user themself."""

@@ -24,11 +24,11 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from bastion.api.admin_access import require_admin, route_name
+from bastion.api.admin_access import admin_request, require_admin
 from bastion.api.http import Request, Router
 from bastion.core.identifiers import parse_room_id
 from bastion.errors import MatrixError, invalid_param, not_found
-from bastion.services.security_records import admin_reason, admin_request_in, clip
+from bastion.services.security_records import admin_reason, clip
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
@@ -90,16 +90,8 @@ def register(router: Router, hs: HomeServer) -> None:
     def request_record(req: Request, target: str | None, reason: str | None = None,
                        subject: str | None = None) -> Callable[[Txn], None]:  # fmt: skip
         """The call's ``admin.request`` record, to write inside the call's transaction."""
-        now = hs.now_ms()
-
-        def fn(conn: Txn) -> None:
-            admin_request_in(
-                store, conn, actor=req.requester.user_id, route=route_name(req), ts=now,
-                target=target, reason=reason, origin=req.raw.remote,
-                subject=subject if subject is not None and guard.is_local(subject) else None,
-            )  # fmt: skip
-
-        return fn
+        local = subject if subject is not None and guard.is_local(subject) else None
+        return admin_request(hs, req, target=target, reason=reason, subject=local)
 
     async def record_read(req: Request, target: str | None, subject: str | None = None) -> None:
         await store.transaction(request_record(req, target, subject=subject))

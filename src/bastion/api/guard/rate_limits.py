@@ -23,16 +23,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bastion.api.admin_access import require_admin
+from bastion.api.admin_access import record_admin_read, require_admin
 from bastion.api.http import Request, Router
 from bastion.errors import bad_json, invalid_param, missing_param
 from bastion.guard.limits import overrides_json, parse_overrides
 from bastion.guard.rate_limiter import limits_json
-from bastion.services.security_records import admin_reason, admin_request_in
+from bastion.services.security_records import admin_reason
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
-    from bastion.storage.interface import Txn
 
 PATH = "/_bastion/admin/v1/guard/users/{userId}/rate_limits"
 
@@ -59,15 +58,7 @@ def register(router: Router, hs: HomeServer) -> None:
         """GET /_bastion/admin/v1/guard/users/{userId}/rate_limits — the user's overrides and
         the limits that apply to them; admins only; recorded."""
         user_id = target(req)
-        now = hs.now_ms()
-
-        def fn(conn: Txn) -> None:
-            admin_request_in(
-                hs.store, conn, actor=req.requester.user_id, route=route_name(req), ts=now,
-                target=user_id, subject=user_id, reason=None, origin=req.raw.remote,
-            )  # fmt: skip
-
-        await hs.store.transaction(fn)
+        await record_admin_read(hs, req, target=user_id, subject=user_id)
         return answer(user_id)
 
     async def put_limits(req: Request) -> dict:
