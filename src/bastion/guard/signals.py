@@ -67,8 +67,6 @@ class EventContext:
     sender_created_ms: int | None = None
     #: When the sender last joined this room (None: not joined, or unknown).
     sender_joined_ms: int | None = None
-    #: How many members the room has joined.
-    room_member_count: int = 0
     #: The event ID (federated events; None for a local event not yet built).
     event_id: str | None = None
     #: The client's address (local requests, when known).
@@ -139,12 +137,17 @@ class Verdict:
         return "; ".join(s.reason for s in decisive)
 
 
+_RANK: Final = {name: i for i, name in enumerate(SEVERITIES)}
+
+
 def combine(signals: Iterable[Signal], *, enforce: bool = True) -> Verdict:
     """The verdict of a set of signals: the strongest severity wins (``info`` alone allows);
     the actions are those asked for by signals at the winning severity, in order, once each.
     ``enforce`` False (shadow mode): the same verdict, marked not enforced."""
     sigs = tuple(signals)
-    rank = {name: i for i, name in enumerate(SEVERITIES)}
+    if not sigs:
+        return Verdict("allow", (), (), enforce)
+    rank = _RANK
     top = max((rank[s.severity] for s in sigs), default=0)
     outcome = "allow" if top == 0 else SEVERITIES[top]
     actions: list[str] = []

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 
 from bastion.guard.classifier.features import (
     HASH_BITS,
+    char_grams,
+    char_words,
     featurize,
+    gram_bucket,
     html_to_text,
     mask,
     normalise,
     stable_hash,
     tokens,
+    word_gram_buckets,
 )
 
 
@@ -69,6 +74,28 @@ def test_featurize_shape_and_explain_names() -> None:
     names = set(f.names.values())
     assert "w:claim" in names and "u:shortener" in names and "m:shortener" in names
     assert featurize("Claim your FREE airdrop").names == {}
+
+
+def test_vectorised_gram_buckets_equal_the_scalar_hash() -> None:
+    # The server hashes all n-grams of a message at once (numpy); explanations and this test
+    # hash one n-gram at a time. Both must give the same buckets, for any code point.
+    rnd = random.Random(7)
+    alphabet = "abcdé😀ß\u0301"
+    pool = ["a", "bb", "hello", "𝕗ree", "x\ud800y", "é" * 40]
+    pool += ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 40))) for _ in range(200)]
+    for _ in range(40):
+        words = char_words(rnd.sample(pool, rnd.randint(1, 25)))
+        for word, buckets in zip(words, word_gram_buckets(words), strict=True):
+            expected = sorted({gram_bucket(g) for g in char_grams(word)})
+            assert buckets.tolist() == expected, word
+
+
+def test_character_grams_come_once_per_distinct_word() -> None:
+    assert char_words(["free", "money", "free", "zzurl", "x" * 50]) == ["free", "money", "x" * 32]
+    # Repeating a message's words does not make its features louder: every value stays below
+    # its block's weight, however long the repetition.
+    f = featurize("win " * 2000 + "free money " * 500)
+    assert max(f.values) <= 1.0
 
 
 def test_empty_and_hostile_text() -> None:

@@ -28,7 +28,15 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from bastion.guard.classifier.features import FEATURES_VERSION, HASH_BITS, featurize
+from bastion.guard.classifier.features import (
+    FEATURES_VERSION,
+    HASH_BITS,
+    analyse,
+    block_scales,
+    featurize,
+    name_bucket,
+    word_gram_buckets,
+)
 from bastion.guard.classifier.urls import DEFAULT_BRANDS, extract_urls, url_findings
 
 __all__ = [
@@ -49,6 +57,8 @@ STRONG_URL_RULES: Final = frozenset({"homograph", "userinfo"})
 #: name with lure words: precise, but "gooogle" can be a joke) ...
 HOLD_URL_RULES: Final = frozenset({"lookalike", "brand_words"})
 #: ... and the rest only add a reason (a shortener hides the destination; ham uses them too).
+#: The most feature names and words whose weights a model keeps (each).
+_MAX_CACHED: Final = 131_072
 
 
 @dataclass(frozen=True)
@@ -76,18 +86,68 @@ class Model:
         self.bias = float(bias)
         self.hold = float(hold)
         self.block = float(block)
+        self._w64 = weights.astype(np.float64)
+        #: Per feature name, its weight; per word, the sum of the weights of its character
+        #: n-grams and how many there are (bounded: cleared when full; names and words recur
+        #: from message to message).
+        self._name_weights: dict[str, float] = {}
+        self._word_sums: dict[str, tuple[float, int]] = {}
+
+    def _names_sum(self, names: list[str]) -> float:
+        """The summed weights of distinct feature names."""
+        weights = self._name_weights
+        if len(weights) > _MAX_CACHED:
+            weights.clear()
+        total = 0.0
+        for name in names:
+            w = weights.get(name)
+            if w is None:
+                w = weights[name] = float(self._w64[name_bucket(name)])
+            total += w
+        return total
+
+    def _char_sums(self, words: list[str]) -> tuple[float, int]:
+        """The summed weights of the words' character n-grams and their number."""
+        sums = self._word_sums
+        missing = [w for w in words if w not in sums]
+        if missing:
+            if len(sums) + len(missing) > _MAX_CACHED:
+                sums.clear()
+            w64 = self._w64
+            for word, buckets in zip(missing, word_gram_buckets(missing), strict=True):
+                sums[word] = (float(w64[buckets].sum()), len(buckets))
+        total = 0.0
+        count = 0
+        for word in words:
+            s, n = sums[word]
+            total += s
+            count += n
+        return total, count
 
     def model_score(self, text: str, *, explain: bool = False) -> tuple[float, list[str]]:
-        """The linear model's score of ``text`` and (with ``explain``) its top features."""
-        f = featurize(text, explain=explain)
+        """The linear model's score of ``text`` and (with ``explain``) its top features. The
+        score is the model's on :func:`featurize`'s vector, summed block by block."""
+        if explain:
+            return self._explained(text)
+        an = analyse(text)
+        char_sum, n_chars = self._char_sums(an.char_words)
+        sw, sc, sm = block_scales(len(an.word_names), n_chars, len(an.meta_names))
+        z = (
+            self.bias
+            + sc * char_sum
+            + sw * self._names_sum(an.word_names)
+            + sm * self._names_sum(an.meta_names)
+        )
+        return _sigmoid(z), []
+
+    def _explained(self, text: str) -> tuple[float, list[str]]:
+        f = featurize(text, explain=True)
         if not f.indices:
             return _sigmoid(self.bias), []
         idx = np.fromiter(f.indices, dtype=np.int64, count=len(f.indices))
         vals = np.fromiter(f.values, dtype=np.float64, count=len(f.values))
-        contrib = self.weights[idx].astype(np.float64) * vals
+        contrib = self._w64[idx] * vals
         score = _sigmoid(float(contrib.sum()) + self.bias)
-        if not explain:
-            return score, []
         order = np.argsort(-contrib, kind="stable")[:5]
         reasons = [
             f"feature {f.names.get(int(idx[i]), '?')} ({contrib[i]:+.2f})"
@@ -104,15 +164,17 @@ class Model:
         brands: Iterable[str] = DEFAULT_BRANDS,
         hold: float | None = None,
         block: float | None = None,
+        urls: list[str] | None = None,
     ) -> Scored:
         """The score of one message's text: the model's score, raised above the ``block``
         threshold when a strong URL rule fires (:data:`STRONG_URL_RULES`) and above ``hold``
         when a hold rule does (:data:`HOLD_URL_RULES`); with the reasons (URL rules first).
-        ``hold``/``block``: the thresholds in force (default: the model's)."""
+        ``hold``/``block``: the thresholds in force (default: the model's); ``urls``: the
+        text's links (:func:`extract_urls`) when the caller has them already."""
         hold = self.hold if hold is None else hold
         block = self.block if block is None else block
         mscore, feats = self.model_score(text, explain=explain)
-        rules, url_texts = url_reasons(text, brands)
+        rules, url_texts = url_reasons(text, brands, urls)
         fired = {r.split(":", 1)[0] for r in rules}
         score = mscore
         if fired & STRONG_URL_RULES:
@@ -132,12 +194,15 @@ def verdict_of(score: float, hold: float, block: float) -> str:
     return "ok"
 
 
-def url_reasons(text: str, brands: Iterable[str] = DEFAULT_BRANDS) -> tuple[list[str], list[str]]:
-    """The URL rules firing in ``text``: as ``rule:host`` codes and as sentences."""
+def url_reasons(
+    text: str, brands: Iterable[str] = DEFAULT_BRANDS, urls: list[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """The URL rules firing in ``text``: as ``rule:host`` codes and as sentences. ``urls``:
+    the text's links when the caller has them already (:func:`extract_urls` of ``text``)."""
     codes: list[str] = []
     texts: list[str] = []
     brand_list = list(brands)
-    for url in extract_urls(text):
+    for url in extract_urls(text) if urls is None else urls:
         for finding in url_findings(url, brand_list):
             code = f"{finding.rule}:{finding.host}"
             if code not in codes:

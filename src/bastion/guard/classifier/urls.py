@@ -121,6 +121,8 @@ def extract_urls(text: str) -> list[str]:
     """The links in ``text``, in order of appearance (every occurrence). A link found with a
     scheme is returned as written (a space after ``://`` removed); a ``www.`` or bare host link
     as written, without a scheme."""
+    if "." not in text:
+        return []  # every link's host has a dot
     out: list[str] = []
     for m in _URL_RE.finditer(text):
         if m.group("scheme") is not None:
@@ -191,7 +193,22 @@ def registrable_domain(host: str) -> str:
 
 
 def _under(host: str, domains: Iterable[str]) -> bool:
-    return any(host == d or host.endswith("." + d) for d in domains)
+    """Whether ``host`` is one of ``domains`` or a subdomain of one: each of its suffixes at a
+    dot looked up in the set of them (a tuple's set is built once)."""
+    wanted = _domain_set(domains) if isinstance(domains, tuple) else frozenset(domains)
+    if host in wanted:
+        return True
+    dot = host.find(".")
+    while dot != -1:
+        if host[dot + 1 :] in wanted:
+            return True
+        dot = host.find(".", dot + 1)
+    return False
+
+
+@lru_cache(maxsize=64)
+def _domain_set(domains: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(domains)
 
 
 def is_shortener(host: str) -> bool:
