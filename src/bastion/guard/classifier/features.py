@@ -3,27 +3,31 @@
 A message becomes a sparse vector of hashed features in ``2**HASH_BITS`` buckets:
 
 - ``w:`` word unigrams and ``b:`` word bigrams of the normalised, masked text;
-- ``c:`` character 3- to 5-grams of each masked word (with word boundaries), which survive the
-  respelling scam campaigns use between copies;
+- character 3- to 5-grams of each distinct masked word (with word boundaries), which survive
+  the respelling scam campaigns use between copies;
 - ``m:`` message-level cues: length, capitals, exclamation marks, how many links, shorteners,
-  handles, money amounts, phone numbers, wallet addresses, code.
+  handles, money amounts, phone numbers, wallet addresses, code; and ``u:`` link features:
+  each link's registrable domain, its TLD, whether it is a shortener, an IDN, a well-known
+  domain.
 
 Normalisation: NFKC (mathematical/"fancy" letters become plain ones), look-alike Cyrillic and
 Greek letters inside Latin words folded to Latin, lower case; then links, e-mail addresses,
 ``@handles``, Matrix IDs, money amounts, phone numbers, wallet addresses and numbers are masked
 to placeholder words (``zzurl``, ``zzhandle``, ``zzmoney`` ...) so one campaign with a different
-link or amount looks the same. Each link also adds ``u:`` features: its registrable domain, its
-TLD and whether it is a shortener.
+link or amount looks the same.
 
-Features are binary (present or not) and hashed; each block (words, characters, URL/meta
-cues) is L2-normalised on its own and weighted by :data:`BLOCK_WEIGHTS`. A named feature's
-bucket is the low bits of CRC-32 of its name (UTF-8); a character n-gram's bucket is the top
-bits of a polynomial hash of its code points, computed for all n-grams of a message at once
-with numpy (:func:`char_buckets`, about 10 µs for a chat line). Both are the same in every
-process, unlike Python's ``hash``.
+Every feature is binary (a distinct name, or an n-gram of a distinct word: repeating words
+adds nothing). Each block (words, characters, cues) is scaled by its weight in
+:data:`BLOCK_WEIGHTS` over the square root of its number of features (its L2 norm).
+A named feature's bucket is the low bits of CRC-32 of its name (UTF-8); a character n-gram's
+bucket is the top bits of a polynomial hash of its code points, computed for all n-grams of
+many words at once with numpy (:func:`word_gram_buckets`). Both are the same in every process,
+unlike Python's ``hash``.
 
-Scoring needs only :func:`hashed` (the buckets and their values); :func:`featurize` adds up
-the values of buckets two features share, for training and tests.
+Scoring (:meth:`bastion.guard.classifier.model.Model.model_score`) needs only :func:`analyse`
+(the names and words) and sums the weights block by block, keeping each name's weight and each
+word's summed n-gram weights; :func:`featurize` builds the vector itself, for training and
+explanations. Both give one score.
 """
 
 from __future__ import annotations
@@ -52,10 +56,19 @@ from bastion.guard.classifier.urls import (
 
 __all__ = [
     "BLOCK_WEIGHTS",
+    "CHAR_NGRAMS",
     "FEATURES_VERSION",
     "HASH_BITS",
+    "Analysed",
     "Features",
+    "analyse",
+    "block_scales",
+    "char_grams",
+    "char_words",
     "featurize",
+    "gram_bucket",
+    "name_bucket",
+    "word_gram_buckets",
     "html_to_text",
     "mask",
     "normalise",
@@ -218,7 +231,7 @@ def stable_hash(name: str) -> int:
     return zlib.crc32(name.encode("utf-8", "surrogatepass"))
 
 
-@lru_cache(maxsize=131_072)
+@lru_cache(maxsize=32_768)
 def name_bucket(name: str) -> int:
     """The bucket of a named feature (word, bigram, cue): the low bits of its
     :func:`stable_hash` (cached: names recur from message to message)."""
@@ -278,20 +291,23 @@ def _gram_buckets_of(words: list[str]) -> list[npt.NDArray[np.int64]]:
 
 #: Per word, the buckets of its n-grams (bounded: cleared when full; words recur).
 _WORD_GRAMS: dict[str, npt.NDArray[np.int64]] = {}
-_MAX_WORD_GRAMS: Final = 131_072
+_MAX_WORD_GRAMS: Final = 32_768
 
 
-def word_gram_buckets(words: list[str]) -> list[npt.NDArray[np.int64]]:
+def word_gram_buckets(words: list[str], *, cache: bool = True) -> list[npt.NDArray[np.int64]]:
     """For each word (as :func:`char_words` gives them), the distinct buckets of its
-    character n-grams: from the cache, the words not in it computed together."""
-    cache = _WORD_GRAMS
-    missing = [w for w in words if w not in cache]
+    character n-grams: from the cache, the words not in it computed together (and kept,
+    unless ``cache`` is false: a caller keeping its own sums per word)."""
+    if not cache:
+        return _gram_buckets_of(words) if words else []
+    kept = _WORD_GRAMS
+    missing = [w for w in words if w not in kept]
     if missing:
-        if len(cache) + len(missing) > _MAX_WORD_GRAMS:
-            cache.clear()
+        if len(kept) + len(missing) > _MAX_WORD_GRAMS:
+            kept.clear()
         for w, buckets in zip(missing, _gram_buckets_of(missing), strict=True):
-            cache[w] = buckets
-    return [cache[w] for w in words]
+            kept[w] = buckets
+    return [kept[w] for w in words]
 
 
 def char_grams(word: str) -> list[str]:

@@ -57,8 +57,9 @@ STRONG_URL_RULES: Final = frozenset({"homograph", "userinfo"})
 #: name with lure words: precise, but "gooogle" can be a joke) ...
 HOLD_URL_RULES: Final = frozenset({"lookalike", "brand_words"})
 #: ... and the rest only add a reason (a shortener hides the destination; ham uses them too).
-#: The most feature names and words whose weights a model keeps (each).
-_MAX_CACHED: Final = 131_072
+#: The most feature names and words whose weights a model keeps (each; about 100 bytes an
+#: entry).
+_MAX_CACHED: Final = 65_536
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class Model:
             if len(sums) + len(missing) > _MAX_CACHED:
                 sums.clear()
             w64 = self._w64
-            for word, buckets in zip(missing, word_gram_buckets(missing), strict=True):
+            for word, buckets in zip(missing, word_gram_buckets(missing, cache=False), strict=True):
                 sums[word] = (float(w64[buckets].sum()), len(buckets))
         total = 0.0
         count = 0

@@ -117,6 +117,11 @@ def _trim(url: str) -> str:
     return url
 
 
+#: Where a link's authority ends; a link's scheme.
+_PATH_START: Final = re.compile(r"[/?#\\]")
+_SCHEME: Final = re.compile(r"^[a-z]+://", re.IGNORECASE)
+
+
 def extract_urls(text: str) -> list[str]:
     """The links in ``text``, in order of appearance (every occurrence). A link found with a
     scheme is returned as written (a space after ``://`` removed); a ``www.`` or bare host link
@@ -148,7 +153,7 @@ def host_of(url: str) -> str:
         if low.startswith(prefix):
             rest = rest[len(prefix) :]
             break
-    rest = re.split(r"[/?#\\]", rest, maxsplit=1)[0]
+    rest = _PATH_START.split(rest, maxsplit=1)[0]
     rest = rest.rsplit("@", 1)[-1]  # user-info ("https://paypal.com@evil.example/")
     if rest.startswith("["):
         return ""  # an IPv6 literal: no domain rules apply
@@ -398,8 +403,8 @@ def url_findings(url: str, brands: Iterable[str] = DEFAULT_BRANDS) -> list[Domai
     user name that looks like a host (``https://paypal.com@evil.example/``)."""
     host = host_of(url)
     findings = domain_findings(host, brands)
-    authority = re.sub(r"^[a-z]+://", "", url, flags=re.IGNORECASE)
-    authority = re.split(r"[/?#\\]", authority, maxsplit=1)[0]
+    authority = _SCHEME.sub("", url)
+    authority = _PATH_START.split(authority, maxsplit=1)[0]
     if host and "@" in authority and "." in authority.rsplit("@", 1)[0]:
         findings.append(DomainFinding("userinfo", host))
     return findings
