@@ -317,19 +317,18 @@ def char_grams(word: str) -> list[str]:
     return [text[i : i + n] for n in CHAR_NGRAMS for i in range(len(text) - n + 1)]
 
 
-def _bucket(n: int) -> str:
-    return "0" if n == 0 else "1" if n == 1 else "2" if n == 2 else "3+"
-
-
+_COUNT: Final = ("0", "1", "2", "3+")
+_PLACES: Final = ("zzhandle", "zzmoney", "zzphone", "zzwallet", "zzemail", "zzcashtag", "zzmxid")
 _ASCII_LETTERS: Final = string.ascii_letters.encode("ascii")
 _ASCII_UPPER: Final = string.ascii_uppercase.encode("ascii")
 
 
 def _meta(raw: str, masked: str, urls: list[str], hosts: list[str]) -> list[str]:
-    out: list[str] = []
+    """The message-level cues, as feature names (``m:...``)."""
     n = len(raw)
-    out.append("len:" + ("<20" if n < 20 else "<60" if n < 60 else "<160" if n < 160 else "160+"))
-    if raw.isascii():  # counted in C: the bytes left after deleting the letters
+    out = ["m:len:" + ("<20" if n < 20 else "<60" if n < 60 else "<160" if n < 160 else "160+")]
+    ascii_only = raw.isascii()
+    if ascii_only:  # counted in C: the bytes left after deleting the letters
         b = raw.encode("ascii")
         letters = n - len(b.translate(None, _ASCII_LETTERS))
         upper = n - len(b.translate(None, _ASCII_UPPER)) if letters >= 10 else 0
@@ -338,20 +337,20 @@ def _meta(raw: str, masked: str, urls: list[str], hosts: list[str]) -> list[str]
         upper = sum(map(str.isupper, raw)) if letters >= 10 else 0
     if letters >= 10:
         caps = upper / letters
-        out.append("caps:" + ("lo" if caps < 0.2 else "mid" if caps < 0.5 else "hi"))
-    out.append("excl:" + _bucket(min(raw.count("!"), 3)))
-    out.append("urls:" + _bucket(len(urls)))
-    if any(is_shortener(h) for h in hosts if h):
-        out.append("shortener")
-    if any(u.lower().startswith("http://") for u in urls):
-        out.append("http")
-    for place in ("zzhandle", "zzmoney", "zzphone", "zzwallet", "zzemail", "zzcashtag", "zzmxid"):
-        if place in masked:
-            out.append("has:" + place)
+        out.append("m:caps:" + ("lo" if caps < 0.2 else "mid" if caps < 0.5 else "hi"))
+    out.append("m:excl:" + _COUNT[min(raw.count("!"), 3)])
+    out.append("m:urls:" + _COUNT[min(len(urls), 3)])
+    if urls:
+        if any(is_shortener(h) for h in hosts if h):
+            out.append("m:shortener")
+        if any(u.lower().startswith("http://") for u in urls):
+            out.append("m:http")
+    if "zz" in masked:
+        out += ["m:has:" + place for place in _PLACES if place in masked]
     if "`" in raw or "{" in raw or "=>" in raw or "();" in raw:
-        out.append("code")
-    emoji = len(_EMOJI.findall(raw))
-    out.append("emoji:" + _bucket(min(emoji, 3)))
+        out.append("m:code")
+    emoji = 0 if ascii_only else len(_EMOJI.findall(raw))
+    out.append("m:emoji:" + _COUNT[min(emoji, 3)])
     return out
 
 
@@ -407,7 +406,9 @@ def analyse(text: str) -> Analysed:
     word_items = ["w:" + t for t in toks]
     word_items += ["b:" + a + " " + b for a, b in zip(words, words[1:], strict=False)]
     hosts = [host_of(u) for u in urls]
-    meta_items = ["m:" + m for m in _meta(text, masked, urls, hosts)] + _url_features(hosts)
+    meta_items = _meta(text, masked, urls, hosts)
+    if urls:
+        meta_items += _url_features(hosts)
     return Analysed(
         list(dict.fromkeys(word_items)), list(dict.fromkeys(meta_items)), char_words(words)
     )
