@@ -41,7 +41,7 @@ ACTIONS: Final = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EventContext:
     """One event the guard is asked about, before it is accepted: a local user's event before it
     is built, or a federated event after its signature, hash and auth checks.
@@ -86,7 +86,7 @@ class EventContext:
         return value if isinstance(value, str) else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Signal:
     """What one check says about one event or request."""
 
@@ -114,7 +114,7 @@ class Signal:
             raise ValueError("a signal's score is between 0 and 1")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """What the guard decides about one event: ``allow``, ``warn`` (let through, recorded and
     alerted), ``hold`` (for a moderator) or ``block``; the signals behind it; the actions to
@@ -158,7 +158,7 @@ def combine(signals: Iterable[Signal], *, enforce: bool = True) -> Verdict:
     return Verdict(outcome, ordered, tuple(actions) if top else (), enforce)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """One recorded guard decision: a row of ``guard_decisions`` and a ``guard.decision`` ledger
     record, written in one transaction (:meth:`bastion.guard.service.GuardService.record`).

@@ -131,3 +131,32 @@ def test_a_lone_surrogate_is_hashed_not_raised() -> None:
     # No event can carry one (the server's JSON parser refuses them), but the pure function
     # never raises on any str.
     assert featurize("free \ud800 money").indices
+
+
+def test_a_full_word_cache_is_emptied_without_losing_a_message(monkeypatch) -> None:
+    import bastion.guard.classifier.features as F
+
+    monkeypatch.setattr(F, "_MAX_WORD_GRAMS", 3)
+    monkeypatch.setattr(F, "_WORD_GRAMS", {})
+    expected = {
+        w: sorted({gram_bucket(g) for g in char_grams(w)}) for w in ["ab", "cd", "ef", "gh"]
+    }
+    for words in (["ab", "cd"], ["ab", "ef", "gh"], ["cd", "ab"]):
+        got = word_gram_buckets(words)
+        assert [g.tolist() for g in got] == [expected[w] for w in words]
+        assert len(F._WORD_GRAMS) <= 3
+
+
+def test_links_found_by_the_caller_mask_as_a_second_search_would() -> None:
+    from bastion.guard.classifier.urls import extract_urls
+
+    texts = [
+        "see HTTPS://Example.COM/Path?X=1). and WWW.Foo.Bar/baz, ok",
+        "two  spaces https://a.example/x",  # not single-spaced: searched again
+        "ping @alice:example.org about https://b.example",  # a Matrix ID: searched again
+        "Café https://c.example/é",  # not ASCII: searched again
+        "hxxps://EVIL.example/Login and bit.ly/abc (https://a.b/c_(d))",
+        "no links here, $12.50 each",
+    ]
+    for text in texts:
+        assert mask(text, extract_urls(text)) == mask(text), text

@@ -132,6 +132,21 @@ def test_the_fast_score_is_the_model_on_the_feature_vector() -> None:
             assert model.model_score(text, explain=True)[0] == pytest.approx(expected, abs=1e-9)
 
 
+def test_a_full_cache_of_word_sums_is_emptied_without_losing_a_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import bastion.guard.classifier.model as M
+
+    rng = np.random.default_rng(5)
+    model = Model(rng.normal(size=1 << HASH_BITS).astype(np.float32), 0.0, 0.9, 0.99)
+    texts = ["alpha beta", "alpha gamma delta", "beta alpha"]
+    expected = [model.model_score(t)[0] for t in texts]
+    monkeypatch.setattr(M, "_MAX_CACHED", 3)
+    fresh = Model(model.weights, 0.0, 0.9, 0.99)
+    assert [fresh.model_score(t)[0] for t in texts] == expected
+    assert len(fresh._word_sums) <= 3
+
+
 def test_model_refuses_bad_shapes_and_thresholds() -> None:
     with pytest.raises(ValueError):
         Model(np.zeros(10, dtype=np.float32), 0.0, 0.5, 0.9)

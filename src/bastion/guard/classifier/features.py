@@ -185,16 +185,24 @@ def normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def mask(text: str) -> tuple[str, list[str]]:
+def mask(text: str, links: list[str] | None = None) -> tuple[str, list[str]]:
     """The normalised text with links, addresses, handles, amounts and numbers replaced by
     placeholder words, and the links found (as :func:`extract_urls` returns them). A pattern
     is run only when the character it needs is in the text (a link needs a dot, an address or
-    handle ``@``, an amount or number a digit; no placeholder has a digit)."""
+    handle ``@``, an amount or number a digit; no placeholder has a digit).
+
+    ``links``: the links of ``text`` itself (``extract_urls(text)``), when the caller has them.
+    Normalising an ASCII text without ``@`` whose spaces are single only lower-cases it, and
+    the link pattern ignores case, so its links are then those, lower-cased: not searched
+    again."""
     norm = normalise(text)
     at = "@" in norm
     if at:
         norm = _MXID.sub(" zzmxid ", norm)
-    urls = extract_urls(norm) if "." in norm else []
+    if links is not None and not at and text.isascii() and norm == text.lower():
+        urls = [u.lower() for u in links]
+    else:
+        urls = extract_urls(norm) if "." in norm else []
     for url in sorted(set(urls), key=len, reverse=True):
         norm = norm.replace(url, " zzurl ")
     if "// " in norm:
@@ -251,7 +259,10 @@ def gram_bucket(gram: str) -> int:
 def char_words(words: list[str]) -> list[str]:
     """The words whose character n-grams are features: each distinct word once (at most
     :data:`_MAX_WORD` letters of it), placeholders (``zz...``) left out."""
-    return list(dict.fromkeys([w[:_MAX_WORD] for w in words if not w.startswith("zz")]))
+    out = [w for w in dict.fromkeys(words) if w[:2] != "zz"]
+    if out and max(map(len, out)) > _MAX_WORD:
+        out = list(dict.fromkeys([w[:_MAX_WORD] for w in out]))
+    return out
 
 
 def _gram_buckets_of(words: list[str]) -> list[npt.NDArray[np.int64]]:
@@ -301,10 +312,10 @@ def word_gram_buckets(words: list[str], *, cache: bool = True) -> list[npt.NDArr
     if not cache:
         return _gram_buckets_of(words) if words else []
     kept = _WORD_GRAMS
+    if len(kept) + len(words) > _MAX_WORD_GRAMS:
+        kept.clear()
     missing = [w for w in words if w not in kept]
     if missing:
-        if len(kept) + len(missing) > _MAX_WORD_GRAMS:
-            kept.clear()
         for w, buckets in zip(missing, _gram_buckets_of(missing), strict=True):
             kept[w] = buckets
     return [kept[w] for w in words]
@@ -370,7 +381,7 @@ def _url_features(hosts: list[str]) -> list[str]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Analysed:
     """One message's features before they are weighed: the distinct names of its word and
     bigram features and of its message and URL cues, and the distinct words whose character
@@ -381,7 +392,7 @@ class Analysed:
     char_words: list[str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Features:
     """A sparse feature vector: bucket indices (sorted, unique) and their values, and — when
     asked for — the name of one feature behind each bucket (for explanations).
@@ -396,22 +407,26 @@ class Features:
     names: dict[int, str]
 
 
-def analyse(text: str) -> Analysed:
-    """Normalise, mask and tokenise one message's text into :class:`Analysed`."""
+_UNIGRAM: Final = "w:".__add__
+_BIGRAM: Final = "b:{} {}".format
+
+
+def analyse(text: str, links: list[str] | None = None) -> Analysed:
+    """Normalise, mask and tokenise one message's text into :class:`Analysed` (``links``: as
+    :func:`mask` takes them)."""
     if not text.strip():
         return Analysed([], [], [])
-    masked, urls = mask(text)
-    toks = tokens(masked)
+    masked, urls = mask(text, links)
+    toks = _WORD.findall(masked)
     words = [t for t in toks if t[0].isalpha()]
-    word_items = ["w:" + t for t in toks]
-    word_items += ["b:" + a + " " + b for a, b in zip(words, words[1:], strict=False)]
+    # (built by C-level maps: this runs for every message)
+    word_names = list(map(_UNIGRAM, dict.fromkeys(toks)))
+    word_names += dict.fromkeys(map(_BIGRAM, words, words[1:]))
     hosts = [host_of(u) for u in urls]
-    meta_items = _meta(text, masked, urls, hosts)
+    meta_names = _meta(text, masked, urls, hosts)
     if urls:
-        meta_items += _url_features(hosts)
-    return Analysed(
-        list(dict.fromkeys(word_items)), list(dict.fromkeys(meta_items)), char_words(words)
-    )
+        meta_names = list(dict.fromkeys(meta_names + _url_features(hosts)))
+    return Analysed(word_names, meta_names, char_words(words))
 
 
 def block_scales(n_words: int, n_chars: int, n_meta: int) -> tuple[float, float, float]:

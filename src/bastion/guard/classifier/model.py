@@ -62,7 +62,7 @@ HOLD_URL_RULES: Final = frozenset({"lookalike", "brand_words"})
 _MAX_CACHED: Final = 65_536
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Scored:
     """One message's score (0..1), the model's own score, and the reasons (strongest first):
     each a short string naming a feature (``feature w:claim (+0.41)``) or a URL rule."""
@@ -92,45 +92,48 @@ class Model:
         #: n-grams and how many there are (bounded: cleared when full; names and words recur
         #: from message to message).
         self._name_weights: dict[str, float] = {}
-        self._word_sums: dict[str, tuple[float, int]] = {}
+        self._word_sums: dict[str, float] = {}
+        self._word_counts: dict[str, int] = {}
 
     def _names_sum(self, names: list[str]) -> float:
         """The summed weights of distinct feature names."""
         weights = self._name_weights
-        if len(weights) > _MAX_CACHED:
-            weights.clear()
-        total = 0.0
-        for name in names:
-            w = weights.get(name)
-            if w is None:
-                w = weights[name] = float(self._w64[name_bucket(name)])
-            total += w
-        return total
+        try:
+            return sum(map(weights.__getitem__, names))
+        except KeyError:
+            if len(weights) + len(names) > _MAX_CACHED:
+                weights.clear()
+            w64 = self._w64
+            for name in names:
+                if name not in weights:
+                    weights[name] = float(w64[name_bucket(name)])
+            return sum(map(weights.__getitem__, names))
 
     def _char_sums(self, words: list[str]) -> tuple[float, int]:
         """The summed weights of the words' character n-grams and their number."""
-        sums = self._word_sums
-        missing = [w for w in words if w not in sums]
-        if missing:
-            if len(sums) + len(missing) > _MAX_CACHED:
+        sums, counts = self._word_sums, self._word_counts
+        try:
+            return sum(map(sums.__getitem__, words)), sum(map(counts.__getitem__, words))
+        except KeyError:
+            if len(sums) + len(words) > _MAX_CACHED:
                 sums.clear()
+                counts.clear()
+            missing = [w for w in words if w not in sums]
             w64 = self._w64
             for word, buckets in zip(missing, word_gram_buckets(missing, cache=False), strict=True):
-                sums[word] = (float(w64[buckets].sum()), len(buckets))
-        total = 0.0
-        count = 0
-        for word in words:
-            s, n = sums[word]
-            total += s
-            count += n
-        return total, count
+                sums[word] = float(w64[buckets].sum())
+                counts[word] = len(buckets)
+            return sum(map(sums.__getitem__, words)), sum(map(counts.__getitem__, words))
 
-    def model_score(self, text: str, *, explain: bool = False) -> tuple[float, list[str]]:
+    def model_score(
+        self, text: str, *, explain: bool = False, links: list[str] | None = None
+    ) -> tuple[float, list[str]]:
         """The linear model's score of ``text`` and (with ``explain``) its top features. The
-        score is the model's on :func:`featurize`'s vector, summed block by block."""
+        score is the model's on :func:`featurize`'s vector, summed block by block. ``links``:
+        the text's links (:func:`extract_urls`), when the caller has them already."""
         if explain:
             return self._explained(text)
-        an = analyse(text)
+        an = analyse(text, links)
         char_sum, n_chars = self._char_sums(an.char_words)
         sw, sc, sm = block_scales(len(an.word_names), n_chars, len(an.meta_names))
         z = (
@@ -174,7 +177,7 @@ class Model:
         text's links (:func:`extract_urls`) when the caller has them already."""
         hold = self.hold if hold is None else hold
         block = self.block if block is None else block
-        mscore, feats = self.model_score(text, explain=explain)
+        mscore, feats = self.model_score(text, explain=explain, links=urls)
         rules, url_texts = url_reasons(text, brands, urls)
         fired = {r.split(":", 1)[0] for r in rules}
         score = mscore
