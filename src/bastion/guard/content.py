@@ -80,7 +80,7 @@ def message_texts(etype: str, content: Mapping[str, Any]) -> list[str]:
         return [t for t in (_str(content.get("name")),) if t.strip()]
     texts = _texts_of_content(content)
     new = content.get("m.new_content")
-    if isinstance(new, Mapping):
+    if new is not None and isinstance(new, Mapping):
         texts += _texts_of_content(new)
     seen: list[str] = []
     for t in texts:
@@ -124,8 +124,8 @@ class ContentClassifier:
         if room_id is not None:
             guard = getattr(self.hs, "guard", None)
             settings = guard.room_settings(room_id) if guard is not None else {}
-            room = settings.get("classifier") if isinstance(settings, Mapping) else None
-            if isinstance(room, Mapping):
+            room = settings.get("classifier") if settings else None
+            if room is not None and isinstance(room, Mapping):
                 enabled = bool(room.get("enabled", True))
                 hold = float(room.get("hold", hold))
                 block = float(room.get("block", block))
