@@ -16,8 +16,10 @@ and the added cost per message send.
    (``guard.enabled``), both with ``[guard.rate_limits] enabled = false`` and the detectors
    switched off in the benchmark room (room settings), as the Synapse comparison lifts its
    rate limits; one sender sends the same harmless messages (chat with links, code, prices)
-   one after the other; runs alternate between the two servers; the figure is the median
-   messages/s and the added milliseconds per send.
+   one after the other; runs alternate between the two servers (10 runs each, in pairs); the
+   figures are the median messages/s, the added milliseconds per send, the added cost as the
+   median over the pairs of runs, and the servers' own CPU time per send (read from ``/proc``:
+   what the guard costs the server, less moved by other load on the machine).
 
 Goals: classifier p99 <= 5 ms; added send cost < 10 %. Prints a table, then every figure as
 one JSON object on the last line.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -240,13 +243,22 @@ async def prepare(api: Api) -> tuple[User, str]:
     return user, room
 
 
-async def send_rate(api: Api, user: User, room: str, n: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system) a process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def send_rate(api: Api, user: User, room: str, n: int, pid: int) -> tuple[float, float]:
+    """Messages per second, and the server's CPU milliseconds per message."""
     for i in range(5):
         await send(api, user, room, f"warm-up {i}")
+    c0 = cpu_seconds(pid)
     t0 = time.perf_counter()
     for i in range(n):
         await send(api, user, room, CHAT[i % len(CHAT)])
-    return n / (time.perf_counter() - t0)
+    rate = n / (time.perf_counter() - t0)
+    return rate, (cpu_seconds(pid) - c0) * 1000 / n
 
 
 async def send_cost(work: Path, n: int, runs: int) -> dict[str, Any]:
@@ -259,21 +271,34 @@ async def send_cost(work: Path, n: int, runs: int) -> dict[str, Any]:
                 await wait_ready(s, srv)
             ctx = {name: await prepare(api) for name, api in apis.items()}
             rates: dict[str, list[float]] = {"guard-on": [], "guard-off": []}
+            cpu: dict[str, list[float]] = {"guard-on": [], "guard-off": []}
+            pids = {on.name: on.proc.pid, off.name: off.proc.pid}
             for i in range(runs):
                 order = ("guard-on", "guard-off") if i % 2 == 0 else ("guard-off", "guard-on")
                 for name in order:
                     user, room = ctx[name]
-                    rates[name].append(await send_rate(apis[name], user, room, n))
+                    rate, cpu_ms = await send_rate(apis[name], user, room, n, pids[name])
+                    rates[name].append(rate)
+                    cpu[name].append(cpu_ms)
     finally:
         stop_process(on.proc)
         stop_process(off.proc)
     m_on = statistics.median(rates["guard-on"])
     m_off = statistics.median(rates["guard-off"])
+    c_on = statistics.median(cpu["guard-on"])
+    c_off = statistics.median(cpu["guard-off"])
+    # Each run of one server is paired with the other's run next to it (the machine's load
+    # drifts; a pair shares it): the added cost is the median over the pairs.
+    pairs = [(rates["guard-off"][i] / rates["guard-on"][i] - 1) for i in range(runs)]
+    cpu_pairs = [(cpu["guard-on"][i] / cpu["guard-off"][i] - 1) for i in range(runs)]
     return {
         "messages_per_run": n, "runs": runs,
         "guard_on_msgs_per_s": round(m_on, 1), "guard_off_msgs_per_s": round(m_off, 1),
         "added_ms_per_send": round(1000 / m_on - 1000 / m_off, 3),
-        "added_cost_pct": round(100 * (m_off / m_on - 1), 1),
+        "added_cost_pct": round(100 * statistics.median(pairs), 1),
+        "added_cost_pct_per_pair": [round(100 * x, 1) for x in pairs],
+        "server_cpu_ms_per_send_on": round(c_on, 3), "server_cpu_ms_per_send_off": round(c_off, 3),
+        "added_server_cpu_pct": round(100 * statistics.median(cpu_pairs), 1),
     }  # fmt: skip
 
 
@@ -294,7 +319,7 @@ def main() -> int:
         work = Path(tmp)
         whole = guard_latency(rows, 400 if args.quick else 2000, work)
         print(f"before_local_event: {whole}")
-        cost = asyncio.run(send_cost(work, 100 if args.quick else 400, 2 if args.quick else 4))
+        cost = asyncio.run(send_cost(work, 100 if args.quick else 400, 2 if args.quick else 10))
         print(f"send cost: {cost}")
     model = shipped_model()
     out = {

@@ -154,6 +154,19 @@ def test_room_switches():
     ]
 
 
+def test_changed_room_switches_take_effect_at_once():
+    # The switches are kept per settings object; new settings (a new object, as the guard
+    # makes when an admin changes them) are read again.
+    det = detectors()
+    mentions = " ".join(f"@u{i}:hs" for i in range(5))
+    det.hs.guard.settings["!r:hs"] = {"detectors": {"enabled": False}}
+    assert det.signals(msg(NOW, body=mentions)) == []
+    det.hs.guard.settings["!r:hs"] = {"detectors": {"message_flood": False}}
+    assert sources(det.signals(msg(NOW + 1, body=mentions))) == [("detector.mention_spam", "warn")]
+    det.hs.guard.settings["!r:hs"] = {"detectors": {"mention_spam": False}}
+    assert det.signals(msg(NOW + 2, body=mentions)) == []
+
+
 def test_join_wave_fires_once_then_counting_restarts():
     det = detectors()
     out = []

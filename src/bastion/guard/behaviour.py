@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from bastion.errors import limit_exceeded
@@ -49,6 +49,8 @@ __all__ = ["MAX_KEYS", "Detectors", "Windows"]
 
 #: Keys each window map remembers (users, rooms, user+room pairs, origin+room pairs).
 MAX_KEYS = 50_000
+#: Rooms whose detector switches are kept.
+_MAX_SWITCHES = 4096
 #: Body lengths remembered per room (length outliers).
 LENGTH_SAMPLES = 50
 
@@ -132,6 +134,8 @@ class Detectors:
         #: (room, user) pairs currently throttled for flooding (the start was recorded).
         self.throttled: dict[tuple[str, str], int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Per room, its detector settings and the detectors they turn off.
+        self._switches: dict[str, tuple[Mapping[str, Any], frozenset[str] | None]] = {}
 
     # ------------------------------------------------------------------------------------------
     def exempt(self, user_id: str) -> bool:
@@ -150,9 +154,19 @@ class Detectors:
         det = guard.room_settings(room_id).get("detectors")
         if not det:
             return frozenset()
-        if det.get("enabled") is False:
-            return None
-        return frozenset(k for k, v in det.items() if v is False)
+        # (kept per settings object: the guard replaces the object when the settings change)
+        hit = self._switches.get(room_id)
+        if hit is not None and hit[0] is det:
+            return hit[1]
+        off = (
+            None
+            if det.get("enabled") is False
+            else frozenset(k for k, v in det.items() if v is False)
+        )
+        if len(self._switches) >= _MAX_SWITCHES:
+            self._switches.clear()
+        self._switches[room_id] = (det, off)
+        return off
 
     def signals(self, ctx: EventContext) -> list[Signal]:
         """Observe ``ctx`` into the windows and return what the detectors say about it.

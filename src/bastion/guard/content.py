@@ -80,7 +80,7 @@ def message_texts(etype: str, content: Mapping[str, Any]) -> list[str]:
         return [t for t in (_str(content.get("name")),) if t.strip()]
     texts = _texts_of_content(content)
     new = content.get("m.new_content")
-    if isinstance(new, Mapping):
+    if new is not None and isinstance(new, Mapping):
         texts += _texts_of_content(new)
     seen: list[str] = []
     for t in texts:
@@ -91,13 +91,15 @@ def message_texts(etype: str, content: Mapping[str, Any]) -> list[str]:
 
 def score_text(
     model: Model, config: ClassifierConfig, text: str, *, hold: float, block: float,
-    explain: bool = False,
+    explain: bool = False, urls: list[str] | None = None,
 ) -> Scored:  # fmt: skip
     """The one scoring function of a text (the server and ``bastion guard score`` both call
-    it): the first ``max_chars`` characters, the configured brand list, the thresholds."""
+    it): the first ``max_chars`` characters, the configured brand list, the thresholds.
+    ``urls``: the links of those characters, when the caller has them already."""
     return model.score(
-        text[: config.max_chars], explain=explain, brands=config.brands, hold=hold, block=block
-    )
+        text[: config.max_chars], explain=explain, brands=config.brands, hold=hold, block=block,
+        urls=urls,
+    )  # fmt: skip
 
 
 class ContentClassifier:
@@ -122,22 +124,31 @@ class ContentClassifier:
         if room_id is not None:
             guard = getattr(self.hs, "guard", None)
             settings = guard.room_settings(room_id) if guard is not None else {}
-            room = settings.get("classifier") if isinstance(settings, Mapping) else None
-            if isinstance(room, Mapping):
+            room = settings.get("classifier") if settings else None
+            if room is not None and isinstance(room, Mapping):
                 enabled = bool(room.get("enabled", True))
                 hold = float(room.get("hold", hold))
                 block = float(room.get("block", block))
         return enabled, min(hold, block), block
 
     # -- scoring -----------------------------------------------------------------------------
+    def links(self, texts: list[str]) -> list[list[str]]:
+        """The links of each text (of its first ``max_chars`` characters, the part scored)."""
+        return [extract_urls(text[: self.config.max_chars]) for text in texts]
+
     def score_texts(
-        self, texts: list[str], *, hold: float, block: float, explain: bool = False
-    ) -> Scored | None:
-        """The highest-scoring of the texts (None when there is none)."""
+        self, texts: list[str], *, hold: float, block: float, explain: bool = False,
+        links: list[list[str]] | None = None,
+    ) -> Scored | None:  # fmt: skip
+        """The highest-scoring of the texts (None when there is none); ``links``: theirs
+        (:meth:`links`), when the caller has them already."""
         assert self.model is not None
+        if links is None:
+            links = self.links(texts)
         best: Scored | None = None
-        for text in texts:
-            s = score_text(self.model, self.config, text, hold=hold, block=block, explain=explain)
+        for text, urls in zip(texts, links, strict=True):
+            s = score_text(self.model, self.config, text, hold=hold, block=block,
+                           explain=explain, urls=urls)  # fmt: skip
             if best is None or s.score > best.score:
                 best = s
         return best
@@ -155,14 +166,17 @@ class ContentClassifier:
         if not enabled:
             return []
         out: list[Signal] = []
-        scored = self.score_texts(texts, hold=hold, block=block)
+        links = self.links(texts)
+        scored = self.score_texts(texts, hold=hold, block=block, links=links)
         assert scored is not None
         verdict = verdict_of(scored.score, hold, block)
         if verdict != "ok":
             # Explanations only for what is acted on (the features' names cost time).
-            scored = self.score_texts(texts, hold=hold, block=block, explain=True) or scored
+            scored = (
+                self.score_texts(texts, hold=hold, block=block, explain=True, links=links) or scored
+            )
             out.append(self._verdict_signal(scored, verdict, hold, block))
-        out += self._url_signals(ctx, texts)
+        out += self._url_signals(ctx, links)
         return out
 
     def _verdict_signal(self, scored: Scored, verdict: str, hold: float, block: float) -> Signal:
@@ -187,10 +201,10 @@ class ContentClassifier:
                           {**evidence, "shadow": True})  # fmt: skip
         return Signal("classifier", severity, scored.score, reason, evidence)
 
-    def _url_signals(self, ctx: EventContext, texts: list[str]) -> list[Signal]:
+    def _url_signals(self, ctx: EventContext, links: list[list[str]]) -> list[Signal]:
         hosts: list[str] = []
-        for text in texts:
-            for url in extract_urls(text[: self.config.max_chars]):
+        for urls in links:
+            for url in urls:
                 host = host_of(url)
                 if host and host not in hosts:
                     hosts.append(host)

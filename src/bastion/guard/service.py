@@ -24,7 +24,7 @@ policy -> action -> alert + ledger record):
   alert for warn/hold/block. Every part records its decisions through these.
 
 Cost (issue 9: p99 <= 5 ms per decision, < 10 % added send cost): the allow path reads only the
-room engine's cached head, the store's cached event rows and member lists and a bounded cache
+room engine's cached head, the store's cached event rows and a bounded cache
 of account creation times; it writes nothing.
 """
 
@@ -211,9 +211,6 @@ class GuardService:
             cache.popitem(last=False)
         return created
 
-    def _member_count(self, room_id: str) -> int:
-        return len(self.hs.store.room_members_cached(room_id).joined)
-
     def _joined_ms(self, state: Mapping[tuple[str, str], str], user_id: str) -> int | None:
         eid = state.get(("m.room.member", user_id))
         if eid is None:
@@ -241,7 +238,6 @@ class GuardService:
             encrypted_room=("m.room.encryption", "") in state,
             sender_created_ms=self._created_ms(sender),
             sender_joined_ms=self._joined_ms(state, sender),
-            room_member_count=self._member_count(room_id) if head is not None else 0,
             ip=ip,
         )  # fmt: skip
 
@@ -265,10 +261,6 @@ class GuardService:
             now_ms=self.hs.now_ms(), local=False, origin=origin,
             encrypted_room=("m.room.encryption", "") in state,
             sender_joined_ms=self._joined_ms(state, sender) if isinstance(sender, str) else None,
-            room_member_count=(
-                self._member_count(room_id) if current is not None and isinstance(room_id, str)
-                else 0
-            ),
             event_id=event_id,
         )  # fmt: skip
 

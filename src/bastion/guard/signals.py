@@ -41,7 +41,7 @@ ACTIONS: Final = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EventContext:
     """One event the guard is asked about, before it is accepted: a local user's event before it
     is built, or a federated event after its signature, hash and auth checks.
@@ -67,8 +67,6 @@ class EventContext:
     sender_created_ms: int | None = None
     #: When the sender last joined this room (None: not joined, or unknown).
     sender_joined_ms: int | None = None
-    #: How many members the room has joined.
-    room_member_count: int = 0
     #: The event ID (federated events; None for a local event not yet built).
     event_id: str | None = None
     #: The client's address (local requests, when known).
@@ -88,7 +86,7 @@ class EventContext:
         return value if isinstance(value, str) else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Signal:
     """What one check says about one event or request."""
 
@@ -116,7 +114,7 @@ class Signal:
             raise ValueError("a signal's score is between 0 and 1")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """What the guard decides about one event: ``allow``, ``warn`` (let through, recorded and
     alerted), ``hold`` (for a moderator) or ``block``; the signals behind it; the actions to
@@ -139,12 +137,17 @@ class Verdict:
         return "; ".join(s.reason for s in decisive)
 
 
+_RANK: Final = {name: i for i, name in enumerate(SEVERITIES)}
+
+
 def combine(signals: Iterable[Signal], *, enforce: bool = True) -> Verdict:
     """The verdict of a set of signals: the strongest severity wins (``info`` alone allows);
     the actions are those asked for by signals at the winning severity, in order, once each.
     ``enforce`` False (shadow mode): the same verdict, marked not enforced."""
     sigs = tuple(signals)
-    rank = {name: i for i, name in enumerate(SEVERITIES)}
+    if not sigs:
+        return Verdict("allow", (), (), enforce)
+    rank = _RANK
     top = max((rank[s.severity] for s in sigs), default=0)
     outcome = "allow" if top == 0 else SEVERITIES[top]
     actions: list[str] = []
@@ -155,7 +158,7 @@ def combine(signals: Iterable[Signal], *, enforce: bool = True) -> Verdict:
     return Verdict(outcome, ordered, tuple(actions) if top else (), enforce)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """One recorded guard decision: a row of ``guard_decisions`` and a ``guard.decision`` ledger
     record, written in one transaction (:meth:`bastion.guard.service.GuardService.record`).

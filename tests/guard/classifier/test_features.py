@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 
 from bastion.guard.classifier.features import (
     HASH_BITS,
+    char_grams,
+    char_words,
     featurize,
+    gram_bucket,
     html_to_text,
     mask,
     normalise,
     stable_hash,
     tokens,
+    word_gram_buckets,
 )
 
 
@@ -71,6 +76,28 @@ def test_featurize_shape_and_explain_names() -> None:
     assert featurize("Claim your FREE airdrop").names == {}
 
 
+def test_vectorised_gram_buckets_equal_the_scalar_hash() -> None:
+    # The server hashes all n-grams of a message at once (numpy); explanations and this test
+    # hash one n-gram at a time. Both must give the same buckets, for any code point.
+    rnd = random.Random(7)
+    alphabet = "abcdé😀ß\u0301"
+    pool = ["a", "bb", "hello", "𝕗ree", "x\ud800y", "é" * 40]
+    pool += ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 40))) for _ in range(200)]
+    for _ in range(40):
+        words = char_words(rnd.sample(pool, rnd.randint(1, 25)))
+        for word, buckets in zip(words, word_gram_buckets(words), strict=True):
+            expected = sorted({gram_bucket(g) for g in char_grams(word)})
+            assert buckets.tolist() == expected, word
+
+
+def test_character_grams_come_once_per_distinct_word() -> None:
+    assert char_words(["free", "money", "free", "zzurl", "x" * 50]) == ["free", "money", "x" * 32]
+    # Repeating a message's words does not make its features louder: every value stays below
+    # its block's weight, however long the repetition.
+    f = featurize("win " * 2000 + "free money " * 500)
+    assert max(f.values) <= 1.0
+
+
 def test_empty_and_hostile_text() -> None:
     assert featurize("").indices == ()
     f = featurize("\u202e" * 50 + "\x00" * 10 + "a" * 5000)
@@ -104,3 +131,32 @@ def test_a_lone_surrogate_is_hashed_not_raised() -> None:
     # No event can carry one (the server's JSON parser refuses them), but the pure function
     # never raises on any str.
     assert featurize("free \ud800 money").indices
+
+
+def test_a_full_word_cache_is_emptied_without_losing_a_message(monkeypatch) -> None:
+    import bastion.guard.classifier.features as F
+
+    monkeypatch.setattr(F, "_MAX_WORD_GRAMS", 3)
+    monkeypatch.setattr(F, "_WORD_GRAMS", {})
+    expected = {
+        w: sorted({gram_bucket(g) for g in char_grams(w)}) for w in ["ab", "cd", "ef", "gh"]
+    }
+    for words in (["ab", "cd"], ["ab", "ef", "gh"], ["cd", "ab"]):
+        got = word_gram_buckets(words)
+        assert [g.tolist() for g in got] == [expected[w] for w in words]
+        assert len(F._WORD_GRAMS) <= 3
+
+
+def test_links_found_by_the_caller_mask_as_a_second_search_would() -> None:
+    from bastion.guard.classifier.urls import extract_urls
+
+    texts = [
+        "see HTTPS://Example.COM/Path?X=1). and WWW.Foo.Bar/baz, ok",
+        "two  spaces https://a.example/x",  # not single-spaced: searched again
+        "ping @alice:example.org about https://b.example",  # a Matrix ID: searched again
+        "Café https://c.example/é",  # not ASCII: searched again
+        "hxxps://EVIL.example/Login and bit.ly/abc (https://a.b/c_(d))",
+        "no links here, $12.50 each",
+    ]
+    for text in texts:
+        assert mask(text, extract_urls(text)) == mask(text), text

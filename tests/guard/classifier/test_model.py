@@ -112,6 +112,41 @@ def test_scores_are_deterministic_and_explain_does_not_change_them() -> None:
         assert 0.0 <= a.score <= 1.0
 
 
+def test_the_fast_score_is_the_model_on_the_feature_vector() -> None:
+    # Scoring sums the weights block by block, with each word's n-gram weights summed once
+    # and kept; training and explanations use featurize's vector. Both must give one score,
+    # the first time a word is seen and the next.
+    from bastion.guard.classifier.features import featurize
+
+    rng = np.random.default_rng(3)
+    model = Model(rng.normal(size=1 << HASH_BITS).astype(np.float32), -0.5, 0.9, 0.99)
+    texts = SPAM + HAM + ["", "x", "a" * 5000, "free free free money", "Café 𝕗𝕣𝕖𝕖 ß"]
+    for _ in range(2):
+        for text in texts:
+            f = featurize(text)
+            z = model.bias + sum(
+                float(model.weights[i]) * v for i, v in zip(f.indices, f.values, strict=True)
+            )
+            expected = 1.0 / (1.0 + np.exp(-z))
+            assert model.model_score(text)[0] == pytest.approx(expected, abs=1e-9), text
+            assert model.model_score(text, explain=True)[0] == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_full_cache_of_word_sums_is_emptied_without_losing_a_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import bastion.guard.classifier.model as M
+
+    rng = np.random.default_rng(5)
+    model = Model(rng.normal(size=1 << HASH_BITS).astype(np.float32), 0.0, 0.9, 0.99)
+    texts = ["alpha beta", "alpha gamma delta", "beta alpha"]
+    expected = [model.model_score(t)[0] for t in texts]
+    monkeypatch.setattr(M, "_MAX_CACHED", 3)
+    fresh = Model(model.weights, 0.0, 0.9, 0.99)
+    assert [fresh.model_score(t)[0] for t in texts] == expected
+    assert len(fresh._word_sums) <= 3
+
+
 def test_model_refuses_bad_shapes_and_thresholds() -> None:
     with pytest.raises(ValueError):
         Model(np.zeros(10, dtype=np.float32), 0.0, 0.5, 0.9)

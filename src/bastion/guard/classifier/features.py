@@ -3,22 +3,31 @@
 A message becomes a sparse vector of hashed features in ``2**HASH_BITS`` buckets:
 
 - ``w:`` word unigrams and ``b:`` word bigrams of the normalised, masked text;
-- ``c:`` character 3- to 5-grams of each masked word (with word boundaries), which survive the
-  respelling scam campaigns use between copies;
+- character 3- to 5-grams of each distinct masked word (with word boundaries), which survive
+  the respelling scam campaigns use between copies;
 - ``m:`` message-level cues: length, capitals, exclamation marks, how many links, shorteners,
-  handles, money amounts, phone numbers, wallet addresses, code.
+  handles, money amounts, phone numbers, wallet addresses, code; and ``u:`` link features:
+  each link's registrable domain, its TLD, whether it is a shortener, an IDN, a well-known
+  domain.
 
 Normalisation: NFKC (mathematical/"fancy" letters become plain ones), look-alike Cyrillic and
 Greek letters inside Latin words folded to Latin, lower case; then links, e-mail addresses,
 ``@handles``, Matrix IDs, money amounts, phone numbers, wallet addresses and numbers are masked
 to placeholder words (``zzurl``, ``zzhandle``, ``zzmoney`` ...) so one campaign with a different
-link or amount looks the same. Each link also adds ``u:`` features: its registrable domain, its
-TLD and whether it is a shortener.
+link or amount looks the same.
 
-The hash is CRC-32 of the feature's name (UTF-8) — the same in every process, unlike Python's
-``hash``. The low bits pick the bucket, the top bit the sign (signed hashing keeps collisions
-from adding up). Each block (words, characters, URL/meta cues) is L2-normalised on its own and
-weighted by :data:`BLOCK_WEIGHTS`.
+Every feature is binary (a distinct name, or an n-gram of a distinct word: repeating words
+adds nothing). Each block (words, characters, cues) is scaled by its weight in
+:data:`BLOCK_WEIGHTS` over the square root of its number of features (its L2 norm).
+A named feature's bucket is the low bits of CRC-32 of its name (UTF-8); a character n-gram's
+bucket is the top bits of a polynomial hash of its code points, computed for all n-grams of
+many words at once with numpy (:func:`word_gram_buckets`). Both are the same in every process,
+unlike Python's ``hash``.
+
+Scoring (:meth:`bastion.guard.classifier.model.Model.model_score`) needs only :func:`analyse`
+(the names and words) and sums the weights block by block, keeping each name's weight and each
+word's summed n-gram weights; :func:`featurize` builds the vector itself, for training and
+explanations. Both give one score.
 """
 
 from __future__ import annotations
@@ -26,12 +35,15 @@ from __future__ import annotations
 import html
 import math
 import re
+import string
 import unicodedata
 import zlib
-from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
+
+import numpy as np
+import numpy.typing as npt
 
 from bastion.guard.classifier.urls import (
     DEFAULT_KNOWN_DOMAINS,
@@ -44,10 +56,19 @@ from bastion.guard.classifier.urls import (
 
 __all__ = [
     "BLOCK_WEIGHTS",
+    "CHAR_NGRAMS",
     "FEATURES_VERSION",
     "HASH_BITS",
+    "Analysed",
     "Features",
+    "analyse",
+    "block_scales",
+    "char_grams",
+    "char_words",
     "featurize",
+    "gram_bucket",
+    "name_bucket",
+    "word_gram_buckets",
     "html_to_text",
     "mask",
     "normalise",
@@ -56,9 +77,22 @@ __all__ = [
 ]
 
 #: Bumped whenever the features change: the shipped weights record the version they need.
-FEATURES_VERSION: Final = 1
+FEATURES_VERSION: Final = 2
 HASH_BITS: Final = 18
 _MASK: Final = (1 << HASH_BITS) - 1
+#: The lengths of the character n-grams (within words).
+CHAR_NGRAMS: Final = (3, 4, 5)
+_M64: Final = (1 << 64) - 1
+#: The character n-gram hash: seed, multiplier (the 64-bit FNV prime) and the Fibonacci mixer.
+_GRAM_SEED: Final = 0x243F6A8885A308D3
+_GRAM_P: Final = 1099511628211
+_GRAM_MIX: Final = 0x9E3779B97F4A7C15
+_GRAM_P_U64: Final = np.uint64(_GRAM_P)
+_GRAM_SEED_P_U64: Final = np.uint64((_GRAM_SEED * _GRAM_P) & _M64)
+_GRAM_MIX_U64: Final = np.uint64(_GRAM_MIX)
+_GRAM_SHIFT: Final = np.uint64(64 - HASH_BITS)
+_EMPTY: Final[npt.NDArray[np.int64]] = np.zeros(0, dtype=np.int64)
+_EMPTY_F: Final[npt.NDArray[np.float64]] = np.zeros(0, dtype=np.float64)
 #: Weight of each block after its own L2 normalisation.
 BLOCK_WEIGHTS: Final = {"w": 1.0, "c": 0.8, "m": 0.6}
 
@@ -72,7 +106,6 @@ _LATIN_LOOKALIKE: Final = {
     "ᴛ": "t", "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z",
 }  # fmt: skip
 
-_WS: Final = re.compile(r"\s+")
 #: The most HTML read from one ``formatted_body`` (an event is at most 64 KiB anyway).
 MAX_HTML: Final = 65_536
 _TAG: Final = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9\-]{0,31})([^<>]*)>")
@@ -98,6 +131,7 @@ _MONEY: Final = re.compile(
     r"|naira|baht)\b)"
 )
 _PHONE: Final = re.compile(r"(?<![\w+])\+?\d[\d \-()]{7,18}\d(?![\w])")
+_DIGIT: Final = re.compile(r"\d")
 _NUMBER: Final = re.compile(r"\d+(?:[.,]\d+)*")
 _CASHTAG: Final = re.compile(r"\$[a-z][a-z0-9]{1,9}\b")
 _WORD: Final = re.compile(r"zz[a-z]+[0-9]?|[a-z][a-z'’]*[a-z]|[a-z]|[^\w\s]")
@@ -148,29 +182,50 @@ def normalise(text: str) -> str:
         text = "".join(_fold_letter(c) for c in text)
         decomposed = unicodedata.normalize("NFKD", text)
         text = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return _WS.sub(" ", text).strip()
+    return " ".join(text.split())
 
 
-def mask(text: str) -> tuple[str, list[str]]:
+def mask(text: str, links: list[str] | None = None) -> tuple[str, list[str]]:
     """The normalised text with links, addresses, handles, amounts and numbers replaced by
-    placeholder words, and the links found (as :func:`extract_urls` returns them)."""
-    norm = _MXID.sub(" zzmxid ", normalise(text))
-    urls = extract_urls(norm)
+    placeholder words, and the links found (as :func:`extract_urls` returns them). A pattern
+    is run only when the character it needs is in the text (a link needs a dot, an address or
+    handle ``@``, an amount or number a digit; no placeholder has a digit).
+
+    ``links``: the links of ``text`` itself (``extract_urls(text)``), when the caller has them.
+    Normalising an ASCII text without ``@`` whose spaces are single only lower-cases it, and
+    the link pattern ignores case, so its links are then those, lower-cased: not searched
+    again."""
+    norm = normalise(text)
+    at = "@" in norm
+    if at:
+        norm = _MXID.sub(" zzmxid ", norm)
+    if links is not None and not at and text.isascii() and norm == text.lower():
+        urls = [u.lower() for u in links]
+    else:
+        urls = extract_urls(norm) if "." in norm else []
     for url in sorted(set(urls), key=len, reverse=True):
         norm = norm.replace(url, " zzurl ")
-    norm = norm.replace("https:// ", " zzurl ").replace("http:// ", " zzurl ")
-    norm = _EMAIL.sub(" zzemail ", norm)
-    norm = _HANDLE.sub(" zzhandle ", norm)
-    norm = _HASHTAG.sub(" zzhashtag ", norm)
-    norm = _ETH.sub(" zzwallet ", norm)
-    norm = _B58.sub(
-        lambda m: " zzwallet " if any(c.isdigit() for c in m.group()) else m.group(), norm
-    )
-    norm = _CASHTAG.sub(" zzcashtag ", norm)
-    norm = _MONEY.sub(" zzmoney ", norm)
-    norm = _PHONE.sub(" zzphone ", norm)
-    norm = _NUMBER.sub(lambda m: f" zznum{min(len(m.group()), 5)} ", norm)
-    return _WS.sub(" ", norm).strip(), urls
+    if "// " in norm:
+        norm = norm.replace("https:// ", " zzurl ").replace("http:// ", " zzurl ")
+    if at:
+        norm = _EMAIL.sub(" zzemail ", norm)
+        norm = _HANDLE.sub(" zzhandle ", norm)
+    if "#" in norm:
+        norm = _HASHTAG.sub(" zzhashtag ", norm)
+    digit = _DIGIT.search(norm) is not None
+    if digit:
+        if "0x" in norm:
+            norm = _ETH.sub(" zzwallet ", norm)
+        norm = _B58.sub(
+            lambda m: " zzwallet " if any(c.isdigit() for c in m.group()) else m.group(), norm
+        )
+    if "$" in norm:
+        norm = _CASHTAG.sub(" zzcashtag ", norm)
+    if digit:
+        norm = _MONEY.sub(" zzmoney ", norm)
+        norm = _PHONE.sub(" zzphone ", norm)
+        norm = _NUMBER.sub(lambda m: f" zznum{min(len(m.group()), 5)} ", norm)
+    return " ".join(norm.split()), urls
 
 
 def tokens(masked: str) -> list[str]:
@@ -179,44 +234,140 @@ def tokens(masked: str) -> list[str]:
 
 
 def stable_hash(name: str) -> int:
-    """CRC-32 of the feature name: the same in every process and on every platform."""
+    """CRC-32 of a feature name: the same in every process and on every platform."""
     # (surrogatepass: a lone surrogate, which no event can carry, hashes instead of raising)
     return zlib.crc32(name.encode("utf-8", "surrogatepass"))
 
 
-def _bucket(n: int) -> str:
-    return "0" if n == 0 else "1" if n == 1 else "2" if n == 2 else "3+"
+@lru_cache(maxsize=32_768)
+def name_bucket(name: str) -> int:
+    """The bucket of a named feature (word, bigram, cue): the low bits of its
+    :func:`stable_hash` (cached: names recur from message to message)."""
+    return stable_hash(name) & _MASK
 
 
-def _meta(raw: str, masked: str, urls: list[str]) -> list[str]:
-    out: list[str] = []
-    n = len(raw)
-    out.append("len:" + ("<20" if n < 20 else "<60" if n < 60 else "<160" if n < 160 else "160+"))
-    letters = [c for c in raw if c.isalpha()]
-    if len(letters) >= 10:
-        caps = sum(1 for c in letters if c.isupper()) / len(letters)
-        out.append("caps:" + ("lo" if caps < 0.2 else "mid" if caps < 0.5 else "hi"))
-    out.append("excl:" + _bucket(min(raw.count("!"), 3)))
-    out.append("urls:" + _bucket(len(urls)))
-    hosts = [host_of(u) for u in urls]
-    if any(is_shortener(h) for h in hosts if h):
-        out.append("shortener")
-    if any(u.lower().startswith("http://") for u in urls):
-        out.append("http")
-    for place in ("zzhandle", "zzmoney", "zzphone", "zzwallet", "zzemail", "zzcashtag", "zzmxid"):
-        if place in masked:
-            out.append("has:" + place)
-    if "`" in raw or "{" in raw or "=>" in raw or "();" in raw:
-        out.append("code")
-    emoji = len(_EMOJI.findall(raw))
-    out.append("emoji:" + _bucket(min(emoji, 3)))
+def gram_bucket(gram: str) -> int:
+    """The bucket of one character n-gram, computed as :func:`char_buckets` computes it for
+    every n-gram of a text at once: a polynomial hash of the code points modulo 2**64
+    (seeded by :data:`_GRAM_SEED`), mixed by a Fibonacci multiplication, its top bits."""
+    h = _GRAM_SEED
+    for ch in gram:
+        h = (h * _GRAM_P + ord(ch)) & _M64
+    return ((h * _GRAM_MIX) & _M64) >> (64 - HASH_BITS)
+
+
+def char_words(words: list[str]) -> list[str]:
+    """The words whose character n-grams are features: each distinct word once (at most
+    :data:`_MAX_WORD` letters of it), placeholders (``zz...``) left out."""
+    out = [w for w in dict.fromkeys(words) if w[:2] != "zz"]
+    if out and max(map(len, out)) > _MAX_WORD:
+        out = list(dict.fromkeys([w[:_MAX_WORD] for w in out]))
     return out
 
 
-def _url_features(urls: list[str]) -> list[str]:
+def _gram_buckets_of(words: list[str]) -> list[npt.NDArray[np.int64]]:
+    """For each word, the distinct buckets of the n-grams (:data:`CHAR_NGRAMS`) of the word
+    between two spaces, vectorised over all the words at once: the rolling form of
+    :func:`gram_bucket` over the code points of ``" w1 w2 ... "``, n-grams with a space inside
+    dropped, each n-gram given to the word it starts in."""
+    text = " " + " ".join(words) + " "
+    # UTF-32 code points (surrogatepass: a lone surrogate is hashed, never raised on)
+    a = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
+    size = len(a)
+    space = np.cumsum(a == 32)
+    h = a + _GRAM_SEED_P_U64
+    parts = []
+    owners = []
+    for n in range(2, min(CHAR_NGRAMS[-1], size) + 1):
+        h = h[:-1] * _GRAM_P_U64 + a[n - 1 :]
+        if n >= CHAR_NGRAMS[0]:
+            # spaces strictly inside the n-gram starting at i: positions i+1 .. i+n-2
+            keep = space[n - 2 : size - 1] == space[: size - n + 1]
+            parts.append(h[keep])
+            # the word an n-gram starting at i belongs to: the spaces up to i+1, minus one
+            owners.append(space[1 : size - n + 2][keep])
+    if not parts:
+        return [_EMPTY for _ in words]
+    buckets = ((np.concatenate(parts) * _GRAM_MIX_U64) >> _GRAM_SHIFT).astype(np.int64)
+    owner = np.concatenate(owners).astype(np.int64) - 1
+    # sort by (word, bucket), drop repeats, cut per word
+    key = owner * (1 << HASH_BITS) + buckets
+    key.sort()
+    if len(key) > 1:
+        key = key[np.concatenate(([True], key[1:] != key[:-1]))]
+    owner = key >> HASH_BITS
+    cuts = np.searchsorted(owner, np.arange(1, len(words)))
+    return [part & _MASK for part in np.split(key, cuts)]
+
+
+#: Per word, the buckets of its n-grams (bounded: cleared when full; words recur).
+_WORD_GRAMS: dict[str, npt.NDArray[np.int64]] = {}
+_MAX_WORD_GRAMS: Final = 32_768
+
+
+def word_gram_buckets(words: list[str], *, cache: bool = True) -> list[npt.NDArray[np.int64]]:
+    """For each word (as :func:`char_words` gives them), the distinct buckets of its
+    character n-grams: from the cache, the words not in it computed together (and kept,
+    unless ``cache`` is false: a caller keeping its own sums per word)."""
+    if not cache:
+        return _gram_buckets_of(words) if words else []
+    kept = _WORD_GRAMS
+    if len(kept) + len(words) > _MAX_WORD_GRAMS:
+        kept.clear()
+    missing = [w for w in words if w not in kept]
+    if missing:
+        for w, buckets in zip(missing, _gram_buckets_of(missing), strict=True):
+            kept[w] = buckets
+    return [kept[w] for w in words]
+
+
+def char_grams(word: str) -> list[str]:
+    """The n-grams of one word between two spaces (:func:`_gram_buckets_of` hashes them), as
+    strings, for explanations and tests."""
+    text = f" {word} "
+    return [text[i : i + n] for n in CHAR_NGRAMS for i in range(len(text) - n + 1)]
+
+
+_COUNT: Final = ("0", "1", "2", "3+")
+_PLACES: Final = ("zzhandle", "zzmoney", "zzphone", "zzwallet", "zzemail", "zzcashtag", "zzmxid")
+_ASCII_LETTERS: Final = string.ascii_letters.encode("ascii")
+_ASCII_UPPER: Final = string.ascii_uppercase.encode("ascii")
+
+
+def _meta(raw: str, masked: str, urls: list[str], hosts: list[str]) -> list[str]:
+    """The message-level cues, as feature names (``m:...``)."""
+    n = len(raw)
+    out = ["m:len:" + ("<20" if n < 20 else "<60" if n < 60 else "<160" if n < 160 else "160+")]
+    ascii_only = raw.isascii()
+    if ascii_only:  # counted in C: the bytes left after deleting the letters
+        b = raw.encode("ascii")
+        letters = n - len(b.translate(None, _ASCII_LETTERS))
+        upper = n - len(b.translate(None, _ASCII_UPPER)) if letters >= 10 else 0
+    else:
+        letters = sum(map(str.isalpha, raw))
+        upper = sum(map(str.isupper, raw)) if letters >= 10 else 0
+    if letters >= 10:
+        caps = upper / letters
+        out.append("m:caps:" + ("lo" if caps < 0.2 else "mid" if caps < 0.5 else "hi"))
+    out.append("m:excl:" + _COUNT[min(raw.count("!"), 3)])
+    out.append("m:urls:" + _COUNT[min(len(urls), 3)])
+    if urls:
+        if any(is_shortener(h) for h in hosts if h):
+            out.append("m:shortener")
+        if any(u.lower().startswith("http://") for u in urls):
+            out.append("m:http")
+    if "zz" in masked:
+        out += ["m:has:" + place for place in _PLACES if place in masked]
+    if "`" in raw or "{" in raw or "=>" in raw or "();" in raw:
+        out.append("m:code")
+    emoji = 0 if ascii_only else len(_EMOJI.findall(raw))
+    out.append("m:emoji:" + _COUNT[min(emoji, 3)])
+    return out
+
+
+def _url_features(hosts: list[str]) -> list[str]:
     out: list[str] = []
-    for url in urls:
-        host = host_of(url)
+    for host in hosts:
         if not host:
             continue
         reg = registrable_domain(host)
@@ -230,83 +381,85 @@ def _url_features(urls: list[str]) -> list[str]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Analysed:
+    """One message's features before they are weighed: the distinct names of its word and
+    bigram features and of its message and URL cues, and the distinct words whose character
+    n-grams are features (:func:`word_gram_buckets`)."""
+
+    word_names: list[str]
+    meta_names: list[str]
+    char_words: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Features:
     """A sparse feature vector: bucket indices (sorted, unique) and their values, and — when
-    asked for — the name of one feature behind each bucket (for explanations)."""
+    asked for — the name of one feature behind each bucket (for explanations).
+
+    Every feature is binary: a distinct name, or an n-gram of a distinct word. Each block is
+    scaled by its weight over the square root of its number of features
+    (:func:`block_scales`; the L2 norm when no two features share a bucket); features that
+    share a bucket add up (the hashing trick)."""
 
     indices: tuple[int, ...]
     values: tuple[float, ...]
     names: dict[int, str]
 
 
-@lru_cache(maxsize=65_536)
-def _slot(name: str) -> tuple[int, float]:
-    """The bucket and the sign of a feature (cached: names recur from message to message)."""
-    h = stable_hash(name)
-    return h & _MASK, (-1.0 if h >> 31 else 1.0)
+_UNIGRAM: Final = "w:".__add__
+_BIGRAM: Final = "b:{} {}".format
 
 
-@lru_cache(maxsize=32_768)
-def _char_grams(word: str) -> tuple[str, ...]:
-    """The character 3- to 5-grams of a word padded with spaces (at most :data:`_MAX_WORD`
-    letters of it)."""
-    padded = f" {word[:_MAX_WORD]} "
-    return tuple(padded[i : i + n] for n in (3, 4, 5) for i in range(len(padded) - n + 1))
+def analyse(text: str, links: list[str] | None = None) -> Analysed:
+    """Normalise, mask and tokenise one message's text into :class:`Analysed` (``links``: as
+    :func:`mask` takes them)."""
+    if not text.strip():
+        return Analysed([], [], [])
+    masked, urls = mask(text, links)
+    toks = _WORD.findall(masked)
+    words = [t for t in toks if t[0].isalpha()]
+    # (built by C-level maps: this runs for every message)
+    word_names = list(map(_UNIGRAM, dict.fromkeys(toks)))
+    word_names += dict.fromkeys(map(_BIGRAM, words, words[1:]))
+    hosts = [host_of(u) for u in urls]
+    meta_names = _meta(text, masked, urls, hosts)
+    if urls:
+        meta_names = list(dict.fromkeys(meta_names + _url_features(hosts)))
+    return Analysed(word_names, meta_names, char_words(words))
 
 
-#: Per block prefix, each feature name's (bucket, sign): :func:`_slot` without building the
-#: prefixed name again (names recur from message to message; bounded).
-_SLOTS: dict[str, dict[str, tuple[int, float]]] = {}
-_MAX_SLOTS_PER_BLOCK: Final = 200_000
-
-
-def _add_block(
-    acc: dict[int, float], names: dict[int, str] | None, prefix: str, items: list[str]
-) -> None:
-    # Dicts keep insertion order: every sum below runs in the same order in every process
-    # (never iterate a set here: its order follows the per-process string hash seed). A
-    # Counter is a dict counting in C, in the order items first appear.
-    counts = Counter(items)
-    if not counts:
-        return
-    log = math.log
-    vals = [(k, 1.0 + log(v) if v > 1 else 1.0) for k, v in counts.items()]
-    norm = math.sqrt(sum([v * v for _, v in vals]))
-    scale = BLOCK_WEIGHTS[prefix] / norm
-    head = prefix + ":"
-    get = acc.get
-    slots = _SLOTS.setdefault(prefix, {})
-    for name, v in vals:
-        slot = slots.get(name)
-        if slot is None:
-            slot = _slot(head + name)
-            if len(slots) < _MAX_SLOTS_PER_BLOCK:
-                slots[name] = slot
-        idx, sign = slot
-        acc[idx] = get(idx, 0.0) + sign * v * scale
-        if names is not None and idx not in names:
-            names[idx] = f"chars:{name.replace(' ', '_')}" if prefix == "c" else name
+def block_scales(n_words: int, n_chars: int, n_meta: int) -> tuple[float, float, float]:
+    """The value of each feature of the word, character and cue blocks of a message with
+    that many features in each: the block's weight over the square root of the count."""
+    return (
+        BLOCK_WEIGHTS["w"] / math.sqrt(n_words) if n_words else 0.0,
+        BLOCK_WEIGHTS["c"] / math.sqrt(n_chars) if n_chars else 0.0,
+        BLOCK_WEIGHTS["m"] / math.sqrt(n_meta) if n_meta else 0.0,
+    )
 
 
 def featurize(text: str, *, explain: bool = False) -> Features:
     """The feature vector of one message's text (empty for blank text)."""
-    if not text.strip():
+    an = analyse(text)
+    grams = word_gram_buckets(an.char_words)
+    n_chars = sum(len(g) for g in grams)
+    n_words, n_meta = len(an.word_names), len(an.meta_names)
+    if not (n_words or n_meta or n_chars):
         return Features((), (), {})
-    masked, urls = mask(text)
-    toks = tokens(masked)
-    words = [t for t in toks if t[0].isalpha()]
-    word_items = ["w:" + t for t in toks]
-    word_items += ["b:" + a + " " + b for a, b in zip(words, words[1:], strict=False)]
-    char_items: list[str] = []
-    for w in dict.fromkeys(words):  # each distinct word once, in order of appearance
-        if not w.startswith("zz"):
-            char_items.extend(_char_grams(w))
-    meta_items = ["m:" + m for m in _meta(text, masked, urls)] + _url_features(urls)
-    acc: dict[int, float] = {}
-    names: dict[int, str] | None = {} if explain else None
-    _add_block(acc, names, "w", word_items)
-    _add_block(acc, names, "c", char_items)
-    _add_block(acc, names, "m", meta_items)
-    order = sorted(acc)
-    return Features(tuple(order), tuple([acc[i] for i in order]), names or {})
+    sw, sc, sm = block_scales(n_words, n_chars, n_meta)
+    buckets = np.concatenate(
+        [np.array([name_bucket(n) for n in an.word_names], dtype=np.int64), *grams,
+         np.array([name_bucket(n) for n in an.meta_names], dtype=np.int64)]
+    )  # fmt: skip
+    values = np.repeat([sw, sc, sm], [n_words, n_chars, n_meta])
+    order, inverse = np.unique(buckets, return_inverse=True)
+    sums = np.bincount(inverse, weights=values, minlength=len(order))
+    names: dict[int, str] = {}
+    if explain:
+        for name in an.meta_names + an.word_names:
+            names.setdefault(name_bucket(name), name)
+        for word in an.char_words:
+            for gram in char_grams(word):
+                names.setdefault(gram_bucket(gram), "chars:" + gram.replace(" ", "_"))
+    return Features(tuple(order.tolist()), tuple(sums.tolist()), names)

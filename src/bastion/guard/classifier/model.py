@@ -28,7 +28,15 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from bastion.guard.classifier.features import FEATURES_VERSION, HASH_BITS, featurize
+from bastion.guard.classifier.features import (
+    FEATURES_VERSION,
+    HASH_BITS,
+    analyse,
+    block_scales,
+    featurize,
+    name_bucket,
+    word_gram_buckets,
+)
 from bastion.guard.classifier.urls import DEFAULT_BRANDS, extract_urls, url_findings
 
 __all__ = [
@@ -49,9 +57,12 @@ STRONG_URL_RULES: Final = frozenset({"homograph", "userinfo"})
 #: name with lure words: precise, but "gooogle" can be a joke) ...
 HOLD_URL_RULES: Final = frozenset({"lookalike", "brand_words"})
 #: ... and the rest only add a reason (a shortener hides the destination; ham uses them too).
+#: The most feature names and words whose weights a model keeps (each; about 100 bytes an
+#: entry).
+_MAX_CACHED: Final = 65_536
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Scored:
     """One message's score (0..1), the model's own score, and the reasons (strongest first):
     each a short string naming a feature (``feature w:claim (+0.41)``) or a URL rule."""
@@ -76,18 +87,71 @@ class Model:
         self.bias = float(bias)
         self.hold = float(hold)
         self.block = float(block)
+        self._w64 = weights.astype(np.float64)
+        #: Per feature name, its weight; per word, the sum of the weights of its character
+        #: n-grams and how many there are (bounded: cleared when full; names and words recur
+        #: from message to message).
+        self._name_weights: dict[str, float] = {}
+        self._word_sums: dict[str, float] = {}
+        self._word_counts: dict[str, int] = {}
 
-    def model_score(self, text: str, *, explain: bool = False) -> tuple[float, list[str]]:
-        """The linear model's score of ``text`` and (with ``explain``) its top features."""
-        f = featurize(text, explain=explain)
+    def _names_sum(self, names: list[str]) -> float:
+        """The summed weights of distinct feature names."""
+        weights = self._name_weights
+        try:
+            return sum(map(weights.__getitem__, names))
+        except KeyError:
+            if len(weights) + len(names) > _MAX_CACHED:
+                weights.clear()
+            w64 = self._w64
+            for name in names:
+                if name not in weights:
+                    weights[name] = float(w64[name_bucket(name)])
+            return sum(map(weights.__getitem__, names))
+
+    def _char_sums(self, words: list[str]) -> tuple[float, int]:
+        """The summed weights of the words' character n-grams and their number."""
+        sums, counts = self._word_sums, self._word_counts
+        try:
+            return sum(map(sums.__getitem__, words)), sum(map(counts.__getitem__, words))
+        except KeyError:
+            if len(sums) + len(words) > _MAX_CACHED:
+                sums.clear()
+                counts.clear()
+            missing = [w for w in words if w not in sums]
+            w64 = self._w64
+            for word, buckets in zip(missing, word_gram_buckets(missing, cache=False), strict=True):
+                sums[word] = float(w64[buckets].sum())
+                counts[word] = len(buckets)
+            return sum(map(sums.__getitem__, words)), sum(map(counts.__getitem__, words))
+
+    def model_score(
+        self, text: str, *, explain: bool = False, links: list[str] | None = None
+    ) -> tuple[float, list[str]]:
+        """The linear model's score of ``text`` and (with ``explain``) its top features. The
+        score is the model's on :func:`featurize`'s vector, summed block by block. ``links``:
+        the text's links (:func:`extract_urls`), when the caller has them already."""
+        if explain:
+            return self._explained(text)
+        an = analyse(text, links)
+        char_sum, n_chars = self._char_sums(an.char_words)
+        sw, sc, sm = block_scales(len(an.word_names), n_chars, len(an.meta_names))
+        z = (
+            self.bias
+            + sc * char_sum
+            + sw * self._names_sum(an.word_names)
+            + sm * self._names_sum(an.meta_names)
+        )
+        return _sigmoid(z), []
+
+    def _explained(self, text: str) -> tuple[float, list[str]]:
+        f = featurize(text, explain=True)
         if not f.indices:
             return _sigmoid(self.bias), []
         idx = np.fromiter(f.indices, dtype=np.int64, count=len(f.indices))
         vals = np.fromiter(f.values, dtype=np.float64, count=len(f.values))
-        contrib = self.weights[idx].astype(np.float64) * vals
+        contrib = self._w64[idx] * vals
         score = _sigmoid(float(contrib.sum()) + self.bias)
-        if not explain:
-            return score, []
         order = np.argsort(-contrib, kind="stable")[:5]
         reasons = [
             f"feature {f.names.get(int(idx[i]), '?')} ({contrib[i]:+.2f})"
@@ -104,15 +168,17 @@ class Model:
         brands: Iterable[str] = DEFAULT_BRANDS,
         hold: float | None = None,
         block: float | None = None,
+        urls: list[str] | None = None,
     ) -> Scored:
         """The score of one message's text: the model's score, raised above the ``block``
         threshold when a strong URL rule fires (:data:`STRONG_URL_RULES`) and above ``hold``
         when a hold rule does (:data:`HOLD_URL_RULES`); with the reasons (URL rules first).
-        ``hold``/``block``: the thresholds in force (default: the model's)."""
+        ``hold``/``block``: the thresholds in force (default: the model's); ``urls``: the
+        text's links (:func:`extract_urls`) when the caller has them already."""
         hold = self.hold if hold is None else hold
         block = self.block if block is None else block
-        mscore, feats = self.model_score(text, explain=explain)
-        rules, url_texts = url_reasons(text, brands)
+        mscore, feats = self.model_score(text, explain=explain, links=urls)
+        rules, url_texts = url_reasons(text, brands, urls)
         fired = {r.split(":", 1)[0] for r in rules}
         score = mscore
         if fired & STRONG_URL_RULES:
@@ -132,12 +198,15 @@ def verdict_of(score: float, hold: float, block: float) -> str:
     return "ok"
 
 
-def url_reasons(text: str, brands: Iterable[str] = DEFAULT_BRANDS) -> tuple[list[str], list[str]]:
-    """The URL rules firing in ``text``: as ``rule:host`` codes and as sentences."""
+def url_reasons(
+    text: str, brands: Iterable[str] = DEFAULT_BRANDS, urls: list[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """The URL rules firing in ``text``: as ``rule:host`` codes and as sentences. ``urls``:
+    the text's links when the caller has them already (:func:`extract_urls` of ``text``)."""
     codes: list[str] = []
     texts: list[str] = []
     brand_list = list(brands)
-    for url in extract_urls(text):
+    for url in extract_urls(text) if urls is None else urls:
         for finding in url_findings(url, brand_list):
             code = f"{finding.rule}:{finding.host}"
             if code not in codes:

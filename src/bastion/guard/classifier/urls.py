@@ -117,10 +117,17 @@ def _trim(url: str) -> str:
     return url
 
 
+#: Where a link's authority ends; a link's scheme.
+_PATH_START: Final = re.compile(r"[/?#\\]")
+_SCHEME: Final = re.compile(r"^[a-z]+://", re.IGNORECASE)
+
+
 def extract_urls(text: str) -> list[str]:
     """The links in ``text``, in order of appearance (every occurrence). A link found with a
     scheme is returned as written (a space after ``://`` removed); a ``www.`` or bare host link
     as written, without a scheme."""
+    if "." not in text:
+        return []  # every link's host has a dot
     out: list[str] = []
     for m in _URL_RE.finditer(text):
         if m.group("scheme") is not None:
@@ -146,7 +153,7 @@ def host_of(url: str) -> str:
         if low.startswith(prefix):
             rest = rest[len(prefix) :]
             break
-    rest = re.split(r"[/?#\\]", rest, maxsplit=1)[0]
+    rest = _PATH_START.split(rest, maxsplit=1)[0]
     rest = rest.rsplit("@", 1)[-1]  # user-info ("https://paypal.com@evil.example/")
     if rest.startswith("["):
         return ""  # an IPv6 literal: no domain rules apply
@@ -191,7 +198,22 @@ def registrable_domain(host: str) -> str:
 
 
 def _under(host: str, domains: Iterable[str]) -> bool:
-    return any(host == d or host.endswith("." + d) for d in domains)
+    """Whether ``host`` is one of ``domains`` or a subdomain of one: each of its suffixes at a
+    dot looked up in the set of them (a tuple's set is built once)."""
+    wanted = _domain_set(domains) if isinstance(domains, tuple) else frozenset(domains)
+    if host in wanted:
+        return True
+    dot = host.find(".")
+    while dot != -1:
+        if host[dot + 1 :] in wanted:
+            return True
+        dot = host.find(".", dot + 1)
+    return False
+
+
+@lru_cache(maxsize=64)
+def _domain_set(domains: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(domains)
 
 
 def is_shortener(host: str) -> bool:
@@ -381,8 +403,8 @@ def url_findings(url: str, brands: Iterable[str] = DEFAULT_BRANDS) -> list[Domai
     user name that looks like a host (``https://paypal.com@evil.example/``)."""
     host = host_of(url)
     findings = domain_findings(host, brands)
-    authority = re.sub(r"^[a-z]+://", "", url, flags=re.IGNORECASE)
-    authority = re.split(r"[/?#\\]", authority, maxsplit=1)[0]
+    authority = _SCHEME.sub("", url)
+    authority = _PATH_START.split(authority, maxsplit=1)[0]
     if host and "@" in authority and "." in authority.rsplit("@", 1)[0]:
         findings.append(DomainFinding("userinfo", host))
     return findings
