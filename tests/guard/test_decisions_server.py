@@ -380,6 +380,33 @@ def test_reversing_a_cooling_reopens_the_room_now(server, client):
     assert "reversal of guard decision" in lifts[0]["reason"]
 
 
+def test_retries_racing_the_first_hold_wait_for_its_decision(server, room):
+    """Retries of a held event that arrive while its decision is still being written get the
+    same 403 as the first attempt, and no second decision is made."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    alice, _bob, room_id = room
+    guard = server.hs.guard
+    record = guard.record
+
+    async def slow_record(decision):
+        await asyncio.sleep(0.3)  # the retries arrive while this one is written
+        return await record(decision)
+
+    guard.record = slow_record
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: send(alice, room_id, "HOLD", txn="t-race"), range(4)))
+    finally:
+        guard.record = record
+    assert {(a.status, a.body["errcode"], a.body["error"]) for a in answers} == {
+        (answers[0].status, "M_FORBIDDEN", answers[0].body["error"])
+    }
+    assert answers[0].status == 403
+    assert len(decisions(server, status="held")) == 1
+
+
 def test_a_retried_held_event_finds_its_decision(server, room):
     """A client retrying a held event with the same transaction ID gets the same 403 (the
     same decision), and no second held decision is made; after a rejection it stays refused."""

@@ -182,6 +182,9 @@ class GuardService:
         #: (sender, *txn) of the held or rejected local events (loaded on first use, then kept
         #: as holds are made): a retry is looked up only when it is one of them.
         self._held_txns: set[tuple[str, ...]] | None = None
+        #: (sender, *txn) of the local events whose hold is being written, and the answer to
+        #: give once it is (None: it was not written).
+        self._holding: dict[tuple[str, ...], asyncio.Future[str | None]] = {}
         self.alerts = Alerts(hs)
         self.limits = RateLimits(hs)
         self.login = LoginDefence(hs)
@@ -321,6 +324,13 @@ class GuardService:
             return
         if txn is not None:
             self._refuse_held_retry(sender, txn)
+            pending = self._holding.get((sender, *txn))
+            if pending is not None:
+                # The same transaction is being held right now (a retry that came before the
+                # first attempt's decision was written): the first attempt's answer.
+                answer = await asyncio.shield(pending)
+                if answer is not None:
+                    raise forbidden(answer)
         ctx = self.local_context(sender, room_id, etype, content, state_key, ip=ip)
         self.limits.require_local_event(ctx)
         verdict = combine(self.content_signals(ctx), enforce=self.config.enforce)
@@ -365,14 +375,30 @@ class GuardService:
                 "txn": list(txn) if txn is not None else None,
             }  # fmt: skip
             decision = Decision.of(verdict, ctx, status="held", held=held)
-            decision_id = await self.record(decision)
-            if txn is not None and self._held_txns is not None:
-                self._held_txns.add((ctx.sender, *txn))
-            if verdict.actions:
-                await self.actions.carry_out(decision_id, decision, ctx)
-            raise forbidden(
+            key = (ctx.sender, *txn) if txn is not None else None
+            pending: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+            if key is not None:
+                # Taken before the first await: a retry of this transaction arriving while the
+                # decision is written waits for its answer instead of making a second one.
+                self._holding[key] = pending
+            try:
+                decision_id = await self.record(decision)
+            except BaseException:
+                pending.set_result(None)  # (a waiting retry is judged on its own)
+                if key is not None:
+                    self._holding.pop(key, None)
+                raise
+            answer = (
                 f"this event is held for review by a moderator (decision {decision_id}): {reason}"
             )
+            pending.set_result(answer)
+            if key is not None:
+                self._holding.pop(key, None)
+                if self._held_txns is not None:
+                    self._held_txns.add(key)
+            if verdict.actions:
+                await self.actions.carry_out(decision_id, decision, ctx)
+            raise forbidden(answer)
         decision = Decision.of(verdict, ctx, status="done", held=None)
         decision_id = await self.record(decision)
         if verdict.actions:

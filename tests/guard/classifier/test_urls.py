@@ -104,3 +104,16 @@ def test_shorteners(url: str) -> None:
 def test_known_domains() -> None:
     assert is_known_domain("docs.github.com", ["github.com"])
     assert not is_known_domain("notgithub.com", ["github.com"])
+
+
+def test_the_cheap_link_search_finds_whatever_the_link_pattern_finds() -> None:
+    # extract_urls runs its pattern only where the cheap search finds a hint of a link.
+    from bastion.guard.classifier.urls import _LINK_HINT, _URL_RE
+
+    texts = ["www.123", "WWW.X", "ſ.ſſ", "a.K", "x.İstanbul", "hxxps://a", "see bit.ly/x",
+             "HTTP:// example.com", "mail me at a@b.co", "no link. Here", "$12.50 each"]  # fmt: skip
+    for text in texts:
+        if _URL_RE.search(text):
+            assert _LINK_HINT.search(text), text
+    assert extract_urls("$12.50 each. Next time") == []
+    assert extract_urls("WWW.Example.COM/x") == ["WWW.Example.COM/x"]

@@ -117,6 +117,9 @@ def _trim(url: str) -> str:
     return url
 
 
+#: What every match of :data:`_URL_RE` contains: ``://``, ``www.``, or a dot before a letter
+#: (a TLD), under the same case folding.
+_LINK_HINT: Final = re.compile(r"://|www\.|\.[a-z]", re.IGNORECASE)
 #: Where a link's authority ends; a link's scheme.
 _PATH_START: Final = re.compile(r"[/?#\\]")
 _SCHEME: Final = re.compile(r"^[a-z]+://", re.IGNORECASE)
@@ -126,8 +129,8 @@ def extract_urls(text: str) -> list[str]:
     """The links in ``text``, in order of appearance (every occurrence). A link found with a
     scheme is returned as written (a space after ``://`` removed); a ``www.`` or bare host link
     as written, without a scheme."""
-    if "." not in text:
-        return []  # every link's host has a dot
+    if _LINK_HINT.search(text) is None:
+        return []  # (what every match of the link pattern has: a cheap search first)
     out: list[str] = []
     for m in _URL_RE.finditer(text):
         if m.group("scheme") is not None:
