@@ -302,6 +302,53 @@ def test_server_acl_sweep_denies_banned_servers_but_never_this_one(tmp_path):
         srv.stop()
 
 
+def test_a_server_ban_taken_off_every_list_is_taken_out_of_the_acls_the_guard_wrote(tmp_path):
+    """Lifting: the guard removes a server from the deny lists it added it to once no rule
+    bans it any more; an entry the room's moderators wrote themselves stays."""
+    srv = ServerThread(tmp_path / "hs", guard={"policy": {"server_acl": True}}).start()
+    try:
+        admin = make_user(srv, "admin", admin=True)
+        room = create_room(admin)
+        acl = f"{V3}/rooms/{q(room)}/state/m.room.server_acl/"
+        # The room's own moderators deny kept.example themselves.
+        r = admin.request("PUT", acl, {"allow": ["*"], "deny": ["kept.example"]})
+        assert r.status == 200, r.body
+        lists = create_room(admin, preset="private_chat")
+        put_rule(admin, lists, "server", "evil", ban("evil.example", "abuse"))
+        put_rule(admin, lists, "server", "evil-again", ban("evil.example", "abuse, again"))
+        put_rule(admin, lists, "server", "kept", ban("kept.example", "abuse"))
+        assert admin.request("PUT", f"{API}/{q(lists)}", {}).status == 200
+
+        def deny() -> list:
+            return admin.request("GET", acl).body.get("deny", [])
+
+        def wait(done) -> None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not done():
+                time.sleep(0.1)
+
+        wait(lambda: "evil.example" in deny())
+        assert sorted(deny()) == ["evil.example", "kept.example"]
+        # One of two rules banning it is taken off: still banned.
+        put_rule(admin, lists, "server", "evil", {})
+        put_rule(admin, lists, "server", "kept", {})
+        time.sleep(1.0)
+        assert sorted(deny()) == ["evil.example", "kept.example"]
+        # The last one: lifted where the guard put it; the moderators' own entry stays.
+        put_rule(admin, lists, "server", "evil-again", {})
+        wait(lambda: "evil.example" not in deny())
+        assert deny() == ["kept.example"]
+        rows = db_rows(srv, "SELECT outcome, room_id, origin, details FROM guard_decisions"
+                            " WHERE source = 'policy.server' AND outcome = 'allow'")  # fmt: skip
+        # (the list's own room got both bans from the guard: both are lifted there)
+        assert sorted((r["room_id"], r["origin"]) for r in rows) == sorted(
+            [(room, "evil.example"), (lists, "evil.example"), (lists, "kept.example")]
+        )
+        assert all(json.loads(r["details"])["lifted"] is True for r in rows)
+    finally:
+        srv.stop()
+
+
 @pytest.mark.parametrize(
     ("guard", "expected"),
     [

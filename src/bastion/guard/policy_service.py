@@ -25,7 +25,8 @@ Here:
   servers in federated rooms (soft-failed); events into banned rooms. Each is a ``block``
   signal with the rule as evidence (``policy.user``, ``policy.server``, ``policy.room``).
   With ``server_acl`` on, a server ban also asks for the ``server_acl`` action (the guard adds
-  the server to the room's ``m.room.server_acl`` deny list where a local user has the power).
+  the server to the room's ``m.room.server_acl`` deny list where a local user has the power);
+  a server ban taken off every list is taken out of the deny lists the guard wrote it into.
 * **Origins** (:meth:`PolicyLists.origin_banned`): inbound federation requests from a banned
   server are refused with 403 (``HomeServer.federation_authenticate``).
 
@@ -204,6 +205,7 @@ class PolicyLists:
         self._resolve_aliases(entry.rules)
         if self.enabled and self.config.server_acl:
             self._schedule_acl_sweep(entry, before)
+            self._schedule_acl_lift(entry, before - _server_entities(entry.rules))
         log.info(
             "policy list %s: %s rules (%d globs dropped)",
             entry.room_id, entry.rules.counts(), entry.rules.dropped,
@@ -256,6 +258,43 @@ class PolicyLists:
         task = loop.create_task(self._acl_sweep(entry, new))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _schedule_acl_lift(self, entry: PolicyList, removed: set[str]) -> None:
+        """``server_acl`` on: a server ban taken off a list (and on no subscribed list any
+        more) is taken out of the ``deny`` lists the guard put it in: only rooms where a
+        carried-out decision of the sweep (:meth:`_acl_sweep`) added it, so an entry a room's
+        moderators wrote themselves stays. Run as a task."""
+        still = set().union(*(_server_entities(e.rules) for e in self._lists.values()))
+        lifted = sorted(removed - still)[:MAX_ACL_SWEEP]
+        if not lifted:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop (command-line tools): nothing to send
+        task = loop.create_task(self._acl_lift(entry, lifted))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _acl_lift(self, entry: PolicyList, servers: list[str]) -> None:
+        guard = self.hs.guard
+        for server in servers:
+            for room_id in self.hs.store.guard_acl_rooms(SOURCE_SERVER, server):
+                try:
+                    result = await guard.actions.server_acl(room_id, server, deny=False)
+                    if not result.get("done"):
+                        continue
+                    await guard.record(Decision(
+                        source=SOURCE_SERVER, outcome="allow",
+                        reason=f"the server {server} is no longer banned by the policy list "
+                               f"{entry.room_id}",
+                        ts=self.hs.now_ms(), room_id=room_id, origin=server,
+                        actions=("server_acl",),
+                        details={"server_acl": dict(result), "lifted": True},
+                    ))  # fmt: skip
+                except Exception:  # noqa: BLE001 - one room's failure must not stop the lift
+                    log.exception("policy list %s: lifting %s from the ACL of %s",
+                                  entry.room_id, server, room_id)  # fmt: skip
 
     async def _acl_sweep(self, entry: PolicyList, rules: list[Rule]) -> None:
         guard = self.hs.guard

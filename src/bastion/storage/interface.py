@@ -771,6 +771,7 @@ class GuardDecisionsStore(Protocol):
         self, *, status: str | None = None, subject: str | None = None,
         room_id: str | None = None, before: int | None = None, limit: int = 50,
     ) -> list[dict[str, Any]]: ...  # fmt: skip
+    def guard_acl_rooms(self, source: str, server: str) -> list[str]: ...
     def held_guard_txn_keys(self) -> set[tuple[str, ...]]: ...
     def held_guard_decision_for_txn(
         self, subject: str, txn: Sequence[str]

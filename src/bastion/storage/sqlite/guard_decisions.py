@@ -108,6 +108,19 @@ class GuardDecisionsStore(StoreBase):
         args.append(limit)
         return [_decision(r) for r in self.db.read(sql, args)]
 
+    def guard_acl_rooms(self, source: str, server: str) -> list[str]:
+        """The rooms whose server ACL a carried-out decision from ``source`` changed to deny
+        ``server`` (its ``details.server_acl.done``)."""
+        return [
+            r[0]
+            for r in self.db.read(
+                "SELECT DISTINCT room_id FROM guard_decisions WHERE source = ? AND origin = ?"
+                " AND status = 'done' AND room_id IS NOT NULL"
+                " AND json_extract(details, '$.server_acl.done') = 1 AND outcome = 'block'",
+                (source, server),
+            )
+        ]
+
     def held_guard_txn_keys(self) -> set[tuple[str, ...]]:
         """(subject, *txn) of every held or rejected decision of a local event sent with a
         transaction ID: the few senders whose retries need :meth:`held_guard_decision_for_txn`
