@@ -78,6 +78,9 @@ def message_texts(etype: str, content: Mapping[str, Any]) -> list[str]:
         return [t for t in (_str(content.get("topic")),) if t.strip()]
     if etype == "m.room.name":
         return [t for t in (_str(content.get("name")),) if t.strip()]
+    if "format" not in content and "m.text" not in content and "m.new_content" not in content:
+        body = content.get("body")  # (most messages: a plain body only)
+        return [body] if isinstance(body, str) and body.strip() else []
     texts = _texts_of_content(content)
     new = content.get("m.new_content")
     if new is not None and isinstance(new, Mapping):

@@ -329,7 +329,14 @@ def char_grams(word: str) -> list[str]:
 
 
 _COUNT: Final = ("0", "1", "2", "3+")
+#: The cues' names, built once.
+_LEN: Final = tuple("m:len:" + b for b in ("<20", "<60", "<160", "160+"))
+_CAPS: Final = tuple("m:caps:" + b for b in ("lo", "mid", "hi"))
+_EXCL: Final = tuple("m:excl:" + c for c in _COUNT)
+_URLS: Final = tuple("m:urls:" + c for c in _COUNT)
+_EMOJIS: Final = tuple("m:emoji:" + c for c in _COUNT)
 _PLACES: Final = ("zzhandle", "zzmoney", "zzphone", "zzwallet", "zzemail", "zzcashtag", "zzmxid")
+_HAS: Final = {place: "m:has:" + place for place in _PLACES}
 _ASCII_LETTERS: Final = string.ascii_letters.encode("ascii")
 _ASCII_UPPER: Final = string.ascii_uppercase.encode("ascii")
 
@@ -337,7 +344,7 @@ _ASCII_UPPER: Final = string.ascii_uppercase.encode("ascii")
 def _meta(raw: str, masked: str, urls: list[str], hosts: list[str]) -> list[str]:
     """The message-level cues, as feature names (``m:...``)."""
     n = len(raw)
-    out = ["m:len:" + ("<20" if n < 20 else "<60" if n < 60 else "<160" if n < 160 else "160+")]
+    out = [_LEN[0 if n < 20 else 1 if n < 60 else 2 if n < 160 else 3]]
     ascii_only = raw.isascii()
     if ascii_only:  # counted in C: the bytes left after deleting the letters
         b = raw.encode("ascii")
@@ -348,20 +355,19 @@ def _meta(raw: str, masked: str, urls: list[str], hosts: list[str]) -> list[str]
         upper = sum(map(str.isupper, raw)) if letters >= 10 else 0
     if letters >= 10:
         caps = upper / letters
-        out.append("m:caps:" + ("lo" if caps < 0.2 else "mid" if caps < 0.5 else "hi"))
-    out.append("m:excl:" + _COUNT[min(raw.count("!"), 3)])
-    out.append("m:urls:" + _COUNT[min(len(urls), 3)])
+        out.append(_CAPS[0 if caps < 0.2 else 1 if caps < 0.5 else 2])
+    out.append(_EXCL[min(raw.count("!"), 3)])
+    out.append(_URLS[min(len(urls), 3)])
     if urls:
         if any(is_shortener(h) for h in hosts if h):
             out.append("m:shortener")
         if any(u.lower().startswith("http://") for u in urls):
             out.append("m:http")
     if "zz" in masked:
-        out += ["m:has:" + place for place in _PLACES if place in masked]
+        out += [_HAS[place] for place in _PLACES if place in masked]
     if "`" in raw or "{" in raw or "=>" in raw or "();" in raw:
         out.append("m:code")
-    emoji = 0 if ascii_only else len(_EMOJI.findall(raw))
-    out.append("m:emoji:" + _COUNT[min(emoji, 3)])
+    out.append(_EMOJIS[0 if ascii_only else min(len(_EMOJI.findall(raw)), 3)])
     return out
 
 
