@@ -187,6 +187,19 @@ def normalise(text: str) -> str:
     return " ".join(text.split())
 
 
+_HEX_DIGITS: Final = frozenset("0123456789abcdef")
+
+
+def _wallet(m: re.Match[str]) -> str:
+    """A base58 run (32–44 characters) is a wallet address when it has a digit and is not all
+    hexadecimal: an all-hex run is a hash or an ID (a commit, a UUID), which people paste
+    alone in chat; a base58 address is all-hex about once in 10^18."""
+    run = m.group()
+    if not any(c.isdigit() for c in run) or _HEX_DIGITS.issuperset(run):
+        return run
+    return " zzwallet "
+
+
 def mask(text: str, links: list[str] | None = None) -> tuple[str, list[str]]:
     """The normalised text with links, addresses, handles, amounts and numbers replaced by
     placeholder words, and the links found (as :func:`extract_urls` returns them). A pattern
@@ -218,9 +231,7 @@ def mask(text: str, links: list[str] | None = None) -> tuple[str, list[str]]:
     if digit:
         if "0x" in norm:
             norm = _ETH.sub(" zzwallet ", norm)
-        norm = _B58.sub(
-            lambda m: " zzwallet " if any(c.isdigit() for c in m.group()) else m.group(), norm
-        )
+        norm = _B58.sub(_wallet, norm)
     if "$" in norm:
         norm = _CASHTAG.sub(" zzcashtag ", norm)
     if digit:
