@@ -15,8 +15,9 @@ and the added cost per message send.
 3. Added cost per message send: two ``bastion serve`` processes, the guard on and off
    (``guard.enabled``), both with ``[guard.rate_limits] enabled = false`` and the detectors
    switched off in the benchmark room (room settings), as the Synapse comparison lifts its
-   rate limits; one sender sends the same harmless messages (chat with links, code, prices)
-   one after the other; runs alternate between the two servers (10 runs each, in pairs); the
+   rate limits; the two loads of bench/server.py's message benchmark — one sender, and ten
+   senders at once in one room — each sender sending harmless messages (chat with links, code,
+   prices) one after the other; runs alternate between the two servers (10 runs each, in pairs); the
    figures are the median messages/s, the added milliseconds per send, the added cost as the
    median over the pairs of runs, and the servers' own CPU time per send (read from ``/proc``:
    what the guard costs the server, less moved by other load on the machine).
@@ -64,6 +65,7 @@ from bench.server import (  # noqa: E402
     free_port,
     login,
     percentile,
+    register,
     send,
     spawn,
     stop_process,
@@ -158,8 +160,6 @@ def guard_latency(rows: list[T.Row], limit: int, work: Path) -> dict[str, Any]:
             users, rooms = [], []
             async with aiohttp.ClientSession() as s:
                 api = Api(s, SimpleNamespace(base_url=server.base_url))  # type: ignore[arg-type]
-                from bench.server import register
-
                 made = [await register(api) for _ in range(20)]
                 for i in range(20):
                     rooms.append(await create_room(api, made[i]))
@@ -233,14 +233,25 @@ def start_server(work: Path, name: str, guard_on: bool) -> Server:
     return Server(name, f"http://127.0.0.1:{port}", proc, data / "server.log")
 
 
-async def prepare(api: Api) -> tuple[User, str]:
+#: Concurrent senders in the second send benchmark (as bench/server.py's "ten senders").
+SENDERS = 10
+
+
+async def prepare(api: Api) -> tuple[list[User], str]:
+    """The room of the send benchmark, its detectors off, and its senders: the admin and
+    :data:`SENDERS` - 1 members."""
     token = await login(api, "@benchadmin:localhost")
     user = User("@benchadmin:localhost", token)
     room = await create_room(api, user)
     settings = {"detectors": dict.fromkeys(DETECTORS, False)}
     path = f"/_bastion/admin/v1/guard/rooms/{urllib.parse.quote(room, safe='')}/settings"
     await api.call("PUT", path, settings, token)
-    return user, room
+    users = [user]
+    for _ in range(SENDERS - 1):
+        member = await register(api)
+        await api.call("POST", f"/_matrix/client/v3/join/{room}", {}, member.token)
+        users.append(member)
+    return users, room
 
 
 def cpu_seconds(pid: int) -> float:
@@ -249,40 +260,57 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def send_rate(api: Api, user: User, room: str, n: int, pid: int) -> tuple[float, float]:
-    """Messages per second, and the server's CPU milliseconds per message."""
-    for i in range(5):
-        await send(api, user, room, f"warm-up {i}")
+async def send_rate(
+    api: Api, users: list[User], room: str, n: int, pid: int
+) -> tuple[float, float]:
+    """Messages per second of ``len(users)`` concurrent senders sending ``n`` messages in all,
+    each one after the other, and the server's CPU milliseconds per message."""
+    await asyncio.gather(*(send(api, u, room, "warm-up") for u in users))
+    per_user = n // len(users)
+
+    async def sender(k: int, user: User) -> None:
+        for i in range(per_user):
+            await send(api, user, room, CHAT[(i + k) % len(CHAT)])
+
     c0 = cpu_seconds(pid)
     t0 = time.perf_counter()
-    for i in range(n):
-        await send(api, user, room, CHAT[i % len(CHAT)])
-    rate = n / (time.perf_counter() - t0)
-    return rate, (cpu_seconds(pid) - c0) * 1000 / n
+    await asyncio.gather(*(sender(k, u) for k, u in enumerate(users)))
+    rate = per_user * len(users) / (time.perf_counter() - t0)
+    return rate, (cpu_seconds(pid) - c0) * 1000 / (per_user * len(users))
 
 
 async def send_cost(work: Path, n: int, runs: int) -> dict[str, Any]:
+    """Both loads of bench/server.py's message benchmark, guard on and off, in paired runs."""
     on = start_server(work, "guard-on", True)
     off = start_server(work, "guard-off", False)
+    out: dict[str, Any] = {"messages_per_run": n, "runs": runs}
     try:
         async with aiohttp.ClientSession() as s:
             apis = {srv.name: Api(s, srv) for srv in (on, off)}
             for srv in (on, off):
                 await wait_ready(s, srv)
             ctx = {name: await prepare(api) for name, api in apis.items()}
-            rates: dict[str, list[float]] = {"guard-on": [], "guard-off": []}
-            cpu: dict[str, list[float]] = {"guard-on": [], "guard-off": []}
             pids = {on.name: on.proc.pid, off.name: off.proc.pid}
-            for i in range(runs):
-                order = ("guard-on", "guard-off") if i % 2 == 0 else ("guard-off", "guard-on")
-                for name in order:
-                    user, room = ctx[name]
-                    rate, cpu_ms = await send_rate(apis[name], user, room, n, pids[name])
-                    rates[name].append(rate)
-                    cpu[name].append(cpu_ms)
+            for load, senders in (("one_sender", 1), ("ten_senders", SENDERS)):
+                rates: dict[str, list[float]] = {"guard-on": [], "guard-off": []}
+                cpu: dict[str, list[float]] = {"guard-on": [], "guard-off": []}
+                for i in range(runs):
+                    order = ("guard-on", "guard-off") if i % 2 == 0 else ("guard-off", "guard-on")
+                    for name in order:
+                        users, room = ctx[name]
+                        rate, cpu_ms = await send_rate(
+                            apis[name], users[:senders], room, n, pids[name]
+                        )
+                        rates[name].append(rate)
+                        cpu[name].append(cpu_ms)
+                out[load] = _cost(rates, cpu, runs)
     finally:
         stop_process(on.proc)
         stop_process(off.proc)
+    return out
+
+
+def _cost(rates: dict[str, list[float]], cpu: dict[str, list[float]], runs: int) -> dict[str, Any]:
     m_on = statistics.median(rates["guard-on"])
     m_off = statistics.median(rates["guard-off"])
     c_on = statistics.median(cpu["guard-on"])
@@ -292,7 +320,6 @@ async def send_cost(work: Path, n: int, runs: int) -> dict[str, Any]:
     pairs = [(rates["guard-off"][i] / rates["guard-on"][i] - 1) for i in range(runs)]
     cpu_pairs = [(cpu["guard-on"][i] / cpu["guard-off"][i] - 1) for i in range(runs)]
     return {
-        "messages_per_run": n, "runs": runs,
         "guard_on_msgs_per_s": round(m_on, 1), "guard_off_msgs_per_s": round(m_off, 1),
         "added_ms_per_send": round(1000 / m_on - 1000 / m_off, 3),
         "added_cost_pct": round(100 * statistics.median(pairs), 1),
@@ -332,7 +359,10 @@ def main() -> int:
         "goals": {
             "classifier_p99_le_5ms": lat["p99_ms"] <= 5.0,
             "before_local_event_p99_le_5ms": whole["p99_ms"] <= 5.0,
-            "added_send_cost_lt_10pct": cost["added_cost_pct"] < 10.0,
+            "added_send_cost_lt_10pct": max(
+                cost["one_sender"]["added_cost_pct"], cost["ten_senders"]["added_cost_pct"]
+            )
+            < 10.0,
         },
     }
     print(json.dumps(out, separators=(",", ":")))

@@ -160,3 +160,12 @@ def test_links_found_by_the_caller_mask_as_a_second_search_would() -> None:
     ]
     for text in texts:
         assert mask(text, extract_urls(text)) == mask(text), text
+
+
+def test_a_pasted_hash_is_not_a_wallet() -> None:
+    # A 32–64 character hexadecimal run (a commit, a UUID) is kept as text; a base58 address
+    # (letters past f) is masked as a wallet. A message of a pasted ID alone was held once.
+    commit = "3f5e9a1b2c4d6e8f9a1b2c3d4e5f6a7b8c9d1e2f"
+    assert "zzwallet" not in mask(commit)[0]
+    assert "zzwallet" not in mask("fixed in " + commit.upper())[0]
+    assert mask("send to 1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2 now")[0] == "send to zzwallet now"

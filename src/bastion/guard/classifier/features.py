@@ -38,6 +38,7 @@ import re
 import string
 import unicodedata
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -67,6 +68,7 @@ __all__ = [
     "char_words",
     "featurize",
     "gram_bucket",
+    "gram_names",
     "name_bucket",
     "word_gram_buckets",
     "html_to_text",
@@ -185,6 +187,19 @@ def normalise(text: str) -> str:
     return " ".join(text.split())
 
 
+_HEX_DIGITS: Final = frozenset("0123456789abcdef")
+
+
+def _wallet(m: re.Match[str]) -> str:
+    """A base58 run (32–44 characters) is a wallet address when it has a digit and is not all
+    hexadecimal: an all-hex run is a hash or an ID (a commit, a UUID), which people paste
+    alone in chat; a base58 address is all-hex about once in 10^18."""
+    run = m.group()
+    if not any(c.isdigit() for c in run) or _HEX_DIGITS.issuperset(run):
+        return run
+    return " zzwallet "
+
+
 def mask(text: str, links: list[str] | None = None) -> tuple[str, list[str]]:
     """The normalised text with links, addresses, handles, amounts and numbers replaced by
     placeholder words, and the links found (as :func:`extract_urls` returns them). A pattern
@@ -216,9 +231,7 @@ def mask(text: str, links: list[str] | None = None) -> tuple[str, list[str]]:
     if digit:
         if "0x" in norm:
             norm = _ETH.sub(" zzwallet ", norm)
-        norm = _B58.sub(
-            lambda m: " zzwallet " if any(c.isdigit() for c in m.group()) else m.group(), norm
-        )
+        norm = _B58.sub(_wallet, norm)
     if "$" in norm:
         norm = _CASHTAG.sub(" zzcashtag ", norm)
     if digit:
@@ -401,7 +414,8 @@ class Analysed:
 @dataclass(frozen=True, slots=True)
 class Features:
     """A sparse feature vector: bucket indices (sorted, unique) and their values, and — when
-    asked for — the name of one feature behind each bucket (for explanations).
+    asked for — the name of one named feature behind each bucket (for explanations; character
+    n-grams are named on demand by :func:`gram_names`).
 
     Every feature is binary: a distinct name, or an n-gram of a distinct word. Each block is
     scaled by its weight over the square root of its number of features
@@ -411,6 +425,8 @@ class Features:
     indices: tuple[int, ...]
     values: tuple[float, ...]
     names: dict[int, str]
+    #: The words whose character n-grams are features (:func:`gram_names` names them).
+    char_words: tuple[str, ...] = ()
 
 
 _UNIGRAM: Final = "w:".__add__
@@ -465,7 +481,22 @@ def featurize(text: str, *, explain: bool = False) -> Features:
     if explain:
         for name in an.meta_names + an.word_names:
             names.setdefault(name_bucket(name), name)
-        for word in an.char_words:
-            for gram in char_grams(word):
-                names.setdefault(gram_bucket(gram), "chars:" + gram.replace(" ", "_"))
-    return Features(tuple(order.tolist()), tuple(sums.tolist()), names)
+    return Features(tuple(order.tolist()), tuple(sums.tolist()), names, tuple(an.char_words))
+
+
+def gram_names(words: Sequence[str], wanted: set[int]) -> dict[int, str]:
+    """A name (``chars:...``) for each of the ``wanted`` buckets that is an n-gram of one of
+    the words: only the words whose n-grams fall in a wanted bucket are hashed one n-gram at
+    a time (an explanation names a message's top features, not all of them)."""
+    out: dict[int, str] = {}
+    if not wanted or not words:
+        return out
+    probe = np.fromiter(wanted, dtype=np.int64, count=len(wanted))
+    for word, buckets in zip(words, word_gram_buckets(list(words)), strict=True):
+        if not np.isin(probe, buckets).any():
+            continue
+        for gram in char_grams(word):
+            b = gram_bucket(gram)
+            if b in wanted and b not in out:
+                out[b] = "chars:" + gram.replace(" ", "_")
+    return out

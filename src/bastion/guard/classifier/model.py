@@ -34,6 +34,7 @@ from bastion.guard.classifier.features import (
     analyse,
     block_scales,
     featurize,
+    gram_names,
     name_bucket,
     word_gram_buckets,
 )
@@ -152,12 +153,11 @@ class Model:
         vals = np.fromiter(f.values, dtype=np.float64, count=len(f.values))
         contrib = self._w64[idx] * vals
         score = _sigmoid(float(contrib.sum()) + self.bias)
-        order = np.argsort(-contrib, kind="stable")[:5]
-        reasons = [
-            f"feature {f.names.get(int(idx[i]), '?')} ({contrib[i]:+.2f})"
-            for i in order
-            if contrib[i] > 0.05
-        ]
+        order = [i for i in np.argsort(-contrib, kind="stable")[:5] if contrib[i] > 0.05]
+        names = dict(f.names)
+        unnamed = {int(idx[i]) for i in order if int(idx[i]) not in names}
+        names.update(gram_names(f.char_words, unnamed))
+        reasons = [f"feature {names.get(int(idx[i]), '?')} ({contrib[i]:+.2f})" for i in order]
         return score, reasons
 
     def score(
