@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -251,13 +251,7 @@ class PolicyLists:
             log.warning("policy list %s: %d new server bans, the first %d go into room ACLs",
                         entry.room_id, len(new), MAX_ACL_SWEEP)  # fmt: skip
             new = new[:MAX_ACL_SWEEP]
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # no event loop (command-line tools): nothing to send
-        task = loop.create_task(self._acl_sweep(entry, new))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(lambda: self._acl_sweep(entry, new))
 
     def _schedule_acl_lift(self, entry: PolicyList, removed: set[str]) -> None:
         """``server_acl`` on: a server ban taken off a list (and on no subscribed list any
@@ -266,13 +260,17 @@ class PolicyLists:
         moderators wrote themselves stays. Run as a task."""
         still = set().union(*(_server_entities(e.rules) for e in self._lists.values()))
         lifted = sorted(removed - still)[:MAX_ACL_SWEEP]
-        if not lifted:
-            return
+        if lifted:
+            self._spawn(lambda: self._acl_lift(entry, lifted))
+
+    def _spawn(self, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``make()`` as a task of the running event loop (kept until done); without one
+        (command-line tools) there is nothing to send, and nothing is made."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return  # no event loop (command-line tools): nothing to send
-        task = loop.create_task(self._acl_lift(entry, lifted))
+            return
+        task = loop.create_task(make())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
