@@ -169,3 +169,17 @@ def test_a_pasted_hash_is_not_a_wallet() -> None:
     assert "zzwallet" not in mask(commit)[0]
     assert "zzwallet" not in mask("fixed in " + commit.upper())[0]
     assert mask("send to 1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2 now")[0] == "send to zzwallet now"
+
+
+def test_a_word_cache_emptied_by_another_thread_loses_no_word(monkeypatch) -> None:
+    import bastion.guard.classifier.features as F
+
+    class Emptied(dict):  # every read misses: another thread emptied it just now
+        def __getitem__(self, key):
+            raise KeyError(key)
+
+    monkeypatch.setattr(F, "_WORD_GRAMS", Emptied())
+    got = word_gram_buckets(["ab", "cd"])
+    assert [g.tolist() for g in got] == [
+        sorted({gram_bucket(g) for g in char_grams(w)}) for w in ("ab", "cd")
+    ]

@@ -166,6 +166,23 @@ def test_explanations_name_character_grams_on_demand() -> None:
     assert any(r.startswith("feature chars:_fre (+") for r in s.reasons), s.reasons
 
 
+def test_a_cache_emptied_by_another_thread_mid_score_loses_nothing() -> None:
+    # Servers in one process share the shipped model; one may empty a full cache while
+    # another scores. A cache whose every read misses stands for that moment.
+    class Emptied(dict):  # type: ignore[type-arg]
+        def __getitem__(self, key: object) -> object:
+            raise KeyError(key)
+
+    rng = np.random.default_rng(9)
+    model = Model(rng.normal(size=1 << HASH_BITS).astype(np.float32), 0.0, 0.9, 0.99)
+    expected = model.model_score("alpha beta gamma")[0]
+    racing = Model(model.weights, 0.0, 0.9, 0.99)
+    racing._name_weights = Emptied()
+    racing._word_sums = Emptied()
+    racing._word_counts = Emptied()
+    assert racing.model_score("alpha beta gamma")[0] == expected
+
+
 def test_model_refuses_bad_shapes_and_thresholds() -> None:
     with pytest.raises(ValueError):
         Model(np.zeros(10, dtype=np.float32), 0.0, 0.5, 0.9)

@@ -327,11 +327,13 @@ def word_gram_buckets(words: list[str], *, cache: bool = True) -> list[npt.NDArr
     kept = _WORD_GRAMS
     if len(kept) + len(words) > _MAX_WORD_GRAMS:
         kept.clear()
-    missing = [w for w in words if w not in kept]
+    # (read once into this call's own dict: another thread may empty the cache meanwhile)
+    found = {w: b for w in words if (b := kept.get(w)) is not None}
+    missing = [w for w in words if w not in found]
     if missing:
         for w, buckets in zip(missing, _gram_buckets_of(missing), strict=True):
-            kept[w] = buckets
-    return [kept[w] for w in words]
+            found[w] = kept[w] = buckets
+    return [found[w] for w in words]
 
 
 def char_grams(word: str) -> list[str]:

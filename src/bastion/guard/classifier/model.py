@@ -102,13 +102,18 @@ class Model:
         try:
             return sum(map(weights.__getitem__, names))
         except KeyError:
+            # (summed from what this call read or computed, in the same order: another
+            # thread's server may empty the shared cache meanwhile)
             if len(weights) + len(names) > _MAX_CACHED:
                 weights.clear()
             w64 = self._w64
+            total = 0.0
             for name in names:
-                if name not in weights:
-                    weights[name] = float(w64[name_bucket(name)])
-            return sum(map(weights.__getitem__, names))
+                w = weights.get(name)
+                if w is None:
+                    w = weights[name] = float(w64[name_bucket(name)])
+                total += w
+            return total
 
     def _char_sums(self, words: list[str]) -> tuple[float, int]:
         """The summed weights of the words' character n-grams and their number."""
@@ -119,12 +124,23 @@ class Model:
             if len(sums) + len(words) > _MAX_CACHED:
                 sums.clear()
                 counts.clear()
-            missing = [w for w in words if w not in sums]
+            known: dict[str, tuple[float, int]] = {}
+            for word in words:
+                s, n = sums.get(word), counts.get(word)
+                if s is not None and n is not None:
+                    known[word] = (s, n)
+            missing = [w for w in words if w not in known]
             w64 = self._w64
             for word, buckets in zip(missing, word_gram_buckets(missing, cache=False), strict=True):
-                sums[word] = float(w64[buckets].sum())
-                counts[word] = len(buckets)
-            return sum(map(sums.__getitem__, words)), sum(map(counts.__getitem__, words))
+                known[word] = (float(w64[buckets].sum()), len(buckets))
+                sums[word], counts[word] = known[word]
+            total = 0.0
+            count = 0
+            for word in words:
+                s, n = known[word]
+                total += s
+                count += n
+            return total, count
 
     def model_score(
         self, text: str, *, explain: bool = False, links: list[str] | None = None
