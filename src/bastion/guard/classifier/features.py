@@ -79,7 +79,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the features change: the shipped weights record the version they need.
-FEATURES_VERSION: Final = 2
+FEATURES_VERSION: Final = 3
 HASH_BITS: Final = 18
 _MASK: Final = (1 << HASH_BITS) - 1
 #: The lengths of the character n-grams (within words).
@@ -96,7 +96,7 @@ _GRAM_SHIFT: Final = np.uint64(64 - HASH_BITS)
 _EMPTY: Final[npt.NDArray[np.int64]] = np.zeros(0, dtype=np.int64)
 _EMPTY_F: Final[npt.NDArray[np.float64]] = np.zeros(0, dtype=np.float64)
 #: Weight of each block after its own L2 normalisation.
-BLOCK_WEIGHTS: Final = {"w": 1.0, "c": 0.8, "m": 0.6}
+BLOCK_WEIGHTS: Final = {"w": 1.0, "c": 1.0, "m": 1.0}
 
 _LATIN_LOOKALIKE: Final = {
     "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "і": "i", "ј": "j",
@@ -126,7 +126,9 @@ _MXID: Final = re.compile(r"@[\w.=\-/+]{1,255}:[\w.\-]{1,255}(?::\d{1,5})?")
 _HANDLE: Final = re.compile(r"(?<![\w@])@[\w.]{2,64}")
 _HASHTAG: Final = re.compile(r"(?<![\w#&])#[^\s#]{2,64}")
 _ETH: Final = re.compile(r"\b0x[0-9a-f]{30,64}\b")
-_B58: Final = re.compile(r"\b[1-9a-hj-np-z]{32,44}\b")
+#: A base58 address after lower-casing (its ``I``, ``L`` and ``O`` become ``i``, ``l``, ``o``:
+#: every letter), 32–44 characters; :func:`_wallet` decides.
+_B58: Final = re.compile(r"\b[1-9a-z]{32,44}\b")
 _MONEY: Final = re.compile(
     r"(?:[$£€₹¥₦]\s?\d[\d,. ]{0,16}(?:k|m|bn|million|billion)?)"
     r"|(?:(?<![\d,.])\d[\d,.]{0,16}\s?(?:usd|usdt|eur|gbp|btc|eth|sol|bnb|dollars?|pounds?|euros?"
