@@ -35,6 +35,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,12 +63,11 @@ from bench.server import (  # noqa: E402
     Server,
     User,
     create_room,
-    free_port,
     login,
     percentile,
     register,
     send,
-    spawn,
+    spawn_bastion,
     stop_process,
     wait_ready,
 )
@@ -207,30 +207,21 @@ def guard_latency(rows: list[T.Row], limit: int, work: Path) -> dict[str, Any]:
 # 3: added cost per send (two servers, guard on/off, same run)
 # ----------------------------------------------------------------------------------------------
 def start_server(work: Path, name: str, guard_on: bool) -> Server:
+    """A Bastion subprocess with the guard on or off, and an admin (who owns the benchmark
+    room) made before it starts."""
     data = work / name
-    data.mkdir()
-    port = free_port()
-    (data / "bastion.toml").write_text(
-        'server_name = "localhost"\n'
-        "argon2_time_cost = 1\nargon2_memory_cost = 8192\nargon2_parallelism = 1\n"
-        'sqlite_synchronous = "NORMAL"\nlog_level = "WARNING"\n'
+    server = spawn_bastion(
+        work, name,
         f"[guard]\nenabled = {'true' if guard_on else 'false'}\n"
-        + ("[guard.rate_limits]\nenabled = false\n" if rate_limits_off() else "")
-    )
-    import subprocess
-
+        + ("[guard.rate_limits]\nenabled = false\n" if rate_limits_off() else ""),
+    )  # fmt: skip
     subprocess.run(
         [sys.executable, "-m", "bastion.cli", "admin", "create-user", "--data-dir", str(data),
          "--admin", "--password", PASSWORD, "benchadmin"],
         check=True, capture_output=True, cwd=data, timeout=120,
-        env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")},
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )  # fmt: skip
-    proc = spawn(
-        [sys.executable, "-m", "bastion.cli", "serve", "--data-dir", str(data),
-         "--listen", f"127.0.0.1:{port}", "--registration", "open"],
-        data / "server.log", data,
-    )  # fmt: skip
-    return Server(name, f"http://127.0.0.1:{port}", proc, data / "server.log")
+    return server
 
 
 #: Concurrent senders in the second send benchmark (as bench/server.py's "ten senders").

@@ -82,11 +82,10 @@ from bench.server import (  # noqa: E402
     bench_send_many,
     bench_send_one,
     create_room,
-    free_port,
     join,
     percentile,
     register,
-    spawn,
+    spawn_bastion,
     stop_process,
     wait_ready,
 )
@@ -515,25 +514,13 @@ async def bench_verify(work: Path, leaves: int) -> dict:
 # (f) bench/server.py's sends with the ledger on and off
 # ----------------------------------------------------------------------------------------------
 def start_bastion(work: Path, name: str, ledger: bool) -> Server:
-    """A Bastion subprocess as bench/server.py starts one, with ``ledger_enabled`` set, and
-    argon2's cheapest costs (only registration hashes, and no figure here times it)."""
-    data = work / name
-    data.mkdir()
-    port = free_port()
-    (data / "bastion.toml").write_text(
-        'server_name = "localhost"\n'
-        "argon2_time_cost = 1\nargon2_memory_cost = 8\nargon2_parallelism = 1\n"
-        'sqlite_synchronous = "NORMAL"\nlog_level = "WARNING"\n'
+    """A Bastion subprocess as bench/server.py starts one, with ``ledger_enabled`` set."""
+    return spawn_bastion(
+        work, name,
         f"ledger_enabled = {'true' if ledger else 'false'}\n"
         "[guard.rate_limits]\nenabled = false\n"  # as bench/server.py
-        "[guard.registration]\nper_address_burst = 0\n"
-    )
-    proc = spawn(
-        [sys.executable, "-m", "bastion.cli", "serve", "--data-dir", str(data),
-         "--listen", f"127.0.0.1:{port}", "--registration", "open"],
-        data / "server.log", data,
+        "[guard.registration]\nper_address_burst = 0\n",
     )  # fmt: skip
-    return Server(name, f"http://127.0.0.1:{port}", proc, data / "server.log")
 
 
 async def bench_sends(work: Path, repeats: int, one_n: int, per_sender: int) -> dict:

@@ -142,6 +142,27 @@ def spawn(args: list[str], log_path: Path, cwd: Path) -> subprocess.Popen:
     return proc
 
 
+def spawn_bastion(work: Path, name: str, config: str) -> Server:
+    """A Bastion subprocess for a benchmark that compares two of them (guard or ledger on and
+    off): ``work/name`` as its data directory, argon2's cheapest costs (no figure times a
+    password hash), ``NORMAL`` sync, warnings only, open registration; ``config``: the TOML
+    lines that differ."""
+    data = work / name
+    data.mkdir()
+    port = free_port()
+    (data / "bastion.toml").write_text(
+        'server_name = "localhost"\n'
+        "argon2_time_cost = 1\nargon2_memory_cost = 8192\nargon2_parallelism = 1\n"
+        'sqlite_synchronous = "NORMAL"\nlog_level = "WARNING"\n' + config
+    )
+    proc = spawn(
+        [sys.executable, "-m", "bastion.cli", "serve", "--data-dir", str(data),
+         "--listen", f"127.0.0.1:{port}", "--registration", "open"],
+        data / "server.log", data,
+    )  # fmt: skip
+    return Server(name, f"http://127.0.0.1:{port}", proc, data / "server.log")
+
+
 def start_bastion(work: Path, argon2: tuple[int, int, int] = (3, 65536, 1)) -> Server:
     """Start Bastion; ``argon2`` is (time cost, memory cost in KiB, lanes): by default the
     production costs, written out so the measurement states them."""
