@@ -74,6 +74,14 @@ ACTION_GUARD_RATE_OVERRIDE = "guard.rate_override"
 ACTION_GUARD_POLICY_LIST = "guard.policy_list"
 #: A new-login notice sent to a user (new device or new network prefix).
 ACTION_LOGIN_NOTICE = "login.notice"
+# Compliance (issue 10).
+#: Events a user's erasure stripped to their redacted form (``details.events``: their IDs).
+ACTION_COMPLIANCE_ERASE = "compliance.erase"
+#: Events a retention policy purged to their redacted form (``details.events``: their IDs).
+ACTION_COMPLIANCE_PURGE = "compliance.purge"
+#: The actions whose records list events stripped of their content (``details.events``): a
+#: stripped event without a redaction event is legitimate only when one of these lists it.
+STRIPPING_ACTIONS = frozenset({ACTION_COMPLIANCE_ERASE, ACTION_COMPLIANCE_PURGE})
 
 
 def decision_of(rejected: bool, soft_failed: int, outlier_flag: int = 2) -> str:

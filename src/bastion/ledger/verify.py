@@ -20,8 +20,9 @@ What it checks (issue 8, "Tools"), reading the database read-only
    records), its JSON against its columns, its event ID against the reference hash of the JSON
    (room versions 3 and later; the recorded reference hash in versions 1 and 2), and its
    content hash (S-S API "Calculating the content hash") unless the row was redacted by a
-   redaction that is itself in the ledger (or is a remote event stored in redacted form, as a
-   failed content hash requires). Leaves whose event has no row are *deleted* events, rows
+   redaction that is itself in the ledger, or an erasure or retention record
+   (``compliance.erase``, ``compliance.purge``) lists it (or it is a remote event stored in
+   redacted form, as a failed content hash requires). Leaves whose event has no row are *deleted* events, rows
    without a leaf *inserted* ones.
 5. **Rows derived from events:** ``current_state``, ``current_membership`` and
    ``membership_events`` against the events they name.
@@ -88,6 +89,7 @@ from bastion.ledger.records import (
     ACTION_DEVICE_DELETE,
     ACTION_DEVICE_KEYS_UPLOAD,
     ACTION_SIGNING_KEY_ROTATE,
+    STRIPPING_ACTIONS,
     decision_of,
 )
 from bastion.ledger.service import checkpoint_origin
@@ -317,6 +319,9 @@ class EventPassResult:
     #: (event_id, redacted_because, leaf) of rows whose content hash failed but that are
     #: redacted: the redaction must be a ledger event (checked once all rows are done).
     redacted: list[tuple[str, str, int | None]] = field(default_factory=list)
+    #: (event_id, leaf, problem) of rows stored in redacted form with no redaction event: an
+    #: erasure or a retention purge must list them (:data:`STRIPPING_ACTIONS` records).
+    stripped: list[tuple[str, int | None, str]] = field(default_factory=list)
     #: (event_id, the ID its JSON hashes to, leaf, the row's other problems) of rows whose
     #: JSON does not hash to their event ID.
     foreign_json: list[tuple[str, str, int | None, list[str]]] = field(default_factory=list)
@@ -471,14 +476,30 @@ def _check_event_row(row: tuple, suffix: str, res: EventPassResult
     elif redacted_because is not None:
         res.redacted.append((eid, redacted_because, idx))
     elif isinstance(sender, str) and sender.endswith(suffix):
-        problems.append("the content was removed without a redaction event")
+        _stripped(res, problems, eid, idx, "the content was removed without a redaction event")
     elif rec is not None and not rec.get("redacted_on_receipt") and not rec.get("migrated"):
         # A remote event stored redacted because its content hash failed (PDU check 3) says
         # so in its leaf; one that arrived whole and lost its content later is a change.
-        problems.append("the content was removed without a redaction event (it arrived whole)")
+        _stripped(
+            res,
+            problems,
+            eid,
+            idx,
+            "the content was removed without a redaction event (it arrived whole)",
+        )
     if kind == REORDERED and len(problems) > 1:
         kind = CHANGED
     return kind, problems, idx, eid
+
+
+def _stripped(res: EventPassResult, problems: list[str], eid: str, idx: int | None,
+              problem: str) -> None:  # fmt: skip
+    """A row in redacted form without a redaction event: decided once the records are read (an
+    erasure or purge record listing it accounts for it); with other problems, a problem now."""
+    if problems:
+        problems.append(problem)
+    else:
+        res.stripped.append((eid, idx, problem))
 
 
 def _event_worker(db_path: str, server_name: str, first: int, last: int) -> EventPassResult:
@@ -492,6 +513,7 @@ def _event_worker(db_path: str, server_name: str, first: int, last: int) -> Even
             part = check_event_rows(batch, server_name)
             out.findings += part.findings
             out.redacted += part.redacted
+            out.stripped += part.stripped
             out.foreign_json += part.foreign_json
             out.rows += part.rows
             out.with_leaf += part.with_leaf
@@ -601,6 +623,8 @@ class _Verifier:
         self.dupes: set[str] = set()
         #: action records the key checks need: (leaf, record).
         self.actions: list[tuple[int, dict]] = []
+        #: the events an erasure or retention record says were stripped of their content
+        self.stripped_ids: set[str] = set()
         self._verifiers: list[Verifier] | None = None
         #: the leaf ranges of the integrator's saved right edge that differ from the tree
         self.edge_diffs: list[tuple[int, int]] = []
@@ -699,6 +723,11 @@ class _Verifier:
                         latest[eid] = idx
                 elif rkind == "action" and rec.get("action") in keep:
                     self.actions.append((idx, rec))
+                elif rkind == "action" and rec.get("action") in STRIPPING_ACTIONS:
+                    listed = rec.get("details", {}).get("events") if isinstance(
+                        rec.get("details"), dict) else None  # fmt: skip
+                    if isinstance(listed, list):
+                        self.stripped_ids.update(e for e in listed if isinstance(e, str))
             bar.update(len(batch))
         bar.close()
         self.report.stats["leaves"] = len(hashes)
@@ -1069,6 +1098,7 @@ class _Verifier:
             part = check_event_rows(batch, self.opts.server_name)
             out.findings += part.findings
             out.redacted += part.redacted
+            out.stripped += part.stripped
             out.foreign_json += part.foreign_json
             out.rows += part.rows
             out.with_leaf += part.with_leaf
@@ -1079,6 +1109,7 @@ class _Verifier:
     def finish_events(self, results: list[EventPassResult]) -> None:
         store = self.store
         redacted: list[tuple[str, str, int | None]] = []
+        stripped: list[tuple[str, int | None, str]] = []
         foreign: list[tuple[str, str, int | None, list[str]]] = []
         for r in results:
             for f in r.findings:
@@ -1091,6 +1122,7 @@ class _Verifier:
                                 f.event_id)  # fmt: skip
                 self.add(f)
             redacted += r.redacted
+            stripped += r.stripped
             foreign += r.foreign_json
         # An event with several leaves (an outlier stored again): its row names the latest.
         named = store.audit_event_ledger_idx(sorted(self.dupes)) if self.dupes else {}
@@ -1128,6 +1160,15 @@ class _Verifier:
                     self.add(Finding(CHANGED, "events", eid,
                                      f"the content was removed, but {by} is not a redaction of "
                                      "it in the ledger", idx, eid))  # fmt: skip
+        # A row stripped of its content without a redaction event: an erasure or a retention
+        # purge must have listed it in the ledger (bastion.services.compliance_records).
+        accounted = 0
+        for eid, idx, problem in stripped:
+            if eid in self.stripped_ids:
+                accounted += 1
+            else:
+                self.add(Finding(CHANGED, "events", eid, problem, idx, eid))
+        self.report.stats["events_stripped_by_records"] = accounted
         # Event leaves whose row is gone: none when every event ID the leaves name has a row
         # (each row with a leaf is one distinct ID), so the search only runs when one lacks.
         gone: dict[str, int] = {}

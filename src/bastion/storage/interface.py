@@ -903,6 +903,15 @@ class StreamsStore(Protocol):
     def wake(self, *keys: str) -> None: ...
 
 
+class EventContentsStore(Protocol):
+    """Removing what people wrote, keeping the room graph (issue 10: erasure, retention)."""
+
+    def strip_event_contents_in(self, txn: Txn, event_ids: Sequence[str]) -> list[str]:
+        """Inside a write: rewrite the events to the redacted form of their room version (and
+        their copies queued for federation); the IDs whose stored JSON changed."""
+        ...
+
+
 class Store(
     AccountsStore,
     RoomsStore,
@@ -920,6 +929,7 @@ class Store(
     GuardLoginStore,
     GuardPolicyStore,
     ServerNoticesStore,
+    EventContentsStore,
     StreamsStore,
     Protocol,
 ):
