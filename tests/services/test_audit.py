@@ -81,6 +81,13 @@ def test_csv_cells_that_would_be_formulas_are_neutralised(hostile):
     assert row["index"] == "7" and row["time"] == "2027-01-15T08:00:00.000Z"
 
 
+def test_user_ids_stay_readable_but_formulas_dressed_as_them_do_not():
+    assert rules.neutralise_cell("@root:localhost") == "@root:localhost"
+    assert rules.neutralise_cell("@bot_1.x:example.org:8448") == "@bot_1.x:example.org:8448"
+    for hostile in ("@SUM(1+9)*cmd|' /C calc'!A0", "@a:b c", "@A1:B2|x", "@x:y!A1"):
+        assert rules.neutralise_cell(hostile) == "'" + hostile
+
+
 def test_csv_quotes_commas_quotes_and_newlines():
     reason = 'a, "b"\nc'
     rows = rules.csv_rows([(1, action_record(action="x", actor="@a:x", ts=1, reason=reason))])

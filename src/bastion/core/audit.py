@@ -39,6 +39,10 @@ _MS = re.compile(r"[0-9]{1,16}")
 #: A cell a spreadsheet would read as a formula (OWASP "CSV Injection"): leading ``=``, ``+``,
 #: ``-``, ``@``, a tab or a carriage return (also after leading spaces).
 _FORMULA = re.compile(r"^[ ]*[=+\-@\t\r]")
+#: A user ID of the strict grammar (appendices, "User Identifiers": localpart ``[a-z0-9._=-/+]``,
+#: a server name without spaces, brackets of IPv6 excluded): a spreadsheet cannot run anything
+#: from it (no ``(``, ``|``, ``!`` or space), so it stays as it is, readable.
+_PLAIN_USER_ID = re.compile(r"@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(?::[0-9]{1,5})?")
 
 
 def parse_time(text: str) -> int:
@@ -113,7 +117,10 @@ def is_end_boundary(record: Any, until: int) -> bool:
 
 def neutralise_cell(value: str) -> str:
     """A CSV cell a spreadsheet shows as text: a value that would start a formula gets a
-    leading ``'`` (OWASP "CSV Injection"). Quoting is the CSV writer's (RFC 4180)."""
+    leading ``'`` (OWASP "CSV Injection"), except a user ID of the strict grammar. Quoting is
+    the CSV writer's (RFC 4180)."""
+    if _PLAIN_USER_ID.fullmatch(value):
+        return value
     return "'" + value if _FORMULA.match(value) else value
 
 
