@@ -14,7 +14,7 @@ import pytest
 
 from bastion.core import audit as rules
 from bastion.ledger import merkle
-from bastion.ledger.audit_trail import path_ranges, range_root, verify_trail
+from bastion.ledger.audit_trail import path_ranges, range_root, verify_pages, verify_trail
 from bastion.ledger.checkpoint import Checkpoint, sign_checkpoint
 from bastion.ledger.note import Ed25519Signer, parse_vkey
 from bastion.ledger.records import action_record, event_record
@@ -262,6 +262,41 @@ def test_pages_chain_and_each_verifies(ledger):
     doc = ledger.trail(TrailQuery(since=T0 - 20 * MIN, until=T0 + 30 * MIN, max_leaves=7))
     assert len(doc["proof"]["entries"]) == 7 and doc["next_batch"] == "7"
     assert ledger.verify(doc).ok
+
+
+def pages(ledger, **q) -> list[dict]:
+    out, start = [], None
+    while True:
+        out.append(ledger.trail(TrailQuery(**q, start=start)))
+        if "next_batch" not in out[-1]:
+            return out
+        start = int(out[-1]["next_batch"])
+
+
+def test_pages_are_checked_whole(ledger):
+    key = [parse_vkey(ledger.vkey)]
+    docs = pages(ledger, since=T0 - 20 * MIN, until=T0 + 30 * MIN, limit=2)
+    assert len(docs) == 3
+    check = verify_pages(docs, key)
+    assert check.ok, check.problems
+    assert check.records == 5
+    for broken in (docs[:2], [docs[0], docs[2]], docs[1:], [docs[1], docs[0], docs[2]]):
+        assert not verify_pages(broken, key).ok
+    other = ledger.trail(TrailQuery(since=T0 - 20 * MIN, until=T0 + 31 * MIN, limit=2,
+                                    start=int(docs[0]["next_batch"])))  # fmt: skip
+    assert not verify_pages([docs[0], other, docs[2]], key).ok
+    assert not verify_pages([], key).ok
+    # A page signed by a newer checkpoint must prove the log grew from the one before.
+    size = docs[0]["proof"]["tree_size"]
+    ledger.append(act(T0 + 40 * MIN))
+    q = dict(since=T0 - 20 * MIN, until=T0 + 30 * MIN, limit=2)
+    newer = [ledger.trail(TrailQuery(**q, start=int(docs[0]["next_batch"])))]
+    assert not verify_pages([docs[0], *newer], key).ok
+    newer = [ledger.trail(TrailQuery(**q, start=int(docs[0]["next_batch"]),
+                                     since_checkpoint_size=size))]  # fmt: skip
+    newer.append(ledger.trail(TrailQuery(**q, start=int(newer[0]["next_batch"]))))
+    check = verify_pages([docs[0], *newer], key)
+    assert check.ok, check.problems
 
 
 def test_from_beyond_the_tree_is_refused(ledger):

@@ -33,6 +33,12 @@ json``) lists the ``action`` records of a time range (:mod:`bastion.core.audit`)
   (``old_checkpoint``, None when the log kept none of that size): it shows the log the previous
   audit saw is a prefix of this one.
 
+A trail in pages (the admin API's ``limit`` and ``next_batch``) is checked whole by
+:func:`verify_pages`: each page, and that they chain (the same query; each page starts at the
+previous one's ``next_batch``; the first at the start boundary, the last at the end); a page
+signed by a newer checkpoint than the page before must carry the consistency proof from it
+(ask each next page with ``since_checkpoint_size`` = the previous page's ``tree_size``).
+
 ``log_keys``: the log's verifier keys (C2SP signed-note vkeys); a verifier should check with
 keys it got elsewhere (``--key``), else the trail only shows it is self-consistent.
 """
@@ -60,7 +66,7 @@ from bastion.ledger.merkle import (
 )
 from bastion.ledger.note import Note, Verifier, parse_note, verify_note
 
-__all__ = ["TrailCheck", "path_ranges", "range_root", "verify_trail"]
+__all__ = ["TrailCheck", "path_ranges", "range_root", "verify_pages", "verify_trail"]
 
 
 def _split(n: int) -> int:
@@ -311,3 +317,46 @@ def _check_consistency(cons: Any, cp: Checkpoint, log_keys: Sequence[Verifier],
     elif not verify_consistency(old_size, cp.size, old.root, cp.root, hashes):
         res.problems.append(f"the consistency proof from size {old_size} to {cp.size} does "
                             "not verify: the log was rewritten")  # fmt: skip
+
+
+def verify_pages(
+    docs: Sequence[Mapping[str, Any]], log_keys: Sequence[Verifier],
+    previous_checkpoint: bytes | None = None,
+) -> TrailCheck:  # fmt: skip
+    """Check a trail given in pages (see the module docstring): every page with
+    :func:`verify_trail` (the first against ``previous_checkpoint``, each later one against the
+    checkpoint of the page before when it is a newer one) and their chaining. Never raises."""
+    res = TrailCheck()
+    if not docs:
+        res.problems.append("no page")
+        return res
+    prev: Mapping[str, Any] | None = None
+    for n, doc in enumerate(docs, start=1):
+        before = previous_checkpoint if prev is None else None
+        try:
+            if prev is not None:
+                old, new = prev["proof"], doc["proof"]
+                if old["checkpoint"] != new["checkpoint"]:
+                    before = old["checkpoint"].encode("utf-8")
+                for key in ("since", "until", "actor", "subject"):
+                    if doc.get(key) != prev.get(key):
+                        res.problems.append(f"page {n} is of another query ({key})")
+                if new.get("from") is None or str(new["from"]) != prev.get("next_batch"):
+                    res.problems.append(f"page {n} does not start where page {n - 1} ended")
+            elif isinstance(doc.get("proof"), Mapping) and doc["proof"].get("from") is not None:
+                res.problems.append("the first page does not start at the start boundary")
+        except (KeyError, TypeError, AttributeError) as e:
+            res.problems.append(f"page {n} is malformed: {e}")
+            return res
+        check = verify_trail(doc, log_keys, before)
+        res.problems += [f"page {n}: {p}" for p in check.problems]
+        res.notes += [f"page {n}: {x}" for x in check.notes if "page" not in x]
+        res.records += check.records
+        if check.checkpoint is not None:
+            if res.checkpoint is None:
+                res.checkpoint = dict(check.checkpoint)
+            res.checkpoint.update({k: check.checkpoint[k] for k in ("size", "end", "root")})
+        prev = doc
+    if isinstance(prev, Mapping) and prev.get("next_batch") is not None:
+        res.problems.append("the last page has a next_batch: pages are missing")
+    return res

@@ -100,7 +100,8 @@ def add_ledger_parser(subparsers: Any) -> None:
         help="verify an audit trail (JSON) offline: its records are every action of its leaf "
         "range, bound to the log's signed checkpoint",
     )
-    va.add_argument("file", type=Path)
+    va.add_argument("file", type=Path, nargs="+",
+                    help="the trail (JSON); several: the pages of one trail, in order")  # fmt: skip
     va.add_argument("--key", metavar="VKEY", action="append", default=[],
                     help="the log's verifier key (default: the keys the trail carries, which "
                     "only shows it is self-consistent)")  # fmt: skip
@@ -296,18 +297,22 @@ def _check_proof(args: argparse.Namespace) -> int:
 
 
 def _verify_audit(args: argparse.Namespace) -> int:
-    from bastion.ledger.audit_trail import verify_trail
+    from bastion.ledger.audit_trail import verify_pages
     from bastion.ledger.note import NoteError, parse_vkey
     from bastion.ledger.verify import UsageError
 
+    name = ""
     try:
-        doc = orjson.loads(args.file.read_bytes())
+        docs = []
+        for path in args.file:
+            name = str(path)
+            docs.append(orjson.loads(path.read_bytes()))
         previous = (args.previous_checkpoint.read_bytes()
                     if args.previous_checkpoint is not None else None)  # fmt: skip
     except OSError as e:
         raise UsageError(f"cannot read {e.filename}: {e.strerror or e}") from None
     except orjson.JSONDecodeError:
-        raise UsageError(f"{args.file} is not JSON") from None
+        raise UsageError(f"{name} is not JSON") from None
     if previous is not None and previous.lstrip().startswith(b"{"):
         try:  # a previous trail: its checkpoint
             previous = orjson.loads(previous)["proof"]["checkpoint"].encode()
@@ -316,7 +321,7 @@ def _verify_audit(args: argparse.Namespace) -> int:
     keys, notes = [], []
     values = list(args.key)
     if not values:
-        carried = doc.get("log_keys") if isinstance(doc, dict) else None
+        carried = docs[0].get("log_keys") if isinstance(docs[0], dict) else None
         values = [v for v in carried if isinstance(v, str)] if isinstance(carried, list) else []
         notes.append("no --key given: the checkpoint's signature was checked with the keys the "
                      "trail itself carries (this shows the trail is consistent, not that the "
@@ -327,7 +332,7 @@ def _verify_audit(args: argparse.Namespace) -> int:
         except (NoteError, ValueError) as e:
             if args.key:
                 raise UsageError(f"bad --key {v!r}: {e}") from None
-    result = verify_trail(doc, keys, previous)
+    result = verify_pages(docs, keys, previous)
     result.notes[:0] = notes
     if args.json:
         sys.stdout.write(json.dumps(result.as_json(), indent=1) + "\n")

@@ -17,7 +17,7 @@ from bastion.api.admin_access import query_reason, request_reason
 from bastion.api.http import Request
 from bastion.cli import main
 from bastion.errors import MatrixError
-from bastion.ledger.audit_trail import verify_trail
+from bastion.ledger.audit_trail import verify_pages, verify_trail
 from bastion.ledger.note import parse_vkey
 from tests.support.accounts import make_user
 from tests.support.harness import Client, ServerThread
@@ -143,20 +143,33 @@ def test_filters_and_the_call_itself_is_recorded(srv, world):
     assert audit(world, actor="@nobody:localhost").body["records"] == []
 
 
-def test_pages_of_at_most_limit_records_chain_and_verify(world):
+def test_pages_of_at_most_limit_records_chain_and_verify(world, tmp_path, capsys):
     whole = audit(world).body
-    seen, start = [], None
+    docs, query = [], {"limit": "3"}
     for _ in range(50):
-        r = audit(world, limit="3", **({"from": start} if start else {}))
+        r = audit(world, **query)
         assert r.status == 200, r.body
         assert len(r.body["records"]) <= 3
-        assert verify(world, r.body).ok
-        seen += r.body["records"]
-        start = r.body.get("next_batch")
-        if start is None:
+        docs.append(r.body)
+        if "next_batch" not in r.body:
             break
-    assert [x["index"] for x in seen] == [x["index"] for x in whole["records"]][: len(seen)]
-    assert len(seen) >= len(whole["records"])
+        # The next page from where this one ended, proving the log grew from its checkpoint.
+        # (``until`` as the first page had it: its default is "now".)
+        query = {"limit": "3", "from": r.body["next_batch"], "until": str(r.body["until"]),
+                 "since_checkpoint_size": str(r.body["proof"]["tree_size"])}  # fmt: skip
+    assert len(docs) > 1
+    check = verify_pages(docs, [parse_vkey(world["vkey"])])
+    assert check.ok, check.problems
+    seen = [x["index"] for d in docs for x in d["records"]]
+    assert seen[: len(whole["records"])] == [x["index"] for x in whole["records"]]
+    files = []
+    for n, doc in enumerate(docs):
+        files.append(tmp_path / f"page{n}.json")
+        files[-1].write_text(json.dumps(doc))
+    names = [str(f) for f in files]
+    assert main(["ledger", "verify-audit", *names, "--key", world["vkey"]]) == 0
+    assert main(["ledger", "verify-audit", names[0], *names[2:], "--key", world["vkey"]]) == 1
+    assert "does not start where page 1 ended" in capsys.readouterr().out
 
 
 def test_consistency_from_the_previous_audit(srv, world):

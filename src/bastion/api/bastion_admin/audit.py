@@ -5,8 +5,11 @@ Not part of the Matrix spec. Query parameters:
 * ``since`` (required), ``until`` (default: now): ISO 8601 or ms since the epoch
   (:func:`bastion.core.audit.parse_time`; percent-encode a ``+`` offset);
 * ``actor``, ``subject``: only records with that actor / subject (a user ID, ``cli``, ...);
-* ``limit``: records per page, 1 to 1000 (default 100); ``from``: the ``next_batch`` of the
-  previous page (a leaf index);
+* ``limit``: records per page, 1 to 1000 (default 100; a page also ends after 10000 leaves);
+  ``from``: the ``next_batch`` of the previous page (a leaf index). Ask every page with the
+  first page's ``until`` (its default is now) and ``since_checkpoint_size`` = the previous
+  page's ``proof.tree_size``, so that ``bastion ledger verify-audit PAGE...`` can check the
+  pages as one trail;
 * ``since_checkpoint_size``: the size of the checkpoint the previous audit saw, for a
   consistency proof from it (RFC 9162 section 2.1.4);
 * ``reason``: why the admin reads the trail (recorded).
