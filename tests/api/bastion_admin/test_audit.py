@@ -280,3 +280,13 @@ def test_request_reason_takes_the_body_then_the_query():
     with pytest.raises(MatrixError) as e:
         request_reason(request("/x", {"reason": "x" * 1001}))
     assert e.value.errcode == "M_INVALID_PARAM"
+
+
+def test_without_the_ledger_there_is_no_trail(tmp_path):
+    s = ServerThread(tmp_path / "d", ledger_enabled=False).start()
+    try:
+        admin = make_user(s, "root", admin=True)
+        r = admin.request("GET", AUDIT, query={"since": "0"})
+        assert r.status == 404 and r.body["errcode"] == "M_NOT_FOUND"
+    finally:
+        s.stop()
