@@ -1,4 +1,5 @@
-"""Command line: ``bastion serve`` and ``bastion admin …``."""
+"""Command line: ``bastion serve`` and ``bastion admin …`` (``bastion admin audit``: the
+audit trail of issue 10, :func:`admin_audit`)."""
 
 from __future__ import annotations
 
@@ -101,6 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
     rr = rsub.add_parser("revoke", help="revoke a token")
     _add_common(rr)
     rr.add_argument("token")
+
+    au = asub.add_parser(
+        "audit",
+        help="the audit trail of a time range (every ledger action record) with the ledger "
+        "proofs that it is complete (read only: the server may run)",
+        description="Times are ISO 8601 (2026-12-06T19:00:00Z; no offset: UTC) or ms since the "
+        "epoch. JSON carries the proofs (check them with `bastion ledger verify-audit`); CSV "
+        "lists the records only, each cell safe to open in a spreadsheet.",
+    )
+    _add_common(au)
+    au.add_argument("--since", required=True, help="start of the range (included)")
+    au.add_argument("--until", help="end of the range (included; default: now)")
+    au.add_argument("--actor", help="only records of this actor (a user ID, or cli)")
+    au.add_argument("--subject", help="only records about this user")
+    au.add_argument("--format", choices=["json", "csv"], default="json")
+    au.add_argument("--since-checkpoint-size", type=int, metavar="N",
+                    help="prove the log grew from the checkpoint of size N the last audit saw")  # fmt: skip
+    au.add_argument("-o", "--output", type=Path, help="write here (default: standard output)")
 
     from bastion.ledger.cli import add_ledger_parser
 
@@ -382,7 +401,81 @@ def _run(config: Config, args: argparse.Namespace) -> int:
         return admin_create_user(config, args)
     if args.admin_command == "rotate-signing-key":
         return admin_rotate_signing_key(config, args)
+    if args.admin_command == "audit":
+        return admin_audit(config, args)
     return admin_registration_token(config, args)
+
+
+def admin_audit(config: Config, args: argparse.Namespace) -> int:
+    """``bastion admin audit``: the trail of ``--since``..``--until`` from the data directory's
+    database opened read-only (:func:`bastion.services.audit.build_trail`, no page bounds),
+    over the stored tiles and leaves and the latest stored checkpoint. Exit 2 on bad input."""
+    import csv
+
+    from bastion.core.audit import csv_rows, parse_range
+    from bastion.ledger.service import checkpoint_origin
+    from bastion.ledger.tiles import TileNodeReader
+    from bastion.ledger.verify import _read_tile_from, log_vkeys
+    from bastion.services.audit import TrailError, TrailQuery, build_trail, trail_records
+    from bastion.storage.sqlite.ledger_audit import AuditReadError, open_readonly_store
+
+    try:
+        since, until = parse_range(args.since, args.until, int(time.time() * 1000))
+    except ValueError as e:
+        print(f"bastion: {e}", file=sys.stderr)
+        return 2
+    old = args.since_checkpoint_size
+    if old is not None and old < 1:
+        print(
+            "bastion: --since-checkpoint-size is a checkpoint's size (1 or more)", file=sys.stderr
+        )
+        return 2
+    try:
+        store = open_readonly_store(config.database_path)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"bastion: {e}", file=sys.stderr)
+        return 2
+    try:
+        cp = store.ledger_latest_checkpoint()
+        text = old_text = None
+        if cp is not None:
+            text = (cp.note + b"".join(store.ledger_cosignatures(cp.size))).decode("utf-8")
+        if old is not None:
+            old_cp = store.ledger_checkpoint(old)
+            if old_cp is not None:
+                old_text = (old_cp.note + b"".join(store.ledger_cosignatures(old))).decode()
+        node = TileNodeReader(
+            lambda lv, ix, w: _read_tile_from(store, lv, ix, w),
+            size=cp.size if cp is not None else None,
+        )
+        keys = log_vkeys(store, config.data_dir, config.signing_key_path,
+                         checkpoint_origin(config.server_name))  # fmt: skip
+        query = TrailQuery(since=since, until=until, actor=args.actor, subject=args.subject,
+                           limit=None, max_leaves=None, since_checkpoint_size=old)  # fmt: skip
+        trail = build_trail(store, query, checkpoint=cp, checkpoint_text=text, node=node,
+                            log_keys=keys, old_checkpoint_text=old_text)  # fmt: skip
+    except (TrailError, AuditReadError) as e:
+        print(f"bastion: {e}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    proof = trail["proof"]
+    if proof is None:
+        print("bastion: the ledger has no signed checkpoint yet: nothing can be proven",
+              file=sys.stderr)  # fmt: skip
+    elif proof["end_reason"] == "checkpoint":
+        print(f"bastion: the trail ends at leaf {proof['end']}, the last one a signed checkpoint "
+              "covers; later records are not listed", file=sys.stderr)  # fmt: skip
+    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        if args.format == "csv":
+            csv.writer(out).writerows(csv_rows(trail_records(trail)))
+        else:
+            out.write(json.dumps(trail, indent=1) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
 
 
 if __name__ == "__main__":

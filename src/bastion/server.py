@@ -100,6 +100,7 @@ GUARD_API_MODULES: list[str] = [
     "bastion.api.guard.throttles",
     "bastion.api.metrics",
     "bastion.api.guard.rate_limits",
+    "bastion.api.bastion_admin.audit",  # issue 10: the audit trail
 ]
 
 #: The route of inbound transactions, whose bodies may be larger (decided on the matched route,

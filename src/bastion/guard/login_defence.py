@@ -537,8 +537,11 @@ class LoginDefence(BackgroundService):
 
         await store.transaction(fn)
 
-    async def record_read(self, *, admin: str, route: str, ip: str | None) -> None:
-        """An admin read of the throttles: its ``admin.request`` record."""
+    async def record_read(
+        self, *, admin: str, route: str, ip: str | None, reason: str | None = None
+    ) -> None:
+        """An admin read of the throttles: its ``admin.request`` record (with the admin's
+        optional ``reason``)."""
         now = self.now_ms()
         await self.hs.store.transaction(
             lambda conn: admin_request_in(
@@ -548,7 +551,7 @@ class LoginDefence(BackgroundService):
                 route=route,
                 ts=now,
                 target=None,
-                reason=None,
+                reason=reason,
                 origin=ip,
             )  # fmt: skip
         )

@@ -4,6 +4,8 @@
   ``verify --remote URL`` checks a server's published log (:mod:`bastion.ledger.remote_verify`).
 * ``prove EVENT_ID --data-dir DIR -o FILE`` (or ``--record INDEX``) writes a self-contained
   C2SP tlog-proof@v1 bundle; ``check-proof FILE`` verifies one offline, with no database.
+* ``verify-audit FILE`` checks an audit trail (``bastion admin audit --format json``, ``GET
+  /_bastion/admin/v1/audit``) offline: :func:`bastion.ledger.audit_trail.verify_trail`.
 * ``status`` shows the ledger's size, last checkpoint, halt, witnesses and anchors from the
   database (the server may be stopped).
 
@@ -93,6 +95,21 @@ def add_ledger_parser(subparsers: Any) -> None:
     )
     c.add_argument("--json", action="store_true")
 
+    va = lsub.add_parser(
+        "verify-audit",
+        help="verify an audit trail (JSON) offline: its records are every action of its leaf "
+        "range, bound to the log's signed checkpoint",
+    )
+    va.add_argument("file", type=Path, nargs="+",
+                    help="the trail (JSON); several: the pages of one trail, in order")  # fmt: skip
+    va.add_argument("--key", metavar="VKEY", action="append", default=[],
+                    help="the log's verifier key (default: the keys the trail carries, which "
+                    "only shows it is self-consistent)")  # fmt: skip
+    va.add_argument("--previous-checkpoint", type=Path, metavar="FILE",
+                    help="the signed checkpoint the previous audit saw (its proof.checkpoint): "
+                    "the trail must prove the log grew from it")  # fmt: skip
+    va.add_argument("--json", action="store_true")
+
     s = lsub.add_parser("status", help="the ledger's size, last checkpoint, witnesses, anchors")
     s.add_argument("--data-dir", type=Path, default=None)
     s.add_argument("--config", type=Path)
@@ -145,6 +162,8 @@ def run_ledger(args: argparse.Namespace) -> int:
             return _prove(args)
         if args.ledger_command == "check-proof":
             return _check_proof(args)
+        if args.ledger_command == "verify-audit":
+            return _verify_audit(args)
         return _status(args)
     except UsageError as e:
         return _usage(str(e))
@@ -269,6 +288,52 @@ def _check_proof(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(f"cannot read {args.file}: {e.strerror or e}") from None
     result = check_proof(data, keys=args.key, witness_keys=args.witness_key)
+    if args.json:
+        sys.stdout.write(json.dumps(result.as_json(), indent=1) + "\n")
+    else:
+        for line in result.lines():
+            print(line)
+    return EXIT_OK if result.ok else EXIT_FINDINGS
+
+
+def _verify_audit(args: argparse.Namespace) -> int:
+    from bastion.ledger.audit_trail import verify_pages
+    from bastion.ledger.note import NoteError, parse_vkey
+    from bastion.ledger.verify import UsageError
+
+    name = ""
+    try:
+        docs = []
+        for path in args.file:
+            name = str(path)
+            docs.append(orjson.loads(path.read_bytes()))
+        previous = (args.previous_checkpoint.read_bytes()
+                    if args.previous_checkpoint is not None else None)  # fmt: skip
+    except OSError as e:
+        raise UsageError(f"cannot read {e.filename}: {e.strerror or e}") from None
+    except orjson.JSONDecodeError:
+        raise UsageError(f"{name} is not JSON") from None
+    if previous is not None and previous.lstrip().startswith(b"{"):
+        try:  # a previous trail: its checkpoint
+            previous = orjson.loads(previous)["proof"]["checkpoint"].encode()
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise UsageError("--previous-checkpoint is neither a checkpoint nor a trail") from None
+    keys, notes = [], []
+    values = list(args.key)
+    if not values:
+        carried = docs[0].get("log_keys") if isinstance(docs[0], dict) else None
+        values = [v for v in carried if isinstance(v, str)] if isinstance(carried, list) else []
+        notes.append("no --key given: the checkpoint's signature was checked with the keys the "
+                     "trail itself carries (this shows the trail is consistent, not that the "
+                     "log is the one you trust)")  # fmt: skip
+    for v in values:
+        try:
+            keys.append(parse_vkey(v))
+        except (NoteError, ValueError) as e:
+            if args.key:
+                raise UsageError(f"bad --key {v!r}: {e}") from None
+    result = verify_pages(docs, keys, previous)
+    result.notes[:0] = notes
     if args.json:
         sys.stdout.write(json.dumps(result.as_json(), indent=1) + "\n")
     else:

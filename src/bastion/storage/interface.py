@@ -746,6 +746,13 @@ class LedgerAuditStore(Protocol):
     def audit_local_old_signing_keys(self) -> list[tuple[str, str]]: ...
 
 
+class AuditTrailStore(Protocol):
+    """The audit trail's boundary reads (issue 10; :mod:`bastion.storage.sqlite.audit`)."""
+
+    def audit_last_action_before(self, ts: int, below: int) -> int | None: ...
+    def audit_first_action_after(self, ts: int, start: int, below: int) -> int | None: ...
+
+
 class GuardDecisionsStore(Protocol):
     """The guard's decisions, review queue, per-room settings, room cooling and quarantined
     media (core part). Decisions are dicts with their JSON columns decoded."""
@@ -924,6 +931,7 @@ class Store(
     FederationInboundStore,
     LedgerStore,
     LedgerAuditStore,
+    AuditTrailStore,
     GuardDecisionsStore,
     GuardLimitsStore,
     GuardLoginStore,

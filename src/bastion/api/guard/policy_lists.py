@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bastion.api.admin_access import require_admin, route_name
+from bastion.api.admin_access import query_reason, require_admin, route_name
 from bastion.api.http import Request, Router
 from bastion.core.identifiers import parse_room_id
 from bastion.errors import bad_json, forbidden, invalid_param, not_found
@@ -42,14 +42,15 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def list_lists(req: Request) -> dict:
         """GET /_bastion/admin/v1/guard/policy_lists — every list the server enforces, its
-        rule counts and the entities it bans; recorded."""
+        rule counts and the entities it bans; recorded (with the optional query ``reason``)."""
         require_admin(req)
+        reason = query_reason(req)
         now = hs.now_ms()
 
         def fn(conn: Txn) -> None:
             admin_request_in(
                 hs.store, conn, actor=req.requester.user_id, route=route_name(req), ts=now,
-                target=None, reason=None, origin=req.raw.remote,
+                target=None, reason=reason, origin=req.raw.remote,
             )  # fmt: skip
 
         await hs.store.transaction(fn)

@@ -1,6 +1,6 @@
 """The login defence's admin API (issue 9): see and lift failed-login throttles.
 
-- ``GET /_bastion/admin/v1/guard/throttles``: the keys waiting now, each ``kind`` (account,
+- ``GET /_bastion/admin/v1/guard/throttles[?reason=]``: the keys waiting now, each ``kind`` (account,
   device, devices, address, prefix, regtoken-address, regtoken-prefix), ``key``, ``failures``,
   ``level`` (waits started) and ``until`` (ms since the epoch).
 - ``DELETE /_bastion/admin/v1/guard/throttles/{key}``: lift one (its failures are forgotten),
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bastion.api.admin_access import require_admin, route_name
+from bastion.api.admin_access import query_reason, require_admin, route_name
 from bastion.api.http import Request, Router
 from bastion.services.security_records import admin_reason
 
@@ -33,7 +33,9 @@ def register(router: Router, hs: HomeServer) -> None:
         """GET /_bastion/admin/v1/guard/throttles — the active throttles; admins only."""
         admin = require_admin(req)
         defence = hs.guard.login
-        await defence.record_read(admin=admin, route=route_name(req), ip=req.raw.remote)
+        await defence.record_read(
+            admin=admin, route=route_name(req), ip=req.raw.remote, reason=query_reason(req)
+        )
         return {"throttles": defence.active_throttles()}
 
     async def lift_throttle(req: Request) -> dict:
