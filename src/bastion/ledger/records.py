@@ -74,6 +74,9 @@ ACTION_GUARD_RATE_OVERRIDE = "guard.rate_override"
 ACTION_GUARD_POLICY_LIST = "guard.policy_list"
 #: A new-login notice sent to a user (new device or new network prefix).
 ACTION_LOGIN_NOTICE = "login.notice"
+# Compliance (issue 10).
+#: An export of one user's data (GDPR Art. 15/20): counts per kind, archive bytes and SHA-256.
+ACTION_COMPLIANCE_EXPORT = "compliance.export"
 
 
 def decision_of(rejected: bool, soft_failed: int, outlier_flag: int = 2) -> str:

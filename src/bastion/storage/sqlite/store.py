@@ -25,6 +25,7 @@ from bastion.storage.sqlite import (
     accounts,
     device_lists,
     e2ee,
+    export,
     federation,
     federation_inbound,
     federation_queue,
@@ -45,7 +46,7 @@ T = TypeVar("T")
 
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
           federation_inbound, ledger, ledger_audit, guard_decisions, guard_limits, guard_login,
-          guard_policy, server_notices)  # fmt: skip
+          guard_policy, server_notices, export)  # fmt: skip
 
 
 class SqliteStore(
@@ -65,6 +66,7 @@ class SqliteStore(
     guard_login.GuardLoginStore,
     guard_policy.GuardPolicyStore,
     server_notices.ServerNoticesStore,
+    export.ExportStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.db = Database(path, synchronous)
