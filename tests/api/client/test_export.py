@@ -108,7 +108,9 @@ def test_admin_export(server, client):
     z = zipfile.ZipFile(io.BytesIO(r.body["_raw"]))
     sent = orjson.loads(z.read("events_sent/events.json"))
     assert "alice says hello" in [e["event"]["content"].get("body") for e in sent]
-    reads = [rec for rec in _records(server, "admin.request") if rec.get("subject") == alice.user_id]
+    reads = [
+        rec for rec in _records(server, "admin.request") if rec.get("subject") == alice.user_id
+    ]
     assert len(reads) == 1 and reads[0]["actor"] == admin.user_id
     assert reads[0]["details"]["route"] == "GET /_bastion/admin/v1/users/{userId}/export"
     (export,) = _records(server, "compliance.export")

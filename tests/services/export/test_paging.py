@@ -73,6 +73,6 @@ def test_an_export_reads_and_writes_page_by_page(server, client, tmp_path):
     assert all(0 <= b - a <= PAGE for a, b in zip(visible, visible[1:], strict=False))
     with zipfile.ZipFile(path) as z:
         assert z.testzip() is None
-        assert z.read("events_sent/events.json").count(b'"event_id"') >= result.counts[
-            "events_sent"
-        ]
+        assert (
+            z.read("events_sent/events.json").count(b'"event_id"') >= result.counts["events_sent"]
+        )
