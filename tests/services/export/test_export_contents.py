@@ -21,7 +21,7 @@ from tests.services.export.scenario import (
     request_export,
 )
 from tests.support.accounts import db_rows
-from tests.support.rooms import V3
+from tests.support.rooms import V3, send
 
 
 @pytest.fixture
@@ -224,11 +224,23 @@ def test_guard_decisions_about_the_user(server, client):
 
     run_on_server(server, hs.store.transaction(lambda c: insert(c, w.alice.user_id, "about-a")))
     run_on_server(server, hs.store.transaction(lambda c: insert(c, w.bob.user_id, "about-b")))
+    # A report of alice's message by bob: a decision about alice that names bob as reporter.
+    event_id = send(w.alice, w.plain_room, "reported message")
+    r = w.bob.request("POST", f"{V3}/rooms/{w.plain_room}/report/{event_id}",
+                      {"reason": "report-reason"})  # fmt: skip
+    assert r.status == 200, r.body
+    (stored,) = db_rows(
+        server, "SELECT details FROM guard_decisions WHERE event_id = ?", (event_id,)
+    )
+    assert json.loads(stored["details"])["reporter"] == w.bob.user_id
     a = Archive(request_export(w.alice).body["_raw"])
     decisions = a.kind("guard_decisions")
-    assert [d["reason"] for d in decisions] == ["about-a"]
+    assert [d["reason"] for d in decisions][0] == "about-a"
     assert decisions[0]["details"] == {"why": "about-a"} and "reviewed_by" not in decisions[0]
     assert b"about-b" not in a.all_bytes()
+    (report,) = [d for d in decisions if d["event_id"] == event_id]
+    assert report["event_id"] == event_id and report["details"]["report_reason"] == "report-reason"
+    assert "reporter" not in report["details"]
 
 
 def test_index_html_escapes_the_users_own_data(exported):

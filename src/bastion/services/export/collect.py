@@ -9,8 +9,9 @@ former members up to their leave, and history visibility, C-S API "Room History 
 via :mod:`bastion.core.visibility`): never an event from before they could see it.
 
 What is left out, on purpose: secrets (the password hash, access tokens, registration tokens),
-other users' devices, account data and media, and who reviewed a guard decision (the moderator's
-identity is the moderator's personal data, not the user's; the review's time and reason are
+other users' devices, account data and media, who reported the user (a report's decision
+names its reporter in ``details.reporter``, which is dropped, as the reported user is never told
+who reported them) and who reviewed a guard decision (the review's time and reason are
 included).
 """
 
@@ -240,5 +241,9 @@ class Collector:
     def _guard_decisions(self) -> Iterator[list[dict[str, Any]]]:
         after = 0
         while page := self.store.export_guard_decisions_page(self.user_id, after, self.page_size):
-            yield page
             after = page[-1]["id"]
+            for d in page:
+                if isinstance(d["details"], dict):
+                    # Who reported the user is never told to them (services/reporting.py).
+                    d["details"].pop("reporter", None)
+            yield page

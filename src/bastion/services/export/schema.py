@@ -43,7 +43,8 @@ the `sha256` of their `media` item).
 
 Secrets (the password hash, access tokens), other users' data beyond the events the user could
 see in their rooms (never an event from before the user could see it, as the room's history
-visibility decides), and the identity of the moderator who reviewed a guard decision.
+visibility decides), who reported the user, and the identity of the moderator who reviewed a
+guard decision.
 End-to-end encrypted messages and key backups are exported as stored: encrypted, readable only
 with the user's own keys.
 """
