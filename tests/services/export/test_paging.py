@@ -76,3 +76,28 @@ def test_an_export_reads_and_writes_page_by_page(server, client, tmp_path):
         assert (
             z.read("events_sent/events.json").count(b'"event_id"') >= result.counts["events_sent"]
         )
+
+
+def test_an_export_cut_off_leaves_nothing_on_disk(server, client, tmp_path):
+    """A cancelled export (the client went away, the server stops) removes its partial
+    archive and its spooled HTML: they hold personal data."""
+    alice = client.register()
+    room = create_room(alice)
+    send(alice, room, "partial")
+    hs = server.hs
+    hs.export.page_size = 1
+    out = tmp_path / "out"
+    out.mkdir()
+    path = out / "part.zip"
+
+    def cut_off() -> list[str]:
+        steps = hs.export.steps(alice.user_id, path)
+        for _ in range(5):
+            next(steps)
+        during = sorted(p.name for p in out.iterdir())
+        steps.close()
+        return during
+
+    during = call_on_server(server, cut_off)
+    assert during == ["part.zip", "part.zip.html.part"]
+    assert list(out.iterdir()) == []

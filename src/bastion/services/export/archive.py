@@ -192,24 +192,31 @@ def write_archive(
         }  # fmt: skip
         w.zip.writestr("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
         w.zip.writestr("schema.md", SCHEMA_MD)
-        _write_index(w, manifest)
+        state.kind = "index.html"
+        yield from _write_index(w, manifest, state)
         w.close()
+        # The archive's hash, for its ledger record (a chunk per step, like everything else).
+        state.kind = "sha256"
+        digest = hashlib.sha256()
+        size = 0
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                yield state
         done = True
     finally:
         if not done:
             w.close()
             path.unlink(missing_ok=True)
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
     return ArchiveResult(path, size, digest.hexdigest(), dict(state.counts))
 
 
-def _write_index(w: _ArchiveWriter, manifest: dict[str, Any]) -> None:
-    """index.html: a heading, the table of contents with the counts, then the spooled body."""
+def _write_index(
+    w: _ArchiveWriter, manifest: dict[str, Any], state: Progress
+) -> Generator[Progress, None, None]:
+    """index.html: a heading, the table of contents with the counts, then the spooled body
+    (copied a chunk per step)."""
     user = _esc(manifest["user_id"])
     head = _HTML_HEAD.format(title=f"Data export for {user}")
     toc = "".join(
@@ -229,6 +236,7 @@ def _write_index(w: _ArchiveWriter, manifest: dict[str, Any]) -> None:
         w.spool.seek(0)
         while chunk := w.spool.read(CHUNK):
             out.write(chunk)
+            yield state
         out.write(b"</body></html>\n")
 
 
