@@ -373,12 +373,12 @@ def admin_export_user(config: Config, args: argparse.Namespace) -> int:
         except MatrixError as e:
             print(f"bastion: {args.user_id}: {e.message}", file=sys.stderr)
             return 1
-        shown = {"kind": "", "at": 0.0}
+        shown: list = ["", 0.0]  # the kind shown last, and when
 
         def progress(p: Progress) -> None:
             now = time.monotonic()
-            if p.kind != shown["kind"] or now - shown["at"] >= 2:
-                shown.update(kind=p.kind, at=now)
+            if p.kind != shown[0] or now - shown[1] >= 2:
+                shown[:] = [p.kind, now]
                 extra = f" ({p.media_bytes} bytes)" if p.kind == "media_files" else ""
                 print(f"export: {p.kind}: {p.counts.get(p.kind, 0)}{extra}", file=sys.stderr)
 

@@ -128,3 +128,29 @@ def test_nothing_left_in_the_data_directory(server, client):
     assert request_export(alice).status == 200
     tmp = server.config.data_dir / "export-tmp"
     assert not tmp.exists() or list(tmp.iterdir()) == []
+
+
+def test_one_export_at_a_time(server, client):
+    alice = client.register()
+    server.hs.export._running.add(alice.user_id)  # an export of hers is being written
+    try:
+        r = alice.request("POST", EXPORT, {})
+        assert_error(r, 429, "M_LIMIT_EXCEEDED")
+        assert r.body["retry_after_ms"] == 10_000
+    finally:
+        server.hs.export._running.discard(alice.user_id)
+    assert request_export(alice).status == 200
+    assert server.hs.export._running == set()
+
+
+def test_a_suspended_user_may_still_export(server, client):
+    """The right of access (GDPR Art. 15) does not end with a suspension."""
+    alice = client.register()
+    admin = client.register()
+    make_admin(server, admin.user_id)
+    r = admin.request("PUT", f"/_matrix/client/v1/admin/suspend/{quote(alice.user_id)}",
+                      {"suspended": True})  # fmt: skip
+    assert r.status == 200, r.body
+    assert_error(alice.request("POST", "/_matrix/client/v3/createRoom", {}), 403,
+                 "M_USER_SUSPENDED")  # fmt: skip
+    assert request_export(alice).status == 200

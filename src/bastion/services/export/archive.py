@@ -143,8 +143,8 @@ def write_archive(
                         else:
                             w.html(_html_item(kind, item))
                     if kind.single:
-                        item = page[0] if page else None
-                        n = len(item) if isinstance(item, dict) else int(item is not None)
+                        one = page[0] if page else None
+                        n = len(one) if isinstance(one, dict) else int(one is not None)
                         state.counts[kind.name] = n
                     else:
                         state.counts[kind.name] += len(page)
