@@ -50,6 +50,9 @@ def test_export_user_from_the_command_line(tmp_path, capsys):
     record = orjson.loads(bytes(entry))
     assert record["actor"] == "cli" and record["subject"] == w.alice.user_id
     assert record["details"]["sha256"] == summary["sha256"]
+    # The ledger still verifies with the export's record in it.
+    assert main(["ledger", "verify", "--data-dir", str(data)]) == 0
+    capsys.readouterr()
     # Never over an existing file; unknown users and missing databases are errors.
     assert main(["admin", "export-user", w.alice.user_id, "-o", str(out),
                  "--data-dir", str(data)]) == 2  # fmt: skip
