@@ -120,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--since-checkpoint-size", type=int, metavar="N",
                     help="prove the log grew from the checkpoint of size N the last audit saw")  # fmt: skip
     au.add_argument("-o", "--output", type=Path, help="write here (default: standard output)")
+    ex = asub.add_parser(
+        "export-user",
+        help="write everything the server holds about a user to a ZIP archive (GDPR Art. 15/20;"
+        " run with the server stopped)",
+    )
+    _add_common(ex)
+    ex.add_argument("user_id", help="the full user ID (@name:server)")
+    ex.add_argument("-o", "--output", type=Path, required=True, help="the archive to write")
 
     from bastion.ledger.cli import add_ledger_parser
 
@@ -352,6 +360,64 @@ def admin_rotate_signing_key(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def admin_export_user(config: Config, args: argparse.Namespace) -> int:
+    """``bastion admin export-user USER_ID -o FILE``: the export of :mod:`bastion.services.export`
+    written to FILE (progress on stderr, a summary on stdout) and its ``compliance.export``
+    ledger record (actor ``cli``)."""
+    import os
+
+    from bastion.errors import MatrixError
+    from bastion.server import HomeServer
+    from bastion.services.export import drive
+    from bastion.services.export.archive import Progress, new_part_path
+    from bastion.services.security_records import CLI
+
+    out: Path = args.output
+    if not config.database_path.exists():
+        print(f"bastion: no database at {config.database_path}", file=sys.stderr)
+        return 2
+    if out.exists():
+        print(f"bastion: {out} exists; not overwriting it", file=sys.stderr)
+        return 2
+    if not out.parent.is_dir():
+        print(f"bastion: no directory {out.parent}", file=sys.stderr)
+        return 2
+    hs = HomeServer(config)
+    hs.store.open()
+    part = new_part_path(out.parent, "." + out.name)
+    try:
+        try:
+            user_id = hs.export.require_local_user(args.user_id)
+        except MatrixError as e:
+            print(f"bastion: {args.user_id}: {e.message}", file=sys.stderr)
+            return 1
+        shown: list = ["", 0.0]  # the kind shown last, and when
+
+        def progress(p: Progress) -> None:
+            now = time.monotonic()
+            if p.kind != shown[0] or now - shown[1] >= 2:
+                shown[:] = [p.kind, now]
+                extra = f" ({p.media_bytes} bytes)" if p.kind == "media_files" else ""
+                print(f"export: {p.kind}: {p.counts.get(p.kind, 0)}{extra}", file=sys.stderr)
+
+        result = drive(hs.export.steps(user_id, part, progress))
+        ts = int(time.time() * 1000)
+        hs.store.transaction_sync(
+            lambda conn: hs.export.record_in(
+                conn, result, user_id=user_id, actor=CLI, origin=CLI, ts=ts
+            )
+        )
+        os.replace(part, out)
+    finally:
+        part.unlink(missing_ok=True)
+        hs.media.close()
+        hs.passwords.close()
+        hs.store.close()
+    print(json.dumps({"path": str(out), "bytes": result.size, "sha256": result.sha256,
+                      "counts": result.counts}))  # fmt: skip
+    return 0
+
+
 _TOKEN_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-")
 
 
@@ -403,6 +469,8 @@ def _run(config: Config, args: argparse.Namespace) -> int:
         return admin_rotate_signing_key(config, args)
     if args.admin_command == "audit":
         return admin_audit(config, args)
+    if args.admin_command == "export-user":
+        return admin_export_user(config, args)
     return admin_registration_token(config, args)
 
 

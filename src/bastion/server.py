@@ -35,6 +35,7 @@ from bastion.services.account_data import AccountData
 from bastion.services.accounts import AccountService
 from bastion.services.e2ee import E2EEService
 from bastion.services.ephemeral import Presence, Receipts, Typing
+from bastion.services.export import ExportService
 from bastion.services.filtering import Filters
 from bastion.services.lifecycle import BackgroundService, drain
 from bastion.services.media import MediaService
@@ -78,6 +79,8 @@ CLIENT_API_MODULES = [
     "bastion.api.client.to_device",
     "bastion.api.client.room_keys",
     "bastion.api.client.voip",
+    "bastion.api.client.export",
+    "bastion.api.bastion_admin.export",
 ]
 
 #: Server-Server API modules (bastion/api/federation), served on the federation listener only.
@@ -138,6 +141,8 @@ class HomeServer:
         self.e2ee = E2EEService(self)
         #: The server-notices rooms (C-S API "Server Notices").
         self.server_notices = ServerNotices(self)
+        #: Exports of users' data (issue 10, GDPR Art. 15/20).
+        self.export = ExportService(self)
         #: The guard (issue 9): login defence, rate limits, detectors, the classifier, policy
         #: lists, actions and alerts; the one entry point the rest of the server calls.
         self.guard = GuardService(self)

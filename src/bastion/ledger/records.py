@@ -82,6 +82,8 @@ ACTION_COMPLIANCE_PURGE = "compliance.purge"
 #: The actions whose records list events stripped of their content (``details.events``): a
 #: stripped event without a redaction event is legitimate only when one of these lists it.
 STRIPPING_ACTIONS = frozenset({ACTION_COMPLIANCE_ERASE, ACTION_COMPLIANCE_PURGE})
+#: An export of one user's data (GDPR Art. 15/20): counts per kind, archive bytes and SHA-256.
+ACTION_COMPLIANCE_EXPORT = "compliance.export"
 
 
 def decision_of(rejected: bool, soft_failed: int, outlier_flag: int = 2) -> str:

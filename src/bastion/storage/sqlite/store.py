@@ -27,6 +27,7 @@ from bastion.storage.sqlite import (
     device_lists,
     e2ee,
     event_contents,
+    export,
     federation,
     federation_inbound,
     federation_queue,
@@ -47,7 +48,7 @@ T = TypeVar("T")
 
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
           federation_inbound, ledger, ledger_audit, guard_decisions, guard_limits, guard_login,
-          guard_policy, server_notices, event_contents, audit)  # fmt: skip
+          guard_policy, server_notices, event_contents, audit, export)  # fmt: skip
 
 
 class SqliteStore(
@@ -69,6 +70,7 @@ class SqliteStore(
     server_notices.ServerNoticesStore,
     event_contents.EventContentsStore,
     audit.AuditTrailStore,
+    export.ExportStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.db = Database(path, synchronous)
