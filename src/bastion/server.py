@@ -42,6 +42,7 @@ from bastion.services.notifier import Notifier
 from bastion.services.passwords import Passwords
 from bastion.services.push_rules import PushRules
 from bastion.services.reporting import Reporting
+from bastion.services.retention import RetentionService
 from bastion.services.rooms import RoomService
 from bastion.services.server_notices import ServerNotices
 from bastion.services.sync import SyncService
@@ -78,6 +79,7 @@ CLIENT_API_MODULES = [
     "bastion.api.client.to_device",
     "bastion.api.client.room_keys",
     "bastion.api.client.voip",
+    "bastion.api.bastion_admin.legal_holds",  # issue 10: /_bastion/admin/v1/legal_holds
 ]
 
 #: Server-Server API modules (bastion/api/federation), served on the federation listener only.
@@ -140,6 +142,8 @@ class HomeServer:
         #: The guard (issue 9): login defence, rate limits, detectors, the classifier, policy
         #: lists, actions and alerts; the one entry point the rest of the server calls.
         self.guard = GuardService(self)
+        #: The retention purge job (issue 10; runs when ``[retention] enabled``).
+        self.retention = RetentionService(self)
         self.accounts = AccountService(
             self.store, config, self.passwords, self.now_ms, self.e2ee, self.rooms,
             login_defence=self.guard.login,
@@ -280,7 +284,8 @@ class HomeServer:
         """Every service with work in the background, drained together at shutdown (the
         ledger, which records what they do, is drained after them)."""
         fed = self.federation
-        guard = [self.guard.login, self.guard.cooling.background, self.guard.alerts]
+        guard = [self.guard.login, self.guard.cooling.background, self.guard.alerts,
+                 self.retention]  # fmt: skip
         if fed is None:
             return [self.e2ee, self.typing, self.presence, self.media, *guard]
         return [self.e2ee, fed.device_lists, fed.edus, self.typing, self.presence, self.media,

@@ -912,6 +912,38 @@ class EventContentsStore(Protocol):
         ...
 
 
+class RetentionStore(Protocol):
+    """Legal holds and the retention purge job's reads (issue 10; storage/sqlite/retention.py)."""
+
+    def list_legal_holds(self) -> list[dict]: ...
+    def legal_holds_for(self, user_id: str | None, room_id: str | None) -> list[dict]:
+        """The holds covering ``user_id`` (kind user) or ``room_id`` (kind room)."""
+        ...
+
+    def legal_hold_targets_in(self, txn: Txn) -> tuple[set[str], set[str]]: ...
+    def set_legal_hold_in(self, txn: Txn, kind: str, target: str, reason: str | None,
+                          set_by: str, set_ts: int) -> bool: ...  # fmt: skip
+    def lift_legal_hold_in(self, txn: Txn, kind: str, target: str) -> bool: ...
+    def retention_room_ids(self) -> list[str]: ...
+    def retention_progress(self, room_id: str) -> tuple[int, int] | None: ...
+    def set_retention_progress_in(self, txn: Txn, room_id: str, done_ts: int,
+                                  done_pos: int) -> None: ...  # fmt: skip
+    def retention_aged_in(self, txn: Txn, room_id: str, from_ts: int, before_ts: int,
+                          upto_pos: int, after: tuple[int, int] | None,
+                          limit: int) -> list[Row]: ...  # fmt: skip
+    def retention_new_in(self, txn: Txn, room_id: str, after_pos: int, upto_pos: int,
+                         before_ts: int, limit: int) -> tuple[list[Row], int]: ...  # fmt: skip
+    def retention_deferred_in(self, txn: Txn, room_id: str, after_event_id: str,
+                              limit: int) -> list[Row]: ...  # fmt: skip
+    def defer_retention_in(self, txn: Txn, room_id: str, event_ids: Iterable[str]) -> None: ...
+    def undefer_retention_in(self, txn: Txn, event_ids: Iterable[str]) -> None: ...
+    def local_media_created_before_in(self, txn: Txn, before_ts: int,
+                                      after_media_id: tuple[int, str] | None,
+                                      limit: int) -> list[Row]: ...  # fmt: skip
+    def delete_local_media_in(self, txn: Txn, media_ids: Sequence[str]) -> int: ...
+    def media_referenced_in_rooms(self, room_ids: Iterable[str], server_name: str) -> set[str]: ...
+
+
 class Store(
     AccountsStore,
     RoomsStore,
@@ -930,6 +962,7 @@ class Store(
     GuardPolicyStore,
     ServerNoticesStore,
     EventContentsStore,
+    RetentionStore,
     StreamsStore,
     Protocol,
 ):

@@ -36,6 +36,7 @@ from bastion.storage.sqlite import (
     ledger,
     ledger_audit,
     media,
+    retention,
     rooms,
     server_notices,
 )
@@ -46,7 +47,7 @@ T = TypeVar("T")
 
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
           federation_inbound, ledger, ledger_audit, guard_decisions, guard_limits, guard_login,
-          guard_policy, server_notices, event_contents)  # fmt: skip
+          guard_policy, server_notices, event_contents, retention)  # fmt: skip
 
 
 class SqliteStore(
@@ -67,6 +68,7 @@ class SqliteStore(
     guard_policy.GuardPolicyStore,
     server_notices.ServerNoticesStore,
     event_contents.EventContentsStore,
+    retention.RetentionStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.db = Database(path, synchronous)
