@@ -32,4 +32,4 @@ CREATE INDEX IF NOT EXISTS retention_deferred_room ON retention_deferred (room_i
 -- A room's events by age (the purge job's range scan).
 CREATE INDEX IF NOT EXISTS events_room_ts ON events (room_id, origin_server_ts, stream_pos);
 -- Local media by age.
-CREATE INDEX IF NOT EXISTS local_media_created ON local_media (created_ts);
+CREATE INDEX IF NOT EXISTS local_media_created ON local_media (created_ts, media_id);
