@@ -284,8 +284,7 @@ class HomeServer:
         """Every service with work in the background, drained together at shutdown (the
         ledger, which records what they do, is drained after them)."""
         fed = self.federation
-        guard = [self.guard.login, self.guard.cooling.background, self.guard.alerts,
-                 self.retention]  # fmt: skip
+        guard = [self.guard.login, self.guard.cooling.background, self.guard.alerts]
         if fed is None:
             return [self.e2ee, self.typing, self.presence, self.media, *guard]
         return [self.e2ee, fed.device_lists, fed.edus, self.typing, self.presence, self.media,
@@ -300,6 +299,7 @@ class HomeServer:
         self.store.add_listener(self.notifier.notify_threadsafe)
         for service in self.background_services():
             service.start()  # the federation sender also resumes its queued destinations
+        self.retention.start()  # the purge job (issue 10), drained with the services
         if self.ledger is not None:
             # Started after the others and drained after them (stop): it integrates and signs
             # the leaves their last work appends.
@@ -326,7 +326,8 @@ class HomeServer:
             if runner is not None:
                 await runner.cleanup()
         self._federation_runner = self._runner = None
-        await drain(self.background_services(), self.config.shutdown_drain_seconds)
+        await drain([*self.background_services(), self.retention],
+                    self.config.shutdown_drain_seconds)  # fmt: skip
         if self.ledger is not None:
             await drain([self.ledger], self.config.shutdown_drain_seconds)
         if self.federation is not None:
