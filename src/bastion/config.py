@@ -585,6 +585,20 @@ http_body_idle_timeout = {http_body_idle_timeout}
 # lists = ["!policyroom:example.org"]          # policy rooms whose rules are enforced
 # [guard.alerts]
 # webhook_url = "https://alerts.example/hook"  # POSTed a JSON alert (webhook_secret: HMAC)
+
+# Retention (off by default): expired messages are stripped to their redacted skeleton, expired
+# local media deleted; never a room's current state, never what a legal hold covers. Rooms may
+# set their own policy (m.room.retention), clamped into the allowed range. Durations: "30m",
+# "1d", "1y" or milliseconds.
+# [retention]
+# enabled = true
+# default_max_lifetime = "1y"                  # rooms without a policy (unset: kept for ever)
+# default_min_lifetime = "1d"
+# allowed_lifetime_min = "1d"                  # room policies are clamped into this range
+# allowed_lifetime_max = "1y"
+# purge_interval = "1d"
+# purge_batch_size = 500                       # events (or media) per write
+# local_media_max_lifetime = "90d"             # unset: media is kept
 """
 
 

@@ -175,3 +175,17 @@ def test_media_expiry():
     assert not media_expired(1000, 10_000, 9_000)
     assert not media_expired(1000, 10_000, 1, held=True)
     assert not media_expired(None, 10_000, 1)
+
+
+def test_the_config_file_table(tmp_path):
+    from bastion.config import load_config
+
+    path = tmp_path / "bastion.toml"
+    path.write_text('server_name = "x.example"\n[retention]\nenabled = true\n'
+                    'default_max_lifetime = "30d"\npurge_interval = 60000\n')  # fmt: skip
+    c = load_config(path).validate()
+    assert (c.retention_config.enabled, c.retention_config.default_max_lifetime,
+            c.retention_config.purge_interval) == (True, 30 * DAY, 60_000)  # fmt: skip
+    path.write_text('[retention]\ndefault_max_lifetime = "30 days"\n')
+    with pytest.raises(ConfigError, match="retention.default_max_lifetime"):
+        load_config(path).validate()

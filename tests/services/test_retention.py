@@ -364,3 +364,21 @@ def test_disabled_by_default(tmp_path):
         assert srv.hs.retention.runs == 0
     finally:
         srv.stop()
+
+
+def test_runs_every_interval_and_stops_with_the_server(tmp_path):
+    srv, _ = _start(tmp_path, purge_interval="100ms")
+    stopped = False
+    try:
+        retention = srv.hs.retention
+        deadline = time.monotonic() + 10
+        while retention.runs < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert retention.runs >= 3 and retention.last is not None and retention.last.complete
+        assert not retention.stopped
+        srv.stop()
+        stopped = True
+        assert retention.stopped and retention.background_tasks == frozenset()
+    finally:
+        if not stopped:
+            srv.stop()
