@@ -46,6 +46,12 @@ members, its rules) and clients and other servers need it. Clients see a consist
 ``/messages`` and ``/sync`` return the skeletons in order, like redacted events, with no gaps.
 Every stripped event is listed in a ``compliance.purge`` record, so ``bastion ledger verify``
 tells purged history from forged history.
+
+Two smaller differences: Synapse also stops serving an expired event to clients before its
+purge job has run; Bastion serves it until the next run strips it (at most ``purge_interval``
+later). And, as with Synapse, a purge is not pushed to clients: a client that already holds
+an event keeps its copy (MSC1763 asks clients to apply the room's policy themselves), and a
+stripped event gets no new stream position, so ``/sync`` does not send it again.
 """
 
 from __future__ import annotations
