@@ -382,3 +382,17 @@ def test_runs_every_interval_and_stops_with_the_server(tmp_path):
     finally:
         if not stopped:
             srv.stop()
+
+
+def test_events_seen_young_are_stripped_once_they_expire(server):
+    srv, clock = server
+    alice, _ = _users(srv)
+    room = _room(alice)
+    eid = _send(alice, room, SECRET)
+    assert _run(srv).events == 0  # read once, young: the room's progress moves past it
+    clock.offset = 12 * HOUR
+    assert _run(srv).events == 0
+    assert _stored(srv, eid)["content"]["body"] == SECRET
+    clock.offset = 2 * DAY
+    assert _run(srv).events == 1  # found again by its age
+    assert _stored(srv, eid)["content"] == {}
