@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from bastion.core.identifiers import parse_server_name
 from bastion.core.media import DEFAULT_THUMBNAIL_SIZES, ThumbnailSize, parse_thumbnail_sizes
+from bastion.core.retention import RetentionConfig, parse_retention_config
 from bastion.core.room_versions import KNOWN_ROOM_VERSIONS
 
 if TYPE_CHECKING:
@@ -146,6 +147,9 @@ class Config:
     ledger_public_room_events: bool = False
     #: The guard (issue 9): the ``[guard]`` table, typed by :attr:`guard_config`.
     guard: dict = field(default_factory=dict, repr=False)  # guard.alerts.webhook_secret
+    #: Message and media retention (issue 10): the ``[retention]`` table, typed by
+    #: :attr:`retention_config` (:mod:`bastion.core.retention`).
+    retention: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     @cached_property
@@ -155,6 +159,14 @@ class Config:
 
         try:
             return parse_guard_config(self.guard)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    @cached_property
+    def retention_config(self) -> RetentionConfig:
+        """The ``[retention]`` table, typed (checked by :meth:`validate`)."""
+        try:
+            return parse_retention_config(self.retention)
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
@@ -263,6 +275,7 @@ class Config:
             raise ConfigError(str(e)) from None
         self._validate_ledger()
         _ = self.guard_config  # the [guard] table, parsed once: ConfigError if it is wrong
+        _ = self.retention_config  # the [retention] table, likewise
         return self
 
     def _validate_ledger(self) -> None:
@@ -572,6 +585,20 @@ http_body_idle_timeout = {http_body_idle_timeout}
 # lists = ["!policyroom:example.org"]          # policy rooms whose rules are enforced
 # [guard.alerts]
 # webhook_url = "https://alerts.example/hook"  # POSTed a JSON alert (webhook_secret: HMAC)
+
+# Retention (off by default): expired messages are stripped to their redacted skeleton, expired
+# local media deleted; never a room's current state, never what a legal hold covers. Rooms may
+# set their own policy (m.room.retention), clamped into the allowed range. Durations: "30m",
+# "1d", "1y" or milliseconds.
+# [retention]
+# enabled = true
+# default_max_lifetime = "1y"                  # rooms without a policy (unset: kept for ever)
+# default_min_lifetime = "1d"
+# allowed_lifetime_min = "1d"                  # room policies are clamped into this range
+# allowed_lifetime_max = "1y"
+# purge_interval = "1d"
+# purge_batch_size = 500                       # events (or media) per write
+# local_media_max_lifetime = "90d"             # unset: media is kept
 """
 
 

@@ -43,6 +43,7 @@ from bastion.services.notifier import Notifier
 from bastion.services.passwords import Passwords
 from bastion.services.push_rules import PushRules
 from bastion.services.reporting import Reporting
+from bastion.services.retention import RetentionService
 from bastion.services.rooms import RoomService
 from bastion.services.server_notices import ServerNotices
 from bastion.services.sync import SyncService
@@ -81,6 +82,7 @@ CLIENT_API_MODULES = [
     "bastion.api.client.voip",
     "bastion.api.client.export",
     "bastion.api.bastion_admin.export",
+    "bastion.api.bastion_admin.legal_holds",  # issue 10: /_bastion/admin/v1/legal_holds
 ]
 
 #: Server-Server API modules (bastion/api/federation), served on the federation listener only.
@@ -146,6 +148,8 @@ class HomeServer:
         #: The guard (issue 9): login defence, rate limits, detectors, the classifier, policy
         #: lists, actions and alerts; the one entry point the rest of the server calls.
         self.guard = GuardService(self)
+        #: The retention purge job (issue 10; runs when ``[retention] enabled``).
+        self.retention = RetentionService(self)
         self.accounts = AccountService(
             self.store, config, self.passwords, self.now_ms, self.e2ee, self.rooms,
             login_defence=self.guard.login,
@@ -301,6 +305,7 @@ class HomeServer:
         self.store.add_listener(self.notifier.notify_threadsafe)
         for service in self.background_services():
             service.start()  # the federation sender also resumes its queued destinations
+        self.retention.start()  # the purge job (issue 10), drained with the services
         if self.ledger is not None:
             # Started after the others and drained after them (stop): it integrates and signs
             # the leaves their last work appends.
@@ -327,7 +332,8 @@ class HomeServer:
             if runner is not None:
                 await runner.cleanup()
         self._federation_runner = self._runner = None
-        await drain(self.background_services(), self.config.shutdown_drain_seconds)
+        await drain([*self.background_services(), self.retention],
+                    self.config.shutdown_drain_seconds)  # fmt: skip
         if self.ledger is not None:
             await drain([self.ledger], self.config.shutdown_drain_seconds)
         if self.federation is not None:

@@ -79,6 +79,11 @@ ACTION_LOGIN_NOTICE = "login.notice"
 ACTION_COMPLIANCE_ERASE = "compliance.erase"
 #: Events a retention policy purged to their redacted form (``details.events``: their IDs).
 ACTION_COMPLIANCE_PURGE = "compliance.purge"
+#: Local media a retention policy deleted, files, thumbnails and rows (``details.media``).
+ACTION_COMPLIANCE_MEDIA_PURGE = "compliance.media_purge"
+#: A legal hold set on a user or a room (retention leaves what it covers alone), or lifted.
+ACTION_COMPLIANCE_LEGAL_HOLD = "compliance.legal_hold"
+ACTION_COMPLIANCE_LEGAL_HOLD_LIFT = "compliance.legal_hold_lift"
 #: The actions whose records list events stripped of their content (``details.events``): a
 #: stripped event without a redaction event is legitimate only when one of these lists it.
 STRIPPING_ACTIONS = frozenset({ACTION_COMPLIANCE_ERASE, ACTION_COMPLIANCE_PURGE})

@@ -33,6 +33,7 @@ import io
 import logging
 import os
 import secrets
+import shutil
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -157,6 +158,12 @@ class MediaService(BackgroundService):
         if not is_valid_media_id(media_id):
             raise ValueError("invalid media ID")
         return self.root / "thumbnails" / media_id[0:2] / media_id[2:4] / media_id
+
+    def delete_files(self, media_id: str) -> None:
+        """Delete a local media's file and its thumbnails (retention, erasure; the caller
+        deletes the row in the same write)."""
+        _unlink_quietly(self.local_path(media_id))
+        shutil.rmtree(self._thumb_dir(media_id), ignore_errors=True)
 
     def mxc(self, media_id: str) -> str:
         return f"mxc://{self.hs.server_name}/{media_id}"

@@ -354,6 +354,10 @@ class RoomsStore(Protocol):
     def persist_events_sync(
         self, conn: Txn, events: list[NewEvent], group: int | None, chain_len: int
     ) -> tuple[int | None, int]: ...
+    def last_room_pos(self, room_id: str, upto: int | None = None) -> int | None: ...
+    def get_current_state_event(
+        self, room_id: str, type: str, state_key: str  # noqa: A002
+    ) -> dict | None: ...
 
 
 class E2EEStore(Protocol):
@@ -955,6 +959,38 @@ class EventContentsStore(Protocol):
         ...
 
 
+class RetentionStore(Protocol):
+    """Legal holds and the retention purge job's reads (issue 10; storage/sqlite/retention.py)."""
+
+    def list_legal_holds(self) -> list[dict]: ...
+    def legal_holds_for(self, user_id: str | None, room_id: str | None) -> list[dict]:
+        """The holds covering ``user_id`` (kind user) or ``room_id`` (kind room)."""
+        ...
+
+    def legal_hold_targets_in(self, conn: Txn) -> tuple[set[str], set[str]]: ...
+    def set_legal_hold_in(self, conn: Txn, kind: str, target: str, reason: str | None,
+                          set_by: str, set_ts: int) -> bool: ...  # fmt: skip
+    def lift_legal_hold_in(self, conn: Txn, kind: str, target: str) -> bool: ...
+    def retention_room_ids(self) -> list[str]: ...
+    def retention_progress(self, room_id: str) -> tuple[int, int] | None: ...
+    def set_retention_progress_in(self, conn: Txn, room_id: str, done_ts: int,
+                                  done_pos: int) -> None: ...  # fmt: skip
+    def retention_aged_in(self, conn: Txn, room_id: str, from_ts: int, before_ts: int,
+                          upto_pos: int, after: tuple[int, int] | None,
+                          limit: int) -> Sequence[Row]: ...  # fmt: skip
+    def retention_new_in(self, conn: Txn, room_id: str, after_pos: int, upto_pos: int,
+                         before_ts: int, limit: int) -> tuple[Sequence[Row], int]: ...  # fmt: skip
+    def retention_deferred_in(self, conn: Txn, room_id: str, after_event_id: str,
+                              limit: int) -> Sequence[Row]: ...  # fmt: skip
+    def defer_retention_in(self, conn: Txn, room_id: str, event_ids: Iterable[str]) -> None: ...
+    def undefer_retention_in(self, conn: Txn, event_ids: Iterable[str]) -> None: ...
+    def local_media_created_before_in(self, conn: Txn, before_ts: int,
+                                      after_media_id: tuple[int, str] | None,
+                                      limit: int) -> Sequence[Row]: ...  # fmt: skip
+    def delete_local_media_in(self, conn: Txn, media_ids: Sequence[str]) -> int: ...
+    def media_referenced_in_rooms(self, room_ids: Iterable[str], server_name: str) -> set[str]: ...
+
+
 class Store(
     AccountsStore,
     RoomsStore,
@@ -975,6 +1011,7 @@ class Store(
     ServerNoticesStore,
     EventContentsStore,
     ExportStore,
+    RetentionStore,
     StreamsStore,
     Protocol,
 ):

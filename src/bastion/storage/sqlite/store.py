@@ -38,6 +38,7 @@ from bastion.storage.sqlite import (
     ledger,
     ledger_audit,
     media,
+    retention,
     rooms,
     server_notices,
 )
@@ -48,7 +49,7 @@ T = TypeVar("T")
 
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
           federation_inbound, ledger, ledger_audit, guard_decisions, guard_limits, guard_login,
-          guard_policy, server_notices, event_contents, audit, export)  # fmt: skip
+          guard_policy, server_notices, event_contents, audit, export, retention)  # fmt: skip
 
 
 class SqliteStore(
@@ -71,6 +72,7 @@ class SqliteStore(
     event_contents.EventContentsStore,
     audit.AuditTrailStore,
     export.ExportStore,
+    retention.RetentionStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.db = Database(path, synchronous)
