@@ -356,7 +356,10 @@ class RoomsStore(Protocol):
     ) -> tuple[int | None, int]: ...
     def last_room_pos(self, room_id: str, upto: int | None = None) -> int | None: ...
     def get_current_state_event(
-        self, room_id: str, type: str, state_key: str  # noqa: A002
+        self,
+        room_id: str,
+        type: str,
+        state_key: str,  # noqa: A002
     ) -> dict | None: ...
 
 
