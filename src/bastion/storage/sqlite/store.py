@@ -68,8 +68,8 @@ class SqliteStore(
     server_notices.ServerNoticesStore,
     event_contents.EventContentsStore,
 ):
-    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
-        self.db = Database(path, synchronous)
+    def __init__(self, path: Path, synchronous: str = "NORMAL", key: bytes | None = None) -> None:
+        self.db = Database(path, synchronous, key)
         self._stream_pos = 0
         self._committed_pos = 0
         self._wakeups: list[tuple[str, ...]] = []
