@@ -61,7 +61,7 @@ def test_action_names():
     assert {"device_keys.upload", "cross_signing.upload", "admin.request"} <= set(names)
     assert {"guard.decision", "guard.review", "guard.throttle", "login.notice"} <= set(names)
     assert {"compliance.erase", "compliance.purge"} <= set(names)
-    assert rec.STRIPPING_ACTIONS == {"compliance.erase", "compliance.purge"}
+    assert {"compliance.erase", "compliance.purge"} == rec.STRIPPING_ACTIONS
 
 
 def test_entry_bytes_is_canonical_json():

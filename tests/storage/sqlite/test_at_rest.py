@@ -98,6 +98,13 @@ def test_encrypted_server_writes_no_plaintext_and_verifies(tmp_path, capsys):
     srv = ServerThread(data, at_rest_key=f"file:{key}").start()
     try:
         alice, room = _chat(srv, SECRET)
+        r = alice.request("POST", "/_matrix/media/v3/upload", raw=SECRET.encode() * 100,
+                          headers={"Content-Type": "text/plain"},
+                          query={"filename": SECRET + ".txt"})  # fmt: skip
+        assert r.status == 200, r.body
+        r = alice.request("PUT", f"{V3}/profile/{alice.user_id}/displayname",
+                          {"displayname": SECRET})  # fmt: skip
+        assert r.status == 200, r.body
         # Everything works as usual (reads go through the same keyed connections).
         r = alice.request("GET", f"{V3}/rooms/{room}/messages?dir=b")
         assert SECRET in json.dumps(r.body)
