@@ -88,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(rk)
 
+    ak = asub.add_parser(
+        "rekey",
+        help="encrypt the database at rest, change its key, or decrypt it (server stopped); "
+        "the current key is the config's at_rest_key",
+    )
+    _add_common(ak)
+    new = ak.add_mutually_exclusive_group(required=True)
+    new.add_argument("--new-key", metavar="SPEC", help="the new key: file:PATH or env:NAME")
+    new.add_argument(
+        "--generate", metavar="FILE", type=Path,
+        help="write a new random key to FILE (mode 600) and use it",
+    )  # fmt: skip
+    new.add_argument("--decrypt", action="store_true", help="store the database unencrypted")
+
     rt = asub.add_parser("registration-token", help="manage registration tokens")
     rsub = rt.add_subparsers(dest="token_command", required=True)
     rc = rsub.add_parser("create", help="create a token")
@@ -189,7 +203,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
 def _open_store(config: Config) -> Store:
     from bastion.storage.sqlite.store import SqliteStore
 
-    store = SqliteStore(config.database_path, config.sqlite_synchronous)
+    store = SqliteStore(config.database_path, config.sqlite_synchronous, config.database_key)
     store.open()
     return store
 
@@ -421,6 +435,70 @@ def admin_export_user(config: Config, args: argparse.Namespace) -> int:
 _TOKEN_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-")
 
 
+def admin_rekey(config: Config, args: argparse.Namespace) -> int:
+    """``bastion admin rekey``: encryption at rest turned on, its key changed, or turned off
+    (issue 10); recorded in the ledger (``at_rest.rekey``) with the new key. The config's
+    ``at_rest_key`` must then name the new key (the command says what to write)."""
+    from bastion.ledger.records import ACTION_AT_REST_REKEY
+    from bastion.services.security_records import CLI, record_in
+    from bastion.storage.sqlite.at_rest import (
+        DatabaseInUse,
+        KeyError_,
+        load_key,
+        rekey_database,
+        write_new_key,
+    )
+    from bastion.storage.sqlite.store import SqliteStore
+
+    if not config.database_path.is_file():
+        print(f"bastion: no database at {config.database_path}", file=sys.stderr)
+        return 1
+    old = config.database_key
+    spec = ""
+    try:
+        if args.decrypt:
+            new = None
+        elif args.generate is not None:
+            spec = f"file:{args.generate.resolve()}"
+            new = write_new_key(args.generate)
+        else:
+            spec = args.new_key
+            new = load_key(spec)
+    except FileExistsError:
+        print(f"bastion: {args.generate} exists already (never overwritten)", file=sys.stderr)
+        return 2
+    except (KeyError_, OSError) as e:
+        print(f"bastion: {e}", file=sys.stderr)
+        return 2
+    if old == new:
+        print("bastion: the new key is the current one", file=sys.stderr)
+        return 2
+    try:
+        rekey_database(config.database_path, old, new)
+    except DatabaseInUse as e:
+        print(f"bastion: {e}", file=sys.stderr)
+        return 1
+    store = SqliteStore(config.database_path, config.sqlite_synchronous, new)
+    store.open()
+    try:
+        now = int(time.time() * 1000)
+        details = {"from": "plaintext" if old is None else "encrypted",
+                   "to": "plaintext" if new is None else "encrypted"}  # fmt: skip
+        store.transaction_sync(
+            lambda conn: record_in(
+                store, conn, ACTION_AT_REST_REKEY, actor=CLI, ts=now, origin=CLI, details=details
+            ),  # fmt: skip
+            durable=True,
+        )
+    finally:
+        store.close()
+    if new is None:
+        print("the database is now unencrypted: remove at_rest_key from the config")
+    else:
+        print(f'the database is encrypted: set at_rest_key = "{spec}" in the config')
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "ledger":
@@ -440,15 +518,20 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, config.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from bastion.storage.sqlite.driver import WrongKey
     from bastion.storage.sqlite.migrations import SchemaError
 
     try:
         return _run(config, args)
-    except SchemaError as e:
-        # A database newer than this code (or not written by Bastion, or a failed migration):
-        # refuse with the reason, never a traceback, and leave the database as it is.
+    except (SchemaError, WrongKey) as e:
+        # A database newer than this code (or not written by Bastion, or a failed migration),
+        # or one the configured key does not open: refuse with the reason, never a traceback,
+        # and leave the database as it is.
         print(f"bastion: cannot open the database: {e}", file=sys.stderr)
         return 1
+    except ConfigError as e:
+        print(f"bastion: configuration error: {e}", file=sys.stderr)
+        return 2
 
 
 def _run(config: Config, args: argparse.Namespace) -> int:
@@ -471,6 +554,8 @@ def _run(config: Config, args: argparse.Namespace) -> int:
         return admin_audit(config, args)
     if args.admin_command == "export-user":
         return admin_export_user(config, args)
+    if args.admin_command == "rekey":
+        return admin_rekey(config, args)
     return admin_registration_token(config, args)
 
 

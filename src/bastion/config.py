@@ -49,6 +49,9 @@ class Config:
     #: SQLite `synchronous` pragma: NORMAL survives a killed process (WAL); FULL also survives
     #: power loss at some cost in write latency.
     sqlite_synchronous: str = "NORMAL"
+    #: Encryption at rest (off when empty): where the database key is, ``"file:PATH"`` or
+    #: ``"env:NAME"`` — never the key itself (:mod:`bastion.storage.sqlite.at_rest`).
+    at_rest_key: str = ""
     #: Logging level.
     log_level: str = "INFO"
     #: Federation listener "HOST:PORT" (HTTPS). Empty: federation is off.
@@ -175,6 +178,19 @@ class Config:
         return self.data_dir / "homeserver.db"
 
     @property
+    def database_key(self) -> bytes | None:
+        """The database key when encryption at rest is on (read from its file or variable
+        each time: ConfigError when it cannot be), else None."""
+        if not self.at_rest_key:
+            return None
+        from bastion.storage.sqlite.at_rest import KeyError_, load_key
+
+        try:
+            return load_key(self.at_rest_key)
+        except KeyError_ as e:
+            raise ConfigError(str(e)) from None
+
+    @property
     def signing_key_path(self) -> Path:
         return self.data_dir / "signing.key"
 
@@ -245,6 +261,13 @@ class Config:
             raise ConfigError("listen_port must be 1 to 65535")
         if self.sqlite_synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
             raise ConfigError("sqlite_synchronous must be NORMAL, FULL or EXTRA")
+        if not isinstance(self.at_rest_key, str) or (
+            self.at_rest_key and not self.at_rest_key.startswith(("file:", "env:"))
+        ):
+            raise ConfigError(
+                "at_rest_key must be 'file:PATH' or 'env:NAME' (the key itself never goes in "
+                "the config file)"
+            )
         if self.max_upload_size <= 0:
             raise ConfigError("max_upload_size must be positive")
         for key in ("http_keepalive_timeout", "http_body_timeout", "http_body_idle_timeout"):
@@ -499,6 +522,11 @@ argon2_parallelism = {argon2_parallelism}
 # SQLite durability: NORMAL (WAL) keeps every acknowledged write across a killed process;
 # FULL also across power loss, at some cost in latency.
 sqlite_synchronous = "{sqlite_synchronous}"
+
+# Encryption at rest (off by default): the database encrypted with SQLCipher. Name where the
+# key is, never the key: "file:/etc/bastion/at-rest.key" (64 hex digits, mode 600; make one
+# with `bastion admin rekey --generate FILE`) or "env:BASTION_AT_REST_KEY".
+# at_rest_key = ""
 
 log_level = "{log_level}"
 

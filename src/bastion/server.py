@@ -119,7 +119,7 @@ class HomeServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.server_name: str = config.server_name
-        store = SqliteStore(config.database_path, config.sqlite_synchronous)
+        store = SqliteStore(config.database_path, config.sqlite_synchronous, config.database_key)
         if not config.ledger_enabled:
             store.ledger_enabled = False  # benchmarks only: no leaves are appended
         self.store: Store = store

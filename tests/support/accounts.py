@@ -53,8 +53,11 @@ def make_user(server: ServerThread, localpart: str | None = None, *, admin: bool
 
 
 def db_rows(server: ServerThread, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(str(server.config.database_path))
-    conn.row_factory = sqlite3.Row
+    """Rows read from the server's database file (with its key when it is encrypted at
+    rest)."""
+    from bastion.storage.sqlite.driver import connect
+
+    conn = connect(str(server.config.database_path), key=server.config.database_key)
     try:
         return conn.execute(sql, args).fetchall()
     finally:

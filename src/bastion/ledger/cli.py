@@ -132,6 +132,16 @@ def _config(args: argparse.Namespace) -> Config:
     return config.with_overrides(data_dir=data_dir)
 
 
+def _database_key(config: Config) -> bytes | None:
+    """The database key when it is encrypted at rest; UsageError when it cannot be read."""
+    from bastion.ledger.verify import UsageError
+
+    try:
+        return config.database_key
+    except ConfigError as e:
+        raise UsageError(f"configuration error: {e}") from None
+
+
 def _local_config(args: argparse.Namespace) -> Config:
     """The config for a command on a data directory; UsageError when there is none."""
     from bastion.ledger.verify import UsageError
@@ -205,6 +215,7 @@ def _verify_local(args: argparse.Namespace) -> int:
         data_dir=config.data_dir, database=config.database_path, server_name=config.server_name,
         signing_key_path=config.signing_key_path, pins=pins, anchor_file=args.anchor_file,
         progress=_progress_wanted(args), witnesses=_configured_witnesses(config),
+        database_key=_database_key(config),
     )  # fmt: skip
     report = verify_local(opts)
     if args.json:
@@ -267,7 +278,7 @@ def _prove(args: argparse.Namespace) -> int:
         bundle = make_proof(
             database=config.database_path, data_dir=config.data_dir,
             signing_key_path=config.signing_key_path, server_name=config.server_name,
-            event_id=args.event_id, index=args.record,
+            event_id=args.event_id, index=args.record, database_key=_database_key(config),
         )  # fmt: skip
     except ProveError as e:
         print(f"bastion ledger: {e}", file=sys.stderr)
@@ -351,7 +362,7 @@ def _status(args: argparse.Namespace) -> int:
 
     config = _local_config(args)
     try:
-        store = open_readonly_store(config.database_path)
+        store = open_readonly_store(config.database_path, _database_key(config))
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
     try:

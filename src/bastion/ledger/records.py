@@ -75,6 +75,8 @@ ACTION_GUARD_POLICY_LIST = "guard.policy_list"
 #: A new-login notice sent to a user (new device or new network prefix).
 ACTION_LOGIN_NOTICE = "login.notice"
 # Compliance (issue 10).
+#: The database's encryption at rest turned on, its key changed, or turned off.
+ACTION_AT_REST_REKEY = "at_rest.rekey"
 #: Events a user's erasure stripped to their redacted form (``details.events``: their IDs).
 ACTION_COMPLIANCE_ERASE = "compliance.erase"
 #: Events a retention policy purged to their redacted form (``details.events``: their IDs).

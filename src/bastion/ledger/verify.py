@@ -502,11 +502,13 @@ def _stripped(res: EventPassResult, problems: list[str], eid: str, idx: int | No
         res.stripped.append((eid, idx, problem))
 
 
-def _event_worker(db_path: str, server_name: str, first: int, last: int) -> EventPassResult:
-    """One worker's share of the events pass: rows with rowid in ``[first, last]``."""
+def _event_worker(db_path: str, server_name: str, first: int, last: int,
+                  key: bytes | None = None) -> EventPassResult:  # fmt: skip
+    """One worker's share of the events pass: rows with rowid in ``[first, last]`` (``key``:
+    the database key, when it is encrypted at rest)."""
     from bastion.storage.sqlite.ledger_audit import open_readonly_store
 
-    store = open_readonly_store(Path(db_path))
+    store = open_readonly_store(Path(db_path), key)
     try:
         out = EventPassResult()
         for batch in store.audit_event_batches(first, last):
@@ -537,6 +539,8 @@ class LocalOptions:
     workers: int = 2
     #: the configured witnesses' cosignature verifiers (``ledger_witnesses``)
     witnesses: list[Verifier] = field(default_factory=list)
+    #: the database key when it is encrypted at rest (``at_rest_key``)
+    database_key: bytes | None = None
 
 
 class Progress:
@@ -569,7 +573,7 @@ def verify_local(opts: LocalOptions) -> Report:
 
     started = time.monotonic()
     try:
-        store = open_readonly_store(opts.database)
+        store = open_readonly_store(opts.database, opts.database_key)
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
     report = Report()
@@ -646,7 +650,8 @@ class _Verifier:
             for k in range(parts):
                 first = lo + k * step
                 futures.append(pool.submit(_event_worker, str(opts.database),
-                                           opts.server_name, first, first + step - 1))  # fmt: skip
+                                           opts.server_name, first, first + step - 1,
+                                           opts.database_key))  # fmt: skip
         try:
             self.check_leaves()
             self.check_tree()
@@ -1502,7 +1507,7 @@ def log_vkeys(store: Any, data_dir: Path, signing_key_path: Path, origin: str) -
 
 def make_proof(
     *, database: Path, data_dir: Path, signing_key_path: Path, server_name: str,
-    event_id: str | None = None, index: int | None = None,
+    event_id: str | None = None, index: int | None = None, database_key: bytes | None = None,
 ) -> bytes:  # fmt: skip
     """A tlog-proof@v1 bundle for the latest leaf of ``event_id`` (or the leaf ``index``)
     against the latest checkpoint, with the witnesses' cosignatures on it; ``extra`` is the
@@ -1512,7 +1517,7 @@ def make_proof(
 
     origin = checkpoint_origin(server_name)
     try:
-        store = open_readonly_store(database)
+        store = open_readonly_store(database, database_key)
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
     try:

@@ -23,6 +23,13 @@ Paths are only ever built from media IDs that passed the spec's ``[A-Za-z0-9_-]`
 exist in the database (C-S API "Security considerations": directory traversal).
 
 Remote media is not served: there is no federation yet, so another server's media is 404.
+
+Encryption at rest (``at_rest_key`` set, issue 10): every new upload is written encrypted with
+a random key of its own (:mod:`bastion.core.media_encryption`), kept in its row
+(``local_media.file_key``), and so are its thumbnails; files written before it was turned on
+stay as they are and are served as they are (their row has no key). :meth:`content_chunks`
+reads a file's plaintext either way. Deleting the row deletes the key, which makes every copy
+of the file unreadable (crypto-shredding).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +55,13 @@ from bastion.core.media import (
     normalise_upload_content_type,
     plan_thumbnail,
     select_thumbnail_size,
+)
+from bastion.core.media_encryption import (
+    Encryptor,
+    decrypt_bytes,
+    decrypt_stream,
+    encrypt_bytes,
+    new_key,
 )
 from bastion.errors import (
     M_CANNOT_OVERWRITE_MEDIA,
@@ -113,6 +127,8 @@ class Thumbnail:
     content_type: str
     path: Path | None = None
     data: bytes | None = None
+    #: The key ``path`` is encrypted with (encryption at rest), else None.
+    file_key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +136,8 @@ class ReceivedFile:
     tmp_path: Path
     size: int
     sha256: str
+    #: The key the file was written encrypted with (encryption at rest), else None.
+    file_key: bytes | None = None
 
 
 class MediaService(BackgroundService):
@@ -133,6 +151,8 @@ class MediaService(BackgroundService):
         self._waiters: dict[str, tuple[asyncio.Event, int]] = {}  # media ID -> (event, waiters)
         self._generating: dict[tuple[str, str], asyncio.Task] = {}  # (media ID, name) -> task
         self._thumb_executor: ThreadPoolExecutor | None = None
+        #: New files are written encrypted (encryption at rest is on).
+        self.encrypt: bool = bool(hs.config.at_rest_key)
         self._remove_partial_uploads()
 
     def close(self) -> None:
@@ -188,8 +208,12 @@ class MediaService(BackgroundService):
         digest = hashlib.sha256()
         size = 0
         buf = bytearray()
+        key = new_key() if self.encrypt else None
+        enc = Encryptor(key) if key is not None else None
         try:
             try:
+                if enc is not None:
+                    await asyncio.to_thread(f.write, enc.header())
                 async for chunk in chunks:
                     size += len(chunk)
                     if size > limit:
@@ -197,17 +221,19 @@ class MediaService(BackgroundService):
                     digest.update(chunk)
                     buf += chunk
                     if len(buf) >= _WRITE_BUFFER:
-                        await asyncio.to_thread(f.write, bytes(buf))
+                        data = bytes(buf) if enc is None else enc.update(bytes(buf))
+                        await asyncio.to_thread(f.write, data)
                         buf.clear()
-                if buf:
-                    await asyncio.to_thread(f.write, bytes(buf))
+                tail = bytes(buf) if enc is None else enc.update(bytes(buf)) + enc.finish()
+                if tail:
+                    await asyncio.to_thread(f.write, tail)
                 await asyncio.to_thread(_flush_and_sync, f)
             finally:
                 await asyncio.to_thread(f.close)
         except BaseException:
             await asyncio.to_thread(_unlink_quietly, tmp_path)
             raise
-        return ReceivedFile(tmp_path, size, digest.hexdigest())
+        return ReceivedFile(tmp_path, size, digest.hexdigest(), key)
 
     # -- uploads ------------------------------------------------------------------------------
     async def upload(self, user_id: str, chunks: AsyncIterator[bytes],
@@ -224,7 +250,7 @@ class MediaService(BackgroundService):
         def fn(conn: Txn) -> None:
             store.insert_local_media_in(
                 conn, media_id, user_id, now, content_type=ctype, upload_name=filename,
-                size=received.size, sha256=received.sha256,
+                size=received.size, sha256=received.sha256, file_key=received.file_key,
             )  # fmt: skip
             os.replace(received.tmp_path, final)
 
@@ -277,7 +303,14 @@ class MediaService(BackgroundService):
 
         def fn(conn: Txn) -> bool:
             if not store.complete_pending_upload_in(
-                conn, media_id, now, ctype, filename, received.size, received.sha256
+                conn,
+                media_id,
+                now,
+                ctype,
+                filename,
+                received.size,
+                received.sha256,
+                file_key=received.file_key,
             ):
                 return False
             os.replace(received.tmp_path, final)  # only the one upload that won gets the file
@@ -349,6 +382,18 @@ class MediaService(BackgroundService):
             raise MatrixError(M_NOT_YET_UPLOADED, "content has not yet been uploaded", 504)
         return row
 
+    # -- reading content ----------------------------------------------------------------------
+    def content_chunks(self, row: Row) -> Iterator[bytes]:
+        """The plaintext of uploaded local media ``row``, in pieces, decrypted when it was
+        written encrypted (blocking: run it in a worker thread). Raises OSError when the file
+        is missing and :class:`~bastion.core.media_encryption.Corrupt` when it was changed."""
+        return _read_plain(self.local_path(row["media_id"]), _key_of(row))
+
+    def content_chunks_of(self, media_id: str) -> Iterator[bytes]:
+        """:meth:`content_chunks` of a local media ID (nothing for an unknown one)."""
+        row = self.hs.store.get_local_media(media_id)
+        return iter(()) if row is None else self.content_chunks(row)
+
     # -- thumbnails ---------------------------------------------------------------------------
     async def thumbnail(self, row: Row, width: int, height: int, method: str,
                         animated: bool) -> Thumbnail:  # fmt: skip
@@ -369,22 +414,24 @@ class MediaService(BackgroundService):
             key = (media_id, name)
             task = self._generating.get(key)
             if task is None:
-                task = self.spawn(self._generate(media_id, name, size, animated))
+                task = self.spawn(self._generate(media_id, name, size, animated, _key_of(row)))
                 self._generating[key] = task
                 task.add_done_callback(lambda _t: self._generating.pop(key, None))
             outcome = await asyncio.shield(task)
         else:
             outcome = stored
         kind, path, data = outcome
+        file_key = _key_of(row)
         if kind == _ORIGINAL:
-            return Thumbnail(ctype, path=self.local_path(media_id))
+            return Thumbnail(ctype, path=self.local_path(media_id), file_key=file_key)
         if kind == _TOO_LARGE:
             raise too_large("content is too large to thumbnail")
         if kind == _UNKNOWN:
             raise MatrixError(
                 M_UNKNOWN, "cannot generate thumbnails for the requested content", 400
             )
-        return Thumbnail(_STORED_TYPES[kind], path=path, data=data)
+        return Thumbnail(_STORED_TYPES[kind], path=path, data=data,
+                         file_key=file_key if path is not None else None)  # fmt: skip
 
     def _stored_thumbnail(self, media_id: str, name: str) -> tuple[str, Path | None, None] | None:
         """(kind, path) of the stored outcome for thumbnail ``name`` of ``media_id``: an image
@@ -397,15 +444,20 @@ class MediaService(BackgroundService):
                 return kind, path, None
         return None
 
-    async def _generate(self, media_id: str, name: str, size: ThumbnailSize,
-                        animated: bool) -> tuple[str, Path | None, bytes | None]:  # fmt: skip
+    async def _generate(self, media_id: str, name: str, size: ThumbnailSize, animated: bool,
+                        key: bytes | None) -> tuple[str, Path | None, bytes | None]:  # fmt: skip
         """Make thumbnail ``name`` once and store its outcome (a background task, shared by
-        every request that waits for it)."""
+        every request that waits for it); ``key``: the media is encrypted at rest with it,
+        and so is the stored thumbnail."""
         if self._thumb_executor is None:
             self._thumb_executor = ThreadPoolExecutor(
                 THUMBNAIL_CONCURRENCY, thread_name_prefix="thumbnail"
             )
-        src = self.local_path(media_id)
+        stored_path = self.local_path(media_id)
+        src: Path | io.BytesIO = stored_path
+        if key is not None:
+            plain = await asyncio.to_thread(lambda: b"".join(_read_plain(stored_path, key)))
+            src = io.BytesIO(plain)
         loop = asyncio.get_running_loop()
         data = b""
         try:
@@ -424,8 +476,9 @@ class MediaService(BackgroundService):
                 data, out_type = result
                 kind = out_type.rsplit("/", 1)[-1]
         path = self._thumb_dir(media_id) / f"{name}.{kind}"
+        stored = encrypt_bytes(key, data) if key is not None and data else data
         try:
-            await asyncio.to_thread(_write_atomically, path, data)
+            await asyncio.to_thread(_write_atomically, path, stored)
         except OSError:
             log.warning("could not store a thumbnail of %s", media_id, exc_info=True)
             return kind, None, data  # served from memory this once
@@ -433,6 +486,29 @@ class MediaService(BackgroundService):
 
 
 # -- helpers (run in worker threads) -----------------------------------------------------------
+
+
+def _key_of(row: Row) -> bytes | None:
+    """The file key of a media row (None: stored in plain, as before encryption at rest)."""
+    key = row["file_key"]
+    return bytes(key) if key is not None else None
+
+
+def _read_plain(path: Path, key: bytes | None, piece: int = 256 * 1024) -> Iterator[bytes]:
+    """A stored file's plaintext in pieces (``key``: it is encrypted with it)."""
+
+    def raw() -> Iterator[bytes]:
+        with open(path, "rb") as f:
+            while data := f.read(piece):
+                yield data
+
+    return raw() if key is None else decrypt_stream(key, raw())
+
+
+def read_thumbnail(path: Path, key: bytes | None) -> bytes:
+    """A stored thumbnail's bytes (blocking)."""
+    data = path.read_bytes()
+    return decrypt_bytes(key, data) if key is not None else data
 
 
 def _too_large(limit: int) -> MatrixError:
@@ -477,7 +553,7 @@ def _unlink_quietly(path: Path) -> None:
         pass
 
 
-def make_thumbnail(src: Path, want_w: int, want_h: int, method: str,
+def make_thumbnail(src: Path | io.BytesIO, want_w: int, want_h: int, method: str,
                    animated: bool) -> tuple[bytes, str] | None:  # fmt: skip
     """Decode ``src`` (PNG, JPEG, GIF or WebP only) and make a thumbnail per
     :func:`bastion.core.media.plan_thumbnail`. Returns (bytes, content type), or None when the

@@ -480,6 +480,7 @@ class MediaStore(Protocol):
         size: int | None = None,
         sha256: str | None = None,
         uploaded: bool = True,
+        file_key: bytes | None = None,
     ) -> None: ...
     def complete_pending_upload_in(
         self,
@@ -490,6 +491,7 @@ class MediaStore(Protocol):
         upload_name: str | None,
         size: int,
         sha256: str,
+        file_key: bytes | None = None,
     ) -> bool: ...
 
 

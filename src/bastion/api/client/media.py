@@ -16,7 +16,10 @@ Remote media (another server name) is 404: there is no federation yet.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -29,8 +32,13 @@ from bastion.core.media import (
     content_disposition,
     served_content_type,
 )
+from bastion.core.media_encryption import Corrupt
 from bastion.errors import invalid_param, missing_param, not_found
-from bastion.services.media import MAX_DOWNLOAD_TIMEOUT_MS, MAX_THUMBNAIL_DIMENSION
+from bastion.services.media import (
+    MAX_DOWNLOAD_TIMEOUT_MS,
+    MAX_THUMBNAIL_DIMENSION,
+    read_thumbnail,
+)
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
@@ -83,6 +91,40 @@ def _bool_param(req: Request, key: str) -> bool:
 
 def _body_chunks(req: Request):
     return req.raw.content.iter_chunked(65536)
+
+
+log = logging.getLogger(__name__)
+
+
+class DecryptingFileResponse(web.StreamResponse):
+    """A media file encrypted at rest, decrypted as it is sent: the stored file is read in
+    a worker thread piece by piece (never whole in memory). A file found changed on the way
+    (:class:`~bastion.core.media_encryption.Corrupt`) ends the response early: the client sees
+    a short body, never bytes that were not the upload's."""
+
+    def __init__(self, pieces: Iterator[bytes], size: int | None,
+                 headers: dict[str, str]) -> None:  # fmt: skip
+        super().__init__(headers=headers)
+        self._pieces = pieces
+        if size is not None:
+            self.content_length = size
+
+    async def prepare(self, request: web.BaseRequest):
+        writer = await super().prepare(request)
+        if request.method == "HEAD":
+            return writer
+        done = object()
+        while True:
+            try:
+                piece = await asyncio.to_thread(next, self._pieces, done)
+            except (Corrupt, OSError):
+                log.error("a media file encrypted at rest could not be read back")
+                if request.transport is not None:
+                    request.transport.close()
+                return writer
+            if piece is done:
+                return writer
+            await self.write(piece)  # type: ignore[arg-type]
 
 
 def register(router: Router, hs: HomeServer) -> None:
@@ -142,6 +184,9 @@ def register(router: Router, hs: HomeServer) -> None:
         path = media.local_path(row["media_id"])
         if not path.is_file():
             raise not_found("the content of this media is missing")
+        if row["file_key"] is not None:
+            # Encrypted at rest: decrypted as it is sent (a Range request gets it whole).
+            return DecryptingFileResponse(media.content_chunks(row), row["size"], headers)
         return web.FileResponse(path, headers=headers)
 
     async def thumbnail(req: Request) -> web.StreamResponse:
@@ -165,6 +210,11 @@ def register(router: Router, hs: HomeServer) -> None:
             "Content-Type": thumb.content_type,
             "Content-Disposition": content_disposition(True, f"thumbnail.{ext}"),
         }
+        if thumb.path is not None and thumb.file_key is not None:
+            if thumb.path == media.local_path(row["media_id"]):  # (the original, as its thumbnail)
+                return DecryptingFileResponse(media.content_chunks(row), row["size"], headers)
+            data = await asyncio.to_thread(read_thumbnail, thumb.path, thumb.file_key)
+            return web.Response(body=data, headers=headers)
         if thumb.path is not None:
             return web.FileResponse(thumb.path, headers=headers)
         return web.Response(body=thumb.data, headers=headers)

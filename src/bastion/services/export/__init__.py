@@ -107,6 +107,7 @@ class ExportService:
         collector = Collector(
             self.store, self.hs.rooms.reader, self.hs.rooms.access, self.hs.rooms.client_event,
             self.hs.media.local_path, user_id, page_size=self.page_size, now_ms=now,
+            media_chunks=self.hs.media.content_chunks_of,
         )  # fmt: skip
         return write_archive(
             collector, path, user_id=user_id, server_name=self.hs.server_name, created_ts=now,

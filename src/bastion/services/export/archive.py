@@ -164,11 +164,9 @@ def write_archive(
                 src = collector.media_path(m["media_id"])
                 if not src.is_file():
                     continue
-                with (
-                    open(src, "rb") as f,
-                    w.zip.open(f"media/files/{m['media_id']}", "w", force_zip64=True) as out,
-                ):
-                    while chunk := f.read(CHUNK):
+                # (decrypted when the file is encrypted at rest)
+                with w.zip.open(f"media/files/{m['media_id']}", "w", force_zip64=True) as out:
+                    for chunk in collector.media_chunks(m["media_id"]):
                         out.write(chunk)
                         state.media_bytes += len(chunk)
                         yield state

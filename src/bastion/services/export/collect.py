@@ -99,12 +99,16 @@ class Collector:
         self, store: Store, reader: RoomReader, access: RoomAccess,
         client_event: Callable[..., dict], media_path: Callable[[str], Path], user_id: str,
         *, page_size: int = PAGE_SIZE, now_ms: int,
+        media_chunks: Callable[[str], Iterator[bytes]] | None = None,
     ) -> None:  # fmt: skip
         self.store = store
         self.reader = reader
         self.access = access
         self.client_event = client_event
         self.media_path = media_path
+        #: A media ID's plaintext in pieces (decrypted when it is encrypted at rest); default:
+        #: the file as stored.
+        self.media_chunks = media_chunks or self._file_chunks
         self.user_id = user_id
         self.page_size = page_size
         self.now_ms = now_ms
@@ -196,6 +200,11 @@ class Collector:
             for item in page:
                 item.pop("rowid", None)
             yield page
+
+    def _file_chunks(self, media_id: str) -> Iterator[bytes]:
+        with open(self.media_path(media_id), "rb") as f:
+            while chunk := f.read(1024 * 1024):
+                yield chunk
 
     def media_rows(self) -> Iterator[list[dict[str, Any]]]:
         """The user's uploads (rows), a page at a time."""

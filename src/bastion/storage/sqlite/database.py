@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -33,7 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bastion.storage.sqlite import migrations
+from bastion.storage.sqlite import at_rest, driver, migrations
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,23 +59,30 @@ def connection_pragmas(synchronous: str) -> list[str]:
     ]
 
 
-def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+def _connect(path: Path, synchronous: str, key: bytes | None) -> sqlite3.Connection:
+    """A connection with every pragma set (``key``: the database is encrypted at rest, see
+    :mod:`bastion.storage.sqlite.driver`)."""
+    conn: sqlite3.Connection = driver.connect(
+        str(path), key=key, isolation_level=None, check_same_thread=False, timeout=30
+    )
     for pragma in connection_pragmas(synchronous):
         conn.execute(pragma)
-    conn.row_factory = sqlite3.Row
     return conn
 
 
 class Database:
-    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: Path, synchronous: str = "NORMAL", key: bytes | None = None) -> None:
         self.path = path
+        #: The database key when it is encrypted at rest (SQLCipher), else None.
+        self._key = key
         self._synchronous = synchronous.upper()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._thread: threading.Thread | None = None
         self._on_commit: list[Callable[[list[Any]], None]] = []
+        #: The database's lock file, held shared while open (a rekey takes it exclusively).
+        self._lock_fd: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     def open(self, available: Sequence[migrations.Migration] | None = None) -> int:
@@ -84,14 +92,20 @@ class Database:
         closed) for a database newer than this code, one it did not write, or a failed
         migration."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        writer = _connect(self.path, self._synchronous)
+        self._lock_fd = at_rest.shared_lock(self.path)
+        try:
+            writer = _connect(self.path, self._synchronous, self._key)
+        except BaseException:
+            self._unlock()
+            raise
         try:
             version = migrations.migrate(writer, str(self.path), available)
         except BaseException:
             writer.close()
+            self._unlock()
             raise
         self._writer = writer
-        self._reader = _connect(self.path, self._synchronous)
+        self._reader = _connect(self.path, self._synchronous, self._key)
         self._reader.execute("PRAGMA query_only=ON")
         self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
         self._thread.start()
@@ -106,6 +120,12 @@ class Database:
             if conn is not None:
                 conn.close()
         self._writer = self._reader = None
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # -- reads ------------------------------------------------------------------------------
     @property
@@ -209,18 +229,18 @@ class Database:
                     conn.execute("RELEASE w")
                     outcomes.append((True, result))
             conn.execute("COMMIT")
-        except sqlite3.Error as e:
+        except driver.Error as e:
             log.exception("write batch failed")
             try:
                 conn.execute("ROLLBACK")
-            except sqlite3.Error:
+            except driver.Error:
                 pass
             outcomes = [(False, e)] * len(batch)
         finally:
             if raise_sync:
                 try:
                     conn.execute(f"PRAGMA synchronous={self._synchronous}")
-                except sqlite3.Error:
+                except driver.Error:
                     log.exception("could not restore synchronous=%s", self._synchronous)
         return outcomes
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from bastion.storage.sqlite import driver
 from bastion.storage.sqlite.base import StoreBase
 
 if TYPE_CHECKING:
@@ -42,8 +43,9 @@ class ReadOnlyDatabase:
     """The read half of :class:`~bastion.storage.sqlite.database.Database` on a read-only
     connection: the store's read methods work, every write raises :class:`ReadOnlyError`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: bytes | None = None) -> None:
         self.path = path
+        self._key = key
         self._reader: sqlite3.Connection | None = None
 
     def open(self) -> None:
@@ -55,11 +57,11 @@ class ReadOnlyDatabase:
         # immutable, so that SQLite creates no -wal/-shm file beside it. With one (a server is
         # running, or was killed), read-only, so that the log's committed frames are seen.
         mode = "ro" if wal.exists() else "ro&immutable=1"
-        conn = sqlite3.connect(
-            f"file:{uri_path}?mode={mode}", uri=True, check_same_thread=False, timeout=30
-        )
+        conn: sqlite3.Connection = driver.connect(
+            f"file:{uri_path}?mode={mode}", key=self._key, uri=True, check_same_thread=False,
+            timeout=30,
+        )  # fmt: skip
         conn.execute("PRAGMA query_only=ON")
-        conn.row_factory = sqlite3.Row
         if mode == "ro":
             # A server may be writing: every read of this connection sees one snapshot (the
             # read transaction holds it until close).
@@ -92,18 +94,22 @@ class ReadOnlyDatabase:
         raise ReadOnlyError("the database is open read-only")
 
 
-def open_readonly_store(path: Path) -> SqliteStore:
+def open_readonly_store(path: Path, key: bytes | None = None) -> SqliteStore:
     """The store on ``path``, read-only: no migration, no writer thread, no file created (see
-    the module docstring). Raises FileNotFoundError when there is no database file, and
-    sqlite3-free :class:`ValueError` when the file is not an SQLite database."""
+    the module docstring; ``key``: the database is encrypted at rest). Raises FileNotFoundError
+    when there is no database file, and sqlite3-free :class:`ValueError` when the file is not
+    an SQLite database or cannot be read with ``key``."""
     from bastion.storage.sqlite.store import SqliteStore
 
     store = SqliteStore(path)
-    db = ReadOnlyDatabase(path)
-    db.open()
+    db = ReadOnlyDatabase(path, key)
+    try:
+        db.open()
+    except driver.WrongKey as e:
+        raise ValueError(str(e)) from None
     try:
         db.read_one("SELECT COUNT(*) FROM sqlite_master")
-    except sqlite3.DatabaseError as e:
+    except driver.DatabaseError as e:
         db.close()
         raise ValueError(f"{path} is not a readable SQLite database: {e}") from None
     store.db = db  # type: ignore[assignment]
@@ -116,7 +122,7 @@ def _plain(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> list
     cur.row_factory = None
     try:
         return cur.execute(sql, args).fetchall()
-    except sqlite3.DatabaseError as e:
+    except driver.DatabaseError as e:
         raise AuditReadError(f"{e} (reading: {sql.split(' FROM ')[-1][:60]})") from None
 
 

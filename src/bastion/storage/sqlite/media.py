@@ -30,28 +30,31 @@ class MediaStore(StoreBase):
         conn: sqlite3.Connection, media_id: str, user_id: str, now_ms: int, *,
         unused_expires_at: int | None = None, content_type: str | None = None,
         upload_name: str | None = None, size: int | None = None, sha256: str | None = None,
-        uploaded: bool = True,
+        uploaded: bool = True, file_key: bytes | None = None,
     ) -> None:  # fmt: skip
-        """Record a media ID (inside a write function): uploaded now, or pending."""
+        """Record a media ID (inside a write function): uploaded now, or pending
+        (``file_key``: its file is encrypted at rest with it)."""
         conn.execute(
             "INSERT INTO local_media (media_id, user_id, created_ts, unused_expires_at,"
-            " upload_ts, content_type, upload_name, size, sha256) VALUES (?,?,?,?,?,?,?,?,?)",
+            " upload_ts, content_type, upload_name, size, sha256, file_key)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 media_id, user_id, now_ms, unused_expires_at, now_ms if uploaded else None,
-                content_type, upload_name, size, sha256,
+                content_type, upload_name, size, sha256, file_key,
             ),
         )  # fmt: skip
 
     @staticmethod
     def complete_pending_upload_in(
         conn: sqlite3.Connection, media_id: str, now_ms: int, content_type: str,
-        upload_name: str | None, size: int, sha256: str,
+        upload_name: str | None, size: int, sha256: str, file_key: bytes | None = None,
     ) -> bool:  # fmt: skip
         """Fill a pending media ID (inside a write function). False if it was already filled
         or has expired meanwhile: the caller must not have touched its file."""
         cur = conn.execute(
             "UPDATE local_media SET upload_ts = ?, content_type = ?, upload_name = ?, size = ?,"
-            " sha256 = ? WHERE media_id = ? AND upload_ts IS NULL AND unused_expires_at > ?",
-            (now_ms, content_type, upload_name, size, sha256, media_id, now_ms),
+            " sha256 = ?, file_key = ? WHERE media_id = ? AND upload_ts IS NULL"
+            " AND unused_expires_at > ?",
+            (now_ms, content_type, upload_name, size, sha256, file_key, media_id, now_ms),
         )
         return cur.rowcount == 1

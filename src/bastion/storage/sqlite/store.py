@@ -74,8 +74,8 @@ class SqliteStore(
     export.ExportStore,
     retention.RetentionStore,
 ):
-    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
-        self.db = Database(path, synchronous)
+    def __init__(self, path: Path, synchronous: str = "NORMAL", key: bytes | None = None) -> None:
+        self.db = Database(path, synchronous, key)
         self._stream_pos = 0
         self._committed_pos = 0
         self._wakeups: list[tuple[str, ...]] = []
