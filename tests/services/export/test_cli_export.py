@@ -66,3 +66,29 @@ def test_export_user_from_the_command_line(tmp_path, capsys):
     assert main(["admin", "export-user", w.alice.user_id, "-o", str(other),
                  "--data-dir", str(tmp_path / "empty")]) == 2  # fmt: skip
     assert "no database" in capsys.readouterr().err
+
+
+def test_export_of_a_server_encrypted_at_rest_holds_the_plain_files(tmp_path, capsys):
+    """With encryption at rest the archive still holds the uploads as uploaded (decrypted),
+    and the stored files are not what the archive holds."""
+    from bastion.storage.sqlite.at_rest import write_new_key
+
+    key = tmp_path / "at-rest.key"
+    write_new_key(key)
+    data = tmp_path / "data"
+    srv = ServerThread(data, at_rest_key=f"file:{key}").start()
+    try:
+        w = build_world(Client(srv.base_url))
+    finally:
+        srv.stop()
+    (data / "bastion.toml").write_text(f'at_rest_key = "file:{key}"\n')
+    out = tmp_path / "alice.zip"
+    assert main(["admin", "export-user", w.alice.user_id, "-o", str(out),
+                 "--data-dir", str(data)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert w.alice_media
+    with zipfile.ZipFile(out) as z:
+        for media_id, content in w.alice_media.items():
+            assert z.read(f"media/files/{media_id}") == content
+            stored = next(p for p in (data / "media").rglob(media_id) if p.is_file())
+            assert stored.read_bytes() != content
