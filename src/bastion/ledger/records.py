@@ -74,6 +74,14 @@ ACTION_GUARD_RATE_OVERRIDE = "guard.rate_override"
 ACTION_GUARD_POLICY_LIST = "guard.policy_list"
 #: A new-login notice sent to a user (new device or new network prefix).
 ACTION_LOGIN_NOTICE = "login.notice"
+# The Synapse-compatible admin API (issue 10).
+#: A user's server-admin privilege granted or withdrawn (``details.admin``).
+ACTION_ACCOUNT_ADMIN = "account.admin"
+#: A room blocked or unblocked (``details.block``): no local user may join it while blocked.
+ACTION_ROOM_BLOCK = "room.block"
+#: A room deleted from the database (``details.events``: the IDs of the events removed, 200 per
+#: record; ``details.total``: how many in all).
+ACTION_ROOM_PURGE = "room.purge"
 
 
 def decision_of(rejected: bool, soft_failed: int, outlier_flag: int = 2) -> str:

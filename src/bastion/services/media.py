@@ -158,6 +158,18 @@ class MediaService(BackgroundService):
             raise ValueError("invalid media ID")
         return self.root / "thumbnails" / media_id[0:2] / media_id[2:4] / media_id
 
+    def delete_local_files(self, media_id: str) -> None:
+        """Remove a local media file and its thumbnails (its row is already gone)."""
+        _unlink_quietly(self.local_path(media_id))
+        thumbs = self._thumb_dir(media_id)
+        if thumbs.is_dir():
+            for f in thumbs.iterdir():
+                _unlink_quietly(f)
+            try:
+                thumbs.rmdir()
+            except OSError:
+                pass
+
     def mxc(self, media_id: str) -> str:
         return f"mxc://{self.hs.server_name}/{media_id}"
 

@@ -23,6 +23,7 @@ from bastion.storage.interface import Store
 from bastion.storage.sqlite import (
     account_data,
     accounts,
+    admin_directory,
     device_lists,
     e2ee,
     federation,
@@ -45,7 +46,7 @@ T = TypeVar("T")
 
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
           federation_inbound, ledger, ledger_audit, guard_decisions, guard_limits, guard_login,
-          guard_policy, server_notices)  # fmt: skip
+          guard_policy, server_notices, admin_directory)  # fmt: skip
 
 
 class SqliteStore(
@@ -65,6 +66,7 @@ class SqliteStore(
     guard_login.GuardLoginStore,
     guard_policy.GuardPolicyStore,
     server_notices.ServerNoticesStore,
+    admin_directory.AdminDirectoryStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.db = Database(path, synchronous)
