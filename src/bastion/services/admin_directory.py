@@ -223,6 +223,8 @@ class AdminDirectory:
         now = self.hs.now_ms()
         store, accounts = self.store, self.hs.accounts
         created = row is None
+        was_admin = bool(row["is_admin"]) if row is not None else False
+        was_locked = bool(row["locked"]) if row is not None else False
 
         def fn(conn: Txn) -> bool:
             audit(conn)
@@ -249,13 +251,13 @@ class AdminDirectory:
                             conn, user_id, store.device_ids_in(conn, user_id),
                             cause="password_change", ts=now, origin=ip,
                         )  # fmt: skip
-                if set_admin is not None and bool(row["is_admin"]) != set_admin:
+                if set_admin is not None and was_admin != set_admin:
                     store.set_user_flag_in(conn, user_id, "is_admin", set_admin)
                     record_in(
                         store, conn, records.ACTION_ACCOUNT_ADMIN, actor=admin, ts=now,
                         target=user_id, subject=user_id, origin=ip, details={"admin": set_admin},
                     )  # fmt: skip
-            if set_locked is not None and (created or bool(row["locked"]) != set_locked):
+            if set_locked is not None and (created or was_locked != set_locked):
                 store.set_user_flag_in(conn, user_id, "locked", set_locked)
                 action = (
                     records.ACTION_ACCOUNT_LOCK if set_locked else records.ACTION_ACCOUNT_UNLOCK
@@ -543,7 +545,6 @@ class AdminDirectory:
             top = 0
             if opts["purge"]:
                 event_ids, top = store.purge_room_in(conn, room_id)
-                store.events_rewritten_in(conn)
                 for i in range(0, max(len(event_ids), 1), PURGE_IDS_PER_RECORD):
                     chunk = event_ids[i : i + PURGE_IDS_PER_RECORD]
                     record_in(

@@ -86,7 +86,8 @@ class AdminDirectoryStore(StoreBase):
     ) -> tuple[list[sqlite3.Row], int]:  # fmt: skip
         """One page of local users and the number that match (``order_by``: a key of
         :data:`USER_ORDER`)."""
-        where, args = ["1 = 1"], []
+        where: list[str] = ["1 = 1"]
+        args: list[Any] = []
         if name:
             where.append(
                 "(substr(u.user_id, 2, instr(u.user_id, ':') - 2) LIKE ? ESCAPE '\\'"
@@ -202,8 +203,7 @@ class AdminDirectoryStore(StoreBase):
         )
         return [v for r in rows for v in (r[0], r[1]) if isinstance(v, str)]
 
-    @staticmethod
-    def purge_room_in(conn: sqlite3.Connection, room_id: str) -> tuple[list[str], int]:
+    def purge_room_in(self, conn: sqlite3.Connection, room_id: str) -> tuple[list[str], int]:
         """Remove a room from the database (inside a write function): its events with their
         edges, auth links, transaction IDs and queued outbound copies, its state groups, current
         state, memberships, aliases, room account data, receipts and the room row. Returns the
@@ -234,6 +234,8 @@ class AdminDirectoryStore(StoreBase):
             conn.execute(f"DELETE FROM {table} WHERE room_id = ?", (room_id,))  # noqa: S608
         conn.execute("DELETE FROM events WHERE room_id = ?", (room_id,))
         conn.execute("DELETE FROM rooms WHERE room_id = ?", (room_id,))
+        # Parsed event rows kept in memory go once this commits (rooms.py).
+        self.events_rewritten_in(conn)  # type: ignore[attr-defined]
         return event_ids, (top_row[0] or 0) if top_row else 0
 
     # -- blocked rooms ------------------------------------------------------------------------------
