@@ -31,7 +31,7 @@ import orjson
 
 from bastion.core.identifiers import parse_room_id, parse_user_id
 from bastion.core.media import is_valid_media_id
-from bastion.errors import MatrixError, bad_json, invalid_param, not_found
+from bastion.errors import MatrixError, bad_json, invalid_param, missing_param, not_found
 from bastion.ledger import records
 from bastion.services.accounts import (
     MAX_DISPLAYNAME_LENGTH,
@@ -179,10 +179,13 @@ class AdminDirectory:
         """Synapse admin API "User Admin API", "Create or modify account": 201 with the new
         account, 200 with the modified one."""
         self.check_local_user_id(user_id)
-        try:
-            localpart = parse_user_id(user_id).localpart
-        except MatrixError:
-            raise invalid_param("not a valid user ID for a new account") from None
+        row = self.store.get_user(user_id)
+        localpart = user_id[1 : user_id.index(":")]
+        if row is None:
+            try:
+                parse_user_id(user_id)  # a new account: today's user ID grammar
+            except MatrixError:
+                raise invalid_param("not a valid user ID for a new account") from None
         password = body.get("password")
         if password is not None:
             password = check_password_strength(password)
@@ -207,7 +210,6 @@ class AdminDirectory:
                 raise invalid_param(f"Bastion keeps no {key}: only an empty list is accepted")
         if body.get("user_type") is not None:
             raise invalid_param("Bastion has no user types: 'user_type' must be null")
-        row = self.store.get_user(user_id)
         if deactivated is True and (row is None or not row["deactivated"]):
             raise invalid_param(
                 "deactivate accounts with POST /_synapse/admin/v1/deactivate/{userId}"
@@ -287,7 +289,7 @@ class AdminDirectory:
         if row["deactivated"]:
             raise invalid_param("the account is deactivated")
         if "new_password" not in body:
-            raise MatrixError("M_MISSING_PARAM", "'new_password' is required")
+            raise missing_param("'new_password' is required")
         password = check_password_strength(body["new_password"], "new_password")
         logout = _bool(body, "logout_devices", True)
         pw_hash = await self.hs.passwords.hash_async(password)
@@ -562,10 +564,12 @@ class AdminDirectory:
                 top,
             )  # fmt: skip
 
-        await store.transaction(finish)
-        if opts["purge"]:
-            rooms.forget_head(room_id)
-            store.forget_room_caches()
+        # Under the room's lock: no local event is being appended while the rows go.
+        async with rooms.engine.room_lock(room_id):
+            await store.transaction(finish)
+            if opts["purge"]:
+                rooms.forget_head(room_id)
+                store.forget_room_caches()
         return delete_id, result
 
     async def _finish(self, delete_id: str, room_id: str, status: str, result: dict[str, Any],
