@@ -244,3 +244,21 @@ def test_media_delete_by_date_keeps_avatars(server, client, admin):
     left = [row[0] for row in db_rows(server, "SELECT media_id FROM local_media")]
     assert left == [ids[0].rsplit("/", 1)[1]]
     assert_error(admin.request("POST", f"{A}/v1/media/delete"), 400, "M_MISSING_PARAM")
+
+
+def test_block_room_refuses_joins_and_invites(server, client, admin):
+    alice, bob = client.register("alice"), client.register("bob")
+    room_id = alice.request(
+        "POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"}
+    ).body["room_id"]
+    r = admin.request("PUT", f"{A}/v1/rooms/{room_id}/block", {"block": True})
+    assert r.status == 200 and r.body == {"block": True}
+    join = f"/_matrix/client/v3/rooms/{room_id}/join"
+    assert_error(bob.request("POST", join, {}), 403, "M_FORBIDDEN")
+    invite = f"/_matrix/client/v3/rooms/{room_id}/invite"
+    assert_error(alice.request("POST", invite, {"user_id": bob.user_id}), 403, "M_FORBIDDEN")
+    assert admin.request("PUT", f"{A}/v1/rooms/{room_id}/block", {"block": False}).status == 200
+    assert admin.request("GET", f"{A}/v1/rooms/{room_id}/block").body == {"block": False}
+    assert bob.request("POST", join, {}).status == 200
+    blocks = db_rows(server, "SELECT entry FROM ledger_entries WHERE action = 'room.block'")
+    assert [json.loads(e[0])["details"]["block"] for e in blocks] == [True, False]
