@@ -15,7 +15,10 @@ it (as themselves, as Synapse does; a leave that fails is reported in
 state group, membership, receipt, alias and room account-data row of the room is deleted in one
 transaction, recorded by ``room.purge`` records that list the deleted event IDs (200 per
 record), so the ledger shows which event leaves lost their rows and why. The highest stream
-position the room held stays in ``room_deletions`` so positions are never reused.
+position the room held stays in ``room_deletions`` so positions are never reused. As with
+Synapse, a client that did not sync between its user's leave and the purge is not told of the
+leave (the leave event went with the room): the room drops out of its list at its next initial
+sync.
 """
 
 from __future__ import annotations

@@ -128,6 +128,7 @@ def test_delete_room_purge_and_block(server, client, admin):
     alice, bob = client.register("alice"), client.register("bob")
     room_id = _room_with(alice, bob)
     n_events = len(db_rows(server, "SELECT 1 FROM events WHERE room_id = ?", (room_id,)))
+    since = alice.request("GET", "/_matrix/client/v3/sync").body["next_batch"]
     r = admin.request("DELETE", f"{A}/v1/rooms/{room_id}", {"block": True, "purge": True})
     assert r.status == 200, r.body
     assert sorted(r.body["kicked_users"]) == sorted([alice.user_id, bob.user_id])
@@ -152,6 +153,9 @@ def test_delete_room_purge_and_block(server, client, admin):
     assert_error(admin.request("GET", f"{A}/v1/rooms/{room_id}"), 404, "M_NOT_FOUND")
     # The users' clients see the room gone; the server keeps working.
     assert alice.request("GET", "/_matrix/client/v3/joined_rooms").body["joined_rooms"] == []
+    for query in ({}, {"since": since, "timeout": "0"}):
+        r = alice.request("GET", "/_matrix/client/v3/sync", query=query)
+        assert r.status == 200 and room_id not in r.body.get("rooms", {}).get("join", {})
     again = alice.request("POST", "/_matrix/client/v3/createRoom", {}).body["room_id"]
     assert admin.request("GET", f"{A}/v1/rooms/{again}/members").body["members"] == [alice.user_id]
 
