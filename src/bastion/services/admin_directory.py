@@ -644,7 +644,7 @@ class AdminDirectory:
                 "created_ts": r["created_ts"],
                 "last_access_ts": r["upload_ts"],
                 "quarantined_by": r["quarantine_reason"],
-                "safe_from_quarantine": False,
+                "safe_from_quarantine": bool(r["protected"]),
                 "sha256": r["sha256"],
             }
             for r in rows
@@ -679,7 +679,8 @@ class AdminDirectory:
                 "media_length": row["size"], "upload_name": row["upload_name"],
                 "created_ts": row["created_ts"], "last_access_ts": row["upload_ts"],
                 "quarantined_by": "admin" if self.store.media_quarantined(media_id) else None,
-                "safe_from_quarantine": False, "sha256": row["sha256"],
+                "safe_from_quarantine": bool(self.store.protected_media_ids([media_id])),
+                "sha256": row["sha256"],
             }
         }  # fmt: skip
 
@@ -698,6 +699,22 @@ class AdminDirectory:
             return sum(store.unquarantine_media_in(conn, m) for m in media_ids)
 
         return await store.transaction(fn)
+
+    async def protect(self, admin: str, media_id: str, protect: bool, audit: Audit) -> None:
+        """Protect a local media ID from bulk quarantine (or stop protecting it)."""
+        store = self.store
+        now = self.hs.now_ms()
+
+        def fn(conn: Txn) -> None:
+            audit(conn)
+            store.protect_media_in(conn, media_id, admin, now, protect)
+
+        await store.transaction(fn)
+
+    def unprotected(self, media_ids: list[str]) -> list[str]:
+        """``media_ids`` less the protected ones (a bulk quarantine passes those by)."""
+        protected = self.store.protected_media_ids(media_ids)
+        return [m for m in media_ids if m not in protected]
 
     def local_media_ids_of_room(self, room_id: str) -> list[str]:
         suffix = self.hs.server_name

@@ -266,3 +266,35 @@ def test_block_room_refuses_joins_and_invites(server, client, admin):
     assert bob.request("POST", join, {}).status == 200
     blocks = db_rows(server, "SELECT entry FROM ledger_entries WHERE action = 'room.block'")
     assert [json.loads(e[0])["details"]["block"] for e in blocks] == [True, False]
+
+
+def test_room_quarantine_passes_protected_media_by(server, client, admin):
+    alice = client.register("alice")
+    room_id = alice.request("POST", "/_matrix/client/v3/createRoom", {}).body["room_id"]
+    uris = []
+    for i, data in enumerate((b"kept", b"caught")):
+        r = alice.request("POST", "/_matrix/media/v3/upload", raw=data,
+                          headers={"Content-Type": "text/plain"})  # fmt: skip
+        uris.append(r.body["content_uri"])
+        content = {"msgtype": "m.text", "body": "see", "url": r.body["content_uri"]}
+        alice.request("PUT", f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{i}",
+                      content)  # fmt: skip
+    kept, caught = (u.rsplit("/", 1)[1] for u in uris)
+    assert admin.request("GET", f"{A}/v1/room/{room_id}/media").body == {
+        "local": uris, "remote": [],
+    }  # fmt: skip
+    assert admin.request("POST", f"{A}/v1/media/protect/{kept}", {}).status == 200
+    r = admin.request("POST", f"{A}/v1/room/{room_id}/media/quarantine", {})
+    assert r.body == {"num_quarantined": 1}
+    assert [row[0] for row in db_rows(server, "SELECT media_id FROM guard_quarantined_media")] == [
+        caught
+    ]
+    info = admin.request("GET", f"{A}/v1/media/localhost/{kept}").body["media_info"]
+    assert info["safe_from_quarantine"] is True and info["quarantined_by"] is None
+    assert admin.request("POST", f"{A}/v1/media/unprotect/{kept}", {}).status == 200
+    assert db_rows(server, "SELECT * FROM protected_media") == []
+    assert_error(admin.request("POST", f"{A}/v1/media/protect/nope", {}), 404, "M_NOT_FOUND")
+    r = admin.request("POST", f"{A}/v1/media/quarantine/elsewhere.org/{kept}", {})
+    assert_error(r, 400, "M_INVALID_PARAM")
+    r = admin.request("POST", f"{A}/v1/purge_media_cache", query={"before_ts": "1"})
+    assert r.body == {"deleted": 0}

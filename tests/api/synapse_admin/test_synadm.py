@@ -166,6 +166,12 @@ def test_rooms_and_media(server, client, synadm):
     synadm("media", "unquarantine", "-i", media_id)
     assert db_rows(server, "SELECT * FROM guard_quarantined_media") == []
     assert bob.request("GET", download).status == 200
+    # Protected media is passed by when a user's (or a room's) media is quarantined.
+    synadm("media", "protect", media_id)
+    assert db_rows(server, "SELECT media_id FROM protected_media")[0][0] == media_id
+    assert synadm("media", "quarantine", "-u", alice.user_id) == {"num_quarantined": 0}
+    assert synadm("media", "list", "-u", alice.user_id)["media"][0]["safe_from_quarantine"]
+    assert db_rows(server, "SELECT * FROM guard_quarantined_media") == []
     synadm("media", "delete", "-i", media_id)
     assert db_rows(server, "SELECT * FROM local_media WHERE media_id = ?", (media_id,)) == []
     assert not list((server.config.media_path / "local").rglob(media_id))

@@ -13,7 +13,7 @@ from tests.storage.sqlite.test_migrations import connect, restore
 from tests.support.accounts import db_rows, make_user
 from tests.support.harness import ServerThread
 
-NEW_TABLES = {"blocked_rooms", "room_deletions"}
+NEW_TABLES = {"blocked_rooms", "room_deletions", "protected_media"}
 
 
 def _at_version_5(tmp_path):

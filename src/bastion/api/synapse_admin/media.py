@@ -8,7 +8,9 @@ Differences from Synapse, on purpose:
   only local media can be quarantined or deleted (Bastion keeps no remote media cache).
 - Bastion does not track when media was last accessed: ``last_access_ts`` is the upload time,
   and delete-by-date (``before_ts``) compares the creation time.
-- "Protect media from being quarantined" is not offered (no such flag: the route is unknown).
+- Protection from quarantine (``media/protect``) spares media from a room's or a user's bulk
+  quarantine; quarantining the one media ID still works (an admin asked for that media).
+- Bastion keeps no copies of remote media: ``purge_media_cache`` deletes nothing.
 - A room's media list reads the ``url`` and ``info.thumbnail_url`` of the room's unencrypted
   events, as Synapse does.
 """
@@ -77,7 +79,7 @@ def register(router: Router, hs: HomeServer) -> None:
         the change."""
         admin = require_admin(req)
         room_id = req.params["roomId"]
-        ids = directory.local_media_ids_of_room(room_id)
+        ids = directory.unprotected(directory.local_media_ids_of_room(room_id))
         n = await directory.quarantine(admin, ids, True, admin_request(hs, req, target=room_id))
         return {"num_quarantined": n}
 
@@ -87,7 +89,7 @@ def register(router: Router, hs: HomeServer) -> None:
         change."""
         admin = require_admin(req)
         user_id = req.params["userId"]
-        ids = directory.local_media_ids_of_user(user_id)
+        ids = directory.unprotected(directory.local_media_ids_of_user(user_id))
         audit = admin_request(hs, req, target=user_id, subject=user_id)
         n = await directory.quarantine(admin, ids, True, audit)
         return {"num_quarantined": n}
@@ -119,7 +121,43 @@ def register(router: Router, hs: HomeServer) -> None:
         deleted = await directory.delete_media(ids, admin_request(hs, req, target=None))
         return {"deleted_media": deleted, "total": len(deleted)}
 
+    async def protect(req: Request) -> dict:
+        """POST /_synapse/admin/v1/media/protect/{mediaId} — Synapse admin API "Media Admin
+        API", "Protecting media from being quarantined" (local media); admins only; recorded
+        with the change."""
+        admin = require_admin(req)
+        media_id = req.params["mediaId"]
+        directory.media_info(hs.server_name, media_id)  # 404 unknown
+        await directory.protect(admin, media_id, True, admin_request(hs, req, target=media_id))
+        return {}
+
+    async def unprotect(req: Request) -> dict:
+        """POST /_synapse/admin/v1/media/unprotect/{mediaId} — Synapse admin API "Media Admin
+        API", "Unprotecting media from being quarantined"; admins only; recorded with the
+        change."""
+        admin = require_admin(req)
+        media_id = req.params["mediaId"]
+        directory.media_info(hs.server_name, media_id)
+        await directory.protect(admin, media_id, False, admin_request(hs, req, target=media_id))
+        return {}
+
+    async def purge_media_cache(req: Request) -> dict:
+        """POST /_synapse/admin/v1/purge_media_cache — Synapse admin API "Media Admin API",
+        "Purge Remote Media API" (``before_ts``): Bastion keeps no copies of remote media, so
+        nothing is deleted (``{"deleted": 0}``); admins only; recorded."""
+        require_admin(req)
+        before_ts = req.query_int("before_ts")
+        if before_ts is None:
+            raise missing_param("query parameter 'before_ts' is required")
+        if before_ts < 0:
+            raise invalid_param("'before_ts' must not be negative")
+        await record_admin_read(hs, req, target=None)
+        return {"deleted": 0}
+
     router.add("GET", "/_synapse/admin/v1/room/{roomId}/media", room_media)
+    router.add("POST", "/_synapse/admin/v1/media/protect/{mediaId}", protect)
+    router.add("POST", "/_synapse/admin/v1/media/unprotect/{mediaId}", unprotect)
+    router.add("POST", "/_synapse/admin/v1/purge_media_cache", purge_media_cache)
     router.add("POST", "/_synapse/admin/v1/room/{roomId}/media/quarantine", quarantine_room)
     router.add("POST", "/_synapse/admin/v1/user/{userId}/media/quarantine", quarantine_user)
     router.add("POST", "/_synapse/admin/v1/media/delete", delete_before)

@@ -5,6 +5,7 @@ the listing shows (:mod:`bastion.services.admin_directory`)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
@@ -40,7 +41,7 @@ MEDIA_ORDER: dict[str, str] = {
     "media_length": "m.size",
     "media_type": "m.content_type",
     "quarantined_by": "q.reason",
-    "safe_from_quarantine": "m.media_id",
+    "safe_from_quarantine": "protected",
 }
 
 #: The state types a room listing shows (state key "").
@@ -290,8 +291,10 @@ class AdminDirectoryStore(StoreBase):
         total = self.db.read_one("SELECT COUNT(*) FROM local_media WHERE user_id = ?", (user_id,))
         direction = "DESC" if backwards else "ASC"
         rows = self.db.read(
-            "SELECT m.*, q.reason AS quarantine_reason FROM local_media m"
+            "SELECT m.*, q.reason AS quarantine_reason, p.media_id IS NOT NULL AS protected"
+            " FROM local_media m"
             " LEFT JOIN guard_quarantined_media q ON q.media_id = m.media_id"
+            " LEFT JOIN protected_media p ON p.media_id = m.media_id"
             f" WHERE m.user_id = ? ORDER BY {MEDIA_ORDER[order_by]} {direction},"  # noqa: S608
             " m.media_id ASC LIMIT ? OFFSET ?",
             (user_id, limit, offset),
@@ -325,9 +328,35 @@ class AdminDirectoryStore(StoreBase):
 
     @staticmethod
     def delete_local_media_in(conn: sqlite3.Connection, media_id: str) -> bool:
-        """Forget a local media ID (and its quarantine); False if it was unknown."""
+        """Forget a local media ID (its quarantine and protection too); False if unknown."""
         cur = conn.execute("DELETE FROM local_media WHERE media_id = ?", (media_id,))
         conn.execute("DELETE FROM guard_quarantined_media WHERE media_id = ?", (media_id,))
+        conn.execute("DELETE FROM protected_media WHERE media_id = ?", (media_id,))
+        return cur.rowcount == 1
+
+    def protected_media_ids(self, media_ids: list[str]) -> set[str]:
+        """Those of ``media_ids`` an admin protected from quarantine."""
+        if not media_ids:
+            return set()
+        rows = self.db.read(
+            "SELECT media_id FROM protected_media WHERE media_id IN"
+            " (SELECT value FROM json_each(?))",
+            (json.dumps(media_ids),),
+        )
+        return {r[0] for r in rows}
+
+    @staticmethod
+    def protect_media_in(
+        conn: sqlite3.Connection, media_id: str, user_id: str, now_ms: int, protect: bool
+    ) -> bool:
+        """Protect (or stop protecting) a local media ID; False if nothing changed."""
+        if protect:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO protected_media (media_id, user_id, ts) VALUES (?,?,?)",
+                (media_id, user_id, now_ms),
+            )
+        else:
+            cur = conn.execute("DELETE FROM protected_media WHERE media_id = ?", (media_id,))
         return cur.rowcount == 1
 
     # -- registration tokens ------------------------------------------------------------------------

@@ -20,3 +20,10 @@ CREATE TABLE IF NOT EXISTS room_deletions (
     top_stream_pos INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS room_deletions_room ON room_deletions (room_id, ts);
+-- Local media an admin protected from quarantine ("Media Admin API", "Protecting media from
+-- being quarantined"): a room's or a user's bulk quarantine passes it by.
+CREATE TABLE IF NOT EXISTS protected_media (
+    media_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    ts INTEGER NOT NULL
+);
