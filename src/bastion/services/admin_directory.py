@@ -34,13 +34,16 @@ import orjson
 
 from bastion.core.identifiers import parse_room_id, parse_user_id
 from bastion.core.media import is_valid_media_id
-from bastion.errors import MatrixError, bad_json, invalid_param, missing_param, not_found
-from bastion.ledger import records
-from bastion.services.accounts import (
-    MAX_DISPLAYNAME_LENGTH,
-    check_password_strength,
-    check_profile_value,
+from bastion.errors import (
+    MatrixError,
+    bad_json,
+    forbidden,
+    invalid_param,
+    missing_param,
+    not_found,
 )
+from bastion.ledger import records
+from bastion.services.accounts import check_password_strength, check_profile_value
 from bastion.services.security_records import record_in
 from bastion.storage.interface import Row, Txn, registration_token_valid
 from bastion.storage.sqlite.admin_directory import MEDIA_ORDER, USER_ORDER
@@ -202,8 +205,6 @@ class AdminDirectory:
                 value = body[key]
                 if value is not None:
                     check_profile_value(key, value)
-                    if key == "displayname" and len(value) > MAX_DISPLAYNAME_LENGTH:
-                        raise invalid_param("displayname is too long")
                 profile[key] = value
         for key in ("threepids", "external_ids"):
             value = body.get(key)
@@ -221,6 +222,8 @@ class AdminDirectory:
             raise invalid_param("Bastion does not reactivate deactivated accounts")
         if row is not None and row["deactivated"] and (password or profile or set_locked):
             raise invalid_param("the account is deactivated")
+        if user_id == admin and set_admin is False:
+            raise forbidden("you cannot demote yourself")
         notices = self.hs.server_notices
         if row is None and notices.is_system_user(user_id):
             raise invalid_param("that user ID is reserved for server notices")

@@ -91,6 +91,14 @@ def test_user_modify_refuses_what_bastion_lacks(client, admin):
     assert_error(admin.request("PUT", path, {"admin": "yes"}), 400, "M_BAD_JSON")
     assert_error(admin.request("PUT", path, {"password": "short"}), 400, "M_WEAK_PASSWORD")
     assert_error(admin.request("GET", f"{A}/v2/users/@ghost:localhost"), 404, "M_NOT_FOUND")
+    me = f"{A}/v2/users/{admin.user_id}"
+    assert_error(admin.request("PUT", me, {"admin": False}), 403, "M_FORBIDDEN")
+    assert_error(admin.request("PUT", f"{me}/admin".replace("v2", "v1"), {"admin": False}), 403,
+                 "M_FORBIDDEN")  # fmt: skip
+    r = admin.request("PUT", f"{A}/v1/users/{alice.user_id}/admin", {"admin": True})
+    assert r.status == 200 and admin.request("GET", f"{A}/v1/users/{alice.user_id}/admin").body == {
+        "admin": True
+    }
 
 
 def test_user_list_filters_and_paging(client, admin):

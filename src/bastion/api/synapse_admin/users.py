@@ -129,8 +129,6 @@ def register(router: Router, hs: HomeServer) -> None:
         if not isinstance(value, bool):
             raise bad_json("'admin' must be a boolean")
         directory.local_user(user_id)
-        if user_id == admin and not value:
-            raise forbidden("you cannot demote yourself")
         await directory.put_user(
             admin, user_id, {"admin": value}, write_audit(req, body, user_id), req.raw.remote
         )
