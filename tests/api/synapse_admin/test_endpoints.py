@@ -306,3 +306,32 @@ def test_room_quarantine_passes_protected_media_by(server, client, admin):
     assert_error(r, 400, "M_INVALID_PARAM")
     r = admin.request("POST", f"{A}/v1/purge_media_cache", query={"before_ts": "1"})
     assert r.body == {"deleted": 0}
+
+
+def test_purge_refused_while_a_local_user_cannot_leave(server, client, admin):
+    alice = client.register("alice")
+    body = {"user_id": alice.user_id, "content": {"msgtype": "m.text", "body": "hi"}}
+    event_id = admin.request("POST", f"{A}/v1/send_server_notice", body).body["event_id"]
+    room_id = db_rows(server, "SELECT room_id FROM events WHERE event_id = ?", (event_id,))[0][0]
+    # The invite to one's server-notices room cannot be rejected (C-S API "Server Notices").
+    r = admin.request("DELETE", f"{A}/v1/rooms/{room_id}", {})
+    assert_error(r, 400, "M_UNKNOWN")
+    status = admin.request("GET", f"{A}/v2/rooms/{room_id}/delete_status").body["results"]
+    assert status[0]["status"] == "failed"
+    assert status[0]["shutdown_room"]["failed_to_kick_users"] == [alice.user_id]
+    assert db_rows(server, "SELECT 1 FROM events WHERE room_id = ?", (room_id,)) != []
+    r = admin.request("DELETE", f"{A}/v1/rooms/{room_id}", {"force_purge": True})
+    assert r.status == 200 and r.body["failed_to_kick_users"] == [alice.user_id]
+    assert db_rows(server, "SELECT 1 FROM events WHERE room_id = ?", (room_id,)) == []
+    # The next notice gets a new room.
+    again = admin.request("POST", f"{A}/v1/send_server_notice", body)
+    assert again.status == 200, again.body
+    new_room = db_rows(server, "SELECT room_id FROM events WHERE event_id = ?",
+                       (again.body["event_id"],))[0][0]  # fmt: skip
+    assert new_room != room_id
+
+
+def test_block_an_unknown_room(server, admin):
+    r = admin.request("DELETE", f"{A}/v1/rooms/!unknown:elsewhere.org", {"block": True})
+    assert r.status == 200 and r.body["kicked_users"] == []
+    assert admin.request("GET", f"{A}/v1/rooms/!unknown:elsewhere.org/block").body["block"]
