@@ -335,3 +335,21 @@ def test_block_an_unknown_room(server, admin):
     r = admin.request("DELETE", f"{A}/v1/rooms/!unknown:elsewhere.org", {"block": True})
     assert r.status == 200 and r.body["kicked_users"] == []
     assert admin.request("GET", f"{A}/v1/rooms/!unknown:elsewhere.org/block").body["block"]
+
+
+def test_lock_and_unlock_through_put(server, client, admin):
+    alice = client.register("alice")
+    path = f"{A}/v2/users/{alice.user_id}"
+    assert admin.request("PUT", path, {"locked": True}).body["locked"] is True
+    assert_error(alice.request("GET", "/_matrix/client/v3/account/whoami"), 401, "M_USER_LOCKED")
+    # Locked users are listed only when asked for.
+    names = [u["name"] for u in admin.request("GET", f"{A}/v2/users").body["users"]]
+    assert alice.user_id not in names
+    r = admin.request("GET", f"{A}/v2/users", query={"locked": "true"})
+    assert alice.user_id in [u["name"] for u in r.body["users"]]
+    assert admin.request("PUT", path, {"locked": False}).body["locked"] is False
+    assert alice.request("GET", "/_matrix/client/v3/account/whoami").status == 200
+    actions = [r[0] for r in db_rows(
+        server, "SELECT action FROM ledger_entries WHERE subject = ? AND action LIKE 'account.%'",
+        (alice.user_id,))]  # fmt: skip
+    assert actions[-2:] == ["account.lock", "account.unlock"]
