@@ -514,8 +514,9 @@ class AdminDirectory:
             "new_room_id": None,
         }  # fmt: skip
 
+        # The block first (no one joins while the users leave); the call's admin.request record
+        # goes with the last write: the purge (or the failure, or the end without a purge).
         def start(conn: Txn) -> None:
-            audit(conn)
             if opts["block"] and store.block_room_in(conn, room_id, admin, now):
                 record_in(
                     store, conn, records.ACTION_ROOM_BLOCK, actor=admin, ts=now, target=room_id,
@@ -527,7 +528,7 @@ class AdminDirectory:
 
         await store.transaction(start)
         if not known:
-            await self._finish(delete_id, room_id, "complete", result, None)
+            await self._finish(delete_id, room_id, "complete", result, None, audit)
             return delete_id, result
         # The local users leave, as themselves (Synapse's room shutdown).
         suffix = ":" + self.hs.server_name
@@ -545,11 +546,12 @@ class AdminDirectory:
         )
         if opts["purge"] and result["failed_to_kick_users"] and not opts["force_purge"]:
             error = "some local users could not be removed; purge refused (see force_purge)"
-            await self._finish(delete_id, room_id, "failed", result, error)
+            await self._finish(delete_id, room_id, "failed", result, error, audit)
             raise MatrixError("M_UNKNOWN", error, 400)
         finished = self.hs.now_ms()
 
         def finish(conn: Txn) -> None:
+            audit(conn)
             top = 0
             if opts["purge"]:
                 event_ids, top = store.purge_room_in(conn, room_id)
@@ -579,16 +581,20 @@ class AdminDirectory:
         return delete_id, result
 
     async def _finish(self, delete_id: str, room_id: str, status: str, result: dict[str, Any],
-                      error: str | None) -> None:  # fmt: skip
+                      error: str | None, audit: Audit) -> None:  # fmt: skip
         body = dict(result)
         if error is not None:
             body["error"] = error
         now = self.hs.now_ms()
-        await self.store.transaction(
-            lambda conn: self.store.put_room_deletion_in(
+        store = self.store
+
+        def fn(conn: Txn) -> None:
+            audit(conn)
+            store.put_room_deletion_in(
                 conn, delete_id, room_id, status, now, orjson.dumps(body).decode()
             )
-        )
+
+        await store.transaction(fn)
 
     @staticmethod
     def deletion_view(row: Row, with_ids: bool) -> dict[str, Any]:

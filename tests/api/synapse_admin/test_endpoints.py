@@ -152,6 +152,11 @@ def test_delete_room_purge_and_block(server, client, admin):
         server, "SELECT entry FROM ledger_entries WHERE action = 'room.purge'")]  # fmt: skip
     assert sum(len(p["details"]["events"]) for p in purged) == n_events + 2  # + the leaves
     assert len(_records(server, "DELETE /_synapse/admin/v1/rooms/{roomId}")) == 1
+    # ... written in the purge's transaction, just before its room.purge records.
+    idx = {a: [r[0] for r in db_rows(server, "SELECT idx FROM ledger_entries WHERE action = ?"
+                                     " ORDER BY idx", (a,))]
+           for a in ("admin.request", "room.purge")}  # fmt: skip
+    assert idx["admin.request"][-1] + 1 == idx["room.purge"][0]
     # Blocked: nobody joins it again; the block shows in the block status.
     assert_error(alice.request("POST", f"/_matrix/client/v3/rooms/{room_id}/join", {}), 403,
                  "M_FORBIDDEN")  # fmt: skip
@@ -322,6 +327,7 @@ def test_purge_refused_while_a_local_user_cannot_leave(server, client, admin):
     assert db_rows(server, "SELECT 1 FROM events WHERE room_id = ?", (room_id,)) != []
     r = admin.request("DELETE", f"{A}/v1/rooms/{room_id}", {"force_purge": True})
     assert r.status == 200 and r.body["failed_to_kick_users"] == [alice.user_id]
+    assert len(_records(server, "DELETE /_synapse/admin/v1/rooms/{roomId}")) == 2
     assert db_rows(server, "SELECT 1 FROM events WHERE room_id = ?", (room_id,)) == []
     # The next notice gets a new room.
     again = admin.request("POST", f"{A}/v1/send_server_notice", body)
