@@ -304,6 +304,13 @@ def test_room_quarantine_passes_protected_media_by(server, client, admin):
     ]
     info = admin.request("GET", f"{A}/v1/media/localhost/{kept}").body["media_info"]
     assert info["safe_from_quarantine"] is True and info["quarantined_by"] is None
+    media = f"{A}/v1/users/{alice.user_id}/media"
+    for order in ("safe_from_quarantine", "quarantined_by", "media_length", "upload_name"):
+        r = admin.request("GET", media, query={"order_by": order, "dir": "b"})
+        assert r.status == 200 and r.body["total"] == 2, r.body
+    r = admin.request("GET", media, query={"order_by": "safe_from_quarantine", "dir": "b"})
+    assert r.body["media"][0]["media_id"] == kept
+    assert_error(admin.request("GET", media, query={"order_by": "x"}), 400, "M_INVALID_PARAM")
     assert admin.request("POST", f"{A}/v1/media/unprotect/{kept}", {}).status == 200
     assert db_rows(server, "SELECT * FROM protected_media") == []
     assert_error(admin.request("POST", f"{A}/v1/media/protect/nope", {}), 404, "M_NOT_FOUND")
