@@ -118,6 +118,12 @@ def test_users(server, client, synadm):
     assert _login(client, "alice", PASSWORD) == 403
     assert alice.request("GET", "/_matrix/client/v3/account/whoami").status == 401
 
+    carl_room = (
+        client.register("carl").request("POST", "/_matrix/client/v3/createRoom", {}).body["room_id"]
+    )
+    assert synadm("user", "membership", "@carl:localhost", "--ids") == {
+        "joined_rooms": [carl_room], "total": 1,
+    }  # fmt: skip
     whois = synadm("user", "whois", alice.user_id)
     assert whois["user_id"] == alice.user_id and len(whois["devices"]) == 1
     # Every call is an admin.request record.
