@@ -33,6 +33,7 @@ from bastion.ledger.service import LedgerService
 from bastion.ledger.witnessing import WitnessRole
 from bastion.services.account_data import AccountData
 from bastion.services.accounts import AccountService
+from bastion.services.admin_directory import AdminDirectory
 from bastion.services.e2ee import E2EEService
 from bastion.services.ephemeral import Presence, Receipts, Typing
 from bastion.services.export import ExportService
@@ -83,6 +84,7 @@ CLIENT_API_MODULES = [
     "bastion.api.client.export",
     "bastion.api.bastion_admin.export",
     "bastion.api.bastion_admin.legal_holds",  # issue 10: /_bastion/admin/v1/legal_holds
+    "bastion.api.synapse_admin",
 ]
 
 #: Server-Server API modules (bastion/api/federation), served on the federation listener only.
@@ -154,6 +156,8 @@ class HomeServer:
             self.store, config, self.passwords, self.now_ms, self.e2ee, self.rooms,
             login_defence=self.guard.login,
         )  # fmt: skip
+        #: The Synapse-compatible admin API's listings and changes (api/synapse_admin).
+        self.admin_directory = AdminDirectory(self)
         #: What /sync gathers besides rooms (services/sync_api.py).
         self.sync_contributors: list[SyncContributor] = [
             self.account_data, self.typing, self.receipts, self.presence, self.e2ee,

@@ -62,6 +62,7 @@ def test_action_names():
     assert {"guard.decision", "guard.review", "guard.throttle", "login.notice"} <= set(names)
     assert {"compliance.erase", "compliance.purge"} <= set(names)
     assert {"compliance.erase", "compliance.purge"} == rec.STRIPPING_ACTIONS
+    assert {"account.admin", "room.block", "room.purge"} <= set(names)
 
 
 def test_entry_bytes_is_canonical_json():

@@ -91,6 +91,14 @@ ACTION_COMPLIANCE_LEGAL_HOLD_LIFT = "compliance.legal_hold_lift"
 STRIPPING_ACTIONS = frozenset({ACTION_COMPLIANCE_ERASE, ACTION_COMPLIANCE_PURGE})
 #: An export of one user's data (GDPR Art. 15/20): counts per kind, archive bytes and SHA-256.
 ACTION_COMPLIANCE_EXPORT = "compliance.export"
+# The Synapse-compatible admin API (issue 10).
+#: A user's server-admin privilege granted or withdrawn (``details.admin``).
+ACTION_ACCOUNT_ADMIN = "account.admin"
+#: A room blocked or unblocked (``details.block``): no local user may join it while blocked.
+ACTION_ROOM_BLOCK = "room.block"
+#: A room deleted from the database (``details.events``: the IDs of the events removed, 200 per
+#: record; ``details.total``: how many in all).
+ACTION_ROOM_PURGE = "room.purge"
 
 
 def decision_of(rejected: bool, soft_failed: int, outlier_flag: int = 2) -> str:

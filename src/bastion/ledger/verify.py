@@ -22,8 +22,9 @@ What it checks (issue 8, "Tools"), reading the database read-only
    content hash (S-S API "Calculating the content hash") unless the row was redacted by a
    redaction that is itself in the ledger, or an erasure or retention record
    (``compliance.erase``, ``compliance.purge``) lists it (or it is a remote event stored in
-   redacted form, as a failed content hash requires). Leaves whose event has no row are *deleted* events, rows
-   without a leaf *inserted* ones.
+   redacted form, as a failed content hash requires). Leaves whose event has no row are
+   *deleted* events (unless a ``room.purge`` record of an admin's room deletion lists them),
+   rows without a leaf *inserted* ones.
 5. **Rows derived from events:** ``current_state``, ``current_membership`` and
    ``membership_events`` against the events they name.
 6. **Keys** (key transparency): every stored device key and cross-signing key against the
@@ -88,6 +89,7 @@ from bastion.ledger.records import (
     ACTION_CROSS_SIGNING_UPLOAD,
     ACTION_DEVICE_DELETE,
     ACTION_DEVICE_KEYS_UPLOAD,
+    ACTION_ROOM_PURGE,
     ACTION_SIGNING_KEY_ROTATE,
     STRIPPING_ACTIONS,
     decision_of,
@@ -629,6 +631,8 @@ class _Verifier:
         self.actions: list[tuple[int, dict]] = []
         #: the events an erasure or retention record says were stripped of their content
         self.stripped_ids: set[str] = set()
+        #: the events an admin's room purge (``room.purge`` records) removed with their room
+        self.purged_ids: set[str] = set()
         self._verifiers: list[Verifier] | None = None
         #: the leaf ranges of the integrator's saved right edge that differ from the tree
         self.edge_diffs: list[tuple[int, int]] = []
@@ -733,6 +737,11 @@ class _Verifier:
                         rec.get("details"), dict) else None  # fmt: skip
                     if isinstance(listed, list):
                         self.stripped_ids.update(e for e in listed if isinstance(e, str))
+                elif rkind == "action" and rec.get("action") == ACTION_ROOM_PURGE:
+                    details = rec.get("details")
+                    listed = details.get("events") if isinstance(details, dict) else None
+                    if isinstance(listed, list):
+                        self.purged_ids.update(e for e in listed if isinstance(e, str))
             bar.update(len(batch))
         bar.close()
         self.report.stats["leaves"] = len(hashes)
@@ -1181,6 +1190,11 @@ class _Verifier:
         if len(self.latest) != with_leaf:
             for idx, eid in store.audit_event_leaves_without_row():
                 gone[eid] = idx
+        # A room purge (Synapse-compatible admin API) lists the events it removed.
+        purged = [eid for eid in gone if eid in self.purged_ids]
+        self.report.stats["events_purged_by_records"] = len(purged)
+        for eid in purged:
+            del gone[eid]
         for eid, idx in gone.items():
             self.add(Finding(DELETED, "events", eid,
                              "the ledger records this event, the events table has no row",

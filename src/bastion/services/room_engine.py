@@ -250,6 +250,10 @@ class RoomEngine:
         """Drop the cached head: the next read loads it from the store."""
         self._heads.pop(room_id, None)
 
+    def room_lock(self, room_id: str) -> asyncio.Lock:
+        """The lock every append to the room holds (a room purge holds it too)."""
+        return self._locks[room_id]
+
     # ------------------------------------------------------------------------------------------
     # Building a local event
     # ------------------------------------------------------------------------------------------

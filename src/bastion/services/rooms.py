@@ -272,6 +272,9 @@ class RoomService:
                 room_id, actor_user_id, self.membership_of(room_id, actor_user_id)
             )
         extra_content = {k: v for k, v in (extra_content or {}).items() if k != JAUVS}
+        if membership in ("join", "invite", "knock") and self.store.room_blocked(room_id):
+            # Blocked by an admin (Synapse admin API "Rooms", "Block Room API").
+            raise forbidden("this room has been blocked on this server")
         if membership in ("join", "invite", "knock"):
             guarded: dict = {**extra_content, "membership": membership}
             if reason is not None:

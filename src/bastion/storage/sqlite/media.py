@@ -5,6 +5,7 @@ media directory; a row names them."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from bastion.storage.sqlite.base import StoreBase
 
@@ -12,6 +13,17 @@ STREAMS: list[tuple[str, str]] = []
 
 
 class MediaStore(StoreBase):
+    @staticmethod
+    def delete_local_media_in(conn: sqlite3.Connection, media_ids: Sequence[str]) -> int:
+        """Inside a write: forget local media IDs — their rows (with the file keys of media
+        encrypted at rest), quarantine and protection; how many rows there were. The caller
+        deletes the files (:meth:`bastion.services.media.MediaService.delete_files`)."""
+        args = [(m,) for m in media_ids]
+        cur = conn.executemany("DELETE FROM local_media WHERE media_id = ?", args)
+        conn.executemany("DELETE FROM guard_quarantined_media WHERE media_id = ?", args)
+        conn.executemany("DELETE FROM protected_media WHERE media_id = ?", args)
+        return cur.rowcount
+
     def get_local_media(self, media_id: str) -> sqlite3.Row | None:
         return self.db.read_one("SELECT * FROM local_media WHERE media_id = ?", (media_id,))
 

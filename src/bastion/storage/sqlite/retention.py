@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import orjson
 
@@ -205,14 +205,6 @@ class RetentionStore(StoreBase):
             " ORDER BY created_ts, media_id LIMIT ?",
             (before_ts, after_ts, after_id, limit),
         ).fetchall()
-
-    @staticmethod
-    def delete_local_media_in(conn: sqlite3.Connection, media_ids: Sequence[str]) -> int:
-        """Inside a write: delete the rows of local media (the caller deletes the files)."""
-        cur = conn.executemany(
-            "DELETE FROM local_media WHERE media_id = ?", [(m,) for m in media_ids]
-        )
-        return cur.rowcount
 
     def media_referenced_in_rooms(self, room_ids: Iterable[str], server_name: str) -> set[str]:
         """The IDs of this server's media that events of ``room_ids`` point at (``mxc://``

@@ -23,6 +23,7 @@ from bastion.storage.interface import Store
 from bastion.storage.sqlite import (
     account_data,
     accounts,
+    admin_directory,
     audit,
     device_lists,
     e2ee,
@@ -49,7 +50,8 @@ T = TypeVar("T")
 
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
           federation_inbound, ledger, ledger_audit, guard_decisions, guard_limits, guard_login,
-          guard_policy, server_notices, event_contents, audit, export, retention)  # fmt: skip
+          guard_policy, server_notices, event_contents, audit, export, retention,
+          admin_directory)  # fmt: skip
 
 
 class SqliteStore(
@@ -73,6 +75,7 @@ class SqliteStore(
     audit.AuditTrailStore,
     export.ExportStore,
     retention.RetentionStore,
+    admin_directory.AdminDirectoryStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL", key: bytes | None = None) -> None:
         self.db = Database(path, synchronous, key)
