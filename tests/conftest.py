@@ -4,8 +4,12 @@
 
 import pytest
 
+from tests.support import at_rest
 from tests.support.federation import TestCA, start_fed_server
 from tests.support.harness import Client, ServerThread
+
+if at_rest.enabled():  # BASTION_TEST_AT_REST=1: the suite with encryption at rest on
+    at_rest.install()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bastion.config import Config
 from bastion.server import HomeServer
+from tests.support import at_rest
 
 
 class ServerThread:
@@ -29,6 +30,7 @@ class ServerThread:
             argon2_time_cost=1,
             argon2_memory_cost=8192,
         )
+        settings.update(at_rest.server_settings(data_dir))
         settings.update(overrides)
         self.config = Config(**settings)
         self.hs: HomeServer | None = None
