@@ -87,6 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(rk)
 
+    eu = asub.add_parser(
+        "erase-user",
+        help="deactivate a user and erase what they wrote and uploaded (GDPR Art. 17); "
+        "run with the server stopped",
+    )
+    _add_common(eu)
+    eu.add_argument("user_id", help="localpart or full user ID")
+    eu.add_argument(
+        "--redact-federated", action="store_true",
+        help="first send a redaction of each of the user's events to the other servers of "
+        "their rooms (queued; sent when the server next starts)",
+    )  # fmt: skip
+    eu.add_argument("--reason", help="why (recorded in the ledger)")
+
     rt = asub.add_parser("registration-token", help="manage registration tokens")
     rsub = rt.add_subparsers(dest="token_command", required=True)
     rc = rsub.add_parser("create", help="create a token")
@@ -333,6 +347,50 @@ def admin_rotate_signing_key(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def admin_erase_user(config: Config, args: argparse.Namespace) -> int:
+    """Deactivate and erase a user (:mod:`bastion.services.erasure`) with the server stopped:
+    the leaves and redactions it sends are queued for the other servers and go out when the
+    server next starts."""
+    from bastion.core.identifiers import UserId
+    from bastion.errors import MatrixError
+    from bastion.server import HomeServer
+    from bastion.services.security_records import CLI
+
+    user_id = (
+        args.user_id
+        if args.user_id.startswith("@")
+        else str(UserId(args.user_id.lower(), config.server_name))
+    )
+    if args.reason is not None and len(args.reason) > 1000:
+        print("bastion: --reason is at most 1000 characters", file=sys.stderr)
+        return 2
+
+    async def run() -> dict:
+        hs = HomeServer(config)
+        hs.store.open()
+        hs.store.attach_loop(asyncio.get_running_loop())
+        try:
+            hs.erasure.check_target(user_id)
+            return await hs.erasure.erase(
+                user_id, actor=CLI, redact_federated=args.redact_federated, reason=args.reason,
+                origin=CLI,
+            )  # fmt: skip
+        finally:
+            if hs.federation is not None:
+                await hs.federation.client.close()
+            hs.passwords.close()
+            hs.media.close()
+            hs.store.close()
+
+    try:
+        summary = asyncio.run(run())
+    except MatrixError as e:
+        print(f"bastion: {user_id}: {e.message}", file=sys.stderr)
+        return 1
+    print(json.dumps({"user_id": user_id, **summary}))
+    return 0
+
+
 _TOKEN_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-")
 
 
@@ -382,6 +440,8 @@ def _run(config: Config, args: argparse.Namespace) -> int:
         return admin_create_user(config, args)
     if args.admin_command == "rotate-signing-key":
         return admin_rotate_signing_key(config, args)
+    if args.admin_command == "erase-user":
+        return admin_erase_user(config, args)
     return admin_registration_token(config, args)
 
 

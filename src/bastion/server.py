@@ -35,6 +35,7 @@ from bastion.services.account_data import AccountData
 from bastion.services.accounts import AccountService
 from bastion.services.e2ee import E2EEService
 from bastion.services.ephemeral import Presence, Receipts, Typing
+from bastion.services.erasure import Erasure
 from bastion.services.filtering import Filters
 from bastion.services.lifecycle import BackgroundService, drain
 from bastion.services.media import MediaService
@@ -78,6 +79,7 @@ CLIENT_API_MODULES = [
     "bastion.api.client.to_device",
     "bastion.api.client.room_keys",
     "bastion.api.client.voip",
+    "bastion.api.synapse_admin.deactivate",
 ]
 
 #: Server-Server API modules (bastion/api/federation), served on the federation listener only.
@@ -144,6 +146,8 @@ class HomeServer:
             self.store, config, self.passwords, self.now_ms, self.e2ee, self.rooms,
             login_defence=self.guard.login,
         )  # fmt: skip
+        #: Erasure on deactivation (issue 10, GDPR Art. 17).
+        self.erasure = Erasure(self)
         #: What /sync gathers besides rooms (services/sync_api.py).
         self.sync_contributors: list[SyncContributor] = [
             self.account_data, self.typing, self.receipts, self.presence, self.e2ee,

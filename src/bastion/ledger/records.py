@@ -79,6 +79,8 @@ ACTION_LOGIN_NOTICE = "login.notice"
 ACTION_COMPLIANCE_ERASE = "compliance.erase"
 #: Events a retention policy purged to their redacted form (``details.events``: their IDs).
 ACTION_COMPLIANCE_PURGE = "compliance.purge"
+#: One user's erasure (its summary: rows deleted per kind, never content; ``redact_federated``).
+ACTION_COMPLIANCE_ERASURE = "compliance.erasure"
 #: The actions whose records list events stripped of their content (``details.events``): a
 #: stripped event without a redaction event is legitimate only when one of these lists it.
 STRIPPING_ACTIONS = frozenset({ACTION_COMPLIANCE_ERASE, ACTION_COMPLIANCE_PURGE})

@@ -912,6 +912,26 @@ class EventContentsStore(Protocol):
         ...
 
 
+class ErasureStore(Protocol):
+    """One local user's erasure (issue 10, GDPR Art. 17; storage/sqlite/erasure.py)."""
+
+    def erasure_redaction_targets(
+        self, user_id: str, server_name: str
+    ) -> list[tuple[str, str]]: ...
+    def erasure_event_ids(self, user_id: str) -> list[str]: ...
+    def erasure_media_ids(self, user_id: str) -> list[str]: ...
+    def is_user_erased(self, user_id: str) -> bool: ...
+    def erase_user_rows_in(
+        self, txn: Txn, user_id: str, *, now_ms: int, actor: str, media_ids: list[str]
+    ) -> dict[str, int]: ...
+    def mark_user_erased_in(
+        self, txn: Txn, user_id: str, ts: int, redact_federated: bool
+    ) -> None: ...
+    def drop_event_caches(self) -> None: ...
+    async def compact_database(self) -> dict[str, Any]: ...
+    def compact_database_sync(self) -> dict[str, Any]: ...
+
+
 class Store(
     AccountsStore,
     RoomsStore,
@@ -930,6 +950,7 @@ class Store(
     GuardPolicyStore,
     ServerNoticesStore,
     EventContentsStore,
+    ErasureStore,
     StreamsStore,
     Protocol,
 ):

@@ -25,6 +25,7 @@ from bastion.storage.sqlite import (
     accounts,
     device_lists,
     e2ee,
+    erasure,
     event_contents,
     federation,
     federation_inbound,
@@ -46,7 +47,7 @@ T = TypeVar("T")
 
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
           federation_inbound, ledger, ledger_audit, guard_decisions, guard_limits, guard_login,
-          guard_policy, server_notices, event_contents)  # fmt: skip
+          guard_policy, server_notices, event_contents, erasure)  # fmt: skip
 
 
 class SqliteStore(
@@ -67,6 +68,7 @@ class SqliteStore(
     guard_policy.GuardPolicyStore,
     server_notices.ServerNoticesStore,
     event_contents.EventContentsStore,
+    erasure.ErasureStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.db = Database(path, synchronous)
