@@ -324,3 +324,22 @@ def test_admin_endpoint_refuses(world):
     # Nothing happened to alice.
     assert w.ok(w.alice.request("GET", f"{V3}/account/whoami"))["user_id"] == w.alice.user_id
     assert w.scan()
+
+
+def test_erasing_again_changes_nothing_more(world):
+    """An account already erased (or deactivated) may be erased again: what is left goes, the
+    rest stays as it is (a crash between the erasure's transactions is finished this way)."""
+    w = world
+    path = ADMIN_DEACTIVATE + q(w.alice.user_id)
+    assert w.admin.request("POST", path, {"erase": False}).status == 200
+    assert w.scan()  # deactivated, not erased
+    for _ in range(2):
+        r = w.admin.request("POST", path, {"erase": True})
+        assert (r.status, r.body) == (200, {"id_server_unbind_result": "success"})
+        assert w.scan() == {}
+    first, second = _records(w.srv, ACTION_COMPLIANCE_ERASURE)
+    assert first["details"]["counts"]["events_stripped"] >= 7
+    assert "devices" not in first["details"]["counts"]  # the deactivation had removed them
+    assert second["details"]["counts"] == {"events_stripped": 0, "media_files": 0}
+    assert len(_records(w.srv, "account.deactivate")) == 1
+    w.check_room_still_works()
