@@ -12,8 +12,9 @@ user wrote and uploaded is really deleted, not hidden (issue 10).
    (:meth:`~bastion.services.accounts.AccountService.deactivate`): devices with their tokens
    and keys, the password and the profile go, the user leaves every room; the user ID is never
    reused. Skipped for an account already deactivated.
-3. In a few transactions: every event the user sent, in every room, state events included, and
-   every membership event about them is rewritten to its redacted form
+3. In a few transactions: every event the user sent, in every room, state events included
+   (but the room's settings, :data:`KEPT_STATE_TYPES`), and every membership event about them
+   is rewritten to its redacted form
    (:func:`~bastion.services.compliance_records.strip_and_record_in`, ``compliance.erase``
    records listing them; the redaction algorithm keeps what rooms need), at most
    :data:`EVENTS_PER_TRANSACTION` per transaction so the writer is never held long; their media
@@ -63,6 +64,29 @@ log = logging.getLogger(__name__)
 #: Events stripped per write transaction.
 EVENTS_PER_TRANSACTION = 1000
 
+#: State events of the user that are neither stripped nor redacted: the room's settings. Their
+#: content is configuration, not what a person wrote, and the redaction algorithm would empty
+#: it (room versions' "Redactions" keep no key of ``m.room.encryption``, ``m.room.server_acl``,
+#: ``m.room.tombstone``, ``m.room.guest_access``, ``m.space.child``/``parent``,
+#: ``m.room.canonical_alias`` or ``m.room.pinned_events``): erasing a room's creator would
+#: otherwise switch its encryption setting off for clients that read it, lift its server ACL,
+#: cut its upgrade link or its place in a space. Power levels, join rules and history
+#: visibility are settings too (IDs and numbers; their redacted forms drop some of them, e.g.
+#: ``notifications``). The room's name, topic and avatar are the user's words: erased.
+KEPT_STATE_TYPES = (
+    "m.room.encryption",
+    "m.room.server_acl",
+    "m.room.tombstone",
+    "m.room.guest_access",
+    "m.room.canonical_alias",
+    "m.room.pinned_events",
+    "m.space.child",
+    "m.space.parent",
+    "m.room.power_levels",
+    "m.room.join_rules",
+    "m.room.history_visibility",
+)
+
 
 class Erasure:
     """``hs.erasure``."""
@@ -104,7 +128,9 @@ class Erasure:
         # 1. Redactions, while the user is still in their rooms.
         if redact_federated:
             sent = failed = 0
-            for room_id, event_id in store.erasure_redaction_targets(user_id, hs.server_name):
+            for room_id, event_id in store.erasure_redaction_targets(
+                user_id, hs.server_name, KEPT_STATE_TYPES
+            ):
                 try:
                     await hs.rooms.redact_event(user_id, None, room_id, event_id)
                     sent += 1
@@ -122,7 +148,7 @@ class Erasure:
             )
             also_in = None
         # 3. The events (in batches), the media files, then every other row, and the record.
-        event_ids = store.erasure_event_ids(user_id)
+        event_ids = store.erasure_event_ids(user_id, KEPT_STATE_TYPES)
         now = hs.now_ms()
         stripped = 0
         for i in range(0, len(event_ids), EVENTS_PER_TRANSACTION):

@@ -20,7 +20,10 @@ events                          every event the user sent, and every ``m.room.me
                                 the redacted form (``strip_event_contents_in``): ID, hashes,
                                 signatures and the keys a room needs stay, so the graph and
                                 every signature still verify; each listed in a
-                                ``compliance.erase`` ledger record
+                                ``compliance.erase`` ledger record. Not the room's settings
+                                (the service's ``KEPT_STATE_TYPES``: encryption, server ACL,
+                                ...), which hold no words of the user and which the redaction
+                                algorithm would empty
 event_edges, event_auth,        event IDs and positions only: the room's graph and state
 forward_extremities,
 state_groups, state_group_
@@ -107,6 +110,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -129,32 +133,38 @@ def _server_of(user_id_column: str) -> str:
 
 class ErasureStore(StoreBase):
     # -- what to erase ----------------------------------------------------------------------------
-    def erasure_redaction_targets(self, user_id: str, server_name: str) -> list[tuple[str, str]]:
+    def erasure_redaction_targets(
+        self, user_id: str, server_name: str, kept_state_types: Sequence[str] = ()
+    ) -> list[tuple[str, str]]:
         """(room ID, event ID) of the user's events, oldest first, in the rooms they are joined
         to that have a joined member on another server: what a redaction must reach. Events
-        already redacted, rejected, soft-failed or outliers, creations and redactions are left
-        out."""
-        marks = ",".join("?" * len(_NOT_REDACTED))
+        already redacted, rejected, soft-failed or outliers, creations, redactions and state
+        events of ``kept_state_types`` are left out."""
+        not_redacted = (*_NOT_REDACTED, *kept_state_types)
+        marks = ",".join("?" * len(not_redacted))
         rows = self.db.read(
             "SELECT e.room_id, e.event_id FROM events e"
             " WHERE e.sender = ? AND e.rejected = 0 AND e.soft_failed = 0"
-            f" AND e.redacted_because IS NULL AND e.type NOT IN ({marks})"
+            f" AND e.redacted_because IS NULL AND NOT (e.type IN ({marks})"
+            "  AND (e.state_key IS NOT NULL OR e.type = 'm.room.redaction'))"
             " AND e.room_id IN (SELECT room_id FROM current_membership"
             "  WHERE user_id = ? AND membership = 'join')"
             " AND EXISTS (SELECT 1 FROM current_membership m WHERE m.room_id = e.room_id"
             f"  AND m.membership = 'join' AND {_server_of('m.user_id')} != ?)"
             " ORDER BY e.stream_pos",  # noqa: S608
-            (user_id, *_NOT_REDACTED, user_id, server_name),
+            (user_id, *not_redacted, user_id, server_name),
         )
         return [(r[0], r[1]) for r in rows]
 
-    def erasure_event_ids(self, user_id: str) -> list[str]:
+    def erasure_event_ids(self, user_id: str, kept_state_types: Sequence[str] = ()) -> list[str]:
         """Every stored event the user sent, and every membership event about them, oldest
-        first (one scan of ``events``)."""
+        first (one scan of ``events``), but for their state events of ``kept_state_types``."""
+        marks = ",".join("?" * len(kept_state_types))
+        kept = f" AND NOT (state_key IS NOT NULL AND type IN ({marks}))" if marks else ""
         rows = self.db.read(
-            "SELECT event_id FROM events WHERE sender = ?"
+            f"SELECT event_id FROM events WHERE (sender = ?{kept})"  # noqa: S608
             " OR (type = 'm.room.member' AND state_key = ?) ORDER BY stream_pos",
-            (user_id, user_id),
+            (user_id, *kept_state_types, user_id),
         )
         return [r[0] for r in rows]
 
