@@ -347,6 +347,21 @@ def admin_rotate_signing_key(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _server_listening(config: Config) -> bool:
+    """Whether something accepts connections on the configured client port (on loopback when
+    the server listens on every address)."""
+    import socket
+
+    host = config.listen_host
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - read from the config, not bound here
+        host = "127.0.0.1"
+    try:
+        with socket.create_connection((host, config.listen_port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def admin_erase_user(config: Config, args: argparse.Namespace) -> int:
     """Deactivate and erase a user (:mod:`bastion.services.erasure`) with the server stopped:
     the leaves and redactions it sends are queued for the other servers and go out when the
@@ -364,6 +379,15 @@ def admin_erase_user(config: Config, args: argparse.Namespace) -> int:
     if args.reason is not None and len(args.reason) > 1000:
         print("bastion: --reason is at most 1000 characters", file=sys.stderr)
         return 2
+    if _server_listening(config):
+        # A second process sending events beside the server would hand out the same stream
+        # positions: refuse rather than guess (the admin API erases a user while it runs).
+        print(
+            f"bastion: a server is listening on port {config.listen_port}: stop it first, or use "
+            "POST /_synapse/admin/v1/deactivate/{userId} with erase",
+            file=sys.stderr,
+        )
+        return 1
 
     async def run() -> dict:
         hs = HomeServer(config)

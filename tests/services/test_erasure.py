@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import socket
+import sqlite3
 import time
 import urllib.parse
 from pathlib import Path
@@ -179,6 +181,14 @@ class World:
         assert MARK not in json.dumps(sync)
 
 
+def db_rows_at(data: Path, sql: str, args: tuple = ()) -> list[tuple]:
+    conn = sqlite3.connect(str(data / "homeserver.db"))
+    try:
+        return [tuple(r) for r in conn.execute(sql, args)]
+    finally:
+        conn.close()
+
+
 def _verify(data: Path, capsys) -> tuple[int, dict]:
     capsys.readouterr()
     code = main(["ledger", "verify", "--data-dir", str(data), "--json"])
@@ -299,6 +309,17 @@ def test_cli_erase_user(world, capsys):
     assert [e["subject"] for e in report["stats"]["erasures"]] == [w.alice.user_id]
     # An unknown user: refused, nothing written.
     assert main(["admin", "erase-user", "nobody", "--data-dir", data]) == 1
+    # A server listening on the configured port: refused before the database is opened.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        (Path(data) / "bastion.toml").write_text(f"listen_port = {port}\n")
+        capsys.readouterr()
+        assert main(["admin", "erase-user", "bob", "--data-dir", data]) == 1
+        assert "stop it first" in capsys.readouterr().err
+    assert db_rows_at(Path(data), "SELECT deactivated FROM users WHERE user_id = ?",
+                      ("@bob:localhost",)) == [(0,)]  # fmt: skip
 
 
 def test_deactivate_without_erase_keeps_content(world):

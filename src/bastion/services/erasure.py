@@ -148,6 +148,7 @@ class Erasure:
             )
             also_in = None
         # 3. The events (in batches), the media files, then every other row, and the record.
+        hs.presence.forget(user_id)  # (no idle timer writes its status back meanwhile)
         event_ids = store.erasure_event_ids(user_id, KEPT_STATE_TYPES)
         now = hs.now_ms()
         stripped = 0
