@@ -126,6 +126,13 @@ class World:
         self.ok(a.request("PUT", f"{V3}/sendToDevice/m.example/td1",
                           {"messages": {b.user_id: {b.device_id: {"x": secret("todevice")}}}}))  # fmt: skip
         self._guard_rows()
+        # A login from a new device: the server's notice to alice names its display name.
+        login(Client(self.srv.base_url), "alice", device_id="PHONE",
+              initial_device_display_name=secret("logindevice"))  # fmt: skip
+        deadline = time.monotonic() + 15
+        while not _records(self.srv, "login.notice"):
+            assert time.monotonic() < deadline, "no new-login notice"
+            time.sleep(0.05)
         assert self.scan(), "the distinctive strings are on disk before the erasure"
 
     def _guard_rows(self) -> None:

@@ -91,7 +91,9 @@ guard_known_logins              deleted (where the user logged in from)
 guard_policy_lists,             rooms
 guard_room_cooling
 server_notice_system_users      the server's own accounts
-server_notice_rooms             kept: the room holds what the server sent, not the user's words
+server_notice_rooms             kept; the events of the user's notices room are stripped: the
+                                server's notices to them name their logins' devices (display
+                                names they chose) and network addresses
 erased_users                    the user's row is added
 =============================== ===============================================================
 
@@ -157,14 +159,18 @@ class ErasureStore(StoreBase):
         return [(r[0], r[1]) for r in rows]
 
     def erasure_event_ids(self, user_id: str, kept_state_types: Sequence[str] = ()) -> list[str]:
-        """Every stored event the user sent, and every membership event about them, oldest
-        first (one scan of ``events``), but for their state events of ``kept_state_types``."""
+        """Every stored event the user sent, every membership event about them, and every event
+        of their server-notices room (what the server told them: their logins' devices and
+        addresses), oldest first (one scan of ``events``), but for state events of
+        ``kept_state_types``."""
         marks = ",".join("?" * len(kept_state_types))
         kept = f" AND NOT (state_key IS NOT NULL AND type IN ({marks}))" if marks else ""
         rows = self.db.read(
             f"SELECT event_id FROM events WHERE (sender = ?{kept})"  # noqa: S608
-            " OR (type = 'm.room.member' AND state_key = ?) ORDER BY stream_pos",
-            (user_id, *kept_state_types, user_id),
+            " OR (type = 'm.room.member' AND state_key = ?)"
+            " OR (room_id IN (SELECT room_id FROM server_notice_rooms WHERE user_id = ?"
+            f"  AND purpose = 'notices'){kept}) ORDER BY stream_pos",
+            (user_id, *kept_state_types, user_id, user_id, *kept_state_types),
         )
         return [r[0] for r in rows]
 
