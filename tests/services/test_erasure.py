@@ -22,6 +22,7 @@ from bastion.cli import main
 from bastion.ledger.records import ACTION_COMPLIANCE_ERASE, ACTION_COMPLIANCE_ERASURE
 from tests.api.client.test_room_keys import ALG, Backup
 from tests.support.accounts import db_rows, login, make_admin, on_server, password_auth
+from tests.support.e2ee import cross_signing_body, cross_signing_set
 from tests.support.harness import Client, ServerThread
 
 V3 = "/_matrix/client/v3"
@@ -125,6 +126,9 @@ class World:
                           {"display_name": secret("devicename")}))  # fmt: skip
         self.ok(a.request("PUT", f"{V3}/sendToDevice/m.example/td1",
                           {"messages": {b.user_id: {b.device_id: {"x": secret("todevice")}}}}))  # fmt: skip
+        msk, ssk, usk = cross_signing_set(a.user_id)
+        self.ok(a.request("POST", f"{V3}/keys/device_signing/upload",
+                          cross_signing_body(msk, ssk, usk)))  # fmt: skip
         self._guard_rows()
         # A login from a new device: the server's notice to alice names its display name.
         login(Client(self.srv.base_url), "alice", device_id="PHONE",
@@ -248,6 +252,9 @@ def _check_erased(w: World, capsys, actor: str) -> None:
     assert counts["events_stripped"] >= 5 and counts["media"] == 2 and counts["media_files"] == 2
     assert counts["key_backup_versions"] == 1 and counts["key_backup_sessions"] == 1
     assert counts["content_reports"] == 1 and counts["guard_held_events"] == 1
+    assert counts["cross_signing_keys"] == 3
+    keys = w.ok(w.bob.request("POST", f"{V3}/keys/query", {"device_keys": {alice: []}}))
+    assert alice not in keys.get("master_keys", {}) and keys["device_keys"].get(alice, {}) == {}
     assert MARK not in json.dumps(summary)
     listed = [e for r in _records(srv, ACTION_COMPLIANCE_ERASE) for e in r["details"]["events"]]
     assert set(w.alice_events) <= set(listed)

@@ -91,3 +91,19 @@ def test_compaction_runs_outside_a_transaction_and_truncates_the_wal(store):
         store.db.maintain_sync(lambda conn: conn.execute("SELECT * FROM no_such_table"))
     assert store.is_user_erased(BOB)
     assert store.db.read_one("PRAGMA secure_delete")[0] == 1
+
+
+def test_keys_and_signatures_of_and_on_the_user_go(store):
+    def fn(conn: sqlite3.Connection):
+        store.set_cross_signing_key_in(conn, ALICE, "master", "PUBA", {"k": 1}, 1)
+        store.set_cross_signing_key_in(conn, BOB, "master", "PUBB", {"k": 2}, 2)
+        store.add_signature_in(conn, BOB, "PUBB", ALICE, "ed25519:PUBA", "sig1")  # hers on his
+        store.add_signature_in(conn, ALICE, "PUBA", BOB, "ed25519:PUBB", "sig2")  # his on hers
+        store.add_signature_in(conn, BOB, "DEV", BOB, "ed25519:PUBB", "sig3")
+        return store.erase_user_rows_in(conn, ALICE, now_ms=1, actor="cli", media_ids=[])
+
+    counts = store.transaction_sync(fn)
+    assert (counts["cross_signing_keys"], counts["signatures"]) == (1, 2)
+    rows = store.db.read("SELECT user_id FROM e2e_cross_signing_keys")
+    assert [r[0] for r in rows] == [BOB]
+    assert [tuple(r) for r in store.db.read("SELECT signature FROM e2e_signatures")] == [("sig3",)]

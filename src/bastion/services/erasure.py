@@ -173,6 +173,7 @@ class Erasure:
             if deleted.get("cross_signing_keys"):
                 # The user's contacts learn that the keys are gone.
                 store.add_device_list_change_in(conn, user_id)
+                hs.e2ee.queue_device_list_wake(user_id)
             store.mark_user_erased_in(conn, user_id, now, redact_federated)
             summary = {**counts, **{k: v for k, v in deleted.items() if v}}
             record_in(
