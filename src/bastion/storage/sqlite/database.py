@@ -18,6 +18,10 @@ replays the WAL's frames in order up to the last valid commit (each frame's chec
 over all the frames before it), so after a power cut the database holds every transaction up to
 and including the durable one.
 
+A *maintenance* step (``maintain(fn)``: ``VACUUM``, a truncating WAL checkpoint, which SQLite
+refuses inside a transaction) runs on the writer thread between two batches, outside any
+transaction.
+
 Opening brings the schema to the newest version (:mod:`bastion.storage.sqlite.migrations`) on
 the writer connection before anything else runs, and refuses a database newer than this code.
 """
