@@ -101,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a new random key to FILE (mode 600) and use it",
     )  # fmt: skip
     new.add_argument("--decrypt", action="store_true", help="store the database unencrypted")
+    eu = asub.add_parser(
+        "erase-user",
+        help="deactivate a user and erase what they wrote and uploaded (GDPR Art. 17); "
+        "run with the server stopped",
+    )
+    _add_common(eu)
+    eu.add_argument("user_id", help="localpart or full user ID")
+    eu.add_argument(
+        "--redact-federated", action="store_true",
+        help="first send a redaction of each of the user's events to the other servers of "
+        "their rooms (queued; sent when the server next starts)",
+    )  # fmt: skip
+    eu.add_argument("--reason", help="why (recorded in the ledger)")
 
     rt = asub.add_parser("registration-token", help="manage registration tokens")
     rsub = rt.add_subparsers(dest="token_command", required=True)
@@ -432,6 +445,74 @@ def admin_export_user(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _server_listening(config: Config) -> bool:
+    """Whether something accepts connections on the configured client port (on loopback when
+    the server listens on every address)."""
+    import socket
+
+    host = config.listen_host
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - read from the config, not bound here
+        host = "127.0.0.1"
+    try:
+        with socket.create_connection((host, config.listen_port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def admin_erase_user(config: Config, args: argparse.Namespace) -> int:
+    """Deactivate and erase a user (:mod:`bastion.services.erasure`) with the server stopped:
+    the leaves and redactions it sends are queued for the other servers and go out when the
+    server next starts."""
+    from bastion.core.identifiers import UserId
+    from bastion.errors import MatrixError
+    from bastion.server import HomeServer
+    from bastion.services.security_records import CLI
+
+    user_id = (
+        args.user_id
+        if args.user_id.startswith("@")
+        else str(UserId(args.user_id.lower(), config.server_name))
+    )
+    if args.reason is not None and len(args.reason) > 1000:
+        print("bastion: --reason is at most 1000 characters", file=sys.stderr)
+        return 2
+    if _server_listening(config):
+        # A second process sending events beside the server would hand out the same stream
+        # positions: refuse rather than guess (the admin API erases a user while it runs).
+        print(
+            f"bastion: a server is listening on port {config.listen_port}: stop it first, or use "
+            "POST /_synapse/admin/v1/deactivate/{userId} with erase",
+            file=sys.stderr,
+        )
+        return 1
+
+    async def run() -> dict:
+        hs = HomeServer(config)
+        hs.store.open()
+        hs.store.attach_loop(asyncio.get_running_loop())
+        try:
+            hs.erasure.check_target(user_id)
+            return await hs.erasure.erase(
+                user_id, actor=CLI, redact_federated=args.redact_federated, reason=args.reason,
+                origin=CLI,
+            )  # fmt: skip
+        finally:
+            if hs.federation is not None:
+                await hs.federation.client.close()
+            hs.passwords.close()
+            hs.media.close()
+            hs.store.close()
+
+    try:
+        summary = asyncio.run(run())
+    except MatrixError as e:
+        print(f"bastion: {user_id}: {e.message}", file=sys.stderr)
+        return 1
+    print(json.dumps({"user_id": user_id, **summary}))
+    return 0
+
+
 _TOKEN_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-")
 
 
@@ -556,6 +637,8 @@ def _run(config: Config, args: argparse.Namespace) -> int:
         return admin_export_user(config, args)
     if args.admin_command == "rekey":
         return admin_rekey(config, args)
+    if args.admin_command == "erase-user":
+        return admin_erase_user(config, args)
     return admin_registration_token(config, args)
 
 

@@ -36,6 +36,7 @@ from bastion.services.accounts import AccountService
 from bastion.services.admin_directory import AdminDirectory
 from bastion.services.e2ee import E2EEService
 from bastion.services.ephemeral import Presence, Receipts, Typing
+from bastion.services.erasure import Erasure
 from bastion.services.export import ExportService
 from bastion.services.filtering import Filters
 from bastion.services.lifecycle import BackgroundService, drain
@@ -158,6 +159,8 @@ class HomeServer:
         )  # fmt: skip
         #: The Synapse-compatible admin API's listings and changes (api/synapse_admin).
         self.admin_directory = AdminDirectory(self)
+        #: Erasure on deactivation (issue 10, GDPR Art. 17).
+        self.erasure = Erasure(self)
         #: What /sync gathers besides rooms (services/sync_api.py).
         self.sync_contributors: list[SyncContributor] = [
             self.account_data, self.typing, self.receipts, self.presence, self.e2ee,

@@ -58,6 +58,7 @@ def test_action_names():
     # (each name once: two kinds of record must never share one)
     assert len(names) == len(set(names))
     assert all(isinstance(n, str) and n.count(".") == 1 for n in names)
+    assert {"compliance.erase", "compliance.purge", "compliance.erasure"} <= set(names)
     assert {"device_keys.upload", "cross_signing.upload", "admin.request"} <= set(names)
     assert {"guard.decision", "guard.review", "guard.throttle", "login.notice"} <= set(names)
     assert {"compliance.erase", "compliance.purge"} <= set(names)

@@ -481,10 +481,13 @@ class LoginDefence(BackgroundService):
                 notice_type=NOTICE_TYPE,
                 extra={"org.bastion.login": details},
             )
+            # The display name the client chose stays out of the record: a ledger leaf is never
+            # rewritten, and an erasure of the account must be able to remove it (issue 10).
+            kept = {k: v for k, v in details.items() if k != "display_name"}
             await record(
                 self.hs.store, records.ACTION_LOGIN_NOTICE, actor=self.hs.server_name,
                 ts=self.now_ms(), target=new.user_id, subject=new.user_id,
-                details={**details, "event_id": event_id},
+                details={**kept, "event_id": event_id},
             )  # fmt: skip
         except Exception:  # noqa: BLE001 - a notice never fails the login it tells of
             log.exception("new-login notice for %s failed", new.user_id)

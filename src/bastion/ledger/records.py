@@ -86,6 +86,8 @@ ACTION_COMPLIANCE_MEDIA_PURGE = "compliance.media_purge"
 #: A legal hold set on a user or a room (retention leaves what it covers alone), or lifted.
 ACTION_COMPLIANCE_LEGAL_HOLD = "compliance.legal_hold"
 ACTION_COMPLIANCE_LEGAL_HOLD_LIFT = "compliance.legal_hold_lift"
+#: One user's erasure (its summary: rows deleted per kind, never content; ``redact_federated``).
+ACTION_COMPLIANCE_ERASURE = "compliance.erasure"
 #: The actions whose records list events stripped of their content (``details.events``): a
 #: stripped event without a redaction event is legitimate only when one of these lists it.
 STRIPPING_ACTIONS = frozenset({ACTION_COMPLIANCE_ERASE, ACTION_COMPLIANCE_PURGE})

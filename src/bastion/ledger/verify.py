@@ -86,6 +86,7 @@ from bastion.ledger.note import (
 )
 from bastion.ledger.records import (
     ACTION_ACCOUNT_DEACTIVATE,
+    ACTION_COMPLIANCE_ERASURE,
     ACTION_CROSS_SIGNING_UPLOAD,
     ACTION_DEVICE_DELETE,
     ACTION_DEVICE_KEYS_UPLOAD,
@@ -685,6 +686,7 @@ class _Verifier:
         sha256 = hashlib.sha256
         keep = {ACTION_DEVICE_KEYS_UPLOAD, ACTION_CROSS_SIGNING_UPLOAD, ACTION_DEVICE_DELETE,
                 ACTION_ACCOUNT_DEACTIVATE, ACTION_SIGNING_KEY_ROTATE}  # fmt: skip
+        erasures: list[dict] = []
         for batch in store.audit_leaf_batches():
             for idx, kind, event_id, subject, action, ts, entry in batch:
                 if idx != expected:
@@ -742,9 +744,14 @@ class _Verifier:
                     listed = details.get("events") if isinstance(details, dict) else None
                     if isinstance(listed, list):
                         self.purged_ids.update(e for e in listed if isinstance(e, str))
+                elif rkind == "action" and rec.get("action") == ACTION_COMPLIANCE_ERASURE:
+                    erasures.append({"leaf": idx, "subject": rec.get("subject"),
+                                     "ts": rec.get("ts")})  # fmt: skip
             bar.update(len(batch))
         bar.close()
         self.report.stats["leaves"] = len(hashes)
+        # The accounts erased (issue 10): their summary records, for an auditor to see.
+        self.report.stats["erasures"] = erasures
         assert leaf_hash(b"") == sha256(b"\x00").digest()  # the inlined leaf hash is RFC 9162's
 
     # -- 2. the tree and its tiles ------------------------------------------------------------

@@ -752,9 +752,15 @@ class AccountService:
 
         await self.store.transaction(fn)
 
-    async def deactivate(self, requester: Requester, ip: str | None = None) -> None:
+    async def deactivate(
+        self, requester: Requester, ip: str | None = None, *, actor: str | None = None,
+        also_in: Callable[[Txn], None] | None = None,
+    ) -> None:  # fmt: skip
+        """Deactivate ``requester``'s account. ``actor``: who asked (default: the user);
+        ``also_in``: more writes for the same transaction (an admin call's record)."""
         uid = requester.user_id
         now = self.now_ms()
+        by = actor or uid
 
         def fn(conn: Txn) -> None:
             self._delete_devices_in(
@@ -763,9 +769,11 @@ class AccountService:
             )  # fmt: skip
             self.store.deactivate_user_in(conn, uid)
             record_in(
-                self.store, conn, records.ACTION_ACCOUNT_DEACTIVATE, actor=uid, ts=now,
+                self.store, conn, records.ACTION_ACCOUNT_DEACTIVATE, actor=by, ts=now,
                 target=uid, subject=uid, origin=ip,
             )  # fmt: skip
+            if also_in is not None:
+                also_in(conn)
 
         await self.store.transaction(fn)
         log.info("deactivated %s", uid)

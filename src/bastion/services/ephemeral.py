@@ -273,6 +273,11 @@ class Presence(BackgroundService):
         self._loaded = False
         self._idle_timers: dict[str, asyncio.TimerHandle] = {}
 
+    def forget(self, user_id: str) -> None:
+        """Drop what is kept in memory about a user (an erased account: its status message)."""
+        self._state.pop(user_id, None)
+        self.cancel_timer(self._idle_timers.pop(user_id, None))
+
     def _load(self) -> None:
         if not self._loaded:
             for row in self.hs.store.load_presence():

@@ -179,11 +179,21 @@ class MediaService(BackgroundService):
             raise ValueError("invalid media ID")
         return self.root / "thumbnails" / media_id[0:2] / media_id[2:4] / media_id
 
-    def delete_files(self, media_id: str) -> None:
-        """Delete a local media's file and its thumbnails (retention, erasure; the caller
-        deletes the row in the same write)."""
-        _unlink_quietly(self.local_path(media_id))
+    def delete_files(self, media_id: str) -> bool:
+        """Delete a local media's file and its thumbnails (retention, erasure, the admin API;
+        the caller deletes the row, :meth:`~bastion.storage.interface.MediaStore.
+        delete_local_media_in`); whether there was a file. Blocking: a worker thread."""
+        path = self.local_path(media_id)
+        try:
+            path.unlink()
+            existed = True
+        except FileNotFoundError:
+            existed = False
+        except OSError:
+            log.warning("could not delete the file of %s", media_id, exc_info=True)
+            existed = True
         shutil.rmtree(self._thumb_dir(media_id), ignore_errors=True)
+        return existed
 
     def mxc(self, media_id: str) -> str:
         return f"mxc://{self.hs.server_name}/{media_id}"

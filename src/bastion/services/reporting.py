@@ -54,8 +54,10 @@ class Reporting:
         what = {"event": f"event {event_id}", "room": f"room {room_id}",
                 "user": f"user {target_user_id}"}[kind]  # fmt: skip
         # The reporter is named in the decision's details only: its ledger record (readable by
-        # its subject, the reported user) must not say who reported them.
-        summary = f"a user reported {what}" + (f": {reason}" if reason else "")
+        # its subject, the reported user) must not say who reported them. Nor does the record
+        # (nor the alert) carry the reason: what the reporter wrote stays in rows that an
+        # erasure of the reporter can clear (a ledger leaf is never rewritten).
+        summary = f"a user reported {what}"
         signal = Signal("report", "warn", 0.5, summary[:1000], {"kind": kind})  # fmt: skip
 
         def fn(conn) -> int:

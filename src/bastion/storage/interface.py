@@ -1041,6 +1041,28 @@ class RetentionStore(Protocol):
     def media_referenced_in_rooms(self, room_ids: Iterable[str], server_name: str) -> set[str]: ...
 
 
+class ErasureStore(Protocol):
+    """One local user's erasure (issue 10, GDPR Art. 17; storage/sqlite/erasure.py)."""
+
+    def erasure_redaction_targets(
+        self, user_id: str, server_name: str, kept_state_types: Sequence[str] = ()
+    ) -> list[tuple[str, str]]: ...
+    def erasure_event_ids(
+        self, user_id: str, kept_state_types: Sequence[str] = ()
+    ) -> list[str]: ...
+    def erasure_media_ids(self, user_id: str) -> list[str]: ...
+    def is_user_erased(self, user_id: str) -> bool: ...
+    def erase_user_rows_in(
+        self, txn: Txn, user_id: str, *, now_ms: int, actor: str, media_ids: list[str]
+    ) -> dict[str, int]: ...
+    def mark_user_erased_in(
+        self, txn: Txn, user_id: str, ts: int, redact_federated: bool
+    ) -> None: ...
+    def drop_event_caches(self) -> None: ...
+    async def compact_database(self) -> dict[str, Any]: ...
+    def compact_database_sync(self) -> dict[str, Any]: ...
+
+
 class Store(
     AccountsStore,
     RoomsStore,
@@ -1063,6 +1085,7 @@ class Store(
     ExportStore,
     RetentionStore,
     AdminDirectoryStore,
+    ErasureStore,
     StreamsStore,
     Protocol,
 ):

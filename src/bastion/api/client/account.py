@@ -42,7 +42,9 @@ def register(router: Router, hs: HomeServer) -> None:
     async def deactivate(req: Request) -> dict:
         """POST /_matrix/client/v3/account/deactivate — C-S API "Account deactivation" (UIA
         with ``m.login.password``): every token and device goes, the password and profile are
-        wiped, the user leaves their rooms, and the user ID is never reused. No identity server
+        wiped, the user leaves their rooms, and the user ID is never reused. With ``erase:
+        true`` everything the user wrote and uploaded is erased as well (``hs.erasure``; no
+        redactions are sent to other servers: only an admin asks for those). No identity server
         is used, so ``id_server_unbind_result`` is ``no-support``."""
         body = await req.json(allow_empty=True)
         if body.get("erase") is not None and not isinstance(body["erase"], bool):
@@ -53,7 +55,11 @@ def register(router: Router, hs: HomeServer) -> None:
             body, req.requester, "account/deactivate", req.raw.remote
         )
         accounts.end_uia(session)
-        await accounts.deactivate(req.requester, req.raw.remote)
+        if body.get("erase") is True:
+            await hs.erasure.erase(req.requester.user_id, actor=req.requester.user_id,
+                                   origin=req.raw.remote)  # fmt: skip
+        else:
+            await accounts.deactivate(req.requester, req.raw.remote)
         return {"id_server_unbind_result": "no-support"}
 
     async def get_3pids(req: Request) -> dict:

@@ -21,7 +21,8 @@ from bastion.errors import invalid_param
 if TYPE_CHECKING:
     from bastion.server import HomeServer
 
-MODULES = ("users", "rooms", "media", "registration_tokens", "server_notices", "server_version")
+MODULES = ("users", "rooms", "media", "registration_tokens", "server_notices", "server_version",
+           "deactivate")  # fmt: skip
 
 #: Synapse's default and largest page size of its listings.
 DEFAULT_LIMIT = 100

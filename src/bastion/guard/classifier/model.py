@@ -267,6 +267,19 @@ def load_model(directory: Path | None = None) -> Model:
 _SHIPPED: list[Model] = []
 
 
+def clear_classifier_caches() -> None:
+    """Forget every word the classifier has kept from messages it scored (its per-word and
+    per-name caches; an erasure calls it: the words of erased messages are their keys)."""
+    from bastion.guard.classifier import features
+
+    features.name_bucket.cache_clear()
+    features._WORD_GRAMS.clear()  # noqa: SLF001 - the features module's own cache
+    for model in _SHIPPED:
+        model._name_weights.clear()  # noqa: SLF001
+        model._word_sums.clear()  # noqa: SLF001
+        model._word_counts.clear()  # noqa: SLF001
+
+
 def shipped_model() -> Model:
     """The shipped model, loaded once per process."""
     if not _SHIPPED:

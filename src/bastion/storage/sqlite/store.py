@@ -27,6 +27,7 @@ from bastion.storage.sqlite import (
     audit,
     device_lists,
     e2ee,
+    erasure,
     event_contents,
     export,
     federation,
@@ -51,7 +52,7 @@ T = TypeVar("T")
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
           federation_inbound, ledger, ledger_audit, guard_decisions, guard_limits, guard_login,
           guard_policy, server_notices, event_contents, audit, export, retention,
-          admin_directory)  # fmt: skip
+          admin_directory, erasure)  # fmt: skip
 
 
 class SqliteStore(
@@ -76,6 +77,7 @@ class SqliteStore(
     export.ExportStore,
     retention.RetentionStore,
     admin_directory.AdminDirectoryStore,
+    erasure.ErasureStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL", key: bytes | None = None) -> None:
         self.db = Database(path, synchronous, key)
