@@ -25,7 +25,11 @@ at the end, on error too.
 Prints a table, then the figures of both servers and the ratios as one JSON object on the last
 line. Times are medians (or percentiles) over rounds; throughputs are medians of repeated runs.
 
-Run: python bench/server.py [--quick] [--runs N]
+``--at-rest``: Bastion runs with encryption at rest on (``at_rest_key``, issue 10: the database
+encrypted with SQLCipher, media files with a key each), so every figure is measured with it;
+``bench/at_rest.py`` measures the same send and sync figures with it on and off in one run.
+
+Run: python bench/server.py [--quick] [--runs N] [--at-rest]
 """
 
 from __future__ import annotations
@@ -163,9 +167,17 @@ def spawn_bastion(work: Path, name: str, config: str) -> Server:
     return Server(name, f"http://127.0.0.1:{port}", proc, data / "server.log")
 
 
-def start_bastion(work: Path, argon2: tuple[int, int, int] = (3, 65536, 1)) -> Server:
+#: The environment variable an encrypted benchmark Bastion reads its database key from.
+AT_REST_KEY_ENV = "BASTION_BENCH_AT_REST_KEY"
+
+
+def start_bastion(work: Path, argon2: tuple[int, int, int] = (3, 65536, 1),
+                  at_rest: bool = False) -> Server:  # fmt: skip
     """Start Bastion; ``argon2`` is (time cost, memory cost in KiB, lanes): by default the
-    production costs, written out so the measurement states them."""
+    production costs, written out so the measurement states them; ``at_rest``: encryption at
+    rest on (a random key for the run, from the environment)."""
+    if at_rest:
+        os.environ.setdefault(AT_REST_KEY_ENV, os.urandom(32).hex())
     data = work / "bastion"
     data.mkdir()
     port = free_port()
@@ -174,10 +186,11 @@ def start_bastion(work: Path, argon2: tuple[int, int, int] = (3, 65536, 1)) -> S
         'server_name = "localhost"\n'
         f"argon2_time_cost = {t}\nargon2_memory_cost = {m}\nargon2_parallelism = {p}\n"
         'sqlite_synchronous = "NORMAL"\nlog_level = "INFO"\n'
+        + (f'at_rest_key = "env:{AT_REST_KEY_ENV}"\n' if at_rest else "")
         # Rate limits lifted, as the Synapse it is compared with runs (SYNAPSE_RATE_LIMITS),
         # with the per-address registration limit (the benchmark registers its users from one
         # address); the rest of the guard (detectors, classifier, login defence) stays on.
-        "[guard.rate_limits]\nenabled = false\n"
+        + "[guard.rate_limits]\nenabled = false\n"
         "[guard.registration]\nper_address_burst = 0\n"
     )
     proc = spawn(
@@ -525,7 +538,7 @@ class Plan:
         return cls(500, 10, 200, 3, 100, 1000, 5, 20)
 
 
-async def run(plan: Plan, work: Path) -> tuple[dict, dict]:
+async def run(plan: Plan, work: Path, at_rest: bool = False) -> tuple[dict, dict]:
     syn_cfg, syn_port = prepare_synapse(work)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -536,7 +549,7 @@ async def run(plan: Plan, work: Path) -> tuple[dict, dict]:
         bare_rss = bare.rss_mib()
         stop_process(bare.proc)
         # One after the other, so that neither start competes with the other for the CPU.
-        bastion = start_bastion(work)
+        bastion = start_bastion(work, at_rest=at_rest)
         bastion.figures["startup_s"] = await wait_ready(session, bastion)
         synapse = start_synapse(syn_cfg, syn_port)
         synapse.figures["startup_s"] = await wait_ready(session, synapse)
@@ -747,6 +760,8 @@ def main() -> int:
         "medians (the machine may be shared; default 1)",
     )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the data directories")
+    parser.add_argument("--at-rest", action="store_true",
+                        help="Bastion with encryption at rest on (issue 10)")  # fmt: skip
     args = parser.parse_args()
     if not 1 <= args.runs <= 9:
         parser.error("--runs must be 1 to 9")
@@ -755,7 +770,7 @@ def main() -> int:
     for i in range(args.runs):
         work = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
         try:
-            results.append(asyncio.run(run(plan, work)))
+            results.append(asyncio.run(run(plan, work, args.at_rest)))
         finally:
             _stop_all()
             if args.keep:
