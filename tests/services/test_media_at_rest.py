@@ -122,7 +122,7 @@ def test_a_changed_file_is_never_served_as_the_upload(encrypted):
 
 def test_files_from_before_encryption_are_still_served(tmp_path):
     data = tmp_path / "data"
-    srv = ServerThread(data).start()
+    srv = ServerThread(data, at_rest_key="").start()  # (plaintext, before it is turned on)
     try:
         alice = make_user(srv)
         server, old = split_mxc(upload(alice, SECRET).body["content_uri"])

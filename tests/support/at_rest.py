@@ -7,7 +7,10 @@ its database is SQLCipher and its media files are encrypted; a data directory re
 plaintext fixture stays plaintext (as an operator's would until ``bastion admin rekey``).
 Tests read databases with ``sqlite3.connect``: :func:`install` makes that open an encrypted
 file with the run's key (a SQLCipher connection whose ``row_factory = sqlite3.Row`` is taken as
-SQLCipher's row), so the tests' own reads need no change.
+SQLCipher's row, and whose backup into a new file encrypts it with the same key), so the tests'
+own reads and copies need no change.
+A test about plaintext storage itself (a byte scan that must first find its strings, a
+plaintext database turned encrypted) starts its server with ``at_rest_key=""``.
 """
 
 from __future__ import annotations
@@ -50,6 +53,20 @@ class _Connection(sqlcipher.Connection):
         if name == "row_factory" and value is sqlite3.Row:
             value = sqlcipher.Row
         super().__setattr__(name, value)
+
+    def backup(self, target: Any, **kwargs: Any) -> None:
+        """A copy into a standard-library connection (a test's backup of the database) is
+        made, encrypted with the run's key, into that connection's file."""
+        if isinstance(target, sqlite3.Connection):
+            name = target.execute("PRAGMA database_list").fetchone()[2]
+            keyed = sqlcipher.connect(name)
+            try:
+                keyed.execute(f"PRAGMA key = \"x'{os.environ[KEY_ENV]}'\"")
+                super().backup(keyed, **kwargs)
+            finally:
+                keyed.close()
+            return
+        super().backup(target, **kwargs)
 
 
 def _encrypted_connect(database: Any, *args: Any, **kwargs: Any) -> Any:

@@ -107,7 +107,16 @@ def room_events(db_path, room_id: str) -> list[tuple[str, str | None, bytes]]:
 
 
 def raw_database_bytes(db_path: Path) -> bytes:
-    """The bytes of ``homeserver.db`` and, when present, its write-ahead log."""
+    """The bytes of ``homeserver.db`` and, when present, its write-ahead log. When the suite
+    runs with encryption at rest on (tests/support/at_rest.py) the files are ciphertext
+    through and through, so what the server stored is read through the key instead: every
+    value of every table."""
+    from tests.support import at_rest
+
+    with open(db_path, "rb") as f:
+        encrypted = at_rest.enabled() and f.read(16) != b"SQLite format 3\0"
+    if encrypted:
+        return "\n".join(v for _, _, v in database_texts(db_path)).encode()
     raw = b""
     for suffix in ("", "-wal"):
         path = db_path.with_name(db_path.name + suffix)

@@ -138,7 +138,7 @@ def test_wrong_or_missing_key_is_refused_without_a_traceback(tmp_path, capsys):
 # -- rekey ------------------------------------------------------------------------------------------
 def test_rekey_on_change_off_keeps_everything(tmp_path, capsys, monkeypatch):
     data = tmp_path / "data"
-    srv = ServerThread(data).start()
+    srv = ServerThread(data, at_rest_key="").start()
     try:
         alice, room = _chat(srv, SECRET)
     finally:
