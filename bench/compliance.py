@@ -34,35 +34,24 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from bastion.config import Config  # noqa: E402
-from bastion.server import HomeServer  # noqa: E402
 from bastion.services.export import drive  # noqa: E402
-from bench.ledger import SERVER_NAME, USER, fill_rooms  # noqa: E402
+from bench.ledger import USER, InProcess, fill_rooms  # noqa: E402
 
 #: Uploads of the benchmark user (bytes each).
 UPLOADS = 8
 UPLOAD_BYTES = 1024 * 1024
 
 
-class Server:
-    """The store and services of a homeserver without its listeners, on ``work``."""
+class Server(InProcess):
+    """bench/ledger.py's in-process homeserver (ledger on), with ``UPLOADS`` files of its user
+    and the given ``[retention]`` table."""
 
     def __init__(self, work: Path, retention: dict | None = None) -> None:
-        self.config = Config(
-            server_name=SERVER_NAME, data_dir=work, registration="closed",
-            guard={"rate_limits": {"enabled": False}}, retention=retention or {},
-        )  # fmt: skip
-        self.hs = HomeServer(self.config)
+        super().__init__(work, ledger=True, retention=retention or {})
 
     async def __aenter__(self) -> Server:
+        await super().__aenter__()
         hs = self.hs
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        hs.store.open()
-        loop = asyncio.get_running_loop()
-        hs.notifier.attach(loop)
-        hs.store.attach_loop(loop)
-        hs.store.add_listener(hs.notifier.notify_threadsafe)
-        await hs.store.create_user(USER, None, hs.now_ms())
         for _ in range(UPLOADS):
             data = os.urandom(UPLOAD_BYTES)
 
@@ -71,12 +60,6 @@ class Server:
 
             await hs.media.upload(USER, chunks(), len(data), "application/octet-stream", "f")
         return self
-
-    async def __aexit__(self, *exc) -> None:
-        self.hs.notifier.close()
-        self.hs.passwords.close()
-        self.hs.media.close()
-        self.hs.store.close()
 
 
 async def bench_export_and_erasure(work: Path, events: int) -> dict:

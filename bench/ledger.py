@@ -105,10 +105,12 @@ class InProcess:
     """A homeserver's store and services without its HTTP listeners (the parts a local send
     goes through), on a fresh data directory."""
 
-    def __init__(self, work: Path, ledger: bool, synchronous: str = "NORMAL") -> None:
+    def __init__(self, work: Path, ledger: bool, synchronous: str = "NORMAL",
+                 **settings: object) -> None:  # fmt: skip
         self.config = Config(
             server_name=SERVER_NAME, data_dir=work, registration="closed",
             sqlite_synchronous=synchronous, guard={"rate_limits": {"enabled": False}},
+            **settings,  # type: ignore[arg-type]
         )  # fmt: skip
         self.hs = HomeServer(self.config)
         self.hs.store.ledger_enabled = ledger

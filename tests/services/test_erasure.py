@@ -24,6 +24,7 @@ from tests.api.client.test_room_keys import ALG, Backup
 from tests.support.accounts import db_rows, login, make_admin, on_server, password_auth
 from tests.support.e2ee import cross_signing_body, cross_signing_set
 from tests.support.harness import Client, ServerThread
+from tests.support.ledger import wait_covered
 
 V3 = "/_matrix/client/v3"
 ADMIN_DEACTIVATE = "/_synapse/admin/v1/deactivate/"
@@ -206,20 +207,6 @@ def _verify(data: Path, capsys) -> tuple[int, dict]:
     return code, json.loads(capsys.readouterr().out)
 
 
-def _covered(srv: ServerThread) -> None:
-    async def size() -> int:
-        return srv.hs.store.ledger_size()
-
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        n = on_server(srv, size())
-        cp = srv.hs.ledger.latest
-        if cp is not None and cp.size >= n:
-            return
-        time.sleep(0.05)
-    pytest.fail("no checkpoint covers the ledger")
-
-
 @pytest.fixture
 def world(tmp_path):
     # (plaintext storage: the byte scan first finds the strings, then finds them gone; with
@@ -268,7 +255,7 @@ def _check_erased(w: World, capsys, actor: str) -> None:
     r = Client(srv.base_url).request("POST", f"{V3}/register", {
         "username": "alice", "password": "x" * 12, "auth": {"type": "m.login.dummy"}}, token=None)  # fmt: skip
     assert r.status == 400 and r.body["errcode"] == "M_USER_IN_USE"
-    _covered(srv)
+    wait_covered(srv)
     w.stop()
     assert w.scan() == {}
     code, report = _verify(Path(srv.config.data_dir), capsys)
@@ -316,7 +303,7 @@ def test_cli_erase_user(world, capsys):
         w.bob = login(Client(srv2.base_url), "bob")
         w.check_room_still_works()
         assert _records(srv2, ACTION_COMPLIANCE_ERASURE)[0]["actor"] == "cli"
-        _covered(srv2)
+        wait_covered(srv2)
     finally:
         w.stop()
     assert w.scan() == {}

@@ -20,6 +20,7 @@ from bastion.ledger.records import (
 )
 from tests.support.accounts import db_rows, make_admin, on_server
 from tests.support.harness import Client, ServerThread
+from tests.support.ledger import wait_covered
 
 V3 = "/_matrix/client/v3"
 HOLDS = "/_bastion/admin/v1/legal_holds"
@@ -163,7 +164,7 @@ def test_expired_messages_become_skeletons_on_schedule(tmp_path, capsys):
         assert {(rec["details"]["cause"], rec["details"]["room_id"],
                  rec["details"]["max_lifetime"], rec["actor"]) for rec in records} == {
             ("retention", room, DAY, "server")}  # fmt: skip
-        _covered(srv)
+        wait_covered(srv)
     finally:
         srv.stop()
     capsys.readouterr()
@@ -171,20 +172,6 @@ def test_expired_messages_become_skeletons_on_schedule(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["findings"] == []
     assert out["stats"]["events_stripped_by_records"] >= len(old)
-
-
-def _covered(srv: ServerThread) -> None:
-    async def size():
-        return srv.hs.store.ledger_size()
-
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        n = on_server(srv, size())
-        cp = srv.hs.ledger.latest
-        if cp is not None and cp.size >= n:
-            return
-        time.sleep(0.05)
-    pytest.fail("no checkpoint covers the ledger")
 
 
 def test_old_state_is_stripped_once_replaced_current_state_never(server):

@@ -298,8 +298,13 @@ def _check_proof(args: argparse.Namespace) -> int:
         data = args.file.read_bytes()
     except OSError as e:
         raise UsageError(f"cannot read {args.file}: {e.strerror or e}") from None
-    result = check_proof(data, keys=args.key, witness_keys=args.witness_key)
-    if args.json:
+    return _report(check_proof(data, keys=args.key, witness_keys=args.witness_key), args.json)
+
+
+def _report(result: Any, as_json: bool) -> int:
+    """A check's result (``as_json()``, ``lines()``, ``ok``) on standard output; the exit
+    code."""
+    if as_json:
         sys.stdout.write(json.dumps(result.as_json(), indent=1) + "\n")
     else:
         for line in result.lines():
@@ -345,12 +350,7 @@ def _verify_audit(args: argparse.Namespace) -> int:
                 raise UsageError(f"bad --key {v!r}: {e}") from None
     result = verify_pages(docs, keys, previous)
     result.notes[:0] = notes
-    if args.json:
-        sys.stdout.write(json.dumps(result.as_json(), indent=1) + "\n")
-    else:
-        for line in result.lines():
-            print(line)
-    return EXIT_OK if result.ok else EXIT_FINDINGS
+    return _report(result, args.json)
 
 
 # -- status -------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ event only when an erasure or purge record lists it."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -17,6 +16,7 @@ from bastion.services import compliance_records
 from bastion.services.compliance_records import EVENTS_PER_RECORD, strip_and_record_in
 from tests.support.accounts import db_rows, on_server
 from tests.support.harness import Client, ServerThread
+from tests.support.ledger import wait_covered
 
 V3 = "/_matrix/client/v3"
 SECRET = "zq-distinctive-words-7731"
@@ -132,21 +132,6 @@ def _verify(data, capsys) -> tuple[int, list[dict], dict]:
     return code, out["findings"], out["stats"]
 
 
-def _covered(srv: ServerThread) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        size = on_server(srv, _size(srv))
-        cp = srv.hs.ledger.latest
-        if cp is not None and cp.size >= size:
-            return
-        time.sleep(0.05)
-    pytest.fail("no checkpoint covers the ledger")
-
-
-async def _size(srv: ServerThread) -> int:
-    return srv.hs.store.ledger_size()
-
-
 @pytest.mark.parametrize("recorded", [True, False])
 def test_ledger_verify_accepts_only_recorded_stripping(tmp_path, capsys, recorded):
     srv = ServerThread(tmp_path / "data", ledger_checkpoint_interval=0.2).start()
@@ -156,7 +141,7 @@ def test_ledger_verify_accepts_only_recorded_stripping(tmp_path, capsys, recorde
         room_id = r.body["room_id"]
         eid = _send(alice, room_id, "v1", SECRET)
         _strip(srv, ACTION_COMPLIANCE_ERASE if recorded else None, [eid])
-        _covered(srv)
+        wait_covered(srv)
     finally:
         srv.stop()
     code, findings, stats = _verify(tmp_path / "data", capsys)

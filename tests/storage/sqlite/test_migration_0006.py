@@ -11,7 +11,7 @@ from bastion.storage.sqlite import migrations as mig
 from bastion.storage.sqlite.migrations import migrate
 from bastion.storage.sqlite.store import SqliteStore
 from tests.storage.sqlite.test_migration_0005 import _dump, _tables
-from tests.storage.sqlite.test_migrations import connect, restore
+from tests.storage.sqlite.test_migrations import connect, number_of, restore_before
 
 NEW_TABLES = {"legal_holds", "retention_rooms", "retention_deferred"}
 NEW_INDEXES = {"retention_deferred_room", "events_room_ts", "local_media_created"}
@@ -19,19 +19,11 @@ NEW_INDEXES = {"retention_deferred_room", "events_room_ts", "local_media_created
 
 def _version() -> int:
     """This migration's number (the lead numbers the parts' migrations at merge)."""
-    (m,) = [m for m in mig.migrations() if m.name == "legal_holds"]
-    return m.version
+    return number_of("legal_holds")
 
 
 def _before(tmp_path):
-    data = tmp_path / "data"
-    restore(data)
-    path = data / "homeserver.db"
-    c = connect(path)
-    v = _version()
-    assert migrate(c, str(path), mig.migrations()[: v - 1]) == v - 1
-    c.close()
-    return data, path
+    return restore_before(tmp_path, "legal_holds")
 
 
 def _indexes(path) -> set[str]:

@@ -9,7 +9,7 @@ import sqlite3
 from bastion.storage.sqlite import migrations as mig
 from bastion.storage.sqlite.at_rest import rekey_database, write_new_key
 from bastion.storage.sqlite.migrations import migrate
-from tests.storage.sqlite.test_migrations import connect, restore
+from tests.storage.sqlite.test_migrations import connect, restore_before
 from tests.support.accounts import make_user
 from tests.support.harness import ServerThread
 
@@ -18,13 +18,7 @@ NUMBER = next(m.version for m in mig.migrations() if m.name == "media_file_keys"
 
 
 def _before(tmp_path):
-    data = tmp_path / "data"
-    restore(data)
-    path = data / "homeserver.db"
-    c = connect(path)
-    assert migrate(c, str(path), mig.migrations()[: NUMBER - 1]) == NUMBER - 1
-    c.close()
-    return data, path
+    return restore_before(tmp_path, "media_file_keys")
 
 
 def _rows(path) -> list[tuple]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from bastion.storage.sqlite import migrations as mig
 from bastion.storage.sqlite.migrations import migrate
 from tests.storage.sqlite.test_migration_0005 import _dump, _tables
-from tests.storage.sqlite.test_migrations import connect, restore
+from tests.storage.sqlite.test_migrations import connect, restore_before
 from tests.support.accounts import db_rows, make_user
 from tests.support.harness import ServerThread
 
@@ -17,18 +17,12 @@ NEW_TABLES = {"blocked_rooms", "room_deletions", "protected_media"}
 NUMBER = next(m.version for m in mig.migrations() if m.name == "synapse_admin")
 
 
-def _at_version_5(tmp_path):
-    data = tmp_path / "data"
-    restore(data)
-    path = data / "homeserver.db"
-    c = connect(path)
-    assert migrate(c, str(path), mig.migrations()[: NUMBER - 1]) == NUMBER - 1
-    c.close()
-    return data, path
+def _before(tmp_path):
+    return restore_before(tmp_path, "synapse_admin")
 
 
 def test_rows_are_kept_and_the_tables_added(tmp_path):
-    _, path = _at_version_5(tmp_path)
+    _, path = _before(tmp_path)
     old_tables = [t for t in _tables(path) if t != mig.VERSION_TABLE]
     assert not NEW_TABLES & set(old_tables)
     before = _dump(path, old_tables)
@@ -42,7 +36,7 @@ def test_rows_are_kept_and_the_tables_added(tmp_path):
 
 
 def test_a_purge_on_the_migrated_database(tmp_path):
-    data, path = _at_version_5(tmp_path)
+    data, path = _before(tmp_path)
     # The fixture's room with the most events.
     room_id = db_rows_at(path, "SELECT room_id FROM events GROUP BY room_id"
                                " ORDER BY COUNT(*) DESC LIMIT 1")[0][0]  # fmt: skip

@@ -14,20 +14,14 @@ from bastion.storage.sqlite import migrations as mig
 from bastion.storage.sqlite.migrations import migrate
 from bastion.storage.sqlite.store import SqliteStore
 from tests.storage.sqlite.test_migration_0005 import MEDIA_ID, _dump, _tables
-from tests.storage.sqlite.test_migrations import connect, restore
+from tests.storage.sqlite.test_migrations import connect, restore_before
 
 #: The version of the erasure migration.
 VERSION = [m.name for m in mig.migrations()].index("erasure") + 1
 
 
 def _at_previous_version(tmp_path):
-    data = tmp_path / "data"
-    restore(data)
-    path = data / "homeserver.db"
-    c = connect(path)
-    assert migrate(c, str(path), mig.migrations()[: VERSION - 1]) == VERSION - 1
-    c.close()
-    return data, path
+    return restore_before(tmp_path, "erasure")
 
 
 def test_rows_are_kept_and_erased_users_added(tmp_path):

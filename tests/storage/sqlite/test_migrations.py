@@ -69,6 +69,27 @@ def connect(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(str(path), isolation_level=None)
 
 
+def number_of(name: str) -> int:
+    """The number of the migration named ``name`` (``NNNN_name.sql``)."""
+    (m,) = [m for m in mig.migrations() if m.name == name]
+    return m.version
+
+
+def restore_before(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """The cbbfc30 fixture restored under ``tmp_path/data`` and migrated up to the migration
+    before ``name``: (data directory, database path)."""
+    data = tmp_path / "data"
+    restore(data)
+    path = data / "homeserver.db"
+    n = number_of(name)
+    c = connect(path)
+    try:
+        assert mig.migrate(c, str(path), mig.migrations()[: n - 1]) == n - 1
+    finally:
+        c.close()
+    return data, path
+
+
 # -- the runner ----------------------------------------------------------------------------------
 def test_fresh_database_reaches_the_latest_version(tmp_path):
     store = SqliteStore(tmp_path / "h.db")
