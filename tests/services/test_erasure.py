@@ -376,3 +376,25 @@ def test_erasing_again_changes_nothing_more(world):
     assert second["details"]["counts"] == {"events_stripped": 0, "media_files": 0}
     assert len(_records(w.srv, "account.deactivate")) == 1
     w.check_room_still_works()
+
+
+def test_no_erasure_under_a_legal_hold(world, capsys):
+    """GDPR Art. 17(3)(e): an account under a legal hold is not erased — by an admin or by the
+    user — and is not deactivated either; once the hold is lifted the erasure goes ahead."""
+    w = world
+    hold = f"/_bastion/admin/v1/legal_holds/users/{q(w.alice.user_id)}"
+    assert w.admin.request("PUT", hold, {"reason": "litigation"}).status == 200
+    r = w.admin.request("POST", ADMIN_DEACTIVATE + q(w.alice.user_id), {"erase": True})
+    assert (r.status, r.body["errcode"]) == (403, "M_FORBIDDEN")
+    assert "legal hold" in r.body["error"]
+    a = w.alice
+    r = a.request("POST", f"{V3}/account/deactivate", {"erase": True})
+    r = a.request("POST", f"{V3}/account/deactivate", {
+        "erase": True, "auth": password_auth(a.user_id, r.body["session"])})  # fmt: skip
+    assert (r.status, r.body["errcode"]) == (403, "M_FORBIDDEN")
+    assert w.ok(a.request("GET", f"{V3}/account/whoami"))["user_id"] == a.user_id
+    assert w.scan()  # everything still there
+    assert w.admin.request("DELETE", hold, {}).status == 200
+    r = w.admin.request("POST", ADMIN_DEACTIVATE + q(w.alice.user_id), {"erase": True})
+    assert r.status == 200, r.body
+    _check_erased(w, capsys, w.admin.user_id)

@@ -507,6 +507,9 @@ class AdminDirectory:
         known = store.room_exists(room_id)
         if not known and not opts["block"]:
             raise not_found("room not found")
+        if opts["purge"] and known and store.legal_holds_for(None, room_id):
+            # A room under a legal hold keeps its history (issue 10): block it, not purge it.
+            raise forbidden("the room is under a legal hold: its history cannot be purged")
         delete_id = secrets.token_urlsafe(12)
         now = self.hs.now_ms()
         result: dict[str, Any] = {

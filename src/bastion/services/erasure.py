@@ -47,7 +47,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bastion.core.identifiers import parse_user_id
-from bastion.errors import MatrixError, invalid_param, not_found
+from bastion.errors import MatrixError, forbidden, invalid_param, not_found
 from bastion.guard.classifier.model import clear_classifier_caches
 from bastion.ledger import records
 from bastion.services.compliance_records import strip_and_record_in
@@ -115,6 +115,14 @@ class Erasure:
         who asked (the user, an admin, ``cli``); ``also_in``: a write for the deactivation's
         transaction (an admin call's ``admin.request`` record). The summary: counts per kind
         and the time the disk hygiene took."""
+        holds = self.hs.store.legal_holds_for(user_id, None)
+        if holds:
+            # GDPR Art. 17(3)(e): not while the data is needed for legal claims. Refused before
+            # anything changes (the account is not deactivated either).
+            raise forbidden(
+                "this account's data is under a legal hold and cannot be erased until an "
+                "administrator lifts it"
+            )
         async with self._lock:
             return await self._erase(user_id, actor, redact_federated, reason, origin, also_in)
 

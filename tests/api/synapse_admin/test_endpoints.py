@@ -366,3 +366,23 @@ def test_lock_and_unlock_through_put(server, client, admin):
         server, "SELECT action FROM ledger_entries WHERE subject = ? AND action LIKE 'account.%'",
         (alice.user_id,))]  # fmt: skip
     assert actions[-2:] == ["account.lock", "account.unlock"]
+
+
+def test_a_room_under_legal_hold_is_not_purged(server, client, admin):
+    """A legal hold on a room (issue 10) keeps its history: the purge is refused before anyone
+    is made to leave; once the hold is lifted it goes ahead."""
+    alice, bob = client.register("alice"), client.register("bob")
+    room_id = _room_with(alice, bob)
+    hold = f"/_bastion/admin/v1/legal_holds/rooms/{room_id}"
+    assert admin.request("PUT", hold, {"reason": "litigation"}).status == 200
+    r = admin.request("DELETE", f"{A}/v1/rooms/{room_id}", {"purge": True})
+    assert_error(r, 403, "M_FORBIDDEN")
+    assert "legal hold" in r.body["error"]
+    assert db_rows(server, "SELECT 1 FROM events WHERE room_id = ?", (room_id,))
+    members = db_rows(server, "SELECT user_id FROM current_membership WHERE room_id = ?"
+                      " AND membership = 'join'", (room_id,))  # fmt: skip
+    assert len(members) == 2
+    assert admin.request("DELETE", hold, {}).status == 200
+    r = admin.request("DELETE", f"{A}/v1/rooms/{room_id}", {"purge": True})
+    assert r.status == 200, r.body
+    assert db_rows(server, "SELECT 1 FROM events WHERE room_id = ?", (room_id,)) == []

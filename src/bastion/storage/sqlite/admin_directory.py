@@ -57,7 +57,8 @@ SUMMARY_TYPES = (
 _ROOM_TABLES = (
     "forward_extremities", "current_state", "membership_events", "current_membership",
     "room_aliases", "account_data", "receipts", "out_of_room_memberships", "room_state_history",
-    "guard_room_settings", "guard_room_cooling", "server_notice_rooms",
+    "guard_room_settings", "guard_room_cooling", "server_notice_rooms", "retention_rooms",
+    "retention_deferred",
 )  # fmt: skip
 
 
