@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from bastion.storage.sqlite.at_rest import (
     write_new_key,
 )
 from bastion.storage.sqlite.driver import WrongKey
+from tests.support.accounts import db_rows
 from tests.support.harness import Client, ServerThread
 
 V3 = "/_matrix/client/v3"
@@ -187,3 +189,38 @@ def test_rekey_on_change_off_keeps_everything(tmp_path, capsys, monkeypatch):
                       {"from": "encrypted", "to": "plaintext"}]  # fmt: skip
     assert not (data / "homeserver.db.rekey").exists()
     assert os.listdir(data)  # (the data directory is still there, with the database)
+
+
+def test_erasure_on_an_encrypted_server(tmp_path, capsys):
+    """Erasure with encryption at rest on: the media row, and so the file's key, goes (the file
+    with it); the compaction (VACUUM, WAL truncation) runs on the encrypted database, which
+    still opens and verifies with its key."""
+    from tests.support.accounts import make_user
+    from tests.support.ledger import wait_covered
+
+    key = _key_file(tmp_path)
+    data = tmp_path / "data"
+    srv = ServerThread(data, at_rest_key=f"file:{key}", ledger_checkpoint_interval=0.2).start()
+    try:
+        alice, room = _chat(srv, SECRET)
+        r = alice.request("POST", "/_matrix/media/v3/upload", raw=SECRET.encode() * 50,
+                          headers={"Content-Type": "text/plain"})  # fmt: skip
+        assert r.status == 200, r.body
+        admin = make_user(srv, "root", admin=True)
+        user = urllib.parse.quote(alice.user_id, safe="")
+        r = admin.request("POST", f"/_synapse/admin/v1/deactivate/{user}", {"erase": True})
+        assert r.status == 200, r.body
+        assert db_rows(srv, "SELECT 1 FROM local_media") == []
+        assert [p for p in srv.config.media_path.rglob("*") if p.is_file()] == []
+        ids = [row[0] for row in db_rows(srv, "SELECT event_id FROM events WHERE sender = ?",
+                                         (alice.user_id,))]  # fmt: skip
+        texts = [row[0] for row in db_rows(srv, "SELECT json FROM events")]
+        assert ids and not any(SECRET.encode() in bytes(t) for t in texts)
+        wait_covered(srv)
+    finally:
+        srv.stop()
+    (data / "bastion.toml").write_text(f'at_rest_key = "file:{key}"\n')
+    capsys.readouterr()
+    assert main(["ledger", "verify", "--data-dir", str(data), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["findings"] == [] and report["stats"]["events_stripped_by_records"] > 0
