@@ -445,19 +445,16 @@ def admin_export_user(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _server_listening(config: Config) -> bool:
-    """Whether something accepts connections on the configured client port (on loopback when
-    the server listens on every address)."""
-    import socket
+def _database_in_use(config: Config) -> bool:
+    """Whether a server (or another command) has the database open: it holds the database's
+    lock file (:func:`bastion.storage.sqlite.at_rest.shared_lock`) while it does."""
+    from bastion.storage.sqlite.at_rest import DatabaseInUse, exclusive_lock
 
-    host = config.listen_host
-    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - read from the config, not bound here
-        host = "127.0.0.1"
     try:
-        with socket.create_connection((host, config.listen_port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+        with exclusive_lock(config.database_path):
+            return False
+    except DatabaseInUse:
+        return True
 
 
 def admin_erase_user(config: Config, args: argparse.Namespace) -> int:
@@ -477,11 +474,11 @@ def admin_erase_user(config: Config, args: argparse.Namespace) -> int:
     if args.reason is not None and len(args.reason) > 1000:
         print("bastion: --reason is at most 1000 characters", file=sys.stderr)
         return 2
-    if _server_listening(config):
+    if _database_in_use(config):
         # A second process sending events beside the server would hand out the same stream
-        # positions: refuse rather than guess (the admin API erases a user while it runs).
+        # positions: refuse (the admin API erases a user while the server runs).
         print(
-            f"bastion: a server is listening on port {config.listen_port}: stop it first, or use "
+            "bastion: a server has the database open: stop it first, or use "
             "POST /_synapse/admin/v1/deactivate/{userId} with erase",
             file=sys.stderr,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-import socket
+import os
 import sqlite3
 import time
 import urllib.parse
@@ -312,15 +312,16 @@ def test_cli_erase_user(world, capsys):
     assert [e["subject"] for e in report["stats"]["erasures"]] == [w.alice.user_id]
     # An unknown user: refused, nothing written.
     assert main(["admin", "erase-user", "nobody", "--data-dir", data]) == 1
-    # A server listening on the configured port: refused before the database is opened.
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
-        (Path(data) / "bastion.toml").write_text(f"listen_port = {port}\n")
+    # A server with the database open (its lock file held): refused, nothing written.
+    from bastion.storage.sqlite.at_rest import shared_lock
+
+    fd = shared_lock(Path(data) / "homeserver.db")
+    try:
         capsys.readouterr()
         assert main(["admin", "erase-user", "bob", "--data-dir", data]) == 1
         assert "stop it first" in capsys.readouterr().err
+    finally:
+        os.close(fd)
     assert db_rows_at(Path(data), "SELECT deactivated FROM users WHERE user_id = ?",
                       ("@bob:localhost",)) == [(0,)]  # fmt: skip
 
