@@ -295,7 +295,12 @@ class RoomEngine:
         ev["auth_events"] = [head.state[k] for k in keys if k in head.state]
 
         def lookup(eid: str) -> dict | None:
-            return pending.get(eid) or self.store.get_event(eid)
+            # The room's auth events recur in every build: the store's parsed rows, cached
+            # (shared, read only; the auth rules never change an event).
+            if eid in pending:
+                return pending[eid]
+            row = self.store.get_event_rows_cached([eid]).get(eid)
+            return row.event if row is not None else None
 
         auth_state: dict = {}
         for k in [*keys, CREATE_KEY]:
