@@ -17,6 +17,7 @@ Differences from Synapse, on purpose:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from bastion.api.admin_access import admin_request, record_admin_read, require_admin
@@ -42,41 +43,40 @@ def register(router: Router, hs: HomeServer) -> None:
         await record_admin_read(hs, req, target=None)
         return out
 
-    async def room_details(req: Request) -> dict:
-        """GET /_synapse/admin/v1/rooms/{roomId} — Synapse admin API "Rooms", "Room Details
-        API"; admins only; recorded."""
-        require_admin(req)
-        room_id = req.params["roomId"]
-        out = directory.room_details(room_id)
-        await record_admin_read(hs, req, target=room_id)
-        return out
+    def room_read(read: Callable[[str], dict], doc: str) -> Callable[[Request], Awaitable[dict]]:
+        """A read of one room: admins only, recorded before the answer goes out."""
 
-    async def room_members(req: Request) -> dict:
-        """GET /_synapse/admin/v1/rooms/{roomId}/members — Synapse admin API "Rooms", "Room
-        Members API"; admins only; recorded."""
-        require_admin(req)
-        room_id = req.params["roomId"]
-        out = directory.room_members(room_id)
-        await record_admin_read(hs, req, target=room_id)
-        return out
+        async def handler(req: Request) -> dict:
+            require_admin(req)
+            room_id = req.params["roomId"]
+            out = read(room_id)
+            await record_admin_read(hs, req, target=room_id)
+            return out
 
-    async def room_state(req: Request) -> dict:
-        """GET /_synapse/admin/v1/rooms/{roomId}/state — Synapse admin API "Rooms", "Room State
-        API"; admins only; recorded."""
-        require_admin(req)
-        room_id = req.params["roomId"]
-        out = directory.room_state(room_id)
-        await record_admin_read(hs, req, target=room_id)
-        return out
+        handler.__doc__ = doc
+        return handler
 
-    async def get_block(req: Request) -> dict:
-        """GET /_synapse/admin/v1/rooms/{roomId}/block — Synapse admin API "Rooms", "Get block
-        status"; admins only; recorded."""
-        require_admin(req)
-        room_id = req.params["roomId"]
-        out = directory.block_status(room_id)
-        await record_admin_read(hs, req, target=room_id)
-        return out
+    room_details = room_read(
+        directory.room_details,
+        """GET /_synapse/admin/v1/rooms/{roomId} —
+        Synapse admin API "Rooms", "Room Details API"; admins only; recorded.""",
+    )
+    room_members = room_read(
+        directory.room_members,
+        """GET
+        /_synapse/admin/v1/rooms/{roomId}/members — Synapse admin API "Rooms", "Room Members
+        API"; admins only; recorded.""",
+    )
+    room_state = room_read(
+        directory.room_state,
+        """GET /_synapse/admin/v1/rooms/{roomId}/state —
+        Synapse admin API "Rooms", "Room State API"; admins only; recorded.""",
+    )
+    get_block = room_read(
+        directory.block_status,
+        """GET /_synapse/admin/v1/rooms/{roomId}/block —
+        Synapse admin API "Rooms", "Get block status"; admins only; recorded.""",
+    )
 
     async def put_block(req: Request) -> dict:
         """PUT /_synapse/admin/v1/rooms/{roomId}/block — Synapse admin API "Rooms", "Block Room
