@@ -65,6 +65,11 @@ def test_a_remembered_token_costs_one_small_read(store, monkeypatch):
         assert store.get_requester(TOKEN).device_id == "PHONE"
         assert store.account_flags(ALICE) == (False, False)
     assert seen and all("auth_generation" in sql for sql in seen)
+    # A request's authentication: the requester and its flags from one read.
+    seen.clear()
+    requester, locked, suspended = store.authenticate_token(TOKEN)
+    assert (requester.user_id, locked, suspended) == (ALICE, False, False)
+    assert len(seen) == 1
     assert store.get_requester("syt_unknown") is None
 
 
@@ -81,7 +86,9 @@ def test_revocations_are_seen_at_the_next_lookup(store, by_server):
     # Locked, then suspended, then made an admin: each seen at once.
     write("UPDATE users SET locked = 1 WHERE user_id = ?", (ALICE,))
     assert store.account_flags(ALICE) == (True, False)
+    assert store.authenticate_token(TOKEN)[1:] == (True, False)
     write("UPDATE users SET suspended = 1 WHERE user_id = ?", (ALICE,))
+    assert store.authenticate_token(OTHER)[1:] == (True, True)
     assert store.account_flags(ALICE) == (True, True)
     assert not store.get_requester(TOKEN).is_admin
     write("UPDATE users SET is_admin = 1 WHERE user_id = ?", (ALICE,))

@@ -121,7 +121,14 @@ class AccountsStore(StoreBase):
 
     def get_requester(self, token: str) -> Requester | None:
         """The user and device of an access token (None: unknown, revoked, or its account
-        deactivated), from :class:`RequesterCache` while no revocation has happened since."""
+        deactivated)."""
+        found = self.authenticate_token(token)
+        return None if found is None else found[0]
+
+    def authenticate_token(self, token: str) -> tuple[Requester, bool, bool] | None:
+        """The requester of an access token with its account's (locked, suspended) flags, in
+        one lookup (None: unknown, revoked, or its account deactivated); from
+        :class:`RequesterCache` while no revocation has happened since it was learnt."""
         cache = self.requester_cache
         # The counter is read first: a revocation committed after this read and before the
         # lookup below is seen by the lookup, one committed after it moves the counter.
@@ -129,7 +136,7 @@ class AccountsStore(StoreBase):
         key = token_hash(token)
         hit = cache.requesters.get(key)
         if hit is not None:
-            return hit[0]
+            return hit
         row = self.db.read_one(
             "SELECT t.user_id, t.device_id, u.is_admin, u.deactivated, u.locked, u.suspended"
             " FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ?",
@@ -137,9 +144,13 @@ class AccountsStore(StoreBase):
         )
         if row is None or row["deactivated"]:
             return None
-        requester = Requester(row["user_id"], row["device_id"], bool(row["is_admin"]))
-        cache.remember(key, requester, bool(row["locked"]), bool(row["suspended"]))
-        return requester
+        found = (
+            Requester(row["user_id"], row["device_id"], bool(row["is_admin"])),
+            bool(row["locked"]),
+            bool(row["suspended"]),
+        )
+        cache.remember(key, *found)
+        return found
 
     def account_flags(self, user_id: str) -> tuple[bool, bool]:
         """(locked, suspended) for account moderation checks (remembered with a token's
