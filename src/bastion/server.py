@@ -208,10 +208,10 @@ class HomeServer:
         moderation: 401 M_USER_LOCKED (soft logout) and 403 M_USER_SUSPENDED for writes."""
         if token is None:
             raise missing_token()
-        requester = self.store.get_requester(token) if token else None
-        if requester is None:
+        found = self.store.authenticate_token(token) if token else None
+        if found is None:
             raise unknown_token()
-        locked, suspended = self.store.account_flags(requester.user_id)
+        requester, locked, suspended = found
         # What a restricted account may still do is a flag of the matched route (api/http.py
         # Route), never a test on the request path.
         route = req.route

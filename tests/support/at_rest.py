@@ -22,6 +22,8 @@ from typing import Any
 
 import sqlcipher3.dbapi2 as sqlcipher
 
+from bastion.storage.sqlite.driver import key_statements
+
 ENABLE = "BASTION_TEST_AT_REST"
 KEY_ENV = "BASTION_TEST_AT_REST_KEY"
 _PLAIN_HEADER = b"SQLite format 3\0"
@@ -61,7 +63,8 @@ class _Connection(sqlcipher.Connection):
             name = target.execute("PRAGMA database_list").fetchone()[2]
             keyed = sqlcipher.connect(name)
             try:
-                keyed.execute(f"PRAGMA key = \"x'{os.environ[KEY_ENV]}'\"")
+                for statement in key_statements(_key()):
+                    keyed.execute(statement)
                 super().backup(keyed, **kwargs)
             finally:
                 keyed.close()
@@ -85,8 +88,13 @@ def _encrypted_connect(database: Any, *args: Any, **kwargs: Any) -> Any:
     kwargs.setdefault("factory", _Connection)
     conn = sqlcipher.connect(database, *args, **kwargs)
     conn.execute("PRAGMA cipher_log_level = NONE")
-    conn.execute(f"PRAGMA key = \"x'{os.environ[KEY_ENV]}'\"")
+    for statement in key_statements(_key()):
+        conn.execute(statement)
     return conn
+
+
+def _key() -> bytes:
+    return bytes.fromhex(os.environ[KEY_ENV])
 
 
 def install() -> None:

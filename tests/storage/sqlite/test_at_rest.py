@@ -20,7 +20,13 @@ from bastion.storage.sqlite.at_rest import (
     rekey_database,
     write_new_key,
 )
-from bastion.storage.sqlite.driver import WrongKey
+from bastion.storage.sqlite.driver import (
+    CIPHER_SETTINGS,
+    LEGACY_CIPHER_SETTINGS,
+    WrongKey,
+    key_statements,
+    open_sqlcipher,
+)
 from tests.support.accounts import db_rows
 from tests.support.harness import Client, ServerThread
 
@@ -189,6 +195,88 @@ def test_rekey_on_change_off_keeps_everything(tmp_path, capsys, monkeypatch):
                       {"from": "encrypted", "to": "plaintext"}]  # fmt: skip
     assert not (data / "homeserver.db.rekey").exists()
     assert os.listdir(data)  # (the data directory is still there, with the database)
+
+
+def _opens_with(path: Path, key: bytes, settings: tuple[str, ...]) -> int | None:
+    """The page size of the database at ``path`` when ``key`` in format ``settings`` opens it."""
+    import sqlcipher3.dbapi2 as sqlcipher
+
+    conn = sqlcipher.connect(str(path))
+    try:
+        conn.execute("PRAGMA cipher_log_level = NONE")
+        for statement in key_statements(key, settings):
+            conn.execute(statement)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return int(conn.execute("PRAGMA page_size").fetchone()[0])
+    except sqlcipher.DatabaseError:
+        return None
+    finally:
+        conn.close()
+
+
+def test_new_databases_use_the_current_format_and_legacy_ones_still_open(tmp_path, monkeypatch):
+    """The format Bastion writes (HMAC-SHA256, 2 KiB pages) is what a new encrypted database
+    has; a database in SQLCipher's default format (what earlier versions wrote) is still served,
+    and ``bastion admin rekey`` rewrites it in the current one."""
+    key = bytes.fromhex(HEX)
+    monkeypatch.setenv("BASTION_TEST_KEY", HEX)
+    fresh = tmp_path / "fresh"
+    srv = ServerThread(fresh, at_rest_key="env:BASTION_TEST_KEY").start()
+    srv.stop()
+    assert _opens_with(fresh / "homeserver.db", key, CIPHER_SETTINGS) == 2048
+    assert _opens_with(fresh / "homeserver.db", key, LEGACY_CIPHER_SETTINGS) is None
+
+    # A plaintext server's database, exported into SQLCipher's default format.
+    data = tmp_path / "data"
+    srv = ServerThread(data, at_rest_key="").start()
+    try:
+        alice, room = _chat(srv, SECRET)
+    finally:
+        srv.stop()
+    db = data / "homeserver.db"
+    legacy = tmp_path / "legacy.db"
+    conn = open_sqlcipher(str(db), None, isolation_level=None)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute(f"ATTACH DATABASE ? AS old KEY \"x'{HEX}'\"", (str(legacy),))
+        for statement in key_statements(key, LEGACY_CIPHER_SETTINGS, schema="old"):
+            conn.execute(statement)
+        conn.execute("SELECT sqlcipher_export('old')")
+        version = conn.execute("PRAGMA main.user_version").fetchone()[0]
+        conn.execute(f"PRAGMA old.user_version = {int(version)}")
+        conn.execute("DETACH DATABASE old")
+    finally:
+        conn.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    legacy.rename(db)
+    assert _opens_with(db, key, LEGACY_CIPHER_SETTINGS) == 4096
+    assert _scan(data, SECRET.encode()) == []
+
+    srv = ServerThread(data, at_rest_key="env:BASTION_TEST_KEY").start()
+    try:
+        r = Client(srv.base_url, alice.access_token).request(
+            "GET", f"{V3}/rooms/{room}/messages?dir=b"
+        )
+        assert r.status == 200 and SECRET in json.dumps(r.body)
+    finally:
+        srv.stop()
+    (data / "bastion.toml").write_text('at_rest_key = "env:BASTION_TEST_KEY"\n')
+    monkeypatch.setenv("BASTION_TEST_KEY_2", "cd" * 32)
+    assert (
+        main(["admin", "rekey", "--data-dir", str(data), "--new-key", "env:BASTION_TEST_KEY_2"])
+        == 0
+    )
+    assert _opens_with(db, bytes.fromhex("cd" * 32), CIPHER_SETTINGS) == 2048
+    assert _opens_with(db, bytes.fromhex("cd" * 32), LEGACY_CIPHER_SETTINGS) is None
+    srv = ServerThread(data, at_rest_key="env:BASTION_TEST_KEY_2").start()
+    try:
+        r = Client(srv.base_url, alice.access_token).request(
+            "GET", f"{V3}/rooms/{room}/messages?dir=b"
+        )
+        assert r.status == 200 and SECRET in json.dumps(r.body)
+    finally:
+        srv.stop()
 
 
 def test_erasure_on_an_encrypted_server(tmp_path, capsys):

@@ -23,6 +23,38 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
+class RequesterCache:
+    """What an access token resolves to, remembered (by the token's hash, never the token)
+    together with the account's moderation flags, valid while the database's
+    ``auth_generation`` counter (migration 0011) has not moved. Every change that revokes or
+    restricts a token moves that counter, by trigger, whoever writes it; the counter is read at
+    each request (one small row), so a revoked token is refused at the very next request, and a
+    request costs one read instead of a join across two tables (which, with encryption at rest,
+    means several page decryptions after every write). Bounded: emptied when full."""
+
+    #: The most tokens remembered (about 200 bytes each).
+    MAX_ENTRIES = 50_000
+
+    def __init__(self) -> None:
+        self.generation: int | None = None
+        self.requesters: dict[bytes, tuple[Requester, bool, bool]] = {}
+        self.flags: dict[str, tuple[bool, bool]] = {}
+
+    def valid_for(self, generation: int) -> None:
+        """Forget everything learnt under another generation."""
+        if generation != self.generation:
+            self.requesters.clear()
+            self.flags.clear()
+            self.generation = generation
+
+    def remember(self, key: bytes, requester: Requester, locked: bool, suspended: bool) -> None:
+        if len(self.requesters) >= self.MAX_ENTRIES:
+            self.requesters.clear()
+            self.flags.clear()
+        self.requesters[key] = (requester, locked, suspended)
+        self.flags[requester.user_id] = (locked, suspended)
+
+
 class AccountsStore(StoreBase):
     # -- users ----------------------------------------------------------------------------
     def get_user(self, user_id: str) -> sqlite3.Row | None:
@@ -83,18 +115,51 @@ class AccountsStore(StoreBase):
         conn.execute("DELETE FROM access_tokens WHERE user_id = ?", (user_id,))
 
     # -- devices and access tokens --------------------------------------------------------
+    def _auth_generation(self) -> int:
+        row = self.db.read_one("SELECT n FROM auth_generation WHERE k = 1")
+        return int(row[0]) if row is not None else 0
+
     def get_requester(self, token: str) -> Requester | None:
+        """The user and device of an access token (None: unknown, revoked, or its account
+        deactivated)."""
+        found = self.authenticate_token(token)
+        return None if found is None else found[0]
+
+    def authenticate_token(self, token: str) -> tuple[Requester, bool, bool] | None:
+        """The requester of an access token with its account's (locked, suspended) flags, in
+        one lookup (None: unknown, revoked, or its account deactivated); from
+        :class:`RequesterCache` while no revocation has happened since it was learnt."""
+        cache = self.requester_cache
+        # The counter is read first: a revocation committed after this read and before the
+        # lookup below is seen by the lookup, one committed after it moves the counter.
+        cache.valid_for(self._auth_generation())
+        key = token_hash(token)
+        hit = cache.requesters.get(key)
+        if hit is not None:
+            return hit
         row = self.db.read_one(
             "SELECT t.user_id, t.device_id, u.is_admin, u.deactivated, u.locked, u.suspended"
             " FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ?",
-            (token_hash(token),),
+            (key,),
         )
         if row is None or row["deactivated"]:
             return None
-        return Requester(row["user_id"], row["device_id"], bool(row["is_admin"]))
+        found = (
+            Requester(row["user_id"], row["device_id"], bool(row["is_admin"])),
+            bool(row["locked"]),
+            bool(row["suspended"]),
+        )
+        cache.remember(key, *found)
+        return found
 
     def account_flags(self, user_id: str) -> tuple[bool, bool]:
-        """(locked, suspended) for account moderation checks."""
+        """(locked, suspended) for account moderation checks (remembered with a token's
+        requester under the same generation, see :meth:`get_requester`)."""
+        cache = self.requester_cache
+        cache.valid_for(self._auth_generation())
+        flags = cache.flags.get(user_id)
+        if flags is not None:
+            return flags
         row = self.db.read_one("SELECT locked, suspended FROM users WHERE user_id = ?", (user_id,))
         return (bool(row["locked"]), bool(row["suspended"])) if row else (False, False)
 

@@ -21,9 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import sqlcipher3.dbapi2 as sqlcipher  # type: ignore[import-untyped]
-
-from bastion.storage.sqlite.driver import KEY_BYTES, WrongKey
+from bastion.storage.sqlite.driver import KEY_BYTES, key_statements, open_sqlcipher
 
 __all__ = [
     "DatabaseInUse",
@@ -96,10 +94,11 @@ class DatabaseInUse(Exception):
 def rekey_database(path: Path, old: bytes | None, new: bytes | None) -> None:
     """Change the database's key from ``old`` to ``new`` (None: plaintext), with no server
     running (:class:`DatabaseInUse` otherwise: a server holds the database's lock while it
-    runs). Encrypted to encrypted is SQLCipher's ``PRAGMA rekey`` (every page rewritten in one
-    transaction); plaintext to encrypted and back is ``sqlcipher_export`` into a new file that
-    replaces the old one, whose bytes are overwritten with zeros first (a best effort on
-    flash storage, which may keep old copies of blocks). Raises
+    runs). Every change is ``sqlcipher_export`` into a new file (encrypted in the current format,
+    :data:`~bastion.storage.sqlite.driver.CIPHER_SETTINGS`, so a rekey also brings a database
+    of the legacy format up to date) that replaces the old one, whose bytes are overwritten
+    with zeros first (a best effort on flash storage, which may keep old copies of blocks).
+    Raises
     :class:`~bastion.storage.sqlite.driver.WrongKey` when ``old`` does not open it."""
     if old == new:
         raise ValueError("the new key is the old one")
@@ -107,14 +106,13 @@ def rekey_database(path: Path, old: bytes | None, new: bytes | None) -> None:
         conn = _sqlcipher(path, old)
         try:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            if old is not None and new is not None:
-                conn.execute(f"PRAGMA rekey = \"x'{new.hex()}'\"")
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                return
             tmp = path.with_name(path.name + ".rekey")
             tmp.unlink(missing_ok=True)
             target = "''" if new is None else f"\"x'{new.hex()}'\""
             conn.execute(f"ATTACH DATABASE ? AS rekeyed KEY {target}", (str(tmp),))
+            if new is not None:
+                for statement in key_statements(new, schema="rekeyed"):
+                    conn.execute(statement)
             conn.execute("SELECT sqlcipher_export('rekeyed')")
             version = conn.execute("PRAGMA main.user_version").fetchone()[0]
             conn.execute(f"PRAGMA rekeyed.user_version = {int(version)}")
@@ -141,16 +139,7 @@ def rekey_database(path: Path, old: bytes | None, new: bytes | None) -> None:
 
 def _sqlcipher(path: Path, key: bytes | None) -> Any:
     """A SQLCipher connection (its export function works on plaintext databases too)."""
-    conn = sqlcipher.connect(str(path), isolation_level=None)
-    conn.execute("PRAGMA cipher_log_level = NONE")
-    if key is not None:
-        conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
-    try:
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlcipher.DatabaseError as e:
-        conn.close()
-        raise WrongKey(f"{path} cannot be read with the current key: {e}") from None
-    return conn
+    return open_sqlcipher(str(path), key, isolation_level=None)
 
 
 def _overwrite(path: Path) -> None:

@@ -4,8 +4,12 @@ stream position with its wake-ups (see :mod:`bastion.storage.sqlite.store`)."""
 from __future__ import annotations
 
 import sqlite3
+from typing import TYPE_CHECKING
 
 from bastion.storage.sqlite.database import Database
+
+if TYPE_CHECKING:
+    from bastion.storage.sqlite.accounts import RequesterCache
 
 
 class StoreBase:
@@ -21,6 +25,8 @@ class StoreBase:
     ledger_enabled: bool = True
     #: room ID -> room version, remembered by the event leaves (room versions never change).
     ledger_room_versions: dict[str, str]
+    #: access token hash -> requester, while no revocation has happened (accounts.py).
+    requester_cache: RequesterCache
 
     def next_stream_pos(self, conn: sqlite3.Connection) -> int:
         """A new stream position. Call only inside a write function (the writer thread)."""

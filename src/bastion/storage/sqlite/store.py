@@ -44,6 +44,7 @@ from bastion.storage.sqlite import (
     rooms,
     server_notices,
 )
+from bastion.storage.sqlite.accounts import RequesterCache
 from bastion.storage.sqlite.database import Database
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class SqliteStore(
         self._closed = False
         self.room_caches = rooms.RoomReadCaches()
         self.ledger_room_versions = {}
+        self.requester_cache = RequesterCache()
 
     def open(self) -> None:
         """Open and migrate the database (raises
