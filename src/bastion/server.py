@@ -50,6 +50,7 @@ from bastion.services.rooms import RoomService
 from bastion.services.server_notices import ServerNotices
 from bastion.services.sync import SyncService
 from bastion.services.sync_api import SyncContributor
+from bastion.services.tags import RoomTags
 from bastion.signing_key import load_or_create_signing_key
 from bastion.storage.interface import Requester, Store
 from bastion.storage.sqlite.store import SqliteStore
@@ -72,6 +73,7 @@ CLIENT_API_MODULES = [
     "bastion.api.client.admin",
     "bastion.api.client.filter",
     "bastion.api.client.account_data",
+    "bastion.api.client.tags",
     "bastion.api.client.typing",
     "bastion.api.client.receipts",
     "bastion.api.client.presence",
@@ -137,6 +139,8 @@ class HomeServer:
         self.rooms = RoomService(self)
         self.sync = SyncService(self)
         self.account_data = AccountData(self)
+        #: Room tags, kept as m.tag room account data (C-S API "Room Tagging").
+        self.tags = RoomTags(self)
         self.push_rules = PushRules(self)
         self.typing = Typing(self)
         self.receipts = Receipts(self)

@@ -200,6 +200,7 @@ def baseline_bodies(v: dict[str, str]) -> dict[tuple[str, str], object]:
         ("POST", "/filter"): {"room": {"timeline": {"limit": 10, "types": ["m.room.*"]}},
                               "event_fields": ["content.body"]},  # fmt: skip
         ("PUT", "/account_data/{type}"): {"a": 1},
+        ("PUT", "/tags/{tag}"): {"order": 0.5},
         ("POST", "/report/{eventId}"): {"reason": "spam"},
         ("POST", "/report"): {"reason": "spam"},
         ("PUT", "/directory/room/{roomAlias}"): {"room_id": room},

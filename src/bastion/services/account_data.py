@@ -4,6 +4,10 @@ Global account data goes to the top-level ``account_data`` of /sync, room accoun
 ``rooms.join.{roomId}.account_data``; both carry what changed in ``(since, upto]`` (everything on
 an initial sync). ``m.push_rules`` is served from the push-rules service ("Push Rules: Events"):
 always on an initial sync, and on an incremental sync when the rules changed.
+
+Stored content is read back without the canonical-JSON number check: the ``m.tag`` content
+written by the room-tags service (services/tags.py) carries ``order`` as a fraction ("Room
+Tagging"), which canonical JSON has no form for. Content written here is canonical JSON.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ class AccountData:
         if data_type == "m.push_rules" and room_id == "":
             return self.hs.push_rules.account_data_content(user_id)
         text = self.hs.store.get_account_data(user_id, room_id, data_type)
-        return None if text is None else parse_json(text)
+        return None if text is None else parse_json(text, strict=False)
 
     # -- SyncContributor --------------------------------------------------------------------
     def contribute_global(self, ctx: SyncContext, response: dict) -> None:
@@ -74,7 +78,7 @@ class AccountData:
         ad_filter = ctx.filter["account_data"]
         events: list[dict] = []
         for row in self.hs.store.account_data_changes(user_id, "", since, ctx.upto.pos):
-            ev = {"type": row["type"], "content": parse_json(row["content"])}
+            ev = {"type": row["type"], "content": parse_json(row["content"], strict=False)}
             if event_filter_allows(ad_filter, ev):
                 events.append(ev)
         if since is None or self.hs.store.push_rules_changed(user_id, since, ctx.upto.pos):
@@ -97,7 +101,7 @@ class AccountData:
         room_filter = ctx.filter["room"]["account_data"]
         events = []
         for row in rows:
-            ev = {"type": row["type"], "content": parse_json(row["content"])}
+            ev = {"type": row["type"], "content": parse_json(row["content"], strict=False)}
             if event_filter_allows(room_filter, ev, room_id):
                 events.append(ev)
         if events:

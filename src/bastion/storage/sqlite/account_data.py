@@ -79,6 +79,17 @@ class AccountDataStore(StoreBase):
             lambda conn: self.set_account_data_in(conn, user_id, room_id, data_type, content)
         )
 
+    def get_account_data_in(
+        self, conn: sqlite3.Connection, user_id: str, room_id: str, data_type: str
+    ) -> str | None:
+        """One account-data entry (room_id '' for global) inside a write function, for a
+        read-modify-write in one transaction (room tags)."""
+        row = conn.execute(
+            "SELECT content FROM account_data WHERE user_id = ? AND room_id = ? AND type = ?",
+            (user_id, room_id, data_type),
+        ).fetchone()
+        return row[0] if row else None
+
     def get_account_data(self, user_id: str, room_id: str, data_type: str) -> str | None:
         row = self.db.read_one(
             "SELECT content FROM account_data WHERE user_id = ? AND room_id = ? AND type = ?",
