@@ -1064,6 +1064,26 @@ class ErasureStore(Protocol):
     def compact_database_sync(self) -> dict[str, Any]: ...
 
 
+class RelationsStore(Protocol):
+    """The index of event relations (issue 11; C-S API "Relationships", "Threading";
+    storage/sqlite/relations.py)."""
+
+    def relation_children(
+        self, room_id: str, parent_ids: Sequence[str], *, rel_type: str | None = None,
+        event_type: str | None = None, after: int | None = None, upto: int | None = None,
+        backwards: bool = True, limit: int = 50,
+    ) -> list[tuple[str, int]]: ...  # fmt: skip
+    def relation_descendants(
+        self, room_id: str, parent_id: str, depth: int, *, rel_type: str | None = None,
+        event_type: str | None = None, after: int | None = None, upto: int | None = None,
+        backwards: bool = True, limit: int = 50,
+    ) -> list[tuple[str, int]]: ...  # fmt: skip
+    def thread_roots(
+        self, room_id: str, *, upto: int | None, cap: int | None, participant: str | None,
+        limit: int,
+    ) -> list[tuple[str, int]]: ...  # fmt: skip
+
+
 class Store(
     AccountsStore,
     RoomsStore,
@@ -1087,6 +1107,7 @@ class Store(
     RetentionStore,
     AdminDirectoryStore,
     ErasureStore,
+    RelationsStore,
     StreamsStore,
     Protocol,
 ):
