@@ -58,3 +58,40 @@ def parse_recurse(value: str | None) -> bool | None:
     if value is None:
         return False
     return {"true": True, "false": False}.get(value)
+
+
+def is_valid_replacement(original: dict[str, Any], replacement: dict[str, Any]) -> bool:
+    """Whether ``replacement`` (an ``m.replace`` child of ``original``) may replace it (C-S
+    API "Event replacements", "Validity of replacement events": same sender and type, no
+    state key on either, the original no replacement itself, ``m.new_content`` present unless
+    the replacement is encrypted)."""
+    if replacement.get("sender") != original.get("sender"):
+        return False
+    if replacement.get("type") != original.get("type"):
+        return False
+    if "state_key" in original or "state_key" in replacement:
+        return False
+    rel = relation_of(original)
+    if rel is not None and rel.rel_type == "m.replace":
+        return False
+    if replacement.get("type") == "m.room.encrypted":
+        return True
+    content = replacement.get("content")
+    return type(content) is dict and type(content.get("m.new_content")) is dict
+
+
+def latest_replacement(original: dict[str, Any], candidates: list[dict[str, Any]]) -> int | None:
+    """The index in ``candidates`` of the replacement to bundle: the valid one with the
+    greatest ``origin_server_ts``, ties broken by the greatest event ID (C-S API "Event
+    replacements", "Server behaviour"); None when none is valid. Each candidate is a PDU with
+    its ``event_id``."""
+    best: int | None = None
+    best_key: tuple[int, str] = (0, "")
+    for i, ev in enumerate(candidates):
+        if not is_valid_replacement(original, ev):
+            continue
+        ts = ev.get("origin_server_ts")
+        key = (ts if type(ts) is int else 0, str(ev.get("event_id", "")))
+        if best is None or key > best_key:
+            best, best_key = i, key
+    return best

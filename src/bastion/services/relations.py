@@ -10,10 +10,16 @@ a /messages ``start`` or a /sync ``next_batch`` works as ``from`` too (as the sp
 
 from __future__ import annotations
 
-from bastion.core.relations import MAX_RECURSION_DEPTH
+from collections.abc import Callable, Sequence
+
+from bastion.core.relations import MAX_RECURSION_DEPTH, latest_replacement
 from bastion.errors import MatrixError, not_found
 from bastion.services.room_access import RoomAccess
 from bastion.storage.interface import EventRow, Store
+
+#: References bundled per page at most (C-S API "Aggregations of child events": the bundle
+#: is a summary; the relations API lists them all).
+_MAX_REFERENCES = 1000
 
 #: Store reads per page at most: a page of events the requester may not see ends early, with
 #: a ``next_batch`` to continue from.
@@ -123,3 +129,69 @@ class RelationsReader:
             if len(found) < batch:
                 return out, None
         return out, upto
+
+    def add_bundles(
+        self, user_id: str, rows: Sequence[EventRow], served: Sequence[dict],
+        fmt: Callable[[EventRow], dict],
+    ) -> None:  # fmt: skip
+        """Put the bundled aggregations (C-S API "Aggregations of child events") of ``rows``
+        into ``unsigned["m.relations"]`` of ``served`` (their client events, in the same
+        order): ``m.thread`` (``latest_event``, ``count``, ``current_user_participated``:
+        "Threading", "Server-side aggregation of m.thread relationships"), ``m.replace`` (the
+        most recent valid replacement, whole: "Event replacements", "Server-side aggregation
+        of m.replace relationships"; the content is never replaced) and ``m.reference``
+        (``chunk`` of event IDs: "Reference relations"). Only children the requester may see
+        count; a redacted event gets none. A few reads per page and room, never one per
+        event. ``fmt`` serves a child as a client event."""
+        by_room: dict[str, list[int]] = {}
+        for i, row in enumerate(rows):
+            if not row.redacted_because:
+                by_room.setdefault(row.room_id, []).append(i)
+        for room_id, idx in by_room.items():
+            try:
+                cap = self.access.read_access(user_id, room_id)
+            except MatrixError:
+                continue
+            parents = list(dict.fromkeys(rows[i].event_id for i in idx))
+            threads = self.store.thread_summaries(room_id, parents, user_id, cap)
+            others = self.store.relations_of_types(
+                room_id, parents, ("m.replace", "m.reference"), cap, _MAX_REFERENCES
+            )
+            if not threads and not others:
+                continue
+            wanted = [latest for _, latest, _ in threads.values()] + [c for c, _, _ in others]
+            children = self.store.get_event_rows(wanted)
+            visible = {
+                r.event_id for r in self.access.filter_visible(user_id, list(children.values()))
+            }
+            edits: dict[str, list[EventRow]] = {}
+            refs: dict[str, list[str]] = {}
+            for child, parent, rel_type in others:
+                if child not in visible:
+                    continue
+                if rel_type == "m.replace":
+                    edits.setdefault(parent, []).append(children[child])
+                else:
+                    refs.setdefault(parent, []).append(child)
+            for i in idx:
+                row = rows[i]
+                bundle: dict = {}
+                summary = threads.get(row.event_id)
+                if summary is not None and summary[1] in visible:
+                    count, latest, replied = summary
+                    bundle["m.thread"] = {
+                        "latest_event": fmt(children[latest]),
+                        "count": count,
+                        "current_user_participated": replied or row.sender == user_id,
+                    }
+                candidates = edits.get(row.event_id)
+                if candidates:
+                    best = latest_replacement(
+                        row.event, [{**c.event, "event_id": c.event_id} for c in candidates]
+                    )
+                    if best is not None:
+                        bundle["m.replace"] = fmt(candidates[best])
+                if row.event_id in refs:
+                    bundle["m.reference"] = {"chunk": [{"event_id": e} for e in refs[row.event_id]]}
+                if bundle:
+                    served[i].setdefault("unsigned", {})["m.relations"] = bundle

@@ -1082,6 +1082,13 @@ class RelationsStore(Protocol):
         self, room_id: str, *, upto: int | None, cap: int | None, participant: str | None,
         limit: int,
     ) -> list[tuple[str, int]]: ...  # fmt: skip
+    def thread_summaries(
+        self, room_id: str, parent_ids: Sequence[str], user_id: str, cap: int | None
+    ) -> dict[str, tuple[int, str, bool]]: ...
+    def relations_of_types(
+        self, room_id: str, parent_ids: Sequence[str], rel_types: Sequence[str],
+        cap: int | None, limit: int,
+    ) -> list[tuple[str, str, str]]: ...  # fmt: skip
 
 
 class Store(

@@ -235,3 +235,66 @@ def test_bad_room_ids_and_encoded_segments(alice, room):
     assert r.status == 400 and r.body["errcode"] == "M_INVALID_PARAM"
     r = alice.request("GET", f"{V1}/rooms/{room}/relations/{root}/m.thread%2F..%2Fx/a%2Fb")
     assert ids(r) == []
+
+
+def edit(target, body):
+    return {
+        **text(f"* {body}"), "m.new_content": text(body),
+        "m.relates_to": {"rel_type": "m.replace", "event_id": target},
+    }  # fmt: skip
+
+
+def relations_of(served):
+    return served.get("unsigned", {}).get("m.relations")
+
+
+def test_bundled_aggregations(alice, bob, room):
+    root = send(alice, room, text("root"))
+    send(bob, room, reply(root, "one"))
+    last = send(bob, room, reply(root, "two"))
+    first_edit = send(alice, room, edit(root, "root, edited"))
+    latest_edit = send(alice, room, edit(root, "root, edited again"))
+    send(bob, room, edit(root, "not bob's to edit"))  # another sender: not a valid edit
+    send(alice, room, {**edit(root, "no new content"), "m.new_content": "x"})  # invalid
+    ref = send(bob, room, {**text("see"), "m.relates_to": {
+        "rel_type": "m.reference", "event_id": root}})  # fmt: skip
+    plain = send(alice, room, text("plain"))
+
+    def check(served, user):
+        bundle = relations_of(served)
+        assert served["content"]["body"] == "root"  # the content is never replaced
+        assert bundle["m.thread"]["count"] == 2
+        assert bundle["m.thread"]["latest_event"]["event_id"] == last
+        assert bundle["m.thread"]["latest_event"]["content"]["body"] == "two"
+        assert bundle["m.thread"]["current_user_participated"] is (user is not None)
+        assert bundle["m.replace"]["event_id"] == latest_edit != first_edit
+        assert bundle["m.replace"]["content"]["m.new_content"]["body"] == "root, edited again"
+        assert bundle["m.reference"] == {"chunk": [{"event_id": ref}]}
+
+    # /event, /messages, /context, /threads
+    check(alice.request("GET", f"{V3}/rooms/{room}/event/{root}").body, alice)
+    check(bob.request("GET", f"{V3}/rooms/{room}/event/{root}").body, bob)
+    r = alice.request("GET", f"{V3}/rooms/{room}/messages", query={"dir": "b", "limit": "50"})
+    by_id = {e["event_id"]: e for e in r.body["chunk"]}
+    check(by_id[root], alice)
+    assert relations_of(by_id[plain]) is None
+    r = alice.request("GET", f"{V3}/rooms/{room}/context/{root}", query={"limit": "4"})
+    check(r.body["event"], alice)
+    assert r.body["events_after"] and all(relations_of(e) is None for e in r.body["events_after"])
+    check(alice.request("GET", f"{V1}/rooms/{room}/threads").body["chunk"][0], alice)
+    # a third member who never replied did not participate
+    carol = bob.register()
+    assert (
+        alice.request("POST", f"{V3}/rooms/{room}/invite", {"user_id": carol.user_id}).status == 200
+    )
+    assert carol.request("POST", f"{V3}/rooms/{room}/join", {}).status == 200
+    served = carol.request("GET", f"{V3}/rooms/{room}/event/{root}").body
+    assert relations_of(served)["m.thread"]["current_user_participated"] is False
+    # /relations bundles too: an edited reply in a thread
+    reply_edit = send(bob, room, edit(last, "two, edited"))
+    r = rels(alice, room, root, "m.thread")
+    assert relations_of(r.body["chunk"][0])["m.replace"]["event_id"] == reply_edit
+    # a redacted event has no bundle
+    r = alice.request("PUT", f"{V3}/rooms/{room}/redact/{root}/{uuid.uuid4().hex}", {})
+    assert r.status == 200, r.body
+    assert relations_of(alice.request("GET", f"{V3}/rooms/{room}/event/{root}").body) is None

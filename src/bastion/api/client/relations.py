@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bastion.api.client.rooms import check_room_id, parse_pos, token
+from bastion.api.client.rooms import check_room_id, parse_pos, token, with_bundles
 from bastion.api.http import Request, Router
 from bastion.core.relations import DEFAULT_LIMIT, MAX_LIMIT, MAX_RECURSION_DEPTH, parse_recurse
 from bastion.errors import invalid_param
@@ -51,7 +51,8 @@ def register(router: Router, hs: HomeServer) -> None:
             backwards=direction == "b", limit=limit, recurse=recurse,
         )  # fmt: skip
         now = hs.now_ms()
-        out: dict = {"chunk": [hs.rooms.client_event(r, req.requester, now) for r in rows]}
+        served = [hs.rooms.client_event(r, req.requester, now) for r in rows]
+        out: dict = {"chunk": with_bundles(hs, req.requester, rows, served)}
         if next_pos is not None:
             out["next_batch"] = token(next_pos)
         if from_pos is not None:
@@ -76,7 +77,8 @@ def register(router: Router, hs: HomeServer) -> None:
             from_pos=from_pos, limit=limit,
         )  # fmt: skip
         now = hs.now_ms()
-        out: dict = {"chunk": [hs.rooms.client_event(r, req.requester, now) for r in rows]}
+        served = [hs.rooms.client_event(r, req.requester, now) for r in rows]
+        out: dict = {"chunk": with_bundles(hs, req.requester, rows, served)}
         if next_pos is not None:
             out["next_batch"] = token(next_pos)
         return out

@@ -114,9 +114,10 @@ class RelationsStore(StoreBase):
             "SELECT t.relates_to_id, MAX(t.stream_pos) AS latest FROM event_relations t"
             " JOIN events e ON e.event_id = t.relates_to_id AND e.room_id = t.room_id"
             " AND e.rejected = 0 AND e.soft_failed = 0"
-            " WHERE t.room_id = ? AND t.rel_type = ?"
+            # (a literal: the partial index event_relations_threads serves only this)
+            " WHERE t.room_id = ? AND t.rel_type = 'm.thread'"
         )
-        args: list = [room_id, THREAD]
+        args: list = [room_id]
         if cap is not None:
             sql += " AND t.stream_pos <= ?"
             args.append(cap)
@@ -134,3 +135,50 @@ class RelationsStore(StoreBase):
         sql += " ORDER BY latest DESC LIMIT ?"
         args.append(limit)
         return [(r[0], r[1]) for r in self.db.read(sql, args)]
+
+    def thread_summaries(
+        self, room_id: str, parent_ids: Sequence[str], user_id: str, cap: int | None
+    ) -> dict[str, tuple[int, str, bool]]:
+        """For those of ``parent_ids`` (events of ``room_id``) with ``m.thread`` children at
+        positions up to ``cap``: (count, ID of the latest child, whether ``user_id`` sent one),
+        in one read."""
+        if not parent_ids:
+            return {}
+        marks = ",".join("?" * len(parent_ids))
+        sql = (
+            # (SQLite: with MAX the only min/max aggregate, the bare event_id is that of the row
+            # holding MAX(stream_pos))
+            "SELECT relates_to_id, COUNT(*), MAX(stream_pos), event_id, SUM(sender = ?)"
+            " FROM event_relations"
+            f" WHERE room_id = ? AND rel_type = 'm.thread' AND relates_to_id IN ({marks})"  # noqa: S608
+        )
+        args: list = [user_id, room_id, *parent_ids]
+        if cap is not None:
+            sql += " AND stream_pos <= ?"
+            args.append(cap)
+        sql += " GROUP BY relates_to_id"
+        return {r[0]: (r[1], r[3], bool(r[4])) for r in self.db.read(sql, args)}
+
+    def relations_of_types(
+        self, room_id: str, parent_ids: Sequence[str], rel_types: Sequence[str],
+        cap: int | None, limit: int,
+    ) -> list[tuple[str, str, str]]:  # fmt: skip
+        """(child ID, parent ID, relation type) of the children of ``parent_ids`` in
+        ``room_id`` with one of ``rel_types``, at positions up to ``cap``, oldest first, at
+        most ``limit``."""
+        if not parent_ids or not rel_types:
+            return []
+        marks = ",".join("?" * len(parent_ids))
+        types = ",".join("?" * len(rel_types))
+        sql = (
+            "SELECT event_id, relates_to_id, rel_type FROM event_relations"
+            f" WHERE relates_to_id IN ({marks}) AND room_id = ?"  # noqa: S608
+            f" AND rel_type IN ({types})"
+        )
+        args: list = [*parent_ids, room_id, *rel_types]
+        if cap is not None:
+            sql += " AND stream_pos <= ?"
+            args.append(cap)
+        sql += " ORDER BY stream_pos LIMIT ?"
+        args.append(limit)
+        return [(r[0], r[1], r[2]) for r in self.db.read(sql, args)]
