@@ -8,6 +8,8 @@ import uuid
 
 import pytest
 
+from tests.support.accounts import db_rows, make_user
+
 V1 = "/_matrix/client/v1"
 V3 = "/_matrix/client/v3"
 
@@ -298,3 +300,14 @@ def test_bundled_aggregations(alice, bob, room):
     r = alice.request("PUT", f"{V3}/rooms/{room}/redact/{root}/{uuid.uuid4().hex}", {})
     assert r.status == 200, r.body
     assert relations_of(alice.request("GET", f"{V3}/rooms/{room}/event/{root}").body) is None
+
+
+def test_purging_a_room_removes_its_relations(alice, room, server):
+    root = send(alice, room, text("root"))
+    send(alice, room, react(root, "words of the room"), "m.reaction")
+    count = "SELECT COUNT(*) FROM event_relations WHERE room_id = ?"
+    assert db_rows(server, count, (room,))[0][0] == 1
+    admin = make_user(server, "admin", admin=True)
+    r = admin.request("DELETE", f"/_synapse/admin/v1/rooms/{room}", {"purge": True})
+    assert r.status == 200, r.body
+    assert db_rows(server, count, (room,))[0][0] == 0
