@@ -95,3 +95,11 @@ def latest_replacement(original: dict[str, Any], candidates: list[dict[str, Any]
         if best is None or key > best_key:
             best, best_key = i, key
     return best
+
+
+def may_start_thread_from(parent: dict[str, Any] | None) -> bool:
+    """Whether an ``m.thread`` relation may target ``parent`` (C-S API "Threading",
+    "Validation of m.thread relationships": not an event that itself carries a relation).
+    An unknown parent (None) is not refused here: the event may be one this server has not
+    received yet."""
+    return parent is None or relation_of(parent) is None

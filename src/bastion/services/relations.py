@@ -12,8 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from bastion.core.relations import MAX_RECURSION_DEPTH, latest_replacement
-from bastion.errors import MatrixError, not_found
+from bastion.core.relations import (
+    MAX_RECURSION_DEPTH,
+    THREAD,
+    latest_replacement,
+    may_start_thread_from,
+    relation_of,
+)
+from bastion.errors import M_UNKNOWN, MatrixError, not_found
 from bastion.services.room_access import RoomAccess
 from bastion.storage.interface import EventRow, Store
 
@@ -24,6 +30,18 @@ _MAX_REFERENCES = 1000
 #: Store reads per page at most: a page of events the requester may not see ends early, with
 #: a ``next_batch`` to continue from.
 _ROUNDS = 8
+
+
+def check_new_relation(store: Store, room_id: str, content: dict) -> None:
+    """Before a local send: 400 ``M_UNKNOWN`` for an ``m.thread`` relation to an event of the
+    room that itself has a relation (C-S API "Threading", "Validation of m.thread
+    relationships"). Nothing is read for an event without an ``m.thread`` relation."""
+    rel = relation_of({"content": content})
+    if rel is None or rel.rel_type != THREAD:
+        return
+    parent = store.get_event_row(rel.parent_id)
+    if parent is not None and parent.room_id == room_id and not may_start_thread_from(parent.event):
+        raise MatrixError(M_UNKNOWN, "cannot start a thread from an event with a relation")
 
 
 class RelationsReader:
@@ -132,7 +150,7 @@ class RelationsReader:
 
     def add_bundles(
         self, user_id: str, rows: Sequence[EventRow], served: Sequence[dict],
-        fmt: Callable[[EventRow], dict],
+        fmt: Callable[[EventRow], dict], *, _nested: bool = False,
     ) -> None:  # fmt: skip
         """Put the bundled aggregations (C-S API "Aggregations of child events") of ``rows``
         into ``unsigned["m.relations"]`` of ``served`` (their client events, in the same
@@ -142,7 +160,10 @@ class RelationsReader:
         of m.replace relationships"; the content is never replaced) and ``m.reference``
         (``chunk`` of event IDs: "Reference relations"). Only children the requester may see
         count; a redacted event gets none. A few reads per page and room, never one per
-        event. ``fmt`` serves a child as a client event."""
+        event. ``fmt`` serves a child as a client event. A thread's ``latest_event`` gets its
+        own bundle (once: it cannot be a thread root, see :func:`check_new_relation`)."""
+        latest_rows: list[EventRow] = []
+        latest_served: list[dict] = []
         by_room: dict[str, list[int]] = {}
         for i, row in enumerate(rows):
             if not row.redacted_because:
@@ -179,8 +200,10 @@ class RelationsReader:
                 summary = threads.get(row.event_id)
                 if summary is not None and summary[1] in visible:
                     count, latest, replied = summary
+                    latest_rows.append(children[latest])
+                    latest_served.append(fmt(children[latest]))
                     bundle["m.thread"] = {
-                        "latest_event": fmt(children[latest]),
+                        "latest_event": latest_served[-1],
                         "count": count,
                         "current_user_participated": replied or row.sender == user_id,
                     }
@@ -195,3 +218,5 @@ class RelationsReader:
                     bundle["m.reference"] = {"chunk": [{"event_id": e} for e in refs[row.event_id]]}
                 if bundle:
                     served[i].setdefault("unsigned", {})["m.relations"] = bundle
+        if latest_rows and not _nested:
+            self.add_bundles(user_id, latest_rows, latest_served, fmt, _nested=True)

@@ -296,6 +296,11 @@ def test_bundled_aggregations(alice, bob, room):
     reply_edit = send(bob, room, edit(last, "two, edited"))
     r = rels(alice, room, root, "m.thread")
     assert relations_of(r.body["chunk"][0])["m.replace"]["event_id"] == reply_edit
+    # ... and the thread's latest event carries its own bundle
+    served = alice.request("GET", f"{V3}/rooms/{room}/event/{root}").body
+    latest = relations_of(served)["m.thread"]["latest_event"]
+    assert latest["event_id"] == last
+    assert relations_of(latest)["m.replace"]["event_id"] == reply_edit
     # a redacted event has no bundle
     r = alice.request("PUT", f"{V3}/rooms/{room}/redact/{root}/{uuid.uuid4().hex}", {})
     assert r.status == 200, r.body
@@ -311,3 +316,20 @@ def test_purging_a_room_removes_its_relations(alice, room, server):
     r = admin.request("DELETE", f"/_synapse/admin/v1/rooms/{room}", {"purge": True})
     assert r.status == 200, r.body
     assert db_rows(server, count, (room,))[0][0] == 0
+
+
+def test_a_thread_cannot_start_from_an_event_with_a_relation(alice, room):
+    root = send(alice, room, text("root"))
+    in_thread = send(alice, room, reply(root, "in thread"))
+    like = send(alice, room, react(root, "x"), "m.reaction")
+    for parent in (in_thread, like):
+        r = alice.request(
+            "PUT", f"{V3}/rooms/{room}/send/m.room.message/{uuid.uuid4().hex}",
+            reply(parent, "a thread off a relation"),
+        )  # fmt: skip
+        assert r.status == 400 and r.body["errcode"] == "M_UNKNOWN", r.body
+    # a plain reply (m.in_reply_to only) and an unknown event may be thread roots
+    plain = send(alice, room, {**text("re"), "m.relates_to": {"m.in_reply_to": {"event_id": root}}})
+    send(alice, room, reply(plain, "ok"))
+    send(alice, room, reply("$not-here-yet", "ok"))
+    assert ids(rels(alice, room, root, "m.thread")) == [in_thread]
