@@ -85,6 +85,7 @@ CLIENT_API_MODULES = [
     "bastion.api.client.room_keys",
     "bastion.api.client.voip",
     "bastion.api.client.export",
+    "bastion.api.client.relations",
     "bastion.api.bastion_admin.export",
     "bastion.api.bastion_admin.legal_holds",  # issue 10: /_bastion/admin/v1/legal_holds
     "bastion.api.synapse_admin",

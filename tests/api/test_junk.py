@@ -392,6 +392,7 @@ def build_world(server: ServerThread) -> World:
         "deviceId": alice.device_id,
         "serverName": server.config.server_name,
         "eventType": "m.room.message",
+        "relType": "m.thread",
         "type": "org.example.junk",
         "stateKey": "",
         "keyName": "displayname",

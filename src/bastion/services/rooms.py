@@ -42,6 +42,7 @@ from bastion.errors import (
     invalid_param,
     not_found,
 )
+from bastion.services.relations import check_new_relation
 from bastion.services.remote import RemoteMembership
 from bastion.services.room_access import RoomAccess
 from bastion.services.room_aliases import RoomAliases
@@ -171,6 +172,7 @@ class RoomService:
             existing = self.store.get_txn_event(*txn)
             if existing is not None:
                 return existing
+        check_new_relation(self.store, room_id, content)
         await self.hs.guard.before_local_event(sender, room_id, type, content, None, ip=ip,
                                                txn=txn)  # fmt: skip
         return await self.engine.append_local_event(room_id, sender, type, content, None, txn=txn)

@@ -1067,6 +1067,33 @@ class ErasureStore(Protocol):
     def compact_database_sync(self) -> dict[str, Any]: ...
 
 
+class RelationsStore(Protocol):
+    """The index of event relations (issue 11; C-S API "Relationships", "Threading";
+    storage/sqlite/relations.py)."""
+
+    def relation_children(
+        self, room_id: str, parent_ids: Sequence[str], *, rel_type: str | None = None,
+        event_type: str | None = None, after: int | None = None, upto: int | None = None,
+        backwards: bool = True, limit: int = 50,
+    ) -> list[tuple[str, int]]: ...  # fmt: skip
+    def relation_descendants(
+        self, room_id: str, parent_id: str, depth: int, *, rel_type: str | None = None,
+        event_type: str | None = None, after: int | None = None, upto: int | None = None,
+        backwards: bool = True, limit: int = 50,
+    ) -> list[tuple[str, int]]: ...  # fmt: skip
+    def thread_roots(
+        self, room_id: str, *, upto: int | None, cap: int | None, participant: str | None,
+        limit: int,
+    ) -> list[tuple[str, int]]: ...  # fmt: skip
+    def thread_summaries(
+        self, room_id: str, parent_ids: Sequence[str], user_id: str, cap: int | None
+    ) -> dict[str, tuple[int, str, bool]]: ...
+    def relations_of_types(
+        self, room_id: str, parent_ids: Sequence[str], rel_types: Sequence[str],
+        cap: int | None, limit: int,
+    ) -> list[tuple[str, str, str]]: ...  # fmt: skip
+
+
 class Store(
     AccountsStore,
     RoomsStore,
@@ -1090,6 +1117,7 @@ class Store(
     RetentionStore,
     AdminDirectoryStore,
     ErasureStore,
+    RelationsStore,
     StreamsStore,
     Protocol,
 ):

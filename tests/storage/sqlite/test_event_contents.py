@@ -153,3 +153,20 @@ def test_ledger_verify_accepts_only_recorded_stripping(tmp_path, capsys, recorde
         assert [(f["key"], "without a redaction event" in f["message"]) for f in findings] == [
             (eid, True)
         ]
+
+
+def test_stripped_relation_leaves_the_relations_index(room):
+    srv, alice, room_id = room
+    root = _send(alice, room_id, "r1", "root")
+    r = alice.request(
+        "PUT", f"{V3}/rooms/{room_id}/send/m.reaction/r2",
+        {"m.relates_to": {"rel_type": "m.annotation", "event_id": root, "key": SECRET}},
+    )  # fmt: skip
+    assert r.status == 200, r.body
+    like = r.body["event_id"]
+    keys = "SELECT aggregation_key FROM event_relations WHERE event_id = ?"
+    assert [tuple(row) for row in db_rows(srv, keys, (like,))] == [(SECRET,)]
+    assert _strip(srv, None, [like]) == [like]
+    assert db_rows(srv, keys, (like,)) == []
+    r = alice.request("GET", f"/_matrix/client/v1/rooms/{room_id}/relations/{root}")
+    assert r.status == 200 and r.body["chunk"] == []

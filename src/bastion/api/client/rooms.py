@@ -67,6 +67,18 @@ def room_event_filter(hs: HomeServer, requester: Requester, param: str | None) -
     return hs.filters.resolve(requester, param)["room"]["timeline"]
 
 
+def with_bundles(hs: HomeServer, requester: Requester, rows: list, served: list) -> list:
+    """``served`` (the client events of ``rows``) with their bundled aggregations (C-S API
+    "Aggregations of child events"; :meth:`RelationsReader.add_bundles`)."""
+    from bastion.services.relations import RelationsReader
+
+    now = hs.now_ms()
+    RelationsReader(hs.store, hs.rooms.access).add_bundles(
+        requester.user_id, rows, served, lambda r: hs.rooms.client_event(r, requester, now)
+    )
+    return served
+
+
 def register(router: Router, hs: HomeServer) -> None:
     rooms = hs.rooms
 
@@ -154,7 +166,7 @@ def register(router: Router, hs: HomeServer) -> None:
             or not rooms.filter_visible(req.requester.user_id, [row])
         ):
             raise not_found("event not found")
-        return rooms.client_event(row, req.requester)
+        return with_bundles(hs, req.requester, [row], [rooms.client_event(row, req.requester)])[0]
 
     async def messages(req: Request) -> dict:
         """GET /_matrix/client/v3/rooms/{roomId}/messages — C-S API "Pagination"; ``start`` is
@@ -179,7 +191,9 @@ def register(router: Router, hs: HomeServer) -> None:
         )
         now = hs.now_ms()
         out: dict = {
-            "chunk": [rooms.client_event(r, req.requester, now) for r in rows],
+            "chunk": with_bundles(
+                hs, req.requester, rows, [rooms.client_event(r, req.requester, now) for r in rows]
+            ),
             "start": token(start),
         }
         if end is not None:
@@ -207,10 +221,13 @@ def register(router: Router, hs: HomeServer) -> None:
         def fmt(r):
             return rooms.client_event(r, req.requester, now)
 
+        timeline = [c["event"], *c["before"], *c["after"]]
+        served = with_bundles(hs, req.requester, timeline, [fmt(r) for r in timeline])
+        n_before = len(c["before"])
         return {
-            "event": fmt(c["event"]),
-            "events_before": [fmt(r) for r in c["before"]],
-            "events_after": [fmt(r) for r in c["after"]],
+            "event": served[0],
+            "events_before": served[1 : 1 + n_before],
+            "events_after": served[1 + n_before :],
             "start": token(c["start"]),
             "end": token(c["end"]),
             "state": [fmt(r) for r in c["state"]],

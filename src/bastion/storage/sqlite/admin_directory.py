@@ -223,7 +223,7 @@ class AdminDirectoryStore(StoreBase):
         sub = "SELECT event_id FROM events WHERE room_id = ?"
         for table, column in (
             ("event_edges", "event_id"), ("event_auth", "event_id"), ("event_txns", "event_id"),
-            ("federation_outbound_pdus", "event_id"),
+            ("federation_outbound_pdus", "event_id"), ("event_relations", "event_id"),
         ):  # fmt: skip
             conn.execute(f"DELETE FROM {table} WHERE {column} IN ({sub})", (room_id,))  # noqa: S608
         conn.execute(

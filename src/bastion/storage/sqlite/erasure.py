@@ -68,6 +68,10 @@ remote_devices,
 remote_cross_signing_keys,
 federation_to_device_seen
 federation_outbound_pdus        the user's queued PDUs are stripped with their events
+event_relations                 the rows of the user's events go when they are stripped (the
+                                redacted form has no ``m.relates_to``; an annotation key is
+                                words of the user); rows of others' events naming the user's
+                                events as parents hold only event IDs
 federation_outbound_edus        queued EDUs from the user (to-device messages, typing) are
                                 deleted; their entries are taken out of presence and receipt
                                 EDUs (device-list updates stay: they say the devices are gone)

@@ -25,6 +25,7 @@ import orjson
 
 from bastion.core.events import redact
 from bastion.storage.sqlite.base import StoreBase
+from bastion.storage.sqlite.relations import unindex_relations_in
 
 STREAMS: list[tuple[str, str]] = []
 
@@ -80,6 +81,7 @@ class EventContentsStore(StoreBase):
                 )
                 changed.append(eid)
         if changed:
+            unindex_relations_in(conn, changed)  # (the redacted form has no m.relates_to)
             self.events_rewritten_in(conn)
         return [eid for eid in ids if eid in set(changed)]
 

@@ -34,6 +34,7 @@ import orjson
 from bastion.storage.interface import EventMeta, RemoteEvent
 from bastion.storage.sqlite.base import StoreBase
 from bastion.storage.sqlite.ledger import append_event_leaf
+from bastion.storage.sqlite.relations import index_relation_in
 from bastion.storage.sqlite.rooms import SNAPSHOT_EVERY, StateMap
 
 STREAMS: list[tuple[str, str]] = []
@@ -190,6 +191,8 @@ class FederationInboundStore(StoreBase):
              ev["origin_server_ts"], orjson.dumps(ev), sg_before, sg_after, int(rejected), soft,
              leaf),
         )  # fmt: skip
+        if not rejected and soft == 0:
+            index_relation_in(conn, eid, room_id, ev, pos)
         prevs = [p[0] if isinstance(p, list) else p for p in ev.get("prev_events", [])]
         auths = [a[0] if isinstance(a, list) else a for a in ev.get("auth_events", [])]
         conn.executemany(

@@ -24,6 +24,7 @@ import orjson
 from bastion.storage.interface import EventRow, NewEvent, RoomHeadRow, RoomMembers, StateMap
 from bastion.storage.sqlite.base import StoreBase
 from bastion.storage.sqlite.ledger import append_event_leaf
+from bastion.storage.sqlite.relations import index_relation_in, unindex_relations_in
 
 STREAMS: list[tuple[str, str]] = [("events", "stream_pos")]
 
@@ -668,8 +669,8 @@ class RoomsStore(StoreBase):
     ) -> tuple[int | None, int]:
         """Persist events of one room in order (inside a write function): each gets a stream
         position, its state groups, DAG edges, forward extremities, current state, membership
-        rows and transaction mapping, and its ledger leaf (decision accepted); a redaction
-        rewrites its target. Returns the room's state group and chain length after the last
+        rows and transaction mapping, its ledger leaf (decision accepted) and its relation row
+        when it carries one; a redaction rewrites its target (dropping its relation row). Returns the room's state group and chain length after the last
         event."""
         for ne in events:
             ev = ne.event
@@ -723,6 +724,7 @@ class RoomsStore(StoreBase):
                     ne.replaces_state, txn_user, txn_device, txn_id, leaf,
                 ),
             )  # fmt: skip
+            index_relation_in(conn, ne.event_id, ne.room_id, ev, pos)
             prevs = [p[0] if isinstance(p, list) else p for p in ev.get("prev_events", [])]
             auths = [a[0] if isinstance(a, list) else a for a in ev.get("auth_events", [])]
             conn.executemany(
@@ -766,6 +768,7 @@ class RoomsStore(StoreBase):
                     " AND redacted_because IS NULL",
                     (orjson.dumps(redacted), ne.event_id, target_id),
                 )
+                unindex_relations_in(conn, [target_id])  # (redaction drops m.relates_to)
                 self.events_rewritten_in(conn)
             self.wake(ne.room_id, *ne.wake)
         return group, chain_len
