@@ -84,6 +84,7 @@ CLIENT_API_MODULES = [
     "bastion.api.client.room_keys",
     "bastion.api.client.voip",
     "bastion.api.client.openid",  # issue 11: OpenID tokens for widgets
+    "bastion.api.client.room_summary",  # issue 11: GET /v1/room_summary (local rooms)
     "bastion.api.client.export",
     "bastion.api.bastion_admin.export",
     "bastion.api.bastion_admin.legal_holds",  # issue 10: /_bastion/admin/v1/legal_holds
