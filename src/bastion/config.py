@@ -13,6 +13,7 @@ from bastion.core.identifiers import parse_server_name
 from bastion.core.media import DEFAULT_THUMBNAIL_SIZES, ThumbnailSize, parse_thumbnail_sizes
 from bastion.core.retention import RetentionConfig, parse_retention_config
 from bastion.core.room_versions import KNOWN_ROOM_VERSIONS
+from bastion.core.support import check_support
 
 if TYPE_CHECKING:
     from bastion.guard.config import GuardConfig
@@ -107,6 +108,12 @@ class Config:
     turn_uris: tuple[str, ...] = ()
     turn_shared_secret: str = field(default="", repr=False)  # never in a logged repr
     turn_user_lifetime: int = 3600
+    #: Served at /.well-known/matrix/support (C-S API "Server Discovery"): the contacts, tables
+    #: of ``role`` (m.role.admin, m.role.security or a namespaced role of your own) and at least
+    #: one of ``matrix_id`` and ``email_address``; and an http(s) ``support_page``. With neither
+    #: the endpoint answers 404, as the spec says.
+    support_contacts: tuple = ()
+    support_page: str = ""
     #: Password hashing runs on threads of its own: how many (0: half the CPUs, at least one)
     #: and how many more password checks may wait; past that a login is refused (429).
     password_hash_threads: int = 0
@@ -287,6 +294,10 @@ class Config:
             or self.turn_user_lifetime <= 0
         ):
             raise ConfigError("turn_user_lifetime must be a positive integer (seconds)")
+        try:
+            check_support(self.support_contacts, self.support_page)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self._validate_federation()
         for key in ("password_hash_threads", "password_hash_queue", "shutdown_drain_seconds"):
             value = getattr(self, key)
@@ -540,6 +551,13 @@ http_body_idle_timeout = {http_body_idle_timeout}
 # turn_uris = ["turn:turn.example.com:3478?transport=udp", "turns:turn.example.com:5349"]
 # turn_shared_secret = "…"
 # turn_user_lifetime = 3600
+
+# Support information, served at /.well-known/matrix/support (404 when neither is set). Roles:
+# m.role.admin, m.role.security, or one of your own (org.example.billing); each contact needs a
+# matrix_id (it may be on another server) or an email_address.
+# support_contacts = [{{role = "m.role.admin", matrix_id = "@admin:example.org"}},
+#                     {{role = "m.role.security", email_address = "security@example.org"}}]
+# support_page = "https://example.org/support"
 
 # Federation (Server-Server API) is off unless federation_listen is set. Keys:
 # federation_listen = "0.0.0.0:8448"            # HTTPS listener for /_matrix/federation, /_matrix/key

@@ -42,6 +42,7 @@ from bastion.services.filtering import Filters
 from bastion.services.lifecycle import BackgroundService, drain
 from bastion.services.media import MediaService
 from bastion.services.notifier import Notifier
+from bastion.services.openid import OpenIdTokens
 from bastion.services.passwords import Passwords
 from bastion.services.push_rules import PushRules
 from bastion.services.reporting import Reporting
@@ -84,6 +85,8 @@ CLIENT_API_MODULES = [
     "bastion.api.client.to_device",
     "bastion.api.client.room_keys",
     "bastion.api.client.voip",
+    "bastion.api.client.openid",  # issue 11: OpenID tokens for widgets
+    "bastion.api.client.room_summary",  # issue 11: GET /v1/room_summary (local rooms)
     "bastion.api.client.export",
     "bastion.api.client.relations",
     "bastion.api.bastion_admin.export",
@@ -102,6 +105,7 @@ FEDERATION_API_MODULES = [
     "bastion.api.federation.transactions",
     "bastion.api.federation.events",
     "bastion.api.federation.membership",
+    "bastion.api.federation.openid",  # issue 11: OpenID userinfo (not X-Matrix authenticated)
 ]
 
 #: The guard's admin API (/_bastion/admin/v1/guard/...) and metrics, one module per part.
@@ -153,6 +157,8 @@ class HomeServer:
         self.server_notices = ServerNotices(self)
         #: Exports of users' data (issue 10, GDPR Art. 15/20).
         self.export = ExportService(self)
+        #: OpenID tokens for widgets and integration managers (C-S and S-S API "OpenID").
+        self.openid = OpenIdTokens(self)
         #: The guard (issue 9): login defence, rate limits, detectors, the classifier, policy
         #: lists, actions and alerts; the one entry point the rest of the server calls.
         self.guard = GuardService(self)

@@ -1045,6 +1045,17 @@ class RetentionStore(Protocol):
     def media_referenced_in_rooms(self, room_ids: Iterable[str], server_name: str) -> set[str]: ...
 
 
+class OpenIdStore(Protocol):
+    """OpenID tokens (C-S API "OpenID", S-S API "OpenID"; storage/sqlite/openid.py)."""
+
+    def get_openid_token(self, token: str) -> tuple[str, int, bool] | None: ...
+    def add_openid_token_in(self, conn: Txn, token: str, user_id: str, expires_ts: int) -> None: ...
+    def delete_openid_token_in(self, conn: Txn, token: str) -> bool: ...
+    def delete_expired_openid_tokens_in(self, conn: Txn, now_ms: int, limit: int) -> int: ...
+    def delete_user_openid_tokens_in(self, conn: Txn, user_id: str) -> int: ...
+    def openid_token_count(self, user_id: str | None = None) -> int: ...
+
+
 class ErasureStore(Protocol):
     """One local user's erasure (issue 10, GDPR Art. 17; storage/sqlite/erasure.py)."""
 
@@ -1118,6 +1129,7 @@ class Store(
     AdminDirectoryStore,
     ErasureStore,
     RelationsStore,
+    OpenIdStore,
     StreamsStore,
     Protocol,
 ):

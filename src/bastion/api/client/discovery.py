@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bastion.api.http import Request, Router
+from bastion.core.support import support_answer
+from bastion.errors import not_found
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
@@ -30,9 +32,20 @@ SUPPORTED_VERSIONS = [f"v1.{minor}" for minor in range(1, 13)]
 
 
 def register(router: Router, hs: HomeServer) -> None:
+    # Checked when the config is loaded; built once (a bad value stops the server starting).
+    support = support_answer(hs.config.support_contacts, hs.config.support_page)
+
     async def well_known(req: Request) -> dict:
         """GET /.well-known/matrix/client — ``m.homeserver.base_url``."""
         return {"m.homeserver": {"base_url": hs.config.base_url}}
+
+    async def well_known_support(req: Request) -> dict:
+        """GET /.well-known/matrix/support — C-S API "Server Discovery" → "Getting the support
+        information" (support.yaml, v1.10): ``contacts`` and/or ``support_page`` from the config
+        (``support_contacts``, ``support_page``); 404 ``M_NOT_FOUND`` when neither is set."""
+        if support is None:
+            raise not_found("no support information is configured")
+        return support
 
     async def versions(req: Request) -> dict:
         """GET /_matrix/client/versions — C-S API "API Standards" (versions.yaml); authentication
@@ -40,4 +53,5 @@ def register(router: Router, hs: HomeServer) -> None:
         return {"versions": SUPPORTED_VERSIONS, "unstable_features": {}}
 
     router.add("GET", "/.well-known/matrix/client", well_known, auth=False)
+    router.add("GET", "/.well-known/matrix/support", well_known_support, auth=False)
     router.add("GET", "/_matrix/client/versions", versions, auth=False)

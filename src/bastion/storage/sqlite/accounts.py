@@ -106,13 +106,16 @@ class AccountsStore(StoreBase):
 
     @staticmethod
     def deactivate_user_in(conn: sqlite3.Connection, user_id: str) -> None:
-        """Mark deactivated, forget the password and clear the profile. Devices and tokens are
-        removed by the caller (device by device, so that the E2EE hook runs for each)."""
+        """Mark deactivated, forget the password and clear the profile; delete its access and
+        OpenID tokens. Devices are removed by the caller (device by device, so that the E2EE
+        hook runs for each)."""
         conn.execute(
             "UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = ?", (user_id,)
         )
         conn.execute("DELETE FROM profiles WHERE user_id = ?", (user_id,))
         conn.execute("DELETE FROM access_tokens WHERE user_id = ?", (user_id,))
+        # Its OpenID tokens (migration 0013) vouch for it no longer.
+        conn.execute("DELETE FROM openid_tokens WHERE user_id = ?", (user_id,))
 
     # -- devices and access tokens --------------------------------------------------------
     def _auth_generation(self) -> int:

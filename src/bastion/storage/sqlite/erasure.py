@@ -99,6 +99,8 @@ server_notice_rooms             kept; the events of the user's notices room are 
                                 server's notices to them name their logins' devices (display
                                 names they chose) and network addresses
 erased_users                    the user's row is added
+openid_tokens                   deleted by the deactivation (and here again): tokens that
+                                vouched for the user's ID to widgets and integration managers
 =============================== ===============================================================
 
 There are no pusher rows and no search index in this schema.
@@ -218,6 +220,7 @@ class ErasureStore(StoreBase):
         run("event_txns", "DELETE FROM event_txns WHERE user_id = ?", u)
         run("devices", "DELETE FROM devices WHERE user_id = ?", u)
         run("devices", "DELETE FROM access_tokens WHERE user_id = ?", u)
+        run("openid_tokens", "DELETE FROM openid_tokens WHERE user_id = ?", u)
         run("device_keys", "DELETE FROM e2e_device_keys WHERE user_id = ?", u)
         run("device_keys", "DELETE FROM e2e_one_time_keys WHERE user_id = ?", u)
         run("device_keys", "DELETE FROM e2e_fallback_keys WHERE user_id = ?", u)

@@ -40,6 +40,7 @@ from bastion.storage.sqlite import (
     ledger,
     ledger_audit,
     media,
+    openid,
     relations,
     retention,
     rooms,
@@ -54,7 +55,7 @@ T = TypeVar("T")
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
           federation_inbound, ledger, ledger_audit, guard_decisions, guard_limits, guard_login,
           guard_policy, server_notices, event_contents, audit, export, retention,
-          admin_directory, erasure, relations)  # fmt: skip
+          admin_directory, erasure, relations, openid)  # fmt: skip
 
 
 class SqliteStore(
@@ -81,6 +82,7 @@ class SqliteStore(
     admin_directory.AdminDirectoryStore,
     erasure.ErasureStore,
     relations.RelationsStore,
+    openid.OpenIdStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL", key: bytes | None = None) -> None:
         self.db = Database(path, synchronous, key)
