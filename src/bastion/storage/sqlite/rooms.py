@@ -670,8 +670,8 @@ class RoomsStore(StoreBase):
         """Persist events of one room in order (inside a write function): each gets a stream
         position, its state groups, DAG edges, forward extremities, current state, membership
         rows and transaction mapping, its ledger leaf (decision accepted) and its relation row
-        when it carries one; a redaction rewrites its target (dropping its relation row). Returns the room's state group and chain length after the last
-        event."""
+        when it carries one; a redaction rewrites its target (dropping its relation row).
+        Returns the room's state group and chain length after the last event."""
         for ne in events:
             ev = ne.event
             pos = self.next_stream_pos(conn)
