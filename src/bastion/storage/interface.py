@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, TypeVar
 
+from bastion.core.user_directory import DirectoryEntry
+
 T = TypeVar("T")
 
 #: An open write transaction, given to the function run by :meth:`Store.transaction`. Opaque
@@ -1064,6 +1066,15 @@ class ErasureStore(Protocol):
     def compact_database_sync(self) -> dict[str, Any]: ...
 
 
+class UserDirectoryStore(Protocol):
+    """Who a user may find in the user directory (C-S API "User directory";
+    storage/sqlite/user_directory.py)."""
+
+    def user_directory_candidates(
+        self, requester: str, words: Sequence[str], all_local: bool
+    ) -> list[DirectoryEntry]: ...
+
+
 class Store(
     AccountsStore,
     RoomsStore,
@@ -1087,6 +1098,7 @@ class Store(
     RetentionStore,
     AdminDirectoryStore,
     ErasureStore,
+    UserDirectoryStore,
     StreamsStore,
     Protocol,
 ):

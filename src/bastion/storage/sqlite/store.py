@@ -43,6 +43,7 @@ from bastion.storage.sqlite import (
     retention,
     rooms,
     server_notices,
+    user_directory,
 )
 from bastion.storage.sqlite.accounts import RequesterCache
 from bastion.storage.sqlite.database import Database
@@ -53,7 +54,7 @@ T = TypeVar("T")
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
           federation_inbound, ledger, ledger_audit, guard_decisions, guard_limits, guard_login,
           guard_policy, server_notices, event_contents, audit, export, retention,
-          admin_directory, erasure)  # fmt: skip
+          admin_directory, erasure, user_directory)  # fmt: skip
 
 
 class SqliteStore(
@@ -79,6 +80,7 @@ class SqliteStore(
     retention.RetentionStore,
     admin_directory.AdminDirectoryStore,
     erasure.ErasureStore,
+    user_directory.UserDirectoryStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL", key: bytes | None = None) -> None:
         self.db = Database(path, synchronous, key)
