@@ -35,7 +35,7 @@ class UserDirectory:
         if not words:  # a blank term matches nobody
             return {"limited": False, "results": []}
         candidates = self.hs.store.user_directory_candidates(
-            requester, words, self.hs.config.user_directory_search_all_users
+            requester, words, self.hs.config.user_directory_search_all_users, self.hs.server_name
         )
         found, limited = rank_results(term, candidates, limit)
         return {"limited": limited, "results": [result_json(e) for e in found]}

@@ -1071,7 +1071,7 @@ class UserDirectoryStore(Protocol):
     storage/sqlite/user_directory.py)."""
 
     def user_directory_candidates(
-        self, requester: str, words: Sequence[str], all_local: bool
+        self, requester: str, words: Sequence[str], all_local: bool, server_name: str
     ) -> list[DirectoryEntry]: ...
 
 

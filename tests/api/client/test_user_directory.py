@@ -221,3 +221,18 @@ def test_search_all_users_switch(tmp_path):
             assert found(alice, loner.user_id) == expected
         finally:
             srv.stop()
+
+
+def test_non_ascii_names_and_words(server):
+    alice, flower, zoe = make_user(server), make_user(server), make_user(server)
+    set_name(flower, "🌸Anna–Lena")  # an emoji and an en dash between words
+    set_name(zoe, "ZOË Ärger")
+    room = create_room(alice)
+    join(flower, room)
+    join(zoe, room)
+    assert found(alice, "anna") == [flower.user_id]
+    assert found(alice, "lena") == [flower.user_id]
+    assert found(alice, "zoë") == [zoe.user_id]
+    assert found(alice, "är") == [zoe.user_id]
+    assert found(alice, "zo ärg") == [zoe.user_id]
+    assert found(alice, "rger") == []

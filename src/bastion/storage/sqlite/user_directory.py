@@ -16,83 +16,117 @@ from bastion.storage.sqlite.base import StoreBase
 
 STREAMS: list[tuple[str, str]] = []
 
-#: Users who share a room with the requester (``?1``), and users joined to a room whose join
-#: rule is ``public`` (the spec's "those who reside in public rooms").
-_VISIBLE = (
-    "SELECT m2.user_id FROM current_membership m1"
-    " JOIN current_membership m2 ON m2.room_id = m1.room_id AND m2.membership = 'join'"
-    " WHERE m1.user_id = ?1 AND m1.membership = 'join'"
-    " UNION"
-    " SELECT m.user_id FROM rooms r"
-    " JOIN current_state c ON c.room_id = r.room_id AND c.type = 'm.room.join_rules'"
-    "  AND c.state_key = ''"
-    " JOIN events e ON e.event_id = c.event_id"
-    " JOIN current_membership m ON m.room_id = r.room_id AND m.membership = 'join'"
-    " WHERE json_extract(CAST(e.json AS TEXT), '$.content.join_rule') = 'public'"
-)
-#: Every local account (the ``user_directory_search_all_users`` switch).
-_ALL_LOCAL = " UNION SELECT user_id FROM users"
-
-#: A local user's profile field, a remote user's from their latest join event.
-_LOCAL_FIELD = (
-    "(SELECT json_extract(p.value, '$') FROM profiles p WHERE p.user_id = v.user_id"
-    " AND p.key = '{key}')"
-)
-_REMOTE_FIELD = (
-    "(SELECT json_extract(CAST(e.json AS TEXT), '$.content.{key}') FROM current_membership cm"
-    " JOIN events e ON e.event_id = cm.event_id"
-    " WHERE cm.user_id = v.user_id AND cm.membership = 'join'"
-    " ORDER BY cm.stream_pos DESC LIMIT 1)"
+#: The rooms whose joined members the requester may find: the rooms they are joined to
+#: (``?1``), and the rooms whose join rule is ``public`` (the spec's "those who reside in public
+#: rooms"). Materialised once per search: a few rows, each candidate is checked against them.
+_ROOMS = (
+    "mine(room_id) AS MATERIALIZED (SELECT room_id FROM current_membership"
+    "  WHERE user_id = ?1 AND membership = 'join'),"
+    " pub(room_id) AS MATERIALIZED (SELECT r.room_id FROM rooms r"
+    "  CROSS JOIN current_state c ON c.room_id = r.room_id AND c.type = 'm.room.join_rules'"
+    "   AND c.state_key = ''"
+    "  JOIN events e ON e.event_id = c.event_id"
+    "  WHERE json_extract(CAST(e.json AS TEXT), '$.content.join_rule') = 'public'),"
+    " seen(room_id) AS MATERIALIZED (SELECT room_id FROM mine UNION SELECT room_id FROM pub)"
 )
 
+#: Local accounts in whose user ID or display name the most selective word starts a word
+#: (``{narrow_uid}``, ``{narrow_name}``: one scan of each table, most searches stop there),
+#: then those of them never deactivated or erased in whose user ID or display name every word
+#: starts a word (``{local_filter}``) and who are joined to one of those rooms (or to any, with
+#: ``?2`` = 1: the ``user_directory_search_all_users`` switch).
+_LOCAL = (
+    ", cand(user_id) AS MATERIALIZED ("
+    "SELECT user_id FROM users WHERE 1{narrow_uid}"
+    " UNION SELECT user_id FROM profiles WHERE key = 'displayname'{narrow_name})"
+    " SELECT u.user_id, json_extract(p.value, '$'),"
+    " (SELECT json_extract(a.value, '$') FROM profiles a WHERE a.user_id = u.user_id"
+    "  AND a.key = 'avatar_url')"
+    " FROM cand k CROSS JOIN users u ON u.user_id = k.user_id"
+    " LEFT JOIN profiles p ON p.user_id = u.user_id AND p.key = 'displayname'"
+    " WHERE u.deactivated = 0{local_filter}"
+    " AND (?2 = 1 OR EXISTS (SELECT 1 FROM current_membership m WHERE m.user_id = u.user_id"
+    "  AND m.membership = 'join' AND m.room_id IN seen))"
+    " AND NOT EXISTS (SELECT 1 FROM erased_users x WHERE x.user_id = u.user_id)"
+)
 
-def _field(key: str) -> str:
-    return (
-        f"CASE WHEN u.user_id IS NOT NULL THEN {_LOCAL_FIELD.format(key=key)}"
-        f" ELSE {_REMOTE_FIELD.format(key=key)} END"
-    )
+#: Remote users joined to one of those rooms (not of this server: ``?3`` is ``:server_name``),
+#: named by their membership event, in whose user ID or display name every word starts a word
+#: (``{remote_filter}``). One row per room: the caller keeps the latest.
+_REMOTE = (
+    "SELECT m.user_id, json_extract(CAST(e.json AS TEXT), '$.content.displayname'),"
+    " json_extract(CAST(e.json AS TEXT), '$.content.avatar_url')"
+    " FROM seen s JOIN current_membership m ON m.room_id = s.room_id AND m.membership = 'join'"
+    " JOIN events e ON e.event_id = m.event_id"
+    " WHERE substr(m.user_id, -length(?3)) != ?3{remote_filter}"
+    " ORDER BY m.stream_pos DESC"
+)
+
+
+def _starts_a_word(word: str) -> str:
+    """A GLOB pattern matching a text, lower-cased and with a space before it, in which
+    ``word`` (lower-case ASCII) starts a word: after a character that is not an ASCII letter or
+    digit. ``*``, ``?`` and ``[`` of the word are matched literally (each as a one-character
+    class)."""
+    escaped = "".join(f"[{c}]" if c in "*?[" else c for c in word)
+    return f"*[^a-z0-9]{escaped}*"
 
 
 def _contains(word: str) -> str:
-    """``word`` as a LIKE pattern for "contains", with ``%``, ``_`` and ``\\`` escaped."""
+    """A LIKE pattern (``ESCAPE '\\'``) for "contains ``word``", ASCII case folded."""
     escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 
 
+def _matches(expr: str, n: int) -> str:
+    """SQL: ``expr`` contains word ``?n`` (a cheap test first), where it starts a word
+    (``?n+1``)."""
+    return f"({expr} LIKE ?{n} ESCAPE '\\' AND (' ' || lower({expr})) GLOB ?{n + 1})"
+
+
 class UserDirectoryStore(StoreBase):
     def user_directory_candidates(
-        self, requester: str, words: Sequence[str], all_local: bool
+        self, requester: str, words: Sequence[str], all_local: bool, server_name: str
     ) -> list[DirectoryEntry]:
-        """Users ``requester`` may find (sharing a room, or joined to a public room; with
-        ``all_local`` every local account too), never deactivated or erased ones, narrowed to
-        those whose user ID or display name contains every ASCII word of ``words`` (SQLite's
-        ``LIKE`` folds ASCII case only, so other words are left to the caller's matching,
-        which this never narrows past). The caller matches and ranks them exactly."""
-        visible = _VISIBLE + (_ALL_LOCAL if all_local else "")
+        """Users ``requester`` may find: local and remote users joined to a room the requester
+        is joined to or to a room whose join rule is ``public`` (with ``all_local``, every
+        local account too); never a deactivated or erased account. Narrowed to those whose user
+        ID or display name every ASCII word of ``words`` starts a word (SQLite's ``lower`` and
+        ``GLOB`` know ASCII only: a non-ASCII word is left out, and a non-ASCII character counts
+        as a word's separator), so a superset of the matches of
+        :class:`bastion.core.user_directory.Matcher`, which the caller applies and ranks by."""
+        # ?1 the requester, ?2 all_local, ?3 ":server_name", then two patterns per word.
+        params: list[object] = [requester, int(all_local), ":" + server_name]
+        local_filter, remote_filter, narrow_uid, narrow_name = "", "", "", ""
+        usable = [w for w in words if w.isascii()]
+        name = "json_extract(p.value, '$')"
+        remote_name = "json_extract(CAST(e.json AS TEXT), '$.content.displayname')"
+        for word in usable:
+            params += [_contains(word), _starts_a_word(word)]
+            n = len(params) - 1
+            local_filter += f" AND ({_matches('u.user_id', n)} OR {_matches(name, n)})"
+            remote_filter += f" AND ({_matches('m.user_id', n)} OR {_matches(remote_name, n)})"
+        if usable:
+            longest = max(usable, key=len)  # the most selective, as a rule
+            n = 3 + 2 * usable.index(longest) + 1
+            narrow_uid = " AND " + _matches("user_id", n)
+            narrow_name = " AND " + _matches("json_extract(value, '$')", n)
         sql = (
-            f"WITH visible(user_id) AS ({visible}),"  # noqa: S608 - fixed SQL, values bound
-            " named AS (SELECT v.user_id AS user_id,"
-            f" {_field('displayname')} AS display_name, {_field('avatar_url')} AS avatar_url"
-            " FROM visible v LEFT JOIN users u ON u.user_id = v.user_id"
-            " WHERE (u.user_id IS NULL OR u.deactivated = 0)"
-            " AND NOT EXISTS (SELECT 1 FROM erased_users x WHERE x.user_id = v.user_id))"
-            " SELECT user_id, display_name, avatar_url FROM named"
+            f"WITH {_ROOMS}"  # noqa: S608 - fixed SQL; the values are bound
+            + _LOCAL.format(
+                narrow_uid=narrow_uid, narrow_name=narrow_name, local_filter=local_filter
+            )
+            + " UNION ALL SELECT * FROM ("
+            + _REMOTE.format(remote_filter=remote_filter)
+            + ")"
         )
-        params: list[str] = [requester]
-        clauses = []
-        for word in words:
-            if not word.isascii():
-                continue
-            clauses.append("(user_id LIKE ? ESCAPE '\\' OR display_name LIKE ? ESCAPE '\\')")
-            pattern = _contains(word)
-            params += [pattern, pattern]
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        return [
-            DirectoryEntry(
+        out: dict[str, DirectoryEntry] = {}
+        for r in self.db.read(sql, params):
+            if r[0] in out:
+                continue  # a remote user's earlier (older) membership
+            out[r[0]] = DirectoryEntry(
                 r[0],
                 r[1] if isinstance(r[1], str) else None,
                 r[2] if isinstance(r[2], str) else None,
             )
-            for r in self.db.read(sql, params)
-        ]
+        return list(out.values())
