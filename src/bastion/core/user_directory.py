@@ -21,6 +21,7 @@ Nothing here is SQL: user input is never a pattern, every word is matched litera
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -112,3 +113,49 @@ def result_json(entry: DirectoryEntry) -> dict[str, str]:
     if entry.avatar_url:
         out["avatar_url"] = entry.avatar_url
     return out
+
+
+def _word_starts(text: str) -> list[int]:
+    """Where a word of ``text`` may start for :class:`Matcher`: at 0, and after every
+    character that is not a letter or digit."""
+    return [0] + [i for i in range(1, len(text)) if not text[i - 1].isalnum()]
+
+
+class PrefixIndex:
+    """The local users' directory entries, searchable by word prefix without a scan.
+
+    Its keys are, for each entry, the case-folded display name and localpart from every
+    position where :class:`Matcher` lets a word start, and the case-folded user ID with and
+    without its ``@`` from their start, each cut to :data:`KEY_CHARS` characters; sorted, so the
+    entries a word can match are one range (:meth:`candidates`). Words longer than a key match
+    every key their first characters match: :class:`Matcher` then decides."""
+
+    KEY_CHARS = 24
+
+    def __init__(self, entries: Iterable[DirectoryEntry]) -> None:
+        self.entries: dict[str, DirectoryEntry] = {}
+        pairs: list[tuple[str, str]] = []
+        n = self.KEY_CHARS
+        for entry in entries:
+            uid = entry.user_id
+            self.entries[uid] = entry
+            folded = uid.casefold()
+            keys = {folded[:n], folded[1:][:n]}
+            for text in ((entry.display_name or "").casefold(), _localpart(folded)):
+                keys.update(text[i : i + n] for i in _word_starts(text) if i < len(text))
+            pairs.extend((k, uid) for k in keys if k)
+        pairs.sort()
+        self._keys = [k for k, _ in pairs]
+        self._ids = [u for _, u in pairs]
+
+    def _range(self, word: str) -> tuple[int, int]:
+        w = word[: self.KEY_CHARS]
+        return bisect_left(self._keys, w), bisect_left(self._keys, w + "\U0010ffff")
+
+    def candidates(self, words: list[str]) -> list[DirectoryEntry]:
+        """The entries every one of ``words`` may match (a superset of :class:`Matcher`'s
+        matches), from the narrowest word's range."""
+        if not words:
+            return []
+        lo, hi = min((self._range(w) for w in words), key=lambda r: r[1] - r[0])
+        return [self.entries[u] for u in dict.fromkeys(self._ids[lo:hi])]

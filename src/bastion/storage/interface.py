@@ -1070,8 +1070,13 @@ class UserDirectoryStore(Protocol):
     """Who a user may find in the user directory (C-S API "User directory";
     storage/sqlite/user_directory.py)."""
 
-    def user_directory_candidates(
-        self, requester: str, words: Sequence[str], all_local: bool, server_name: str
+    def user_directory_local_version(self) -> tuple[int, ...]: ...
+    def user_directory_local_entries(self) -> list[DirectoryEntry]: ...
+    def user_directory_visible_local(
+        self, requester: str, user_ids: Sequence[str], all_local: bool
+    ) -> set[str]: ...
+    def user_directory_remote_candidates(
+        self, requester: str, words: Sequence[str], server_name: str
     ) -> list[DirectoryEntry]: ...
 
 

@@ -1,10 +1,10 @@
-"""The user directory's candidates (C-S API "User directory"; the matching and ranking are in
-:mod:`bastion.core.user_directory`, the rules in :mod:`bastion.services.user_directory`).
+"""The user directory's reads (C-S API "User directory"; the matching, ranking and prefix index
+are in :mod:`bastion.core.user_directory`, the rules in :mod:`bastion.services.user_directory`).
 
 No table of its own: who the requester may find is read from the current memberships, the
 rooms' current join rules and the accounts; what they are called from the profiles (local
 users) and their membership events (remote users). Deactivated and erased accounts are never
-candidates.
+found.
 """
 
 from __future__ import annotations
@@ -28,26 +28,6 @@ _ROOMS = (
     "  JOIN events e ON e.event_id = c.event_id"
     "  WHERE json_extract(CAST(e.json AS TEXT), '$.content.join_rule') = 'public'),"
     " seen(room_id) AS MATERIALIZED (SELECT room_id FROM mine UNION SELECT room_id FROM pub)"
-)
-
-#: Local accounts in whose user ID or display name the most selective word starts a word
-#: (``{narrow_uid}``, ``{narrow_name}``: one scan of each table, most searches stop there),
-#: then those of them never deactivated or erased in whose user ID or display name every word
-#: starts a word (``{local_filter}``) and who are joined to one of those rooms (or to any, with
-#: ``?2`` = 1: the ``user_directory_search_all_users`` switch).
-_LOCAL = (
-    ", cand(user_id) AS MATERIALIZED ("
-    "SELECT user_id FROM users WHERE 1{narrow_uid}"
-    " UNION SELECT user_id FROM profiles WHERE key = 'displayname'{narrow_name})"
-    " SELECT u.user_id, json_extract(p.value, '$'),"
-    " (SELECT json_extract(a.value, '$') FROM profiles a WHERE a.user_id = u.user_id"
-    "  AND a.key = 'avatar_url')"
-    " FROM cand k CROSS JOIN users u ON u.user_id = k.user_id"
-    " LEFT JOIN profiles p ON p.user_id = u.user_id AND p.key = 'displayname'"
-    " WHERE u.deactivated = 0{local_filter}"
-    " AND (?2 = 1 OR EXISTS (SELECT 1 FROM current_membership m WHERE m.user_id = u.user_id"
-    "  AND m.membership = 'join' AND m.room_id IN seen))"
-    " AND NOT EXISTS (SELECT 1 FROM erased_users x WHERE x.user_id = u.user_id)"
 )
 
 #: Remote users joined to one of those rooms (not of this server: ``?3`` is ``:server_name``),
@@ -84,49 +64,79 @@ def _matches(expr: str, n: int) -> str:
     return f"({expr} LIKE ?{n} ESCAPE '\\' AND (' ' || lower({expr})) GLOB ?{n + 1})"
 
 
+def _entry(r) -> DirectoryEntry:
+    return DirectoryEntry(
+        r[0], r[1] if isinstance(r[1], str) else None, r[2] if isinstance(r[2], str) else None
+    )
+
+
 class UserDirectoryStore(StoreBase):
-    def user_directory_candidates(
-        self, requester: str, words: Sequence[str], all_local: bool, server_name: str
+    def user_directory_local_version(self) -> tuple[int, ...]:
+        """Changes whenever a local account is created or a profile field is set or removed
+        (deactivation removes the profile): the row counts and highest row IDs of ``users`` and
+        ``profiles`` (a replaced row gets a new, higher row ID). For the cached index of
+        :meth:`user_directory_local_entries`."""
+        row = self.db.read_one(
+            "SELECT (SELECT COUNT(*) FROM users), (SELECT MAX(rowid) FROM users),"
+            " (SELECT COUNT(*) FROM profiles), (SELECT MAX(rowid) FROM profiles)"
+        )
+        return tuple(v or 0 for v in row) if row else (0, 0, 0, 0)
+
+    def user_directory_local_entries(self) -> list[DirectoryEntry]:
+        """Every local account not deactivated, with its display name and avatar."""
+        return [
+            _entry(r)
+            for r in self.db.read(
+                "SELECT u.user_id, json_extract(d.value, '$'), json_extract(a.value, '$')"
+                " FROM users u"
+                " LEFT JOIN profiles d ON d.user_id = u.user_id AND d.key = 'displayname'"
+                " LEFT JOIN profiles a ON a.user_id = u.user_id AND a.key = 'avatar_url'"
+                " WHERE u.deactivated = 0"
+            )
+        ]
+
+    def user_directory_visible_local(
+        self, requester: str, user_ids: Sequence[str], all_local: bool
+    ) -> set[str]:
+        """Those of ``user_ids`` (local) that ``requester`` may find: not deactivated, not
+        erased, and joined to a room the requester is joined to or to a room whose join rule is
+        ``public`` (with ``all_local``, any local account)."""
+        out: set[str] = set()
+        ids = list(dict.fromkeys(user_ids))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join(f"?{n}" for n in range(3, 3 + len(chunk)))
+            sql = (
+                f"WITH {_ROOMS} SELECT u.user_id FROM users u"  # noqa: S608 - marks only
+                f" WHERE u.user_id IN ({marks}) AND u.deactivated = 0"
+                " AND NOT EXISTS (SELECT 1 FROM erased_users x WHERE x.user_id = u.user_id)"
+                " AND (?2 = 1 OR EXISTS (SELECT 1 FROM current_membership m"
+                "  WHERE m.user_id = u.user_id AND m.membership = 'join'"
+                "  AND m.room_id IN seen))"
+            )
+            # ?1 the requester, ?2 all_local, ?3... the user IDs.
+            out.update(r[0] for r in self.db.read(sql, [requester, int(all_local), *chunk]))
+        return out
+
+    def user_directory_remote_candidates(
+        self, requester: str, words: Sequence[str], server_name: str
     ) -> list[DirectoryEntry]:
-        """Users ``requester`` may find: local and remote users joined to a room the requester
-        is joined to or to a room whose join rule is ``public`` (with ``all_local``, every
-        local account too); never a deactivated or erased account. Narrowed to those whose user
-        ID or display name every ASCII word of ``words`` starts a word (SQLite's ``lower`` and
-        ``GLOB`` know ASCII only: a non-ASCII word is left out, and a non-ASCII character counts
-        as a word's separator), so a superset of the matches of
-        :class:`bastion.core.user_directory.Matcher`, which the caller applies and ranks by."""
-        # ?1 the requester, ?2 all_local, ?3 ":server_name", then two patterns per word.
-        params: list[object] = [requester, int(all_local), ":" + server_name]
-        local_filter, remote_filter, narrow_uid, narrow_name = "", "", "", ""
-        usable = [w for w in words if w.isascii()]
-        name = "json_extract(p.value, '$')"
+        """Remote users joined to a room ``requester`` is joined to or to a room whose join
+        rule is ``public``, named by their latest such membership event, narrowed to those in
+        whose user ID or display name every ASCII word of ``words`` starts a word (SQLite's
+        ``lower`` and ``GLOB`` know ASCII only: a non-ASCII word is left out, a non-ASCII
+        character counts as a separator), so a superset of the matches of
+        :class:`bastion.core.user_directory.Matcher`, which the caller applies."""
+        # ?1 the requester, ?2 unused here, ?3 ":server_name", then two patterns per word.
+        params: list[object] = [requester, 0, ":" + server_name]
+        remote_filter = ""
         remote_name = "json_extract(CAST(e.json AS TEXT), '$.content.displayname')"
-        for word in usable:
+        for word in (w for w in words if w.isascii()):
             params += [_contains(word), _starts_a_word(word)]
             n = len(params) - 1
-            local_filter += f" AND ({_matches('u.user_id', n)} OR {_matches(name, n)})"
             remote_filter += f" AND ({_matches('m.user_id', n)} OR {_matches(remote_name, n)})"
-        if usable:
-            longest = max(usable, key=len)  # the most selective, as a rule
-            n = 3 + 2 * usable.index(longest) + 1
-            narrow_uid = " AND " + _matches("user_id", n)
-            narrow_name = " AND " + _matches("json_extract(value, '$')", n)
-        sql = (
-            f"WITH {_ROOMS}"  # noqa: S608 - fixed SQL; the values are bound
-            + _LOCAL.format(
-                narrow_uid=narrow_uid, narrow_name=narrow_name, local_filter=local_filter
-            )
-            + " UNION ALL SELECT * FROM ("
-            + _REMOTE.format(remote_filter=remote_filter)
-            + ")"
-        )
+        sql = f"WITH {_ROOMS} " + _REMOTE.format(remote_filter=remote_filter)
         out: dict[str, DirectoryEntry] = {}
         for r in self.db.read(sql, params):
-            if r[0] in out:
-                continue  # a remote user's earlier (older) membership
-            out[r[0]] = DirectoryEntry(
-                r[0],
-                r[1] if isinstance(r[1], str) else None,
-                r[2] if isinstance(r[2], str) else None,
-            )
+            out.setdefault(r[0], _entry(r))  # the first row: the latest membership
         return list(out.values())
