@@ -50,3 +50,22 @@ def test_result_json_leaves_out_missing_fields():
     assert result_json(e("@a:h", "A", "mxc://h/x")) == {
         "user_id": "@a:h", "display_name": "A", "avatar_url": "mxc://h/x"
     }  # fmt: skip
+
+
+def test_prefix_index_gives_a_superset_of_the_matches():
+    from bastion.core.user_directory import PrefixIndex
+
+    entries = [
+        e("@alice.smith:h", "Ally Smith"), e("@bob:h", "🌸Anna–Lena"), e("@carol:h"),
+        e("@x" + "y" * 40 + ":h", "Z" * 40),
+    ]  # fmt: skip
+    index = PrefixIndex(entries)
+    for term in ("smi", "ally", "alice", "@alice.sm", "alice.smith:h", "lena", "anna", "car",
+                 "y" * 30, "z" * 30, "nomatch", "mith", "–lena"):  # fmt: skip
+        m = Matcher(term)
+        expected = {x.user_id for x in entries if m.matches(x)}
+        got = {x.user_id for x in index.candidates(m.words)}
+        assert expected <= got, term
+    assert index.candidates(["mith"]) == []
+    assert index.candidates(["nomatch"]) == []
+    assert [x.user_id for x in index.candidates(["lena"])] == ["@bob:h"]

@@ -236,3 +236,22 @@ def test_non_ascii_names_and_words(server):
     assert found(alice, "är") == [zoe.user_id]
     assert found(alice, "zo ärg") == [zoe.user_id]
     assert found(alice, "rger") == []
+
+
+def test_name_changes_are_seen_by_the_next_search(server):
+    alice, bob = make_user(server), make_user(server)
+    room = create_room(alice)
+    join(bob, room)
+    set_name(bob, "Old Name")
+    assert found(alice, "old") == [bob.user_id]
+    set_name(bob, "New Name")
+    assert found(alice, "old") == []
+    assert search(alice, "new")["results"] == [{"user_id": bob.user_id, "display_name": "New Name"}]
+    carol = make_user(server, "carol.late")  # created after the index was built
+    join(carol, room)
+    assert found(alice, "carol") == [carol.user_id]
+    r = bob.request(
+        "PUT", f"{V3}/profile/{bob.user_id}/avatar_url", {"avatar_url": "mxc://localhost/a"}
+    )
+    assert r.status == 200, r.body
+    assert search(alice, "new")["results"][0]["avatar_url"] == "mxc://localhost/a"
