@@ -13,7 +13,16 @@ drives both with the same aiohttp client load, one server at a time (alternating
 4. registration (UIA with ``m.login.dummy``: the 401 round trip and the dummy stage, as clients
    do it) and password login;
 5. resident memory (VmRSS of the server process from /proc): idle after startup, peak (VmHWM) and
-   after the load.
+   after the load;
+6. user-directory search on 10,000 users (``POST /user_directory/search``), on a second pair of
+   servers started for it, both with every local user searchable (Bastion's
+   ``user_directory_search_all_users``, Synapse's ``user_directory.search_all_users``): the users
+   are created with a display name through the Synapse admin API both servers serve
+   (``PUT /_synapse/admin/v2/users/{userId}``, no password, so no password hash: 10,000
+   registrations would take most of the run), by an admin made with each server's own tool
+   (``bastion admin create-user --admin``; Synapse's shared-secret ``/_synapse/admin/v1/register``).
+   Timed: a search for a number prefix that ten users' display names start a word with
+   ("person0123"), and a search for a first name 500 users have ("anna": ranked, limit 10).
 
 Bastion runs with its production password hashing (argon2id, time 3, memory 64 MiB, lanes 1 —
 the Config defaults); Synapse with its defaults (bcrypt, 12 rounds) and its generated log
@@ -29,7 +38,7 @@ line. Times are medians (or percentiles) over rounds; throughputs are medians of
 encrypted with SQLCipher, media files with a key each), so every figure is measured with it;
 ``bench/at_rest.py`` measures the same send and sync figures with it on and off in one run.
 
-Run: python bench/server.py [--quick] [--runs N] [--at-rest]
+Run: python bench/server.py [--quick] [--runs N] [--at-rest] [--only-directory]
 """
 
 from __future__ import annotations
@@ -38,8 +47,12 @@ import argparse
 import asyncio
 import atexit
 import contextlib
+import hashlib
+import hmac
 import json
 import os
+import random
+import secrets
 import shutil
 import signal
 import socket
@@ -530,11 +543,13 @@ class Plan:
     history_msgs: int
     initial_sync_rounds: int
     auth_rounds: int
+    directory_users: int = 10_000
+    directory_rounds: int = 50
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
         if quick:
-            return cls(100, 10, 20, 1, 20, 300, 3, 5)
+            return cls(100, 10, 20, 1, 20, 300, 3, 5, directory_rounds=20)
         return cls(500, 10, 200, 3, 100, 1000, 5, 20)
 
 
@@ -651,6 +666,149 @@ async def run(plan: Plan, work: Path, at_rest: bool = False) -> tuple[dict, dict
     return bastion.figures, synapse.figures
 
 
+# ----------------------------------------------------------------------------------------------
+# 6. User-directory search
+# ----------------------------------------------------------------------------------------------
+DIRECTORY_FIRST_NAMES = (
+    "Anna", "Bruno", "Chloe", "Dmitri", "Elena", "Farid", "Greta", "Hugo", "Ines", "Jonas",
+    "Kira", "Liam", "Mona", "Nils", "Olga", "Pavel", "Quinn", "Rosa", "Sven", "Tara",
+)  # fmt: skip
+
+
+def directory_name(i: int) -> str:
+    return f"{DIRECTORY_FIRST_NAMES[i % len(DIRECTORY_FIRST_NAMES)]} Person{i:05d}"
+
+
+async def bastion_admin_token(api: Api, server: Server, data: Path) -> User:
+    """An admin made with ``bastion admin create-user --admin`` (beside the running server),
+    logged in."""
+    subprocess.run(
+        [sys.executable, "-m", "bastion.cli", "admin", "create-user", "--data-dir", str(data),
+         "--admin", "--password", PASSWORD, "diradmin"],
+        check=True, cwd=data, stdout=subprocess.DEVNULL, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )  # fmt: skip
+    user_id = "@diradmin:localhost"
+    return User(user_id, await login(api, user_id))
+
+
+async def synapse_admin_token(api: Api, secret: str) -> User:
+    """An admin made with Synapse's shared-secret registration (``/_synapse/admin/v1/register``:
+    an HMAC-SHA1 over nonce, user, password and "admin")."""
+    _, first = await api.call("GET", "/_synapse/admin/v1/register")
+    nonce = first["nonce"]
+    mac = hmac.new(secret.encode(), digestmod=hashlib.sha1)
+    mac.update(f"{nonce}\0diradmin\0{PASSWORD}\0admin".encode())
+    body = {"nonce": nonce, "username": "diradmin", "password": PASSWORD, "admin": True,
+            "mac": mac.hexdigest()}  # fmt: skip
+    _, r = await api.call("POST", "/_synapse/admin/v1/register", body)
+    return User(r["user_id"], r["access_token"])
+
+
+async def populate_directory(api: Api, admin: User, n: int, budget_s: float) -> int:
+    """``n`` users with display names (``directory_name``), created through
+    ``PUT /_synapse/admin/v2/users/{userId}``, eight at a time; the count created."""
+    domain = admin.user_id.split(":", 1)[1]
+    next_i = 0
+    done = 0
+    deadline = time.monotonic() + budget_s
+
+    async def worker() -> None:
+        nonlocal next_i, done
+        while next_i < n and time.monotonic() < deadline:
+            i, next_i = next_i, next_i + 1
+            await api.call(
+                "PUT", f"/_synapse/admin/v2/users/@dir{i:05d}:{domain}",
+                {"displayname": directory_name(i)}, admin.token, ok=(200, 201),
+            )  # fmt: skip
+            done += 1
+
+    await asyncio.gather(*(worker() for _ in range(8)))
+    return done
+
+
+async def directory_search(api: Api, user: User, term: str) -> dict:
+    _, r = await api.call(
+        "POST", "/_matrix/client/v3/user_directory/search", {"search_term": term, "limit": 10},
+        user.token,
+    )  # fmt: skip
+    return r
+
+
+async def bench_directory(api: Api, user: User, n: int, rounds: int) -> dict:
+    """Median latency of the two searches (each round a different number prefix), once the
+    last user created is found (Synapse indexes its users in the background)."""
+    deadline = time.monotonic() + 300
+    last = f"person{n - 1:05d}"
+    while not (await directory_search(api, user, last))["results"]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{api.base}: the directory never listed {last}")
+        await asyncio.sleep(0.5)
+    rng = random.Random(11)
+    narrow: list[float] = []
+    broad: list[float] = []
+    found = {"narrow": 0, "broad": 0}
+    for _ in range(rounds):
+        term = f"person{rng.randrange(n // 10):04d}"  # the ten users ...N0 to ...N9
+        t = time.perf_counter()
+        r = await directory_search(api, user, term)
+        narrow.append(time.perf_counter() - t)
+        found["narrow"] += len(r["results"])
+        t = time.perf_counter()
+        r = await directory_search(api, user, "anna")
+        broad.append(time.perf_counter() - t)
+        found["broad"] += len(r["results"])
+    return {
+        "directory_users": n,
+        "directory_search_narrow_ms": statistics.median(narrow) * 1000,
+        "directory_search_broad_ms": statistics.median(broad) * 1000,
+        "directory_narrow_results_per_search": found["narrow"] / rounds,
+        "directory_broad_results_per_search": found["broad"] / rounds,
+    }
+
+
+async def run_directory(plan: Plan, work: Path) -> tuple[dict, dict]:
+    """Figure 6 on its own pair of servers (see the module's docstring)."""
+    work = work / "directory"
+    work.mkdir()
+    secret = secrets.token_hex(16)
+    syn_cfg, syn_port = prepare_synapse(
+        work, {"registration_shared_secret": secret,
+               "user_directory": {"enabled": True, "search_all_users": True}},
+    )  # fmt: skip
+    out: dict[str, dict] = {}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        bastion = spawn_bastion(
+            work, "bastion", "user_directory_search_all_users = true\n"
+            "[guard.rate_limits]\nenabled = false\n",
+        )  # fmt: skip
+        await wait_ready(session, bastion)
+        synapse = start_synapse(syn_cfg, syn_port)
+        await wait_ready(session, synapse)
+        admins = {
+            "bastion": await bastion_admin_token(Api(session, bastion), bastion, work / "bastion"),
+            "synapse": await synapse_admin_token(Api(session, synapse), secret),
+        }
+        for srv in (bastion, synapse):
+            api = Api(session, srv)
+            t = time.monotonic()
+            made = await populate_directory(api, admins[srv.name], plan.directory_users, 1200)
+            if made != plan.directory_users:
+                raise RuntimeError(f"{srv.name}: {made} of {plan.directory_users} users in time")
+            out[srv.name] = {"directory_populate_s": time.monotonic() - t}
+        for srv in (bastion, synapse):
+            api = Api(session, srv)
+            out[srv.name].update(
+                await bench_directory(
+                    api, admins[srv.name], plan.directory_users, plan.directory_rounds
+                )  # fmt: skip
+            )
+        for srv in (bastion, synapse):
+            stop_process(srv.proc)
+    return out["bastion"], out["synapse"]
+
+
 ROWS = [
     ("send_1_sender_msgs_per_s", "send, 1 sender (msg/s)", "up"),
     ("send_10_senders_msgs_per_s", "send, 10 senders in 1 room (msg/s)", "up"),
@@ -667,6 +825,8 @@ ROWS = [
     ("rss_peak_auth_mib", "RSS peak, figure 4 register/login (MiB)", "down"),
     ("rss_after_load_mib", "RSS after all load (MiB)", "down"),
     ("startup_s", "startup to first /versions (s)", "down"),
+    ("directory_search_narrow_ms", "user-directory search on 10,000 users, 10 hits (ms)", "down"),
+    ("directory_search_broad_ms", "user-directory search on 10,000 users, 500 hits (ms)", "down"),
 ]
 
 
@@ -677,48 +837,78 @@ def ratio_key(key: str, direction: str) -> str:
     return f"{base}_synapse_over_bastion"
 
 
+#: Goals: the ratios (each "how many times better than Synapse") and the least each must be.
+GOALS: dict[str, tuple[tuple[str, ...], float]] = {
+    "send_3x_synapse": (
+        ("send_1_sender_bastion_over_synapse", "send_10_senders_bastion_over_synapse"), 3
+    ),
+    "sync_wake_at_most_half_of_synapse": (
+        ("sync_wake_p50_synapse_over_bastion", "sync_wake_p95_synapse_over_bastion"), 2
+    ),
+    "memory_at_most_a_third_of_synapse": (
+        ("rss_idle_synapse_over_bastion", "rss_peak_msg_sync_load_synapse_over_bastion",
+         "rss_after_load_synapse_over_bastion"), 3,
+    ),
+    "user_directory_3x_synapse": (
+        ("directory_search_narrow_synapse_over_bastion",
+         "directory_search_broad_synapse_over_bastion"), 3,
+    ),
+}  # fmt: skip
+
+
 def report(b: dict, s: dict, plan: Plan, quick: bool, runs: int) -> dict:
+    """Print the table of the figures both servers have (all of them, or figure 6 alone with
+    ``--only-directory``) and the goals they decide; return the JSON summary."""
+    rows = [row for row in ROWS if row[0] in b and row[0] in s]
     ratios = {}
-    for key, _, direction in ROWS:
+    for key, _, direction in rows:
         num, den = (b[key], s[key]) if direction == "up" else (s[key], b[key])
         ratios[ratio_key(key, direction)] = num / den if den else None
     goals = {
-        "send_3x_synapse": min(
-            ratios["send_1_sender_bastion_over_synapse"],
-            ratios["send_10_senders_bastion_over_synapse"],
-        ) >= 3,
-        "sync_wake_at_most_half_of_synapse": min(
-            ratios["sync_wake_p50_synapse_over_bastion"],
-            ratios["sync_wake_p95_synapse_over_bastion"],
-        ) >= 2,
-        "memory_at_most_a_third_of_synapse": min(
-            ratios["rss_idle_synapse_over_bastion"],
-            ratios["rss_peak_msg_sync_load_synapse_over_bastion"],
-            ratios["rss_after_load_synapse_over_bastion"],
-        ) >= 3,
-    }  # fmt: skip
-    width = max(len(label) for _, label, _ in ROWS)
+        goal: min(ratios[k] or 0 for k in keys) >= least
+        for goal, (keys, least) in GOALS.items()
+        if all(k in ratios for k in keys)
+    }
+    width = max(len(label) for _, label, _ in rows)
     print(f"{'':<{width}}  {'Bastion':>10}  {'Synapse':>10}  ratio")
-    for key, label, direction in ROWS:
+    for key, label, direction in rows:
         r = ratios[ratio_key(key, direction)]
         what = "B/S" if direction == "up" else "S/B"
         print(f"{label:<{width}}  {b[key]:>10.1f}  {s[key]:>10.1f}  {r:6.2f}x ({what})")
-    print(
-        f"(sync wake rounds: {b['sync_wake_rounds']} / {s['sync_wake_rounds']}; history: "
-        f"{b['history_msgs']} / {s['history_msgs']} messages; throughput: median of "
-        f"{plan.throughput_repeats} repeats; every figure: median over {runs} whole run(s))"
-    )
-    print(
-        "Bastion: argon2id t=3 m=64MiB p=1 (production defaults). Synapse 1.163 defaults (bcrypt "
-        "12 rounds, generated log config) with rate limits raised to 1000/s, burst 1000: "
-        + ", ".join(RATE_LIMITED)
-        + ". Both on SQLite, 127.0.0.1, one client process (aiohttp)."
-    )
-    print(
-        "Reference: a bare aiohttp server (one JSON route) idles at "
-        f"{b['reference_bare_aiohttp_server_rss_idle_mib']:.1f} MiB RSS on this Python; a third "
-        f"of Synapse's idle RSS is {s['rss_idle_mib'] / 3:.1f} MiB."
-    )
+    if "sync_wake_rounds" in b:
+        print(
+            f"(sync wake rounds: {b['sync_wake_rounds']} / {s['sync_wake_rounds']}; history: "
+            f"{b['history_msgs']} / {s['history_msgs']} messages; throughput: median of "
+            f"{plan.throughput_repeats} repeats; every figure: median over {runs} whole run(s))"
+        )
+    if "directory_users" in b:
+        print(
+            f"(user directory: {b['directory_users']} / {s['directory_users']} users, created "
+            f"in {b['directory_populate_s']:.0f} / {s['directory_populate_s']:.0f} s; results "
+            f"per search, narrow {b['directory_narrow_results_per_search']:.1f} / "
+            f"{s['directory_narrow_results_per_search']:.1f}, broad "
+            f"{b['directory_broad_results_per_search']:.1f} / "
+            f"{s['directory_broad_results_per_search']:.1f}; median of {plan.directory_rounds} "
+            "searches each; every local user searchable on both)"
+        )
+    if "register_ms" in b:
+        print(
+            "Bastion: argon2id t=3 m=64MiB p=1 (production defaults). Synapse 1.163 defaults "
+            "(bcrypt 12 rounds, generated log config) with rate limits raised to 1000/s, burst "
+            "1000: " + ", ".join(RATE_LIMITED) + ". Both on SQLite, 127.0.0.1, one client process "
+            "(aiohttp)."
+        )
+    if "directory_users" in b:
+        print(
+            "Figure 6: Bastion with argon2's cheapest costs and its rate limits off, Synapse with "
+            "the same raised rate limits; every local user searchable on both; no password hashed."
+        )
+    if "reference_bare_aiohttp_server_rss_idle_mib" in b:
+        print(
+            "Reference: a bare aiohttp server (one JSON route) idles at "
+            f"{b['reference_bare_aiohttp_server_rss_idle_mib']:.1f} MiB RSS on this Python; a "
+            f"third of Synapse's idle RSS is {s['rss_idle_mib'] / 3:.1f} MiB."
+        )
     for goal, met in goals.items():
         print(f"goal {goal}: {'met' if met else 'MISSED'}")
 
@@ -760,6 +950,8 @@ def main() -> int:
         "medians (the machine may be shared; default 1)",
     )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the data directories")
+    parser.add_argument("--only-directory", action="store_true",
+                        help="figure 6 (user-directory search) alone")  # fmt: skip
     parser.add_argument("--at-rest", action="store_true",
                         help="Bastion with encryption at rest on (issue 10)")  # fmt: skip
     args = parser.parse_args()
@@ -770,7 +962,9 @@ def main() -> int:
     for i in range(args.runs):
         work = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
         try:
-            results.append(asyncio.run(run(plan, work, args.at_rest)))
+            b, s = ({}, {}) if args.only_directory else asyncio.run(run(plan, work, args.at_rest))
+            bd, sd = asyncio.run(run_directory(plan, work))
+            results.append(({**b, **bd}, {**s, **sd}))
         finally:
             _stop_all()
             if args.keep:

@@ -43,6 +43,10 @@ class Config:
     public_baseurl: str = ""
     #: Largest media upload, in bytes.
     max_upload_size: int = 50 * 1024 * 1024
+    #: The user directory (C-S API "User directory"): false = a user finds the users who share
+    #: a room with them or are joined to a public room (the spec's minimum); true = every local
+    #: account too. Deactivated accounts are never found.
+    user_directory_search_all_users: bool = False
     #: Argon2id parameters for password hashing (memory in KiB).
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536

@@ -52,6 +52,7 @@ from bastion.services.server_notices import ServerNotices
 from bastion.services.sync import SyncService
 from bastion.services.sync_api import SyncContributor
 from bastion.services.tags import RoomTags
+from bastion.services.user_directory import UserDirectory
 from bastion.signing_key import load_or_create_signing_key
 from bastion.storage.interface import Requester, Store
 from bastion.storage.sqlite.store import SqliteStore
@@ -80,6 +81,7 @@ CLIENT_API_MODULES = [
     "bastion.api.client.presence",
     "bastion.api.client.push_rules",
     "bastion.api.client.report_content",
+    "bastion.api.client.user_directory",
     "bastion.api.client.media",
     "bastion.api.client.keys",
     "bastion.api.client.to_device",
@@ -172,6 +174,8 @@ class HomeServer:
         self.admin_directory = AdminDirectory(self)
         #: Erasure on deactivation (issue 10, GDPR Art. 17).
         self.erasure = Erasure(self)
+        #: The user directory (C-S API "User directory").
+        self.user_directory = UserDirectory(self)
         #: What /sync gathers besides rooms (services/sync_api.py).
         self.sync_contributors: list[SyncContributor] = [
             self.account_data, self.typing, self.receipts, self.presence, self.e2ee,

@@ -51,3 +51,14 @@ def test_element_names_a_dm_invite_after_the_inviter(server, node):
     assert result["name"] == "Alice Liddell", result
     assert result["inviter_name"] == "Alice Liddell"
     assert result["dm_inviter"] == result["alice"]
+
+
+def test_element_finds_people_in_the_user_directory_and_starts_a_dm(server, node):
+    result = run_script(node, "element.mjs", "directory", server.base_url)
+    assert result["search"] == {
+        "limited": False,
+        "results": [{"user_id": result["alice"], "display_name": "Alice Liddell"}],
+    }
+    assert result["hidden"] == {"limited": False, "results": []}  # only in a private room
+    assert result["dm_inviter"] == result["bob"]
+    assert result["joined"] == sorted([result["alice"], result["bob"]])

@@ -9,6 +9,10 @@
 //   node element.mjs invite <baseUrl>
 //       alice (display name "Alice Liddell") opens a direct chat with bob; bob's client,
 //       syncing, names the invite from its invite_state: "Alice Liddell", not "Empty room".
+//   node element.mjs directory <baseUrl>
+//       Element's "Start chat" dialog: bob finds alice (display name "Alice Liddell", in a public
+//       room) through the user directory (searchUserDirectory), opens a direct chat with her,
+//       and she joins it; dave, only in a private room, is not found.
 //
 // Progress lines go to stdout as JSON objects; the last line is {"result": ...}.
 
@@ -148,11 +152,60 @@ async function invite(baseUrl) {
     }
 }
 
+async function directory(baseUrl) {
+    const tag = Date.now().toString(36);
+    const alice = client(baseUrl, (await register(baseUrl, `alice${tag}`)).creds);
+    const bob = client(baseUrl, (await register(baseUrl, `bob${tag}`)).creds);
+    const dave = client(baseUrl, (await register(baseUrl, `dave${tag}`)).creds);
+    await alice.setDisplayName("Alice Liddell");
+    await dave.setDisplayName("Dave Hidden");
+    await alice.createRoom({ preset: "public_chat", name: "Lobby" });
+    await dave.createRoom({ preset: "private_chat", name: "Dave's" });
+    // What Element's invite dialog sends as the user types.
+    const search = await bob.searchUserDirectory({ term: "alice lid", limit: 10 });
+    const hidden = await bob.searchUserDirectory({ term: "dave" });
+    const found = search.results.find((r) => r.display_name === "Alice Liddell");
+    if (!found) throw new Error(`alice not found: ${JSON.stringify(search)}`);
+    const prepared = new Promise((resolve, reject) => {
+        alice.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
+            if (state === "PREPARED" || state === "SYNCING") resolve();
+            if (state === "ERROR") reject(new Error(`sync error: ${data?.error}`));
+        });
+    });
+    await alice.startClient({ initialSyncLimit: 10, lazyLoadMembers: true });
+    await prepared;
+    try {
+        const { room_id: roomId } = await bob.createRoom({
+            preset: "trusted_private_chat",
+            is_direct: true,
+            invite: [found.user_id],
+        });
+        await until("the invite", () => {
+            const r = alice.getRoom(roomId);
+            return r && r.getMyMembership() === "invite";
+        });
+        await alice.joinRoom(roomId);
+        const members = await bob.getJoinedRoomMembers(roomId);
+        return {
+            ok: true,
+            search,
+            hidden,
+            alice: alice.getUserId(),
+            bob: bob.getUserId(),
+            dm_inviter: alice.getRoom(roomId)?.getDMInviter() ?? null,
+            joined: Object.keys(members.joined).sort(),
+        };
+    } finally {
+        alice.stopClient();
+    }
+}
+
 const [mode, baseUrl] = process.argv.slice(2);
 let result;
 try {
     if (mode === "startup") result = await startup(baseUrl);
     else if (mode === "invite") result = await invite(baseUrl);
+    else if (mode === "directory") result = await directory(baseUrl);
     else throw new Error(`unknown mode ${mode}`);
 } catch (e) {
     result = { ok: false, error: String(e?.stack || e), data: e?.data ?? null };

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, TypeVar
 
+from bastion.core.user_directory import DirectoryEntry
+
 T = TypeVar("T")
 
 #: An open write transaction, given to the function run by :meth:`Store.transaction`. Opaque
@@ -1105,6 +1107,20 @@ class RelationsStore(Protocol):
     ) -> list[tuple[str, str, str]]: ...  # fmt: skip
 
 
+class UserDirectoryStore(Protocol):
+    """Who a user may find in the user directory (C-S API "User directory";
+    storage/sqlite/user_directory.py)."""
+
+    def user_directory_local_version(self) -> tuple[int, ...]: ...
+    def user_directory_local_entries(self) -> list[DirectoryEntry]: ...
+    def user_directory_visible_local(
+        self, requester: str, user_ids: Sequence[str], all_local: bool
+    ) -> set[str]: ...
+    def user_directory_remote_candidates(
+        self, requester: str, words: Sequence[str], server_name: str
+    ) -> list[DirectoryEntry]: ...
+
+
 class Store(
     AccountsStore,
     RoomsStore,
@@ -1130,6 +1146,7 @@ class Store(
     ErasureStore,
     RelationsStore,
     OpenIdStore,
+    UserDirectoryStore,
     StreamsStore,
     Protocol,
 ):

@@ -45,6 +45,7 @@ from bastion.storage.sqlite import (
     retention,
     rooms,
     server_notices,
+    user_directory,
 )
 from bastion.storage.sqlite.accounts import RequesterCache
 from bastion.storage.sqlite.database import Database
@@ -55,7 +56,7 @@ T = TypeVar("T")
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
           federation_inbound, ledger, ledger_audit, guard_decisions, guard_limits, guard_login,
           guard_policy, server_notices, event_contents, audit, export, retention,
-          admin_directory, erasure, relations, openid)  # fmt: skip
+          admin_directory, erasure, relations, openid, user_directory)  # fmt: skip
 
 
 class SqliteStore(
@@ -83,6 +84,7 @@ class SqliteStore(
     erasure.ErasureStore,
     relations.RelationsStore,
     openid.OpenIdStore,
+    user_directory.UserDirectoryStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL", key: bytes | None = None) -> None:
         self.db = Database(path, synchronous, key)
