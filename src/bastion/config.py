@@ -14,6 +14,7 @@ from bastion.core.media import DEFAULT_THUMBNAIL_SIZES, ThumbnailSize, parse_thu
 from bastion.core.retention import RetentionConfig, parse_retention_config
 from bastion.core.room_versions import KNOWN_ROOM_VERSIONS
 from bastion.core.support import check_support
+from bastion.core.urls import valid_http_url
 
 if TYPE_CHECKING:
     from bastion.guard.config import GuardConfig
@@ -455,29 +456,6 @@ def _positive_seconds(value: object) -> bool:
         and not isinstance(value, bool)
         and 0 < value <= 86400
         and value == value  # not NaN
-    )
-
-
-def valid_http_url(url: str) -> bool:
-    """An absolute http(s) URL with a host, no credentials, no query and no fragment."""
-    from urllib.parse import urlsplit
-
-    if not url.isascii() or any(c.isspace() or ord(c) < 0x20 for c in url):
-        return False
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return False
-    return (
-        parts.scheme in ("http", "https")
-        and bool(parts.hostname)
-        and parts.username is None
-        and parts.password is None
-        and not parts.query
-        and not parts.fragment
-        and "@" not in parts.netloc
-        and (port is None or 0 < port < 65536)
     )
 
 

@@ -11,9 +11,9 @@ while this one is down) and ``email_address``. ``support_page`` is an http(s) UR
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from urllib.parse import urlsplit
 
 from bastion.core.identifiers import is_valid_namespaced_identifier, is_valid_user_id
+from bastion.core.urls import valid_http_url
 
 __all__ = ["SPEC_ROLES", "check_support", "support_answer"]
 
@@ -37,21 +37,8 @@ def _valid_email(value: object) -> bool:
 
 
 def _valid_page(value: object) -> bool:
-    if not isinstance(value, str) or not value or len(value) > MAX_URL:
-        return False
-    if not value.isascii() or any(c.isspace() or ord(c) < 0x20 for c in value):
-        return False
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError:
-        return False
     return (
-        parts.scheme in ("http", "https")
-        and bool(parts.hostname)
-        and parts.username is None
-        and parts.password is None
-        and (port is None or 0 < port < 65536)
+        isinstance(value, str) and 0 < len(value) <= MAX_URL and valid_http_url(value, query=True)
     )
 
 
