@@ -214,6 +214,18 @@ def _opens_with(path: Path, key: bytes, settings: tuple[str, ...]) -> int | None
         conn.close()
 
 
+def _history_is_served(data: Path, key_spec: str, alice: Client, room: str) -> None:
+    """A server on ``data`` with the key ``key_spec`` serves the room's history (the secret)."""
+    srv = ServerThread(data, at_rest_key=key_spec).start()
+    try:
+        r = Client(srv.base_url, alice.access_token).request(
+            "GET", f"{V3}/rooms/{room}/messages?dir=b"
+        )
+        assert r.status == 200 and SECRET in json.dumps(r.body)
+    finally:
+        srv.stop()
+
+
 def test_new_databases_use_the_current_format_and_legacy_ones_still_open(tmp_path, monkeypatch):
     """The format Bastion writes (HMAC-SHA256, 2 KiB pages) is what a new encrypted database
     has; a database in SQLCipher's default format (what earlier versions wrote) is still served,
@@ -253,14 +265,7 @@ def test_new_databases_use_the_current_format_and_legacy_ones_still_open(tmp_pat
     assert _opens_with(db, key, LEGACY_CIPHER_SETTINGS) == 4096
     assert _scan(data, SECRET.encode()) == []
 
-    srv = ServerThread(data, at_rest_key="env:BASTION_TEST_KEY").start()
-    try:
-        r = Client(srv.base_url, alice.access_token).request(
-            "GET", f"{V3}/rooms/{room}/messages?dir=b"
-        )
-        assert r.status == 200 and SECRET in json.dumps(r.body)
-    finally:
-        srv.stop()
+    _history_is_served(data, "env:BASTION_TEST_KEY", alice, room)
     (data / "bastion.toml").write_text('at_rest_key = "env:BASTION_TEST_KEY"\n')
     monkeypatch.setenv("BASTION_TEST_KEY_2", "cd" * 32)
     assert (
@@ -269,14 +274,7 @@ def test_new_databases_use_the_current_format_and_legacy_ones_still_open(tmp_pat
     )
     assert _opens_with(db, bytes.fromhex("cd" * 32), CIPHER_SETTINGS) == 2048
     assert _opens_with(db, bytes.fromhex("cd" * 32), LEGACY_CIPHER_SETTINGS) is None
-    srv = ServerThread(data, at_rest_key="env:BASTION_TEST_KEY_2").start()
-    try:
-        r = Client(srv.base_url, alice.access_token).request(
-            "GET", f"{V3}/rooms/{room}/messages?dir=b"
-        )
-        assert r.status == 200 and SECRET in json.dumps(r.body)
-    finally:
-        srv.stop()
+    _history_is_served(data, "env:BASTION_TEST_KEY_2", alice, room)
 
 
 def test_erasure_on_an_encrypted_server(tmp_path, capsys):
