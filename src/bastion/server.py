@@ -187,7 +187,7 @@ class HomeServer:
             fed = self.federation = Federation(self)
             self.rooms.remote = fed.membership
             self.rooms.engine.outbox = fed.sender
-            self.typing.room_edus = self.receipts.room_edus = fed.edus
+            self.typing.room_edus = self.receipts.room_edus = self.presence.room_edus = fed.edus
             self.e2ee.remote_devices = fed.device_lists
             self.e2ee.to_device_outbox = fed.edus
         #: The ledger (issue 8), or None when ``ledger_enabled`` is false (benchmarks): then the

@@ -302,3 +302,36 @@ def test_signing_key_update_across_servers(pair):
     assert r.body["self_signing_keys"][bob.user_id] == body["self_signing_key"]
     assert bob.user_id not in r.body["user_signing_keys"]
     assert a.hs.federation.device_lists.cache_is_current(bob.user_id)
+
+
+def test_presence_goes_to_the_servers_sharing_a_room(pair):
+    """A local user's presence change is sent as ``m.presence`` to the servers of the rooms
+    they are in (S-S API "Presence"), and only to those."""
+    a, b = pair
+    alice = Client(a.base_url).register()
+    bob = Client(b.base_url).register()
+    carol = Client(a.base_url).register()  # shares no room with anyone on B
+    shared_room(alice, bob)
+    _, bob_since = sync_until(bob, lambda s: True)
+    for user in (carol, alice):
+        r = user.request("PUT", f"{V3}/presence/{q(user.user_id)}/status",
+                         {"presence": "online", "status_msg": "at the desk"})  # fmt: skip
+        assert r.status == 200, r.body
+
+    def presence_of(s, user_id):
+        return [
+            e["content"] for x in s for e in x.get("presence", {}).get("events", [])
+            if e["sender"] == user_id
+        ]  # fmt: skip
+
+    got, bob_since = sync_until(bob, lambda s: presence_of(s, alice.user_id), bob_since)
+    seen = presence_of(got, alice.user_id)[-1]
+    assert seen["presence"] == "online" and seen["status_msg"] == "at the desk"
+    # A later change replaces it.
+    r = alice.request("PUT", f"{V3}/presence/{q(alice.user_id)}/status",
+                      {"presence": "unavailable", "status_msg": "away"})  # fmt: skip
+    assert r.status == 200, r.body
+    wait_for(lambda: on_server(b, lambda: b.hs.presence.content(alice.user_id))["presence"]
+             == "unavailable")  # fmt: skip
+    # carol shares no room with B's users: B never heard of her.
+    assert on_server(b, lambda: b.hs.presence.content(carol.user_id))["presence"] == "offline"

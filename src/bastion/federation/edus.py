@@ -278,6 +278,24 @@ class FederationEDUs(BackgroundService):
         for destination in self.servers_in_room(room_id):
             await send_edu(self.fed.sender, destination, "m.receipt", content, key=key)
 
+    def local_presence(self, user_id: str, rooms: set[str], content: dict) -> None:
+        """A local user's presence changed (S-S API "Presence"): an ``m.presence`` EDU to every
+        other server with a joined member in one of the user's ``rooms``, which is where the
+        spec says presence goes (users sharing a room). ``content``: the user's C-S presence
+        content (``presence``, ``last_active_ago``, ``currently_active``, ``status_msg``). An
+        unsent update is replaced by a newer one for the same user."""
+        if server_name_of(user_id) != self.hs.server_name:
+            return
+        push = {"user_id": user_id, **content}
+        destinations = sorted({d for room_id in rooms for d in self.servers_in_room(room_id)})
+        for destination in destinations:
+            self.spawn(
+                send_edu(
+                    self.fed.sender, destination, "m.presence", {"push": [push]},
+                    key=f"presence {user_id}",
+                )
+            )  # fmt: skip
+
     def send_to_device_in(
         self, conn: Txn, sender: str, event_type: str,
         remote: dict[str, dict[str, dict]],

@@ -272,6 +272,9 @@ class Presence(BackgroundService):
         self._state: dict[str, dict] = {}
         self._loaded = False
         self._idle_timers: dict[str, asyncio.TimerHandle] = {}
+        #: Where a local user's presence changes go out to the other servers (S-S API
+        #: "Presence"); None without federation.
+        self.room_edus: RoomEDUs | None = None
 
     def forget(self, user_id: str) -> None:
         """Drop what is kept in memory about a user (an erased account: its status message)."""
@@ -324,6 +327,8 @@ class Presence(BackgroundService):
 
         await store.transaction(fn)
         self._state[user_id] = state
+        if self.room_edus is not None and rooms:
+            self.room_edus.local_presence(user_id, rooms, self.content(user_id, state))
 
     def _arm_idle(self, user_id: str) -> None:
         self.cancel_timer(self._idle_timers.pop(user_id, None))

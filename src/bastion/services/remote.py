@@ -49,6 +49,8 @@ class RoomEDUs(Protocol):
         self, room_id: str, user_id: str, event_id: str, ts: int, thread_id: str | None
     ) -> None: ...
 
+    def local_presence(self, user_id: str, rooms: set[str], content: dict) -> None: ...
+
 
 class ToDeviceOutbox(Protocol):
     """To-device messages for remote users, queued in the write that accepts them."""
