@@ -82,6 +82,7 @@ CLIENT_API_MODULES = [
     "bastion.api.client.push_rules",
     "bastion.api.client.report_content",
     "bastion.api.client.user_directory",
+    "bastion.api.client.mutual_rooms",
     "bastion.api.client.media",
     "bastion.api.client.keys",
     "bastion.api.client.to_device",

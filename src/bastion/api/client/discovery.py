@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bastion.api.client.mutual_rooms import UNSTABLE_FEATURES as MUTUAL_ROOMS_FEATURES
 from bastion.api.http import Request, Router
 from bastion.core.support import support_answer
 from bastion.errors import not_found
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 #: - v1.13 and later are not listed until each of their additions is checked.
 SUPPORTED_VERSIONS = [f"v1.{minor}" for minor in range(1, 13)]
 
+#: ``unstable_features`` of ``/versions``: exactly the unstable features Bastion serves (a flag
+#: listed here switches the feature on in clients), each from the module that serves it.
+UNSTABLE_FEATURES: dict[str, bool] = dict.fromkeys(MUTUAL_ROOMS_FEATURES, True)
+
 
 def register(router: Router, hs: HomeServer) -> None:
     # Checked when the config is loaded; built once (a bad value stops the server starting).
@@ -50,7 +55,7 @@ def register(router: Router, hs: HomeServer) -> None:
     async def versions(req: Request) -> dict:
         """GET /_matrix/client/versions — C-S API "API Standards" (versions.yaml); authentication
         optional. See ``SUPPORTED_VERSIONS`` for why these versions."""
-        return {"versions": SUPPORTED_VERSIONS, "unstable_features": {}}
+        return {"versions": SUPPORTED_VERSIONS, "unstable_features": UNSTABLE_FEATURES}
 
     router.add("GET", "/.well-known/matrix/client", well_known, auth=False)
     router.add("GET", "/.well-known/matrix/support", well_known_support, auth=False)
