@@ -1,16 +1,19 @@
 """Space hierarchies (C-S API "Spaces", ``GET /v1/rooms/{roomId}/hierarchy``; S-S API "Spaces",
 ``GET /v1/hierarchy/{roomId}``).
 
-For a user (:meth:`SpaceHierarchy.client_page`): a depth-first walk of the ``m.space.child``
-events from the space (the order of :func:`bastion.core.space_hierarchy.order_children`),
+For a user (:meth:`SpaceHierarchy.client_page`): a depth-first walk (the spec's word, as Synapse
+walks) of the ``m.space.child`` events from the space (the order of :func:`bastion.core.space_hierarchy.order_children`),
 each room returned with its summary when the user may see it — the rules of
 :func:`bastion.core.room_summary.summary_visible`, the ones ``GET /v1/room_summary`` applies — and
 its children walked only then, and only below ``max_depth``. A room seen once is not walked
 again (loops in the space graph end there). A room this server is not in is asked of the servers
 of its ``via`` (at most :data:`MAX_VIA_TRIED` of them, through the federation's
 :class:`~bastion.services.remote.RemoteHierarchy`; at most :data:`MAX_REMOTE_CALLS` requests and
-:data:`REMOTE_BUDGET_S` seconds per page; an unreachable room is skipped). The answers are kept
-for :data:`REMOTE_CACHE_MS`, as the spec suggests.
+:data:`REMOTE_BUDGET_S` seconds per page; an unreachable room is skipped, a room the page has
+no budget left for is the next page's). The answers, checked and trimmed by
+:func:`bastion.core.space_hierarchy.sanitize_summary`, are kept for :data:`REMOTE_CACHE_MS`
+(at most :data:`REMOTE_CACHE_BYTES` of them), as the spec suggests; the children an answer
+describes are kept with it and not asked for again.
 
 Pagination: the rest of the walk is kept in memory under a random token (``next_batch``) for
 :data:`SESSION_TTL_MS`, bound to the user, the room, ``suggested_only`` and ``max_depth``; a
@@ -32,6 +35,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from bastion.core.identifiers import server_name_of
 from bastion.core.room_summary import allowed_room_ids, summary_visible
@@ -67,15 +72,18 @@ MAX_REMOTE_CALLS = 10
 REMOTE_BUDGET_S = 20.0
 #: One federation request's timeout.
 REMOTE_TIMEOUT_S = 10.0
-#: The ``via`` servers of one room asked, at most.
+#: The ``via`` servers of one room asked, at most (this server may be among those kept).
 MAX_VIA_TRIED = 3
+VIA_KEPT = MAX_VIA_TRIED + 1
 #: How long another server's answer is kept, and how many are.
 REMOTE_CACHE_MS = 60_000
-MAX_REMOTE_CACHE = 500
+REMOTE_CACHE_BYTES = 16 * 1024 * 1024
 #: How long a pagination token lives, how many live at once, and how many per user.
 SESSION_TTL_MS = 5 * 60_000
-MAX_SESSIONS = 1000
-MAX_SESSIONS_PER_USER = 20
+MAX_SESSIONS = 200
+MAX_SESSIONS_PER_USER = 5
+#: The rooms waiting in one walk, at most (children beyond are not walked).
+MAX_STACK = 2000
 
 
 @dataclass(frozen=True)
@@ -89,18 +97,16 @@ class _Entry:
 
 @dataclass
 class _Walk:
-    """Where a walk stands: the rooms still to visit (a stack: the next is the last), the rooms
-    visited, and the summaries other servers gave of rooms not yet visited (None: a room the
-    answering server said this server may not see)."""
+    """Where a walk stands: the rooms still to visit (a stack: the next is the last, at most
+    :data:`MAX_STACK`) and the rooms visited."""
 
     params: tuple[str, str, bool, int]
     stack: list[_Entry]
     seen: set[str] = field(default_factory=set)
-    known: dict[str, dict | None] = field(default_factory=dict)
     expires_ms: int = 0
 
     def copy(self) -> _Walk:
-        return _Walk(self.params, list(self.stack), set(self.seen), dict(self.known))
+        return _Walk(self.params, list(self.stack), set(self.seen))
 
 
 @dataclass
@@ -121,7 +127,11 @@ class SpaceHierarchy:
         #: Set at wiring time when federation is on.
         self.remote: RemoteHierarchy | None = None
         self._sessions: OrderedDict[str, _Walk] = OrderedDict()
-        self._remote_cache: OrderedDict[tuple[str, bool], tuple[int, dict | None]] = OrderedDict()
+        #: Other servers' summaries: (room ID, suggested_only) -> (expiry, summary, size).
+        self._remote_cache: OrderedDict[tuple[str, bool], tuple[int, dict | None, int]] = (
+            OrderedDict()
+        )
+        self._remote_cache_bytes = 0
 
     # -- local rooms ----------------------------------------------------------------------------
     def _local_room(self, room_id: str) -> _LocalRoom | None:
@@ -224,18 +234,34 @@ class SpaceHierarchy:
         }
 
     # -- other servers' rooms -------------------------------------------------------------------
+    def _cached(self, room_id: str, suggested_only: bool) -> tuple[bool, dict | None]:
+        """(found, summary) from the cache of other servers' answers (None: a room they would
+        not or could not describe)."""
+        entry = self._remote_cache.get((room_id, suggested_only))
+        if entry is None or entry[0] <= self.now_ms():
+            return False, None
+        return True, entry[1]
+
+    def _cache(self, room_id: str, suggested_only: bool, summary: dict | None) -> None:
+        key = (room_id, suggested_only)
+        old = self._remote_cache.pop(key, None)
+        if old is not None:
+            self._remote_cache_bytes -= old[2]
+        size = 200 + (len(orjson.dumps(summary)) if summary is not None else 0)
+        self._remote_cache[key] = (self.now_ms() + REMOTE_CACHE_MS, summary, size)
+        self._remote_cache_bytes += size
+        while self._remote_cache_bytes > REMOTE_CACHE_BYTES and self._remote_cache:
+            self._remote_cache_bytes -= self._remote_cache.popitem(last=False)[1][2]
+
     async def _ask_remote(
         self, entry: _Entry, suggested_only: bool, budget: _Budget
     ) -> dict | None:
-        """Another server's answer about ``entry``'s room (from the cache when recent)."""
-        key = (entry.room_id, suggested_only)
-        now = self.now_ms()
-        cached = self._remote_cache.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        """The summary another server gives of ``entry``'s room (checked and trimmed), None
+        when none would; what the answer says of the room's children is cached too."""
         if self.remote is None:
             return None
         answer: dict | None = None
+        summary: dict | None = None
         tried = 0
         for server in entry.via:
             if server == self.server_name or tried == MAX_VIA_TRIED:
@@ -245,33 +271,35 @@ class SpaceHierarchy:
                 return None  # out of budget: not cached, a later page may ask
             tried += 1
             body = await self.remote.room_hierarchy(server, entry.room_id, suggested_only, timeout)
-            if isinstance(body, dict) and sanitize_summary(body.get("room"), entry.room_id):
+            summary = sanitize_summary(body.get("room"), entry.room_id) if body else None
+            if summary is not None:
                 answer = body
                 break
-        self._remote_cache[key] = (self.now_ms() + REMOTE_CACHE_MS, answer)
-        self._remote_cache.move_to_end(key)
-        while len(self._remote_cache) > MAX_REMOTE_CACHE:
-            self._remote_cache.popitem(last=False)
-        return answer
+        self._cache(entry.room_id, suggested_only, summary)
+        if answer is not None and summary is not None:
+            self._learn(answer, summary, suggested_only)
+        return summary
 
-    @staticmethod
-    def _learn(walk: _Walk, answer: dict, summary: dict) -> None:
-        """Keep what a remote answer says of the room's children (only its listed children)."""
+    def _learn(self, answer: dict, summary: dict, suggested_only: bool) -> None:
+        """Cache what an answer says of the room's children (only of its listed children: a
+        server describes no other rooms through it)."""
         listed = {c["state_key"] for c in summary["children_state"]}
         children = answer.get("children")
         for child in children[: MAX_CHILDREN * 2] if isinstance(children, list) else []:
             clean = sanitize_summary(child)
-            if clean is None or clean["room_id"] not in listed or clean["room_id"] in walk.known:
+            if clean is None or clean["room_id"] not in listed:
                 continue
             if clean.get("room_type") == "m.space" and not (
                 isinstance(child, dict) and "children_state" in child
             ):
-                continue  # a space whose children were not given: ask for it when reached
-            walk.known[clean["room_id"]] = clean
+                continue  # a space whose children were not given: asked for when reached
+            listed.discard(clean["room_id"])
+            self._cache(clean["room_id"], suggested_only, clean)
         hidden = answer.get("inaccessible_children")
         for rid in hidden[: MAX_CHILDREN * 2] if isinstance(hidden, list) else []:
             if isinstance(rid, str) and rid in listed:
-                walk.known.setdefault(rid, None)
+                listed.discard(rid)
+                self._cache(rid, suggested_only, None)
 
     def _user_may_see_remote(self, summary: dict, user_id: str) -> bool:
         rooms = self.rooms
@@ -329,12 +357,11 @@ class SpaceHierarchy:
             entry = walk.stack.pop()
             if entry.room_id in walk.seen:
                 continue
-            summary = await self._summary_for(walk, entry, user_id, suggested_only, budget)
+            summary = await self._summary_for(entry, user_id, suggested_only, budget)
             if summary is _RETRY:
                 walk.stack.append(entry)  # out of remote budget: the next page asks
                 break
             walk.seen.add(entry.room_id)
-            walk.known.pop(entry.room_id, None)
             if summary is None:
                 continue
             assert isinstance(summary, dict)
@@ -344,9 +371,9 @@ class SpaceHierarchy:
             if entry.depth >= max_depth:
                 continue
             for child in reversed(children):
-                if child["state_key"] not in walk.seen:
+                if child["state_key"] not in walk.seen and len(walk.stack) < MAX_STACK:
                     walk.stack.append(_Entry(
-                        child["state_key"], tuple(child_via(child["content"])), entry.depth + 1
+                        child["state_key"], tuple(child_via(child["content"])[:VIA_KEPT]), entry.depth + 1
                     ))  # fmt: skip
         body: dict[str, Any] = {"rooms": out}
         if walk.stack and len(walk.seen) < MAX_WALK_ROOMS:
@@ -354,7 +381,7 @@ class SpaceHierarchy:
         return body
 
     async def _summary_for(
-        self, walk: _Walk, entry: _Entry, user_id: str, suggested_only: bool, budget: _Budget
+        self, entry: _Entry, user_id: str, suggested_only: bool, budget: _Budget
     ) -> dict | None | object:
         """The room's summary with ``children_state`` when the user may see it; None when it is
         hidden or unknown; :data:`_RETRY` when it needs a federation request the page has no
@@ -365,19 +392,11 @@ class SpaceHierarchy:
             if not self._user_may_see(local, rid, user_id):
                 return None
             return {**local.summary, "children_state": local.children}
-        if rid in walk.known:
-            summary = walk.known[rid]
-        else:
-            if not budget.left() and self.remote is not None:
-                cached = self._remote_cache.get((rid, suggested_only))
-                if cached is None or cached[0] <= self.now_ms():
-                    return _RETRY
-            answer = await self._ask_remote(entry, suggested_only, budget)
-            if answer is None:
-                return None
-            summary = sanitize_summary(answer.get("room"), rid)
-            if summary is not None:
-                self._learn(walk, answer, summary)
+        found, summary = self._cached(rid, suggested_only)
+        if not found:
+            if self.remote is not None and not budget.left():
+                return _RETRY
+            summary = await self._ask_remote(entry, suggested_only, budget)
         if summary is None or not self._user_may_see_remote(summary, user_id):
             return None
         if summary.get("room_type") != "m.space":

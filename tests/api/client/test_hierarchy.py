@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import urllib.parse
 
+from tests.support.guard import exempt
 from tests.support.harness import Client
 
 V3 = "/_matrix/client/v3"
@@ -223,3 +224,101 @@ def test_parameters(server):
     assert ids(hierarchy(alice, space, limit=str(10**18), max_depth=str(10**18))) == [space]
     r = alice.request("GET", f"/_matrix/client/v1/rooms/{q(space)}/hierarchy", token=None)
     assert r.status == 401
+
+
+class FakeRemote:
+    """Stands for the federation (services.remote.RemoteHierarchy): canned answers by room."""
+
+    def __init__(self, answers: dict[str, object]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, str, bool]] = []
+
+    async def room_hierarchy(self, server, room_id, suggested_only, timeout):
+        assert 0 < timeout <= 10
+        self.calls.append((server, room_id, suggested_only))
+        return self.answers.get(room_id)
+
+
+def remote_summary(room_id: str, **fields) -> dict:
+    return {"room_id": room_id, "num_joined_members": 3, "world_readable": False,
+            "guest_can_join": False, "join_rule": "public", **fields}  # fmt: skip
+
+
+def remote_child(room_id: str, order: str = "") -> dict:
+    content = {"via": ["remote.example"], **({"order": order} if order else {})}
+    return {"type": "m.space.child", "state_key": room_id, "content": content,
+            "sender": "@x:remote.example", "origin_server_ts": 1}  # fmt: skip
+
+
+def test_remote_rooms_checked_filtered_and_cached(server):
+    alice = Client(server.base_url).register()
+    bob = Client(server.base_url).register()
+    space = create(alice, space=True, preset="public_chat")
+    club = create(alice, preset="public_chat")
+    rspace, pub, restricted, hidden = (
+        "!rspace:remote.example", "!pub:remote.example", "!restr:remote.example",
+        "!hidden:remote.example",
+    )  # fmt: skip
+    fake = FakeRemote({
+        rspace: {
+            "room": remote_summary(rspace, room_type="m.space", name="Remote space",
+                                   children_state=[remote_child(pub, "1"),
+                                                   remote_child(restricted, "2"),
+                                                   remote_child(hidden, "3")]),
+            "children": [remote_summary(pub, name="Pub", secret="dropped"),
+                         remote_summary(restricted, join_rule="restricted",
+                                        allowed_room_ids=[club]),
+                         remote_summary("!unlisted:remote.example")],
+            "inaccessible_children": [hidden],
+        },
+        # A hostile answer: another room's summary.
+        "!liar:remote.example": {"room": remote_summary("!other:remote.example"),
+                                 "children": [], "inaccessible_children": []},
+        # Not JSON objects where they should be.
+        "!junk:remote.example": {"room": [1, 2], "children": "x"},
+    })  # fmt: skip
+    server.hs.space_hierarchy.remote = fake
+    add_child(alice, space, rspace, via=["remote.example", "localhost"], order="1")
+    add_child(alice, space, "!liar:remote.example", via=["remote.example"], order="2")
+    add_child(alice, space, "!junk:remote.example", via=["remote.example"], order="3")
+    r = hierarchy(bob, space)
+    assert ids(r) == [space, rspace, pub]  # bob is not in the room the restricted one allows
+    rooms = r.body["rooms"]
+    assert rooms[1]["name"] == "Remote space" and rooms[1]["num_joined_members"] == 3
+    assert [c["state_key"] for c in rooms[1]["children_state"]] == [pub, restricted, hidden]
+    assert rooms[2] == {**remote_summary(pub, name="Pub"), "children_state": []}
+    # The children came with the space's answer: one request per room asked, never this server.
+    assert sorted(room for _, room, _ in fake.calls) == sorted(
+        [rspace, "!liar:remote.example", "!junk:remote.example"]
+    )
+    assert {server_name for server_name, _, _ in fake.calls} == {"remote.example"}
+    # Cached: asking again makes no request; suggested_only is another question.
+    fake.calls.clear()
+    assert ids(hierarchy(bob, space)) == [space, rspace, pub]
+    assert fake.calls == []
+    # A user joined to the room the restricted one allows sees it.
+    assert ids(hierarchy(alice, space)) == [space, rspace, pub, restricted]
+    assert bob.request("POST", f"{V3}/join/{q(club)}", {}).status == 200
+    assert ids(hierarchy(bob, space)) == [space, rspace, pub, restricted]
+    assert fake.calls == []
+    assert ids(hierarchy(bob, space, suggested_only="true")) == [space]
+
+
+def test_remote_requests_per_page_are_bounded(server):
+    alice = Client(server.base_url).register()
+    space = create(alice, space=True, preset="public_chat")
+    exempt(server, alice)
+    remote_ids = [f"!r{i:02d}:remote.example" for i in range(25)]
+    fake = FakeRemote({rid: {"room": remote_summary(rid), "children": [],
+                             "inaccessible_children": []} for rid in remote_ids})  # fmt: skip
+    server.hs.space_hierarchy.remote = fake
+    for i, rid in enumerate(remote_ids):
+        add_child(alice, space, rid, via=["remote.example"], order=f"{i:02d}")
+    r = hierarchy(alice, space)
+    assert ids(r) == [space] + remote_ids[:10] and len(fake.calls) == 10
+    token = r.body["next_batch"]
+    r = hierarchy(alice, space, **{"from": token})
+    assert ids(r) == remote_ids[10:20] and len(fake.calls) == 20
+    r = hierarchy(alice, space, **{"from": r.body["next_batch"]})
+    assert ids(r) == remote_ids[20:] and "next_batch" not in r.body
+    assert len(fake.calls) == 25
