@@ -2,18 +2,21 @@
 ``GET /v1/hierarchy/{roomId}``).
 
 For a user (:meth:`SpaceHierarchy.client_page`): a depth-first walk (the spec's word, as Synapse
-walks) of the ``m.space.child`` events from the space (the order of :func:`bastion.core.space_hierarchy.order_children`),
-each room returned with its summary when the user may see it — the rules of
-:func:`bastion.core.room_summary.summary_visible`, the ones ``GET /v1/room_summary`` applies — and
-its children walked only then, and only below ``max_depth``. A room seen once is not walked
-again (loops in the space graph end there). A room this server is not in is asked of the servers
-of its ``via`` (at most :data:`MAX_VIA_TRIED` of them, through the federation's
-:class:`~bastion.services.remote.RemoteHierarchy`; at most :data:`MAX_REMOTE_CALLS` requests and
-:data:`REMOTE_BUDGET_S` seconds per page; an unreachable room is skipped, a room the page has
-no budget left for is the next page's). The answers, checked and trimmed by
-:func:`bastion.core.space_hierarchy.sanitize_summary`, are kept for :data:`REMOTE_CACHE_MS`
-(at most :data:`REMOTE_CACHE_BYTES` of them), as the spec suggests; the children an answer
-describes are kept with it and not asked for again.
+walks) of the ``m.space.child`` events from the space, in the order of
+:func:`bastion.core.space_hierarchy.order_children`; each room returned with its summary when
+the user may see it — the rules of :func:`bastion.core.room_summary.summary_visible`, the ones
+``GET /v1/room_summary`` applies — and its children walked only then, and only below
+``max_depth``. A room seen once is not walked again (loops in the space graph end there).
+
+A room this server is not in is asked of the servers of its ``via`` (at most
+:data:`MAX_VIA_TRIED` of them, through the federation's
+:class:`~bastion.services.remote.RemoteHierarchy`): at most :data:`MAX_REMOTE_CALLS` requests
+and :data:`REMOTE_BUDGET_S` seconds per page, :data:`REMOTE_PER_USER_RATE` a second per user. An
+unreachable room is skipped; a room the page has no budget left for is the next page's. The
+answers, checked and trimmed by :func:`bastion.core.space_hierarchy.sanitize_summary`, are kept
+for :data:`REMOTE_CACHE_MS` (at most :data:`REMOTE_CACHE_BYTES` of them), as the spec suggests;
+the children an answer describes are kept with it and not asked for again. The user sees a
+remote room under the same rules, on the join rule and ``world_readable`` the answer gives.
 
 Pagination: the rest of the walk is kept in memory under a random token (``next_batch``) for
 :data:`SESSION_TTL_MS`, bound to the user, the room, ``suggested_only`` and ``max_depth``; a
@@ -39,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from bastion.core.identifiers import server_name_of
+from bastion.core.rate_limit import TokenBuckets
 from bastion.core.room_summary import allowed_room_ids, summary_visible
 from bastion.core.room_versions import get_room_version
 from bastion.core.space_hierarchy import (
@@ -70,6 +74,9 @@ MAX_ALLOWED_ROOMS = 50
 #: Federation requests made for one page, at most, and the time they may take together.
 MAX_REMOTE_CALLS = 10
 REMOTE_BUDGET_S = 20.0
+#: The federation requests of one user's walks: per second, and at most at once.
+REMOTE_PER_USER_RATE = 0.5
+REMOTE_PER_USER_BURST = 30
 #: One federation request's timeout.
 REMOTE_TIMEOUT_S = 10.0
 #: The ``via`` servers of one room asked, at most (this server may be among those kept).
@@ -132,6 +139,9 @@ class SpaceHierarchy:
             OrderedDict()
         )
         self._remote_cache_bytes = 0
+        #: The federation requests each user's walks may make (a space of made-up children
+        #: would otherwise turn each page into requests to whatever server its via names).
+        self._remote_buckets = TokenBuckets(REMOTE_PER_USER_RATE, REMOTE_PER_USER_BURST, 10_000)
 
     # -- local rooms ----------------------------------------------------------------------------
     def _local_room(self, room_id: str) -> _LocalRoom | None:
@@ -255,9 +265,10 @@ class SpaceHierarchy:
 
     async def _ask_remote(
         self, entry: _Entry, suggested_only: bool, budget: _Budget
-    ) -> dict | None:
+    ) -> dict | None | object:
         """The summary another server gives of ``entry``'s room (checked and trimmed), None
-        when none would; what the answer says of the room's children is cached too."""
+        when none would, :data:`_RETRY` when no request could be made for want of budget; what
+        the answer says of the room's children is cached too."""
         if self.remote is None:
             return None
         answer: dict | None = None
@@ -268,7 +279,9 @@ class SpaceHierarchy:
                 continue
             timeout = budget.take()
             if timeout is None:
-                return None  # out of budget: not cached, a later page may ask
+                if tried == 0:
+                    return _RETRY  # not cached: a later page asks
+                break
             tried += 1
             body = await self.remote.room_hierarchy(server, entry.room_id, suggested_only, timeout)
             summary = sanitize_summary(body.get("room"), entry.room_id) if body else None
@@ -351,7 +364,7 @@ class SpaceHierarchy:
             if root is None or not self._user_may_see(root, room_id, user_id):
                 raise forbidden("You are not allowed to view this room.")
             walk = _Walk(params, [_Entry(room_id, (), 0)])
-        budget = _Budget()
+        budget = _Budget(lambda: self._remote_buckets.take(user_id, time.monotonic()) == 0)
         out: list[dict[str, Any]] = []
         while walk.stack and len(out) < limit and len(walk.seen) < MAX_WALK_ROOMS:
             entry = walk.stack.pop()
@@ -372,9 +385,8 @@ class SpaceHierarchy:
                 continue
             for child in reversed(children):
                 if child["state_key"] not in walk.seen and len(walk.stack) < MAX_STACK:
-                    walk.stack.append(_Entry(
-                        child["state_key"], tuple(child_via(child["content"])[:VIA_KEPT]), entry.depth + 1
-                    ))  # fmt: skip
+                    via = tuple(child_via(child["content"])[:VIA_KEPT])
+                    walk.stack.append(_Entry(child["state_key"], via, entry.depth + 1))
         body: dict[str, Any] = {"rooms": out}
         if walk.stack and len(walk.seen) < MAX_WALK_ROOMS:
             body["next_batch"] = self._keep_session(walk)
@@ -394,9 +406,10 @@ class SpaceHierarchy:
             return {**local.summary, "children_state": local.children}
         found, summary = self._cached(rid, suggested_only)
         if not found:
-            if self.remote is not None and not budget.left():
+            asked = await self._ask_remote(entry, suggested_only, budget)
+            if asked is _RETRY:
                 return _RETRY
-            summary = await self._ask_remote(entry, suggested_only, budget)
+            summary = asked if isinstance(asked, dict) else None
         if summary is None or not self._user_may_see_remote(summary, user_id):
             return None
         if summary.get("room_type") != "m.space":
@@ -409,18 +422,17 @@ _RETRY = object()
 
 
 class _Budget:
-    """The federation requests one page may still make, and the time they may still take."""
+    """The federation requests one page may still make (the user's own allowance permitting),
+    and the time they may still take."""
 
-    def __init__(self) -> None:
+    def __init__(self, user_allows: Callable[[], bool]) -> None:
         self.calls = MAX_REMOTE_CALLS
         self.deadline = time.monotonic() + REMOTE_BUDGET_S
-
-    def left(self) -> bool:
-        return self.calls > 0 and self.deadline - time.monotonic() > 0.5
+        self.user_allows = user_allows
 
     def take(self) -> float | None:
         """The timeout of one more request, or None when the page has no budget left."""
-        if not self.left():
+        if self.calls <= 0 or self.deadline - time.monotonic() <= 0.5 or not self.user_allows():
             return None
         self.calls -= 1
         return min(REMOTE_TIMEOUT_S, self.deadline - time.monotonic())

@@ -322,3 +322,33 @@ def test_remote_requests_per_page_are_bounded(server):
     r = hierarchy(alice, space, **{"from": r.body["next_batch"]})
     assert ids(r) == remote_ids[20:] and "next_batch" not in r.body
     assert len(fake.calls) == 25
+
+
+def test_remote_requests_per_user_are_bounded(server):
+    alice = Client(server.base_url).register()
+    bob = Client(server.base_url).register()
+    exempt(server, alice)
+    exempt(server, bob)
+
+    def remote_space(owner: Client, prefix: str, n: int) -> tuple[str, list[str]]:
+        space = create(owner, space=True, preset="public_chat")
+        children = [f"!{prefix}{i:02d}:remote.example" for i in range(n)]
+        for i, rid in enumerate(children):
+            add_child(owner, space, rid, via=["remote.example"], order=f"{i:02d}")
+        return space, children
+
+    space_a, children_a = remote_space(alice, "a", 40)
+    space_b, children_b = remote_space(bob, "b", 10)
+    fake = FakeRemote({rid: {"room": remote_summary(rid), "children": [],
+                             "inaccessible_children": []} for rid in children_a + children_b})  # fmt: skip
+    server.hs.space_hierarchy.remote = fake
+    seen, token = [], None
+    for _ in range(3):  # 30 requests: alice's allowance at once
+        r = hierarchy(alice, space_a, **({"from": token} if token else {}))
+        seen += ids(r)
+        token = r.body["next_batch"]
+    assert seen == [space_a] + children_a[:30] and len(fake.calls) == 30
+    r = hierarchy(alice, space_a, **{"from": token})
+    assert len(ids(r)) < 10 and "next_batch" in r.body  # the rest waits for later pages
+    # Another user's allowance is their own.
+    assert ids(hierarchy(bob, space_b)) == [space_b] + children_b
