@@ -49,6 +49,7 @@ from bastion.services.reporting import Reporting
 from bastion.services.retention import RetentionService
 from bastion.services.rooms import RoomService
 from bastion.services.server_notices import ServerNotices
+from bastion.services.space_hierarchy import SpaceHierarchy
 from bastion.services.sync import SyncService
 from bastion.services.sync_api import SyncContributor
 from bastion.services.tags import RoomTags
@@ -90,6 +91,7 @@ CLIENT_API_MODULES = [
     "bastion.api.client.voip",
     "bastion.api.client.openid",  # issue 11: OpenID tokens for widgets
     "bastion.api.client.room_summary",  # issue 11: GET /v1/room_summary (local rooms)
+    "bastion.api.client.spaces",  # issue 11: GET /v1/rooms/{roomId}/hierarchy
     "bastion.api.client.export",
     "bastion.api.client.relations",
     "bastion.api.bastion_admin.export",
@@ -109,6 +111,7 @@ FEDERATION_API_MODULES = [
     "bastion.api.federation.events",
     "bastion.api.federation.membership",
     "bastion.api.federation.openid",  # issue 11: OpenID userinfo (not X-Matrix authenticated)
+    "bastion.api.federation.space_hierarchy",  # issue 11: GET /v1/hierarchy/{roomId}
 ]
 
 #: The guard's admin API (/_bastion/admin/v1/guard/...) and metrics, one module per part.
@@ -177,6 +180,8 @@ class HomeServer:
         self.erasure = Erasure(self)
         #: The user directory (C-S API "User directory").
         self.user_directory = UserDirectory(self)
+        #: Space hierarchies (C-S and S-S API "Spaces").
+        self.space_hierarchy = SpaceHierarchy(self.rooms, self.now_ms)
         #: What /sync gathers besides rooms (services/sync_api.py).
         self.sync_contributors: list[SyncContributor] = [
             self.account_data, self.typing, self.receipts, self.presence, self.e2ee,
@@ -191,6 +196,7 @@ class HomeServer:
             self.typing.room_edus = self.receipts.room_edus = self.presence.room_edus = fed.edus
             self.e2ee.remote_devices = fed.device_lists
             self.e2ee.to_device_outbox = fed.edus
+            self.space_hierarchy.remote = fed.hierarchy
         #: The ledger (issue 8), or None when ``ledger_enabled`` is false (benchmarks): then the
         #: store appends no leaves either.
         self.ledger: LedgerService | None = LedgerService(self) if config.ledger_enabled else None

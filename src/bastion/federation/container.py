@@ -18,6 +18,7 @@ from bastion.federation.acl import FederationACL
 from bastion.federation.client import FederationClient
 from bastion.federation.device_lists import DeviceLists
 from bastion.federation.edus import FederationEDUs
+from bastion.federation.hierarchy import FederationHierarchy
 from bastion.federation.keyring import Keyring
 from bastion.federation.membership import FederationMembership
 from bastion.federation.pdu import FederationEventHandler
@@ -75,3 +76,5 @@ class Federation:
         self.device_lists = DeviceLists(hs, self)
         self.edus = FederationEDUs(hs, self)  # registers its EDU handlers
         self.queries = FederationQueries(hs, self.client)
+        #: Space hierarchies asked of other servers (S-S API "Spaces").
+        self.hierarchy = FederationHierarchy(self.client)

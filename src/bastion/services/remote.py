@@ -74,3 +74,14 @@ class RemoteDevices(Protocol):
     async def query_remote(self, wanted: dict[str, list[str]], timeout: float) -> dict: ...
 
     async def claim_remote(self, wanted: dict[str, dict[str, str]], timeout: float) -> dict: ...
+
+
+class RemoteHierarchy(Protocol):
+    """Space hierarchies of rooms this server is not in (S-S API "Spaces")."""
+
+    async def room_hierarchy(
+        self, server: str, room_id: str, suggested_only: bool, timeout: float
+    ) -> dict | None:
+        """``GET /_matrix/federation/v1/hierarchy/{roomId}`` on ``server``: its answer, or None
+        when it could not be had (unreachable, refused, an error, not JSON, too slow)."""
+        ...
