@@ -12,11 +12,13 @@ old room, the canonical alias removed from it, and its power levels restricted.
 
 Members: the spec invites nobody (Synapse neither; Element offers to invite). A member of an
 invite-only room could then not follow the tombstone, so when the new room's join rule is not
-``public`` the old room's local joined and invited members are invited (local users only:
-inviting remote users needs their servers' countersignatures, one network round trip each).
+``public`` the old room's joined and invited members are invited: local ones in the new room's
+batch, remote ones (at most :data:`MAX_REMOTE_INVITES`, after the tombstone) one by one through
+the ordinary invite path, each countersigned by the invitee's server outside the room's lock; a
+refused remote invite is logged and does not undo the upgrade.
 
-No room lock is held across a network call: the new room is one batch in one write, and each
-old-room event one append of the room engine.
+No room lock is held across a network call: the new room is one batch in one write, each
+old-room event one append of the room engine, each remote invite countersigned outside the lock.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ log = logging.getLogger("bastion.rooms")
 MAX_ADDITIONAL_CREATORS = 100
 
 TOMBSTONE_BODY = "This room has been replaced"
+
+#: At most this many remote members of a non-public room are invited to its replacement.
+MAX_REMOTE_INVITES = 50
 
 
 class RoomUpgrader:
@@ -174,12 +179,13 @@ class RoomUpgrader:
         after += [("m.room.member", u, {"membership": "ban"}) for u in bans]
         join_rule = (current.get(("m.room.join_rules", "")) or {}).get("content", {})
         public = join_rule.get("join_rule") == "public"
-        if not public:
-            after += [
-                ("m.room.member", u, {"membership": "invite"})
-                for u, m in sorted(members.items())
-                if m in ("join", "invite") and u != user_id and rooms.is_local(u)
-            ]
+        to_invite = [] if public else [
+            u for u, m in sorted(members.items()) if m in ("join", "invite") and u != user_id
+        ]  # fmt: skip
+        after += [
+            ("m.room.member", u, {"membership": "invite"}) for u in to_invite if rooms.is_local(u)
+        ]
+        remote_invites = [u for u in to_invite if not rooms.is_local(u)][:MAX_REMOTE_INVITES]
         if final is not None:
             after.append(("m.room.power_levels", "", final))
 
@@ -220,6 +226,12 @@ class RoomUpgrader:
             restricted = restricted_power_levels(pl_content, old_rv)
             if restricted is not None:
                 await self._best_effort(room_id, user_id, "m.room.power_levels", restricted)
+        if remote_invites and rooms.remote is not None:
+            for u in remote_invites:
+                try:
+                    await rooms.update_membership(user_id, new_room_id, u, "invite", ip=ip)
+                except MatrixError as e:
+                    log.warning("upgrade of %s: inviting %s failed: %s", room_id, u, e.message)
         log.info("room %s upgraded to %s (version %s)", room_id, new_room_id, version)
         return new_room_id
 
