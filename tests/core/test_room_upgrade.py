@@ -49,6 +49,10 @@ def test_replacement_in_v12_removes_the_creators():
     pl = {"users": {"@a:x": 100, "@b:x": 100, "@c:x": 50}}
     first, final = replacement_power_levels(pl, "@a:x", 100, V12, ["@a:x", "@b:x"], [])
     assert first["users"] == {"@c:x": 50} and final is None
+    assert first["events"] == {"m.room.tombstone": 150}  # creators upgrade it again
+    pl = {"users": {"@c:x": 200}, "events": {"m.room.tombstone": 200}}
+    first, _ = replacement_power_levels(pl, "@a:x", 100, V12, ["@a:x"], [])
+    assert first["events"]["m.room.tombstone"] == 200
 
 
 def test_a_v12_creator_upgrading_to_v11_keeps_the_highest_level():

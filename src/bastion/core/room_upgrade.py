@@ -25,6 +25,9 @@ TRANSFERRED_STATE = (
     "m.room.join_rules",
 )
 
+#: The tombstone's level in v12+ rooms this server creates (createRoom's default).
+V12_TOMBSTONE_LEVEL = 150
+
 _NAMED = ("users_default", "events_default", "state_default", "ban", "kick", "redact", "invite")
 
 
@@ -74,7 +77,8 @@ def replacement_power_levels(
 
     ``old_pl`` is normalised content. In a room version with privileged creators (v12) the
     creators (``creators``: the upgrader and the additional creators) may not be listed in
-    ``users``: they are removed. Otherwise a creator of a v12 room (``upgrader_level`` infinite)
+    ``users``: they are removed, and the tombstone's level is at least
+    :data:`V12_TOMBSTONE_LEVEL`. Otherwise a creator of a v12 room (``upgrader_level`` infinite)
     keeps the highest level the content names (at least 100). When the upgrader's level in the
     new room is below what sending ``state_types``, bans and the power levels themselves
     needs, ``first`` raises it and ``final`` restores it."""
@@ -83,6 +87,11 @@ def replacement_power_levels(
     if new_rv.privileged_creators:
         for c in creators:
             users.pop(c, None)
+        # As createRoom sets for v12 rooms: a tombstone above every listed level, so that the
+        # replacement room is upgraded again by its creators only.
+        levels = dict(final.get("events") or {})
+        levels["m.room.tombstone"] = max(levels.get("m.room.tombstone", 0), V12_TOMBSTONE_LEVEL)
+        final["events"] = levels
         return final, None
     if upgrader_level == float("inf"):
         named = [level_of(final, n) for n in _NAMED]
