@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from bastion.core.room_upgrade import (
     TRANSFERRED_STATE,
+    direct_with_replacement,
     normalise_power_levels,
     replacement_power_levels,
     restricted_power_levels,
@@ -68,3 +69,12 @@ def test_restriction_of_the_old_room():
         "users_default": 60, "events_default": 61, "invite": 61, "x": 1}  # fmt: skip
     assert restricted_power_levels({"events_default": 50, "invite": 70}, V11) is None
     assert restricted_power_levels({"events_default": "50", "invite": "50"}, V9) is None
+
+
+def test_direct_chats_gain_the_replacement_room():
+    content = {"@a:x": ["!old:x", "!o2:x"], "@b:x": ["!o2:x"], "@c:x": "junk"}
+    assert direct_with_replacement(content, "!old:x", "!new:x") == {
+        "@a:x": ["!old:x", "!o2:x", "!new:x"], "@b:x": ["!o2:x"], "@c:x": "junk"}  # fmt: skip
+    assert direct_with_replacement({"@a:x": ["!old:x", "!new:x"]}, "!old:x", "!new:x") is None
+    assert direct_with_replacement({"@a:x": ["!o2:x"]}, "!old:x", "!new:x") is None
+    assert direct_with_replacement(["!old:x"], "!old:x", "!new:x") is None

@@ -127,3 +127,18 @@ def restricted_power_levels(content: Mapping[str, Any], rv: RoomVersion) -> dict
             out[name] = restricted
             changed = True
     return out if changed else None
+
+
+def direct_with_replacement(content: object, old_room: str, new_room: str) -> dict[str, Any] | None:
+    """``m.direct`` account data with ``new_room`` added after ``old_room`` in every user's
+    list that holds the old room (the direct chat stays one after its upgrade); None when
+    nothing changes (no such list, the new room already there, or malformed content)."""
+    if not isinstance(content, Mapping):
+        return None
+    out = dict(content)
+    changed = False
+    for user, rooms in content.items():
+        if isinstance(rooms, list) and old_room in rooms and new_room not in rooms:
+            out[user] = [*rooms, new_room]
+            changed = True
+    return out if changed else None

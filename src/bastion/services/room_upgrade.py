@@ -19,6 +19,11 @@ refused remote invite is logged and does not undo the upgrade.
 
 No room lock is held across a network call: the new room is one batch in one write, each
 old-room event one append of the room engine, each remote invite countersigned outside the lock.
+
+When a local user joins a replacement room ("the server should automatically transfer ... the
+user's personalized settings"), :meth:`RoomUpgrader.after_join` copies their tags of the
+predecessor room (``m.tag``, when the new room has none) and adds the new room beside the old
+one in their ``m.direct`` lists, as Synapse does. Room push rules are not copied.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from bastion.core.canonical_json import canonical_json, parse_json
 from bastion.core.identifiers import parse_user_id
 from bastion.core.power_levels import required_power_level
 from bastion.core.room_upgrade import (
     TRANSFERRED_STATE,
+    direct_with_replacement,
     normalise_power_levels,
     replacement_power_levels,
     restricted_power_levels,
@@ -234,6 +241,37 @@ class RoomUpgrader:
                     log.warning("upgrade of %s: inviting %s failed: %s", room_id, u, e.message)
         log.info("room %s upgraded to %s (version %s)", room_id, new_room_id, version)
         return new_room_id
+
+    async def after_join(self, user_id: str, room_id: str) -> None:
+        """A local user joined ``room_id``: when it replaces a room they were in (its create
+        event's ``predecessor``), carry their tags and direct-chat listing over. One state
+        lookup for every other join."""
+        create = self.rooms.current_state_event(room_id, *CREATE_KEY)
+        pred = (create or {}).get("content", {}).get("predecessor")
+        old = pred.get("room_id") if isinstance(pred, dict) else None
+        if not isinstance(old, str) or old == room_id:
+            return
+        if self.store.get_membership(old, user_id) is None:
+            return
+        store = self.store
+
+        def fn(conn: Txn) -> None:
+            tags = store.get_account_data_in(conn, user_id, old, "m.tag")
+            if tags is not None and store.get_account_data_in(conn, user_id, room_id,
+                                                               "m.tag") is None:  # fmt: skip
+                store.set_account_data_in(conn, user_id, room_id, "m.tag", tags)
+            direct = store.get_account_data_in(conn, user_id, "", "m.direct")
+            if direct is None:
+                return
+            try:
+                new = direct_with_replacement(parse_json(direct, strict=False), old, room_id)
+                text = None if new is None else canonical_json(new).decode("utf-8")
+            except MatrixError:
+                return  # content that does not parse or encode is left alone
+            if text is not None:
+                store.set_account_data_in(conn, user_id, "", "m.direct", text)
+
+        await store.transaction(fn)
 
     async def _best_effort(self, room_id: str, user_id: str, etype: str, content: dict) -> None:
         """An old-room change the upgrader may lack the power for (the spec: "if possible")."""

@@ -308,9 +308,12 @@ class RoomService:
             if membership == "join":
                 for k, v in self.profile_content(target_user_id).items():
                     remote_content.setdefault(k, v)
-            return await fm.remote_membership(
+            event_id = await fm.remote_membership(
                 actor_user_id, room_id, membership, remote_content, servers
             )
+            if membership == "join":
+                await self.upgrader.after_join(actor_user_id, room_id)
+            return event_id
         self.require_room(room_id)
         countersign = None
         if membership == "invite":
@@ -352,10 +355,14 @@ class RoomService:
                 content[JAUVS] = authoriser
         else:
             authoriser = None
-        return await self.engine.append_local_event(
+        event_id = await self.engine.append_local_event(
             room_id, actor_user_id, "m.room.member", content, target_user_id,
             authoriser=authoriser, countersign=countersign,
         )  # fmt: skip
+        if membership == "join" and target_user_id == actor_user_id and current != "join":
+            # C-S "Room Upgrades": a user's settings follow them into a replacement room.
+            await self.upgrader.after_join(actor_user_id, room_id)
+        return event_id
 
     def restricted_join_authoriser(self, room_id: str, user_id: str) -> str | None:
         """The one restricted-join authoriser, for local joins and for make_join/send_join

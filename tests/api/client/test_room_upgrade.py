@@ -214,3 +214,35 @@ def test_every_creatable_target_from_each_version(server, version):
         state(alice, old, "m.room.tombstone").body["replacement_room"]
         == (r.body["replacement_room"])
     )
+
+
+def test_tags_and_direct_chats_follow_the_user_into_the_new_room(server):
+    alice = Client(server.base_url).register()
+    bob = Client(server.base_url).register()
+    old = create(alice, room_version="11", preset="trusted_private_chat", is_direct=True,
+                 invite=[bob.user_id])  # fmt: skip
+    assert join(bob, old).status == 200
+    base = f"{V3}/user/{q(bob.user_id)}"
+    r = bob.request("PUT", f"{base}/rooms/{q(old)}/tags/m.favourite", {"order": 0.5})
+    assert r.status == 200, r.body
+    direct = {alice.user_id: [old, "!other:localhost"]}
+    r = bob.request("PUT", f"{base}/account_data/m.direct", direct)
+    assert r.status == 200, r.body
+    r = upgrade(alice, old, new_version="12")
+    assert r.status == 200, r.body
+    new = r.body["replacement_room"]
+    # Not joined yet: nothing carried over.
+    assert bob.request("GET", f"{base}/rooms/{q(new)}/tags").body == {"tags": {}}
+    assert join(bob, new).status == 200
+    tags = bob.request("GET", f"{base}/rooms/{q(new)}/tags")
+    assert tags.body == {"tags": {"m.favourite": {"order": 0.5}}}
+    r = bob.request("GET", f"{base}/account_data/m.direct")
+    assert r.body == {alice.user_id: [old, "!other:localhost", new]}
+    # The old room keeps its tag; a second join changes nothing.
+    assert bob.request("GET", f"{base}/rooms/{q(old)}/tags").body["tags"] == {
+        "m.favourite": {"order": 0.5}
+    }
+    # Alice never had tags: none appear for her.
+    assert alice.request("GET", f"{V3}/user/{q(alice.user_id)}/rooms/{q(new)}/tags").body == {
+        "tags": {}
+    }
