@@ -94,6 +94,8 @@ CLIENT_API_MODULES = [
     "bastion.api.client.spaces",  # issue 11: GET /v1/rooms/{roomId}/hierarchy
     "bastion.api.client.export",
     "bastion.api.client.relations",
+    "bastion.api.client.room_upgrades",  # issue 11: POST /rooms/{roomId}/upgrade
+    "bastion.api.client.room_event_by_timestamp",  # issue 11: GET /v1/.../timestamp_to_event
     "bastion.api.bastion_admin.export",
     "bastion.api.bastion_admin.legal_holds",  # issue 10: /_bastion/admin/v1/legal_holds
     "bastion.api.synapse_admin",

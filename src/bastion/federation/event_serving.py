@@ -56,8 +56,8 @@ class EventServing:
             raise not_found("event not found")
         return meta, ev
 
-    def _visible(self, ev: dict, state_before: dict, origin: str, version: str) -> dict:
-        """The event as ``origin`` may see it: whole, or redacted."""
+    def _may_see(self, ev: dict, state_before: dict, origin: str) -> bool:
+        """Whether ``origin`` may see the whole event (history visibility at the event)."""
         hv = self.store.get_pdus([state_before[HV_KEY]]).get(state_before[HV_KEY]) if (
             HV_KEY in state_before
         ) else None  # fmt: skip
@@ -65,7 +65,11 @@ class EventServing:
         if ev.get("type") == "m.room.history_visibility" and ev.get("state_key") == "":
             vis.append(ev.get("content", {}).get("history_visibility"))
         mems = self._memberships_of_server(state_before, origin)
-        if any(server_may_see(v, mems) for v in vis):
+        return any(server_may_see(v, mems) for v in vis)
+
+    def _visible(self, ev: dict, state_before: dict, origin: str, version: str) -> dict:
+        """The event as ``origin`` may see it: whole, or redacted."""
+        if self._may_see(ev, state_before, origin):
             return ev
         return redact(ev, version)
 
@@ -86,6 +90,34 @@ class EventServing:
         if meta.outlier:
             state = self.store.get_current_state_ids(meta.room_id)
         return self._visible(ev, state, origin, version)
+
+    #: timestamp_to_event looks at most this many events (pages of 50) for a visible one.
+    TS_SCAN_PAGES = 20
+
+    def timestamp_to_event(
+        self, origin: str, room_id: str, ts: int, forwards: bool
+    ) -> tuple[str, int] | None:
+        """GET /v1/timestamp_to_event/{roomId}: (event ID, origin_server_ts) of the event
+        closest to ``ts`` in the direction asked that ``origin`` may see whole — the rule
+        :meth:`get_event` serves events unredacted by — after the ACL and "server is in the
+        room" checks; None when there is none (among the first ``TS_SCAN_PAGES`` pages)."""
+        self.require_room_access(room_id, origin)
+        key: tuple[int, int] | None = None
+        for _ in range(self.TS_SCAN_PAGES):
+            rows = self.store.get_room_events_by_ts(room_id, ts, forwards=forwards, after=key)
+            if not rows:
+                return None
+            metas = self.store.get_event_meta([r.event_id for r in rows])
+            for r in rows:
+                meta = metas.get(r.event_id)
+                if meta is None or meta.outlier:
+                    continue  # the state at an outlier is not known here
+                if self._may_see(r.event, self.store.get_state_group(r.sg_before), origin):
+                    return r.event_id, r.event.get("origin_server_ts", 0)
+            key = (rows[-1].event.get("origin_server_ts", 0), rows[-1].stream_pos)
+            if len(rows) < 50:
+                return None
+        return None
 
     def state_ids(self, origin: str, room_id: str, event_id: str) -> tuple[list[str], list[str]]:
         """The state before ``event_id`` and the auth chain of that state (IDs)."""

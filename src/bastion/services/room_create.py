@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bastion.core.identifiers import parse_room_alias, parse_user_id
@@ -26,6 +27,7 @@ from bastion.services.room_engine import RoomBatch
 
 if TYPE_CHECKING:
     from bastion.services.rooms import RoomService
+    from bastion.storage.interface import Txn
 
 log = logging.getLogger("bastion.rooms")
 
@@ -50,10 +52,17 @@ class RoomCreator:
         self.engine = rooms.engine
 
     async def create_room(
-        self, requester, body: dict, *, ip: str | None = None
-    ) -> tuple[str, str | None]:
+        self, requester, body: dict, *, ip: str | None = None,
+        after_state: list[tuple[str, str, dict]] | None = None,
+        in_write: Callable[[Txn, str], None] | None = None,
+    ) -> tuple[str, str | None]:  # fmt: skip
         """POST /createRoom (C-S API "Creation"): the mandatory event order, presets,
-        initial_state, power_level_content_override, invites, aliases. Returns (room_id, alias)."""
+        initial_state, power_level_content_override, invites, aliases. Returns (room_id, alias).
+
+        For room upgrades (:mod:`bastion.services.room_upgrade`), never from a client's body:
+        ``after_state`` events (type, state key, content; memberships allowed) are appended by
+        the creator after the invites, in the same batch; ``in_write(conn, room_id)`` runs in
+        the write that persists the room."""
         user_id = requester.user_id
         version = body.get("room_version", self.hs.config.default_room_version)
         if not isinstance(version, str):
@@ -223,6 +232,9 @@ class RoomCreator:
             if is_direct:
                 invite["is_direct"] = True
             add(user_id, "m.room.member", invite, u)
+        # 9. an upgrade's last events (bans, invites, the restored power levels)
+        for t, sk, c in after_state or ():
+            add(user_id, t, c, sk)
 
         room_id = batch.room_id
         now = self.hs.now_ms()
@@ -235,6 +247,8 @@ class RoomCreator:
                 conn, alias, room_id, user_id, now
             ):
                 raise MatrixError(M_ROOM_IN_USE, "room alias already taken")
+            if in_write is not None:
+                in_write(conn, room_id)
 
         await self.engine.append_new_room(batch, extra)
         for u in remote_invites:

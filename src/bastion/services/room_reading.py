@@ -108,6 +108,33 @@ class RoomReader:
             "state": self.state_events(self.store.get_state_group(last.sg_after)),
         }
 
+    #: timestamp_to_event looks at most this many events (pages of 50) for a visible one.
+    TS_SCAN_PAGES = 20
+
+    def timestamp_to_event(
+        self, user_id: str, room_id: str, ts: int, forwards: bool
+    ) -> EventRow | None:
+        """GET /v1/rooms/{roomId}/timestamp_to_event: the event the user may see (read access
+        and history visibility, as for /messages and /context) closest to ``ts`` — the first at
+        or after it when ``forwards``, else the last at or before it; None when there is none
+        (among the first ``TS_SCAN_PAGES`` pages of candidates). 403 for a non-member."""
+        cap = self.access.read_access(user_id, room_id)
+        key: tuple[int, int] | None = None
+        for _ in range(self.TS_SCAN_PAGES):
+            rows = self.store.get_room_events_by_ts(room_id, ts, forwards=forwards, after=key)
+            if not rows:
+                return None
+            last = rows[-1]
+            key = (last.event.get("origin_server_ts", 0), last.stream_pos)
+            readable = [r for r in rows if cap is None or r.stream_pos <= cap]
+            visible = {r.event_id for r in self.access.filter_visible(user_id, readable)}
+            for r in readable:
+                if r.event_id in visible:
+                    return r
+            if len(rows) < 50:
+                return None
+        return None
+
     def members(
         self, requester, room_id: str, at_pos: int | None, membership: str | None,
         not_membership: str | None,

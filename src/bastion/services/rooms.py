@@ -4,6 +4,7 @@ concern, whose public methods it exposes:
 
 * :mod:`~bastion.services.room_engine` — the per-room lock, the heads and every append;
 * :mod:`~bastion.services.room_create` — createRoom;
+* :mod:`~bastion.services.room_upgrade` — room upgrades;
 * :mod:`~bastion.services.room_aliases` — resolving aliases, canonical alias checks;
 * :mod:`~bastion.services.room_access` — read access and history visibility;
 * :mod:`~bastion.services.room_reading` — state, /messages, /context, members;
@@ -51,6 +52,7 @@ from bastion.services.room_directory import RoomDirectory
 from bastion.services.room_engine import RoomEngine, RoomHead
 from bastion.services.room_format import ClientEventFormat
 from bastion.services.room_reading import RoomReader
+from bastion.services.room_upgrade import RoomUpgrader
 from bastion.storage.interface import EventRow, StateMap
 
 if TYPE_CHECKING:
@@ -87,6 +89,8 @@ class RoomService:
         self.creator = RoomCreator(self)
         # The public methods of the room modules, as ``hs.rooms.<method>``.
         self.create_room = self.creator.create_room
+        self.upgrader = RoomUpgrader(self)
+        self.upgrade_room = self.upgrader.upgrade_room
         self.resolve_room = self.aliases.resolve_room
         self.state_at_group = self.access.state_at_group
         self.history_visibility_now = self.access.history_visibility_now
@@ -99,6 +103,7 @@ class RoomService:
         self.state_events = self.reader.state_events
         self.paginate = self.reader.paginate
         self.context = self.reader.context
+        self.timestamp_to_event = self.reader.timestamp_to_event
         self.members = self.reader.members
         self.joined_members = self.reader.joined_members
 
@@ -303,9 +308,12 @@ class RoomService:
             if membership == "join":
                 for k, v in self.profile_content(target_user_id).items():
                     remote_content.setdefault(k, v)
-            return await fm.remote_membership(
+            event_id = await fm.remote_membership(
                 actor_user_id, room_id, membership, remote_content, servers
             )
+            if membership == "join":
+                await self.upgrader.after_join(actor_user_id, room_id)
+            return event_id
         self.require_room(room_id)
         countersign = None
         if membership == "invite":
@@ -347,10 +355,14 @@ class RoomService:
                 content[JAUVS] = authoriser
         else:
             authoriser = None
-        return await self.engine.append_local_event(
+        event_id = await self.engine.append_local_event(
             room_id, actor_user_id, "m.room.member", content, target_user_id,
             authoriser=authoriser, countersign=countersign,
         )  # fmt: skip
+        if membership == "join" and target_user_id == actor_user_id and current != "join":
+            # C-S "Room Upgrades": a user's settings follow them into a replacement room.
+            await self.upgrader.after_join(actor_user_id, room_id)
+        return event_id
 
     def restricted_join_authoriser(self, room_id: str, user_id: str) -> str | None:
         """The one restricted-join authoriser, for local joins and for make_join/send_join

@@ -319,6 +319,15 @@ class RoomsStore(Protocol):
         limit: int = 10,
         backwards: bool = True,
     ) -> list[EventRow]: ...
+    def get_room_events_by_ts(
+        self,
+        room_id: str,
+        ts: int,
+        *,
+        forwards: bool,
+        after: tuple[int, int] | None = None,
+        limit: int = 50,
+    ) -> list[EventRow]: ...
     def room_group_at(self, room_id: str, pos: int | None = None) -> int | None: ...
     def get_room_events_cached(
         self, room_id: str, *, after: int, upto: int, limit: int

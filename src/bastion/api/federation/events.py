@@ -1,5 +1,5 @@
 """Events other servers read from us — S-S API "Retrieving events" (events.yaml,
-event_auth.yaml) and "Backfilling and retrieving missing events" (backfill.yaml).
+event_auth.yaml, and timestamp_to_event) and "Backfilling and retrieving missing events" (backfill.yaml).
 
 Every route: the room's server ACL (403), the requesting server must be in the room (403),
 rejected events are never served, events the server may not see are served redacted
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bastion.api.client.room_event_by_timestamp import timestamp_query
 from bastion.api.http import Request
-from bastion.errors import bad_json, invalid_param, missing_param
+from bastion.errors import bad_json, invalid_param, missing_param, not_found
 from bastion.federation.event_serving import MAX_BACKFILL, MAX_MISSING, EventServing
 
 if TYPE_CHECKING:
@@ -88,7 +89,19 @@ def register(router, hs: HomeServer) -> None:
         )
         return {"events": events}
 
+    async def timestamp_to_event(req: Request) -> dict:
+        """GET /_matrix/federation/v1/timestamp_to_event/{roomId}?ts=&dir= — S-S API
+        "Retrieving events" (events.yaml, v1.6): the event closest to ``ts`` in the direction
+        ``dir`` that the asking server may see whole, for a room it is in (server ACL
+        checked); 404 ``M_NOT_FOUND`` when there is none."""
+        ts, forwards = timestamp_query(req)
+        found = serving.timestamp_to_event(req.requester, req.params["roomId"], ts, forwards)
+        if found is None:
+            raise not_found("no event found in that direction")
+        return {"event_id": found[0], "origin_server_ts": found[1]}
+
     router.add("GET", "/_matrix/federation/v1/event/{eventId}", get_event)
+    router.add("GET", "/_matrix/federation/v1/timestamp_to_event/{roomId}", timestamp_to_event)
     router.add("GET", "/_matrix/federation/v1/state/{roomId}", get_state)
     router.add("GET", "/_matrix/federation/v1/state_ids/{roomId}", get_state_ids)
     router.add("GET", "/_matrix/federation/v1/event_auth/{roomId}/{eventId}", get_event_auth)

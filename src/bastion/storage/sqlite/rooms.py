@@ -241,6 +241,26 @@ class RoomsStore(StoreBase):
         args.append(limit)
         return [_row(r) for r in self.db.read(sql, args)]
 
+    def get_room_events_by_ts(
+        self, room_id: str, ts: int, *, forwards: bool, after: tuple[int, int] | None = None,
+        limit: int = 50,
+    ) -> list[EventRow]:  # fmt: skip
+        """Events of a room ordered by (``origin_server_ts``, ``stream_pos``): ascending from
+        ``ts`` (at or after it) when ``forwards``, else descending from ``ts`` (at or before
+        it); strictly beyond the key ``after`` when given; at most ``limit``; rejected and
+        soft-failed events never. Uses the ``events_room_ts`` index."""
+        sql = f"SELECT {_COLS} FROM events WHERE room_id = ? AND rejected = 0 AND soft_failed = 0"  # noqa: S608
+        op = ">" if forwards else "<"
+        sql += f" AND origin_server_ts {op}= ?"
+        args: list = [room_id, ts]
+        if after is not None:
+            sql += f" AND (origin_server_ts, stream_pos) {op} (?, ?)"
+            args += [after[0], after[1]]
+        order = "ASC" if forwards else "DESC"
+        sql += f" ORDER BY origin_server_ts {order}, stream_pos {order} LIMIT ?"
+        args.append(limit)
+        return [_row(r) for r in self.db.read(sql, args)]
+
     def rooms_with_events_between(self, room_ids, after: int, upto: int) -> set[str]:
         """Those of ``room_ids`` with an event row (of any kind: rejected, soft-failed and
         outliers too — a superset of what changes a room) at a stream position in
