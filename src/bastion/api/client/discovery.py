@@ -25,10 +25,12 @@ if TYPE_CHECKING:
 #:   depend on: thread-aware receipts (v1.4), token-authenticated registration (v1.2),
 #:   authenticated media (v1.11), with the deprecated parts it deliberately refuses
 #:   (``access_token`` in the query string; unauthenticated media, frozen as v1.11 allows).
-#: - Known gaps within these versions (no client start-up depends on them): ``/relations``
-#:   (v1.3), ``/threads`` (v1.4), ``/hierarchy`` (v1.2) and ``/timestamp_to_event`` (v1.6); a
-#:   client asking gets 404 ``M_UNRECOGNIZED``.
-#: - v1.13 and later are not listed until each of their additions is checked.
+#: - The endpoints these versions added that were missing are now served (issue 11):
+#:   ``/relations`` (v1.3), ``/threads`` (v1.4), ``/hierarchy`` (v1.2),
+#:   ``/timestamp_to_event`` (v1.6), refresh tokens (v1.3) and ``/login/get_token`` (v1.7,
+#:   off unless configured).
+#: - v1.13 and later are not listed until each of their additions is checked (the room
+#:   summary endpoint of v1.15 is served already).
 SUPPORTED_VERSIONS = [f"v1.{minor}" for minor in range(1, 13)]
 
 #: ``unstable_features`` of ``/versions``: exactly the unstable features Bastion serves (a flag
