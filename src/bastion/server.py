@@ -48,6 +48,7 @@ from bastion.services.push_rules import PushRules
 from bastion.services.reporting import Reporting
 from bastion.services.retention import RetentionService
 from bastion.services.rooms import RoomService
+from bastion.services.search import Search
 from bastion.services.server_notices import ServerNotices
 from bastion.services.sync import SyncService
 from bastion.services.sync_api import SyncContributor
@@ -91,6 +92,7 @@ CLIENT_API_MODULES = [
     "bastion.api.client.room_summary",  # issue 11: GET /v1/room_summary (local rooms)
     "bastion.api.client.export",
     "bastion.api.client.relations",
+    "bastion.api.client.search",  # issue 11: POST /search (server-side search)
     "bastion.api.bastion_admin.export",
     "bastion.api.bastion_admin.legal_holds",  # issue 10: /_bastion/admin/v1/legal_holds
     "bastion.api.synapse_admin",
@@ -176,6 +178,8 @@ class HomeServer:
         self.erasure = Erasure(self)
         #: The user directory (C-S API "User directory").
         self.user_directory = UserDirectory(self)
+        #: Server-side search (C-S API "Server Side Search").
+        self.search = Search(self)
         #: What /sync gathers besides rooms (services/sync_api.py).
         self.sync_contributors: list[SyncContributor] = [
             self.account_data, self.typing, self.receipts, self.presence, self.e2ee,

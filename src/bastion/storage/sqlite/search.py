@@ -1,0 +1,137 @@
+"""The full-text index of server-side search (C-S API "Server Side Search"; migration 14).
+
+``event_search`` (FTS5, rowid = the event's stream position) has one row per stored event
+carrying searchable text (:func:`bastion.core.search.searchable_text`): written by the persist
+paths (:func:`index_search_in`, only for such events, never for rejected, soft-failed or
+outlier ones) and deleted with the text itself: when the event is redacted or its content
+stripped (erasure, retention), and when its room is purged. After an erasure the index is
+rewritten (``optimize``, in :func:`optimize_search_in`, run by the erasure's disk hygiene) so
+no old segment of it keeps the erased words.
+
+Which rooms a user searches, and which results they see, is decided by the service
+(:mod:`bastion.services.search`); the store finds the candidates.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+
+import orjson
+
+from bastion.core.search import searchable_text
+from bastion.storage.sqlite.base import StoreBase
+
+STREAMS: list[tuple[str, str]] = []
+
+
+def index_search_in(conn: sqlite3.Connection, event: dict, pos: int) -> None:
+    """Inside a write that persists ``event`` (accepted, in the room's timeline) at stream
+    position ``pos``: its row of ``event_search`` when it carries searchable text (a dict
+    lookup and nothing more for an event that does not)."""
+    found = searchable_text(event)
+    if found is None:
+        return
+    column, text = found
+    conn.execute(
+        f"INSERT INTO event_search (rowid, {column}) VALUES (?, ?)",  # noqa: S608
+        (pos, text),
+    )
+
+
+def unindex_search_in(conn: sqlite3.Connection, event_ids: Sequence[str]) -> None:
+    """Inside a write that removes the content of ``event_ids`` (redaction, stripping): their
+    index rows go with it."""
+    conn.executemany(
+        "DELETE FROM event_search WHERE rowid = (SELECT stream_pos FROM events WHERE event_id = ?)",
+        [(eid,) for eid in event_ids],
+    )
+
+
+def unindex_room_search_in(conn: sqlite3.Connection, room_id: str) -> None:
+    """Inside a write that purges ``room_id`` (before its events are deleted)."""
+    conn.execute(
+        "DELETE FROM event_search WHERE rowid IN (SELECT stream_pos FROM events WHERE room_id = ?)",
+        (room_id,),
+    )
+
+
+def optimize_search_in(conn: sqlite3.Connection) -> None:
+    """Merge the index's segments into one (FTS5 ``optimize``): what deleted rows left in older
+    segments is dropped, and the pages it was on are freed (zeroed by ``secure_delete``)."""
+    conn.execute("INSERT INTO event_search (event_search) VALUES ('optimize')")
+
+
+def _where(
+    rooms: Mapping[str, int | None], senders: Sequence[str] | None, not_senders: Sequence[str]
+) -> tuple[str, list]:
+    """The conditions on ``events e`` of a search and their arguments: accepted, unredacted,
+    in ``rooms`` (room ID -> highest readable stream position, None: no cap), of
+    ``senders``/not of ``not_senders``."""
+    free = [r for r, cap in rooms.items() if cap is None]
+    capped = {r: cap for r, cap in rooms.items() if cap is not None}
+    sql = (
+        " AND e.rejected = 0 AND e.soft_failed = 0 AND e.redacted_because IS NULL"
+        " AND (e.room_id IN (SELECT value FROM json_each(?))"
+    )
+    args: list = [orjson.dumps(free).decode()]
+    if capped:
+        sql += " OR e.stream_pos <= (SELECT value FROM json_each(?) WHERE key = e.room_id)"
+        args.append(orjson.dumps(capped).decode())
+    sql += ")"
+    if senders is not None:
+        sql += " AND e.sender IN (SELECT value FROM json_each(?))"
+        args.append(orjson.dumps(list(senders)).decode())
+    if not_senders:
+        sql += " AND e.sender NOT IN (SELECT value FROM json_each(?))"
+        args.append(orjson.dumps(list(not_senders)).decode())
+    return sql, args
+
+
+class SearchStore(StoreBase):
+    def search_events(
+        self, query: str, rooms: Mapping[str, int | None], *, senders: Sequence[str] | None,
+        not_senders: Sequence[str], recent: bool, after: tuple[float, int] | None, limit: int,
+    ) -> list[tuple[str, int, float]]:  # fmt: skip
+        """(event ID, stream position, score) of the indexed events matching the FTS5
+        ``query`` (built by :func:`bastion.core.search.fts_query`, never from raw input) in
+        ``rooms`` (room ID -> highest readable stream position, None: no cap), best first:
+        newest first when ``recent``, else by the index's BM25 score (lower is better), then
+        newest first. ``after`` (score, position): the last result of the previous page."""
+        if not rooms:
+            return []
+        where, args = _where(rooms, senders, not_senders)
+        if recent:
+            if after is not None:
+                where += " AND s.rowid < ?"
+                args.append(after[1])
+            order = "s.rowid DESC"
+        else:
+            order = "score, pos DESC"
+        sql = (
+            "SELECT e.event_id, s.rowid AS pos, bm25(event_search) AS score"
+            " FROM event_search s CROSS JOIN events e ON e.stream_pos = s.rowid"
+            " WHERE event_search MATCH ?" + where
+        )
+        if after is not None and not recent:
+            sql = f"SELECT * FROM ({sql}) WHERE score > ? OR (score = ? AND pos < ?)"  # noqa: S608
+            args += [after[0], after[0], after[1]]
+            order = "score, pos DESC"
+        rows = self.db.read(f"{sql} ORDER BY {order} LIMIT ?", [query, *args, limit])  # noqa: S608
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def search_count(
+        self, query: str, rooms: Mapping[str, int | None], *, senders: Sequence[str] | None,
+        not_senders: Sequence[str],
+    ) -> int:  # fmt: skip
+        """How many indexed events :meth:`search_events` would list in all (before the
+        reader's history visibility is applied: the spec's approximate ``count``)."""
+        if not rooms:
+            return 0
+        where, args = _where(rooms, senders, not_senders)
+        row = self.db.read_one(
+            "SELECT COUNT(*) FROM event_search s CROSS JOIN events e ON e.stream_pos = s.rowid"
+            " WHERE event_search MATCH ?" + where,
+            [query, *args],
+        )
+        return row[0] if row else 0
