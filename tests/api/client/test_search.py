@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.accounts import assert_error, make_user
+from tests.support.accounts import assert_error, db_rows, make_user, on_server
 from tests.support.guard import NO_RATE_LIMITS
 from tests.support.harness import Client, ServerThread
 from tests.support.rooms import V3, create_room, join, send
@@ -252,9 +252,31 @@ def test_redaction_removes_from_results(alice, server):
     assert r.status == 200
     assert ids(search(alice, "flamingo")) == [keep]
     assert ids(search(alice, "pink")) == []
-    rows = server.hs.store.db.read("SELECT COUNT(*) FROM event_search WHERE event_search MATCH"
-                                   " 'pink'")  # fmt: skip
+    rows = db_rows(server, "SELECT COUNT(*) FROM event_search WHERE event_search MATCH 'pink'")
     assert rows[0][0] == 0
+
+
+def test_stripped_and_purged_events_leave_the_index(alice, server):
+    """Erasure and retention strip contents (``strip_event_contents_in``), an admin purges a
+    room: the index rows go in the same transaction."""
+    store = server.hs.store
+    room = private_room(alice, name="Ibis room")
+    stripped = send(alice, room, "ibis stripped")
+    kept = send(alice, room, "ibis kept")
+    on_server(server, store.transaction(lambda conn: store.strip_event_contents_in(
+        conn, [stripped])))  # fmt: skip
+    assert ids(search(alice, "ibis stripped")) == []
+    assert kept in ids(search(alice, "ibis"))
+    other = private_room(alice)
+    send(alice, other, "ibis elsewhere")
+    before = db_rows(server, "SELECT COUNT(*) FROM event_search")[0][0]
+    n_room = db_rows(server, "SELECT COUNT(*) FROM event_search s JOIN events e"
+                     " ON e.stream_pos = s.rowid WHERE e.room_id = ?", (room,))[0][0]  # fmt: skip
+    assert n_room == 2  # the name and the kept message
+    on_server(server, store.transaction(lambda conn: store.purge_room_in(conn, room)))
+    assert db_rows(server, "SELECT COUNT(*) FROM event_search")[0][0] == before - n_room
+    assert db_rows(server, "SELECT COUNT(*) FROM event_search WHERE event_search MATCH"
+                   " 'ibis'")[0][0] == 1  # fmt: skip
 
 
 HOSTILE = ['"', '""', '"flamingo', "*", "flamingo*", "NEAR(a b)", "NEAR", "-flamingo", "a - b",
