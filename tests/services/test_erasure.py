@@ -138,6 +138,9 @@ class World:
         while not _records(self.srv, "login.notice"):
             assert time.monotonic() < deadline, "no new-login notice"
             time.sleep(0.05)
+        # A search moves the staged index rows into the full-text index.
+        self.ok(b.request("POST", f"{V3}/search", {"search_categories": {"room_events": {
+            "search_term": "bob"}}}))  # fmt: skip
         found = self.scan()
         assert found, "the distinctive strings are on disk before the erasure"
         # (the search index holds alice's words, case-folded: they must go too)

@@ -86,10 +86,11 @@ class Search:
             and rooms.current_state_event(room_id, "m.room.encryption") is None
         }
 
-    def room_events(
+    async def room_events(
         self, requester: Requester, c: RoomEventsCriteria, cursor: Cursor | None
     ) -> dict:
         """The ``room_events`` result category of a search."""
+        await self.hs.store.flush_search_index()  # (what was sent until now is searched)
         store, hs = self.hs.store, self.hs
         user_id = requester.user_id
         words = search_words(c.term)

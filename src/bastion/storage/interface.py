@@ -1125,6 +1125,7 @@ class SearchStore(Protocol):
     """The full-text index of server-side search (issue 11; C-S API "Server Side Search";
     storage/sqlite/search.py)."""
 
+    async def flush_search_index(self) -> None: ...
     def search_events(
         self, query: str, rooms: Mapping[str, int | None], *, senders: Sequence[str] | None,
         not_senders: Sequence[str], recent: bool, after: tuple[float, int] | None, limit: int,

@@ -268,7 +268,8 @@ def test_stripped_and_purged_events_leave_the_index(alice, server):
     assert ids(search(alice, "ibis stripped")) == []
     assert kept in ids(search(alice, "ibis"))
     other = private_room(alice)
-    send(alice, other, "ibis elsewhere")
+    elsewhere = send(alice, other, "ibis elsewhere")
+    assert elsewhere in ids(search(alice, "ibis"))  # (and the staged rows are in the index)
     before = db_rows(server, "SELECT COUNT(*) FROM event_search")[0][0]
     n_room = db_rows(server, "SELECT COUNT(*) FROM event_search s JOIN events e"
                      " ON e.stream_pos = s.rowid WHERE e.room_id = ?", (room,))[0][0]  # fmt: skip

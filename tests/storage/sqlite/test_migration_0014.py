@@ -18,7 +18,7 @@ from tests.storage.sqlite.test_migrations import connect, number_of, restore_bef
 
 NAME = "search"
 SHADOW = ["event_search", "event_search_config", "event_search_content", "event_search_data",
-          "event_search_docsize", "event_search_idx"]  # fmt: skip
+          "event_search_docsize", "event_search_idx", "event_search_pending"]  # fmt: skip
 
 
 def _add_events(path) -> dict:

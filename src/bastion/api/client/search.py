@@ -127,7 +127,7 @@ def register(router: Router, hs: HomeServer) -> None:
                 raise invalid_param("invalid 'next_batch' token")
         out: dict = {}
         if c is not None:
-            out["room_events"] = search.room_events(req.requester, c, cursor)
+            out["room_events"] = await search.room_events(req.requester, c, cursor)
         return {"search_categories": out}
 
     router.add("POST", "/_matrix/client/v3/search", search_handler)

@@ -3,7 +3,8 @@
 ``event_search`` (FTS5, rowid = the event's stream position) has one row per stored event
 carrying searchable text (:func:`bastion.core.search.searchable_text`): written by the persist
 paths (:func:`index_search_in`, only for such events, never for rejected, soft-failed or
-outlier ones) and deleted with the text itself: when the event is redacted or its content
+outlier ones; staged in ``event_search_pending`` and moved into the index in batches, see
+:func:`flush_search_in`) and deleted with the text itself: when the event is redacted or its content
 stripped (erasure, retention), and when its room is purged. After an erasure the index is
 rewritten (``optimize``, in :func:`optimize_search_in`, run by the erasure's disk hygiene) so
 no old segment of it keeps the erased words.
@@ -25,35 +26,60 @@ from bastion.storage.sqlite.base import StoreBase
 STREAMS: list[tuple[str, str]] = []
 
 
+#: Staged rows moved into the index at once by the persist path.
+FLUSH_EVERY = 256
+
+
 def index_search_in(conn: sqlite3.Connection, event: dict, pos: int) -> None:
     """Inside a write that persists ``event`` (accepted, in the room's timeline) at stream
-    position ``pos``: its row of ``event_search`` when it carries searchable text (a dict
-    lookup and nothing more for an event that does not)."""
+    position ``pos``: its staged index row when it carries searchable text (a dict lookup and
+    nothing more for an event that does not). One plain insert; every :data:`FLUSH_EVERY`
+    staged rows they are moved into the index together (an FTS5 write costs a segment per
+    transaction: one per batch, not one per message)."""
     found = searchable_text(event)
     if found is None:
         return
-    column, text = found
-    conn.execute(
-        f"INSERT INTO event_search (rowid, {column}) VALUES (?, ?)",  # noqa: S608
-        (pos, text),
+    cur = conn.execute(
+        "INSERT INTO event_search_pending (stream_pos, col, text) VALUES (?, ?, ?)",
+        (pos, *found),
     )
+    # (seq counts from 1 again once the staging table is emptied)
+    if (cur.lastrowid or 0) >= FLUSH_EVERY:
+        flush_search_in(conn)
+
+
+def flush_search_in(conn: sqlite3.Connection) -> int:
+    """Inside a write: move the staged rows into the index; how many there were."""
+    n = conn.execute(
+        "INSERT INTO event_search (rowid, body, name, topic)"
+        " SELECT stream_pos, CASE col WHEN 'body' THEN text END,"
+        " CASE col WHEN 'name' THEN text END, CASE col WHEN 'topic' THEN text END"
+        " FROM event_search_pending ORDER BY seq"
+    ).rowcount
+    conn.execute("DELETE FROM event_search_pending")
+    return n
 
 
 def unindex_search_in(conn: sqlite3.Connection, event_ids: Sequence[str]) -> None:
     """Inside a write that removes the content of ``event_ids`` (redaction, stripping): their
-    index rows go with it."""
-    conn.executemany(
-        "DELETE FROM event_search WHERE rowid = (SELECT stream_pos FROM events WHERE event_id = ?)",
-        [(eid,) for eid in event_ids],
-    )
+    index rows (staged or not) go with it."""
+    args = [(eid,) for eid in event_ids]
+    for table, column in (("event_search", "rowid"), ("event_search_pending", "stream_pos")):
+        conn.executemany(
+            f"DELETE FROM {table} WHERE {column} = (SELECT stream_pos FROM events"  # noqa: S608
+            " WHERE event_id = ?)",
+            args,
+        )
 
 
 def unindex_room_search_in(conn: sqlite3.Connection, room_id: str) -> None:
     """Inside a write that purges ``room_id`` (before its events are deleted)."""
-    conn.execute(
-        "DELETE FROM event_search WHERE rowid IN (SELECT stream_pos FROM events WHERE room_id = ?)",
-        (room_id,),
-    )
+    for table, column in (("event_search", "rowid"), ("event_search_pending", "stream_pos")):
+        conn.execute(
+            f"DELETE FROM {table} WHERE {column} IN (SELECT stream_pos FROM events"  # noqa: S608
+            " WHERE room_id = ?)",
+            (room_id,),
+        )
 
 
 def optimize_search_in(conn: sqlite3.Connection) -> None:
@@ -89,6 +115,12 @@ def _where(
 
 
 class SearchStore(StoreBase):
+    async def flush_search_index(self) -> None:
+        """Move the staged rows into the index (before a search reads it); nothing to write
+        when none are staged."""
+        if self.db.read_one("SELECT 1 FROM event_search_pending LIMIT 1") is not None:
+            await self.db.write(flush_search_in)
+
     def search_events(
         self, query: str, rooms: Mapping[str, int | None], *, senders: Sequence[str] | None,
         not_senders: Sequence[str], recent: bool, after: tuple[float, int] | None, limit: int,

@@ -7,7 +7,11 @@ stored event that carries searchable text: its rowid is the event's stream posit
 ``content.body`` of an ``m.room.message``, ``content.name`` of an ``m.room.name`` and
 ``content.topic`` of an ``m.room.topic`` (one of them per row).
 
-It is an ordinary FTS5 table (it keeps its own copy of the text), not an external-content or
+``event_search_pending`` stages what the persist paths index (one plain row per event, in
+the sending transaction): an FTS5 write costs a new index segment per transaction, so rows are
+moved into ``event_search`` in batches (every 256 staged rows, and before every search).
+
+``event_search`` is an ordinary FTS5 table (it keeps its own copy of the text), not an external-content or
 contentless one: deleting a row is then a plain ``DELETE`` that always removes exactly the
 tokens that were indexed, whatever happened to the event since, and the erasure's
 ``optimize`` (storage/sqlite/erasure.py) rewrites the index so no segment keeps them.
@@ -31,6 +35,12 @@ from bastion.storage.sqlite.migrations import run_script
 SCHEMA = """
 CREATE VIRTUAL TABLE event_search USING fts5(
     body, name, topic, tokenize = 'unicode61 remove_diacritics 2'
+);
+CREATE TABLE event_search_pending (
+    seq INTEGER PRIMARY KEY,
+    stream_pos INTEGER NOT NULL UNIQUE,
+    col TEXT NOT NULL,
+    text TEXT NOT NULL
 );
 """
 
