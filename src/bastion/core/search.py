@@ -9,7 +9,8 @@ carry those keys, as Synapse indexes them). Each key is one column of the index.
 How a term is matched (the spec lets the server "process the search_term however it
 wishes"): the term is split into words the way the index's tokenizer splits text (letters and
 digits; everything else separates), case-folded; every word must begin a word of the text
-(prefix match, as Synapse does), in one of the searched keys. The query is built here from
+(prefix match, as Synapse does; a word shorter than :data:`MIN_PREFIX` must be a whole word:
+"a" as a prefix would expand to most of the index's vocabulary), in one of the searched keys. The query is built here from
 those words, each one quoted: nothing the user types is ever FTS5 query syntax (``"``, ``*``,
 ``NEAR``, ``AND``, ``-``, ``:``, ``{`` are words or separators, never operators).
 """
@@ -45,6 +46,8 @@ MAX_LIMIT = 50
 #: Context around each result: ``before_limit``/``after_limit`` (default 5), clamped.
 DEFAULT_CONTEXT = 5
 MAX_CONTEXT = 20
+#: Shortest word matched as a prefix; shorter ones match whole words only.
+MIN_PREFIX = 3
 #: Longest ``next_batch`` token accepted.
 MAX_TOKEN = 2048
 
@@ -81,7 +84,9 @@ def search_words(term: str) -> list[str]:
 def fts_query(words: Sequence[str], columns: Iterable[str]) -> str:
     """The FTS5 query: every word a quoted prefix term, all required, in ``columns``. Words
     come from :func:`search_words` (letters and digits only); quotes are doubled anyway."""
-    terms = " AND ".join('"' + w.replace('"', '""') + '"*' for w in words)
+    terms = " AND ".join(
+        '"' + w.replace('"', '""') + ('"*' if len(w) >= MIN_PREFIX else '"') for w in words
+    )
     return "{" + " ".join(sorted(columns)) + "} : (" + terms + ")"
 
 
@@ -92,7 +97,7 @@ def highlights(words: Sequence[str], texts: Iterable[str]) -> list[str]:
     for text in texts:
         for w in _WORD.findall(text):
             f = w.casefold()
-            if f not in found and any(f.startswith(s) for s in words):
+            if f not in found and any(len(s) >= MIN_PREFIX and f.startswith(s) for s in words):
                 found.add(f)
     return sorted(found)
 

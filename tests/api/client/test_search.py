@@ -84,6 +84,8 @@ def test_finds_messages_names_and_topics(alice):
     assert ids(search(alice, "aardvark", keys=["content.body"])) == [e1]
     assert ids(search(alice, "AARDVÄRK sleeps")) == [e1]
     assert ids(search(alice, "aardvark nothing")) == []
+    # a word shorter than three letters is a whole word, not a prefix
+    assert ids(search(alice, "aa")) == [] and ids(search(alice, "THE")) == [e1]
     only_name = search(alice, "club", keys=["content.name"])["results"]
     assert [x["result"]["type"] for x in only_name] == ["m.room.name"]
 

@@ -18,7 +18,8 @@ from tests.storage.sqlite.test_migrations import connect, number_of, restore_bef
 
 NAME = "search"
 SHADOW = ["event_search", "event_search_config", "event_search_content", "event_search_data",
-          "event_search_docsize", "event_search_idx", "event_search_pending"]  # fmt: skip
+          "event_search_docsize", "event_search_events", "event_search_idx",
+          "event_search_pending"]  # fmt: skip
 
 
 def _add_events(path) -> dict:
@@ -98,6 +99,12 @@ def test_rows_are_kept_and_the_index_backfilled(tmp_path):
             for etype, field in (("m.room.message", "body"), ("m.room.name", "name"),
                                  ("m.room.topic", "topic"))
         )  # fmt: skip
+        meta = conn.execute("SELECT COUNT(*) FROM event_search_events").fetchone()[0]
+        meta_room = conn.execute(
+            "SELECT COUNT(*) FROM event_search_events m JOIN events e"
+            " ON e.stream_pos = m.stream_pos AND e.room_id = m.room_id AND e.sender = m.sender"
+            " WHERE e.event_id IN ('$body', '$name', '$topic')"
+        ).fetchone()[0]
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         conn.close()
@@ -109,6 +116,7 @@ def test_rows_are_kept_and_the_index_backfilled(tmp_path):
     ]
     assert folded_rows == [(pos["$body"],)]
     assert total == expected and total > 3
+    assert meta == total and meta_room == 3
 
 
 def test_the_store_finds_the_backfilled_events(tmp_path):

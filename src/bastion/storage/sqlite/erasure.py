@@ -101,8 +101,8 @@ server_notice_rooms             kept; the events of the user's notices room are 
 erased_users                    the user's row is added
 openid_tokens                   deleted by the deactivation (and here again): tokens that
                                 vouched for the user's ID to widgets and integration managers
-event_search                    the index rows of the user's events go when they are stripped
-                                (storage/sqlite/search.py); the index is then rewritten
+event_search, event_search_     the index rows of the user's events go when they are stripped
+events, event_search_pending    (storage/sqlite/search.py); the index is then rewritten
                                 (FTS5 ``optimize``) before the compaction below, so no old
                                 segment of it keeps their words
 =============================== ===============================================================

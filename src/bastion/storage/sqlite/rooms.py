@@ -727,7 +727,7 @@ class RoomsStore(StoreBase):
                 ),
             )  # fmt: skip
             index_relation_in(conn, ne.event_id, ne.room_id, ev, pos)
-            index_search_in(conn, ev, pos)
+            index_search_in(conn, ne.room_id, ev, pos)
             prevs = [p[0] if isinstance(p, list) else p for p in ev.get("prev_events", [])]
             auths = [a[0] if isinstance(a, list) else a for a in ev.get("auth_events", [])]
             conn.executemany(

@@ -30,8 +30,8 @@ STREAMS: list[tuple[str, str]] = []
 FLUSH_EVERY = 256
 
 
-def index_search_in(conn: sqlite3.Connection, event: dict, pos: int) -> None:
-    """Inside a write that persists ``event`` (accepted, in the room's timeline) at stream
+def index_search_in(conn: sqlite3.Connection, room_id: str, event: dict, pos: int) -> None:
+    """Inside a write that persists ``event`` (accepted, in ``room_id``'s timeline) at stream
     position ``pos``: its staged index row when it carries searchable text (a dict lookup and
     nothing more for an event that does not). One plain insert; every :data:`FLUSH_EVERY`
     staged rows they are moved into the index together (an FTS5 write costs a segment per
@@ -40,8 +40,9 @@ def index_search_in(conn: sqlite3.Connection, event: dict, pos: int) -> None:
     if found is None:
         return
     cur = conn.execute(
-        "INSERT INTO event_search_pending (stream_pos, col, text) VALUES (?, ?, ?)",
-        (pos, *found),
+        "INSERT INTO event_search_pending (stream_pos, room_id, sender, col, text)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (pos, room_id, event["sender"], *found),
     )
     # (seq counts from 1 again once the staging table is emptied)
     if (cur.lastrowid or 0) >= FLUSH_EVERY:
@@ -50,6 +51,10 @@ def index_search_in(conn: sqlite3.Connection, event: dict, pos: int) -> None:
 
 def flush_search_in(conn: sqlite3.Connection) -> int:
     """Inside a write: move the staged rows into the index; how many there were."""
+    conn.execute(
+        "INSERT INTO event_search_events (stream_pos, room_id, sender)"
+        " SELECT stream_pos, room_id, sender FROM event_search_pending"
+    )
     n = conn.execute(
         "INSERT INTO event_search (rowid, body, name, topic)"
         " SELECT stream_pos, CASE col WHEN 'body' THEN text END,"
@@ -60,11 +65,19 @@ def flush_search_in(conn: sqlite3.Connection) -> int:
     return n
 
 
+#: The tables of the index and their stream-position columns.
+_INDEX_TABLES = (
+    ("event_search", "rowid"),
+    ("event_search_events", "stream_pos"),
+    ("event_search_pending", "stream_pos"),
+)
+
+
 def unindex_search_in(conn: sqlite3.Connection, event_ids: Sequence[str]) -> None:
     """Inside a write that removes the content of ``event_ids`` (redaction, stripping): their
     index rows (staged or not) go with it."""
     args = [(eid,) for eid in event_ids]
-    for table, column in (("event_search", "rowid"), ("event_search_pending", "stream_pos")):
+    for table, column in _INDEX_TABLES:
         conn.executemany(
             f"DELETE FROM {table} WHERE {column} = (SELECT stream_pos FROM events"  # noqa: S608
             " WHERE event_id = ?)",
@@ -74,7 +87,7 @@ def unindex_search_in(conn: sqlite3.Connection, event_ids: Sequence[str]) -> Non
 
 def unindex_room_search_in(conn: sqlite3.Connection, room_id: str) -> None:
     """Inside a write that purges ``room_id`` (before its events are deleted)."""
-    for table, column in (("event_search", "rowid"), ("event_search_pending", "stream_pos")):
+    for table, column in _INDEX_TABLES:
         conn.execute(
             f"DELETE FROM {table} WHERE {column} IN (SELECT stream_pos FROM events"  # noqa: S608
             " WHERE room_id = ?)",
@@ -91,27 +104,31 @@ def optimize_search_in(conn: sqlite3.Connection) -> None:
 def _where(
     rooms: Mapping[str, int | None], senders: Sequence[str] | None, not_senders: Sequence[str]
 ) -> tuple[str, list]:
-    """The conditions on ``events e`` of a search and their arguments: accepted, unredacted,
-    in ``rooms`` (room ID -> highest readable stream position, None: no cap), of
-    ``senders``/not of ``not_senders``."""
+    """The conditions on ``event_search_events m`` of a search and their arguments: in
+    ``rooms`` (room ID -> highest readable stream position, None: no cap), of
+    ``senders``/not of ``not_senders``. (The index holds accepted, unredacted events only.)"""
     free = [r for r, cap in rooms.items() if cap is None]
     capped = {r: cap for r, cap in rooms.items() if cap is not None}
-    sql = (
-        " AND e.rejected = 0 AND e.soft_failed = 0 AND e.redacted_because IS NULL"
-        " AND (e.room_id IN (SELECT value FROM json_each(?))"
-    )
+    sql = " AND (m.room_id IN (SELECT value FROM json_each(?))"
     args: list = [orjson.dumps(free).decode()]
     if capped:
-        sql += " OR e.stream_pos <= (SELECT value FROM json_each(?) WHERE key = e.room_id)"
+        sql += " OR m.stream_pos <= (SELECT value FROM json_each(?) WHERE key = m.room_id)"
         args.append(orjson.dumps(capped).decode())
     sql += ")"
     if senders is not None:
-        sql += " AND e.sender IN (SELECT value FROM json_each(?))"
+        sql += " AND m.sender IN (SELECT value FROM json_each(?))"
         args.append(orjson.dumps(list(senders)).decode())
     if not_senders:
-        sql += " AND e.sender NOT IN (SELECT value FROM json_each(?))"
+        sql += " AND m.sender NOT IN (SELECT value FROM json_each(?))"
         args.append(orjson.dumps(list(not_senders)).decode())
     return sql, args
+
+
+#: The matches of a search: the index joined to the rooms and senders of its events.
+_MATCHES = (
+    " FROM event_search s CROSS JOIN event_search_events m ON m.stream_pos = s.rowid"
+    " WHERE event_search MATCH ?"
+)
 
 
 class SearchStore(StoreBase):
@@ -137,19 +154,18 @@ class SearchStore(StoreBase):
             if after is not None:
                 where += " AND s.rowid < ?"
                 args.append(after[1])
-            order = "s.rowid DESC"
+            order = "pos DESC"
         else:
             order = "score, pos DESC"
-        sql = (
-            "SELECT e.event_id, s.rowid AS pos, bm25(event_search) AS score"
-            " FROM event_search s CROSS JOIN events e ON e.stream_pos = s.rowid"
-            " WHERE event_search MATCH ?" + where
-        )
+        sql = "SELECT s.rowid AS pos, bm25(event_search) AS score" + _MATCHES + where
         if after is not None and not recent:
             sql = f"SELECT * FROM ({sql}) WHERE score > ? OR (score = ? AND pos < ?)"  # noqa: S608
             args += [after[0], after[0], after[1]]
-            order = "score, pos DESC"
-        rows = self.db.read(f"{sql} ORDER BY {order} LIMIT ?", [query, *args, limit])  # noqa: S608
+        rows = self.db.read(
+            f"SELECT e.event_id, x.pos, x.score FROM ({sql} ORDER BY {order} LIMIT ?) x"  # noqa: S608
+            f" JOIN events e ON e.stream_pos = x.pos ORDER BY {order.replace('pos', 'x.pos')}",
+            [query, *args, limit],
+        )
         return [(r[0], r[1], r[2]) for r in rows]
 
     def search_count(
@@ -161,9 +177,5 @@ class SearchStore(StoreBase):
         if not rooms:
             return 0
         where, args = _where(rooms, senders, not_senders)
-        row = self.db.read_one(
-            "SELECT COUNT(*) FROM event_search s CROSS JOIN events e ON e.stream_pos = s.rowid"
-            " WHERE event_search MATCH ?" + where,
-            [query, *args],
-        )
+        row = self.db.read_one("SELECT COUNT(*)" + _MATCHES + where, [query, *args])
         return row[0] if row else 0

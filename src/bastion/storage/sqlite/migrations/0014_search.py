@@ -7,6 +7,9 @@ stored event that carries searchable text: its rowid is the event's stream posit
 ``content.body`` of an ``m.room.message``, ``content.name`` of an ``m.room.name`` and
 ``content.topic`` of an ``m.room.topic`` (one of them per row).
 
+``event_search_events`` has the room and sender of each indexed event (keyed by stream
+position: a search filters the matches by room without reading the events' rows).
+
 ``event_search_pending`` stages what the persist paths index (one plain row per event, in
 the sending transaction): an FTS5 write costs a new index segment per transaction, so rows are
 moved into ``event_search`` in batches (every 256 staged rows, and before every search).
@@ -36,9 +39,16 @@ SCHEMA = """
 CREATE VIRTUAL TABLE event_search USING fts5(
     body, name, topic, tokenize = 'unicode61 remove_diacritics 2'
 );
+CREATE TABLE event_search_events (
+    stream_pos INTEGER PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    sender TEXT NOT NULL
+);
 CREATE TABLE event_search_pending (
     seq INTEGER PRIMARY KEY,
     stream_pos INTEGER NOT NULL UNIQUE,
+    room_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
     col TEXT NOT NULL,
     text TEXT NOT NULL
 );
@@ -49,13 +59,14 @@ def up(conn: sqlite3.Connection) -> None:
     run_script(conn, SCHEMA)
     marks = ",".join("?" * len(COLUMN_OF_TYPE))
     rows = conn.execute(
-        "SELECT stream_pos, json FROM events"
+        "SELECT stream_pos, room_id, sender, json FROM events"
         " WHERE rejected = 0 AND soft_failed = 0 AND redacted_because IS NULL"
         f" AND type IN ({marks})",  # noqa: S608
         list(COLUMN_OF_TYPE),
     )
     batches: dict[str, list[tuple[int, str]]] = {c: [] for c in COLUMN_OF_TYPE.values()}
-    for pos, raw in rows:
+    meta: list[tuple[int, str, str]] = []
+    for pos, room_id, sender, raw in rows:
         try:
             event = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -63,6 +74,10 @@ def up(conn: sqlite3.Connection) -> None:
         found = searchable_text(event) if isinstance(event, dict) else None
         if found is not None:
             batches[found[0]].append((pos, found[1]))
+            meta.append((pos, room_id, sender))
+    conn.executemany(
+        "INSERT INTO event_search_events (stream_pos, room_id, sender) VALUES (?, ?, ?)", meta
+    )
     for column, batch in batches.items():
         conn.executemany(
             f"INSERT INTO event_search (rowid, {column}) VALUES (?, ?)",  # noqa: S608
