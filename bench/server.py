@@ -23,6 +23,16 @@ drives both with the same aiohttp client load, one server at a time (alternating
    (``bastion admin create-user --admin``; Synapse's shared-secret ``/_synapse/admin/v1/register``).
    Timed: a search for a number prefix that ten users' display names start a word with
    ("person0123"), and a search for a first name 500 users have ("anna": ranked, limit 10).
+7. message search (``POST /search``, room events) over 100,000 messages (``--search-messages``
+   sets another count; the table names the count measured), on a third pair of servers: ten
+   users each send a tenth of the messages into their own room (concurrently, through the
+   client API, the one way both servers accept messages from their users), and an eleventh
+   user joined to all ten rooms searches. Each message has eight words from a vocabulary of
+   400, a tag word that ten messages share, and every tenth the word "harbour". Timed: the rare
+   tag (10 hits, ``order_by`` rank), "harbour" by rank (a tenth of the messages match: all are
+   ranked to give the best ten) and "harbour" by recent, limit 10 each. Synapse accepts about
+   60 messages/s this way on a 2-core machine, so 100,000 take it about half an hour (Bastion:
+   under three minutes); ``--quick`` uses 10,000.
 
 Bastion runs with its production password hashing (argon2id, time 3, memory 64 MiB, lanes 1 —
 the Config defaults); Synapse with its defaults (bcrypt, 12 rounds) and its generated log
@@ -38,7 +48,8 @@ line. Times are medians (or percentiles) over rounds; throughputs are medians of
 encrypted with SQLCipher, media files with a key each), so every figure is measured with it;
 ``bench/at_rest.py`` measures the same send and sync figures with it on and off in one run.
 
-Run: python bench/server.py [--quick] [--runs N] [--at-rest] [--only-directory]
+Run: python bench/server.py [--quick] [--runs N] [--at-rest] [--only-directory] [--only-search]
+     [--search-messages N]
 """
 
 from __future__ import annotations
@@ -545,11 +556,14 @@ class Plan:
     auth_rounds: int
     directory_users: int = 10_000
     directory_rounds: int = 50
+    search_messages: int = 100_000
+    search_rounds: int = 30
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
         if quick:
-            return cls(100, 10, 20, 1, 20, 300, 3, 5, directory_rounds=20)
+            return cls(100, 10, 20, 1, 20, 300, 3, 5, directory_rounds=20,
+                       search_messages=10_000, search_rounds=10)  # fmt: skip
         return cls(500, 10, 200, 3, 100, 1000, 5, 20)
 
 
@@ -809,6 +823,114 @@ async def run_directory(plan: Plan, work: Path) -> tuple[dict, dict]:
     return out["bastion"], out["synapse"]
 
 
+# ----------------------------------------------------------------------------------------------
+# 7. Message search
+# ----------------------------------------------------------------------------------------------
+SEARCH_SENDERS = 10
+_SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "so", "ta", "vi", "we", "zu", "bre", "dor", "fen",
+              "gal", "hut", "jor", "kel", "mur", "pax", "quo")  # fmt: skip
+SEARCH_VOCABULARY = [a + b for a in _SYLLABLES for b in _SYLLABLES]  # 400 words
+
+
+def search_body(i: int, n: int) -> str:
+    """Message ``i`` of ``n``: eight vocabulary words, the tag ten messages share, and every
+    tenth message the word "harbour"."""
+    rng = random.Random(i)
+    words = [rng.choice(SEARCH_VOCABULARY) for _ in range(8)]
+    words.append(f"tag{i % max(n // 10, 1):05d}")
+    if i % 10 == 0:
+        words.insert(rng.randrange(len(words)), "harbour")
+    return " ".join(words)
+
+
+async def populate_search(api: Api, senders: list[User], rooms: list[str], n: int,
+                          budget_s: float) -> int:  # fmt: skip
+    """``n`` messages, sender k sending messages k, k + 10, ... into room k; the count sent."""
+    deadline = time.monotonic() + budget_s
+    done = 0
+
+    async def sender(k: int) -> None:
+        nonlocal done
+        for i in range(k, n, SEARCH_SENDERS):
+            if time.monotonic() > deadline:
+                return
+            await send(api, senders[k], rooms[k], search_body(i, n))
+            done += 1
+
+    await asyncio.gather(*(sender(k) for k in range(SEARCH_SENDERS)))
+    return done
+
+
+async def message_search(api: Api, user: User, term: str, order: str) -> dict:
+    body = {"search_categories": {"room_events": {
+        "search_term": term, "order_by": order, "filter": {"limit": 10}}}}  # fmt: skip
+    _, r = await api.call("POST", "/_matrix/client/v3/search", body, user.token)
+    return r["search_categories"]["room_events"]
+
+
+async def bench_search(api: Api, user: User, n: int, rounds: int) -> dict:
+    """Median latency of the three searches, once the last message is found."""
+    deadline = time.monotonic() + 300
+    last = f"tag{(n - 1) % max(n // 10, 1):05d}"
+    while len((await message_search(api, user, last, "recent"))["results"]) < 10:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{api.base}: the search never found {last}")
+        await asyncio.sleep(0.5)
+    rng = random.Random(7)
+    times: dict[str, list[float]] = {"rare": [], "common_rank": [], "common_recent": []}
+    hits = {k: 0 for k in times}
+    for _ in range(rounds):
+        for key, term, order in (
+            ("rare", f"tag{rng.randrange(max(n // 10, 1)):05d}", "rank"),
+            ("common_rank", "harbour", "rank"),
+            ("common_recent", "harbour", "recent"),
+        ):
+            t = time.perf_counter()
+            r = await message_search(api, user, term, order)
+            times[key].append(time.perf_counter() - t)
+            hits[key] += len(r["results"])
+    out: dict = {"search_messages": n}
+    for key, values in times.items():
+        out[f"search_{key}_ms"] = statistics.median(values) * 1000
+        out[f"search_{key}_results_per_search"] = hits[key] / rounds
+    return out
+
+
+async def run_search(plan: Plan, work: Path) -> tuple[dict, dict]:
+    """Figure 7 on its own pair of servers (see the module's docstring)."""
+    work = work / "search"
+    work.mkdir()
+    syn_cfg, syn_port = prepare_synapse(work)
+    out: dict[str, dict] = {}
+    n = plan.search_messages
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        bastion = spawn_bastion(work, "bastion", "[guard.rate_limits]\nenabled = false\n"
+                                "[guard.registration]\nper_address_burst = 0\n")  # fmt: skip
+        await wait_ready(session, bastion)
+        synapse = start_synapse(syn_cfg, syn_port)
+        await wait_ready(session, synapse)
+        readers: dict[str, User] = {}
+        for srv in (bastion, synapse):
+            api = Api(session, srv)
+            reader = readers[srv.name] = await register(api)
+            senders = [await register(api) for _ in range(SEARCH_SENDERS)]
+            rooms = [await create_room(api, reader, public=True) for _ in senders]
+            for user, room in zip(senders, rooms, strict=True):
+                await join(api, user, room)
+            t = time.monotonic()
+            made = await populate_search(api, senders, rooms, n, 3600)
+            if made != n:
+                raise RuntimeError(f"{srv.name}: {made} of {n} messages in time")
+            out[srv.name] = {"search_populate_s": time.monotonic() - t}
+        for srv in (bastion, synapse):
+            api = Api(session, srv)
+            out[srv.name].update(await bench_search(api, readers[srv.name], n, plan.search_rounds))
+        for srv in (bastion, synapse):
+            stop_process(srv.proc)
+    return out["bastion"], out["synapse"]
+
+
 ROWS = [
     ("send_1_sender_msgs_per_s", "send, 1 sender (msg/s)", "up"),
     ("send_10_senders_msgs_per_s", "send, 10 senders in 1 room (msg/s)", "up"),
@@ -827,6 +949,17 @@ ROWS = [
     ("startup_s", "startup to first /versions (s)", "down"),
     ("directory_search_narrow_ms", "user-directory search on 10,000 users, 10 hits (ms)", "down"),
     ("directory_search_broad_ms", "user-directory search on 10,000 users, 500 hits (ms)", "down"),
+    ("search_rare_ms", "message search on {search_messages:,} msgs, 10 hits, rank (ms)", "down"),
+    (
+        "search_common_rank_ms",
+        "message search on {search_messages:,} msgs, 10% hit, rank (ms)",
+        "down",
+    ),
+    (
+        "search_common_recent_ms",
+        "message search on {search_messages:,} msgs, 10% hit, recent (ms)",
+        "down",
+    ),
 ]
 
 
@@ -853,13 +986,18 @@ GOALS: dict[str, tuple[tuple[str, ...], float]] = {
         ("directory_search_narrow_synapse_over_bastion",
          "directory_search_broad_synapse_over_bastion"), 3,
     ),
+    "message_search_3x_synapse": (
+        ("search_rare_synapse_over_bastion", "search_common_rank_synapse_over_bastion",
+         "search_common_recent_synapse_over_bastion"), 3,
+    ),
 }  # fmt: skip
 
 
 def report(b: dict, s: dict, plan: Plan, quick: bool, runs: int) -> dict:
     """Print the table of the figures both servers have (all of them, or figure 6 alone with
     ``--only-directory``) and the goals they decide; return the JSON summary."""
-    rows = [row for row in ROWS if row[0] in b and row[0] in s]
+    rows = [(key, label.format(search_messages=b.get("search_messages", 0)), direction)
+            for key, label, direction in ROWS if key in b and key in s]  # fmt: skip
     ratios = {}
     for key, _, direction in rows:
         num, den = (b[key], s[key]) if direction == "up" else (s[key], b[key])
@@ -891,6 +1029,16 @@ def report(b: dict, s: dict, plan: Plan, quick: bool, runs: int) -> dict:
             f"{s['directory_broad_results_per_search']:.1f}; median of {plan.directory_rounds} "
             "searches each; every local user searchable on both)"
         )
+    if "search_messages" in b:
+        print(
+            f"(message search: {b['search_messages']} / {s['search_messages']} messages in 10 "
+            f"rooms, sent in {b['search_populate_s']:.0f} / {s['search_populate_s']:.0f} s; "
+            f"results per search, rare {b['search_rare_results_per_search']:.1f} / "
+            f"{s['search_rare_results_per_search']:.1f}, common "
+            f"{b['search_common_rank_results_per_search']:.1f} / "
+            f"{s['search_common_rank_results_per_search']:.1f}; median of {plan.search_rounds} "
+            "searches each)"
+        )
     if "register_ms" in b:
         print(
             "Bastion: argon2id t=3 m=64MiB p=1 (production defaults). Synapse 1.163 defaults "
@@ -902,6 +1050,11 @@ def report(b: dict, s: dict, plan: Plan, quick: bool, runs: int) -> dict:
         print(
             "Figure 6: Bastion with argon2's cheapest costs and its rate limits off, Synapse with "
             "the same raised rate limits; every local user searchable on both; no password hashed."
+        )
+    if "search_messages" in b:
+        print(
+            "Figure 7: Bastion with argon2's cheapest costs and its rate limits off, Synapse with "
+            "the same raised rate limits; the messages sent through the client API on both."
         )
     if "reference_bare_aiohttp_server_rss_idle_mib" in b:
         print(
@@ -952,19 +1105,31 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the data directories")
     parser.add_argument("--only-directory", action="store_true",
                         help="figure 6 (user-directory search) alone")  # fmt: skip
+    parser.add_argument("--only-search", action="store_true",
+                        help="figure 7 (message search) alone")  # fmt: skip
+    parser.add_argument("--search-messages", type=int, metavar="N",
+                        help="messages figure 7 searches (default 100,000; --quick 10,000)")  # fmt: skip
     parser.add_argument("--at-rest", action="store_true",
                         help="Bastion with encryption at rest on (issue 10)")  # fmt: skip
     args = parser.parse_args()
     if not 1 <= args.runs <= 9:
         parser.error("--runs must be 1 to 9")
+    if args.only_directory and args.only_search:
+        parser.error("--only-directory and --only-search exclude each other")
     plan = Plan.make(args.quick)
+    if args.search_messages is not None:
+        if not 100 <= args.search_messages <= 1_000_000:
+            parser.error("--search-messages must be 100 to 1,000,000")
+        plan.search_messages = args.search_messages
     results: list[tuple[dict, dict]] = []
     for i in range(args.runs):
         work = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
         try:
-            b, s = ({}, {}) if args.only_directory else asyncio.run(run(plan, work, args.at_rest))
-            bd, sd = asyncio.run(run_directory(plan, work))
-            results.append(({**b, **bd}, {**s, **sd}))
+            only = args.only_directory or args.only_search
+            b, s = ({}, {}) if only else asyncio.run(run(plan, work, args.at_rest))
+            bd, sd = ({}, {}) if args.only_search else asyncio.run(run_directory(plan, work))
+            bs, ss = ({}, {}) if args.only_directory else asyncio.run(run_search(plan, work))
+            results.append(({**b, **bd, **bs}, {**s, **sd, **ss}))
         finally:
             _stop_all()
             if args.keep:

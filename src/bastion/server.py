@@ -48,6 +48,7 @@ from bastion.services.push_rules import PushRules
 from bastion.services.reporting import Reporting
 from bastion.services.retention import RetentionService
 from bastion.services.rooms import RoomService
+from bastion.services.search import Search
 from bastion.services.server_notices import ServerNotices
 from bastion.services.space_hierarchy import SpaceHierarchy
 from bastion.services.sync import SyncService
@@ -96,6 +97,7 @@ CLIENT_API_MODULES = [
     "bastion.api.client.relations",
     "bastion.api.client.room_upgrades",  # issue 11: POST /rooms/{roomId}/upgrade
     "bastion.api.client.room_event_by_timestamp",  # issue 11: GET /v1/.../timestamp_to_event
+    "bastion.api.client.search",  # issue 11: POST /search (server-side search)
     "bastion.api.bastion_admin.export",
     "bastion.api.bastion_admin.legal_holds",  # issue 10: /_bastion/admin/v1/legal_holds
     "bastion.api.synapse_admin",
@@ -184,6 +186,8 @@ class HomeServer:
         self.user_directory = UserDirectory(self)
         #: Space hierarchies (C-S and S-S API "Spaces").
         self.space_hierarchy = SpaceHierarchy(self.rooms, self.now_ms)
+        #: Server-side search (C-S API "Server Side Search").
+        self.search = Search(self)
         #: What /sync gathers besides rooms (services/sync_api.py).
         self.sync_contributors: list[SyncContributor] = [
             self.account_data, self.typing, self.receipts, self.presence, self.e2ee,

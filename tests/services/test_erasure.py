@@ -138,7 +138,13 @@ class World:
         while not _records(self.srv, "login.notice"):
             assert time.monotonic() < deadline, "no new-login notice"
             time.sleep(0.05)
-        assert self.scan(), "the distinctive strings are on disk before the erasure"
+        # A search moves the staged index rows into the full-text index.
+        self.ok(b.request("POST", f"{V3}/search", {"search_categories": {"room_events": {
+            "search_term": "bob"}}}))  # fmt: skip
+        found = self.scan()
+        assert found, "the distinctive strings are on disk before the erasure"
+        # (the search index holds alice's words, case-folded: they must go too)
+        assert any(MARK.lower() in hits for hits in found.values())
 
     def _guard_rows(self) -> None:
         """A decision holding one of alice's events (the guard keeps its content for a
@@ -158,8 +164,9 @@ class World:
         on_server(self.srv, store.transaction(fn))
 
     def scan(self) -> dict[str, list[str]]:
-        """Every file under the data directory that holds a distinctive string: {file: [what]}."""
-        needles = [MARK.encode(), *(s.encode() for s in self.strings)]
+        """Every file under the data directory that holds a distinctive string: {file: [what]}.
+        The mark is looked for case-folded too: the search index keeps words case-folded."""
+        needles = [MARK.encode(), MARK.lower().encode(), *(s.encode() for s in self.strings)]
         found: dict[str, list[str]] = {}
         for path in sorted(Path(self.srv.config.data_dir).rglob("*")):
             if not path.is_file():

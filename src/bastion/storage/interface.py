@@ -1130,6 +1130,21 @@ class UserDirectoryStore(Protocol):
     ) -> list[DirectoryEntry]: ...
 
 
+class SearchStore(Protocol):
+    """The full-text index of server-side search (issue 11; C-S API "Server Side Search";
+    storage/sqlite/search.py)."""
+
+    async def flush_search_index(self) -> None: ...
+    def search_events(
+        self, query: str, rooms: Mapping[str, int | None], *, senders: Sequence[str] | None,
+        not_senders: Sequence[str], recent: bool, after: tuple[float, int] | None, limit: int,
+    ) -> list[tuple[str, int, float]]: ...  # fmt: skip
+    def search_count(
+        self, query: str, rooms: Mapping[str, int | None], *, senders: Sequence[str] | None,
+        not_senders: Sequence[str],
+    ) -> int: ...  # fmt: skip
+
+
 class Store(
     AccountsStore,
     RoomsStore,
@@ -1156,6 +1171,7 @@ class Store(
     RelationsStore,
     OpenIdStore,
     UserDirectoryStore,
+    SearchStore,
     StreamsStore,
     Protocol,
 ):

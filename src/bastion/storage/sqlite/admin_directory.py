@@ -12,6 +12,7 @@ from typing import Any
 from bastion.storage.sqlite.accounts import token_hash
 from bastion.storage.sqlite.base import StoreBase
 from bastion.storage.sqlite.rooms import RoomReadCaches
+from bastion.storage.sqlite.search import unindex_room_search_in
 
 #: The purged room's highest stream position stays here (see migration 0006).
 STREAMS: list[tuple[str, str]] = [("room_deletions", "top_stream_pos")]
@@ -207,8 +208,8 @@ class AdminDirectoryStore(StoreBase):
 
     def purge_room_in(self, conn: sqlite3.Connection, room_id: str) -> tuple[list[str], int]:
         """Remove a room from the database (inside a write function): its events with their
-        edges, auth links, transaction IDs and queued outbound copies, its state groups, current
-        state, memberships, aliases, room account data, receipts and the room row. Returns the
+        edges, auth links, transaction IDs, queued outbound copies and search index rows, its
+        state groups, current state, memberships, aliases, room account data, receipts and the room row. Returns the
         IDs of the events removed and the highest stream position the room held."""
         event_ids = [
             r[0] for r in conn.execute("SELECT event_id FROM events WHERE room_id = ?", (room_id,))
@@ -221,6 +222,7 @@ class AdminDirectoryStore(StoreBase):
             (room_id, room_id, room_id, room_id),
         ).fetchone()
         sub = "SELECT event_id FROM events WHERE room_id = ?"
+        unindex_room_search_in(conn, room_id)
         for table, column in (
             ("event_edges", "event_id"), ("event_auth", "event_id"), ("event_txns", "event_id"),
             ("federation_outbound_pdus", "event_id"), ("event_relations", "event_id"),

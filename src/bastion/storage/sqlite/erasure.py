@@ -101,9 +101,13 @@ server_notice_rooms             kept; the events of the user's notices room are 
 erased_users                    the user's row is added
 openid_tokens                   deleted by the deactivation (and here again): tokens that
                                 vouched for the user's ID to widgets and integration managers
+event_search, event_search_     the index rows of the user's events go when they are stripped
+events, event_search_pending    (storage/sqlite/search.py); the index is then rewritten
+                                (FTS5 ``optimize``) before the compaction below, so no old
+                                segment of it keeps their words
 =============================== ===============================================================
 
-There are no pusher rows and no search index in this schema.
+There are no pusher rows in this schema.
 
 Disk hygiene: every connection runs with ``PRAGMA secure_delete=ON``
 (:func:`bastion.storage.sqlite.database.connection_pragmas`), so what these writes delete or
@@ -125,6 +129,7 @@ import orjson
 
 from bastion.storage.sqlite.base import StoreBase
 from bastion.storage.sqlite.media import MediaStore
+from bastion.storage.sqlite.search import optimize_search_in
 
 STREAMS: list[tuple[str, str]] = []
 
@@ -258,8 +263,9 @@ class ErasureStore(StoreBase):
         caches.slices.clear()
 
     async def compact_database(self) -> dict[str, Any]:
-        """Checkpoint and truncate the WAL, ``VACUUM``, truncate the WAL again (on the writer
-        thread, between two batches); what it measured (seconds, sizes)."""
+        """Rewrite the search index (FTS5 ``optimize``), checkpoint and truncate the WAL,
+        ``VACUUM``, truncate the WAL again (on the writer thread, between two batches); what it
+        measured (seconds, sizes)."""
         return await self.db.maintain(_compact)
 
     def compact_database_sync(self) -> dict[str, Any]:
@@ -282,6 +288,7 @@ def _compact(conn: sqlite3.Connection) -> dict[str, Any]:
     t0 = time.perf_counter()
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     before = conn.execute("PRAGMA page_count").fetchone()[0] * page_size
+    optimize_search_in(conn)  # (autocommit: no transaction is open here)
     _checkpoint(conn)
     t1 = time.perf_counter()
     conn.execute("VACUUM")

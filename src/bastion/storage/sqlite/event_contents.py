@@ -26,6 +26,7 @@ import orjson
 from bastion.core.events import redact
 from bastion.storage.sqlite.base import StoreBase
 from bastion.storage.sqlite.relations import unindex_relations_in
+from bastion.storage.sqlite.search import unindex_search_in
 
 STREAMS: list[tuple[str, str]] = []
 
@@ -82,6 +83,7 @@ class EventContentsStore(StoreBase):
                 changed.append(eid)
         if changed:
             unindex_relations_in(conn, changed)  # (the redacted form has no m.relates_to)
+            unindex_search_in(conn, changed)  # (nor any searchable text)
             self.events_rewritten_in(conn)
         return [eid for eid in ids if eid in set(changed)]
 

@@ -36,6 +36,7 @@ from bastion.storage.sqlite.base import StoreBase
 from bastion.storage.sqlite.ledger import append_event_leaf
 from bastion.storage.sqlite.relations import index_relation_in
 from bastion.storage.sqlite.rooms import SNAPSHOT_EVERY, StateMap
+from bastion.storage.sqlite.search import index_search_in
 
 STREAMS: list[tuple[str, str]] = []
 
@@ -193,6 +194,7 @@ class FederationInboundStore(StoreBase):
         )  # fmt: skip
         if not rejected and soft == 0:
             index_relation_in(conn, eid, room_id, ev, pos)
+            index_search_in(conn, room_id, ev, pos)
         prevs = [p[0] if isinstance(p, list) else p for p in ev.get("prev_events", [])]
         auths = [a[0] if isinstance(a, list) else a for a in ev.get("auth_events", [])]
         conn.executemany(

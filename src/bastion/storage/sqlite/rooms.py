@@ -25,6 +25,7 @@ from bastion.storage.interface import EventRow, NewEvent, RoomHeadRow, RoomMembe
 from bastion.storage.sqlite.base import StoreBase
 from bastion.storage.sqlite.ledger import append_event_leaf
 from bastion.storage.sqlite.relations import index_relation_in, unindex_relations_in
+from bastion.storage.sqlite.search import index_search_in, unindex_search_in
 
 STREAMS: list[tuple[str, str]] = [("events", "stream_pos")]
 
@@ -689,8 +690,9 @@ class RoomsStore(StoreBase):
     ) -> tuple[int | None, int]:
         """Persist events of one room in order (inside a write function): each gets a stream
         position, its state groups, DAG edges, forward extremities, current state, membership
-        rows and transaction mapping, its ledger leaf (decision accepted) and its relation row
-        when it carries one; a redaction rewrites its target (dropping its relation row).
+        rows and transaction mapping, its ledger leaf (decision accepted), its relation row
+        when it carries one and its search index row when it carries searchable text; a
+        redaction rewrites its target (dropping its relation and search rows).
         Returns the room's state group and chain length after the last event."""
         for ne in events:
             ev = ne.event
@@ -745,6 +747,7 @@ class RoomsStore(StoreBase):
                 ),
             )  # fmt: skip
             index_relation_in(conn, ne.event_id, ne.room_id, ev, pos)
+            index_search_in(conn, ne.room_id, ev, pos)
             prevs = [p[0] if isinstance(p, list) else p for p in ev.get("prev_events", [])]
             auths = [a[0] if isinstance(a, list) else a for a in ev.get("auth_events", [])]
             conn.executemany(
@@ -789,6 +792,7 @@ class RoomsStore(StoreBase):
                     (orjson.dumps(redacted), ne.event_id, target_id),
                 )
                 unindex_relations_in(conn, [target_id])  # (redaction drops m.relates_to)
+                unindex_search_in(conn, [target_id])  # (and the text)
                 self.events_rewritten_in(conn)
             self.wake(ne.room_id, *ne.wake)
         return group, chain_len

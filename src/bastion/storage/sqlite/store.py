@@ -44,6 +44,7 @@ from bastion.storage.sqlite import (
     relations,
     retention,
     rooms,
+    search,
     server_notices,
     user_directory,
 )
@@ -56,7 +57,7 @@ T = TypeVar("T")
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
           federation_inbound, ledger, ledger_audit, guard_decisions, guard_limits, guard_login,
           guard_policy, server_notices, event_contents, audit, export, retention,
-          admin_directory, erasure, relations, openid, user_directory)  # fmt: skip
+          admin_directory, erasure, relations, openid, user_directory, search)  # fmt: skip
 
 
 class SqliteStore(
@@ -85,6 +86,7 @@ class SqliteStore(
     relations.RelationsStore,
     openid.OpenIdStore,
     user_directory.UserDirectoryStore,
+    search.SearchStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL", key: bytes | None = None) -> None:
         self.db = Database(path, synchronous, key)
