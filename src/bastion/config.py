@@ -113,6 +113,9 @@ class Config:
     turn_uris: tuple[str, ...] = ()
     turn_shared_secret: str = field(default="", repr=False)  # never in a logged repr
     turn_user_lifetime: int = 3600
+    #: Lifetime (milliseconds) of an access token issued with a refresh token (``refresh_token:
+    #: true`` in /login or /register, and by /refresh); tokens issued without one never expire.
+    access_token_lifetime_ms: int = 5 * 60 * 1000
     #: Served at /.well-known/matrix/support (C-S API "Server Discovery"): the contacts, tables
     #: of ``role`` (m.role.admin, m.role.security or a namespaced role of your own) and at least
     #: one of ``matrix_id`` and ``email_address``; and an http(s) ``support_page``. With neither
@@ -299,6 +302,12 @@ class Config:
             or self.turn_user_lifetime <= 0
         ):
             raise ConfigError("turn_user_lifetime must be a positive integer (seconds)")
+        if (
+            not isinstance(self.access_token_lifetime_ms, int)
+            or isinstance(self.access_token_lifetime_ms, bool)
+            or not 1000 <= self.access_token_lifetime_ms <= 365 * 24 * 3600 * 1000
+        ):
+            raise ConfigError("access_token_lifetime_ms must be 1000 ms to one year")
         try:
             check_support(self.support_contacts, self.support_page)
         except ValueError as e:
@@ -533,6 +542,10 @@ http_body_idle_timeout = {http_body_idle_timeout}
 # turn_uris = ["turn:turn.example.com:3478?transport=udp", "turns:turn.example.com:5349"]
 # turn_shared_secret = "…"
 # turn_user_lifetime = 3600
+
+# Lifetime (ms) of access tokens issued to clients that ask for a refresh token (they refresh
+# before it ends); tokens of clients that do not ask never expire.
+# access_token_lifetime_ms = 300000
 
 # Support information, served at /.well-known/matrix/support (404 when neither is set). Roles:
 # m.role.admin, m.role.security, or one of your own (org.example.billing); each contact needs a
