@@ -9,7 +9,9 @@ import sqlite3
 
 import pytest
 
+from bastion.storage.interface import TokenExpired
 from bastion.storage.sqlite import migrations as mig
+from bastion.storage.sqlite.accounts import token_hash
 from bastion.storage.sqlite.migrations import migrate
 from bastion.storage.sqlite.store import SqliteStore
 from tests.storage.sqlite.test_migration_0005 import _dump, _tables
@@ -129,6 +131,49 @@ def test_the_cache_is_bounded(store, monkeypatch):
         store.get_requester(TOKEN, NOW) is not None and store.get_requester(OTHER, NOW) is not None
     )
     assert len(store.requester_cache.requesters) == 1
+
+
+def test_an_expired_token_is_refused_though_its_requester_is_remembered(store, monkeypatch):
+    store.transaction_sync(lambda conn: store.add_device_sync(
+        conn, ALICE, "TABLET", None, "syt_expiring", 1, expires_ts=5_000))  # fmt: skip
+    assert store.authenticate_token("syt_expiring", 4_999)[0].device_id == "TABLET"
+    assert token_hash("syt_expiring") in store.requester_cache.requesters  # remembered
+    seen = _reads(store, monkeypatch)
+    with pytest.raises(TokenExpired):  # the expiry is checked on the hit: no lookup
+        store.authenticate_token("syt_expiring", 5_000)
+    assert len(seen) == 1 and "auth_generation" in seen[0]
+    assert store.get_requester("syt_expiring", 10**12) is None
+    assert store.get_requester(TOKEN, 10**12) is not None  # tokens without expiry never expire
+    # Not remembered yet (a new generation): the lookup checks it too.
+    store.requester_cache.valid_for(-1)
+    with pytest.raises(TokenExpired):
+        store.authenticate_token("syt_expiring", 5_000)
+
+
+def test_a_rotated_away_token_is_refused_at_once(store):
+    def issue(conn):
+        store.add_device_sync(conn, ALICE, "TABLET", None, "syt_a1", 1, expires_ts=9_000)
+        store.add_refresh_token_in(conn, "bsr_r1", ALICE, "TABLET", "syt_a1", 1)
+
+    store.transaction_sync(issue)
+    assert store.check_access_token("syt_a1", NOW)[3] is False  # remembered
+    assert token_hash("syt_a1") in store.requester_cache.requesters
+    owner = store.transaction_sync(
+        lambda conn: store.rotate_refresh_token_in(conn, "bsr_r1", "syt_a2", "bsr_r2", 9_500, 2)
+    )
+    assert owner == (ALICE, "TABLET")
+    assert store.check_access_token("syt_a1", NOW) is None  # gone from the cache with the row
+    # The new token's first use says so (and is not remembered until the old one is retired).
+    assert store.check_access_token("syt_a2", NOW)[3] is True
+    assert token_hash("syt_a2") not in store.requester_cache.requesters
+    assert store.refresh_token_owner("bsr_r1") == ALICE
+    assert store.transaction_sync(lambda conn: store.retire_refreshed_in(conn, "syt_a2")) == 1
+    assert store.check_access_token("syt_a2", NOW)[3] is False
+    assert store.refresh_token_owner("bsr_r1") is None
+    assert store.transaction_sync(
+        lambda conn: store.rotate_refresh_token_in(conn, "bsr_r1", "syt_x", "bsr_x", 9_500, 3)
+    ) is None  # fmt: skip
+    assert store.check_access_token("syt_x", NOW) is None
 
 
 # -- the migration ---------------------------------------------------------------------------
