@@ -18,6 +18,11 @@ Policy decisions made here, documented for operators:
   both: the old access token is revoked at once, the old refresh token when the new pair is
   first used (until then the client may repeat a refresh whose answer it lost, which revokes
   the pair it lost). They go with their device (logout, device deletion, deactivation).
+- **Login tokens** (``POST /login/get_token``, off unless ``login_token_enabled``): each needs
+  the password again (a UIA session serves one token), at most one a minute per user
+  (:data:`LOGIN_TOKEN_PER_MINUTE`); ``bsl_`` + 256 random bits, stored hashed, valid for
+  ``login_token_lifetime_ms`` and for one ``m.login.token`` login. They go with logout/all,
+  deactivation and erasure.
 - **Failed logins** are accounted by the guard's login defence
   (:mod:`bastion.guard.login_defence`, the arithmetic in :mod:`bastion.guard.login_policy`):
   per account across addresses, per known device, per address and per network prefix, with
@@ -105,6 +110,9 @@ MAX_PROFILE_BYTES = 64 * 1024
 MAX_PROFILE_KEY_BYTES = 255
 ACCESS_TOKEN_PREFIX = "bst_"
 REFRESH_TOKEN_PREFIX = "bsr_"
+LOGIN_TOKEN_PREFIX = "bsl_"
+#: Login tokens a user may get per minute (the spec encourages "1 request per minute").
+LOGIN_TOKEN_PER_MINUTE = 1
 #: Longer refresh tokens than this are not looked up (ours are 47 characters).
 MAX_REFRESH_TOKEN_LENGTH = 255
 #: The actor of a failed login whose identifier is empty.
@@ -115,6 +123,7 @@ MEMBER_PROFILE_KEYS = ("displayname", "avatar_url")
 DUMMY = "m.login.dummy"
 PASSWORD = "m.login.password"
 REG_TOKEN = "m.login.registration_token"
+TOKEN_LOGIN = "m.login.token"
 
 _LOCALPART = re.compile(r"[a-z0-9._=/+\-]+")
 _PROFILE_KEY = re.compile(r"avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
@@ -263,6 +272,7 @@ class AccountService:
         #: The guard's login and registration defence (``hs.guard.login``).
         self.defence = login_defence
         self.validity_bucket = TokenBuckets(1000 / VALIDITY_REFILL_MS, VALIDITY_BUCKET_CAPACITY)
+        self.login_token_bucket = TokenBuckets(LOGIN_TOKEN_PER_MINUTE / 60, LOGIN_TOKEN_PER_MINUTE)
 
     # -- hooks into other services ------------------------------------------------------------
     def _device_added_in(self, conn: Txn, user_id: str, device_id: str) -> None:
@@ -586,6 +596,8 @@ class AccountService:
         if not isinstance(login_type, str):
             raise MatrixError(M_MISSING_PARAM if login_type is None else M_BAD_JSON,
                               "'type' must be a login type string")  # fmt: skip
+        if login_type == TOKEN_LOGIN and self.config.login_token_enabled:
+            return await self._login_with_token(body, ip)
         if login_type != PASSWORD:
             raise MatrixError(M_UNKNOWN, f"unsupported login type {login_type}")
         identifier = body.get("identifier")
@@ -612,11 +624,7 @@ class AccountService:
             raise missing_param("'password' is required")
         if not isinstance(password, str):
             raise bad_json("'password' must be a string")
-        device_id = body.get("device_id")
-        if device_id is not None:
-            check_device_id(device_id)
-        display = _opt(body, "initial_device_display_name", str, "a string")
-        wants_refresh = _opt(body, "refresh_token", bool, "a boolean") or False
+        device_id, display, wants_refresh = self._login_options(body)
 
         user_id = self.normalise_login_user(user)
         row = self.store.get_user(user_id) if user_id else None
@@ -669,6 +677,49 @@ class AccountService:
             new_hash = await self.passwords.hash_async(password)
         else:
             new_hash = None
+        return await self._finish_login(
+            user_id, device_id, display, wants_refresh, ip, new_hash=new_hash
+        )
+
+    @staticmethod
+    def _login_options(body: dict) -> tuple[str | None, str | None, bool]:
+        """A login's ``device_id``, ``initial_device_display_name`` and ``refresh_token``."""
+        device_id = body.get("device_id")
+        if device_id is not None:
+            check_device_id(device_id)
+        display = _opt(body, "initial_device_display_name", str, "a string")
+        wants_refresh = _opt(body, "refresh_token", bool, "a boolean") or False
+        return device_id, display, wants_refresh
+
+    async def _login_with_token(self, body: dict, ip: str | None) -> dict:
+        """POST /login with ``m.login.token`` (a token from POST /login/get_token): 403 when it
+        is unknown, used or expired; it serves once, whatever the outcome."""
+        token = body.get("token")
+        if token is None:
+            raise missing_param("'token' is required")
+        if not isinstance(token, str):
+            raise bad_json("'token' must be a string")
+        device_id, display, wants_refresh = self._login_options(body)
+        now = self.now_ms()
+        user_id = None
+        if token.startswith(LOGIN_TOKEN_PREFIX) and len(token) <= MAX_REFRESH_TOKEN_LENGTH:
+            user_id = await self.store.transaction(
+                lambda conn: self.store.take_login_token_in(conn, token, now)
+            )
+        row = self.store.get_user(user_id) if user_id is not None else None
+        if user_id is None or row is None or row["deactivated"]:
+            raise forbidden("invalid or expired login token")
+        if row["locked"]:
+            raise MatrixError(M_USER_LOCKED, "this account has been locked", 401, soft_logout=True)
+        return await self._finish_login(
+            user_id, device_id, display, wants_refresh, ip, login_type=TOKEN_LOGIN
+        )
+
+    async def _finish_login(
+        self, user_id: str, device_id: str | None, display: str | None, wants_refresh: bool,
+        ip: str | None, *, new_hash: str | None = None, login_type: str = PASSWORD,
+    ) -> dict:  # fmt: skip
+        """A verified login: the device (reused or new) and its tokens, recorded."""
         device_id = device_id or generate_device_id()
         access_token = generate_access_token()
         refresh_token = generate_refresh_token() if wants_refresh else None
@@ -697,10 +748,12 @@ class AccountService:
                 self._device_added_in(conn, account, device_id)
             if new_hash:
                 store.set_password_hash_in(conn, account, new_hash)
+            details: dict[str, Any] = {"device_id": device_id, "new_device": new_device}
+            if login_type != PASSWORD:
+                details["login_type"] = login_type
             record_in(
                 store, conn, records.ACTION_LOGIN_SUCCESS, actor=account, ts=now, target=account,
-                subject=account, origin=ip,
-                details={"device_id": device_id, "new_device": new_device},
+                subject=account, origin=ip, details=details,
             )  # fmt: skip
             return self.defence.note_login_in(conn, account, device_id, display, ip, now)
 
@@ -739,6 +792,26 @@ class AccountService:
             raise unknown_token("unknown refresh token", soft_logout=True)
         return {"access_token": access_token, "refresh_token": refresh_token,
                 "expires_in_ms": lifetime}  # fmt: skip
+
+    async def get_login_token(self, requester: Requester, body: dict, ip: str | None) -> dict:
+        """POST /login/get_token — see bastion.api.client.login."""
+        if not self.config.login_token_enabled:
+            raise MatrixError(M_FORBIDDEN, "login tokens are not offered on this server", 400)
+        session = await self.require_password_uia(body, requester, "get_login_token", ip)
+        wait = self.login_token_bucket.take(requester.user_id, self.now_ms() / 1000)
+        if wait:
+            # The completed session stays: the retry after retry_after_ms needs no new stage.
+            raise limit_exceeded(retry_after_ms(wait))
+        self.end_uia(session)  # one token per verification (the spec: always re-prompt)
+        token = LOGIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = self.now_ms()
+        lifetime = self.config.login_token_lifetime_ms
+        await self.store.transaction(
+            lambda conn: self.store.add_login_token_in(
+                conn, token, requester.user_id, now + lifetime, now
+            )
+        )
+        return {"login_token": token, "expires_in_ms": lifetime}
 
     async def retire_refreshed(self, access_token: str) -> None:
         """The first use of an access token issued by POST /refresh: the refresh token it

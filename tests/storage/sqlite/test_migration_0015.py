@@ -28,7 +28,7 @@ def test_rows_are_kept_and_old_tokens_never_expire(tmp_path):
     assert migrate(c, str(path), mig.migrations()[: number_of(NAME)]) == number_of(NAME)
     c.close()
     after_tables = [t for t in _tables(path) if t != mig.VERSION_TABLE]
-    assert sorted(after_tables) == sorted([*tables, "refresh_tokens"])
+    assert sorted(after_tables) == sorted([*tables, "refresh_tokens", "login_tokens"])
     after = _dump(path, tables)
     # Every access token is kept, with an empty expiry (the new last column).
     assert after.pop("access_tokens") == sorted(
@@ -44,6 +44,11 @@ def test_rows_are_kept_and_old_tokens_never_expire(tmp_path):
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'refresh_tokens'"
         )}  # fmt: skip
         assert {"refresh_tokens_device", "refresh_tokens_next_access"} <= indexes
+        assert conn.execute("SELECT COUNT(*) FROM login_tokens").fetchone()[0] == 0
+        indexes = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'login_tokens'"
+        )}  # fmt: skip
+        assert {"login_tokens_expiry", "login_tokens_user"} <= indexes
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         conn.close()
@@ -87,6 +92,25 @@ def test_the_store_uses_the_new_schema(tmp_path):
         assert store.refresh_token_count(user_id) == 1
         await store.transaction(lambda conn: store.delete_device_in(conn, user_id, device_id))
         assert store.refresh_token_count(user_id) == 0
+
+        # Login tokens: single use, refused once expired, swept when new ones are issued.
+        def logins(conn) -> None:
+            store.add_login_token_in(conn, "bsl_once", user_id, 2_000, 100)
+            store.add_login_token_in(conn, "bsl_late", user_id, 1_500, 100)
+            store.add_login_token_in(conn, "bsl_old", user_id, 300, 100)
+
+        await store.transaction(logins)
+        take = store.take_login_token_in
+        assert await store.transaction(lambda conn: take(conn, "bsl_once", 1_999)) == user_id
+        assert await store.transaction(lambda conn: take(conn, "bsl_once", 1_999)) is None
+        assert await store.transaction(lambda conn: take(conn, "bsl_late", 1_500)) is None
+        assert store.login_token_count(user_id) == 1  # the expired, unused one
+        await store.transaction(
+            lambda conn: store.add_login_token_in(conn, "bsl_n", user_id, 5_000, 500)
+        )
+        assert store.login_token_count(user_id) == 1  # swept; the new one
+        await store.transaction(lambda conn: store.revoke_user_tokens_in(conn, user_id))
+        assert store.login_token_count(user_id) == 0
 
     try:
         asyncio.run(go())

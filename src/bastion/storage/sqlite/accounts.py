@@ -122,6 +122,7 @@ class AccountsStore(StoreBase):
         conn.execute("DELETE FROM profiles WHERE user_id = ?", (user_id,))
         conn.execute("DELETE FROM access_tokens WHERE user_id = ?", (user_id,))
         conn.execute("DELETE FROM refresh_tokens WHERE user_id = ?", (user_id,))
+        conn.execute("DELETE FROM login_tokens WHERE user_id = ?", (user_id,))
         # Its OpenID tokens (migration 0013) vouch for it no longer.
         conn.execute("DELETE FROM openid_tokens WHERE user_id = ?", (user_id,))
 
@@ -291,6 +292,40 @@ class AccountsStore(StoreBase):
             "DELETE FROM refresh_tokens WHERE next_access_hash = ?", (token_hash(access_token),)
         ).rowcount
 
+    # -- login tokens (POST /login/get_token, migration 0015) ------------------------------
+    @staticmethod
+    def add_login_token_in(
+        conn: sqlite3.Connection, token: str, user_id: str, expires_ts: int, now_ms: int,
+        sweep: int = 100,
+    ) -> None:  # fmt: skip
+        """Store a single-use login token; first delete up to ``sweep`` expired ones."""
+        conn.execute(
+            "DELETE FROM login_tokens WHERE token_hash IN (SELECT token_hash FROM login_tokens"
+            " WHERE expires_ts <= ? ORDER BY expires_ts LIMIT ?)",
+            (now_ms, sweep),
+        )
+        conn.execute(
+            "INSERT INTO login_tokens (token_hash, user_id, expires_ts) VALUES (?,?,?)",
+            (token_hash(token), user_id, expires_ts),
+        )
+
+    @staticmethod
+    def take_login_token_in(conn: sqlite3.Connection, token: str, now_ms: int) -> str | None:
+        """The user a login token signs in (None: unknown, used or expired at ``now_ms``);
+        the token is deleted either way: it serves once."""
+        key = token_hash(token)
+        row = conn.execute(
+            "SELECT user_id, expires_ts FROM login_tokens WHERE token_hash = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        conn.execute("DELETE FROM login_tokens WHERE token_hash = ?", (key,))
+        return str(row[0]) if now_ms < row[1] else None
+
+    def login_token_count(self, user_id: str) -> int:
+        row = self.db.read_one("SELECT COUNT(*) FROM login_tokens WHERE user_id = ?", (user_id,))
+        return row[0] if row is not None else 0
+
     def refresh_token_owner(self, token: str) -> str | None:
         """The user of a live refresh token (None: unknown or retired)."""
         row = self.db.read_one(
@@ -366,8 +401,9 @@ class AccountsStore(StoreBase):
 
     @staticmethod
     def revoke_user_tokens_in(conn: sqlite3.Connection, user_id: str) -> None:
-        """Every access and refresh token of ``user_id`` (POST /logout/all)."""
+        """Every access, refresh and login token of ``user_id`` (POST /logout/all)."""
         conn.execute("DELETE FROM refresh_tokens WHERE user_id = ?", (user_id,))
+        conn.execute("DELETE FROM login_tokens WHERE user_id = ?", (user_id,))
         conn.execute("DELETE FROM access_tokens WHERE user_id = ?", (user_id,))
 
     @staticmethod

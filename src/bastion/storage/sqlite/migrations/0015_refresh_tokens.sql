@@ -1,5 +1,6 @@
--- Migration (issue 11, C-S API "Client Authentication" > "Refreshing access tokens"): access
--- tokens may expire, and refresh tokens exchange for new ones.
+-- Migration (issue 11, C-S API "Client Authentication" > "Refreshing access tokens" and
+-- "POST /login/get_token"): access tokens may expire, refresh tokens exchange for new ones, and
+-- single-use login tokens (m.login.token) let a logged-in user sign in another device.
 --
 -- access_tokens.expires_ts: when the token stops being accepted (ms); NULL: never (every token
 -- issued before this migration, and every token of a client that asked for no refresh token).
@@ -26,3 +27,14 @@ CREATE TABLE refresh_tokens (
 CREATE INDEX refresh_tokens_device ON refresh_tokens (user_id, device_id);
 CREATE INDEX refresh_tokens_next_access ON refresh_tokens (next_access_hash)
     WHERE next_access_hash IS NOT NULL;
+--
+-- login_tokens: from POST /login/get_token, hashed like the others; a login deletes the row it
+-- uses (single use); expired rows are deleted, a bounded number at a time, when new tokens are
+-- issued (by expires_ts); a user's rows go with logout/all, deactivation and erasure.
+CREATE TABLE login_tokens (
+    token_hash BLOB PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    expires_ts INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX login_tokens_expiry ON login_tokens (expires_ts);
+CREATE INDEX login_tokens_user ON login_tokens (user_id);
