@@ -113,6 +113,14 @@ class Config:
     turn_uris: tuple[str, ...] = ()
     turn_shared_secret: str = field(default="", repr=False)  # never in a logged repr
     turn_user_lifetime: int = 3600
+    #: Lifetime (milliseconds) of an access token issued with a refresh token (``refresh_token:
+    #: true`` in /login or /register, and by /refresh); tokens issued without one never expire.
+    access_token_lifetime_ms: int = 5 * 60 * 1000
+    #: POST /login/get_token (C-S API, spec v1.7): a logged-in user, after re-entering their
+    #: password, gets a single-use ``m.login.token`` to sign in another device. Off by default
+    #: (a session that can mint logins is worth more to a thief); the token lives this long (ms).
+    login_token_enabled: bool = False
+    login_token_lifetime_ms: int = 120_000
     #: Served at /.well-known/matrix/support (C-S API "Server Discovery"): the contacts, tables
     #: of ``role`` (m.role.admin, m.role.security or a namespaced role of your own) and at least
     #: one of ``matrix_id`` and ``email_address``; and an http(s) ``support_page``. With neither
@@ -299,6 +307,20 @@ class Config:
             or self.turn_user_lifetime <= 0
         ):
             raise ConfigError("turn_user_lifetime must be a positive integer (seconds)")
+        if (
+            not isinstance(self.access_token_lifetime_ms, int)
+            or isinstance(self.access_token_lifetime_ms, bool)
+            or not 1000 <= self.access_token_lifetime_ms <= 365 * 24 * 3600 * 1000
+        ):
+            raise ConfigError("access_token_lifetime_ms must be 1000 ms to one year")
+        if not isinstance(self.login_token_enabled, bool):
+            raise ConfigError("login_token_enabled must be true or false")
+        if (
+            not isinstance(self.login_token_lifetime_ms, int)
+            or isinstance(self.login_token_lifetime_ms, bool)
+            or not 1000 <= self.login_token_lifetime_ms <= 3_600_000
+        ):
+            raise ConfigError("login_token_lifetime_ms must be 1000 ms to one hour")
         try:
             check_support(self.support_contacts, self.support_page)
         except ValueError as e:
@@ -533,6 +555,15 @@ http_body_idle_timeout = {http_body_idle_timeout}
 # turn_uris = ["turn:turn.example.com:3478?transport=udp", "turns:turn.example.com:5349"]
 # turn_shared_secret = "…"
 # turn_user_lifetime = 3600
+
+# Lifetime (ms) of access tokens issued to clients that ask for a refresh token (they refresh
+# before it ends); tokens of clients that do not ask never expire.
+# access_token_lifetime_ms = 300000
+
+# POST /login/get_token: a logged-in user (after re-entering the password) gets a single-use
+# m.login.token to sign in another device, valid for login_token_lifetime_ms.
+# login_token_enabled = false
+# login_token_lifetime_ms = 120000
 
 # Support information, served at /.well-known/matrix/support (404 when neither is set). Roles:
 # m.role.admin, m.role.security, or one of your own (org.example.billing); each contact needs a

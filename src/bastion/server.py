@@ -56,7 +56,7 @@ from bastion.services.sync_api import SyncContributor
 from bastion.services.tags import RoomTags
 from bastion.services.user_directory import UserDirectory
 from bastion.signing_key import load_or_create_signing_key
-from bastion.storage.interface import Requester, Store
+from bastion.storage.interface import Requester, Store, TokenExpired
 from bastion.storage.sqlite.store import SqliteStore
 
 log = logging.getLogger("bastion")
@@ -233,13 +233,21 @@ class HomeServer:
 
     async def authenticate(self, req: Request, token: str | None) -> Requester:
         """C-S API "Using access tokens": 401 M_MISSING_TOKEN / M_UNKNOWN_TOKEN; account
-        moderation: 401 M_USER_LOCKED (soft logout) and 403 M_USER_SUSPENDED for writes."""
+        moderation: 401 M_USER_LOCKED (soft logout) and 403 M_USER_SUSPENDED for writes; "Refreshing
+        access tokens": an expired token is 401 M_UNKNOWN_TOKEN with soft_logout."""
         if token is None:
             raise missing_token()
-        found = self.store.authenticate_token(token) if token else None
+        try:
+            found = self.store.check_access_token(token, self.now_ms()) if token else None
+        except TokenExpired:
+            # C-S API "Refreshing access tokens": the client refreshes (soft logout).
+            raise unknown_token("the access token has expired", soft_logout=True) from None
         if found is None:
             raise unknown_token()
-        requester, locked, suspended = found
+        requester, locked, suspended, first_use = found
+        if first_use:
+            # The first use of a refreshed token retires the refresh token it replaced.
+            await self.accounts.retire_refreshed(token)
         # What a restricted account may still do is a flag of the matched route (api/http.py
         # Route), never a test on the request path.
         route = req.route

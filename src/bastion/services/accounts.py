@@ -12,6 +12,17 @@ Policy decisions made here, documented for operators:
   and at most :data:`~bastion.services.passwords.MAX_PASSWORD_LENGTH` (``M_INVALID_PARAM``).
 - **Access tokens** are ``bst_`` + 256 random bits (``secrets.token_urlsafe(32)``), stored only as
   SHA-256 hashes. Logging in with an existing ``device_id`` revokes that device's older tokens.
+- **Refresh tokens** (``refresh_token: true`` in /login or /register) are ``bsr_`` + 256 random
+  bits, stored only as SHA-256 hashes; the access token issued with one expires after
+  ``access_token_lifetime_ms`` (default 5 minutes), others never. ``POST /refresh`` rotates
+  both: the old access token is revoked at once, the old refresh token when the new pair is
+  first used (until then the client may repeat a refresh whose answer it lost, which revokes
+  the pair it lost). They go with their device (logout, device deletion, deactivation).
+- **Login tokens** (``POST /login/get_token``, off unless ``login_token_enabled``): each needs
+  the password again (a UIA session serves one token), at most one a minute per user
+  (:data:`LOGIN_TOKEN_PER_MINUTE`); ``bsl_`` + 256 random bits, stored hashed, valid for
+  ``login_token_lifetime_ms`` and for one ``m.login.token`` login. They go with logout/all,
+  deactivation and erasure.
 - **Failed logins** are accounted by the guard's login defence
   (:mod:`bastion.guard.login_defence`, the arithmetic in :mod:`bastion.guard.login_policy`):
   per account across addresses, per known device, per address and per network prefix, with
@@ -72,6 +83,7 @@ from bastion.errors import (
     missing_param,
     not_found,
     too_large,
+    unknown_token,
 )
 from bastion.ledger import records
 from bastion.services.passwords import MAX_PASSWORD_LENGTH, Passwords
@@ -97,6 +109,12 @@ MAX_DISPLAYNAME_LENGTH = 256
 MAX_PROFILE_BYTES = 64 * 1024
 MAX_PROFILE_KEY_BYTES = 255
 ACCESS_TOKEN_PREFIX = "bst_"
+REFRESH_TOKEN_PREFIX = "bsr_"
+LOGIN_TOKEN_PREFIX = "bsl_"
+#: Login tokens a user may get per minute (the spec encourages "1 request per minute").
+LOGIN_TOKEN_PER_MINUTE = 1
+#: Longer refresh tokens than this are not looked up (ours are 47 characters).
+MAX_REFRESH_TOKEN_LENGTH = 255
 #: The actor of a failed login whose identifier is empty.
 ANONYMOUS = "anonymous"
 #: Profile fields copied into m.room.member events.
@@ -105,6 +123,7 @@ MEMBER_PROFILE_KEYS = ("displayname", "avatar_url")
 DUMMY = "m.login.dummy"
 PASSWORD = "m.login.password"
 REG_TOKEN = "m.login.registration_token"
+TOKEN_LOGIN = "m.login.token"
 
 _LOCALPART = re.compile(r"[a-z0-9._=/+\-]+")
 _PROFILE_KEY = re.compile(r"avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
@@ -124,6 +143,10 @@ def _opt(body: dict, key: str, kind: type | tuple, what: str) -> Any:
 
 def generate_access_token() -> str:
     return ACCESS_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def generate_refresh_token() -> str:
+    return REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def generate_device_id() -> str:
@@ -249,6 +272,7 @@ class AccountService:
         #: The guard's login and registration defence (``hs.guard.login``).
         self.defence = login_defence
         self.validity_bucket = TokenBuckets(1000 / VALIDITY_REFILL_MS, VALIDITY_BUCKET_CAPACITY)
+        self.login_token_bucket = TokenBuckets(LOGIN_TOKEN_PER_MINUTE / 60, LOGIN_TOKEN_PER_MINUTE)
 
     # -- hooks into other services ------------------------------------------------------------
     def _device_added_in(self, conn: Txn, user_id: str, device_id: str) -> None:
@@ -478,7 +502,7 @@ class AccountService:
             check_device_id(device_id)
         display = _opt(body, "initial_device_display_name", str, "a string")
         inhibit = _opt(body, "inhibit_login", bool, "a boolean") or False
-        _opt(body, "refresh_token", bool, "a boolean")
+        wants_refresh = _opt(body, "refresh_token", bool, "a boolean") or False
 
         session = await self.check_uia(
             body, operation="register", flows=self.registration_flows(), ip=ip
@@ -500,6 +524,8 @@ class AccountService:
             user_id = f"@u{secrets.token_hex(6)}:{self.server_name}"
         device_id = device_id or generate_device_id()
         access_token = None if inhibit else generate_access_token()
+        refresh_token = generate_refresh_token() if wants_refresh and not inhibit else None
+        expires_ts = None if refresh_token is None else now + self.config.access_token_lifetime_ms
         localpart = user_id[1 : user_id.index(":")]
 
         details: dict[str, Any] = {"device_id": None if inhibit else device_id}
@@ -514,9 +540,13 @@ class AccountService:
             ):
                 raise _TokenExhausted
             if access_token is not None and self.store.add_device_sync(
-                conn, user_id, device_id, display, access_token, now, ip
+                conn, user_id, device_id, display, access_token, now, ip, expires_ts
             ):
                 self._device_added_in(conn, user_id, device_id)
+            if access_token is not None and refresh_token is not None:
+                self.store.add_refresh_token_in(
+                    conn, refresh_token, user_id, device_id, access_token, now
+                )
             if access_token is not None:
                 # Registration's login is the account's first: its device and prefix are known.
                 self.defence.note_registration_in(conn, user_id, device_id, ip, now)
@@ -537,7 +567,15 @@ class AccountService:
         await self.defence.registered(user_id, ip)
         if inhibit:
             return {"user_id": user_id}
-        return {"user_id": user_id, "access_token": access_token, "device_id": device_id}
+        answer = {"user_id": user_id, "access_token": access_token, "device_id": device_id}
+        return self._with_refresh(answer, refresh_token)
+
+    def _with_refresh(self, answer: dict, refresh_token: str | None) -> dict:
+        """Add ``refresh_token`` and ``expires_in_ms`` to a login's answer, if one was issued."""
+        if refresh_token is not None:
+            answer["refresh_token"] = refresh_token
+            answer["expires_in_ms"] = self.config.access_token_lifetime_ms
+        return answer
 
     def check_registration_token_validity(self, token: object, ip: str | None) -> bool:
         wait = self.validity_bucket.take(ip or "", self.now_ms() / 1000)
@@ -558,6 +596,8 @@ class AccountService:
         if not isinstance(login_type, str):
             raise MatrixError(M_MISSING_PARAM if login_type is None else M_BAD_JSON,
                               "'type' must be a login type string")  # fmt: skip
+        if login_type == TOKEN_LOGIN and self.config.login_token_enabled:
+            return await self._login_with_token(body, ip)
         if login_type != PASSWORD:
             raise MatrixError(M_UNKNOWN, f"unsupported login type {login_type}")
         identifier = body.get("identifier")
@@ -584,11 +624,7 @@ class AccountService:
             raise missing_param("'password' is required")
         if not isinstance(password, str):
             raise bad_json("'password' must be a string")
-        device_id = body.get("device_id")
-        if device_id is not None:
-            check_device_id(device_id)
-        display = _opt(body, "initial_device_display_name", str, "a string")
-        _opt(body, "refresh_token", bool, "a boolean")
+        device_id, display, wants_refresh = self._login_options(body)
 
         user_id = self.normalise_login_user(user)
         row = self.store.get_user(user_id) if user_id else None
@@ -641,9 +677,54 @@ class AccountService:
             new_hash = await self.passwords.hash_async(password)
         else:
             new_hash = None
+        return await self._finish_login(
+            user_id, device_id, display, wants_refresh, ip, new_hash=new_hash
+        )
+
+    @staticmethod
+    def _login_options(body: dict) -> tuple[str | None, str | None, bool]:
+        """A login's ``device_id``, ``initial_device_display_name`` and ``refresh_token``."""
+        device_id = body.get("device_id")
+        if device_id is not None:
+            check_device_id(device_id)
+        display = _opt(body, "initial_device_display_name", str, "a string")
+        wants_refresh = _opt(body, "refresh_token", bool, "a boolean") or False
+        return device_id, display, wants_refresh
+
+    async def _login_with_token(self, body: dict, ip: str | None) -> dict:
+        """POST /login with ``m.login.token`` (a token from POST /login/get_token): 403 when it
+        is unknown, used or expired; it serves once, whatever the outcome."""
+        token = body.get("token")
+        if token is None:
+            raise missing_param("'token' is required")
+        if not isinstance(token, str):
+            raise bad_json("'token' must be a string")
+        device_id, display, wants_refresh = self._login_options(body)
+        now = self.now_ms()
+        user_id = None
+        if token.startswith(LOGIN_TOKEN_PREFIX) and len(token) <= MAX_REFRESH_TOKEN_LENGTH:
+            user_id = await self.store.transaction(
+                lambda conn: self.store.take_login_token_in(conn, token, now)
+            )
+        row = self.store.get_user(user_id) if user_id is not None else None
+        if user_id is None or row is None or row["deactivated"]:
+            raise forbidden("invalid or expired login token")
+        if row["locked"]:
+            raise MatrixError(M_USER_LOCKED, "this account has been locked", 401, soft_logout=True)
+        return await self._finish_login(
+            user_id, device_id, display, wants_refresh, ip, login_type=TOKEN_LOGIN
+        )
+
+    async def _finish_login(
+        self, user_id: str, device_id: str | None, display: str | None, wants_refresh: bool,
+        ip: str | None, *, new_hash: str | None = None, login_type: str = PASSWORD,
+    ) -> dict:  # fmt: skip
+        """A verified login: the device (reused or new) and its tokens, recorded."""
         device_id = device_id or generate_device_id()
         access_token = generate_access_token()
+        refresh_token = generate_refresh_token() if wants_refresh else None
         now = self.now_ms()
+        expires_ts = None if refresh_token is None else now + self.config.access_token_lifetime_ms
 
         account = user_id
 
@@ -657,23 +738,87 @@ class AccountService:
                     details={"device_id": device_id, "cause": "login"},
                 )  # fmt: skip
             new_device = store.add_device_sync(
-                conn, account, device_id, display, access_token, now, ip
+                conn, account, device_id, display, access_token, now, ip, expires_ts
             )
+            if refresh_token is not None:
+                store.add_refresh_token_in(
+                    conn, refresh_token, account, device_id, access_token, now
+                )
             if new_device:
                 self._device_added_in(conn, account, device_id)
             if new_hash:
                 store.set_password_hash_in(conn, account, new_hash)
+            details: dict[str, Any] = {"device_id": device_id, "new_device": new_device}
+            if login_type != PASSWORD:
+                details["login_type"] = login_type
             record_in(
                 store, conn, records.ACTION_LOGIN_SUCCESS, actor=account, ts=now, target=account,
-                subject=account, origin=ip,
-                details={"device_id": device_id, "new_device": new_device},
+                subject=account, origin=ip, details=details,
             )  # fmt: skip
             return self.defence.note_login_in(conn, account, device_id, display, ip, now)
 
         new_login = await self.store.transaction(fn)
         # After the login's transaction, in the background: a notice never delays the answer.
         self.defence.notify(new_login)
-        return {"user_id": user_id, "access_token": access_token, "device_id": device_id}
+        answer = {"user_id": user_id, "access_token": access_token, "device_id": device_id}
+        return self._with_refresh(answer, refresh_token)
+
+    async def refresh(self, body: dict) -> dict:
+        """POST /refresh — see bastion.api.client.login. An unknown, retired or malformed
+        refresh token is 401 ``M_UNKNOWN_TOKEN`` with ``soft_logout`` (the spec's answer: the
+        client logs in again, keeping its device and keys)."""
+        token = body.get("refresh_token")
+        if token is None:
+            raise missing_param("'refresh_token' is required")
+        if not isinstance(token, str):
+            raise bad_json("'refresh_token' must be a string")
+        if not token.startswith(REFRESH_TOKEN_PREFIX) or len(token) > MAX_REFRESH_TOKEN_LENGTH:
+            raise unknown_token("unknown refresh token", soft_logout=True)
+        owner = self.store.refresh_token_owner(token)
+        if owner is None:
+            raise unknown_token("unknown refresh token", soft_logout=True)
+        if self.store.account_flags(owner)[0]:
+            raise MatrixError(M_USER_LOCKED, "this account has been locked", 401, soft_logout=True)
+        access_token = generate_access_token()
+        refresh_token = generate_refresh_token()
+        now = self.now_ms()
+        lifetime = self.config.access_token_lifetime_ms
+        found = await self.store.transaction(
+            lambda conn: self.store.rotate_refresh_token_in(
+                conn, token, access_token, refresh_token, now + lifetime, now
+            )
+        )
+        if found is None:  # retired or revoked meanwhile
+            raise unknown_token("unknown refresh token", soft_logout=True)
+        return {"access_token": access_token, "refresh_token": refresh_token,
+                "expires_in_ms": lifetime}  # fmt: skip
+
+    async def get_login_token(self, requester: Requester, body: dict, ip: str | None) -> dict:
+        """POST /login/get_token — see bastion.api.client.login."""
+        if not self.config.login_token_enabled:
+            raise MatrixError(M_FORBIDDEN, "login tokens are not offered on this server", 400)
+        session = await self.require_password_uia(body, requester, "get_login_token", ip)
+        wait = self.login_token_bucket.take(requester.user_id, self.now_ms() / 1000)
+        if wait:
+            # The completed session stays: the retry after retry_after_ms needs no new stage.
+            raise limit_exceeded(retry_after_ms(wait))
+        self.end_uia(session)  # one token per verification (the spec: always re-prompt)
+        token = LOGIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = self.now_ms()
+        lifetime = self.config.login_token_lifetime_ms
+        await self.store.transaction(
+            lambda conn: self.store.add_login_token_in(
+                conn, token, requester.user_id, now + lifetime, now
+            )
+        )
+        return {"login_token": token, "expires_in_ms": lifetime}
+
+    async def retire_refreshed(self, access_token: str) -> None:
+        """The first use of an access token issued by POST /refresh: the refresh token it
+        replaced is no longer valid (C-S API "Refreshing access tokens")."""
+        await self.store.transaction(
+            lambda conn: self.store.retire_refreshed_in(conn, access_token)
+        )
 
     async def logout(self, requester: Requester, ip: str | None = None) -> None:
         """POST /logout: the token is invalidated and its device deleted (with its keys)."""

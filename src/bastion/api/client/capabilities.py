@@ -23,7 +23,7 @@ def register(router: Router, hs: HomeServer) -> None:
             "m.set_displayname": {"enabled": True},
             "m.set_avatar_url": {"enabled": True},
             "m.3pid_changes": {"enabled": False},
-            "m.get_login_token": {"enabled": False},
+            "m.get_login_token": {"enabled": hs.config.login_token_enabled},
             "m.profile_fields": {"enabled": True},
         }
         if req.requester.is_admin:

@@ -225,6 +225,8 @@ class ErasureStore(StoreBase):
         run("event_txns", "DELETE FROM event_txns WHERE user_id = ?", u)
         run("devices", "DELETE FROM devices WHERE user_id = ?", u)
         run("devices", "DELETE FROM access_tokens WHERE user_id = ?", u)
+        run("devices", "DELETE FROM refresh_tokens WHERE user_id = ?", u)
+        run("devices", "DELETE FROM login_tokens WHERE user_id = ?", u)
         run("openid_tokens", "DELETE FROM openid_tokens WHERE user_id = ?", u)
         run("device_keys", "DELETE FROM e2e_device_keys WHERE user_id = ?", u)
         run("device_keys", "DELETE FROM e2e_one_time_keys WHERE user_id = ?", u)
