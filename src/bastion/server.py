@@ -44,6 +44,7 @@ from bastion.services.media import MediaService
 from bastion.services.notifier import Notifier
 from bastion.services.openid import OpenIdTokens
 from bastion.services.passwords import Passwords
+from bastion.services.push import Notifications
 from bastion.services.push_rules import PushRules
 from bastion.services.reporting import Reporting
 from bastion.services.retention import RetentionService
@@ -80,6 +81,7 @@ CLIENT_API_MODULES = [
     "bastion.api.client.receipts",
     "bastion.api.client.presence",
     "bastion.api.client.push_rules",
+    "bastion.api.client.notifications",
     "bastion.api.client.report_content",
     "bastion.api.client.user_directory",
     "bastion.api.client.media",
@@ -149,6 +151,9 @@ class HomeServer:
         #: Room tags, kept as m.tag room account data (C-S API "Room Tagging").
         self.tags = RoomTags(self)
         self.push_rules = PushRules(self)
+        #: Push rule evaluation and notification counts (C-S API "Push Notifications").
+        self.notifications = Notifications(self)
+        self.rooms.engine.on_persisted = self.notifications.events_persisted
         self.typing = Typing(self)
         self.receipts = Receipts(self)
         self.presence = Presence(self)
@@ -314,9 +319,10 @@ class HomeServer:
         fed = self.federation
         guard = [self.guard.login, self.guard.cooling.background, self.guard.alerts]
         if fed is None:
-            return [self.e2ee, self.typing, self.presence, self.media, *guard]
+            return [self.e2ee, self.typing, self.presence, self.media, self.notifications,
+                    *guard]  # fmt: skip
         return [self.e2ee, fed.device_lists, fed.edus, self.typing, self.presence, self.media,
-                fed.sender, *guard]  # fmt: skip
+                fed.sender, self.notifications, *guard]  # fmt: skip
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)

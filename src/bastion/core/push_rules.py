@@ -355,10 +355,13 @@ class _Compiled:
 class CompiledRules:
     """A user's enabled rules in evaluation order, conditions compiled."""
 
-    __slots__ = ("rules",)
+    __slots__ = ("needs_display_name", "rules")
 
-    def __init__(self, rules: tuple[_Compiled, ...]) -> None:
+    def __init__(self, rules: tuple[_Compiled, ...], needs_display_name: bool = False) -> None:
         self.rules = rules
+        #: Whether a rule has a ``contains_display_name`` condition (the shell then looks up
+        #: the user's display name in the room; otherwise it need not).
+        self.needs_display_name = needs_display_name
 
     def match(
         self, event: Mapping[str, Any], ctx: PushContext
@@ -387,6 +390,7 @@ def compile_ruleset(ruleset: Mapping[str, Any]) -> CompiledRules:
     """Compile an effective ruleset (``{kind: [rule, ...]}``, kinds evaluated in the spec's
     order: override, content, room, sender, underride). Disabled rules are left out."""
     out: list[_Compiled] = []
+    needs_name = False
     if not isinstance(ruleset, Mapping):
         return CompiledRules(())
     for kind in KINDS:
@@ -401,9 +405,15 @@ def compile_ruleset(ruleset: Mapping[str, Any]) -> CompiledRules:
             if conds is None or not isinstance(actions, list):
                 continue
             rule_id = rule.get("rule_id")
+            conditions = rule.get("conditions")
+            if isinstance(conditions, list) and any(
+                isinstance(c, Mapping) and c.get("kind") == "contains_display_name"
+                for c in conditions
+            ):
+                needs_name = True
             out.append(_Compiled(rule_id if isinstance(rule_id, str) else "", tuple(conds),
                                  tuple(actions)))  # fmt: skip
-    return CompiledRules(tuple(out))
+    return CompiledRules(tuple(out), needs_name)
 
 
 def summarise(actions: tuple[Any, ...] | list[Any]) -> tuple[bool, bool, dict[str, Any]]:

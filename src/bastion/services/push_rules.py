@@ -400,6 +400,7 @@ class PushRules:
             store.put_push_rules_doc_in(conn, user_id, canonical_json(new).decode("utf-8"))
 
         await store.transaction(fn)
+        self.hs.notifications.forget_rules(user_id)
 
     async def put(self, user_id: str, kind: str, rule_id: str, body: Any,
                   before: str | None, after: str | None) -> None:  # fmt: skip

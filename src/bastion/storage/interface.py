@@ -1058,6 +1058,31 @@ class OpenIdStore(Protocol):
     def openid_token_count(self, user_id: str | None = None) -> int: ...
 
 
+class PushStore(Protocol):
+    """Notifications and pushers (C-S API "Push Notifications"; storage/sqlite/push.py)."""
+
+    def add_notifications_in(
+        self, conn: Txn, rows: Iterable[tuple[str, int, str, str, str, int, bool, str]]
+    ) -> int: ...
+    def mark_notifications_read_in(
+        self, conn: Txn, user_id: str, room_id: str, upto_pos: int, thread_id: str | None
+    ) -> None: ...
+    def get_push_counts(self, user_id: str, room_id: str) -> dict[str, tuple[int, int]]: ...
+    def get_push_counts_for_user(self, user_id: str) -> dict[str, dict[str, tuple[int, int]]]: ...
+    def get_notifications(
+        self, user_id: str, before_pos: int | None, limit: int, only_highlight: bool
+    ) -> Sequence[Row]: ...
+    def unread_notification_total(self, user_id: str) -> int: ...
+    def set_pusher_in(
+        self, conn: Txn, user_id: str, pusher: dict[str, object], data_json: str,
+        pushkey_ts: int, append: bool,
+    ) -> None: ...  # fmt: skip
+    def delete_pusher_in(self, conn: Txn, user_id: str, app_id: str, pushkey: str) -> int: ...
+    def get_pushers(self, user_id: str) -> Sequence[Row]: ...
+    def get_pushers_for_users(self, user_ids: Sequence[str]) -> Sequence[Row]: ...
+    def has_pushers(self) -> bool: ...
+
+
 class ErasureStore(Protocol):
     """One local user's erasure (issue 10, GDPR Art. 17; storage/sqlite/erasure.py)."""
 
@@ -1148,6 +1173,7 @@ class Store(
     OpenIdStore,
     UserDirectoryStore,
     StreamsStore,
+    PushStore,
     Protocol,
 ):
     """The whole store, as the homeserver uses it."""

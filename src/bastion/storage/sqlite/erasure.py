@@ -101,9 +101,12 @@ server_notice_rooms             kept; the events of the user's notices room are 
 erased_users                    the user's row is added
 openid_tokens                   deleted by the deactivation (and here again): tokens that
                                 vouched for the user's ID to widgets and integration managers
+pushers                         deleted by the deactivation (and here again): the push
+                                gateway URLs and push keys of the user's devices
+push_notifications, push_counts deleted (which events notified the user)
 =============================== ===============================================================
 
-There are no pusher rows and no search index in this schema.
+There is no search index in this schema.
 
 Disk hygiene: every connection runs with ``PRAGMA secure_delete=ON``
 (:func:`bastion.storage.sqlite.database.connection_pragmas`), so what these writes delete or
@@ -221,6 +224,9 @@ class ErasureStore(StoreBase):
         run("devices", "DELETE FROM devices WHERE user_id = ?", u)
         run("devices", "DELETE FROM access_tokens WHERE user_id = ?", u)
         run("openid_tokens", "DELETE FROM openid_tokens WHERE user_id = ?", u)
+        run("pushers", "DELETE FROM pushers WHERE user_id = ?", u)
+        run("notifications", "DELETE FROM push_notifications WHERE user_id = ?", u)
+        run("notifications", "DELETE FROM push_counts WHERE user_id = ?", u)
         run("device_keys", "DELETE FROM e2e_device_keys WHERE user_id = ?", u)
         run("device_keys", "DELETE FROM e2e_one_time_keys WHERE user_id = ?", u)
         run("device_keys", "DELETE FROM e2e_fallback_keys WHERE user_id = ?", u)
