@@ -46,6 +46,7 @@ from bastion.services.openid import OpenIdTokens
 from bastion.services.passwords import Passwords
 from bastion.services.push import Notifications
 from bastion.services.push_rules import PushRules
+from bastion.services.pushers import Pushers
 from bastion.services.reporting import Reporting
 from bastion.services.retention import RetentionService
 from bastion.services.rooms import RoomService
@@ -82,6 +83,7 @@ CLIENT_API_MODULES = [
     "bastion.api.client.presence",
     "bastion.api.client.push_rules",
     "bastion.api.client.notifications",
+    "bastion.api.client.pushers",
     "bastion.api.client.report_content",
     "bastion.api.client.user_directory",
     "bastion.api.client.media",
@@ -154,6 +156,8 @@ class HomeServer:
         #: Push rule evaluation and notification counts (C-S API "Push Notifications").
         self.notifications = Notifications(self)
         self.rooms.engine.on_persisted = self.notifications.events_persisted
+        #: HTTP pushers and delivery to push gateways (C-S API "Pushers", Push Gateway API).
+        self.pushers = Pushers(self)
         self.typing = Typing(self)
         self.receipts = Receipts(self)
         self.presence = Presence(self)
@@ -319,10 +323,9 @@ class HomeServer:
         fed = self.federation
         guard = [self.guard.login, self.guard.cooling.background, self.guard.alerts]
         if fed is None:
-            return [self.e2ee, self.typing, self.presence, self.media, self.notifications,
-                    *guard]  # fmt: skip
+            return [self.e2ee, self.typing, self.presence, self.media, *guard]
         return [self.e2ee, fed.device_lists, fed.edus, self.typing, self.presence, self.media,
-                fed.sender, self.notifications, *guard]  # fmt: skip
+                fed.sender, *guard]  # fmt: skip
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -334,6 +337,9 @@ class HomeServer:
         for service in self.background_services():
             service.start()  # the federation sender also resumes its queued destinations
         self.retention.start()  # the purge job (issue 10), drained with the services
+        # Push rule evaluation and gateway delivery, drained with the services too.
+        self.notifications.start()
+        self.pushers.start()
         if self.ledger is not None:
             # Started after the others and drained after them (stop): it integrates and signs
             # the leaves their last work appends.
@@ -360,8 +366,8 @@ class HomeServer:
             if runner is not None:
                 await runner.cleanup()
         self._federation_runner = self._runner = None
-        await drain([*self.background_services(), self.retention],
-                    self.config.shutdown_drain_seconds)  # fmt: skip
+        await drain([*self.background_services(), self.retention, self.notifications,
+                     self.pushers], self.config.shutdown_drain_seconds)  # fmt: skip
         if self.ledger is not None:
             await drain([self.ledger], self.config.shutdown_drain_seconds)
         if self.federation is not None:
@@ -369,6 +375,7 @@ class HomeServer:
             await self.federation.client.close()
         if self.ledger is not None:
             await self.ledger.close()
+        await self.pushers.close()
         self.passwords.close()
         self.media.close()
         self.store.close()

@@ -149,9 +149,7 @@ class Notifications(BackgroundService):
             return
         store = self.hs.store
         await store.transaction(lambda conn: store.add_notifications_in(conn, rows))
-        pushers = getattr(self.hs, "pushers", None)
-        if pushers is not None:
-            pushers.notified(notified)
+        self.hs.pushers.notified(notified)
 
     async def _evaluate(
         self, event: dict, event_id: str, room_id: str
