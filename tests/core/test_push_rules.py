@@ -393,3 +393,33 @@ def test_body_glob_agrees_with_brute_force(pattern: str, body: str) -> None:
     ends = [j for j in range(len(body) + 1) if j == len(body) or not word(body[j])]
     brute = any(glob_match(pattern, body[i:j]) for i in starts for j in ends if j >= i)
     assert body_glob_match(pattern, body) is brute
+
+
+@settings(max_examples=300, deadline=None)
+@given(event=EVENT, ctx=CONTEXT, mention=st.booleans(), as_state_key=st.booleans())
+def test_shared_default_evaluation_equals_each_users(
+    event: object, ctx: PushContext, mention: bool, as_state_key: bool
+) -> None:
+    """services/push.py evaluates the default rules once for every member the event does not
+    name; for such a member that gives exactly what their own default rules give."""
+    from bastion.services.push import _GENERIC_RULES, _named_users
+
+    if not isinstance(event, dict):
+        return
+    event = dict(event)
+    if as_state_key:
+        event["state_key"] = ME.upper()
+    if mention:
+        event["content"] = {"m.mentions": {"user_ids": [ME, OTHER]}, "body": "hi"}
+    if ME.lower() in _named_users(event):
+        return
+    assert rules().evaluate(event, ctx) == _GENERIC_RULES.evaluate(event, ctx)
+
+
+def test_invite_is_evaluated_for_the_invitee_alone() -> None:
+    from bastion.services.push import _GENERIC_RULES, _named_users
+
+    invite = {"type": "m.room.member", "state_key": ME, "sender": OTHER,
+              "content": {"membership": "invite"}}  # fmt: skip
+    assert ME.lower() in _named_users(invite)
+    assert rules().evaluate(invite, CTX) != _GENERIC_RULES.evaluate(invite, CTX)

@@ -29,6 +29,7 @@ from bastion.core.push_rules import CompiledRules, PushContext, compile_ruleset,
 from bastion.core.room_versions import get_room_version
 from bastion.errors import invalid_param
 from bastion.services.lifecycle import BackgroundService
+from bastion.services.push_rules import effective_ruleset, empty_document
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
@@ -43,8 +44,31 @@ MAIN = "main"
 RULES_CACHE_SIZE = 20_000
 #: Members evaluated between two yields to the event loop (a huge room never stalls it).
 YIELD_EVERY = 256
+#: Glob characters: a user ID holding one is always evaluated on its own.
+_GLOB_CHARS = frozenset("*?")
+#: The user the shared evaluation of default rules stands for: no event names it (an event that
+#: does is evaluated member by member).
+_GENERIC_USER = "@\x00generic:\x00"
+_GENERIC_RULES = compile_ruleset(effective_ruleset(_GENERIC_USER, empty_document()))
+#: Rows of one room read at most per ``GET /notifications`` request.
+LIST_SCAN_ROWS = 20_000
 #: How long /sync or a receipt waits for the queue at most (then it reads what is stored).
 SETTLE_TIMEOUT_S = 2.0
+
+
+def _named_users(event: Mapping[str, Any]) -> set[str]:
+    """The user IDs (lower-cased) an event names where the default rules look for the user:
+    ``content.m.mentions.user_ids`` and the state key."""
+    named: set[str] = set()
+    state_key = event.get("state_key")
+    if isinstance(state_key, str):
+        named.add(state_key.lower())
+    content = event.get("content")
+    mentions = content.get("m.mentions") if isinstance(content, Mapping) else None
+    ids = mentions.get("user_ids") if isinstance(mentions, Mapping) else None
+    if isinstance(ids, list):
+        named.update(u.lower() for u in ids if isinstance(u, str))
+    return named
 
 
 def thread_of(event: Mapping[str, Any]) -> str:
@@ -66,7 +90,7 @@ class Notifications(BackgroundService):
     def __init__(self, hs: HomeServer) -> None:
         super().__init__()
         self.hs = hs
-        self._rules: OrderedDict[str, CompiledRules] = OrderedDict()
+        self._rules: OrderedDict[str, tuple[CompiledRules, bool]] = OrderedDict()
         self._queue: list[PersistedEvents] = []
         self._lowest_pending: int | None = None
         self._worker: asyncio.Task | None = None
@@ -77,15 +101,24 @@ class Notifications(BackgroundService):
 
     # -- the rules cache ------------------------------------------------------------------------
     def rules_for(self, user_id: str) -> CompiledRules:
-        rules = self._rules.get(user_id)
-        if rules is not None:
+        return self._entry(user_id)[0]
+
+    def _entry(self, user_id: str) -> tuple[CompiledRules, bool]:
+        """The user's compiled rules, and whether they are the server-default rules unchanged
+        (then an event that neither mentions the user nor has the user as its state key gets
+        the same actions as for any other such user: see :meth:`_evaluate`)."""
+        entry = self._rules.get(user_id)
+        if entry is not None:
             self._rules.move_to_end(user_id)
-            return rules
-        rules = compile_ruleset(self.hs.push_rules.ruleset(user_id))
-        self._rules[user_id] = rules
+            return entry
+        is_default = self.hs.push_rules.is_default(user_id) and not _GLOB_CHARS.intersection(
+            user_id
+        )
+        entry = (compile_ruleset(self.hs.push_rules.ruleset(user_id)), is_default)
+        self._rules[user_id] = entry
         if len(self._rules) > RULES_CACHE_SIZE:
             self._rules.popitem(last=False)
-        return rules
+        return entry
 
     def forget_rules(self, user_id: str) -> None:
         """The user's push rules changed: compile them again when next needed."""
@@ -186,21 +219,34 @@ class Notifications(BackgroundService):
         ctx = PushContext(member_count=len(joined), sender_power=power, power_levels=pl,
                           room_version=version)  # fmt: skip
         ev = {**event, "event_id": event_id, "room_id": room_id}
+        # Users with the default rules share one evaluation, unless the event names them (a
+        # mention, or as its state key: the only places the default rules look for the user).
+        names = _named_users(ev)
+        # (an event naming the stand-in is evaluated for every member on their own)
+        named = None if _GENERIC_USER.lower() in names else names
+        shared: tuple[Any, ...] | None = None
         out: list[tuple[str, tuple[Any, ...]]] = []
         self.evaluated_events += 1
         for i, user_id in enumerate(users):
             if i and i % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            rules = self.rules_for(user_id)
-            if rules.needs_display_name:
-                member = engine.current_state_event(room_id, "m.room.member", user_id)
-                content = member.get("content") if isinstance(member, Mapping) else None
-                name = content.get("displayname") if isinstance(content, Mapping) else None
-                ctx.display_name = name if isinstance(name, str) else None
+            rules, is_default = self._entry(user_id)
+            if is_default and named is not None and user_id.lower() not in named:
+                if shared is None:
+                    ctx.display_name = None
+                    shared = _GENERIC_RULES.evaluate(ev, ctx)
+                    self.evaluations += 1
+                actions = shared
             else:
-                ctx.display_name = None
-            actions = rules.evaluate(ev, ctx)
-            self.evaluations += 1
+                if rules.needs_display_name:
+                    member = engine.current_state_event(room_id, "m.room.member", user_id)
+                    content = member.get("content") if isinstance(member, Mapping) else None
+                    name = content.get("displayname") if isinstance(content, Mapping) else None
+                    ctx.display_name = name if isinstance(name, str) else None
+                else:
+                    ctx.display_name = None
+                actions = rules.evaluate(ev, ctx)
+                self.evaluations += 1
             if actions:
                 out.append((user_id, actions))
         return out
@@ -230,32 +276,55 @@ class Notifications(BackgroundService):
     def list_notifications(
         self, requester: Any, from_token: str | None, limit: int, only_highlight: bool
     ) -> dict:
-        """``GET /notifications`` (C-S API "Listing Notifications"): newest first; ``from`` is
-        the ``next_token`` of the previous page (a stream position)."""
+        """``GET /notifications`` (C-S API "Listing Notifications"): newest first over the
+        user's rooms; ``from`` is the ``next_token`` of the previous page (a stream position).
+        Each room is read newest first, at most ``LIST_SCAN_ROWS`` rows of it per request (its
+        rows are every member's): a page may then hold fewer than ``limit`` notifications but
+        its ``next_token`` goes on from where the reading stopped."""
         before = None
         if from_token is not None and from_token != "":
             if not from_token.isdigit() or len(from_token) > 15:
                 raise invalid_param("'from' is not a token this server gave")
             before = int(from_token)
         user_id = requester.user_id
-        rows = self.hs.store.get_notifications(user_id, before, limit + 1, only_highlight)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        events = self.hs.store.get_event_rows([r["event_id"] for r in rows])
+        store = self.hs.store
+        candidates: list[Any] = []
+        floor = 0  # nothing above it was missed, in any room
+        for room_id in store.get_local_memberships(user_id):
+            rows, room_floor = store.get_room_notifications(
+                user_id, room_id, before, limit, LIST_SCAN_ROWS, only_highlight
+            )
+            candidates.extend(rows)
+            if room_floor is not None:
+                floor = max(floor, room_floor)
+        candidates.sort(key=lambda r: r["stream_pos"], reverse=True)
+        page = [r for r in candidates if r["stream_pos"] >= floor][:limit]
+        next_token = None
+        if len(page) == limit:
+            next_token = page[-1]["stream_pos"]
+        elif floor > 0:
+            next_token = floor
+        events = store.get_event_rows([r["event_id"] for r in page])
         fmt = self.hs.rooms.client_event
+        read_positions: dict[str, dict[str, int]] = {}
         out = []
-        for r in rows:
+        for r in page:
             ev = events.get(r["event_id"])
             if ev is None:
                 continue  # purged (retention) or erased since
+            reads = read_positions.get(r["room_id"])
+            if reads is None:
+                reads = read_positions[r["room_id"]] = store.get_read_positions(
+                    user_id, r["room_id"]
+                )
             out.append({
                 "actions": orjson.loads(r["actions"]),
                 "event": fmt(ev, requester),
-                "read": not r["unread"],
+                "read": r["stream_pos"] <= reads.get(r["thread_id"], 0),
                 "room_id": r["room_id"],
                 "ts": r["ts"],
             })  # fmt: skip
         body: dict[str, Any] = {"notifications": out}
-        if more and rows:
-            body["next_token"] = str(rows[-1]["stream_pos"])
+        if next_token is not None:
+            body["next_token"] = str(next_token)
         return body

