@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 from tests.support.accounts import assert_error, make_user
@@ -228,3 +229,29 @@ def test_list_notifications_hostile_input(server):
     assert r.status == 200 and r.body == {"notifications": []}
     r = bob.request("GET", f"{V3}/notifications", query={"only": "nonsense"})
     assert r.status == 200
+
+
+def test_events_from_another_server_are_counted(fed_pair):
+    """A remote event (accepted over federation) is evaluated for the local members too."""
+    from tests.support.harness import Client
+    from tests.support.server_pair import q
+
+    a, b = fed_pair
+    alice, bob = Client(a.base_url).register(), Client(b.base_url).register()
+    r = alice.request("POST", f"{V3}/createRoom", {"preset": "public_chat"})
+    assert r.status == 200, r.body
+    room = r.body["room_id"]
+    r = bob.request("POST", f"{V3}/join/{q(room)}", {}, query={"server_name": a.hs.server_name})
+    assert r.status == 200, r.body
+    r = alice.request("PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/{uuid.uuid4().hex}",
+                      {"msgtype": "m.text", "body": "hello from the other server",
+                       "m.mentions": {"user_ids": [bob.user_id]}})  # fmt: skip
+    assert r.status == 200, r.body
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        joined = sync(bob)["rooms"]["join"]
+        if joined.get(room, {}).get("unread_notifications", {}).get("notification_count"):
+            break
+        time.sleep(0.1)
+    assert joined[room]["unread_notifications"] == {"notification_count": 1,
+                                                    "highlight_count": 1}  # fmt: skip
