@@ -92,9 +92,11 @@ class Notifications(BackgroundService):
         self.hs = hs
         self._rules: OrderedDict[str, tuple[CompiledRules, bool]] = OrderedDict()
         self._queue: list[PersistedEvents] = []
-        self._lowest_pending: int | None = None
+        #: The lowest stream position queued, and in the batch being evaluated.
+        self._queued_low: int | None = None
+        self._busy_low: int | None = None
         self._worker: asyncio.Task | None = None
-        self._idle: asyncio.Event | None = None
+        self._progress: asyncio.Future | None = None
         #: Events evaluated and member evaluations run (benchmarks, tests).
         self.evaluated_events = 0
         self.evaluations = 0
@@ -131,38 +133,52 @@ class Notifications(BackgroundService):
             return
         low = min(e[3] for e in batch.events)
         self._queue.append(batch)
-        if self._lowest_pending is None or low < self._lowest_pending:
-            self._lowest_pending = low
-        if self._idle is None:
-            self._idle = asyncio.Event()
-        self._idle.clear()
+        if self._queued_low is None or low < self._queued_low:
+            self._queued_low = low
         if self._worker is None or self._worker.done():
             self._worker = self.spawn(self._run())
 
     def pending_upto(self, pos: int) -> bool:
-        """Whether events at or below ``pos`` are still waiting to be evaluated."""
-        return self._lowest_pending is not None and self._lowest_pending <= pos
+        """Whether events at or below ``pos`` are still waiting to be evaluated (queued, or in
+        the batch being evaluated)."""
+        return any(low is not None and low <= pos for low in (self._queued_low, self._busy_low))
 
     async def settle(self, pos: int) -> None:
-        """Wait (a bounded time) until every event up to ``pos`` has been evaluated."""
-        if not self.pending_upto(pos) or self._idle is None:
-            return
-        try:
-            await asyncio.wait_for(self._idle.wait(), SETTLE_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("notifications: evaluation is behind by more than %ss", SETTLE_TIMEOUT_S)
+        """Wait (a bounded time) until every event up to ``pos`` has been evaluated; events
+        queued after it are not waited for."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE_TIMEOUT_S
+        while self.pending_upto(pos):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                log.warning("notifications: evaluation is behind by more than %ss",
+                            SETTLE_TIMEOUT_S)  # fmt: skip
+                return
+            progress = self._progress
+            if progress is None:
+                progress = self._progress = loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(progress), remaining)
+            except TimeoutError:
+                continue
+
+    def _advance(self) -> None:
+        """A batch is done: wake the waiters of :meth:`settle` to look again."""
+        progress, self._progress = self._progress, None
+        if progress is not None and not progress.done():
+            progress.set_result(None)
 
     async def _run(self) -> None:
         while self._queue:
             batches, self._queue = self._queue, []
+            self._busy_low, self._queued_low = self._queued_low, None
             try:
                 await self._process([e for b in batches for e in b.events])
             except Exception:  # noqa: BLE001 - one bad batch must not stop notifications
                 log.exception("notifications: evaluating a batch failed")
-            if not self._queue:
-                self._lowest_pending = None
-        if self._idle is not None:
-            self._idle.set()
+            finally:
+                self._busy_low = None
+                self._advance()
 
     # -- evaluation -----------------------------------------------------------------------------
     async def _process(self, events: list[tuple[dict, str, str, int]]) -> None:
