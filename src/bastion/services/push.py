@@ -320,12 +320,12 @@ class Notifications(BackgroundService):
             next_token = page[-1]["stream_pos"]
         elif floor > 0:
             next_token = floor
-        events = store.get_event_rows([r["event_id"] for r in page])
+        events = store.get_event_rows([r["event_id"] for r in page if r["event_id"]])
         fmt = self.hs.rooms.client_event
         read_positions: dict[str, dict[str, int]] = {}
         out = []
         for r in page:
-            ev = events.get(r["event_id"])
+            ev = events.get(r["event_id"]) if r["event_id"] else None
             if ev is None:
                 continue  # purged (retention) or erased since
             reads = read_positions.get(r["room_id"])

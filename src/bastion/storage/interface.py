@@ -1072,7 +1072,7 @@ class PushStore(Protocol):
     def get_room_notifications(
         self, user_id: str, room_id: str, before_pos: int | None, limit: int, scan: int,
         only_highlight: bool,
-    ) -> tuple[Sequence[Row], int | None]: ...  # fmt: skip
+    ) -> tuple[list[dict[str, Any]], int | None]: ...  # fmt: skip
     def unread_notification_total(self, user_id: str) -> int: ...
     def set_pusher_in(
         self, conn: Txn, user_id: str, pusher: dict[str, object], data_json: str,

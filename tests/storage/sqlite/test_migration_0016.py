@@ -51,6 +51,11 @@ def test_the_store_uses_the_new_tables(tmp_path):
             "SELECT m.user_id, m.room_id FROM current_membership m JOIN users u"
             " ON u.user_id = m.user_id WHERE u.deactivated = 0 AND m.membership = 'join' LIMIT 1"
         ).fetchone()
+        # three events of the room: a notification names its event by stream position
+        (p1, e1), (p2, e2), (p3, e3) = conn.execute(
+            "SELECT stream_pos, event_id FROM events WHERE room_id = ? ORDER BY stream_pos LIMIT 3",
+            (room,),
+        ).fetchall()
     finally:
         conn.close()
     store = SqliteStore(path)
@@ -59,35 +64,35 @@ def test_the_store_uses_the_new_tables(tmp_path):
     async def go() -> None:
         store.attach_loop(asyncio.get_running_loop())
         rows = [
-            (user_id, 10, room, "main", "$a", 1, False, '["notify"]'),
-            (user_id, 11, room, "$root", "$b", 2, True, '["notify"]'),
-            (user_id, 12, room, "main", "$c", 3, True, '["notify"]'),
+            (user_id, p1, room, "main", e1, 1, False, '["notify"]'),
+            (user_id, p2, room, "$root", e2, 2, True, '["notify"]'),
+            (user_id, p3, room, "main", e3, 3, True, '["notify"]'),
         ]
         assert await store.transaction(lambda c: store.add_notifications_in(c, rows)) == 3
         assert store.get_push_counts(user_id, room) == {"main": (2, 1), "$root": (1, 1)}
         assert store.unread_notification_total(user_id) == 3
         # a threaded receipt clears its thread only, up to its position
         await store.transaction(
-            lambda c: store.mark_notifications_read_in(c, user_id, room, 10, "main")
+            lambda c: store.mark_notifications_read_in(c, user_id, room, p1, "main")
         )
         assert store.get_push_counts(user_id, room) == {"main": (1, 1), "$root": (1, 1)}
-        assert store.get_read_positions(user_id, room) == {"main": 10, "$root": 0}
+        assert store.get_read_positions(user_id, room) == {"main": p1, "$root": 0}
         # an older receipt changes nothing
         await store.transaction(
-            lambda c: store.mark_notifications_read_in(c, user_id, room, 5, None)
+            lambda c: store.mark_notifications_read_in(c, user_id, room, p1 - 1, None)
         )
         assert store.get_push_counts(user_id, room) == {"main": (1, 1), "$root": (1, 1)}
         await store.transaction(
-            lambda c: store.mark_notifications_read_in(c, user_id, room, 12, None)
+            lambda c: store.mark_notifications_read_in(c, user_id, room, p3, None)
         )
         assert store.get_push_counts(user_id, room) == {"main": (0, 0), "$root": (0, 0)}
         listed, floor = store.get_room_notifications(user_id, room, None, 10, 100, True)
-        assert [r["event_id"] for r in listed] == ["$c", "$b"] and floor is None
-        listed, floor = store.get_room_notifications(user_id, room, 12, 10, 100, False)
-        assert [r["event_id"] for r in listed] == ["$b", "$a"]
+        assert [r["event_id"] for r in listed] == [e3, e2] and floor is None
+        listed, floor = store.get_room_notifications(user_id, room, p3, 10, 100, False)
+        assert [r["event_id"] for r in listed] == [e2, e1]
         # a look that stops early says where it stopped
         listed, floor = store.get_room_notifications("@else:x", room, None, 10, 2, False)
-        assert listed == [] and floor == 11
+        assert listed == [] and floor == p2
         pusher = {"app_id": "a", "pushkey": "k", "kind": "http", "app_display_name": "A",
                   "device_display_name": "D", "lang": "en"}  # fmt: skip
         await store.transaction(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from bastion.storage.sqlite.base import StoreBase
 
@@ -28,11 +29,12 @@ class PushStore(StoreBase):
     ) -> int:
         """Insert notification rows ``(user_id, stream_pos, room_id, thread_id, event_id, ts,
         highlight, actions_json)`` (each event is evaluated once: no row is there already) and
-        add them to ``push_counts``, one statement each for all rows. Returns the rows added."""
+        add them to ``push_counts``, one statement each for all rows. The event ID and time are
+        not stored (the events table has them by stream position). Returns the rows added."""
         conn.executemany(
             "INSERT OR IGNORE INTO push_notifications (room_id, stream_pos, user_id,"
-            " thread_id, event_id, ts, highlight, actions) VALUES (?,?,?,?,?,?,?,?)",
-            [(r, p, u, t, e, ts, int(h), a) for u, p, r, t, e, ts, h, a in rows],
+            " thread_id, highlight, actions) VALUES (?,?,?,?,?,?)",
+            [(r, p, u, t, int(h), a) for u, p, r, t, _e, _ts, h, a in rows],
         )
         sums: dict[tuple[str, str, str], list[int]] = {}
         for u, _p, r, t, _e, _ts, h, _a in rows:
@@ -99,24 +101,42 @@ class PushStore(StoreBase):
     def get_room_notifications(
         self, user_id: str, room_id: str, before_pos: int | None, limit: int, scan: int,
         only_highlight: bool,
-    ) -> tuple[list[sqlite3.Row], int | None]:  # fmt: skip
+    ) -> tuple[list[dict[str, Any]], int | None]:  # fmt: skip
         """The user's notifications in one room, newest first, below ``before_pos``, looking
-        at no more than ``scan`` rows of the room (every member's). Returns the rows and, when
-        the look stopped early, the lowest position looked at (nothing above it was missed)."""
+        at no more than ``scan`` rows of the room (every member's). Returns the rows (with the
+        event's ``event_id`` and ``ts``, None when the event is gone) and, when the look stopped
+        early, the lowest position looked at (nothing above it was missed)."""
         before = before_pos if before_pos is not None else 2**62
         rows = self.db.read(
-            "SELECT room_id, stream_pos, user_id, thread_id, event_id, ts, highlight, actions"
-            " FROM push_notifications WHERE room_id = ? AND stream_pos < ?"
-            " ORDER BY stream_pos DESC LIMIT ?",
+            "SELECT stream_pos, user_id, thread_id, highlight, actions FROM push_notifications"
+            " WHERE room_id = ? AND stream_pos < ? ORDER BY stream_pos DESC LIMIT ?",
             (room_id, before, scan),
         )
         mine = [
             r for r in rows if r["user_id"] == user_id and (r["highlight"] or not only_highlight)
         ][:limit]
+        floor: int | None = None
         if len(mine) == limit:
-            return mine, int(mine[-1]["stream_pos"])
-        floor = int(rows[-1]["stream_pos"]) if len(rows) == scan else None
-        return mine, floor
+            floor = int(mine[-1]["stream_pos"])
+        elif len(rows) == scan:
+            floor = int(rows[-1]["stream_pos"])
+        found: dict[int, tuple[str, int]] = {}
+        positions = [int(r["stream_pos"]) for r in mine]
+        for i in range(0, len(positions), 500):
+            chunk = positions[i : i + 500]
+            for e in self.db.read(
+                "SELECT stream_pos, event_id, origin_server_ts FROM events"
+                f" WHERE stream_pos IN ({','.join('?' * len(chunk))})",  # noqa: S608
+                tuple(chunk),
+            ):
+                found[int(e[0])] = (e[1], int(e[2]))
+        out = []
+        for r in mine:
+            event_id, ts = found.get(int(r["stream_pos"]), (None, 0))
+            out.append({"room_id": room_id, "stream_pos": int(r["stream_pos"]),
+                        "user_id": user_id, "thread_id": r["thread_id"], "event_id": event_id,
+                        "ts": ts, "highlight": r["highlight"], "actions": r["actions"]})  # fmt: skip
+        return out, floor
 
     def unread_notification_total(self, user_id: str) -> int:
         """The user's unread notifications over every room (``counts.unread`` for gateways)."""

@@ -1,6 +1,7 @@
 -- Migration (issue 11, C-S API "Push Notifications", "Push Gateway API"):
 -- push_notifications: one row per event a user's push rules said to notify for (what
---   GET /notifications lists, newest first). Keyed by (room, stream position, user), so the rows
+--   GET /notifications lists, newest first; the event's ID and time are read from events by
+--   its stream position, so a row holds only what differs between users). Keyed by (room, stream position, user), so the rows
 --   of one event are written next to each other: one event notifying 100 members touches a page
 --   or two, not 100 (an index by user would touch one page per member and multiply the cost of
 --   a send; the list by user is read room by room instead). thread_id is "main" or the root.
@@ -16,8 +17,6 @@ CREATE TABLE push_notifications (
     stream_pos INTEGER NOT NULL,
     user_id TEXT NOT NULL,
     thread_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    ts INTEGER NOT NULL,
     highlight INTEGER NOT NULL,
     actions TEXT NOT NULL,
     PRIMARY KEY (room_id, stream_pos, user_id)
