@@ -52,6 +52,10 @@ _GENERIC_USER = "@\x00generic:\x00"
 _GENERIC_RULES = compile_ruleset(effective_ruleset(_GENERIC_USER, empty_document()))
 #: Rows of one room read at most per ``GET /notifications`` request.
 LIST_SCAN_ROWS = 20_000
+#: Rows read at most per ``GET /notifications`` request over all rooms (but LIST_SCAN_MIN per
+#: room at least).
+LIST_SCAN_BUDGET = 100_000
+LIST_SCAN_MIN = 200
 #: How long /sync or a receipt waits for the queue at most (then it reads what is stored).
 SETTLE_TIMEOUT_S = 2.0
 
@@ -306,9 +310,13 @@ class Notifications(BackgroundService):
         store = self.hs.store
         candidates: list[Any] = []
         floor = 0  # nothing above it was missed, in any room
-        for room_id in store.get_local_memberships(user_id):
+        rooms = list(store.get_local_memberships(user_id))
+        # The rows looked at over all rooms stay within LIST_SCAN_BUDGET (at least
+        # LIST_SCAN_MIN per room): a user in many rooms gets shorter pages, never a long look.
+        scan = max(LIST_SCAN_MIN, min(LIST_SCAN_ROWS, LIST_SCAN_BUDGET // max(1, len(rooms))))
+        for room_id in rooms:
             rows, room_floor = store.get_room_notifications(
-                user_id, room_id, before, limit, LIST_SCAN_ROWS, only_highlight
+                user_id, room_id, before, limit, scan, only_highlight
             )
             candidates.extend(rows)
             if room_floor is not None:

@@ -57,6 +57,7 @@ MAX_RETRIES = 6
 BACKOFF_S = 1.0
 MAX_BACKOFF_S = 300.0
 REQUEST_TIMEOUT_S = 20.0
+MAX_ANSWER_BYTES = 65536
 
 
 # -- validation (pusher.yaml "POST /pushers/set") ------------------------------------------------
@@ -324,9 +325,10 @@ class Pushers(BackgroundService):
         )  # fmt: skip
 
     async def _drain(self, key: tuple[str, str, str], q: _Queue) -> None:
-        while q.items:
+        # Stops when the pusher is deleted (its queue is dropped) or rejected.
+        while q.items and self._queues.get(key) is q:
             item = q.items[0]
-            delivered = await self._send_with_retries(key, item)
+            delivered = await self._send_with_retries(key, item, q)
             if q.items and q.items[0] is item:
                 q.items.popleft()
             if delivered is None:  # the pusher is gone
@@ -334,8 +336,11 @@ class Pushers(BackgroundService):
         if self._queues.get(key) is q and not q.items:
             del self._queues[key]
 
-    async def _send_with_retries(self, key: tuple[str, str, str], item: dict) -> bool | None:
-        """True: delivered; False: given up; None: the pusher was removed (rejected)."""
+    async def _send_with_retries(
+        self, key: tuple[str, str, str], item: dict, q: _Queue
+    ) -> bool | None:
+        """True: delivered; False: given up; None: the pusher was removed (rejected, or
+        deleted by its user: its queue was dropped, so no retry is made)."""
         url = item["pusher"]["data"].get("url")
         if not isinstance(url, str) or not gateway_url_allowed(url, self.allowed):
             return False
@@ -343,13 +348,16 @@ class Pushers(BackgroundService):
         for attempt in range(MAX_RETRIES + 1):
             if attempt:
                 await asyncio.sleep(min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S))
+                if self._queues.get(key) is not q:
+                    return None
             try:
                 async with self._get_session().post(
                     url, data=orjson.dumps(body), allow_redirects=False,
                     headers={"Content-Type": "application/json"},
                 ) as resp:  # fmt: skip
                     status = resp.status
-                    answer = await resp.read() if status == 200 else b""
+                    # A gateway's answer is small: read no more than MAX_ANSWER_BYTES of it.
+                    answer = await resp.content.read(MAX_ANSWER_BYTES) if status == 200 else b""
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
                 self.failures += 1
                 log.info("push gateway %s: %s (attempt %d)", urlsplit(url).hostname, e, attempt + 1)

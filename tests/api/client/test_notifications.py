@@ -255,3 +255,30 @@ def test_events_from_another_server_are_counted(fed_pair):
         time.sleep(0.1)
     assert joined[room]["unread_notifications"] == {"notification_count": 1,
                                                     "highlight_count": 1}  # fmt: skip
+
+
+def test_paging_with_a_bounded_look_misses_nothing(server, monkeypatch):
+    """Rooms are read a bounded number of rows at a time (every member's rows): pages may be
+    short, but following next_token gives every notification once, newest first."""
+    import bastion.services.push as push
+
+    monkeypatch.setattr(push, "LIST_SCAN_ROWS", 3)
+    monkeypatch.setattr(push, "LIST_SCAN_MIN", 3)
+    monkeypatch.setattr(push, "LIST_SCAN_BUDGET", 3)
+    alice, bob, carol = make_user(server), make_user(server), make_user(server)
+    rooms = [create_room(alice), create_room(alice)]
+    for room in rooms:
+        join(bob, room)
+        join(carol, room)
+    sent = [send(alice, rooms[i % 2], f"message number {i}") for i in range(7)]
+    seen: list[str] = []
+    query: dict = {"limit": "2"}
+    for _ in range(50):
+        r = bob.request("GET", f"{V3}/notifications", query=query)
+        assert r.status == 200, r.body
+        assert len(r.body["notifications"]) <= 2
+        seen += [n["event"]["event_id"] for n in r.body["notifications"]]
+        if "next_token" not in r.body:
+            break
+        query = {"limit": "2", "from": r.body["next_token"]}
+    assert seen == sent[::-1]

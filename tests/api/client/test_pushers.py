@@ -257,3 +257,18 @@ def test_names_are_filtered_when_connecting():
         assert found and all(r["host"] in ("127.0.0.1", "::1") for r in found)
 
     asyncio.run(go())
+
+
+def test_deleting_a_pusher_stops_its_retries(loopback_server, gateway):
+    alice, bob = make_user(loopback_server), make_user(loopback_server)
+    room = create_room(alice)
+    join(bob, room)
+    set_pusher(bob, pusher_body(gateway.url))
+    gateway.responses = [(500, {})] * 50  # the gateway keeps failing
+    send(alice, room, "hello there")
+    gateway.wait_for(1)
+    set_pusher(bob, {"kind": None, "app_id": "org.example.app", "pushkey": "key-1"})
+    time.sleep(0.5)
+    settled = len(gateway.bodies)
+    time.sleep(1.5)  # the back-off would have sent 2 or 3 more by now
+    assert len(gateway.bodies) == settled
