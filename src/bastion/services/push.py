@@ -44,6 +44,9 @@ MAIN = "main"
 RULES_CACHE_SIZE = 20_000
 #: Members evaluated between two yields to the event loop (a huge room never stalls it).
 YIELD_EVERY = 256
+#: Notifications are kept this long (then pruned, room by room, every PRUNE_EVERY events).
+KEEP_MS = 30 * 24 * 3600 * 1000
+PRUNE_EVERY = 1000
 #: Glob characters: a user ID holding one is always evaluated on its own.
 _GLOB_CHARS = frozenset("*?")
 #: The user the shared evaluation of default rules stands for: no event names it (an event that
@@ -101,6 +104,8 @@ class Notifications(BackgroundService):
         self._busy_low: int | None = None
         self._worker: asyncio.Task | None = None
         self._progress: asyncio.Future | None = None
+        #: Notifying events per room since its last prune.
+        self._since_prune: dict[str, int] = {}
         #: Events evaluated and member evaluations run (benchmarks, tests).
         self.evaluated_events = 0
         self.evaluations = 0
@@ -201,7 +206,23 @@ class Notifications(BackgroundService):
         if not rows:
             return
         store = self.hs.store
-        await store.transaction(lambda conn: store.add_notifications_in(conn, rows))
+        # Every PRUNE_EVERY notifying events of a room, its notifications older than
+        # KEEP_MS go (the list and the counts' recounts need no more).
+        prune = []
+        for room_id in {r[2] for r in rows}:
+            n = self._since_prune.get(room_id, 0) + 1
+            if n >= PRUNE_EVERY:
+                prune.append(room_id)
+                n = 0
+            self._since_prune[room_id] = n
+        before_ts = self.hs.now_ms() - KEEP_MS if prune else 0
+
+        def write(conn: Any) -> None:
+            store.add_notifications_in(conn, rows)
+            for room_id in prune:
+                store.prune_notifications_in(conn, room_id, before_ts)
+
+        await store.transaction(write)
         self.hs.pushers.notified(notified)
 
     async def _evaluate(

@@ -282,3 +282,20 @@ def test_paging_with_a_bounded_look_misses_nothing(server, monkeypatch):
             break
         query = {"limit": "2", "from": r.body["next_token"]}
     assert seen == sent[::-1]
+
+
+def test_old_notifications_are_pruned(server, monkeypatch):
+    """Every PRUNE_EVERY notifying events of a room, its notifications older than KEEP_MS go
+    (here: everything, KEEP_MS in the future); the unread counts stay."""
+    import bastion.services.push as push
+
+    monkeypatch.setattr(push, "PRUNE_EVERY", 2)
+    monkeypatch.setattr(push, "KEEP_MS", -(10**9))
+    alice, bob = make_user(server), make_user(server)
+    room = create_room(alice)
+    join(bob, room)
+    send(alice, room, "first message")
+    assert len(bob.request("GET", f"{V3}/notifications").body["notifications"]) == 1
+    send(alice, room, "second message")  # the second of the room: the prune runs
+    assert bob.request("GET", f"{V3}/notifications").body == {"notifications": []}
+    assert unread(bob, room) == (2, 0)

@@ -93,6 +93,11 @@ def test_the_store_uses_the_new_tables(tmp_path):
         # a look that stops early says where it stopped
         listed, floor = store.get_room_notifications("@else:x", room, None, 10, 2, False)
         assert listed == [] and floor == p2
+        # pruning by the events' time: nothing sent before 0, everything before the far future
+        assert await store.transaction(lambda c: store.prune_notifications_in(c, room, 0)) == 0
+        pruned = await store.transaction(lambda c: store.prune_notifications_in(c, room, 2**50))
+        assert pruned == 3
+        assert store.get_room_notifications(user_id, room, None, 10, 100, False)[0] == []
         pusher = {"app_id": "a", "pushkey": "k", "kind": "http", "app_display_name": "A",
                   "device_display_name": "D", "lang": "en"}  # fmt: skip
         await store.transaction(

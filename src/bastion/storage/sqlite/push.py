@@ -81,6 +81,21 @@ class PushStore(StoreBase):
             [(*counted.get(t, (0, 0)), upto_pos, room_id, user_id, t) for t in moved],
         )
 
+    @staticmethod
+    def prune_notifications_in(conn: sqlite3.Connection, room_id: str, before_ts: int) -> int:
+        """Delete the room's notifications of events sent before ``before_ts`` (by the events'
+        time index, then a key range: no scan of other rooms). Counts are left as they are."""
+        row = conn.execute(
+            "SELECT MAX(stream_pos) FROM events WHERE room_id = ? AND origin_server_ts < ?",
+            (room_id, before_ts),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return 0
+        return conn.execute(
+            "DELETE FROM push_notifications WHERE room_id = ? AND stream_pos <= ?",
+            (room_id, int(row[0])),
+        ).rowcount
+
     def get_push_counts(self, user_id: str, room_id: str) -> dict[str, tuple[int, int]]:
         """thread ID (``"main"`` for the main timeline) → (notifications, highlights)."""
         rows = self.db.read(
