@@ -44,7 +44,9 @@ from bastion.services.media import MediaService
 from bastion.services.notifier import Notifier
 from bastion.services.openid import OpenIdTokens
 from bastion.services.passwords import Passwords
+from bastion.services.push import Notifications
 from bastion.services.push_rules import PushRules
+from bastion.services.pushers import Pushers
 from bastion.services.reporting import Reporting
 from bastion.services.retention import RetentionService
 from bastion.services.rooms import RoomService
@@ -82,6 +84,8 @@ CLIENT_API_MODULES = [
     "bastion.api.client.receipts",
     "bastion.api.client.presence",
     "bastion.api.client.push_rules",
+    "bastion.api.client.notifications",
+    "bastion.api.client.pushers",
     "bastion.api.client.report_content",
     "bastion.api.client.user_directory",
     "bastion.api.client.mutual_rooms",
@@ -157,6 +161,11 @@ class HomeServer:
         #: Room tags, kept as m.tag room account data (C-S API "Room Tagging").
         self.tags = RoomTags(self)
         self.push_rules = PushRules(self)
+        #: Push rule evaluation and notification counts (C-S API "Push Notifications").
+        self.notifications = Notifications(self)
+        self.rooms.engine.on_persisted = self.notifications.events_persisted
+        #: HTTP pushers and delivery to push gateways (C-S API "Pushers", Push Gateway API).
+        self.pushers = Pushers(self)
         self.typing = Typing(self)
         self.receipts = Receipts(self)
         self.presence = Presence(self)
@@ -349,6 +358,9 @@ class HomeServer:
         for service in self.background_services():
             service.start()  # the federation sender also resumes its queued destinations
         self.retention.start()  # the purge job (issue 10), drained with the services
+        # Push rule evaluation and gateway delivery, drained with the services too.
+        self.notifications.start()
+        self.pushers.start()
         if self.ledger is not None:
             # Started after the others and drained after them (stop): it integrates and signs
             # the leaves their last work appends.
@@ -375,8 +387,8 @@ class HomeServer:
             if runner is not None:
                 await runner.cleanup()
         self._federation_runner = self._runner = None
-        await drain([*self.background_services(), self.retention],
-                    self.config.shutdown_drain_seconds)  # fmt: skip
+        await drain([*self.background_services(), self.retention, self.notifications,
+                     self.pushers], self.config.shutdown_drain_seconds)  # fmt: skip
         if self.ledger is not None:
             await drain([self.ledger], self.config.shutdown_drain_seconds)
         if self.federation is not None:
@@ -384,6 +396,7 @@ class HomeServer:
             await self.federation.client.close()
         if self.ledger is not None:
             await self.ledger.close()
+        await self.pushers.close()
         self.passwords.close()
         self.media.close()
         self.store.close()

@@ -73,7 +73,7 @@ class Federation:
         self.events = FederationEventHandler(self.inbound)
         self.sender = FederationSender(hs, self.client, self.acl)
         self.membership = FederationMembership(hs, self)
-        self.device_lists = DeviceLists(hs, self)
+        self.device_lists: DeviceLists = DeviceLists(hs, self)
         self.edus = FederationEDUs(hs, self)  # registers its EDU handlers
         self.queries = FederationQueries(hs, self.client)
         #: Space hierarchies asked of other servers (S-S API "Spaces").

@@ -204,6 +204,16 @@ class Receipts:
                 self._check_thread(event, event_id, thread_id)
         store = self.hs.store
         now = self.hs.now_ms()
+        # A read receipt clears the notifications it covers ("Receiving notifications"): the
+        # events up to it are evaluated first, so none is counted after it.
+        read_upto: int | None = None
+        for rtype in ("m.read", "m.read.private"):
+            if rtype in markers:
+                row = store.get_event_row(markers[rtype])
+                if row is not None:
+                    read_upto = max(read_upto or 0, row.stream_pos)
+        if read_upto is not None:
+            await self.hs.notifications.settle(store.current_pos)
 
         def fn(conn: Txn) -> None:
             for rtype, event_id in markers.items():
@@ -214,6 +224,8 @@ class Receipts:
                     store.set_receipt_in(
                         conn, room_id, rtype, user_id, thread_id or "", event_id, now
                     )
+            if read_upto is not None:
+                store.mark_notifications_read_in(conn, user_id, room_id, read_upto, thread_id)
 
         await store.transaction(fn)
         if "m.read" in markers and self.room_edus is not None:  # public, to the other servers

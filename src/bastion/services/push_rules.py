@@ -381,6 +381,11 @@ class PushRules:
         text = self.hs.store.get_push_rules_doc(user_id)
         return empty_document() if text is None else parse_json(text)
 
+    def is_default(self, user_id: str) -> bool:
+        """Whether the user's rules are the server-default rules, unchanged."""
+        text = self.hs.store.get_push_rules_doc(user_id)
+        return text is None or parse_json(text) == empty_document()
+
     def ruleset(self, user_id: str) -> dict[str, list[dict]]:
         """The user's effective global ruleset."""
         return effective_ruleset(user_id, self._doc(user_id))
@@ -400,6 +405,7 @@ class PushRules:
             store.put_push_rules_doc_in(conn, user_id, canonical_json(new).decode("utf-8"))
 
         await store.transaction(fn)
+        self.hs.notifications.forget_rules(user_id)
 
     async def put(self, user_id: str, kind: str, rule_id: str, body: Any,
                   before: str | None, after: str | None) -> None:  # fmt: skip

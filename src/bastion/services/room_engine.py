@@ -41,7 +41,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bastion.core.auth_rules import JAUVS, auth_types_for_event, check_auth_against_state
 from bastion.core.canonical_json import MAX_SAFE_INTEGER
@@ -190,6 +190,16 @@ class RoomBatch:
         return ne
 
 
+class PersistedEvents:
+    """Events of one commit, ``(event, event_id, room_id, stream_pos)`` each, for the
+    after-commit hook (hashable by identity, as the store's after-commit calls must be)."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, events: list[tuple[dict, str, str, int]]) -> None:
+        self.events = events
+
+
 class RoomEngine:
     def __init__(
         self,
@@ -205,6 +215,11 @@ class RoomEngine:
         #: Queues our new events for the other servers (handed in by the homeserver; None when
         #: federation is off). Called inside the write that persists them.
         self.outbox: EventOutbox | None = None
+        #: Called on the event loop after the commit of new timeline events (not backfilled,
+        #: rejected or soft-failed) with one hashable argument holding ``(event, event_id,
+        #: room_id, stream_pos)`` tuples (``.events``): push rule evaluation
+        #: (services/push.py). Handed in by the homeserver; None: nobody listens.
+        self.on_persisted: Callable[[Any], None] | None = None
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._heads: dict[str, RoomHead] = {}
         self._last_create_ts = 0
@@ -366,6 +381,10 @@ class RoomEngine:
             result = self.store.persist_events_sync(conn, events, group, chain)
             if outbox is not None:
                 outbox.enqueue_events_in(conn, events)
+            if self.on_persisted is not None:
+                self.store.run_after_commit(self.on_persisted, PersistedEvents(
+                    [(ne.event, ne.event_id, ne.room_id, ne.stream_pos) for ne in events]
+                ))  # fmt: skip
             return result
 
         head.group, head.chain_len = await self.store.transaction(fn)
@@ -505,9 +524,16 @@ class RoomEngine:
                     {**{e: d for e, d in head.ext_depths.items() if e in new_ext},
                      event_id: depth if type(depth) is int else 0},
                 )  # fmt: skip
-            await self.store.transaction(
-                lambda conn: self.store.persist_remote_event_sync(conn, rec)
-            )
+            live = verdict.outcome == "accept" and not backfilled and self.on_persisted is not None
+
+            def write(conn) -> None:
+                self.store.persist_remote_event_sync(conn, rec)
+                if live and self.on_persisted is not None:
+                    self.store.run_after_commit(self.on_persisted, PersistedEvents(
+                        [(pdu, event_id, room_id, rec.stream_pos)]
+                    ))  # fmt: skip
+
+            await self.store.transaction(write)
             if new_head is not None:
                 new_head.group, new_head.chain_len = rec.head_group, rec.head_chain
                 self._heads[room_id] = new_head

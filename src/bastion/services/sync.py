@@ -73,6 +73,13 @@ class SyncService:
         deadline = loop.time() + min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
         user_id = requester.user_id
         while True:
+            # The notification counts of every event up to ``upto`` first (evaluated after
+            # commit, in the background); then read ``upto`` again with no await before the
+            # listener below (at most a few rounds under a steady stream of events).
+            for _ in range(3):
+                if not self.hs.notifications.pending_upto(self.store.current_pos):
+                    break
+                await self.hs.notifications.settle(self.store.current_pos)
             upto = SyncToken(self.store.current_pos, self._typing_serial())
             response = self.compute(requester, since, upto, full_state, flt, use_state_after)
             if since is None or full_state or has_content(response):
@@ -188,8 +195,7 @@ class SyncService:
                 del rooms_out["join"][room_id]
                 continue
             room["summary"] = self._summary(room_id, user_id)
-            room.setdefault("unread_notifications", {"highlight_count": 0,
-                                                     "notification_count": 0})  # fmt: skip
+            self.hs.notifications.contribute_counts(ctx, room_id, room)
         return response
 
     # ------------------------------------------------------------------------------------------

@@ -1098,6 +1098,33 @@ class OpenIdStore(Protocol):
     def openid_token_count(self, user_id: str | None = None) -> int: ...
 
 
+class PushStore(Protocol):
+    """Notifications and pushers (C-S API "Push Notifications"; storage/sqlite/push.py)."""
+
+    def add_notifications_in(
+        self, conn: Txn, rows: Sequence[tuple[str, int, str, str, str, int, bool, str]]
+    ) -> int: ...
+    def mark_notifications_read_in(
+        self, conn: Txn, user_id: str, room_id: str, upto_pos: int, thread_id: str | None
+    ) -> None: ...
+    def prune_notifications_in(self, conn: Txn, room_id: str, before_ts: int) -> int: ...
+    def get_push_counts(self, user_id: str, room_id: str) -> dict[str, tuple[int, int]]: ...
+    def get_read_positions(self, user_id: str, room_id: str) -> dict[str, int]: ...
+    def get_room_notifications(
+        self, user_id: str, room_id: str, before_pos: int | None, limit: int, scan: int,
+        only_highlight: bool,
+    ) -> tuple[list[dict[str, Any]], int | None]: ...  # fmt: skip
+    def unread_notification_total(self, user_id: str) -> int: ...
+    def set_pusher_in(
+        self, conn: Txn, user_id: str, pusher: dict[str, object], data_json: str,
+        pushkey_ts: int, append: bool,
+    ) -> None: ...  # fmt: skip
+    def delete_pusher_in(self, conn: Txn, user_id: str, app_id: str, pushkey: str) -> int: ...
+    def get_pushers(self, user_id: str) -> Sequence[Row]: ...
+    def get_pushers_for_users(self, user_ids: Sequence[str]) -> Sequence[Row]: ...
+    def has_pushers(self) -> bool: ...
+
+
 class ErasureStore(Protocol):
     """One local user's erasure (issue 10, GDPR Art. 17; storage/sqlite/erasure.py)."""
 
@@ -1204,6 +1231,7 @@ class Store(
     UserDirectoryStore,
     SearchStore,
     StreamsStore,
+    PushStore,
     Protocol,
 ):
     """The whole store, as the homeserver uses it."""

@@ -125,6 +125,8 @@ class AccountsStore(StoreBase):
         conn.execute("DELETE FROM login_tokens WHERE user_id = ?", (user_id,))
         # Its OpenID tokens (migration 0013) vouch for it no longer.
         conn.execute("DELETE FROM openid_tokens WHERE user_id = ?", (user_id,))
+        # Its pushers (migration 0016): a deactivated account is pushed to no more.
+        conn.execute("DELETE FROM pushers WHERE user_id = ?", (user_id,))
 
     # -- devices and access tokens --------------------------------------------------------
     def _auth_generation(self) -> int:

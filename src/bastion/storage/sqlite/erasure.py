@@ -105,9 +105,10 @@ event_search, event_search_     the index rows of the user's events go when they
 events, event_search_pending    (storage/sqlite/search.py); the index is then rewritten
                                 (FTS5 ``optimize``) before the compaction below, so no old
                                 segment of it keeps their words
+pushers                         deleted by the deactivation (and here again): the push
+                                gateway URLs and push keys of the user's devices
+push_notifications, push_counts deleted (which events notified the user)
 =============================== ===============================================================
-
-There are no pusher rows in this schema.
 
 Disk hygiene: every connection runs with ``PRAGMA secure_delete=ON``
 (:func:`bastion.storage.sqlite.database.connection_pragmas`), so what these writes delete or
@@ -228,6 +229,9 @@ class ErasureStore(StoreBase):
         run("devices", "DELETE FROM refresh_tokens WHERE user_id = ?", u)
         run("devices", "DELETE FROM login_tokens WHERE user_id = ?", u)
         run("openid_tokens", "DELETE FROM openid_tokens WHERE user_id = ?", u)
+        run("pushers", "DELETE FROM pushers WHERE user_id = ?", u)
+        run("notifications", "DELETE FROM push_notifications WHERE user_id = ?", u)
+        run("notifications", "DELETE FROM push_counts WHERE user_id = ?", u)
         run("device_keys", "DELETE FROM e2e_device_keys WHERE user_id = ?", u)
         run("device_keys", "DELETE FROM e2e_one_time_keys WHERE user_id = ?", u)
         run("device_keys", "DELETE FROM e2e_fallback_keys WHERE user_id = ?", u)

@@ -41,6 +41,7 @@ from bastion.storage.sqlite import (
     ledger_audit,
     media,
     openid,
+    push,
     relations,
     retention,
     rooms,
@@ -57,7 +58,7 @@ T = TypeVar("T")
 MIXINS = (accounts, rooms, e2ee, media, account_data, federation, device_lists, federation_queue,
           federation_inbound, ledger, ledger_audit, guard_decisions, guard_limits, guard_login,
           guard_policy, server_notices, event_contents, audit, export, retention,
-          admin_directory, erasure, relations, openid, user_directory, search)  # fmt: skip
+          admin_directory, erasure, relations, openid, user_directory, search, push)  # fmt: skip
 
 
 class SqliteStore(
@@ -87,6 +88,7 @@ class SqliteStore(
     openid.OpenIdStore,
     user_directory.UserDirectoryStore,
     search.SearchStore,
+    push.PushStore,
 ):
     def __init__(self, path: Path, synchronous: str = "NORMAL", key: bytes | None = None) -> None:
         self.db = Database(path, synchronous, key)
