@@ -108,6 +108,7 @@ FEDERATION_API_MODULES = [
     "bastion.api.federation.events",
     "bastion.api.federation.membership",
     "bastion.api.federation.openid",  # issue 11: OpenID userinfo (not X-Matrix authenticated)
+    "bastion.api.federation.media",  # issue 11: federated media (our media for other servers)
 ]
 
 #: The guard's admin API (/_bastion/admin/v1/guard/...) and metrics, one module per part.
