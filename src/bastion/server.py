@@ -191,6 +191,7 @@ class HomeServer:
             self.typing.room_edus = self.receipts.room_edus = self.presence.room_edus = fed.edus
             self.e2ee.remote_devices = fed.device_lists
             self.e2ee.to_device_outbox = fed.edus
+            self.media.remote_media = fed.media
         #: The ledger (issue 8), or None when ``ledger_enabled`` is false (benchmarks): then the
         #: store appends no leaves either.
         self.ledger: LedgerService | None = LedgerService(self) if config.ledger_enabled else None

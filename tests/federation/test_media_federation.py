@@ -105,3 +105,58 @@ def test_media_served_to_another_server(pair, test_ca):
     run(a, quarantine())
     s, body = fed(test_ca, b, a, "GET", f"{V1}/media/download/{media_id}")
     assert (s, body["errcode"]) == (404, "M_NOT_FOUND")
+
+
+# -- remote media fetched for our users ----------------------------------------------------------
+
+
+def test_remote_media_downloaded_thumbnailed_and_cached(pair, test_ca):
+    a, b = pair
+    alice = Client(a.base_url).register()
+    bob = Client(b.base_url).register()
+    data = _png()
+    mxc = upload(alice, data)
+    origin, media_id = mxc[len("mxc://") :].split("/")
+    r = bob.request("GET", f"{MEDIA}/download/{q(origin)}/{media_id}")
+    assert r.status == 200, r.body
+    assert r.body["_raw"] == data
+    assert r.headers["Content-Type"] == "image/png"
+    assert 'filename="cat.png"' in r.headers["Content-Disposition"]
+    r = bob.request("GET", f"{MEDIA}/download/{q(origin)}/{media_id}/other.png")
+    assert r.status == 200 and 'filename="other.png"' in r.headers["Content-Disposition"]
+    query = {"width": "32", "height": "32", "method": "crop"}
+    r = bob.request("GET", f"{MEDIA}/thumbnail/{q(origin)}/{media_id}", query=query)
+    assert r.status == 200, r.body
+    assert Image.open(io.BytesIO(r.body["_raw"])).size == (32, 32)
+    # Cached on B (encrypted at rest when that is on): the origin forgets the media, B still
+    # serves it and its thumbnails, without asking the origin again.
+    row = b.hs.store.get_remote_media(origin, media_id)
+    assert row is not None and row["size"] == len(data)
+    assert (row["file_key"] is not None) == b.hs.media.encrypt
+    stored = (b.hs.config.media_path / row["file_path"]).read_bytes()
+    assert (stored == data) != b.hs.media.encrypt
+
+    async def forget():
+        await a.hs.store.transaction(lambda c: a.hs.store.delete_local_media_in(c, [media_id]))
+        a.hs.media.delete_files(media_id)
+
+    run(a, forget())
+    assert alice.request("GET", f"{MEDIA}/download/{q(origin)}/{media_id}").status == 404
+    r = bob.request("GET", f"{MEDIA}/download/{q(origin)}/{media_id}")
+    assert (r.status, r.body["_raw"]) == (200, data)
+    query = {"width": "96", "height": "96", "method": "scale"}
+    r = bob.request("GET", f"{MEDIA}/thumbnail/{q(origin)}/{media_id}", query=query)
+    assert r.status == 200 and max(Image.open(io.BytesIO(r.body["_raw"])).size) < 640
+    # Unknown remote media is 404, a malformed one 404 or 400, never a 5xx.
+    r = bob.request("GET", f"{MEDIA}/download/{q(origin)}/nosuchmedia")
+    assert (r.status, r.body["errcode"]) == (404, "M_NOT_FOUND")
+    r = bob.request("GET", f"{MEDIA}/download/{q(origin)}/bad%2Fid")
+    assert r.status == 404
+    r = bob.request("GET", f"{MEDIA}/download/bad%20server/abc")
+    assert (r.status, r.body["errcode"]) == (400, "M_INVALID_PARAM")
+
+
+def q(s: str) -> str:
+    import urllib.parse
+
+    return urllib.parse.quote(s, safe="")

@@ -19,6 +19,7 @@ from bastion.federation.client import FederationClient
 from bastion.federation.device_lists import DeviceLists
 from bastion.federation.edus import FederationEDUs
 from bastion.federation.keyring import Keyring
+from bastion.federation.media import FederationMedia
 from bastion.federation.membership import FederationMembership
 from bastion.federation.pdu import FederationEventHandler
 from bastion.federation.queries import FederationQueries
@@ -75,3 +76,5 @@ class Federation:
         self.device_lists = DeviceLists(hs, self)
         self.edus = FederationEDUs(hs, self)  # registers its EDU handlers
         self.queries = FederationQueries(hs, self.client)
+        #: Other servers' media, fetched for our users (S-S API "Content Repository").
+        self.media = FederationMedia(hs, self.client)

@@ -93,7 +93,7 @@ def register(router: Router, hs: HomeServer) -> None:
         Content-Disposition our own clients get ("Serving inline content")."""
         row = await media.get_uploaded(hs.server_name, req.params["mediaId"], timeout(req))
         ctype, inline = served_content_type(row["content_type"])
-        if not await asyncio.to_thread(media.local_path(row["media_id"]).is_file):
+        if not await asyncio.to_thread(media.file_of(row).is_file):
             raise not_found("the content of this media is missing")
         return MultipartMediaResponse(
             media.content_chunks(row), row["size"], ctype,
@@ -114,7 +114,7 @@ def register(router: Router, hs: HomeServer) -> None:
         thumb = await media.thumbnail(row, width, height, method, animated)
         ext = thumb.content_type.rsplit("/", 1)[-1]
         disposition = content_disposition(True, f"thumbnail.{ext}")
-        if thumb.path is not None and thumb.path == media.local_path(row["media_id"]):
+        if thumb.path is not None and thumb.path == media.file_of(row):
             pieces, size = media.content_chunks(row), row["size"]  # the original, as it is
         else:
             if thumb.path is not None:
