@@ -75,12 +75,18 @@ async def _read_small(chunks: AsyncIterator[bytes] | None, stream=None) -> bytes
     return bytes(data)
 
 
-async def _part_chunks(part: aiohttp.BodyPartReader) -> AsyncIterator[bytes]:
+async def _part_chunks(
+    part: aiohttp.BodyPartReader, reader: aiohttp.MultipartReader | None = None
+) -> AsyncIterator[bytes]:
+    """The bytes of one part; with ``reader``, the last part: the answer must then end with
+    the closing boundary (a body cut short is never taken for the whole file)."""
     while True:
         chunk = await part.read_chunk(READ_CHUNK)
         if not chunk:
-            return
+            break
         yield chunk
+    if reader is not None and (await reader.next() is not None or not reader.at_eof()):
+        raise ValueError("the multipart answer has more parts than metadata and content")
 
 
 async def _body_chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
@@ -129,7 +135,7 @@ class FederationMedia:
                 ):
                     remote = await self._legacy(stack, server_name, media_id)
                 else:
-                    _check_status(resp.status, None)
+                    _check_status(resp.status)
                     remote = await self._multipart(stack, resp)
             except BadRemoteAnswer as e:
                 log.info("media %s/%s: %s", server_name, media_id, e)
@@ -175,7 +181,7 @@ class FederationMedia:
             content.headers.get("Content-Type"),
             _filename_of(content.headers.get("Content-Disposition")),
             int(length) if length is not None and length.isdigit() else None,
-            _part_chunks(content),
+            _part_chunks(content, reader),
         )
 
     async def _redirect(self, stack: AsyncExitStack, location: str) -> RemoteFile:
@@ -184,7 +190,7 @@ class FederationMedia:
         resp = await stack.enter_async_context(
             self.client.open_url(location, timeout=FETCH_TIMEOUT)
         )
-        _check_status(resp.status, None)
+        _check_status(resp.status)
         return RemoteFile(
             resp.headers.get("Content-Type"),
             _filename_of(resp.headers.get("Content-Disposition")),
@@ -204,7 +210,7 @@ class FederationMedia:
         )
         if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
             return await self._redirect(stack, resp.headers["Location"])
-        _check_status(resp.status, None)
+        _check_status(resp.status)
         return RemoteFile(
             resp.headers.get("Content-Type"),
             _filename_of(resp.headers.get("Content-Disposition")),
@@ -213,7 +219,7 @@ class FederationMedia:
         )
 
 
-def _check_status(status: int, _body: bytes | None) -> None:
+def _check_status(status: int) -> None:
     if status == 404:
         raise MatrixError(M_NOT_FOUND, "the remote server has no such media", 404)
     if status != 200:
