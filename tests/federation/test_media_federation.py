@@ -16,6 +16,7 @@ from aiohttp import web
 from PIL import Image
 
 from tests.support import server_pair
+from tests.support.accounts import make_admin
 from tests.support.federation import https, run, start_fed_server
 from tests.support.harness import Client
 from tests.support.peer import FakePeer
@@ -160,6 +161,16 @@ def test_remote_media_downloaded_thumbnailed_and_cached(pair, test_ca):
     assert r.status == 404
     r = bob.request("GET", f"{MEDIA}/download/bad%20server/abc")
     assert (r.status, r.body["errcode"]) == (400, "M_INVALID_PARAM")
+    # The Synapse admin API's "Purge Remote Media API" empties the cache: B must ask A again,
+    # which no longer has the file.
+    make_admin(b, bob.user_id)
+    before = str(b.hs.now_ms() + 1000)
+    r = bob.request("POST", "/_synapse/admin/v1/purge_media_cache", query={"before_ts": before})
+    assert (r.status, r.body) == (200, {"deleted": 1})
+    assert b.hs.store.get_remote_media(origin, media_id) is None
+    assert not (b.hs.config.media_path / row["file_path"]).exists()
+    r = bob.request("GET", f"{MEDIA}/download/{q(origin)}/{media_id}")
+    assert (r.status, r.body["errcode"]) == (404, "M_NOT_FOUND")
 
 
 def q(s: str) -> str:

@@ -518,6 +518,27 @@ class MediaService(BackgroundService):
             raise MatrixError(M_NOT_YET_UPLOADED, "content has not yet been uploaded", 504)
         return row
 
+    async def purge_remote_cache(self, before_ts: int, batch: int = 500) -> int:
+        """Forget cached remote files last served before ``before_ts`` (their rows, keys, files
+        and thumbnails), a page of ``batch`` per write; how many. A later request fetches the
+        file again. (Synapse admin API "Purge Remote Media API"; the retention job's
+        ``remote_media_max_lifetime``.)"""
+        store = self.hs.store
+        total = 0
+        while True:
+            rows = store.remote_media_accessed_before(before_ts, batch)
+            if not rows:
+                return total
+            keys = [(r["server_name"], r["media_id"]) for r in rows]
+
+            def fn(conn: Txn, keys: list[tuple[str, str]] = keys) -> int:
+                return store.delete_remote_media_in(conn, keys)
+
+            await store.transaction(fn)
+            for r in rows:
+                await asyncio.to_thread(self.delete_remote_files, r["file_path"])
+            total += len(rows)
+
     # -- reading content ----------------------------------------------------------------------
     def content_chunks(self, row: Row) -> Iterator[bytes]:
         """The plaintext of uploaded local media ``row``, in pieces, decrypted when it was
