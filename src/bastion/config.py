@@ -658,6 +658,7 @@ http_body_idle_timeout = {http_body_idle_timeout}
 # purge_interval = "1d"
 # purge_batch_size = 500                       # events (or media) per write
 # local_media_max_lifetime = "90d"             # unset: media is kept
+# remote_media_max_lifetime = "30d"            # cached remote media unused this long
 """
 
 

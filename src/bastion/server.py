@@ -120,6 +120,7 @@ FEDERATION_API_MODULES = [
     "bastion.api.federation.membership",
     "bastion.api.federation.openid",  # issue 11: OpenID userinfo (not X-Matrix authenticated)
     "bastion.api.federation.space_hierarchy",  # issue 11: GET /v1/hierarchy/{roomId}
+    "bastion.api.federation.media",  # issue 11: federated media (our media for other servers)
 ]
 
 #: The guard's admin API (/_bastion/admin/v1/guard/...) and metrics, one module per part.
@@ -212,6 +213,7 @@ class HomeServer:
             self.e2ee.remote_devices = fed.device_lists
             self.e2ee.to_device_outbox = fed.edus
             self.space_hierarchy.remote = fed.hierarchy
+            self.media.remote_media = fed.media
         #: The ledger (issue 8), or None when ``ledger_enabled`` is false (benchmarks): then the
         #: store appends no leaves either.
         self.ledger: LedgerService | None = LedgerService(self) if config.ledger_enabled else None

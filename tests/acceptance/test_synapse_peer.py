@@ -42,11 +42,13 @@ DEFAULT_BLACKLIST = [
 
 
 @contextlib.contextmanager
-def synapse_process(data, test_ca, extra_config: dict | None = None, label: str = "synapse"):
+def synapse_process(data, test_ca, extra_config: dict | None = None, label: str = "synapse",
+                    client_resources: tuple[str, ...] = ("client",)):  # fmt: skip
     """A Synapse on 127.0.0.1 (client API on plain HTTP, federation and keys on TLS with a
     certificate of the test CA) in its own process group, stopped on exit; yields its name,
     client base URL, federation port and data directory. ``extra_config`` is merged into
-    homeserver.yaml (e.g. raised rate limits, trusted key servers)."""
+    homeserver.yaml (e.g. raised rate limits, trusted key servers); ``client_resources``: what
+    the plain-HTTP client listener serves (``media`` for uploads)."""
     data.mkdir(parents=True)
     client_port, fed_port = free_port(), free_port()
     name = f"127.0.0.1:{fed_port}"
@@ -56,7 +58,8 @@ def synapse_process(data, test_ca, extra_config: dict | None = None, label: str 
     cfg.update({
         "listeners": [
             {"port": client_port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
-             "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}]},
+             "x_forwarded": False,
+             "resources": [{"names": list(client_resources), "compress": False}]},
             {"port": fed_port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": True,
              "resources": [{"names": ["federation", "keys"], "compress": False}]},
         ],

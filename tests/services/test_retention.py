@@ -383,3 +383,44 @@ def test_events_seen_young_are_stripped_once_they_expire(server):
     clock.offset = 2 * DAY
     assert _run(srv).events == 1  # found again by its age
     assert _stored(srv, eid)["content"] == {}
+
+
+def test_unused_cached_remote_media_is_deleted(tmp_path):
+    srv, clock = _start(tmp_path, remote_media_max_lifetime="7d", default_max_lifetime=None)
+    try:
+        media = srv.hs.media
+        store = srv.hs.store
+        rel = media.new_remote_file()
+        path = media.root / rel
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"a remote file")
+        thumbs = media.root / "remote_thumbnails" / rel[len("remote/") :]
+        thumbs.mkdir(parents=True)
+        (thumbs / "32x32-crop.png").write_bytes(b"t")
+
+        async def cache() -> None:
+            def fn(conn) -> None:
+                for media_id, file_path in (("old", rel), ("fresh", "remote/00/00/x")):
+                    store.insert_remote_media_in(
+                        conn, "elsewhere.example", media_id, clock(),
+                        content_type="text/plain", upload_name=None, size=13,
+                        sha256="00" * 32, file_path=file_path, file_key=None,
+                    )  # fmt: skip
+
+            await store.transaction(fn)
+            await store.transaction(
+                lambda c: store.touch_remote_media_in(
+                    c, "elsewhere.example", "fresh", clock() + 6 * DAY
+                )  # fmt: skip
+            )
+
+        on_server(srv, cache())
+        clock.offset = 3 * DAY
+        assert _run(srv).media == 0  # served too recently
+        clock.offset = 8 * DAY
+        assert _run(srv).media == 1
+        assert not path.exists() and not thumbs.exists()
+        assert store.get_remote_media("elsewhere.example", "old") is None
+        assert store.get_remote_media("elsewhere.example", "fresh") is not None
+    finally:
+        srv.stop()

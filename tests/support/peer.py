@@ -52,6 +52,9 @@ class FakePeer:
         self.requests: list[tuple[str, str]] = []
         #: PUT /v2/invite: ``async fn(body) -> (status, json)`` scripted by a test (None: 404).
         self.invite_handler = None
+        #: Media requests (``/_matrix/federation/v1/media/…``, ``/_matrix/media/…``):
+        #: ``async fn(request) -> response`` scripted by a test (None: 404 M_UNRECOGNIZED).
+        self.media_handler = None
         self._label = label
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -91,7 +94,7 @@ class FakePeer:
         self._ready.set()
         loop.run_forever()
 
-    async def _handle(self, req: web.Request) -> web.Response:
+    async def _handle(self, req: web.Request) -> web.StreamResponse:
         path = req.raw_path.split("?", 1)[0]
         segs = [urllib.parse.unquote(s) for s in path.split("/")]
         self.requests.append((req.method, path))
@@ -125,6 +128,10 @@ class FakePeer:
         if path.startswith(V2 + "/invite/") and self.invite_handler is not None:
             status, out = await self.invite_handler(await req.json())
             return web.json_response(out, status=status)
+        if self.media_handler is not None and (
+            path.startswith(V1 + "/media/") or path.startswith("/_matrix/media/")
+        ):
+            return await self.media_handler(req)
         if path.startswith(V1 + "/backfill/"):
             limit = int(req.query.get("limit", "10"))
             pdus = self._walk_back(req.query.getall("v", []), limit)

@@ -277,3 +277,57 @@ def select_thumbnail_size(
     larger = [s for s in candidates if s.width >= want_w or s.height >= want_h]
     pool = larger or candidates
     return min(pool, key=rank)  # min keeps the first of equals
+
+
+# -- federation (S-S API "Content Repository") -------------------------------------------------
+
+#: ``multipart/mixed`` boundaries we send: RFC 2046 allows 1-70 characters from a small set.
+_BOUNDARY_RE = re.compile(r"[0-9A-Za-z'()+_,./:=?-]{1,70}")
+
+
+def multipart_media_head(boundary: str, content_type: str, disposition: str) -> bytes:
+    """The start of a federation media response (S-S API "Content Repository"): the metadata
+    part (``application/json``, an empty object: the spec defines no field in it yet) and the
+    headers of the content part; the content follows, then :func:`multipart_media_tail`."""
+    if not _BOUNDARY_RE.fullmatch(boundary):
+        raise ValueError("invalid multipart boundary")
+    return (
+        f"--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n"
+        f"--{boundary}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Disposition: {disposition}\r\n\r\n"
+    ).encode()
+
+
+def multipart_media_tail(boundary: str) -> bytes:
+    return f"\r\n--{boundary}--\r\n".encode()
+
+
+def remote_upload_name(name: str | None) -> str | None:
+    """The file name to keep for a file fetched from another server (its content part's
+    ``Content-Disposition``), held to the rule of an upload's ``?filename=``: at most
+    :data:`MAX_FILENAME_LENGTH` printable characters; anything else is dropped."""
+    if not name or len(name) > MAX_FILENAME_LENGTH or not name.isprintable():
+        return None
+    return name
+
+
+def redirect_target_allowed(url: str) -> bool:
+    """Whether a ``Location`` part of a federation media answer names something we may follow:
+    an absolute ``http``/``https`` URL with a host and no user information (the address it
+    resolves to is judged by the egress filter at connect time)."""
+    from urllib.parse import urlsplit
+
+    if len(url) > 4096 or not url.isascii() or any(ord(c) <= 0x20 for c in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return False
+    del port
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and parts.username is None
+        and parts.password is None
+    )

@@ -106,6 +106,8 @@ class RetentionConfig:
     purge_batch_size: int = 500
     #: Local media older than this is deleted (None: kept).
     local_media_max_lifetime: int | None = None
+    #: Cached copies of remote media not served for this long are deleted (None: kept).
+    remote_media_max_lifetime: int | None = None
 
     @property
     def default_policy(self) -> RetentionPolicy:
@@ -113,7 +115,8 @@ class RetentionConfig:
 
 
 _DURATION_KEYS = ("default_max_lifetime", "default_min_lifetime", "allowed_lifetime_min",
-                  "allowed_lifetime_max", "purge_interval", "local_media_max_lifetime")  # fmt: skip
+                  "allowed_lifetime_max", "purge_interval", "local_media_max_lifetime",
+                  "remote_media_max_lifetime")  # fmt: skip
 MAX_BATCH = 10_000
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
@@ -32,6 +33,7 @@ from bastion.federation.resolver import (
     FederationError,
     PinnedResolver,
     ServerNameResolver,
+    is_ip,
 )
 from bastion.federation.tls import client_ssl_context
 
@@ -156,6 +158,90 @@ class FederationClient:
                 last_error = e
                 log.info("%s %s on %s:%d failed: %s", method, destination, host, port, e)
         raise FederationError(f"{method} to {destination} failed: {last_error}") from None
+
+    # -- streamed answers (media) ----------------------------------------------------------------
+    @asynccontextmanager
+    async def stream(
+        self, destination: str, path: str, query: Mapping[str, str] | None = None, *,
+        sign: bool = True, timeout: float = DEFAULT_TIMEOUT,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:  # fmt: skip
+        """A ``GET`` to another server whose answer is read by the caller as it arrives (media
+        files are not held in memory): the response, open for the body of the ``async with``.
+        Resolved, filtered and TLS-checked as :meth:`request`; signed with X-Matrix unless
+        ``sign`` is false (the legacy unauthenticated media endpoints). Redirects are not
+        followed. Failing to connect raises :class:`FederationError`."""
+        if not path.startswith("/_matrix/"):
+            raise ValueError("federation paths start with /_matrix/")
+        if destination == self.hs.server_name:
+            raise FederationError("refusing to send a federation request to ourselves")
+        if not self.acl.server_allowed(destination):
+            raise EgressDenied(f"{destination} is refused by federation_domain_allow/_deny")
+        uri = path + ("?" + urlencode(list(query.items()), quote_via=quote) if query else "")
+        headers: dict[str, str] = {}
+        if sign:
+            key = self.hs.signing_key
+            headers["Authorization"] = authorization_header(
+                "GET", uri, self.hs.server_name, destination, key.key_id, key.key, None
+            )
+        resolution = await self.resolver.resolve(destination)
+        endpoints = [
+            (ip, port) for ip, port in resolution.endpoints if ip_allowed(ip, self.allowed)
+        ]
+        if not endpoints:
+            raise EgressDenied(f"{destination}: every address is refused by the egress filter")
+        headers["Host"] = resolution.host_header
+        host = resolution.tls_name
+        url_host = f"[{host}]" if ":" in host else host
+        by_port: dict[int, list[str]] = {}
+        for ip, port in endpoints:
+            by_port.setdefault(port, []).append(ip)
+        client_timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 15))
+        last_error: Exception | None = None
+        for port, ips in by_port.items():
+            if resolution.sni is not None:
+                self.pins.pin(host, port, ips)
+            elif ips != [host]:
+                continue
+            url = URL(f"https://{url_host}:{port}{uri}", encoded=True)
+            try:
+                resp = await self.session().get(
+                    url, headers=headers, allow_redirects=False, ssl=self.ssl_context,
+                    timeout=client_timeout,
+                )  # fmt: skip
+            except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError) as e:
+                last_error = e
+                log.info("GET %s on %s:%d failed: %s", destination, host, port, e)
+                continue
+            async with resp:
+                yield resp
+            return
+        raise FederationError(f"GET to {destination} failed: {last_error}") from None
+
+    @asynccontextmanager
+    async def open_url(
+        self, url: str, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A plain ``GET`` of an ``http``/``https`` URL another server pointed us to (a media
+        ``Location``): its host's addresses pass the egress filter and are pinned, as for
+        ``.well-known``; nothing is signed and redirects are not followed."""
+        target = URL(url)
+        if target.scheme not in ("http", "https") or not target.host:
+            raise EgressDenied("only http and https URLs are followed")
+        port = target.port or (443 if target.scheme == "https" else 80)
+        ips = await self.resolver.addresses(target.host, True)
+        if not ips:
+            raise EgressDenied(f"no address of {target.host} passes the egress filter")
+        if not is_ip(target.host):
+            self.pins.pin(target.host, port, ips)
+        client_timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 15))
+        try:
+            resp = await self.session().get(
+                target, allow_redirects=False, ssl=self.ssl_context, timeout=client_timeout
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError) as e:
+            raise FederationError(f"GET {target.host} failed: {e}") from None
+        async with resp:
+            yield resp
 
 
 async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:

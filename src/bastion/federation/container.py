@@ -20,6 +20,7 @@ from bastion.federation.device_lists import DeviceLists
 from bastion.federation.edus import FederationEDUs
 from bastion.federation.hierarchy import FederationHierarchy
 from bastion.federation.keyring import Keyring
+from bastion.federation.media import FederationMedia
 from bastion.federation.membership import FederationMembership
 from bastion.federation.pdu import FederationEventHandler
 from bastion.federation.queries import FederationQueries
@@ -78,3 +79,5 @@ class Federation:
         self.queries = FederationQueries(hs, self.client)
         #: Space hierarchies asked of other servers (S-S API "Spaces").
         self.hierarchy = FederationHierarchy(self.client)
+        #: Other servers' media, fetched for our users (S-S API "Content Repository").
+        self.media = FederationMedia(hs, self.client)

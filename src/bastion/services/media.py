@@ -22,7 +22,15 @@ inside the write function that records it, so a 200 means both the bytes and the
 Paths are only ever built from media IDs that passed the spec's ``[A-Za-z0-9_-]`` allow-list and
 exist in the database (C-S API "Security considerations": directory traversal).
 
-Remote media is not served: there is no federation yet, so another server's media is 404.
+Remote media (issue 11): another server's ``mxc://`` URI is fetched over federation
+(:class:`bastion.services.remote.RemoteMediaSource`, the S-S API "Content Repository"), once
+for every concurrent request, and cached: the bytes pass the rules an upload passes (the
+``max_upload_size`` cap, counted as they arrive and aborted past it; the content type and file
+name normalised as for an upload) and are written like an upload, under ``remote/`` with a
+file name this server picks (a row of ``remote_media`` names it), encrypted at rest when that
+is on. Later requests are served from the cache; thumbnails of remote media are made here,
+from the cached original, like those of local media (under ``remote_thumbnails/``). Without a
+federation listener another server's media is 404.
 
 Encryption at rest (``at_rest_key`` set, issue 10): every new upload is written encrypted with
 a random key of its own (:mod:`bastion.core.media_encryption`), kept in its row
@@ -54,6 +62,7 @@ from bastion.core.media import (
     is_valid_media_id,
     normalise_upload_content_type,
     plan_thumbnail,
+    remote_upload_name,
     select_thumbnail_size,
 )
 from bastion.core.media_encryption import (
@@ -79,6 +88,7 @@ from bastion.storage.interface import Row, Txn
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
+    from bastion.services.remote import RemoteMediaSource
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +120,8 @@ _STORED_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _ORIGINAL, _UNKNOWN, _TOO_LARGE = "original", "unknown", "too-large"
 
 _WRITE_BUFFER = 1024 * 1024
+#: A cached remote file's last-access time is written at most this often (not on every read).
+REMOTE_TOUCH_INTERVAL_MS = 60 * 60 * 1000
 
 
 class CannotThumbnail(Exception):
@@ -149,7 +161,11 @@ class MediaService(BackgroundService):
         self.root: Path = hs.config.media_path
         self.thumbnail_sizes: tuple[ThumbnailSize, ...] = hs.config.thumbnail_size_set
         self._waiters: dict[str, tuple[asyncio.Event, int]] = {}  # media ID -> (event, waiters)
-        self._generating: dict[tuple[str, str], asyncio.Task] = {}  # (media ID, name) -> task
+        self._generating: dict[tuple[str, str], asyncio.Task] = {}  # (thumb dir, name) -> task
+        #: Remote fetches in flight, shared by every request for the same file.
+        self._fetching: dict[tuple[str, str], asyncio.Task] = {}
+        #: Other servers' media (None: no federation listener, remote media is 404).
+        self.remote_media: RemoteMediaSource | None = None
         self._thumb_executor: ThreadPoolExecutor | None = None
         #: New files are written encrypted (encryption at rest is on).
         self.encrypt: bool = bool(hs.config.at_rest_key)
@@ -178,6 +194,36 @@ class MediaService(BackgroundService):
         if not is_valid_media_id(media_id):
             raise ValueError("invalid media ID")
         return self.root / "thumbnails" / media_id[0:2] / media_id[2:4] / media_id
+
+    @staticmethod
+    def _is_remote(row: Row) -> bool:
+        return "file_path" in row.keys()  # noqa: SIM118 (sqlite3.Row: `in` tests values)
+
+    def file_of(self, row: Row) -> Path:
+        """The stored file of a media row, local or cached remote."""
+        if self._is_remote(row):
+            return self.root / row["file_path"]  # chosen by this server (new_remote_file)
+        return self.local_path(row["media_id"])
+
+    def _thumb_dir_of(self, row: Row) -> Path:
+        if self._is_remote(row):
+            return self.root / "remote_thumbnails" / Path(row["file_path"]).relative_to("remote")
+        return self._thumb_dir(row["media_id"])
+
+    @staticmethod
+    def new_remote_file() -> str:
+        """A new file path (relative to the media directory) for a cached remote file: named
+        by this server, never after anything the remote said."""
+        name = secrets.token_hex(16)
+        return f"remote/{name[0:2]}/{name[2:4]}/{name}"
+
+    def delete_remote_files(self, file_path: str) -> None:
+        """Delete a cached remote file and its thumbnails (blocking: a worker thread)."""
+        if not file_path.startswith("remote/") or ".." in file_path:
+            return
+        _unlink_quietly(self.root / file_path)
+        thumbs = self.root / "remote_thumbnails" / Path(file_path).relative_to("remote")
+        shutil.rmtree(thumbs, ignore_errors=True)
 
     def delete_files(self, media_id: str) -> bool:
         """Delete a local media's file and its thumbnails (retention, erasure, the admin API;
@@ -353,10 +399,90 @@ class MediaService(BackgroundService):
         except MatrixError:
             raise invalid_param("invalid server name in the media URI") from None
         if server_name != self.hs.server_name:
-            raise not_found("remote media is not available from this server")
+            raise not_found("no such media on this server")
         if not is_valid_media_id(media_id):
             return None
         return self.hs.store.get_local_media(media_id)
+
+    async def get_media(self, server_name: str, media_id: str, timeout_ms: int | None) -> Row:
+        """The row of any ``mxc://server_name/media_id`` a client asks for: uploaded local
+        media (:meth:`get_uploaded`) or another server's, from the cache or fetched now
+        (:meth:`get_remote`)."""
+        try:
+            parse_server_name(server_name)
+        except MatrixError:
+            raise invalid_param("invalid server name in the media URI") from None
+        if server_name == self.hs.server_name:
+            return await self.get_uploaded(server_name, media_id, timeout_ms)
+        return await self.get_remote(server_name, media_id)
+
+    async def get_remote(self, server_name: str, media_id: str) -> Row:
+        """The cached row of another server's media, fetching it first when it is not cached
+        (one fetch for all concurrent requests). 404 ``M_NOT_FOUND`` without federation, for
+        a malformed media ID, or when the server has no such media; 502 when it cannot be
+        fetched; 502 ``M_TOO_LARGE`` past ``max_upload_size``."""
+        if self.remote_media is None or not is_valid_media_id(media_id):
+            raise not_found("no such media")
+        store = self.hs.store
+        row = store.get_remote_media(server_name, media_id)
+        if row is None:
+            key = (server_name, media_id)
+            task = self._fetching.get(key)
+            if task is None:
+                task = self.spawn(self._fetch_remote(server_name, media_id), cancel_on_stop=True)
+                self._fetching[key] = task
+                task.add_done_callback(lambda _t: self._fetching.pop(key, None))
+            error = await asyncio.shield(task)
+            if error is not None:
+                raise error
+            row = store.get_remote_media(server_name, media_id)
+            if row is None:
+                raise not_found("no such media")
+            return row
+        now = self.hs.now_ms()
+        if now - row["last_access_ts"] > REMOTE_TOUCH_INTERVAL_MS:
+            await store.transaction(
+                lambda conn: store.touch_remote_media_in(conn, server_name, media_id, now)
+            )
+        return row
+
+    async def _fetch_remote(self, server_name: str, media_id: str) -> MatrixError | None:
+        """Fetch and cache one remote file (a background task shared by every request that
+        waits for it); the error to give them, or None once the row and file are in place."""
+        assert self.remote_media is not None
+        try:
+            async with self.remote_media.fetch(server_name, media_id) as remote:
+                content_type = normalise_upload_content_type(remote.content_type)
+                upload_name = remote_upload_name(remote.filename)
+                try:
+                    received = await self.receive(remote.chunks, remote.content_length)
+                except MatrixError as e:
+                    if e.errcode == "M_TOO_LARGE":
+                        limit = self.hs.config.max_upload_size
+                        return MatrixError(
+                            "M_TOO_LARGE", f"the remote file is larger than {limit} bytes", 502
+                        )
+                    raise
+        except MatrixError as e:
+            return e
+        except OSError:
+            log.warning("could not cache remote media %s/%s", server_name, media_id, exc_info=True)
+            return MatrixError(M_UNKNOWN, "the remote media could not be stored", 502)
+        rel = self.new_remote_file()
+        final = self.root / rel
+        now = self.hs.now_ms()
+        store = self.hs.store
+
+        def fn(conn: Txn) -> None:
+            store.insert_remote_media_in(
+                conn, server_name, media_id, now, content_type=content_type,
+                upload_name=upload_name, size=received.size, sha256=received.sha256,
+                file_path=rel, file_key=received.file_key,
+            )  # fmt: skip
+            os.replace(received.tmp_path, final)
+
+        await self._commit_file(fn, received, final)
+        return None
 
     async def get_uploaded(self, server_name: str, media_id: str, timeout_ms: int | None):
         """The row of uploaded local media, waiting up to ``timeout_ms`` for a pending
@@ -392,12 +518,33 @@ class MediaService(BackgroundService):
             raise MatrixError(M_NOT_YET_UPLOADED, "content has not yet been uploaded", 504)
         return row
 
+    async def purge_remote_cache(self, before_ts: int, batch: int = 500) -> int:
+        """Forget cached remote files last served before ``before_ts`` (their rows, keys, files
+        and thumbnails), a page of ``batch`` per write; how many. A later request fetches the
+        file again. (Synapse admin API "Purge Remote Media API"; the retention job's
+        ``remote_media_max_lifetime``.)"""
+        store = self.hs.store
+        total = 0
+        while True:
+            rows = store.remote_media_accessed_before(before_ts, batch)
+            if not rows:
+                return total
+            keys = [(r["server_name"], r["media_id"]) for r in rows]
+
+            def fn(conn: Txn, keys: list[tuple[str, str]] = keys) -> int:
+                return store.delete_remote_media_in(conn, keys)
+
+            await store.transaction(fn)
+            for r in rows:
+                await asyncio.to_thread(self.delete_remote_files, r["file_path"])
+            total += len(rows)
+
     # -- reading content ----------------------------------------------------------------------
     def content_chunks(self, row: Row) -> Iterator[bytes]:
         """The plaintext of uploaded local media ``row``, in pieces, decrypted when it was
         written encrypted (blocking: run it in a worker thread). Raises OSError when the file
         is missing and :class:`~bastion.core.media_encryption.Corrupt` when it was changed."""
-        return _read_plain(self.local_path(row["media_id"]), _key_of(row))
+        return _read_plain(self.file_of(row), _key_of(row))
 
     def content_chunks_of(self, media_id: str) -> Iterator[bytes]:
         """:meth:`content_chunks` of a local media ID (nothing for an unknown one)."""
@@ -411,20 +558,23 @@ class MediaService(BackgroundService):
         fits the request, from its stored file (generated once, on first request), or the
         original when it is no larger than that size. 400 ``M_UNKNOWN`` for content that is not
         a thumbnailable image, 413 ``M_TOO_LARGE`` for images too large to decode."""
-        media_id = row["media_id"]
         ctype = base_type(row["content_type"] or "")
         if ctype not in THUMBNAIL_FORMATS:
             raise MatrixError(M_UNKNOWN, "cannot generate thumbnails for this content type", 400)
         size = select_thumbnail_size(self.thumbnail_sizes, width, height, method)
         animated = animated and ctype in ANIMATABLE_TYPES
         name = size.key + ("-animated" if animated else "")
-        stored = await asyncio.to_thread(self._stored_thumbnail, media_id, name)
+        thumb_dir = self._thumb_dir_of(row)
+        source = self.file_of(row)
+        stored = await asyncio.to_thread(self._stored_thumbnail, thumb_dir, name)
         outcome: tuple[str, Path | None, bytes | None]
         if stored is None:
-            key = (media_id, name)
+            key = (str(thumb_dir), name)
             task = self._generating.get(key)
             if task is None:
-                task = self.spawn(self._generate(media_id, name, size, animated, _key_of(row)))
+                task = self.spawn(
+                    self._generate(source, thumb_dir, name, size, animated, _key_of(row))
+                )
                 self._generating[key] = task
                 task.add_done_callback(lambda _t: self._generating.pop(key, None))
             outcome = await asyncio.shield(task)
@@ -433,7 +583,7 @@ class MediaService(BackgroundService):
         kind, path, data = outcome
         file_key = _key_of(row)
         if kind == _ORIGINAL:
-            return Thumbnail(ctype, path=self.local_path(media_id), file_key=file_key)
+            return Thumbnail(ctype, path=source, file_key=file_key)
         if kind == _TOO_LARGE:
             raise too_large("content is too large to thumbnail")
         if kind == _UNKNOWN:
@@ -443,18 +593,18 @@ class MediaService(BackgroundService):
         return Thumbnail(_STORED_TYPES[kind], path=path, data=data,
                          file_key=file_key if path is not None else None)  # fmt: skip
 
-    def _stored_thumbnail(self, media_id: str, name: str) -> tuple[str, Path | None, None] | None:
-        """(kind, path) of the stored outcome for thumbnail ``name`` of ``media_id``: an image
-        extension of :data:`_STORED_TYPES` or a marker; None when not generated yet. Runs in a
-        worker thread."""
-        directory = self._thumb_dir(media_id)
+    def _stored_thumbnail(self, directory: Path, name: str) -> tuple[str, Path | None, None] | None:
+        """(kind, path) of the stored outcome for thumbnail ``name`` in a media's thumbnail
+        ``directory``: an image extension of :data:`_STORED_TYPES` or a marker; None when not
+        generated yet. Runs in a worker thread."""
         for kind in (*_STORED_TYPES, _ORIGINAL, _UNKNOWN, _TOO_LARGE):
             path = directory / f"{name}.{kind}"
             if path.is_file():
                 return kind, path, None
         return None
 
-    async def _generate(self, media_id: str, name: str, size: ThumbnailSize, animated: bool,
+    async def _generate(self, stored_path: Path, thumb_dir: Path, name: str, size: ThumbnailSize,
+                        animated: bool,
                         key: bytes | None) -> tuple[str, Path | None, bytes | None]:  # fmt: skip
         """Make thumbnail ``name`` once and store its outcome (a background task, shared by
         every request that waits for it); ``key``: the media is encrypted at rest with it,
@@ -463,7 +613,6 @@ class MediaService(BackgroundService):
             self._thumb_executor = ThreadPoolExecutor(
                 THUMBNAIL_CONCURRENCY, thread_name_prefix="thumbnail"
             )
-        stored_path = self.local_path(media_id)
         src: Path | io.BytesIO = stored_path
         if key is not None:
             plain = await asyncio.to_thread(lambda: b"".join(_read_plain(stored_path, key)))
@@ -485,12 +634,12 @@ class MediaService(BackgroundService):
             else:
                 data, out_type = result
                 kind = out_type.rsplit("/", 1)[-1]
-        path = self._thumb_dir(media_id) / f"{name}.{kind}"
+        path = thumb_dir / f"{name}.{kind}"
         stored = encrypt_bytes(key, data) if key is not None and data else data
         try:
             await asyncio.to_thread(_write_atomically, path, stored)
         except OSError:
-            log.warning("could not store a thumbnail of %s", media_id, exc_info=True)
+            log.warning("could not store a thumbnail in %s", thumb_dir, exc_info=True)
             return kind, None, data  # served from memory this once
         return kind, path, None
 

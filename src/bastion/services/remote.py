@@ -8,7 +8,9 @@ one). This keeps the dependency one way: federation → services.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bastion.storage.interface import Txn
@@ -84,4 +86,25 @@ class RemoteHierarchy(Protocol):
     ) -> dict | None:
         """``GET /_matrix/federation/v1/hierarchy/{roomId}`` on ``server``: its answer, or None
         when it could not be had (unreachable, refused, an error, not JSON, too slow)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteFile:
+    """A media file arriving from another server: what it says about itself (checked by the
+    media service as an upload's would be) and its bytes, as they arrive."""
+
+    content_type: str | None
+    filename: str | None
+    #: The length the sender announced, if any (a file announced too large is refused unread).
+    content_length: int | None
+    chunks: AsyncIterator[bytes]
+
+
+class RemoteMediaSource(Protocol):
+    """Other servers' media (S-S API "Content Repository"), fetched for our users."""
+
+    def fetch(self, server_name: str, media_id: str) -> AbstractAsyncContextManager[RemoteFile]:
+        """The file of ``mxc://server_name/media_id``, open for the body of the ``async with``.
+        Raises a ``MatrixError``: 404 when the server has no such media, 502 when it cannot be
+        reached or answers something unusable."""
         ...

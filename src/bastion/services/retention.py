@@ -20,9 +20,9 @@ run a few seconds after start) the job:
    can read: an encrypted event's attachment is invisible to it and not protected by a room
    hold; hold the uploader to protect it).
 
-**Remote media**: Bastion keeps no cache of other servers' media (``/download`` of a remote
-``mxc://`` URI answers 404, :mod:`bastion.services.media`), so there is nothing of theirs to
-expire; when a remote media cache is added, it belongs here.
+3. deletes the **cached copies of remote media** (issue 11, :mod:`bastion.services.media`)
+   not served for ``remote_media_max_lifetime``: another server's file, kept only to serve it
+   again; a later request fetches it anew. Holds do not apply (it is not our users' data).
 
 Work is done in pages of ``purge_batch_size`` events (or media), each page read, decided and
 written in one write transaction (so a hold set or a state change between pages is seen), with
@@ -223,6 +223,11 @@ class RetentionService(BackgroundService):
                     report.events += n
             if report.complete and self.config.local_media_max_lifetime is not None:
                 report.media = await self._purge_media(now)
+            remote_lifetime = self.config.remote_media_max_lifetime
+            if report.complete and remote_lifetime is not None:
+                report.media += await self.hs.media.purge_remote_cache(
+                    now - remote_lifetime, self.config.purge_batch_size
+                )
             self.runs += 1
             self.last = report
             if report.events or report.media:

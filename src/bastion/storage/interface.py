@@ -506,7 +506,7 @@ class E2EEStore(Protocol):
 
 
 class MediaStore(Protocol):
-    """Local media records."""
+    """Local media records, and the cache of remote media."""
 
     def get_local_media(self, media_id: str) -> Row | None: ...
     def count_pending_uploads_in(self, conn: Txn, user_id: str, now_ms: int) -> int: ...
@@ -537,6 +537,27 @@ class MediaStore(Protocol):
         file_key: bytes | None = None,
     ) -> bool: ...
     def delete_local_media_in(self, conn: Txn, media_ids: Sequence[str]) -> int: ...
+    # The remote media cache (migration 0017).
+    def get_remote_media(self, server_name: str, media_id: str) -> Row | None: ...
+    def insert_remote_media_in(
+        self,
+        conn: Txn,
+        server_name: str,
+        media_id: str,
+        now_ms: int,
+        *,
+        content_type: str,
+        upload_name: str | None,
+        size: int,
+        sha256: str,
+        file_path: str,
+        file_key: bytes | None,
+    ) -> None: ...
+    def touch_remote_media_in(
+        self, conn: Txn, server_name: str, media_id: str, now_ms: int
+    ) -> None: ...
+    def remote_media_accessed_before(self, before_ms: int, limit: int) -> Sequence[Row]: ...
+    def delete_remote_media_in(self, conn: Txn, keys: Sequence[tuple[str, str]]) -> int: ...
 
 
 class AccountDataStore(Protocol):

@@ -11,7 +11,9 @@ The deprecated unauthenticated ``GET /_matrix/media/v3/download|thumbnail`` are 
 than the freeze, so they answer 404 ``M_NOT_FOUND`` as the spec allows.
 ``/_matrix/media/v3/config`` and both ``preview_url`` endpoints are not served (URL previews
 fetch arbitrary URLs for clients: an SSRF surface this server does not open).
-Remote media (another server name) is 404: there is no federation yet.
+Remote media (another server name) is fetched over federation and cached
+(:meth:`bastion.services.media.MediaService.get_media`); without a federation listener it is
+404.
 """
 
 from __future__ import annotations
@@ -171,9 +173,10 @@ def register(router: Router, hs: HomeServer) -> None:
     async def download(req: Request) -> web.StreamResponse:
         """GET /_matrix/client/v1/media/download/{serverName}/{mediaId}[/{fileName}] — C-S API
         "Content repository" (getContentAuthed, getContentOverrideNameAuthed) and "Serving
-        inline content"."""
+        inline content"; another server's media is fetched over federation the first time
+        and served from the cache after (502 ``M_TOO_LARGE`` past ``max_upload_size``)."""
         timeout = _timeout_ms(req)
-        row = await media.get_uploaded(req.params["serverName"], req.params["mediaId"], timeout)
+        row = await media.get_media(req.params["serverName"], req.params["mediaId"], timeout)
         ctype, inline = served_content_type(row["content_type"])
         name = req.params.get("fileName") or row["upload_name"]
         headers = {
@@ -181,8 +184,8 @@ def register(router: Router, hs: HomeServer) -> None:
             "Content-Type": ctype,
             "Content-Disposition": content_disposition(inline, name),
         }
-        path = media.local_path(row["media_id"])
-        if not path.is_file():
+        path = media.file_of(row)
+        if not await asyncio.to_thread(path.is_file):
             raise not_found("the content of this media is missing")
         if row["file_key"] is not None:
             # Encrypted at rest: decrypted as it is sent (a Range request gets it whole).
@@ -202,7 +205,7 @@ def register(router: Router, hs: HomeServer) -> None:
             raise invalid_param("method must be crop or scale")
         animated = _bool_param(req, "animated")
         timeout = _timeout_ms(req)
-        row = await media.get_uploaded(req.params["serverName"], req.params["mediaId"], timeout)
+        row = await media.get_media(req.params["serverName"], req.params["mediaId"], timeout)
         thumb = await media.thumbnail(row, width, height, method, animated)
         ext = thumb.content_type.rsplit("/", 1)[-1]
         headers = {
@@ -211,7 +214,7 @@ def register(router: Router, hs: HomeServer) -> None:
             "Content-Disposition": content_disposition(True, f"thumbnail.{ext}"),
         }
         if thumb.path is not None and thumb.file_key is not None:
-            if thumb.path == media.local_path(row["media_id"]):  # (the original, as its thumbnail)
+            if thumb.path == media.file_of(row):  # (the original, as its thumbnail)
                 return DecryptingFileResponse(media.content_chunks(row), row["size"], headers)
             data = await asyncio.to_thread(read_thumbnail, thumb.path, thumb.file_key)
             return web.Response(body=data, headers=headers)

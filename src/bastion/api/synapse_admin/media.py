@@ -5,12 +5,14 @@ is on the "User Admin API" page: :mod:`bastion.api.synapse_admin.users`.)
 Differences from Synapse, on purpose:
 
 - Quarantine is the guard's (``guard_quarantined_media``): quarantined media is not served;
-  only local media can be quarantined or deleted (Bastion keeps no remote media cache).
+  only local media can be quarantined or deleted one by one (cached remote media goes with
+  ``purge_media_cache``).
 - Bastion does not track when media was last accessed: ``last_access_ts`` is the upload time,
   and delete-by-date (``before_ts``) compares the creation time.
 - Protection from quarantine (``media/protect``) spares media from a room's or a user's bulk
   quarantine; quarantining the one media ID still works (an admin asked for that media).
-- Bastion keeps no copies of remote media: ``purge_media_cache`` deletes nothing.
+- ``purge_media_cache`` compares the time a cached remote file was last served (its
+  ``last_access_ts``, written at most hourly).
 - A room's media list reads the ``url`` and ``info.thumbnail_url`` of the room's unencrypted
   events, as Synapse does.
 """
@@ -143,8 +145,9 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def purge_media_cache(req: Request) -> dict:
         """POST /_synapse/admin/v1/purge_media_cache — Synapse admin API "Media Admin API",
-        "Purge Remote Media API" (``before_ts``): Bastion keeps no copies of remote media, so
-        nothing is deleted (``{"deleted": 0}``); admins only; recorded."""
+        "Purge Remote Media API" (``before_ts``): the cached copies of other servers' media
+        last served before ``before_ts`` are deleted (``{"deleted": n}``); admins only;
+        recorded."""
         require_admin(req)
         before_ts = req.query_int("before_ts")
         if before_ts is None:
@@ -152,7 +155,7 @@ def register(router: Router, hs: HomeServer) -> None:
         if before_ts < 0:
             raise invalid_param("'before_ts' must not be negative")
         await record_admin_read(hs, req, target=None)
-        return {"deleted": 0}
+        return {"deleted": await hs.media.purge_remote_cache(before_ts)}
 
     router.add("GET", "/_synapse/admin/v1/room/{roomId}/media", room_media)
     router.add("POST", "/_synapse/admin/v1/media/protect/{mediaId}", protect)

@@ -70,3 +70,51 @@ class MediaStore(StoreBase):
             (now_ms, content_type, upload_name, size, sha256, file_key, media_id, now_ms),
         )
         return cur.rowcount == 1
+
+    # -- the remote media cache (migration 0017) ------------------------------------------------
+    def get_remote_media(self, server_name: str, media_id: str) -> sqlite3.Row | None:
+        return self.db.read_one(
+            "SELECT * FROM remote_media WHERE server_name = ? AND media_id = ?",
+            (server_name, media_id),
+        )
+
+    @staticmethod
+    def insert_remote_media_in(
+        conn: sqlite3.Connection, server_name: str, media_id: str, now_ms: int, *,
+        content_type: str, upload_name: str | None, size: int, sha256: str, file_path: str,
+        file_key: bytes | None,
+    ) -> None:  # fmt: skip
+        """Record a remote file just cached (inside the write that renames it into place)."""
+        conn.execute(
+            "INSERT INTO remote_media (server_name, media_id, content_type, upload_name, size,"
+            " sha256, file_path, file_key, fetched_ts, last_access_ts)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                server_name, media_id, content_type, upload_name, size, sha256, file_path,
+                file_key, now_ms, now_ms,
+            ),
+        )  # fmt: skip
+
+    @staticmethod
+    def touch_remote_media_in(
+        conn: sqlite3.Connection, server_name: str, media_id: str, now_ms: int
+    ) -> None:
+        conn.execute(
+            "UPDATE remote_media SET last_access_ts = ? WHERE server_name = ? AND media_id = ?",
+            (now_ms, server_name, media_id),
+        )
+
+    def remote_media_accessed_before(self, before_ms: int, limit: int) -> list[sqlite3.Row]:
+        """Cached remote files last served before ``before_ms``, oldest first."""
+        return self.db.read(
+            "SELECT * FROM remote_media WHERE last_access_ts < ? ORDER BY last_access_ts LIMIT ?",
+            (before_ms, limit),
+        )
+
+    @staticmethod
+    def delete_remote_media_in(conn: sqlite3.Connection, keys: Sequence[tuple[str, str]]) -> int:
+        """Forget cached remote files (their rows and keys); the caller deletes the files."""
+        cur = conn.executemany(
+            "DELETE FROM remote_media WHERE server_name = ? AND media_id = ?", list(keys)
+        )
+        return cur.rowcount
