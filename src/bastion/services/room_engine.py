@@ -54,8 +54,9 @@ from bastion.core.events import (
     sign_event,
 )
 from bastion.core.identifiers import server_name_of
+from bastion.core.redactions import may_apply_redaction, redaction_target_id
 from bastion.core.room_versions import get_room_version
-from bastion.core.state_keys import CREATE_KEY
+from bastion.core.state_keys import CREATE_KEY, POWER_LEVELS_KEY
 from bastion.core.state_res import resolve_state
 from bastion.errors import M_UNKNOWN, MatrixError, forbidden, not_found
 from bastion.services.remote import EventOutbox
@@ -390,6 +391,33 @@ class RoomEngine:
         head.group, head.chain_len = await self.store.transaction(fn)
         self._heads[head.room_id] = head
 
+    def _remote_redaction_target(
+        self, pdu: dict, room_id: str, version: str, state_before: StateMap
+    ) -> tuple[str, dict] | None:
+        """Rooms v3+ "Handling redactions": an accepted redaction from another server redacts
+        the stored event it names when it may (core/redactions.py: the same server as the
+        target's sender, or the power to redact, by the state before the redaction). A target
+        not stored yet is left as it arrives (noted: the redaction is not applied later)."""
+        rv = get_room_version(version)
+        target_id = redaction_target_id(pdu, rv)
+        if target_id is None:
+            return None
+        row = self.store.get_event_row(target_id)
+        if row is None or row.room_id != room_id or row.redacted_because:
+            return None
+        wanted = [
+            e for e in (state_before.get(CREATE_KEY), state_before.get(POWER_LEVELS_KEY)) if e
+        ]
+        pdus = self.store.get_pdus(wanted)
+        create = pdus.get(state_before.get(CREATE_KEY) or "")
+        pl = pdus.get(state_before.get(POWER_LEVELS_KEY) or "")
+        if not may_apply_redaction(
+            pdu, row.event,
+            create.get("content") if create else None, pl.get("content") if pl else None, rv,
+        ):  # fmt: skip
+            return None
+        return (target_id, redact(row.event, version))
+
     def _redaction_target(self, head: RoomHead, target_id: str):
         """C-S "Redactions" / rooms v3+ "Handling redactions": the target, redacted (the
         sender's right to redact it is checked before building)."""
@@ -524,6 +552,9 @@ class RoomEngine:
                     {**{e: d for e, d in head.ext_depths.items() if e in new_ext},
                      event_id: depth if type(depth) is int else 0},
                 )  # fmt: skip
+            if verdict.outcome == "accept" and pdu.get("type") == "m.room.redaction":
+                rec.redaction_target = self._remote_redaction_target(pdu, room_id, version,
+                                                                     state_before)  # fmt: skip
             live = verdict.outcome == "accept" and not backfilled and self.on_persisted is not None
 
             def write(conn) -> None:

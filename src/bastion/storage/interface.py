@@ -193,6 +193,8 @@ class RemoteEvent:
     backfill_pos: int | None = None
     #: Events (id → PDU) the new current state names, for the membership rows.
     state_events: dict = field(default_factory=dict)
+    #: An accepted redaction that applies to a stored event: (target ID, its redacted form).
+    redaction_target: tuple[str, dict] | None = None
     # Filled in by the write.
     stream_pos: int = 0
     sg_after: int | None = None

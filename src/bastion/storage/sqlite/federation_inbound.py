@@ -304,6 +304,8 @@ class FederationInboundStore(StoreBase):
         self._insert_event(
             conn, p.event_id, p.room_id, ev, pos, sg_before, sg_after, p.rejected, soft
         )
+        if p.redaction_target is not None:
+            self.apply_redaction_in(conn, p.event_id, *p.redaction_target)  # type: ignore[attr-defined]
         if p.extremities is not None:
             conn.execute("DELETE FROM forward_extremities WHERE room_id = ?", (p.room_id,))
             conn.executemany(

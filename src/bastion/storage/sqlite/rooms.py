@@ -685,6 +685,21 @@ class RoomsStore(StoreBase):
             (room_id, room_version, creator, now_ms, int(public)),
         )
 
+    def apply_redaction_in(
+        self, conn: sqlite3.Connection, redaction_id: str, target_id: str, redacted: dict
+    ) -> None:
+        """Store ``target_id`` in its redacted form ``redacted``, redacted because of
+        ``redaction_id`` (once: an event already redacted keeps its first redaction); its
+        relation row and search-index text go with the content."""
+        conn.execute(
+            "UPDATE events SET json = ?, redacted_because = ? WHERE event_id = ?"
+            " AND redacted_because IS NULL",
+            (orjson.dumps(redacted), redaction_id, target_id),
+        )
+        unindex_relations_in(conn, [target_id])  # (redaction drops m.relates_to)
+        unindex_search_in(conn, [target_id])  # (and the text)
+        self.events_rewritten_in(conn)
+
     def persist_events_sync(
         self, conn: sqlite3.Connection, events: list[NewEvent], group: int | None, chain_len: int
     ) -> tuple[int | None, int]:
@@ -785,14 +800,6 @@ class RoomsStore(StoreBase):
                     (*ne.txn, ne.event_id),
                 )
             if ne.redaction_target is not None:
-                target_id, redacted = ne.redaction_target
-                conn.execute(
-                    "UPDATE events SET json = ?, redacted_because = ? WHERE event_id = ?"
-                    " AND redacted_because IS NULL",
-                    (orjson.dumps(redacted), ne.event_id, target_id),
-                )
-                unindex_relations_in(conn, [target_id])  # (redaction drops m.relates_to)
-                unindex_search_in(conn, [target_id])  # (and the text)
-                self.events_rewritten_in(conn)
+                self.apply_redaction_in(conn, ne.event_id, *ne.redaction_target)
             self.wake(ne.room_id, *ne.wake)
         return group, chain_len
