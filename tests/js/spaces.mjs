@@ -10,54 +10,7 @@
 //
 // Progress lines go to stdout as JSON objects; the last line is {"result": ...}.
 
-if (typeof Promise.withResolvers !== "function") {
-    Promise.withResolvers = function withResolvers() {
-        let resolve;
-        let reject;
-        const promise = new this((res, rej) => {
-            resolve = res;
-            reject = rej;
-        });
-        return { promise, resolve, reject };
-    };
-}
-
-const toStderr = (...args) => process.stderr.write(args.map(String).join(" ") + "\n");
-console.log = console.info = console.debug = console.trace = toStderr;
-console.warn = console.error = toStderr;
-
-const sdk = await import("matrix-js-sdk");
-const { logger } = await import("matrix-js-sdk/lib/logger.js");
-logger.setLevel(process.env.BASTION_JS_LOG || "warn");
-
-const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
-const PASSWORD = "correct horse battery staple";
-
-async function register(baseUrl, username) {
-    const c = sdk.createClient({ baseUrl });
-    let session;
-    try {
-        await c.registerRequest({});
-        throw new Error("an empty registration request succeeded");
-    } catch (e) {
-        if (e.httpStatus !== 401) throw e;
-        session = e.data.session;
-    }
-    return c.registerRequest({
-        username,
-        password: PASSWORD,
-        auth: { type: "m.login.dummy", session },
-    });
-}
-
-function client(baseUrl, creds) {
-    return sdk.createClient({
-        baseUrl,
-        userId: creds.user_id,
-        accessToken: creds.access_token,
-        deviceId: creds.device_id,
-    });
-}
+import { run, emit, register, client } from "./common.mjs";
 
 async function remoteChild(baseA, baseB, serverB) {
     const stamp = Date.now().toString(36);
@@ -99,13 +52,4 @@ async function remoteChild(baseA, baseB, serverB) {
     };
 }
 
-const [mode, ...args] = process.argv.slice(2);
-let result;
-try {
-    if (mode === "remote-child") result = await remoteChild(...args);
-    else throw new Error(`unknown mode ${mode}`);
-} catch (e) {
-    result = { ok: false, error: String(e?.stack || e), data: e?.data ?? null };
-}
-emit({ result });
-process.exit(result.ok ? 0 : 1);
+await run({ "remote-child": (...args) => remoteChild(...args) });

@@ -9,77 +9,9 @@
 //
 // Progress lines go to stdout as JSON objects; the last line is {"result": ...}.
 
-if (typeof Promise.withResolvers !== "function") {
-    Promise.withResolvers = function withResolvers() {
-        let resolve;
-        let reject;
-        const promise = new this((res, rej) => {
-            resolve = res;
-            reject = rej;
-        });
-        return { promise, resolve, reject };
-    };
-}
+import { sdk, run, emit, PASSWORD, until, register, client, started } from "./common.mjs";
 
-const toStderr = (...args) => process.stderr.write(args.map(String).join(" ") + "\n");
-console.log = console.info = console.debug = console.trace = toStderr;
-console.warn = console.error = toStderr;
-
-const sdk = await import("matrix-js-sdk");
-const { logger } = await import("matrix-js-sdk/lib/logger.js");
-logger.setLevel(process.env.BASTION_JS_LOG || "warn");
-
-const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const PASSWORD = "correct horse battery staple";
 const USER_TAG = "u.my work"; // a space: percent-encoded in the path by the SDK
-
-async function until(what, fn, timeoutMs = 30000) {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-        const v = await fn();
-        if (v) return v;
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-        await sleep(100);
-    }
-}
-
-async function register(baseUrl, username) {
-    const c = sdk.createClient({ baseUrl });
-    let session;
-    try {
-        await c.registerRequest({});
-        throw new Error("an empty registration request succeeded");
-    } catch (e) {
-        if (e.httpStatus !== 401) throw e;
-        session = e.data.session;
-    }
-    return c.registerRequest({
-        username,
-        password: PASSWORD,
-        auth: { type: "m.login.dummy", session },
-    });
-}
-
-function client(baseUrl, creds) {
-    return sdk.createClient({
-        baseUrl,
-        userId: creds.user_id,
-        accessToken: creds.access_token,
-        deviceId: creds.device_id,
-    });
-}
-
-async function started(c) {
-    const prepared = new Promise((resolve, reject) => {
-        c.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
-            if (state === "PREPARED" || state === "SYNCING") resolve();
-            if (state === "ERROR") reject(new Error(`sync error: ${data?.error}`));
-        });
-    });
-    await c.startClient({ initialSyncLimit: 10, lazyLoadMembers: true });
-    await prepared;
-}
 
 async function favourites(baseUrl) {
     const username = `fav${Date.now().toString(36)}`;
@@ -154,13 +86,4 @@ async function favourites(baseUrl) {
     }
 }
 
-const [mode, baseUrl] = process.argv.slice(2);
-let result;
-try {
-    if (mode === "favourites") result = await favourites(baseUrl);
-    else throw new Error(`unknown mode ${mode}`);
-} catch (e) {
-    result = { ok: false, error: String(e?.stack || e), data: e?.data ?? null };
-}
-emit({ result });
-process.exit(result.ok ? 0 : 1);
+await run({ "favourites": (baseUrl) => favourites(baseUrl) });
