@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from bastion.core.urls import valid_http_url
+
 #: C-S API "Matrix Content (mxc://) URIs": the media-id alphabet. 255 bounds the length.
 MEDIA_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,255}")
 
@@ -313,21 +315,7 @@ def remote_upload_name(name: str | None) -> str | None:
 
 def redirect_target_allowed(url: str) -> bool:
     """Whether a ``Location`` part of a federation media answer names something we may follow:
-    an absolute ``http``/``https`` URL with a host and no user information (the address it
-    resolves to is judged by the egress filter at connect time)."""
-    from urllib.parse import urlsplit
-
-    if len(url) > 4096 or not url.isascii() or any(ord(c) <= 0x20 for c in url):
-        return False
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return False
-    del port
-    return (
-        parts.scheme in ("http", "https")
-        and bool(parts.hostname)
-        and parts.username is None
-        and parts.password is None
-    )
+    an absolute ``http``/``https`` URL with a host, a valid port and no user information (a
+    query is allowed; the address it resolves to is judged by the egress filter at connect
+    time)."""
+    return len(url) <= 4096 and valid_http_url(url, query=True)
