@@ -33,6 +33,14 @@ drives both with the same aiohttp client load, one server at a time (alternating
    ranked to give the best ten) and "harbour" by recent, limit 10 each. Synapse accepts about
    60 messages/s this way on a 2-core machine, so 100,000 take it about half an hour (Bastion:
    under three minutes); ``--quick`` uses 10,000.
+8. sending with push-rule evaluation on, in a room of 100 members (the sender and 99 others,
+   each registered through the client API and joined, so every message is evaluated against the
+   push rules of 99 members), on a fourth pair of servers: one sender sends 1,000 messages one
+   after the other (``--quick``: 200); timed: messages/s and the median per-send latency, and
+   "sends + evaluation finished": messages/s counted until a member's ``/sync`` shows
+   ``unread_notifications.notification_count`` grown by every message sent (Bastion evaluates
+   after the commit, on a background queue; Synapse before it persists the event), so the work
+   done after the response is counted.
 
 Bastion runs with its production password hashing (argon2id, time 3, memory 64 MiB, lanes 1 —
 the Config defaults); Synapse with its defaults (bcrypt, 12 rounds) and its generated log
@@ -49,7 +57,7 @@ encrypted with SQLCipher, media files with a key each), so every figure is measu
 ``bench/at_rest.py`` measures the same send and sync figures with it on and off in one run.
 
 Run: python bench/server.py [--quick] [--runs N] [--at-rest] [--only-directory] [--only-search]
-     [--search-messages N]
+     [--only-push] [--search-messages N]
 """
 
 from __future__ import annotations
@@ -60,6 +68,7 @@ import atexit
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import random
@@ -558,12 +567,13 @@ class Plan:
     directory_rounds: int = 50
     search_messages: int = 100_000
     search_rounds: int = 30
+    push_msgs: int = 1000
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
         if quick:
             return cls(100, 10, 20, 1, 20, 300, 3, 5, directory_rounds=20,
-                       search_messages=10_000, search_rounds=10)  # fmt: skip
+                       search_messages=10_000, search_rounds=10, push_msgs=200)  # fmt: skip
         return cls(500, 10, 200, 3, 100, 1000, 5, 20)
 
 
@@ -931,6 +941,163 @@ async def run_search(plan: Plan, work: Path) -> tuple[dict, dict]:
     return out["bastion"], out["synapse"]
 
 
+# ----------------------------------------------------------------------------------------------
+# 8. Sending with push-rule evaluation in a room of 100 members
+# ----------------------------------------------------------------------------------------------
+#: Members of figure 8's room: the sender and the others (push rules evaluated for each).
+PUSH_MEMBERS = 100
+
+
+def push_count_filter(room_id: str, k: int) -> str:
+    """A /sync filter for the one room, its last event and no member list (the counts are what
+    figure 8 reads). ``k`` makes each poll's filter differ (an event type no event has): Synapse
+    answers a /sync identical to one of the last two minutes from its response cache
+    (``caches.sync_response_cache_duration``), which would hide a changed count."""
+    return json.dumps(
+        {"room": {"rooms": [room_id], "timeline": {"limit": 1, "not_types": [f"bench.poll.{k}"]},
+                  "state": {"lazy_load_members": True}, "ephemeral": {"not_types": ["*"]},
+                  "account_data": {"not_types": ["*"]}},
+         "presence": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]}},
+        separators=(",", ":"),
+    )  # fmt: skip
+
+
+_polls = itertools.count()
+
+
+async def notification_count(api: Api, user: User, room_id: str) -> int:
+    """The member's ``unread_notifications.notification_count`` in the room (an initial /sync
+    with :func:`push_count_filter`; -1 if the room is not in it)."""
+    flt = push_count_filter(room_id, next(_polls))
+    room = (await sync(api, user, None, 0, flt)).get("rooms", {}).get("join", {}).get(room_id)
+    if room is None:
+        return -1
+    return int(room.get("unread_notifications", {}).get("notification_count", 0))
+
+
+async def populate_push_room(api: Api, n_members: int) -> tuple[User, list[User], str]:
+    """The sender, the other members and their room: every member registered through the client
+    API (UIA, ``m.login.dummy``) and joined to the sender's public room, eight at a time."""
+    sender = await register(api)
+    room_id = await create_room(api, sender, public=True)
+    others: list[User] = []
+    todo = n_members - 1
+
+    async def worker() -> None:
+        nonlocal todo
+        while todo > 0:
+            todo -= 1
+            user = await register(api)
+            await join(api, user, room_id)
+            others.append(user)
+
+    await asyncio.gather(*(worker() for _ in range(8)))
+    _, members = await api.call(
+        "GET", f"/_matrix/client/v3/rooms/{room_id}/joined_members", None, sender.token
+    )
+    if len(members["joined"]) != n_members:
+        raise RuntimeError(f"{api.base}: {len(members['joined'])} of {n_members} members joined")
+    return sender, others, room_id
+
+
+async def bench_push_send(
+    api: Api, sender: User, others: list[User], room_id: str, n: int, budget_s: float
+) -> dict:
+    """One sender sends ``n`` messages one after the other into the room (timed: messages/s
+    and the median per-send latency); then the first other member's /sync is polled until its
+    ``notification_count`` has grown by the ``n`` messages, and that time is counted too
+    ("sends + evaluation finished"), so that evaluation done after the response is not left
+    out. Then (not timed) every other member's count is checked to be the same."""
+    reader = others[0]
+    for i in range(5):  # warm-up
+        await send(api, sender, room_id, f"warm-up {i}")
+    deadline = time.monotonic() + 120
+    base = await notification_count(api, reader, room_id)
+    while base < 5:  # the warm-up counted (both servers must count every message)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{api.base}: the warm-up messages were never counted ({base})")
+        await asyncio.sleep(0.1)
+        base = await notification_count(api, reader, room_id)
+    latencies: list[float] = []
+    deadline = time.monotonic() + budget_s
+    t0 = time.perf_counter()
+    for i in range(n):
+        t = time.perf_counter()
+        await send(api, sender, room_id, f"message {i} to the hundred members")
+        latencies.append(time.perf_counter() - t)
+        if time.monotonic() > deadline:
+            break
+    sent = len(latencies)
+    t_sent = time.perf_counter()
+    polls = 0
+    deadline = time.monotonic() + 300
+    while (count := await notification_count(api, reader, room_id)) < base + sent:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{api.base}: {count - base} of {sent} messages counted in time")
+        polls += 1
+        await asyncio.sleep(0.005)
+    t_done = time.perf_counter()
+    if count != base + sent:
+        raise RuntimeError(f"{api.base}: {count - base} messages counted, {sent} sent")
+    counts: list[int] = []
+
+    async def check(users: list[User]) -> None:
+        for user in users:
+            counts.append(await notification_count(api, user, room_id))
+
+    await asyncio.gather(*(check(others[k::8]) for k in range(8)))
+    if counts.count(count) != len(others):
+        raise RuntimeError(f"{api.base}: members' counts differ: {sorted(set(counts))}")
+    return {
+        "push_members": PUSH_MEMBERS,
+        "push_msgs": sent,
+        "push_send_msgs_per_s": sent / (t_sent - t0),
+        "push_send_p50_ms": statistics.median(latencies) * 1000,
+        "push_send_evaluated_msgs_per_s": sent / (t_done - t0),
+        "push_drain_ms": (t_done - t_sent) * 1000,
+        "push_drain_polls": polls,
+        "push_members_counted": len(counts),
+    }
+
+
+async def run_push(plan: Plan, work: Path) -> tuple[dict, dict]:
+    """Figure 8 on its own pair of servers (see the module's docstring)."""
+    work = work / "push"
+    work.mkdir()
+    # bcrypt's cheapest cost, as Bastion's argon2 below: no figure times a password hash, and
+    # 99 registrations at 12 rounds would only lengthen the set-up.
+    syn_cfg, syn_port = prepare_synapse(work, {"bcrypt_rounds": 4})
+    out: dict[str, dict] = {}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        # The guard's join-wave detector stays on, with room for the 99 joins (by default a
+        # room closes to new joins after 50 in an hour).
+        bastion = spawn_bastion(
+            work, "bastion", "[guard.rate_limits]\nenabled = false\n"
+            "[guard.registration]\nper_address_burst = 0\n"
+            "[guard.detectors.join_wave]\nmax_joins = 1000\n",
+        )  # fmt: skip
+        await wait_ready(session, bastion)
+        synapse = start_synapse(syn_cfg, syn_port)
+        await wait_ready(session, synapse)
+        rooms: dict[str, tuple[User, list[User], str]] = {}
+        for srv in (bastion, synapse):
+            t = time.monotonic()
+            rooms[srv.name] = await populate_push_room(Api(session, srv), PUSH_MEMBERS)
+            out[srv.name] = {"push_populate_s": time.monotonic() - t}
+        await asyncio.sleep(2)  # settle after the joins
+        for srv in (bastion, synapse):
+            sender, others, room_id = rooms[srv.name]
+            out[srv.name].update(
+                await bench_push_send(
+                    Api(session, srv), sender, others, room_id, plan.push_msgs, 600
+                )  # fmt: skip
+            )
+        for srv in (bastion, synapse):
+            stop_process(srv.proc)
+    return out["bastion"], out["synapse"]
+
+
 ROWS = [
     ("send_1_sender_msgs_per_s", "send, 1 sender (msg/s)", "up"),
     ("send_10_senders_msgs_per_s", "send, 10 senders in 1 room (msg/s)", "up"),
@@ -959,6 +1126,13 @@ ROWS = [
         "search_common_recent_ms",
         "message search on {search_messages:,} msgs, 10% hit, recent (ms)",
         "down",
+    ),
+    ("push_send_msgs_per_s", "send, 1 sender, 100-member room, push rules (msg/s)", "up"),
+    ("push_send_p50_ms", "send, 100-member room, push rules, p50 (ms)", "down"),
+    (
+        "push_send_evaluated_msgs_per_s",
+        "send + evaluation finished, 100-member room (msg/s)",
+        "up",
     ),
 ]
 
@@ -990,12 +1164,16 @@ GOALS: dict[str, tuple[tuple[str, ...], float]] = {
         ("search_rare_synapse_over_bastion", "search_common_rank_synapse_over_bastion",
          "search_common_recent_synapse_over_bastion"), 3,
     ),
+    "push_send_5x_synapse": (
+        ("push_send_bastion_over_synapse", "push_send_evaluated_bastion_over_synapse"), 5
+    ),
 }  # fmt: skip
 
 
 def report(b: dict, s: dict, plan: Plan, quick: bool, runs: int) -> dict:
-    """Print the table of the figures both servers have (all of them, or figure 6 alone with
-    ``--only-directory``) and the goals they decide; return the JSON summary."""
+    """Print the table of the figures both servers have (all of them, or figure 6, 7 or 8 alone
+    with ``--only-directory``, ``--only-search`` or ``--only-push``) and the goals they decide;
+    return the JSON summary."""
     rows = [(key, label.format(search_messages=b.get("search_messages", 0)), direction)
             for key, label, direction in ROWS if key in b and key in s]  # fmt: skip
     ratios = {}
@@ -1056,6 +1234,23 @@ def report(b: dict, s: dict, plan: Plan, quick: bool, runs: int) -> dict:
             "Figure 7: Bastion with argon2's cheapest costs and its rate limits off, Synapse with "
             "the same raised rate limits; the messages sent through the client API on both."
         )
+    if "push_msgs" in b:
+        print(
+            f"(push: {b['push_members']} / {s['push_members']} members joined, set up in "
+            f"{b['push_populate_s']:.0f} / {s['push_populate_s']:.0f} s; {b['push_msgs']} / "
+            f"{s['push_msgs']} messages sent one after the other; evaluation finished "
+            f"{b['push_drain_ms']:.0f} / {s['push_drain_ms']:.0f} ms after the last send, read "
+            "from a member's /sync notification_count; then every one of the "
+            f"{b['push_members_counted']} / {s['push_members_counted']} other members' count "
+            "checked equal)"
+        )
+        print(
+            "Figure 8: Bastion with argon2's cheapest costs, its rate limits off and the join-wave "
+            "detector's limit raised to 1,000 joins (push rules "
+            "evaluated after the commit, off the request path), Synapse with bcrypt 4 rounds and "
+            "the same raised rate limits (push rules evaluated before the event is persisted); "
+            "every member with the default push rules."
+        )
     if "reference_bare_aiohttp_server_rss_idle_mib" in b:
         print(
             "Reference: a bare aiohttp server (one JSON route) idles at "
@@ -1107,6 +1302,8 @@ def main() -> int:
                         help="figure 6 (user-directory search) alone")  # fmt: skip
     parser.add_argument("--only-search", action="store_true",
                         help="figure 7 (message search) alone")  # fmt: skip
+    parser.add_argument("--only-push", action="store_true",
+                        help="figure 8 (sending with push rules, 100 members) alone")  # fmt: skip
     parser.add_argument("--search-messages", type=int, metavar="N",
                         help="messages figure 7 searches (default 100,000; --quick 10,000)")  # fmt: skip
     parser.add_argument("--at-rest", action="store_true",
@@ -1114,8 +1311,8 @@ def main() -> int:
     args = parser.parse_args()
     if not 1 <= args.runs <= 9:
         parser.error("--runs must be 1 to 9")
-    if args.only_directory and args.only_search:
-        parser.error("--only-directory and --only-search exclude each other")
+    if args.only_directory + args.only_search + args.only_push > 1:
+        parser.error("--only-directory, --only-search and --only-push exclude each other")
     plan = Plan.make(args.quick)
     if args.search_messages is not None:
         if not 100 <= args.search_messages <= 1_000_000:
@@ -1125,11 +1322,18 @@ def main() -> int:
     for i in range(args.runs):
         work = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
         try:
-            only = args.only_directory or args.only_search
+            only = args.only_directory or args.only_search or args.only_push
             b, s = ({}, {}) if only else asyncio.run(run(plan, work, args.at_rest))
-            bd, sd = ({}, {}) if args.only_search else asyncio.run(run_directory(plan, work))
-            bs, ss = ({}, {}) if args.only_directory else asyncio.run(run_search(plan, work))
-            results.append(({**b, **bd, **bs}, {**s, **sd, **ss}))
+            bd, sd = (
+                asyncio.run(run_directory(plan, work))
+                if args.only_directory or not only
+                else ({}, {})
+            )
+            bs, ss = (
+                asyncio.run(run_search(plan, work)) if args.only_search or not only else ({}, {})
+            )
+            bp, sp = asyncio.run(run_push(plan, work)) if args.only_push or not only else ({}, {})
+            results.append(({**b, **bd, **bs, **bp}, {**s, **sd, **ss, **sp}))
         finally:
             _stop_all()
             if args.keep:
