@@ -228,6 +228,10 @@ class RetentionService(BackgroundService):
                 report.media += await self.hs.media.purge_remote_cache(
                     now - remote_lifetime, self.config.purge_batch_size
                 )
+            if report.events:
+                # The stripped events' rows left the search index with them; rewriting the
+                # index removes their words from its older segments as well (as erasure does).
+                await self.hs.store.optimize_search_index()
             self.runs += 1
             self.last = report
             if report.events or report.media:

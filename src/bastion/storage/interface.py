@@ -1216,6 +1216,7 @@ class SearchStore(Protocol):
     storage/sqlite/search.py)."""
 
     async def flush_search_index(self) -> None: ...
+    async def optimize_search_index(self) -> None: ...
     def search_events(
         self, query: str, rooms: Mapping[str, int | None], *, senders: Sequence[str] | None,
         not_senders: Sequence[str], recent: bool, after: tuple[float, int] | None, limit: int,

@@ -138,6 +138,11 @@ class SearchStore(StoreBase):
         if self.db.read_one("SELECT 1 FROM event_search_pending LIMIT 1") is not None:
             await self.db.write(flush_search_in)
 
+    async def optimize_search_index(self) -> None:
+        """Rewrite the index into one segment (FTS5 ``optimize``), so the words of rows deleted
+        from it (events stripped by retention) are gone from its older segments too."""
+        await self.db.write(optimize_search_in)
+
     def search_events(
         self, query: str, rooms: Mapping[str, int | None], *, senders: Sequence[str] | None,
         not_senders: Sequence[str], recent: bool, after: tuple[float, int] | None, limit: int,
