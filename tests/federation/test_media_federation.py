@@ -328,3 +328,26 @@ def test_remote_fetch_caps_hostile_answers_and_fallback(bastion_peer):
                     query={"width": "16", "height": "16", "method": "crop"})  # fmt: skip
     assert r.status == 200 and Image.open(io.BytesIO(r.body["_raw"])).size == (32, 32)
     assert _asked(peer, "legacy") == 2  # the federation endpoint and the legacy one, once
+
+
+def test_new_remote_fetches_are_limited_per_user(bastion_peer):
+    """Each new fetch of another server's media can move up to max_upload_size bytes: one
+    user may start only so many (429 ``M_LIMIT_EXCEEDED`` past them); files already cached,
+    and other users, are not held back."""
+    from bastion.core.rate_limit import TokenBuckets
+
+    srv, peer = bastion_peer
+    data = _png(32, 32)
+    _script(peer, data)
+    srv.hs.media._remote_fetches = TokenBuckets(0.001, 2)  # two fetches, then none for a while
+    bob = Client(srv.base_url).register()
+    carol = Client(srv.base_url).register()
+    base = f"{MEDIA}/download/{q(peer.server_name)}"
+    assert bob.request("GET", f"{base}/slow").status == 200
+    assert bob.request("GET", f"{base}/legacy").status == 200
+    r = bob.request("GET", f"{base}/redirect")
+    assert (r.status, r.body["errcode"]) == (429, "M_LIMIT_EXCEEDED"), r.body
+    assert r.body["retry_after_ms"] > 0
+    assert _asked(peer, "redirect") == 0  # refused before asking the remote
+    assert bob.request("GET", f"{base}/slow").status == 200  # cached: no fetch, no token
+    assert carol.request("GET", f"{base}/redirect").status == 200

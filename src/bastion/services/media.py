@@ -49,6 +49,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ from bastion.core.media_encryption import (
     encrypt_bytes,
     new_key,
 )
+from bastion.core.rate_limit import TokenBuckets, retry_after_ms
 from bastion.errors import (
     M_CANNOT_OVERWRITE_MEDIA,
     M_NOT_YET_UPLOADED,
@@ -122,6 +124,11 @@ _ORIGINAL, _UNKNOWN, _TOO_LARGE = "original", "unknown", "too-large"
 _WRITE_BUFFER = 1024 * 1024
 #: A cached remote file's last-access time is written at most this often (not on every read).
 REMOTE_TOUCH_INTERVAL_MS = 60 * 60 * 1000
+#: New fetches of other servers' media one user may start: a token a second, 30 at once (each
+#: fetch can move up to ``max_upload_size`` bytes; cached files and fetches already running
+#: cost nothing).
+REMOTE_FETCH_RATE = 1.0
+REMOTE_FETCH_BURST = 30
 
 
 class CannotThumbnail(Exception):
@@ -164,6 +171,7 @@ class MediaService(BackgroundService):
         self._generating: dict[tuple[str, str], asyncio.Task] = {}  # (thumb dir, name) -> task
         #: Remote fetches in flight, shared by every request for the same file.
         self._fetching: dict[tuple[str, str], asyncio.Task] = {}
+        self._remote_fetches = TokenBuckets(REMOTE_FETCH_RATE, REMOTE_FETCH_BURST)
         #: Other servers' media (None: no federation listener, remote media is 404).
         self.remote_media: RemoteMediaSource | None = None
         self._thumb_executor: ThreadPoolExecutor | None = None
@@ -404,23 +412,29 @@ class MediaService(BackgroundService):
             return None
         return self.hs.store.get_local_media(media_id)
 
-    async def get_media(self, server_name: str, media_id: str, timeout_ms: int | None) -> Row:
-        """The row of any ``mxc://server_name/media_id`` a client asks for: uploaded local
-        media (:meth:`get_uploaded`) or another server's, from the cache or fetched now
-        (:meth:`get_remote`)."""
+    async def get_media(
+        self, server_name: str, media_id: str, timeout_ms: int | None,
+        requester: str | None = None,
+    ) -> Row:  # fmt: skip
+        """The row of any ``mxc://server_name/media_id`` a client (``requester``) asks for:
+        uploaded local media (:meth:`get_uploaded`) or another server's, from the cache or
+        fetched now (:meth:`get_remote`)."""
         try:
             parse_server_name(server_name)
         except MatrixError:
             raise invalid_param("invalid server name in the media URI") from None
         if server_name == self.hs.server_name:
             return await self.get_uploaded(server_name, media_id, timeout_ms)
-        return await self.get_remote(server_name, media_id)
+        return await self.get_remote(server_name, media_id, requester)
 
-    async def get_remote(self, server_name: str, media_id: str) -> Row:
+    async def get_remote(
+        self, server_name: str, media_id: str, requester: str | None = None
+    ) -> Row:
         """The cached row of another server's media, fetching it first when it is not cached
         (one fetch for all concurrent requests). 404 ``M_NOT_FOUND`` without federation, for
         a malformed media ID, or when the server has no such media; 502 when it cannot be
-        fetched; 502 ``M_TOO_LARGE`` past ``max_upload_size``."""
+        fetched; 502 ``M_TOO_LARGE`` past ``max_upload_size``; 429 ``M_LIMIT_EXCEEDED`` when
+        ``requester`` has started too many new fetches (:data:`REMOTE_FETCH_RATE`)."""
         if self.remote_media is None or not is_valid_media_id(media_id):
             raise not_found("no such media")
         store = self.hs.store
@@ -429,6 +443,12 @@ class MediaService(BackgroundService):
             key = (server_name, media_id)
             task = self._fetching.get(key)
             if task is None:
+                if requester is not None:
+                    wait = self._remote_fetches.take(requester, time.monotonic())
+                    if wait:
+                        raise limit_exceeded(
+                            retry_after_ms(wait), "too many fetches of other servers' media"
+                        )
                 task = self.spawn(self._fetch_remote(server_name, media_id), cancel_on_stop=True)
                 self._fetching[key] = task
                 task.add_done_callback(lambda _t: self._fetching.pop(key, None))

@@ -176,7 +176,9 @@ def register(router: Router, hs: HomeServer) -> None:
         inline content"; another server's media is fetched over federation the first time
         and served from the cache after (502 ``M_TOO_LARGE`` past ``max_upload_size``)."""
         timeout = _timeout_ms(req)
-        row = await media.get_media(req.params["serverName"], req.params["mediaId"], timeout)
+        row = await media.get_media(
+            req.params["serverName"], req.params["mediaId"], timeout, req.requester.user_id
+        )
         ctype, inline = served_content_type(row["content_type"])
         name = req.params.get("fileName") or row["upload_name"]
         headers = {
@@ -205,7 +207,9 @@ def register(router: Router, hs: HomeServer) -> None:
             raise invalid_param("method must be crop or scale")
         animated = _bool_param(req, "animated")
         timeout = _timeout_ms(req)
-        row = await media.get_media(req.params["serverName"], req.params["mediaId"], timeout)
+        row = await media.get_media(
+            req.params["serverName"], req.params["mediaId"], timeout, req.requester.user_id
+        )
         thumb = await media.thumbnail(row, width, height, method, animated)
         ext = thumb.content_type.rsplit("/", 1)[-1]
         headers = {
