@@ -16,7 +16,7 @@ from bastion.errors import bad_json, invalid_param
 #: Longest accepted ``conn_id`` and list name.
 MAX_NAME = 128
 #: Lists per request, ranges per list, required_state entries, room subscriptions.
-MAX_LISTS = 32
+MAX_LISTS = 100
 MAX_RANGES = 8
 MAX_REQUIRED_STATE = 128
 MAX_SUBSCRIPTIONS = 256
@@ -72,6 +72,8 @@ class SlidingRequest:
     conn_id: str
     lists: list[ListRequest] = field(default_factory=list)
     subscriptions: dict[str, RoomConfig] = field(default_factory=dict)
+    #: Subscriptions of the connection to drop (they are sticky: kept from ``pos`` to ``pos``).
+    unsubscribe: set[str] = field(default_factory=set)
     extensions: Extensions = field(default_factory=Extensions)
 
 
@@ -145,7 +147,10 @@ def _filters(obj: dict[str, Any]) -> ListFilters:
     return ListFilters(
         is_dm=_opt_bool(obj, "is_dm"),
         is_encrypted=_opt_bool(obj, "is_encrypted"),
-        is_invite=_opt_bool(obj, "is_invite"),
+        # ``is_invite`` (the unstable endpoint, as Synapse and the SDKs) or the MSC's later name.
+        is_invite=_opt_bool(obj, "is_invite")
+        if obj.get("is_invite") is not None
+        else _opt_bool(obj, "is_invited"),
         room_types=_types(obj, "room_types"),
         not_room_types=_types(obj, "not_room_types") or frozenset(),
     )
@@ -195,6 +200,15 @@ def parse_request(body: dict[str, Any], is_room_id: Callable[[str], bool]) -> Sl
         req.subscriptions[room_id] = _room_config(
             _obj(spec, "room_subscriptions entry"), "room_subscriptions entry"
         )
+    unsub = body.get("unsubscribe_rooms")
+    if unsub is not None:
+        if (
+            not isinstance(unsub, list)
+            or len(unsub) > MAX_SUBSCRIPTIONS
+            or not all(isinstance(r, str) and len(r) <= 255 for r in unsub)
+        ):
+            raise bad_json(f"unsubscribe_rooms must be a list of at most {MAX_SUBSCRIPTIONS} IDs")
+        req.unsubscribe = set(unsub)
     ext = _obj(body.get("extensions"), "extensions")
     out = req.extensions
     for key in ("to_device", "e2ee", "account_data"):
@@ -209,6 +223,21 @@ def parse_request(body: dict[str, Any], is_room_id: Callable[[str], bool]) -> Sl
                 raise invalid_param("extensions.to_device.since is not a token of this server")
             out.to_device_since = int(since)
     return req
+
+
+def sticky_subscriptions(
+    before: dict[str, RoomConfig], req: SlidingRequest
+) -> dict[str, RoomConfig]:
+    """The connection's room subscriptions after this request: those it had, less
+    ``unsubscribe_rooms``, with the request's own (new or replaced); the oldest dropped past
+    ``MAX_SUBSCRIPTIONS``."""
+    out = {
+        r: c for r, c in before.items() if r not in req.unsubscribe and r not in req.subscriptions
+    }
+    out.update(req.subscriptions)
+    while len(out) > MAX_SUBSCRIPTIONS:
+        del out[next(iter(out))]
+    return out
 
 
 def window(sorted_ids: list[str], ranges: tuple[tuple[int, int], ...]) -> list[str]:

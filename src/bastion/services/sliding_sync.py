@@ -24,6 +24,7 @@ from bastion.core.canonical_json import parse_json
 from bastion.core.sliding_sync import (
     RoomConfig,
     SlidingRequest,
+    sticky_subscriptions,
     wanted_state,
     window,
 )
@@ -52,6 +53,8 @@ class _Position:
     token: SyncToken
     #: Rooms the client has been sent (their ``initial`` section) as of this position.
     sent: frozenset[str]
+    #: The connection's room subscriptions as of this position (sticky).
+    subscriptions: dict[str, RoomConfig]
 
 
 class _Connection:
@@ -112,7 +115,7 @@ class SlidingSyncService:
                     break
                 await self.hs.notifications.settle(self.store.current_pos)
             upto = SyncToken(self.store.current_pos, self.hs.typing.serial)
-            response, sent = self.compute(requester, req, since, upto)
+            response, sent, subs = self.compute(requester, req, since, upto)
             remaining = deadline - loop.time()
             if since is None or response["rooms"] or _has_extension(response) or remaining <= 0:
                 break
@@ -122,14 +125,14 @@ class SlidingSyncService:
                 woken = await listener.wait(remaining)
             if not woken:
                 upto = SyncToken(self.store.current_pos, self.hs.typing.serial)
-                response, sent = self.compute(requester, req, since, upto)
+                response, sent, subs = self.compute(requester, req, since, upto)
                 break
-        response["pos"] = self._remember(key, _Position(upto, sent))
+        response["pos"] = self._remember(key, _Position(upto, sent, subs))
         return response
 
     def compute(
         self, requester, req: SlidingRequest, since: _Position | None, upto: SyncToken
-    ) -> tuple[dict, frozenset[str]]:
+    ) -> tuple[dict, frozenset[str], dict[str, RoomConfig]]:
         user_id = requester.user_id
         store = self.store
         since_tok = since.token if since is not None else None
@@ -161,7 +164,8 @@ class SlidingSyncService:
             lists_out[lst.name] = {"count": len(members)}
             for r in window(members, lst.ranges):
                 wanted[r] = wanted[r].merged(lst.config) if r in wanted else lst.config
-        for room_id, cfg in req.subscriptions.items():
+        subs = sticky_subscriptions(since.subscriptions if since is not None else {}, req)
+        for room_id, cfg in subs.items():
             # Only rooms the user is in (or invited to): others are left out, nothing leaks.
             if room_id in listed:
                 wanted[room_id] = wanted[room_id].merged(cfg) if room_id in wanted else cfg
@@ -194,6 +198,7 @@ class SlidingSyncService:
                 room = self._room(ctx, room_id, cfg, room_since, upto.pos, now)
                 if room_since is not None and not room["timeline"] and not room["required_state"]:
                     continue
+            room["membership"] = membership
             if fresh:
                 room["initial"] = True
             room["bump_stamp"] = bump[room_id]
@@ -213,7 +218,7 @@ class SlidingSyncService:
                 gone.add(room_id)
         response: dict = {"lists": lists_out, "rooms": rooms_out, "extensions": {}}
         self._extensions(ctx, req, rooms_out, response["extensions"])
-        return response, (sent_before | frozenset(rooms_out)) - gone
+        return response, (sent_before | frozenset(rooms_out)) - gone, subs
 
     # -- rooms -----------------------------------------------------------------------------------
     def _bump_stamp(self, room_id: str, upto: int) -> int:

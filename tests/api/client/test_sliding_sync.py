@@ -77,6 +77,9 @@ def test_lists_sorted_by_activity_with_ranges_and_counts(alice, bob):
     assert list(inv["rooms"]) == [invited]
     assert inv["rooms"][invited]["invite_state"]
     assert ss(alice, all_rooms(is_invite=False))["lists"]["all"]["count"] == 3
+    assert list(ss(alice, all_rooms(is_invited=True))["rooms"]) == [invited]
+    assert inv["rooms"][invited]["membership"] == "invite"
+    assert r0["membership"] == "join"
 
 
 def test_required_state_forms_and_filters(alice, bob):
@@ -158,6 +161,14 @@ def test_room_subscriptions_only_visible_rooms(alice, bob):
     assert list(body["rooms"]) == [mine]
     assert body["rooms"][mine]["name"] == "Mine"
     assert body["lists"] == {}
+    # Subscriptions are sticky on the connection (matrix-js-sdk sends them once) until
+    # unsubscribe_rooms drops them.
+    eid = send(alice, mine).body["event_id"]
+    inc = ss(alice, {}, pos=body["pos"])
+    assert [e["event_id"] for e in inc["rooms"][mine]["timeline"]] == [eid]
+    send(alice, mine)
+    dropped = ss(alice, {"unsubscribe_rooms": [mine]}, pos=inc["pos"])
+    assert dropped["rooms"] == {}
     r = alice.request("POST", SS, {"room_subscriptions": {"not-a-room": sub}})
     assert r.status == 400 and r.body["errcode"] == "M_INVALID_PARAM"
 
@@ -231,7 +242,8 @@ def test_account_data_global_and_room(alice):
         {"conn_id": "x" * 1000},
         {"room_subscriptions": []},
         {"extensions": {"e2ee": {"enabled": "true"}}},
-        {"lists": {f"l{i}": {} for i in range(100)}},
+        {"lists": {f"l{i}": {} for i in range(101)}},
+        {"unsubscribe_rooms": "!a:b"},
     ],
 )
 def test_bad_bodies(alice, body):
