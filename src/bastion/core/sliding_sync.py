@@ -65,6 +65,8 @@ class Extensions:
     to_device_since: int | None = None
     e2ee: bool = False
     account_data: bool = False
+    receipts: bool = False
+    typing: bool = False
 
 
 @dataclass(slots=True)
@@ -211,7 +213,7 @@ def parse_request(body: dict[str, Any], is_room_id: Callable[[str], bool]) -> Sl
         req.unsubscribe = set(unsub)
     ext = _obj(body.get("extensions"), "extensions")
     out = req.extensions
-    for key in ("to_device", "e2ee", "account_data"):
+    for key in ("to_device", "e2ee", "account_data", "receipts", "typing"):
         spec = _obj(ext.get(key), f"extensions.{key}")
         enabled = spec.get("enabled", False)
         if not isinstance(enabled, bool):

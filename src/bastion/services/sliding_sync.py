@@ -218,6 +218,7 @@ class SlidingSyncService:
                 gone.add(room_id)
         response: dict = {"lists": lists_out, "rooms": rooms_out, "extensions": {}}
         self._extensions(ctx, req, rooms_out, response["extensions"])
+        self._ephemeral(ctx, req, wanted, joined, sent_before, response["extensions"])
         return response, (sent_before | frozenset(rooms_out)) - gone, subs
 
     # -- rooms -----------------------------------------------------------------------------------
@@ -373,9 +374,44 @@ class SlidingSyncService:
                 "rooms": per_room,
             }
 
+    def _ephemeral(
+        self, ctx: SyncContext, req: SlidingRequest, wanted: dict[str, RoomConfig],
+        joined: set[str], sent_before: frozenset[str], out: dict,
+    ) -> None:  # fmt: skip
+        """The ``typing`` and ``receipts`` extensions: for the joined rooms the lists' windows
+        and the subscriptions cover, the /sync contributors' ``m.typing`` and ``m.receipt``
+        events — what changed since ``pos``, or all of it for a room new to the client."""
+        parts = [
+            (name, service)
+            for name, service, on in (
+                ("typing", self.hs.typing, req.extensions.typing),
+                ("receipts", self.hs.receipts, req.extensions.receipts),
+            )
+            if on
+        ]
+        if not parts:
+            return
+        fresh_ctx = SyncContext(
+            ctx.requester, None, ctx.upto, ctx.filter, False, ctx.joined_room_ids
+        )
+        results: dict[str, dict] = {name: {} for name, _ in parts}
+        for room_id in wanted:
+            if room_id not in joined:
+                continue
+            room_ctx = fresh_ctx if room_id not in sent_before else ctx
+            for name, service in parts:
+                room: dict = {}
+                service.contribute_room(room_ctx, room_id, room)
+                for event in room.get("ephemeral", {}).get("events", []):
+                    results[name][room_id] = event
+        for name, rooms in results.items():
+            out[name] = {"rooms": rooms}
+
 
 def _has_extension(response: dict) -> bool:
     ext = response["extensions"]
+    if ext.get("typing", {}).get("rooms") or ext.get("receipts", {}).get("rooms"):
+        return True
     if ext.get("to_device", {}).get("events"):
         return True
     e2ee = ext.get("e2ee", {}).get("device_lists")

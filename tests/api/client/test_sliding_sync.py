@@ -287,3 +287,37 @@ def test_invite_then_join_then_leave(alice, bob):
     # Sent once: nothing more of it afterwards.
     send(bob, room_id)
     assert room_id not in ss(alice, req, pos=left["pos"])["rooms"]
+
+
+def test_typing_and_receipts(alice, bob):
+    room_id = create(alice, preset="public_chat")
+    other = create(alice, preset="public_chat")
+    assert bob.request("POST", f"{V3}/join/{room_id}", {}).status == 200
+    eid = send(bob, room_id).body["event_id"]
+    req = {
+        **all_rooms(),
+        "extensions": {"typing": {"enabled": True}, "receipts": {"enabled": True}},
+    }
+    first = ss(alice, req)
+    assert first["extensions"]["typing"] == {"rooms": {}}
+    r = bob.request("POST", f"{V3}/rooms/{room_id}/receipt/m.read/{eid}", {})
+    assert r.status == 200
+    r = bob.request("PUT", f"{V3}/rooms/{room_id}/typing/{bob.user_id}",
+                    {"typing": True, "timeout": 30000})  # fmt: skip
+    assert r.status == 200
+    inc = ss(alice, req, pos=first["pos"], timeout=5000)
+    typing = inc["extensions"]["typing"]["rooms"]
+    assert typing == {room_id: {"type": "m.typing", "content": {"user_ids": [bob.user_id]}}}
+    receipts = inc["extensions"]["receipts"]["rooms"]
+    assert list(receipts) == [room_id]
+    assert receipts[room_id]["type"] == "m.receipt"
+    assert bob.user_id in receipts[room_id]["content"][eid]["m.read"]
+    assert other not in receipts
+    # Already sent: not again.
+    again = ss(alice, req, pos=inc["pos"])
+    assert again["extensions"]["typing"]["rooms"] == {}
+    assert again["extensions"]["receipts"]["rooms"] == {}
+    # A room new to the connection gets its current typing and receipts.
+    fresh = ss(alice, {**req, "conn_id": "second"})
+    assert fresh["extensions"]["typing"]["rooms"][room_id]["content"]["user_ids"] == [bob.user_id]
+    assert eid in fresh["extensions"]["receipts"]["rooms"][room_id]["content"]
