@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import chain, islice
 from typing import TYPE_CHECKING
 
 from bastion.core.canonical_json import parse_json
@@ -196,7 +197,9 @@ class SlidingSyncService:
                     continue
             else:
                 room = self._room(ctx, room_id, cfg, room_since, upto.pos, now)
-                if room_since is not None and not room["timeline"] and not room["required_state"]:
+                if room_since is not None and not (
+                    room["timeline"] or room["required_state"] or room["limited"]
+                ):
                     continue
             room["membership"] = membership
             if fresh:
@@ -292,13 +295,26 @@ class SlidingSyncService:
         if since is not None:
             before = self._state(room_id, since.pos)
             keys = {k for k in keys if before.get(k) != end_state[k]}
-        state_rows = sorted(
-            store.get_event_rows_cached([end_state[k] for k in keys]).values(),
-            key=lambda r: r.stream_pos,
-        )
+            if ("m.room.member", "$LAZY") in cfg.required_state:
+                # The members of this timeline's senders, changed or not: the client may
+                # never have been sent them (a sender new to it).
+                keys |= {k for k in (("m.room.member", u) for u in senders) if k in end_state}
         sync = self.hs.sync
         members = store.room_members_cached(room_id)
         joined, invited = members.sorted_joined_invited()
+        name_id = end_state.get(("m.room.name", ""))
+        avatar_id = end_state.get(("m.room.avatar", ""))
+        heroes: list[str] = []
+        if name_id is None:
+            # No name: up to 5 other members to name the room after (as /sync's m.heroes).
+            heroes = list(islice((u for u in chain(joined, invited) if u != user_id), 5))
+        hero_keys = {("m.room.member", u) for u in heroes} & end_state.keys()
+        extra = [end_state[k] for k in hero_keys] + [i for i in (name_id, avatar_id) if i]
+        by_id = store.get_event_rows_cached([end_state[k] for k in keys] + extra)
+        state_rows = sorted(
+            (by_id[end_state[k]] for k in keys if end_state[k] in by_id),
+            key=lambda r: r.stream_pos,
+        )
         room: dict = {
             "required_state": [sync._format(ctx, r, now) for r in state_rows],
             "timeline": [sync._format(ctx, r, now) for r in visible],
@@ -310,12 +326,23 @@ class SlidingSyncService:
             room["prev_batch"] = str(SyncToken(rows[0].stream_pos - 1, 0))
         if since is not None:
             room["num_live"] = len(visible)
-        name_id = end_state.get(("m.room.name", ""))
-        if name_id is not None:
-            ev = store.get_event_rows_cached([name_id]).get(name_id)
-            name = ev.event.get("content", {}).get("name") if ev else None
-            if isinstance(name, str) and name:
-                room["name"] = name
+        name = _content_str(by_id, name_id, "name")
+        if name is not None:
+            room["name"] = name
+        avatar = _content_str(by_id, avatar_id, "url")
+        if avatar is not None:
+            room["avatar"] = avatar
+        if heroes:
+            out = []
+            for u in heroes:
+                hero = {"user_id": u}
+                mid = end_state.get(("m.room.member", u))
+                for field, key in (("displayname", "displayname"), ("avatar_url", "avatar_url")):
+                    value = _content_str(by_id, mid, key)
+                    if value is not None:
+                        hero[field] = value
+                out.append(hero)
+            room["heroes"] = out
         counts: dict = {}
         self.hs.notifications.contribute_counts(ctx, room_id, counts)
         room.update(counts["unread_notifications"])
@@ -406,6 +433,13 @@ class SlidingSyncService:
                     results[name][room_id] = event
         for name, rooms in results.items():
             out[name] = {"rooms": rooms}
+
+
+def _content_str(rows: dict, event_id: str | None, key: str) -> str | None:
+    """A non-empty string field of a state event's content, if there is one."""
+    row = rows.get(event_id) if event_id is not None else None
+    value = row.event.get("content", {}).get(key) if row is not None else None
+    return value if isinstance(value, str) and value else None
 
 
 def _has_extension(response: dict) -> bool:

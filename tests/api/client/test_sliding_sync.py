@@ -321,3 +321,30 @@ def test_typing_and_receipts(alice, bob):
     fresh = ss(alice, {**req, "conn_id": "second"})
     assert fresh["extensions"]["typing"]["rooms"][room_id]["content"]["user_ids"] == [bob.user_id]
     assert eid in fresh["extensions"]["receipts"]["rooms"][room_id]["content"]
+
+
+def test_heroes_avatar_lazy_members_and_timeline_limit_zero(alice, bob):
+    unnamed = create(alice, preset="public_chat")
+    r = alice.request("PUT", f"{V3}/rooms/{unnamed}/state/m.room.avatar/", {"url": "mxc://x/y"})
+    assert r.status == 200
+    assert bob.request("PUT", f"{V3}/profile/{bob.user_id}/displayname",
+                       {"displayname": "Bobby"}).status == 200  # fmt: skip
+    first = ss(alice, all_rooms(limit=0, required_state=[["m.room.member", "$LAZY"]]))
+    room = first["rooms"][unnamed]
+    assert "name" not in room and room["avatar"] == "mxc://x/y"
+    assert "heroes" not in room  # alone in it: nobody to name it after
+    assert bob.request("POST", f"{V3}/join/{unnamed}", {}).status == 200
+    send(bob, unnamed)
+    # timeline_limit 0: the room still comes back when something happened (limited, counts).
+    zero = ss(alice, all_rooms(limit=0), pos=first["pos"])
+    room = zero["rooms"][unnamed]
+    assert room["timeline"] == [] and room["limited"] is True
+    assert room["heroes"] == [{"user_id": bob.user_id, "displayname": "Bobby"}]
+    assert room["joined_count"] == 2
+    # $LAZY on an incremental response: the member event of a sender of this timeline, even
+    # though it did not change since pos.
+    send(bob, unnamed)
+    lazy = ss(alice, all_rooms(limit=1, required_state=[["m.room.member", "$LAZY"]]),
+              pos=zero["pos"])  # fmt: skip
+    keys = {e["state_key"] for e in lazy["rooms"][unnamed]["required_state"]}
+    assert bob.user_id in keys
