@@ -12,6 +12,7 @@ import pytest
 
 from tests.api.client.test_rooms import V3, create, send
 from tests.support.e2ee import new_device, wait_writes
+from tests.support.harness import Client
 
 SS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
 
@@ -348,3 +349,10 @@ def test_heroes_avatar_lazy_members_and_timeline_limit_zero(alice, bob):
               pos=zero["pos"])  # fmt: skip
     keys = {e["state_key"] for e in lazy["rooms"][unnamed]["required_state"]}
     assert bob.user_id in keys
+
+
+def test_versions_advertises_simplified_sliding_sync(server):
+    r = Client(server.base_url).request("GET", "/_matrix/client/versions")
+    assert r.body["unstable_features"]["org.matrix.simplified_msc3575"] is True
+    # Not without a token.
+    assert Client(server.base_url).request("POST", SS, {}).status == 401
