@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import chain, islice
 from typing import TYPE_CHECKING
@@ -41,6 +42,8 @@ M_UNKNOWN_POS = "M_UNKNOWN_POS"
 #: Connections remembered (least recently used dropped) and positions kept per connection.
 MAX_CONNECTIONS = 10_000
 POSITIONS_PER_CONNECTION = 4
+#: Rooms whose latest event position is remembered.
+MAX_BUMP_CACHE = 100_000
 #: What a room the user left is sent with: the events up to the leave, no state.
 LEFT_ROOM = RoomConfig(10, ())
 
@@ -72,6 +75,9 @@ class SlidingSyncService:
         self.store = hs.store
         self._conns: OrderedDict[tuple[str, str, str], _Connection] = OrderedDict()
         self._filter = default_filter()
+        #: room -> (position checked up to, latest event position then): bounded; lets a
+        #: request re-read only the rooms with events since (one query for the others).
+        self._bumps: OrderedDict[str, tuple[int, int]] = OrderedDict()
 
     # -- connections ---------------------------------------------------------------------------
     def _position(self, key: tuple[str, str, str], pos: str | None) -> _Position | None:
@@ -142,7 +148,7 @@ class SlidingSyncService:
         memberships = store.get_memberships_at(user_id, upto.pos)
         joined = {r for r, (m, _, _) in memberships.items() if m == "join"}
         listed = {r: v for r, v in memberships.items() if v[0] in ("join", "invite")}
-        bump = {r: self._bump_stamp(r, upto.pos) for r in listed}
+        bump = self._bump_stamps(listed.keys(), upto.pos)
         ordered = sorted(listed, key=lambda r: (-bump[r], r))
         ctx = SyncContext(requester, since_tok, upto, self._filter, False, set(joined))
 
@@ -225,9 +231,40 @@ class SlidingSyncService:
         return response, (sent_before | frozenset(rooms_out)) - gone, subs
 
     # -- rooms -----------------------------------------------------------------------------------
-    def _bump_stamp(self, room_id: str, upto: int) -> int:
+    def _bump_stamps(self, room_ids: Iterable[str], upto: int) -> dict[str, int]:
+        """Each room's latest event position at ``upto`` (the list order and ``bump_stamp``).
+        Rooms known as of an earlier position are re-read only when one query says they had
+        events since."""
+        cache = self._bumps
+        out: dict[str, int] = {}
+        stale: dict[str, tuple[int, int]] = {}
+        for r in room_ids:
+            hit = cache.get(r)
+            if hit is not None and hit[0] == upto:
+                out[r] = hit[1]
+            elif hit is not None and hit[0] < upto:
+                stale[r] = hit
+            else:
+                out[r] = self._read_bump(r, upto)
+        if stale:
+            since = min(checked for checked, _ in stale.values())
+            moved = self.store.rooms_with_events_between(stale, since, upto)
+            for r, (_checked, stamp) in stale.items():
+                if r in moved:
+                    out[r] = self._read_bump(r, upto)
+                else:
+                    out[r] = stamp
+                    cache[r] = (upto, stamp)
+        return out
+
+    def _read_bump(self, room_id: str, upto: int) -> int:
         rows = self.store.get_room_events(room_id, upto=upto, limit=1)
-        return rows[0].stream_pos if rows else 0
+        stamp = rows[0].stream_pos if rows else 0
+        self._bumps[room_id] = (upto, stamp)
+        self._bumps.move_to_end(room_id)
+        while len(self._bumps) > MAX_BUMP_CACHE:
+            self._bumps.popitem(last=False)
+        return stamp
 
     def _direct_rooms(self, user_id: str) -> set[str]:
         raw = self.store.get_account_data(user_id, "", "m.direct")

@@ -67,6 +67,11 @@ def test_lists_sorted_by_activity_with_ranges_and_counts(alice, bob):
     one = ss(alice, all_rooms(ranges=((0, 0),)))
     assert one["lists"]["all"]["count"] == 3
     assert list(one["rooms"]) == [rooms[0]]
+    # A message moves the least active room to the top (the remembered order is refreshed).
+    send(alice, rooms[1])
+    top = ss(alice, all_rooms(ranges=((0, 0),)))
+    assert list(top["rooms"]) == [rooms[1]]
+    assert top["rooms"][rooms[1]]["bump_stamp"] > r0["bump_stamp"]
     # Huge ranges are clamped, not refused.
     big = ss(alice, all_rooms(ranges=((0, 10**12),)))
     assert set(big["rooms"]) == set(rooms)
