@@ -40,7 +40,9 @@ if TYPE_CHECKING:
 
 M_UNKNOWN_POS = "M_UNKNOWN_POS"
 #: Connections remembered (least recently used dropped) and positions kept per connection.
-MAX_CONNECTIONS = 10_000
+MAX_CONNECTIONS = 5_000
+#: Connections (``conn_id`` values) one device may hold; its least recently used go first.
+CONNECTIONS_PER_DEVICE = 8
 POSITIONS_PER_CONNECTION = 4
 #: Rooms whose latest event position is remembered.
 MAX_BUMP_CACHE = 100_000
@@ -93,6 +95,11 @@ class SlidingSyncService:
     def _remember(self, key: tuple[str, str, str], position: _Position) -> str:
         conn = self._conns.get(key)
         if conn is None:
+            # A device's own connections are bounded first, so that one device opening many
+            # cannot push other users' connections out.
+            mine = [k for k in self._conns if k[:2] == key[:2]]
+            for k in mine[: max(0, len(mine) - CONNECTIONS_PER_DEVICE + 1)]:
+                del self._conns[k]
             conn = self._conns[key] = _Connection()
             while len(self._conns) > MAX_CONNECTIONS:
                 self._conns.popitem(last=False)
@@ -428,7 +435,10 @@ class SlidingSyncService:
             glob: dict = {}
             ad.contribute_global(ctx, glob)
             per_room: dict = {}
-            for room_id in ctx.joined_room_ids:
+            # Incremental: only the rooms whose account data changed since (one query).
+            named = ad.rooms_changed(ctx)
+            rooms = ctx.joined_room_ids if named is None else named & ctx.joined_room_ids
+            for room_id in sorted(rooms):
                 room: dict = {}
                 ad.contribute_room(ctx, room_id, room)
                 if room.get("account_data"):

@@ -361,3 +361,16 @@ def test_versions_advertises_simplified_sliding_sync(server):
     assert r.body["unstable_features"]["org.matrix.simplified_msc3575"] is True
     # Not without a token.
     assert Client(server.base_url).request("POST", SS, {}).status == 401
+
+
+def test_connections_per_device_are_bounded(alice):
+    from bastion.services import sliding_sync as module
+
+    first = ss(alice, {"conn_id": "c0"})
+    for i in range(1, module.CONNECTIONS_PER_DEVICE + 1):
+        ss(alice, {"conn_id": f"c{i}"})
+    # The device's oldest connection was dropped: its pos is unknown now (start afresh).
+    r = alice.request("POST", SS, {"conn_id": "c0"}, query={"pos": first["pos"]})
+    assert r.status == 400 and r.body["errcode"] == "M_UNKNOWN_POS"
+    latest = ss(alice, {"conn_id": "c1"})
+    assert ss(alice, {"conn_id": "c1"}, pos=latest["pos"])["rooms"] == {}
