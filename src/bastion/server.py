@@ -52,6 +52,7 @@ from bastion.services.retention import RetentionService
 from bastion.services.rooms import RoomService
 from bastion.services.search import Search
 from bastion.services.server_notices import ServerNotices
+from bastion.services.sliding_sync import SlidingSyncService
 from bastion.services.space_hierarchy import SpaceHierarchy
 from bastion.services.sync import SyncService
 from bastion.services.sync_api import SyncContributor
@@ -89,6 +90,7 @@ CLIENT_API_MODULES = [
     "bastion.api.client.report_content",
     "bastion.api.client.user_directory",
     "bastion.api.client.mutual_rooms",
+    "bastion.api.client.sliding_sync",  # issue 11: MSC4186 simplified sliding sync
     "bastion.api.client.media",
     "bastion.api.client.keys",
     "bastion.api.client.to_device",
@@ -158,6 +160,8 @@ class HomeServer:
         self.filters = Filters(self)
         self.rooms = RoomService(self)
         self.sync = SyncService(self)
+        #: Simplified sliding sync (MSC4186), built on /sync's pieces.
+        self.sliding_sync = SlidingSyncService(self)
         self.account_data = AccountData(self)
         #: Room tags, kept as m.tag room account data (C-S API "Room Tagging").
         self.tags = RoomTags(self)

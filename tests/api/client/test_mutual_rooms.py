@@ -89,4 +89,5 @@ def test_versions_advertises_exactly_what_is_served(server):
     assert r.body["unstable_features"] == {
         "uk.half-shot.msc2666.query_mutual_rooms": True,
         "uk.half-shot.msc2666.query_mutual_rooms.stable": True,
+        "org.matrix.simplified_msc3575": True,
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bastion.api.client.mutual_rooms import UNSTABLE_FEATURES as MUTUAL_ROOMS_FEATURES
+from bastion.api.client.sliding_sync import UNSTABLE_FEATURES as SLIDING_SYNC_FEATURES
 from bastion.api.http import Request, Router
 from bastion.core.support import support_answer
 from bastion.errors import not_found
@@ -35,7 +36,9 @@ SUPPORTED_VERSIONS = [f"v1.{minor}" for minor in range(1, 13)]
 
 #: ``unstable_features`` of ``/versions``: exactly the unstable features Bastion serves (a flag
 #: listed here switches the feature on in clients), each from the module that serves it.
-UNSTABLE_FEATURES: dict[str, bool] = dict.fromkeys(MUTUAL_ROOMS_FEATURES, True)
+UNSTABLE_FEATURES: dict[str, bool] = dict.fromkeys(
+    (*MUTUAL_ROOMS_FEATURES, *SLIDING_SYNC_FEATURES), True
+)
 
 
 def register(router: Router, hs: HomeServer) -> None:
