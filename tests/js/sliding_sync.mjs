@@ -9,47 +9,7 @@
 //
 // Progress lines go to stdout as JSON objects; the last line is {"result": ...}.
 
-if (typeof Promise.withResolvers !== "function") {
-    Promise.withResolvers = function withResolvers() {
-        let resolve;
-        let reject;
-        const promise = new this((res, rej) => {
-            resolve = res;
-            reject = rej;
-        });
-        return { promise, resolve, reject };
-    };
-}
-
-const toStderr = (...args) => process.stderr.write(args.map(String).join(" ") + "\n");
-console.log = console.info = console.debug = console.trace = toStderr;
-console.warn = console.error = toStderr;
-
-const sdk = await import("matrix-js-sdk");
-const { logger } = await import("matrix-js-sdk/lib/logger.js");
-logger.setLevel(process.env.BASTION_JS_LOG || "warn");
-
-const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what, fn, timeoutMs = 30000) {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-        const v = await fn();
-        if (v) return v;
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-        await sleep(100);
-    }
-}
-
-function client(baseUrl, creds) {
-    return sdk.createClient({
-        baseUrl,
-        userId: creds.user_id,
-        accessToken: creds.access_token,
-        deviceId: creds.device_id,
-    });
-}
+import { sdk, run, emit, until, client } from "./common.mjs";
 
 const { SlidingSync, SlidingSyncEvent } = await import("matrix-js-sdk/lib/sliding-sync.js");
 
@@ -112,13 +72,4 @@ async function rooms(baseUrl, userId, accessToken, deviceId) {
     }
 }
 
-const [mode, baseUrl, ...rest] = process.argv.slice(2);
-let result;
-try {
-    if (mode === "rooms") result = await rooms(baseUrl, ...rest);
-    else throw new Error(`unknown mode ${mode}`);
-} catch (e) {
-    result = { ok: false, error: String(e?.stack || e), data: e?.data ?? null };
-}
-emit({ result });
-process.exit(result.ok ? 0 : 1);
+await run({ rooms: (baseUrl, ...rest) => rooms(baseUrl, ...rest) });
