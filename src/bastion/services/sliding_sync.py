@@ -30,7 +30,7 @@ from bastion.core.sliding_sync import (
     wanted_state,
     window,
 )
-from bastion.errors import MatrixError
+from bastion.errors import M_UNKNOWN_POS, MatrixError
 from bastion.services.filtering import default_filter
 from bastion.services.sync import MAX_TIMEOUT_MS
 from bastion.services.sync_api import SyncContext, SyncToken
@@ -38,7 +38,6 @@ from bastion.services.sync_api import SyncContext, SyncToken
 if TYPE_CHECKING:
     from bastion.server import HomeServer
 
-M_UNKNOWN_POS = "M_UNKNOWN_POS"
 #: Connections remembered (least recently used dropped) and positions kept per connection.
 MAX_CONNECTIONS = 5_000
 #: Connections (``conn_id`` values) one device may hold; its least recently used go first.
