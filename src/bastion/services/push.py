@@ -171,6 +171,16 @@ class Notifications(BackgroundService):
             except TimeoutError:
                 continue
 
+    async def settle_current(self) -> None:
+        """:meth:`settle` at the store's current position, read again after each wait (at most
+        a few rounds under a steady stream of events), so that a reader taking the current
+        position right after this returns, with no await in between, finds every count in."""
+        store = self.hs.store
+        for _ in range(3):
+            if not self.pending_upto(store.current_pos):
+                return
+            await self.settle(store.current_pos)
+
     def _advance(self) -> None:
         """A batch is done: wake the waiters of :meth:`settle` to look again."""
         progress, self._progress = self._progress, None

@@ -123,10 +123,7 @@ class SlidingSyncService:
         deadline = loop.time() + min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
         user_id = requester.user_id
         while True:
-            for _ in range(3):
-                if not self.hs.notifications.pending_upto(self.store.current_pos):
-                    break
-                await self.hs.notifications.settle(self.store.current_pos)
+            await self.hs.notifications.settle_current()
             upto = SyncToken(self.store.current_pos, self.hs.typing.serial)
             response, sent, subs = self.compute(requester, req, since, upto)
             remaining = deadline - loop.time()

@@ -74,12 +74,8 @@ class SyncService:
         user_id = requester.user_id
         while True:
             # The notification counts of every event up to ``upto`` first (evaluated after
-            # commit, in the background); then read ``upto`` again with no await before the
-            # listener below (at most a few rounds under a steady stream of events).
-            for _ in range(3):
-                if not self.hs.notifications.pending_upto(self.store.current_pos):
-                    break
-                await self.hs.notifications.settle(self.store.current_pos)
+            # commit, in the background); then ``upto`` with no await before the listener below.
+            await self.hs.notifications.settle_current()
             upto = SyncToken(self.store.current_pos, self._typing_serial())
             response = self.compute(requester, since, upto, full_state, flt, use_state_after)
             if since is None or full_state or has_content(response):
