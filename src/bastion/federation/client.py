@@ -32,6 +32,7 @@ from bastion.federation.resolver import (
     EgressDenied,
     FederationError,
     PinnedResolver,
+    Resolution,
     ServerNameResolver,
     is_ip,
 )
@@ -126,27 +127,12 @@ class FederationClient:
         self, method: str, destination: str, uri: str, headers: dict, data: bytes | None,
         timeout: float,
     ) -> tuple[int, Any]:  # fmt: skip
-        resolution = await self.resolver.resolve(destination)
-        endpoints = [
-            (ip, port) for ip, port in resolution.endpoints if ip_allowed(ip, self.allowed)
-        ]
-        if not endpoints:
-            raise EgressDenied(f"{destination}: every address is refused by the egress filter")
+        resolution, targets = await self._targets(destination)
         headers = {**headers, "Host": resolution.host_header}
-        host = resolution.tls_name
-        url_host = f"[{host}]" if ":" in host else host
-        # Group by port (SRV may give several); aiohttp tries each pinned address in turn.
-        by_port: dict[int, list[str]] = {}
-        for ip, port in endpoints:
-            by_port.setdefault(port, []).append(ip)
         client_timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 15))
         last_error: Exception | None = None
-        for port, ips in by_port.items():
-            if resolution.sni is not None:
-                self.pins.pin(host, port, ips)
-            elif ips != [host]:  # an IP-literal name connects to itself only
-                continue
-            url = URL(f"https://{url_host}:{port}{uri}", encoded=True)
+        for port, base in targets:
+            url = URL(base + uri, encoded=True)
             try:
                 async with self.session().request(
                     method, url, headers=headers, data=data, allow_redirects=False,
@@ -156,8 +142,34 @@ class FederationClient:
                     return resp.status, _decode(resp.status, raw)
             except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError) as e:
                 last_error = e
-                log.info("%s %s on %s:%d failed: %s", method, destination, host, port, e)
+                log.info("%s %s on %s:%d failed: %s", method, destination, resolution.tls_name,
+                         port, e)  # fmt: skip
         raise FederationError(f"{method} to {destination} failed: {last_error}") from None
+
+    async def _targets(self, destination: str) -> tuple[Resolution, list[tuple[int, str]]]:
+        """Where a request to ``destination`` goes: its resolution (S-S API "Resolving server
+        names") and the ``https://name:port`` bases to try in turn, one per port (SRV may give
+        several), with only the addresses the egress filter allows (:class:`EgressDenied` when
+        none is left), pinned for the TLS connection."""
+        resolution = await self.resolver.resolve(destination)
+        endpoints = [
+            (ip, port) for ip, port in resolution.endpoints if ip_allowed(ip, self.allowed)
+        ]
+        if not endpoints:
+            raise EgressDenied(f"{destination}: every address is refused by the egress filter")
+        host = resolution.tls_name
+        url_host = f"[{host}]" if ":" in host else host
+        by_port: dict[int, list[str]] = {}
+        for ip, port in endpoints:
+            by_port.setdefault(port, []).append(ip)
+        targets: list[tuple[int, str]] = []
+        for port, ips in by_port.items():
+            if resolution.sni is not None:
+                self.pins.pin(host, port, ips)
+            elif ips != [host]:  # an IP-literal name connects to itself only
+                continue
+            targets.append((port, f"https://{url_host}:{port}"))
+        return resolution, targets
 
     # -- streamed answers (media) ----------------------------------------------------------------
     @asynccontextmanager
@@ -183,26 +195,12 @@ class FederationClient:
             headers["Authorization"] = authorization_header(
                 "GET", uri, self.hs.server_name, destination, key.key_id, key.key, None
             )
-        resolution = await self.resolver.resolve(destination)
-        endpoints = [
-            (ip, port) for ip, port in resolution.endpoints if ip_allowed(ip, self.allowed)
-        ]
-        if not endpoints:
-            raise EgressDenied(f"{destination}: every address is refused by the egress filter")
+        resolution, targets = await self._targets(destination)
         headers["Host"] = resolution.host_header
-        host = resolution.tls_name
-        url_host = f"[{host}]" if ":" in host else host
-        by_port: dict[int, list[str]] = {}
-        for ip, port in endpoints:
-            by_port.setdefault(port, []).append(ip)
         client_timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 15))
         last_error: Exception | None = None
-        for port, ips in by_port.items():
-            if resolution.sni is not None:
-                self.pins.pin(host, port, ips)
-            elif ips != [host]:
-                continue
-            url = URL(f"https://{url_host}:{port}{uri}", encoded=True)
+        for port, base in targets:
+            url = URL(base + uri, encoded=True)
             try:
                 resp = await self.session().get(
                     url, headers=headers, allow_redirects=False, ssl=self.ssl_context,
@@ -210,7 +208,7 @@ class FederationClient:
                 )  # fmt: skip
             except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError) as e:
                 last_error = e
-                log.info("GET %s on %s:%d failed: %s", destination, host, port, e)
+                log.info("GET %s on %s:%d failed: %s", destination, resolution.tls_name, port, e)
                 continue
             async with resp:
                 yield resp
