@@ -7,7 +7,8 @@ evaluates each against the push rules of every local member other than the sende
 (:mod:`bastion.core.push_rules`; each user's rules compiled once and cached until they change),
 then stores one notification row per (user, event) the rules notify for, with the per (user,
 room, thread) unread counts, in one write per batch. Pushers (``hs.pushers``) are handed the
-notifications to deliver.
+notifications to deliver. An event's thread is found by following its relations up to 3 hops
+("Marking notifications as read").
 
 /sync and read receipts first :meth:`Notifications.settle` the queue up to their stream
 position, so the counts they read or clear include every event they know of.
@@ -26,10 +27,12 @@ import orjson
 from bastion.core.identifiers import server_name_of
 from bastion.core.power_levels import user_power_level
 from bastion.core.push_rules import CompiledRules, PushContext, compile_ruleset, summarise
+from bastion.core.relations import MAIN_TIMELINE
 from bastion.core.room_versions import get_room_version
 from bastion.errors import invalid_param
 from bastion.services.lifecycle import BackgroundService
 from bastion.services.push_rules import effective_ruleset, empty_document
+from bastion.services.relations import event_thread
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: The thread ID of the main timeline (receipts' ``thread_id``).
-MAIN = "main"
+MAIN = MAIN_TIMELINE
 #: Compiled rulesets kept (least recently used go first).
 RULES_CACHE_SIZE = 20_000
 #: Members evaluated between two yields to the event loop (a huge room never stalls it).
@@ -76,17 +79,6 @@ def _named_users(event: Mapping[str, Any]) -> set[str]:
     if isinstance(ids, list):
         named.update(u.lower() for u in ids if isinstance(u, str))
     return named
-
-
-def thread_of(event: Mapping[str, Any]) -> str:
-    """The thread an event belongs to for notification counts (C-S API "Threading")."""
-    content = event.get("content")
-    rel = content.get("m.relates_to") if isinstance(content, Mapping) else None
-    if isinstance(rel, Mapping) and rel.get("rel_type") == "m.thread":
-        root = rel.get("event_id")
-        if isinstance(root, str) and root:
-            return root
-    return MAIN
 
 
 class Notifications(BackgroundService):
@@ -204,12 +196,15 @@ class Notifications(BackgroundService):
         rows: list[tuple[str, int, str, str, str, int, bool, str]] = []
         notified: list[tuple[str, dict, str, str, int, tuple[Any, ...]]] = []
         for event, event_id, room_id, pos in events:
+            thread: str | None = None
             for user_id, actions in await self._evaluate(event, event_id, room_id):
                 notify, highlight, _ = summarise(actions)
                 if not notify:
                     continue
+                if thread is None:
+                    thread = self._thread_of(event, event_id, room_id)
                 ts = event.get("origin_server_ts")
-                rows.append((user_id, pos, room_id, thread_of(event), event_id,
+                rows.append((user_id, pos, room_id, thread, event_id,
                              ts if type(ts) is int else 0, highlight,
                              orjson.dumps(list(actions)).decode()))  # fmt: skip
                 notified.append((user_id, event, event_id, room_id, pos, actions))
@@ -234,6 +229,12 @@ class Notifications(BackgroundService):
 
         await store.transaction(write)
         self.hs.pushers.notified(notified)
+
+    def _thread_of(self, event: dict, event_id: str, room_id: str) -> str:
+        """The thread an event is in for notification counts and receipts (C-S API "Push
+        Notifications", "Marking notifications as read": relations followed up to 3 hops)."""
+        root, _ = event_thread(self.hs.store, room_id, event_id, event)
+        return MAIN if root is None else root
 
     async def _evaluate(
         self, event: dict, event_id: str, room_id: str
