@@ -8,7 +8,8 @@ evaluates each against the push rules of every local member other than the sende
 then stores one notification row per (user, event) the rules notify for, with the per (user,
 room, thread) unread counts, in one write per batch. Pushers (``hs.pushers``) are handed the
 notifications to deliver. An event's thread is found by following its relations up to 3 hops
-("Marking notifications as read").
+("Marking notifications as read"); a local user's own event marks their notifications before
+it read in its thread, as a receipt would ("by sending an event").
 
 /sync and read receipts first :meth:`Notifications.settle` the queue up to their stream
 position, so the counts they read or clear include every event they know of.
@@ -195,8 +196,16 @@ class Notifications(BackgroundService):
     async def _process(self, events: list[tuple[dict, str, str, int]]) -> None:
         rows: list[tuple[str, int, str, str, str, int, bool, str]] = []
         notified: list[tuple[str, dict, str, str, int, tuple[Any, ...]]] = []
+        # A local user's own event marks what they were notified of before it read, in its
+        # thread (C-S API "Marking notifications as read": "by sending an event").
+        reads: list[tuple[str, str, int, str]] = []
+        server = self.hs.server_name
         for event, event_id, room_id, pos in events:
             thread: str | None = None
+            sender = event.get("sender")
+            if isinstance(sender, str) and server_name_of(sender) == server:
+                thread = self._thread_of(event, event_id, room_id)
+                reads.append((sender, room_id, pos, thread))
             for user_id, actions in await self._evaluate(event, event_id, room_id):
                 notify, highlight, _ = summarise(actions)
                 if not notify:
@@ -208,9 +217,17 @@ class Notifications(BackgroundService):
                              ts if type(ts) is int else 0, highlight,
                              orjson.dumps(list(actions)).decode()))  # fmt: skip
                 notified.append((user_id, event, event_id, room_id, pos, actions))
-        if not rows:
-            return
         store = self.hs.store
+        if reads:
+            # Only where the sender has unread notifications (a read, no write, for the rest).
+            counted = {(r[0], r[2], r[3]) for r in rows}
+            reads = [
+                r for r in reads
+                if (r[0], r[1], r[3]) in counted
+                or any(store.get_push_counts(r[0], r[1]).get(r[3], (0, 0)))
+            ]  # fmt: skip
+        if not rows and not reads:
+            return
         # Every PRUNE_EVERY notifying events of a room, its notifications older than
         # KEEP_MS go (the list and the counts' recounts need no more).
         prune = []
@@ -223,12 +240,17 @@ class Notifications(BackgroundService):
         before_ts = self.hs.now_ms() - KEEP_MS if prune else 0
 
         def write(conn: Any) -> None:
-            store.add_notifications_in(conn, rows)
+            if rows:
+                store.add_notifications_in(conn, rows)
+            # after the rows: those of later events of the batch stay unread
+            for user_id, room_id, pos, thread in reads:
+                store.mark_notifications_read_in(conn, user_id, room_id, pos, thread)
             for room_id in prune:
                 store.prune_notifications_in(conn, room_id, before_ts)
 
         await store.transaction(write)
-        self.hs.pushers.notified(notified)
+        if notified:
+            self.hs.pushers.notified(notified)
 
     def _thread_of(self, event: dict, event_id: str, room_id: str) -> str:
         """The thread an event is in for notification counts and receipts (C-S API "Push

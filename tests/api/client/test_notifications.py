@@ -74,11 +74,12 @@ def test_one_to_one_and_encrypted_rooms(server):
                       {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "x",
                        "session_id": "s", "device_id": "D", "sender_key": "k"})  # fmt: skip
     assert r.status == 200, r.body
-    # the invite (.m.rule.invite_for_me), then the two events of a two-member room
-    assert unread(bob, room) == (3, 0)
+    # the two events of a two-member room (the invite, .m.rule.invite_for_me, is read: bob
+    # sent his join after it)
+    assert unread(bob, room) == (2, 0)
     notes = bob.request("GET", f"{V3}/notifications").body["notifications"]
-    assert [n["event"]["type"] for n in notes] == [
-        "m.room.encrypted", "m.room.message", "m.room.member"]  # fmt: skip
+    assert [(n["event"]["type"], n["read"]) for n in notes] == [
+        ("m.room.encrypted", False), ("m.room.message", False), ("m.room.member", True)]  # fmt: skip
     sound = {"set_tweak": "sound", "value": "default"}
     assert notes[0]["actions"] == ["notify", sound]  # .m.rule.encrypted_room_one_to_one
     assert notes[1]["actions"] == ["notify", sound]  # .m.rule.room_one_to_one
@@ -260,6 +261,41 @@ def test_events_related_to_thread_events_are_in_the_thread(server):
     assert_error(bob.request("POST", f"{V3}/rooms/{room}/receipt/m.read/{far}",
                              {"thread_id": root}), 400, "M_INVALID_PARAM")  # fmt: skip
     receipt(bob, room, far, thread_id="main")
+    assert unread(bob, room) == (0, 0)
+
+
+def test_sending_an_event_marks_notifications_read(server):
+    """C-S API "Marking notifications as read": "When the user updates their read receipt
+    (either by using the API or by sending an event)": a user's own event reads what came
+    before it, in its thread."""
+    alice, bob = make_user(server), make_user(server)
+    room = create_room(alice)
+    join(bob, room)
+    root = send(alice, room, "root")
+    thread = {"m.relates_to": {"rel_type": "m.thread", "event_id": root}}
+    send(alice, room, "in the thread", **thread)
+    send(alice, room, "main", **{"m.mentions": {"user_ids": [bob.user_id]}})
+    room_out = counts(bob, room, filter=THREADS)
+    assert room_out["unread_notifications"] == {"notification_count": 2, "highlight_count": 1}
+    # bob answers in the thread: the thread is read, the main timeline is not
+    send(bob, room, "my answer", **thread)
+    room_out = counts(bob, room, filter=THREADS)
+    assert room_out["unread_notifications"] == {"notification_count": 2, "highlight_count": 1}
+    assert "unread_thread_notifications" not in room_out
+    # a reaction in the main timeline reads it
+    react(bob, room, root)
+    assert unread(bob, room) == (0, 0)
+    # what comes after counts again; alice's message in the main timeline leaves bob's answer
+    # unread in her thread
+    send(alice, room, "again")
+    assert unread(bob, room) == (1, 0)
+    room_out = counts(alice, room, filter=THREADS)
+    assert room_out["unread_notifications"]["notification_count"] == 0
+    assert room_out["unread_thread_notifications"][root]["notification_count"] == 1
+    # a state event is sending too (bob's display name)
+    r = bob.request("PUT", f"{V3}/rooms/{room}/state/m.room.member/{bob.user_id}",
+                    {"membership": "join", "displayname": "Bob"})  # fmt: skip
+    assert r.status == 200, r.body
     assert unread(bob, room) == (0, 0)
 
 
