@@ -1,14 +1,16 @@
 """The pure relation rules (core/relations.py): what counts as a relation, which replacement
-is bundled, what a thread may start from."""
+is bundled, what a thread may start from, which thread an event is in."""
 
 from __future__ import annotations
 
 from bastion.core.relations import (
+    THREAD_HOPS,
     Relation,
     latest_replacement,
     may_start_thread_from,
     parse_recurse,
     relation_of,
+    thread_path,
 )
 
 
@@ -66,3 +68,44 @@ def test_thread_roots_and_recurse():
     assert [parse_recurse(v) for v in (None, "true", "false", "1", "True", "")] == [
         False, True, False, None, None, None,
     ]  # fmt: skip
+
+
+def test_thread_path():
+    """C-S API "Threaded read receipts": in a thread by an ``m.thread`` relation or through
+    other relations to an event that has one, at most THREAD_HOPS relations in all; thread
+    roots and what relates to them otherwise are in the main timeline."""
+    rels = {
+        "$reply": Relation("$root", "m.thread", None),
+        "$edit": Relation("$reply", "m.replace", None),
+        "$reaction": Relation("$edit", "m.annotation", None),
+        "$ref": Relation("$root", "m.reference", None),
+        "$loop1": Relation("$loop2", "m.reference", None),
+        "$loop2": Relation("$loop1", "m.reference", None),
+    }
+    looked: list[str] = []
+
+    def parent(event_id):
+        looked.append(event_id)
+        return rels.get(event_id)
+
+    def path(event_id):
+        return thread_path(event_id, rels.get(event_id), parent)
+
+    assert THREAD_HOPS == 3
+    assert path("$root") == (None, ["$root"])
+    assert path("$reply") == ("$root", ["$reply"])
+    assert path("$edit") == ("$root", ["$edit", "$reply"])
+    # reaction -> edit -> reply -(m.thread)-> root: three hops
+    assert path("$reaction") == ("$root", ["$reaction", "$edit", "$reply"])
+    # one more is too far
+    rels["$far"] = Relation("$reaction", "m.annotation", None)
+    looked.clear()
+    assert path("$far") == (None, ["$far", "$reaction", "$edit", "$reply"])
+    assert looked == ["$reaction", "$edit"]  # the last parent is never looked up
+    # related to the root otherwise: the main timeline, with the root on the way
+    assert path("$ref") == (None, ["$ref", "$root"])
+    # an unknown parent, and a loop
+    assert path("$gone") == (None, ["$gone"])
+    rels["$orphan"] = Relation("$gone", "m.annotation", None)
+    assert path("$orphan") == (None, ["$orphan", "$gone"])
+    assert path("$loop1") == (None, ["$loop1", "$loop2"])

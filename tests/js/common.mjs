@@ -1,7 +1,8 @@
-// What the matrix-js-sdk test scripts share (tags.mjs, upgrade.mjs, spaces.mjs, refresh.mjs):
-// the SDK loaded quietly (its log on stderr; stdout carries only the JSON progress lines), a user
-// registered through the dummy UIA stage, a client started until its first sync, and the runner
-// that calls a mode and prints its result as the last line, {"result": ...}.
+// What the matrix-js-sdk test scripts share (tags.mjs, upgrade.mjs, spaces.mjs, refresh.mjs,
+// unread.mjs): the SDK loaded quietly (its log on stderr; stdout carries only the JSON progress
+// lines), a user registered through the dummy UIA stage, a client started until its first sync
+// (with extra startClient options, such as threadSupport), and the runner that calls a mode and
+// prints its result as the last line, {"result": ...}.
 
 if (typeof Promise.withResolvers !== "function") {
     Promise.withResolvers = function withResolvers() {
@@ -64,14 +65,14 @@ export function client(baseUrl, creds) {
     });
 }
 
-export async function started(c) {
+export async function started(c, opts = {}) {
     const prepared = new Promise((resolve, reject) => {
         c.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
             if (state === "PREPARED" || state === "SYNCING") resolve();
             if (state === "ERROR") reject(new Error(`sync error: ${data?.error}`));
         });
     });
-    await c.startClient({ initialSyncLimit: 10, lazyLoadMembers: true });
+    await c.startClient({ initialSyncLimit: 10, lazyLoadMembers: true, ...opts });
     await prepared;
 }
 

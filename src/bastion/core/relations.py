@@ -8,6 +8,7 @@ either (a plain ``m.in_reply_to`` reply, for instance) is no relation the API li
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 #: How deep ``recurse=true`` follows relations of relations (C-S API "GET
@@ -24,6 +25,13 @@ MAX_FIELD = 1024
 
 THREAD = "m.thread"
 ANNOTATION = "m.annotation"
+
+#: The thread ID of the main timeline in receipts and notification counts (C-S API "Receipts",
+#: "Threaded read receipts").
+MAIN_TIMELINE = "main"
+#: Relations followed at most to find the thread an event is in (C-S API "Push Notifications",
+#: "Marking notifications as read": "a maximum of 3 hops").
+THREAD_HOPS = 3
 
 
 class Relation(NamedTuple):
@@ -103,3 +111,28 @@ def may_start_thread_from(parent: dict[str, Any] | None) -> bool:
     An unknown parent (None) is not refused here: the event may be one this server has not
     received yet."""
     return parent is None or relation_of(parent) is None
+
+
+def thread_path(
+    event_id: str, rel: Relation | None, parent_relation: Callable[[str], Relation | None]
+) -> tuple[str | None, list[str]]:
+    """The thread an event is in, and the events on the way to it (C-S API "Receipts",
+    "Threaded read receipts"; "Push Notifications", "Marking notifications as read"): an event
+    is in a thread when it has an ``m.thread`` relation, or when, following its other relations
+    (at most :data:`THREAD_HOPS` in all), an event it relates to has one. ``rel`` is the event's
+    relation; ``parent_relation`` gives the relation of an event it reaches (None: none, or
+    unknown). Returns the thread root (None: the main timeline, where thread roots and the
+    events relating to them by other relations are) and the IDs of the event and of those it
+    reached by other relations, the event first."""
+    path = [event_id]
+    for hop in range(THREAD_HOPS):
+        if rel is None:
+            break
+        if rel.rel_type == THREAD:
+            return rel.parent_id, path
+        if rel.parent_id in path:  # a loop
+            break
+        path.append(rel.parent_id)
+        if hop + 1 < THREAD_HOPS:
+            rel = parent_relation(rel.parent_id)
+    return None, path

@@ -19,9 +19,11 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from bastion.core.canonical_json import canonical_json
+from bastion.core.relations import MAIN_TIMELINE, THREAD
 from bastion.errors import bad_json, forbidden, invalid_param, not_found
 from bastion.services.filtering import event_filter_allows, room_allowed
 from bastion.services.lifecycle import BackgroundService
+from bastion.services.relations import event_thread
 from bastion.services.remote import RoomEDUs
 from bastion.services.sync_api import SyncContext
 from bastion.storage.interface import Txn
@@ -174,16 +176,21 @@ class Receipts:
             raise not_found("unknown event in this room")
         return event
 
-    @staticmethod
-    def _check_thread(event: dict, event_id: str, thread_id: str) -> None:
-        if thread_id == "main" or thread_id == event_id:
+    def _check_thread(self, room_id: str, event: dict, event_id: str, thread_id: str) -> None:
+        """A threaded receipt's event must be related to its ``thread_id`` (C-S API "Receipts":
+        400 ``M_INVALID_PARAM`` otherwise; "Threaded read receipts"): for ``main`` an event of
+        the main timeline; for a thread an event in it, or its root or an event related to the
+        root by other relations (in the main timeline themselves, but named after the thread
+        by clients that show the root atop the thread)."""
+        root, path = event_thread(self.hs.store, room_id, event_id, event)
+        if thread_id == MAIN_TIMELINE:
+            if root is None:
+                return
+            raise invalid_param(f"the event is in the thread {root}, not the main timeline")
+        if root == thread_id:
             return
-        content = event.get("content")
-        rel = content.get("m.relates_to") if isinstance(content, dict) else None
-        if (
-            isinstance(rel, dict)
-            and rel.get("rel_type") == "m.thread"
-            and rel.get("event_id") == thread_id
+        if thread_id in path and self.hs.store.relation_children(
+            room_id, [thread_id], rel_type=THREAD, limit=1
         ):
             return
         raise invalid_param("the event is not in the thread given by thread_id")
@@ -201,7 +208,7 @@ class Receipts:
             if thread_id is not None:
                 if rtype == "m.fully_read":
                     raise invalid_param("thread_id cannot be used with m.fully_read")
-                self._check_thread(event, event_id, thread_id)
+                self._check_thread(room_id, event, event_id, thread_id)
         store = self.hs.store
         now = self.hs.now_ms()
         # A read receipt clears the notifications it covers ("Receiving notifications"): the

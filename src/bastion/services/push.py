@@ -7,7 +7,9 @@ evaluates each against the push rules of every local member other than the sende
 (:mod:`bastion.core.push_rules`; each user's rules compiled once and cached until they change),
 then stores one notification row per (user, event) the rules notify for, with the per (user,
 room, thread) unread counts, in one write per batch. Pushers (``hs.pushers``) are handed the
-notifications to deliver.
+notifications to deliver. An event's thread is found by following its relations up to 3 hops
+("Marking notifications as read"); a local user's own event marks their notifications before
+it read in its thread, as a receipt would ("by sending an event").
 
 /sync and read receipts first :meth:`Notifications.settle` the queue up to their stream
 position, so the counts they read or clear include every event they know of.
@@ -26,10 +28,12 @@ import orjson
 from bastion.core.identifiers import server_name_of
 from bastion.core.power_levels import user_power_level
 from bastion.core.push_rules import CompiledRules, PushContext, compile_ruleset, summarise
+from bastion.core.relations import MAIN_TIMELINE
 from bastion.core.room_versions import get_room_version
 from bastion.errors import invalid_param
 from bastion.services.lifecycle import BackgroundService
 from bastion.services.push_rules import effective_ruleset, empty_document
+from bastion.services.relations import event_thread
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
@@ -39,7 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: The thread ID of the main timeline (receipts' ``thread_id``).
-MAIN = "main"
+MAIN = MAIN_TIMELINE
 #: Compiled rulesets kept (least recently used go first).
 RULES_CACHE_SIZE = 20_000
 #: Members evaluated between two yields to the event loop (a huge room never stalls it).
@@ -76,17 +80,6 @@ def _named_users(event: Mapping[str, Any]) -> set[str]:
     if isinstance(ids, list):
         named.update(u.lower() for u in ids if isinstance(u, str))
     return named
-
-
-def thread_of(event: Mapping[str, Any]) -> str:
-    """The thread an event belongs to for notification counts (C-S API "Threading")."""
-    content = event.get("content")
-    rel = content.get("m.relates_to") if isinstance(content, Mapping) else None
-    if isinstance(rel, Mapping) and rel.get("rel_type") == "m.thread":
-        root = rel.get("event_id")
-        if isinstance(root, str) and root:
-            return root
-    return MAIN
 
 
 class Notifications(BackgroundService):
@@ -203,19 +196,38 @@ class Notifications(BackgroundService):
     async def _process(self, events: list[tuple[dict, str, str, int]]) -> None:
         rows: list[tuple[str, int, str, str, str, int, bool, str]] = []
         notified: list[tuple[str, dict, str, str, int, tuple[Any, ...]]] = []
+        # A local user's own event marks what they were notified of before it read, in its
+        # thread (C-S API "Marking notifications as read": "by sending an event").
+        reads: list[tuple[str, str, int, str]] = []
+        server = self.hs.server_name
         for event, event_id, room_id, pos in events:
+            thread: str | None = None
+            sender = event.get("sender")
+            if isinstance(sender, str) and server_name_of(sender) == server:
+                thread = self._thread_of(event, event_id, room_id)
+                reads.append((sender, room_id, pos, thread))
             for user_id, actions in await self._evaluate(event, event_id, room_id):
                 notify, highlight, _ = summarise(actions)
                 if not notify:
                     continue
+                if thread is None:
+                    thread = self._thread_of(event, event_id, room_id)
                 ts = event.get("origin_server_ts")
-                rows.append((user_id, pos, room_id, thread_of(event), event_id,
+                rows.append((user_id, pos, room_id, thread, event_id,
                              ts if type(ts) is int else 0, highlight,
                              orjson.dumps(list(actions)).decode()))  # fmt: skip
                 notified.append((user_id, event, event_id, room_id, pos, actions))
-        if not rows:
-            return
         store = self.hs.store
+        if reads:
+            # Only where the sender has unread notifications (a read, no write, for the rest).
+            counted = {(r[0], r[2], r[3]) for r in rows}
+            reads = [
+                r for r in reads
+                if (r[0], r[1], r[3]) in counted
+                or any(store.get_push_counts(r[0], r[1]).get(r[3], (0, 0)))
+            ]  # fmt: skip
+        if not rows and not reads:
+            return
         # Every PRUNE_EVERY notifying events of a room, its notifications older than
         # KEEP_MS go (the list and the counts' recounts need no more).
         prune = []
@@ -228,12 +240,23 @@ class Notifications(BackgroundService):
         before_ts = self.hs.now_ms() - KEEP_MS if prune else 0
 
         def write(conn: Any) -> None:
-            store.add_notifications_in(conn, rows)
+            if rows:
+                store.add_notifications_in(conn, rows)
+            # after the rows: those of later events of the batch stay unread
+            for user_id, room_id, pos, thread in reads:
+                store.mark_notifications_read_in(conn, user_id, room_id, pos, thread)
             for room_id in prune:
                 store.prune_notifications_in(conn, room_id, before_ts)
 
         await store.transaction(write)
-        self.hs.pushers.notified(notified)
+        if notified:
+            self.hs.pushers.notified(notified)
+
+    def _thread_of(self, event: dict, event_id: str, room_id: str) -> str:
+        """The thread an event is in for notification counts and receipts (C-S API "Push
+        Notifications", "Marking notifications as read": relations followed up to 3 hops)."""
+        root, _ = event_thread(self.hs.store, room_id, event_id, event)
+        return MAIN if root is None else root
 
     async def _evaluate(
         self, event: dict, event_id: str, room_id: str

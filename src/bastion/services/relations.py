@@ -18,6 +18,7 @@ from bastion.core.relations import (
     latest_replacement,
     may_start_thread_from,
     relation_of,
+    thread_path,
 )
 from bastion.errors import M_UNKNOWN, MatrixError, not_found
 from bastion.services.room_access import RoomAccess
@@ -42,6 +43,18 @@ def check_new_relation(store: Store, room_id: str, content: dict) -> None:
     parent = store.get_event_row(rel.parent_id)
     if parent is not None and parent.room_id == room_id and not may_start_thread_from(parent.event):
         raise MatrixError(M_UNKNOWN, "cannot start a thread from an event with a relation")
+
+
+def event_thread(
+    store: Store, room_id: str, event_id: str, event: dict
+) -> tuple[str | None, list[str]]:
+    """The thread root of ``event`` (of ``room_id``; None: the main timeline) and the events
+    on the way to it (:func:`bastion.core.relations.thread_path`; C-S API "Threaded read
+    receipts"). The relations of the events it relates to are read from the index, one row per
+    hop: nothing is read for an event without a relation, or with an ``m.thread`` one."""
+    return thread_path(
+        event_id, relation_of(event), lambda parent: store.relation_of_event(room_id, parent)
+    )
 
 
 class RelationsReader:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, TypeVar
 
+from bastion.core.relations import Relation
 from bastion.core.user_directory import DirectoryEntry
 
 T = TypeVar("T")
@@ -1174,6 +1175,7 @@ class RelationsStore(Protocol):
     """The index of event relations (issue 11; C-S API "Relationships", "Threading";
     storage/sqlite/relations.py)."""
 
+    def relation_of_event(self, room_id: str, event_id: str) -> Relation | None: ...
     def relation_children(
         self, room_id: str, parent_ids: Sequence[str], *, rel_type: str | None = None,
         event_type: str | None = None, after: int | None = None, upto: int | None = None,

@@ -74,11 +74,12 @@ def test_one_to_one_and_encrypted_rooms(server):
                       {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "x",
                        "session_id": "s", "device_id": "D", "sender_key": "k"})  # fmt: skip
     assert r.status == 200, r.body
-    # the invite (.m.rule.invite_for_me), then the two events of a two-member room
-    assert unread(bob, room) == (3, 0)
+    # the two events of a two-member room (the invite, .m.rule.invite_for_me, is read: bob
+    # sent his join after it)
+    assert unread(bob, room) == (2, 0)
     notes = bob.request("GET", f"{V3}/notifications").body["notifications"]
-    assert [n["event"]["type"] for n in notes] == [
-        "m.room.encrypted", "m.room.message", "m.room.member"]  # fmt: skip
+    assert [(n["event"]["type"], n["read"]) for n in notes] == [
+        ("m.room.encrypted", False), ("m.room.message", False), ("m.room.member", True)]  # fmt: skip
     sound = {"set_tweak": "sound", "value": "default"}
     assert notes[0]["actions"] == ["notify", sound]  # .m.rule.encrypted_room_one_to_one
     assert notes[1]["actions"] == ["notify", sound]  # .m.rule.room_one_to_one
@@ -182,11 +183,139 @@ def test_invite_for_me_counts_for_the_invitee(server):
 
 
 def test_bad_thread_id_is_refused(server):
-    alice = make_user(server)
+    """C-S API "Receipts": ``thread_id`` is ``main`` or a thread root's event ID, the event
+    related to it ("Threaded read receipts"), never with ``m.fully_read``; else 400
+    ``M_INVALID_PARAM``."""
+    alice, bob = make_user(server), make_user(server)
     room = create_room(alice)
+    join(bob, room)
     eid = send(alice, room, "x")
-    r = alice.request("POST", f"{V3}/rooms/{room}/receipt/m.read/{eid}", {"thread_id": 5})
-    assert_error(r, 400, "M_INVALID_PARAM")
+    root = send(alice, room, "root")
+    reply = send(alice, room, "reply", **{"m.relates_to": {"rel_type": "m.thread",
+                                                           "event_id": root}})  # fmt: skip
+
+    def post(event_id, thread_id, rtype="m.read"):
+        return bob.request("POST", f"{V3}/rooms/{room}/receipt/{rtype}/{event_id}",
+                           {"thread_id": thread_id})  # fmt: skip
+
+    for bad in (5, "", ["main"], {}, "Main", "thread", "$", "$" + "x" * 300, "$a\x00"):
+        assert_error(post(eid, bad), 400, "M_INVALID_PARAM")
+    assert_error(post(reply, "main"), 400, "M_INVALID_PARAM")  # in the thread, not main
+    assert_error(post(eid, root), 400, "M_INVALID_PARAM")  # main timeline, not the thread
+    assert_error(post(reply, eid), 400, "M_INVALID_PARAM")  # another (no) thread
+    assert_error(post(root, root, "m.fully_read"), 400, "M_INVALID_PARAM")
+    # a reaction to a plain message does not make that message a thread
+    reaction = react(alice, room, eid)
+    assert_error(post(reaction, eid), 400, "M_INVALID_PARAM")
+    # accepted: main for the main timeline (the root is in it), the thread for its replies
+    for event_id, thread_id in ((eid, "main"), (root, "main"), (reply, root)):
+        r = post(event_id, thread_id)
+        assert r.status == 200, (event_id, thread_id, r.body)
+    # the receipts as others see them
+    r = sync(alice)["rooms"]["join"][room]["ephemeral"]["events"]
+    [receipts] = [e["content"] for e in r if e["type"] == "m.receipt"]
+    assert receipts[reply]["m.read"][bob.user_id]["thread_id"] == root
+    assert receipts[root]["m.read"][bob.user_id]["thread_id"] == "main"
+    # and the thread for the root itself (clients showing the root atop the thread name it so)
+    r = post(root, root)
+    assert r.status == 200, r.body
+
+
+def react(c, room_id: str, event_id: str, key: str = "👍") -> str:
+    r = c.request("PUT", f"{V3}/rooms/{room_id}/send/m.reaction/{uuid.uuid4().hex}",
+                  {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id,
+                                    "key": key}})  # fmt: skip
+    assert r.status == 200, r.body
+    return r.body["event_id"]
+
+
+def test_events_related_to_thread_events_are_in_the_thread(server):
+    """C-S API "Marking notifications as read": an event is in a thread when, following its
+    relations (up to 3 hops), an event it relates to has an ``m.thread`` relation; its
+    notification counts there, and a threaded receipt on it names that thread."""
+    alice, bob = make_user(server), make_user(server)
+    room = create_room(alice)
+    join(bob, room)
+    root = send(alice, room, "root")
+    reply = send(alice, room, "reply", **{"m.relates_to": {"rel_type": "m.thread",
+                                                           "event_id": root}})  # fmt: skip
+    # a message referring to the reply notifies (.m.rule.message), in the thread
+    ref = send(alice, room, "about that", **{"m.relates_to": {"rel_type": "m.reference",
+                                                               "event_id": reply}})  # fmt: skip
+    # one referring to the root is in the main timeline, as the root is
+    send(alice, room, "about the root", **{"m.relates_to": {"rel_type": "m.reference",
+                                                             "event_id": root}})  # fmt: skip
+    room_out = counts(bob, room, filter=THREADS)
+    assert room_out["unread_notifications"]["notification_count"] == 2
+    assert room_out["unread_thread_notifications"] == {
+        root: {"notification_count": 2, "highlight_count": 0}
+    }
+    # a reaction to the reference: three hops from the root; a threaded receipt on it
+    reaction = react(alice, room, ref)
+    receipt(bob, room, reaction, thread_id=root)
+    room_out = counts(bob, room, filter=THREADS)
+    assert room_out["unread_notifications"]["notification_count"] == 2
+    assert "unread_thread_notifications" not in room_out
+    # a reaction to that reaction is four hops away: the main timeline
+    far = react(alice, room, reaction, "x")
+    assert_error(bob.request("POST", f"{V3}/rooms/{room}/receipt/m.read/{far}",
+                             {"thread_id": root}), 400, "M_INVALID_PARAM")  # fmt: skip
+    receipt(bob, room, far, thread_id="main")
+    assert unread(bob, room) == (0, 0)
+
+
+def test_sending_an_event_marks_notifications_read(server):
+    """C-S API "Marking notifications as read": "When the user updates their read receipt
+    (either by using the API or by sending an event)": a user's own event reads what came
+    before it, in its thread."""
+    alice, bob = make_user(server), make_user(server)
+    room = create_room(alice)
+    join(bob, room)
+    root = send(alice, room, "root")
+    thread = {"m.relates_to": {"rel_type": "m.thread", "event_id": root}}
+    send(alice, room, "in the thread", **thread)
+    send(alice, room, "main", **{"m.mentions": {"user_ids": [bob.user_id]}})
+    room_out = counts(bob, room, filter=THREADS)
+    assert room_out["unread_notifications"] == {"notification_count": 2, "highlight_count": 1}
+    # bob answers in the thread: the thread is read, the main timeline is not
+    send(bob, room, "my answer", **thread)
+    room_out = counts(bob, room, filter=THREADS)
+    assert room_out["unread_notifications"] == {"notification_count": 2, "highlight_count": 1}
+    assert "unread_thread_notifications" not in room_out
+    # a reaction in the main timeline reads it
+    react(bob, room, root)
+    assert unread(bob, room) == (0, 0)
+    # what comes after counts again; alice's message in the main timeline leaves bob's answer
+    # unread in her thread
+    send(alice, room, "again")
+    assert unread(bob, room) == (1, 0)
+    room_out = counts(alice, room, filter=THREADS)
+    assert room_out["unread_notifications"]["notification_count"] == 0
+    assert room_out["unread_thread_notifications"][root]["notification_count"] == 1
+    # a state event is sending too (bob's display name)
+    r = bob.request("PUT", f"{V3}/rooms/{room}/state/m.room.member/{bob.user_id}",
+                    {"membership": "join", "displayname": "Bob"})  # fmt: skip
+    assert r.status == 200, r.body
+    assert unread(bob, room) == (0, 0)
+
+
+def test_private_receipt_reads_a_thread(server):
+    """C-S API "Private read receipts": ``m.read.private`` clears counts as ``m.read`` does,
+    threaded too; other users never see it."""
+    alice, bob = make_user(server), make_user(server)
+    room = create_room(alice)
+    join(bob, room)
+    root = send(alice, room, "root")
+    reply = send(alice, room, "reply", **{"m.relates_to": {"rel_type": "m.thread",
+                                                           "event_id": root}})  # fmt: skip
+    receipt(bob, room, reply, "m.read.private", thread_id=root)
+    room_out = counts(bob, room, filter=THREADS)
+    assert room_out["unread_notifications"] == {"notification_count": 1, "highlight_count": 0}
+    assert "unread_thread_notifications" not in room_out
+    receipt(bob, room, root, "m.read.private", thread_id="main")
+    assert unread(bob, room) == (0, 0)
+    events = sync(alice)["rooms"]["join"][room].get("ephemeral", {}).get("events", [])
+    assert not [e for e in events if e["type"] == "m.receipt"]
 
 
 def test_list_notifications_pages_and_filters(server):

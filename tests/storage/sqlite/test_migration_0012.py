@@ -9,6 +9,7 @@ import sqlite3
 
 import orjson
 
+from bastion.core.relations import Relation
 from bastion.storage.sqlite import migrations as mig
 from bastion.storage.sqlite.migrations import migrate
 from bastion.storage.sqlite.store import SqliteStore
@@ -111,5 +112,11 @@ def test_the_store_lists_the_backfilled_relations(tmp_path):
         assert store.thread_roots(room, upto=None, cap=None, participant=None, limit=5)[0][0] == (
             parent
         )
+        # one event's relation, from its row (none once redacted, none in another room)
+        assert store.relation_of_event(room, "$react") == Relation(parent, "m.annotation", "👍")
+        assert store.relation_of_event(room, "$thread") == Relation(parent, "m.thread", None)
+        assert store.relation_of_event(room, "$redacted") is None
+        assert store.relation_of_event(room, parent) is None
+        assert store.relation_of_event("!elsewhere:x", "$thread") is None
     finally:
         store.close()

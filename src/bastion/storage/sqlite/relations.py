@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from bastion.core.relations import THREAD, relation_of
+from bastion.core.relations import THREAD, Relation, relation_of
 from bastion.storage.sqlite.base import StoreBase
 
 STREAMS: list[tuple[str, str]] = []
@@ -45,6 +45,16 @@ def unindex_relations_in(conn: sqlite3.Connection, event_ids: Sequence[str]) -> 
 
 
 class RelationsStore(StoreBase):
+    def relation_of_event(self, room_id: str, event_id: str) -> Relation | None:
+        """The relation a stored event of ``room_id`` carries (its index row), or None: none,
+        gone with its content, or no such event in the room."""
+        row = self.db.read_one(
+            "SELECT relates_to_id, rel_type, aggregation_key FROM event_relations"
+            " WHERE event_id = ? AND room_id = ?",
+            (event_id, room_id),
+        )
+        return None if row is None else Relation(row[0], row[1], row[2])
+
     def relation_children(
         self, room_id: str, parent_ids: Sequence[str], *, rel_type: str | None = None,
         event_type: str | None = None, after: int | None = None, upto: int | None = None,
