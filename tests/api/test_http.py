@@ -5,11 +5,15 @@ a malformed request."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from bastion.api.http import Router, _match
 from tests.support.accounts import assert_error
 from tests.support.harness import Client, ServerThread
 
@@ -241,3 +245,86 @@ def test_federation_listener_has_the_same_hygiene(tmp_path):
         sock.close()
     finally:
         srv.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Routing: the trie finds what trying every route in order would find
+# ---------------------------------------------------------------------------------------------
+def _linear_match(router, method: str, raw_path: str):
+    """The reference: every route tried in registration order (what Router.match must equal)."""
+    segs = raw_path.split("/")[1:]
+    trailing = bool(segs) and segs[-1] == ""
+    if trailing:
+        segs = segs[:-1]
+    known = False
+    for route in router.routes:
+        params = _match(route.pattern, segs, trailing)
+        if params is None:
+            continue
+        known = True
+        if route.method == method or (method == "HEAD" and route.method == "GET"):
+            return route, params, True
+    return None, {}, known
+
+
+_SEGMENTS = ["a", "b", "c", "x", "", "%2F", "state", "{p}", "{q}", "{rest*}"]
+
+
+@given(
+    patterns=st.lists(
+        st.tuples(
+            st.sampled_from(["GET", "PUT", "POST"]),
+            st.lists(st.sampled_from(_SEGMENTS), min_size=0, max_size=4),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    paths=st.lists(st.lists(st.sampled_from(["a", "b", "c", "x", "", "%2F", "state"]), max_size=5)),
+    method=st.sampled_from(["GET", "PUT", "POST", "HEAD", "DELETE"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_router_matches_as_trying_every_route_in_order(patterns, paths, method):
+    async def handler(_req):
+        return {}
+
+    router = Router()
+    for m, segs in patterns:
+        # `{rest*}` only as the last segment, as the router's patterns are written.
+        if "{rest*}" in segs:
+            segs = segs[: segs.index("{rest*}") + 1]
+        path = "/" + "/".join(s for s in segs if s != "")
+        router.add(m, path, handler)
+    for segs in paths:
+        raw = "/" + "/".join(segs)
+        assert router.match(method, raw) == _linear_match(router, method, raw), raw
+
+
+def test_router_matches_the_servers_routes_as_in_order(server):
+    """Every real route, requested with sample parameters (trailing slashes and encoded
+    slashes among them), routes as the linear scan would; a route inserted later (as a test
+    does) is seen."""
+    router = server.hs.router
+    samples = ["x", "%2Fy", "!room:example.org", "$ev%2Fabc", ""]
+    n = 0
+    for route in router.routes:
+        for sample in samples:
+            raw = re.sub(r"\{\w+\*?\}", lambda _m, s=sample: s, route.name)
+            for path in (raw, raw + "/", raw.rstrip("/") + "/extra"):
+                for method in (route.method, "GET", "DELETE"):
+                    assert router.match(method, path) == _linear_match(router, method, path)
+                    n += 1
+    assert n > 1000
+    extra = Router()
+
+    async def handler(_req):
+        return {}
+
+    extra.add("GET", "/_matrix/client/v3/account/whoami", handler)
+    router.routes.insert(0, extra.routes[0])
+    try:
+        route, _, _ = router.match("GET", "/_matrix/client/v3/account/whoami")
+        assert route is extra.routes[0]
+    finally:
+        router.routes.remove(extra.routes[0])
+    route, _, _ = router.match("GET", "/_matrix/client/v3/account/whoami")
+    assert route is not extra.routes[0]

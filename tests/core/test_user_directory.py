@@ -69,3 +69,17 @@ def test_prefix_index_gives_a_superset_of_the_matches():
     assert index.candidates(["mith"]) == []
     assert index.candidates(["nomatch"]) == []
     assert [x.user_id for x in index.candidates(["lena"])] == ["@bob:h"]
+
+
+def test_prefix_index_keeps_each_entry_of_a_user_and_its_folded_texts():
+    from bastion.core.user_directory import PrefixIndex
+
+    # A remote user is indexed once per room membership, each under that room's name.
+    index = PrefixIndex([e("@bob:r", "Bob Tern"), e("@bob:r", "Kittiwake"), e("@ann:h", "Ann")])
+    assert index.positions(["kitti"]) == [1]
+    assert sorted(index.positions(["bob"])) == [0, 1]
+    assert index.positions(["bob", "tern"]) in ([0], [0, 1])  # a superset; Matcher decides
+    m = Matcher("bob tern")
+    assert [p for p in index.positions(m.words) if m.matches_folded(index.folded[p])] == [0]
+    assert index.folded[2].local == "ann" and index.folded[2].has_profile
+    assert m.sort_key_folded(index.folded[0], "@bob:r") == m.sort_key(e("@bob:r", "Bob Tern"))

@@ -158,12 +158,32 @@ class Route:
     allow_suspended: bool = False
 
 
+class _Node:
+    """A node of :class:`Router`'s segment trie: the routes whose pattern ends here (``end``)
+    or takes the rest of the path from here (``rest``), by their registration order, and the
+    next segment as a literal or as a one-segment parameter."""
+
+    __slots__ = ("end", "literal", "param", "rest")
+
+    def __init__(self) -> None:
+        self.end: list[int] = []
+        self.rest: list[int] = []
+        self.literal: dict[str, _Node] = {}
+        self.param: _Node | None = None
+
+
 @dataclass
 class Router:
     """Routes by method and segment pattern. ``{name}`` matches one segment; a final ``{name*}``
-    matches the rest (possibly empty). Patterns may be registered under several prefixes."""
+    matches the rest (possibly empty). Patterns may be registered under several prefixes.
+
+    The first route registered that matches wins, as if they were tried in order; a trie of
+    the patterns' segments finds the matching ones without trying every route (there are
+    hundreds: a linear scan cost more than some handlers)."""
 
     routes: list[Route] = field(default_factory=list)
+    _trie: _Node | None = field(default=None, init=False, repr=False, compare=False)
+    _indexed: int = field(default=-1, init=False, repr=False, compare=False)
 
     def add(self, method: str, path: str, handler: Handler, *, auth: bool = True,
             allow_locked: bool = False, allow_suspended: bool = False) -> None:  # fmt: skip
@@ -171,6 +191,28 @@ class Router:
         self.routes.append(
             Route(method.upper(), segs, handler, auth, path, allow_locked, allow_suspended)
         )
+
+    def _index(self) -> _Node:
+        """The trie of ``routes``, rebuilt when the list has changed length (routes are added
+        while the server is built; a test may insert one)."""
+        if self._trie is None or self._indexed != len(self.routes):
+            root = _Node()
+            for idx, route in enumerate(self.routes):
+                node = root
+                for p in route.pattern:
+                    if p.startswith("{") and p.endswith("*}"):
+                        node.rest.append(idx)
+                        break
+                    if p.startswith("{"):
+                        if node.param is None:
+                            node.param = _Node()
+                        node = node.param
+                    else:
+                        node = node.literal.setdefault(p, _Node())
+                else:
+                    node.end.append(idx)
+            self._trie, self._indexed = root, len(self.routes)
+        return self._trie
 
     def match(self, method: str, raw_path: str) -> tuple[Route | None, dict[str, str], bool]:
         """(route, params, path_known). path_known is True when some method matches the path."""
@@ -180,15 +222,34 @@ class Router:
             raw_segs = raw_segs[:-1]
         else:
             trailing_empty = False
-        path_known = False
-        for route in self.routes:
-            params = _match(route.pattern, raw_segs, trailing_empty)
-            if params is None:
+        n = len(raw_segs)
+        found: list[int] = []
+        stack = [(self._index(), 0)]
+        while stack:
+            node, i = stack.pop()
+            found += node.rest
+            if i == n:
+                found += node.end
+                # An optional trailing segment may be empty: `/state/{type}/` has an empty
+                # state key (see _match).
+                if trailing_empty and node.param is not None:
+                    found += node.param.end
                 continue
-            path_known = True
+            child = node.literal.get(raw_segs[i])
+            if child is not None:
+                stack.append((child, i + 1))
+            if node.param is not None:
+                stack.append((node.param, i + 1))
+        if not found:
+            return None, {}, False
+        routes = self.routes
+        for idx in sorted(found):
+            route = routes[idx]
             if route.method == method or (method == "HEAD" and route.method == "GET"):
-                return route, params, True
-        return None, {}, path_known
+                params = _match(route.pattern, raw_segs, trailing_empty)
+                if params is not None:
+                    return route, params, True
+        return None, {}, True
 
 
 def _match(

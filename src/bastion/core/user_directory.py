@@ -20,7 +20,6 @@ Nothing here is SQL: user input is never a pattern, every word is matched litera
 
 from __future__ import annotations
 
-import re
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -53,44 +52,73 @@ def _localpart(user_id: str) -> str:
     return user_id[1:].split(":", 1)[0] if user_id.startswith("@") else user_id
 
 
+def _starts_a_word_in(word: str, text: str) -> bool:
+    """True when ``word`` occurs in ``text`` where a word may start: at the start, or after a
+    character that is not a letter or digit (``str.isalnum``)."""
+    i = text.find(word)
+    while i >= 0:
+        if i == 0 or not text[i - 1].isalnum():
+            return True
+        i = text.find(word, i + 1)
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """An entry's texts as a search compares them, case-folded once (a
+    :class:`PrefixIndex` keeps them beside its entries): the display name (empty when none),
+    the user ID, its localpart, the user ID without its ``@``, and whether the user has
+    profile information."""
+
+    name: str
+    uid: str
+    local: str
+    bare: str
+    has_profile: bool
+
+    @classmethod
+    def of(cls, entry: DirectoryEntry) -> Folded:
+        uid = entry.user_id.casefold()
+        return cls(
+            (entry.display_name or "").casefold(), uid, _localpart(uid),
+            uid[1:] if uid.startswith("@") else uid,
+            bool(entry.display_name or entry.avatar_url),
+        )  # fmt: skip
+
+
 class Matcher:
-    """The words of one search, compiled once and applied to every candidate."""
+    """The words of one search, applied to every candidate."""
 
     def __init__(self, term: str) -> None:
-        self.term = " ".join(search_words(term))
         self.words = search_words(term)
-        # A word matches where it starts a word: at the start, or after a character that is
-        # not a letter or digit ("[^\W_]" is a letter or digit).
-        self._patterns = [re.compile(r"(?<![^\W_])" + re.escape(w)) for w in self.words]
+        self.term = " ".join(self.words)
 
     def matches(self, entry: DirectoryEntry) -> bool:
+        return self.matches_folded(Folded.of(entry))
+
+    def matches_folded(self, f: Folded) -> bool:
         if not self.words:
             return False
-        name = (entry.display_name or "").casefold()
-        uid = entry.user_id.casefold()
-        local = _localpart(uid)
-        bare = uid[1:] if uid.startswith("@") else uid
-        for word, pattern in zip(self.words, self._patterns, strict=True):
-            if pattern.search(name) or pattern.search(local):
+        for word in self.words:
+            if _starts_a_word_in(word, f.name) or _starts_a_word_in(word, f.local):
                 continue
-            if uid.startswith(word) or bare.startswith(word):
+            if f.uid.startswith(word) or f.bare.startswith(word):
                 continue
             return False
         return True
 
     def sort_key(self, entry: DirectoryEntry) -> tuple[int, int, str, str]:
-        name = (entry.display_name or "").casefold()
-        uid = entry.user_id.casefold()
-        local = _localpart(uid)
+        return self.sort_key_folded(Folded.of(entry), entry.user_id)
+
+    def sort_key_folded(self, f: Folded, user_id: str) -> tuple[int, int, str, str]:
         term = self.term
-        if term in (name, local, uid):
+        if term in (f.name, f.local, f.uid):
             rank = 0
-        elif name.startswith(term) or local.startswith(term) or uid.startswith(term):
+        elif f.name.startswith(term) or f.local.startswith(term) or f.uid.startswith(term):
             rank = 1
         else:
             rank = 2
-        has_profile = 0 if entry.display_name or entry.avatar_url else 1
-        return (rank, has_profile, name or local, entry.user_id)
+        return (rank, 0 if f.has_profile else 1, f.name or f.local, user_id)
 
 
 def rank_results(
@@ -122,40 +150,44 @@ def _word_starts(text: str) -> list[int]:
 
 
 class PrefixIndex:
-    """The local users' directory entries, searchable by word prefix without a scan.
+    """Directory entries, searchable by word prefix without a scan.
 
     Its keys are, for each entry, the case-folded display name and localpart from every
     position where :class:`Matcher` lets a word start, and the case-folded user ID with and
     without its ``@`` from their start, each cut to :data:`KEY_CHARS` characters; sorted, so the
-    entries a word can match are one range (:meth:`candidates`). Words longer than a key match
-    every key their first characters match: :class:`Matcher` then decides."""
+    entries a word can match are one range (:meth:`positions`). Words longer than a key match
+    every key their first characters match: :class:`Matcher` then decides. The same user may be
+    in ``entries`` more than once (a remote user under each of their room memberships)."""
 
     KEY_CHARS = 24
 
     def __init__(self, entries: Iterable[DirectoryEntry]) -> None:
-        self.entries: dict[str, DirectoryEntry] = {}
-        pairs: list[tuple[str, str]] = []
+        self.entries: list[DirectoryEntry] = list(entries)
+        #: ``folded[i]``: ``entries[i]`` as a search compares it.
+        self.folded: list[Folded] = [Folded.of(e) for e in self.entries]
+        pairs: list[tuple[str, int]] = []
         n = self.KEY_CHARS
-        for entry in entries:
-            uid = entry.user_id
-            self.entries[uid] = entry
-            folded = uid.casefold()
-            keys = {folded[:n], folded[1:][:n]}
-            for text in ((entry.display_name or "").casefold(), _localpart(folded)):
+        for pos, f in enumerate(self.folded):
+            keys = {f.uid[:n], f.uid[1:][:n]}
+            for text in (f.name, f.local):
                 keys.update(text[i : i + n] for i in _word_starts(text) if i < len(text))
-            pairs.extend((k, uid) for k in keys if k)
+            pairs.extend((k, pos) for k in keys if k)
         pairs.sort()
         self._keys = [k for k, _ in pairs]
-        self._ids = [u for _, u in pairs]
+        self._positions = [p for _, p in pairs]
 
     def _range(self, word: str) -> tuple[int, int]:
         w = word[: self.KEY_CHARS]
         return bisect_left(self._keys, w), bisect_left(self._keys, w + "\U0010ffff")
 
-    def candidates(self, words: list[str]) -> list[DirectoryEntry]:
-        """The entries every one of ``words`` may match (a superset of :class:`Matcher`'s
-        matches), from the narrowest word's range."""
+    def positions(self, words: list[str]) -> list[int]:
+        """The positions in ``entries`` of those every one of ``words`` may match (a superset
+        of :class:`Matcher`'s matches), from the narrowest word's range, each once."""
         if not words:
             return []
         lo, hi = min((self._range(w) for w in words), key=lambda r: r[1] - r[0])
-        return [self.entries[u] for u in dict.fromkeys(self._ids[lo:hi])]
+        return list(dict.fromkeys(self._positions[lo:hi]))
+
+    def candidates(self, words: list[str]) -> list[DirectoryEntry]:
+        """The entries every one of ``words`` may match (see :meth:`positions`)."""
+        return [self.entries[p] for p in self.positions(words)]
