@@ -116,6 +116,7 @@ BASELINE_QUERIES = {
     "/context/{eventId}": "limit=3",
     "/publicRooms": "limit=5",
     "/hierarchy": "limit=5",
+    "/initialSync": "limit=5",
 }
 
 
