@@ -259,3 +259,37 @@ def test_push_rules_in_sync_account_data(server):
         "PUT", f"/_matrix/client/v3/user/{alice.user_id}/account_data/m.push_rules", {}
     )
     assert r.status == 405 and r.body["errcode"] == "M_BAD_JSON"
+
+
+def test_copy_room_rules_for_a_replacement_room():
+    from bastion.services.push_rules import MAX_USER_RULES, copy_room_rules
+
+    old, new = "!old:h", "!new:h"
+    names_old = [{"kind": "event_match", "key": "room_id", "pattern": old}]
+    doc = {"user": {
+        "room": [{"rule_id": old, "actions": [], "enabled": False},
+                 {"rule_id": "!else:h", "actions": []}],
+        "override": [{"rule_id": f"x{old}", "conditions": names_old, "actions": ["notify"]},
+                     # names the room in its conditions but not in its ID: cannot be copied
+                     {"rule_id": "plain", "conditions": names_old, "actions": []},
+                     # names it in its ID only: not a rule for the room
+                     {"rule_id": f"y{old}", "conditions": [], "actions": []}],
+        "underride": [{"rule_id": f"u{new}", "conditions": [], "actions": []},
+                      {"rule_id": f"u{old}", "conditions": names_old, "actions": []}],
+    }}  # fmt: skip
+    out = copy_room_rules(doc, old, new)
+    assert out is not None and doc["user"]["room"][0]["rule_id"] == old  # input untouched
+    assert out["user"]["room"][0] == {"rule_id": new, "actions": [], "enabled": False}
+    assert [r["rule_id"] for r in out["user"]["override"]] == [f"x{new}", f"x{old}", "plain",
+                                                              f"y{old}"]  # fmt: skip
+    assert out["user"]["override"][0]["conditions"][0]["pattern"] == new
+    # A rule the user already has for the new room is kept as it is.
+    assert [r["rule_id"] for r in out["user"]["underride"]] == [f"u{new}", f"u{old}"]
+    # Copying again changes nothing; nothing to copy is None.
+    assert copy_room_rules(out, old, new) is None
+    assert copy_room_rules({"user": {}}, old, new) is None
+    # Never past the limit of user rules.
+    full = {"user": {"room": [{"rule_id": old, "actions": []}],
+                     "override": [{"rule_id": f"r{i}", "actions": []}
+                                  for i in range(MAX_USER_RULES - 1)]}}  # fmt: skip
+    assert copy_room_rules(full, old, new) is None

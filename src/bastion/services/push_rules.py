@@ -328,6 +328,64 @@ def put_rule(
     return doc
 
 
+def _names_room(rule: dict, room_id: str) -> bool:
+    """Whether a rule applies to ``room_id`` only: an ``event_match`` condition on the
+    ``room_id`` key with exactly that pattern."""
+    return any(
+        isinstance(c, dict) and c.get("kind") == "event_match" and c.get("key") == "room_id"
+        and c.get("pattern") == room_id
+        for c in rule.get("conditions") or ()
+    )  # fmt: skip
+
+
+def copy_room_rules(doc: dict, old_room_id: str, new_room_id: str) -> dict | None:
+    """The user's rules for ``old_room_id`` copied for ``new_room_id``, which replaces it (C-S
+    API "Room Upgrades": "the server should automatically transfer ... the user's personalized
+    settings"; Synapse copies room push rules as here): the ``room`` rule named after the old
+    room, and every ``override`` and ``underride`` rule whose conditions name it (its rule ID
+    and conditions rewritten to name the new room). A copy keeps the rule's actions and
+    enabled state and goes first among the user's rules of its kind; a rule the user already
+    has for the new room is kept, and a rule whose ID does not name the old room is not copied
+    (it could not be named apart). None when nothing was copied (the document stays as it is).
+    """
+    doc = copy.deepcopy(doc)
+    user = doc.setdefault("user", {})
+    copied = False
+    for kind in ("override", "room", "underride"):
+        rules: list[dict] = user.setdefault(kind, [])
+        have = {r.get("rule_id") for r in rules}
+        new_rules = []
+        for rule in rules:
+            rule_id = rule.get("rule_id")
+            if not isinstance(rule_id, str) or old_room_id not in rule_id:
+                continue
+            if kind == "room" and rule_id != old_room_id:
+                continue
+            if kind != "room" and not _names_room(rule, old_room_id):
+                continue
+            new_id = rule_id.replace(old_room_id, new_room_id)
+            if new_id in have:
+                continue
+            new = copy.deepcopy(rule)
+            new["rule_id"] = new_id
+            if "conditions" in new:
+                new["conditions"] = [
+                    {**c, "pattern": new_room_id}
+                    if isinstance(c, dict) and c.get("key") == "room_id"
+                    and c.get("pattern") == old_room_id
+                    else c
+                    for c in new["conditions"]
+                ]  # fmt: skip
+            new_rules.append(new)
+            have.add(new_id)
+        room_left = MAX_USER_RULES - sum(len(v) for v in user.values())
+        new_rules = new_rules[: max(room_left, 0)]
+        if new_rules:
+            rules[:0] = new_rules
+            copied = True
+    return doc if copied else None
+
+
 def delete_rule(doc: dict, user_id: str, kind: str, rule_id: str) -> dict:
     check_kind(kind)
     if _find_default(user_id, kind, rule_id) is not None:

@@ -22,8 +22,9 @@ old-room event one append of the room engine, each remote invite countersigned o
 
 When a local user joins a replacement room ("the server should automatically transfer ... the
 user's personalized settings"), :meth:`RoomUpgrader.after_join` copies their tags of the
-predecessor room (``m.tag``, when the new room has none) and adds the new room beside the old
-one in their ``m.direct`` lists, as Synapse does. Room push rules are not copied.
+predecessor room (``m.tag``, when the new room has none), their push rules for it
+(:func:`bastion.services.push_rules.copy_room_rules`) and adds the new room beside the old one
+in their ``m.direct`` lists, as Synapse does.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from bastion.errors import (
     forbidden,
     invalid_param,
 )
+from bastion.services.push_rules import copy_room_rules
 from bastion.services.room_create import CREATABLE_VERSIONS
 
 if TYPE_CHECKING:
@@ -244,8 +246,8 @@ class RoomUpgrader:
 
     async def after_join(self, user_id: str, room_id: str) -> None:
         """A local user joined ``room_id``: when it replaces a room they were in (its create
-        event's ``predecessor``), carry their tags and direct-chat listing over. One state
-        lookup for every other join."""
+        event's ``predecessor``), carry their tags, push rules and direct-chat listing over.
+        One state lookup for every other join."""
         create = self.rooms.current_state_event(room_id, *CREATE_KEY)
         pred = (create or {}).get("content", {}).get("predecessor")
         old = pred.get("room_id") if isinstance(pred, dict) else None
@@ -254,8 +256,18 @@ class RoomUpgrader:
         if self.store.get_membership(old, user_id) is None:
             return
         store = self.store
+        rules_copied = False
 
         def fn(conn: Txn) -> None:
+            nonlocal rules_copied
+            rules_text = store.get_push_rules_doc_in(conn, user_id)
+            if rules_text is not None:
+                rules = copy_room_rules(parse_json(rules_text, strict=False), old, room_id)
+                if rules is not None:
+                    store.put_push_rules_doc_in(
+                        conn, user_id, canonical_json(rules).decode("utf-8")
+                    )
+                    rules_copied = True
             tags = store.get_account_data_in(conn, user_id, old, "m.tag")
             if tags is not None and store.get_account_data_in(conn, user_id, room_id,
                                                                "m.tag") is None:  # fmt: skip
@@ -272,6 +284,8 @@ class RoomUpgrader:
                 store.set_account_data_in(conn, user_id, "", "m.direct", text)
 
         await store.transaction(fn)
+        if rules_copied:
+            self.rooms.hs.notifications.forget_rules(user_id)
 
     async def _best_effort(self, room_id: str, user_id: str, etype: str, content: dict) -> None:
         """An old-room change the upgrader may lack the power for (the spec: "if possible")."""

@@ -4,6 +4,7 @@ aliases and the directory listing moved, bans copied, members able to follow."""
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 import uuid
 
@@ -246,3 +247,62 @@ def test_tags_and_direct_chats_follow_the_user_into_the_new_room(server):
     assert alice.request("GET", f"{V3}/user/{q(alice.user_id)}/rooms/{q(new)}/tags").body == {
         "tags": {}
     }
+
+
+def test_room_push_rules_follow_the_user_into_the_new_room(server):
+    """The user's rules for the old room (its ``room`` rule, and override and underride rules
+    naming it) are copied for the new room when they join it; other rules are left alone."""
+    alice = Client(server.base_url).register()
+    bob = Client(server.base_url).register()
+    old = create(alice, preset="public_chat")
+    assert join(bob, old).status == 200
+    base = f"{V3}/pushrules/global"
+    mute = {"actions": []}
+    assert bob.request("PUT", f"{base}/room/{q(old)}", mute).status == 200
+    loud = {"actions": ["notify", {"set_tweak": "sound", "value": "default"}],
+            "conditions": [{"kind": "event_match", "key": "room_id", "pattern": old},
+                           {"kind": "event_match", "key": "content.body", "pattern": "*storm*"}]}  # fmt: skip
+    assert bob.request("PUT", f"{base}/override/storm-{old}", loud).status == 200
+    assert (
+        bob.request("PUT", f"{base}/override/storm-{old}/enabled", {"enabled": False}).status == 200
+    )
+    other = {"actions": ["notify"],
+             "conditions": [{"kind": "event_match", "key": "content.body", "pattern": "gale"}]}  # fmt: skip
+    assert bob.request("PUT", f"{base}/override/gale", other).status == 200
+    r = upgrade(alice, old, new_version="12")
+    assert r.status == 200, r.body
+    new = r.body["replacement_room"]
+    assert bob.request("GET", f"{base}/room/{q(new)}").status == 404  # not joined yet
+    assert join(bob, new).status == 200
+
+    r = bob.request("GET", f"{base}/room/{q(new)}")
+    assert r.status == 200, r.body
+    assert r.body["actions"] == [] and r.body["enabled"] is True
+    r = bob.request("GET", f"{base}/override/storm-{q(new)}")
+    assert r.status == 200, r.body
+    assert r.body["enabled"] is False and r.body["actions"] == loud["actions"]
+    assert r.body["conditions"][0] == {"kind": "event_match", "key": "room_id", "pattern": new}
+    assert r.body["conditions"][1] == loud["conditions"][1]
+    # The old room's rules stay; the rule naming no room is not duplicated.
+    assert bob.request("GET", f"{base}/room/{q(old)}").status == 200
+    rules = bob.request("GET", "/_matrix/client/v3/pushrules/").body["global"]["override"]
+    assert [x["rule_id"] for x in rules].count("gale") == 1
+    # The copied mute applies: alice's message in the new room does not count for bob, while
+    # one sent after it in a room without rules does (evaluation runs in order, after commit).
+    control = create(alice, preset="public_chat")
+    assert join(bob, control).status == 200
+    send(alice, new, "quiet please")
+    send(alice, control, "heard")
+
+    def count(body: dict, room: str) -> int:
+        joined = body["rooms"]["join"].get(room, {})
+        return joined.get("unread_notifications", {}).get("notification_count", 0)
+
+    deadline = time.monotonic() + 10
+    while True:
+        r = bob.request("GET", f"{V3}/sync", query={"timeout": "0"})
+        if count(r.body, control) == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert count(r.body, control) == 1
+    assert count(r.body, new) == 0
