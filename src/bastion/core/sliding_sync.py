@@ -1,5 +1,6 @@
 """Simplified Sliding Sync (MSC4186): the pure parts — checking a request body, the window of
-a list over the sorted rooms, and which state keys a ``required_state`` asks for.
+a list over the sorted rooms, which state keys a ``required_state`` asks for, which rooms an
+extension covers, and what a connection remembers having sent of each room.
 
 Every value is hostile until checked: sizes are clamped, shapes are refused with
 ``M_INVALID_PARAM``/``M_BAD_JSON`` (never a 500).
@@ -7,11 +8,13 @@ Every value is hostile until checked: sizes are clamped, shapes are refused with
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from bastion.errors import bad_json, invalid_param
+
+_T = TypeVar("_T")
 
 #: Longest accepted ``conn_id`` and list name.
 MAX_NAME = 128
@@ -24,6 +27,11 @@ MAX_SUBSCRIPTIONS = 256
 MAX_TIMELINE_LIMIT = 100
 #: Highest index a range may reach (larger ones are clamped).
 MAX_RANGE_END = 10_000
+#: Most to-device messages in one response (the ``to_device`` extension's ``limit`` is clamped
+#: to it; MSC3885, and Synapse's cap).
+MAX_TO_DEVICE_LIMIT = 100
+#: ``lists``/``rooms`` value meaning every list / every room subscription (MSC3575 extensions).
+ALL = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +67,29 @@ class ListRequest:
     filters: ListFilters
 
 
+@dataclass(frozen=True, slots=True)
+class ExtensionScope:
+    """Which rooms a room-scoped extension (``account_data``, ``receipts``, ``typing``) covers:
+    the rooms in the windows of ``lists`` and the subscribed rooms named in ``rooms`` (``*``:
+    all of them). Omitted, each is ``["*"]``; ``null`` or ``[]``, none (as Synapse)."""
+
+    lists: frozenset[str] = frozenset({ALL})
+    rooms: frozenset[str] = frozenset({ALL})
+
+
 @dataclass(slots=True)
 class Extensions:
     to_device: bool = False
     to_device_since: int | None = None
+    to_device_limit: int = MAX_TO_DEVICE_LIMIT
     e2ee: bool = False
     account_data: bool = False
     receipts: bool = False
     typing: bool = False
+    scopes: dict[str, ExtensionScope] = field(default_factory=dict)
+
+    def scope(self, name: str) -> ExtensionScope:
+        return self.scopes.get(name) or ExtensionScope()
 
 
 @dataclass(slots=True)
@@ -216,15 +239,90 @@ def parse_request(body: dict[str, Any], is_room_id: Callable[[str], bool]) -> Sl
     for key in ("to_device", "e2ee", "account_data", "receipts", "typing"):
         spec = _obj(ext.get(key), f"extensions.{key}")
         enabled = spec.get("enabled", False)
+        if enabled is None:
+            enabled = False
         if not isinstance(enabled, bool):
             raise bad_json(f"extensions.{key}.enabled must be a boolean")
         setattr(out, key, enabled)
-        if key == "to_device" and enabled and spec.get("since") is not None:
-            since = spec["since"]
-            if not isinstance(since, str) or not since.isdigit() or len(since) > 18:
-                raise invalid_param("extensions.to_device.since is not a token of this server")
-            out.to_device_since = int(since)
+        if key == "to_device" and enabled:
+            if spec.get("since") is not None:
+                since = spec["since"]
+                if not isinstance(since, str) or not since.isdigit() or len(since) > 18:
+                    raise invalid_param("extensions.to_device.since is not a token of this server")
+                out.to_device_since = int(since)
+            if spec.get("limit") is not None:
+                out.to_device_limit = _int(
+                    spec["limit"], "extensions.to_device.limit", 1, MAX_TO_DEVICE_LIMIT
+                )
+        if key in ("account_data", "receipts", "typing") and enabled:
+            out.scopes[key] = ExtensionScope(
+                lists=_scope_names(spec, "lists", f"extensions.{key}", MAX_LISTS),
+                rooms=_scope_names(spec, "rooms", f"extensions.{key}", MAX_SUBSCRIPTIONS),
+            )
     return req
+
+
+def _scope_names(spec: dict[str, Any], key: str, what: str, most: int) -> frozenset[str]:
+    if key not in spec:
+        return frozenset({ALL})
+    value = spec[key]
+    if value is None:
+        return frozenset()
+    if (
+        not isinstance(value, list)
+        or len(value) > most
+        or not all(isinstance(v, str) and len(v) <= 255 for v in value)
+    ):
+        raise bad_json(f"{what}.{key} must be a list of at most {most} strings")
+    return frozenset(value)
+
+
+def extension_rooms(
+    scope: ExtensionScope, windows: dict[str, list[str]], subscribed: Iterable[str]
+) -> set[str]:
+    """The rooms an extension covers: those in the windows of the lists it names and the
+    subscribed rooms it names (MSC3575's extension ``lists`` and ``rooms``)."""
+    out: set[str] = set()
+    for name, rooms in windows.items():
+        if ALL in scope.lists or name in scope.lists:
+            out.update(rooms)
+    for room_id in subscribed:
+        if ALL in scope.rooms or room_id in scope.rooms:
+            out.add(room_id)
+    return out
+
+
+def sent_after(
+    before: Mapping[str, _T | None], now_live: Iterable[str], missed: Iterable[str],
+    since: _T | None, dropped: Iterable[str] = (),
+) -> Mapping[str, _T | None]:  # fmt: skip
+    """What a connection has sent of each room after a response (MSC4186 "Room results": a
+    room is sent again only with what changed since it was last sent).
+
+    A room maps to None when everything up to the response's position has been sent ("live"),
+    or to the position up to which it was sent (updates after it are still owed); a room not
+    in the map was never sent. ``now_live``: the rooms this response brought up to date;
+    ``missed``: live rooms with updates this response did not carry (owed from ``since``, the
+    position the request started from); ``dropped``: rooms forgotten. ``before`` itself is
+    returned when nothing changes (positions share it)."""
+    changes: dict[str, _T | None] = {}
+    if since is not None:
+        for room_id in missed:
+            if room_id in before and before[room_id] is None:
+                changes[room_id] = since
+    for room_id in now_live:
+        if room_id not in before or before[room_id] is not None:
+            changes[room_id] = None
+        else:
+            changes.pop(room_id, None)
+    gone = [r for r in dropped if r in before or r in changes]
+    if not changes and not gone:
+        return before
+    out = dict(before)
+    out.update(changes)
+    for room_id in gone:
+        out.pop(room_id, None)
+    return out
 
 
 def sticky_subscriptions(

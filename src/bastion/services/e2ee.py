@@ -591,6 +591,43 @@ class E2EEService(BackgroundService):
             )
             response["device_lists"] = {"changed": changed, "left": left}
 
+    # -- simplified sliding sync's to_device extension ------------------------------------------
+    def acknowledge_to_device(
+        self, user_id: str, device_id: str | None, since: int, upto: int
+    ) -> None:
+        """The ``to_device`` extension's ``since`` (MSC3885, as MSC4186 servers run it): the
+        device has every message up to it, so those are deleted (after the response, like
+        /sync's). A ``since`` beyond ``upto`` is not a position this server gave: nothing."""
+        if (
+            not device_id
+            or since > upto
+            or not self.store.has_to_device_upto(user_id, device_id, since)
+        ):
+            return
+        store = self.store
+        self.spawn(
+            store.transaction(
+                lambda conn: store.delete_to_device_upto_in(conn, user_id, device_id, since, 0)
+            )
+        )
+
+    def to_device_batch(
+        self, user_id: str, device_id: str | None, since: int | None, upto: int, limit: int
+    ) -> tuple[list[dict], str]:
+        """The ``to_device`` extension's messages and ``next_batch``: those after ``since`` up
+        to ``upto``, at most ``limit``. ``next_batch`` is the last message's position when some
+        were held back (the next request gets them at once), else ``upto``; a ``since`` beyond
+        ``upto`` gets nothing and is handed back unchanged (as Synapse)."""
+        if since is not None and since > upto:
+            return [], str(since)
+        if not device_id:
+            return [], str(upto)
+        rows = self.store.get_to_device(user_id, device_id, since or 0, upto, limit + 1)
+        if len(rows) > limit:
+            rows = rows[:limit]
+            return [event for _pos, event in rows], str(rows[-1][0])
+        return [event for _pos, event in rows], str(upto)
+
     def contribute_room(self, ctx: SyncContext, room_id: str, room: dict) -> None:
         return None
 

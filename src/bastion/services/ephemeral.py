@@ -243,8 +243,21 @@ class Receipts:
     ) -> dict | None:
         """The ``m.receipt`` event for ``room_id`` with receipts in ``(since, upto]`` as
         ``user_id`` may see them (other users' private receipts left out)."""
+        return self._event(user_id, self.hs.store.receipts_for_room(room_id, since, upto))
+
+    def receipt_event_on(
+        self, user_id: str, room_id: str, event_ids: list[str], upto: int
+    ) -> dict | None:
+        """The ``m.receipt`` event for ``room_id`` as of ``upto`` with only the receipts on
+        ``event_ids`` and ``user_id``'s own (sliding sync's receipts for a room new to the
+        client: MSC3960 sends the receipts of the events it is sent, not the whole room's)."""
+        rows = self.hs.store.receipts_for_events(room_id, event_ids, user_id, upto)
+        return self._event(user_id, rows)
+
+    @staticmethod
+    def _event(user_id: str, rows) -> dict | None:
         content: dict[str, dict[str, dict[str, dict]]] = {}
-        for row in self.hs.store.receipts_for_room(room_id, since, upto):
+        for row in rows:
             rtype = row["receipt_type"]
             if rtype == "m.read.private" and row["user_id"] != user_id:
                 continue

@@ -1,23 +1,28 @@
 """Simplified Sliding Sync (MSC4186, ``POST /_matrix/client/unstable/org.matrix.simplified_msc3575
 /sync``): lists of the user's rooms sorted by their latest event, windows over them, room
-subscriptions, and the ``to_device``, ``e2ee`` and ``account_data`` extensions.
+subscriptions, and the ``to_device``, ``e2ee``, ``account_data``, ``receipts`` and ``typing``
+extensions.
 
 Built on the /sync pieces: a response covers ``(since, upto]`` of the same stream positions
 (``SyncToken``), rooms are read through the same store methods and visibility filter, and the
-extensions are the /sync contributors' output reshaped (to-device messages are acknowledged and
-deleted exactly as /sync does, through ``E2EE.contribute_global``).
+room-scoped extensions are the /sync contributors' output reshaped. To-device messages follow
+the extension's own ``since``/``next_batch`` (MSC3885): a ``since`` acknowledges, and deletes,
+everything up to it.
 
 Per-connection state lives in memory only, bounded (least recently used connections are
-dropped): a ``pos`` maps to the stream position it stood for and the rooms already sent as of
-it. A ``pos`` the server does not know (never given, dropped, or before a restart) is answered
-400 ``M_UNKNOWN_POS`` and the client starts afresh, as the MSC allows.
+dropped): a ``pos`` maps to the stream position it stood for and what the connection had been
+sent of each room as of it — up to that position, or only up to an earlier one when the room
+had updates while outside every list window and subscription (those updates are sent when it
+comes back, as Synapse does). A ``pos`` the server does not know (never given, dropped, or
+before a restart) is answered 400 ``M_UNKNOWN_POS`` and the client starts afresh, as the MSC
+allows.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import chain, islice
 from typing import TYPE_CHECKING
@@ -26,6 +31,8 @@ from bastion.core.canonical_json import parse_json
 from bastion.core.sliding_sync import (
     RoomConfig,
     SlidingRequest,
+    extension_rooms,
+    sent_after,
     sticky_subscriptions,
     wanted_state,
     window,
@@ -55,11 +62,35 @@ def unknown_pos() -> MatrixError:
 
 @dataclass(frozen=True, slots=True)
 class _Position:
+    """What a connection had been sent as of one ``pos`` (MSC4186 "Connections"). The room
+    maps are :func:`bastion.core.sliding_sync.sent_after`'s: None for a room sent up to this
+    position, a token for one sent only up to that token, absent for one never sent. A map
+    is shared with the previous position while unchanged."""
+
     token: SyncToken
-    #: Rooms the client has been sent (their ``initial`` section) as of this position.
-    sent: frozenset[str]
+    #: Rooms (timeline and state).
+    rooms: Mapping[str, SyncToken | None]
+    #: The ``required_state`` each room was last sent with (a wider one sends what it adds).
+    required: Mapping[str, tuple[tuple[str, str], ...]]
+    #: The ``receipts``, ``account_data`` and ``typing`` extensions' rooms.
+    receipts: Mapping[str, SyncToken | None]
+    account_data: Mapping[str, SyncToken | None]
+    typing: Mapping[str, SyncToken | None]
     #: The connection's room subscriptions as of this position (sticky).
     subscriptions: dict[str, RoomConfig]
+
+
+_NOTHING: Mapping[str, SyncToken | None] = {}
+
+
+class _Computed:
+    """One response and the connection's state after it."""
+
+    __slots__ = ("position", "response")
+
+    def __init__(self, response: dict, position: _Position) -> None:
+        self.response = response
+        self.position = position
 
 
 class _Connection:
@@ -122,10 +153,17 @@ class SlidingSyncService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
         user_id = requester.user_id
+        ext = req.extensions
+        if ext.to_device and ext.to_device_since is not None:
+            # The device has every message up to ``since``: delete them (MSC3885).
+            self.hs.e2ee.acknowledge_to_device(
+                user_id, requester.device_id, ext.to_device_since, self.store.current_pos
+            )
         while True:
             await self.hs.notifications.settle_current()
             upto = SyncToken(self.store.current_pos, self.hs.typing.serial)
-            response, sent, subs = self.compute(requester, req, since, upto)
+            out = self.compute(requester, req, since, upto)
+            response = out.response
             remaining = deadline - loop.time()
             if since is None or response["rooms"] or _has_extension(response) or remaining <= 0:
                 break
@@ -135,14 +173,14 @@ class SlidingSyncService:
                 woken = await listener.wait(remaining)
             if not woken:
                 upto = SyncToken(self.store.current_pos, self.hs.typing.serial)
-                response, sent, subs = self.compute(requester, req, since, upto)
+                out = self.compute(requester, req, since, upto)
                 break
-        response["pos"] = self._remember(key, _Position(upto, sent, subs))
-        return response
+        out.response["pos"] = self._remember(key, out.position)
+        return out.response
 
     def compute(
         self, requester, req: SlidingRequest, since: _Position | None, upto: SyncToken
-    ) -> tuple[dict, frozenset[str], dict[str, RoomConfig]]:
+    ) -> _Computed:
         user_id = requester.user_id
         store = self.store
         since_tok = since.token if since is not None else None
@@ -157,6 +195,7 @@ class SlidingSyncService:
 
         wanted: dict[str, RoomConfig] = {}
         lists_out: dict[str, dict] = {}
+        windows: dict[str, list[str]] = {}
         dms: set[str] | None = None
         for lst in req.lists:
             f = lst.filters
@@ -172,40 +211,55 @@ class SlidingSyncService:
             if f.room_types is not None or f.not_room_types:
                 members = [r for r in members if self._type_ok(r, f.room_types, f.not_room_types)]
             lists_out[lst.name] = {"count": len(members)}
-            for r in window(members, lst.ranges):
+            windows[lst.name] = window(members, lst.ranges)
+            for r in windows[lst.name]:
                 wanted[r] = wanted[r].merged(lst.config) if r in wanted else lst.config
         subs = sticky_subscriptions(since.subscriptions if since is not None else {}, req)
-        for room_id, cfg in subs.items():
-            # Only rooms the user is in (or invited to): others are left out, nothing leaks.
-            if room_id in listed:
-                wanted[room_id] = wanted[room_id].merged(cfg) if room_id in wanted else cfg
+        # Only rooms the user is in (or invited to): others are left out, nothing leaks.
+        subscribed = [r for r in subs if r in listed]
+        for room_id in subscribed:
+            cfg = subs[room_id]
+            wanted[room_id] = wanted[room_id].merged(cfg) if room_id in wanted else cfg
 
-        sent_before = since.sent if since is not None else frozenset()
-        changed: set[str] | None = None
-        at_since: dict[str, tuple[str, str, int]] = {}
+        before = since.rooms if since is not None else _NOTHING
+        required_before = since.required if since is not None else {}
+        changed: set[str] = set()
+        at: dict[int, dict[str, tuple[str, str, int]]] = {}
         if since_tok is not None:
-            at_since = store.get_memberships_at(user_id, since_tok.pos)
             changed = store.rooms_with_events_between(joined, since_tok.pos, upto.pos)
-            changed |= {
-                r for r, (_m, _e, p) in memberships.items() if p > since_tok.pos and r in wanted
-            }
+            changed |= {r for r, (_m, _e, p) in memberships.items() if p > since_tok.pos}
         rooms_out: dict[str, dict] = {}
+        unsent: set[str] = set()
         now = self.hs.now_ms()
         for room_id, cfg in wanted.items():
-            membership, event_id, _pos = listed[room_id]
-            # New to the client, or joined since it was last sent (as an invite): all of it.
-            fresh = room_id not in sent_before or (
-                membership == "join" and at_since.get(room_id, ("",))[0] != "join"
-            )
-            if not fresh and changed is not None and room_id not in changed:
-                continue
-            room_since = None if fresh else since_tok
+            membership, event_id, member_pos = listed[room_id]
+            known = room_id in before
+            # Sent up to: the request's position (live) or an earlier one (owed updates).
+            room_since = (before[room_id] or since_tok) if known else None
+            fresh = room_since is None
+            if room_since is not None and member_pos > room_since.pos and membership == "join":
+                # Joined since it was last sent (as an invite, say): all of it again.
+                if room_since.pos not in at:
+                    at[room_since.pos] = store.get_memberships_at(user_id, room_since.pos)
+                fresh = at[room_since.pos].get(room_id, ("",))[0] != "join"
+            if fresh:
+                room_since = None
+            old_required = required_before.get(room_id, ())
+            wider = not fresh and any(k not in old_required for k in cfg.required_state)
+            if not fresh and before[room_id] is None and room_id not in changed and not wider:
+                continue  # up to date
             if membership == "invite":
+                if room_since is not None and member_pos <= room_since.pos:
+                    continue  # the invite was sent and has not changed
                 room = self._invite(room_id, event_id)
                 if room is None:
+                    unsent.add(room_id)
                     continue
             else:
-                room = self._room(ctx, room_id, cfg, room_since, upto.pos, now)
+                room = self._room(
+                    ctx, room_id, cfg, room_since, upto.pos, now,
+                    old_required if wider else None,
+                )  # fmt: skip
                 if room_since is not None and not (
                     room["timeline"] or room["required_state"] or room["limited"]
                 ):
@@ -218,20 +272,62 @@ class SlidingSyncService:
         # Rooms the client was sent that the user has left since: their last timeline, up to
         # the leave (or ban), once; then they are forgotten by this connection.
         gone: set[str] = set()
-        if since_tok is not None:
-            for room_id in sent_before - listed.keys():
-                membership, _e, left_pos = memberships.get(room_id, ("", "", 0))
-                if membership not in ("leave", "ban") or left_pos <= since_tok.pos:
-                    gone.add(room_id)
-                    continue
-                room = self._room(ctx, room_id, LEFT_ROOM, since_tok, left_pos, now)
-                room["bump_stamp"] = left_pos
-                rooms_out[room_id] = room
-                gone.add(room_id)
+        for room_id in before.keys() - listed.keys():
+            gone.add(room_id)
+            membership, _e, left_pos = memberships.get(room_id, ("", "", 0))
+            room_since = before[room_id] or since_tok
+            if membership not in ("leave", "ban") or room_since is None:
+                continue
+            if left_pos <= room_since.pos:
+                continue
+            room = self._room(ctx, room_id, LEFT_ROOM, room_since, left_pos, now)
+            room["bump_stamp"] = left_pos
+            rooms_out[room_id] = room
+        # Live rooms outside every window and subscription that had updates: owed from here.
+        missed = [r for r, p in before.items() if p is None and r not in wanted and r in changed]
+        live = wanted.keys() - unsent
+        rooms_after = sent_after(before, live, missed, since_tok, gone)
+        required_after = required_before
+        if gone or any(required_before.get(r) != wanted[r].required_state for r in live):
+            required_after = {r: k for r, k in required_before.items() if r not in gone}
+            required_after.update((r, wanted[r].required_state) for r in live)
         response: dict = {"lists": lists_out, "rooms": rooms_out, "extensions": {}}
-        self._extensions(ctx, req, rooms_out, response["extensions"])
-        self._ephemeral(ctx, req, wanted, joined, sent_before, response["extensions"])
-        return response, (sent_before | frozenset(rooms_out)) - gone, subs
+        extensions = response["extensions"]
+        self._global_extensions(ctx, req, extensions)
+        covered = {
+            name: extension_rooms(req.extensions.scope(name), windows, subscribed) & joined
+            for name in ("account_data", "receipts", "typing")
+            if getattr(req.extensions, name)
+        }
+        # An extension left out of a request forgets its rooms: when it is back, they are
+        # new to it (nothing it missed meanwhile is lost).
+        receipts_after = _NOTHING
+        if "receipts" in covered:
+            receipts_after = self._receipts(
+                ctx, covered["receipts"], since.receipts if since is not None else _NOTHING, rooms_out,
+                extensions,
+            )  # fmt: skip
+        account_data_after = _NOTHING
+        if "account_data" in covered:
+            account_data_after = self._room_account_data(
+                ctx, covered["account_data"], since.account_data if since is not None else _NOTHING,
+                extensions,
+            )  # fmt: skip
+        typing_after = _NOTHING
+        if "typing" in covered:
+            typing_after = self._typing(
+                ctx, covered["typing"], since.typing if since is not None else _NOTHING, extensions
+            )
+        position = _Position(
+            token=upto,
+            rooms=rooms_after,
+            required=required_after,
+            receipts=_drop(receipts_after, gone),
+            account_data=_drop(account_data_after, gone),
+            typing=_drop(typing_after, gone),
+            subscriptions=subs,
+        )
+        return _Computed(response, position)
 
     # -- rooms -----------------------------------------------------------------------------------
     def _bump_stamps(self, room_ids: Iterable[str], upto: int) -> dict[str, int]:
@@ -310,11 +406,13 @@ class SlidingSyncService:
 
     def _room(
         self, ctx: SyncContext, room_id: str, cfg: RoomConfig, since: SyncToken | None,
-        upto: int, now: int,
+        upto: int, now: int, old_required: tuple[tuple[str, str], ...] | None = None,
     ) -> dict:  # fmt: skip
         """A joined room: the timeline (newest ``timeline_limit`` events of ``(since, upto]``,
         visible ones only), the ``required_state`` (all of it when the room is new to the
-        client, else the keys whose event changed), counts and name."""
+        client, else the keys whose event changed, and those a ``required_state`` wider than
+        ``old_required``, the one the room was last sent with, adds: MSC4186 "Changes to
+        required_state"), counts and name."""
         store = self.store
         rooms = self.hs.rooms
         user_id = ctx.requester.user_id
@@ -334,7 +432,10 @@ class SlidingSyncService:
         keys = wanted_state(cfg.required_state, end_state.keys(), user_id, senders)
         if since is not None:
             before = self._state(room_id, since.pos)
-            keys = {k for k in keys if before.get(k) != end_state[k]}
+            added: set[tuple[str, str]] = set()
+            if old_required is not None:
+                added = keys - wanted_state(old_required, end_state.keys(), user_id, senders)
+            keys = {k for k in keys if k in added or before.get(k) != end_state[k]}
             if ("m.room.member", "$LAZY") in cfg.required_state:
                 # The members of this timeline's senders, changed or not: the client may
                 # never have been sent them (a sender new to it).
@@ -389,29 +490,20 @@ class SlidingSyncService:
         return room
 
     # -- extensions ------------------------------------------------------------------------------
-    def _extensions(
-        self, ctx: SyncContext, req: SlidingRequest, rooms_out: dict, out: dict
-    ) -> None:  # fmt: skip
+    def _global_extensions(self, ctx: SyncContext, req: SlidingRequest, out: dict) -> None:
+        """``to_device`` (MSC3885: its own ``since``/``next_batch``, at most ``limit``
+        messages), ``e2ee`` (MSC3884: one-time key counts and unused fallback key types always,
+        ``device_lists`` since ``pos``) and the global part of ``account_data`` (MSC3959:
+        everything on a new connection, then what changed since ``pos``)."""
         ext = req.extensions
+        user_id, device_id = ctx.requester.user_id, ctx.requester.device_id
         if ext.to_device:
-            since = ext.to_device_since
-            td_ctx = SyncContext(
-                ctx.requester,
-                SyncToken(since) if since is not None else None,
-                ctx.upto,
-                ctx.filter,
-                False,
-                ctx.joined_room_ids,
+            events, next_batch = self.hs.e2ee.to_device_batch(
+                user_id, device_id, ext.to_device_since, ctx.upto.pos, ext.to_device_limit
             )
-            part: dict = {}
-            self.hs.e2ee.contribute_global(td_ctx, part)
-            out["to_device"] = {
-                "next_batch": str(ctx.upto.pos),
-                "events": part["to_device"]["events"],
-            }
+            out["to_device"] = {"next_batch": next_batch, "events": events}
         if ext.e2ee:
             e2ee = self.hs.e2ee
-            user_id, device_id = ctx.requester.user_id, ctx.requester.device_id
             body: dict = {
                 "device_one_time_keys_count": e2ee._otk_counts(
                     self.store.count_one_time_keys(user_id, device_id)
@@ -427,55 +519,108 @@ class SlidingSyncService:
                 body["device_lists"] = {"changed": changed, "left": left}
             out["e2ee"] = body
         if ext.account_data:
-            ad = self.hs.account_data
             glob: dict = {}
-            ad.contribute_global(ctx, glob)
-            per_room: dict = {}
-            # Incremental: only the rooms whose account data changed since (one query).
-            named = ad.rooms_changed(ctx)
-            rooms = ctx.joined_room_ids if named is None else named & ctx.joined_room_ids
-            for room_id in sorted(rooms):
-                room: dict = {}
-                ad.contribute_room(ctx, room_id, room)
-                if room.get("account_data"):
-                    per_room[room_id] = room["account_data"]["events"]
+            self.hs.account_data.contribute_global(ctx, glob)
             out["account_data"] = {
                 "global": glob.get("account_data", {}).get("events", []),
-                "rooms": per_room,
+                "rooms": {},
             }
 
-    def _ephemeral(
-        self, ctx: SyncContext, req: SlidingRequest, wanted: dict[str, RoomConfig],
-        joined: set[str], sent_before: frozenset[str], out: dict,
-    ) -> None:  # fmt: skip
-        """The ``typing`` and ``receipts`` extensions: for the joined rooms the lists' windows
-        and the subscriptions cover, the /sync contributors' ``m.typing`` and ``m.receipt``
-        events — what changed since ``pos``, or all of it for a room new to the client."""
-        parts = [
-            (name, service)
-            for name, service, on in (
-                ("typing", self.hs.typing, req.extensions.typing),
-                ("receipts", self.hs.receipts, req.extensions.receipts),
+    def _room_account_data(
+        self, ctx: SyncContext, covered: set[str], before: Mapping[str, SyncToken | None],
+        out: dict,
+    ) -> Mapping[str, SyncToken | None]:  # fmt: skip
+        """The ``account_data`` extension's rooms (MSC3959): for each room it covers, all of
+        the room's account data the first time, then what changed since it was last sent."""
+        ad = self.hs.account_data
+        since = ctx.since
+        changed: set[str] = set()
+        if since is not None:
+            changed = self.store.account_data_rooms_changed(
+                ctx.requester.user_id, since.pos, ctx.upto.pos
             )
-            if on
-        ]
-        if not parts:
-            return
-        fresh_ctx = SyncContext(
-            ctx.requester, None, ctx.upto, ctx.filter, False, ctx.joined_room_ids
-        )
-        results: dict[str, dict] = {name: {} for name, _ in parts}
-        for room_id in wanted:
-            if room_id not in joined:
+        per_room: dict[str, list] = out["account_data"]["rooms"]
+        for room_id in sorted(covered):
+            known = room_id in before
+            if known and before[room_id] is None and room_id not in changed:
                 continue
-            room_ctx = fresh_ctx if room_id not in sent_before else ctx
-            for name, service in parts:
-                room: dict = {}
-                service.contribute_room(room_ctx, room_id, room)
-                for event in room.get("ephemeral", {}).get("events", []):
-                    results[name][room_id] = event
-        for name, rooms in results.items():
-            out[name] = {"rooms": rooms}
+            room_since = (before[room_id] or since) if known else None
+            room: dict = {}
+            ad.contribute_room(_at(ctx, room_since), room_id, room)
+            if room.get("account_data"):
+                per_room[room_id] = room["account_data"]["events"]
+        missed = [r for r, p in before.items() if p is None and r not in covered and r in changed]
+        return sent_after(before, covered, missed, since)
+
+    def _receipts(
+        self, ctx: SyncContext, covered: set[str], before: Mapping[str, SyncToken | None],
+        rooms_out: dict, out: dict,
+    ) -> Mapping[str, SyncToken | None]:  # fmt: skip
+        """The ``receipts`` extension (MSC3960): for a room it covers that is new to it (or
+        sent whole in this response), the receipts on the events of the room's timeline here
+        and the user's own; afterwards, the receipts that changed since it was last sent."""
+        receipts = self.hs.receipts
+        user_id = ctx.requester.user_id
+        since = ctx.since
+        changed: set[str] = set()
+        if since is not None:
+            changed = self.store.receipt_rooms_changed(before.keys(), since.pos, ctx.upto.pos)
+        rooms: dict[str, dict] = {}
+        for room_id in sorted(covered):
+            sent = rooms_out.get(room_id)
+            if room_id not in before or (sent is not None and sent.get("initial")):
+                timeline = sent["timeline"] if sent is not None else []
+                event = receipts.receipt_event_on(
+                    user_id, room_id, [e["event_id"] for e in timeline], ctx.upto.pos
+                )
+            else:
+                if before[room_id] is None and room_id not in changed:
+                    continue
+                room_since = before[room_id] or since
+                if room_since is None:  # a known room implies a pos: never
+                    continue
+                event = receipts.receipt_event(user_id, room_id, room_since.pos, ctx.upto.pos)
+            if event is not None:
+                rooms[room_id] = event
+        out["receipts"] = {"rooms": rooms}
+        missed = [r for r, p in before.items() if p is None and r not in covered and r in changed]
+        return sent_after(before, covered, missed, since)
+
+    def _typing(
+        self, ctx: SyncContext, covered: set[str], before: Mapping[str, SyncToken | None],
+        out: dict,
+    ) -> Mapping[str, SyncToken | None]:  # fmt: skip
+        """The ``typing`` extension (MSC3961): who is typing in each room it covers — the
+        first time, if anybody; then whenever that changed since it was last sent."""
+        typing = self.hs.typing
+        since = ctx.since
+        changed = typing.rooms_changed(ctx) or set()
+        rooms: dict[str, dict] = {}
+        for room_id in sorted(covered):
+            known = room_id in before
+            if known and before[room_id] is None and room_id not in changed:
+                continue
+            room: dict = {}
+            typing.contribute_room(_at(ctx, (before[room_id] or since) if known else None),
+                                   room_id, room)  # fmt: skip
+            for event in room.get("ephemeral", {}).get("events", []):
+                rooms[room_id] = event
+        out["typing"] = {"rooms": rooms}
+        missed = [r for r, p in before.items() if p is None and r not in covered and r in changed]
+        return sent_after(before, covered, missed, since)
+
+
+def _at(ctx: SyncContext, since: SyncToken | None) -> SyncContext:
+    """``ctx`` as of another ``since`` (None: everything)."""
+    if since == ctx.since:
+        return ctx
+    return SyncContext(ctx.requester, since, ctx.upto, ctx.filter, False, ctx.joined_room_ids)
+
+
+def _drop(sent: Mapping[str, SyncToken | None], gone: set[str]) -> Mapping[str, SyncToken | None]:
+    if not gone or not any(r in sent for r in gone):
+        return sent
+    return {r: p for r, p in sent.items() if r not in gone}
 
 
 def _content_str(rows: dict, event_id: str | None, key: str) -> str | None:

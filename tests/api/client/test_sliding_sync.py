@@ -250,6 +250,12 @@ def test_account_data_global_and_room(alice):
         {"extensions": {"e2ee": {"enabled": "true"}}},
         {"lists": {f"l{i}": {} for i in range(101)}},
         {"unsubscribe_rooms": "!a:b"},
+        {"extensions": {"to_device": {"enabled": True, "limit": "5"}}},
+        {"extensions": {"to_device": {"enabled": True, "limit": -1}}},
+        {"extensions": {"to_device": {"enabled": True, "since": 5}}},
+        {"extensions": {"receipts": {"enabled": True, "lists": "all"}}},
+        {"extensions": {"typing": {"enabled": True, "rooms": [1]}}},
+        {"extensions": {"account_data": {"enabled": True, "lists": ["x"] * 101}}},
     ],
 )
 def test_bad_bodies(alice, body):
@@ -374,3 +380,375 @@ def test_connections_per_device_are_bounded(alice):
     assert r.status == 400 and r.body["errcode"] == "M_UNKNOWN_POS"
     latest = ss(alice, {"conn_id": "c1"})
     assert ss(alice, {"conn_id": "c1"}, pos=latest["pos"])["rooms"] == {}
+
+
+# -- extensions: to-device, e2ee -------------------------------------------------------------
+
+
+def to_device(sender, recipient, content, etype="org.example.test"):
+    messages = {recipient.user_id: {recipient.device_id: content}}
+    r = sender.request("PUT", f"{V3}/sendToDevice/{etype}/{uuid.uuid4().hex}",
+                       {"messages": messages})  # fmt: skip
+    assert r.status == 200, r.body
+
+
+def to_device_ext(since=None, **extra):
+    spec = {"enabled": True, **extra}
+    if since is not None:
+        spec["since"] = since
+    return {"extensions": {"to_device": spec}}
+
+
+def inbox_size(server, device):
+    wait_writes(server)
+    row = server.hs.store.db.read_one(
+        "SELECT COUNT(*) FROM device_inbox WHERE user_id = ? AND device_id = ?",
+        (device.user_id, device.device_id),
+    )
+    return row[0]
+
+
+def test_to_device_limit_next_batch_and_acknowledgement(client, server):
+    alice, bob = new_device(client), new_device(client)
+    for n in range(5):
+        to_device(alice, bob, {"n": n})
+    first = ss(bob, to_device_ext(limit=2))["extensions"]["to_device"]
+    assert [e["content"]["n"] for e in first["events"]] == [0, 1]
+    assert first["events"][0]["sender"] == alice.user_id
+    # Not acknowledged yet (the same since): the same batch again, nothing deleted.
+    again = ss(bob, to_device_ext(limit=2))["extensions"]["to_device"]
+    assert again == first
+    assert inbox_size(server, bob) == 5
+    # Each next_batch acknowledges its batch and the next one follows at once.
+    got, sizes, since = [], [], first["next_batch"]
+    for _ in range(3):
+        td = ss(bob, to_device_ext(since, limit=2))["extensions"]["to_device"]
+        got += [e["content"]["n"] for e in td["events"]]
+        sizes.append(len(td["events"]))
+        since = td["next_batch"]
+    assert got == [2, 3, 4] and sizes == [2, 1, 0]
+    assert inbox_size(server, bob) == 0
+    # The limit is capped at 100 and a zero one still makes progress.
+    for n in range(3):
+        to_device(alice, bob, {"n": n})
+    td = ss(bob, to_device_ext(since, limit=0))["extensions"]["to_device"]
+    assert [e["content"]["n"] for e in td["events"]] == [0]
+    td = ss(bob, to_device_ext(td["next_batch"], limit=10**9))["extensions"]["to_device"]
+    assert [e["content"]["n"] for e in td["events"]] == [1, 2]
+
+
+def test_to_device_since_from_the_future_deletes_nothing(client, server):
+    alice, bob = new_device(client), new_device(client)
+    to_device(alice, bob, {"n": 1})
+    future = str(server.hs.store.current_pos + 1000)
+    td = ss(bob, to_device_ext(future))["extensions"]["to_device"]
+    assert td == {"next_batch": future, "events": []}
+    assert inbox_size(server, bob) == 1
+    td = ss(bob, to_device_ext())["extensions"]["to_device"]
+    assert [e["content"] for e in td["events"]] == [{"n": 1}]
+
+
+def long_poll(c, body, pos, timeout=10000):
+    """Start a long-polled request in a thread; returns (thread, result holder)."""
+    out: dict = {}
+
+    def poll():
+        t0 = time.monotonic()
+        out["body"] = ss(c, body, pos=pos, timeout=timeout)
+        out["done"] = time.monotonic()
+        out["took"] = out["done"] - t0
+
+    th = threading.Thread(target=poll)
+    th.start()
+    time.sleep(0.3)
+    return th, out
+
+
+def test_to_device_message_wakes_the_long_poll(client):
+    alice, bob = new_device(client), new_device(client)
+    first = ss(bob, to_device_ext())
+    since = first["extensions"]["to_device"]["next_batch"]
+    th, out = long_poll(bob, to_device_ext(since), first["pos"])
+    t_send = time.monotonic()
+    to_device(alice, bob, {"hello": "bob"})
+    th.join(15)
+    assert [e["content"] for e in out["body"]["extensions"]["to_device"]["events"]] == [
+        {"hello": "bob"}
+    ]
+    assert out["done"] - t_send < 2.0
+
+
+def test_e2ee_device_lists_changed_wakes_and_left(client, server):
+    alice, bob = new_device(client), new_device(client)
+    room_id = create(alice, preset="public_chat")
+    assert bob.request("POST", f"{V3}/join/{room_id}", {}).status == 200
+    ext = {"extensions": {"e2ee": {"enabled": True}}}
+    first = ss(alice, ext)
+    assert "device_lists" not in first["extensions"]["e2ee"]  # nothing to compare with yet
+    # bob signs in on a new device: alice's long poll is woken with bob's device list changed.
+    th, out = long_poll(alice, ext, first["pos"])
+    t_login = time.monotonic()
+    r = Client(server.base_url).request("POST", f"{V3}/login", {
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": bob.user_id},
+        "password": "correct horse battery",
+    })  # fmt: skip
+    assert r.status == 200, r.body
+    th.join(15)
+    lists = out["body"]["extensions"]["e2ee"]["device_lists"]
+    assert lists == {"changed": [bob.user_id], "left": []}
+    assert out["done"] - t_login < 2.0
+    # bob leaves the only room they shared: left.
+    assert bob.request("POST", f"{V3}/rooms/{room_id}/leave", {}).status == 200
+    gone = ss(alice, ext, pos=out["body"]["pos"])
+    assert gone["extensions"]["e2ee"]["device_lists"] == {"changed": [], "left": [bob.user_id]}
+
+
+def test_e2ee_one_time_key_counts_and_fallback_types(client):
+    alice = new_device(client, otks=2, fallback=True)
+    bob = new_device(client)
+    ext = {"extensions": {"e2ee": {"enabled": True}}}
+    first = ss(alice, ext)["extensions"]["e2ee"]
+    assert first["device_one_time_keys_count"] == {"signed_curve25519": 2}
+    assert first["device_unused_fallback_key_types"] == ["signed_curve25519"]
+    for _ in range(3):  # two one-time keys, then the fallback key
+        r = bob.request("POST", f"{V3}/keys/claim", {
+            "one_time_keys": {alice.user_id: {alice.device_id: "signed_curve25519"}},
+        })  # fmt: skip
+        assert r.body["one_time_keys"][alice.user_id][alice.device_id], r.body
+    after = ss(alice, ext)["extensions"]["e2ee"]
+    # Zero is said, not left out (a missing count means "unchanged" to MSC4186 clients).
+    assert after["device_one_time_keys_count"] == {"signed_curve25519": 0}
+    assert after["device_unused_fallback_key_types"] == []
+
+
+# -- extensions: which rooms, and what a room is owed -----------------------------------------
+
+
+def put_room_data(c, room_id, etype, content):
+    r = c.request("PUT", f"{V3}/user/{c.user_id}/rooms/{room_id}/account_data/{etype}", content)
+    assert r.status == 200, r.body
+
+
+def test_room_account_data_only_for_rooms_in_view_and_owed_on_return(alice):
+    older = create(alice, name="older")
+    newer = create(alice, name="newer")
+    put_room_data(alice, older, "org.example.a", {"v": 1})
+    put_room_data(alice, newer, "org.example.a", {"v": 2})
+    ext = {"account_data": {"enabled": True}}
+    top = {**all_rooms(ranges=((0, 0),)), "extensions": ext}
+    first = ss(alice, top)
+    assert list(first["rooms"]) == [newer]
+    # Only the room in the window: a client does not know the other room yet.
+    assert first["extensions"]["account_data"]["rooms"] == {
+        newer: [{"type": "org.example.a", "content": {"v": 2}}]
+    }
+    # Changed while outside the window: not sent now, but owed.
+    put_room_data(alice, older, "org.example.b", {"v": 3})
+    put_room_data(alice, newer, "org.example.b", {"v": 4})
+    inc = ss(alice, top, pos=first["pos"])
+    assert inc["extensions"]["account_data"]["rooms"] == {
+        newer: [{"type": "org.example.b", "content": {"v": 4}}]
+    }
+    # The window grows: the other room comes with all of its account data (never sent).
+    both = {**all_rooms(ranges=((0, 1),)), "extensions": ext}
+    grown = ss(alice, both, pos=inc["pos"])
+    assert grown["extensions"]["account_data"]["rooms"] == {
+        older: [
+            {"type": "org.example.a", "content": {"v": 1}},
+            {"type": "org.example.b", "content": {"v": 3}},
+        ]
+    }
+    # Shrinks again; a change in the room outside is owed and sent (alone) when it returns.
+    shrunk = ss(alice, top, pos=grown["pos"])
+    assert shrunk["extensions"]["account_data"]["rooms"] == {}
+    put_room_data(alice, older, "org.example.c", {"v": 5})
+    outside = ss(alice, top, pos=shrunk["pos"])
+    assert outside["extensions"]["account_data"]["rooms"] == {}
+    back = ss(alice, both, pos=outside["pos"])
+    assert back["extensions"]["account_data"]["rooms"] == {
+        older: [{"type": "org.example.c", "content": {"v": 5}}]
+    }
+    # A room subscription covers its room too.
+    sub = ss(alice, {"room_subscriptions": {older: {"timeline_limit": 0}}, "extensions": ext})
+    assert list(sub["extensions"]["account_data"]["rooms"]) == [older]
+
+
+def test_an_extension_left_out_of_a_request_sends_its_rooms_whole_when_back(alice):
+    room_id = create(alice)
+    put_room_data(alice, room_id, "org.example.a", {"v": 1})
+    on = {**all_rooms(), "extensions": {"account_data": {"enabled": True}}}
+    first = ss(alice, on)
+    assert list(first["extensions"]["account_data"]["rooms"]) == [room_id]
+    off = ss(alice, all_rooms(), pos=first["pos"])
+    assert "account_data" not in off["extensions"]
+    put_room_data(alice, room_id, "org.example.b", {"v": 2})  # while it is off
+    off = ss(alice, all_rooms(), pos=off["pos"])
+    back = ss(alice, on, pos=off["pos"])
+    assert back["extensions"]["account_data"]["rooms"] == {
+        room_id: [
+            {"type": "org.example.a", "content": {"v": 1}},
+            {"type": "org.example.b", "content": {"v": 2}},
+        ]
+    }
+
+
+def receipt(c, room_id, event_id, rtype="m.read"):
+    r = c.request("POST", f"{V3}/rooms/{room_id}/receipt/{rtype}/{event_id}", {})
+    assert r.status == 200, r.body
+
+
+def test_receipts_of_a_new_room_are_those_of_its_timeline_and_own(client, alice, bob):
+    carol = client.register()
+    room_id = create(alice, preset="public_chat")
+    for c in (bob, carol):
+        assert c.request("POST", f"{V3}/join/{room_id}", {}).status == 200
+    old = send(alice, room_id).body["event_id"]
+    receipt(bob, room_id, old)
+    receipt(alice, room_id, old)
+    latest = send(bob, room_id).body["event_id"]
+    receipt(carol, room_id, latest)
+    req = {**all_rooms(limit=1), "extensions": {"receipts": {"enabled": True}}}
+    first = ss(alice, req)
+    assert [e["event_id"] for e in first["rooms"][room_id]["timeline"]] == [latest]
+    content = first["extensions"]["receipts"]["rooms"][room_id]["content"]
+    # The receipts on the timeline's event and alice's own; not bob's on the older event
+    # (MSC3960: a room's receipts scale with what is sent, not with its members).
+    assert set(content) == {old, latest}
+    assert set(content[old]["m.read"]) == {alice.user_id}
+    assert carol.user_id in content[latest]["m.read"]
+    # Afterwards: what changed.
+    receipt(bob, room_id, latest)
+    inc = ss(alice, req, pos=first["pos"])
+    content = inc["extensions"]["receipts"]["rooms"][room_id]["content"]
+    assert list(content) == [latest] and list(content[latest]["m.read"]) == [bob.user_id]
+
+
+def two_rooms_with(alice, bob):
+    """Two rooms alice and bob share; the second is the more recently active."""
+    rooms = []
+    for name in ("older", "newer"):
+        room_id = create(alice, preset="public_chat", name=name)
+        assert bob.request("POST", f"{V3}/join/{room_id}", {}).status == 200
+        rooms.append(room_id)
+    return rooms
+
+
+def test_receipts_owed_to_a_room_outside_the_window(alice, bob):
+    older, newer = two_rooms_with(alice, bob)
+    event_id = send(bob, older).body["event_id"]
+    send(bob, newer)
+    ext = {"receipts": {"enabled": True}}
+    both = {**all_rooms(ranges=((0, 1),)), "extensions": ext}
+    top = {**all_rooms(ranges=((0, 0),)), "extensions": ext}
+    first = ss(alice, both)
+    assert set(first["rooms"]) == {older, newer}
+    shrunk = ss(alice, top, pos=first["pos"])
+    receipt(alice, older, event_id)  # while the room is outside the window
+    outside = ss(alice, top, pos=shrunk["pos"])
+    assert outside["extensions"]["receipts"]["rooms"] == {}
+    back = ss(alice, both, pos=outside["pos"])
+    content = back["extensions"]["receipts"]["rooms"][older]["content"]
+    assert list(content[event_id]["m.read"]) == [alice.user_id]
+    again = ss(alice, both, pos=back["pos"])
+    assert again["extensions"]["receipts"]["rooms"] == {}
+
+
+def typing(c, room_id, on):
+    r = c.request("PUT", f"{V3}/rooms/{room_id}/typing/{c.user_id}",
+                  {"typing": on, "timeout": 30000})  # fmt: skip
+    assert r.status == 200, r.body
+
+
+def test_typing_of_a_room_coming_into_view_is_who_types_now(alice, bob):
+    older, newer = two_rooms_with(alice, bob)
+    ext = {"typing": {"enabled": True}}
+    both = {**all_rooms(ranges=((0, 1),)), "extensions": ext}
+    top = {**all_rooms(ranges=((0, 0),)), "extensions": ext}
+    first = ss(alice, top)
+    typing(bob, older, True)
+    inc = ss(alice, top, pos=first["pos"])
+    assert inc["extensions"]["typing"]["rooms"] == {}
+    grown = ss(alice, both, pos=inc["pos"])
+    assert grown["extensions"]["typing"]["rooms"] == {
+        older: {"type": "m.typing", "content": {"user_ids": [bob.user_id]}}
+    }
+    # bob stops while the room is out of view: when it returns, nobody is typing there.
+    shrunk = ss(alice, top, pos=grown["pos"])
+    typing(bob, older, False)
+    outside = ss(alice, top, pos=shrunk["pos"])
+    assert outside["extensions"]["typing"]["rooms"] == {}
+    back = ss(alice, both, pos=outside["pos"])
+    assert back["extensions"]["typing"]["rooms"] == {
+        older: {"type": "m.typing", "content": {"user_ids": []}}
+    }
+
+
+@pytest.mark.parametrize(
+    ("scope", "expect"),
+    [
+        ({}, {"a", "b", "sub"}),
+        ({"lists": ["b"], "rooms": []}, {"b"}),
+        ({"lists": [], "rooms": ["*"]}, {"sub"}),
+        ({"lists": None, "rooms": ["SUB"]}, {"sub"}),
+        ({"lists": ["a", "nope"], "rooms": None}, {"a"}),
+    ],
+)
+def test_extension_lists_and_rooms_choose_the_rooms(alice, scope, expect):
+    ids = {name: create(alice, name=name) for name in ("sub", "b", "a")}  # "a" most recent
+    for room_id in ids.values():
+        put_room_data(alice, room_id, "org.example.x", {"v": 1})
+    rooms = {k: [ids["sub"] if r == "SUB" else r for r in v] if isinstance(v, list) else v
+             for k, v in scope.items()}  # fmt: skip
+    body = {
+        "lists": {
+            "a": {"ranges": [[0, 0]], "timeline_limit": 0},
+            "b": {"ranges": [[1, 1]], "timeline_limit": 0},
+        },
+        "room_subscriptions": {ids["sub"]: {"timeline_limit": 0}},
+        "extensions": {"account_data": {"enabled": True, **rooms}},
+    }
+    got = ss(alice, body)["extensions"]["account_data"]["rooms"]
+    assert set(got) == {ids[n] for n in expect}
+
+
+# -- rooms: updates owed, wider required_state ------------------------------------------------
+
+
+def test_room_updates_outside_the_window_are_sent_when_it_returns(alice):
+    older = create(alice, name="older")
+    newer = create(alice, name="newer")
+    both = all_rooms(limit=5, ranges=((0, 1),))
+    top = all_rooms(limit=5, ranges=((0, 0),))
+    first = ss(alice, both)
+    assert set(first["rooms"]) == {older, newer}
+    missed = send(alice, older).body["event_id"]
+    latest = send(alice, newer).body["event_id"]
+    # The window shrinks to the newer room in the same response: the older one's message
+    # is not sent now...
+    inc = ss(alice, top, pos=first["pos"])
+    assert list(inc["rooms"]) == [newer]
+    assert [e["event_id"] for e in inc["rooms"][newer]["timeline"]] == [latest]
+    # ...but when the window grows back it is, though nothing happened since.
+    back = ss(alice, both, pos=inc["pos"])
+    room = back["rooms"][older]
+    assert [e["event_id"] for e in room["timeline"]] == [missed]
+    assert "initial" not in room and room["limited"] is False
+    assert newer not in back["rooms"]
+    assert ss(alice, both, pos=back["pos"])["rooms"] == {}
+
+
+def test_a_wider_required_state_sends_the_state_it_adds(alice):
+    room_id = create(alice, name="Named", topic="Topical")
+    first = ss(alice, all_rooms(required_state=[["m.room.name", ""]]))
+    assert [e["type"] for e in first["rooms"][room_id]["required_state"]] == ["m.room.name"]
+    # Subscribing with more state: the room comes back (not whole) with the added state only.
+    sub = {
+        **all_rooms(required_state=[["m.room.name", ""]]),
+        "room_subscriptions": {room_id: {"timeline_limit": 0,
+                                         "required_state": [["m.room.topic", ""]]}},
+    }  # fmt: skip
+    wider = ss(alice, sub, pos=first["pos"])
+    room = wider["rooms"][room_id]
+    assert "initial" not in room and room["timeline"] == []
+    assert [e["type"] for e in room["required_state"]] == ["m.room.topic"]
+    assert ss(alice, sub, pos=wider["pos"])["rooms"] == {}

@@ -33,7 +33,9 @@ def register(router: Router, hs: HomeServer) -> None:
         """POST .../org.matrix.simplified_msc3575/sync?pos=&timeout= — MSC4186 "Simplified
         Sliding Sync": ``conn_id``, ``lists`` (ranges over the rooms by latest activity,
         ``timeline_limit``, ``required_state``, ``filters``), ``room_subscriptions`` and the
-        ``to_device``, ``e2ee`` and ``account_data`` extensions. An unknown ``pos`` is 400
+        extensions: ``to_device`` (MSC3885: ``since``, ``limit``, ``next_batch``), ``e2ee``
+        (MSC3884), and ``account_data``, ``receipts`` and ``typing`` (MSC3959, MSC3960,
+        MSC3961; each with ``lists`` and ``rooms``). An unknown ``pos`` is 400
         ``M_UNKNOWN_POS``."""
         body = await req.json(allow_empty=True)
         parsed = parse_request(body, _is_room_id)

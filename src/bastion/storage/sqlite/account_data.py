@@ -11,6 +11,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
+import orjson
+
 from bastion.storage.sqlite.base import StoreBase
 from bastion.storage.sqlite.rooms import rooms_with_rows
 
@@ -144,6 +146,19 @@ class AccountDataStore(StoreBase):
             "SELECT receipt_type, user_id, thread_id, event_id, ts FROM receipts"
             " WHERE room_id = ? AND stream_pos > ? AND stream_pos <= ? ORDER BY stream_pos",
             (room_id, -1 if since is None else since, upto),
+        )
+
+    def receipts_for_events(
+        self, room_id: str, event_ids: Iterable[str], user_id: str, upto: int
+    ) -> list[sqlite3.Row]:
+        """The receipts of ``room_id`` up to ``upto`` that are on one of ``event_ids`` or are
+        ``user_id``'s own, in stream order."""
+        return self.db.read(
+            "SELECT receipt_type, user_id, thread_id, event_id, ts FROM receipts"
+            " WHERE room_id = ? AND stream_pos <= ?"
+            " AND (user_id = ? OR event_id IN (SELECT value FROM json_each(?)))"
+            " ORDER BY stream_pos",
+            (room_id, upto, user_id, orjson.dumps(sorted(set(event_ids))).decode()),
         )
 
     def receipt_rooms_changed(self, room_ids, since: int, upto: int) -> set[str]:
