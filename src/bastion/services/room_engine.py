@@ -397,7 +397,7 @@ class RoomEngine:
         """Rooms v3+ "Handling redactions": an accepted redaction from another server redacts
         the stored event it names when it may (core/redactions.py: the same server as the
         target's sender, or the power to redact, by the state before the redaction). A target
-        not stored yet is left as it arrives (noted: the redaction is not applied later)."""
+        not stored yet is redacted when it arrives (:meth:`_redacted_on_arrival`)."""
         rv = get_room_version(version)
         target_id = redaction_target_id(pdu, rv)
         if target_id is None:
@@ -417,6 +417,46 @@ class RoomEngine:
         ):  # fmt: skip
             return None
         return (target_id, redact(row.event, version))
+
+    def _unseen_redaction_target(self, pdu: dict, version: str) -> str | None:
+        """The event an accepted redaction names when this server has not stored it: kept
+        (the store's ``pending_redactions``) until it arrives."""
+        target_id = redaction_target_id(pdu, get_room_version(version))
+        if target_id is None or self.store.get_event_meta([target_id]):
+            return None
+        return target_id
+
+    def _redacted_on_arrival(
+        self, pdu: dict, event_id: str, room_id: str, version: str
+    ) -> tuple[str, dict] | None:
+        """Rooms v3+ "Handling redactions" for an event received after its redaction: the
+        first redaction kept for it that may apply (the same rule as when the target comes
+        first, by the state before the redaction), and the event's redacted form. An outlier
+        stored again keeps the redaction it already had."""
+        stored = self.store.get_event_row(event_id)
+        if stored is not None and stored.redacted_because:
+            return (stored.redacted_because, redact(pdu, version))
+        pending = self.store.pending_redactions_of(event_id)
+        if not pending:
+            return None
+        rv = get_room_version(version)
+        rows = self.store.get_event_rows(pending)
+        for redaction_id in pending:
+            row = rows.get(redaction_id)
+            if row is None or row.room_id != room_id:
+                continue
+            state = self.store.get_state_group(row.sg_before)
+            pdus = self.store.get_pdus(
+                [e for e in (state.get(CREATE_KEY), state.get(POWER_LEVELS_KEY)) if e]
+            )
+            create = pdus.get(state.get(CREATE_KEY) or "")
+            pl = pdus.get(state.get(POWER_LEVELS_KEY) or "")
+            if may_apply_redaction(
+                row.event, pdu,
+                create.get("content") if create else None, pl.get("content") if pl else None, rv,
+            ):  # fmt: skip
+                return (redaction_id, redact(pdu, version))
+        return None
 
     def _redaction_target(self, head: RoomHead, target_id: str):
         """C-S "Redactions" / rooms v3+ "Handling redactions": the target, redacted (the
@@ -555,13 +595,19 @@ class RoomEngine:
             if verdict.outcome == "accept" and pdu.get("type") == "m.room.redaction":
                 rec.redaction_target = self._remote_redaction_target(pdu, room_id, version,
                                                                      state_before)  # fmt: skip
+                if rec.redaction_target is None:
+                    rec.pending_redaction = self._unseen_redaction_target(pdu, version)
+            if verdict.outcome != "reject":
+                rec.redacted_on_arrival = self._redacted_on_arrival(pdu, event_id, room_id,
+                                                                    version)  # fmt: skip
+            served = rec.redacted_on_arrival[1] if rec.redacted_on_arrival else pdu
             live = verdict.outcome == "accept" and not backfilled and self.on_persisted is not None
 
             def write(conn) -> None:
                 self.store.persist_remote_event_sync(conn, rec)
                 if live and self.on_persisted is not None:
                     self.store.run_after_commit(self.on_persisted, PersistedEvents(
-                        [(pdu, event_id, room_id, rec.stream_pos)]
+                        [(served, event_id, room_id, rec.stream_pos)]
                     ))  # fmt: skip
 
             await self.store.transaction(write)

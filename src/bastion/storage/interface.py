@@ -196,6 +196,12 @@ class RemoteEvent:
     state_events: dict = field(default_factory=dict)
     #: An accepted redaction that applies to a stored event: (target ID, its redacted form).
     redaction_target: tuple[str, dict] | None = None
+    #: An accepted redaction whose target is not stored yet: the target's ID, kept until it
+    #: arrives (rooms v3+ "Handling redactions").
+    pending_redaction: str | None = None
+    #: This event arrives after a redaction that applies to it: (the redaction's ID, this
+    #: event's redacted form), stored instead of the event's content.
+    redacted_on_arrival: tuple[str, dict] | None = None
     # Filled in by the write.
     stream_pos: int = 0
     sg_after: int | None = None
@@ -748,6 +754,7 @@ class FederationInboundStore(Protocol):
     ) -> None: ...
     def reserve_backfill_positions(self, n: int) -> int: ...
     def persist_remote_event_sync(self, conn: Txn, p: RemoteEvent) -> None: ...
+    def pending_redactions_of(self, target_id: str) -> list[str]: ...
     def persist_joined_room_sync(
         self,
         conn: Txn,

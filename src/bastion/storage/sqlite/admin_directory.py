@@ -59,7 +59,7 @@ _ROOM_TABLES = (
     "forward_extremities", "current_state", "membership_events", "current_membership",
     "room_aliases", "account_data", "receipts", "out_of_room_memberships", "room_state_history",
     "guard_room_settings", "guard_room_cooling", "server_notice_rooms", "retention_rooms",
-    "retention_deferred",
+    "retention_deferred", "pending_redactions",
 )  # fmt: skip
 
 

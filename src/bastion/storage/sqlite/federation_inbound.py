@@ -258,6 +258,19 @@ class FederationInboundStore(StoreBase):
             1, lambda: conn.execute("SELECT MIN(stream_pos) FROM events").fetchone()
         )
 
+    def pending_redactions_of(self, target_id: str) -> list[str]:
+        """The accepted redactions received before ``target_id`` that name it (oldest
+        first)."""
+        return [
+            r[0]
+            for r in self.db.read(
+                "SELECT p.redaction_id FROM pending_redactions p"
+                " JOIN events e ON e.event_id = p.redaction_id"
+                " WHERE p.target_id = ? ORDER BY e.stream_pos",
+                (target_id,),
+            )
+        ]
+
     def persist_remote_event_sync(self, conn: sqlite3.Connection, p: RemoteEvent) -> None:
         """Persist one received (non-outlier) event with its state groups, forward extremities,
         current state and membership changes (inside a write function)."""
@@ -306,6 +319,16 @@ class FederationInboundStore(StoreBase):
         )
         if p.redaction_target is not None:
             self.apply_redaction_in(conn, p.event_id, *p.redaction_target)  # type: ignore[attr-defined]
+        if p.pending_redaction is not None:
+            conn.execute(
+                "INSERT OR IGNORE INTO pending_redactions (target_id, redaction_id, room_id)"
+                " VALUES (?,?,?)",
+                (p.pending_redaction, p.event_id, p.room_id),
+            )
+        if p.redacted_on_arrival is not None:
+            redaction_id, redacted = p.redacted_on_arrival
+            self.apply_redaction_in(conn, redaction_id, p.event_id, redacted)  # type: ignore[attr-defined]
+            conn.execute("DELETE FROM pending_redactions WHERE target_id = ?", (p.event_id,))
         if p.extremities is not None:
             conn.execute("DELETE FROM forward_extremities WHERE room_id = ?", (p.room_id,))
             conn.executemany(
