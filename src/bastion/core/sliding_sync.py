@@ -57,6 +57,12 @@ class ListFilters:
     #: None: any; otherwise the allowed create-event ``type`` values (None = a plain room).
     room_types: frozenset[str | None] | None = None
     not_room_types: frozenset[str | None] = frozenset()
+    #: None: any; otherwise rooms that are children (``m.space.child``) of one of these spaces.
+    spaces: frozenset[str] | None = None
+    #: None: any; otherwise rooms the user tagged with one of these (``m.tag``); ``not_tags``:
+    #: never rooms tagged with one of those (it wins over ``tags``).
+    tags: frozenset[str] | None = None
+    not_tags: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +174,23 @@ def _types(obj: dict[str, Any], key: str) -> frozenset[str | None] | None:
     return frozenset(v)
 
 
+#: Most entries of a ``spaces``, ``tags`` or ``not_tags`` filter.
+MAX_FILTER_STRINGS = 100
+
+
+def _strings(obj: dict[str, Any], key: str) -> frozenset[str] | None:
+    v = obj.get(key)
+    if v is None:
+        return None
+    if (
+        not isinstance(v, list)
+        or len(v) > MAX_FILTER_STRINGS
+        or not all(isinstance(t, str) and len(t) <= 255 for t in v)
+    ):
+        raise bad_json(f"filters.{key} must be a list of at most {MAX_FILTER_STRINGS} strings")
+    return frozenset(v)
+
+
 def _filters(obj: dict[str, Any]) -> ListFilters:
     return ListFilters(
         is_dm=_opt_bool(obj, "is_dm"),
@@ -178,6 +201,9 @@ def _filters(obj: dict[str, Any]) -> ListFilters:
         else _opt_bool(obj, "is_invited"),
         room_types=_types(obj, "room_types"),
         not_room_types=_types(obj, "not_room_types") or frozenset(),
+        spaces=_strings(obj, "spaces"),
+        tags=_strings(obj, "tags"),
+        not_tags=_strings(obj, "not_tags") or frozenset(),
     )
 
 

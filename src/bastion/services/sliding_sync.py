@@ -1,7 +1,9 @@
 """Simplified Sliding Sync (MSC4186, ``POST /_matrix/client/unstable/org.matrix.simplified_msc3575
 /sync``): lists of the user's rooms sorted by their latest event, windows over them, room
 subscriptions, and the ``to_device``, ``e2ee``, ``account_data``, ``receipts`` and ``typing``
-extensions.
+extensions. List filters: ``is_dm``, ``is_encrypted``, ``is_invite``, ``room_types``,
+``not_room_types``, ``spaces`` (children of spaces the user is joined to), ``tags`` and
+``not_tags``, as Synapse serves them; ``room_name_like`` is not (Synapse ignores it too).
 
 Built on the /sync pieces: a response covers ``(since, upto]`` of the same stream positions
 (``SyncToken``), rooms are read through the same store methods and visibility filter, and the
@@ -210,6 +212,15 @@ class SlidingSyncService:
                 members = [r for r in members if self._encrypted(r, upto.pos) == f.is_encrypted]
             if f.room_types is not None or f.not_room_types:
                 members = [r for r in members if self._type_ok(r, f.room_types, f.not_room_types)]
+            if f.spaces is not None:
+                children = self._space_children(f.spaces, joined, upto.pos)
+                members = [r for r in members if r in children]
+            if f.tags is not None or f.not_tags:
+                tagged = {r: set(self.hs.tags.get(user_id, r)) for r in members}
+                members = [
+                    r for r in members
+                    if not (tagged[r] & f.not_tags) and (f.tags is None or tagged[r] & f.tags)
+                ]  # fmt: skip
             lists_out[lst.name] = {"count": len(members)}
             windows[lst.name] = window(members, lst.ranges)
             for r in windows[lst.name]:
@@ -382,6 +393,21 @@ class SlidingSyncService:
 
     def _encrypted(self, room_id: str, upto: int) -> bool:
         return ("m.room.encryption", "") in self._state(room_id, upto)
+
+    def _space_children(self, spaces: frozenset[str], joined: set[str], upto: int) -> set[str]:
+        """The rooms the ``m.space.child`` state of ``spaces`` names (C-S API "Spaces": a child
+        event whose ``via`` is not a non-empty list is no child), read only in the spaces the
+        user is joined to: another space's children are not revealed."""
+        out: set[str] = set()
+        for space in spaces & joined:
+            state = self._state(space, upto)
+            ids = {k[1]: v for k, v in state.items() if k[0] == "m.space.child"}
+            pdus = self.store.get_pdus(list(ids.values()))
+            for child, event_id in ids.items():
+                via = (pdus.get(event_id) or {}).get("content", {}).get("via")
+                if isinstance(via, list) and via:
+                    out.add(child)
+        return out
 
     def _type_ok(self, room_id: str, types, not_types) -> bool:
         ev = self.hs.rooms.current_state_event(room_id, "m.room.create")

@@ -120,6 +120,36 @@ def test_required_state_forms_and_filters(alice, bob):
     assert space not in ss(alice, all_rooms(not_room_types=["m.space"]))["rooms"]
 
 
+def test_space_and_tag_filters(alice, bob):
+    """``spaces``: the children a space the user is joined to names (a child with no ``via`` is
+    none; another user's space reveals nothing); ``tags`` and ``not_tags`` (which wins)."""
+    space = create(alice, creation_content={"type": "m.space"})
+    a, b, c = (create(alice, preset="public_chat", name=n) for n in "ABC")
+    for child, via in ((a, ["localhost"]), (b, ["localhost"]), (c, [])):
+        r = alice.request("PUT", f"{V3}/rooms/{space}/state/m.space.child/{child}", {"via": via})
+        assert r.status == 200, r.body
+    assert set(ss(alice, all_rooms(spaces=[space]))["rooms"]) == {a, b}
+    assert ss(alice, all_rooms(spaces=["!unknown:localhost"]))["lists"]["all"]["count"] == 0
+    # bob's own space names alice's room a; bob is not in a, and alice is not in bob's space.
+    bobs = create(bob, creation_content={"type": "m.space"})
+    assert bob.request("PUT", f"{V3}/rooms/{bobs}/state/m.space.child/{a}",
+                       {"via": ["localhost"]}).status == 200  # fmt: skip
+    assert ss(alice, all_rooms(spaces=[bobs]))["rooms"] == {}
+    # Tags.
+    base = f"{V3}/user/{alice.user_id}/rooms"
+    for room, tag in ((a, "m.favourite"), (b, "m.lowpriority"), (c, "u.work"), (c, "m.favourite")):
+        r = alice.request("PUT", f"{base}/{room}/tags/{tag}", {})
+        assert r.status == 200, r.body
+    assert set(ss(alice, all_rooms(tags=["m.favourite"]))["rooms"]) == {a, c}
+    assert set(ss(alice, all_rooms(tags=["m.favourite"], not_tags=["u.work"]))["rooms"]) == {a}
+    untagged = ss(alice, all_rooms(not_tags=["m.favourite", "m.lowpriority"]))["rooms"]
+    assert set(untagged) == {space}
+    # Junk is refused as a Matrix error.
+    for bad in ({"spaces": "x"}, {"tags": [1]}, {"not_tags": ["t"] * 101}):
+        body = ss(alice, all_rooms(**bad), status=400)
+        assert body["errcode"] == "M_BAD_JSON"
+
+
 def test_incremental_pos_returns_only_changed_rooms(alice):
     quiet = create(alice)
     busy = create(alice)
