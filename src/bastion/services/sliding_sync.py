@@ -37,6 +37,7 @@ from bastion.services.sync_api import SyncContext, SyncToken
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
+    from bastion.storage.interface import EventRow
 
 #: Connections remembered (least recently used dropped) and positions kept per connection.
 MAX_CONNECTIONS = 5_000
@@ -191,6 +192,8 @@ class SlidingSyncService:
             }
         rooms_out: dict[str, dict] = {}
         now = self.hs.now_ms()
+        # Every room's timeline (rows, served events), for the bundled aggregations.
+        timelines: list[tuple[list[EventRow], list[dict]]] = []
         for room_id, cfg in wanted.items():
             membership, event_id, _pos = listed[room_id]
             # New to the client, or joined since it was last sent (as an invite): all of it.
@@ -205,7 +208,7 @@ class SlidingSyncService:
                 if room is None:
                     continue
             else:
-                room = self._room(ctx, room_id, cfg, room_since, upto.pos, now)
+                room = self._room(ctx, room_id, cfg, room_since, upto.pos, now, timelines)
                 if room_since is not None and not (
                     room["timeline"] or room["required_state"] or room["limited"]
                 ):
@@ -224,10 +227,12 @@ class SlidingSyncService:
                 if membership not in ("leave", "ban") or left_pos <= since_tok.pos:
                     gone.add(room_id)
                     continue
-                room = self._room(ctx, room_id, LEFT_ROOM, since_tok, left_pos, now)
+                room = self._room(ctx, room_id, LEFT_ROOM, since_tok, left_pos, now, timelines)
                 room["bump_stamp"] = left_pos
                 rooms_out[room_id] = room
                 gone.add(room_id)
+        # Bundled aggregations, as in /sync (C-S API "Aggregations of child events").
+        self.hs.sync.bundle_timelines(ctx, timelines, now)
         response: dict = {"lists": lists_out, "rooms": rooms_out, "extensions": {}}
         self._extensions(ctx, req, rooms_out, response["extensions"])
         self._ephemeral(ctx, req, wanted, joined, sent_before, response["extensions"])
@@ -310,11 +315,12 @@ class SlidingSyncService:
 
     def _room(
         self, ctx: SyncContext, room_id: str, cfg: RoomConfig, since: SyncToken | None,
-        upto: int, now: int,
+        upto: int, now: int, timelines: list[tuple[list[EventRow], list[dict]]],
     ) -> dict:  # fmt: skip
         """A joined room: the timeline (newest ``timeline_limit`` events of ``(since, upto]``,
         visible ones only), the ``required_state`` (all of it when the room is new to the
-        client, else the keys whose event changed), counts and name."""
+        client, else the keys whose event changed), counts and name. The timeline's rows and
+        events are appended to ``timelines`` (finished by ``SyncService.bundle_timelines``)."""
         store = self.store
         rooms = self.hs.rooms
         user_id = ctx.requester.user_id
@@ -355,9 +361,11 @@ class SlidingSyncService:
             (by_id[end_state[k]] for k in keys if end_state[k] in by_id),
             key=lambda r: r.stream_pos,
         )
+        events = [sync._serve(ctx, r, now) for r in visible]
+        timelines.append((visible, events))
         room: dict = {
             "required_state": [sync._format(ctx, r, now) for r in state_rows],
-            "timeline": [sync._format(ctx, r, now) for r in visible],
+            "timeline": events,
             "limited": limited,
             "joined_count": len(joined),
             "invited_count": len(invited),
