@@ -1,4 +1,5 @@
-// What the matrix-js-sdk test scripts share (tags.mjs, upgrade.mjs, spaces.mjs, refresh.mjs):
+// What the matrix-js-sdk test scripts share (tags.mjs, upgrade.mjs, spaces.mjs, refresh.mjs,
+// threads.mjs):
 // the SDK loaded quietly (its log on stderr; stdout carries only the JSON progress lines), a user
 // registered through the dummy UIA stage, a client started until its first sync, and the runner
 // that calls a mode and prints its result as the last line, {"result": ...}.
@@ -55,6 +56,15 @@ export async function register(baseUrl, username, extra = {}) {
     });
 }
 
+// A new device of an existing user (password login): credentials for ``client``.
+export function login(baseUrl, username) {
+    return sdk.createClient({ baseUrl }).loginRequest({
+        type: "m.login.password",
+        identifier: { type: "m.id.user", user: username },
+        password: PASSWORD,
+    });
+}
+
 export function client(baseUrl, creds) {
     return sdk.createClient({
         baseUrl,
@@ -64,14 +74,15 @@ export function client(baseUrl, creds) {
     });
 }
 
-export async function started(c) {
+// ``options`` go to startClient, over the defaults (e.g. threadSupport, filter).
+export async function started(c, options = {}) {
     const prepared = new Promise((resolve, reject) => {
         c.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
             if (state === "PREPARED" || state === "SYNCING") resolve();
             if (state === "ERROR") reject(new Error(`sync error: ${data?.error}`));
         });
     });
-    await c.startClient({ initialSyncLimit: 10, lazyLoadMembers: true });
+    await c.startClient({ initialSyncLimit: 10, lazyLoadMembers: true, ...options });
     await prepared;
 }
 
