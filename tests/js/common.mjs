@@ -1,8 +1,8 @@
 // What the matrix-js-sdk test scripts share (tags.mjs, upgrade.mjs, spaces.mjs, refresh.mjs,
-// unread.mjs): the SDK loaded quietly (its log on stderr; stdout carries only the JSON progress
-// lines), a user registered through the dummy UIA stage, a client started until its first sync
-// (with extra startClient options, such as threadSupport), and the runner that calls a mode and
-// prints its result as the last line, {"result": ...}.
+// unread.mjs, threads.mjs): the SDK loaded quietly (its log on stderr; stdout carries only the
+// JSON progress lines), a user registered through the dummy UIA stage, a client started until its
+// first sync (with extra startClient options, such as threadSupport), and the runner that calls a
+// mode and prints its result as the last line, {"result": ...}.
 
 if (typeof Promise.withResolvers !== "function") {
     Promise.withResolvers = function withResolvers() {
@@ -53,6 +53,15 @@ export async function register(baseUrl, username, extra = {}) {
         password: PASSWORD,
         auth: { type: "m.login.dummy", session },
         ...extra,
+    });
+}
+
+// A new device of an existing user (password login): credentials for ``client``.
+export function login(baseUrl, username) {
+    return sdk.createClient({ baseUrl }).loginRequest({
+        type: "m.login.password",
+        identifier: { type: "m.id.user", user: username },
+        password: PASSWORD,
     });
 }
 

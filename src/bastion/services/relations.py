@@ -10,7 +10,7 @@ a /messages ``start`` or a /sync ``next_batch`` works as ``from`` too (as the sp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from bastion.core.relations import (
     MAX_RECURSION_DEPTH,
@@ -27,6 +27,10 @@ from bastion.storage.interface import EventRow, Store
 #: References bundled per page at most (C-S API "Aggregations of child events": the bundle
 #: is a summary; the relations API lists them all).
 _MAX_REFERENCES = 1000
+
+#: The relation types whose children are bundled with their parent (C-S API "Aggregations
+#: of child events": ``m.thread``, ``m.replace``, ``m.reference``; annotations are not).
+BUNDLED_REL_TYPES = (THREAD, "m.replace", "m.reference")
 
 #: Store reads per page at most: a page of events the requester may not see ends early, with
 #: a ``next_batch`` to continue from.
@@ -161,9 +165,40 @@ class RelationsReader:
                 return out, None
         return out, upto
 
+    def add_bundles_where_related(
+        self, user_id: str, rows: Sequence[EventRow], served: Sequence[dict],
+        fmt: Callable[[EventRow], dict], *, upto: int | None = None,
+        known: Mapping[str, EventRow] | None = None,
+    ) -> None:  # fmt: skip
+        """:meth:`add_bundles` for a page that spans many rooms and mostly has no relations
+        (a /sync response's timelines): one read finds the events that have children of a
+        bundled type, and only those (and only their rooms) are read further; a page without
+        any costs that one read."""
+        self._add_bundles_where_related(
+            user_id, rows, served, fmt, upto=upto, known=known, nested=False
+        )
+
+    def _add_bundles_where_related(
+        self, user_id: str, rows: Sequence[EventRow], served: Sequence[dict],
+        fmt: Callable[[EventRow], dict], *, upto: int | None,
+        known: Mapping[str, EventRow] | None, nested: bool,
+    ) -> None:  # fmt: skip
+        live = [(r, ev) for r, ev in zip(rows, served, strict=True) if not r.redacted_because]
+        if not live:
+            return
+        parents = self.store.related_parents([r.event_id for r, _ in live], BUNDLED_REL_TYPES)
+        if not parents:
+            return
+        picked = [(r, ev) for r, ev in live if r.event_id in parents]
+        self.add_bundles(
+            user_id, [r for r, _ in picked], [ev for _, ev in picked], fmt, upto=upto,
+            known=known, _nested=nested,
+        )  # fmt: skip
+
     def add_bundles(
         self, user_id: str, rows: Sequence[EventRow], served: Sequence[dict],
-        fmt: Callable[[EventRow], dict], *, _nested: bool = False,
+        fmt: Callable[[EventRow], dict], *, upto: int | None = None,
+        known: Mapping[str, EventRow] | None = None, _nested: bool = False,
     ) -> None:  # fmt: skip
         """Put the bundled aggregations (C-S API "Aggregations of child events") of ``rows``
         into ``unsigned["m.relations"]`` of ``served`` (their client events, in the same
@@ -172,64 +207,90 @@ class RelationsReader:
         most recent valid replacement, whole: "Event replacements", "Server-side aggregation
         of m.replace relationships"; the content is never replaced) and ``m.reference``
         (``chunk`` of event IDs: "Reference relations"). Only children the requester may see
-        count; a redacted event gets none. A few reads per page and room, never one per
-        event. ``fmt`` serves a child as a client event. A thread's ``latest_event`` gets its
-        own bundle (once: it cannot be a thread root, see :func:`check_new_relation`)."""
+        count; a redacted event gets none. A few reads per page (one per distinct read cap:
+        one for all the rooms the requester is joined to), never one per event or room.
+        ``fmt`` serves a child as a client event. A thread's ``latest_event`` gets its own
+        bundle (once: it cannot be a thread root, see :func:`check_new_relation`).
+        ``upto``: only children at stream positions up to it count (a /sync response holds
+        what lies up to its ``next_batch``; a later child comes with a later one). ``known``:
+        rows already known to be visible to the requester (a /sync timeline, where a parent's
+        children mostly are too): those children are neither read nor checked again."""
+        # The read cap of each room (rooms the requester may not read get nothing), and the
+        # parents grouped by cap: one read per group, whatever the number of rooms (every
+        # joined room shares one cap).
+        caps: dict[str, int | None] = {}
+        denied: set[str] = set()
+        groups: dict[int | None, dict[str, str]] = {}
+        idx: list[int] = []
+        for i, row in enumerate(rows):
+            if row.redacted_because or row.room_id in denied:
+                continue
+            if row.room_id not in caps:
+                try:
+                    cap = self.access.read_access(user_id, row.room_id)
+                except MatrixError:
+                    denied.add(row.room_id)
+                    continue
+                caps[row.room_id] = cap if upto is None else upto if cap is None else min(cap, upto)
+            groups.setdefault(caps[row.room_id], {})[row.event_id] = row.room_id
+            idx.append(i)
+        threads: dict[str, tuple[int, str, bool]] = {}
+        others: list[tuple[str, str, str]] = []
+        for cap, parents in groups.items():
+            threads.update(self.store.thread_summaries(parents, user_id, cap))
+            others += self.store.relations_of_types(
+                parents, ("m.replace", "m.reference"), cap, _MAX_REFERENCES - len(others)
+            )
+        if not threads and not others:
+            return
+        wanted = [latest for _, latest, _ in threads.values()] + [c for c, _, _ in others]
+        known = known or {}
+        children = {e: known[e] for e in wanted if e in known}
+        visible = set(children)
+        missing = [e for e in wanted if e not in known]
+        if missing:
+            fetched = self.store.get_event_rows(missing)
+            children.update(fetched)
+            visible |= {
+                r.event_id for r in self.access.filter_visible(user_id, list(fetched.values()))
+            }
+        edits: dict[str, list[EventRow]] = {}
+        refs: dict[str, list[str]] = {}
+        for child, parent, rel_type in others:
+            if child not in visible:
+                continue
+            if rel_type == "m.replace":
+                edits.setdefault(parent, []).append(children[child])
+            else:
+                refs.setdefault(parent, []).append(child)
         latest_rows: list[EventRow] = []
         latest_served: list[dict] = []
-        by_room: dict[str, list[int]] = {}
-        for i, row in enumerate(rows):
-            if not row.redacted_because:
-                by_room.setdefault(row.room_id, []).append(i)
-        for room_id, idx in by_room.items():
-            try:
-                cap = self.access.read_access(user_id, room_id)
-            except MatrixError:
-                continue
-            parents = list(dict.fromkeys(rows[i].event_id for i in idx))
-            threads = self.store.thread_summaries(room_id, parents, user_id, cap)
-            others = self.store.relations_of_types(
-                room_id, parents, ("m.replace", "m.reference"), cap, _MAX_REFERENCES
-            )
-            if not threads and not others:
-                continue
-            wanted = [latest for _, latest, _ in threads.values()] + [c for c, _, _ in others]
-            children = self.store.get_event_rows(wanted)
-            visible = {
-                r.event_id for r in self.access.filter_visible(user_id, list(children.values()))
-            }
-            edits: dict[str, list[EventRow]] = {}
-            refs: dict[str, list[str]] = {}
-            for child, parent, rel_type in others:
-                if child not in visible:
-                    continue
-                if rel_type == "m.replace":
-                    edits.setdefault(parent, []).append(children[child])
-                else:
-                    refs.setdefault(parent, []).append(child)
-            for i in idx:
-                row = rows[i]
-                bundle: dict = {}
-                summary = threads.get(row.event_id)
-                if summary is not None and summary[1] in visible:
-                    count, latest, replied = summary
-                    latest_rows.append(children[latest])
-                    latest_served.append(fmt(children[latest]))
-                    bundle["m.thread"] = {
-                        "latest_event": latest_served[-1],
-                        "count": count,
-                        "current_user_participated": replied or row.sender == user_id,
-                    }
-                candidates = edits.get(row.event_id)
-                if candidates:
-                    best = latest_replacement(
-                        row.event, [{**c.event, "event_id": c.event_id} for c in candidates]
-                    )
-                    if best is not None:
-                        bundle["m.replace"] = fmt(candidates[best])
-                if row.event_id in refs:
-                    bundle["m.reference"] = {"chunk": [{"event_id": e} for e in refs[row.event_id]]}
-                if bundle:
-                    served[i].setdefault("unsigned", {})["m.relations"] = bundle
+        for i in idx:
+            row = rows[i]
+            bundle: dict = {}
+            summary = threads.get(row.event_id)
+            if summary is not None and summary[1] in visible:
+                count, latest, replied = summary
+                latest_rows.append(children[latest])
+                latest_served.append(fmt(children[latest]))
+                bundle["m.thread"] = {
+                    "latest_event": latest_served[-1],
+                    "count": count,
+                    "current_user_participated": replied or row.sender == user_id,
+                }
+            candidates = edits.get(row.event_id)
+            if candidates:
+                best = latest_replacement(
+                    row.event, [{**c.event, "event_id": c.event_id} for c in candidates]
+                )
+                if best is not None:
+                    bundle["m.replace"] = fmt(candidates[best])
+            if row.event_id in refs:
+                bundle["m.reference"] = {"chunk": [{"event_id": e} for e in refs[row.event_id]]}
+            if bundle:
+                served[i].setdefault("unsigned", {})["m.relations"] = bundle
         if latest_rows and not _nested:
-            self.add_bundles(user_id, latest_rows, latest_served, fmt, _nested=True)
+            # (most latest replies have no children: one read finds those that do)
+            self._add_bundles_where_related(
+                user_id, latest_rows, latest_served, fmt, upto=upto, known=known, nested=True
+            )

@@ -46,6 +46,7 @@ from bastion.services.sync_api import SyncContext, SyncToken
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
+    from bastion.storage.interface import EventRow
 
 #: Connections remembered (least recently used dropped) and positions kept per connection.
 MAX_CONNECTIONS = 5_000
@@ -242,6 +243,8 @@ class SlidingSyncService:
         rooms_out: dict[str, dict] = {}
         unsent: set[str] = set()
         now = self.hs.now_ms()
+        # Every room's timeline (rows, served events), for the bundled aggregations.
+        timelines: list[tuple[list[EventRow], list[dict]]] = []
         for room_id, cfg in wanted.items():
             membership, event_id, member_pos = listed[room_id]
             known = room_id in before
@@ -268,7 +271,7 @@ class SlidingSyncService:
                     continue
             else:
                 room = self._room(
-                    ctx, room_id, cfg, room_since, upto.pos, now,
+                    ctx, room_id, cfg, room_since, upto.pos, now, timelines,
                     old_required if wider else None,
                 )  # fmt: skip
                 if room_since is not None and not (
@@ -291,9 +294,11 @@ class SlidingSyncService:
                 continue
             if left_pos <= room_since.pos:
                 continue
-            room = self._room(ctx, room_id, LEFT_ROOM, room_since, left_pos, now)
+            room = self._room(ctx, room_id, LEFT_ROOM, room_since, left_pos, now, timelines)
             room["bump_stamp"] = left_pos
             rooms_out[room_id] = room
+        # Bundled aggregations, as in /sync (C-S API "Aggregations of child events").
+        self.hs.sync.bundle_timelines(ctx, timelines, now)
         # Live rooms outside every window and subscription that had updates: owed from here.
         missed = [r for r, p in before.items() if p is None and r not in wanted and r in changed]
         live = wanted.keys() - unsent
@@ -432,13 +437,15 @@ class SlidingSyncService:
 
     def _room(
         self, ctx: SyncContext, room_id: str, cfg: RoomConfig, since: SyncToken | None,
-        upto: int, now: int, old_required: tuple[tuple[str, str], ...] | None = None,
+        upto: int, now: int, timelines: list[tuple[list[EventRow], list[dict]]],
+        old_required: tuple[tuple[str, str], ...] | None = None,
     ) -> dict:  # fmt: skip
         """A joined room: the timeline (newest ``timeline_limit`` events of ``(since, upto]``,
         visible ones only), the ``required_state`` (all of it when the room is new to the
         client, else the keys whose event changed, and those a ``required_state`` wider than
         ``old_required``, the one the room was last sent with, adds: MSC4186 "Changes to
-        required_state"), counts and name."""
+        required_state"), counts and name. The timeline's rows and events are appended to
+        ``timelines`` (finished by ``SyncService.bundle_timelines``)."""
         store = self.store
         rooms = self.hs.rooms
         user_id = ctx.requester.user_id
@@ -482,9 +489,11 @@ class SlidingSyncService:
             (by_id[end_state[k]] for k in keys if end_state[k] in by_id),
             key=lambda r: r.stream_pos,
         )
+        events = [sync._serve(ctx, r, now) for r in visible]
+        timelines.append((visible, events))
         room: dict = {
             "required_state": [sync._format(ctx, r, now) for r in state_rows],
-            "timeline": [sync._format(ctx, r, now) for r in visible],
+            "timeline": events,
             "limited": limited,
             "joined_count": len(joined),
             "invited_count": len(invited),

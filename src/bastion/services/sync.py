@@ -25,6 +25,7 @@ from bastion.services.filtering import (
     event_filter_is_open,
     room_allowed,
 )
+from bastion.services.relations import RelationsReader
 from bastion.services.sync_api import SyncContext, SyncToken
 from bastion.storage.sqlite.rooms import EventRow
 
@@ -112,6 +113,8 @@ class SyncService:
         room_flt = flt["room"]
         include_leave = room_flt.get("include_leave", False)
         now = self.hs.now_ms()
+        # Every room's timeline (rows, served events), for the bundled aggregations.
+        timelines: list[tuple[list[EventRow], list[dict]]] = []
         # An incremental sync computes only the joined rooms where something happened in
         # (since, upto]: an event (timeline, state, membership), or something a contributor
         # adds (ephemeral events, room account data). The others would be empty and left out.
@@ -150,6 +153,7 @@ class SyncService:
                     upto.pos,
                     now,
                     use_state_after,
+                    timelines,
                     full=full_state,
                 )
             elif membership in ("invite", "knock"):
@@ -180,8 +184,9 @@ class SyncService:
                 newly = since is None or before != "join"
                 rooms_out["leave"][room_id] = self._room(
                     ctx, room_id, None if newly else since, pos, now, use_state_after,
-                    full=full_state,
+                    timelines, full=full_state,
                 )  # fmt: skip
+        self.bundle_timelines(ctx, timelines, now)
         for c in self.hs.sync_contributors:
             c.contribute_global(ctx, response)
         for room_id, room in list(rooms_out["join"].items()):
@@ -197,11 +202,14 @@ class SyncService:
     # ------------------------------------------------------------------------------------------
     def _room(
         self, ctx: SyncContext, room_id: str, since: SyncToken | None, upto_pos: int, now: int,
-        use_state_after: bool, full: bool = False,
+        use_state_after: bool, timelines: list[tuple[list[EventRow], list[dict]]],
+        full: bool = False,
     ) -> dict:  # fmt: skip
         """The timeline and state of one joined (or left) room, up to ``upto_pos``. ``since``
         None: the room is new to the client (initial sync, newly joined): the timeline is the
-        latest events and the state all of it; ``full`` (full_state): all of the state too."""
+        latest events and the state all of it; ``full`` (full_state): all of the state too.
+        The timeline's rows and events are appended to ``timelines``; its events are finished
+        by :meth:`bundle_timelines`."""
         rooms = self.hs.rooms
         user_id = ctx.requester.user_id
         flt = ctx.filter
@@ -281,9 +289,11 @@ class SyncService:
         )
         if not event_filter_is_open(st_flt):
             state_rows = [r for r in state_rows if event_filter_allows(st_flt, r.event, room_id)]
+        events = [self._serve(ctx, r, now) for r in timeline]
+        timelines.append((timeline, events))
         room: dict = {
             "timeline": {
-                "events": [self._format(ctx, r, now) for r in timeline],
+                "events": events,
                 "limited": limited,
                 "prev_batch": str(SyncToken(prev_batch, 0)),  # negative: backfilled history
             },
@@ -294,13 +304,41 @@ class SyncService:
             room.setdefault("state", {"events": []})
         return room
 
-    def _format(self, ctx: SyncContext, row: EventRow, now: int) -> dict:
-        flt = ctx.filter
-        if flt.get("event_format") == "federation":
+    def bundle_timelines(
+        self, ctx: SyncContext, timelines: list[tuple[list[EventRow], list[dict]]], now: int
+    ) -> None:
+        """Finish the timelines' events: their bundled aggregations (C-S API "Aggregations of
+        child events": an event served to a client carries the aggregations of its children
+        in ``unsigned.m.relations``, /sync timelines included; ``m.thread``, ``m.replace``,
+        ``m.reference``, counted up to ``upto``, as :meth:`RelationsReader.add_bundles`), then
+        the filter's ``event_fields``. One read for all the timelines finds the events that
+        have children to bundle; nothing more is read when none do."""
+        rows = [r for tl, _ in timelines for r in tl]
+        if rows:
+            served = [ev for _, evs in timelines for ev in evs]
+            # (the timelines' events passed the requester's visibility check: a child among
+            # them is not checked again)
+            RelationsReader(self.store, self.hs.rooms.access).add_bundles_where_related(
+                ctx.requester.user_id, rows, served, lambda r: self._serve(ctx, r, now),
+                upto=ctx.upto.pos, known={r.event_id: r for r in rows},
+            )  # fmt: skip
+        fields = ctx.filter.get("event_fields")
+        if fields is not None:
+            for _, evs in timelines:
+                evs[:] = [apply_event_fields(ev, fields) for ev in evs]
+
+    def _serve(self, ctx: SyncContext, row: EventRow, now: int) -> dict:
+        """An event as the filter's ``event_format`` serves it (a new dict, ``unsigned``
+        included: bundles are added to it), before ``event_fields``."""
+        if ctx.filter.get("event_format") == "federation":
             ev = dict(row.event)
-        else:
-            ev = self.hs.rooms.client_event(row, ctx.requester, now, with_room_id=False)
-        return apply_event_fields(ev, flt.get("event_fields"))
+            if isinstance(ev.get("unsigned"), dict):
+                ev["unsigned"] = dict(ev["unsigned"])
+            return ev
+        return self.hs.rooms.client_event(row, ctx.requester, now, with_room_id=False)
+
+    def _format(self, ctx: SyncContext, row: EventRow, now: int) -> dict:
+        return apply_event_fields(self._serve(ctx, row, now), ctx.filter.get("event_fields"))
 
     def _target_state(
         self, rows: list[EventRow], start_group: int | None, end_group: int | None,

@@ -1201,12 +1201,13 @@ class RelationsStore(Protocol):
         limit: int,
     ) -> list[tuple[str, int]]: ...  # fmt: skip
     def thread_summaries(
-        self, room_id: str, parent_ids: Sequence[str], user_id: str, cap: int | None
+        self, parents: Mapping[str, str], user_id: str, cap: int | None
     ) -> dict[str, tuple[int, str, bool]]: ...
     def relations_of_types(
-        self, room_id: str, parent_ids: Sequence[str], rel_types: Sequence[str],
-        cap: int | None, limit: int,
+        self, parents: Mapping[str, str], rel_types: Sequence[str], cap: int | None,
+        limit: int,
     ) -> list[tuple[str, str, str]]: ...  # fmt: skip
+    def related_parents(self, parent_ids: Sequence[str], rel_types: Sequence[str]) -> set[str]: ...
 
 
 class UserDirectoryStore(Protocol):

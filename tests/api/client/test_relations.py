@@ -1,14 +1,17 @@
 """Relations and threads over HTTP (C-S API "Relationships", "Threading"): a thread with
 replies, reactions with the relation type and event type filters, pagination both ways,
-recursion, visibility, redaction and bad parameters."""
+recursion, visibility, redaction, bad parameters, and bundled aggregations where events are
+served (/sync included)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
 
-from tests.support.accounts import db_rows, make_user
+from tests.support.accounts import call_on_server, db_rows, make_user
+from tests.support.guard import exempt
 
 V1 = "/_matrix/client/v1"
 V3 = "/_matrix/client/v3"
@@ -333,3 +336,108 @@ def test_a_thread_cannot_start_from_an_event_with_a_relation(alice, room):
     send(alice, room, reply(plain, "ok"))
     send(alice, room, reply("$not-here-yet", "ok"))
     assert ids(rels(alice, room, root, "m.thread")) == [in_thread]
+
+
+def sync(c, since=None, **query):
+    q = {"timeout": "0", **query}
+    if since:
+        q["since"] = since
+    r = c.request("GET", V3 + "/sync", query=q)
+    assert r.status == 200, r.body
+    return r.body
+
+
+def sync_timeline(body, room_id, section="join"):
+    """The timeline events of ``room_id`` in a /sync response, by event ID (in order)."""
+    return {e["event_id"]: e for e in body["rooms"][section][room_id]["timeline"]["events"]}
+
+
+WIDE = json.dumps({"room": {"timeline": {"limit": 50}}})
+
+
+def test_sync_bundles_aggregations(alice, bob, room, server):
+    """/sync timelines carry the bundles of their events ("Aggregations of child events"):
+    initial and incremental, for every member, with the replacement event itself still in the
+    timeline ("Event replacements": the server does not hide it) and the original's content
+    untouched."""
+    exempt(server, alice)
+    exempt(server, bob)
+    first = sync(bob, filter=WIDE)
+    root = send(alice, room, text("root"))
+    one = send(bob, room, reply(root, "one"))
+    edit1 = send(alice, room, edit(root, "root, edited"))
+    ref = send(bob, room, {**text("see"), "m.relates_to": {
+        "rel_type": "m.reference", "event_id": root}})  # fmt: skip
+    plain = send(alice, room, text("plain"))
+
+    def check(served, user, count, latest, replacement):
+        assert served["content"]["body"] == "root"
+        bundle = relations_of(served)
+        assert bundle["m.thread"]["count"] == count
+        assert bundle["m.thread"]["latest_event"]["event_id"] == latest
+        assert "room_id" not in bundle["m.thread"]["latest_event"]  # as /sync serves events
+        assert bundle["m.thread"]["current_user_participated"] is True  # bob replied, alice sent
+        assert bundle["m.replace"]["event_id"] == replacement
+        assert bundle["m.reference"] == {"chunk": [{"event_id": ref}]}
+
+    # incremental: the root and its children in one batch
+    for user, since in ((bob, first["next_batch"]), (alice, None)):
+        events = sync_timeline(sync(user, since, filter=WIDE), room)
+        check(events[root], user, 1, one, edit1)
+        assert relations_of(events[plain]) is None
+        assert events[edit1]["content"]["m.new_content"]["body"] == "root, edited"
+        assert relations_of(events[one]) is None and relations_of(events[edit1]) is None
+
+    # a later sync serves the new children, not the root again; a new initial sync has it all
+    mark = sync(bob, filter=WIDE)["next_batch"]
+    two = send(alice, room, reply(root, "two"))
+    edit2 = send(alice, room, edit(root, "root, edited again"))
+    events = sync_timeline(sync(bob, mark, filter=WIDE), room)
+    assert list(events) == [two, edit2]
+    check(sync_timeline(sync(bob, filter=WIDE), room)[root], bob, 2, two, edit2)
+
+    # a redacted child drops out of the bundle; a redacted parent has none
+    for eid in (two, edit2):
+        r = alice.request("PUT", f"{V3}/rooms/{room}/redact/{eid}/{uuid.uuid4().hex}", {})
+        assert r.status == 200, r.body
+    check(sync_timeline(sync(bob, filter=WIDE), room)[root], bob, 1, one, edit1)
+    r = alice.request("PUT", f"{V3}/rooms/{room}/redact/{root}/{uuid.uuid4().hex}", {})
+    assert r.status == 200, r.body
+    assert relations_of(sync_timeline(sync(bob, filter=WIDE), room)[root]) is None
+
+
+def test_sync_bundles_follow_the_filter_and_the_read_cap(alice, bob, room, server):
+    """The filter's ``event_fields`` apply to the bundle like any other field, the federation
+    ``event_format`` gets it too (the stored event untouched), and a room the user left
+    bundles only the children they could see: those before their leave."""
+    exempt(server, alice)
+    root = send(alice, room, text("root"))
+    edit1 = send(alice, room, edit(root, "root, edited"))
+
+    def served_root(flt, user=bob, section="join"):
+        return sync_timeline(sync(user, filter=json.dumps(flt)), room, section)[root]
+
+    fields = {"event_fields": ["event_id", "content.body"], **json.loads(WIDE)}
+    assert served_root(fields) == {"event_id": root, "content": {"body": "root"}}
+    fields["event_fields"].append(r"unsigned.m\.relations")  # (a dot in a key: escaped)
+    assert served_root(fields)["unsigned"]["m.relations"]["m.replace"]["event_id"] == edit1
+    flt = json.dumps({"event_format": "federation", **json.loads(WIDE)})
+    pdus = sync(bob, filter=flt)["rooms"]["join"][room]["timeline"]["events"]
+    (fed,) = [e for e in pdus if e["content"].get("body") == "root"]  # (PDUs: no event_id)
+    replacement = fed["unsigned"]["m.relations"]["m.replace"]
+    assert replacement["room_id"] == room and "auth_events" in replacement  # a PDU too
+    assert replacement["content"]["m.relates_to"]["event_id"] == root
+    stored = call_on_server(server, server.hs.store.get_event_rows_cached, [root])[root]
+    assert "m.relations" not in stored.event.get("unsigned", {})
+
+    assert bob.request("POST", f"{V3}/rooms/{room}/leave", {}).status == 200
+    send(alice, room, edit(root, "edited after bob left"))
+    send(alice, room, reply(root, "a reply after bob left"))
+    left = served_root({"room": {"include_leave": True, "timeline": {"limit": 50}}}, bob, "leave")
+    assert relations_of(left) == {"m.replace": relations_of(left)["m.replace"]}
+    assert relations_of(left)["m.replace"]["event_id"] == edit1
+    now = sync_timeline(sync(alice, filter=WIDE), room)[root]
+    assert relations_of(now)["m.thread"]["count"] == 1
+    assert relations_of(now)["m.replace"]["content"]["m.new_content"]["body"] == (
+        "edited after bob left"
+    )

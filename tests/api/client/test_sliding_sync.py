@@ -782,3 +782,35 @@ def test_a_wider_required_state_sends_the_state_it_adds(alice):
     assert "initial" not in room and room["timeline"] == []
     assert [e["type"] for e in room["required_state"]] == ["m.room.topic"]
     assert ss(alice, sub, pos=wider["pos"])["rooms"] == {}
+
+
+def test_timeline_events_carry_their_bundles(alice, bob):
+    """Timeline events come with their bundled aggregations, as in /sync (C-S API
+    "Aggregations of child events"), on the first request and incremental ones."""
+    room = create(alice, preset="public_chat")
+    assert bob.request("POST", f"{V3}/join/{room}", {}).status == 200
+    text = {"msgtype": "m.text", "body": "root"}
+    root = send(alice, room, text).body["event_id"]
+    reply = {"msgtype": "m.text", "body": "one",
+             "m.relates_to": {"rel_type": "m.thread", "event_id": root}}  # fmt: skip
+    one = send(bob, room, reply).body["event_id"]
+    edited = {"msgtype": "m.text", "body": "* root!", "m.new_content": {**text, "body": "root!"},
+              "m.relates_to": {"rel_type": "m.replace", "event_id": root}}  # fmt: skip
+    edit = send(alice, room, edited).body["event_id"]
+    first = ss(bob, all_rooms(limit=10))
+    events = {e["event_id"]: e for e in first["rooms"][room]["timeline"]}
+    bundle = events[root]["unsigned"]["m.relations"]
+    assert bundle["m.thread"]["count"] == 1
+    assert bundle["m.thread"]["latest_event"]["event_id"] == one
+    assert bundle["m.thread"]["current_user_participated"] is True
+    assert bundle["m.replace"]["event_id"] == edit and events[root]["content"] == text
+    assert "m.relations" not in events[edit]["unsigned"]
+    # incremental: a new root and its thread in one batch
+    other = send(alice, room, {**text, "body": "second root"}).body["event_id"]
+    send(alice, room, {**reply, "m.relates_to": {"rel_type": "m.thread", "event_id": other}})
+    inc = ss(bob, all_rooms(limit=10), pos=first["pos"])
+    events = {e["event_id"]: e for e in inc["rooms"][room]["timeline"]}
+    assert list(events)[0] == other
+    bundle = events[other]["unsigned"]["m.relations"]
+    assert bundle["m.thread"]["count"] == 1
+    assert bundle["m.thread"]["current_user_participated"] is False

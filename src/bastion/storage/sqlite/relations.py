@@ -11,7 +11,9 @@ here; the events themselves from ``events``.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+import orjson
 
 from bastion.core.relations import THREAD, Relation, relation_of
 from bastion.storage.sqlite.base import StoreBase
@@ -147,48 +149,62 @@ class RelationsStore(StoreBase):
         return [(r[0], r[1]) for r in self.db.read(sql, args)]
 
     def thread_summaries(
-        self, room_id: str, parent_ids: Sequence[str], user_id: str, cap: int | None
+        self, parents: Mapping[str, str], user_id: str, cap: int | None
     ) -> dict[str, tuple[int, str, bool]]:
-        """For those of ``parent_ids`` (events of ``room_id``) with ``m.thread`` children at
-        positions up to ``cap``: (count, ID of the latest child, whether ``user_id`` sent one),
-        in one read."""
-        if not parent_ids:
+        """For those of ``parents`` (event ID -> its room) with ``m.thread`` children in their
+        room at positions up to ``cap``: (count, ID of the latest child, whether ``user_id``
+        sent one), in one read for every room."""
+        if not parents:
             return {}
-        marks = ",".join("?" * len(parent_ids))
         sql = (
             # (SQLite: with MAX the only min/max aggregate, the bare event_id is that of the row
             # holding MAX(stream_pos))
-            "SELECT relates_to_id, COUNT(*), MAX(stream_pos), event_id, SUM(sender = ?)"
-            " FROM event_relations"
-            f" WHERE room_id = ? AND rel_type = 'm.thread' AND relates_to_id IN ({marks})"  # noqa: S608
+            "SELECT r.relates_to_id, COUNT(*), MAX(r.stream_pos), r.event_id, SUM(r.sender = ?)"
+            " FROM json_each(?) j JOIN event_relations r"
+            " ON r.room_id = j.value AND r.relates_to_id = j.key"
+            # (a literal: the partial index event_relations_threads serves it)
+            " WHERE r.rel_type = 'm.thread'"
         )
-        args: list = [user_id, room_id, *parent_ids]
+        args: list = [user_id, orjson.dumps(dict(parents)).decode()]
         if cap is not None:
-            sql += " AND stream_pos <= ?"
+            sql += " AND r.stream_pos <= ?"
             args.append(cap)
-        sql += " GROUP BY relates_to_id"
+        sql += " GROUP BY r.relates_to_id"
         return {r[0]: (r[1], r[3], bool(r[4])) for r in self.db.read(sql, args)}
 
     def relations_of_types(
-        self, room_id: str, parent_ids: Sequence[str], rel_types: Sequence[str],
-        cap: int | None, limit: int,
+        self, parents: Mapping[str, str], rel_types: Sequence[str], cap: int | None,
+        limit: int,
     ) -> list[tuple[str, str, str]]:  # fmt: skip
-        """(child ID, parent ID, relation type) of the children of ``parent_ids`` in
-        ``room_id`` with one of ``rel_types``, at positions up to ``cap``, oldest first, at
-        most ``limit``."""
-        if not parent_ids or not rel_types:
+        """(child ID, parent ID, relation type) of the children of ``parents`` (event ID ->
+        its room) in their room with one of ``rel_types``, at positions up to ``cap``, oldest
+        first, at most ``limit``; in one read for every room."""
+        if not parents or not rel_types:
             return []
-        marks = ",".join("?" * len(parent_ids))
         types = ",".join("?" * len(rel_types))
         sql = (
-            "SELECT event_id, relates_to_id, rel_type FROM event_relations"
-            f" WHERE relates_to_id IN ({marks}) AND room_id = ?"  # noqa: S608
-            f" AND rel_type IN ({types})"
+            "SELECT r.event_id, r.relates_to_id, r.rel_type FROM json_each(?) j"
+            " JOIN event_relations r ON r.relates_to_id = j.key AND r.room_id = j.value"
+            f" WHERE r.rel_type IN ({types})"  # noqa: S608
         )
-        args: list = [*parent_ids, room_id, *rel_types]
+        args: list = [orjson.dumps(dict(parents)).decode(), *rel_types]
         if cap is not None:
-            sql += " AND stream_pos <= ?"
+            sql += " AND r.stream_pos <= ?"
             args.append(cap)
-        sql += " ORDER BY stream_pos LIMIT ?"
+        sql += " ORDER BY r.stream_pos LIMIT ?"
         args.append(limit)
         return [(r[0], r[1], r[2]) for r in self.db.read(sql, args)]
+
+    def related_parents(self, parent_ids: Sequence[str], rel_types: Sequence[str]) -> set[str]:
+        """Those of ``parent_ids`` with at least one child of one of ``rel_types`` (in any
+        room, at any position: a cheap test before the reads that apply both), in one read:
+        one probe of ``event_relations_parent`` per ID, however many there are."""
+        if not parent_ids or not rel_types:
+            return set()
+        types = ",".join("?" * len(rel_types))
+        rows = self.db.read(
+            "SELECT value FROM json_each(?) WHERE EXISTS (SELECT 1 FROM event_relations"
+            f" WHERE relates_to_id = value AND rel_type IN ({types}))",  # noqa: S608
+            (orjson.dumps(list(parent_ids)).decode(), *rel_types),
+        )
+        return {r[0] for r in rows}
