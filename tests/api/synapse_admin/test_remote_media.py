@@ -147,7 +147,7 @@ def test_quarantine_a_cached_remote_media(remote):
 
 
 def test_quarantine_remote_media_never_fetched(remote):
-    srv, peer, admin, bob = remote.srv, remote.peer, remote.admin, remote.bob
+    peer, admin, bob = remote.peer, remote.admin, remote.bob
     origin = peer.server_name
     r = admin.request("POST", f"{A}/media/quarantine/{origin}/dog", {})
     assert (r.status, r.body) == (200, {})
