@@ -119,7 +119,7 @@ class MediaStore(StoreBase):
         )
         return cur.rowcount
 
-    # -- quarantined remote media (migration 0019) ----------------------------------------------
+    # -- quarantined remote media (migration 0020) ----------------------------------------------
     def remote_media_quarantine(self, server_name: str, media_id: str) -> sqlite3.Row | None:
         """The quarantine record of a remote mxc:// URI (with what the cache knew of it), or
         None when it is not quarantined."""

@@ -1,4 +1,4 @@
-"""The quarantined remote media migration (``0019_quarantined_remote_media.sql``): on a database
+"""The quarantined remote media migration (``0020_quarantined_remote_media.sql``): on a database
 at the previous version with rows in it (the cbbfc30 fixture, migrated), every row of every
 table is kept and the new table exists, empty; the store quarantines a remote mxc:// URI, cached
 or not, dropping the cached row and keeping what it said, and releases it."""
