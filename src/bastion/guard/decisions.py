@@ -10,8 +10,11 @@ with the decision's ID:
   user with the highest power level, if it is at least the room's ``redact`` level. When no local
   user has that power, nothing is redacted and the result says so (a soft-failed federated event
   is not served to our clients anyway).
-* ``quarantine_media`` — the local media the event links (``url``, ``info.thumbnail_url``,
-  ``evidence["mxc"]``) is quarantined: no longer served (``guard_quarantined_media``).
+* ``quarantine_media`` — the media the event links (``url``, ``info.thumbnail_url``,
+  ``evidence["mxc"]``) is quarantined: no longer served. Local media goes in
+  ``guard_quarantined_media``; another server's in ``quarantined_remote_media``, cached here
+  or not: never fetched, its cached copy deleted from disk (as the admin API's quarantine does,
+  :meth:`bastion.services.admin_directory.AdminDirectory.quarantine`).
 * ``suspend`` / ``lock`` — a local sender's account is suspended or locked (the account
   moderation flags of C-S API "Server administration"), with its ``account.suspend`` /
   ``account.lock`` record; server admins are never suspended or locked by the guard.
@@ -36,10 +39,11 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from bastion.core.identifiers import server_name_of
+from bastion.core.identifiers import parse_server_name, server_name_of
+from bastion.core.media import is_valid_media_id
 from bastion.core.power_levels import named_level, required_power_level, user_power_level
 from bastion.core.room_versions import get_room_version
 from bastion.core.state_keys import CREATE_KEY
@@ -88,6 +92,25 @@ def _mxc_ids(values: list[Any], server_name: str) -> list[str]:
             media_id = v[len(prefix) :]
             if media_id and "/" not in media_id and media_id not in out:
                 out.append(media_id)
+    return out[:MAX_TARGETS]
+
+
+def _remote_mxcs(values: list[Any], server_name: str) -> list[tuple[str, str]]:
+    """(server name, media ID) of the well-formed ``mxc://`` URIs of other servers among
+    ``values``."""
+    out: list[tuple[str, str]] = []
+    for v in values:
+        if not isinstance(v, str) or not v.startswith("mxc://"):
+            continue
+        origin, _, media_id = v[len("mxc://") :].partition("/")
+        if origin == server_name or not is_valid_media_id(media_id):
+            continue
+        try:
+            parse_server_name(origin)
+        except MatrixError:
+            continue
+        if (origin, media_id) not in out:
+            out.append((origin, media_id))
     return out[:MAX_TARGETS]
 
 
@@ -207,8 +230,10 @@ class GuardActions:
             for ev in evidence:
                 mxc = ev.get("mxc")
                 values += list(mxc) if isinstance(mxc, list | tuple) else [mxc]
-            return await self.quarantine(_mxc_ids(values, self.hs.server_name), decision_id,
-                                         reason)  # fmt: skip
+            return await self.quarantine(
+                _mxc_ids(values, self.hs.server_name), decision_id, reason,
+                _remote_mxcs(values, self.hs.server_name),
+            )  # fmt: skip
         if action in _FLAG_OF:
             return await self.set_account_flag(ctx.sender, _FLAG_OF[action], True, decision_id,
                                                GUARD_ACTOR, reason)  # fmt: skip
@@ -242,19 +267,38 @@ class GuardActions:
             redacted.append(eid)
         return {"done": bool(redacted), "moderator": mod, "event_ids": redacted}
 
-    async def quarantine(self, media_ids: list[str], decision_id: int | None,
-                         reason: str) -> dict[str, Any]:  # fmt: skip
-        if not media_ids:
-            return {"done": False, "error": "no local media to quarantine"}
+    async def quarantine(self, media_ids: list[str], decision_id: int | None, reason: str,
+                         remote: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:  # fmt: skip
+        """Quarantine local ``media_ids`` and other servers' ``remote`` media (their cached
+        copies deleted); the result names those newly quarantined (``media_ids``, and
+        ``remote`` as ``mxc://`` URIs) for a reversal."""
+        if not media_ids and not remote:
+            return {"done": False, "error": "no media to quarantine"}
         store = self.hs.store
         now = self.hs.now_ms()
+        dropped: list[str] = []
 
-        def fn(conn: Txn) -> list[str]:
-            return [m for m in media_ids if store.quarantine_media_in(conn, m, decision_id,
-                                                                       reason, now)]  # fmt: skip
+        def fn(conn: Txn) -> tuple[list[str], list[str]]:
+            dropped.clear()
+            local = [m for m in media_ids if store.quarantine_media_in(conn, m, decision_id,
+                                                                        reason, now)]  # fmt: skip
+            others = []
+            for origin, media_id in remote:
+                new, file_path = store.quarantine_remote_media_in(
+                    conn, origin, media_id, decision_id, reason, now
+                )
+                if new:
+                    others.append(f"mxc://{origin}/{media_id}")
+                if file_path is not None:
+                    dropped.append(file_path)
+            return local, others
 
-        done = await store.transaction(fn)
-        return {"done": bool(done), "media_ids": done}
+        done, others = await store.transaction(fn)
+        await self.hs.media.drop_remote_copies(dropped)
+        out: dict[str, Any] = {"done": bool(done or others), "media_ids": done}
+        if others:
+            out["remote"] = others
+        return out
 
     async def set_account_flag(
         self, user_id: str, flag: str, value: bool, decision_id: int, actor: str,
@@ -464,7 +508,9 @@ class GuardActions:
                 elif action == "ban":
                     undone[action] = await self.unban(room_id, result.get("user_id", subject), why)
                 elif action == "quarantine_media":
-                    undone[action] = await self.unquarantine(list(result.get("media_ids", [])))
+                    undone[action] = await self.unquarantine(
+                        list(result.get("media_ids", [])), list(result.get("remote", []))
+                    )
                 elif action == "server_acl":
                     undone[action] = await self.server_acl(room_id, result.get("server", ""),
                                                            deny=False)  # fmt: skip
@@ -494,15 +540,25 @@ class GuardActions:
         await self.hs.rooms.update_membership(mod, room_id, user_id, "leave", reason=reason)
         return {"done": True, "moderator": mod, "user_id": user_id}
 
-    async def unquarantine(self, media_ids: list[str]) -> dict[str, Any]:
+    async def unquarantine(self, media_ids: list[str],
+                           remote: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+        """Release local ``media_ids`` and other servers' ``remote`` media (``mxc://`` URIs,
+        fetched again on the next request)."""
         store = self.hs.store
+        keys = _remote_mxcs(list(remote or []), self.hs.server_name)
 
-        def fn(conn: Txn) -> list[str]:
-            return [m for m in media_ids if isinstance(m, str)
-                    and store.unquarantine_media_in(conn, m)]  # fmt: skip
+        def fn(conn: Txn) -> tuple[list[str], list[str]]:
+            local = [m for m in media_ids if isinstance(m, str)
+                     and store.unquarantine_media_in(conn, m)]  # fmt: skip
+            others = [f"mxc://{o}/{m}" for o, m in keys
+                      if store.unquarantine_remote_media_in(conn, o, m)]  # fmt: skip
+            return local, others
 
-        done = await store.transaction(fn)
-        return {"done": bool(done), "media_ids": done}
+        done, others = await store.transaction(fn)
+        out: dict[str, Any] = {"done": bool(done or others), "media_ids": done}
+        if others:
+            out["remote"] = others
+        return out
 
 
 def _ledger_safe(value: Any) -> Any:

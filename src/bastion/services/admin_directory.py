@@ -27,12 +27,12 @@ import logging
 import re
 import secrets
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from bastion.core.identifiers import parse_room_id, parse_user_id
+from bastion.core.identifiers import parse_room_id, parse_server_name, parse_user_id
 from bastion.core.media import is_valid_media_id
 from bastion.errors import (
     MatrixError,
@@ -625,12 +625,36 @@ class AdminDirectory:
         return self.deletion_view(row, False)
 
     # -- media ------------------------------------------------------------------------------------
-    def _local_media_id(self, server_name: str, media_id: str) -> str:
-        if server_name != self.hs.server_name:
-            raise invalid_param("only local media can be managed on this server")
+    def remote_media_key(self, server_name: str, media_id: str) -> tuple[str, str]:
+        """Another server's ``mxc://`` URI named in a request, as (server name, media ID):
+        400 ``M_INVALID_PARAM`` for a malformed server name, 404 ``M_NOT_FOUND`` for a media ID
+        no server could have made (C-S API "Content repository": ``[A-Za-z0-9_-]``)."""
+        try:
+            parse_server_name(server_name)
+        except MatrixError:
+            raise invalid_param("invalid server name") from None
         if not is_valid_media_id(media_id):
             raise not_found("no such media")
-        return media_id
+        return server_name, media_id
+
+    async def quarantine_by_id(self, admin: str, server_name: str, media_id: str,
+                               quarantine: bool, audit: Audit) -> None:  # fmt: skip
+        """Synapse admin API "Media Admin API", "Quarantining media by ID" and "Remove media
+        from quarantine by ID": local media (404 ``M_NOT_FOUND`` when unknown), or another
+        server's, whether cached here or not (400 ``M_INVALID_PARAM`` for a malformed server
+        name; releasing one that is neither cached nor quarantined is 404)."""
+        if server_name == self.hs.server_name:
+            self.media_info(server_name, media_id)  # 404 unknown
+            await self.quarantine(admin, [media_id], quarantine, audit)
+            return
+        key = self.remote_media_key(server_name, media_id)
+        if (
+            not quarantine
+            and self.store.remote_media_quarantine(*key) is None
+            and self.store.get_remote_media(*key) is None
+        ):
+            raise not_found("no such media")
+        await self.quarantine(admin, [], quarantine, audit, remote=[key])
 
     def list_user_media(self, user_id: str, q: dict[str, str], offset: int,
                         limit: int) -> dict[str, Any]:  # fmt: skip
@@ -679,8 +703,14 @@ class AdminDirectory:
         return {"local": local, "remote": remote}
 
     def media_info(self, server_name: str, media_id: str) -> dict[str, Any]:
-        """Synapse admin API "Media Admin API", "Query a piece of media by ID"."""
-        self._local_media_id(server_name, media_id)
+        """Synapse admin API "Media Admin API", "Query a piece of media by ID": local media, or
+        another server's that is cached here or quarantined (what the cache knew of it is kept
+        with the quarantine; ``null`` fields when it was never cached). ``quarantined_by`` is
+        the quarantine's reason (it names the admin, or the guard's decision)."""
+        if server_name != self.hs.server_name:
+            return self._remote_media_info(self.remote_media_key(server_name, media_id))
+        if not is_valid_media_id(media_id):
+            raise not_found("no such media")
         row = self.store.get_local_media(media_id)
         if row is None:
             raise not_found("no such media")
@@ -690,27 +720,67 @@ class AdminDirectory:
                 "media_id": media_id, "media_type": row["content_type"],
                 "media_length": row["size"], "upload_name": row["upload_name"],
                 "created_ts": row["created_ts"], "last_access_ts": row["upload_ts"],
-                "quarantined_by": "admin" if self.store.media_quarantined(media_id) else None,
+                "quarantined_by": self.store.admin_media_quarantine_reason(media_id),
                 "safe_from_quarantine": bool(self.store.protected_media_ids([media_id])),
                 "sha256": row["sha256"],
             }
         }  # fmt: skip
 
+    def _remote_media_info(self, key: tuple[str, str]) -> dict[str, Any]:
+        cached = self.store.get_remote_media(*key)
+        quarantine = self.store.remote_media_quarantine(*key)
+        row = cached if cached is not None else quarantine
+        if row is None:
+            raise not_found("no such media")
+        return {
+            "media_info": {
+                "media_origin": key[0], "user_id": None, "media_id": key[1],
+                "media_type": row["content_type"], "media_length": row["size"],
+                "upload_name": row["upload_name"], "created_ts": row["fetched_ts"],
+                "last_access_ts": row["last_access_ts"],
+                "quarantined_by": quarantine["reason"] if quarantine is not None else None,
+                "safe_from_quarantine": False,  # protection is for local media only
+                "sha256": row["sha256"],
+            }
+        }  # fmt: skip
+
     async def quarantine(self, admin: str, media_ids: list[str], quarantine: bool,
-                         audit: Audit) -> int:  # fmt: skip
-        """Quarantine (or release) local media IDs through the guard's quarantine table;
-        the number changed."""
+                         audit: Audit, remote: Sequence[tuple[str, str]] = ()) -> int:  # fmt: skip
+        """Quarantine (or release) local media IDs (the guard's ``guard_quarantined_media``)
+        and other servers' media (``remote`` (server name, media ID) pairs, cached or not:
+        ``quarantined_remote_media``) in one transaction with ``audit``; the number changed.
+
+        Quarantining another server's media deletes its cached copy from disk (the row and its
+        key in this transaction, then the file and thumbnails): a security-first choice over
+        Synapse's, which keeps the file. What was quarantined is harmful by assumption; keeping
+        the bytes would leave them on this server's disk and in its backups for no use, since
+        they are never served while quarantined. Releasing it fetches it from its server again
+        on the next request (if that server still has it), through the same checks as any
+        fetch."""
         store = self.store
         now = self.hs.now_ms()
         reason = f"quarantined by {admin} (admin API)"
+        dropped: list[str] = []
 
         def fn(conn: Txn) -> int:
+            dropped.clear()
             audit(conn)
-            if quarantine:
-                return sum(store.quarantine_media_in(conn, m, None, reason, now) for m in media_ids)
-            return sum(store.unquarantine_media_in(conn, m) for m in media_ids)
+            if not quarantine:
+                n = sum(store.unquarantine_media_in(conn, m) for m in media_ids)
+                return n + sum(store.unquarantine_remote_media_in(conn, *k) for k in remote)
+            n = sum(store.quarantine_media_in(conn, m, None, reason, now) for m in media_ids)
+            for server_name, media_id in remote:
+                new, file_path = store.quarantine_remote_media_in(
+                    conn, server_name, media_id, None, reason, now
+                )
+                n += new
+                if file_path is not None:
+                    dropped.append(file_path)
+            return n
 
-        return await store.transaction(fn)
+        n = await store.transaction(fn)
+        await self.hs.media.drop_remote_copies(dropped)
+        return n
 
     async def protect(self, admin: str, media_id: str, protect: bool, audit: Audit) -> None:
         """Protect a local media ID from bulk quarantine (or stop protecting it)."""
@@ -735,6 +805,20 @@ class AdminDirectory:
             m = _MXC.match(uri)
             if m is not None and m.group(1) == suffix:
                 out.append(m.group(2))
+        return out
+
+    def remote_media_keys_of_room(self, room_id: str) -> list[tuple[str, str]]:
+        """(server name, media ID) of the other servers' media the room's events use (those
+        of :meth:`room_media`'s ``remote`` list that are well-formed)."""
+        out: list[tuple[str, str]] = []
+        for uri in self.room_media(room_id)["remote"]:
+            m = _MXC.match(uri)
+            if m is None or m.group(1) == self.hs.server_name:
+                continue
+            try:
+                out.append(self.remote_media_key(m.group(1), m.group(2)))
+            except MatrixError:
+                continue
         return out
 
     def local_media_ids_of_user(self, user_id: str) -> list[str]:

@@ -32,6 +32,12 @@ is on. Later requests are served from the cache; thumbnails of remote media are 
 from the cached original, like those of local media (under ``remote_thumbnails/``). Without a
 federation listener another server's media is 404.
 
+Quarantined remote media (a row of ``quarantined_remote_media``, written by the admin API or a
+guard action) is 404 ``M_NOT_FOUND``, cached or not, and never fetched: quarantining drops the
+cached copy in the same write (:meth:`drop_remote_copies` then deletes its files), and a fetch
+that finishes after the quarantine finds it in the write that would have recorded the file and
+throws the bytes away.
+
 Encryption at rest (``at_rest_key`` set, issue 10): every new upload is written encrypted with
 a random key of its own (:mod:`bastion.core.media_encryption`), kept in its row
 (``local_media.file_key``), and so are its thumbnails; files written before it was turned on
@@ -50,7 +56,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,6 +238,19 @@ class MediaService(BackgroundService):
         _unlink_quietly(self.root / file_path)
         thumbs = self.root / "remote_thumbnails" / Path(file_path).relative_to("remote")
         shutil.rmtree(thumbs, ignore_errors=True)
+
+    async def drop_remote_copies(self, file_paths: Iterable[str]) -> None:
+        """Delete the files and thumbnails of cached remote media whose rows are gone (a
+        quarantine): thumbnails being made from them are waited for first, so none is written
+        after its directory is removed."""
+        for file_path in file_paths:
+            if not file_path.startswith("remote/") or ".." in file_path:
+                continue
+            thumbs = str(self.root / "remote_thumbnails" / Path(file_path).relative_to("remote"))
+            pending = [t for (d, _n), t in self._generating.items() if d == thumbs]
+            if pending:
+                await asyncio.wait(pending)  # (never cancels them: others may be waiting)
+            await asyncio.to_thread(self.delete_remote_files, file_path)
 
     def delete_files(self, media_id: str) -> bool:
         """Delete a local media's file and its thumbnails (retention, erasure, the admin API;
@@ -438,6 +457,9 @@ class MediaService(BackgroundService):
         if self.remote_media is None or not is_valid_media_id(media_id):
             raise not_found("no such media")
         store = self.hs.store
+        if store.remote_media_quarantine(server_name, media_id) is not None:
+            # Quarantined by an admin or the guard: neither served nor fetched.
+            raise not_found("this media has been quarantined")
         row = store.get_remote_media(server_name, media_id)
         if row is None:
             key = (server_name, media_id)
@@ -493,15 +515,19 @@ class MediaService(BackgroundService):
         now = self.hs.now_ms()
         store = self.hs.store
 
-        def fn(conn: Txn) -> None:
+        def fn(conn: Txn) -> bool:
+            if store.remote_media_quarantined_in(conn, server_name, media_id):
+                return False  # quarantined while it was fetched: the bytes are thrown away
             store.insert_remote_media_in(
                 conn, server_name, media_id, now, content_type=content_type,
                 upload_name=upload_name, size=received.size, sha256=received.sha256,
                 file_path=rel, file_key=received.file_key,
             )  # fmt: skip
             os.replace(received.tmp_path, final)
+            return True
 
-        await self._commit_file(fn, received, final)
+        if not await self._commit_file(fn, received, final):
+            return not_found("this media has been quarantined")
         return None
 
     async def get_uploaded(self, server_name: str, media_id: str, timeout_ms: int | None):

@@ -314,8 +314,13 @@ def test_room_quarantine_passes_protected_media_by(server, client, admin):
     assert admin.request("POST", f"{A}/v1/media/unprotect/{kept}", {}).status == 200
     assert db_rows(server, "SELECT * FROM protected_media") == []
     assert_error(admin.request("POST", f"{A}/v1/media/protect/nope", {}), 404, "M_NOT_FOUND")
+    info = admin.request("GET", f"{A}/v1/media/localhost/{caught}").body["media_info"]
+    assert admin.user_id in info["quarantined_by"]
+    # The same media ID on another server is another media: quarantining it leaves ours be.
     r = admin.request("POST", f"{A}/v1/media/quarantine/elsewhere.org/{kept}", {})
-    assert_error(r, 400, "M_INVALID_PARAM")
+    assert r.status == 200
+    info = admin.request("GET", f"{A}/v1/media/localhost/{kept}").body["media_info"]
+    assert info["quarantined_by"] is None
     r = admin.request("POST", f"{A}/v1/purge_media_cache", query={"before_ts": "1"})
     assert r.body == {"deleted": 0}
 

@@ -329,6 +329,13 @@ class AdminDirectoryStore(StoreBase):
                 refs.add(r[0])
         return refs
 
+    def admin_media_quarantine_reason(self, media_id: str) -> str | None:
+        """Why a local media ID is quarantined, or None when it is not."""
+        row = self.db.read_one(
+            "SELECT reason FROM guard_quarantined_media WHERE media_id = ?", (media_id,)
+        )
+        return row[0] if row is not None else None
+
     def protected_media_ids(self, media_ids: list[str]) -> set[str]:
         """Those of ``media_ids`` an admin protected from quarantine."""
         if not media_ids:

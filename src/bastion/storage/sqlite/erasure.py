@@ -88,6 +88,8 @@ guard_decisions                 decisions about the user: the held event's conte
                                 from ``reason``, the signals and ``details``
 guard_room_settings             the room's
 guard_quarantined_media         deleted for the user's media (the media is gone)
+remote_media,                   other servers' files (the cache, and the quarantine of
+quarantined_remote_media        remote mxc:// URIs): no local user's data; untouched
 guard_rate_overrides            deleted (the account sends nothing any more)
 guard_login_throttles           failure counters keyed by account or address, forgotten a while
                                 after the last failure; kept (no content)

@@ -118,3 +118,65 @@ class MediaStore(StoreBase):
             "DELETE FROM remote_media WHERE server_name = ? AND media_id = ?", list(keys)
         )
         return cur.rowcount
+
+    # -- quarantined remote media (migration 0020) ----------------------------------------------
+    def remote_media_quarantine(self, server_name: str, media_id: str) -> sqlite3.Row | None:
+        """The quarantine record of a remote mxc:// URI (with what the cache knew of it), or
+        None when it is not quarantined."""
+        return self.db.read_one(
+            "SELECT * FROM quarantined_remote_media WHERE server_name = ? AND media_id = ?",
+            (server_name, media_id),
+        )
+
+    @staticmethod
+    def remote_media_quarantined_in(
+        conn: sqlite3.Connection, server_name: str, media_id: str
+    ) -> bool:
+        """Inside a write: whether a remote mxc:// URI is quarantined."""
+        row = conn.execute(
+            "SELECT 1 FROM quarantined_remote_media WHERE server_name = ? AND media_id = ?",
+            (server_name, media_id),
+        ).fetchone()
+        return row is not None
+
+    @staticmethod
+    def quarantine_remote_media_in(
+        conn: sqlite3.Connection, server_name: str, media_id: str, decision_id: int | None,
+        reason: str, now_ms: int,
+    ) -> tuple[bool, str | None]:  # fmt: skip
+        """Inside a write: quarantine a remote mxc:// URI, cached or not, and drop its cached
+        copy (the row and its key; what it said of the file is kept in the quarantine record).
+        (Whether it was newly quarantined, the path of the cached file the caller must delete
+        with its thumbnails, or None.)"""
+        cached = conn.execute(
+            "SELECT * FROM remote_media WHERE server_name = ? AND media_id = ?",
+            (server_name, media_id),
+        ).fetchone()
+        if cached is not None:
+            conn.execute(
+                "DELETE FROM remote_media WHERE server_name = ? AND media_id = ?",
+                (server_name, media_id),
+            )
+        meta = (
+            (cached["content_type"], cached["upload_name"], cached["size"], cached["sha256"],
+             cached["fetched_ts"], cached["last_access_ts"])
+            if cached is not None else (None,) * 6
+        )  # fmt: skip
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO quarantined_remote_media (server_name, media_id, decision_id,"
+            " reason, ts, content_type, upload_name, size, sha256, fetched_ts, last_access_ts)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (server_name, media_id, decision_id, reason, now_ms, *meta),
+        )
+        return cur.rowcount == 1, cached["file_path"] if cached is not None else None
+
+    @staticmethod
+    def unquarantine_remote_media_in(
+        conn: sqlite3.Connection, server_name: str, media_id: str
+    ) -> bool:
+        """Inside a write: release a remote mxc:// URI (the next request fetches it again)."""
+        cur = conn.execute(
+            "DELETE FROM quarantined_remote_media WHERE server_name = ? AND media_id = ?",
+            (server_name, media_id),
+        )
+        return cur.rowcount == 1
