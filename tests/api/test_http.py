@@ -241,3 +241,89 @@ def test_federation_listener_has_the_same_hygiene(tmp_path):
         sock.close()
     finally:
         srv.stop()
+
+
+# The router: the first route registered that matches wins, found through the segment tree.
+
+
+def _try_every_route(router, method: str, raw_path: str):
+    """The router's rule written the slow way: every route in registration order."""
+    from bastion.api.http import _match
+
+    segs = raw_path.split("/")[1:]
+    trailing = bool(segs) and segs[-1] == ""
+    if trailing:
+        segs = segs[:-1]
+    known = False
+    for route in router.routes:
+        params = _match(route.pattern, segs, trailing)
+        if params is None:
+            continue
+        known = True
+        if route.method == method or (method == "HEAD" and route.method == "GET"):
+            return route, params, True
+    return None, {}, known
+
+
+def test_router_first_registered_route_wins():
+    from bastion.api.http import Router
+
+    async def h(_req):
+        return {}
+
+    r = Router()
+    r.add("GET", "/a/{x}", h)
+    r.add("GET", "/a/b", h)
+    r.add("POST", "/a/b", h)
+    r.add("GET", "/s/{type}/{key}", h)
+    r.add("GET", "/m/{path*}", h)
+    r.add("GET", "/m/fixed", h)
+    route, params, _ = r.match("GET", "/a/b")
+    assert route is r.routes[0] and params == {"x": "b"}
+    assert r.match("POST", "/a/b")[0] is r.routes[2]
+    assert r.match("HEAD", "/a/%2Fz")[1] == {"x": "/z"}
+    # A known path with another method: no route, but the path is known (405).
+    assert r.match("DELETE", "/a/b") == (None, {}, True)
+    assert r.match("GET", "/a") == (None, {}, False)
+    assert r.match("GET", "/a/b/c") == (None, {}, False)
+    # An empty trailing segment is an empty state key.
+    assert r.match("GET", "/s/m.room.name/")[1] == {"type": "m.room.name", "key": ""}
+    assert r.match("GET", "/s/m.room.name")[0] is None
+    # The rest of the path, possibly empty, and registered first.
+    assert r.match("GET", "/m/fixed")[1] == {"path": "fixed"}
+    assert r.match("GET", "/m/")[1] == {"path": ""}
+    assert r.match("GET", "/m/a/b%2Fc/")[1] == {"path": "a/b/c/"}
+    # Routes added or inserted after a match are found too.
+    r.add("GET", "/late", h)
+    assert r.match("GET", "/late")[0] is r.routes[-1]
+    first = Router()
+    first.add("GET", "/a/b", h)
+    r.routes.insert(0, first.routes[0])
+    assert r.match("GET", "/a/b")[0] is first.routes[0]
+
+
+def test_router_agrees_with_trying_every_route(server):
+    """Every path shape the server's routes accept (parameters plain, percent-encoded with a
+    slash, empty; trailing slashes; longer and shorter paths), with every method, is matched
+    to the same route and parameters as trying the routes one by one would."""
+    fed = getattr(server.hs, "federation", None)
+    routers = [server.hs.router] + ([fed.router] if fed is not None and fed.router.routes else [])
+    checked = 0
+    for router in routers:
+        paths: set[str] = set()
+        for route in router.routes:
+            for fill in ("x", "a%2Fb", "!r:localhost"):
+                segs = [fill if p.startswith("{") else p for p in route.pattern]
+                path = "/" + "/".join(segs)
+                paths.update({path, path + "/", path + "/extra", path + "/x/y"})
+                if segs:
+                    paths.add("/" + "/".join(segs[:-1]))
+                    paths.add("/" + "/".join(segs[:-1]) + "/")
+        for path in sorted(paths):
+            for method in ("GET", "HEAD", "PUT", "POST", "DELETE"):
+                assert router.match(method, path) == _try_every_route(router, method, path), (
+                    method,
+                    path,
+                )
+                checked += 1
+    assert checked > 5000

@@ -158,12 +158,33 @@ class Route:
     allow_suspended: bool = False
 
 
+class _Node:
+    """A node of the routes' segment tree: the routes whose pattern ends here, those whose
+    ``{name*}`` starts here, and the next segment, literal or ``{name}``."""
+
+    __slots__ = ("end", "literal", "param", "rest")
+
+    def __init__(self) -> None:
+        self.end: list[int] = []
+        self.rest: list[int] = []
+        self.literal: dict[str, _Node] = {}
+        self.param: _Node | None = None
+
+
 @dataclass
 class Router:
     """Routes by method and segment pattern. ``{name}`` matches one segment; a final ``{name*}``
-    matches the rest (possibly empty). Patterns may be registered under several prefixes."""
+    matches the rest (possibly empty). Patterns may be registered under several prefixes.
+
+    The first route registered whose pattern matches (and whose method is the request's) wins.
+    A tree of the patterns' segments narrows the routes to try to those a path can match, so a
+    request costs a walk down its segments, not a try of every route. The tree is rebuilt
+    whenever the route list is no longer the one it was built from (routes may be inserted
+    directly, as tests do)."""
 
     routes: list[Route] = field(default_factory=list)
+    _tree: _Node | None = field(default=None, init=False, repr=False, compare=False)
+    _tree_of: list[Route] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def add(self, method: str, path: str, handler: Handler, *, auth: bool = True,
             allow_locked: bool = False, allow_suspended: bool = False) -> None:  # fmt: skip
@@ -171,6 +192,51 @@ class Router:
         self.routes.append(
             Route(method.upper(), segs, handler, auth, path, allow_locked, allow_suspended)
         )
+
+    def _build(self) -> _Node:
+        root = _Node()
+        for index, route in enumerate(self.routes):
+            node = root
+            for p in route.pattern:
+                if p.startswith("{") and p.endswith("*}"):
+                    node.rest.append(index)
+                    break
+                if p.startswith("{"):
+                    if node.param is None:
+                        node.param = _Node()
+                    node = node.param
+                else:
+                    node = node.literal.setdefault(p, _Node())
+            else:
+                node.end.append(index)
+        self._tree, self._tree_of = root, list(self.routes)
+        return root
+
+    def _candidates(self, segs: list[str], trailing_empty: bool) -> list[int]:
+        """The indexes, in registration order, of the routes whose pattern may match ``segs``
+        (every route :func:`_match` accepts is among them)."""
+        found: list[int] = []
+        tree = self._tree
+        if tree is None or self._tree_of != self.routes:  # (identical routes compare fast)
+            tree = self._build()
+        stack = [(tree, 0)]
+        n = len(segs)
+        while stack:
+            node, i = stack.pop()
+            found += node.rest
+            if i == n:
+                found += node.end
+                if trailing_empty and node.param is not None:
+                    # An optional trailing segment may be empty (as in :func:`_match`).
+                    found += node.param.end
+                continue
+            child = node.literal.get(segs[i])
+            if child is not None:
+                stack.append((child, i + 1))
+            if node.param is not None:
+                stack.append((node.param, i + 1))
+        found.sort()
+        return found
 
     def match(self, method: str, raw_path: str) -> tuple[Route | None, dict[str, str], bool]:
         """(route, params, path_known). path_known is True when some method matches the path."""
@@ -181,7 +247,9 @@ class Router:
         else:
             trailing_empty = False
         path_known = False
-        for route in self.routes:
+        routes = self.routes
+        for index in self._candidates(raw_segs, trailing_empty):
+            route = routes[index]
             params = _match(route.pattern, raw_segs, trailing_empty)
             if params is None:
                 continue
