@@ -465,11 +465,21 @@ class SlidingSyncService:
             ctx.requester, None, ctx.upto, ctx.filter, False, ctx.joined_room_ids
         )
         results: dict[str, dict] = {name: {} for name, _ in parts}
+        # The rooms the client already has need asking only if the service names them as
+        # changed since ``pos`` (one look-up each, not one per room).
+        changed: dict[str, set[str] | None] = {
+            name: service.rooms_changed(ctx) if ctx.since is not None else None
+            for name, service in parts
+        }
         for room_id in wanted:
             if room_id not in joined:
                 continue
-            room_ctx = fresh_ctx if room_id not in sent_before else ctx
+            known = room_id in sent_before
+            room_ctx = ctx if known else fresh_ctx
             for name, service in parts:
+                named = changed[name]
+                if known and named is not None and room_id not in named:
+                    continue
                 room: dict = {}
                 service.contribute_room(room_ctx, room_id, room)
                 for event in room.get("ephemeral", {}).get("events", []):
