@@ -566,19 +566,7 @@ class E2EEService(BackgroundService):
         Send-to-Device "Extensions to /sync")."""
         user_id, device_id = ctx.requester.user_id, ctx.requester.device_id
         upto = ctx.upto.pos
-        after = 0
-        if ctx.since is not None:
-            after = self._acknowledge(user_id, device_id, ctx.since.pos)
-        if ctx.since is not None and upto <= ctx.since.pos:
-            # Pending messages here were held back by a full response; wait for the stream
-            # position that response took, so this response's next_batch moves forward.
-            rows = []
-        else:
-            rows = self.store.get_to_device(user_id, device_id, after, upto, TO_DEVICE_LIMIT + 1)
-        if len(rows) > TO_DEVICE_LIMIT:
-            rows = rows[:TO_DEVICE_LIMIT]
-            self._record_truncation(user_id, device_id, upto, rows[-1][0])
-        response["to_device"] = {"events": [event for _pos, event in rows]}
+        response["to_device"] = {"events": self.to_device_events(ctx)}
         response["device_one_time_keys_count"] = self._otk_counts(
             self.store.count_one_time_keys(user_id, device_id)
         )
@@ -590,6 +578,24 @@ class E2EEService(BackgroundService):
                 user_id, ctx.since.pos, upto, ctx.joined_room_ids or None
             )
             response["device_lists"] = {"changed": changed, "left": left}
+
+    def to_device_events(self, ctx: SyncContext) -> list[dict]:
+        """The device's to-device messages in ``(since, upto]`` (at most ``TO_DEVICE_LIMIT``),
+        those of the response that produced ``since`` acknowledged (deleted) first."""
+        user_id, device_id = ctx.requester.user_id, ctx.requester.device_id
+        upto = ctx.upto.pos
+        after = 0
+        if ctx.since is not None:
+            after = self._acknowledge(user_id, device_id, ctx.since.pos)
+        if ctx.since is not None and upto <= ctx.since.pos:
+            # Pending messages here were held back by a full response; wait for the stream
+            # position that response took, so this response's next_batch moves forward.
+            return []
+        rows = self.store.get_to_device(user_id, device_id, after, upto, TO_DEVICE_LIMIT + 1)
+        if len(rows) > TO_DEVICE_LIMIT:
+            rows = rows[:TO_DEVICE_LIMIT]
+            self._record_truncation(user_id, device_id, upto, rows[-1][0])
+        return [event for _pos, event in rows]
 
     def contribute_room(self, ctx: SyncContext, room_id: str, room: dict) -> None:
         return None

@@ -403,11 +403,9 @@ class SlidingSyncService:
                 False,
                 ctx.joined_room_ids,
             )
-            part: dict = {}
-            self.hs.e2ee.contribute_global(td_ctx, part)
             out["to_device"] = {
                 "next_batch": str(ctx.upto.pos),
-                "events": part["to_device"]["events"],
+                "events": self.hs.e2ee.to_device_events(td_ctx),
             }
         if ext.e2ee:
             e2ee = self.hs.e2ee
