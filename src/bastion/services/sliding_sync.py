@@ -184,7 +184,11 @@ class SlidingSyncService:
         changed: set[str] | None = None
         at_since: dict[str, tuple[str, str, int]] = {}
         if since_tok is not None:
-            at_since = store.get_memberships_at(user_id, since_tok.pos)
+            at_since = (
+                memberships
+                if since_tok.pos == upto.pos  # nothing since: the same memberships
+                else store.get_memberships_at(user_id, since_tok.pos)
+            )
             changed = store.rooms_with_events_between(joined, since_tok.pos, upto.pos)
             changed |= {
                 r for r, (_m, _e, p) in memberships.items() if p > since_tok.pos and r in wanted
