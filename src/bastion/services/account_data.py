@@ -75,6 +75,8 @@ class AccountData:
     def contribute_global(self, ctx: SyncContext, response: dict) -> None:
         user_id = ctx.requester.user_id
         since = ctx.since.pos if ctx.since is not None else None
+        if since is not None and since >= ctx.upto.pos:
+            return  # every change has a stream position: none can be in an empty range
         ad_filter = ctx.filter["account_data"]
         events: list[dict] = []
         for row in self.hs.store.account_data_changes(user_id, "", since, ctx.upto.pos):
@@ -110,6 +112,8 @@ class AccountData:
     def rooms_changed(self, ctx: SyncContext) -> set[str] | None:
         if ctx.since is None:
             return None
+        if ctx.since.pos >= ctx.upto.pos:
+            return set()
         return self.hs.store.account_data_rooms_changed(
             ctx.requester.user_id, ctx.since.pos, ctx.upto.pos
         )
