@@ -98,7 +98,7 @@ CLIENT_API_MODULES = [
     "bastion.api.client.voip",
     "bastion.api.client.openid",  # issue 11: OpenID tokens for widgets
     "bastion.api.client.room_summary",  # issue 11: GET /v1/room_summary (local rooms)
-    "bastion.api.client.room_initial_sync",  # issue 11: GET /rooms/{roomId}/initialSync
+    "bastion.api.client.room_previews",  # issue 11: /rooms/{roomId}/initialSync, /events
     "bastion.api.client.spaces",  # issue 11: GET /v1/rooms/{roomId}/hierarchy
     "bastion.api.client.export",
     "bastion.api.client.relations",

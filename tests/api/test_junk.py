@@ -117,13 +117,16 @@ BASELINE_QUERIES = {
     "/publicRooms": "limit=5",
     "/hierarchy": "limit=5",
     "/initialSync": "limit=5",
+    "/v3/events": "room_id={roomId}&timeout=0",
 }
 
 
 def baseline_query(pattern: str, values: dict[str, str]) -> str:
     for suffix, query in BASELINE_QUERIES.items():
         if pattern.endswith(suffix):
-            return query.replace("{version}", quote(values.get("version", "1"), safe=""))
+            return query.replace("{version}", quote(values.get("version", "1"), safe="")).replace(
+                "{roomId}", quote(values.get("roomId", "!x:localhost"), safe="")
+            )
     return ""
 
 

@@ -1,5 +1,6 @@
-"""A snapshot of one room (C-S API "Room Previews" and "Getting events for a room":
-``GET /rooms/{roomId}/initialSync``, room_initial_sync.yaml).
+"""Room previews (C-S API "Room Previews"): a snapshot of one room
+(``GET /rooms/{roomId}/initialSync``, room_initial_sync.yaml) and its new events
+(``GET /events?room_id=``, peeking_events.yaml; services/room_previews.py).
 
 The spec keeps this endpoint for peeking into rooms the requester may read without being a
 member (``world_readable`` history), and matrix-js-sdk's ``peekInRoom`` calls it; members and
@@ -13,9 +14,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bastion.api.client.rooms import check_room_id, token, with_bundles
+from bastion.api.client.rooms import check_room_id, parse_pos, token, with_bundles
 from bastion.api.http import Request, Router
 from bastion.core.canonical_json import parse_json
+from bastion.errors import missing_param
+from bastion.services.room_previews import RoomPreviews
 
 if TYPE_CHECKING:
     from bastion.server import HomeServer
@@ -72,4 +75,29 @@ def register(router: Router, hs: HomeServer) -> None:
             out["membership"] = membership["membership"]
         return out
 
+    previews = RoomPreviews(hs)
+
+    async def peek_events(req: Request) -> dict:
+        """GET /_matrix/client/v3/events?room_id= — peeking_events.yaml: the new events of a
+        room the requester may read (``world_readable``, or their own), after ``from`` (a
+        token of this endpoint, ``/initialSync`` or ``/sync``; now when absent), waiting up to
+        ``timeout`` ms (at most 5 minutes) for one; ``end`` is the next ``from``. ``room_id``
+        is required: the deprecated event stream of every room (``/events`` without it) is not
+        served."""
+        room_id = req.query.get("room_id")
+        if not room_id:
+            raise missing_param("'room_id' is required (only peeking into one room is served)")
+        check_room_id(room_id)
+        from_pos = parse_pos(req.query.get("from"), "from")
+        timeout = req.query_int("timeout", 0, minimum=0) or 0
+        rows, start, end = await previews.events(req.requester, room_id, from_pos, timeout)
+        now = hs.now_ms()
+        served = [rooms.client_event(r, req.requester, now) for r in rows]
+        return {
+            "chunk": with_bundles(hs, req.requester, rows, served),
+            "start": token(start),
+            "end": token(end),
+        }
+
     router.add("GET", "/_matrix/client/v3/rooms/{roomId}/initialSync", room_initial_sync)
+    router.add("GET", "/_matrix/client/v3/events", peek_events)

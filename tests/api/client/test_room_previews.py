@@ -1,10 +1,13 @@
-"""GET /_matrix/client/v3/rooms/{roomId}/initialSync (C-S API "Room Previews";
-room_initial_sync.yaml): a member's snapshot of state, latest messages, membership, directory
-visibility and room account data; a former member's up to their leave; a world_readable room
-previewed by anyone; every other room, unknown ones included, 403 alike."""
+"""Room previews (C-S API "Room Previews"): ``GET /rooms/{roomId}/initialSync``
+(room_initial_sync.yaml), a member's snapshot of state, latest messages, membership, directory
+visibility and room account data, a former member's up to their leave, a world_readable room
+previewed by anyone; and ``GET /events?room_id=`` (peeking_events.yaml), its new events,
+long-polled. Every other room, unknown ones included, 403 alike."""
 
 from __future__ import annotations
 
+import threading
+import time
 import urllib.parse
 import uuid
 
@@ -114,3 +117,66 @@ def test_world_readable_rooms_can_be_previewed_and_others_cannot(server):
     assert_error(initial_sync(carol, "not-a-room-id"), 400, "M_INVALID_PARAM")
     r = carol.request("GET", f"{V3}/rooms/{q(open_room)}/initialSync", token=None)
     assert_error(r, 401, "M_MISSING_TOKEN")
+
+
+def peek(c: Client, room: str, **query):
+    return c.request("GET", f"{V3}/events", query={"room_id": room, **query})
+
+
+def test_peeking_follows_a_world_readable_room(server):
+    """GET /events?room_id= (peeking_events.yaml): from /initialSync's ``end``, a non-member
+    gets the room's new events, long-polled; ``end`` is the next ``from``."""
+    alice = Client(server.base_url).register()
+    carol = Client(server.base_url).register()
+    room = create(alice, preset="public_chat", initial_state=[
+        {"type": "m.room.history_visibility", "state_key": "",
+         "content": {"history_visibility": "world_readable"}},
+    ])  # fmt: skip
+    say(alice, room, "first")
+    snap = initial_sync(carol, room)
+    assert bodies(snap) == ["first"]
+    since = snap.body["messages"]["end"]
+    # Nothing new: an empty answer at once (timeout 0), from where it was.
+    r = peek(carol, room, **{"from": since, "timeout": "0"})
+    assert r.status == 200, r.body
+    assert r.body["chunk"] == [] and r.body["start"] == since
+    # A long poll woken by alice's message.
+    got: dict = {}
+
+    def poll() -> None:
+        got["r"] = peek(carol, room, **{"from": since, "timeout": "10000"})
+
+    started = time.monotonic()
+    waiter = threading.Thread(target=poll)
+    waiter.start()
+    time.sleep(0.3)
+    eid = say(alice, room, "second")
+    waiter.join(15)
+    assert time.monotonic() - started < 8
+    r = got["r"]
+    assert r.status == 200, r.body
+    assert [e["event_id"] for e in r.body["chunk"]] == [eid]
+    assert r.body["chunk"][0]["content"]["body"] == "second"
+    # From its end: nothing more.
+    r = peek(carol, room, **{"from": r.body["end"], "timeout": "0"})
+    assert r.body["chunk"] == []
+    # Without a from: from now.
+    r = peek(carol, room, timeout="0")
+    assert r.status == 200 and r.body["chunk"] == [], r.body
+
+
+def test_peeking_is_refused_where_the_requester_may_not_read(server):
+    alice = Client(server.base_url).register()
+    carol = Client(server.base_url).register()
+    shut = create(alice, preset="public_chat")
+    for room in (shut, "!nothere:localhost"):
+        assert_error(peek(carol, room, timeout="0"), 403, "M_FORBIDDEN")
+    assert_error(carol.request("GET", f"{V3}/events", query={"timeout": "0"}), 400,
+                 "M_MISSING_PARAM")  # fmt: skip
+    assert_error(peek(carol, "not-a-room"), 400, "M_INVALID_PARAM")
+    assert_error(peek(alice, shut, **{"from": "junk"}), 400, "M_INVALID_PARAM")
+    assert_error(peek(alice, shut, timeout="x"), 400, "M_INVALID_PARAM")
+    # A member peeks into their own room too.
+    eid = say(alice, shut, "mine")
+    r = peek(alice, shut, **{"from": "s0_0", "timeout": "0"})
+    assert r.status == 200 and eid in [e["event_id"] for e in r.body["chunk"]]
