@@ -73,8 +73,9 @@ class _Position:
     token: SyncToken
     #: Rooms (timeline and state).
     rooms: Mapping[str, SyncToken | None]
-    #: The ``required_state`` each room was last sent with (a wider one sends what it adds).
-    required: Mapping[str, tuple[tuple[str, str], ...]]
+    #: The configuration each room was last sent with: a wider ``required_state`` sends what
+    #: it adds, a larger ``timeline_limit`` the room's latest events again.
+    configs: Mapping[str, RoomConfig]
     #: The ``receipts``, ``account_data`` and ``typing`` extensions' rooms.
     receipts: Mapping[str, SyncToken | None]
     account_data: Mapping[str, SyncToken | None]
@@ -234,7 +235,7 @@ class SlidingSyncService:
             wanted[room_id] = wanted[room_id].merged(cfg) if room_id in wanted else cfg
 
         before = since.rooms if since is not None else _NOTHING
-        required_before = since.required if since is not None else {}
+        configs_before = since.configs if since is not None else {}
         changed: set[str] = set()
         at: dict[int, dict[str, tuple[str, str, int]]] = {}
         if since_tok is not None:
@@ -258,9 +259,19 @@ class SlidingSyncService:
                 fresh = at[room_since.pos].get(room_id, ("",))[0] != "join"
             if fresh:
                 room_since = None
-            old_required = required_before.get(room_id, ())
+            old = configs_before.get(room_id)
+            old_required = old.required_state if old is not None else ()
             wider = not fresh and any(k not in old_required for k in cfg.required_state)
-            if not fresh and before[room_id] is None and room_id not in changed and not wider:
+            # A larger timeline_limit than the room was sent with: its latest events again
+            # (MSC4186 "Changes to timeline_limit"; Synapse's ``unstable_expanded_timeline``).
+            expanded = (
+                not fresh and membership == "join" and old is not None
+                and cfg.timeline_limit > old.timeline_limit
+            )  # fmt: skip
+            if (
+                not fresh and before[room_id] is None and room_id not in changed
+                and not wider and not expanded
+            ):  # fmt: skip
                 continue  # up to date
             if membership == "invite":
                 if room_since is not None and member_pos <= room_since.pos:
@@ -269,6 +280,9 @@ class SlidingSyncService:
                 if room is None:
                     unsent.add(room_id)
                     continue
+            elif expanded:
+                room = self._room(ctx, room_id, cfg, None, upto.pos, now, timelines)
+                room["unstable_expanded_timeline"] = True
             else:
                 room = self._room(
                     ctx, room_id, cfg, room_since, upto.pos, now, timelines,
@@ -303,10 +317,10 @@ class SlidingSyncService:
         missed = [r for r, p in before.items() if p is None and r not in wanted and r in changed]
         live = wanted.keys() - unsent
         rooms_after = sent_after(before, live, missed, since_tok, gone)
-        required_after = required_before
-        if gone or any(required_before.get(r) != wanted[r].required_state for r in live):
-            required_after = {r: k for r, k in required_before.items() if r not in gone}
-            required_after.update((r, wanted[r].required_state) for r in live)
+        configs_after = configs_before
+        if gone or any(configs_before.get(r) != wanted[r] for r in live):
+            configs_after = {r: c for r, c in configs_before.items() if r not in gone}
+            configs_after.update((r, wanted[r]) for r in live)
         response: dict = {"lists": lists_out, "rooms": rooms_out, "extensions": {}}
         extensions = response["extensions"]
         self._global_extensions(ctx, req, extensions)
@@ -337,7 +351,7 @@ class SlidingSyncService:
         position = _Position(
             token=upto,
             rooms=rooms_after,
-            required=required_after,
+            configs=configs_after,
             receipts=_drop(receipts_after, gone),
             account_data=_drop(account_data_after, gone),
             typing=_drop(typing_after, gone),

@@ -814,3 +814,30 @@ def test_timeline_events_carry_their_bundles(alice, bob):
     bundle = events[other]["unsigned"]["m.relations"]
     assert bundle["m.thread"]["count"] == 1
     assert bundle["m.thread"]["current_user_participated"] is False
+
+
+def test_a_larger_timeline_limit_sends_the_latest_events_again(alice):
+    """MSC4186 "Changes to timeline_limit": a room already sent with a smaller
+    ``timeline_limit`` comes again with its latest events up to the new limit, marked
+    ``unstable_expanded_timeline`` (Synapse's name), not ``initial``; once, then as usual."""
+    room = create(alice, preset="public_chat")
+    quiet = create(alice, preset="public_chat")
+    text = {"msgtype": "m.text", "body": "x"}
+    ids = [send(alice, room, text).body["event_id"] for _ in range(4)]
+    first = ss(alice, all_rooms(limit=1))
+    assert [e["event_id"] for e in first["rooms"][room]["timeline"]] == ids[-1:]
+    sub = {**all_rooms(limit=1), "room_subscriptions": {room: {"timeline_limit": 3}}}
+    wider = ss(alice, sub, pos=first["pos"])
+    assert list(wider["rooms"]) == [room]  # the quiet room keeps its limit: nothing for it
+    got = wider["rooms"][room]
+    assert [e["event_id"] for e in got["timeline"]] == ids[-3:]
+    assert got["unstable_expanded_timeline"] is True and "initial" not in got
+    assert got["limited"] is True
+    # The same request again: nothing new.
+    assert ss(alice, sub, pos=wider["pos"])["rooms"] == {}
+    # A new message: only it, as usual.
+    eid = send(alice, room, text).body["event_id"]
+    later = ss(alice, sub, pos=wider["pos"])["rooms"]
+    assert list(later) == [room]
+    assert [e["event_id"] for e in later[room]["timeline"]] == [eid]
+    assert "unstable_expanded_timeline" not in later[room]
