@@ -821,7 +821,7 @@ def test_a_larger_timeline_limit_sends_the_latest_events_again(alice):
     ``timeline_limit`` comes again with its latest events up to the new limit, marked
     ``unstable_expanded_timeline`` (Synapse's name), not ``initial``; once, then as usual."""
     room = create(alice, preset="public_chat")
-    quiet = create(alice, preset="public_chat")
+    create(alice, preset="public_chat")  # another room, its limit unchanged
     text = {"msgtype": "m.text", "body": "x"}
     ids = [send(alice, room, text).body["event_id"] for _ in range(4)]
     first = ss(alice, all_rooms(limit=1))
