@@ -178,17 +178,20 @@ def _types(obj: dict[str, Any], key: str) -> frozenset[str | None] | None:
 MAX_FILTER_STRINGS = 100
 
 
+def _string_set(value: object, what: str, most: int) -> frozenset[str]:
+    """A list of at most ``most`` strings (each at most 255 characters) as a set."""
+    if (
+        not isinstance(value, list)
+        or len(value) > most
+        or not all(isinstance(v, str) and len(v) <= 255 for v in value)
+    ):
+        raise bad_json(f"{what} must be a list of at most {most} strings")
+    return frozenset(value)
+
+
 def _strings(obj: dict[str, Any], key: str) -> frozenset[str] | None:
     v = obj.get(key)
-    if v is None:
-        return None
-    if (
-        not isinstance(v, list)
-        or len(v) > MAX_FILTER_STRINGS
-        or not all(isinstance(t, str) and len(t) <= 255 for t in v)
-    ):
-        raise bad_json(f"filters.{key} must be a list of at most {MAX_FILTER_STRINGS} strings")
-    return frozenset(v)
+    return None if v is None else _string_set(v, f"filters.{key}", MAX_FILTER_STRINGS)
 
 
 def _filters(obj: dict[str, Any]) -> ListFilters:
@@ -294,13 +297,7 @@ def _scope_names(spec: dict[str, Any], key: str, what: str, most: int) -> frozen
     value = spec[key]
     if value is None:
         return frozenset()
-    if (
-        not isinstance(value, list)
-        or len(value) > most
-        or not all(isinstance(v, str) and len(v) <= 255 for v in value)
-    ):
-        raise bad_json(f"{what}.{key} must be a list of at most {most} strings")
-    return frozenset(value)
+    return _string_set(value, f"{what}.{key}", most)
 
 
 def extension_rooms(
