@@ -58,8 +58,8 @@ drives both with the same aiohttp client load, one server at a time (alternating
 Bastion runs with its production password hashing (argon2id, time 3, memory 64 MiB, lanes 1 —
 the Config defaults); Synapse with its defaults (bcrypt, 12 rounds) and its generated log
 config, with the rate limits rc_message, rc_registration, rc_login, rc_joins, rc_joins_per_room,
-rc_invites and rc_room_creation raised to per_second 1000 / burst_count 1000 so that they do not
-throttle the load. Every loop is bounded in count and in time. Both servers are stopped by PID
+rc_invites, rc_room_creation and rc_user_directory raised to per_second 1000 / burst_count 1000
+so that they do not throttle the load. Every loop is bounded in count and in time. Both servers are stopped by PID
 at the end, on error too.
 
 Prints a table, then the figures of both servers and the ratios as one JSON object on the last
@@ -105,7 +105,7 @@ PASSWORD = "correct horse battery staple"
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=90)
 RATE_LIMITED = (
     "rc_message", "rc_registration", "rc_login", "rc_joins", "rc_joins_per_room",
-    "rc_invites", "rc_room_creation",
+    "rc_invites", "rc_room_creation", "rc_user_directory",
 )  # fmt: skip
 
 

@@ -16,6 +16,7 @@ SYNAPSE_RATE_LIMITS = {
     "rc_joins_per_room": LIMIT,
     "rc_invites": {"per_room": LIMIT, "per_user": LIMIT, "per_issuer": LIMIT},
     "rc_room_creation": LIMIT,
+    "rc_user_directory": LIMIT,
 }
 
 
