@@ -4,9 +4,12 @@ user may learn about a room before joining it. Who may see it is
 (:meth:`bastion.services.room_directory.RoomDirectory.room_summary_fields`) with the room's
 version, encryption, allowed rooms and the requester's membership.
 
-Local rooms only: a room this server is not joined to (a room on another server, one every local
-user has left, an invite received over federation) is answered 404; the ``via`` servers are
-not asked.
+A room this server is not joined to (a room on another server, one every local user has left, an
+invite received over federation) is asked of the ``via`` servers over federation, through their
+space hierarchy endpoint, as Synapse does
+(:meth:`bastion.services.space_hierarchy.SpaceHierarchy.remote_room_summary`: bounded requests
+per user, answers checked, trimmed and cached); with no ``via``, or no answer, it is 404. An
+alias of another server is not resolved (404): the client gives the room ID.
 """
 
 from __future__ import annotations
@@ -19,26 +22,32 @@ from bastion.errors import not_found
 
 if TYPE_CHECKING:
     from bastion.services.rooms import RoomService
+    from bastion.services.space_hierarchy import SpaceHierarchy
 
 #: The rooms of a join rule's ``allow`` list looked at, at most (a hostile list may be long).
 MAX_ALLOWED_ROOMS = 50
 
 
 class RoomSummaries:
-    def __init__(self, rooms: RoomService) -> None:
+    def __init__(self, rooms: RoomService, hierarchy: SpaceHierarchy) -> None:
         self.rooms = rooms
         self.store = rooms.store
+        self.hierarchy = hierarchy
 
-    def summary(self, user_id: str, room_id_or_alias: str) -> dict[str, Any]:
+    async def summary(self, user_id: str, room_id_or_alias: str, via: list[str]) -> dict[str, Any]:
         """The summary of a room ``user_id`` may see; 404 ``M_NOT_FOUND`` alike for a room
-        that does not exist, one this server is not in, and one the user may not see."""
+        that does not exist, one no server asked knows, and one the user may not see."""
         rooms = self.rooms
         room_id = rooms.resolve_room(room_id_or_alias)  # 400 for neither an ID nor an alias
         version = self.store.get_room_version(room_id)
         if version is None or not any(
             rooms.is_local(u) for u in self.store.get_joined_users(room_id)
         ):
-            raise not_found("room not found")
+            remote = await self.hierarchy.remote_room_summary(user_id, room_id, via)
+            if remote is None:
+                raise not_found("room not found")
+            # The spec's enum; no membership event here: "leave", as for local rooms.
+            return {**remote, "membership": rooms.membership_of(room_id, user_id) or "leave"}
         rv = get_room_version(version)
         membership = rooms.membership_of(room_id, user_id)
         jr = rooms.current_state_event(room_id, "m.room.join_rules", "")

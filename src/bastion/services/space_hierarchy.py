@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from bastion.core.identifiers import server_name_of
+from bastion.core.identifiers import is_valid_server_name, server_name_of
 from bastion.core.rate_limit import TokenBuckets
 from bastion.core.room_summary import allowed_room_ids, summary_visible
 from bastion.core.room_versions import get_room_version
@@ -55,7 +55,7 @@ from bastion.core.space_hierarchy import (
     sanitize_summary,
     stripped_child,
 )
-from bastion.errors import forbidden, invalid_param, not_found
+from bastion.errors import forbidden, invalid_param, limit_exceeded, not_found
 from bastion.services.remote import RemoteHierarchy
 
 if TYPE_CHECKING:
@@ -324,6 +324,30 @@ class SpaceHierarchy:
                 for r in summary.get("allowed_room_ids", [])[:MAX_ALLOWED_ROOMS]
             ),
         )
+
+    async def remote_room_summary(
+        self, user_id: str, room_id: str, via: list[str]
+    ) -> dict[str, Any] | None:
+        """The summary of a room this server is not in, as one of the ``via`` servers gives it
+        over federation (``GET /_matrix/federation/v1/hierarchy/{roomId}``, the root room of
+        its answer; as Synapse serves room summaries of other servers' rooms), checked and
+        trimmed like the walk's, under the same per-user allowance and cache; None when no
+        server gives one or the user may not see it. 429 when the user's allowance is spent."""
+        servers = tuple(dict.fromkeys(v for v in via if is_valid_server_name(v)))[:VIA_KEPT]
+        found, summary = self._cached(room_id, False)
+        if not found:
+            if not servers or self.remote is None:
+                return None
+            budget = _Budget(lambda: self._remote_buckets.take(user_id, time.monotonic()) == 0)
+            asked = await self._ask_remote(_Entry(room_id, servers, 0), False, budget)
+            if asked is _RETRY:
+                raise limit_exceeded(
+                    int(1000 / REMOTE_PER_USER_RATE), "too many requests to other servers"
+                )
+            summary = asked if isinstance(asked, dict) else None
+        if summary is None or not self._user_may_see_remote(summary, user_id):
+            return None
+        return {k: v for k, v in summary.items() if k != "children_state"}
 
     # -- the client walk ------------------------------------------------------------------------
     def _take_session(self, token: str, params: tuple[str, str, bool, int]) -> _Walk:

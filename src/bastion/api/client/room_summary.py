@@ -12,15 +12,16 @@ if TYPE_CHECKING:
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    summaries = RoomSummaries(hs.rooms)
+    summaries = RoomSummaries(hs.rooms, hs.space_hierarchy)
 
     async def room_summary(req: Request) -> dict:
         """GET /_matrix/client/v1/room_summary/{roomIdOrAlias}?via= — C-S API "Room Summaries":
         the room's name, topic, alias, avatar, member count, join rule, type, version,
         encryption, allowed rooms and the requester's membership, for a room they are in or
         invited to, or may preview or join by themselves (services/room_summary.py). Requires
-        authentication (the spec lets servers allow anonymous access; Bastion does not). Local
-        rooms only: ``via`` is accepted and not used (no federation request is made)."""
-        return summaries.summary(req.requester.user_id, req.params["roomIdOrAlias"])
+        authentication (the spec lets servers allow anonymous access; Bastion does not). A room
+        this server is not in is asked of the ``via`` servers (at most 4 are kept)."""
+        via = req.query_all("via")[:16]
+        return await summaries.summary(req.requester.user_id, req.params["roomIdOrAlias"], via)
 
     router.add("GET", "/_matrix/client/v1/room_summary/{roomIdOrAlias}", room_summary)
