@@ -69,11 +69,12 @@ def room_event_filter(hs: HomeServer, requester: Requester, param: str | None) -
 
 def with_bundles(hs: HomeServer, requester: Requester, rows: list, served: list) -> list:
     """``served`` (the client events of ``rows``) with their bundled aggregations (C-S API
-    "Aggregations of child events"; :meth:`RelationsReader.add_bundles`)."""
+    "Aggregations of child events"; :meth:`RelationsReader.add_bundles_where_related`: a page
+    with no relations costs one read)."""
     from bastion.services.relations import RelationsReader
 
     now = hs.now_ms()
-    RelationsReader(hs.store, hs.rooms.access).add_bundles(
+    RelationsReader(hs.store, hs.rooms.access).add_bundles_where_related(
         requester.user_id, rows, served, lambda r: hs.rooms.client_event(r, requester, now)
     )
     return served
