@@ -45,13 +45,15 @@ class RoomPreviews:
                 rows, _, _ = rooms.paginate(
                     requester, room_id, start, None, False, MAX_EVENTS, None
                 )
-                remaining = deadline - loop.time()
                 if rows:
                     return rows, start, rows[-1].stream_pos
+                remaining = deadline - loop.time()
                 if remaining <= 0:
                     return rows, start, max(start, upto)
                 woken = await listener.wait(remaining)
-            if not woken and loop.time() >= deadline:
+            if not woken:
+                # Timed out, or the server is stopping: one last look, then the answer (never
+                # another wait: a stopping notifier wakes every listener at once).
                 rows, _, _ = rooms.paginate(
                     requester, room_id, start, None, False, MAX_EVENTS, None
                 )

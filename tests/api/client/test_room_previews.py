@@ -12,7 +12,7 @@ import urllib.parse
 import uuid
 
 from tests.support.accounts import assert_error
-from tests.support.harness import Client
+from tests.support.harness import Client, ServerThread
 
 V3 = "/_matrix/client/v3"
 
@@ -180,3 +180,20 @@ def test_peeking_is_refused_where_the_requester_may_not_read(server):
     eid = say(alice, shut, "mine")
     r = peek(alice, shut, **{"from": "s0_0", "timeout": "0"})
     assert r.status == 200 and eid in [e["event_id"] for e in r.body["chunk"]]
+
+
+def test_a_peek_ends_at_once_when_the_server_stops(tmp_path):
+    """A stopping server ends every long poll (the notifier wakes them all): a peek answers at
+    once, it does not wait, nor spin, until its timeout."""
+    srv = ServerThread(tmp_path / "data").start()
+    try:
+        alice = Client(srv.base_url).register()
+        room = create(alice, preset="public_chat")
+        since = initial_sync(alice, room).body["messages"]["end"]
+        srv.loop.call_soon_threadsafe(srv.hs.notifier.close)
+        started = time.monotonic()
+        r = peek(alice, room, **{"from": since, "timeout": "60000"})
+        assert r.status == 200 and r.body["chunk"] == [], r.body
+        assert time.monotonic() - started < 5
+    finally:
+        srv.stop()
