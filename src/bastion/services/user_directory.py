@@ -12,8 +12,9 @@ people's rooms do not offer a directory to search; remote users are found by wha
 server knows of them, their membership in shared or public rooms.
 
 How a search runs: the names of local accounts, and of remote users under each of their room
-memberships, are kept in two :class:`~bastion.core.user_directory.PrefixIndex` es, rebuilt
-when an account, a profile or a membership changes (:meth:`Store.user_directory_generation`),
+memberships, are kept in two :class:`~bastion.core.user_directory.PrefixIndex` es: the local
+one rebuilt when an account or a profile changes (:meth:`Store.user_directory_local_version`),
+the remote one when a membership does too (:meth:`Store.user_directory_generation`),
 so a search looks at the entries its words can match, not at every account. A remote user is
 found under their latest membership that matches, among the rooms the requester may see them
 in (the requester's rooms and public rooms, checked for the matching memberships' rooms only):
@@ -56,16 +57,22 @@ class UserDirectory:
 
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
-        self._generation: int | None = None
+        self._local_version: tuple[int, ...] | None = None
         self._local: PrefixIndex | None = None
+        self._generation: int | None = None
         self._remote: _RemoteIndex | None = None
 
     def _indexes(self) -> tuple[PrefixIndex, _RemoteIndex]:
+        """The two indexes, each rebuilt only when what it holds may have changed: the local
+        one when an account or a profile did, not at every join or leave of a room."""
         store = self.hs.store
-        generation = store.user_directory_generation()
-        if self._local is None or self._remote is None or generation != self._generation:
-            memberships = store.user_directory_remote_memberships(self.hs.server_name)
+        version = store.user_directory_local_version()
+        if self._local is None or version != self._local_version:
             self._local = PrefixIndex(store.user_directory_local_entries())
+            self._local_version = version
+        generation = store.user_directory_generation()
+        if self._remote is None or generation != self._generation:
+            memberships = store.user_directory_remote_memberships(self.hs.server_name)
             self._remote = _RemoteIndex(
                 PrefixIndex(e for e, _, _ in memberships),
                 [room for _, room, _ in memberships],

@@ -47,10 +47,20 @@ class UserDirectoryStore(StoreBase):
     def user_directory_generation(self) -> int:
         """Moves whenever an account is created, deleted or (de)activated, a profile field is
         set or removed, or a room membership changes (migration 0018's triggers): for the
-        cached indexes of :meth:`user_directory_local_entries` and
-        :meth:`user_directory_remote_memberships`."""
+        cached index of :meth:`user_directory_remote_memberships`."""
         row = self.db.read_one("SELECT n FROM directory_generation WHERE k = 1")
         return int(row[0]) if row else 0
+
+    def user_directory_local_version(self) -> tuple[int, ...]:
+        """Changes whenever a local account is created or a profile field is set or removed
+        (deactivation removes the profile), not when memberships change: the row counts and
+        highest row IDs of ``users`` and ``profiles`` (a replaced row gets a new, higher row
+        ID). For the cached index of :meth:`user_directory_local_entries`."""
+        row = self.db.read_one(
+            "SELECT (SELECT COUNT(*) FROM users), (SELECT MAX(rowid) FROM users),"
+            " (SELECT COUNT(*) FROM profiles), (SELECT MAX(rowid) FROM profiles)"
+        )
+        return tuple(v or 0 for v in row) if row else (0, 0, 0, 0)
 
     def user_directory_local_entries(self) -> list[DirectoryEntry]:
         """Every local account not deactivated, with its display name and avatar."""
